@@ -1,0 +1,3 @@
+//! weft-core: the pieces both weft binaries share.
+pub mod host;
+pub mod mesh;

@@ -1,0 +1,2 @@
+//! Mesh-wide rules that do not depend on where configuration comes from.
+pub mod enrollment;

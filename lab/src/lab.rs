@@ -1,0 +1,659 @@
+//! Bringing a lab up, reaching into it, and taking it down.
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use weft_core::host::netns::{named_netns_path, run_in_netns};
+
+use crate::cmd::{ip_batch, run, run_with_input};
+use crate::manifest::Manifests;
+use crate::plan::{LabOptions, POD_GATEWAY, Plan, PodPlan, netns_prefix};
+use crate::process::{Placement, PodView, place};
+use crate::records::{self, LabPaths, STATE_ROOT};
+use crate::{LabError, cgroup};
+
+/// How a lab runs its processes.
+#[derive(Clone, Debug, Default)]
+pub struct Runtime {
+    /// Prepended to PATH for pod commands, so manifests can say `weft-testapp`.
+    pub bin_dir: Option<PathBuf>,
+    /// Start this weft-agent binary once per node, as the DaemonSet would.
+    pub agent: Option<PathBuf>,
+    /// Extra arguments for every agent.
+    pub agent_args: Vec<String>,
+    /// RUST_LOG for the agents.
+    pub agent_log: Option<String>,
+}
+
+/// A lab that is up. Dropping it takes it down, so a test that panics leaves nothing behind.
+pub struct Lab {
+    pub plan: Plan,
+    pub paths: LabPaths,
+    cgroup_root: PathBuf,
+    children: Vec<Child>,
+    keep: bool,
+}
+
+/// How long a pod's declared container ports may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Lab {
+    /// Builds the lab described by the manifests in `dir`.
+    pub fn up_from_dir(
+        options: &LabOptions,
+        dir: &Path,
+        runtime: &Runtime,
+    ) -> Result<Self, LabError> {
+        let manifests = Manifests::load_dir(dir)?;
+        Self::up(options, &manifests, runtime)
+    }
+
+    pub fn up(
+        options: &LabOptions,
+        manifests: &Manifests,
+        runtime: &Runtime,
+    ) -> Result<Self, LabError> {
+        let plan = Plan::build(options, manifests)?;
+        let paths = LabPaths::new(&plan.lab);
+        if paths.root.exists() || named_netns_path(&plan.fabric_netns).exists() {
+            return Err(LabError::Invalid(format!(
+                "lab {} is already up (or a crashed run left it): `cargo xtask lab down {}` first",
+                plan.lab, plan.lab
+            )));
+        }
+        let mut lab = Lab {
+            cgroup_root: cgroup::lab_root(&plan.lab)?,
+            plan,
+            paths,
+            children: Vec::new(),
+            keep: false,
+        };
+        // From here on a failure tears down whatever was built (Drop).
+        lab.build(manifests, runtime)?;
+        Ok(lab)
+    }
+
+    /// Attaches to a lab brought up by another process (e.g. `cargo xtask lab up`).
+    pub fn attach(lab: &str) -> Result<Self, LabError> {
+        let paths = LabPaths::new(lab);
+        let text =
+            std::fs::read_to_string(paths.plan()).map_err(|_| LabError::NotUp(lab.to_string()))?;
+        let plan: Plan = serde_json::from_str(&text)
+            .map_err(|e| LabError::Invalid(format!("{}: {e}", paths.plan().display())))?;
+        Ok(Lab {
+            cgroup_root: cgroup::lab_root(lab)?,
+            plan,
+            paths,
+            children: Vec::new(),
+            keep: true,
+        })
+    }
+
+    /// Leaves the lab running when this handle is dropped (for `lab up` from the CLI).
+    pub fn keep_running(mut self) {
+        self.keep = true;
+    }
+
+    fn pod_cgroup(&self, pod: &PodPlan) -> PathBuf {
+        self.cgroup_root
+            .join("pods")
+            .join(format!("{}-{}", pod.namespace, pod.name))
+    }
+
+    fn node_cgroup(&self, node: &str) -> PathBuf {
+        self.cgroup_root.join("nodes").join(node)
+    }
+
+    fn build(&mut self, manifests: &Manifests, runtime: &Runtime) -> Result<(), LabError> {
+        records::write(
+            &self.paths.plan(),
+            &serde_json::to_string_pretty(&self.plan)
+                .map_err(|e| LabError::Invalid(e.to_string()))?,
+        )?;
+        self.build_network()?;
+        self.write_views(manifests)?;
+        self.start_pods(runtime)?;
+        self.wait_until_ready()?;
+        if let Some(agent) = &runtime.agent {
+            self.start_agents(agent, runtime)?;
+            self.wait_for_agents()?;
+        }
+        Ok(())
+    }
+
+    fn build_network(&self) -> Result<(), LabError> {
+        let plan = &self.plan;
+        let mut host = vec![format!("netns add {}", plan.fabric_netns)];
+        host.extend(plan.nodes.iter().map(|n| format!("netns add {}", n.netns)));
+        host.extend(plan.pods.iter().map(|p| format!("netns add {}", p.netns)));
+        ip_batch(&host)?;
+
+        let mut fabric = vec![
+            "link set lo up".to_string(),
+            "link add br0 type bridge".to_string(),
+            "link set br0 up".to_string(),
+        ];
+        for node in &plan.nodes {
+            fabric.push(format!(
+                "link add {} type veth peer name eth0 netns {}",
+                node.fabric_if, node.netns
+            ));
+            fabric.push(format!("link set {} master br0 up", node.fabric_if));
+        }
+        ns_batch(&plan.fabric_netns, &fabric)?;
+
+        for node in &plan.nodes {
+            let mut cmds = vec![
+                "link set lo up".to_string(),
+                format!("addr add {}/24 dev eth0", node.ip),
+                "link set eth0 up".to_string(),
+            ];
+            for other in plan.nodes.iter().filter(|o| o.name != node.name) {
+                cmds.push(format!(
+                    "route add {}/24 via {}",
+                    other.pod_cidr_base, other.ip
+                ));
+            }
+            for pod in plan.pods.iter().filter(|p| p.node == node.name) {
+                cmds.push(format!(
+                    "link add {} type veth peer name eth0 netns {}",
+                    pod.host_if, pod.netns
+                ));
+                cmds.push(format!("addr add {POD_GATEWAY}/32 dev {}", pod.host_if));
+                cmds.push(format!("link set {} up", pod.host_if));
+                cmds.push(format!("route add {}/32 dev {}", pod.ip, pod.host_if));
+            }
+            ns_batch(&node.netns, &cmds)?;
+            let netns = named_netns_path(&node.netns);
+            run_in_netns(&netns, || {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                    .map_err(LabError::io("enabling IPv4 forwarding"))
+            })??;
+            let ruleset = plan.kube_proxy_ruleset();
+            run_in_netns(&netns, || {
+                run_with_input("nft", &["-f", "-"], Some(&ruleset))
+            })??;
+        }
+
+        for pod in &plan.pods {
+            ns_batch(
+                &pod.netns,
+                &[
+                    "link set lo up".to_string(),
+                    format!("addr add {}/32 dev eth0", pod.ip),
+                    "link set eth0 up".to_string(),
+                    format!("route add {POD_GATEWAY} dev eth0 scope link"),
+                    format!("route add default via {POD_GATEWAY} dev eth0"),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn write_views(&self, manifests: &Manifests) -> Result<(), LabError> {
+        for pod in &self.plan.pods {
+            let dir = self.paths.pod_dir(pod);
+            records::write(&dir.join("hosts"), &self.plan.hosts_file(pod))?;
+            records::write(
+                &dir.join("resolv.conf"),
+                &format!(
+                    "# weft lab: cluster names resolve from /etc/hosts\nsearch {ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 attempts:1 timeout:1\n",
+                    ns = pod.namespace
+                ),
+            )?;
+        }
+        let locations = records::pod_locations(&self.plan, |p| self.pod_cgroup(p));
+        records::write(
+            &self.paths.pod_locations(),
+            &serde_json::to_string_pretty(&locations)
+                .map_err(|e| LabError::Invalid(e.to_string()))?,
+        )?;
+        records::write(
+            &self.paths.cluster_dir().join("cluster.yaml"),
+            &records::cluster_view(&self.plan, &manifests.others)?,
+        )
+    }
+
+    fn pod_placement(&self, pod: &PodPlan, detach: bool) -> Placement {
+        let dir = self.paths.pod_dir(pod);
+        Placement {
+            cgroup: self.pod_cgroup(pod),
+            netns: named_netns_path(&pod.netns),
+            pod_view: Some(PodView {
+                hosts: dir.join("hosts"),
+                resolv_conf: dir.join("resolv.conf"),
+                hostname: pod.name.clone(),
+            }),
+            detach,
+        }
+    }
+
+    fn pod_env(&self, pod: &PodPlan, command: &mut Command, runtime: &Runtime) {
+        let version = pod.labels.get("version").cloned().unwrap_or_default();
+        command
+            .env("POD_NAME", &pod.name)
+            .env("POD_NAMESPACE", &pod.namespace)
+            .env("POD_IP", pod.ip.to_string())
+            .env("POD_VERSION", version)
+            .env("POD_SERVICE_ACCOUNT", &pod.service_account)
+            .env("NODE_NAME", &pod.node);
+        if let Some(bin) = &runtime.bin_dir {
+            let path = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{path}", bin.display()));
+        }
+    }
+
+    fn start_pods(&mut self, runtime: &Runtime) -> Result<(), LabError> {
+        std::fs::create_dir_all(self.paths.logs())
+            .map_err(LabError::io("creating the logs directory"))?;
+        for pod in self.plan.pods.clone() {
+            cgroup::create(&self.pod_cgroup(&pod))?;
+            for container in &pod.containers {
+                let mut argv = container.command.iter().chain(&container.args);
+                let Some(program) = argv.next() else { continue };
+                let mut command = Command::new(program);
+                command.args(argv);
+                self.pod_env(&pod, &mut command, runtime);
+                for env in &container.env {
+                    command.env(&env.name, &env.value);
+                }
+                let log = self.paths.logs().join(format!(
+                    "{}-{}-{}.log",
+                    pod.namespace, pod.name, container.name
+                ));
+                self.spawn_logged(command, &self.pod_placement(&pod, true), &log)
+                    .map_err(|e| {
+                        LabError::Invalid(format!(
+                            "starting {} container {}: {e}",
+                            pod.key(),
+                            container.name
+                        ))
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_logged(
+        &mut self,
+        mut command: Command,
+        placement: &Placement,
+        log: &Path,
+    ) -> Result<(), LabError> {
+        let out = std::fs::File::create(log)
+            .map_err(LabError::io(format!("creating {}", log.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(LabError::io("duplicating a log file handle"))?;
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        place(&mut command, placement)?;
+        let child = command.spawn().map_err(LabError::io(format!(
+            "spawning {:?}",
+            command.get_program()
+        )))?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    /// A pod is ready when each declared container port accepts a connection, like a
+    /// kubelet's TCP readiness probe.
+    fn wait_until_ready(&self) -> Result<(), LabError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for pod in &self.plan.pods {
+            let ports: Vec<u16> = pod
+                .containers
+                .iter()
+                .flat_map(|c| &c.ports)
+                .map(|p| p.container_port)
+                .collect();
+            if ports.is_empty() {
+                continue;
+            }
+            let ip = pod.ip;
+            let ready = run_in_netns(&named_netns_path(&pod.netns), move || {
+                ports.iter().all(|port| {
+                    let addr = SocketAddr::from((ip, *port));
+                    loop {
+                        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                            return true;
+                        }
+                        if Instant::now() >= deadline {
+                            return false;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                })
+            })?;
+            if !ready {
+                return Err(LabError::Invalid(format!(
+                    "pod {} did not accept connections on its container ports within {}s; see its log under {}",
+                    pod.key(),
+                    READY_TIMEOUT.as_secs(),
+                    self.paths.logs().display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn start_agents(&mut self, agent: &Path, runtime: &Runtime) -> Result<(), LabError> {
+        for node in self.plan.nodes.clone() {
+            let cgroup = self.node_cgroup(&node.name);
+            cgroup::create(&cgroup)?;
+            let mut command = Command::new(agent);
+            command
+                .arg("--node")
+                .arg(&node.name)
+                .arg("--config-dir")
+                .arg(self.paths.cluster_dir())
+                .arg("--pod-locations")
+                .arg(self.paths.pod_locations())
+                .arg("--bpf-pin-root")
+                .arg(self.paths.node_bpf_pins(&node.name))
+                .args(&runtime.agent_args)
+                .env("RUST_LOG", runtime.agent_log.as_deref().unwrap_or("info"));
+            let log = self.paths.logs().join(format!("agent-{}.log", node.name));
+            let placement = Placement {
+                cgroup,
+                netns: named_netns_path(&node.netns),
+                pod_view: None,
+                detach: true,
+            };
+            self.spawn_logged(command, &placement, &log)?;
+        }
+        Ok(())
+    }
+
+    /// An agent is ready when its readiness endpoint (as a DaemonSet probes it) answers 200.
+    fn wait_for_agents(&self) -> Result<(), LabError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for node in &self.plan.nodes {
+            let ready = run_in_netns(&named_netns_path(&node.netns), || {
+                loop {
+                    if agent_ready() {
+                        return true;
+                    }
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+            })?;
+            if !ready {
+                let log = self.paths.logs().join(format!("agent-{}.log", node.name));
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(LabError::Invalid(format!(
+                    "the weft-agent of {} was not ready within {}s; its log ({}) ends with:\n{}",
+                    node.name,
+                    READY_TIMEOUT.as_secs(),
+                    log.display(),
+                    tail.join("\n")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A command that will run inside `pod` (its cgroup, network, hosts and hostname).
+    pub fn pod_command(
+        &self,
+        pod: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Result<Command, LabError> {
+        let pod = self
+            .plan
+            .pod(pod)
+            .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))?;
+        let mut command = Command::new(program);
+        self.pod_env(pod, &mut command, &Runtime::default());
+        place(&mut command, &self.pod_placement(pod, false))?;
+        Ok(command)
+    }
+
+    /// Runs `work` on a thread inside the network namespace of `pod` (not in its cgroup).
+    pub fn in_pod_netns<T: Send>(
+        &self,
+        pod: &str,
+        work: impl FnOnce() -> T + Send,
+    ) -> Result<T, LabError> {
+        let pod = self
+            .plan
+            .pod(pod)
+            .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))?;
+        Ok(run_in_netns(&named_netns_path(&pod.netns), work)?)
+    }
+
+    /// Runs `work` on a thread inside the network namespace of node `node`.
+    pub fn in_node_netns<T: Send>(
+        &self,
+        node: &str,
+        work: impl FnOnce() -> T + Send,
+    ) -> Result<T, LabError> {
+        let node = self
+            .plan
+            .node(node)
+            .ok_or_else(|| LabError::Invalid(format!("no node {node}")))?;
+        Ok(run_in_netns(&named_netns_path(&node.netns), work)?)
+    }
+
+    pub fn pod_cgroup_dir(&self, pod: &str) -> Result<PathBuf, LabError> {
+        let pod = self
+            .plan
+            .pod(pod)
+            .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))?;
+        Ok(self.pod_cgroup(pod))
+    }
+
+    pub fn summary(&self) -> LabSummary {
+        LabSummary {
+            lab: self.plan.lab.clone(),
+            nodes: self
+                .plan
+                .nodes
+                .iter()
+                .map(|n| {
+                    (
+                        n.name.clone(),
+                        n.ip.to_string(),
+                        cgroup::members(&self.node_cgroup(&n.name)).len(),
+                    )
+                })
+                .collect(),
+            pods: self
+                .plan
+                .pods
+                .iter()
+                .map(|p| PodSummary {
+                    pod: p.key(),
+                    node: p.node.clone(),
+                    ip: p.ip.to_string(),
+                    ambient: p.ambient,
+                    processes: cgroup::members(&self.pod_cgroup(p)).len(),
+                })
+                .collect(),
+            services: self
+                .plan
+                .services
+                .iter()
+                .map(|s| ServiceSummary {
+                    service: format!("{}/{}", s.namespace, s.name),
+                    cluster_ip: s.vip.to_string(),
+                    ports: s.ports.iter().map(|p| p.port).collect(),
+                    endpoints: s.endpoints.iter().map(|e| e.pod.clone()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes the lab down now, reporting errors (Drop does the same, silently).
+    pub fn down(mut self) -> Result<(), LabError> {
+        self.keep = true;
+        let result = down(&self.plan.lab);
+        self.reap();
+        result
+    }
+
+    /// Collects the exit status of the processes this handle started, which `down` killed,
+    /// so none is left as a zombie of a long-running caller (a test binary).
+    fn reap(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.keep {
+            // The processes outlive this handle (they are in their own sessions).
+            self.children.clear();
+            return;
+        }
+        if let Err(e) = down(&self.plan.lab) {
+            tracing::error!(lab = %self.plan.lab, error = %e, "taking the lab down failed");
+        }
+        self.reap();
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LabSummary {
+    pub lab: String,
+    /// (name, IP, agent processes)
+    pub nodes: Vec<(String, String, usize)>,
+    pub pods: Vec<PodSummary>,
+    pub services: Vec<ServiceSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PodSummary {
+    pub pod: String,
+    pub node: String,
+    pub ip: String,
+    pub ambient: bool,
+    pub processes: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceSummary {
+    pub service: String,
+    pub cluster_ip: String,
+    pub ports: Vec<u16>,
+    pub endpoints: Vec<String>,
+}
+
+/// The agent's readiness port and path (Istio's ztunnel uses the same).
+const AGENT_READINESS: (Ipv4Addr, u16, &str) = (Ipv4Addr::LOCALHOST, 15021, "/healthz/ready");
+
+fn agent_ready() -> bool {
+    let (ip, port, path) = AGENT_READINESS;
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}
+
+fn ns_batch(netns: &str, commands: &[String]) -> Result<(), LabError> {
+    let mut input = commands.join("\n");
+    input.push('\n');
+    run_with_input("ip", &["-n", netns, "-batch", "-"], Some(&input)).map(drop)
+}
+
+/// Labs with records on this machine.
+pub fn list_labs() -> Vec<String> {
+    let mut labs: Vec<String> = std::fs::read_dir(STATE_ROOT)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    labs.sort();
+    labs
+}
+
+/// Removes every trace of lab `lab`: processes, cgroups, network namespaces (and with them
+/// every veth and nftables rule), pinned eBPF objects, records. Works from names alone, so it
+/// also cleans what a crashed `up` left, and does nothing when there is nothing.
+pub fn down(lab: &str) -> Result<(), LabError> {
+    let paths = LabPaths::new(lab);
+    let mut first_error = None;
+    let mut note = |r: Result<(), LabError>| {
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    };
+    note(cgroup::lab_root(lab).and_then(|root| cgroup::destroy(&root)));
+    let prefix = netns_prefix(lab);
+    let names: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in names.iter().filter(|n| n.starts_with(&prefix)) {
+        note(run("ip", &["netns", "del", name]).map(drop));
+    }
+    for dir in [paths.bpf_pins(), paths.root.clone()] {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => note(Err(LabError::Io {
+                what: format!("removing {}", dir.display()),
+                source: e,
+            })),
+        }
+    }
+    // The shared parents (/run/weft-lab, <cgroup2>/weft-lab, /sys/fs/bpf/weft-lab) stay:
+    // removing them could race with another lab being built beside this one.
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What a lab left on this machine: used by tests to prove `down` removed everything.
+pub fn leftovers(lab: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let prefix = netns_prefix(lab);
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) {
+                found.push(format!("netns {name}"));
+            }
+        }
+    }
+    if let Ok(root) = cgroup::lab_root(lab)
+        && root.exists()
+    {
+        found.push(format!("cgroup {}", root.display()));
+    }
+    let paths = LabPaths::new(lab);
+    for dir in [paths.bpf_pins(), paths.root] {
+        if dir.exists() {
+            found.push(format!("directory {}", dir.display()));
+        }
+    }
+    found
+}

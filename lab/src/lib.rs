@@ -1,0 +1,26 @@
+//! The lab: a local Kubernetes-like cluster built from Linux namespaces on one machine.
+//!
+//! It plays the parts a cluster provides around weft — API server (a directory of YAML),
+//! kubelet (pod processes in their own network namespace and cgroup), CNI (veth pairs and
+//! routes), kube-proxy (nftables DNAT for ClusterIPs in node namespaces) and DNS
+//! (`/etc/hosts`) — so that weft-agent can run unchanged on top of it.
+//!
+//! Layout on the machine, all named after the lab so that `down` finds even what a crashed
+//! `up` left behind:
+//! - network namespaces `wl-<lab>-fabric`, `wl-<lab>-node-N`, `wl-<lab>-<ns>-<pod>`;
+//! - cgroups under `<cgroup2>/weft-lab/<lab>/`;
+//! - files under `/run/weft-lab/<lab>/` (records, logs, the cluster view for agents).
+//!
+//! No address is ever assigned in the host's network namespace.
+mod cgroup;
+mod cmd;
+mod error;
+mod lab;
+pub mod manifest;
+pub mod plan;
+mod process;
+pub mod records;
+
+pub use error::LabError;
+pub use lab::{Lab, LabSummary, Runtime, down, leftovers, list_labs};
+pub use plan::{LabOptions, Plan};

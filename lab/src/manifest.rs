@@ -1,0 +1,318 @@
+//! Reading the Kubernetes objects the lab acts on from a directory of YAML.
+//!
+//! Only the fields the lab plays a part for are typed here (what a kubelet, a CNI and
+//! kube-proxy would read). Every other object is kept as it is, so the cluster view the
+//! lab writes for weft-agent holds the user's Istio resources unchanged.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::LabError;
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ObjectMeta {
+    pub fn namespace_or_default(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    pub container_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default)]
+    pub containers: Vec<Container>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Pod {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: PodSpec,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct PodTemplate {
+    #[serde(default)]
+    pub metadata: TemplateMeta,
+    #[serde(default)]
+    pub spec: PodSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct TemplateMeta {
+    #[serde(default)]
+    pub labels: Labels,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct DeploymentSpec {
+    #[serde(default = "one")]
+    pub replicas: u32,
+    pub template: PodTemplate,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Deployment {
+    pub metadata: ObjectMeta,
+    pub spec: DeploymentSpec,
+}
+
+/// A Service port's `targetPort`: a number, or the name of a container port.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum TargetPort {
+    Number(u16),
+    Name(String),
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<TargetPort>,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+}
+
+fn tcp() -> String {
+    "TCP".to_string()
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: Labels,
+    #[serde(default)]
+    pub ports: Vec<ServicePort>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Service {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ServiceSpec,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Namespace {
+    pub metadata: ObjectMeta,
+}
+
+/// Everything read from a manifest directory.
+#[derive(Clone, Debug, Default)]
+pub struct Manifests {
+    pub namespaces: Vec<Namespace>,
+    pub pods: Vec<Pod>,
+    pub deployments: Vec<Deployment>,
+    pub services: Vec<Service>,
+    /// Objects the lab does not act on (ServiceAccounts, Istio resources, …), kept verbatim.
+    pub others: Vec<serde_yaml::Value>,
+}
+
+impl Manifests {
+    /// Reads every `*.yaml` / `*.yml` file under `dir` (nested folders included, in path
+    /// order so the result does not depend on the file system's listing order).
+    pub fn load_dir(dir: &Path) -> Result<Self, LabError> {
+        let mut files = Vec::new();
+        collect_yaml_files(dir, &mut files)?;
+        files.sort();
+        let mut manifests = Manifests::default();
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|source| LabError::Io {
+                what: format!("reading {}", file.display()),
+                source,
+            })?;
+            manifests.add_yaml(&text, &file)?;
+        }
+        Ok(manifests)
+    }
+
+    /// Adds the objects of one (possibly multi-document) YAML text; `origin` names it in errors.
+    pub fn add_yaml(&mut self, text: &str, origin: &Path) -> Result<(), LabError> {
+        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let invalid = |reason: String| LabError::Manifest {
+                file: origin.to_path_buf(),
+                document: index,
+                reason,
+            };
+            let value =
+                serde_yaml::Value::deserialize(document).map_err(|e| invalid(e.to_string()))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .ok_or_else(|| invalid("object has no `kind`".into()))?
+                .to_string();
+            match kind.as_str() {
+                "Namespace" => self.namespaces.push(from_value(value, &invalid)?),
+                "Pod" => self.pods.push(from_value(value, &invalid)?),
+                "Deployment" => self.deployments.push(from_value(value, &invalid)?),
+                "Service" => self.services.push(from_value(value, &invalid)?),
+                "List" => {
+                    let items = value
+                        .get("items")
+                        .cloned()
+                        .unwrap_or(serde_yaml::Value::Sequence(Vec::new()));
+                    let text = serde_yaml::to_string(&items).map_err(|e| invalid(e.to_string()))?;
+                    let items: Vec<serde_yaml::Value> =
+                        serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+                    for item in items {
+                        let text =
+                            serde_yaml::to_string(&item).map_err(|e| invalid(e.to_string()))?;
+                        self.add_yaml(&text, origin)?;
+                    }
+                }
+                _ => self.others.push(value),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(
+    value: serde_yaml::Value,
+    invalid: &dyn Fn(String) -> LabError,
+) -> Result<T, LabError> {
+    serde_yaml::from_value(value).map_err(|e| invalid(e.to_string()))
+}
+
+fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LabError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LabError::Io {
+        what: format!("listing manifest directory {}", dir.display()),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| LabError::Io {
+            what: format!("listing {}", dir.display()),
+            source,
+        })?;
+        let path = entry.path();
+        if path.is_dir() {
+            collect_yaml_files(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_multi_document_yaml_and_keeps_unknown_kinds() {
+        let yaml = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels: {istio.io/dataplane-mode: ambient}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: shop}
+spec: {hosts: [web]}
+---
+"#;
+        let mut m = Manifests::default();
+        m.add_yaml(yaml, Path::new("t.yaml")).expect("valid");
+        assert_eq!(
+            m.namespaces[0].metadata.labels["istio.io/dataplane-mode"],
+            "ambient"
+        );
+        assert_eq!(
+            m.services[0].spec.ports[0].target_port,
+            Some(TargetPort::Name("http".into()))
+        );
+        assert_eq!(m.services[0].spec.ports[0].protocol, "TCP");
+        assert_eq!(m.others.len(), 1);
+    }
+
+    #[test]
+    fn names_the_file_and_document_of_a_bad_object() {
+        let yaml = "kind: Pod\nmetadata: {name: a}\n---\nkind: Pod\nmetadata: 7\n";
+        let err = Manifests::default()
+            .add_yaml(yaml, Path::new("pods.yaml"))
+            .expect_err("second document is invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("pods.yaml") && text.contains("document 1"),
+            "{text}"
+        );
+    }
+}

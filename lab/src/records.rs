@@ -1,0 +1,174 @@
+//! What the lab writes to disk: its own records, and the cluster view that agents read the
+//! way they would read the API server.
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use weft_core::host::netns::named_netns_path;
+use weft_core::host::pod_locations::{PodLocation, PodLocations};
+
+use crate::LabError;
+use crate::plan::{Plan, PodPlan};
+
+/// Parent of every lab's records.
+pub const STATE_ROOT: &str = "/run/weft-lab";
+/// Parent of every lab's pinned eBPF objects.
+pub const BPF_PIN_ROOT: &str = "/sys/fs/bpf/weft-lab";
+
+/// The files of one lab.
+#[derive(Clone, Debug)]
+pub struct LabPaths {
+    pub lab: String,
+    pub root: PathBuf,
+}
+
+impl LabPaths {
+    pub fn new(lab: &str) -> Self {
+        Self {
+            lab: lab.to_string(),
+            root: Path::new(STATE_ROOT).join(lab),
+        }
+    }
+
+    pub fn plan(&self) -> PathBuf {
+        self.root.join("plan.json")
+    }
+
+    /// The Kubernetes objects as an API server would hold them, with addresses filled in.
+    pub fn cluster_dir(&self) -> PathBuf {
+        self.root.join("cluster")
+    }
+
+    pub fn pod_locations(&self) -> PathBuf {
+        self.root.join("pod-locations.json")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn pod_dir(&self, pod: &PodPlan) -> PathBuf {
+        self.root
+            .join("pods")
+            .join(format!("{}-{}", pod.namespace, pod.name))
+    }
+
+    pub fn bpf_pins(&self) -> PathBuf {
+        Path::new(BPF_PIN_ROOT).join(&self.lab)
+    }
+
+    pub fn node_bpf_pins(&self, node: &str) -> PathBuf {
+        self.bpf_pins().join(node)
+    }
+}
+
+pub fn write(path: &Path, contents: &str) -> Result<(), LabError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(LabError::io(format!("creating {}", parent.display())))?;
+    }
+    std::fs::write(path, contents).map_err(LabError::io(format!("writing {}", path.display())))
+}
+
+pub fn pod_locations(plan: &Plan, pod_cgroup: impl Fn(&PodPlan) -> PathBuf) -> PodLocations {
+    PodLocations {
+        pods: plan
+            .pods
+            .iter()
+            .map(|p| PodLocation {
+                uid: p.uid.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                node: p.node.clone(),
+                netns: named_netns_path(&p.netns),
+                cgroup: pod_cgroup(p),
+            })
+            .collect(),
+    }
+}
+
+/// The cluster as `kubectl get -o yaml` would show it after scheduling: Namespaces, Pods
+/// with node and IP, Services with their ClusterIP, EndpointSlices, and every other object
+/// of the manifests unchanged.
+pub fn cluster_view(plan: &Plan, others: &[serde_yaml::Value]) -> Result<String, LabError> {
+    let mut objects = Vec::new();
+    for (name, labels) in &plan.namespaces {
+        objects.push(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels},
+        }));
+    }
+    for pod in &plan.pods {
+        let node_ip = plan.node(&pod.node).map(|n| n.ip.to_string());
+        objects.push(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
+                "labels": pod.labels, "annotations": pod.annotations,
+            },
+            "spec": {
+                "nodeName": pod.node, "serviceAccountName": pod.service_account,
+                "containers": pod.containers,
+            },
+            "status": {
+                "phase": "Running", "podIP": pod.ip.to_string(),
+                "podIPs": [{"ip": pod.ip.to_string()}], "hostIP": node_ip,
+            },
+        }));
+    }
+    for svc in &plan.services {
+        let ports: Vec<_> = svc
+            .ports
+            .iter()
+            .map(|p| json!({"name": p.name, "port": p.port, "protocol": p.protocol}))
+            .collect();
+        objects.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": svc.labels},
+            "spec": {"clusterIP": svc.vip.to_string(), "clusterIPs": [svc.vip.to_string()], "ports": ports},
+        }));
+        // One slice per service port set, as the EndpointSlice controller makes for pods
+        // whose target ports agree; the lab keeps it to one slice per distinct port mapping.
+        let mut groups: Vec<(Vec<Option<u16>>, Vec<serde_json::Value>)> = Vec::new();
+        for ep in &svc.endpoints {
+            let endpoint = json!({
+                "addresses": [ep.ip.to_string()], "nodeName": ep.node,
+                "conditions": {"ready": true, "serving": true, "terminating": false},
+                "targetRef": {"kind": "Pod", "namespace": svc.namespace,
+                              "name": ep.pod.split('/').nth(1).unwrap_or_default()},
+            });
+            match groups.iter_mut().find(|(ports, _)| *ports == ep.ports) {
+                Some((_, endpoints)) => endpoints.push(endpoint),
+                None => groups.push((ep.ports.clone(), vec![endpoint])),
+            }
+        }
+        for (index, (targets, endpoints)) in groups.into_iter().enumerate() {
+            let ports: Vec<_> = svc
+                .ports
+                .iter()
+                .zip(&targets)
+                .filter_map(|(p, t)| t.map(|t| json!({"name": p.name.clone().unwrap_or_default(), "port": t, "protocol": p.protocol})))
+                .collect();
+            objects.push(json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {
+                    "name": format!("{}-{index}", svc.name), "namespace": svc.namespace,
+                    "labels": {"kubernetes.io/service-name": svc.name},
+                },
+                "addressType": "IPv4", "endpoints": endpoints, "ports": ports,
+            }));
+        }
+    }
+    let mut out =
+        String::from("# Written by the weft lab: the cluster as its API server would hold it.\n");
+    for object in objects {
+        out.push_str("---\n");
+        out.push_str(
+            &serde_yaml::to_string(&object).map_err(|e| LabError::Invalid(e.to_string()))?,
+        );
+    }
+    for other in others {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(other).map_err(|e| LabError::Invalid(e.to_string()))?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,3 @@
+//! The agent's side of the kernel programs: loading the embedded object, pinning its maps,
+//! attaching programs to pods.
+pub mod loader;

@@ -1,0 +1,357 @@
+//! `get`: a minimal HTTP client that reports, per response, what came back and which socket
+//! carried it. It speaks over a plain TcpStream (no connection pool) so that `local`/`peer`
+//! are exactly the kernel's view of that one socket.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use http_body_util::BodyExt;
+use hyper::client::conn::{http1, http2};
+use hyper::header::{HOST, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde::Serialize;
+
+use crate::body::FillerBody;
+use crate::server::header_map;
+use crate::{net, out};
+
+/// Bodies above this are counted but not printed: `/bytes` throughput runs would otherwise
+/// buffer (and print) up to a GiB.
+const MAX_PRINTED_BODY: usize = 1 << 20;
+
+pub struct GetArgs {
+    pub url: String,
+    pub headers: Vec<String>,
+    pub http2: bool,
+    pub count: u32,
+    pub timeout: Duration,
+    pub body_bytes: u64,
+    pub method: String,
+    pub expect_status: Option<u16>,
+}
+
+#[derive(Serialize)]
+struct Line {
+    status: u16,
+    http_version: String,
+    headers: std::collections::BTreeMap<String, Vec<String>>,
+    body: serde_json::Value,
+    body_bytes: u64,
+    local: String,
+    peer: String,
+    elapsed_ms: u64,
+}
+
+/// What the request goes to, worked out once from the URL and `-H` flags.
+struct Target {
+    /// `host:port` for the resolver.
+    connect: String,
+    /// Host header (h1) / :authority (h2): the user's `Host:` if given, else the URL's.
+    authority: String,
+    path_and_query: String,
+    method: Method,
+    /// User headers except Host, which is carried by `authority`.
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Target {
+    fn parse(args: &GetArgs) -> Result<Self> {
+        let uri: Uri = args
+            .url
+            .parse()
+            .with_context(|| format!("invalid URL {:?}", args.url))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => bail!("unsupported scheme {other:?} in {:?}: only http", args.url),
+            None => bail!(
+                "URL {:?} needs a scheme, e.g. http://host:port/path",
+                args.url
+            ),
+        }
+        let authority = uri
+            .authority()
+            .with_context(|| format!("URL {:?} has no host", args.url))?;
+        // `host()` keeps the brackets of an IPv6 literal, which is what the resolver wants.
+        let connect = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let mut host = authority.as_str().to_owned();
+        let mut headers = Vec::new();
+        for raw in &args.headers {
+            let (name, value) = raw
+                .split_once(':')
+                .with_context(|| format!("header {raw:?}: expected 'Name: value'"))?;
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("header {raw:?}: invalid name"))?;
+            let value = HeaderValue::from_str(value.trim())
+                .with_context(|| format!("header {raw:?}: invalid value"))?;
+            if name == HOST {
+                host = value
+                    .to_str()
+                    .context("Host header must be ASCII")?
+                    .to_owned();
+            } else {
+                headers.push((name, value));
+            }
+        }
+        let method = Method::from_bytes(args.method.as_bytes())
+            .with_context(|| format!("invalid method {:?}", args.method))?;
+        Ok(Self {
+            connect,
+            authority: host,
+            path_and_query: uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned(),
+            method,
+            headers,
+        })
+    }
+
+    fn request(&self, http2: bool, body_bytes: u64) -> Result<Request<FillerBody>> {
+        let mut builder = Request::builder().method(self.method.clone());
+        builder = if http2 {
+            // h2 carries the host as :authority, taken from an absolute URI.
+            builder.uri(format!("http://{}{}", self.authority, self.path_and_query))
+        } else {
+            // Origin-form plus Host, as a client (not a proxy client) sends it.
+            builder
+                .uri(self.path_and_query.as_str())
+                .header(HOST, self.authority.as_str())
+        };
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        builder
+            .body(FillerBody::new(body_bytes))
+            .context("build request")
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<FillerBody>),
+    H2(http2::SendRequest<FillerBody>),
+}
+
+struct Conn {
+    sender: Sender,
+    local: SocketAddr,
+    peer: SocketAddr,
+}
+
+impl Conn {
+    async fn open(target: &Target, http2: bool, timeout: Duration) -> Result<Self> {
+        let stream = net::connect(&target.connect, timeout).await?;
+        let _ = stream.set_nodelay(true);
+        let (local, peer) = net::endpoints(&stream)?;
+        let io = TokioIo::new(stream);
+        let sender = if http2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .adaptive_window(true)
+                .handshake(io)
+                .await
+                .context("HTTP/2 handshake")?;
+            // The connection task's errors surface through the request futures as well.
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        } else {
+            let (sender, conn) = http1::handshake(io).await.context("HTTP/1.1 handshake")?;
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        };
+        Ok(Self {
+            sender,
+            local,
+            peer,
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Sends `req`; if the connection turned out to be closed before the request went out
+    /// (the server closed a keep-alive connection), hands the request back for a retry.
+    async fn send(
+        &mut self,
+        req: Request<FillerBody>,
+    ) -> std::result::Result<
+        Response<hyper::body::Incoming>,
+        (hyper::Error, Option<Request<FillerBody>>),
+    > {
+        let result = match &mut self.sender {
+            Sender::H1(s) => match s.ready().await {
+                Ok(()) => s.try_send_request(req).await,
+                Err(e) => return Err((e, Some(req))),
+            },
+            Sender::H2(s) => match s.ready().await {
+                Ok(()) => s.try_send_request(req).await,
+                Err(e) => return Err((e, Some(req))),
+            },
+        };
+        result.map_err(|mut e| {
+            let req = e.take_message();
+            (e.into_error(), req)
+        })
+    }
+}
+
+pub async fn run(args: GetArgs) -> Result<bool> {
+    let target = Target::parse(&args)?;
+    let mut conn: Option<Conn> = None;
+    let mut all_expected = true;
+    for i in 0..args.count {
+        let started = Instant::now();
+        let exchange = exchange(&target, &args, &mut conn);
+        let line = match tokio::time::timeout(args.timeout, exchange).await {
+            Ok(r) => r.with_context(|| format!("request {} to {}", i + 1, args.url))?,
+            Err(_) => bail!(
+                "request {} to {}: timed out after {} ms",
+                i + 1,
+                args.url,
+                args.timeout.as_millis()
+            ),
+        };
+        let line = Line {
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            ..line
+        };
+        out::json(&line)?;
+        if let Some(want) = args.expect_status
+            && want != line.status
+        {
+            eprintln!(
+                "weft-testapp: request {}: status {} (expected {want})",
+                i + 1,
+                line.status
+            );
+            all_expected = false;
+        }
+    }
+    Ok(all_expected)
+}
+
+/// One request and its full response, reusing the keep-alive connection when it is still up.
+async fn exchange(target: &Target, args: &GetArgs, slot: &mut Option<Conn>) -> Result<Line> {
+    let mut req = target.request(args.http2, args.body_bytes)?;
+    // One retry on a fresh connection, only for a request that provably never left.
+    for attempt in 0..2 {
+        let conn = match slot {
+            Some(c) if !c.is_closed() => c,
+            _ => slot.insert(Conn::open(target, args.http2, args.timeout).await?),
+        };
+        match conn.send(req).await {
+            Ok(resp) => {
+                let (local, peer) = (conn.local, conn.peer);
+                return read_response(resp, local, peer).await;
+            }
+            Err((_, Some(unsent))) if attempt == 0 => {
+                *slot = None;
+                req = unsent;
+            }
+            Err((e, _)) => {
+                *slot = None;
+                return Err(anyhow!(e).context("HTTP exchange"));
+            }
+        }
+    }
+    Err(anyhow!(
+        "connection closed twice before the request could be sent"
+    ))
+}
+
+async fn read_response(
+    resp: Response<hyper::body::Incoming>,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Result<Line> {
+    let (parts, mut body) = resp.into_parts();
+    let mut kept = Vec::new();
+    let mut body_bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("read response body")?;
+        if let Some(data) = frame.data_ref() {
+            body_bytes += data.len() as u64;
+            if kept.len() + data.len() <= MAX_PRINTED_BODY {
+                kept.extend_from_slice(data);
+            }
+        }
+    }
+    Ok(Line {
+        status: parts.status.as_u16(),
+        http_version: format!("{:?}", parts.version),
+        headers: header_map(&parts.headers),
+        body: body_value(&kept, body_bytes),
+        body_bytes,
+        local: local.to_string(),
+        peer: peer.to_string(),
+        elapsed_ms: 0,
+    })
+}
+
+/// JSON when the body is JSON (the testapp's own reports), text otherwise, null when too big.
+fn body_value(kept: &[u8], total: u64) -> serde_json::Value {
+    if total > kept.len() as u64 {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(kept)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(kept).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: &str, headers: &[&str]) -> GetArgs {
+        GetArgs {
+            url: url.to_owned(),
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            http2: false,
+            count: 1,
+            timeout: Duration::from_secs(1),
+            body_bytes: 0,
+            method: "GET".to_owned(),
+            expect_status: None,
+        }
+    }
+
+    #[test]
+    fn target_from_url() -> Result<()> {
+        let t = Target::parse(&args(
+            "http://svc.ns:8080/a?b=1",
+            &["X-A: 1", "Host: other"],
+        ))?;
+        assert_eq!(t.connect, "svc.ns:8080");
+        assert_eq!(t.authority, "other");
+        assert_eq!(t.path_and_query, "/a?b=1");
+        assert_eq!(t.headers.len(), 1);
+        let t = Target::parse(&args("http://[::1]", &[]))?;
+        assert_eq!(t.connect, "[::1]:80");
+        assert_eq!(t.authority, "[::1]");
+        assert_eq!(t.path_and_query, "/");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_urls_and_headers_are_errors() {
+        assert!(Target::parse(&args("https://x/", &[])).is_err());
+        assert!(Target::parse(&args("/just/a/path", &[])).is_err());
+        assert!(Target::parse(&args("http://x/", &["no colon"])).is_err());
+        assert!(Target::parse(&args("http://x/", &["bad name: v"])).is_err());
+    }
+
+    #[test]
+    fn body_values() {
+        assert_eq!(body_value(br#"{"a":1}"#, 7), serde_json::json!({"a": 1}));
+        assert_eq!(body_value(b"ok", 2), serde_json::json!("ok"));
+        assert_eq!(body_value(b"", 5), serde_json::Value::Null);
+    }
+}

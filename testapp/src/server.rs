@@ -1,0 +1,314 @@
+//! `serve`: the HTTP/1.1 + h2c server that answers every request with who it is and what it
+//! saw, plus the TCP echo listeners.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::body::FillerBody;
+use crate::controls::{self, Defaults};
+use crate::{echo, net, out};
+
+type RespBody = BoxBody<Bytes, Infallible>;
+
+pub struct Config {
+    pub http_ports: Vec<u16>,
+    pub echo_ports: Vec<u16>,
+    pub defaults: Defaults,
+}
+
+/// Who this pod is, read once from the env the lab sets on the container.
+#[derive(Debug, Clone, Default)]
+struct Identity {
+    pod: String,
+    namespace: String,
+    version: String,
+    service_account: String,
+    node: String,
+}
+
+impl Identity {
+    fn from_env() -> Self {
+        let var = |name| std::env::var(name).unwrap_or_default();
+        Self {
+            pod: var("POD_NAME"),
+            namespace: var("POD_NAMESPACE"),
+            version: var("POD_VERSION"),
+            service_account: var("POD_SERVICE_ACCOUNT"),
+            node: var("NODE_NAME"),
+        }
+    }
+}
+
+struct App {
+    identity: Identity,
+    defaults: Defaults,
+    // Precomputed: an identity that is not a valid header value just omits the header.
+    pod_header: Option<HeaderValue>,
+    version_header: Option<HeaderValue>,
+}
+
+/// Per-connection facts every response reports.
+struct Conn {
+    app: Arc<App>,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    pod: &'a str,
+    namespace: &'a str,
+    version: &'a str,
+    service_account: &'a str,
+    node: &'a str,
+    method: &'a str,
+    path: &'a str,
+    http_version: String,
+    headers: BTreeMap<String, Vec<String>>,
+    peer: String,
+    local: String,
+    status: u16,
+    body_bytes: u64,
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    let identity = Identity::from_env();
+    let app = Arc::new(App {
+        pod_header: HeaderValue::from_str(&identity.pod).ok(),
+        version_header: HeaderValue::from_str(&identity.version).ok(),
+        identity,
+        defaults: config.defaults,
+    });
+
+    // Bind everything before announcing, so the "listening" line means every port is ready.
+    let mut http = Vec::new();
+    let mut http_ports = Vec::new();
+    for &port in &config.http_ports {
+        let listeners = net::bind_all(port).with_context(|| format!("http port {port}"))?;
+        http_ports.push(bound_port(&listeners)?);
+        http.extend(listeners);
+    }
+    let mut echo = Vec::new();
+    let mut echo_ports = Vec::new();
+    for &port in &config.echo_ports {
+        let listeners = net::bind_all(port).with_context(|| format!("tcp echo port {port}"))?;
+        echo_ports.push(bound_port(&listeners)?);
+        echo.extend(listeners);
+    }
+
+    // Registered before announcing too: a SIGTERM right after the line must not kill us
+    // with the default disposition.
+    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+
+    let builder = server_builder();
+    for listener in http {
+        tokio::spawn(serve_http(listener, builder.clone(), app.clone()));
+    }
+    for listener in echo {
+        tokio::spawn(echo::serve(listener));
+    }
+
+    out::line(&format!(
+        "listening http=[{}] echo=[{}]",
+        join(&http_ports),
+        join(&echo_ports)
+    ))?;
+
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    // Returning drops the runtime, which cancels the accept loops and open connections: tests
+    // want the pod gone promptly, not a drain.
+    Ok(())
+}
+
+fn bound_port(listeners: &[TcpListener]) -> Result<u16> {
+    let first = listeners.first().context("no listener bound")?;
+    Ok(first.local_addr().context("listener address")?.port())
+}
+
+/// `[8080,8081]` without spaces, so the line splits on whitespace into key=value fields.
+fn join(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn server_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's HTTP/1 header-read timeout needs a timer; without one it can't be enforced.
+    builder.http1().keep_alive(true).timer(TokioTimer::new());
+    // Throughput tests over h2 would otherwise be bound by the 64 KiB default window.
+    builder
+        .http2()
+        .adaptive_window(true)
+        .timer(TokioTimer::new());
+    builder
+}
+
+async fn serve_http(listener: TcpListener, builder: auto::Builder<TokioExecutor>, app: Arc<App>) {
+    net::accept_loop(listener, |stream| {
+        let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+            // The peer already left between accept and here: nothing to serve.
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Conn {
+            app: app.clone(),
+            peer: net::canonical(peer),
+            local: net::canonical(local),
+        });
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(req, conn.clone()));
+            // Errors here are clients going away mid-request; logging them would be noise.
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    })
+    .await;
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Result<Response<RespBody>, hyper::Error> {
+    let app = &conn.app;
+    // Health checks must stay green whatever the chaos settings are.
+    if req.uri().path() == "/healthz" {
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")).boxed());
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        identity_headers(app, resp.headers_mut());
+        return Ok(resp);
+    }
+
+    let (parts, mut body) = req.into_parts();
+    // Read (and count) the whole upload before answering, so upload tests measure the transfer.
+    let mut body_bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            body_bytes += data.len() as u64;
+        }
+    }
+
+    let query = parts.uri.query();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let controls = match controls::parse(query, header, app.defaults) {
+        Ok(c) => c,
+        Err(e) => return Ok(error_response(app, &e)),
+    };
+    let bytes_n = if parts.uri.path() == "/bytes" {
+        match controls::parse_bytes_n(query) {
+            Ok(n) => Some(n),
+            Err(e) => return Ok(error_response(app, &e)),
+        }
+    } else {
+        None
+    };
+
+    if controls.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(controls.delay_ms)).await;
+    }
+    let failed = crate::rng::chance(controls.fail_rate);
+    let status = if failed { 500 } else { controls.status };
+
+    if let (Some(n), false) = (bytes_n, failed) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        let mut resp = Response::new(FillerBody::new(n).boxed());
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        identity_headers(app, resp.headers_mut());
+        return Ok(resp);
+    }
+
+    let id = &app.identity;
+    let report = Report {
+        pod: &id.pod,
+        namespace: &id.namespace,
+        version: &id.version,
+        service_account: &id.service_account,
+        node: &id.node,
+        method: parts.method.as_str(),
+        path: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        http_version: format!("{:?}", parts.version),
+        headers: header_map(&parts.headers),
+        peer: conn.peer.to_string(),
+        local: conn.local.to_string(),
+        status,
+        body_bytes,
+    };
+    Ok(json_response(app, status, &report))
+}
+
+/// Lowercase names (hyper already stores them so), every value kept in arrival order.
+pub fn header_map(headers: &HeaderMap) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers {
+        map.entry(name.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    map
+}
+
+fn error_response(app: &App, err: &controls::ControlError) -> Response<RespBody> {
+    json_response(app, 400, &serde_json::json!({ "error": err.to_string() }))
+}
+
+fn json_response(app: &App, status: u16, value: &impl Serialize) -> Response<RespBody> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // 204 and 304 may not carry a body; sending one would break HTTP/1 framing.
+    let body = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        Bytes::new()
+    } else {
+        let mut json = serde_json::to_vec(value)
+            .unwrap_or_else(|e| format!("{{\"error\":\"serialize: {e}\"}}").into_bytes());
+        json.push(b'\n');
+        Bytes::from(json)
+    };
+    let mut resp = Response::new(Full::new(body).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    identity_headers(app, resp.headers_mut());
+    resp
+}
+
+fn identity_headers(app: &App, headers: &mut HeaderMap) {
+    if let Some(v) = &app.pod_header {
+        headers.insert("x-testapp-pod", v.clone());
+    }
+    if let Some(v) = &app.version_header {
+        headers.insert("x-testapp-version", v.clone());
+    }
+}

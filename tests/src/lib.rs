@@ -1,0 +1,83 @@
+//! Shared helpers of the end-to-end tests. Run them through `cargo xtask test`, which builds
+//! the binaries they start and runs them as root.
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use weft_lab::{Lab, LabOptions, Runtime};
+
+/// Where weft's binaries are (`cargo xtask test` sets WEFT_BIN_DIR).
+pub fn bin_dir() -> PathBuf {
+    let dir = std::env::var_os("WEFT_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug")));
+    for binary in ["weft-agent", "weft-testapp"] {
+        assert!(
+            dir.join(binary).exists(),
+            "{} is missing: run the tests with `cargo xtask test`, which builds it",
+            dir.join(binary).display()
+        );
+    }
+    dir
+}
+
+pub fn testapp() -> PathBuf {
+    bin_dir().join("weft-testapp")
+}
+
+/// A lab name no other test of this run uses (tests run in parallel threads and binaries).
+pub fn unique_lab_name(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}{}x{n}", std::process::id() % 100_000)
+}
+
+pub fn manifests(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests")).join(name)
+}
+
+/// Brings up a lab from `tests/manifests/<dir>`; dropping the result takes it down.
+pub fn lab_up(tag: &str, dir: &str, nodes: usize, agents: bool) -> Lab {
+    let bins = bin_dir();
+    let runtime = Runtime {
+        bin_dir: Some(bins.clone()),
+        agent: agents.then(|| bins.join("weft-agent")),
+        agent_log: Some("debug".into()),
+        ..Runtime::default()
+    };
+    let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
+    match Lab::up_from_dir(&options, &manifests(dir), &runtime) {
+        Ok(lab) => lab,
+        Err(e) => panic!("lab {} did not come up: {e}", options.name),
+    }
+}
+
+/// Runs `weft-testapp ARGS…` inside `pod` and returns its output.
+pub fn testapp_in(lab: &Lab, pod: &str, args: &[&str]) -> Output {
+    let mut command = match lab.pod_command(pod, testapp()) {
+        Ok(c) => c,
+        Err(e) => panic!("preparing a command in {pod}: {e}"),
+    };
+    match command.args(args).output() {
+        Ok(output) => output,
+        Err(e) => panic!("running weft-testapp {args:?} in {pod}: {e}"),
+    }
+}
+
+/// Like [`testapp_in`], asserting success and parsing each stdout line as JSON.
+pub fn testapp_json(lab: &Lab, pod: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let output = testapp_in(lab, pod, args);
+    assert!(
+        output.status.success(),
+        "weft-testapp {args:?} in {pod} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => panic!("weft-testapp printed a non-JSON line {line:?}: {e}"),
+        })
+        .collect()
+}

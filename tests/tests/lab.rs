@@ -1,0 +1,141 @@
+//! The lab itself: a two-node cluster whose pods reach each other by IP and by Service
+//! name, and that leaves nothing behind however it ends.
+use std::collections::BTreeSet;
+
+use weft_e2e::{lab_up, testapp_json, unique_lab_name};
+use weft_lab::{Lab, LabOptions, Runtime, leftovers};
+
+fn host_interfaces() -> BTreeSet<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn pods_reach_pods_and_services_across_nodes() {
+    let interfaces_before = host_interfaces();
+    let lab = lab_up("lab", "basic", 2, false);
+    let name = lab.plan.lab.clone();
+    assert_eq!(
+        host_interfaces(),
+        interfaces_before,
+        "the lab added an interface to the host's network namespace"
+    );
+
+    let web_b_ip = lab.plan.pod("shop/web-b").expect("web-b is planned").ip;
+    assert_ne!(
+        lab.plan.pod("default/client").expect("client").node,
+        lab.plan.pod("shop/web-b").expect("web-b").node,
+        "the test needs the client and web-b on different nodes"
+    );
+
+    // Pod IP across nodes: web-b answers, and sees the client's own address.
+    let by_ip = testapp_json(
+        &lab,
+        "default/client",
+        &["get", &format!("http://{web_b_ip}:8080/direct")],
+    );
+    assert_eq!(by_ip[0]["status"], 200);
+    assert_eq!(by_ip[0]["body"]["pod"], "web-b");
+    assert_eq!(by_ip[0]["body"]["node"], "node-2");
+    let client_ip = lab
+        .plan
+        .pod("default/client")
+        .expect("client")
+        .ip
+        .to_string();
+    assert!(
+        by_ip[0]["body"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&format!("{client_ip}:"))),
+        "the server saw {} instead of the client's address {client_ip}",
+        by_ip[0]["body"]["peer"]
+    );
+
+    // The Service by each of its names from another namespace, balanced over both nodes.
+    let mut served_by = BTreeSet::new();
+    for host in ["web.shop", "web.shop.svc.cluster.local"] {
+        let replies = testapp_json(
+            &lab,
+            "default/client",
+            &["get", &format!("http://{host}/"), "--count", "20"],
+        );
+        for reply in &replies {
+            assert_eq!(reply["status"], 200);
+            served_by.insert(
+                reply["body"]["pod"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        let vip = lab.plan.services[0].vip.to_string();
+        assert_eq!(
+            replies[0]["peer"],
+            format!("{vip}:80"),
+            "the client dialed the ClusterIP"
+        );
+    }
+    assert_eq!(
+        served_by,
+        BTreeSet::from(["web-a".to_string(), "web-b".to_string()]),
+        "40 requests through the ClusterIP should reach both endpoints"
+    );
+
+    // The short name resolves inside the Service's own namespace; TCP works too.
+    let echo = testapp_json(
+        &lab,
+        "shop/web-a",
+        &["tcp", "web:9000", "--send", "across the fabric"],
+    );
+    assert_eq!(echo[1]["echoed"], "across the fabric");
+
+    lab.down().expect("down succeeds");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    weft_lab::down(&name).expect("down is idempotent");
+}
+
+#[test]
+fn a_test_that_panics_midway_leaves_nothing() {
+    let name = unique_lab_name("pan");
+    let lab_name = name.clone();
+    let outcome = std::thread::spawn(move || {
+        let bins = weft_e2e::bin_dir();
+        let runtime = Runtime {
+            bin_dir: Some(bins),
+            ..Runtime::default()
+        };
+        let _lab = Lab::up_from_dir(
+            &LabOptions::new(&lab_name),
+            &weft_e2e::manifests("basic"),
+            &runtime,
+        )
+        .expect("lab comes up");
+        panic!("a test failing halfway through");
+    })
+    .join();
+    assert!(outcome.is_err(), "the thread was meant to panic");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+}
+
+#[test]
+fn down_cleans_what_a_crashed_up_left() {
+    let lab = lab_up("crash", "basic", 2, false);
+    let name = lab.plan.lab.clone();
+    let cgroup = lab.pod_cgroup_dir("shop/web-a").expect("pod exists");
+    // As if the process that brought the lab up had been killed: nothing runs its Drop.
+    std::mem::forget(lab);
+    assert!(!leftovers(&name).is_empty());
+    assert!(cgroup.join("cgroup.procs").exists());
+    weft_lab::down(&name).expect("down succeeds from names alone");
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    assert!(
+        !cgroup.exists(),
+        "pod processes were killed and their cgroup removed"
+    );
+}

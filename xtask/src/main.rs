@@ -1,0 +1,81 @@
+//! `cargo xtask …`: everything from a fresh clone to a running mesh.
+mod build;
+mod lab_cmd;
+mod setup;
+mod test_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "weft's developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what this machine lacks (nightly rust-src, bpf-linker, Debian packages); a
+    /// no-op when everything is there. Every other command runs it first.
+    Setup,
+    /// Build every binary, the eBPF programs included.
+    Build,
+    /// Run every test: formatting, clippy, unit tests and the privileged end-to-end tests.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// The main job: bring up a two-node lab from examples/quickstart with a weft-agent per
+    /// node, send traffic through it and show what the agents saw.
+    Demo {
+        /// Leave the lab running afterwards (take it down with `cargo xtask lab down demo`).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// The local cluster of network namespaces.
+    Lab {
+        #[command(subcommand)]
+        command: lab_cmd::LabCommand,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build => {
+            setup::run()?;
+            build::binaries()
+        }
+        Command::Test {
+            no_lint,
+            cargo_args,
+        } => {
+            setup::run()?;
+            test_cmd::run(!no_lint, &cargo_args)
+        }
+        Command::Demo { keep } => {
+            setup::run()?;
+            lab_cmd::demo(keep)
+        }
+        Command::Lab { command } => {
+            if command.needs_binaries() {
+                setup::run()?;
+                build::binaries()?;
+            }
+            lab_cmd::run(command)
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
