@@ -306,7 +306,7 @@ impl Plan {
                 for (e, (ip, target)) in targets.iter().enumerate() {
                     let chain = format!("svc{s}-port{p}-ep{e}");
                     chains.push_str(&format!(
-                        "  chain {chain} {{\n    meta l4proto {proto} dnat to {ip}:{target}\n  }}\n"
+                        "  chain {chain} {{\n    ip saddr {ip} meta mark set {HAIRPIN_MARK}\n    meta l4proto {proto} dnat to {ip}:{target}\n  }}\n"
                     ));
                     vmap.push(format!("{e} : jump {chain}"));
                 }
@@ -320,10 +320,15 @@ impl Plan {
             }
         }
         format!(
-            "table ip {KUBE_PROXY_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority -100; policy accept;\n    jump services\n  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    jump services\n  }}\n  chain services {{\n{rules}  }}\n{chains}}}\n"
+            "table ip {KUBE_PROXY_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority -100; policy accept;\n    jump services\n  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    jump services\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    meta mark {HAIRPIN_MARK} masquerade\n  }}\n  chain services {{\n{rules}  }}\n{chains}}}\n"
         )
     }
 }
+
+/// Marks a connection from a pod to a Service that picked that same pod. Without source NAT
+/// its replies would come from the pod's own address and be dropped as martians; kube-proxy
+/// masquerades such hairpin connections the same way.
+const HAIRPIN_MARK: &str = "0x4000";
 
 /// The nftables table the lab's kube-proxy owns in each node namespace.
 pub const KUBE_PROXY_TABLE: &str = "weft_lab_kube_proxy";
@@ -602,6 +607,10 @@ spec: {clusterIP: 10.96.0.10, ports: [{port: 1}]}
             "{rules}"
         );
         assert!(rules.contains("dnat to 10.244.1.10:8080"), "{rules}");
+        assert!(
+            rules.contains("ip saddr 10.244.1.10 meta mark set 0x4000\n    meta l4proto tcp dnat to 10.244.1.10:8080"),
+            "a pod reaching itself through its Service is masqueraded: {rules}"
+        );
         assert!(rules.contains("dnat to 10.244.1.11:9090"), "{rules}");
         assert!(
             !rules.contains("dport 81"),
