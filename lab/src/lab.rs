@@ -1,4 +1,5 @@
 //! Bringing a lab up, reaching into it, and taking it down.
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use crate::records::{self, LabPaths, STATE_ROOT};
 use crate::{LabError, cgroup};
 
 /// How a lab runs its processes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Runtime {
     /// Prepended to PATH for pod commands, so manifests can say `weft-testapp`.
     pub bin_dir: Option<PathBuf>,
@@ -33,6 +34,9 @@ pub struct Lab {
     pub plan: Plan,
     pub paths: LabPaths,
     cgroup_root: PathBuf,
+    runtime: Runtime,
+    /// The manifests' objects the lab does not act on, for the cluster view.
+    others: Vec<serde_yaml::Value>,
     children: Vec<Child>,
     keep: bool,
 }
@@ -68,11 +72,13 @@ impl Lab {
             cgroup_root: cgroup::lab_root(&plan.lab)?,
             plan,
             paths,
+            runtime: runtime.clone(),
+            others: manifests.others.clone(),
             children: Vec::new(),
             keep: false,
         };
         // From here on a failure tears down whatever was built (Drop).
-        lab.build(manifests, runtime)?;
+        lab.build()?;
         Ok(lab)
     }
 
@@ -83,10 +89,14 @@ impl Lab {
             std::fs::read_to_string(paths.plan()).map_err(|_| LabError::NotUp(lab.to_string()))?;
         let plan: Plan = serde_json::from_str(&text)
             .map_err(|e| LabError::Invalid(format!("{}: {e}", paths.plan().display())))?;
+        let others = records::read_json(&paths.others()).unwrap_or_default();
+        let runtime = records::read_json(&paths.runtime()).unwrap_or_default();
         Ok(Lab {
             cgroup_root: cgroup::lab_root(lab)?,
             plan,
             paths,
+            runtime,
+            others,
             children: Vec::new(),
             keep: true,
         })
@@ -107,19 +117,14 @@ impl Lab {
         self.cgroup_root.join("nodes").join(node)
     }
 
-    fn build(&mut self, manifests: &Manifests, runtime: &Runtime) -> Result<(), LabError> {
-        records::write(
-            &self.paths.plan(),
-            &serde_json::to_string_pretty(&self.plan)
-                .map_err(|e| LabError::Invalid(e.to_string()))?,
-        )?;
+    fn build(&mut self) -> Result<(), LabError> {
+        // Records first: `down` of a half-built lab reads them.
+        self.write_records()?;
         self.build_network()?;
-        self.write_views(manifests)?;
-        self.start_pods(runtime)?;
+        self.start_pods()?;
         self.wait_until_ready()?;
-        if let Some(agent) = &runtime.agent {
-            self.start_agents(agent, runtime)?;
-            self.wait_for_agents()?;
+        if self.runtime.agent.is_some() {
+            self.start_agents()?;
         }
         Ok(())
     }
@@ -193,7 +198,12 @@ impl Lab {
         Ok(())
     }
 
-    fn write_views(&self, manifests: &Manifests) -> Result<(), LabError> {
+    /// Writes everything derived from the plan: the plan itself, each pod's hosts and
+    /// resolv.conf, the pod locations and the cluster view the agents read.
+    fn write_records(&self) -> Result<(), LabError> {
+        records::write(&self.paths.plan(), &records::to_json(&self.plan)?)?;
+        records::write(&self.paths.others(), &records::to_json(&self.others)?)?;
+        records::write(&self.paths.runtime(), &records::to_json(&self.runtime)?)?;
         for pod in &self.plan.pods {
             let dir = self.paths.pod_dir(pod);
             records::write(&dir.join("hosts"), &self.plan.hosts_file(pod))?;
@@ -206,14 +216,10 @@ impl Lab {
             )?;
         }
         let locations = records::pod_locations(&self.plan, |p| self.pod_cgroup(p));
-        records::write(
-            &self.paths.pod_locations(),
-            &serde_json::to_string_pretty(&locations)
-                .map_err(|e| LabError::Invalid(e.to_string()))?,
-        )?;
+        records::write(&self.paths.pod_locations(), &records::to_json(&locations)?)?;
         records::write(
             &self.paths.cluster_dir().join("cluster.yaml"),
-            &records::cluster_view(&self.plan, &manifests.others)?,
+            &records::cluster_view(&self.plan, &self.others)?,
         )
     }
 
@@ -231,7 +237,7 @@ impl Lab {
         }
     }
 
-    fn pod_env(&self, pod: &PodPlan, command: &mut Command, runtime: &Runtime) {
+    fn pod_env(&self, pod: &PodPlan, command: &mut Command) {
         let version = pod.labels.get("version").cloned().unwrap_or_default();
         command
             .env("POD_NAME", &pod.name)
@@ -240,13 +246,13 @@ impl Lab {
             .env("POD_VERSION", version)
             .env("POD_SERVICE_ACCOUNT", &pod.service_account)
             .env("NODE_NAME", &pod.node);
-        if let Some(bin) = &runtime.bin_dir {
+        if let Some(bin) = &self.runtime.bin_dir {
             let path = std::env::var("PATH").unwrap_or_default();
             command.env("PATH", format!("{}:{path}", bin.display()));
         }
     }
 
-    fn start_pods(&mut self, runtime: &Runtime) -> Result<(), LabError> {
+    fn start_pods(&mut self) -> Result<(), LabError> {
         std::fs::create_dir_all(self.paths.logs())
             .map_err(LabError::io("creating the logs directory"))?;
         for pod in self.plan.pods.clone() {
@@ -256,7 +262,7 @@ impl Lab {
                 let Some(program) = argv.next() else { continue };
                 let mut command = Command::new(program);
                 command.args(argv);
-                self.pod_env(&pod, &mut command, runtime);
+                self.pod_env(&pod, &mut command);
                 for env in &container.env {
                     command.env(&env.name, &env.value);
                 }
@@ -283,7 +289,11 @@ impl Lab {
         placement: &Placement,
         log: &Path,
     ) -> Result<(), LabError> {
-        let out = std::fs::File::create(log)
+        // Appended: an agent started again keeps the story of its previous run.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
             .map_err(LabError::io(format!("creating {}", log.display())))?;
         let err = out
             .try_clone()
@@ -339,64 +349,142 @@ impl Lab {
         Ok(())
     }
 
-    fn start_agents(&mut self, agent: &Path, runtime: &Runtime) -> Result<(), LabError> {
+    fn start_agents(&mut self) -> Result<(), LabError> {
         for node in self.plan.nodes.clone() {
-            let cgroup = self.node_cgroup(&node.name);
-            cgroup::create(&cgroup)?;
-            let mut command = Command::new(agent);
-            command
-                .arg("--node")
-                .arg(&node.name)
-                .arg("--config-dir")
-                .arg(self.paths.cluster_dir())
-                .arg("--pod-locations")
-                .arg(self.paths.pod_locations())
-                .arg("--bpf-pin-root")
-                .arg(self.paths.node_bpf_pins(&node.name))
-                .args(&runtime.agent_args)
-                .env("RUST_LOG", runtime.agent_log.as_deref().unwrap_or("info"));
-            let log = self.paths.logs().join(format!("agent-{}.log", node.name));
-            let placement = Placement {
-                cgroup,
-                netns: named_netns_path(&node.netns),
-                pod_view: None,
-                detach: true,
-            };
-            self.spawn_logged(command, &placement, &log)?;
+            self.start_agent(&node.name)?;
+        }
+        for node in self.plan.nodes.clone() {
+            self.wait_for_agent(&node.name)?;
         }
         Ok(())
     }
 
+    fn agent_log(&self, node: &str) -> PathBuf {
+        self.paths.logs().join(format!("agent-{node}.log"))
+    }
+
+    fn start_agent(&mut self, node: &str) -> Result<(), LabError> {
+        let Some(agent) = self.runtime.agent.clone() else {
+            return Err(LabError::Invalid("this lab runs without agents".into()));
+        };
+        let node = self
+            .plan
+            .node(node)
+            .ok_or_else(|| LabError::Invalid(format!("no node {node}")))?
+            .clone();
+        let cgroup = self.node_cgroup(&node.name);
+        cgroup::create(&cgroup)?;
+        let mut command = Command::new(agent);
+        command
+            .arg("--node")
+            .arg(&node.name)
+            .arg("--config-dir")
+            .arg(self.paths.cluster_dir())
+            .arg("--pod-locations")
+            .arg(self.paths.pod_locations())
+            .arg("--bpf-pin-root")
+            .arg(self.paths.node_bpf_pins(&node.name))
+            .args(&self.runtime.agent_args)
+            .env(
+                "RUST_LOG",
+                self.runtime.agent_log.as_deref().unwrap_or("info"),
+            )
+            // Errors in the log should be read, not buried under a backtrace.
+            .env("RUST_BACKTRACE", "0");
+        let placement = Placement {
+            cgroup,
+            netns: named_netns_path(&node.netns),
+            pod_view: None,
+            detach: true,
+        };
+        self.spawn_logged(command, &placement, &self.agent_log(&node.name))
+    }
+
     /// An agent is ready when its readiness endpoint (as a DaemonSet probes it) answers 200.
-    fn wait_for_agents(&self) -> Result<(), LabError> {
+    /// An agent that exits before that fails `up` at once, with the end of its log.
+    fn wait_for_agent(&self, node: &str) -> Result<(), LabError> {
+        let plan = self
+            .plan
+            .node(node)
+            .ok_or_else(|| LabError::Invalid(format!("no node {node}")))?;
+        let cgroup = self.node_cgroup(node);
         let deadline = Instant::now() + READY_TIMEOUT;
-        for node in &self.plan.nodes {
-            let ready = run_in_netns(&named_netns_path(&node.netns), || {
-                loop {
-                    if agent_ready() {
-                        return true;
-                    }
-                    if Instant::now() >= deadline {
-                        return false;
-                    }
-                    std::thread::sleep(Duration::from_millis(25));
+        let outcome = run_in_netns(&named_netns_path(&plan.netns), || {
+            loop {
+                if agent_ready() {
+                    return Ok(());
                 }
-            })?;
-            if !ready {
-                let log = self.paths.logs().join(format!("agent-{}.log", node.name));
-                let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(10).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                if cgroup::members(&cgroup).is_empty() {
+                    return Err("exited");
+                }
+                if Instant::now() >= deadline {
+                    return Err("was not ready in time");
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })?;
+        outcome.map_err(|what| {
+            let log = self.agent_log(node);
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(12)..].join("\n");
+            LabError::Invalid(format!(
+                "the weft-agent of {node} {what} (limit {}s); its log ({}) ends with:\n{tail}",
+                READY_TIMEOUT.as_secs(),
+                log.display()
+            ))
+        })
+    }
+
+    /// Kills the agent of `node` with SIGKILL, as a crash or an OOM kill would, and waits
+    /// until it is gone. Capture stays attached; connections need the agent to be back.
+    pub fn kill_agent(&self, node: &str) -> Result<(), LabError> {
+        let cgroup = self.node_cgroup(node);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let members = cgroup::members(&cgroup);
+            if members.is_empty() {
+                return Ok(());
+            }
+            for pid in members {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if Instant::now() >= deadline {
                 return Err(LabError::Invalid(format!(
-                    "the weft-agent of {} was not ready within {}s; its log ({}) ends with:\n{}",
-                    node.name,
-                    READY_TIMEOUT.as_secs(),
-                    log.display(),
-                    tail.join("\n")
+                    "the agent of {node} did not die"
                 )));
             }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(())
+    }
+
+    /// Starts the agent of `node` again (after [`Lab::kill_agent`]) and waits until it is ready.
+    pub fn start_agent_again(&mut self, node: &str) -> Result<(), LabError> {
+        self.start_agent(node)?;
+        self.wait_for_agent(node)
+    }
+
+    /// Changes a pod's labels in the cluster view, as `kubectl label` would; agents pick the
+    /// change up from there.
+    pub fn set_pod_labels(
+        &mut self,
+        pod: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), LabError> {
+        let namespaces = self.plan.namespaces.clone();
+        let planned = self
+            .plan
+            .pods
+            .iter_mut()
+            .find(|p| p.key() == pod)
+            .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))?;
+        planned.ambient = weft_core::mesh::enrollment::ambient_enrolled(
+            &labels,
+            namespaces.get(&planned.namespace),
+        );
+        planned.labels = labels;
+        self.write_records()
     }
 
     /// A command that will run inside `pod` (its cgroup, network, hosts and hostname).
@@ -410,7 +498,7 @@ impl Lab {
             .pod(pod)
             .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))?;
         let mut command = Command::new(program);
-        self.pod_env(pod, &mut command, &Runtime::default());
+        self.pod_env(pod, &mut command);
         place(&mut command, &self.pod_placement(pod, false))?;
         Ok(command)
     }

@@ -38,6 +38,16 @@ impl LabPaths {
         self.root.join("cluster")
     }
 
+    /// The manifests' objects the lab does not act on, kept for the cluster view.
+    pub fn others(&self) -> PathBuf {
+        self.root.join("others.json")
+    }
+
+    /// How the lab runs its processes (binaries, agent settings).
+    pub fn runtime(&self) -> PathBuf {
+        self.root.join("runtime.json")
+    }
+
     pub fn pod_locations(&self) -> PathBuf {
         self.root.join("pod-locations.json")
     }
@@ -67,6 +77,14 @@ pub fn write(path: &Path, contents: &str) -> Result<(), LabError> {
             .map_err(LabError::io(format!("creating {}", parent.display())))?;
     }
     std::fs::write(path, contents).map_err(LabError::io(format!("writing {}", path.display())))
+}
+
+pub fn to_json(value: &impl serde::Serialize) -> Result<String, LabError> {
+    serde_json::to_string_pretty(value).map_err(|e| LabError::Invalid(e.to_string()))
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
 pub fn pod_locations(plan: &Plan, pod_cgroup: impl Fn(&PodPlan) -> PathBuf) -> PodLocations {

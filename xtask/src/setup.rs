@@ -14,7 +14,11 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 const NIGHTLY: &str = "nightly";
 /// Debian packages and a binary each provides, to tell whether it is there.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("iproute2", "ip"), ("nftables", "nft")];
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("nftables", "nft"),
+    ("bpftool", "bpftool"),
+];
 
 pub fn run() -> anyhow::Result<()> {
     ensure_nightly()?;

@@ -1,28 +1,148 @@
 //! Types laid out identically in the kernel programs and in the agent.
 //!
-//! Every type here is `#[repr(C)]`, `Copy`, and free of padding surprises, because the
-//! kernel and userspace read the same bytes.
+//! Every type here is `#[repr(C)]`, `Copy`, padded explicitly, and valid for any bit
+//! pattern, because the kernel and userspace read the same bytes.
 #![no_std]
+
+/// Ports the agent owns inside every enrolled pod (Istio ambient's numbers).
+pub mod ports {
+    /// Outbound: the app's captured `connect()`s land here (127.0.0.1 / ::1).
+    pub const OUTBOUND: u16 = 15001;
+    /// Inbound plaintext: connections to the pod's IPs from outside the mesh.
+    pub const INBOUND_PLAINTEXT: u16 = 15006;
+    /// Inbound HBONE (mTLS): never captured, it is the mesh's own entry.
+    pub const HBONE: u16 = 15008;
+    pub const ADMIN: u16 = 15000;
+    pub const METRICS: u16 = 15020;
+    pub const READINESS: u16 = 15021;
+
+    /// Destination ports that are never captured, in either direction.
+    pub const MESH: [u16; 6] = [
+        OUTBOUND,
+        INBOUND_PLAINTEXT,
+        HBONE,
+        ADMIN,
+        METRICS,
+        READINESS,
+    ];
+}
 
 /// Names of the maps as they appear in the ELF object and under bpffs.
 pub mod map_names {
-    /// Per-pod counters, keyed by the pod's cgroup id.
     pub const POD_STATS: &str = "POD_STATS";
+    pub const POD_CAPTURE: &str = "POD_CAPTURE";
+    pub const ORIG_DST_BY_COOKIE: &str = "ORIG_DST_BY_COOKIE";
+    pub const ORIG_DST_BY_CLIENT: &str = "ORIG_DST_BY_CLIENT";
+    pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
+
+    /// Every map, for pinning and re-adoption.
+    pub const ALL: [&str; 5] = [
+        POD_STATS,
+        POD_CAPTURE,
+        ORIG_DST_BY_COOKIE,
+        ORIG_DST_BY_CLIENT,
+        INBOUND_LISTENERS,
+    ];
 }
 
-/// Counters kept per enrolled pod, keyed by the id of the pod's cgroup (its inode number).
+/// Program names (distinct from their ELF sections: a function named like its section
+/// breaks the link step).
+pub mod program_names {
+    pub const CONNECT4: &str = "weft_connect4";
+    pub const CONNECT6: &str = "weft_connect6";
+    pub const GETPEERNAME4: &str = "weft_getpeername4";
+    pub const GETPEERNAME6: &str = "weft_getpeername6";
+    pub const SOCK_OPS: &str = "weft_sock_ops";
+    pub const INBOUND_LOOKUP: &str = "weft_inbound_lookup";
+}
+
+/// Upper bound on pods per node the per-pod maps are sized for.
+pub const MAX_PODS: u32 = 4096;
+/// Upper bound on captured connections open at once on a node. The maps holding them are
+/// LRU, so a missed close can never exhaust them.
+pub const MAX_CONNECTIONS: u32 = 65536;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Counters kept per enrolled pod, keyed by the pod id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PodStats {
-    /// TCP and UDP `connect()` calls made by the pod's processes (IPv4 and IPv6).
+    /// `connect()` calls made by the pod's processes (TCP and UDP, IPv4 and IPv6).
     pub connects: u64,
+    /// TCP connections redirected to the agent.
+    pub captured: u64,
 }
 
-/// Upper bound on pods per node the maps are sized for.
-pub const MAX_PODS: u32 = 4096;
+pub const MAX_EXCLUDED_PORTS: usize = 16;
+pub const MAX_EXCLUDED_CIDRS: usize = 8;
+
+/// An IPv4 range; both fields in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub addr: u32,
+    pub mask: u32,
+}
+
+impl Ipv4Cidr {
+    /// Whether `ip` (network byte order) is inside the range.
+    #[inline(always)]
+    pub fn contains(&self, ip: u32) -> bool {
+        ip & self.mask == self.addr & self.mask
+    }
+}
+
+/// What capture does for one cgroup of an enrolled pod. Keyed by cgroup id: the agent adds
+/// an entry for the pod's cgroup and for each cgroup below it (containers), all carrying
+/// the same pod id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodCapture {
+    /// The pod's id: the cgroup id of the pod-level cgroup.
+    pub pod: u64,
+    /// Outbound destination ports left alone (`traffic.sidecar.istio.io/excludeOutboundPorts`).
+    pub exclude_ports: [u16; MAX_EXCLUDED_PORTS],
+    /// Outbound destination ranges left alone (`…/excludeOutboundIPRanges`).
+    pub exclude_cidrs: [Ipv4Cidr; MAX_EXCLUDED_CIDRS],
+    pub exclude_port_count: u32,
+    pub exclude_cidr_count: u32,
+    /// Whether the agent listens on [::1]:15001 in this pod (IPv6 capture).
+    pub ipv6: u32,
+    pub _pad: u32,
+}
+
+/// Where a captured connection was going.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OrigDst {
+    /// The address in network byte order: IPv4 in `addr[0]`, IPv6 in all four words.
+    pub addr: [u32; 4],
+    /// Host byte order.
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    pub _pad: u32,
+    /// The pod id of the connecting pod.
+    pub pod: u64,
+}
+
+/// A captured connection as the agent sees it on accept: which pod's listener, and the
+/// client's source port (host byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    pub pod: u64,
+    pub port: u32,
+    pub _pad: u32,
+}
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: PodStats is repr(C), Copy, and every bit pattern is a valid value.
+    // SAFETY (all): repr(C), Copy, explicitly padded, valid for every bit pattern.
     unsafe impl aya::Pod for super::PodStats {}
+    unsafe impl aya::Pod for super::PodCapture {}
+    unsafe impl aya::Pod for super::OrigDst {}
+    unsafe impl aya::Pod for super::ClientKey {}
 }

@@ -1,9 +1,10 @@
-//! weft's kernel programs. Each program is attached per pod by weft-agent, never node-wide.
+//! weft's kernel programs. Each is attached per pod by weft-agent, never node-wide:
+//! cgroup programs on the pod's cgroup, `sk_lookup` on the pod's network namespace.
 #![no_std]
 #![no_main]
 
+mod capture;
 mod maps;
-mod stats;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,8 +1,29 @@
-//! Every map the programs share with the agent, in one place.
-use aya_ebpf::{macros::map, maps::HashMap};
-use weft_ebpf_common::{MAX_PODS, PodStats};
+//! Every map the programs share with the agent, in one place. All are pinned by name, so a
+//! restarted agent finds the same maps the still-attached programs use.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, SockHash},
+};
+use weft_ebpf_common::{ClientKey, MAX_CONNECTIONS, MAX_PODS, OrigDst, PodCapture, PodStats};
 
-/// Per-pod counters keyed by the pod's cgroup id. The agent inserts a zeroed entry when it
-/// enrolls a pod and removes it on unenroll, so the map never grows on its own.
+/// Capture settings per cgroup id of an enrolled pod (absent: not captured).
+#[map(name = "POD_CAPTURE")]
+pub static POD_CAPTURE: HashMap<u64, PodCapture> = HashMap::pinned(MAX_PODS * 4, 0);
+
+/// Counters per pod id.
 #[map(name = "POD_STATS")]
-pub static POD_STATS: HashMap<u64, PodStats> = HashMap::with_max_entries(MAX_PODS, 0);
+pub static POD_STATS: HashMap<u64, PodStats> = HashMap::pinned(MAX_PODS, 0);
+
+/// Original destination by the connecting socket's cookie, from `connect()` to close.
+#[map(name = "ORIG_DST_BY_COOKIE")]
+pub static ORIG_DST_BY_COOKIE: LruHashMap<u64, OrigDst> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
+
+/// Original destination by (pod, client port), which is what the agent knows on accept.
+#[map(name = "ORIG_DST_BY_CLIENT")]
+pub static ORIG_DST_BY_CLIENT: LruHashMap<ClientKey, OrigDst> =
+    LruHashMap::pinned(MAX_CONNECTIONS, 0);
+
+/// The agent's inbound-plaintext listener (:15006) of each pod, by the pod's IPv4 address
+/// (network byte order).
+#[map(name = "INBOUND_LISTENERS")]
+pub static INBOUND_LISTENERS: SockHash<u32> = SockHash::pinned(MAX_PODS, 0);

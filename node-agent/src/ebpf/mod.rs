@@ -1,3 +1,4 @@
-//! The agent's side of the kernel programs: loading the embedded object, pinning its maps,
-//! attaching programs to pods.
+//! The agent's side of the kernel programs: loading the embedded object with its pinned
+//! maps, and attaching programs to pods.
+pub mod attach;
 pub mod loader;

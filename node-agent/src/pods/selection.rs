@@ -16,6 +16,8 @@ struct Object {
     metadata: Metadata,
     #[serde(default)]
     spec: Spec,
+    #[serde(default)]
+    status: Status,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +29,15 @@ struct Metadata {
     uid: String,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    #[serde(rename = "podIP")]
+    pod_ip: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +52,9 @@ pub struct MeshPod {
     pub uid: String,
     pub namespace: String,
     pub name: String,
+    /// `status.podIP`; a pod without one yet is not running and cannot be captured.
+    pub ip: Option<std::net::Ipv4Addr>,
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Mesh pods scheduled on `node`, from every YAML file under `dir`.
@@ -72,10 +86,15 @@ pub fn mesh_pods_on_node(dir: &Path, node: &str) -> anyhow::Result<Vec<MeshPod>>
         .filter(|p| p.spec.node_name.as_deref() == Some(node))
         .filter_map(|p| {
             let namespace = p.metadata.namespace.unwrap_or_else(|| "default".into());
-            ambient_enrolled(&p.metadata.labels, namespaces.get(&namespace)).then_some(MeshPod {
+            if !ambient_enrolled(&p.metadata.labels, namespaces.get(&namespace)) {
+                return None;
+            }
+            Some(MeshPod {
                 uid: p.metadata.uid,
                 namespace,
                 name: p.metadata.name,
+                ip: p.status.pod_ip.and_then(|ip| ip.parse().ok()),
+                annotations: p.metadata.annotations,
             })
         })
         .collect())
@@ -114,7 +133,7 @@ mod tests {
         std::fs::write(
             dir.join("c.yaml"),
             "kind: Namespace\nmetadata: {name: a, labels: {istio.io/dataplane-mode: ambient}}\n---\n\
-             kind: Pod\nmetadata: {name: p1, namespace: a, uid: u1}\nspec: {nodeName: n1}\n---\n\
+             kind: Pod\nmetadata: {name: p1, namespace: a, uid: u1}\nspec: {nodeName: n1}\nstatus: {podIP: 10.0.0.1}\n---\n\
              kind: Pod\nmetadata: {name: p2, namespace: a, uid: u2}\nspec: {nodeName: n2}\n---\n\
              kind: Pod\nmetadata: {name: p3, namespace: a, uid: u3, labels: {istio.io/dataplane-mode: none}}\nspec: {nodeName: n1}\n---\n\
              kind: Pod\nmetadata: {name: p4, uid: u4}\nspec: {nodeName: n1}\n",
@@ -127,7 +146,9 @@ mod tests {
             [MeshPod {
                 uid: "u1".into(),
                 namespace: "a".into(),
-                name: "p1".into()
+                name: "p1".into(),
+                ip: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+                annotations: BTreeMap::new(),
             }]
         );
     }

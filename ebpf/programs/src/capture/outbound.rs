@@ -1,0 +1,158 @@
+//! cgroup/connect4 and connect6: a TCP `connect()` from an enrolled pod goes to the agent's
+//! outbound listener inside the pod (127.0.0.1:15001 / [::1]:15001), and the original
+//! destination is recorded by socket cookie.
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+use weft_ebpf_common::{AF_INET, AF_INET6, OrigDst, PodCapture, ports};
+
+use super::{
+    ALLOW, IPPROTO_TCP, LOOPBACK_V4, LOOPBACK_V6, V4_MAPPED_WORD, is_loopback_v4, is_mesh_port,
+    read_user_ip6, write_user_ip6,
+};
+use crate::maps::{ORIG_DST_BY_COOKIE, POD_CAPTURE, POD_STATS};
+
+#[cgroup_sock_addr(connect4)]
+pub fn weft_connect4(ctx: SockAddrContext) -> i32 {
+    let Some(pod) = enrolled_pod() else {
+        return ALLOW;
+    };
+    count(pod.pod, false);
+    // SAFETY: the kernel passes a valid bpf_sock_addr for the program's duration.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    if sa.protocol != IPPROTO_TCP {
+        return ALLOW;
+    }
+    let ip = sa.user_ip4;
+    let port = u16::from_be(sa.user_port as u16);
+    if !should_capture_v4(&pod, ip, port) {
+        return ALLOW;
+    }
+    let orig = OrigDst {
+        addr: [ip, 0, 0, 0],
+        port,
+        family: AF_INET,
+        _pad: 0,
+        pod: pod.pod,
+    };
+    if record(&ctx, &orig) {
+        sa.user_ip4 = LOOPBACK_V4;
+        sa.user_port = u32::from(ports::OUTBOUND.to_be());
+        count(pod.pod, true);
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn weft_connect6(ctx: SockAddrContext) -> i32 {
+    let Some(pod) = enrolled_pod() else {
+        return ALLOW;
+    };
+    count(pod.pod, false);
+    // SAFETY: as above.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    if sa.protocol != IPPROTO_TCP {
+        return ALLOW;
+    }
+    let ip = read_user_ip6(ctx.sock_addr);
+    let port = u16::from_be(sa.user_port as u16);
+    // An IPv4-mapped destination (a dual-stack socket dialing IPv4) travels as IPv4: capture
+    // it as such and send it to the IPv4 listener through its mapped form.
+    let mapped = ip[0] == 0 && ip[1] == 0 && ip[2] == V4_MAPPED_WORD;
+    if mapped {
+        if !should_capture_v4(&pod, ip[3], port) {
+            return ALLOW;
+        }
+        let orig = OrigDst {
+            addr: [ip[3], 0, 0, 0],
+            port,
+            family: AF_INET,
+            _pad: 0,
+            pod: pod.pod,
+        };
+        if record(&ctx, &orig) {
+            write_user_ip6(ctx.sock_addr, [0, 0, V4_MAPPED_WORD, LOOPBACK_V4]);
+            sa.user_port = u32::from(ports::OUTBOUND.to_be());
+            count(pod.pod, true);
+        }
+        return ALLOW;
+    }
+    if pod.ipv6 == 0 || ip == LOOPBACK_V6 || is_mesh_port(port) || excluded_port(&pod, port) {
+        return ALLOW;
+    }
+    let orig = OrigDst {
+        addr: ip,
+        port,
+        family: AF_INET6,
+        _pad: 0,
+        pod: pod.pod,
+    };
+    if record(&ctx, &orig) {
+        write_user_ip6(ctx.sock_addr, LOOPBACK_V6);
+        sa.user_port = u32::from(ports::OUTBOUND.to_be());
+        count(pod.pod, true);
+    }
+    ALLOW
+}
+
+#[inline(always)]
+fn enrolled_pod() -> Option<PodCapture> {
+    // SAFETY: the helper has no preconditions in cgroup programs.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: the value is copied out before the map can change it.
+    unsafe { POD_CAPTURE.get(&cgroup) }.copied()
+}
+
+#[inline(always)]
+fn should_capture_v4(pod: &PodCapture, ip: u32, port: u16) -> bool {
+    if is_loopback_v4(ip) || is_mesh_port(port) || excluded_port(pod, port) {
+        return false;
+    }
+    let mut i = 0;
+    while i < pod.exclude_cidrs.len() {
+        if (i as u32) < pod.exclude_cidr_count && pod.exclude_cidrs[i].contains(ip) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn excluded_port(pod: &PodCapture, port: u16) -> bool {
+    let mut i = 0;
+    while i < pod.exclude_ports.len() {
+        if (i as u32) < pod.exclude_port_count && pod.exclude_ports[i] == port {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Keeps the original destination under the socket's cookie. When the map refuses the
+/// entry the connection goes out uncaptured rather than failing.
+#[inline(always)]
+fn record(ctx: &SockAddrContext, orig: &OrigDst) -> bool {
+    // SAFETY: `ctx` is the program's context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    ORIG_DST_BY_COOKIE.insert(&cookie, orig, 0).is_ok()
+}
+
+#[inline(always)]
+fn count(pod: u64, captured: bool) {
+    if let Some(stats) = POD_STATS.get_ptr_mut(&pod) {
+        // SAFETY: the pointer comes from a map lookup and is valid for this run; two CPUs
+        // racing may lose an increment, which counters tolerate.
+        unsafe {
+            if captured {
+                (*stats).captured += 1;
+            } else {
+                (*stats).connects += 1;
+            }
+        }
+    }
+}

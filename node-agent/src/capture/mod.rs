@@ -1,0 +1,3 @@
+//! Which traffic of an enrolled pod is captured, and enrolling pods into capture.
+pub mod enrollment;
+pub mod exclusions;

@@ -1,0 +1,118 @@
+//! Attaching the per-pod programs, each through a bpf_link pinned under
+//! `<pin root>/pods/<pod uid>/`: the programs stay attached while the agent restarts, and a
+//! restarted agent that finds a pod's pins complete adopts them instead of attaching twice.
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use aya::Ebpf;
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps};
+use weft_ebpf_common::program_names;
+
+use super::loader::program;
+
+/// Where each program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    CgroupSockAddr,
+    SockOps,
+    NetnsLookup,
+}
+
+const POD_PROGRAMS: [(&str, Hook); 6] = [
+    (program_names::CONNECT4, Hook::CgroupSockAddr),
+    (program_names::CONNECT6, Hook::CgroupSockAddr),
+    (program_names::GETPEERNAME4, Hook::CgroupSockAddr),
+    (program_names::GETPEERNAME6, Hook::CgroupSockAddr),
+    (program_names::SOCK_OPS, Hook::SockOps),
+    (program_names::INBOUND_LOOKUP, Hook::NetnsLookup),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attachment {
+    /// Attached by this run of the agent.
+    Fresh,
+    /// Found complete from an earlier run and kept.
+    Adopted,
+}
+
+pub fn pod_pin_dir(pin_root: &Path, uid: &str) -> PathBuf {
+    pin_root.join("pods").join(uid)
+}
+
+/// UIDs of the pods that have pinned attachments (from this run or an earlier one).
+pub fn pinned_pods(pin_root: &Path) -> Vec<String> {
+    std::fs::read_dir(pin_root.join("pods"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Attaches every per-pod program to the pod's cgroup and network namespace, or adopts the
+/// attachments an earlier run pinned.
+pub fn attach_pod(
+    ebpf: &mut Ebpf,
+    pin_dir: &Path,
+    cgroup: &Path,
+    netns: &Path,
+) -> anyhow::Result<Attachment> {
+    let complete = POD_PROGRAMS
+        .iter()
+        .all(|(name, _)| PinnedLink::from_pin(pin_dir.join(name)).is_ok());
+    if complete {
+        return Ok(Attachment::Adopted);
+    }
+    // A partial set (a crash halfway through attaching) is removed and redone whole.
+    detach_pod(pin_dir)?;
+    std::fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+    let cgroup_dir = File::open(cgroup)
+        .with_context(|| format!("opening the pod's cgroup {}", cgroup.display()))?;
+    let netns_file = File::open(netns)
+        .with_context(|| format!("opening the pod's network namespace {}", netns.display()))?;
+    for (name, hook) in POD_PROGRAMS {
+        let link: FdLink = match hook {
+            Hook::CgroupSockAddr => {
+                let p: &mut CgroupSockAddr = program(ebpf, name)?.try_into()?;
+                // bpf_links coexist with other programs on the cgroup (a CNI's, say); the
+                // kernel refuses attach flags on links, hence `Single`.
+                let id = p
+                    .attach(&cgroup_dir, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+                p.take_link(id)?.try_into()?
+            }
+            Hook::SockOps => {
+                let p: &mut SockOps = program(ebpf, name)?.try_into()?;
+                let id = p
+                    .attach(&cgroup_dir, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+                p.take_link(id)?.try_into()?
+            }
+            Hook::NetnsLookup => {
+                let p: &mut SkLookup = program(ebpf, name)?.try_into()?;
+                let id = p
+                    .attach(&netns_file)
+                    .with_context(|| format!("attaching {name} to {}", netns.display()))?;
+                p.take_link(id)?.into()
+            }
+        };
+        let pin = pin_dir.join(name);
+        link.pin(&pin)
+            .with_context(|| format!("pinning the {name} link at {}", pin.display()))?;
+    }
+    Ok(Attachment::Fresh)
+}
+
+/// Detaches a pod's programs by removing their pins (nothing else holds the links).
+pub fn detach_pod(pin_dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(pin_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", pin_dir.display())),
+    }
+}

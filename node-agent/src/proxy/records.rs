@@ -1,0 +1,88 @@
+//! A bounded log of recent connections the proxy handled, for the admin endpoint: what an
+//! operator (and a test) reads to see which pod went where.
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionRecord {
+    pub direction: Direction,
+    /// `namespace/name` of the enrolled pod the connection was captured in.
+    pub pod: String,
+    /// The connection's source as the proxy saw it.
+    pub source: SocketAddr,
+    /// The original destination (what the client dialed).
+    pub original_destination: SocketAddr,
+    /// The agent's listener that received it.
+    pub listener: SocketAddr,
+    pub opened_unix_ms: u128,
+    pub error: Option<String>,
+}
+
+impl ConnectionRecord {
+    pub fn new(
+        direction: Direction,
+        pod: &str,
+        source: SocketAddr,
+        original_destination: SocketAddr,
+        listener: SocketAddr,
+    ) -> Self {
+        Self {
+            direction,
+            pod: pod.to_string(),
+            source,
+            original_destination,
+            listener,
+            opened_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default(),
+            error: None,
+        }
+    }
+}
+
+/// The newest `capacity` records.
+#[derive(Clone)]
+pub struct ConnectionLog {
+    inner: Arc<Mutex<VecDeque<ConnectionRecord>>>,
+    capacity: usize,
+}
+
+impl ConnectionLog {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(VecDeque::with_capacity(capacity))),
+            capacity,
+        }
+    }
+
+    pub fn push(&self, record: ConnectionRecord) {
+        let mut log = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if log.len() == self.capacity {
+            log.pop_front();
+        }
+        log.push_back(record);
+    }
+
+    pub fn snapshot(&self) -> Vec<ConnectionRecord> {
+        let log = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        log.iter().cloned().collect()
+    }
+}

@@ -1,0 +1,344 @@
+//! In-pod eBPF capture: outbound and inbound traffic of mesh pods goes through the agent of
+//! their node with its original destination; pods outside the mesh are untouched; capture
+//! survives the agent being killed; the kernel maps do not grow under churn.
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use aya::maps::{HashMap, Map, MapData};
+use serde_json::Value;
+use weft_e2e::{agent_admin, eventually, lab_up, testapp_in, testapp_json};
+use weft_ebpf_common::{ClientKey, OrigDst, map_names};
+use weft_lab::Lab;
+
+fn ip(lab: &Lab, pod: &str) -> String {
+    lab.plan
+        .pod(pod)
+        .unwrap_or_else(|| panic!("no pod {pod}"))
+        .ip
+        .to_string()
+}
+
+fn connections(lab: &Lab, node: &str) -> Vec<Value> {
+    match agent_admin(lab, node, "/connections") {
+        Value::Array(records) => records,
+        other => panic!("/connections is not a list: {other}"),
+    }
+}
+
+/// Records of `pod` in `direction` whose original destination is `dst`.
+fn records_to(lab: &Lab, node: &str, pod: &str, direction: &str, dst: &str) -> Vec<Value> {
+    connections(lab, node)
+        .into_iter()
+        .filter(|r| {
+            r["pod"] == pod && r["direction"] == direction && r["original_destination"] == dst
+        })
+        .collect()
+}
+
+fn pod_status(lab: &Lab, node: &str, pod: &str) -> Option<Value> {
+    match agent_admin(lab, node, "/pods") {
+        Value::Array(pods) => pods.into_iter().find(|p| p["pod"] == pod),
+        other => panic!("/pods is not a list: {other}"),
+    }
+}
+
+#[test]
+fn outbound_to_a_pod_ip_and_a_cluster_ip_goes_through_the_agent() {
+    let lab = lab_up("out", "capture", 2, true);
+    let remote = format!("{}:8080", ip(&lab, "mesh/server-remote"));
+    let vip = format!("{}:80", lab.plan.services[0].vip);
+
+    for (url, dialed) in [
+        (format!("http://{remote}/by-ip"), &remote),
+        ("http://server.mesh/by-name".to_string(), &vip),
+    ] {
+        let reply = &testapp_json(&lab, "mesh/client", &["get", &url])[0];
+        assert_eq!(reply["status"], 200, "{reply}");
+        // The application's getpeername() shows what it dialed, not 127.0.0.1:15001.
+        assert_eq!(
+            reply["peer"],
+            dialed.as_str(),
+            "getpeername of a captured socket"
+        );
+        let records = records_to(&lab, "node-1", "mesh/client", "outbound", dialed);
+        assert_eq!(
+            records.len(),
+            1,
+            "node-1's agent proxied exactly one connection to {dialed}: {records:?}"
+        );
+        assert_eq!(records[0]["listener"], "127.0.0.1:15001");
+        assert_eq!(records[0]["error"], Value::Null);
+    }
+    let status = pod_status(&lab, "node-1", "mesh/client").expect("mesh/client is enrolled");
+    assert_eq!(status["captured"], 2, "{status}");
+}
+
+#[test]
+fn inbound_on_any_port_arrives_through_15006_from_this_and_other_nodes() {
+    let lab = lab_up("in", "capture", 2, true);
+    let server = ip(&lab, "mesh/server-local");
+    for client in ["plain/outsider", "plain/outsider-remote"] {
+        let client_ip = ip(&lab, client);
+        for port in [8080, 31234] {
+            let reply =
+                &testapp_json(&lab, client, &["get", &format!("http://{server}:{port}/")])[0];
+            assert_eq!(reply["status"], 200);
+        }
+        for port in [9000, 7000] {
+            let echo = testapp_json(
+                &lab,
+                client,
+                &["tcp", &format!("{server}:{port}"), "--send", "in"],
+            );
+            assert_eq!(echo[1]["echoed"], "in");
+        }
+        for port in [8080, 31234, 9000, 7000] {
+            let dst = format!("{server}:{port}");
+            let records: Vec<Value> =
+                records_to(&lab, "node-1", "mesh/server-local", "inbound", &dst)
+                    .into_iter()
+                    .filter(|r| {
+                        r["source"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with(&format!("{client_ip}:")))
+                    })
+                    .collect();
+            assert_eq!(
+                records.len(),
+                1,
+                "one inbound record from {client} to {dst}: {records:?}"
+            );
+            assert_eq!(records[0]["listener"], "0.0.0.0:15006");
+        }
+    }
+}
+
+#[test]
+fn pods_outside_the_mesh_and_excluded_ports_are_not_captured() {
+    let lab = lab_up("skip", "capture", 2, true);
+    let remote = ip(&lab, "mesh/server-remote");
+    let echo_port = format!("{remote}:9000");
+
+    // A pod outside the mesh on the same node: direct, and unknown to the agent.
+    testapp_json(&lab, "plain/outsider", &["tcp", &echo_port]);
+    assert!(pod_status(&lab, "node-1", "plain/outsider").is_none());
+    assert!(records_to(&lab, "node-1", "plain/outsider", "outbound", &echo_port).is_empty());
+
+    // A mesh pod excluding port 9000 by Istio's annotation: 9000 direct, 8080 captured.
+    testapp_json(&lab, "mesh/excluder", &["tcp", &echo_port]);
+    assert!(records_to(&lab, "node-1", "mesh/excluder", "outbound", &echo_port).is_empty());
+    testapp_json(
+        &lab,
+        "mesh/excluder",
+        &["get", &format!("http://{remote}:8080/")],
+    );
+    assert_eq!(
+        records_to(
+            &lab,
+            "node-1",
+            "mesh/excluder",
+            "outbound",
+            &format!("{remote}:8080")
+        )
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn labels_enroll_and_unenroll_pods_at_run_time() {
+    let mut lab = lab_up("label", "capture", 2, true);
+    let dst = format!("{}:9000", ip(&lab, "mesh/server-remote"));
+    let pins = lab.paths.node_bpf_pins("node-1").join("pods");
+    let uid = lab.plan.pod("mesh/client").expect("client").uid.clone();
+    assert!(
+        pins.join(&uid).exists(),
+        "the client's programs are pinned while it is enrolled"
+    );
+
+    // Opting the pod out with Istio's label: the agent detaches and traffic goes direct.
+    lab.set_pod_labels(
+        "mesh/client",
+        BTreeMap::from([("istio.io/dataplane-mode".into(), "none".into())]),
+    )
+    .expect("relabel");
+    assert!(
+        eventually(Duration::from_secs(10), || pod_status(
+            &lab,
+            "node-1",
+            "mesh/client"
+        )
+        .is_none()),
+        "the agent unenrolled mesh/client"
+    );
+    assert!(
+        !pins.join(&uid).exists(),
+        "unenrolling removed the pinned links"
+    );
+    let echo = testapp_json(&lab, "mesh/client", &["tcp", &dst]);
+    assert_eq!(echo[0]["peer"], dst.as_str());
+    assert!(
+        records_to(&lab, "node-1", "mesh/client", "outbound", &dst).is_empty(),
+        "direct, not proxied"
+    );
+
+    // Back in the mesh.
+    lab.set_pod_labels("mesh/client", BTreeMap::new())
+        .expect("relabel");
+    assert!(eventually(Duration::from_secs(10), || pod_status(
+        &lab,
+        "node-1",
+        "mesh/client"
+    )
+    .is_some()));
+    testapp_json(&lab, "mesh/client", &["tcp", &dst]);
+    assert_eq!(
+        records_to(&lab, "node-1", "mesh/client", "outbound", &dst).len(),
+        1
+    );
+}
+
+#[test]
+fn weft_adds_no_iptables_or_nftables_rules() {
+    let lab = lab_up("rules", "capture", 2, true);
+    testapp_json(&lab, "mesh/client", &["get", "http://server.mesh/"]);
+    let list = || -> (String, String) {
+        let nft = Command::new("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .expect("nft runs");
+        assert!(
+            nft.status.success(),
+            "nft list ruleset: {}",
+            String::from_utf8_lossy(&nft.stderr)
+        );
+        let legacy =
+            std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
+        (String::from_utf8_lossy(&nft.stdout).into_owned(), legacy)
+    };
+    for pod in &lab.plan.pods {
+        let (nft, legacy) = lab.in_pod_netns(&pod.key(), list).expect("enter pod");
+        assert_eq!(nft.trim(), "", "nftables rules in pod {}", pod.key());
+        assert_eq!(legacy.trim(), "", "iptables tables in pod {}", pod.key());
+    }
+    for node in &lab.plan.nodes {
+        let (nft, legacy) = lab.in_node_netns(&node.name, list).expect("enter node");
+        let tables: Vec<&str> = nft.lines().filter(|l| l.starts_with("table")).collect();
+        assert_eq!(
+            tables,
+            ["table ip weft_lab_kube_proxy {"],
+            "only the lab's kube-proxy on {}",
+            node.name
+        );
+        assert_eq!(legacy.trim(), "", "iptables tables on {}", node.name);
+    }
+}
+
+/// Programs attached to `cgroup`, by name, as the kernel reports them (bpftool).
+fn cgroup_programs(cgroup: &std::path::Path) -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(cgroup)
+        .output()
+        .expect("bpftool runs (installed by cargo xtask setup)");
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(Vec::new()));
+    let mut names: Vec<String> = listed
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn capture_survives_an_agent_killed_and_restarted_without_double_attachment() {
+    let mut lab = lab_up("restart", "capture", 2, true);
+    let cgroup = lab.pod_cgroup_dir("mesh/client").expect("client");
+    let attached = cgroup_programs(&cgroup);
+    assert_eq!(
+        attached.len(),
+        5,
+        "connect4/6, getpeername4/6, sock_ops: {attached:?}"
+    );
+    let dst = format!("{}:9000", ip(&lab, "mesh/server-remote"));
+
+    lab.kill_agent("node-1").expect("SIGKILL");
+    assert_eq!(
+        cgroup_programs(&cgroup),
+        attached,
+        "capture stays attached while the agent is away"
+    );
+    lab.start_agent_again("node-1").expect("agent comes back");
+
+    let status = pod_status(&lab, "node-1", "mesh/client").expect("re-enrolled");
+    assert_eq!(status["attachment"], "adopted", "{status}");
+    assert_eq!(
+        cgroup_programs(&cgroup),
+        attached,
+        "no duplicate attachments after the restart"
+    );
+    let result = testapp_json(&lab, "mesh/client", &["connects", &dst, "--count", "50"]);
+    assert_eq!(
+        result[0]["ok"], 50,
+        "every connection after the restart succeeds"
+    );
+    let echo = testapp_json(
+        &lab,
+        "mesh/client",
+        &["tcp", &dst, "--send", "after restart"],
+    );
+    assert_eq!(echo[1]["echoed"], "after restart");
+    assert_eq!(
+        records_to(&lab, "node-1", "mesh/client", "outbound", &dst).len(),
+        51
+    );
+}
+
+fn entries(lab: &Lab, node: &str) -> (usize, usize) {
+    let dir = lab.paths.node_bpf_pins(node).join("maps");
+    let open = |name: &str| {
+        MapData::from_pin(dir.join(name)).unwrap_or_else(|e| panic!("opening {name}: {e}"))
+    };
+    let by_cookie: HashMap<MapData, u64, OrigDst> =
+        HashMap::try_from(Map::LruHashMap(open(map_names::ORIG_DST_BY_COOKIE))).expect("typed");
+    let by_client: HashMap<MapData, ClientKey, OrigDst> =
+        HashMap::try_from(Map::LruHashMap(open(map_names::ORIG_DST_BY_CLIENT))).expect("typed");
+    (by_cookie.keys().count(), by_client.keys().count())
+}
+
+#[test]
+fn two_thousand_short_connections_leave_the_maps_as_they_were() {
+    let lab = lab_up("churn", "capture", 2, true);
+    let dst = format!("{}:9000", ip(&lab, "mesh/server-remote"));
+    let baseline = entries(&lab, "node-1");
+    let output = testapp_in(
+        &lab,
+        "mesh/client",
+        &["connects", &dst, "--count", "2000", "--timeout-ms", "5000"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(result["ok"], 2000);
+    let status = pod_status(&lab, "node-1", "mesh/client").expect("enrolled");
+    assert!(status["captured"].as_u64() >= Some(2000), "{status}");
+    assert!(
+        eventually(Duration::from_secs(10), || entries(&lab, "node-1")
+            == baseline),
+        "map entries went from {baseline:?} to {:?}",
+        entries(&lab, "node-1")
+    );
+}
