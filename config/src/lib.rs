@@ -1,0 +1,1 @@
+//! weft-config: the cluster as weft sees it.
