@@ -487,6 +487,33 @@ impl Lab {
         self.write_records()
     }
 
+    /// `GET path` on the admin endpoint of the agent of `node`; returns the body of a 200.
+    pub fn agent_get(&self, node: &str, path: &str) -> Result<String, LabError> {
+        let (ip, port) = AGENT_ADMIN;
+        let response = self.in_node_netns(node, || -> std::io::Result<String> {
+            let mut stream =
+                TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })?;
+        let response = response.map_err(LabError::io(format!(
+            "asking the agent of {node} for {path}"
+        )))?;
+        match response.split_once("\r\n\r\n") {
+            Some((head, body))
+                if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") =>
+            {
+                Ok(body.to_string())
+            }
+            _ => Err(LabError::Invalid(format!(
+                "the agent of {node} answered {path} with: {response}"
+            ))),
+        }
+    }
+
     /// A command that will run inside `pod` (its cgroup, network, hosts and hostname).
     pub fn pod_command(
         &self,
@@ -636,6 +663,9 @@ pub struct ServiceSummary {
     pub ports: Vec<u16>,
     pub endpoints: Vec<String>,
 }
+
+/// The agent's admin endpoint inside its node (loopback only, as in a cluster).
+const AGENT_ADMIN: (Ipv4Addr, u16) = (Ipv4Addr::LOCALHOST, 15000);
 
 /// The agent's readiness port and path (Istio's ztunnel uses the same).
 const AGENT_READINESS: (Ipv4Addr, u16, &str) = (Ipv4Addr::LOCALHOST, 15021, "/healthz/ready");

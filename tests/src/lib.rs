@@ -84,23 +84,11 @@ pub fn testapp_json(lab: &Lab, pod: &str, args: &[&str]) -> Vec<serde_json::Valu
 
 /// `GET path` on the admin endpoint (127.0.0.1:15000) of the agent of `node`, as JSON.
 pub fn agent_admin(lab: &Lab, node: &str, path: &str) -> serde_json::Value {
-    use std::io::{Read, Write};
     let body = lab
-        .in_node_netns(node, || -> std::io::Result<String> {
-            let mut stream = std::net::TcpStream::connect(("127.0.0.1", 15000))?;
-            stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })
-        .unwrap_or_else(|e| panic!("entering {node}: {e}"))
+        .agent_get(node, path)
         .unwrap_or_else(|e| panic!("asking the agent of {node} for {path}: {e}"));
-    let (_, json) = body
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP body from the agent: {body:?}"));
-    serde_json::from_str(json)
-        .unwrap_or_else(|e| panic!("the agent's {path} is not JSON ({e}): {json}"))
+    serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("the agent's {path} is not JSON ({e}): {body}"))
 }
 
 /// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.

@@ -55,7 +55,7 @@ fn outbound_to_a_pod_ip_and_a_cluster_ip_goes_through_the_agent() {
     ] {
         let reply = &testapp_json(&lab, "mesh/client", &["get", &url])[0];
         assert_eq!(reply["status"], 200, "{reply}");
-        // The application's getpeername() shows what it dialed, not 127.0.0.1:15001.
+        // The application's getpeername() shows what it dialed, not the agent's :15001.
         assert_eq!(
             reply["peer"],
             dialed.as_str(),
@@ -67,7 +67,10 @@ fn outbound_to_a_pod_ip_and_a_cluster_ip_goes_through_the_agent() {
             1,
             "node-1's agent proxied exactly one connection to {dialed}: {records:?}"
         );
-        assert_eq!(records[0]["listener"], "127.0.0.1:15001");
+        assert_eq!(
+            records[0]["listener"],
+            format!("{}:15001", ip(&lab, "mesh/client"))
+        );
         assert_eq!(records[0]["error"], Value::Null);
     }
     let status = pod_status(&lab, "node-1", "mesh/client").expect("mesh/client is enrolled");
@@ -278,6 +281,24 @@ fn capture_survives_an_agent_killed_and_restarted_without_double_attachment() {
         attached,
         "capture stays attached while the agent is away"
     );
+    // While the agent is away its listeners are gone and capture fails closed: a mesh pod's
+    // outbound connection and a plaintext inbound one are refused, never sent around it.
+    let server_local = format!("{}:9000", ip(&lab, "mesh/server-local"));
+    for (pod, target) in [
+        ("mesh/client", &dst),
+        ("plain/outsider-remote", &server_local),
+    ] {
+        let output = testapp_in(&lab, pod, &["tcp", target, "--timeout-ms", "3000"]);
+        assert!(
+            !output.status.success(),
+            "{pod} → {target} during the gap must not bypass the agent"
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("refused"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     lab.start_agent_again("node-1").expect("agent comes back");
 
     let status = pod_status(&lab, "node-1", "mesh/client").expect("re-enrolled");

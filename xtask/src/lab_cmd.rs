@@ -199,18 +199,26 @@ pub fn demo(keep: bool) -> anyhow::Result<()> {
             bail!("demo step failed in {pod}: {status}");
         }
     }
-    println!(
-        "\nAgents' logs (eBPF programs attached to mesh pods): {}",
-        lab.paths.logs().display()
-    );
+    println!("\n== What the agents captured (GET /connections on each agent's admin endpoint):");
     for node in &lab.plan.nodes {
-        let log =
-            std::fs::read_to_string(lab.paths.logs().join(format!("agent-{}.log", node.name)))
-                .unwrap_or_default();
-        for line in log.lines().filter(|l| l.contains("enrolled")) {
-            println!("  {}: {line}", node.name);
+        let body = lab.agent_get(&node.name, "/connections")?;
+        let records: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+        for r in records {
+            println!(
+                "  {}: {:<8} {:<14} {} → {} (via {})",
+                node.name,
+                r["direction"].as_str().unwrap_or_default(),
+                r["pod"].as_str().unwrap_or_default(),
+                r["source"].as_str().unwrap_or_default(),
+                r["original_destination"].as_str().unwrap_or_default(),
+                r["listener"].as_str().unwrap_or_default(),
+            );
         }
     }
+    println!(
+        "\nThe outsider (not in the mesh) went direct; mesh pods' traffic went through their node's agent."
+    );
+    println!("Agents' logs: {}", lab.paths.logs().display());
     if keep {
         println!(
             "\nThe lab stays up: cargo xtask lab status demo; cargo xtask lab exec --name demo shop/client -- weft-testapp get http://web/; cargo xtask lab down demo"

@@ -34,15 +34,7 @@ pub mod map_names {
     pub const ORIG_DST_BY_COOKIE: &str = "ORIG_DST_BY_COOKIE";
     pub const ORIG_DST_BY_CLIENT: &str = "ORIG_DST_BY_CLIENT";
     pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
-
-    /// Every map, for pinning and re-adoption.
-    pub const ALL: [&str; 5] = [
-        POD_STATS,
-        POD_CAPTURE,
-        ORIG_DST_BY_COOKIE,
-        ORIG_DST_BY_CLIENT,
-        INBOUND_LISTENERS,
-    ];
+    pub const OUTBOUND_LISTENERS: &str = "OUTBOUND_LISTENERS";
 }
 
 /// Program names (distinct from their ELF sections: a function named like its section
@@ -110,7 +102,11 @@ pub struct PodCapture {
     pub exclude_cidr_count: u32,
     /// Whether the agent listens on [::1]:15001 in this pod (IPv6 capture).
     pub ipv6: u32,
-    pub _pad: u32,
+    /// The pod's IPv4 address (network byte order): captured IPv4 connections are sent to
+    /// `<pod IP>:15001`, where the pod's sk_lookup program delivers them to the agent's
+    /// listener (and refuses them while there is none), and where the application's
+    /// `getsockname()` shows its own pod address, as on a direct connection.
+    pub pod_ip: u32,
 }
 
 /// Where a captured connection was going.

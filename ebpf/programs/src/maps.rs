@@ -27,3 +27,7 @@ pub static ORIG_DST_BY_CLIENT: LruHashMap<ClientKey, OrigDst> =
 /// (network byte order).
 #[map(name = "INBOUND_LISTENERS")]
 pub static INBOUND_LISTENERS: SockHash<u32> = SockHash::pinned(MAX_PODS, 0);
+
+/// The agent's outbound listener (:15001) of each pod, by the pod's IPv4 address.
+#[map(name = "OUTBOUND_LISTENERS")]
+pub static OUTBOUND_LISTENERS: SockHash<u32> = SockHash::pinned(MAX_PODS, 0);

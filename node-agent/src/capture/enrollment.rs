@@ -137,17 +137,24 @@ impl Enrollment {
         if self.maps.pod_stats.get(&pod_id, 0).is_err() {
             self.maps.pod_stats.insert(pod_id, PodStats::default(), 0)?;
         }
-        let capture = pod.exclusions.to_capture(pod_id, outbound_v6.is_some());
+        let capture = pod
+            .exclusions
+            .to_capture(pod_id, pod.ip, outbound_v6.is_some());
         for id in &cgroups {
             self.maps
                 .pod_capture
                 .insert(id, capture, 0)
                 .context("filling POD_CAPTURE")?;
         }
+        let ip_key = u32::from(pod.ip).to_be();
         self.maps
             .inbound_listeners
-            .insert(u32::from(pod.ip).to_be(), inbound.as_fd(), 0)
+            .insert(ip_key, inbound.as_fd(), 0)
             .context("registering the inbound listener in INBOUND_LISTENERS")?;
+        self.maps
+            .outbound_listeners
+            .insert(ip_key, outbound_v4.as_fd(), 0)
+            .context("registering the outbound listener in OUTBOUND_LISTENERS")?;
 
         let attachment = attach_pod(
             &mut self.ebpf,

@@ -72,11 +72,12 @@ pub fn from_annotations(
 }
 
 impl Exclusions {
-    /// The kernel-side form for pod `pod`.
-    pub fn to_capture(&self, pod: u64, ipv6: bool) -> PodCapture {
+    /// The kernel-side form for pod `pod` with address `pod_ip`.
+    pub fn to_capture(&self, pod: u64, pod_ip: Ipv4Addr, ipv6: bool) -> PodCapture {
         let mut capture = PodCapture {
             pod,
             ipv6: u32::from(ipv6),
+            pod_ip: u32::from(pod_ip).to_be(),
             ..PodCapture::default()
         };
         for (slot, port) in capture.exclude_ports.iter_mut().zip(&self.ports) {
@@ -144,11 +145,12 @@ mod tests {
             ports: vec![5432],
             cidrs: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
         };
-        let c = e.to_capture(7, false);
+        let c = e.to_capture(7, Ipv4Addr::new(10, 244, 1, 10), false);
         assert_eq!(
             (c.pod, c.exclude_port_count, c.exclude_cidr_count),
             (7, 1, 1)
         );
+        assert_eq!(c.pod_ip.to_ne_bytes(), [10, 244, 1, 10]);
         let inside = u32::from(Ipv4Addr::new(10, 1, 2, 3)).to_be();
         let outside = u32::from(Ipv4Addr::new(11, 1, 2, 3)).to_be();
         assert!(c.exclude_cidrs[0].contains(inside));

@@ -20,6 +20,7 @@ pub struct Maps {
     /// Read and emptied by the proxy tasks.
     pub orig_dst_by_client: crate::proxy::outbound::OrigDstMap,
     pub inbound_listeners: SockHash<MapData, u32>,
+    pub outbound_listeners: SockHash<MapData, u32>,
 }
 
 pub struct Loaded {
@@ -67,6 +68,7 @@ pub fn load(pin_root: &Path) -> anyhow::Result<Loaded> {
             map_names::ORIG_DST_BY_CLIENT,
         )?)),
         inbound_listeners: typed_map(&mut ebpf, map_names::INBOUND_LISTENERS)?,
+        outbound_listeners: typed_map(&mut ebpf, map_names::OUTBOUND_LISTENERS)?,
     };
     Ok(Loaded {
         ebpf,

@@ -1,4 +1,4 @@
-//! Outbound: connections the pod's `connect()` hook sent to 127.0.0.1:15001. The original
+//! Outbound: connections the pod's `connect()` hook sent to `<pod IP>:15001`. The original
 //! destination comes from the kernel's ORIG_DST_BY_CLIENT map, filled when the connection
 //! was established and before `accept()` can return it.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -50,7 +50,6 @@ pub fn original_destination(orig: &OrigDst) -> Option<SocketAddr> {
 }
 
 pub async fn serve(listener: TcpListener, ctx: OutboundContext) {
-    let local = listener.local_addr().ok();
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -60,7 +59,8 @@ pub async fn serve(listener: TcpListener, ctx: OutboundContext) {
             }
         };
         let ctx = ctx.clone();
-        let listener_addr = local.unwrap_or(peer);
+        // Where the client arrived (sk_lookup delivers `<pod IP>:15001` to this listener).
+        let listener_addr = client.local_addr().unwrap_or(peer);
         let span = info_span!("outbound", pod = %ctx.pod, client = %peer);
         tokio::spawn(
             async move {

@@ -1,6 +1,6 @@
 //! cgroup/connect4 and connect6: a TCP `connect()` from an enrolled pod goes to the agent's
-//! outbound listener inside the pod (127.0.0.1:15001 / [::1]:15001), and the original
-//! destination is recorded by socket cookie.
+//! outbound listener inside the pod (`<pod IP>:15001` for IPv4, `[::1]:15001` for IPv6), and
+//! the original destination is recorded by socket cookie.
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
@@ -39,11 +39,22 @@ pub fn weft_connect4(ctx: SockAddrContext) -> i32 {
         pod: pod.pod,
     };
     if record(&ctx, &orig) {
-        sa.user_ip4 = LOOPBACK_V4;
+        sa.user_ip4 = outbound_ip(&pod);
         sa.user_port = u32::from(ports::OUTBOUND.to_be());
         count(pod.pod, true);
     }
     ALLOW
+}
+
+/// Where captured IPv4 connections go: the pod's own address, on which the pod's
+/// sk_lookup program delivers them to the agent's outbound listener.
+#[inline(always)]
+fn outbound_ip(pod: &PodCapture) -> u32 {
+    if pod.pod_ip == 0 {
+        LOOPBACK_V4
+    } else {
+        pod.pod_ip
+    }
 }
 
 #[cgroup_sock_addr(connect6)]
@@ -74,7 +85,7 @@ pub fn weft_connect6(ctx: SockAddrContext) -> i32 {
             pod: pod.pod,
         };
         if record(&ctx, &orig) {
-            write_user_ip6(ctx.sock_addr, [0, 0, V4_MAPPED_WORD, LOOPBACK_V4]);
+            write_user_ip6(ctx.sock_addr, [0, 0, V4_MAPPED_WORD, outbound_ip(&pod)]);
             sa.user_port = u32::from(ports::OUTBOUND.to_be());
             count(pod.pod, true);
         }

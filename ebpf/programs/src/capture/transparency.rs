@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use weft_ebpf_common::{AF_INET, AF_INET6, OrigDst, ports};
 
-use super::{ALLOW, LOOPBACK_V4, LOOPBACK_V6, V4_MAPPED_WORD, read_user_ip6, write_user_ip6};
+use super::{ALLOW, LOOPBACK_V6, V4_MAPPED_WORD, read_user_ip6, write_user_ip6};
 use crate::maps::ORIG_DST_BY_COOKIE;
 
 #[inline(always)]
@@ -22,7 +22,9 @@ fn original(ctx: &SockAddrContext) -> Option<OrigDst> {
 pub fn weft_getpeername4(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel passes a valid bpf_sock_addr for the program's duration.
     let sa = unsafe { &mut *ctx.sock_addr };
-    if sa.user_ip4 != LOOPBACK_V4 || u16::from_be(sa.user_port as u16) != ports::OUTBOUND {
+    // Port 15001 is never captured, so a socket with a recorded original destination that
+    // is connected there is one connect4 redirected.
+    if u16::from_be(sa.user_port as u16) != ports::OUTBOUND {
         return ALLOW;
     }
     if let Some(orig) = original(&ctx)
@@ -42,16 +44,16 @@ pub fn weft_getpeername6(ctx: SockAddrContext) -> i32 {
         return ALLOW;
     }
     let ip = read_user_ip6(ctx.sock_addr);
-    let mapped_loopback = ip == [0, 0, V4_MAPPED_WORD, LOOPBACK_V4];
-    if !mapped_loopback && ip != LOOPBACK_V6 {
+    let mapped = ip[0] == 0 && ip[1] == 0 && ip[2] == V4_MAPPED_WORD;
+    if !mapped && ip != LOOPBACK_V6 {
         return ALLOW;
     }
     if let Some(orig) = original(&ctx) {
         match orig.family {
-            AF_INET if mapped_loopback => {
+            AF_INET if mapped => {
                 write_user_ip6(ctx.sock_addr, [0, 0, V4_MAPPED_WORD, orig.addr[0]]);
             }
-            AF_INET6 if !mapped_loopback => write_user_ip6(ctx.sock_addr, orig.addr),
+            AF_INET6 if !mapped => write_user_ip6(ctx.sock_addr, orig.addr),
             _ => return ALLOW,
         }
         sa.user_port = u32::from(orig.port.to_be());
