@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::capture::enrollment::{Enrollment, PodToEnroll};
 use crate::capture::exclusions;
-use crate::pods::locator::{FileLocator, PodLocator};
+use crate::pods::locator::{FileLocator, KubeletLocator, PodLocator};
 use crate::pods::selection::mesh_pods_on_node;
 use crate::proxy::records::ConnectionLog;
 
@@ -32,8 +32,12 @@ struct Args {
     #[arg(long, env = "WEFT_CONFIG_DIR")]
     config_dir: PathBuf,
     /// JSON file mapping pod UIDs to their network namespace and cgroup (written by the lab).
+    /// Without it, pods are found the kubelet's way under the cgroup v2 root and `--proc-root`.
     #[arg(long, env = "WEFT_POD_LOCATIONS")]
-    pod_locations: PathBuf,
+    pod_locations: Option<PathBuf>,
+    /// The host's /proc (a DaemonSet mounts it, e.g. at /host/proc).
+    #[arg(long, env = "WEFT_PROC_ROOT", default_value = "/proc")]
+    proc_root: PathBuf,
     /// Readiness endpoint (`GET /healthz/ready`).
     #[arg(long, env = "WEFT_READINESS_ADDR", default_value = admin::readiness::DEFAULT_ADDR)]
     readiness_addr: SocketAddr,
@@ -68,15 +72,16 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, facts.cgroup2))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
     let loaded = ebpf::loader::load(&args.bpf_pin_root)?;
     info!(pins = %args.bpf_pin_root.display(), "eBPF programs loaded");
     let log = ConnectionLog::new(CONNECTION_LOG);
     let enrollment = Arc::new(Mutex::new(Enrollment::new(loaded, log.clone())));
-    resync(&args, &enrollment);
+    let kubelet = KubeletLocator::new(cgroup2, args.proc_root.clone());
+    resync(&args, &kubelet, &enrollment);
 
     let readiness = admin::readiness::Readiness::default();
     readiness.set_ready();
@@ -101,14 +106,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let result = ended.context("an endpoint task panicked")?;
                 return result.context("an endpoint stopped");
             }
-            _ = ticker.tick() => resync(&args, &enrollment),
+            _ = ticker.tick() => resync(&args, &kubelet, &enrollment),
         }
     }
 }
 
 /// Reads which pods should be captured and makes it so.
-fn resync(args: &Args, enrollment: &Mutex<Enrollment>) {
-    match desired_pods(args) {
+fn resync(args: &Args, kubelet: &KubeletLocator, enrollment: &Mutex<Enrollment>) {
+    match desired_pods(args, kubelet) {
         Ok(desired) => enrollment
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -120,8 +125,15 @@ fn resync(args: &Args, enrollment: &Mutex<Enrollment>) {
     }
 }
 
-fn desired_pods(args: &Args) -> anyhow::Result<Vec<PodToEnroll>> {
-    let locator = FileLocator::load(&args.pod_locations)?;
+fn desired_pods(args: &Args, kubelet: &KubeletLocator) -> anyhow::Result<Vec<PodToEnroll>> {
+    let lab_records = match &args.pod_locations {
+        Some(path) => Some(FileLocator::load(path)?),
+        None => None,
+    };
+    let locator: &dyn PodLocator = match &lab_records {
+        Some(records) => records,
+        None => kubelet,
+    };
     let mut desired = Vec::new();
     for pod in mesh_pods_on_node(&args.config_dir, &args.node)? {
         let key = format!("{}/{}", pod.namespace, pod.name);

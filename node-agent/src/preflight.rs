@@ -1,4 +1,5 @@
-//! Start-up checks: every kernel facility the agent relies on, each failure naming the fix.
+//! Start-up checks: every kernel facility the agent relies on (BTF, cgroup v2, bpffs, the
+//! eBPF program types, helpers and maps of capture), each failure naming the fix.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -29,10 +30,78 @@ pub fn check() -> anyhow::Result<HostFacts> {
             kernel.trim()
         );
     }
+    check_bpf_features()?;
     Ok(HostFacts {
         cgroup2,
         bpffs_mounted_by_us,
     })
+}
+
+/// Probes the kernel for every program type, helper and map type capture uses, so that a
+/// missing one is named at start-up instead of surfacing as a verifier error.
+fn check_bpf_features() -> anyhow::Result<()> {
+    use aya::maps::MapType;
+    use aya::programs::ProgramType;
+    use aya::sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported};
+
+    let programs = [
+        (
+            ProgramType::CgroupSockAddr,
+            "cgroup sock_addr (connect4/6, getpeername4/6; 5.8+)",
+        ),
+        (ProgramType::SockOps, "sock_ops"),
+        (ProgramType::SkLookup, "sk_lookup (5.9+)"),
+    ];
+    let mut missing = Vec::new();
+    for (program, what) in programs {
+        if !is_program_supported(program).unwrap_or(false) {
+            missing.push(format!("program type {what}"));
+        }
+    }
+    let helpers = [
+        (
+            ProgramType::CgroupSockAddr,
+            BpfHelper::BPF_FUNC_get_socket_cookie,
+            "bpf_get_socket_cookie in cgroup sock_addr programs (5.7+)",
+        ),
+        (
+            ProgramType::CgroupSockAddr,
+            BpfHelper::BPF_FUNC_get_current_cgroup_id,
+            "bpf_get_current_cgroup_id in cgroup sock_addr programs",
+        ),
+        (
+            ProgramType::SockOps,
+            BpfHelper::BPF_FUNC_get_socket_cookie,
+            "bpf_get_socket_cookie in sock_ops programs (5.7+)",
+        ),
+        (
+            ProgramType::SkLookup,
+            BpfHelper::BPF_FUNC_sk_assign,
+            "bpf_sk_assign in sk_lookup programs (5.9+)",
+        ),
+    ];
+    for (program, helper, what) in helpers {
+        if !is_helper_supported(program, helper).unwrap_or(false) {
+            missing.push(format!("helper {what}"));
+        }
+    }
+    for (map, what) in [
+        (MapType::LruHash, "LRU hash maps"),
+        (MapType::SockHash, "sockhash maps"),
+    ] {
+        if !is_map_supported(map).unwrap_or(false) {
+            missing.push(format!("map type {what}"));
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "the kernel lacks eBPF features weft's capture needs: {}. Run on Linux 5.10 or newer \
+             with CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF and CONFIG_BPF_STREAM_PARSER enabled, as \
+             root (or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {

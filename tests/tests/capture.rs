@@ -75,6 +75,32 @@ fn outbound_to_a_pod_ip_and_a_cluster_ip_goes_through_the_agent() {
     }
     let status = pod_status(&lab, "node-1", "mesh/client").expect("mesh/client is enrolled");
     assert_eq!(status["captured"], 2, "{status}");
+
+    // Bytes are accounted per pod when a connection closes: 1000 bytes echoed each way.
+    let counter = |status: &Value, name: &str| status[name].as_u64().unwrap_or_default();
+    let payload = "w".repeat(1000);
+    let echo = testapp_json(
+        &lab,
+        "mesh/client",
+        &["tcp", &remote.replace(":8080", ":9000"), "--send", &payload],
+    );
+    assert_eq!(echo[1]["bytes"], 1000);
+    let mut after = status.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            after = pod_status(&lab, "node-1", "mesh/client").expect("enrolled");
+            counter(&after, "outbound_connections") == counter(&status, "outbound_connections") + 1
+        }),
+        "the echo connection was accounted: {after}"
+    );
+    assert_eq!(
+        counter(&after, "bytes_sent") - counter(&status, "bytes_sent"),
+        1000
+    );
+    assert_eq!(
+        counter(&after, "bytes_received") - counter(&status, "bytes_received"),
+        1000
+    );
 }
 
 #[test]

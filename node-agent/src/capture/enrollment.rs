@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -14,15 +15,16 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use weft_core::host::cgroup::{cgroup_id, cgroup_tree_ids};
 use weft_core::host::netns_sockets::NetnsSockets;
-use weft_core::host::pod_locations::PodLocation;
+
 use weft_ebpf_common::{PodStats, ports};
 
 use super::exclusions::Exclusions;
 use crate::ebpf::attach::{Attachment, attach_pod, detach_pod, pinned_pods, pod_pin_dir};
 use crate::ebpf::loader::{Loaded, Maps};
+use crate::pods::locator::PodPlace;
 use crate::proxy::inbound::{self, InboundContext};
 use crate::proxy::outbound::{self, OutboundContext};
-use crate::proxy::records::ConnectionLog;
+use crate::proxy::records::{ConnectionLog, PodTraffic};
 
 /// A pod to enroll, with everything capture needs to know.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,7 +33,7 @@ pub struct PodToEnroll {
     /// `namespace/name`
     pub key: String,
     pub ip: Ipv4Addr,
-    pub location: PodLocation,
+    pub location: PodPlace,
     pub exclusions: Exclusions,
 }
 
@@ -40,6 +42,7 @@ struct EnrolledPod {
     pod_id: u64,
     cgroups: Vec<u64>,
     attachment: Attachment,
+    traffic: Arc<PodTraffic>,
     /// The proxy tasks; aborting them closes the pod's listeners.
     tasks: Vec<JoinHandle<()>>,
 }
@@ -52,8 +55,15 @@ pub struct PodStatus {
     pub ip: Ipv4Addr,
     pub pod_id: u64,
     pub attachment: Attachment,
+    /// `connect()` calls by the pod's processes, counted in the kernel.
     pub connects: u64,
+    /// TCP connections redirected to the agent, counted in the kernel.
     pub captured: u64,
+    /// Connections the proxy finished, and their bytes from the application's side.
+    pub outbound_connections: u64,
+    pub inbound_connections: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 pub struct Enrollment {
@@ -163,12 +173,14 @@ impl Enrollment {
             &location.netns,
         )?;
 
+        let traffic = Arc::new(PodTraffic::default());
         let outbound_ctx = OutboundContext {
             pod: pod.key.clone(),
             pod_id,
             sockets: sockets.clone(),
             orig_dst: self.maps.orig_dst_by_client.clone(),
             log: self.log.clone(),
+            traffic: traffic.clone(),
         };
         let mut tasks = Vec::new();
         for listener in std::iter::once(outbound_v4).chain(outbound_v6) {
@@ -182,6 +194,7 @@ impl Enrollment {
             pod: pod.key.clone(),
             sockets,
             log: self.log.clone(),
+            traffic: traffic.clone(),
         };
         tasks.push(tokio::spawn(inbound::serve(
             tokio::net::TcpListener::from_std(inbound)?,
@@ -194,6 +207,7 @@ impl Enrollment {
                 pod_id,
                 cgroups,
                 attachment,
+                traffic,
                 tasks,
             },
         );
@@ -235,6 +249,10 @@ impl Enrollment {
                     attachment: pod.attachment,
                     connects: stats.connects,
                     captured: stats.captured,
+                    outbound_connections: PodTraffic::get(&pod.traffic.outbound_connections),
+                    inbound_connections: PodTraffic::get(&pod.traffic.inbound_connections),
+                    bytes_sent: PodTraffic::get(&pod.traffic.bytes_sent),
+                    bytes_received: PodTraffic::get(&pod.traffic.bytes_received),
                 }
             })
             .collect();

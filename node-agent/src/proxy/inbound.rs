@@ -4,7 +4,9 @@ use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info_span, warn};
 use weft_core::host::netns_sockets::NetnsSockets;
 
-use super::records::{ConnectionLog, ConnectionRecord, Direction};
+use std::sync::Arc;
+
+use super::records::{ConnectionLog, ConnectionRecord, Direction, PodTraffic};
 use super::{connect_from_pod, splice};
 
 #[derive(Clone)]
@@ -12,6 +14,7 @@ pub struct InboundContext {
     pub pod: String,
     pub sockets: NetnsSockets,
     pub log: ConnectionLog,
+    pub traffic: Arc<PodTraffic>,
 }
 
 pub async fn serve(listener: TcpListener, ctx: InboundContext) {
@@ -44,7 +47,11 @@ pub async fn serve(listener: TcpListener, ctx: InboundContext) {
                     Ok(app) => {
                         ctx.log.push(record);
                         match splice(client, app).await {
-                            Ok((up, down)) => debug!(%dst, up, down, "inbound connection closed"),
+                            // From the application's side: it received `up`, sent `down`.
+                            Ok((up, down)) => {
+                                ctx.traffic.record(Direction::Inbound, down, up);
+                                debug!(%dst, up, down, "inbound connection closed");
+                            }
                             Err(e) => debug!(%dst, error = %e, "inbound connection ended"),
                         }
                     }

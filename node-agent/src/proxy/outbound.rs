@@ -10,7 +10,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use weft_core::host::netns_sockets::NetnsSockets;
 use weft_ebpf_common::{AF_INET, AF_INET6, ClientKey, OrigDst};
 
-use super::records::{ConnectionLog, ConnectionRecord, Direction};
+use super::records::{ConnectionLog, ConnectionRecord, Direction, PodTraffic};
 use super::{connect_from_pod, splice};
 
 /// Shared by the pod's proxy tasks; the lock only spans one lookup-and-delete.
@@ -32,6 +32,7 @@ pub struct OutboundContext {
     pub sockets: NetnsSockets,
     pub orig_dst: OrigDstMap,
     pub log: ConnectionLog,
+    pub traffic: Arc<PodTraffic>,
 }
 
 pub fn original_destination(orig: &OrigDst) -> Option<SocketAddr> {
@@ -79,7 +80,10 @@ pub async fn serve(listener: TcpListener, ctx: OutboundContext) {
                     Ok(server) => {
                         ctx.log.push(record);
                         match splice(client, server).await {
-                            Ok((up, down)) => debug!(%dst, up, down, "outbound connection closed"),
+                            Ok((up, down)) => {
+                                ctx.traffic.record(Direction::Outbound, up, down);
+                                debug!(%dst, up, down, "outbound connection closed");
+                            }
                             Err(e) => debug!(%dst, error = %e, "outbound connection ended"),
                         }
                     }

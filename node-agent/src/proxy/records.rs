@@ -2,6 +2,7 @@
 //! operator (and a test) reads to see which pod went where.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -84,5 +85,33 @@ impl ConnectionLog {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         log.iter().cloned().collect()
+    }
+}
+
+/// Bytes and connections the proxy carried for one pod, added when a connection closes.
+#[derive(Debug, Default)]
+pub struct PodTraffic {
+    pub outbound_connections: AtomicU64,
+    pub inbound_connections: AtomicU64,
+    /// From the pod's application to its peers.
+    pub bytes_sent: AtomicU64,
+    /// From the peers to the pod's application.
+    pub bytes_received: AtomicU64,
+}
+
+impl PodTraffic {
+    /// Accounts a finished connection: `from_app` and `to_app` bytes from the pod's side.
+    pub fn record(&self, direction: Direction, from_app: u64, to_app: u64) {
+        let connections = match direction {
+            Direction::Outbound => &self.outbound_connections,
+            Direction::Inbound => &self.inbound_connections,
+        };
+        connections.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(from_app, Ordering::Relaxed);
+        self.bytes_received.fetch_add(to_app, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
     }
 }
