@@ -1,0 +1,262 @@
+//! The gRPC client of Istio's certificate API: a [`CertificateIssuer`] backed by a remote
+//! CA (weft's, or istiod).
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::Code;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::proto::{IMPERSONATED_IDENTITY, IstioCertificateRequest, IstioCertificateServiceClient};
+use crate::identity::tls::ALPN_H2;
+use crate::identity::{
+    BoxFuture, CertificateIssuer, CertificateRequest, IssueError, TrustBundle, crypto_provider,
+};
+
+/// TLS towards the CA: its certificate must chain to `trust` and be valid for `server_name`
+/// (a DNS name or IP address in its SANs, as for any TLS server; istiod's is
+/// `istiod.istio-system.svc`).
+#[derive(Debug, Clone)]
+pub struct CaClientTls {
+    pub trust: TrustBundle,
+    pub server_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcIssuerConfig {
+    /// `host:port` of the CA.
+    pub address: String,
+    /// `None`: plaintext, for a node-local link only.
+    pub tls: Option<CaClientTls>,
+    /// The node's credential, sent as `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl GrpcIssuerConfig {
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            tls: None,
+            token: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcIssuerError {
+    #[error("invalid CA server name {0:?}")]
+    ServerName(String),
+    #[error("the node token is not valid metadata (printable ASCII expected)")]
+    Token,
+    #[error("building the TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("invalid CA endpoint: {0}")]
+    Endpoint(#[from] tonic::transport::Error),
+}
+
+/// Requests certificates from a CA over gRPC, for identities of pods on this node (named in
+/// the `ImpersonatedIdentity` metadata, as Istio's node agents do).
+#[derive(Clone)]
+pub struct GrpcIssuer {
+    client: IstioCertificateServiceClient<Channel>,
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl std::fmt::Debug for GrpcIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcIssuer").finish_non_exhaustive()
+    }
+}
+
+impl GrpcIssuer {
+    /// Connects lazily, on the first request, and reconnects as needed. Must be called
+    /// inside a tokio runtime.
+    pub fn new(config: GrpcIssuerConfig) -> Result<Self, GrpcIssuerError> {
+        let tls = match &config.tls {
+            None => None,
+            Some(tls) => {
+                let name = ServerName::try_from(tls.server_name.clone())
+                    .map_err(|_| GrpcIssuerError::ServerName(tls.server_name.clone()))?;
+                let mut client = ClientConfig::builder_with_provider(crypto_provider())
+                    .with_protocol_versions(&[&rustls::version::TLS13])?
+                    .with_root_certificates(tls.trust.root_store())
+                    .with_no_client_auth();
+                client.alpn_protocols = vec![ALPN_H2.to_vec()];
+                Some((TlsConnector::from(Arc::new(client)), name))
+            }
+        };
+        let authorization = config
+            .token
+            .as_ref()
+            .map(|t| format!("Bearer {t}").parse())
+            .transpose()
+            .map_err(|_| GrpcIssuerError::Token)?;
+        // The URI only satisfies tonic; the connector below decides where to connect and
+        // whether to speak TLS. "http" even with TLS: with "https", tonic would add TLS of
+        // its own when built with its TLS features.
+        let endpoint = Endpoint::from_static("http://weft-ca.invalid")
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout);
+        let connector = CaConnector {
+            address: Arc::from(config.address.as_str()),
+            tls,
+        };
+        let channel = endpoint.connect_with_connector_lazy(connector);
+        Ok(Self {
+            client: IstioCertificateServiceClient::new(channel),
+            authorization,
+        })
+    }
+
+    /// The raw call, with the gRPC status on refusal.
+    pub async fn create_certificate(
+        &self,
+        request: &CertificateRequest,
+    ) -> Result<Vec<CertificateDer<'static>>, tonic::Status> {
+        let mut message = IstioCertificateRequest {
+            csr: request.csr_pem.clone(),
+            validity_duration: i64::try_from(request.validity.as_secs()).unwrap_or(i64::MAX),
+            metadata: None,
+        };
+        message.set_metadata_string(IMPERSONATED_IDENTITY, &request.identity.to_string());
+        let mut grpc_request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            grpc_request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        let response = self
+            .client
+            .clone()
+            .create_certificate(grpc_request)
+            .await?
+            .into_inner();
+        let mut chain = Vec::new();
+        for pem in &response.cert_chain {
+            // Each element should be one certificate; accept several per element too.
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                chain.push(cert.map_err(|e| {
+                    tonic::Status::internal(format!(
+                        "the CA returned an unreadable certificate: {e}"
+                    ))
+                })?);
+            }
+        }
+        Ok(chain)
+    }
+}
+
+impl CertificateIssuer for GrpcIssuer {
+    fn issue(
+        &self,
+        request: CertificateRequest,
+    ) -> BoxFuture<'_, Result<Vec<CertificateDer<'static>>, IssueError>> {
+        Box::pin(async move {
+            let identity = request.identity.clone();
+            self.create_certificate(&request).await.map_err(|status| {
+                let reason = format!("{:?}: {}", status.code(), status.message());
+                match status.code() {
+                    Code::Unauthenticated
+                    | Code::PermissionDenied
+                    | Code::InvalidArgument
+                    | Code::FailedPrecondition => IssueError::Refused { identity, reason },
+                    Code::Internal | Code::Unimplemented | Code::DataLoss => {
+                        IssueError::BadResponse { identity, reason }
+                    }
+                    _ => IssueError::Unavailable { identity, reason },
+                }
+            })
+        })
+    }
+}
+
+#[derive(Clone)]
+struct CaConnector {
+    address: Arc<str>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl tower_service::Service<Uri> for CaConnector {
+    type Response = TokioIo<CaStream>;
+    type Error = io::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, io::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(&*this.address).await?;
+            // gRPC is request/response: without NODELAY, Nagle delays every small frame.
+            tcp.set_nodelay(true)?;
+            let stream = match this.tls {
+                None => CaStream::Plain(tcp),
+                Some((connector, name)) => {
+                    CaStream::Tls(Box::new(connector.connect(name, tcp).await?))
+                }
+            };
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+enum CaStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for CaStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            CaStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            CaStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for CaStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            CaStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            CaStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            CaStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            CaStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            CaStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            CaStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

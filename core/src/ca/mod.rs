@@ -1,0 +1,19 @@
+//! weft's certificate authority and Istio's certificate API.
+//!
+//! - [`CertificateAuthority`]: signs CSRs into SPIFFE workload certificates, from a root
+//!   generated in-process (the embedded default) or read from PEM files. It is also a
+//!   [`crate::identity::CertificateIssuer`] for an agent running the CA in-process.
+//! - [`CaService`] / [`CaServer`]: `istio.v1.auth.IstioCertificateService/CreateCertificate`
+//!   over gRPC, with an [`Authenticator`] (per-node bearer tokens here) and a
+//!   [`NodeIdentities`] authorization (a node obtains only identities of its own pods).
+//! - [`GrpcIssuer`]: the client, a `CertificateIssuer` for agents using a remote CA.
+pub mod auth;
+pub mod authority;
+pub mod client;
+pub mod proto;
+pub mod server;
+
+pub use auth::{AuthError, Authenticator, Caller, NodeIdentities, NodeTokenAuthenticator};
+pub use authority::{CaConfig, CaError, CertificateAuthority, GeneratedRoot};
+pub use client::{CaClientTls, GrpcIssuer, GrpcIssuerConfig, GrpcIssuerError};
+pub use server::{CaServeError, CaServer, CaService};

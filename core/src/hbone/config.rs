@@ -1,0 +1,82 @@
+//! HTTP/2 settings of HBONE connections.
+use std::time::Duration;
+
+/// The port HBONE listens on in every mesh pod.
+pub const HBONE_PORT: u16 = 15008;
+
+/// Flow control and framing, on both sides. The defaults are ztunnel's: windows large
+/// enough for one stream to fill a fast link (HTTP/2's default 64 KiB window caps a stream
+/// at 64 KiB per round trip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Settings {
+    pub stream_window: u32,
+    pub connection_window: u32,
+    pub max_frame_size: u32,
+}
+
+impl Default for H2Settings {
+    fn default() -> Self {
+        Self {
+            stream_window: 4 * 1024 * 1024,
+            connection_window: 16 * 1024 * 1024,
+            max_frame_size: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Streams one connection carries at most; the next stream opens a new connection.
+    pub max_streams_per_connection: usize,
+    pub h2: H2Settings,
+    /// For the caller's connector to produce a TCP connection.
+    pub connect_timeout: Duration,
+    /// TLS and HTTP/2 handshakes, together.
+    pub handshake_timeout: Duration,
+    /// From sending the CONNECT to its response (the peer connects to the application
+    /// in between).
+    pub response_timeout: Duration,
+    /// A connection without streams for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP/2 pings on otherwise quiet connections, so that a dead peer is noticed.
+    pub keep_alive_interval: Option<Duration>,
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_streams_per_connection: 100,
+            h2: H2Settings::default(),
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            keep_alive_interval: Some(Duration::from_secs(10)),
+            keep_alive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HboneServerConfig {
+    pub h2: H2Settings,
+    /// Streams a client may open at once on one connection (above a client's own limit of
+    /// 100, so clients, not the server, decide when to open another connection).
+    pub max_concurrent_streams: u32,
+    /// From the TCP accept to an established TLS session.
+    pub handshake_timeout: Duration,
+    /// Buffer per direction when splicing a stream with its upstream.
+    pub splice_buffer: usize,
+}
+
+impl Default for HboneServerConfig {
+    fn default() -> Self {
+        Self {
+            h2: H2Settings::default(),
+            max_concurrent_streams: 200,
+            handshake_timeout: Duration::from_secs(10),
+            splice_buffer: 64 * 1024,
+        }
+    }
+}

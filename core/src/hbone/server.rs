@@ -1,0 +1,364 @@
+//! The HBONE server: accepts mutual TLS on port 15008, reads CONNECT requests, asks the
+//! caller's handler what to do with each, and splices accepted streams with their upstream.
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::LazyConfigAcceptor;
+use tracing::Instrument;
+
+use super::config::HboneServerConfig;
+use super::error::HboneError;
+use super::headers::{FORWARDED, parse_authority, parse_forwarded_for};
+use crate::identity::tls::{ManagedCertResolver, spiffe_server_config};
+use crate::identity::{BoxFuture, Identity, IdentityManager, PeerCertificate, TrustBundle};
+
+/// Which identity the server proves on a connection, from the local address it was
+/// accepted on (the destination pod's IP) and the SNI the client sent, if any. `None`
+/// refuses the connection.
+pub trait ServerIdentities: Send + Sync + 'static {
+    fn identity_for(&self, local: SocketAddr, sni: Option<&str>) -> Option<Identity>;
+}
+
+impl<F> ServerIdentities for F
+where
+    F: Fn(SocketAddr, Option<&str>) -> Option<Identity> + Send + Sync + 'static,
+{
+    fn identity_for(&self, local: SocketAddr, sni: Option<&str>) -> Option<Identity> {
+        self(local, sni)
+    }
+}
+
+/// One CONNECT request, as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct InboundRequest {
+    /// The client, as its certificate proved.
+    pub peer: PeerCertificate,
+    /// The original source address from `Forwarded: for=`, as the client claims it.
+    pub source: Option<IpAddr>,
+    /// The `:authority`: where the client wants to go.
+    pub destination: SocketAddr,
+    pub headers: HeaderMap,
+    /// The TCP connection's addresses (the client's agent, and this listener).
+    pub remote_addr: SocketAddr,
+    pub local_addr: SocketAddr,
+    /// The identity this server presented on the connection.
+    pub server_identity: Identity,
+}
+
+/// Bytes both ways: the connection to the application, or anything else to splice with.
+pub trait UpstreamIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> UpstreamIo for T {}
+
+pub type Upstream = Box<dyn UpstreamIo>;
+
+/// Why a request is not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Policy says no: 403.
+    Forbidden(String),
+    /// The destination cannot be reached: 503.
+    Unavailable(String),
+}
+
+/// Decides each CONNECT: allow by returning the upstream to splice with (typically a
+/// fresh connection to the application), or refuse.
+pub trait InboundHandler: Send + Sync + 'static {
+    fn handle(&self, request: InboundRequest) -> BoxFuture<'static, Result<Upstream, Refusal>>;
+}
+
+impl<F, Fut> InboundHandler for F
+where
+    F: Fn(InboundRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Upstream, Refusal>> + Send + 'static,
+{
+    fn handle(&self, request: InboundRequest) -> BoxFuture<'static, Result<Upstream, Refusal>> {
+        Box::pin(self(request))
+    }
+}
+
+struct ServerInner {
+    manager: IdentityManager,
+    trust: TrustBundle,
+    identities: Box<dyn ServerIdentities>,
+    handler: Arc<dyn InboundHandler>,
+    config: HboneServerConfig,
+    /// One TLS configuration per identity served; its resolver reads the manager at each
+    /// handshake, so it never goes stale.
+    tls: Mutex<HashMap<Identity, Arc<rustls::ServerConfig>>>,
+}
+
+/// Cheap to clone; one server can serve any number of listeners.
+#[derive(Clone)]
+pub struct HboneServer {
+    inner: Arc<ServerInner>,
+}
+
+impl std::fmt::Debug for HboneServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HboneServer").finish_non_exhaustive()
+    }
+}
+
+/// What a connection proved, shared by its streams.
+struct Connection {
+    peer: PeerCertificate,
+    remote_addr: SocketAddr,
+    local_addr: SocketAddr,
+    server_identity: Identity,
+}
+
+impl HboneServer {
+    pub fn new(
+        manager: IdentityManager,
+        trust: TrustBundle,
+        identities: impl ServerIdentities,
+        handler: impl InboundHandler,
+        config: HboneServerConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ServerInner {
+                manager,
+                trust,
+                identities: Box::new(identities),
+                handler: Arc::new(handler),
+                config,
+                tls: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Accepts connections until the future is dropped, each served on a task of its own.
+    pub async fn serve(&self, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, _)) => {
+                    let server = self.clone();
+                    tokio::spawn(async move {
+                        // Failures are logged in the connection's span.
+                        let _ = server.serve_connection(tcp).await;
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "HBONE accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Serves one accepted TCP connection until it closes.
+    pub async fn serve_connection(&self, tcp: TcpStream) -> Result<(), HboneError> {
+        let local_addr = tcp.local_addr()?;
+        let remote_addr = tcp.peer_addr()?;
+        let span = tracing::info_span!(
+            "hbone_inbound",
+            remote = %remote_addr,
+            local = %local_addr,
+            peer = tracing::field::Empty,
+        );
+        let result = self
+            .serve_tcp(tcp, local_addr, remote_addr, span.clone())
+            .instrument(span)
+            .await;
+        if let Err(error) = &result {
+            tracing::debug!(%remote_addr, %local_addr, %error, "HBONE connection failed");
+        }
+        result
+    }
+
+    async fn serve_tcp(
+        &self,
+        tcp: TcpStream,
+        local_addr: SocketAddr,
+        remote_addr: SocketAddr,
+        span: tracing::Span,
+    ) -> Result<(), HboneError> {
+        tcp.set_nodelay(true)?;
+        let timeout = self.inner.config.handshake_timeout;
+        let (tls, server_identity) = tokio::time::timeout(timeout, self.handshake(tcp, local_addr))
+            .await
+            .map_err(|_| HboneError::Timeout {
+                what: "TLS handshake",
+                address: remote_addr,
+                after: timeout,
+            })??;
+        let peer =
+            PeerCertificate::from_chain(tls.get_ref().1.peer_certificates()).map_err(|e| {
+                HboneError::PeerCertificate {
+                    address: remote_addr,
+                    reason: e.to_string(),
+                }
+            })?;
+        span.record("peer", tracing::field::display(&peer.identity));
+        tracing::debug!(serial = %peer.serial, "client authenticated");
+        let connection = Arc::new(Connection {
+            peer,
+            remote_addr,
+            local_addr,
+            server_identity,
+        });
+
+        let h2 = &self.inner.config.h2;
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(h2.stream_window)
+            .initial_connection_window_size(h2.connection_window)
+            .max_frame_size(h2.max_frame_size)
+            .max_concurrent_streams(self.inner.config.max_concurrent_streams);
+        let handler = Arc::clone(&self.inner.handler);
+        let splice_buffer = self.inner.config.splice_buffer;
+        let service = service_fn(move |request| {
+            let connection = Arc::clone(&connection);
+            let handler = Arc::clone(&handler);
+            async move { Ok::<_, Infallible>(route(request, connection, handler, splice_buffer).await) }
+        });
+        builder
+            .serve_connection(TokioIo::new(tls), service)
+            .await
+            .map_err(|source| HboneError::Http {
+                address: remote_addr,
+                source,
+            })
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        local_addr: SocketAddr,
+    ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Identity), HboneError> {
+        let tls_error = |source| HboneError::Tls {
+            address: local_addr,
+            source,
+        };
+        // Read the ClientHello first: which certificate to present may depend on its SNI.
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+            .await
+            .map_err(tls_error)?;
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        let identity = self
+            .inner
+            .identities
+            .identity_for(local_addr, sni.as_deref())
+            .ok_or_else(|| HboneError::NoServerIdentity {
+                local: local_addr,
+                sni: sni.clone(),
+            })?;
+        // Waits for the first certificate of an identity just starting to be served.
+        self.inner
+            .manager
+            .fetch(&identity)
+            .await
+            .map_err(|source| HboneError::Certificate {
+                identity: identity.clone(),
+                source,
+            })?;
+        let config = self.tls_config(&identity)?;
+        let tls = start.into_stream(config).await.map_err(tls_error)?;
+        Ok((tls, identity))
+    }
+
+    fn tls_config(&self, identity: &Identity) -> Result<Arc<rustls::ServerConfig>, HboneError> {
+        let mut configs = self
+            .inner
+            .tls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(config) = configs.get(identity) {
+            return Ok(Arc::clone(config));
+        }
+        let resolver = ManagedCertResolver::new(self.inner.manager.clone(), identity.clone());
+        let config = Arc::new(spiffe_server_config(&self.inner.trust, Arc::new(resolver))?);
+        configs.insert(identity.clone(), Arc::clone(&config));
+        Ok(config)
+    }
+}
+
+fn status(code: StatusCode) -> Response<Empty<Bytes>> {
+    let mut response = Response::new(Empty::new());
+    *response.status_mut() = code;
+    response
+}
+
+async fn route(
+    mut request: Request<Incoming>,
+    connection: Arc<Connection>,
+    handler: Arc<dyn InboundHandler>,
+    splice_buffer: usize,
+) -> Response<Empty<Bytes>> {
+    if request.method() != Method::CONNECT {
+        tracing::debug!(method = %request.method(), "not a CONNECT: 405");
+        return status(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let authority = request.uri().authority().map(|a| a.as_str()).unwrap_or("");
+    let destination = match parse_authority(authority) {
+        Ok(d) => d,
+        Err(error) => {
+            tracing::debug!(%error, "bad CONNECT authority: 400");
+            return status(StatusCode::BAD_REQUEST);
+        }
+    };
+    let source = request
+        .headers()
+        .get(FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_forwarded_for);
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let inbound = InboundRequest {
+        peer: connection.peer.clone(),
+        source,
+        destination,
+        headers: request.headers().clone(),
+        remote_addr: connection.remote_addr,
+        local_addr: connection.local_addr,
+        server_identity: connection.server_identity.clone(),
+    };
+    let span = tracing::debug_span!("hbone_stream", %destination, source = ?source);
+    let decision = handler.handle(inbound).instrument(span.clone()).await;
+    match decision {
+        Ok(upstream) => {
+            tokio::spawn(splice(on_upgrade, upstream, splice_buffer).instrument(span));
+            status(StatusCode::OK)
+        }
+        Err(Refusal::Forbidden(reason)) => {
+            tracing::info!(parent: &span, peer = %connection.peer.identity, %destination, %reason, "CONNECT refused: 403");
+            status(StatusCode::FORBIDDEN)
+        }
+        Err(Refusal::Unavailable(reason)) => {
+            tracing::info!(parent: &span, %destination, %reason, "CONNECT failed: 503");
+            status(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}
+
+/// Copies both ways until both sides are done, passing half-closes along.
+async fn splice(on_upgrade: OnUpgrade, mut upstream: Upstream, buffer: usize) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(%error, "the stream closed before the tunnel opened");
+            return;
+        }
+    };
+    let mut downstream = TokioIo::new(upgraded);
+    match tokio::io::copy_bidirectional_with_sizes(&mut downstream, &mut upstream, buffer, buffer)
+        .await
+    {
+        Ok((sent, received)) => tracing::debug!(sent, received, "stream done"),
+        Err(error) => tracing::debug!(%error, "stream ended with an error"),
+    }
+}

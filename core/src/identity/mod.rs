@@ -1,0 +1,25 @@
+//! Mesh identity: SPIFFE ids, workload keys and certificates, their rotation, the trust
+//! bundle, and the rustls pieces that authenticate peers by SPIFFE id.
+//!
+//! A consumer creates one [`IdentityManager`] with a [`CertificateIssuer`] (the gRPC client
+//! of a CA, or the in-process CA) and asks it for certificates by [`Identity`]; the TLS
+//! configurations in [`tls`] read the manager at every handshake.
+pub mod certificate;
+pub mod issuer;
+pub mod keys;
+pub mod manager;
+pub mod rotation;
+pub mod spiffe;
+pub mod tls;
+pub mod trust;
+pub mod x509;
+
+pub use certificate::{CertificateError, WorkloadCertificate};
+pub use issuer::{BoxFuture, CertificateIssuer, CertificateRequest, IssueError};
+pub use keys::{KeyError, WorkloadKey};
+pub use manager::{IdentityError, IdentityManager, ManagerConfig};
+pub use rotation::RotationPolicy;
+pub use spiffe::{DEFAULT_TRUST_DOMAIN, Identity, IdentityParseError};
+pub use tls::{IdentityMismatch, PeerCertificate, crypto_provider};
+pub use trust::{TrustBundle, TrustBundleError};
+pub use x509::{CertificateInfo, CertificateParseError, CertificateSerial};

@@ -1,0 +1,363 @@
+//! rustls pieces for SPIFFE mutual TLS: verifiers that check chains against the trust bundle
+//! and peers against SPIFFE ids, and certificate resolvers that read the identity manager at
+//! handshake time (so a rotated certificate is used by the next handshake, and sessions
+//! already open keep the one they started with).
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, verify_server_cert_signed_by_trust_anchor};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    ServerConfig, SignatureScheme,
+};
+
+use super::certificate::WorkloadCertificate;
+use super::manager::IdentityManager;
+use super::spiffe::Identity;
+use super::trust::TrustBundle;
+use super::x509::{CertificateInfo, CertificateParseError, CertificateSerial};
+
+/// The one crypto provider weft uses (ring), passed explicitly to every configuration so
+/// that whatever process-wide default another crate installs makes no difference.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("building the TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("building the client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The peer presented a valid chain, but for another identity than the one expected.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the peer presented {presented_list} where {expected} was expected", presented_list = list(.presented))]
+pub struct IdentityMismatch {
+    pub expected: Identity,
+    pub presented: Vec<Identity>,
+}
+
+fn list(ids: &[Identity]) -> String {
+    if ids.is_empty() {
+        return "no SPIFFE identity".to_owned();
+    }
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn other_error(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(OtherError(Arc::new(e))))
+}
+
+/// Finds an [`IdentityMismatch`] inside an error from a TLS handshake, however wrapped.
+pub fn identity_mismatch<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a IdentityMismatch> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(m) = e.downcast_ref::<IdentityMismatch>() {
+            return Some(m);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            current = Some(inner);
+            continue;
+        }
+        if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) =
+            e.downcast_ref::<rustls::Error>()
+        {
+            current = Some(other.0.as_ref());
+            continue;
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Client side: the server's chain must lead to the trust bundle and its certificate must
+/// name the expected SPIFFE identity. The TLS server name plays no part: HBONE dials pod IPs
+/// and SPIFFE certificates carry no IP or DNS names.
+pub struct SpiffeServerVerifier {
+    roots: Arc<RootCertStore>,
+    expected: Identity,
+    provider: Arc<CryptoProvider>,
+}
+
+impl SpiffeServerVerifier {
+    pub fn new(trust: &TrustBundle, expected: Identity) -> Self {
+        Self {
+            roots: trust.root_store(),
+            expected,
+            provider: crypto_provider(),
+        }
+    }
+}
+
+impl fmt::Debug for SpiffeServerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiffeServerVerifier")
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        let info = CertificateInfo::parse(end_entity).map_err(other_error)?;
+        if !info.identities.contains(&self.expected) {
+            return Err(other_error(IdentityMismatch {
+                expected: self.expected.clone(),
+                presented: info.identities,
+            }));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Server side: a client certificate is required, its chain must lead to the trust bundle,
+/// and it must carry exactly one SPIFFE identity (the one policy will be checked against).
+#[derive(Debug)]
+pub struct SpiffeClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl SpiffeClientVerifier {
+    pub fn new(trust: &TrustBundle) -> Result<Self, TlsConfigError> {
+        let inner =
+            WebPkiClientVerifier::builder_with_provider(trust.root_store(), crypto_provider())
+                .build()?;
+        Ok(Self { inner })
+    }
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let info = CertificateInfo::parse(end_entity).map_err(other_error)?;
+        info.single_identity().map_err(other_error)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Presents the identity manager's current certificate for one identity, looked up at each
+/// handshake. Remembers the certificate it last handed out, so the connection it was made
+/// for can tell which serial it presented.
+pub struct ManagedCertResolver {
+    manager: IdentityManager,
+    identity: Identity,
+    presented: Mutex<Option<Arc<WorkloadCertificate>>>,
+}
+
+impl ManagedCertResolver {
+    pub fn new(manager: IdentityManager, identity: Identity) -> Self {
+        Self {
+            manager,
+            identity,
+            presented: Mutex::new(None),
+        }
+    }
+
+    /// The certificate handed to the last handshake that asked.
+    pub fn presented(&self) -> Option<Arc<WorkloadCertificate>> {
+        self.presented
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn resolve_now(&self) -> Option<Arc<CertifiedKey>> {
+        let cert = self.manager.current(&self.identity);
+        if cert.is_none() {
+            tracing::warn!(identity = %self.identity, "no certificate to present in the handshake");
+        }
+        let key = cert.as_ref().map(|c| c.certified_key());
+        *self
+            .presented
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = cert;
+        key
+    }
+}
+
+impl fmt::Debug for ManagedCertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagedCertResolver")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesClientCert for ManagedCertResolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.resolve_now()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl ResolvesServerCert for ManagedCertResolver {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.resolve_now()
+    }
+}
+
+/// ALPN protocol of HBONE (and of gRPC over TLS).
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// A TLS 1.3 client configuration that presents `resolver`'s certificate and accepts only a
+/// server that proves `expected`. Session resumption is off: a resumed session would skip
+/// the certificates, and with them the identity checks and rotation.
+pub fn spiffe_client_config(
+    trust: &TrustBundle,
+    expected: Identity,
+    resolver: Arc<dyn ResolvesClientCert>,
+) -> Result<ClientConfig, TlsConfigError> {
+    let mut config = ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(trust, expected)))
+        .with_client_cert_resolver(resolver);
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
+/// A TLS 1.3 server configuration that requires a client certificate with a SPIFFE
+/// identity chaining to `trust`, and presents `resolver`'s certificate.
+pub fn spiffe_server_config(
+    trust: &TrustBundle,
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<ServerConfig, TlsConfigError> {
+    let mut config = ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(trust)?))
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// What a verified peer proved in the handshake.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate {
+    pub identity: Identity,
+    pub serial: CertificateSerial,
+    pub not_after: SystemTime,
+}
+
+impl PeerCertificate {
+    /// From the certificates rustls accepted for the peer (leaf first).
+    pub fn from_chain(chain: Option<&[CertificateDer<'_>]>) -> Result<Self, CertificateParseError> {
+        let leaf = chain
+            .and_then(|c| c.first())
+            .ok_or(CertificateParseError::NoIdentity)?;
+        let info = CertificateInfo::parse(leaf)?;
+        let identity = info.single_identity()?.clone();
+        Ok(Self {
+            identity,
+            serial: info.serial,
+            not_after: info.not_after,
+        })
+    }
+}

@@ -1,0 +1,272 @@
+//! The CA over gRPC: issuing, authentication, authorization, CSR checks, roots from files.
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use rustls::pki_types::UnixTime;
+use tokio::net::TcpListener;
+use tonic::Code;
+use weft_core::ca::{
+    CaConfig, CaServer, CaService, CertificateAuthority, GeneratedRoot, GrpcIssuer,
+    GrpcIssuerConfig, NodeTokenAuthenticator,
+};
+use weft_core::identity::{
+    CertificateInfo, CertificateIssuer, CertificateRequest, IdentityError, IssueError, TrustBundle,
+    WorkloadKey,
+};
+
+fn request_for(identity: &weft_core::identity::Identity) -> CertificateRequest {
+    CertificateRequest {
+        identity: identity.clone(),
+        csr_pem: WorkloadKey::generate()
+            .expect("key")
+            .csr_pem(identity)
+            .expect("csr"),
+        validity: Duration::from_secs(3600),
+    }
+}
+
+/// Checks a chain the way a peer would: leaf signed by the root, for client and server use.
+fn assert_chains_to(chain: &[rustls::pki_types::CertificateDer<'static>], trust: &TrustBundle) {
+    let leaf = rustls::server::ParsedCertificate::try_from(&chain[0]).expect("parsed leaf");
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &leaf,
+        &trust.root_store(),
+        &chain[1..chain.len() - 1],
+        UnixTime::now(),
+        weft_core::identity::crypto_provider()
+            .signature_verification_algorithms
+            .all,
+    )
+    .expect("the leaf chains to the trust bundle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issues_certificates_for_the_identities_of_each_nodes_pods() {
+    bounded(async {
+        let mesh = mesh(Duration::from_secs(3600)).await;
+        let client = mesh
+            .client_manager
+            .fetch(&client_id())
+            .await
+            .expect("node-a obtains ns-a/client");
+        let server = mesh
+            .server_manager
+            .fetch(&server_id())
+            .await
+            .expect("node-b obtains ns-b/server");
+        for (cert, identity) in [(&client, client_id()), (&server, server_id())] {
+            assert_eq!(cert.identity(), &identity);
+            let info = CertificateInfo::parse(cert.leaf()).expect("leaf parses");
+            assert_eq!(info.identities, vec![identity]);
+            assert_chains_to(cert.chain(), &mesh.trust);
+            let lifetime = cert
+                .not_after()
+                .duration_since(cert.not_before())
+                .expect("ordered");
+            assert_eq!(
+                lifetime,
+                Duration::from_secs(3600),
+                "the requested validity"
+            );
+        }
+        assert_ne!(client.serial(), server.serial());
+        // Cached: asking again gives the same certificate, not a new one.
+        let again = mesh
+            .client_manager
+            .fetch(&client_id())
+            .await
+            .expect("cached");
+        assert_eq!(again.serial(), client.serial());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_of_another_nodes_pod_is_permission_denied() {
+    bounded(async {
+        let mesh = mesh(Duration::from_secs(3600)).await;
+        let issuer = grpc_issuer(mesh.ca_addr, TOKEN_A, &mesh.trust);
+        let status = issuer
+            .create_certificate(&request_for(&server_id()))
+            .await
+            .expect_err("node-a may not obtain ns-b/server");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(
+            status.message().contains(NODE_A)
+                && status.message().contains(&server_id().to_string()),
+            "the reason names the node and the identity: {}",
+            status.message()
+        );
+        // Through the issuer trait and the manager, the refusal stays a refusal.
+        let err = issuer
+            .issue(request_for(&server_id()))
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, IssueError::Refused { .. }), "{err:?}");
+        let err = mesh
+            .client_manager
+            .fetch(&server_id())
+            .await
+            .expect_err("refused through the manager too");
+        assert!(
+            matches!(err, IdentityError::Issue(IssueError::Refused { .. })),
+            "{err:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_node_token_is_unauthenticated() {
+    bounded(async {
+        let mesh = mesh(Duration::from_secs(3600)).await;
+        let status = grpc_issuer(mesh.ca_addr, "not-a-node-token", &mesh.trust)
+            .create_certificate(&request_for(&client_id()))
+            .await
+            .expect_err("unknown token");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+        let mut config = GrpcIssuerConfig::new(mesh.ca_addr.to_string());
+        config.tls = Some(weft_core::ca::CaClientTls {
+            trust: mesh.trust.clone(),
+            server_name: CA_NAME.to_owned(),
+        });
+        let status = GrpcIssuer::new(config)
+            .expect("issuer")
+            .create_certificate(&request_for(&client_id()))
+            .await
+            .expect_err("no token");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_csr_is_invalid_argument() {
+    bounded(async {
+        let mesh = mesh(Duration::from_secs(3600)).await;
+        let issuer = grpc_issuer(mesh.ca_addr, TOKEN_A, &mesh.trust);
+        let mut request = request_for(&client_id());
+        request.csr_pem =
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+                .to_owned();
+        let status = issuer
+            .create_certificate(&request)
+            .await
+            .expect_err("garbage CSR");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_certificate_is_verified_by_its_name() {
+    bounded(async {
+        let mesh = mesh(Duration::from_secs(3600)).await;
+        let mut config = GrpcIssuerConfig::new(mesh.ca_addr.to_string());
+        config.token = Some(TOKEN_A.to_owned());
+        config.tls = Some(weft_core::ca::CaClientTls {
+            trust: mesh.trust.clone(),
+            server_name: "impostor.example".to_owned(),
+        });
+        let status = GrpcIssuer::new(config)
+            .expect("issuer")
+            .create_certificate(&request_for(&client_id()))
+            .await
+            .expect_err("the CA's certificate does not name impostor.example");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+        // And a client trusting another root does not accept the CA at all.
+        let other = CertificateAuthority::generate(CaConfig::default()).expect("other CA");
+        let status = grpc_issuer(mesh.ca_addr, TOKEN_A, &other.trust_bundle())
+            .create_certificate(&request_for(&client_id()))
+            .await
+            .expect_err("unknown root");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_from_pem_files_serves_plaintext_on_a_node_local_link() {
+    bounded(async {
+        init_tracing();
+        let dir = std::env::temp_dir().join(format!(
+            "weft-ca-test-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let root =
+            GeneratedRoot::generate("cluster.local", Duration::from_secs(86_400)).expect("root");
+        let (cert_path, key_path) = (dir.join("ca-cert.pem"), dir.join("ca-key.pem"));
+        std::fs::write(&cert_path, &root.certificate_pem).expect("write cert");
+        std::fs::write(&key_path, root.key_pem()).expect("write key");
+        let loaded =
+            CertificateAuthority::from_pem_files(&cert_path, &key_path, CaConfig::default());
+        let trust = TrustBundle::from_pem(&std::fs::read_to_string(&cert_path).expect("read root"))
+            .expect("trust bundle");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        let ca = Arc::new(loaded.expect("CA from files"));
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = CaService::new(
+            Arc::clone(&ca),
+            Arc::new(NodeTokenAuthenticator::new([(NODE_A, TOKEN_A)])),
+            Arc::new(may_issue),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(CaServer::plaintext(service).serve(listener, async {
+            let _ = stopped.await;
+        }));
+
+        let mut config = GrpcIssuerConfig::new(addr.to_string());
+        config.token = Some(TOKEN_A.to_owned());
+        let issuer = GrpcIssuer::new(config).expect("issuer");
+        let chain = issuer
+            .create_certificate(&request_for(&client_id()))
+            .await
+            .expect("issued over plaintext");
+        assert_chains_to(&chain, &trust);
+        assert_eq!(
+            chain.last().expect("root last"),
+            &trust.certificates()[0],
+            "the chain ends with the root from the file"
+        );
+
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stops on shutdown")
+            .expect("task")
+            .expect("served without error");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_ca_is_an_issuer_for_the_embedded_default() {
+    bounded(async {
+        let ca = Arc::new(CertificateAuthority::generate(CaConfig::default()).expect("CA"));
+        let manager = weft_core::identity::IdentityManager::new(
+            Arc::clone(&ca) as Arc<dyn CertificateIssuer>,
+            weft_core::identity::ManagerConfig::default(),
+        );
+        let cert = manager
+            .fetch(&client_id())
+            .await
+            .expect("issued in-process");
+        assert_chains_to(cert.chain(), &ca.trust_bundle());
+        assert_eq!(manager.identities(), vec![client_id()]);
+        manager.forget(&client_id());
+        assert!(manager.current(&client_id()).is_none());
+    })
+    .await;
+}
