@@ -131,7 +131,10 @@ impl Lab {
 
     fn build_network(&self) -> Result<(), LabError> {
         let plan = &self.plan;
-        let mut host = vec![format!("netns add {}", plan.fabric_netns)];
+        let mut host = vec![
+            format!("netns add {}", plan.fabric_netns),
+            format!("netns add {}", plan.control_plane.netns),
+        ];
         host.extend(plan.nodes.iter().map(|n| format!("netns add {}", n.netns)));
         host.extend(plan.pods.iter().map(|p| format!("netns add {}", p.netns)));
         ip_batch(&host)?;
@@ -141,14 +144,27 @@ impl Lab {
             "link add br0 type bridge".to_string(),
             "link set br0 up".to_string(),
         ];
-        for node in &plan.nodes {
+        let cp = &plan.control_plane;
+        let attached = plan
+            .nodes
+            .iter()
+            .map(|n| (&n.fabric_if, &n.netns))
+            .chain([(&cp.fabric_if, &cp.netns)]);
+        for (fabric_if, netns) in attached {
             fabric.push(format!(
-                "link add {} type veth peer name eth0 netns {}",
-                node.fabric_if, node.netns
+                "link add {fabric_if} type veth peer name eth0 netns {netns}"
             ));
-            fabric.push(format!("link set {} master br0 up", node.fabric_if));
+            fabric.push(format!("link set {fabric_if} master br0 up"));
         }
         ns_batch(&plan.fabric_netns, &fabric)?;
+        ns_batch(
+            &cp.netns,
+            &[
+                "link set lo up".to_string(),
+                format!("addr add {}/24 dev eth0", cp.ip),
+                "link set eth0 up".to_string(),
+            ],
+        )?;
 
         for node in &plan.nodes {
             let mut cmds = vec![
@@ -554,6 +570,11 @@ impl Lab {
             .node(node)
             .ok_or_else(|| LabError::Invalid(format!("no node {node}")))?;
         Ok(run_in_netns(&named_netns_path(&node.netns), work)?)
+    }
+
+    /// The cgroup the agent of `node` runs in (for CPU and memory accounting).
+    pub fn agent_cgroup_dir(&self, node: &str) -> PathBuf {
+        self.node_cgroup(node)
     }
 
     pub fn pod_cgroup_dir(&self, pod: &str) -> Result<PathBuf, LabError> {

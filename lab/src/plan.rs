@@ -79,6 +79,16 @@ pub struct NodePlan {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ControlPlanePlan {
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub fabric_if: String,
+}
+
+/// The CA's port (istiod's).
+pub const CA_PORT: u16 = 15012;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PodPlan {
     pub namespace: String,
     pub name: String,
@@ -146,6 +156,9 @@ impl ServicePlan {
 pub struct Plan {
     pub lab: String,
     pub fabric_netns: String,
+    /// Where the lab runs the mesh's control plane (the CA), as a cluster would on its
+    /// control-plane nodes: a namespace of its own on the fabric.
+    pub control_plane: ControlPlanePlan,
     pub nodes: Vec<NodePlan>,
     pub pods: Vec<PodPlan>,
     pub services: Vec<ServicePlan>,
@@ -250,6 +263,11 @@ impl Plan {
         let services = plan_services(&manifests.services, &pods, &mut namespaces)?;
         Ok(Plan {
             fabric_netns: format!("{prefix}fabric"),
+            control_plane: ControlPlanePlan {
+                netns: format!("{prefix}cp"),
+                ip: Ipv4Addr::new(NODE_SUBNET[0], NODE_SUBNET[1], NODE_SUBNET[2], 2),
+                fabric_if: "cp".into(),
+            },
             lab,
             nodes,
             pods,

@@ -11,7 +11,8 @@ use hyper::body::{Body, Frame, SizeHint};
 const CHUNK_LEN: usize = 64 * 1024;
 
 /// Every chunk is a slice of this one static buffer: `Bytes::from_static` makes each frame free.
-static CHUNK: [u8; CHUNK_LEN] = [b'x'; CHUNK_LEN];
+/// The load generators write their payloads from it too.
+pub static CHUNK: [u8; CHUNK_LEN] = [b'x'; CHUNK_LEN];
 
 #[derive(Debug, Clone, Copy)]
 pub struct FillerBody {

@@ -56,30 +56,50 @@ struct Target {
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// What an `http://` URL names. Shared with `load`.
+pub struct UrlParts {
+    /// `host:port` for the resolver.
+    pub connect: String,
+    /// The URL's authority, for the Host header.
+    pub authority: String,
+    pub path_and_query: String,
+}
+
+pub fn url_parts(url: &str) -> Result<UrlParts> {
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("invalid URL {url:?}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => bail!("unsupported scheme {other:?} in {url:?}: only http"),
+        None => bail!("URL {url:?} needs a scheme, e.g. http://host:port/path"),
+    }
+    let authority = uri
+        .authority()
+        .with_context(|| format!("URL {url:?} has no host"))?;
+    // `host()` keeps the brackets of an IPv6 literal, which is what the resolver wants.
+    let connect = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    );
+    Ok(UrlParts {
+        connect,
+        authority: authority.as_str().to_owned(),
+        path_and_query: uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned(),
+    })
+}
+
 impl Target {
     fn parse(args: &GetArgs) -> Result<Self> {
-        let uri: Uri = args
-            .url
-            .parse()
-            .with_context(|| format!("invalid URL {:?}", args.url))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => bail!("unsupported scheme {other:?} in {:?}: only http", args.url),
-            None => bail!(
-                "URL {:?} needs a scheme, e.g. http://host:port/path",
-                args.url
-            ),
-        }
-        let authority = uri
-            .authority()
-            .with_context(|| format!("URL {:?} has no host", args.url))?;
-        // `host()` keeps the brackets of an IPv6 literal, which is what the resolver wants.
-        let connect = format!(
-            "{}:{}",
-            authority.host(),
-            authority.port_u16().unwrap_or(80)
-        );
-        let mut host = authority.as_str().to_owned();
+        let UrlParts {
+            connect,
+            authority: mut host,
+            path_and_query,
+        } = url_parts(&args.url)?;
         let mut headers = Vec::new();
         for raw in &args.headers {
             let (name, value) = raw
@@ -103,10 +123,7 @@ impl Target {
         Ok(Self {
             connect,
             authority: host,
-            path_and_query: uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .to_owned(),
+            path_and_query,
             method,
             headers,
         })

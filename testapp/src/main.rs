@@ -1,16 +1,24 @@
 //! weft-testapp: the lab's test application. `serve` runs in pods; `get`, `tcp` and
-//! `connects` are the clients tests run from other pods. Every result goes to stdout as JSON
-//! (one object per line) so tests can parse it; diagnostics go to stderr.
+//! `connects` are the clients tests run from other pods; `throughput`, `load` and `connrate`
+//! are the load generators of `cargo xtask bench`. Every result goes to stdout as JSON (one
+//! object per line) so tests can parse it; diagnostics go to stderr.
 
 mod body;
 mod client;
+mod connrate;
 mod controls;
 mod echo;
+mod h1;
+mod hist;
+mod load;
 mod net;
 mod out;
 mod rng;
 mod server;
+mod sink;
 mod tcp;
+mod throughput;
+mod timer;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve HTTP/1.1 + h2c that reports identity and request, and/or TCP echo.
+    /// Serve HTTP/1.1 + h2c that reports identity and request, and/or TCP echo and sink.
     Serve {
         /// HTTP port (repeatable). Default 8080 when no port at all is given; 0 picks one.
         #[arg(long = "http-port")]
@@ -35,6 +43,9 @@ enum Command {
         /// TCP echo port (repeatable).
         #[arg(long = "tcp-echo-port")]
         tcp_echo_ports: Vec<u16>,
+        /// TCP sink port (repeatable): reads and discards everything, for `throughput`.
+        #[arg(long = "tcp-sink-port")]
+        tcp_sink_ports: Vec<u16>,
         /// Default probability (0.0-1.0) of answering 500.
         #[arg(long, default_value = "0", value_parser = controls::fail_rate_flag)]
         fail_rate: f64,
@@ -90,12 +101,119 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
     },
+    /// TCP throughput into a `serve --tcp-sink-port`: one JSON line with the bytes written.
+    Throughput {
+        /// host:port
+        addr: String,
+        /// Parallel connections.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        streams: u32,
+        /// Measured time, in ms.
+        #[arg(long, value_parser = run_ms())]
+        duration_ms: u64,
+        /// Unmeasured time before it (slow start, buffer growth), in ms.
+        #[arg(long, default_value_t = 0, value_parser = warmup_ms())]
+        warmup_ms: u64,
+        /// Connect timeout, and how far past the run the command may overrun, in ms.
+        #[arg(long, default_value_t = 5000, value_parser = run_ms())]
+        timeout_ms: u64,
+        /// Runtime threads; 1 runs everything on the main thread.
+        #[arg(long, default_value_t = 1, value_parser = threads())]
+        threads: u16,
+    },
+    /// Open-loop HTTP/1.1 load at a fixed rate (or closed loop with --rate 0): one JSON line
+    /// with counts and latency percentiles.
+    Load {
+        /// http://host[:port]/path?query
+        url: String,
+        /// Requests per second, scheduled at fixed intervals; 0 = closed loop at saturation.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+        rate: u64,
+        /// Measured time, in ms.
+        #[arg(long, value_parser = run_ms())]
+        duration_ms: u64,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        connections: u32,
+        /// Unmeasured time before it, in ms.
+        #[arg(long, default_value_t = 0, value_parser = warmup_ms())]
+        warmup_ms: u64,
+        /// Per-request timeout, and how far past the run the command may overrun, in ms.
+        #[arg(long, default_value_t = 5000, value_parser = run_ms())]
+        timeout_ms: u64,
+        /// Size of each request's body.
+        #[arg(long, default_value_t = 0)]
+        body_bytes: u64,
+        /// Runtime threads; 1 runs everything on the main thread.
+        #[arg(long, default_value_t = 1, value_parser = threads())]
+        threads: u16,
+    },
+    /// New connections per second (connect, one exchange, close): one JSON line.
+    Connrate {
+        /// host:port: a TCP echo, or an HTTP port with --http.
+        addr: String,
+        /// Time during which new connections start, in ms.
+        #[arg(long, value_parser = run_ms())]
+        duration_ms: u64,
+        /// Connections in flight at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        concurrency: u32,
+        /// Send `GET /healthz` with `Connection: close` instead of one byte to an echo.
+        #[arg(long)]
+        http: bool,
+        /// Per-connection timeout, and how far past the run the command may overrun, in ms.
+        #[arg(long, default_value_t = 5000, value_parser = run_ms())]
+        timeout_ms: u64,
+        /// Runtime threads; 1 runs everything on the main thread.
+        #[arg(long, default_value_t = 1, value_parser = threads())]
+        threads: u16,
+    },
 }
 
-// One thread: many instances share a 2-core lab machine, and nothing here needs parallelism.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    match run(Cli::parse().command).await {
+/// A day: longer runs are typos, and the cap keeps deadline arithmetic far from overflow.
+const MAX_RUN_MS: u64 = 86_400_000;
+
+fn run_ms() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=MAX_RUN_MS)
+}
+
+fn warmup_ms() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(0..=MAX_RUN_MS)
+}
+
+fn threads() -> clap::builder::RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(1..=256)
+}
+
+impl Command {
+    fn threads(&self) -> u16 {
+        match self {
+            Command::Throughput { threads, .. }
+            | Command::Load { threads, .. }
+            | Command::Connrate { threads, .. } => *threads,
+            _ => 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    // One thread unless a generator asks for more: many instances share a 2-core lab machine,
+    // and a generator should not take CPU from the path it measures.
+    let runtime = match command.threads() {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build(),
+    };
+    let result = match runtime {
+        Ok(rt) => rt.block_on(run(command)),
+        Err(e) => Err(anyhow::anyhow!(e).context("start the tokio runtime")),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -111,10 +229,11 @@ async fn run(command: Command) -> Result<bool> {
         Command::Serve {
             mut http_ports,
             tcp_echo_ports,
+            tcp_sink_ports,
             fail_rate,
             delay_ms,
         } => {
-            if http_ports.is_empty() && tcp_echo_ports.is_empty() {
+            if http_ports.is_empty() && tcp_echo_ports.is_empty() && tcp_sink_ports.is_empty() {
                 http_ports.push(8080);
             }
             let defaults = controls::Defaults {
@@ -124,6 +243,7 @@ async fn run(command: Command) -> Result<bool> {
             server::run(server::Config {
                 http_ports,
                 echo_ports: tcp_echo_ports,
+                sink_ports: tcp_sink_ports,
                 defaults,
             })
             .await?;
@@ -165,5 +285,60 @@ async fn run(command: Command) -> Result<bool> {
             count,
             timeout_ms,
         } => tcp::connects(&addr, count, Duration::from_millis(timeout_ms)).await,
+        Command::Throughput {
+            addr,
+            streams,
+            duration_ms,
+            warmup_ms,
+            timeout_ms,
+            threads: _,
+        } => {
+            throughput::run(throughput::ThroughputArgs {
+                addr,
+                streams,
+                duration: Duration::from_millis(duration_ms),
+                warmup: Duration::from_millis(warmup_ms),
+                timeout: Duration::from_millis(timeout_ms),
+            })
+            .await
+        }
+        Command::Load {
+            url,
+            rate,
+            duration_ms,
+            connections,
+            warmup_ms,
+            timeout_ms,
+            body_bytes,
+            threads: _,
+        } => {
+            load::run(load::LoadArgs {
+                url,
+                rate,
+                duration: Duration::from_millis(duration_ms),
+                warmup: Duration::from_millis(warmup_ms),
+                connections,
+                timeout: Duration::from_millis(timeout_ms),
+                body_bytes,
+            })
+            .await
+        }
+        Command::Connrate {
+            addr,
+            duration_ms,
+            concurrency,
+            http,
+            timeout_ms,
+            threads: _,
+        } => {
+            connrate::run(connrate::ConnrateArgs {
+                addr,
+                duration: Duration::from_millis(duration_ms),
+                concurrency,
+                http,
+                timeout: Duration::from_millis(timeout_ms),
+            })
+            .await
+        }
     }
 }

@@ -56,18 +56,8 @@ fn bind_std(addr: SocketAddr) -> io::Result<TcpListener> {
 /// to the first address that answers, all within `timeout`.
 pub async fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
     let attempt = async {
-        let addrs: Vec<SocketAddr> = lookup_host(target)
-            .await
-            .with_context(|| format!("resolve {target}"))?
-            .collect();
-        let mut last = None;
-        for addr in &addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(anyhow!(e).context(format!("connect {addr}"))),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow!("{target} resolved to no address")))
+        let addrs = resolve(target).await?;
+        connect_first(&addrs).await.map(|(stream, _)| stream)
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
@@ -76,6 +66,32 @@ pub async fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
             timeout.as_millis()
         ),
     }
+}
+
+/// The load generators resolve once and reconnect to the address that answered: a lookup per
+/// connection (a blocking-pool hop for names) would be measured as connection time.
+pub async fn resolve(target: &str) -> Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = lookup_host(target)
+        .await
+        .with_context(|| format!("resolve {target}"))?
+        .collect();
+    if addrs.is_empty() {
+        bail!("{target} resolved to no address");
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first of `addrs` that answers and says which one it was (the caller's
+/// address, not getpeername's, which the mesh may rewrite).
+pub async fn connect_first(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr)> {
+    let mut last = None;
+    for &addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok((s, addr)),
+            Err(e) => last = Some(anyhow!(e).context(format!("connect {addr}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no address to connect to")))
 }
 
 /// Local and peer address of a connected client socket, as the kernel reports them:

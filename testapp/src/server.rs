@@ -1,5 +1,5 @@
 //! `serve`: the HTTP/1.1 + h2c server that answers every request with who it is and what it
-//! saw, plus the TCP echo listeners.
+//! saw, plus the TCP echo and sink listeners.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -22,13 +22,14 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::body::FillerBody;
 use crate::controls::{self, Defaults};
-use crate::{echo, net, out};
+use crate::{echo, net, out, sink};
 
 type RespBody = BoxBody<Bytes, Infallible>;
 
 pub struct Config {
     pub http_ports: Vec<u16>,
     pub echo_ports: Vec<u16>,
+    pub sink_ports: Vec<u16>,
     pub defaults: Defaults,
 }
 
@@ -111,6 +112,13 @@ pub async fn run(config: Config) -> Result<()> {
         echo_ports.push(bound_port(&listeners)?);
         echo.extend(listeners);
     }
+    let mut sinks = Vec::new();
+    let mut sink_ports = Vec::new();
+    for &port in &config.sink_ports {
+        let listeners = net::bind_all(port).with_context(|| format!("tcp sink port {port}"))?;
+        sink_ports.push(bound_port(&listeners)?);
+        sinks.extend(listeners);
+    }
 
     // Registered before announcing too: a SIGTERM right after the line must not kill us
     // with the default disposition.
@@ -124,11 +132,15 @@ pub async fn run(config: Config) -> Result<()> {
     for listener in echo {
         tokio::spawn(echo::serve(listener));
     }
+    for listener in sinks {
+        tokio::spawn(sink::serve(listener));
+    }
 
     out::line(&format!(
-        "listening http=[{}] echo=[{}]",
+        "listening http=[{}] echo=[{}] sink=[{}]",
         join(&http_ports),
-        join(&echo_ports)
+        join(&echo_ports),
+        join(&sink_ports)
     ))?;
 
     tokio::select! {

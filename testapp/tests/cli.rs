@@ -1,118 +1,11 @@
 //! Runs the built binary on loopback: a server per test on its own ports, clients against it.
 
-use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
-use std::sync::mpsc;
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_weft-testapp");
-
-/// Ports handed out in this process: tests run in parallel threads, and two of them must not
-/// be given the same just-released port.
-static USED_PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("bind an ephemeral port: {e}"));
-        let mut used = USED_PORTS.lock().unwrap_or_else(|p| p.into_inner());
-        if used.get_or_insert_with(HashSet::new).insert(port) {
-            return port;
-        }
-    }
-}
-
-/// A running `serve`; killed on drop so a failing assertion doesn't leak it.
-struct Server {
-    child: Child,
-    http: u16,
-    echo: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const IDENTITY: &[(&str, &str)] = &[
-    ("POD_NAME", "web-7f9c"),
-    ("POD_NAMESPACE", "shop"),
-    ("POD_VERSION", "v2"),
-    ("POD_SERVICE_ACCOUNT", "web-sa"),
-    ("NODE_NAME", "node-a"),
-];
-
-fn start(extra: &[&str]) -> Server {
-    let (http, echo) = (free_port(), free_port());
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--http-port",
-        &http.to_string(),
-        "--tcp-echo-port",
-        &echo.to_string(),
-    ])
-    .args(extra)
-    .envs(IDENTITY.iter().copied())
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-    let stdout = child.stdout.take();
-    // Guard first, so the child dies even if it never becomes ready.
-    let server = Server { child, http, echo };
-
-    // The "listening" line is printed once every port is bound: wait for it, bounded.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        if let Some(out) = stdout {
-            let _ = BufReader::new(out).read_line(&mut line);
-        }
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("server did not report listening: {e}"));
-    assert_eq!(
-        line.trim_end(),
-        format!("listening http=[{http}] echo=[{echo}]")
-    );
-    server
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {BIN} {args:?}: {e}"))
-}
-
-fn json_lines(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON {l:?}: {e}")))
-        .collect()
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{describe, free_port, json_lines, run, start};
 
 #[test]
 fn reports_identity_and_request() {
@@ -316,12 +209,12 @@ fn refused_connections_exit_1() {
 #[test]
 fn sigterm_exits_cleanly() {
     let mut server = start(&[]);
-    let pid = server.child.id().to_string();
+    let pid = server.child.0.id().to_string();
     let kill = Command::new("kill").args(["-TERM", &pid]).status();
     assert!(kill.is_ok_and(|s| s.success()), "kill -TERM {pid}");
     // Bounded wait: poll rather than block forever if the signal were ignored.
     for _ in 0..100 {
-        if let Ok(Some(status)) = server.child.try_wait() {
+        if let Ok(Some(status)) = server.child.0.try_wait() {
             assert!(status.success(), "{status:?}");
             return;
         }

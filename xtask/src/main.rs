@@ -1,4 +1,5 @@
 //! `cargo xtask …`: everything from a fresh clone to a running mesh.
+mod bench;
 mod build;
 mod lab_cmd;
 mod setup;
@@ -38,6 +39,12 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Measure weft against baselines on the lab (tables, JSON and a chart in target/bench/).
+    Bench {
+        /// A shorter run (3 repetitions of 1.5 s) that finishes in a few minutes.
+        #[arg(long)]
+        quick: bool,
+    },
     /// The local cluster of network namespaces.
     Lab {
         #[command(subcommand)]
@@ -63,6 +70,10 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { keep } => {
             setup::run()?;
             lab_cmd::demo(keep)
+        }
+        Command::Bench { quick } => {
+            setup::run()?;
+            bench::run(quick)
         }
         Command::Lab { command } => {
             if command.needs_binaries() {

@@ -1,0 +1,46 @@
+//! Summaries of repeated measurements.
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Summary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub runs: usize,
+}
+
+pub fn summarize(values: &[f64]) -> Option<Summary> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    Some(Summary {
+        median,
+        min: sorted[0],
+        max: sorted[n - 1],
+        runs: n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        let s = summarize(&[3.0, 1.0, 2.0]).expect("values");
+        assert_eq!((s.median, s.min, s.max, s.runs), (2.0, 1.0, 3.0, 3));
+        assert_eq!(
+            summarize(&[4.0, 1.0, 2.0, 3.0]).expect("values").median,
+            2.5
+        );
+        assert_eq!(summarize(&[]), None);
+    }
+}
