@@ -1,1 +1,15 @@
 //! weft-config: the cluster as weft sees it.
+//!
+//! Kubernetes objects and Istio's CRDs come from a [`source`] (the Kubernetes API or a
+//! directory of YAML), are checked by [`validate`] in one place, turned into the
+//! [`registry`] model by [`translate`], and published as immutable snapshots that the
+//! agent and the waypoint read without locks.
+pub mod api;
+pub mod duration;
+pub mod refusal;
+pub mod registry;
+pub mod source;
+pub mod translate;
+pub mod validate;
+
+pub use refusal::{Origin, Refusal, Warning};

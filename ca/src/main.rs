@@ -1,0 +1,151 @@
+//! weft-ca: signs workload certificates for node agents.
+//!
+//! Speaks Istio's `istio.v1.auth.IstioCertificateService/CreateCertificate` over gRPC with
+//! TLS, so agents (weft's, or anything that talks to istiod's CA) can use it. A caller is a
+//! node, authenticated by its bearer token; it may only obtain the identities (service
+//! accounts) of pods scheduled on it, as the cluster's objects say.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tracing::info;
+use weft_config::registry::Registry;
+use weft_config::source::{DirSource, spawn};
+use weft_config::translate::hosts::MeshSettings;
+use weft_core::ca::{CaConfig, CaServer, CaService, CertificateAuthority, NodeTokenAuthenticator};
+use weft_core::identity::Identity;
+
+#[derive(Debug, Parser)]
+#[command(name = "weft-ca", version, about)]
+struct Args {
+    /// Where to serve gRPC (istiod's CA port is 15012).
+    #[arg(long, env = "WEFT_CA_LISTEN", default_value = "0.0.0.0:15012")]
+    listen: SocketAddr,
+    /// The CA's certificate (PEM; may carry intermediates, root last), as a Secret mounts it.
+    #[arg(long, env = "WEFT_CA_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The CA's private key (PKCS#8 PEM).
+    #[arg(long, env = "WEFT_CA_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Without --cert/--key: generate a root at start-up (the embedded default) and write its
+    /// certificate here for agents to trust. The key never leaves this process.
+    #[arg(long, env = "WEFT_CA_WRITE_ROOT")]
+    write_root: Option<PathBuf>,
+    /// JSON object of node name → bearer token: the nodes allowed to ask.
+    #[arg(long, env = "WEFT_CA_NODE_TOKENS")]
+    node_tokens: PathBuf,
+    /// Directory of the cluster's objects (which pod runs on which node).
+    #[arg(long, env = "WEFT_CONFIG_DIR")]
+    config_dir: PathBuf,
+    /// Names and addresses agents dial the CA by (its serving certificate's SANs).
+    #[arg(
+        long = "name",
+        env = "WEFT_CA_NAMES",
+        value_delimiter = ',',
+        default_value = "weft-ca.weft-system.svc"
+    )]
+    names: Vec<String>,
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = CaConfig {
+        trust_domain: args.trust_domain.clone(),
+        ..CaConfig::default()
+    };
+    let ca = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => CertificateAuthority::from_pem_files(cert, key, config)
+            .with_context(|| {
+                format!(
+                    "loading the CA from {} and {}",
+                    cert.display(),
+                    key.display()
+                )
+            })?,
+        _ => CertificateAuthority::generate(config).context("generating a root")?,
+    };
+    if let Some(path) = &args.write_root {
+        write_atomically(path, &ca.trust_bundle().to_pem())
+            .with_context(|| format!("writing the root certificate to {}", path.display()))?;
+    }
+
+    let tokens_text = std::fs::read_to_string(&args.node_tokens)
+        .with_context(|| format!("reading node tokens from {}", args.node_tokens.display()))?;
+    let tokens: BTreeMap<String, String> =
+        serde_json::from_str(&tokens_text).with_context(|| {
+            format!(
+                "{} must be a JSON object of node → token",
+                args.node_tokens.display()
+            )
+        })?;
+    if tokens.is_empty() {
+        bail!(
+            "{} names no node: no agent could obtain a certificate",
+            args.node_tokens.display()
+        );
+    }
+    let authenticator = NodeTokenAuthenticator::new(tokens);
+
+    let registry = Registry::new(MeshSettings {
+        trust_domain: args.trust_domain.clone(),
+        ..MeshSettings::default()
+    });
+    let source = spawn(&registry, DirSource::new(&args.config_dir));
+    source
+        .ready()
+        .await
+        .context("reading the cluster's objects")?;
+    let view = registry.clone();
+    // A node may obtain an identity only while a pod with that service account is scheduled
+    // on it: a compromised node cannot mint identities of workloads it does not run.
+    let may_issue = move |node: &str, identity: &Identity| {
+        let wanted = identity.to_string();
+        view.load()
+            .workloads_on_node(node)
+            .any(|workload| workload.identity == wanted)
+    };
+    let service = CaService::new(Arc::new(ca), Arc::new(authenticator), Arc::new(may_issue));
+    let server = CaServer::tls(service, args.names.clone(), Duration::from_secs(24 * 3600))
+        .context("issuing the CA's serving certificate")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    info!(listen = %args.listen, names = ?args.names, "weft-ca ready");
+    server
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving gRPC")?;
+    drop(source);
+    Ok(())
+}
+
+/// Readers (agents starting at the same time) never see a half-written file.
+fn write_atomically(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, contents)?;
+    std::fs::rename(&temporary, path)
+}

@@ -1,0 +1,99 @@
+//! `weftctl validate`: the registry's validation, offline, over files and directories.
+use std::io::Write;
+use std::path::PathBuf;
+
+use weft_config::api::Object;
+use weft_config::source::yaml;
+use weft_config::translate::MeshSettings;
+use weft_config::validate::{self, KnownHosts};
+
+/// Everything found, in the order of the files and documents.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Lines that make the check fail: unreadable files, documents that are not objects,
+    /// refused objects.
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub objects: usize,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        for line in &self.errors {
+            writeln!(out, "{line}")?;
+        }
+        for line in &self.warnings {
+            writeln!(out, "warning: {line}")?;
+        }
+        writeln!(
+            out,
+            "{} objects checked: {} refused, {} warnings",
+            self.objects,
+            self.errors.len(),
+            self.warnings.len()
+        )
+    }
+}
+
+pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
+    let mut report = Report::default();
+    let mut candidates = Vec::new();
+    for root in paths {
+        let files = match yaml::manifest_files(root) {
+            Ok(files) => files,
+            Err(e) => {
+                report.errors.push(chain(&e));
+                continue;
+            }
+        };
+        for file in files {
+            match yaml::read_file(&file) {
+                Ok(documents) => {
+                    report
+                        .errors
+                        .extend(documents.errors.iter().map(ToString::to_string));
+                    candidates.extend(documents.candidates);
+                }
+                Err(e) => report.errors.push(chain(&e)),
+            }
+        }
+    }
+    report.objects = candidates.len();
+    let objects: Vec<&Object> = candidates
+        .iter()
+        .filter_map(|c| c.object.as_ref().ok())
+        .collect();
+    let hosts = KnownHosts::from_objects(objects.iter().copied(), settings);
+    for candidate in &candidates {
+        let origin = candidate.origin.clone();
+        match &candidate.object {
+            Err(refusal) => report.errors.push(refusal.to_string()),
+            Ok(object) => {
+                let refusals = validate::validate(object);
+                if refusals.is_empty() {
+                    let is_known = |host: &str| hosts.contains(host);
+                    report.warnings.extend(
+                        validate::warnings(object, &is_known, settings)
+                            .into_iter()
+                            .map(|w| w.with_origin(origin.clone()).to_string()),
+                    );
+                } else {
+                    report.errors.extend(
+                        refusals
+                            .into_iter()
+                            .map(|r| r.with_origin(origin.clone()).to_string()),
+                    );
+                }
+            }
+        }
+    }
+    report
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    weft_config::source::error_chain(error)
+}

@@ -1,0 +1,117 @@
+//! weftctl as a user runs it.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn weftctl(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weftctl"))
+        .args(args)
+        .output()
+        .expect("weftctl runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+fn bookinfo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/tests/bookinfo")
+}
+
+#[test]
+fn valid_manifests_pass() {
+    let dir = bookinfo();
+    let (code, out) = weftctl(&["validate", "-f", dir.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("objects checked: 0 refused, 0 warnings"),
+        "{out}"
+    );
+}
+
+#[test]
+fn refusals_name_file_document_object_field_and_reason_and_fail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {ports: [{port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v3}, weight: 40}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-bad, namespace: shop}
+spec:
+  action: DENY
+  rules: [{from: [{source: {ipBlocks: [300.1.2.3/8]}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ghost}
+spec:
+  hosts: [ghost]
+  http: [{route: [{destination: {host: nowhere}}]}]
+"#,
+    )
+    .expect("write");
+    let (code, out) = weftctl(&["validate", "-f", file.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{out}");
+    let f = file.display();
+    assert!(
+        out.contains(&format!("{f}:2: VirtualService default/reviews: spec.http[0].route[1].weight: the weights of the 2 destinations sum to 90, not 100")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{f}:3: AuthorizationPolicy shop/deny-bad: spec.rules[0].from[0].source.ipBlocks[0]: \"300.1.2.3/8\" is not an IP address or CIDR block")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("warning: {f}:4: VirtualService default/ghost: spec.http[0].route[0].destination.host: \"nowhere\" names no known Service")),
+        "{out}"
+    );
+    assert!(
+        out.contains("4 objects checked: 2 refused, 1 warnings"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unreadable_yaml_fails_with_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(&file, "kind: [VirtualService\n").expect("write");
+    let (code, out) = weftctl(&["validate", "-f", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&file.display().to_string()), "{out}");
+}
+
+#[test]
+fn crds_writes_what_is_committed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, out) = weftctl(&["crds", "--out", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{out}");
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+    let mut written = 0;
+    for entry in std::fs::read_dir(dir.path()).expect("read out dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("written"),
+            std::fs::read_to_string(committed.join(name)).expect("committed"),
+            "{}",
+            name.to_string_lossy()
+        );
+        written += 1;
+    }
+    assert_eq!(written, 6);
+}

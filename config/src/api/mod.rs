@@ -1,0 +1,13 @@
+//! The API types weft reads: Kubernetes' own (cut to what weft uses) and Istio's CRDs.
+pub mod common;
+pub mod crds;
+pub mod gateway;
+pub mod kubernetes;
+pub mod networking;
+mod object;
+pub mod security;
+
+pub use object::{
+    DEFAULT_NAMESPACE, Kind, NETWORKING_GROUP, NETWORKING_VERSIONS, Object, ObjectRef,
+    SECURITY_GROUP, SECURITY_VERSIONS, labels,
+};

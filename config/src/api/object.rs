@@ -1,0 +1,395 @@
+//! The objects weft reads, as one type, and how a JSON (or YAML) document becomes one.
+use std::fmt;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::gateway::Gateway;
+use super::kubernetes::{EndpointSlice, Namespace, Pod, Service, trim_metadata};
+use super::networking::{DestinationRule, ServiceEntry, VirtualService};
+use super::security::{AuthorizationPolicy, PeerAuthentication};
+use crate::refusal::Refusal;
+
+/// Every kind of object weft reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    Pod,
+    Service,
+    EndpointSlice,
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    Gateway,
+    AuthorizationPolicy,
+    PeerAuthentication,
+}
+
+pub const NETWORKING_GROUP: &str = "networking.istio.io";
+pub const SECURITY_GROUP: &str = "security.istio.io";
+
+/// Versions Istio serves for its networking kinds; one schema for all of them.
+pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+/// Versions Istio serves for its security kinds.
+pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Namespace,
+        Kind::Pod,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::Gateway,
+        Kind::AuthorizationPolicy,
+        Kind::PeerAuthentication,
+    ];
+
+    pub const ISTIO: [Kind; 6] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::Gateway,
+        Kind::AuthorizationPolicy,
+        Kind::PeerAuthentication,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::Gateway => "Gateway",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::PeerAuthentication => "PeerAuthentication",
+        }
+    }
+
+    /// The API group ("" for the core group).
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::Namespace | Kind::Pod | Kind::Service => "",
+            Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry | Kind::Gateway => {
+                NETWORKING_GROUP
+            }
+            Kind::AuthorizationPolicy | Kind::PeerAuthentication => SECURITY_GROUP,
+        }
+    }
+
+    /// Versions accepted in `apiVersion`, the preferred one first.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self.group() {
+            NETWORKING_GROUP => NETWORKING_VERSIONS,
+            SECURITY_GROUP => SECURITY_VERSIONS,
+            _ => &["v1"],
+        }
+    }
+
+    /// The resource name in API paths (`virtualservices`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespaces",
+            Kind::Pod => "pods",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::VirtualService => "virtualservices",
+            Kind::DestinationRule => "destinationrules",
+            Kind::ServiceEntry => "serviceentries",
+            Kind::Gateway => "gateways",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
+            Kind::PeerAuthentication => "peerauthentications",
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+
+    pub fn is_istio(self) -> bool {
+        matches!(self.group(), NETWORKING_GROUP | SECURITY_GROUP)
+    }
+
+    fn by_name(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == kind)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which object: kind, namespace ("" for cluster-scoped kinds) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// One object of a kind weft reads. Cheap to clone: the payload is shared.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    Namespace(Arc<Namespace>),
+    Pod(Arc<Pod>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    VirtualService(Arc<VirtualService>),
+    DestinationRule(Arc<DestinationRule>),
+    ServiceEntry(Arc<ServiceEntry>),
+    Gateway(Arc<Gateway>),
+    AuthorizationPolicy(Arc<AuthorizationPolicy>),
+    PeerAuthentication(Arc<PeerAuthentication>),
+}
+
+macro_rules! each_object {
+    ($value:expr, $binding:ident => $body:expr) => {
+        match $value {
+            Object::Namespace($binding) => $body,
+            Object::Pod($binding) => $body,
+            Object::Service($binding) => $body,
+            Object::EndpointSlice($binding) => $body,
+            Object::VirtualService($binding) => $body,
+            Object::DestinationRule($binding) => $body,
+            Object::ServiceEntry($binding) => $body,
+            Object::Gateway($binding) => $body,
+            Object::AuthorizationPolicy($binding) => $body,
+            Object::PeerAuthentication($binding) => $body,
+        }
+    };
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Pod(_) => Kind::Pod,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::VirtualService(_) => Kind::VirtualService,
+            Object::DestinationRule(_) => Kind::DestinationRule,
+            Object::ServiceEntry(_) => Kind::ServiceEntry,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Object::PeerAuthentication(_) => Kind::PeerAuthentication,
+        }
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        each_object!(self, o => &o.metadata)
+    }
+
+    pub fn object_ref(&self) -> ObjectRef {
+        let meta = self.meta();
+        let kind = self.kind();
+        let namespace = if kind.namespaced() {
+            meta.namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+        } else {
+            String::new()
+        };
+        ObjectRef::new(kind, namespace, meta.name.clone().unwrap_or_default())
+    }
+
+    /// Reads a document of any kind weft uses. `Ok(None)` for kinds weft has no use for
+    /// (Deployments, ConfigMaps, the Kubernetes Gateway API's Gateway, …): they are not
+    /// errors, a directory of manifests holds many of them.
+    pub fn from_json(mut value: Value) -> Result<Option<Object>, Refusal> {
+        let Some(kind_name) = value.get("kind").and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        let Some(kind) = Kind::by_name(kind_name) else {
+            return Ok(None);
+        };
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let (group, version) = match api_version.rsplit_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", api_version.as_str()),
+        };
+        if group != kind.group() {
+            // Same kind name in another API group: not one of ours.
+            return Ok(None);
+        }
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if kind.namespaced() && value.pointer("/metadata/namespace").is_none() {
+            // kubectl's rule: a namespaced object without a namespace goes to "default".
+            if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("namespace".into(), Value::from(DEFAULT_NAMESPACE));
+            }
+        }
+        let namespace = if kind.namespaced() {
+            value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(DEFAULT_NAMESPACE)
+                .to_string()
+        } else {
+            String::new()
+        };
+        let object_ref = ObjectRef::new(kind, namespace, name.clone());
+        if !kind.versions().contains(&version) {
+            return Err(Refusal::new(
+                object_ref,
+                "apiVersion",
+                format!(
+                    "{api_version} is not served for {kind}; use one of {}",
+                    kind.versions()
+                        .iter()
+                        .map(|v| join_group(kind.group(), v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if name.is_empty() {
+            return Err(Refusal::new(object_ref, "metadata.name", "required"));
+        }
+        let parsed = match kind {
+            Kind::Namespace => typed(value, &object_ref).map(Object::Namespace),
+            Kind::Pod => typed(value, &object_ref).map(Object::Pod),
+            Kind::Service => typed(value, &object_ref).map(Object::Service),
+            Kind::EndpointSlice => typed(value, &object_ref).map(Object::EndpointSlice),
+            Kind::VirtualService => typed(value, &object_ref).map(Object::VirtualService),
+            Kind::DestinationRule => typed(value, &object_ref).map(Object::DestinationRule),
+            Kind::ServiceEntry => typed(value, &object_ref).map(Object::ServiceEntry),
+            Kind::Gateway => typed(value, &object_ref).map(Object::Gateway),
+            Kind::AuthorizationPolicy => typed(value, &object_ref).map(Object::AuthorizationPolicy),
+            Kind::PeerAuthentication => typed(value, &object_ref).map(Object::PeerAuthentication),
+        }?;
+        Ok(Some(parsed))
+    }
+}
+
+/// The namespace of namespaced objects that name none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+fn join_group(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
+/// Types whose metadata can be trimmed once parsed.
+pub trait HasMetadata {
+    fn metadata_mut(&mut self) -> &mut ObjectMeta;
+}
+
+macro_rules! has_metadata {
+    ($($t:ty),*) => {
+        $(impl HasMetadata for $t {
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        })*
+    };
+}
+
+has_metadata!(
+    Namespace,
+    Pod,
+    Service,
+    EndpointSlice,
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    Gateway,
+    AuthorizationPolicy,
+    PeerAuthentication
+);
+
+fn typed<T: DeserializeOwned + HasMetadata>(
+    value: Value,
+    object_ref: &ObjectRef,
+) -> Result<Arc<T>, Refusal> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(mut object) => {
+            trim_metadata(object.metadata_mut());
+            Ok(Arc::new(object))
+        }
+        Err(error) => {
+            let path = error.path().to_string();
+            let field = if path == "." {
+                "spec".to_string()
+            } else {
+                path
+            };
+            Err(Refusal::new(
+                object_ref.clone(),
+                field,
+                error.into_inner().to_string(),
+            ))
+        }
+    }
+}
+
+/// Objects arriving already typed (from the API watchers of the Kubernetes kinds).
+macro_rules! from_typed {
+    ($($variant:ident),*) => {
+        $(impl From<$variant> for Object {
+            fn from(mut object: $variant) -> Self {
+                trim_metadata(&mut object.metadata);
+                Object::$variant(Arc::new(object))
+            }
+        })*
+    };
+}
+
+from_typed!(
+    Namespace,
+    Pod,
+    Service,
+    EndpointSlice,
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    Gateway,
+    AuthorizationPolicy,
+    PeerAuthentication
+);
+
+/// The labels of an object's metadata, empty when it has none.
+pub fn labels(meta: &ObjectMeta) -> &std::collections::BTreeMap<String, String> {
+    static EMPTY: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    meta.labels.as_ref().unwrap_or(&EMPTY)
+}

@@ -1,0 +1,146 @@
+//! What the registry holds: workloads and services as the data path needs them, already
+//! resolved (identity, enrollment, waypoint, endpoints).
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::api::networking::{DestinationRule, VirtualService};
+
+/// The waypoint a workload or service sends its traffic through.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WaypointRef {
+    pub name: String,
+    pub namespace: String,
+}
+
+/// A pod, as the mesh sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    pub uid: Arc<str>,
+    pub name: String,
+    pub namespace: String,
+    pub service_account: String,
+    /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
+    pub identity: String,
+    pub node: Option<String>,
+    /// Pod IPs; empty until the pod has one, and for host-network pods (whose address is
+    /// the node's and belongs to no single pod).
+    pub ips: Vec<IpAddr>,
+    pub labels: BTreeMap<String, String>,
+    pub waypoint: Option<WaypointRef>,
+    /// Captured by the mesh, by Istio's `istio.io/dataplane-mode` rule.
+    pub in_mesh: bool,
+    pub host_network: bool,
+    /// `status.phase`: Pending, Running, Succeeded, Failed.
+    pub phase: Option<String>,
+    /// The pod's Ready condition.
+    pub ready: bool,
+    /// Named container ports, for Services whose `targetPort` is a name.
+    pub ports: Vec<NamedPort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedPort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: String,
+}
+
+/// A Kubernetes Service with its endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    /// `name.namespace.svc.<cluster domain>`.
+    pub hostname: String,
+    /// ClusterIPs; empty for headless and ExternalName services.
+    pub vips: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    pub selector: Option<BTreeMap<String, String>>,
+    pub labels: BTreeMap<String, String>,
+    pub endpoints: Vec<Endpoint>,
+    pub waypoint: Option<WaypointRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub target_port: TargetPort,
+    pub protocol: String,
+    pub app_protocol: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPort {
+    Number(u16),
+    /// A container port name, resolved per endpoint.
+    Name(String),
+}
+
+/// One address of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    /// Unknown conditions count as true, as the EndpointSlice API says.
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub node: Option<String>,
+    /// The pod behind the address (`targetRef`), as namespace and name.
+    pub target: Option<(String, String)>,
+    /// The ports of the slice this endpoint came from (shared by its endpoints).
+    pub ports: Arc<[EndpointPort]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointPort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: String,
+}
+
+impl Service {
+    pub fn port(&self, port: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == port)
+    }
+
+    /// The port `endpoint` listens on for the service port `port`: the slice port with the
+    /// service port's name (which is how the EndpointSlice controller records a resolved
+    /// `targetPort`), or the target port number when the slice names none.
+    pub fn endpoint_port(&self, port: u16, endpoint: &Endpoint) -> Option<u16> {
+        let service_port = self.port(port)?;
+        let same_name = |name: &Option<String>| {
+            name.as_deref().unwrap_or_default() == service_port.name.as_deref().unwrap_or_default()
+        };
+        if let Some(p) = endpoint.ports.iter().find(|p| same_name(&p.name)) {
+            return Some(p.port);
+        }
+        match &service_port.target_port {
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Name(_) => None,
+        }
+    }
+}
+
+/// The routing configuration of one host: VirtualServices that apply to the mesh, oldest
+/// first (Istio uses the first; later ones are kept for the config dump), and its
+/// DestinationRule.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostRoutes {
+    pub virtual_services: Vec<Arc<VirtualService>>,
+    pub destination_rule: Option<Arc<DestinationRule>>,
+}
+
+impl HostRoutes {
+    /// The labels of `subset` in this host's DestinationRule.
+    pub fn subset_labels(&self, subset: &str) -> Option<&BTreeMap<String, String>> {
+        self.destination_rule
+            .as_ref()?
+            .spec
+            .subsets
+            .iter()
+            .find(|s| s.name == subset)
+            .map(|s| &s.labels)
+    }
+}

@@ -1,0 +1,232 @@
+//! One immutable, consistent view of the configuration. Readers hold an `Arc<Snapshot>`
+//! as long as they like; every lookup is a hash-map probe.
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::cow::CowMap;
+use super::model::{Endpoint, HostRoutes, Service, Workload};
+use crate::api::ObjectRef;
+use crate::api::gateway::Gateway;
+use crate::api::networking::ServiceEntry;
+use crate::api::security::{AuthorizationPolicy, MtlsMode, PeerAuthentication};
+use crate::refusal::{Refusal, Warning};
+use crate::translate::MeshSettings;
+use crate::translate::policy;
+
+/// The workloads of one node, by uid.
+pub(super) type NodeWorkloads = Arc<BTreeMap<Arc<str>, Arc<Workload>>>;
+
+/// Indexes are shared between successive snapshots; a change copies only the shards (of
+/// the large maps) or the small maps it touches.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub(super) version: u64,
+    pub(super) settings: Arc<MeshSettings>,
+    pub(super) workloads_by_uid: CowMap<Arc<str>, Arc<Workload>>,
+    pub(super) workloads_by_ip: CowMap<IpAddr, Arc<Workload>>,
+    pub(super) workloads_by_name: CowMap<(String, String), Arc<Workload>>,
+    pub(super) workloads_by_node: CowMap<String, NodeWorkloads>,
+    pub(super) services_by_name: CowMap<(String, String), Arc<Service>>,
+    pub(super) services_by_vip: CowMap<IpAddr, Arc<Service>>,
+    pub(super) services_by_host: CowMap<String, Arc<Service>>,
+    pub(super) routes: Arc<HashMap<String, Arc<HostRoutes>>>,
+    /// Wildcard route hosts as (suffix, routes), longest suffix first.
+    pub(super) wildcard_routes: Arc<Vec<(String, Arc<HostRoutes>)>>,
+    pub(super) service_entries: Arc<Vec<Arc<ServiceEntry>>>,
+    pub(super) service_entries_by_host: Arc<HashMap<String, Vec<Arc<ServiceEntry>>>>,
+    pub(super) service_entries_by_address: Arc<HashMap<IpAddr, Arc<ServiceEntry>>>,
+    pub(super) gateways: Arc<Vec<Arc<Gateway>>>,
+    pub(super) authorization_policies: Arc<HashMap<String, Vec<Arc<AuthorizationPolicy>>>>,
+    pub(super) peer_authentications: Arc<HashMap<String, Vec<Arc<PeerAuthentication>>>>,
+    pub(super) refusals: Arc<BTreeMap<ObjectRef, Vec<Refusal>>>,
+    pub(super) warnings: Arc<BTreeMap<ObjectRef, Vec<Warning>>>,
+}
+
+impl Snapshot {
+    /// Increases by one with every published change; 0 before anything was applied.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn settings(&self) -> &MeshSettings {
+        &self.settings
+    }
+
+    // --- workloads
+
+    pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Arc<Workload>> {
+        self.workloads_by_ip.get(&ip)
+    }
+
+    pub fn workload_by_uid(&self, uid: &str) -> Option<&Arc<Workload>> {
+        self.workloads_by_uid.get(uid)
+    }
+
+    /// The pod `namespace/name`.
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<&Arc<Workload>> {
+        self.workloads_by_name
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    pub fn workloads(&self) -> impl Iterator<Item = &Arc<Workload>> {
+        self.workloads_by_uid.values()
+    }
+
+    pub fn workload_count(&self) -> usize {
+        self.workloads_by_uid.len()
+    }
+
+    /// The workloads scheduled on `node` (what an agent enrolls), ordered by uid.
+    pub fn workloads_on_node(&self, node: &str) -> impl Iterator<Item = &Arc<Workload>> {
+        self.workloads_by_node
+            .get(node)
+            .into_iter()
+            .flat_map(|w| w.values())
+    }
+
+    /// The pod behind an endpoint: by address, else by its `targetRef`.
+    pub fn endpoint_workload(&self, endpoint: &Endpoint) -> Option<&Arc<Workload>> {
+        self.workload_by_ip(endpoint.address).or_else(|| {
+            let (namespace, name) = endpoint.target.as_ref()?;
+            self.workload(namespace, name)
+        })
+    }
+
+    // --- services
+
+    pub fn service_by_vip(&self, vip: IpAddr) -> Option<&Arc<Service>> {
+        self.services_by_vip.get(&vip)
+    }
+
+    /// By `name.namespace.svc.<cluster domain>`.
+    pub fn service_by_host(&self, host: &str) -> Option<&Arc<Service>> {
+        self.services_by_host.get(host)
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Arc<Service>> {
+        self.services_by_name
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.services_by_name.values()
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services_by_name.len()
+    }
+
+    // --- routes
+
+    /// The VirtualServices (bound to the mesh) and DestinationRule of `host`, a fully
+    /// qualified name; wildcard hosts (`*.example.com`) match when no exact entry does.
+    pub fn routes_for_host(&self, host: &str) -> Option<&Arc<HostRoutes>> {
+        self.routes.get(host).or_else(|| {
+            self.wildcard_routes
+                .iter()
+                .find(|(suffix, _)| host.ends_with(suffix.as_str()))
+                .map(|(_, routes)| routes)
+        })
+    }
+
+    /// Endpoints of `host`'s Service whose pod carries the labels of `subset` in the host's
+    /// DestinationRule. Empty when the host, the rule or the subset is unknown.
+    pub fn subset_endpoints(&self, host: &str, subset: &str) -> Vec<&Endpoint> {
+        let Some(service) = self.service_by_host(host) else {
+            return Vec::new();
+        };
+        let Some(labels) = self
+            .routes_for_host(host)
+            .and_then(|r| r.subset_labels(subset))
+        else {
+            return Vec::new();
+        };
+        service
+            .endpoints
+            .iter()
+            .filter(|e| {
+                self.endpoint_workload(e)
+                    .is_some_and(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+            })
+            .collect()
+    }
+
+    pub fn service_entries(&self) -> impl Iterator<Item = &Arc<ServiceEntry>> {
+        self.service_entries.iter()
+    }
+
+    pub fn service_entries_for_host(&self, host: &str) -> &[Arc<ServiceEntry>] {
+        self.service_entries_by_host
+            .get(host)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    pub fn service_entry_by_address(&self, ip: IpAddr) -> Option<&Arc<ServiceEntry>> {
+        self.service_entries_by_address.get(&ip)
+    }
+
+    pub fn gateways(&self) -> impl Iterator<Item = &Arc<Gateway>> {
+        self.gateways.iter()
+    }
+
+    // --- policies
+
+    /// The AuthorizationPolicies of a namespace, oldest first.
+    pub fn authorization_policies(&self, namespace: &str) -> &[Arc<AuthorizationPolicy>] {
+        self.authorization_policies
+            .get(namespace)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The AuthorizationPolicies enforced on `workload` (root namespace and its own,
+    /// selector matching).
+    pub fn authorization_policies_for(
+        &self,
+        workload: &Workload,
+    ) -> Vec<&Arc<AuthorizationPolicy>> {
+        policy::authorization_policies_for(
+            workload,
+            &self.authorization_policies,
+            &self.settings.root_namespace,
+        )
+    }
+
+    pub fn peer_authentications(&self, namespace: &str) -> &[Arc<PeerAuthentication>] {
+        self.peer_authentications
+            .get(namespace)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The mTLS mode in force for `workload` on `port`.
+    pub fn mtls_mode(&self, workload: &Workload, port: u16) -> MtlsMode {
+        policy::effective_mtls(
+            workload,
+            port,
+            &self.peer_authentications,
+            &self.settings.root_namespace,
+        )
+    }
+
+    // --- what was not accepted
+
+    /// Every current refusal: objects whose latest version was refused. A previously
+    /// accepted version of such an object, if any, is still in force.
+    pub fn refused(&self) -> impl Iterator<Item = &Refusal> {
+        self.refusals.values().flatten()
+    }
+
+    pub fn refusals_of(&self, object: &ObjectRef) -> &[Refusal] {
+        self.refusals
+            .get(object)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Warning> {
+        self.warnings.values().flatten()
+    }
+}

@@ -1,0 +1,636 @@
+//! The writer's side of the registry: accepted objects, and the derived indexes brought up
+//! to date for just what a batch of changes touched.
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::change::{Candidate, Change};
+use super::model::{HostRoutes, Workload};
+use super::snapshot::Snapshot;
+use crate::api::gateway::Gateway;
+use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Service};
+use crate::api::networking::{DestinationRule, ServiceEntry, VirtualService};
+use crate::api::security::{AuthorizationPolicy, PeerAuthentication};
+use crate::api::{Kind, Object, ObjectRef, labels};
+use crate::refusal::Refusal;
+use crate::translate::{self, MeshSettings, policy, routes};
+use crate::validate;
+
+/// (namespace, name)
+type Key = (String, String);
+
+fn key(r: &ObjectRef) -> Key {
+    (r.namespace.clone(), r.name.clone())
+}
+
+/// What one batch changed, and so what must be derived again.
+#[derive(Default)]
+struct Dirty {
+    namespaces: BTreeSet<String>,
+    pods: BTreeSet<Key>,
+    services: BTreeSet<Key>,
+    kinds: BTreeSet<Kind>,
+    refusals: bool,
+}
+
+impl Dirty {
+    fn any(&self) -> bool {
+        !self.namespaces.is_empty()
+            || !self.pods.is_empty()
+            || !self.services.is_empty()
+            || !self.kinds.is_empty()
+            || self.refusals
+    }
+}
+
+/// The outcome of one batch.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// The version published, or the unchanged current one.
+    pub version: u64,
+    pub changed: bool,
+    /// Refusals new in this batch (a refusal already on record is not repeated).
+    pub refused: Vec<Refusal>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) snapshot: Snapshot,
+    namespaces: HashMap<String, Arc<Namespace>>,
+    pods: BTreeMap<Key, Arc<Pod>>,
+    services: BTreeMap<Key, Arc<Service>>,
+    slices: BTreeMap<Key, Arc<EndpointSlice>>,
+    /// (namespace, service name) → names of its slices.
+    slices_by_service: HashMap<Key, BTreeSet<String>>,
+    virtual_services: BTreeMap<Key, Arc<VirtualService>>,
+    destination_rules: BTreeMap<Key, Arc<DestinationRule>>,
+    service_entries: BTreeMap<Key, Arc<ServiceEntry>>,
+    gateways: BTreeMap<Key, Arc<Gateway>>,
+    authorization_policies: BTreeMap<Key, Arc<AuthorizationPolicy>>,
+    peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
+    refusals: BTreeMap<ObjectRef, Vec<Refusal>>,
+}
+
+impl State {
+    pub(super) fn new(settings: MeshSettings) -> Self {
+        Self {
+            snapshot: Snapshot {
+                settings: Arc::new(settings),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Applies a batch; the caller publishes `self.snapshot` when `changed`.
+    pub(super) fn apply(&mut self, changes: impl IntoIterator<Item = Change>) -> ApplyReport {
+        let mut dirty = Dirty::default();
+        let mut report = ApplyReport::default();
+        for change in changes {
+            match change {
+                Change::Apply(candidate) => self.admit(candidate, &mut dirty, &mut report),
+                Change::Delete(object) => {
+                    self.remove(&object, &mut dirty);
+                    self.clear_refusal(&object, &mut dirty);
+                }
+                Change::Replace { kinds, candidates } => {
+                    let present: HashSet<ObjectRef> =
+                        candidates.iter().map(Candidate::object_ref).collect();
+                    for candidate in candidates {
+                        self.admit(candidate, &mut dirty, &mut report);
+                    }
+                    for kind in kinds {
+                        for gone in self
+                            .refs_of(kind)
+                            .into_iter()
+                            .filter(|r| !present.contains(r))
+                        {
+                            self.remove(&gone, &mut dirty);
+                        }
+                        let stale: Vec<ObjectRef> = self
+                            .refusals
+                            .keys()
+                            .filter(|r| r.kind == kind && !present.contains(*r))
+                            .cloned()
+                            .collect();
+                        for r in stale {
+                            self.clear_refusal(&r, &mut dirty);
+                        }
+                    }
+                }
+            }
+        }
+        report.changed = dirty.any();
+        if report.changed {
+            self.derive(dirty);
+            self.snapshot.version += 1;
+        }
+        report.version = self.snapshot.version;
+        report
+    }
+
+    fn admit(&mut self, candidate: Candidate, dirty: &mut Dirty, report: &mut ApplyReport) {
+        let Candidate { object, origin } = candidate;
+        let object = match object {
+            Ok(object) => object,
+            Err(refusal) => {
+                let r = refusal.object.clone();
+                self.refuse(r, vec![refusal.with_origin(origin)], dirty, report);
+                return;
+            }
+        };
+        let r = object.object_ref();
+        if self.stored(&r).as_ref() == Some(&object) {
+            self.clear_refusal(&r, dirty);
+            return;
+        }
+        let refusals = validate::validate(&object);
+        if !refusals.is_empty() {
+            let with_origin = refusals
+                .into_iter()
+                .map(|refusal| refusal.with_origin(origin.clone()))
+                .collect();
+            self.refuse(r, with_origin, dirty, report);
+            return;
+        }
+        self.clear_refusal(&r, dirty);
+        self.store(object, dirty);
+    }
+
+    fn refuse(
+        &mut self,
+        object: ObjectRef,
+        refusals: Vec<Refusal>,
+        dirty: &mut Dirty,
+        report: &mut ApplyReport,
+    ) {
+        if self.refusals.get(&object) == Some(&refusals) {
+            return;
+        }
+        let kept = self.stored(&object).is_some();
+        for refusal in &refusals {
+            warn!(
+                object = %refusal.object,
+                field = %refusal.field,
+                reason = %refusal.reason,
+                previous_version_kept = kept,
+                "refused: {refusal}"
+            );
+        }
+        report.refused.extend(refusals.iter().cloned());
+        self.refusals.insert(object, refusals);
+        dirty.refusals = true;
+    }
+
+    fn clear_refusal(&mut self, object: &ObjectRef, dirty: &mut Dirty) {
+        if self.refusals.remove(object).is_some() {
+            info!(object = %object, "accepted after an earlier refusal, or gone");
+            dirty.refusals = true;
+        }
+    }
+
+    fn stored(&self, r: &ObjectRef) -> Option<Object> {
+        let k = key(r);
+        match r.kind {
+            Kind::Namespace => self.namespaces.get(&r.name).cloned().map(Object::Namespace),
+            Kind::Pod => self.pods.get(&k).cloned().map(Object::Pod),
+            Kind::Service => self.services.get(&k).cloned().map(Object::Service),
+            Kind::EndpointSlice => self.slices.get(&k).cloned().map(Object::EndpointSlice),
+            Kind::VirtualService => self
+                .virtual_services
+                .get(&k)
+                .cloned()
+                .map(Object::VirtualService),
+            Kind::DestinationRule => self
+                .destination_rules
+                .get(&k)
+                .cloned()
+                .map(Object::DestinationRule),
+            Kind::ServiceEntry => self
+                .service_entries
+                .get(&k)
+                .cloned()
+                .map(Object::ServiceEntry),
+            Kind::Gateway => self.gateways.get(&k).cloned().map(Object::Gateway),
+            Kind::AuthorizationPolicy => self
+                .authorization_policies
+                .get(&k)
+                .cloned()
+                .map(Object::AuthorizationPolicy),
+            Kind::PeerAuthentication => self
+                .peer_authentications
+                .get(&k)
+                .cloned()
+                .map(Object::PeerAuthentication),
+        }
+    }
+
+    fn refs_of(&self, kind: Kind) -> Vec<ObjectRef> {
+        fn refs<V>(kind: Kind, map: &BTreeMap<Key, V>) -> Vec<ObjectRef> {
+            map.keys()
+                .map(|(ns, name)| ObjectRef::new(kind, ns.clone(), name.clone()))
+                .collect()
+        }
+        match kind {
+            Kind::Namespace => self
+                .namespaces
+                .keys()
+                .map(|name| ObjectRef::new(kind, "", name.clone()))
+                .collect(),
+            Kind::Pod => refs(kind, &self.pods),
+            Kind::Service => refs(kind, &self.services),
+            Kind::EndpointSlice => refs(kind, &self.slices),
+            Kind::VirtualService => refs(kind, &self.virtual_services),
+            Kind::DestinationRule => refs(kind, &self.destination_rules),
+            Kind::ServiceEntry => refs(kind, &self.service_entries),
+            Kind::Gateway => refs(kind, &self.gateways),
+            Kind::AuthorizationPolicy => refs(kind, &self.authorization_policies),
+            Kind::PeerAuthentication => refs(kind, &self.peer_authentications),
+        }
+    }
+
+    fn store(&mut self, object: Object, dirty: &mut Dirty) {
+        let r = object.object_ref();
+        let k = key(&r);
+        match object {
+            Object::Namespace(ns) => {
+                self.namespaces.insert(r.name.clone(), ns);
+                dirty.namespaces.insert(r.name);
+            }
+            Object::Pod(pod) => {
+                self.pods.insert(k.clone(), pod);
+                dirty.pods.insert(k);
+            }
+            Object::Service(service) => {
+                self.services.insert(k.clone(), service);
+                dirty.services.insert(k);
+            }
+            Object::EndpointSlice(slice) => {
+                self.unlink_slice(&k, dirty);
+                if let Some(service) = slice.service_name() {
+                    let service_key = (k.0.clone(), service.to_string());
+                    self.slices_by_service
+                        .entry(service_key.clone())
+                        .or_default()
+                        .insert(k.1.clone());
+                    dirty.services.insert(service_key);
+                }
+                self.slices.insert(k, slice);
+            }
+            Object::VirtualService(o) => {
+                self.virtual_services.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+            Object::DestinationRule(o) => {
+                self.destination_rules.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+            Object::ServiceEntry(o) => {
+                self.service_entries.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+            Object::Gateway(o) => {
+                self.gateways.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+            Object::AuthorizationPolicy(o) => {
+                self.authorization_policies.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+            Object::PeerAuthentication(o) => {
+                self.peer_authentications.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+        }
+    }
+
+    /// Detaches a slice from the service it belonged to (its label may have changed).
+    fn unlink_slice(&mut self, k: &Key, dirty: &mut Dirty) {
+        let Some(old) = self.slices.get(k) else {
+            return;
+        };
+        if let Some(service) = old.service_name() {
+            let service_key = (k.0.clone(), service.to_string());
+            if let Some(names) = self.slices_by_service.get_mut(&service_key) {
+                names.remove(&k.1);
+                if names.is_empty() {
+                    self.slices_by_service.remove(&service_key);
+                }
+            }
+            dirty.services.insert(service_key);
+        }
+    }
+
+    fn remove(&mut self, r: &ObjectRef, dirty: &mut Dirty) {
+        let k = key(r);
+        let removed = match r.kind {
+            Kind::Namespace => {
+                let removed = self.namespaces.remove(&r.name).is_some();
+                if removed {
+                    dirty.namespaces.insert(r.name.clone());
+                }
+                removed
+            }
+            Kind::Pod => {
+                let removed = self.pods.remove(&k).is_some();
+                if removed {
+                    dirty.pods.insert(k);
+                }
+                removed
+            }
+            Kind::Service => {
+                let removed = self.services.remove(&k).is_some();
+                if removed {
+                    dirty.services.insert(k);
+                }
+                removed
+            }
+            Kind::EndpointSlice => {
+                self.unlink_slice(&k, dirty);
+                self.slices.remove(&k).is_some()
+            }
+            Kind::VirtualService => self.virtual_services.remove(&k).is_some(),
+            Kind::DestinationRule => self.destination_rules.remove(&k).is_some(),
+            Kind::ServiceEntry => self.service_entries.remove(&k).is_some(),
+            Kind::Gateway => self.gateways.remove(&k).is_some(),
+            Kind::AuthorizationPolicy => self.authorization_policies.remove(&k).is_some(),
+            Kind::PeerAuthentication => self.peer_authentications.remove(&k).is_some(),
+        };
+        if removed && r.kind.is_istio() {
+            dirty.kinds.insert(r.kind);
+        }
+    }
+
+    /// Brings the snapshot's indexes up to date with `dirty`.
+    fn derive(&mut self, mut dirty: Dirty) {
+        for namespace in &dirty.namespaces {
+            let in_namespace = |k: &&Key| &k.0 == namespace;
+            let start = (namespace.clone(), String::new());
+            dirty.pods.extend(
+                self.pods
+                    .range(start.clone()..)
+                    .map(|(k, _)| k)
+                    .take_while(in_namespace)
+                    .cloned(),
+            );
+            dirty.services.extend(
+                self.services
+                    .range(start..)
+                    .map(|(k, _)| k)
+                    .take_while(in_namespace)
+                    .cloned(),
+            );
+        }
+        if !dirty.pods.is_empty() {
+            self.derive_workloads(&dirty.pods);
+        }
+        let mut hosts_changed = false;
+        if !dirty.services.is_empty() {
+            hosts_changed = self.derive_services(&dirty.services);
+        }
+        let kinds = &dirty.kinds;
+        if kinds.contains(&Kind::VirtualService) || kinds.contains(&Kind::DestinationRule) {
+            self.derive_routes();
+        }
+        if kinds.contains(&Kind::ServiceEntry) {
+            self.derive_service_entries();
+            hosts_changed = true;
+        }
+        if kinds.contains(&Kind::Gateway) {
+            self.snapshot.gateways = Arc::new(self.gateways.values().cloned().collect());
+        }
+        if kinds.contains(&Kind::AuthorizationPolicy) {
+            self.snapshot.authorization_policies = Arc::new(policy::by_namespace(
+                self.authorization_policies.values().cloned(),
+                |p| &p.metadata,
+            ));
+        }
+        if kinds.contains(&Kind::PeerAuthentication) {
+            self.snapshot.peer_authentications = Arc::new(policy::by_namespace(
+                self.peer_authentications.values().cloned(),
+                |p| &p.metadata,
+            ));
+        }
+        if hosts_changed
+            || kinds.contains(&Kind::VirtualService)
+            || kinds.contains(&Kind::DestinationRule)
+        {
+            self.derive_warnings();
+        }
+        if dirty.refusals {
+            self.snapshot.refusals = Arc::new(self.refusals.clone());
+        }
+    }
+
+    fn derive_workloads(&mut self, pods: &BTreeSet<Key>) {
+        let settings = self.snapshot.settings.clone();
+        for k in pods {
+            let snapshot = &mut self.snapshot;
+            if let Some(old) = snapshot.workloads_by_name.remove(k) {
+                unindex_workload(&old, snapshot);
+            }
+            let Some(pod) = self.pods.get(k) else {
+                continue;
+            };
+            let namespace_labels = self.namespaces.get(&k.0).map(|ns| labels(&ns.metadata));
+            let workload = Arc::new(translate::workload::workload(
+                pod,
+                namespace_labels,
+                &settings,
+            ));
+            let snapshot = &mut self.snapshot;
+            snapshot
+                .workloads_by_uid
+                .insert(workload.uid.clone(), workload.clone());
+            for ip in &workload.ips {
+                snapshot.workloads_by_ip.insert(*ip, workload.clone());
+            }
+            if let Some(node) = &workload.node {
+                match snapshot.workloads_by_node.get_mut(node.as_str()) {
+                    Some(on_node) => {
+                        Arc::make_mut(on_node).insert(workload.uid.clone(), workload.clone());
+                    }
+                    None => {
+                        let on_node = BTreeMap::from([(workload.uid.clone(), workload.clone())]);
+                        snapshot
+                            .workloads_by_node
+                            .insert(node.clone(), Arc::new(on_node));
+                    }
+                }
+            }
+            snapshot.workloads_by_name.insert(k.clone(), workload);
+        }
+    }
+
+    /// Returns whether the set of service hostnames changed.
+    fn derive_services(&mut self, services: &BTreeSet<Key>) -> bool {
+        let settings = self.snapshot.settings.clone();
+        let mut hosts_changed = false;
+        for k in services {
+            let snapshot = &mut self.snapshot;
+            let old = snapshot.services_by_name.remove(k);
+            if let Some(old) = &old {
+                for vip in &old.vips {
+                    if snapshot
+                        .services_by_vip
+                        .get(vip)
+                        .is_some_and(|s| Arc::ptr_eq(s, old))
+                    {
+                        snapshot.services_by_vip.remove(vip);
+                    }
+                }
+                if snapshot
+                    .services_by_host
+                    .get(&old.hostname)
+                    .is_some_and(|s| Arc::ptr_eq(s, old))
+                {
+                    snapshot.services_by_host.remove(&old.hostname);
+                }
+            }
+            let Some(service) = self.services.get(k) else {
+                hosts_changed |= old.is_some();
+                continue;
+            };
+            hosts_changed |= old.is_none();
+            let slices = self
+                .slices_by_service
+                .get(k)
+                .into_iter()
+                .flatten()
+                .filter_map(|slice| self.slices.get(&(k.0.clone(), slice.clone())))
+                .map(Arc::as_ref);
+            let namespace_labels = self.namespaces.get(&k.0).map(|ns| labels(&ns.metadata));
+            let derived = Arc::new(translate::service::service(
+                service,
+                namespace_labels,
+                slices,
+                &settings,
+            ));
+            let snapshot = &mut self.snapshot;
+            for vip in &derived.vips {
+                snapshot.services_by_vip.insert(*vip, derived.clone());
+            }
+            snapshot
+                .services_by_host
+                .insert(derived.hostname.clone(), derived.clone());
+            snapshot.services_by_name.insert(k.clone(), derived);
+        }
+        hosts_changed
+    }
+
+    fn derive_routes(&mut self) {
+        let all = routes::index(
+            self.virtual_services.values(),
+            self.destination_rules.values(),
+            &self.snapshot.settings,
+        );
+        let (wildcards, exact): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|(host, _)| host.starts_with('*'));
+        let mut wildcard_routes: Vec<(String, Arc<HostRoutes>)> = wildcards
+            .into_iter()
+            .map(|(host, routes)| (host.trim_start_matches('*').to_string(), routes))
+            .collect();
+        // The most specific wildcard wins.
+        wildcard_routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        self.snapshot.routes = Arc::new(exact.into_iter().collect());
+        self.snapshot.wildcard_routes = Arc::new(wildcard_routes);
+    }
+
+    fn derive_service_entries(&mut self) {
+        let mut entries: Vec<Arc<ServiceEntry>> = self.service_entries.values().cloned().collect();
+        entries.sort_by(|a, b| routes::age_order(&a.metadata, &b.metadata));
+        let mut by_host: HashMap<String, Vec<Arc<ServiceEntry>>> = HashMap::new();
+        let mut by_address: HashMap<IpAddr, Arc<ServiceEntry>> = HashMap::new();
+        for entry in &entries {
+            for host in &entry.spec.hosts {
+                by_host.entry(host.clone()).or_default().push(entry.clone());
+            }
+            for address in &entry.spec.addresses {
+                // Single addresses act as VIPs; CIDR ranges are matched by the data path.
+                if let Ok((ip, prefix)) = validate::cidr::parse(address)
+                    && prefix == if ip.is_ipv4() { 32 } else { 128 }
+                {
+                    by_address.entry(ip).or_insert_with(|| entry.clone());
+                }
+            }
+        }
+        self.snapshot.service_entries = Arc::new(entries);
+        self.snapshot.service_entries_by_host = Arc::new(by_host);
+        self.snapshot.service_entries_by_address = Arc::new(by_address);
+    }
+
+    fn derive_warnings(&mut self) {
+        let snapshot = &self.snapshot;
+        let wildcard_entries: Vec<&str> = snapshot
+            .service_entries_by_host
+            .keys()
+            .filter_map(|h| h.strip_prefix('*'))
+            .collect();
+        let is_known = |host: &str| {
+            snapshot.services_by_host.contains_key(host)
+                || snapshot.service_entries_by_host.contains_key(host)
+                || wildcard_entries.iter().any(|suffix| host.ends_with(suffix))
+        };
+        let mut warnings = BTreeMap::new();
+        let objects = self
+            .virtual_services
+            .values()
+            .cloned()
+            .map(Object::VirtualService)
+            .chain(
+                self.destination_rules
+                    .values()
+                    .cloned()
+                    .map(Object::DestinationRule),
+            );
+        for object in objects {
+            let found = validate::warnings(&object, &is_known, &snapshot.settings);
+            if !found.is_empty() {
+                warnings.insert(object.object_ref(), found);
+            }
+        }
+        for (object, found) in &warnings {
+            if snapshot.warnings.get(object) != Some(found) {
+                for warning in found {
+                    warn!(object = %object, "accepted with a warning: {warning}");
+                }
+            }
+        }
+        self.snapshot.warnings = Arc::new(warnings);
+    }
+}
+
+fn unindex_workload(old: &Arc<Workload>, snapshot: &mut Snapshot) {
+    // Another pod may have taken over an address or (after a recreate) a uid entry;
+    // only this workload's own entries go.
+    if snapshot
+        .workloads_by_uid
+        .get(&old.uid)
+        .is_some_and(|w| Arc::ptr_eq(w, old))
+    {
+        snapshot.workloads_by_uid.remove(&old.uid);
+    }
+    for ip in &old.ips {
+        if snapshot
+            .workloads_by_ip
+            .get(ip)
+            .is_some_and(|w| Arc::ptr_eq(w, old))
+        {
+            snapshot.workloads_by_ip.remove(ip);
+        }
+    }
+    if let Some(node) = &old.node {
+        let mut now_empty = false;
+        if let Some(on_node) = snapshot.workloads_by_node.get_mut(node.as_str()) {
+            if on_node.get(&old.uid).is_some_and(|w| Arc::ptr_eq(w, old)) {
+                Arc::make_mut(on_node).remove(&old.uid);
+            }
+            now_empty = on_node.is_empty();
+        }
+        if now_empty {
+            snapshot.workloads_by_node.remove(node.as_str());
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The Kubernetes API as the configuration: one watcher per kind (kube-runtime's
+//! list-then-watch with bookmarks, resuming from the last resourceVersion), feeding the
+//! registry.
+//!
+//! - An initial list (and every relist, after 410 Gone or a resync) is sent as one
+//!   `Replace` of that kind, so objects deleted while the watch was down disappear and
+//!   nothing is duplicated.
+//! - Errors back off exponentially (kube-runtime's default backoff) and the watch resumes.
+//! - kube-runtime retries a watch that fails to *start* with HTTP 410 forever with the same
+//!   stale resourceVersion; this source restarts the watcher (a fresh list) instead.
+//! - Istio kinds are read as JSON and parsed here, so an object that does not fit the
+//!   schema is refused on its own instead of failing the whole list.
+//! - Ready once every kind has completed its first list; an Istio API group that is not
+//!   served (CRDs not installed) counts as empty and is probed again later.
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::pin::pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ::kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use ::kube::runtime::watcher::{self, Event};
+use ::kube::runtime::{WatchStreamExt, watcher as watch_stream};
+use ::kube::{Client, Resource, ResourceExt};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{Feed, Source, SourceError, error_chain};
+use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Service};
+use crate::api::{Kind, Object, ObjectRef};
+use crate::refusal::Refusal;
+use crate::registry::{Candidate, Change};
+
+/// Which pods to watch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PodScope {
+    /// Every pod: addresses of remote workloads resolve to identities, and the node's own
+    /// pods are `Snapshot::workloads_on_node`.
+    #[default]
+    Cluster,
+    /// Only the pods of one node (field selector `spec.nodeName=<node>`): enough for
+    /// enrollment, at a fraction of the memory on large clusters.
+    Node(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct KubeSourceConfig {
+    pub pods: PodScope,
+    /// Relist every kind this often, as a safety net against missed events; `None` never.
+    pub resync: Option<Duration>,
+    /// How long to wait before probing again for an Istio API group that is not served,
+    /// or after a failed probe.
+    pub discovery_retry: Duration,
+}
+
+impl Default for KubeSourceConfig {
+    fn default() -> Self {
+        Self {
+            pods: PodScope::Cluster,
+            resync: Some(Duration::from_secs(30 * 60)),
+            discovery_retry: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct KubeSource {
+    client: Client,
+    config: KubeSourceConfig,
+}
+
+impl KubeSource {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            config: KubeSourceConfig::default(),
+        }
+    }
+
+    /// A client from the environment: in-cluster service account, or `KUBECONFIG`.
+    pub async fn try_default() -> Result<Self, SourceError> {
+        Ok(Self::new(Client::try_default().await?))
+    }
+
+    pub fn with_config(mut self, config: KubeSourceConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+impl Source for KubeSource {
+    fn describe(&self) -> String {
+        "Kubernetes API".to_string()
+    }
+
+    async fn run(self, feed: Feed) -> Result<(), SourceError> {
+        let tracker = Tracker {
+            pending: Mutex::new(Kind::ALL.into_iter().collect()),
+        };
+        let watches = Kind::ALL
+            .into_iter()
+            .map(|kind| watch_kind(kind, &self.client, &self.config, &feed, &tracker));
+        futures::future::try_join_all(watches).await?;
+        Ok(())
+    }
+}
+
+/// Which kinds have not yet delivered their first complete list.
+struct Tracker {
+    pending: Mutex<HashSet<Kind>>,
+}
+
+impl Tracker {
+    async fn synced(&self, kind: Kind, feed: &Feed) -> Result<(), SourceError> {
+        let all_done = {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            pending.remove(&kind) && pending.is_empty()
+        };
+        if all_done {
+            info!("initial lists complete");
+            feed.ready().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn watch_kind(
+    kind: Kind,
+    client: &Client,
+    config: &KubeSourceConfig,
+    feed: &Feed,
+    tracker: &Tracker,
+) -> Result<(), SourceError> {
+    loop {
+        let resync = config.resync;
+        match kind {
+            Kind::Namespace => {
+                let api: Api<Namespace> = Api::all(client.clone());
+                run_watcher(
+                    api,
+                    watcher::Config::default(),
+                    kind,
+                    typed,
+                    resync,
+                    feed,
+                    tracker,
+                )
+                .await?
+            }
+            Kind::Pod => {
+                let api: Api<Pod> = Api::all(client.clone());
+                let wc = match &config.pods {
+                    PodScope::Cluster => watcher::Config::default(),
+                    PodScope::Node(node) => {
+                        watcher::Config::default().fields(&format!("spec.nodeName={node}"))
+                    }
+                };
+                run_watcher(api, wc, kind, typed, resync, feed, tracker).await?
+            }
+            Kind::Service => {
+                let api: Api<Service> = Api::all(client.clone());
+                run_watcher(
+                    api,
+                    watcher::Config::default(),
+                    kind,
+                    typed,
+                    resync,
+                    feed,
+                    tracker,
+                )
+                .await?
+            }
+            Kind::EndpointSlice => {
+                let api: Api<EndpointSlice> = Api::all(client.clone());
+                run_watcher(
+                    api,
+                    watcher::Config::default(),
+                    kind,
+                    typed,
+                    resync,
+                    feed,
+                    tracker,
+                )
+                .await?
+            }
+            istio => match served_version(client, istio).await {
+                Ok(Some(version)) => {
+                    let resource = api_resource(istio, version);
+                    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+                    let to_candidate = |object: DynamicObject| dynamic(object, &resource);
+                    info!(kind = %istio, version, "watching");
+                    run_watcher(
+                        api,
+                        watcher::Config::default(),
+                        istio,
+                        to_candidate,
+                        resync,
+                        feed,
+                        tracker,
+                    )
+                    .await?
+                }
+                Ok(None) => {
+                    info!(
+                        kind = %istio,
+                        "API group {} not served (Istio CRDs not installed?); none of these objects until it is",
+                        istio.group()
+                    );
+                    // Objects of an API that went away are gone too.
+                    feed.send(vec![Change::Replace {
+                        kinds: vec![istio],
+                        candidates: Vec::new(),
+                    }])
+                    .await?;
+                    tracker.synced(istio, feed).await?;
+                    tokio::time::sleep(config.discovery_retry).await;
+                }
+                Err(e) => {
+                    warn!(kind = %istio, error = %error_chain(&e), "probing the API version failed; retrying");
+                    tokio::time::sleep(config.discovery_retry.min(Duration::from_secs(5))).await;
+                }
+            },
+        }
+    }
+}
+
+/// The first of the kind's versions the API server serves, `None` if it serves none.
+async fn served_version(
+    client: &Client,
+    kind: Kind,
+) -> Result<Option<&'static str>, ::kube::Error> {
+    for version in kind.versions() {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(kind, version));
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(Some(version)),
+            Err(::kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+fn api_resource(kind: Kind, version: &str) -> ApiResource {
+    ApiResource {
+        group: kind.group().to_string(),
+        version: version.to_string(),
+        api_version: if kind.group().is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{version}", kind.group())
+        },
+        kind: kind.name().to_string(),
+        plural: kind.plural().to_string(),
+    }
+}
+
+fn typed<K: Into<Object>>(object: K) -> Candidate {
+    Candidate::from(object.into())
+}
+
+/// A JSON object of an Istio kind → a parsed object, or a refusal naming the field that
+/// does not fit.
+fn dynamic(object: DynamicObject, resource: &ApiResource) -> Candidate {
+    let object_ref = ObjectRef::new(
+        kind_of(resource),
+        object.namespace().unwrap_or_default(),
+        object.name_any(),
+    );
+    let mut value = match serde_json::to_value(&object) {
+        Ok(value) => value,
+        Err(e) => return Refusal::new(object_ref, "", e.to_string()).into(),
+    };
+    // List items may come without their type; the watch knows it.
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), resource.api_version.clone().into());
+        map.insert("kind".into(), resource.kind.clone().into());
+    }
+    match Object::from_json(value) {
+        Ok(Some(object)) => object.into(),
+        Ok(None) => Refusal::new(object_ref, "kind", "not a kind weft reads").into(),
+        Err(refusal) => refusal.into(),
+    }
+}
+
+fn kind_of(resource: &ApiResource) -> Kind {
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.name() == resource.kind)
+        .unwrap_or(Kind::VirtualService)
+}
+
+/// Follows one watcher until it needs a fresh start: its stream ended, the resync period
+/// passed, or a watch could not start because its resourceVersion is gone (410).
+async fn run_watcher<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: Kind,
+    to_candidate: F,
+    resync: Option<Duration>,
+    feed: &Feed,
+    tracker: &Tracker,
+) -> Result<(), SourceError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    F: Fn(K) -> Candidate,
+{
+    let mut stream = pin!(watch_stream(api, config).default_backoff());
+    let deadline = resync.map(|period| Instant::now() + period);
+    let mut listed: Vec<Candidate> = Vec::new();
+    loop {
+        let next = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    debug!(kind = %kind, "resync: relisting");
+                    return Ok(());
+                }
+            },
+            None => stream.next().await,
+        };
+        match next {
+            None => return Ok(()),
+            Some(Ok(Event::Init)) => listed.clear(),
+            Some(Ok(Event::InitApply(object))) => listed.push(to_candidate(object)),
+            Some(Ok(Event::InitDone)) => {
+                debug!(kind = %kind, objects = listed.len(), "listed");
+                feed.send(vec![Change::Replace {
+                    kinds: vec![kind],
+                    candidates: std::mem::take(&mut listed),
+                }])
+                .await?;
+                tracker.synced(kind, feed).await?;
+            }
+            Some(Ok(Event::Apply(object))) => {
+                feed.send(vec![Change::Apply(to_candidate(object))]).await?
+            }
+            Some(Ok(Event::Delete(object))) => {
+                let gone = ObjectRef::new(
+                    kind,
+                    if kind.namespaced() {
+                        object.namespace().unwrap_or_default()
+                    } else {
+                        String::new()
+                    },
+                    object.name_any(),
+                );
+                feed.send(vec![Change::Delete(gone)]).await?
+            }
+            Some(Err(e)) => {
+                warn!(kind = %kind, error = %error_chain(&e), "watch error; backing off");
+                if watch_start_gone(&e) {
+                    info!(kind = %kind, "resourceVersion expired (410 Gone); relisting");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn watch_start_gone(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchStartFailed(::kube::Error::Api(status)) if status.code == 410)
+}

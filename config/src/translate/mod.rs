@@ -1,0 +1,10 @@
+//! Kubernetes and Istio objects → the registry model. Pure functions of their inputs, so
+//! each rule is tested without a registry, a source or a socket.
+pub mod hosts;
+pub mod policy;
+pub mod routes;
+pub mod service;
+pub mod waypoint;
+pub mod workload;
+
+pub use hosts::MeshSettings;

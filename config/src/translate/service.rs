@@ -1,0 +1,119 @@
+//! A Service, its Namespace and its EndpointSlices → a registry [`Service`].
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::hosts::MeshSettings;
+use super::waypoint;
+use crate::api::kubernetes::{self, EndpointSlice};
+use crate::api::{DEFAULT_NAMESPACE, labels};
+use crate::registry::model::{Endpoint, EndpointPort, Service, ServicePort, TargetPort};
+
+pub fn service<'a>(
+    service: &kubernetes::Service,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    settings: &MeshSettings,
+) -> Service {
+    let meta = &service.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    let namespace = meta
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let service_labels = labels(meta).clone();
+    Service {
+        hostname: settings.service_host(&name, &namespace),
+        vips: vips(&service.spec),
+        ports: service.spec.ports.iter().filter_map(service_port).collect(),
+        selector: service.spec.selector.clone(),
+        endpoints: slices
+            .into_iter()
+            .flat_map(|slice| endpoints(slice, &namespace))
+            .collect(),
+        waypoint: waypoint::binding(&service_labels, &namespace, namespace_labels),
+        labels: service_labels,
+        name,
+        namespace,
+    }
+}
+
+/// ClusterIPs (the list, or the single field of older objects); "None" marks a headless
+/// service, which has no VIP.
+fn vips(spec: &kubernetes::ServiceSpec) -> Vec<IpAddr> {
+    let listed = spec.cluster_ips.iter().map(String::as_str);
+    let mut vips: Vec<IpAddr> = Vec::new();
+    for ip in spec.cluster_ip.as_deref().into_iter().chain(listed) {
+        if let Ok(ip) = ip.parse()
+            && !vips.contains(&ip)
+        {
+            vips.push(ip);
+        }
+    }
+    vips
+}
+
+fn service_port(port: &kubernetes::ServicePort) -> Option<ServicePort> {
+    let number = u16::try_from(port.port).ok()?;
+    let target_port = match &port.target_port {
+        None => TargetPort::Number(number),
+        Some(IntOrString::Int(n)) => TargetPort::Number(u16::try_from(*n).ok()?),
+        Some(IntOrString::String(s)) => match s.parse::<u16>() {
+            Ok(n) => TargetPort::Number(n),
+            Err(_) => TargetPort::Name(s.clone()),
+        },
+    };
+    Some(ServicePort {
+        name: port.name.clone().filter(|n| !n.is_empty()),
+        port: number,
+        target_port,
+        protocol: port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+        app_protocol: port.app_protocol.clone(),
+    })
+}
+
+fn endpoints(slice: &EndpointSlice, namespace: &str) -> Vec<Endpoint> {
+    let ports: Arc<[EndpointPort]> = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(EndpointPort {
+                name: p.name.clone().filter(|n| !n.is_empty()),
+                port: u16::try_from(p.port?).ok()?,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for endpoint in &slice.endpoints {
+        let conditions = &endpoint.conditions;
+        let target = endpoint
+            .target_ref
+            .as_ref()
+            .filter(|t| t.kind.as_deref().is_none_or(|k| k == "Pod"))
+            .and_then(|t| {
+                Some((
+                    t.namespace.clone().unwrap_or_else(|| namespace.to_string()),
+                    t.name.clone()?,
+                ))
+            });
+        for address in &endpoint.addresses {
+            let Ok(address) = address.parse() else {
+                continue;
+            };
+            out.push(Endpoint {
+                address,
+                ready: conditions.ready.unwrap_or(true),
+                serving: conditions.serving.or(conditions.ready).unwrap_or(true),
+                terminating: conditions.terminating.unwrap_or(false),
+                node: endpoint.node_name.clone(),
+                target: target.clone(),
+                ports: ports.clone(),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,97 @@
+//! Which waypoint a pod or service uses, by Istio ambient's labels.
+use std::collections::BTreeMap;
+
+use crate::registry::model::WaypointRef;
+
+/// `istio.io/use-waypoint=<name>` on a Namespace, Service or Pod.
+pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
+/// `istio.io/use-waypoint-namespace=<namespace>`: where that waypoint lives, when not in
+/// the labelled object's namespace.
+pub const USE_WAYPOINT_NAMESPACE_LABEL: &str = "istio.io/use-waypoint-namespace";
+/// The value that opts a pod or service out of its namespace's waypoint.
+pub const NO_WAYPOINT: &str = "none";
+
+/// The waypoint of an object (pod or service) in `namespace` with `labels`: its own label
+/// wins, `none` included; without one, its namespace's label decides.
+pub fn binding(
+    labels: &BTreeMap<String, String>,
+    namespace: &str,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+) -> Option<WaypointRef> {
+    if let Some(own) = labelled(labels, namespace) {
+        return own;
+    }
+    namespace_labels
+        .and_then(|ns| labelled(ns, namespace))
+        .flatten()
+}
+
+/// `None`: no label; `Some(None)`: opted out; `Some(Some(w))`: bound to `w`.
+fn labelled(labels: &BTreeMap<String, String>, namespace: &str) -> Option<Option<WaypointRef>> {
+    let name = labels.get(USE_WAYPOINT_LABEL).filter(|n| !n.is_empty())?;
+    if name == NO_WAYPOINT {
+        return Some(None);
+    }
+    let waypoint_namespace = labels
+        .get(USE_WAYPOINT_NAMESPACE_LABEL)
+        .filter(|n| !n.is_empty())
+        .map_or(namespace, String::as_str);
+    Some(Some(WaypointRef {
+        name: name.clone(),
+        namespace: waypoint_namespace.to_string(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn waypoint(name: &str, namespace: &str) -> Option<WaypointRef> {
+        Some(WaypointRef {
+            name: name.into(),
+            namespace: namespace.into(),
+        })
+    }
+
+    #[test]
+    fn own_label_wins_over_namespace_and_none_opts_out() {
+        let ns = labels(&[(USE_WAYPOINT_LABEL, "ns-wp")]);
+        assert_eq!(
+            binding(&labels(&[]), "shop", Some(&ns)),
+            waypoint("ns-wp", "shop")
+        );
+        assert_eq!(
+            binding(&labels(&[(USE_WAYPOINT_LABEL, "mine")]), "shop", Some(&ns)),
+            waypoint("mine", "shop")
+        );
+        assert_eq!(
+            binding(&labels(&[(USE_WAYPOINT_LABEL, "none")]), "shop", Some(&ns)),
+            None
+        );
+        assert_eq!(binding(&labels(&[]), "shop", None), None);
+    }
+
+    #[test]
+    fn waypoint_namespace_label_points_elsewhere() {
+        let own = labels(&[
+            (USE_WAYPOINT_LABEL, "shared"),
+            (USE_WAYPOINT_NAMESPACE_LABEL, "infra"),
+        ]);
+        assert_eq!(binding(&own, "shop", None), waypoint("shared", "infra"));
+        let ns = labels(&[
+            (USE_WAYPOINT_LABEL, "shared"),
+            (USE_WAYPOINT_NAMESPACE_LABEL, "infra"),
+        ]);
+        assert_eq!(
+            binding(&labels(&[]), "shop", Some(&ns)),
+            waypoint("shared", "infra")
+        );
+    }
+}

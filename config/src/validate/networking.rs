@@ -1,0 +1,804 @@
+//! Istio's networking rules: VirtualService, DestinationRule, ServiceEntry, Gateway.
+use std::collections::{BTreeMap, HashSet};
+
+use super::cidr;
+use super::paths::{FieldPath, Issues};
+use crate::api::common::{Percent, StringMatch};
+use crate::api::gateway::GatewaySpec;
+use crate::api::networking::{
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, Destination, DestinationRuleSpec,
+    HttpRoute, LoadBalancerSettings, OutlierDetection, RouteDestination, ServiceEntrySpec,
+    TrafficPolicy, VirtualServiceSpec,
+};
+use crate::duration;
+use crate::refusal::FieldIssue;
+
+/// Retry conditions Envoy (and so Istio) understands in `retryOn`, besides status codes.
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+pub(super) fn virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = FieldPath::spec();
+    let hosts = root.field("hosts");
+    if spec.hosts.is_empty() {
+        issues.add(&hosts, "at least one host is required");
+    }
+    let bound_to_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
+    for (i, host) in spec.hosts.iter().enumerate() {
+        if host.is_empty() {
+            issues.add(&hosts.index(i), "must not be empty");
+        } else if host == "*" && bound_to_mesh {
+            issues.add(
+                &hosts.index(i),
+                "the wildcard host \"*\" is not allowed for routes bound to the mesh",
+            );
+        }
+    }
+    for (i, route) in spec.http.iter().enumerate() {
+        http_route(route, &root.field("http").index(i), &mut issues);
+    }
+    for (i, route) in spec.tcp.iter().enumerate() {
+        let path = root.field("tcp").index(i);
+        for (m, attributes) in route.matches.iter().enumerate() {
+            let at = path.field("match").index(m);
+            port(attributes.port, &at.field("port"), &mut issues);
+            subnets(
+                &attributes.destination_subnets,
+                &at.field("destinationSubnets"),
+                &mut issues,
+            );
+        }
+        route_destinations(&route.route, &path.field("route"), &mut issues);
+    }
+    for (i, route) in spec.tls.iter().enumerate() {
+        let path = root.field("tls").index(i);
+        if route.matches.is_empty() {
+            issues.add(&path.field("match"), "a TLS route needs at least one match");
+        }
+        for (m, attributes) in route.matches.iter().enumerate() {
+            let at = path.field("match").index(m);
+            if attributes.sni_hosts.is_empty() {
+                issues.add(&at.field("sniHosts"), "at least one SNI host is required");
+            }
+            port(attributes.port, &at.field("port"), &mut issues);
+            subnets(
+                &attributes.destination_subnets,
+                &at.field("destinationSubnets"),
+                &mut issues,
+            );
+        }
+        route_destinations(&route.route, &path.field("route"), &mut issues);
+    }
+    issues.into_vec()
+}
+
+fn http_route(route: &HttpRoute, path: &FieldPath, issues: &mut Issues) {
+    let acts = !route.route.is_empty()
+        || route.redirect.is_some()
+        || route.direct_response.is_some()
+        || route.delegate.is_some();
+    if !acts {
+        issues.add(
+            path,
+            "one of route, redirect, directResponse or delegate is required",
+        );
+    }
+    if !route.route.is_empty() && (route.redirect.is_some() || route.direct_response.is_some()) {
+        issues.add(
+            path,
+            "route cannot be combined with redirect or directResponse",
+        );
+    }
+    for (m, request) in route.matches.iter().enumerate() {
+        let at = path.field("match").index(m);
+        for (name, matcher) in [
+            ("uri", &request.uri),
+            ("scheme", &request.scheme),
+            ("method", &request.method),
+            ("authority", &request.authority),
+        ] {
+            if let Some(matcher) = matcher {
+                string_match(matcher, &at.field(name), false, issues);
+            }
+        }
+        for (field, map) in [
+            ("headers", &request.headers),
+            ("withoutHeaders", &request.without_headers),
+        ] {
+            for (name, matcher) in map {
+                let key = at.field(field).key(name);
+                if name.is_empty() {
+                    issues.add(&key, "header names must not be empty");
+                } else if name.chars().any(|c| c.is_ascii_uppercase()) {
+                    issues.add(&key, "header names must be lowercase");
+                }
+                // An empty match on a header tests for its presence, as in Istio.
+                string_match(matcher, &key, true, issues);
+            }
+        }
+        for (name, matcher) in &request.query_params {
+            string_match(matcher, &at.field("queryParams").key(name), true, issues);
+        }
+        port(request.port, &at.field("port"), issues);
+    }
+    http_destinations(route, path, issues);
+    if let Some(timeout) = &route.timeout {
+        duration_field(timeout, &path.field("timeout"), issues);
+    }
+    if let Some(retries) = &route.retries {
+        let at = path.field("retries");
+        if retries.attempts < 0 {
+            issues.add(
+                &at.field("attempts"),
+                format!("{} is negative; use 0 or more", retries.attempts),
+            );
+        }
+        if let Some(per_try) = &retries.per_try_timeout {
+            duration_field(per_try, &at.field("perTryTimeout"), issues);
+        }
+        if let Some(retry_on) = &retries.retry_on {
+            for condition in retry_on.split(',').map(str::trim) {
+                let status_code = condition
+                    .parse::<u16>()
+                    .is_ok_and(|c| (100..=599).contains(&c));
+                if !status_code && !RETRY_ON.contains(&condition) {
+                    issues.add(
+                        &at.field("retryOn"),
+                        format!("{condition:?} is not a retry condition or an HTTP status code"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(fault) = &route.fault {
+        let at = path.field("fault");
+        if fault.delay.is_none() && fault.abort.is_none() {
+            issues.add(&at, "one of delay or abort is required");
+        }
+        if let Some(delay) = &fault.delay {
+            let d = at.field("delay");
+            match (&delay.fixed_delay, &delay.exponential_delay) {
+                (Some(fixed), _) => duration_field(fixed, &d.field("fixedDelay"), issues),
+                (None, Some(exponential)) => {
+                    duration_field(exponential, &d.field("exponentialDelay"), issues)
+                }
+                (None, None) => issues.add(&d.field("fixedDelay"), "required"),
+            }
+            percentage(delay.percentage.as_ref(), &d.field("percentage"), issues);
+            if let Some(percent) = delay.percent {
+                percent_int(i64::from(percent), &d.field("percent"), issues);
+            }
+        }
+        if let Some(abort) = &fault.abort {
+            let a = at.field("abort");
+            match abort.http_status {
+                Some(status) if !(200..=599).contains(&status) => issues.add(
+                    &a.field("httpStatus"),
+                    format!("{status} is not an HTTP status between 200 and 599"),
+                ),
+                Some(_) => {}
+                None if abort.grpc_status.is_none() && abort.http2_error.is_none() => issues.add(
+                    &a.field("httpStatus"),
+                    "one of httpStatus, grpcStatus or http2Error is required",
+                ),
+                None => {}
+            }
+            percentage(abort.percentage.as_ref(), &a.field("percentage"), issues);
+        }
+    }
+    if let Some(mirror) = &route.mirror {
+        destination(mirror, &path.field("mirror"), issues);
+    }
+    for (i, mirror) in route.mirrors.iter().enumerate() {
+        let at = path.field("mirrors").index(i);
+        destination(&mirror.destination, &at.field("destination"), issues);
+        percentage(mirror.percentage.as_ref(), &at.field("percentage"), issues);
+    }
+    percentage(
+        route.mirror_percentage.as_ref(),
+        &path.field("mirrorPercentage"),
+        issues,
+    );
+    if let Some(percent) = route.mirror_percent {
+        percent_int(i64::from(percent), &path.field("mirrorPercent"), issues);
+    }
+    if let Some(rewrite) = &route.rewrite {
+        let at = path.field("rewrite");
+        if rewrite.uri.is_some() && rewrite.uri_regex_rewrite.is_some() {
+            issues.add(&at, "uri and uriRegexRewrite cannot both be set");
+        }
+        if let Some(regex_rewrite) = &rewrite.uri_regex_rewrite {
+            regex(
+                &regex_rewrite.pattern,
+                &at.field("uriRegexRewrite").field("match"),
+                issues,
+            );
+        }
+    }
+    if let Some(redirect) = &route.redirect {
+        let at = path.field("redirect");
+        if let Some(code) = redirect.redirect_code
+            && ![301, 302, 303, 307, 308].contains(&code)
+        {
+            issues.add(
+                &at.field("redirectCode"),
+                format!("{code} is not one of 301, 302, 303, 307, 308"),
+            );
+        }
+        if let Some(derive) = &redirect.derive_port {
+            if !["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"].contains(&derive.as_str()) {
+                issues.add(
+                    &at.field("derivePort"),
+                    format!("{derive:?} is not FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT"),
+                );
+            }
+            if redirect.port.is_some() {
+                issues.add(&at, "port and derivePort cannot both be set");
+            }
+        }
+        port(redirect.port, &at.field("port"), issues);
+    }
+    if let Some(response) = &route.direct_response
+        && !(200..=599).contains(&response.status)
+    {
+        issues.add(
+            &path.field("directResponse").field("status"),
+            format!(
+                "{} is not an HTTP status between 200 and 599",
+                response.status
+            ),
+        );
+    }
+    if let Some(cors) = &route.cors_policy {
+        let at = path.field("corsPolicy");
+        for (i, origin) in cors.allow_origins.iter().enumerate() {
+            string_match(origin, &at.field("allowOrigins").index(i), false, issues);
+        }
+        if let Some(max_age) = &cors.max_age {
+            duration_field(max_age, &at.field("maxAge"), issues);
+        }
+    }
+}
+
+/// Weights of a route's destinations: with more than one, they must add up to 100 (Istio's
+/// rule); a single destination may leave its weight out.
+fn http_destinations(route: &HttpRoute, path: &FieldPath, issues: &mut Issues) {
+    let at = path.field("route");
+    for (i, dest) in route.route.iter().enumerate() {
+        destination(&dest.destination, &at.index(i).field("destination"), issues);
+    }
+    weights(route.route.iter().map(|d| d.weight), &at, issues);
+}
+
+fn route_destinations(route: &[RouteDestination], at: &FieldPath, issues: &mut Issues) {
+    if route.is_empty() {
+        issues.add(at, "at least one destination is required");
+    }
+    for (i, dest) in route.iter().enumerate() {
+        destination(&dest.destination, &at.index(i).field("destination"), issues);
+    }
+    weights(route.iter().map(|d| d.weight), at, issues);
+}
+
+fn weights(
+    weights: impl Iterator<Item = Option<i32>> + Clone,
+    at: &FieldPath,
+    issues: &mut Issues,
+) {
+    let mut negative = false;
+    for (i, weight) in weights.clone().enumerate() {
+        if let Some(w) = weight
+            && !(0..=100).contains(&w)
+        {
+            negative = true;
+            issues.add(
+                &at.index(i).field("weight"),
+                format!("{w} is not between 0 and 100"),
+            );
+        }
+    }
+    let count = weights.clone().count();
+    if count > 1 && !negative {
+        let sum: i64 = weights.clone().map(|w| i64::from(w.unwrap_or(0))).sum();
+        if sum != 100 {
+            // Point at the last destination's weight: the one a user usually edits last.
+            let last = count - 1;
+            issues.add(
+                &at.index(last).field("weight"),
+                format!("the weights of the {count} destinations sum to {sum}, not 100"),
+            );
+        }
+    }
+}
+
+fn destination(dest: &Destination, at: &FieldPath, issues: &mut Issues) {
+    if dest.host.is_empty() {
+        issues.add(&at.field("host"), "required");
+    }
+    if let Some(subset) = &dest.subset
+        && subset.is_empty()
+    {
+        issues.add(&at.field("subset"), "must not be empty when set");
+    }
+    if let Some(p) = &dest.port {
+        port(Some(p.number), &at.field("port").field("number"), issues);
+    }
+}
+
+/// Destination hosts that resolve to nothing `is_known` recognises.
+pub(super) fn unresolved_destinations(
+    spec: &VirtualServiceSpec,
+    is_known: impl Fn(&str) -> bool,
+) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let mut check = |host: &str, at: FieldPath| {
+        if !host.is_empty() && !host.starts_with('*') && !is_known(host) {
+            issues.add(
+                &at,
+                format!("{host:?} names no known Service or ServiceEntry host"),
+            );
+        }
+    };
+    let root = FieldPath::spec();
+    for (i, route) in spec.http.iter().enumerate() {
+        let at = root.field("http").index(i);
+        for (j, d) in route.route.iter().enumerate() {
+            check(
+                &d.destination.host,
+                at.field("route")
+                    .index(j)
+                    .field("destination")
+                    .field("host"),
+            );
+        }
+        if let Some(mirror) = &route.mirror {
+            check(&mirror.host, at.field("mirror").field("host"));
+        }
+    }
+    for (field, routes) in [
+        ("tcp", spec.tcp.iter().map(|r| &r.route).collect::<Vec<_>>()),
+        ("tls", spec.tls.iter().map(|r| &r.route).collect::<Vec<_>>()),
+    ] {
+        for (i, route) in routes.into_iter().enumerate() {
+            for (j, d) in route.iter().enumerate() {
+                check(
+                    &d.destination.host,
+                    root.field(field)
+                        .index(i)
+                        .field("route")
+                        .index(j)
+                        .field("destination")
+                        .field("host"),
+                );
+            }
+        }
+    }
+    issues.into_vec()
+}
+
+fn string_match(matcher: &StringMatch, at: &FieldPath, empty_allowed: bool, issues: &mut Issues) {
+    let set = [&matcher.exact, &matcher.prefix, &matcher.regex]
+        .into_iter()
+        .filter(|m| m.is_some())
+        .count();
+    if set > 1 {
+        issues.add(at, "only one of exact, prefix or regex may be set");
+    } else if set == 0 && !empty_allowed {
+        issues.add(at, "one of exact, prefix or regex is required");
+    }
+    if let Some(pattern) = &matcher.regex {
+        regex(pattern, &at.field("regex"), issues);
+    }
+}
+
+/// Istio's regexes are RE2, which the `regex` crate implements (no backreferences or
+/// look-around, linear-time matching).
+fn regex(pattern: &str, at: &FieldPath, issues: &mut Issues) {
+    if let Err(error) = regex::Regex::new(pattern) {
+        issues.add(
+            at,
+            format!(
+                "invalid regular expression: {}",
+                one_line(&error.to_string())
+            ),
+        );
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn duration_field(text: &str, at: &FieldPath, issues: &mut Issues) {
+    match duration::parse(text) {
+        Ok(d) if d.is_zero() => {}
+        Ok(d) if d < std::time::Duration::from_millis(1) => issues.add(
+            at,
+            format!("{text:?} is shorter than Istio's minimum of 1ms"),
+        ),
+        Ok(_) => {}
+        Err(error) => issues.add(at, error.to_string()),
+    }
+}
+
+fn percentage(percent: Option<&Percent>, at: &FieldPath, issues: &mut Issues) {
+    if let Some(p) = percent
+        && !(0.0..=100.0).contains(&p.value)
+    {
+        issues.add(
+            &at.field("value"),
+            format!("{} is not between 0 and 100", p.value),
+        );
+    }
+}
+
+fn percent_int(value: i64, at: &FieldPath, issues: &mut Issues) {
+    if !(0..=100).contains(&value) {
+        issues.add(at, format!("{value} is not between 0 and 100"));
+    }
+}
+
+fn port(number: Option<u32>, at: &FieldPath, issues: &mut Issues) {
+    if let Some(n) = number
+        && !(1..=65535).contains(&n)
+    {
+        issues.add(at, format!("{n} is not a port number (1–65535)"));
+    }
+}
+
+fn subnets(subnets: &[String], at: &FieldPath, issues: &mut Issues) {
+    for (i, subnet) in subnets.iter().enumerate() {
+        if let Err(reason) = cidr::parse(subnet) {
+            issues.add(&at.index(i), reason);
+        }
+    }
+}
+
+pub(super) fn destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = FieldPath::spec();
+    if spec.host.is_empty() {
+        issues.add(&root.field("host"), "required");
+    }
+    if let Some(policy) = &spec.traffic_policy {
+        traffic_policy(policy, &root.field("trafficPolicy"), &mut issues);
+    }
+    let mut seen = HashSet::new();
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        let at = root.field("subsets").index(i);
+        if subset.name.is_empty() {
+            issues.add(&at.field("name"), "required");
+        } else if !seen.insert(subset.name.as_str()) {
+            issues.add(
+                &at.field("name"),
+                format!("duplicate subset name {:?}", subset.name),
+            );
+        }
+        if subset.labels.is_empty() {
+            issues.add(
+                &at.field("labels"),
+                "a subset needs labels to select its endpoints",
+            );
+        }
+        if let Some(policy) = &subset.traffic_policy {
+            traffic_policy(policy, &at.field("trafficPolicy"), &mut issues);
+        }
+    }
+    issues.into_vec()
+}
+
+fn traffic_policy(policy: &TrafficPolicy, at: &FieldPath, issues: &mut Issues) {
+    settings(
+        policy.load_balancer.as_ref(),
+        policy.connection_pool.as_ref(),
+        policy.outlier_detection.as_ref(),
+        policy.tls.as_ref(),
+        at,
+        issues,
+    );
+    for (i, level) in policy.port_level_settings.iter().enumerate() {
+        let p = at.field("portLevelSettings").index(i);
+        match &level.port {
+            Some(selector) => port(
+                Some(selector.number),
+                &p.field("port").field("number"),
+                issues,
+            ),
+            None => issues.add(&p.field("port"), "required"),
+        }
+        settings(
+            level.load_balancer.as_ref(),
+            level.connection_pool.as_ref(),
+            level.outlier_detection.as_ref(),
+            level.tls.as_ref(),
+            &p,
+            issues,
+        );
+    }
+}
+
+fn settings(
+    load_balancer: Option<&LoadBalancerSettings>,
+    pool: Option<&ConnectionPoolSettings>,
+    outlier: Option<&OutlierDetection>,
+    tls: Option<&ClientTlsSettings>,
+    at: &FieldPath,
+    issues: &mut Issues,
+) {
+    if let Some(lb) = load_balancer {
+        let l = at.field("loadBalancer");
+        if lb.simple.is_some() && lb.consistent_hash.is_some() {
+            issues.add(&l, "only one of simple or consistentHash may be set");
+        }
+        if let Some(warmup) = &lb.warmup_duration_secs {
+            duration_field(warmup, &l.field("warmupDurationSecs"), issues);
+        }
+        if let Some(cookie) = lb
+            .consistent_hash
+            .as_ref()
+            .and_then(|h| h.http_cookie.as_ref())
+            && let Some(ttl) = &cookie.ttl
+        {
+            duration_field(
+                ttl,
+                &l.field("consistentHash").field("httpCookie").field("ttl"),
+                issues,
+            );
+        }
+    }
+    if let Some(pool) = pool {
+        let c = at.field("connectionPool");
+        if let Some(tcp) = &pool.tcp {
+            let t = c.field("tcp");
+            for (name, value) in [
+                ("connectTimeout", &tcp.connect_timeout),
+                ("maxConnectionDuration", &tcp.max_connection_duration),
+                ("idleTimeout", &tcp.idle_timeout),
+            ] {
+                if let Some(value) = value {
+                    duration_field(value, &t.field(name), issues);
+                }
+            }
+            non_negative(tcp.max_connections, &t.field("maxConnections"), issues);
+        }
+        if let Some(http) = &pool.http {
+            let h = c.field("http");
+            if let Some(idle) = &http.idle_timeout {
+                duration_field(idle, &h.field("idleTimeout"), issues);
+            }
+            for (name, value) in [
+                ("http1MaxPendingRequests", http.http1_max_pending_requests),
+                ("http2MaxRequests", http.http2_max_requests),
+                ("maxRequestsPerConnection", http.max_requests_per_connection),
+                ("maxRetries", http.max_retries),
+                ("maxConcurrentStreams", http.max_concurrent_streams),
+            ] {
+                non_negative(value, &h.field(name), issues);
+            }
+            if let Some(policy) = &http.h2_upgrade_policy
+                && !["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"].contains(&policy.as_str())
+            {
+                issues.add(
+                    &h.field("h2UpgradePolicy"),
+                    format!("{policy:?} is not DEFAULT, DO_NOT_UPGRADE or UPGRADE"),
+                );
+            }
+        }
+    }
+    if let Some(outlier) = outlier {
+        let o = at.field("outlierDetection");
+        for (name, value) in [
+            ("interval", &outlier.interval),
+            ("baseEjectionTime", &outlier.base_ejection_time),
+        ] {
+            if let Some(value) = value {
+                duration_field(value, &o.field(name), issues);
+            }
+        }
+        for (name, value) in [
+            ("maxEjectionPercent", outlier.max_ejection_percent),
+            ("minHealthPercent", outlier.min_health_percent),
+        ] {
+            if let Some(value) = value {
+                percent_int(i64::from(value), &o.field(name), issues);
+            }
+        }
+    }
+    if let Some(tls) = tls {
+        let t = at.field("tls");
+        if tls.mode == Some(ClientTlsMode::Mutual)
+            && tls.credential_name.is_none()
+            && (tls.client_certificate.is_none() || tls.private_key.is_none())
+        {
+            issues.add(
+                &t,
+                "MUTUAL needs clientCertificate and privateKey, or credentialName",
+            );
+        }
+    }
+}
+
+fn non_negative(value: Option<i32>, at: &FieldPath, issues: &mut Issues) {
+    if let Some(v) = value
+        && v < 0
+    {
+        issues.add(at, format!("{v} is negative"));
+    }
+}
+
+pub(super) fn service_entry(spec: &ServiceEntrySpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = FieldPath::spec();
+    if spec.hosts.is_empty() {
+        issues.add(&root.field("hosts"), "at least one host is required");
+    }
+    for (i, host) in spec.hosts.iter().enumerate() {
+        if host.is_empty() || host == "*" {
+            issues.add(
+                &root.field("hosts").index(i),
+                "a ServiceEntry host must be a name, not empty or \"*\"",
+            );
+        }
+    }
+    for (i, address) in spec.addresses.iter().enumerate() {
+        if let Err(reason) = cidr::parse(address) {
+            issues.add(&root.field("addresses").index(i), reason);
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        let at = root.field("ports").index(i);
+        port(Some(p.number), &at.field("number"), &mut issues);
+        port(p.target_port, &at.field("targetPort"), &mut issues);
+        if !p.name.is_empty() && !names.insert(p.name.as_str()) {
+            issues.add(
+                &at.field("name"),
+                format!("duplicate port name {:?}", p.name),
+            );
+        }
+    }
+    if !spec.endpoints.is_empty() && spec.workload_selector.is_some() {
+        issues.add(&root, "endpoints and workloadSelector cannot both be set");
+    }
+    for (i, endpoint) in spec.endpoints.iter().enumerate() {
+        let at = root.field("endpoints").index(i);
+        for (name, number) in &endpoint.ports {
+            port(Some(*number), &at.field("ports").key(name), &mut issues);
+        }
+    }
+    issues.into_vec()
+}
+
+pub(super) fn gateway(spec: &GatewaySpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = FieldPath::spec();
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, server) in spec.servers.iter().enumerate() {
+        let at = root.field("servers").index(i);
+        port(
+            Some(server.port.number),
+            &at.field("port").field("number"),
+            &mut issues,
+        );
+        if server.hosts.is_empty() {
+            issues.add(&at.field("hosts"), "at least one host is required");
+        }
+        if let Some(name) = &server.name
+            && names.insert(name.as_str(), i).is_some()
+        {
+            issues.add(&at.field("name"), format!("duplicate server name {name:?}"));
+        }
+    }
+    issues.into_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::networking::HttpRouteDestination;
+
+    fn dest(host: &str, weight: Option<i32>) -> HttpRouteDestination {
+        HttpRouteDestination {
+            destination: Destination {
+                host: host.into(),
+                ..Default::default()
+            },
+            weight,
+            ..Default::default()
+        }
+    }
+
+    fn fields(issues: &[FieldIssue]) -> Vec<&str> {
+        issues.iter().map(|i| i.field.as_str()).collect()
+    }
+
+    #[test]
+    fn single_destination_may_omit_weight_but_splits_must_sum_to_100() {
+        let mut spec = VirtualServiceSpec {
+            hosts: vec!["reviews".into()],
+            http: vec![HttpRoute {
+                route: vec![dest("reviews", None)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(virtual_service(&spec).is_empty());
+        spec.http[0].route = vec![dest("reviews", Some(50)), dest("reviews", Some(40))];
+        let issues = virtual_service(&spec);
+        assert_eq!(fields(&issues), ["spec.http[0].route[1].weight"]);
+        assert!(issues[0].reason.contains("sum to 90"), "{issues:?}");
+        spec.http[0].route = vec![dest("reviews", Some(50)), dest("reviews", Some(50))];
+        assert!(virtual_service(&spec).is_empty());
+    }
+
+    #[test]
+    fn regex_and_header_case_are_checked() {
+        let mut matcher = crate::api::networking::HttpMatchRequest::default();
+        matcher.headers.insert(
+            "End-User".into(),
+            StringMatch {
+                regex: Some("(unclosed".into()),
+                ..Default::default()
+            },
+        );
+        let spec = VirtualServiceSpec {
+            hosts: vec!["reviews".into()],
+            http: vec![HttpRoute {
+                matches: vec![matcher],
+                route: vec![dest("reviews", None)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let issues = virtual_service(&spec);
+        assert_eq!(
+            fields(&issues),
+            [
+                "spec.http[0].match[0].headers.End-User",
+                "spec.http[0].match[0].headers.End-User.regex"
+            ]
+        );
+    }
+
+    #[test]
+    fn retry_conditions_and_status_codes() {
+        let spec = VirtualServiceSpec {
+            hosts: vec!["a".into()],
+            http: vec![HttpRoute {
+                route: vec![dest("a", None)],
+                retries: Some(crate::api::networking::HttpRetry {
+                    attempts: 3,
+                    per_try_timeout: Some("2s".into()),
+                    retry_on: Some("gateway-error,connect-failure,503,bogus".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let issues = virtual_service(&spec);
+        assert_eq!(fields(&issues), ["spec.http[0].retries.retryOn"]);
+        assert!(issues[0].reason.contains("\"bogus\""));
+    }
+}

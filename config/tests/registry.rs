@@ -1,0 +1,337 @@
+//! The registry's model as consumers read it: enrollment, identities, waypoints, services
+//! and endpoints, policies, and how snapshots behave under change.
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::ip;
+use weft_config::api::security::MtlsMode;
+use weft_config::api::{Kind, ObjectRef};
+use weft_config::registry::{Change, MeshSettings, Registry, WaypointRef};
+use weft_config::source::yaml;
+
+fn apply(registry: &Registry, text: &str) {
+    let documents = yaml::parse(text, Arc::new(PathBuf::from("test.yaml"))).expect("YAML");
+    let report = registry.apply(documents.candidates.into_iter().map(Change::Apply));
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+}
+
+fn pod(namespace: &str, name: &str, ip: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{{labels}}}}}\n\
+         spec: {{nodeName: node-1, serviceAccountName: {name}}}\nstatus: {{phase: Running, podIP: {ip}}}\n---\n"
+    )
+}
+
+fn waypoint(name: &str, namespace: &str) -> Option<WaypointRef> {
+    Some(WaypointRef {
+        name: name.into(),
+        namespace: namespace.into(),
+    })
+}
+
+#[test]
+fn waypoint_binding_follows_istio_labels_and_namespace_relabelling() {
+    let registry = Registry::default();
+    apply(
+        &registry,
+        &[
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: shop-wp}}\n---\n",
+            &pod("shop", "a", "10.244.1.1", ""),
+            &pod("shop", "b", "10.244.1.2", "istio.io/use-waypoint: none"),
+            &pod("shop", "c", "10.244.1.3", "istio.io/use-waypoint: shared, istio.io/use-waypoint-namespace: infra"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop, labels: {istio.io/use-waypoint: web-wp}}\nspec: {clusterIP: 10.96.0.5, ports: [{port: 80}]}\n---\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: 10.96.0.6, ports: [{port: 5432}]}\n",
+        ]
+        .concat(),
+    );
+    let s = registry.snapshot();
+    let by_ip = |addr: &str| {
+        s.workload_by_ip(ip(addr))
+            .expect("workload")
+            .waypoint
+            .clone()
+    };
+    assert_eq!(by_ip("10.244.1.1"), waypoint("shop-wp", "shop"));
+    assert_eq!(
+        by_ip("10.244.1.2"),
+        None,
+        "`none` opts out of the namespace's waypoint"
+    );
+    assert_eq!(by_ip("10.244.1.3"), waypoint("shared", "infra"));
+    assert_eq!(
+        s.service_by_vip(ip("10.96.0.5")).expect("web").waypoint,
+        waypoint("web-wp", "shop")
+    );
+    assert_eq!(
+        s.service_by_vip(ip("10.96.0.6")).expect("db").waypoint,
+        waypoint("shop-wp", "shop")
+    );
+
+    // Relabelling the namespace re-derives its pods and services.
+    apply(
+        &registry,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio.io/use-waypoint: other}}\n",
+    );
+    let s2 = registry.snapshot();
+    let w = s2.workload_by_ip(ip("10.244.1.1")).expect("a");
+    assert_eq!(w.waypoint, waypoint("other", "shop"));
+    assert!(!w.in_mesh, "the namespace left ambient mode");
+    assert_eq!(
+        s2.service_by_vip(ip("10.96.0.6")).expect("db").waypoint,
+        waypoint("other", "shop")
+    );
+    // The old snapshot is untouched: readers holding it see a consistent past.
+    assert_eq!(by_ip("10.244.1.1"), waypoint("shop-wp", "shop"));
+    assert!(s2.version() > s.version());
+}
+
+#[test]
+fn pods_seen_before_their_namespace_are_enrolled_once_it_arrives() {
+    let registry = Registry::default();
+    apply(&registry, &pod("late", "a", "10.244.3.1", ""));
+    assert!(
+        !registry
+            .snapshot()
+            .workload_by_ip(ip("10.244.3.1"))
+            .expect("a")
+            .in_mesh
+    );
+    apply(
+        &registry,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: late, labels: {istio.io/dataplane-mode: ambient}}\n",
+    );
+    assert!(
+        registry
+            .snapshot()
+            .workload_by_ip(ip("10.244.3.1"))
+            .expect("a")
+            .in_mesh
+    );
+}
+
+#[test]
+fn identities_use_the_configured_trust_domain() {
+    let registry = Registry::new(MeshSettings {
+        trust_domain: "prod.example".into(),
+        ..Default::default()
+    });
+    apply(&registry, &pod("shop", "web", "10.244.1.9", ""));
+    let snapshot = registry.snapshot();
+    let w = snapshot.workload_by_ip(ip("10.244.1.9")).expect("web");
+    assert_eq!(w.identity, "spiffe://prod.example/ns/shop/sa/web");
+    assert_eq!(
+        snapshot.workload_by_uid(&w.uid).map(|x| x.name.as_str()),
+        Some("web")
+    );
+}
+
+#[test]
+fn an_address_reused_by_a_new_pod_survives_the_old_pods_deletion() {
+    let registry = Registry::default();
+    apply(&registry, &pod("shop", "old", "10.244.1.50", ""));
+    apply(&registry, &pod("shop", "new", "10.244.1.50", ""));
+    registry.apply([Change::Delete(ObjectRef::new(Kind::Pod, "shop", "old"))]);
+    let snapshot = registry.snapshot();
+    assert_eq!(
+        snapshot
+            .workload_by_ip(ip("10.244.1.50"))
+            .map(|w| w.name.as_str()),
+        Some("new")
+    );
+    assert_eq!(snapshot.workload_count(), 1);
+}
+
+#[test]
+fn endpoint_slices_follow_their_service_label() {
+    let registry = Registry::default();
+    apply(
+        &registry,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: shop}\nspec: {clusterIP: 10.96.1.1, ports: [{name: http, port: 80, targetPort: http}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: shop}\nspec: {clusterIP: 10.96.1.2, ports: [{name: http, port: 80}]}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s1, namespace: shop, labels: {kubernetes.io/service-name: a}}\n\
+         addressType: IPv4\nendpoints: [{addresses: [10.244.1.1], conditions: {ready: false, terminating: true}}]\nports: [{name: http, port: 8080}]\n",
+    );
+    let s = registry.snapshot();
+    let a = s.service_by_vip(ip("10.96.1.1")).expect("a");
+    assert_eq!(a.endpoints.len(), 1);
+    assert!(!a.endpoints[0].ready && a.endpoints[0].terminating);
+    assert_eq!(
+        a.endpoint_port(80, &a.endpoints[0]),
+        Some(8080),
+        "named targetPort resolved through the slice"
+    );
+    apply(
+        &registry,
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s1, namespace: shop, labels: {kubernetes.io/service-name: b}}\n\
+         addressType: IPv4\nendpoints: [{addresses: [10.244.1.1]}]\nports: [{name: http, port: 8080}]\n",
+    );
+    let s = registry.snapshot();
+    assert!(s.service("shop", "a").expect("a").endpoints.is_empty());
+    let b = s.service("shop", "b").expect("b");
+    assert_eq!(b.endpoints.len(), 1);
+    assert!(b.endpoints[0].ready, "absent conditions mean ready");
+}
+
+#[test]
+fn authorization_policies_apply_from_the_root_and_own_namespace_by_selector() {
+    let registry = Registry::default();
+    apply(
+        &registry,
+        &[
+            &pod("shop", "web", "10.244.1.1", "app: web"),
+            &pod("shop", "db", "10.244.1.2", "app: db"),
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: mesh-deny, namespace: istio-system}\nspec: {action: DENY, rules: [{from: [{source: {namespaces: [evil]}}]}]}\n---\n",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: web-only, namespace: shop}\nspec: {selector: {matchLabels: {app: web}}, rules: [{}]}\n---\n",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: other-ns, namespace: other}\nspec: {rules: [{}]}\n---\n",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: to-waypoint, namespace: shop}\nspec: {targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: wp}], rules: [{}]}\n",
+        ]
+        .concat(),
+    );
+    let s = registry.snapshot();
+    let names = |addr: &str| -> Vec<String> {
+        let w = s.workload_by_ip(ip(addr)).expect("workload");
+        s.authorization_policies_for(w)
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(names("10.244.1.1"), ["mesh-deny", "web-only"]);
+    assert_eq!(names("10.244.1.2"), ["mesh-deny"]);
+}
+
+#[test]
+fn peer_authentication_resolves_workload_then_namespace_then_mesh() {
+    let registry = Registry::default();
+    apply(
+        &registry,
+        &[
+            &pod("shop", "web", "10.244.1.1", "app: web"),
+            &pod("shop", "db", "10.244.1.2", "app: db"),
+            &pod("plain", "x", "10.244.2.1", ""),
+            &pod("unset", "y", "10.244.3.1", ""),
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n",
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: shop}\nspec: {mtls: {mode: PERMISSIVE}}\n---\n",
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: web, namespace: shop}\nspec: {selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}, portLevelMtls: {\"8080\": {mode: DISABLE}}}\n---\n",
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: unset}\nspec: {mtls: {mode: UNSET}}\n",
+        ]
+        .concat(),
+    );
+    let s = registry.snapshot();
+    let mode =
+        |addr: &str, port: u16| s.mtls_mode(s.workload_by_ip(ip(addr)).expect("workload"), port);
+    assert_eq!(
+        mode("10.244.1.1", 8080),
+        MtlsMode::Disable,
+        "port-level setting of the workload policy"
+    );
+    assert_eq!(
+        mode("10.244.1.1", 9090),
+        MtlsMode::Strict,
+        "workload policy"
+    );
+    assert_eq!(
+        mode("10.244.1.2", 8080),
+        MtlsMode::Permissive,
+        "namespace policy"
+    );
+    assert_eq!(
+        mode("10.244.2.1", 80),
+        MtlsMode::Strict,
+        "mesh policy in the root namespace"
+    );
+    assert_eq!(
+        mode("10.244.3.1", 80),
+        MtlsMode::Strict,
+        "UNSET inherits the mesh's"
+    );
+    registry.apply([Change::Delete(ObjectRef::new(
+        Kind::PeerAuthentication,
+        "istio-system",
+        "default",
+    ))]);
+    let s = registry.snapshot();
+    assert_eq!(
+        s.mtls_mode(s.workload_by_ip(ip("10.244.2.1")).expect("x"), 80),
+        MtlsMode::Permissive,
+        "Istio's default without any policy"
+    );
+}
+
+#[test]
+fn service_entries_by_host_and_address_and_wildcard_routes() {
+    let registry = Registry::default();
+    apply(
+        &registry,
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext, namespace: shop}\n\
+         spec: {hosts: [api.example.com], addresses: [240.0.0.1], ports: [{number: 443, name: https, protocol: TLS}], resolution: DNS, location: MESH_EXTERNAL}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: wild, namespace: shop}\n\
+         spec: {hosts: ['*.example.com'], tcp: [{route: [{destination: {host: api.example.com}}]}]}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: gw-only, namespace: shop}\n\
+         spec: {hosts: [edge.example.org], gateways: [ingress], http: [{route: [{destination: {host: api.example.com}}]}]}\n",
+    );
+    let s = registry.snapshot();
+    assert_eq!(s.service_entries_for_host("api.example.com").len(), 1);
+    assert!(s.service_entry_by_address(ip("240.0.0.1")).is_some());
+    let routes = s
+        .routes_for_host("api.example.com")
+        .expect("wildcard route matches");
+    assert_eq!(
+        routes.virtual_services[0].metadata.name.as_deref(),
+        Some("wild")
+    );
+    assert!(
+        s.routes_for_host("edge.example.org").is_none(),
+        "bound to a gateway only, not the mesh"
+    );
+    assert_eq!(
+        s.warnings().count(),
+        0,
+        "destinations resolve through the ServiceEntry"
+    );
+}
+
+#[test]
+fn replace_is_scoped_to_its_kinds() {
+    let registry = Registry::default();
+    apply(
+        &registry,
+        &[
+            &pod("shop", "a", "10.244.1.1", ""),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+        ]
+        .concat(),
+    );
+    registry.apply([Change::Replace {
+        kinds: vec![Kind::Pod],
+        candidates: Vec::new(),
+    }]);
+    let s = registry.snapshot();
+    assert_eq!(s.workload_count(), 0);
+    // The namespace (another kind) is still known: a pod arriving now is enrolled by it.
+    apply(
+        &registry,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}\n",
+    );
+    apply(&registry, &pod("shop", "b", "10.244.1.2", ""));
+    assert!(
+        registry
+            .snapshot()
+            .workload_by_ip(ip("10.244.1.2"))
+            .expect("b")
+            .in_mesh
+    );
+}
+
+#[test]
+fn unchanged_input_publishes_nothing() {
+    let registry = Registry::default();
+    let text = pod("shop", "a", "10.244.1.1", "");
+    apply(&registry, &text);
+    let version = registry.snapshot().version();
+    let rx = registry.subscribe();
+    apply(&registry, &text);
+    assert_eq!(registry.snapshot().version(), version);
+    assert!(!rx.has_changed().expect("registry alive"));
+}
