@@ -6,7 +6,7 @@ pub mod records;
 
 use std::net::SocketAddr;
 
-use tokio::io::copy_bidirectional;
+use tokio::io::copy_bidirectional_with_sizes;
 use tokio::net::{TcpSocket, TcpStream};
 use weft_core::host::netns_sockets::NetnsSockets;
 
@@ -22,7 +22,11 @@ pub async fn connect_from_pod(
     Ok(socket.connect(dst).await?)
 }
 
+/// Per-direction copy buffer: tokio's 8 KiB default costs a system call pair per 8 KiB,
+/// which caps a stream at a few Gbit/s on loopback-speed paths.
+const COPY_BUFFER: usize = 64 * 1024;
+
 /// Copies both ways until both sides are done; returns (bytes client→server, server→client).
 pub async fn splice(mut client: TcpStream, mut server: TcpStream) -> std::io::Result<(u64, u64)> {
-    copy_bidirectional(&mut client, &mut server).await
+    copy_bidirectional_with_sizes(&mut client, &mut server, COPY_BUFFER, COPY_BUFFER).await
 }

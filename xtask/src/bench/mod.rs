@@ -175,18 +175,18 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
                         .or_default()
                         .push(value);
                 }
-                if let (Some(requests), true) = (metrics.requests, requests_counted(*scenario)) {
-                    if requests > 0.0 {
-                        samples
-                            .entry((
-                                scenario.name(),
-                                "CPU per 1000 requests (all pods + agents)".into(),
-                                "ms".into(),
-                                index,
-                            ))
-                            .or_default()
-                            .push(cpu.as_secs_f64() * 1000.0 / requests * 1000.0);
-                    }
+                if let (Some(requests), true) = (metrics.requests, requests_counted(*scenario))
+                    && requests > 0.0
+                {
+                    samples
+                        .entry((
+                            scenario.name(),
+                            "CPU per 1000 requests (all pods + agents)".into(),
+                            "ms".into(),
+                            index,
+                        ))
+                        .or_default()
+                        .push(cpu.as_secs_f64() * 1000.0 / requests * 1000.0);
                 }
             }
         }
