@@ -11,7 +11,7 @@ use weft_core::host::netns::{named_netns_path, run_in_netns};
 
 use crate::cmd::{ip_batch, run, run_with_input};
 use crate::manifest::Manifests;
-use crate::plan::{LabOptions, POD_GATEWAY, Plan, PodPlan, netns_prefix};
+use crate::plan::{CA_PORT, LabOptions, POD_GATEWAY, Plan, PodPlan, netns_prefix};
 use crate::process::{Placement, PodView, place};
 use crate::records::{self, LabPaths, STATE_ROOT};
 use crate::{LabError, cgroup};
@@ -23,6 +23,8 @@ pub struct Runtime {
     pub bin_dir: Option<PathBuf>,
     /// Start this weft-agent binary once per node, as the DaemonSet would.
     pub agent: Option<PathBuf>,
+    /// The weft-ca binary the agents get their certificates from (required with `agent`).
+    pub ca: Option<PathBuf>,
     /// Extra arguments for every agent.
     pub agent_args: Vec<String>,
     /// RUST_LOG for the agents.
@@ -365,7 +367,76 @@ impl Lab {
         Ok(())
     }
 
+    /// The mesh's CA, in the control-plane namespace as istiod would run on a control-plane
+    /// node, with a bearer token per node (the lab's stand-in for service-account tokens).
+    fn start_ca(&mut self) -> Result<(), LabError> {
+        let Some(ca) = self.runtime.ca.clone() else {
+            return Err(LabError::Invalid(
+                "agents need a CA: set Runtime::ca to the weft-ca binary".into(),
+            ));
+        };
+        let dir = self.paths.ca_dir();
+        let mut tokens = BTreeMap::new();
+        for node in &self.plan.nodes {
+            let token = weft_core::ca::NodeTokenAuthenticator::generate_token()
+                .map_err(|e| LabError::Invalid(format!("generating a node token: {e}")))?;
+            records::write(&dir.join(format!("{}.token", node.name)), &token)?;
+            tokens.insert(node.name.clone(), token);
+        }
+        records::write(&dir.join("node-tokens.json"), &records::to_json(&tokens)?)?;
+        let cgroup = self.cgroup_root.join("control-plane");
+        cgroup::create(&cgroup)?;
+        let listen = SocketAddr::from((self.plan.control_plane.ip, CA_PORT));
+        let mut command = Command::new(ca);
+        command
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--write-root")
+            .arg(dir.join("root.pem"))
+            .arg("--node-tokens")
+            .arg(dir.join("node-tokens.json"))
+            .arg("--config-dir")
+            .arg(self.paths.cluster_dir())
+            .env(
+                "RUST_LOG",
+                self.runtime.agent_log.as_deref().unwrap_or("info"),
+            )
+            .env("RUST_BACKTRACE", "0");
+        let placement = Placement {
+            cgroup: cgroup.clone(),
+            netns: named_netns_path(&self.plan.control_plane.netns),
+            pod_view: None,
+            detach: true,
+        };
+        let log = self.paths.logs().join("ca.log");
+        self.spawn_logged(command, &placement, &log)?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let root = dir.join("root.pem");
+        let ready = run_in_netns(&named_netns_path(&self.plan.control_plane.netns), || {
+            loop {
+                if root.exists()
+                    && TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
+                {
+                    return true;
+                }
+                if cgroup::members(&cgroup).is_empty() || Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })?;
+        if !ready {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(LabError::Invalid(format!(
+                "weft-ca did not start; its log ({}) says:\n{text}",
+                log.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn start_agents(&mut self) -> Result<(), LabError> {
+        self.start_ca()?;
         for node in self.plan.nodes.clone() {
             self.start_agent(&node.name)?;
         }
@@ -400,6 +471,12 @@ impl Lab {
             .arg(self.paths.pod_locations())
             .arg("--bpf-pin-root")
             .arg(self.paths.node_bpf_pins(&node.name))
+            .arg("--ca-address")
+            .arg(SocketAddr::from((self.plan.control_plane.ip, CA_PORT)).to_string())
+            .arg("--ca-token-file")
+            .arg(self.paths.ca_dir().join(format!("{}.token", node.name)))
+            .arg("--trust-bundle")
+            .arg(self.paths.ca_dir().join("root.pem"))
             .args(&self.runtime.agent_args)
             .env(
                 "RUST_LOG",
@@ -501,6 +578,12 @@ impl Lab {
         );
         planned.labels = labels;
         self.write_records()
+    }
+
+    /// Adds (or replaces) a file of objects in the cluster view, as `kubectl apply -f`
+    /// would: the agents and the CA pick it up from there.
+    pub fn apply_yaml(&self, name: &str, yaml: &str) -> Result<(), LabError> {
+        records::write(&self.paths.cluster_dir().join(format!("{name}.yaml")), yaml)
     }
 
     /// `GET path` on the admin endpoint of the agent of `node`; returns the body of a 200.

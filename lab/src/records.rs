@@ -52,6 +52,11 @@ impl LabPaths {
         self.root.join("pod-locations.json")
     }
 
+    /// The CA's files: the root certificate agents trust, node tokens.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.root.join("ca")
+    }
+
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }

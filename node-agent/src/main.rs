@@ -1,25 +1,33 @@
 //! weft-agent: one per node. Finds the node's mesh pods, captures their traffic with eBPF
-//! programs attached to each pod, and proxies it.
+//! programs attached to each pod, and carries it between nodes through HBONE (mutual TLS
+//! with each pod's SPIFFE identity).
 mod admin;
 mod capture;
 mod ebpf;
+mod mesh;
 mod pods;
 mod preflight;
 mod proxy;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Parser;
 use tracing::{error, info, warn};
+use weft_config::registry::Registry;
+use weft_config::source::{DirSource, spawn};
+use weft_config::translate::hosts::MeshSettings;
+use weft_core::ca::{CaClientTls, GrpcIssuer, GrpcIssuerConfig};
+use weft_core::hbone::{HbonePool, PoolConfig};
+use weft_core::identity::{Identity, IdentityManager, ManagerConfig, TrustBundle};
 
 use crate::capture::enrollment::{Enrollment, PodToEnroll};
 use crate::capture::exclusions;
+use crate::mesh::Mesh;
 use crate::pods::locator::{FileLocator, KubeletLocator, PodLocator};
-use crate::pods::selection::mesh_pods_on_node;
 use crate::proxy::records::ConnectionLog;
 
 #[derive(Debug, Parser)]
@@ -28,7 +36,7 @@ struct Args {
     /// This node's name, as in pods' spec.nodeName.
     #[arg(long, env = "NODE_NAME")]
     node: String,
-    /// Directory of Kubernetes YAML to read the cluster's objects from (re-read every second).
+    /// Directory of Kubernetes YAML to read the cluster's objects from (reloaded on change).
     #[arg(long, env = "WEFT_CONFIG_DIR")]
     config_dir: PathBuf,
     /// JSON file mapping pod UIDs to their network namespace and cgroup (written by the lab).
@@ -38,6 +46,27 @@ struct Args {
     /// The host's /proc (a DaemonSet mounts it, e.g. at /host/proc).
     #[arg(long, env = "WEFT_PROC_ROOT", default_value = "/proc")]
     proc_root: PathBuf,
+    /// The CA (`host:port`) speaking Istio's CreateCertificate over gRPC/TLS.
+    #[arg(long, env = "WEFT_CA_ADDRESS")]
+    ca_address: String,
+    /// The name the CA's certificate is valid for.
+    #[arg(
+        long,
+        env = "WEFT_CA_SERVER_NAME",
+        default_value = "weft-ca.weft-system.svc"
+    )]
+    ca_server_name: String,
+    /// File holding this node's bearer token for the CA.
+    #[arg(long, env = "WEFT_CA_TOKEN_FILE")]
+    ca_token_file: PathBuf,
+    /// The mesh's root certificates (PEM): what peers' and the CA's certificates must chain to.
+    #[arg(long, env = "WEFT_TRUST_BUNDLE")]
+    trust_bundle: PathBuf,
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Lifetime asked of the CA for workload certificates (rotated at about half of it).
+    #[arg(long, env = "WEFT_CERT_LIFETIME", value_parser = humantime_secs, default_value = "86400")]
+    cert_lifetime: Duration,
     /// Readiness endpoint (`GET /healthz/ready`).
     #[arg(long, env = "WEFT_READINESS_ADDR", default_value = admin::readiness::DEFAULT_ADDR)]
     readiness_addr: SocketAddr,
@@ -49,7 +78,20 @@ struct Args {
     bpf_pin_root: PathBuf,
 }
 
-/// How often the configuration is re-read until the registry's watchers replace polling.
+/// Seconds, as a plain number (`--cert-lifetime 3600`).
+fn humantime_secs(text: &str) -> Result<Duration, String> {
+    let seconds: u64 = text
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if seconds == 0 {
+        return Err("a certificate lifetime of 0 s cannot be rotated".into());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// How often enrollment is reconciled with the registry and the pods' locations, besides
+/// every registry change.
 const RESYNC: Duration = Duration::from_secs(1);
 /// Connections kept for the admin endpoint.
 const CONNECTION_LOG: usize = 4096;
@@ -76,12 +118,52 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
+    let registry = Registry::new(MeshSettings {
+        trust_domain: args.trust_domain.clone(),
+        ..MeshSettings::default()
+    });
+    let source = spawn(&registry, DirSource::new(&args.config_dir));
+    source
+        .ready()
+        .await
+        .context("reading the cluster's objects")?;
+
+    let trust_pem = std::fs::read_to_string(&args.trust_bundle)
+        .with_context(|| format!("reading the trust bundle {}", args.trust_bundle.display()))?;
+    let trust = TrustBundle::from_pem(&trust_pem)
+        .with_context(|| format!("parsing the trust bundle {}", args.trust_bundle.display()))?;
+    let token = std::fs::read_to_string(&args.ca_token_file)
+        .with_context(|| format!("reading the CA token {}", args.ca_token_file.display()))?;
+    let issuer = GrpcIssuer::new(GrpcIssuerConfig {
+        tls: Some(CaClientTls {
+            trust: trust.clone(),
+            server_name: args.ca_server_name.clone(),
+        }),
+        token: Some(token.trim().to_string()),
+        ..GrpcIssuerConfig::new(args.ca_address.clone())
+    })
+    .context("setting up the CA client")?;
+    let identities = IdentityManager::new(
+        Arc::new(issuer),
+        ManagerConfig {
+            requested_validity: args.cert_lifetime,
+            ..ManagerConfig::default()
+        },
+    );
+    let pool = HbonePool::new(identities.clone(), trust.clone(), PoolConfig::default());
+    let mesh = Arc::new(Mesh {
+        registry: registry.clone(),
+        identities,
+        trust,
+        pool,
+        log: ConnectionLog::new(CONNECTION_LOG),
+    });
+
     let loaded = ebpf::loader::load(&args.bpf_pin_root)?;
     info!(pins = %args.bpf_pin_root.display(), "eBPF programs loaded");
-    let log = ConnectionLog::new(CONNECTION_LOG);
-    let enrollment = Arc::new(Mutex::new(Enrollment::new(loaded, log.clone())));
+    let enrollment = Arc::new(Mutex::new(Enrollment::new(loaded, mesh.clone())));
     let kubelet = KubeletLocator::new(cgroup2, args.proc_root.clone());
-    resync(&args, &kubelet, &enrollment);
+    resync(&args, &registry, &kubelet, &enrollment);
 
     let readiness = admin::readiness::Readiness::default();
     readiness.set_ready();
@@ -90,9 +172,10 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
     servers.spawn(admin::server::serve(
         args.admin_addr,
         enrollment.clone(),
-        log,
+        mesh.clone(),
     ));
 
+    let mut changes = registry.subscribe();
     let mut ticker = tokio::time::interval(RESYNC);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -106,26 +189,41 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
                 let result = ended.context("an endpoint task panicked")?;
                 return result.context("an endpoint stopped");
             }
-            _ = ticker.tick() => resync(&args, &kubelet, &enrollment),
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    bail!("the configuration registry stopped");
+                }
+                resync(&args, &registry, &kubelet, &enrollment);
+            }
+            _ = ticker.tick() => resync(&args, &registry, &kubelet, &enrollment),
         }
     }
 }
 
 /// Reads which pods should be captured and makes it so.
-fn resync(args: &Args, kubelet: &KubeletLocator, enrollment: &Mutex<Enrollment>) {
-    match desired_pods(args, kubelet) {
+fn resync(
+    args: &Args,
+    registry: &Registry,
+    kubelet: &KubeletLocator,
+    enrollment: &Mutex<Enrollment>,
+) {
+    match desired_pods(args, registry, kubelet) {
         Ok(desired) => enrollment
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .reconcile(&desired),
         // The last good state keeps serving.
         Err(e) => {
-            error!(error = %format!("{e:#}"), "reading the configuration failed; keeping the current enrollment")
+            error!(error = %format!("{e:#}"), "reading the pods' locations failed; keeping the current enrollment")
         }
     }
 }
 
-fn desired_pods(args: &Args, kubelet: &KubeletLocator) -> anyhow::Result<Vec<PodToEnroll>> {
+fn desired_pods(
+    args: &Args,
+    registry: &Registry,
+    kubelet: &KubeletLocator,
+) -> anyhow::Result<Vec<PodToEnroll>> {
     let lab_records = match &args.pod_locations {
         Some(path) => Some(FileLocator::load(path)?),
         None => None,
@@ -134,26 +232,37 @@ fn desired_pods(args: &Args, kubelet: &KubeletLocator) -> anyhow::Result<Vec<Pod
         Some(records) => records,
         None => kubelet,
     };
+    let snapshot = registry.load();
     let mut desired = Vec::new();
-    for pod in mesh_pods_on_node(&args.config_dir, &args.node)? {
-        let key = format!("{}/{}", pod.namespace, pod.name);
-        let Some(ip) = pod.ip else {
-            warn!(pod = %key, "mesh pod has no IP yet; not enrolled");
+    for workload in snapshot.workloads_on_node(&args.node).filter(|w| w.in_mesh) {
+        let key = format!("{}/{}", workload.namespace, workload.name);
+        let Some(ip) = workload.ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        }) else {
             continue;
         };
-        let Some(location) = locator.locate(&pod.uid) else {
-            warn!(pod = %key, uid = %pod.uid, "mesh pod has no known location; not enrolled");
+        let Some(location) = locator.locate(&workload.uid) else {
+            warn!(pod = %key, uid = %workload.uid, "mesh pod has no known location; not enrolled");
             continue;
         };
-        let exclusions = exclusions::from_annotations(&pod.annotations).unwrap_or_else(|e| {
+        let identity: Identity = match workload.identity.parse() {
+            Ok(identity) => identity,
+            Err(e) => {
+                error!(pod = %key, identity = %workload.identity, error = %e, "the pod's identity is not a SPIFFE id; not enrolled");
+                continue;
+            }
+        };
+        let exclusions = exclusions::from_annotations(&workload.annotations).unwrap_or_else(|e| {
             // Capturing more than asked is the safe side: nothing bypasses policy.
             error!(pod = %key, error = %e, "ignoring the pod's exclusions");
             exclusions::Exclusions::default()
         });
         desired.push(PodToEnroll {
-            uid: pod.uid,
+            uid: workload.uid.to_string(),
             key,
             ip,
+            identity,
             location,
             exclusions,
         });

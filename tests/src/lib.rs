@@ -11,7 +11,7 @@ pub fn bin_dir() -> PathBuf {
     let dir = std::env::var_os("WEFT_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug")));
-    for binary in ["weft-agent", "weft-testapp"] {
+    for binary in ["weft-agent", "weft-ca", "weft-testapp"] {
         assert!(
             dir.join(binary).exists(),
             "{} is missing: run the tests with `cargo xtask test`, which builds it",
@@ -29,7 +29,9 @@ pub fn testapp() -> PathBuf {
 pub fn unique_lab_name(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{tag}{}x{n}", std::process::id() % 100_000)
+    // Lab names are at most 16 characters: up to 6 of the tag, 5 of the pid, `x`, 4 of n.
+    let tag: String = tag.chars().take(6).collect();
+    format!("{tag}{}x{}", std::process::id() % 100_000, n % 10_000)
 }
 
 pub fn manifests(name: &str) -> PathBuf {
@@ -38,12 +40,18 @@ pub fn manifests(name: &str) -> PathBuf {
 
 /// Brings up a lab from `tests/manifests/<dir>`; dropping the result takes it down.
 pub fn lab_up(tag: &str, dir: &str, nodes: usize, agents: bool) -> Lab {
+    lab_up_with(tag, dir, nodes, agents, &[])
+}
+
+/// Like [`lab_up`], with extra arguments for every agent.
+pub fn lab_up_with(tag: &str, dir: &str, nodes: usize, agents: bool, agent_args: &[&str]) -> Lab {
     let bins = bin_dir();
     let runtime = Runtime {
         bin_dir: Some(bins.clone()),
         agent: agents.then(|| bins.join("weft-agent")),
+        ca: agents.then(|| bins.join("weft-ca")),
         agent_log: Some("debug".into()),
-        ..Runtime::default()
+        agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
     };
     let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
     match Lab::up_from_dir(&options, &manifests(dir), &runtime) {

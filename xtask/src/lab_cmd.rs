@@ -57,6 +57,7 @@ pub fn runtime(agents: bool) -> Runtime {
     let bins = bin_dir();
     Runtime {
         agent: agents.then(|| bins.join("weft-agent")),
+        ca: agents.then(|| bins.join("weft-ca")),
         bin_dir: Some(bins),
         ..Runtime::default()
     }
@@ -204,19 +205,27 @@ pub fn demo(keep: bool) -> anyhow::Result<()> {
         let body = lab.agent_get(&node.name, "/connections")?;
         let records: Vec<serde_json::Value> = serde_json::from_str(&body)?;
         for r in records {
+            let text = |key: &str| r[key].as_str().unwrap_or_default().to_string();
+            let identity = r["peer_identity"]
+                .as_str()
+                .map(|id| format!(", peer {id}"))
+                .unwrap_or_default();
             println!(
-                "  {}: {:<8} {:<14} {} → {} (via {})",
+                "  {}: {:<8} {:<14} {} → {} ({} via {}{identity})",
                 node.name,
-                r["direction"].as_str().unwrap_or_default(),
-                r["pod"].as_str().unwrap_or_default(),
-                r["source"].as_str().unwrap_or_default(),
-                r["original_destination"].as_str().unwrap_or_default(),
-                r["listener"].as_str().unwrap_or_default(),
+                text("direction"),
+                text("pod"),
+                text("source"),
+                text("original_destination"),
+                text("protocol"),
+                text("listener"),
             );
         }
     }
     println!(
-        "\nThe outsider (not in the mesh) went direct; mesh pods' traffic went through their node's agent."
+        "\nMesh pods' traffic went through their node's agent and crossed nodes in HBONE (mutual \
+         TLS, SPIFFE identities issued by weft-ca); the outsider, not in the mesh, reached web \
+         in plaintext through :15006."
     );
     println!("Agents' logs: {}", lab.paths.logs().display());
     if keep {

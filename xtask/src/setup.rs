@@ -18,6 +18,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("nftables", "nft"),
     ("bpftool", "bpftool"),
+    ("tcpdump", "tcpdump"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -27,6 +27,9 @@ pub struct Workload {
     /// the node's and belongs to no single pod).
     pub ips: Vec<IpAddr>,
     pub labels: BTreeMap<String, String>,
+    /// The pod's annotations (capture exclusions such as
+    /// `traffic.sidecar.istio.io/excludeOutboundPorts` are read from them).
+    pub annotations: BTreeMap<String, String>,
     pub waypoint: Option<WaypointRef>,
     /// Captured by the mesh, by Istio's `istio.io/dataplane-mode` rule.
     pub in_mesh: bool,

@@ -76,6 +76,7 @@ pub fn workload(
         service_account,
         ips,
         labels: pod_labels,
+        annotations: meta.annotations.clone().unwrap_or_default(),
         host_network,
         phase,
         ready,

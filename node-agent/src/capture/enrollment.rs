@@ -13,18 +13,21 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+use weft_core::hbone::{HboneServer, HboneServerConfig};
 use weft_core::host::cgroup::{cgroup_id, cgroup_tree_ids};
 use weft_core::host::netns_sockets::NetnsSockets;
-
+use weft_core::identity::Identity;
 use weft_ebpf_common::{PodStats, ports};
 
 use super::exclusions::Exclusions;
 use crate::ebpf::attach::{Attachment, attach_pod, detach_pod, pinned_pods, pod_pin_dir};
 use crate::ebpf::loader::{Loaded, Maps};
+use crate::mesh::SharedMesh;
 use crate::pods::locator::PodPlace;
+use crate::proxy::hbone_inbound::{self, HboneInboundContext};
 use crate::proxy::inbound::{self, InboundContext};
 use crate::proxy::outbound::{self, OutboundContext};
-use crate::proxy::records::{ConnectionLog, PodTraffic};
+use crate::proxy::records::PodTraffic;
 
 /// A pod to enroll, with everything capture needs to know.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +36,8 @@ pub struct PodToEnroll {
     /// `namespace/name`
     pub key: String,
     pub ip: Ipv4Addr,
+    /// The pod's SPIFFE identity (its service account's).
+    pub identity: Identity,
     pub location: PodPlace,
     pub exclusions: Exclusions,
 }
@@ -71,17 +76,17 @@ pub struct Enrollment {
     maps: Maps,
     pin_root: PathBuf,
     pods: HashMap<String, EnrolledPod>,
-    log: ConnectionLog,
+    mesh: SharedMesh,
 }
 
 impl Enrollment {
-    pub fn new(loaded: Loaded, log: ConnectionLog) -> Self {
+    pub fn new(loaded: Loaded, mesh: SharedMesh) -> Self {
         Self {
             ebpf: loaded.ebpf,
             maps: loaded.maps,
             pin_root: loaded.pin_root,
             pods: HashMap::new(),
-            log,
+            mesh,
         }
     }
 
@@ -139,6 +144,7 @@ impl Enrollment {
             Ipv4Addr::UNSPECIFIED,
             ports::INBOUND_PLAINTEXT,
         )))?;
+        let hbone = sockets.listen(SocketAddr::from((pod.ip, ports::HBONE)))?;
 
         let pod_id = cgroup_id(&location.cgroup)
             .with_context(|| format!("reading the pod's cgroup {}", location.cgroup.display()))?;
@@ -173,14 +179,27 @@ impl Enrollment {
             &location.netns,
         )?;
 
+        // The certificate is fetched now so the first connection does not wait for the CA;
+        // until it arrives, handshakes for this pod fail (closed).
+        let identities = self.mesh.identities.clone();
+        let identity = pod.identity.clone();
+        let key = pod.key.clone();
+        tokio::spawn(async move {
+            if let Err(e) = identities.fetch(&identity).await {
+                warn!(pod = %key, %identity, error = %e, "obtaining the pod's certificate failed; retrying in the background");
+            }
+        });
+
         let traffic = Arc::new(PodTraffic::default());
         let outbound_ctx = OutboundContext {
             pod: pod.key.clone(),
             pod_id,
+            pod_ip: pod.ip.into(),
+            identity: pod.identity.clone(),
             sockets: sockets.clone(),
             orig_dst: self.maps.orig_dst_by_client.clone(),
-            log: self.log.clone(),
             traffic: traffic.clone(),
+            mesh: self.mesh.clone(),
         };
         let mut tasks = Vec::new();
         for listener in std::iter::once(outbound_v4).chain(outbound_v6) {
@@ -192,14 +211,32 @@ impl Enrollment {
         }
         let inbound_ctx = InboundContext {
             pod: pod.key.clone(),
-            sockets,
-            log: self.log.clone(),
+            uid: pod.uid.clone(),
+            sockets: sockets.clone(),
             traffic: traffic.clone(),
+            mesh: self.mesh.clone(),
         };
         tasks.push(tokio::spawn(inbound::serve(
             tokio::net::TcpListener::from_std(inbound)?,
             inbound_ctx,
         )));
+        let hbone_ctx = HboneInboundContext {
+            pod: pod.key.clone(),
+            uid: pod.uid.clone(),
+            pod_ip: pod.ip.into(),
+            sockets,
+            mesh: self.mesh.clone(),
+        };
+        let served = pod.identity.clone();
+        let server = HboneServer::new(
+            self.mesh.identities.clone(),
+            self.mesh.trust.clone(),
+            move |_local: SocketAddr, _sni: Option<&str>| Some(served.clone()),
+            move |request| hbone_inbound::handle(request, hbone_ctx.clone()),
+            HboneServerConfig::default(),
+        );
+        let hbone = tokio::net::TcpListener::from_std(hbone)?;
+        tasks.push(tokio::spawn(async move { server.serve(hbone).await }));
         self.pods.insert(
             pod.uid.clone(),
             EnrolledPod {
@@ -231,6 +268,14 @@ impl Enrollment {
             .maps
             .inbound_listeners
             .remove(&u32::from(pod.spec.ip).to_be());
+        // Other pods of the node may run as the same service account.
+        if !self
+            .pods
+            .values()
+            .any(|other| other.spec.identity == pod.spec.identity)
+        {
+            self.mesh.identities.forget(&pod.spec.identity);
+        }
         info!(pod = %pod.spec.key, "unenrolled");
         Ok(())
     }

@@ -1,20 +1,27 @@
 //! Inbound plaintext: connections to the pod's IPs that the pod's sk_lookup program
-//! delivered to :15006. The accepted socket's local address is the original destination.
-use tokio::net::TcpListener;
-use tracing::{Instrument, debug, info_span, warn};
-use weft_core::host::netns_sockets::NetnsSockets;
-
+//! delivered to :15006, from clients outside the mesh. The accepted socket's local
+//! address is the original destination. PeerAuthentication STRICT refuses them; otherwise
+//! AuthorizationPolicy decides with what is known without a certificate (the source IP).
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::records::{ConnectionLog, ConnectionRecord, Direction, PodTraffic};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{Instrument, debug, info_span, warn};
+use weft_config::api::security::MtlsMode;
+use weft_config::authz::l4::{Decision, L4Request};
+use weft_core::host::netns_sockets::NetnsSockets;
+
+use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::{connect_from_pod, splice};
+use crate::mesh::SharedMesh;
 
 #[derive(Clone)]
 pub struct InboundContext {
     pub pod: String,
+    pub uid: String,
     pub sockets: NetnsSockets,
-    pub log: ConnectionLog,
     pub traffic: Arc<PodTraffic>,
+    pub mesh: SharedMesh,
 }
 
 pub async fn serve(listener: TcpListener, ctx: InboundContext) {
@@ -29,40 +36,72 @@ pub async fn serve(listener: TcpListener, ctx: InboundContext) {
         };
         let ctx = ctx.clone();
         let span = info_span!("inbound", pod = %ctx.pod, client = %peer);
-        tokio::spawn(
-            async move {
-                let Ok(dst) = client.local_addr() else {
-                    return;
-                };
-                let mut record = ConnectionRecord::new(
-                    Direction::Inbound,
-                    &ctx.pod,
-                    peer,
-                    dst,
-                    listener_addr.unwrap_or(dst),
-                );
-                // The application listens in the same namespace; a connection from the pod's
-                // own address is left alone by sk_lookup, so this does not loop.
-                match connect_from_pod(&ctx.sockets, dst).await {
-                    Ok(app) => {
-                        ctx.log.push(record);
-                        match splice(client, app).await {
-                            // From the application's side: it received `up`, sent `down`.
-                            Ok((up, down)) => {
-                                ctx.traffic.record(Direction::Inbound, down, up);
-                                debug!(%dst, up, down, "inbound connection closed");
-                            }
-                            Err(e) => debug!(%dst, error = %e, "inbound connection ended"),
-                        }
-                    }
-                    Err(e) => {
-                        debug!(%dst, error = %e, "connecting to the application failed");
-                        record.error = Some(e.to_string());
-                        ctx.log.push(record);
-                    }
+        tokio::spawn(handle(client, peer, listener_addr, ctx).instrument(span));
+    }
+}
+
+async fn handle(
+    client: TcpStream,
+    peer: SocketAddr,
+    listener: Option<SocketAddr>,
+    ctx: InboundContext,
+) {
+    let Ok(dst) = client.local_addr() else {
+        return;
+    };
+    let mut record = ConnectionRecord::new(
+        Direction::Inbound,
+        &ctx.pod,
+        peer,
+        dst,
+        listener.unwrap_or(dst),
+    );
+    record.upstream = Some(dst);
+    if let Err(reason) = admit(&ctx, peer, dst) {
+        debug!(%dst, reason, "plaintext connection refused");
+        record.error = Some(reason);
+        ctx.mesh.log.push(record);
+        return;
+    }
+    // The application listens in the same namespace; a connection from the pod's own
+    // address is left alone by sk_lookup, so this does not loop.
+    match connect_from_pod(&ctx.sockets, dst).await {
+        Ok(app) => {
+            ctx.mesh.log.push(record);
+            match splice(client, app).await {
+                // From the application's side: it received `up`, sent `down`.
+                Ok((up, down)) => {
+                    ctx.traffic.record(Direction::Inbound, down, up);
+                    debug!(%dst, up, down, "inbound connection closed");
                 }
+                Err(e) => debug!(%dst, error = %e, "inbound connection ended"),
             }
-            .instrument(span),
-        );
+        }
+        Err(e) => {
+            debug!(%dst, error = %e, "connecting to the application failed");
+            record.error = Some(e.to_string());
+            ctx.mesh.log.push(record);
+        }
+    }
+}
+
+/// PeerAuthentication, then AuthorizationPolicy, for a connection without a certificate.
+fn admit(ctx: &InboundContext, peer: SocketAddr, dst: SocketAddr) -> Result<(), String> {
+    let snapshot = ctx.mesh.registry.load();
+    let Some(workload) = snapshot.workload_by_uid(&ctx.uid) else {
+        return Err("the pod is no longer in the registry".into());
+    };
+    if snapshot.mtls_mode(workload, dst.port()) == MtlsMode::Strict {
+        return Err("PeerAuthentication STRICT: plaintext refused".into());
+    }
+    let request = L4Request {
+        principal: None,
+        source_ip: Some(peer.ip()),
+        destination_ip: dst.ip(),
+        destination_port: dst.port(),
+    };
+    match ctx.mesh.authorize(workload, &request) {
+        Decision::Allow => Ok(()),
+        Decision::Deny(reason) => Err(reason),
     }
 }

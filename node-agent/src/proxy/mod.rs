@@ -1,12 +1,14 @@
-//! The agent's L4 proxy inside each enrolled pod: outbound (:15001) and inbound
-//! plaintext (:15006).
+//! The agent's proxy inside each enrolled pod: outbound (:15001), inbound plaintext
+//! (:15006) and inbound HBONE (:15008).
+pub mod hbone_inbound;
 pub mod inbound;
 pub mod outbound;
 pub mod records;
+pub mod resolve;
 
 use std::net::SocketAddr;
 
-use tokio::io::copy_bidirectional_with_sizes;
+use tokio::io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes};
 use tokio::net::{TcpSocket, TcpStream};
 use weft_core::host::netns_sockets::NetnsSockets;
 
@@ -15,18 +17,25 @@ use weft_core::host::netns_sockets::NetnsSockets;
 pub async fn connect_from_pod(
     sockets: &NetnsSockets,
     dst: SocketAddr,
-) -> anyhow::Result<TcpStream> {
-    let std_socket = sockets.tcp_socket(dst).await?;
+) -> std::io::Result<TcpStream> {
+    let std_socket = sockets
+        .tcp_socket(dst)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let socket = TcpSocket::from_std_stream(std_socket);
     socket.set_nodelay(true)?;
-    Ok(socket.connect(dst).await?)
+    socket.connect(dst).await
 }
 
 /// Per-direction copy buffer: tokio's 8 KiB default costs a system call pair per 8 KiB,
 /// which caps a stream at a few Gbit/s on loopback-speed paths.
 const COPY_BUFFER: usize = 64 * 1024;
 
-/// Copies both ways until both sides are done; returns (bytes client→server, server→client).
-pub async fn splice(mut client: TcpStream, mut server: TcpStream) -> std::io::Result<(u64, u64)> {
-    copy_bidirectional_with_sizes(&mut client, &mut server, COPY_BUFFER, COPY_BUFFER).await
+/// Copies both ways until both sides are done; returns (bytes a→b, b→a).
+pub async fn splice<A, B>(mut a: A, mut b: B) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    copy_bidirectional_with_sizes(&mut a, &mut b, COPY_BUFFER, COPY_BUFFER).await
 }

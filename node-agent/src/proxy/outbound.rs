@@ -1,17 +1,23 @@
 //! Outbound: connections the pod's `connect()` hook sent to `<pod IP>:15001`. The original
 //! destination comes from the kernel's ORIG_DST_BY_CLIENT map, filled when the connection
-//! was established and before `accept()` can return it.
+//! was established and before `accept()` can return it; the registry decides whether it
+//! goes over HBONE (a destination in the mesh) or straight through.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info_span, warn};
+use weft_core::hbone::ConnectRequest;
 use weft_core::host::netns_sockets::NetnsSockets;
+use weft_core::identity::Identity;
 use weft_ebpf_common::{AF_INET, AF_INET6, ClientKey, OrigDst};
 
-use super::records::{ConnectionLog, ConnectionRecord, Direction, PodTraffic};
+use super::records::{ConnectionRecord, Direction, PodTraffic};
+use super::resolve::{Upstream, resolve};
 use super::{connect_from_pod, splice};
+use crate::mesh::SharedMesh;
 
 /// Shared by the pod's proxy tasks; the lock only spans one lookup-and-delete.
 pub type OrigDstMap = Arc<Mutex<BpfHashMap<MapData, ClientKey, OrigDst>>>;
@@ -29,10 +35,12 @@ pub fn take_original_destination(map: &OrigDstMap, key: &ClientKey) -> Option<So
 pub struct OutboundContext {
     pub pod: String,
     pub pod_id: u64,
+    pub pod_ip: IpAddr,
+    pub identity: Identity,
     pub sockets: NetnsSockets,
     pub orig_dst: OrigDstMap,
-    pub log: ConnectionLog,
     pub traffic: Arc<PodTraffic>,
+    pub mesh: SharedMesh,
 }
 
 pub fn original_destination(orig: &OrigDst) -> Option<SocketAddr> {
@@ -50,6 +58,16 @@ pub fn original_destination(orig: &OrigDst) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, orig.port))
 }
 
+/// A cheap, well-spread choice among `n` endpoints (load balancing needs no cryptographic
+/// randomness, and a shared counter keeps connections spread evenly).
+fn pick(n: usize) -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    let mut z = NEXT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) % n.max(1) as u64) as usize
+}
+
 pub async fn serve(listener: TcpListener, ctx: OutboundContext) {
     loop {
         let (client, peer) = match listener.accept().await {
@@ -60,43 +78,94 @@ pub async fn serve(listener: TcpListener, ctx: OutboundContext) {
             }
         };
         let ctx = ctx.clone();
-        // Where the client arrived (sk_lookup delivers `<pod IP>:15001` to this listener).
-        let listener_addr = client.local_addr().unwrap_or(peer);
         let span = info_span!("outbound", pod = %ctx.pod, client = %peer);
-        tokio::spawn(
-            async move {
-                let key = ClientKey {
-                    pod: ctx.pod_id,
-                    port: u32::from(peer.port()),
-                    _pad: 0,
-                };
-                let Some(dst) = take_original_destination(&ctx.orig_dst, &key) else {
-                    warn!("captured connection without an original destination; closing it");
-                    return;
-                };
-                let mut record =
-                    ConnectionRecord::new(Direction::Outbound, &ctx.pod, peer, dst, listener_addr);
-                match connect_from_pod(&ctx.sockets, dst).await {
-                    Ok(server) => {
-                        ctx.log.push(record);
-                        match splice(client, server).await {
-                            Ok((up, down)) => {
-                                ctx.traffic.record(Direction::Outbound, up, down);
-                                debug!(%dst, up, down, "outbound connection closed");
-                            }
-                            Err(e) => debug!(%dst, error = %e, "outbound connection ended"),
-                        }
-                    }
-                    Err(e) => {
-                        debug!(%dst, error = %e, "connecting to the original destination failed");
-                        record.error = Some(e.to_string());
-                        ctx.log.push(record);
-                    }
-                }
-            }
-            .instrument(span),
-        );
+        tokio::spawn(handle(client, peer, ctx).instrument(span));
     }
+}
+
+async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext) {
+    let key = ClientKey {
+        pod: ctx.pod_id,
+        port: u32::from(peer.port()),
+        _pad: 0,
+    };
+    let Some(dst) = take_original_destination(&ctx.orig_dst, &key) else {
+        warn!("captured connection without an original destination; closing it");
+        return;
+    };
+    // Where the client arrived (sk_lookup delivers `<pod IP>:15001` to this listener).
+    let listener = client.local_addr().unwrap_or(peer);
+    let mut record = ConnectionRecord::new(Direction::Outbound, &ctx.pod, peer, dst, listener);
+    let upstream = resolve(&ctx.mesh.registry.load(), dst, pick);
+    let result = match upstream {
+        Upstream::Passthrough(target) => {
+            record.upstream = Some(target);
+            match connect_from_pod(&ctx.sockets, target).await {
+                Ok(server) => {
+                    ctx.mesh.log.push(record);
+                    splice(client, server).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Upstream::Hbone {
+            identity,
+            hbone_address,
+            target,
+        } => {
+            record.protocol = "hbone";
+            record.upstream = Some(hbone_address);
+            match open_hbone(&ctx, &identity, hbone_address, target).await {
+                Ok(stream) => {
+                    record.peer_identity = Some(stream.info().peer.identity.to_string());
+                    ctx.mesh.log.push(record);
+                    splice(client, stream).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok((sent, received)) => {
+            ctx.traffic.record(Direction::Outbound, sent, received);
+            debug!(%dst, sent, received, "outbound connection closed");
+        }
+        Err(e) => {
+            debug!(%dst, error = %e, "outbound connection failed");
+            let mut failed =
+                ConnectionRecord::new(Direction::Outbound, &ctx.pod, peer, dst, listener);
+            failed.error = Some(e.to_string());
+            ctx.mesh.log.push(failed);
+        }
+    }
+}
+
+async fn open_hbone(
+    ctx: &OutboundContext,
+    identity: &str,
+    hbone_address: SocketAddr,
+    target: SocketAddr,
+) -> std::io::Result<weft_core::hbone::HboneStream> {
+    let destination: Identity = identity
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("destination identity {identity}: {e}")))?;
+    let request = ConnectRequest {
+        source: ctx.identity.clone(),
+        destination,
+        hbone_address,
+        target,
+        source_ip: Some(ctx.pod_ip),
+        baggage: None,
+        traceparent: None,
+    };
+    let sockets = ctx.sockets.clone();
+    ctx.mesh
+        .pool
+        .connect(request, move |address| async move {
+            connect_from_pod(&sockets, address).await
+        })
+        .await
+        .map_err(|e| std::io::Error::other(format!("HBONE to {hbone_address}: {e}")))
 }
 
 #[cfg(test)]
@@ -129,5 +198,14 @@ mod tests {
             Some("[fd00::1]:443".parse().expect("addr"))
         );
         assert_eq!(original_destination(&OrigDst::default()), None);
+    }
+
+    #[test]
+    fn picks_spread_over_every_endpoint() {
+        let mut seen = [0usize; 3];
+        for _ in 0..300 {
+            seen[pick(3)] += 1;
+        }
+        assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
     }
 }

@@ -26,6 +26,14 @@ pub struct ConnectionRecord {
     pub original_destination: SocketAddr,
     /// The agent's listener that received it.
     pub listener: SocketAddr,
+    /// How it was carried: `hbone` (mutual TLS between agents) or `tcp` (plain, for
+    /// destinations outside the mesh and plaintext arriving from them).
+    pub protocol: &'static str,
+    /// The other side's SPIFFE id, as its certificate proved: the destination's for
+    /// outbound HBONE, the client's for inbound HBONE.
+    pub peer_identity: Option<String>,
+    /// Where the agent connected to: the HBONE server, or the destination itself.
+    pub upstream: Option<SocketAddr>,
     pub opened_unix_ms: u128,
     pub error: Option<String>,
 }
@@ -44,6 +52,9 @@ impl ConnectionRecord {
             source,
             original_destination,
             listener,
+            protocol: "tcp",
+            peer_identity: None,
+            upstream: None,
             opened_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis())

@@ -129,6 +129,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "--bin",
         "weft-agent",
         "--bin",
+        "weft-ca",
+        "--bin",
         "weft-testapp",
     ])?;
     let settings = Settings::new(quick);
@@ -136,6 +138,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let runtime = Runtime {
         bin_dir: Some(bins.clone()),
         agent: Some(bins.join("weft-agent")),
+        ca: Some(bins.join("weft-ca")),
         agent_log: Some("warn".into()),
         ..Runtime::default()
     };

@@ -1,0 +1,3 @@
+//! Deciding AuthorizationPolicies: Istio's semantics as pure functions over the registry's
+//! policies, shared by the node agent (L4) and the waypoint (L7).
+pub mod l4;

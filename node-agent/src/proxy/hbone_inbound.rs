@@ -1,0 +1,88 @@
+//! Inbound HBONE (:15008 in the pod): mutual TLS from another agent (or a waypoint), the
+//! client's certificate verified against the mesh's trust bundle by the HBONE server,
+//! then AuthorizationPolicy with the proven identity, then a connection to the application
+//! from inside the pod.
+use std::net::IpAddr;
+
+use tracing::debug;
+use weft_config::authz::l4::{Decision, L4Request};
+use weft_core::hbone::{InboundRequest, Refusal, Upstream};
+use weft_core::host::netns_sockets::NetnsSockets;
+
+use super::connect_from_pod;
+use super::records::{ConnectionRecord, Direction};
+use crate::mesh::{SharedMesh, principal};
+
+#[derive(Clone)]
+pub struct HboneInboundContext {
+    pub pod: String,
+    pub uid: String,
+    pub pod_ip: IpAddr,
+    pub sockets: NetnsSockets,
+    pub mesh: SharedMesh,
+}
+
+pub async fn handle(
+    request: InboundRequest,
+    ctx: HboneInboundContext,
+) -> Result<Upstream, Refusal> {
+    let source = request
+        .source
+        .map(|ip| std::net::SocketAddr::new(ip, 0))
+        .unwrap_or(request.remote_addr);
+    let mut record = ConnectionRecord::new(
+        Direction::Inbound,
+        &ctx.pod,
+        source,
+        request.destination,
+        request.local_addr,
+    );
+    record.protocol = "hbone";
+    record.peer_identity = Some(request.peer.identity.to_string());
+    record.upstream = Some(request.destination);
+    let verdict = admit(&request, &ctx);
+    if let Err(refusal) = &verdict {
+        record.error = Some(format!("{refusal:?}"));
+        ctx.mesh.log.push(record);
+        return Err(refusal.clone());
+    }
+    match connect_from_pod(&ctx.sockets, request.destination).await {
+        Ok(app) => {
+            ctx.mesh.log.push(record);
+            Ok(Box::new(app))
+        }
+        Err(e) => {
+            debug!(destination = %request.destination, error = %e, "connecting to the application failed");
+            record.error = Some(e.to_string());
+            ctx.mesh.log.push(record);
+            Err(Refusal::Unavailable(e.to_string()))
+        }
+    }
+}
+
+fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<(), Refusal> {
+    // A tunnel only leads into this pod: anything else would make the agent an open relay.
+    if request.destination.ip() != ctx.pod_ip {
+        return Err(Refusal::Forbidden(format!(
+            "{} is not an address of {}",
+            request.destination.ip(),
+            ctx.pod
+        )));
+    }
+    let snapshot = ctx.mesh.registry.load();
+    let Some(workload) = snapshot.workload_by_uid(&ctx.uid) else {
+        return Err(Refusal::Unavailable(
+            "the pod is no longer in the registry".into(),
+        ));
+    };
+    let l4 = L4Request {
+        principal: Some(principal(&request.peer.identity.to_string())),
+        source_ip: request.source.or(Some(request.remote_addr.ip())),
+        destination_ip: request.destination.ip(),
+        destination_port: request.destination.port(),
+    };
+    match ctx.mesh.authorize(workload, &l4) {
+        Decision::Allow => Ok(()),
+        Decision::Deny(reason) => Err(Refusal::Forbidden(reason)),
+    }
+}

@@ -1,0 +1,154 @@
+//! Where a captured connection goes, decided from the registry alone (a pure function of
+//! the snapshot and the original destination).
+use std::net::SocketAddr;
+
+use weft_config::registry::Snapshot;
+use weft_ebpf_common::ports;
+
+/// The route of one outbound connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// A workload in the mesh: HBONE to `<pod IP>:15008`, asking for `target`, and the
+    /// server must prove `identity`.
+    Hbone {
+        identity: String,
+        hbone_address: SocketAddr,
+        target: SocketAddr,
+    },
+    /// Outside the mesh (or unknown): plain TCP to the original destination, which the
+    /// cluster's own service routing handles.
+    Passthrough(SocketAddr),
+}
+
+/// Picks an endpoint of a Service among the ready ones; `pick` chooses an index below its
+/// argument (random in the agent, fixed in tests).
+pub fn resolve(
+    snapshot: &Snapshot,
+    dst: SocketAddr,
+    pick: impl FnOnce(usize) -> usize,
+) -> Upstream {
+    if let Some(service) = snapshot.service_by_vip(dst.ip()) {
+        let ready: Vec<_> = service.endpoints.iter().filter(|e| e.ready).collect();
+        if service.port(dst.port()).is_none() || ready.is_empty() {
+            return Upstream::Passthrough(dst);
+        }
+        let endpoint = ready[pick(ready.len()) % ready.len()];
+        let Some(target_port) = service.endpoint_port(dst.port(), endpoint) else {
+            return Upstream::Passthrough(dst);
+        };
+        return match snapshot.endpoint_workload(endpoint) {
+            Some(workload) if workload.in_mesh => Upstream::Hbone {
+                identity: workload.identity.clone(),
+                hbone_address: SocketAddr::new(endpoint.address, ports::HBONE),
+                target: SocketAddr::new(endpoint.address, target_port),
+            },
+            _ => Upstream::Passthrough(dst),
+        };
+    }
+    match snapshot.workload_by_ip(dst.ip()) {
+        Some(workload) if workload.in_mesh => Upstream::Hbone {
+            identity: workload.identity.clone(),
+            hbone_address: SocketAddr::new(dst.ip(), ports::HBONE),
+            target: dst,
+        },
+        _ => Upstream::Passthrough(dst),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use weft_config::registry::{Change, Registry};
+    use weft_config::source::yaml::parse;
+
+    use super::*;
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: shop, uid: u0, labels: {app: web}}
+spec: {nodeName: node-1, serviceAccountName: web, containers: [{name: app, ports: [{name: http, containerPort: 8080}]}]}
+status: {phase: Running, podIP: 10.244.1.11}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: legacy, namespace: default, uid: u1, labels: {app: legacy}}
+spec: {nodeName: node-2, containers: [{name: app}]}
+status: {phase: Running, podIP: 10.244.2.11}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80, targetPort: http}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-0, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.1.11], conditions: {ready: true}, targetRef: {kind: Pod, namespace: shop, name: web-0}}]
+ports: [{name: http, port: 8080, protocol: TCP}]
+"#;
+
+    fn snapshot() -> std::sync::Arc<Snapshot> {
+        let registry = Registry::new(Default::default());
+        let documents = parse(
+            CLUSTER,
+            std::sync::Arc::new(Path::new("cluster.yaml").to_path_buf()),
+        )
+        .expect("valid YAML");
+        assert!(documents.errors.is_empty(), "{:?}", documents.errors);
+        registry.apply(documents.candidates.into_iter().map(Change::Apply));
+        registry.snapshot()
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn a_service_vip_goes_to_an_endpoint_over_hbone_with_its_target_port() {
+        assert_eq!(
+            resolve(&snapshot(), addr("10.96.0.10:80"), |_| 0),
+            Upstream::Hbone {
+                identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
+                hbone_address: addr("10.244.1.11:15008"),
+                target: addr("10.244.1.11:8080"),
+            }
+        );
+    }
+
+    #[test]
+    fn a_mesh_pod_ip_goes_over_hbone_as_dialed() {
+        assert_eq!(
+            resolve(&snapshot(), addr("10.244.1.11:9000"), |_| 0),
+            Upstream::Hbone {
+                identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
+                hbone_address: addr("10.244.1.11:15008"),
+                target: addr("10.244.1.11:9000"),
+            }
+        );
+    }
+
+    #[test]
+    fn outside_the_mesh_passes_through() {
+        let s = snapshot();
+        assert_eq!(
+            resolve(&s, addr("10.244.2.11:80"), |_| 0),
+            Upstream::Passthrough(addr("10.244.2.11:80"))
+        );
+        assert_eq!(
+            resolve(&s, addr("192.0.2.1:443"), |_| 0),
+            Upstream::Passthrough(addr("192.0.2.1:443"))
+        );
+        assert_eq!(
+            resolve(&s, addr("10.96.0.10:81"), |_| 0),
+            Upstream::Passthrough(addr("10.96.0.10:81")),
+            "a port the service does not have"
+        );
+    }
+}
