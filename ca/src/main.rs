@@ -13,10 +13,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use tracing::info;
+use weft_ca::token_review::TokenReviewAuthenticator;
 use weft_config::registry::Registry;
-use weft_config::source::{DirSource, spawn};
+use weft_config::source::{DirSource, KubeSource, spawn};
 use weft_config::translate::hosts::MeshSettings;
-use weft_core::ca::{CaConfig, CaServer, CaService, CertificateAuthority, NodeTokenAuthenticator};
+use weft_core::ca::{
+    Authenticator, CaConfig, CaServer, CaService, CertificateAuthority, NodeTokenAuthenticator,
+};
 use weft_core::identity::Identity;
 
 #[derive(Debug, Parser)]
@@ -35,12 +38,23 @@ struct Args {
     /// certificate here for agents to trust. The key never leaves this process.
     #[arg(long, env = "WEFT_CA_WRITE_ROOT")]
     write_root: Option<PathBuf>,
-    /// JSON object of node name → bearer token: the nodes allowed to ask.
+    /// JSON object of node name → bearer token: the nodes allowed to ask (the lab's
+    /// credentials). Without it, callers present their service-account token, checked with
+    /// a TokenReview against the Kubernetes API.
     #[arg(long, env = "WEFT_CA_NODE_TOKENS")]
-    node_tokens: PathBuf,
-    /// Directory of the cluster's objects (which pod runs on which node).
+    node_tokens: Option<PathBuf>,
+    /// With TokenReview: the service accounts of node agents, `namespace/name`.
+    #[arg(
+        long = "agent-service-account",
+        env = "WEFT_CA_AGENT_SERVICE_ACCOUNTS",
+        value_delimiter = ',',
+        default_value = "weft-system/weft-agent"
+    )]
+    agent_service_accounts: Vec<String>,
+    /// Directory of the cluster's objects (which pod runs on which node). Without it, the
+    /// Kubernetes API is watched.
     #[arg(long, env = "WEFT_CONFIG_DIR")]
-    config_dir: PathBuf,
+    config_dir: Option<PathBuf>,
     /// Names and addresses agents dial the CA by (its serving certificate's SANs).
     #[arg(
         long = "name",
@@ -91,32 +105,55 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing the root certificate to {}", path.display()))?;
     }
 
-    let tokens_text = std::fs::read_to_string(&args.node_tokens)
-        .with_context(|| format!("reading node tokens from {}", args.node_tokens.display()))?;
-    let tokens: BTreeMap<String, String> =
-        serde_json::from_str(&tokens_text).with_context(|| {
-            format!(
-                "{} must be a JSON object of node → token",
-                args.node_tokens.display()
-            )
-        })?;
-    if tokens.is_empty() {
-        bail!(
-            "{} names no node: no agent could obtain a certificate",
-            args.node_tokens.display()
-        );
-    }
-    let authenticator = NodeTokenAuthenticator::new(tokens);
-
     let registry = Registry::new(MeshSettings {
         trust_domain: args.trust_domain.clone(),
         ..MeshSettings::default()
     });
-    let source = spawn(&registry, DirSource::new(&args.config_dir));
+    let source = match &args.config_dir {
+        Some(dir) => spawn(&registry, DirSource::new(dir)),
+        None => spawn(
+            &registry,
+            KubeSource::try_default()
+                .await
+                .context("connecting to the Kubernetes API (no --config-dir given)")?,
+        ),
+    };
     source
         .ready()
         .await
         .context("reading the cluster's objects")?;
+    let authenticator: Arc<dyn Authenticator> = match &args.node_tokens {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading node tokens from {}", path.display()))?;
+            let tokens: BTreeMap<String, String> =
+                serde_json::from_str(&text).with_context(|| {
+                    format!("{} must be a JSON object of node → token", path.display())
+                })?;
+            if tokens.is_empty() {
+                bail!(
+                    "{} names no node: no agent could obtain a certificate",
+                    path.display()
+                );
+            }
+            Arc::new(NodeTokenAuthenticator::new(tokens))
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API for TokenReview")?;
+            let agents = args
+                .agent_service_accounts
+                .iter()
+                .map(|sa| format!("system:serviceaccount:{}", sa.replacen('/', ":", 1)))
+                .collect();
+            Arc::new(TokenReviewAuthenticator::new(
+                client,
+                agents,
+                registry.clone(),
+            ))
+        }
+    };
     let view = registry.clone();
     // A node may obtain an identity only while a pod with that service account is scheduled
     // on it: a compromised node cannot mint identities of workloads it does not run.
@@ -126,7 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .workloads_on_node(node)
             .any(|workload| workload.identity == wanted)
     };
-    let service = CaService::new(Arc::new(ca), Arc::new(authenticator), Arc::new(may_issue));
+    let service = CaService::new(Arc::new(ca), authenticator, Arc::new(may_issue));
     let server = CaServer::tls(service, args.names.clone(), Duration::from_secs(24 * 3600))
         .context("issuing the CA's serving certificate")?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tracing::{error, info, warn};
 use weft_config::registry::Registry;
-use weft_config::source::{DirSource, spawn};
+use weft_config::source::{DirSource, KubeSource, KubeSourceConfig, PodScope, spawn};
 use weft_config::translate::hosts::MeshSettings;
 use weft_core::ca::{CaClientTls, GrpcIssuer, GrpcIssuerConfig};
 use weft_core::hbone::{HbonePool, PoolConfig};
@@ -37,8 +37,10 @@ struct Args {
     #[arg(long, env = "NODE_NAME")]
     node: String,
     /// Directory of Kubernetes YAML to read the cluster's objects from (reloaded on change).
+    /// Without it, the agent watches the Kubernetes API (in-cluster credentials or
+    /// KUBECONFIG).
     #[arg(long, env = "WEFT_CONFIG_DIR")]
-    config_dir: PathBuf,
+    config_dir: Option<PathBuf>,
     /// JSON file mapping pod UIDs to their network namespace and cgroup (written by the lab).
     /// Without it, pods are found the kubelet's way under the cgroup v2 root and `--proc-root`.
     #[arg(long, env = "WEFT_POD_LOCATIONS")]
@@ -122,7 +124,20 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
         trust_domain: args.trust_domain.clone(),
         ..MeshSettings::default()
     });
-    let source = spawn(&registry, DirSource::new(&args.config_dir));
+    let source = match &args.config_dir {
+        Some(dir) => spawn(&registry, DirSource::new(dir)),
+        None => {
+            // Addressing needs every pod of the cluster (destinations on other nodes).
+            let kube = KubeSource::try_default()
+                .await
+                .context("connecting to the Kubernetes API (no --config-dir given)")?
+                .with_config(KubeSourceConfig {
+                    pods: PodScope::Cluster,
+                    ..KubeSourceConfig::default()
+                });
+            spawn(&registry, kube)
+        }
+    };
     source
         .ready()
         .await
