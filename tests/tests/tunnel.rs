@@ -285,6 +285,13 @@ fn a_client_certificate_from_another_ca_is_refused() {
     assert!(result.is_err(), "a foreign client certificate was accepted");
 }
 
+/// Applies `yaml` to the cluster as file `name`, then waits (bounded) until `pod` can no
+/// longer reach `target`; returns whether it came to that.
+fn apply_until_refused(lab: &Lab, name: &str, yaml: &str, pod: &str, target: &str) -> bool {
+    lab.apply_yaml(name, yaml).expect("apply");
+    eventually(Duration::from_secs(10), || !echo_result(lab, pod, target))
+}
+
 fn echo_result(lab: &Lab, pod: &str, target: &str) -> bool {
     testapp_in(
         lab,
@@ -303,17 +310,14 @@ fn strict_peer_authentication_refuses_plaintext_but_not_the_mesh() {
         echo_result(&lab, "plain/outsider", &target),
         "PERMISSIVE by default"
     );
-    lab.apply_yaml(
-        "strict",
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: mesh}\nspec: {mtls: {mode: STRICT}}\n",
-    )
-    .expect("apply");
     assert!(
-        eventually(Duration::from_secs(10), || !echo_result(
+        apply_until_refused(
             &lab,
+            "strict",
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: mesh}\nspec: {mtls: {mode: STRICT}}\n",
             "plain/outsider",
             &target
-        )),
+        ),
         "plaintext from outside the mesh refused under STRICT"
     );
     assert!(
@@ -331,17 +335,14 @@ fn a_deny_policy_by_principal_refuses_that_client() {
     let lab = lab_up("deny", "tunnel", 2, true);
     let target = format!("{}:9000", ip(&lab, "mesh/server"));
     assert!(echo_result(&lab, "mesh/client", &target));
-    lab.apply_yaml(
-        "deny",
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-client, namespace: mesh}\nspec:\n  selector: {matchLabels: {app: server}}\n  action: DENY\n  rules: [{from: [{source: {principals: [cluster.local/ns/mesh/sa/client]}}]}]\n",
-    )
-    .expect("apply");
     assert!(
-        eventually(Duration::from_secs(10), || !echo_result(
+        apply_until_refused(
             &lab,
+            "deny",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-client, namespace: mesh}\nspec:\n  selector: {matchLabels: {app: server}}\n  action: DENY\n  rules: [{from: [{source: {principals: [cluster.local/ns/mesh/sa/client]}}]}]\n",
             "mesh/client",
             &target
-        )),
+        ),
         "the denied principal is refused"
     );
     assert!(
@@ -359,17 +360,13 @@ fn a_deny_policy_by_principal_refuses_that_client() {
 fn an_allow_policy_that_does_not_match_refuses() {
     let lab = lab_up("allow", "tunnel", 2, true);
     let target = format!("{}:9000", ip(&lab, "mesh/server"));
-    lab.apply_yaml(
-        "allow",
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-frontend, namespace: mesh}\nspec:\n  selector: {matchLabels: {app: server}}\n  rules: [{from: [{source: {principals: [cluster.local/ns/mesh/sa/frontend]}}]}]\n",
-    )
-    .expect("apply");
     assert!(
-        eventually(Duration::from_secs(10), || !echo_result(
-            &lab,
-            "mesh/client",
-            &target
-        )),
+        echo_result(&lab, "mesh/client", &target),
+        "allowed without a policy"
+    );
+    let only_frontend = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-frontend, namespace: mesh}\nspec:\n  selector: {matchLabels: {app: server}}\n  rules: [{from: [{source: {principals: [cluster.local/ns/mesh/sa/frontend]}}]}]\n";
+    assert!(
+        apply_until_refused(&lab, "allow", only_frontend, "mesh/client", &target),
         "a principal the ALLOW policy does not list is refused"
     );
     assert!(
