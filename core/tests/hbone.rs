@@ -143,14 +143,14 @@ async fn a_client_certificate_from_another_ca_is_refused() {
         let result = pool
             .connect(connect_request(server.addr, echo_addr), dial)
             .await;
-        // TLS 1.3: the client learns of the refusal from the server's alert, after its
-        // own side of the handshake; the error carries that alert.
-        match result {
-            Err(HboneError::ConnectionFailed { reason, .. }) => {
-                assert!(reason.contains("fatal alert"), "{reason}");
-            }
-            other => panic!("expected the server's TLS alert, got {other:?}"),
-        }
+        // TLS 1.3: the client learns of the refusal only after its own side of the
+        // handshake — from the server's alert, or as a closed connection when the server
+        // hangs up before the alert is read. What matters is that it fails, and that the
+        // server says why (below).
+        assert!(
+            result.is_err(),
+            "a client certificate from another CA was accepted"
+        );
 
         let outcome = server.next_outcome().await;
         let error = outcome.expect_err("the server refused the connection");
