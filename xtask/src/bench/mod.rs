@@ -210,7 +210,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         quick,
         rows,
         notes: vec![
-"\"weft\" is eBPF capture in the client and server pods, the agents' proxies on both nodes, and HBONE (HTTP/2 CONNECT over TLS 1.3 mutual TLS) between them; \"weft same-node\" the same with both pods on one node.".into(),
+            "\"weft\" is eBPF capture in the client and server pods, the agents' proxies on both nodes, and HBONE (HTTP/2 CONNECT over TLS 1.3 mutual TLS) between them; \"weft same-node\" the same with both pods on one node.".into(),
             "Not measured yet: capture cost against an in-pod iptables REDIRECT, L7 through a waypoint, control-plane convergence (they need the waypoint and the iptables baseline).".into(),
         ],
     };
