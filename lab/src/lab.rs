@@ -436,6 +436,11 @@ impl Lab {
     }
 
     fn start_agents(&mut self) -> Result<(), LabError> {
+        // Agents mount bpffs when it is missing; started together on a fresh machine they
+        // would each mount one, and the later mount would hide the earlier agent's pins.
+        weft_core::host::mounts::ensure_bpffs(std::path::Path::new(
+            weft_core::host::mounts::BPFFS_DEFAULT,
+        ))?;
         self.start_ca()?;
         for node in self.plan.nodes.clone() {
             self.start_agent(&node.name)?;
