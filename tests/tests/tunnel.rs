@@ -136,6 +136,18 @@ fn mesh_traffic_crosses_the_fabric_only_inside_mutual_tls() {
             .all(|r| r["protocol"] == "hbone" && r["peer_identity"] == CLIENT_ID),
         "{inbound:?}"
     );
+    // The server pod's counters include what arrived over HBONE, once each stream ends.
+    let counted = eventually(Duration::from_secs(5), || {
+        let pods = agent_admin(&lab, "node-2", "/pods");
+        pods.as_array()
+            .and_then(|pods| pods.iter().find(|p| p["pod"] == "mesh/server"))
+            .is_some_and(|p| {
+                p["inbound_connections"] == 3
+                    && p["bytes_received"].as_u64() >= Some(3 * marker.len() as u64)
+                    && p["bytes_sent"].as_u64() > Some(0)
+            })
+    });
+    assert!(counted, "{}", agent_admin(&lab, "node-2", "/pods"));
     let outbound: Vec<Value> = connections(&lab, "node-1")
         .into_iter()
         .filter(|r| r["pod"] == "mesh/client" && r["direction"] == "outbound")

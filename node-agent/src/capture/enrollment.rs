@@ -225,6 +225,7 @@ impl Enrollment {
             uid: pod.uid.clone(),
             pod_ip: pod.ip.into(),
             sockets,
+            traffic: traffic.clone(),
             mesh: self.mesh.clone(),
         };
         let served = pod.identity.clone();

@@ -3,6 +3,7 @@
 //! then AuthorizationPolicy with the proven identity, then a connection to the application
 //! from inside the pod.
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tracing::debug;
 use weft_config::authz::l4::{Decision, L4Request};
@@ -10,7 +11,8 @@ use weft_core::hbone::{InboundRequest, Refusal, Upstream};
 use weft_core::host::netns_sockets::NetnsSockets;
 
 use super::connect_from_pod;
-use super::records::{ConnectionRecord, Direction};
+use super::counted::Counted;
+use super::records::{ConnectionRecord, Direction, PodTraffic};
 use crate::mesh::{SharedMesh, principal};
 
 #[derive(Clone)]
@@ -19,6 +21,7 @@ pub struct HboneInboundContext {
     pub uid: String,
     pub pod_ip: IpAddr,
     pub sockets: NetnsSockets,
+    pub traffic: Arc<PodTraffic>,
     pub mesh: SharedMesh,
 }
 
@@ -49,7 +52,11 @@ pub async fn handle(
     match connect_from_pod(&ctx.sockets, request.destination).await {
         Ok(app) => {
             ctx.mesh.log.push(record);
-            Ok(Box::new(app))
+            Ok(Box::new(Counted::new(
+                app,
+                Direction::Inbound,
+                ctx.traffic.clone(),
+            )))
         }
         Err(e) => {
             debug!(destination = %request.destination, error = %e, "connecting to the application failed");

@@ -1,5 +1,6 @@
 //! The agent's proxy inside each enrolled pod: outbound (:15001), inbound plaintext
 //! (:15006) and inbound HBONE (:15008).
+pub mod counted;
 pub mod hbone_inbound;
 pub mod inbound;
 pub mod outbound;
