@@ -27,12 +27,7 @@ pub fn destroy(root: &Path) -> Result<(), LabError> {
     if !root.exists() {
         return Ok(());
     }
-    let kill = root.join("cgroup.kill");
-    if kill.exists() {
-        std::fs::write(&kill, "1").map_err(LabError::io(format!("writing {}", kill.display())))?;
-    } else {
-        kill_members_recursively(root);
-    }
+    signal_kill(root)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match remove_tree(root) {
@@ -41,6 +36,38 @@ pub fn destroy(root: &Path) -> Result<(), LabError> {
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
+}
+
+/// SIGKILLs every process in the tree at `root` (through `cgroup.kill` where the kernel has
+/// it).
+fn signal_kill(root: &Path) -> Result<(), LabError> {
+    let kill = root.join("cgroup.kill");
+    if kill.exists() {
+        std::fs::write(&kill, "1").map_err(LabError::io(format!("writing {}", kill.display())))
+    } else {
+        kill_members_recursively(root);
+        Ok(())
+    }
+}
+
+/// Kills every process in the tree at `path` and waits (bounded) until they are gone,
+/// keeping the cgroup for processes started again later.
+pub fn kill(path: &Path) -> Result<(), LabError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    signal_kill(path)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !members(path).is_empty() {
+        if Instant::now() >= deadline {
+            return Err(LabError::Invalid(format!(
+                "processes in {} did not die",
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 /// Fallback for kernels before 5.14, which have no `cgroup.kill`.

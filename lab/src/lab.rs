@@ -11,7 +11,7 @@ use weft_core::host::netns::{named_netns_path, run_in_netns};
 
 use crate::cmd::{ip_batch, run, run_with_input};
 use crate::manifest::Manifests;
-use crate::plan::{CA_PORT, LabOptions, POD_GATEWAY, Plan, PodPlan, netns_prefix};
+use crate::plan::{LabOptions, POD_GATEWAY, Plan, PodPlan, netns_prefix};
 use crate::process::{Placement, PodView, place};
 use crate::records::{self, LabPaths, STATE_ROOT};
 use crate::{LabError, cgroup};
@@ -375,26 +375,26 @@ impl Lab {
                 "agents need a CA: set Runtime::ca to the weft-ca binary".into(),
             ));
         };
-        let dir = self.paths.ca_dir();
+        let tokens_file = self.paths.ca_dir().join("node-tokens.json");
         let mut tokens = BTreeMap::new();
         for node in &self.plan.nodes {
             let token = weft_core::ca::NodeTokenAuthenticator::generate_token()
                 .map_err(|e| LabError::Invalid(format!("generating a node token: {e}")))?;
-            records::write(&dir.join(format!("{}.token", node.name)), &token)?;
+            records::write(&self.paths.ca_token(&node.name), &token)?;
             tokens.insert(node.name.clone(), token);
         }
-        records::write(&dir.join("node-tokens.json"), &records::to_json(&tokens)?)?;
+        records::write(&tokens_file, &records::to_json(&tokens)?)?;
         let cgroup = self.cgroup_root.join("control-plane");
         cgroup::create(&cgroup)?;
-        let listen = SocketAddr::from((self.plan.control_plane.ip, CA_PORT));
+        let listen = self.plan.ca_address();
         let mut command = Command::new(ca);
         command
             .arg("--listen")
             .arg(listen.to_string())
             .arg("--write-root")
-            .arg(dir.join("root.pem"))
+            .arg(self.paths.ca_root())
             .arg("--node-tokens")
-            .arg(dir.join("node-tokens.json"))
+            .arg(&tokens_file)
             .arg("--config-dir")
             .arg(self.paths.cluster_dir())
             .env(
@@ -410,29 +410,17 @@ impl Lab {
         };
         let log = self.paths.logs().join("ca.log");
         self.spawn_logged(command, &placement, &log)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let root = dir.join("root.pem");
-        let ready = run_in_netns(&named_netns_path(&self.plan.control_plane.netns), || {
-            loop {
-                if root.exists()
-                    && TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
-                {
-                    return true;
-                }
-                if cgroup::members(&cgroup).is_empty() || Instant::now() >= deadline {
-                    return false;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        })?;
-        if !ready {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(LabError::Invalid(format!(
-                "weft-ca did not start; its log ({}) says:\n{text}",
-                log.display()
-            )));
-        }
-        Ok(())
+        let root = self.paths.ca_root();
+        let ready = || {
+            root.exists() && TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
+        };
+        wait_for_process(
+            &self.plan.control_plane.netns,
+            &cgroup,
+            &log,
+            "weft-ca",
+            ready,
+        )
     }
 
     fn start_agents(&mut self) -> Result<(), LabError> {
@@ -477,11 +465,11 @@ impl Lab {
             .arg("--bpf-pin-root")
             .arg(self.paths.node_bpf_pins(&node.name))
             .arg("--ca-address")
-            .arg(SocketAddr::from((self.plan.control_plane.ip, CA_PORT)).to_string())
+            .arg(self.plan.ca_address().to_string())
             .arg("--ca-token-file")
-            .arg(self.paths.ca_dir().join(format!("{}.token", node.name)))
+            .arg(self.paths.ca_token(&node.name))
             .arg("--trust-bundle")
-            .arg(self.paths.ca_dir().join("root.pem"))
+            .arg(self.paths.ca_root())
             .args(&self.runtime.agent_args)
             .env(
                 "RUST_LOG",
@@ -501,60 +489,25 @@ impl Lab {
     /// An agent is ready when its readiness endpoint (as a DaemonSet probes it) answers 200.
     /// An agent that exits before that fails `up` at once, with the end of its log.
     fn wait_for_agent(&self, node: &str) -> Result<(), LabError> {
-        let plan = self
+        let netns = &self
             .plan
             .node(node)
-            .ok_or_else(|| LabError::Invalid(format!("no node {node}")))?;
-        let cgroup = self.node_cgroup(node);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let outcome = run_in_netns(&named_netns_path(&plan.netns), || {
-            loop {
-                if agent_ready() {
-                    return Ok(());
-                }
-                if cgroup::members(&cgroup).is_empty() {
-                    return Err("exited");
-                }
-                if Instant::now() >= deadline {
-                    return Err("was not ready in time");
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        })?;
-        outcome.map_err(|what| {
-            let log = self.agent_log(node);
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(12)..].join("\n");
-            LabError::Invalid(format!(
-                "the weft-agent of {node} {what} (limit {}s); its log ({}) ends with:\n{tail}",
-                READY_TIMEOUT.as_secs(),
-                log.display()
-            ))
-        })
+            .ok_or_else(|| LabError::Invalid(format!("no node {node}")))?
+            .netns;
+        let what = format!("the weft-agent of {node}");
+        wait_for_process(
+            netns,
+            &self.node_cgroup(node),
+            &self.agent_log(node),
+            &what,
+            agent_ready,
+        )
     }
 
     /// Kills the agent of `node` with SIGKILL, as a crash or an OOM kill would, and waits
     /// until it is gone. Capture stays attached; connections need the agent to be back.
     pub fn kill_agent(&self, node: &str) -> Result<(), LabError> {
-        let cgroup = self.node_cgroup(node);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let members = cgroup::members(&cgroup);
-            if members.is_empty() {
-                return Ok(());
-            }
-            for pid in members {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            if Instant::now() >= deadline {
-                return Err(LabError::Invalid(format!(
-                    "the agent of {node} did not die"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        cgroup::kill(&self.node_cgroup(node))
     }
 
     /// Starts the agent of `node` again (after [`Lab::kill_agent`]) and waits until it is ready.
@@ -594,27 +547,17 @@ impl Lab {
     /// `GET path` on the admin endpoint of the agent of `node`; returns the body of a 200.
     pub fn agent_get(&self, node: &str, path: &str) -> Result<String, LabError> {
         let (ip, port) = AGENT_ADMIN;
-        let response = self.in_node_netns(node, || -> std::io::Result<String> {
-            let mut stream =
-                TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(2))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })?;
-        let response = response.map_err(LabError::io(format!(
-            "asking the agent of {node} for {path}"
-        )))?;
-        match response.split_once("\r\n\r\n") {
-            Some((head, body))
-                if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") =>
-            {
-                Ok(body.to_string())
-            }
-            _ => Err(LabError::Invalid(format!(
-                "the agent of {node} answered {path} with: {response}"
-            ))),
+        let (status, body) = self
+            .in_node_netns(node, || http_get(SocketAddr::from((ip, port)), path))?
+            .map_err(LabError::io(format!(
+                "asking the agent of {node} for {path}"
+            )))?;
+        if is_ok(&status) {
+            Ok(body)
+        } else {
+            Err(LabError::Invalid(format!(
+                "the agent of {node} answered {path} with {status}: {body}"
+            )))
         }
     }
 
@@ -773,28 +716,68 @@ pub struct ServiceSummary {
     pub endpoints: Vec<String>,
 }
 
+/// Waits until `ready` holds inside network namespace `netns`, failing at once when the
+/// process in `cgroup` has exited, or after [`READY_TIMEOUT`], with the end of its log.
+fn wait_for_process(
+    netns: &str,
+    cgroup: &Path,
+    log: &Path,
+    what: &str,
+    ready: impl Fn() -> bool + Send + Sync,
+) -> Result<(), LabError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let outcome = run_in_netns(&named_netns_path(netns), || {
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            if cgroup::members(cgroup).is_empty() {
+                return Err("exited");
+            }
+            if Instant::now() >= deadline {
+                return Err("was not ready in time");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    })?;
+    outcome.map_err(|failure| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(12)..].join("\n");
+        LabError::Invalid(format!(
+            "{what} {failure} (limit {}s); its log ({}) ends with:\n{tail}",
+            READY_TIMEOUT.as_secs(),
+            log.display()
+        ))
+    })
+}
+
 /// The agent's admin endpoint inside its node (loopback only, as in a cluster).
 const AGENT_ADMIN: (Ipv4Addr, u16) = (Ipv4Addr::LOCALHOST, 15000);
 
 /// The agent's readiness port and path (Istio's ztunnel uses the same).
 const AGENT_READINESS: (Ipv4Addr, u16, &str) = (Ipv4Addr::LOCALHOST, 15021, "/healthz/ready");
 
+/// `GET path` over HTTP/1.0 on `addr` from the calling thread's network namespace; returns
+/// the status line and the body.
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default().to_string();
+    Ok((status, body.to_string()))
+}
+
+fn is_ok(status: &str) -> bool {
+    status.split_whitespace().nth(1) == Some("200")
+}
+
 fn agent_ready() -> bool {
     let (ip, port, path) = AGENT_READINESS;
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_millis(200))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    if stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+    http_get(SocketAddr::from((ip, port)), path).is_ok_and(|(status, _)| is_ok(&status))
 }
 
 fn ns_batch(netns: &str, commands: &[String]) -> Result<(), LabError> {

@@ -280,6 +280,11 @@ impl Plan {
         self.pods.iter().find(|p| p.key() == key)
     }
 
+    /// Where agents reach the CA.
+    pub fn ca_address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((self.control_plane.ip, CA_PORT))
+    }
+
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.name == name)
     }

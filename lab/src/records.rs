@@ -57,6 +57,16 @@ impl LabPaths {
         self.root.join("ca")
     }
 
+    /// The root certificate the CA writes and agents trust.
+    pub fn ca_root(&self) -> PathBuf {
+        self.ca_dir().join("root.pem")
+    }
+
+    /// The CA credential of `node`.
+    pub fn ca_token(&self, node: &str) -> PathBuf {
+        self.ca_dir().join(format!("{node}.token"))
+    }
+
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }

@@ -2,9 +2,9 @@
 //! trust, the HBONE connection pool, and the connection log.
 use std::sync::Arc;
 
+use weft_config::api::security::MtlsMode;
 use weft_config::authz::l4::{Decision, L4Request, evaluate};
 use weft_config::registry::Registry;
-use weft_config::registry::model::Workload;
 use weft_core::hbone::HbonePool;
 use weft_core::identity::{IdentityManager, TrustBundle};
 
@@ -20,12 +20,32 @@ pub struct Mesh {
 
 pub type SharedMesh = Arc<Mesh>;
 
+/// Why a connection to a pod is not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// The pod left the registry (it is being unenrolled).
+    Gone,
+    /// PeerAuthentication or AuthorizationPolicy says no, with the reason.
+    Refused(String),
+}
+
 impl Mesh {
-    /// The L4 AuthorizationPolicy decision for a connection to `workload`.
-    pub fn authorize(&self, workload: &Workload, request: &L4Request) -> Decision {
+    /// Whether a connection to pod `uid` may go in: for plaintext (no principal),
+    /// PeerAuthentication STRICT refuses it; then AuthorizationPolicy decides.
+    pub fn admit(&self, uid: &str, request: &L4Request) -> Result<(), Denied> {
         let snapshot = self.registry.load();
-        let policies = snapshot.authorization_policies_for(workload);
-        evaluate(&policies, request)
+        let workload = snapshot.workload_by_uid(uid).ok_or(Denied::Gone)?;
+        if request.principal.is_none()
+            && snapshot.mtls_mode(workload, request.destination_port) == MtlsMode::Strict
+        {
+            return Err(Denied::Refused(
+                "PeerAuthentication STRICT: plaintext refused".into(),
+            ));
+        }
+        match evaluate(&snapshot.authorization_policies_for(workload), request) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => Err(Denied::Refused(reason)),
+        }
     }
 }
 

@@ -112,3 +112,20 @@ pub fn eventually(limit: std::time::Duration, mut check: impl FnMut() -> bool) -
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The IP of `pod`, as text.
+pub fn pod_ip(lab: &Lab, pod: &str) -> String {
+    lab.plan
+        .pod(pod)
+        .unwrap_or_else(|| panic!("no pod {pod}"))
+        .ip
+        .to_string()
+}
+
+/// The agent of `node`'s records of recent connections (`GET /connections`).
+pub fn agent_connections(lab: &Lab, node: &str) -> Vec<serde_json::Value> {
+    match agent_admin(lab, node, "/connections") {
+        serde_json::Value::Array(records) => records,
+        other => panic!("/connections is not a list: {other}"),
+    }
+}

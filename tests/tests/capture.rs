@@ -7,28 +7,15 @@ use std::time::Duration;
 
 use aya::maps::{HashMap, Map, MapData};
 use serde_json::Value;
-use weft_e2e::{agent_admin, eventually, lab_up, testapp_in, testapp_json};
+use weft_e2e::{
+    agent_admin, agent_connections, eventually, lab_up, pod_ip, testapp_in, testapp_json,
+};
 use weft_ebpf_common::{ClientKey, OrigDst, map_names};
 use weft_lab::Lab;
 
-fn ip(lab: &Lab, pod: &str) -> String {
-    lab.plan
-        .pod(pod)
-        .unwrap_or_else(|| panic!("no pod {pod}"))
-        .ip
-        .to_string()
-}
-
-fn connections(lab: &Lab, node: &str) -> Vec<Value> {
-    match agent_admin(lab, node, "/connections") {
-        Value::Array(records) => records,
-        other => panic!("/connections is not a list: {other}"),
-    }
-}
-
 /// Records of `pod` in `direction` whose original destination is `dst`.
 fn records_to(lab: &Lab, node: &str, pod: &str, direction: &str, dst: &str) -> Vec<Value> {
-    connections(lab, node)
+    agent_connections(lab, node)
         .into_iter()
         .filter(|r| {
             r["pod"] == pod && r["direction"] == direction && r["original_destination"] == dst
@@ -46,7 +33,7 @@ fn pod_status(lab: &Lab, node: &str, pod: &str) -> Option<Value> {
 #[test]
 fn outbound_to_a_pod_ip_and_a_cluster_ip_goes_through_the_agent() {
     let lab = lab_up("out", "capture", 2, true);
-    let remote = format!("{}:8080", ip(&lab, "mesh/server-remote"));
+    let remote = format!("{}:8080", pod_ip(&lab, "mesh/server-remote"));
     let vip = format!("{}:80", lab.plan.services[0].vip);
 
     for (url, dialed) in [
@@ -69,7 +56,7 @@ fn outbound_to_a_pod_ip_and_a_cluster_ip_goes_through_the_agent() {
         );
         assert_eq!(
             records[0]["listener"],
-            format!("{}:15001", ip(&lab, "mesh/client"))
+            format!("{}:15001", pod_ip(&lab, "mesh/client"))
         );
         assert_eq!(records[0]["error"], Value::Null);
     }
@@ -106,9 +93,9 @@ fn outbound_to_a_pod_ip_and_a_cluster_ip_goes_through_the_agent() {
 #[test]
 fn inbound_on_any_port_arrives_through_15006_from_this_and_other_nodes() {
     let lab = lab_up("in", "capture", 2, true);
-    let server = ip(&lab, "mesh/server-local");
+    let server = pod_ip(&lab, "mesh/server-local");
     for client in ["plain/outsider", "plain/outsider-remote"] {
-        let client_ip = ip(&lab, client);
+        let client_ip = pod_ip(&lab, client);
         for port in [8080, 31234] {
             let reply =
                 &testapp_json(&lab, client, &["get", &format!("http://{server}:{port}/")])[0];
@@ -146,7 +133,7 @@ fn inbound_on_any_port_arrives_through_15006_from_this_and_other_nodes() {
 #[test]
 fn pods_outside_the_mesh_and_excluded_ports_are_not_captured() {
     let lab = lab_up("skip", "capture", 2, true);
-    let remote = ip(&lab, "mesh/server-remote");
+    let remote = pod_ip(&lab, "mesh/server-remote");
     let echo_port = format!("{remote}:9000");
 
     // A pod outside the mesh on the same node: direct, and unknown to the agent.
@@ -178,7 +165,7 @@ fn pods_outside_the_mesh_and_excluded_ports_are_not_captured() {
 #[test]
 fn labels_enroll_and_unenroll_pods_at_run_time() {
     let mut lab = lab_up("label", "capture", 2, true);
-    let dst = format!("{}:9000", ip(&lab, "mesh/server-remote"));
+    let dst = format!("{}:9000", pod_ip(&lab, "mesh/server-remote"));
     let pins = lab.paths.node_bpf_pins("node-1").join("pods");
     let uid = lab.plan.pod("mesh/client").expect("client").uid.clone();
     assert!(
@@ -299,7 +286,7 @@ fn capture_survives_an_agent_killed_and_restarted_without_double_attachment() {
         5,
         "connect4/6, getpeername4/6, sock_ops: {attached:?}"
     );
-    let dst = format!("{}:9000", ip(&lab, "mesh/server-remote"));
+    let dst = format!("{}:9000", pod_ip(&lab, "mesh/server-remote"));
 
     lab.kill_agent("node-1").expect("SIGKILL");
     assert_eq!(
@@ -309,7 +296,7 @@ fn capture_survives_an_agent_killed_and_restarted_without_double_attachment() {
     );
     // While the agent is away its listeners are gone and capture fails closed: a mesh pod's
     // outbound connection and a plaintext inbound one are refused, never sent around it.
-    let server_local = format!("{}:9000", ip(&lab, "mesh/server-local"));
+    let server_local = format!("{}:9000", pod_ip(&lab, "mesh/server-local"));
     for (pod, target) in [
         ("mesh/client", &dst),
         ("plain/outsider-remote", &server_local),
@@ -366,7 +353,7 @@ fn entries(lab: &Lab, node: &str) -> (usize, usize) {
 #[test]
 fn two_thousand_short_connections_leave_the_maps_as_they_were() {
     let lab = lab_up("churn", "capture", 2, true);
-    let dst = format!("{}:9000", ip(&lab, "mesh/server-remote"));
+    let dst = format!("{}:9000", pod_ip(&lab, "mesh/server-remote"));
     let baseline = entries(&lab, "node-1");
     let output = testapp_in(
         &lab,

@@ -5,26 +5,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_e2e::{agent_admin, eventually, lab_up, lab_up_with, testapp_in, testapp_json};
+use weft_e2e::{
+    agent_admin, agent_connections, eventually, lab_up, lab_up_with, pod_ip, testapp_in,
+    testapp_json,
+};
 use weft_lab::Lab;
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/mesh/sa/client";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/mesh/sa/server";
-
-fn ip(lab: &Lab, pod: &str) -> String {
-    lab.plan
-        .pod(pod)
-        .unwrap_or_else(|| panic!("no pod {pod}"))
-        .ip
-        .to_string()
-}
-
-fn connections(lab: &Lab, node: &str) -> Vec<Value> {
-    match agent_admin(lab, node, "/connections") {
-        Value::Array(records) => records,
-        other => panic!("/connections is not a list: {other}"),
-    }
-}
 
 /// A capture of the fabric between the nodes (every link of the fabric namespace).
 struct FabricCapture {
@@ -83,7 +71,7 @@ impl FabricCapture {
 #[test]
 fn mesh_traffic_crosses_the_fabric_only_inside_mutual_tls() {
     let lab = lab_up("mtls", "tunnel", 2, true);
-    let server = ip(&lab, "mesh/server");
+    let server = pod_ip(&lab, "mesh/server");
     let capture = FabricCapture::start(&lab);
     let marker = "weft-plaintext-marker-0123456789";
 
@@ -125,7 +113,7 @@ fn mesh_traffic_crosses_the_fabric_only_inside_mutual_tls() {
     }
 
     // The destination's agent proved the client's identity; the source's the server's.
-    let inbound: Vec<Value> = connections(&lab, "node-2")
+    let inbound: Vec<Value> = agent_connections(&lab, "node-2")
         .into_iter()
         .filter(|r| r["pod"] == "mesh/server" && r["direction"] == "inbound")
         .collect();
@@ -148,7 +136,7 @@ fn mesh_traffic_crosses_the_fabric_only_inside_mutual_tls() {
             })
     });
     assert!(counted, "{}", agent_admin(&lab, "node-2", "/pods"));
-    let outbound: Vec<Value> = connections(&lab, "node-1")
+    let outbound: Vec<Value> = agent_connections(&lab, "node-1")
         .into_iter()
         .filter(|r| r["pod"] == "mesh/client" && r["direction"] == "outbound")
         .collect();
@@ -163,7 +151,7 @@ fn mesh_traffic_crosses_the_fabric_only_inside_mutual_tls() {
 #[test]
 fn plaintext_to_the_hbone_port_is_refused() {
     let lab = lab_up("p15008", "tunnel", 2, true);
-    let target = format!("{}:15008", ip(&lab, "mesh/server"));
+    let target = format!("{}:15008", pod_ip(&lab, "mesh/server"));
     let output = testapp_in(
         &lab,
         "plain/outsider",
@@ -182,7 +170,7 @@ fn plaintext_to_the_hbone_port_is_refused() {
         String::from_utf8_lossy(&output.stdout)
     );
     assert!(
-        connections(&lab, "node-2")
+        agent_connections(&lab, "node-2")
             .iter()
             .all(|r| r["direction"] != "inbound" || r["error"] != Value::Null),
         "nothing reached the application"
@@ -238,7 +226,7 @@ fn a_node_cannot_obtain_the_identity_of_a_pod_it_does_not_run() {
 #[test]
 fn a_client_certificate_from_another_ca_is_refused() {
     let lab = lab_up("rogue", "tunnel", 2, true);
-    let server = ip(&lab, "mesh/server");
+    let server = pod_ip(&lab, "mesh/server");
     let root = std::fs::read_to_string(lab.paths.ca_dir().join("root.pem")).expect("root");
     let result = lab
         .in_pod_netns("plain/outsider", move || {
@@ -317,7 +305,7 @@ fn echo_result(lab: &Lab, pod: &str, target: &str) -> bool {
 #[test]
 fn strict_peer_authentication_refuses_plaintext_but_not_the_mesh() {
     let lab = lab_up("strict", "tunnel", 2, true);
-    let target = format!("{}:9000", ip(&lab, "mesh/server"));
+    let target = format!("{}:9000", pod_ip(&lab, "mesh/server"));
     assert!(
         echo_result(&lab, "plain/outsider", &target),
         "PERMISSIVE by default"
@@ -336,7 +324,7 @@ fn strict_peer_authentication_refuses_plaintext_but_not_the_mesh() {
         echo_result(&lab, "mesh/client", &target),
         "mutual TLS still passes"
     );
-    let refused = connections(&lab, "node-2")
+    let refused = agent_connections(&lab, "node-2")
         .into_iter()
         .any(|r| r["error"].as_str().is_some_and(|e| e.contains("STRICT")));
     assert!(refused, "the agent says why");
@@ -345,7 +333,7 @@ fn strict_peer_authentication_refuses_plaintext_but_not_the_mesh() {
 #[test]
 fn a_deny_policy_by_principal_refuses_that_client() {
     let lab = lab_up("deny", "tunnel", 2, true);
-    let target = format!("{}:9000", ip(&lab, "mesh/server"));
+    let target = format!("{}:9000", pod_ip(&lab, "mesh/server"));
     assert!(echo_result(&lab, "mesh/client", &target));
     assert!(
         apply_until_refused(
@@ -361,7 +349,7 @@ fn a_deny_policy_by_principal_refuses_that_client() {
         echo_result(&lab, "plain/outsider", &target),
         "others still pass"
     );
-    let reason = connections(&lab, "node-2")
+    let reason = agent_connections(&lab, "node-2")
         .into_iter()
         .filter_map(|r| r["error"].as_str().map(String::from))
         .find(|e| e.contains("mesh/deny-client"));
@@ -371,7 +359,7 @@ fn a_deny_policy_by_principal_refuses_that_client() {
 #[test]
 fn an_allow_policy_that_does_not_match_refuses() {
     let lab = lab_up("allow", "tunnel", 2, true);
-    let target = format!("{}:9000", ip(&lab, "mesh/server"));
+    let target = format!("{}:9000", pod_ip(&lab, "mesh/server"));
     assert!(
         echo_result(&lab, "mesh/client", &target),
         "allowed without a policy"
@@ -404,7 +392,7 @@ fn established_on(port: u16) -> usize {
 #[test]
 fn fifty_concurrent_connections_share_a_pooled_tls_connection() {
     let lab = lab_up("pool", "tunnel", 2, true);
-    let url = format!("http://{}:8080/", ip(&lab, "mesh/server"));
+    let url = format!("http://{}:8080/", pod_ip(&lab, "mesh/server"));
     let result = testapp_json(
         &lab,
         "mesh/client",
@@ -447,7 +435,7 @@ fn a_stream_keeps_flowing_across_certificate_rotations() {
         "the client's certificate is issued"
     );
     let first = serial(&lab);
-    let sink = format!("{}:5001", ip(&lab, "mesh/server"));
+    let sink = format!("{}:5001", pod_ip(&lab, "mesh/server"));
     let output = testapp_in(
         &lab,
         "mesh/client",
@@ -475,7 +463,7 @@ fn a_stream_keeps_flowing_across_certificate_rotations() {
     // One stream, one connection: every byte went through the TLS session opened with the
     // first certificate, so it was never interrupted.
     assert!(
-        connections(&lab, "node-1")
+        agent_connections(&lab, "node-1")
             .iter()
             .all(|r| r["error"] == Value::Null)
     );

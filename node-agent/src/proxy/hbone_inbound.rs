@@ -6,14 +6,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use tracing::debug;
-use weft_config::authz::l4::{Decision, L4Request};
+use weft_config::authz::l4::L4Request;
 use weft_core::hbone::{InboundRequest, Refusal, Upstream};
 use weft_core::host::netns_sockets::NetnsSockets;
 
 use super::connect_from_pod;
 use super::counted::Counted;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
-use crate::mesh::{SharedMesh, principal};
+use crate::mesh::{Denied, SharedMesh, principal};
 
 #[derive(Clone)]
 pub struct HboneInboundContext {
@@ -76,20 +76,16 @@ fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<(), Refu
             ctx.pod
         )));
     }
-    let snapshot = ctx.mesh.registry.load();
-    let Some(workload) = snapshot.workload_by_uid(&ctx.uid) else {
-        return Err(Refusal::Unavailable(
-            "the pod is no longer in the registry".into(),
-        ));
-    };
     let l4 = L4Request {
         principal: Some(principal(&request.peer.identity.to_string())),
         source_ip: request.source.or(Some(request.remote_addr.ip())),
         destination_ip: request.destination.ip(),
         destination_port: request.destination.port(),
     };
-    match ctx.mesh.authorize(workload, &l4) {
-        Decision::Allow => Ok(()),
-        Decision::Deny(reason) => Err(Refusal::Forbidden(reason)),
-    }
+    ctx.mesh
+        .admit(&ctx.uid, &l4)
+        .map_err(|denied| match denied {
+            Denied::Gone => Refusal::Unavailable("the pod is no longer in the registry".into()),
+            Denied::Refused(reason) => Refusal::Forbidden(reason),
+        })
 }

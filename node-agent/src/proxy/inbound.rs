@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info_span, warn};
-use weft_config::api::security::MtlsMode;
-use weft_config::authz::l4::{Decision, L4Request};
+use weft_config::authz::l4::L4Request;
 use weft_core::host::netns_sockets::NetnsSockets;
 
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::{connect_from_pod, splice};
-use crate::mesh::SharedMesh;
+use crate::mesh::{Denied, SharedMesh};
 
 #[derive(Clone)]
 pub struct InboundContext {
@@ -87,21 +86,16 @@ async fn handle(
 
 /// PeerAuthentication, then AuthorizationPolicy, for a connection without a certificate.
 fn admit(ctx: &InboundContext, peer: SocketAddr, dst: SocketAddr) -> Result<(), String> {
-    let snapshot = ctx.mesh.registry.load();
-    let Some(workload) = snapshot.workload_by_uid(&ctx.uid) else {
-        return Err("the pod is no longer in the registry".into());
-    };
-    if snapshot.mtls_mode(workload, dst.port()) == MtlsMode::Strict {
-        return Err("PeerAuthentication STRICT: plaintext refused".into());
-    }
     let request = L4Request {
         principal: None,
         source_ip: Some(peer.ip()),
         destination_ip: dst.ip(),
         destination_port: dst.port(),
     };
-    match ctx.mesh.authorize(workload, &request) {
-        Decision::Allow => Ok(()),
-        Decision::Deny(reason) => Err(reason),
-    }
+    ctx.mesh
+        .admit(&ctx.uid, &request)
+        .map_err(|denied| match denied {
+            Denied::Gone => "the pod is no longer in the registry".to_string(),
+            Denied::Refused(reason) => reason,
+        })
 }
