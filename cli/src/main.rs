@@ -1,6 +1,8 @@
 //! weftctl: weft's command-line tool.
 mod crds;
+mod inspect;
 mod validate;
+mod waypoint;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Inspect(inspect::InspectCommand),
     /// Check Kubernetes and Istio manifests the way weft will before it applies them.
     /// Exits non-zero if any object would be refused.
     Validate {
@@ -32,10 +36,41 @@ enum Command {
         #[arg(long, default_value = "deploy/crds")]
         out: PathBuf,
     },
+    /// Waypoints: L7 proxies for a namespace's services or workloads.
+    Waypoint {
+        #[command(subcommand)]
+        command: WaypointCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WaypointCommand {
+    /// Print the Gateway that declares a waypoint (as Istio users write it) and the
+    /// Deployment, Service, ServiceAccount and ClusterRoleBinding that run weft-waypoint
+    /// for it, for `kubectl apply -f -`.
+    Generate {
+        /// The waypoint's name (also its Service's and ServiceAccount's).
+        #[arg(default_value = "waypoint")]
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// What traffic it takes (`istio.io/waypoint-for`).
+        #[arg(long = "for", value_enum, default_value_t)]
+        traffic: waypoint::TrafficType,
+        #[arg(long, default_value_t = waypoint::default_image())]
+        image: String,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// The mesh's root certificate (PEM), published in the namespace as the ConfigMap
+        /// weft-trust-bundle; without it that ConfigMap must already be there.
+        #[arg(long)]
+        trust_bundle: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
+        Command::Inspect(command) => inspect::run(command),
         Command::Validate {
             paths,
             cluster_domain,
@@ -56,6 +91,34 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Crds { out } => {
             crds::write(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Waypoint {
+            command:
+                WaypointCommand::Generate {
+                    name,
+                    namespace,
+                    traffic,
+                    image,
+                    trust_domain,
+                    trust_bundle,
+                },
+        } => {
+            let trust_bundle = trust_bundle
+                .as_deref()
+                .map(waypoint::read_trust_bundle)
+                .transpose()?;
+            print!(
+                "{}",
+                waypoint::generate(&waypoint::Waypoint {
+                    name,
+                    namespace,
+                    traffic,
+                    image,
+                    trust_domain,
+                    trust_bundle,
+                })?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -10,6 +10,7 @@ pub mod duration;
 pub mod refusal;
 pub mod registry;
 pub mod source;
+pub mod telemetry;
 pub mod translate;
 pub mod validate;
 

@@ -4,3 +4,5 @@ pub mod hbone;
 pub mod host;
 pub mod identity;
 pub mod mesh;
+pub mod metrics;
+pub mod telemetry;

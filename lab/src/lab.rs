@@ -123,10 +123,13 @@ impl Lab {
         // Records first: `down` of a half-built lab reads them.
         self.write_records()?;
         self.build_network()?;
-        self.start_pods()?;
-        self.wait_until_ready()?;
+        self.start_pods(|p| !p.is_waypoint())?;
+        self.wait_until_ready(|p| !p.is_waypoint())?;
         if self.runtime.agent.is_some() {
             self.start_agents()?;
+            // Waypoints need the CA and their certificate before they listen.
+            self.start_pods(PodPlan::is_waypoint)?;
+            self.wait_until_ready(PodPlan::is_waypoint)?;
         }
         Ok(())
     }
@@ -159,14 +162,19 @@ impl Lab {
             fabric.push(format!("link set {fabric_if} master br0 up"));
         }
         ns_batch(&plan.fabric_netns, &fabric)?;
-        ns_batch(
-            &cp.netns,
-            &[
-                "link set lo up".to_string(),
-                format!("addr add {}/24 dev eth0", cp.ip),
-                "link set eth0 up".to_string(),
-            ],
-        )?;
+        // Pods reach the control plane too (a waypoint asks the CA for its certificate):
+        // the way back to each node's pods is through that node.
+        let mut control_plane = vec![
+            "link set lo up".to_string(),
+            format!("addr add {}/24 dev eth0", cp.ip),
+            "link set eth0 up".to_string(),
+        ];
+        control_plane.extend(
+            plan.nodes
+                .iter()
+                .map(|n| format!("route add {}/24 via {}", n.pod_cidr_base, n.ip)),
+        );
+        ns_batch(&cp.netns, &control_plane)?;
 
         for node in &plan.nodes {
             let mut cmds = vec![
@@ -268,12 +276,25 @@ impl Lab {
             let path = std::env::var("PATH").unwrap_or_default();
             command.env("PATH", format!("{}:{path}", bin.display()));
         }
+        if pod.is_waypoint() {
+            // A waypoint reads the cluster and asks the CA like its node's agent does (in a
+            // cluster it would use its own service-account token).
+            command
+                .env("WEFT_CONFIG_DIR", self.paths.cluster_dir())
+                .env("WEFT_CA_ADDRESS", self.plan.ca_address().to_string())
+                .env("WEFT_CA_TOKEN_FILE", self.paths.ca_token(&pod.node))
+                .env("WEFT_TRUST_BUNDLE", self.paths.ca_root())
+                .env(
+                    "RUST_LOG",
+                    self.runtime.agent_log.as_deref().unwrap_or("info"),
+                );
+        }
     }
 
-    fn start_pods(&mut self) -> Result<(), LabError> {
+    fn start_pods(&mut self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
         std::fs::create_dir_all(self.paths.logs())
             .map_err(LabError::io("creating the logs directory"))?;
-        for pod in self.plan.pods.clone() {
+        for pod in self.plan.pods.clone().into_iter().filter(|p| which(p)) {
             cgroup::create(&self.pod_cgroup(&pod))?;
             for container in &pod.containers {
                 let mut argv = container.command.iter().chain(&container.args);
@@ -328,9 +349,9 @@ impl Lab {
 
     /// A pod is ready when each declared container port accepts a connection, like a
     /// kubelet's TCP readiness probe.
-    fn wait_until_ready(&self) -> Result<(), LabError> {
+    fn wait_until_ready(&self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        for pod in &self.plan.pods {
+        for pod in self.plan.pods.iter().filter(|p| which(p)) {
             let ports: Vec<u16> = pod
                 .containers
                 .iter()
@@ -356,11 +377,25 @@ impl Lab {
                 })
             })?;
             if !ready {
+                // The lab is torn down after this error, logs included: quote them now.
+                let tails: String = pod
+                    .containers
+                    .iter()
+                    .map(|c| {
+                        let log = self
+                            .paths
+                            .logs()
+                            .join(format!("{}-{}-{}.log", pod.namespace, pod.name, c.name));
+                        let text = std::fs::read_to_string(&log).unwrap_or_default();
+                        let lines: Vec<&str> = text.lines().collect();
+                        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                        format!("\n--- {} ---\n{tail}", c.name)
+                    })
+                    .collect();
                 return Err(LabError::Invalid(format!(
-                    "pod {} did not accept connections on its container ports within {}s; see its log under {}",
+                    "pod {} did not accept connections on its container ports within {}s; the end of its log:{tails}",
                     pod.key(),
                     READY_TIMEOUT.as_secs(),
-                    self.paths.logs().display()
                 )));
             }
         }
@@ -574,6 +609,41 @@ impl Lab {
         let mut command = Command::new(program);
         self.pod_env(pod, &mut command);
         place(&mut command, &self.pod_placement(pod, false))?;
+        Ok(command)
+    }
+
+    /// A command that will run in the network namespace of node `node`, where its agent's
+    /// admin endpoint listens on loopback (`weftctl status`). It gets a cgroup of its own,
+    /// so it is neither counted nor killed as the node's agent.
+    pub fn node_command(
+        &self,
+        node: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Result<Command, LabError> {
+        let node = self.plan.node(node).ok_or_else(|| {
+            let nodes: Vec<&str> = self.plan.nodes.iter().map(|n| n.name.as_str()).collect();
+            LabError::Invalid(format!(
+                "no node {node} (nodes: {}; pods are NAMESPACE/POD)",
+                nodes.join(", ")
+            ))
+        })?;
+        let cgroup = self.cgroup_root.join("exec").join(&node.name);
+        cgroup::create(&cgroup)?;
+        let mut command = Command::new(program);
+        command.env("NODE_NAME", &node.name);
+        if let Some(bin) = &self.runtime.bin_dir {
+            let path = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{path}", bin.display()));
+        }
+        place(
+            &mut command,
+            &Placement {
+                cgroup,
+                netns: named_netns_path(&node.netns),
+                pod_view: None,
+                detach: false,
+            },
+        )?;
         Ok(command)
     }
 

@@ -212,6 +212,11 @@ impl Manifests {
                 "Pod" => self.pods.push(from_value(value, &invalid)?),
                 "Deployment" => self.deployments.push(from_value(value, &invalid)?),
                 "Service" => self.services.push(from_value(value, &invalid)?),
+                "Gateway" if waypoint_gateway(&value).is_some() => {
+                    let (name, namespace) = waypoint_gateway(&value).unwrap_or_default();
+                    self.add_waypoint(&name, &namespace);
+                    self.others.push(value);
+                }
                 "List" => {
                     let items = value
                         .get("items")
@@ -230,6 +235,95 @@ impl Manifests {
             }
         }
         Ok(())
+    }
+}
+
+pub use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
+
+/// (name, namespace) of a Gateway API Gateway that declares a waypoint.
+fn waypoint_gateway(value: &serde_yaml::Value) -> Option<(String, String)> {
+    let api_version = value.get("apiVersion")?.as_str()?;
+    if !api_version.starts_with("gateway.networking.k8s.io/") {
+        return None;
+    }
+    let class = value.get("spec")?.get("gatewayClassName")?.as_str()?;
+    if !weft_core::mesh::waypoint::WAYPOINT_CLASSES.contains(&class) {
+        return None;
+    }
+    let metadata = value.get("metadata")?;
+    let name = metadata.get("name")?.as_str()?.to_string();
+    let namespace = metadata
+        .get("namespace")
+        .and_then(|n| n.as_str())
+        .unwrap_or("default")
+        .to_string();
+    Some((name, namespace))
+}
+
+impl Manifests {
+    /// What Istio's Gateway controller creates for a waypoint, and a cluster admin would
+    /// apply from `weftctl waypoint generate`: one weft-waypoint pod with the Gateway's
+    /// name as service account, outside the mesh's capture, and a Service in front of it.
+    fn add_waypoint(&mut self, name: &str, namespace: &str) {
+        let labels: Labels = [
+            (GATEWAY_NAME_LABEL.to_string(), name.to_string()),
+            ("istio.io/dataplane-mode".to_string(), "none".to_string()),
+        ]
+        .into();
+        let metadata = ObjectMeta {
+            name: name.to_string(),
+            namespace: Some(namespace.to_string()),
+            labels: labels.clone(),
+            ..ObjectMeta::default()
+        };
+        self.deployments.push(Deployment {
+            metadata: metadata.clone(),
+            spec: DeploymentSpec {
+                replicas: 1,
+                template: PodTemplate {
+                    metadata: TemplateMeta {
+                        labels: labels.clone(),
+                        annotations: BTreeMap::new(),
+                    },
+                    spec: PodSpec {
+                        node_name: None,
+                        service_account_name: Some(name.to_string()),
+                        containers: vec![Container {
+                            name: "waypoint".into(),
+                            image: Some("weft-waypoint".into()),
+                            command: vec!["weft-waypoint".into()],
+                            args: vec![
+                                "--name".into(),
+                                name.into(),
+                                "--namespace".into(),
+                                namespace.into(),
+                            ],
+                            env: Vec::new(),
+                            ports: vec![ContainerPort {
+                                name: Some("mesh".into()),
+                                container_port: 15008,
+                            }],
+                        }],
+                    },
+                },
+            },
+        });
+        self.services.push(Service {
+            metadata: ObjectMeta {
+                labels: [(GATEWAY_NAME_LABEL.to_string(), name.to_string())].into(),
+                ..metadata
+            },
+            spec: ServiceSpec {
+                cluster_ip: None,
+                selector: [(GATEWAY_NAME_LABEL.to_string(), name.to_string())].into(),
+                ports: vec![ServicePort {
+                    name: Some("mesh".into()),
+                    port: 15008,
+                    target_port: Some(TargetPort::Number(15008)),
+                    protocol: tcp(),
+                }],
+            },
+        });
     }
 }
 

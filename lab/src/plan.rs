@@ -111,6 +111,12 @@ impl PodPlan {
         format!("{}/{}", self.namespace, self.name)
     }
 
+    /// A pod the lab runs for a waypoint Gateway.
+    pub fn is_waypoint(&self) -> bool {
+        self.labels
+            .contains_key(crate::manifest::GATEWAY_NAME_LABEL)
+    }
+
     pub fn spiffe_id(&self) -> String {
         format!(
             "spiffe://{CLUSTER_DOMAIN}/ns/{}/sa/{}",

@@ -8,6 +8,7 @@ mod mesh;
 mod pods;
 mod preflight;
 mod proxy;
+mod telemetry;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -72,12 +73,22 @@ struct Args {
     /// Readiness endpoint (`GET /healthz/ready`).
     #[arg(long, env = "WEFT_READINESS_ADDR", default_value = admin::readiness::DEFAULT_ADDR)]
     readiness_addr: SocketAddr,
-    /// Admin endpoint (`GET /pods`, `GET /connections`).
+    /// Admin endpoint (`GET /` lists its endpoints; `weftctl` reads it).
     #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = admin::server::DEFAULT_ADDR)]
     admin_addr: SocketAddr,
     /// Where the agent pins its eBPF maps and links (on bpffs).
     #[arg(long, env = "WEFT_BPF_PIN_ROOT", default_value = "/sys/fs/bpf/weft")]
     bpf_pin_root: PathBuf,
+    /// Prometheus metrics with Istio's names (`GET /metrics`, `GET /stats/prometheus`).
+    #[arg(long, env = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:15020")]
+    metrics_addr: SocketAddr,
+    /// OTLP/gRPC collector (`http://host:4317`) to export a span per proxied connection
+    /// to; no tracing without it.
+    #[arg(long, env = "WEFT_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Istio's cluster id, reported as `source_cluster`/`destination_cluster`.
+    #[arg(long, env = "CLUSTER_ID", default_value = weft_core::metrics::DEFAULT_CLUSTER_ID)]
+    cluster_id: String,
 }
 
 /// Seconds, as a plain number (`--cert-lifetime 3600`).
@@ -172,6 +183,11 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
         trust,
         pool,
         log: ConnectionLog::new(CONNECTION_LOG),
+        telemetry: telemetry::Telemetry {
+            metrics: weft_core::metrics::Metrics::new(),
+            spans: span_exporter(&args)?,
+            cluster: args.cluster_id.clone(),
+        },
     });
 
     let loaded = ebpf::loader::load(&args.bpf_pin_root)?;
@@ -183,11 +199,23 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
     let readiness = admin::readiness::Readiness::default();
     readiness.set_ready();
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(admin::readiness::serve(args.readiness_addr, readiness));
+    servers.spawn(telemetry::serve(
+        args.metrics_addr,
+        mesh.telemetry.metrics.clone(),
+    ));
+    servers.spawn(admin::readiness::serve(
+        args.readiness_addr,
+        readiness.clone(),
+    ));
     servers.spawn(admin::server::serve(
         args.admin_addr,
-        enrollment.clone(),
-        mesh.clone(),
+        admin::server::Admin {
+            node: args.node.clone(),
+            enrollment: enrollment.clone(),
+            mesh: mesh.clone(),
+            readiness,
+            started: std::time::Instant::now(),
+        },
     ));
 
     let mut changes = registry.subscribe();
@@ -213,6 +241,19 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
             _ = ticker.tick() => resync(&args, &registry, &kubelet, &enrollment),
         }
     }
+}
+
+/// The OTLP exporter when `--otlp-endpoint` is set, else one that discards.
+fn span_exporter(args: &Args) -> anyhow::Result<weft_core::telemetry::SpanExporter> {
+    let Some(endpoint) = &args.otlp_endpoint else {
+        return Ok(weft_core::telemetry::SpanExporter::disabled());
+    };
+    let mut config = weft_core::telemetry::OtlpConfig::new(endpoint.clone(), "weft-agent");
+    config
+        .resource
+        .push(("k8s.node.name".to_string(), args.node.clone()));
+    info!(%endpoint, "exporting spans over OTLP");
+    weft_core::telemetry::SpanExporter::start(config).context("setting up the OTLP exporter")
 }
 
 /// Reads which pods should be captured and makes it so.

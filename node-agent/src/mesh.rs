@@ -16,6 +16,7 @@ pub struct Mesh {
     pub trust: TrustBundle,
     pub pool: HbonePool,
     pub log: ConnectionLog,
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 pub type SharedMesh = Arc<Mesh>;
@@ -30,11 +31,26 @@ pub enum Denied {
 }
 
 impl Mesh {
-    /// Whether a connection to pod `uid` may go in: for plaintext (no principal),
-    /// PeerAuthentication STRICT refuses it; then AuthorizationPolicy decides.
+    /// Whether a connection to pod `uid` may go in: a pod behind a waypoint takes only
+    /// what its waypoint sends; for plaintext (no principal), PeerAuthentication STRICT
+    /// refuses it; then AuthorizationPolicy decides.
     pub fn admit(&self, uid: &str, request: &L4Request) -> Result<(), Denied> {
         let snapshot = self.registry.load();
         let workload = snapshot.workload_by_uid(uid).ok_or(Denied::Gone)?;
+        if let Some(waypoint) = crate::proxy::resolve::required_waypoint(&snapshot, workload) {
+            let through_waypoint = request.principal.as_deref().is_some_and(|p| {
+                snapshot
+                    .waypoint_identities(waypoint)
+                    .into_iter()
+                    .any(|identity| principal(identity) == p)
+            });
+            if !through_waypoint {
+                return Err(Denied::Refused(format!(
+                    "traffic to this workload must come through waypoint {}/{}",
+                    waypoint.namespace, waypoint.name
+                )));
+            }
+        }
         if request.principal.is_none()
             && snapshot.mtls_mode(workload, request.destination_port) == MtlsMode::Strict
         {

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use hyper::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
 
 const CHUNK_LEN: usize = 64 * 1024;
@@ -53,6 +54,55 @@ impl Body for FillerBody {
     }
 }
 
+/// `inner`'s frames, then (if any) one trailers frame: the server's echo of request trailers
+/// and the client's `--trailer`.
+#[derive(Debug)]
+pub struct WithTrailers<B> {
+    inner: B,
+    trailers: Option<HeaderMap>,
+}
+
+impl<B> WithTrailers<B> {
+    /// Empty trailers are no trailers: the body then behaves exactly like `inner`.
+    pub fn new(inner: B, trailers: HeaderMap) -> Self {
+        Self {
+            inner,
+            trailers: (!trailers.is_empty()).then_some(trailers),
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for WithTrailers<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) => Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t)))),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.trailers.is_none() && self.inner.is_end_stream()
+    }
+
+    // With trailers the length is left open, so HTTP/1.1 uses chunked encoding, the only
+    // framing that can carry them.
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        if self.trailers.is_none() {
+            return inner;
+        }
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower());
+        hint
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +115,21 @@ mod tests {
             let Ok(bytes) = collected;
             assert_eq!(bytes.len() as u64, n);
         }
+    }
+
+    #[tokio::test]
+    async fn trailers_come_after_the_data() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", hyper::header::HeaderValue::from_static("42"));
+        let body = WithTrailers::new(FillerBody::new(3), trailers.clone());
+        assert!(!body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), None);
+        let Ok(collected) = body.collect().await;
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(collected.to_bytes().len(), 3);
+
+        let plain = WithTrailers::new(FillerBody::new(0), HeaderMap::new());
+        assert!(plain.is_end_stream());
+        assert_eq!(plain.size_hint().exact(), Some(0));
     }
 }

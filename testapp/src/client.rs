@@ -8,18 +8,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
-use hyper::header::{HOST, HeaderName, HeaderValue};
+use hyper::header::{HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 
-use crate::body::FillerBody;
+use crate::body::{FillerBody, WithTrailers};
 use crate::server::header_map;
 use crate::{net, out};
 
 /// Bodies above this are counted but not printed: `/bytes` throughput runs would otherwise
 /// buffer (and print) up to a GiB.
 const MAX_PRINTED_BODY: usize = 1 << 20;
+
+/// The upload: `--body-bytes` of filler, then the `--trailer`s if any.
+type ReqBody = WithTrailers<FillerBody>;
 
 pub struct GetArgs {
     pub url: String,
@@ -30,6 +33,8 @@ pub struct GetArgs {
     pub body_bytes: u64,
     pub method: String,
     pub expect_status: Option<u16>,
+    /// `name:value` request trailers (repeatable).
+    pub trailers: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -42,6 +47,8 @@ struct Line {
     local: String,
     peer: String,
     elapsed_ms: u64,
+    /// The response's trailers; empty when it had none.
+    trailers: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// What the request goes to, worked out once from the URL and `-H` flags.
@@ -54,6 +61,7 @@ struct Target {
     method: Method,
     /// User headers except Host, which is carried by `authority`.
     headers: Vec<(HeaderName, HeaderValue)>,
+    trailers: HeaderMap,
 }
 
 /// What an `http://` URL names. Shared with `load`.
@@ -102,13 +110,7 @@ impl Target {
         } = url_parts(&args.url)?;
         let mut headers = Vec::new();
         for raw in &args.headers {
-            let (name, value) = raw
-                .split_once(':')
-                .with_context(|| format!("header {raw:?}: expected 'Name: value'"))?;
-            let name = HeaderName::from_bytes(name.trim().as_bytes())
-                .with_context(|| format!("header {raw:?}: invalid name"))?;
-            let value = HeaderValue::from_str(value.trim())
-                .with_context(|| format!("header {raw:?}: invalid value"))?;
+            let (name, value) = name_value(raw, "header")?;
             if name == HOST {
                 host = value
                     .to_str()
@@ -118,6 +120,11 @@ impl Target {
                 headers.push((name, value));
             }
         }
+        let mut trailers = HeaderMap::new();
+        for raw in &args.trailers {
+            let (name, value) = name_value(raw, "trailer")?;
+            trailers.append(name, value);
+        }
         let method = Method::from_bytes(args.method.as_bytes())
             .with_context(|| format!("invalid method {:?}", args.method))?;
         Ok(Self {
@@ -126,10 +133,11 @@ impl Target {
             path_and_query,
             method,
             headers,
+            trailers,
         })
     }
 
-    fn request(&self, http2: bool, body_bytes: u64) -> Result<Request<FillerBody>> {
+    fn request(&self, http2: bool, body_bytes: u64) -> Result<Request<ReqBody>> {
         let mut builder = Request::builder().method(self.method.clone());
         builder = if http2 {
             // h2 carries the host as :authority, taken from an absolute URI.
@@ -143,15 +151,26 @@ impl Target {
         for (name, value) in &self.headers {
             builder = builder.header(name, value);
         }
+        if !http2 && !self.trailers.is_empty() {
+            // HTTP/1.1 sends trailers only when announced, and the server echoes them only to
+            // a client that says it accepts them.
+            let names: Vec<&str> = self.trailers.keys().map(|n| n.as_str()).collect();
+            builder = builder
+                .header(TRAILER, names.join(", "))
+                .header(TE, "trailers");
+        }
         builder
-            .body(FillerBody::new(body_bytes))
+            .body(WithTrailers::new(
+                FillerBody::new(body_bytes),
+                self.trailers.clone(),
+            ))
             .context("build request")
     }
 }
 
 enum Sender {
-    H1(http1::SendRequest<FillerBody>),
-    H2(http2::SendRequest<FillerBody>),
+    H1(http1::SendRequest<ReqBody>),
+    H2(http2::SendRequest<ReqBody>),
 }
 
 struct Conn {
@@ -199,10 +218,10 @@ impl Conn {
     /// (the server closed a keep-alive connection), hands the request back for a retry.
     async fn send(
         &mut self,
-        req: Request<FillerBody>,
+        req: Request<ReqBody>,
     ) -> std::result::Result<
         Response<hyper::body::Incoming>,
-        (hyper::Error, Option<Request<FillerBody>>),
+        (hyper::Error, Option<Request<ReqBody>>),
     > {
         let result = match &mut self.sender {
             Sender::H1(s) => match s.ready().await {
@@ -293,12 +312,22 @@ async fn read_response(
     let (parts, mut body) = resp.into_parts();
     let mut kept = Vec::new();
     let mut body_bytes = 0u64;
+    let mut trailers = HeaderMap::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.context("read response body")?;
-        if let Some(data) = frame.data_ref() {
-            body_bytes += data.len() as u64;
-            if kept.len() + data.len() <= MAX_PRINTED_BODY {
-                kept.extend_from_slice(data);
+        match frame.into_data() {
+            Ok(data) => {
+                body_bytes += data.len() as u64;
+                if kept.len() + data.len() <= MAX_PRINTED_BODY {
+                    kept.extend_from_slice(&data);
+                }
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    for (name, value) in &t {
+                        trailers.append(name, value.clone());
+                    }
+                }
             }
         }
     }
@@ -311,7 +340,20 @@ async fn read_response(
         local: local.to_string(),
         peer: peer.to_string(),
         elapsed_ms: 0,
+        trailers: header_map(&trailers),
     })
+}
+
+/// `Name: value` (`-H`) or `name:value` (`--trailer`); `what` names the flag in errors.
+fn name_value(raw: &str, what: &str) -> Result<(HeaderName, HeaderValue)> {
+    let (name, value) = raw
+        .split_once(':')
+        .with_context(|| format!("{what} {raw:?}: expected 'Name: value'"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .with_context(|| format!("{what} {raw:?}: invalid name"))?;
+    let value = HeaderValue::from_str(value.trim())
+        .with_context(|| format!("{what} {raw:?}: invalid value"))?;
+    Ok((name, value))
 }
 
 /// JSON when the body is JSON (the testapp's own reports), text otherwise, null when too big.
@@ -337,7 +379,94 @@ mod tests {
             body_bytes: 0,
             method: "GET".to_owned(),
             expect_status: None,
+            trailers: Vec::new(),
         }
+    }
+
+    /// One exchange on a fresh connection, as `get` makes it.
+    async fn get(args: &GetArgs) -> Result<Line> {
+        let target = Target::parse(args)?;
+        let mut conn = None;
+        tokio::time::timeout(args.timeout, exchange(&target, args, &mut conn))
+            .await
+            .context("timed out")?
+    }
+
+    #[tokio::test]
+    async fn trailers_round_trip_over_h2c() -> Result<()> {
+        let addr = crate::server::spawn_local().await?;
+        let mut a = args(&format!("http://{addr}/up"), &[]);
+        a.http2 = true;
+        a.method = "POST".to_owned();
+        a.body_bytes = 100_000;
+        a.trailers = vec![
+            "x-checksum:abc".to_owned(),
+            "x-multi: 1".to_owned(),
+            "x-multi:2".to_owned(),
+        ];
+        let line = get(&a).await?;
+        assert_eq!(line.status, 200);
+        assert_eq!(line.http_version, "HTTP/2.0");
+        let want = serde_json::json!({"x-checksum": ["abc"], "x-multi": ["1", "2"]});
+        assert_eq!(line.body["trailers"], want);
+        assert_eq!(line.body["body_bytes"], 100_000);
+        assert_eq!(serde_json::to_value(&line.trailers)?, want);
+
+        // No trailers sent: none reported either way.
+        a.trailers.clear();
+        let line = get(&a).await?;
+        assert_eq!(line.body["trailers"], serde_json::json!({}));
+        assert!(line.trailers.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn trailers_round_trip_over_http1() -> Result<()> {
+        let addr = crate::server::spawn_local().await?;
+        let mut a = args(&format!("http://{addr}/up"), &[]);
+        a.method = "POST".to_owned();
+        a.body_bytes = 10;
+        a.trailers = vec!["x-checksum:abc".to_owned()];
+        let line = get(&a).await?;
+        assert_eq!(line.http_version, "HTTP/1.1");
+        let want = serde_json::json!({"x-checksum": ["abc"]});
+        assert_eq!(line.body["trailers"], want);
+        assert_eq!(line.body["body_bytes"], 10);
+        assert_eq!(serde_json::to_value(&line.trailers)?, want);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn stats_count_requests_per_host() -> Result<()> {
+        let addr = crate::server::spawn_local().await?;
+        let url = |path: &str| format!("http://{addr}{path}");
+        let mut a = args(&url("/a"), &["Host: reviews.shop.svc.cluster.local"]);
+        a.http2 = true;
+        for _ in 0..3 {
+            get(&a).await?;
+        }
+        // Failures injected per request are counted too; health checks are not.
+        let mut shadow = args(&url("/b?fail_rate=1"), &["Host: reviews-shadow"]);
+        assert_eq!(get(&shadow).await?.status, 500);
+        shadow.url = url("/healthz");
+        get(&shadow).await?;
+        let h1 = args(&url("/c"), &[]);
+        get(&h1).await?;
+
+        let stats = get(&args(&url("/stats"), &[])).await?;
+        assert_eq!(stats.status, 200);
+        let want = serde_json::json!({
+            "requests": 5,
+            "by_host": {
+                "reviews.shop.svc.cluster.local": 3,
+                "reviews-shadow": 1,
+                (addr.to_string()): 1,
+            },
+        });
+        assert_eq!(stats.body, want);
+        // /stats itself is not counted.
+        assert_eq!(get(&args(&url("/stats"), &[])).await?.body, want);
+        Ok(())
     }
 
     #[test]

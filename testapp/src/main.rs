@@ -77,6 +77,10 @@ enum Command {
         /// Exit 1 if any response has another status.
         #[arg(long)]
         expect_status: Option<u16>,
+        /// Request trailer 'name:value' (repeatable), sent after the body (streamed, so over
+        /// HTTP/1.1 chunked with a `Trailer` header and `TE: trailers`).
+        #[arg(long = "trailer")]
+        trailers: Vec<String>,
     },
     /// Send text to a TCP echo and check it comes back unchanged.
     Tcp {
@@ -258,6 +262,7 @@ async fn run(command: Command) -> Result<bool> {
             body_bytes,
             method,
             expect_status,
+            trailers,
         } => {
             let args = client::GetArgs {
                 url,
@@ -268,6 +273,7 @@ async fn run(command: Command) -> Result<bool> {
                 body_bytes,
                 method,
                 expect_status,
+                trailers,
             };
             client::run(args).await
         }

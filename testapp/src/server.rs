@@ -4,23 +4,23 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderValue, TRAILER};
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::body::FillerBody;
+use crate::body::{FillerBody, WithTrailers};
 use crate::controls::{self, Defaults};
 use crate::{echo, net, out, sink};
 
@@ -62,6 +62,41 @@ struct App {
     // Precomputed: an identity that is not a valid header value just omits the header.
     pod_header: Option<HeaderValue>,
     version_header: Option<HeaderValue>,
+    stats: Mutex<Stats>,
+}
+
+/// `GET /stats`: requests answered since start (all but `/healthz` and `/stats`), in total and
+/// per Host / :authority exactly as received. Tests use it to count retries and mirror copies.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Stats {
+    requests: u64,
+    by_host: BTreeMap<String, u64>,
+}
+
+impl App {
+    fn new(identity: Identity, defaults: Defaults) -> Self {
+        Self {
+            pod_header: HeaderValue::from_str(&identity.pod).ok(),
+            version_header: HeaderValue::from_str(&identity.version).ok(),
+            identity,
+            defaults,
+            stats: Mutex::default(),
+        }
+    }
+
+    fn count(&self, host: String) {
+        // A panic elsewhere while holding the lock leaves the counts valid: keep counting.
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        stats.requests += 1;
+        *stats.by_host.entry(host).or_default() += 1;
+    }
+
+    fn stats(&self) -> Stats {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Per-connection facts every response reports.
@@ -86,16 +121,12 @@ struct Report<'a> {
     local: String,
     status: u16,
     body_bytes: u64,
+    /// The request's trailers (echoed back as the response's).
+    trailers: BTreeMap<String, Vec<String>>,
 }
 
 pub async fn run(config: Config) -> Result<()> {
-    let identity = Identity::from_env();
-    let app = Arc::new(App {
-        pod_header: HeaderValue::from_str(&identity.pod).ok(),
-        version_header: HeaderValue::from_str(&identity.version).ok(),
-        identity,
-        defaults: config.defaults,
-    });
+    let app = Arc::new(App::new(Identity::from_env(), config.defaults));
 
     // Bind everything before announcing, so the "listening" line means every port is ready.
     let mut http = Vec::new();
@@ -215,15 +246,67 @@ async fn handle(
         identity_headers(app, resp.headers_mut());
         return Ok(resp);
     }
+    if req.uri().path() == "/stats" {
+        return Ok(json_response(app, 200, &app.stats()));
+    }
+    // Counted on arrival: a request that then fails (--fail-rate) or times out was received.
+    app.count(authority(&req));
 
     let (parts, mut body) = req.into_parts();
     // Read (and count) the whole upload before answering, so upload tests measure the transfer.
     let mut body_bytes = 0u64;
+    let mut trailers = HeaderMap::new();
     while let Some(frame) = body.frame().await {
-        if let Some(data) = frame?.data_ref() {
-            body_bytes += data.len() as u64;
+        match frame?.into_data() {
+            Ok(data) => body_bytes += data.len() as u64,
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    for (name, value) in &t {
+                        trailers.append(name, value.clone());
+                    }
+                }
+            }
         }
     }
+
+    let resp = answer(&conn, &parts, body_bytes, &trailers).await;
+    if trailers.is_empty() {
+        return Ok(resp);
+    }
+    // Echo the request's trailers at the end of the response. HTTP/1.1 sends them only when
+    // the response announces them and the request said `TE: trailers`.
+    let (mut head, body) = resp.into_parts();
+    if parts.version < Version::HTTP_2 {
+        let names: Vec<&str> = trailers.keys().map(|n| n.as_str()).collect();
+        if let Ok(v) = HeaderValue::from_str(&names.join(", ")) {
+            head.headers.insert(TRAILER, v);
+        }
+    }
+    Ok(Response::from_parts(
+        head,
+        WithTrailers::new(body, trailers).boxed(),
+    ))
+}
+
+/// The request's Host as sent: h2's :authority (hyper puts it in the URI), else the Host
+/// header; empty when neither.
+fn authority<B>(req: &Request<B>) -> String {
+    if let Some(a) = req.uri().authority() {
+        return a.as_str().to_owned();
+    }
+    req.headers()
+        .get(HOST)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default()
+}
+
+async fn answer(
+    conn: &Conn,
+    parts: &hyper::http::request::Parts,
+    body_bytes: u64,
+    trailers: &HeaderMap,
+) -> Response<RespBody> {
+    let app = &conn.app;
 
     let query = parts.uri.query();
     let header = |name: &str| {
@@ -234,12 +317,12 @@ async fn handle(
     };
     let controls = match controls::parse(query, header, app.defaults) {
         Ok(c) => c,
-        Err(e) => return Ok(error_response(app, &e)),
+        Err(e) => return error_response(app, &e),
     };
     let bytes_n = if parts.uri.path() == "/bytes" {
         match controls::parse_bytes_n(query) {
             Ok(n) => Some(n),
-            Err(e) => return Ok(error_response(app, &e)),
+            Err(e) => return error_response(app, &e),
         }
     } else {
         None
@@ -260,7 +343,7 @@ async fn handle(
             HeaderValue::from_static("application/octet-stream"),
         );
         identity_headers(app, resp.headers_mut());
-        return Ok(resp);
+        return resp;
     }
 
     let id = &app.identity;
@@ -278,8 +361,21 @@ async fn handle(
         local: conn.local.to_string(),
         status,
         body_bytes,
+        trailers: header_map(trailers),
     };
-    Ok(json_response(app, status, &report))
+    json_response(app, status, &report)
+}
+
+/// An in-process server on 127.0.0.1 (ephemeral port) for the unit tests.
+#[cfg(test)]
+pub async fn spawn_local() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("bind 127.0.0.1:0")?;
+    let addr = listener.local_addr().context("listener address")?;
+    let app = Arc::new(App::new(Identity::default(), Defaults::default()));
+    tokio::spawn(serve_http(listener, server_builder(), app));
+    Ok(addr)
 }
 
 /// Lowercase names (hyper already stores them so), every value kept in arrival order.

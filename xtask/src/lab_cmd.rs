@@ -22,8 +22,10 @@ pub enum LabCommand {
         #[arg(long)]
         no_agents: bool,
     },
-    /// Run a command inside a pod: `lab exec NAMESPACE/POD -- CMD…`.
+    /// Run a command inside a pod (`lab exec NAMESPACE/POD -- CMD…`) or in a node's network
+    /// namespace, where its agent's admin listens (`lab exec node-1 -- weftctl status`).
     Exec {
+        /// `NAMESPACE/POD`, or a node's name.
         pod: String,
         #[arg(long, default_value = "lab")]
         name: String,
@@ -78,6 +80,9 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             println!(
                 "\nlab {name} is up. Try: cargo xtask lab exec --name {name} NAMESPACE/POD -- weft-testapp get http://SERVICE.NAMESPACE:PORT/"
             );
+            println!(
+                "What an agent knows: cargo xtask lab exec --name {name} node-1 -- weftctl status"
+            );
             println!("Take it down with: cargo xtask lab down {name}");
             lab.keep_running();
             Ok(())
@@ -85,8 +90,13 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
         LabCommand::Exec { pod, name, command } => {
             let lab = Lab::attach(&name)?;
             let (program, args) = command.split_first().context("no command given")?;
-            let status = lab
-                .pod_command(&pod, program)?
+            // Pods are `namespace/name`; node names have no slash.
+            let mut to_run = if pod.contains('/') {
+                lab.pod_command(&pod, program)?
+            } else {
+                lab.node_command(&pod, program)?
+            };
+            let status = to_run
                 .args(args)
                 .status()
                 .with_context(|| format!("running {program} in {pod}"))?;

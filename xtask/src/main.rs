@@ -1,6 +1,7 @@
 //! `cargo xtask …`: everything from a fresh clone to a running mesh.
 mod bench;
 mod build;
+mod deploy_check;
 mod lab_cmd;
 mod setup;
 mod test_cmd;
@@ -45,6 +46,9 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Check deploy/ offline: CRDs up to date, every overlay and generated waypoint valid
+    /// against Kubernetes' schemas. Part of `test`.
+    DeployCheck,
     /// The local cluster of network namespaces.
     Lab {
         #[command(subcommand)]
@@ -75,6 +79,8 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             bench::run(quick)
         }
+        // Installs its own tools: it needs neither root nor the eBPF toolchain.
+        Command::DeployCheck => deploy_check::run(),
         Command::Lab { command } => {
             if command.needs_binaries() {
                 setup::run()?;

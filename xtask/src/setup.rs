@@ -3,7 +3,8 @@
 //! - the nightly toolchain's rust-src (the eBPF build uses `-Z build-std=core`);
 //! - bpf-linker, built from crates.io against the nightly toolchain's own LLVM, since no
 //!   prebuilt download is available;
-//! - Debian packages the lab and the tests drive (iproute2, nftables).
+//! - Debian packages the lab and the tests drive (iproute2, nftables);
+//! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`).
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -25,7 +26,9 @@ pub fn run() -> anyhow::Result<()> {
     ensure_nightly()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
-    ensure_debian_packages()
+    ensure_debian_packages()?;
+    // kubectl and kubernetes-validate for `deploy-check`.
+    crate::deploy_check::ensure_tools()
 }
 
 fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {

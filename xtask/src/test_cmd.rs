@@ -15,6 +15,7 @@ pub fn run(lint: bool, cargo_args: &[String]) -> anyhow::Result<()> {
     }
     // The e2e tests start these binaries inside lab pods and nodes.
     binaries()?;
+    crate::deploy_check::run()?;
     // SAFETY: xtask is single-threaded here.
     unsafe { std::env::set_var("WEFT_BIN_DIR", bin_dir()) };
     let mut args = vec!["test", "--no-fail-fast"];

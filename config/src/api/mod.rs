@@ -2,6 +2,7 @@
 pub mod common;
 pub mod crds;
 pub mod gateway;
+pub mod gateway_api;
 pub mod kubernetes;
 pub mod networking;
 mod object;

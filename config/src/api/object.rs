@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::gateway::Gateway;
+use super::gateway_api::{GATEWAY_API_GROUP, GATEWAY_API_VERSIONS, KubernetesGateway};
 use super::kubernetes::{EndpointSlice, Namespace, Pod, Service, trim_metadata};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
 use super::security::{AuthorizationPolicy, PeerAuthentication};
@@ -25,6 +26,8 @@ pub enum Kind {
     Gateway,
     AuthorizationPolicy,
     PeerAuthentication,
+    /// The Kubernetes Gateway API's Gateway (waypoints are declared with it).
+    KubernetesGateway,
 }
 
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
@@ -36,7 +39,7 @@ pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -47,6 +50,7 @@ impl Kind {
         Kind::Gateway,
         Kind::AuthorizationPolicy,
         Kind::PeerAuthentication,
+        Kind::KubernetesGateway,
     ];
 
     pub const ISTIO: [Kind; 6] = [
@@ -70,6 +74,7 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::KubernetesGateway => "Gateway",
         }
     }
 
@@ -82,6 +87,7 @@ impl Kind {
                 NETWORKING_GROUP
             }
             Kind::AuthorizationPolicy | Kind::PeerAuthentication => SECURITY_GROUP,
+            Kind::KubernetesGateway => GATEWAY_API_GROUP,
         }
     }
 
@@ -90,6 +96,7 @@ impl Kind {
         match self.group() {
             NETWORKING_GROUP => NETWORKING_VERSIONS,
             SECURITY_GROUP => SECURITY_VERSIONS,
+            GATEWAY_API_GROUP => GATEWAY_API_VERSIONS,
             _ => &["v1"],
         }
     }
@@ -107,6 +114,7 @@ impl Kind {
             Kind::Gateway => "gateways",
             Kind::AuthorizationPolicy => "authorizationpolicies",
             Kind::PeerAuthentication => "peerauthentications",
+            Kind::KubernetesGateway => "gateways",
         }
     }
 
@@ -118,8 +126,17 @@ impl Kind {
         matches!(self.group(), NETWORKING_GROUP | SECURITY_GROUP)
     }
 
-    fn by_name(kind: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == kind)
+    /// Kinds read through the dynamic API (custom resources whose API may not be served),
+    /// as opposed to Kubernetes' built-in kinds.
+    pub fn is_custom(self) -> bool {
+        self.is_istio() || self == Kind::KubernetesGateway
+    }
+
+    /// Kind names repeat across groups (Istio's Gateway and the Gateway API's).
+    pub fn by_group_and_name(group: &str, kind: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.group() == group && k.name() == kind)
     }
 }
 
@@ -170,6 +187,7 @@ pub enum Object {
     Gateway(Arc<Gateway>),
     AuthorizationPolicy(Arc<AuthorizationPolicy>),
     PeerAuthentication(Arc<PeerAuthentication>),
+    KubernetesGateway(Arc<KubernetesGateway>),
 }
 
 macro_rules! each_object {
@@ -185,6 +203,7 @@ macro_rules! each_object {
             Object::Gateway($binding) => $body,
             Object::AuthorizationPolicy($binding) => $body,
             Object::PeerAuthentication($binding) => $body,
+            Object::KubernetesGateway($binding) => $body,
         }
     };
 }
@@ -202,6 +221,7 @@ impl Object {
             Object::Gateway(_) => Kind::Gateway,
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Object::KubernetesGateway(_) => Kind::KubernetesGateway,
         }
     }
 
@@ -223,13 +243,10 @@ impl Object {
     }
 
     /// Reads a document of any kind weft uses. `Ok(None)` for kinds weft has no use for
-    /// (Deployments, ConfigMaps, the Kubernetes Gateway API's Gateway, …): they are not
+    /// (Deployments, ConfigMaps, HTTPRoutes, …): they are not
     /// errors, a directory of manifests holds many of them.
     pub fn from_json(mut value: Value) -> Result<Option<Object>, Refusal> {
         let Some(kind_name) = value.get("kind").and_then(Value::as_str) else {
-            return Ok(None);
-        };
-        let Some(kind) = Kind::by_name(kind_name) else {
             return Ok(None);
         };
         let api_version = value
@@ -241,10 +258,10 @@ impl Object {
             Some((group, version)) => (group, version),
             None => ("", api_version.as_str()),
         };
-        if group != kind.group() {
-            // Same kind name in another API group: not one of ours.
+        let Some(kind) = Kind::by_group_and_name(group, kind_name) else {
+            // Not a kind weft reads, or the same kind name in another API group.
             return Ok(None);
-        }
+        };
         let name = value
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -294,6 +311,7 @@ impl Object {
             Kind::Gateway => typed(value, &object_ref).map(Object::Gateway),
             Kind::AuthorizationPolicy => typed(value, &object_ref).map(Object::AuthorizationPolicy),
             Kind::PeerAuthentication => typed(value, &object_ref).map(Object::PeerAuthentication),
+            Kind::KubernetesGateway => typed(value, &object_ref).map(Object::KubernetesGateway),
         }?;
         Ok(Some(parsed))
     }
@@ -335,7 +353,8 @@ has_metadata!(
     ServiceEntry,
     Gateway,
     AuthorizationPolicy,
-    PeerAuthentication
+    PeerAuthentication,
+    KubernetesGateway
 );
 
 fn typed<T: DeserializeOwned + HasMetadata>(

@@ -1,3 +1,5 @@
 //! Deciding AuthorizationPolicies: Istio's semantics as pure functions over the registry's
 //! policies, shared by the node agent (L4) and the waypoint (L7).
 pub mod l4;
+pub mod l7;
+mod rules;

@@ -7,6 +7,7 @@
 //! published atomically, and subscribers see the new version through a `watch` channel.
 mod change;
 mod cow;
+mod listing;
 pub mod model;
 mod snapshot;
 mod state;

@@ -13,6 +13,46 @@ pub struct WaypointRef {
     pub namespace: String,
 }
 
+/// Which traffic a waypoint handles (`istio.io/waypoint-for` on its Gateway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaypointFor {
+    /// Traffic addressed to a bound service (Istio's default).
+    Service,
+    /// Traffic addressed to a bound workload's own address.
+    Workload,
+    All,
+    None,
+}
+
+impl WaypointFor {
+    pub fn serves_services(self) -> bool {
+        matches!(self, WaypointFor::Service | WaypointFor::All)
+    }
+
+    pub fn serves_workloads(self) -> bool {
+        matches!(self, WaypointFor::Workload | WaypointFor::All)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaypointFor::Service => "service",
+            WaypointFor::Workload => "workload",
+            WaypointFor::All => "all",
+            WaypointFor::None => "none",
+        }
+    }
+}
+
+/// A waypoint declared by a Gateway API Gateway of a waypoint class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waypoint {
+    pub name: String,
+    pub namespace: String,
+    pub traffic: WaypointFor,
+    /// The HBONE listener's port (15008).
+    pub port: u16,
+}
+
 /// A pod, as the mesh sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Workload {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::cow::CowMap;
-use super::model::{Endpoint, HostRoutes, Service, Workload};
+use super::model::{Endpoint, HostRoutes, Service, Waypoint, WaypointRef, Workload};
 use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
 use crate::api::networking::ServiceEntry;
@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub(super) service_entries_by_host: Arc<HashMap<String, Vec<Arc<ServiceEntry>>>>,
     pub(super) service_entries_by_address: Arc<HashMap<IpAddr, Arc<ServiceEntry>>>,
     pub(super) gateways: Arc<Vec<Arc<Gateway>>>,
+    /// Waypoints declared by Gateway API Gateways of a waypoint class, by (namespace, name).
+    pub(super) waypoints: Arc<BTreeMap<(String, String), Arc<Waypoint>>>,
     pub(super) authorization_policies: Arc<HashMap<String, Vec<Arc<AuthorizationPolicy>>>>,
     pub(super) peer_authentications: Arc<HashMap<String, Vec<Arc<PeerAuthentication>>>>,
     pub(super) refusals: Arc<BTreeMap<ObjectRef, Vec<Refusal>>>,
@@ -169,6 +171,51 @@ impl Snapshot {
 
     pub fn gateways(&self) -> impl Iterator<Item = &Arc<Gateway>> {
         self.gateways.iter()
+    }
+
+    // --- waypoints
+
+    pub fn waypoints(&self) -> impl Iterator<Item = &Arc<Waypoint>> {
+        self.waypoints.values()
+    }
+
+    /// The declared waypoint a binding names, if its Gateway exists.
+    pub fn waypoint(&self, binding: &WaypointRef) -> Option<&Arc<Waypoint>> {
+        self.waypoints
+            .get(&(binding.namespace.clone(), binding.name.clone()))
+    }
+
+    /// The waypoint that traffic for `service` must pass: its binding names a declared
+    /// waypoint that serves services.
+    pub fn service_waypoint(&self, service: &Service) -> Option<&Arc<Waypoint>> {
+        self.waypoint(service.waypoint.as_ref()?)
+            .filter(|w| w.traffic.serves_services())
+    }
+
+    /// The waypoint that traffic addressed to `workload` itself (its pod IP) must pass.
+    pub fn workload_waypoint(&self, workload: &Workload) -> Option<&Arc<Waypoint>> {
+        self.waypoint(workload.waypoint.as_ref()?)
+            .filter(|w| w.traffic.serves_workloads())
+    }
+
+    /// The Service that fronts a waypoint's pods (same name and namespace as its Gateway,
+    /// as Istio's waypoint deployment names it).
+    pub fn waypoint_service(&self, waypoint: &Waypoint) -> Option<&Arc<Service>> {
+        self.service(&waypoint.namespace, &waypoint.name)
+    }
+
+    /// The identities a waypoint's pods prove: those of the ready pods behind its Service.
+    pub fn waypoint_identities(&self, waypoint: &Waypoint) -> Vec<&str> {
+        let mut identities: Vec<&str> = self
+            .waypoint_service(waypoint)
+            .into_iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter_map(|e| self.endpoint_workload(e))
+            .map(|w| w.identity.as_str())
+            .collect();
+        identities.sort_unstable();
+        identities.dedup();
+        identities
     }
 
     // --- policies

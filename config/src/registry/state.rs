@@ -10,6 +10,7 @@ use super::change::{Candidate, Change};
 use super::model::{HostRoutes, Workload};
 use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
+use crate::api::gateway_api::KubernetesGateway;
 use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Service};
 use crate::api::networking::{DestinationRule, ServiceEntry, VirtualService};
 use crate::api::security::{AuthorizationPolicy, PeerAuthentication};
@@ -68,6 +69,7 @@ pub(super) struct State {
     destination_rules: BTreeMap<Key, Arc<DestinationRule>>,
     service_entries: BTreeMap<Key, Arc<ServiceEntry>>,
     gateways: BTreeMap<Key, Arc<Gateway>>,
+    kubernetes_gateways: BTreeMap<Key, Arc<KubernetesGateway>>,
     authorization_policies: BTreeMap<Key, Arc<AuthorizationPolicy>>,
     peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
     refusals: BTreeMap<ObjectRef, Vec<Refusal>>,
@@ -224,6 +226,11 @@ impl State {
                 .get(&k)
                 .cloned()
                 .map(Object::PeerAuthentication),
+            Kind::KubernetesGateway => self
+                .kubernetes_gateways
+                .get(&k)
+                .cloned()
+                .map(Object::KubernetesGateway),
         }
     }
 
@@ -248,6 +255,7 @@ impl State {
             Kind::Gateway => refs(kind, &self.gateways),
             Kind::AuthorizationPolicy => refs(kind, &self.authorization_policies),
             Kind::PeerAuthentication => refs(kind, &self.peer_authentications),
+            Kind::KubernetesGateway => refs(kind, &self.kubernetes_gateways),
         }
     }
 
@@ -301,6 +309,10 @@ impl State {
             }
             Object::PeerAuthentication(o) => {
                 self.peer_authentications.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+            Object::KubernetesGateway(o) => {
+                self.kubernetes_gateways.insert(k, o);
                 dirty.kinds.insert(r.kind);
             }
         }
@@ -357,8 +369,9 @@ impl State {
             Kind::Gateway => self.gateways.remove(&k).is_some(),
             Kind::AuthorizationPolicy => self.authorization_policies.remove(&k).is_some(),
             Kind::PeerAuthentication => self.peer_authentications.remove(&k).is_some(),
+            Kind::KubernetesGateway => self.kubernetes_gateways.remove(&k).is_some(),
         };
-        if removed && r.kind.is_istio() {
+        if removed && r.kind.is_custom() {
             dirty.kinds.insert(r.kind);
         }
     }
@@ -400,6 +413,11 @@ impl State {
         }
         if kinds.contains(&Kind::Gateway) {
             self.snapshot.gateways = Arc::new(self.gateways.values().cloned().collect());
+        }
+        if kinds.contains(&Kind::KubernetesGateway) {
+            self.snapshot.waypoints = Arc::new(translate::waypoint::declared(
+                self.kubernetes_gateways.values(),
+            ));
         }
         if kinds.contains(&Kind::AuthorizationPolicy) {
             self.snapshot.authorization_policies = Arc::new(policy::by_namespace(

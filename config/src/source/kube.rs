@@ -33,6 +33,10 @@ use crate::api::{Kind, Object, ObjectRef};
 use crate::refusal::Refusal;
 use crate::registry::{Candidate, Change};
 
+/// Every kind this source lists and watches, in all namespaces: what its ClusterRole must
+/// grant (`list`, `watch`). `cli/tests/deploy_rbac.rs` holds `deploy/`'s RBAC to this list.
+pub const WATCHED: [Kind; Kind::ALL.len()] = Kind::ALL;
+
 /// Which pods to watch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum PodScope {
@@ -96,9 +100,9 @@ impl Source for KubeSource {
 
     async fn run(self, feed: Feed) -> Result<(), SourceError> {
         let tracker = Tracker {
-            pending: Mutex::new(Kind::ALL.into_iter().collect()),
+            pending: Mutex::new(WATCHED.into_iter().collect()),
         };
-        let watches = Kind::ALL
+        let watches = WATCHED
             .into_iter()
             .map(|kind| watch_kind(kind, &self.client, &self.config, &feed, &tracker));
         futures::future::try_join_all(watches).await?;
@@ -187,6 +191,7 @@ async fn watch_kind(
                 )
                 .await?
             }
+            // Custom resources: Istio's kinds and the Gateway API's Gateway.
             istio => match served_version(client, istio).await {
                 Ok(Some(version)) => {
                     let resource = api_resource(istio, version);
@@ -207,7 +212,7 @@ async fn watch_kind(
                 Ok(None) => {
                     info!(
                         kind = %istio,
-                        "API group {} not served (Istio CRDs not installed?); none of these objects until it is",
+                        "API group {} not served (its CRDs not installed?); none of these objects until it is",
                         istio.group()
                     );
                     // Objects of an API that went away are gone too.
@@ -287,10 +292,7 @@ fn dynamic(object: DynamicObject, resource: &ApiResource) -> Candidate {
 }
 
 fn kind_of(resource: &ApiResource) -> Kind {
-    Kind::ALL
-        .into_iter()
-        .find(|k| k.name() == resource.kind)
-        .unwrap_or(Kind::VirtualService)
+    Kind::by_group_and_name(&resource.group, &resource.kind).unwrap_or(Kind::VirtualService)
 }
 
 /// Follows one watcher until it needs a fresh start: its stream ended, the resync period

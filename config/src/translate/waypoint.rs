@@ -1,7 +1,67 @@
 //! Which waypoint a pod or service uses, by Istio ambient's labels.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::registry::model::WaypointRef;
+use crate::api::DEFAULT_NAMESPACE;
+use crate::api::gateway_api::KubernetesGateway;
+use crate::registry::model::{Waypoint, WaypointFor, WaypointRef};
+
+pub use weft_core::mesh::waypoint::WAYPOINT_CLASSES;
+/// `istio.io/waypoint-for` on a waypoint's Gateway.
+pub const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
+/// The protocol of a waypoint's listener.
+pub const HBONE_PROTOCOL: &str = "HBONE";
+
+pub fn is_waypoint(gateway: &KubernetesGateway) -> bool {
+    WAYPOINT_CLASSES.contains(&gateway.spec.gateway_class_name.as_str())
+}
+
+/// `istio.io/waypoint-for`'s value; `None` for a value Istio does not define.
+pub fn waypoint_for(value: Option<&str>) -> Option<WaypointFor> {
+    match value {
+        None | Some("") | Some("service") => Some(WaypointFor::Service),
+        Some("workload") => Some(WaypointFor::Workload),
+        Some("all") => Some(WaypointFor::All),
+        Some("none") => Some(WaypointFor::None),
+        Some(_) => None,
+    }
+}
+
+/// The waypoints the Gateways declare, by (namespace, name). Gateways of other classes
+/// (ingress gateways) are not waypoints; validation has refused malformed waypoint ones.
+pub fn declared<'a>(
+    gateways: impl IntoIterator<Item = &'a Arc<KubernetesGateway>>,
+) -> BTreeMap<(String, String), Arc<Waypoint>> {
+    gateways
+        .into_iter()
+        .filter(|g| is_waypoint(g))
+        .filter_map(|g| {
+            let labels = crate::api::labels(&g.metadata);
+            let traffic = waypoint_for(labels.get(WAYPOINT_FOR_LABEL).map(String::as_str))?;
+            let port = g
+                .spec
+                .listeners
+                .iter()
+                .find(|l| l.protocol == HBONE_PROTOCOL)
+                .and_then(|l| u16::try_from(l.port).ok())?;
+            let name = g.metadata.name.clone()?;
+            let namespace = g
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+            Some((
+                (namespace.clone(), name.clone()),
+                Arc::new(Waypoint {
+                    name,
+                    namespace,
+                    traffic,
+                    port,
+                }),
+            ))
+        })
+        .collect()
+}
 
 /// `istio.io/use-waypoint=<name>` on a Namespace, Service or Pod.
 pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";

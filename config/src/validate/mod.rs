@@ -5,6 +5,7 @@
 //! names no known service). Both are pure: the registry, the sources and `weftctl
 //! validate` call the same functions.
 pub mod cidr;
+mod gateway_api;
 mod kubernetes;
 mod networking;
 mod paths;
@@ -29,6 +30,7 @@ pub fn validate(object: &Object) -> Vec<Refusal> {
         Object::Gateway(gw) => networking::gateway(&gw.spec),
         Object::AuthorizationPolicy(ap) => security::authorization_policy(&ap.spec),
         Object::PeerAuthentication(pa) => security::peer_authentication(&pa.spec),
+        Object::KubernetesGateway(gw) => gateway_api::gateway(gw),
     };
     let object_ref = object.object_ref();
     issues

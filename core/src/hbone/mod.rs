@@ -23,5 +23,6 @@ pub use error::HboneError;
 pub use headers::{AuthorityError, WorkloadBaggage};
 pub use pool::PoolKey;
 pub use server::{
-    HboneServer, InboundHandler, InboundRequest, Refusal, ServerIdentities, Upstream, UpstreamIo,
+    Admitted, HboneServer, InboundHandler, InboundRequest, Refusal, ServerIdentities, Tunnel,
+    Upstream, UpstreamIo,
 };

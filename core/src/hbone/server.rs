@@ -64,6 +64,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> UpstreamIo for T {}
 
 pub type Upstream = Box<dyn UpstreamIo>;
 
+/// The CONNECT stream itself, once the tunnel is open.
+pub type Tunnel = TokioIo<hyper::upgrade::Upgraded>;
+
+/// What to do with an admitted CONNECT stream.
+pub enum Admitted {
+    /// Splice it with this upstream (a node agent: the application's socket).
+    Splice(Upstream),
+    /// Hand the stream to this function, which serves it (a waypoint: HTTP on the stream),
+    /// saving the copy through an in-memory pipe that splicing would need.
+    Serve(Box<dyn FnOnce(Tunnel) -> BoxFuture<'static, ()> + Send>),
+}
+
+impl From<Upstream> for Admitted {
+    fn from(upstream: Upstream) -> Self {
+        Admitted::Splice(upstream)
+    }
+}
+
 /// Why a request is not served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -76,16 +94,18 @@ pub enum Refusal {
 /// Decides each CONNECT: allow by returning the upstream to splice with (typically a
 /// fresh connection to the application), or refuse.
 pub trait InboundHandler: Send + Sync + 'static {
-    fn handle(&self, request: InboundRequest) -> BoxFuture<'static, Result<Upstream, Refusal>>;
+    fn handle(&self, request: InboundRequest) -> BoxFuture<'static, Result<Admitted, Refusal>>;
 }
 
-impl<F, Fut> InboundHandler for F
+impl<F, Fut, A> InboundHandler for F
 where
     F: Fn(InboundRequest) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Upstream, Refusal>> + Send + 'static,
+    Fut: Future<Output = Result<A, Refusal>> + Send + 'static,
+    A: Into<Admitted>,
 {
-    fn handle(&self, request: InboundRequest) -> BoxFuture<'static, Result<Upstream, Refusal>> {
-        Box::pin(self(request))
+    fn handle(&self, request: InboundRequest) -> BoxFuture<'static, Result<Admitted, Refusal>> {
+        let decided = self(request);
+        Box::pin(async move { decided.await.map(Into::into) })
     }
 }
 
@@ -330,8 +350,22 @@ async fn route(
     let span = tracing::debug_span!("hbone_stream", %destination, source = ?source);
     let decision = handler.handle(inbound).instrument(span.clone()).await;
     match decision {
-        Ok(upstream) => {
+        Ok(Admitted::Splice(upstream)) => {
             tokio::spawn(splice(on_upgrade, upstream, splice_buffer).instrument(span));
+            status(StatusCode::OK)
+        }
+        Ok(Admitted::Serve(serve)) => {
+            tokio::spawn(
+                async move {
+                    match on_upgrade.await {
+                        Ok(upgraded) => serve(TokioIo::new(upgraded)).await,
+                        Err(error) => {
+                            tracing::debug!(%error, "the stream closed before the tunnel opened")
+                        }
+                    }
+                }
+                .instrument(span),
+            );
             status(StatusCode::OK)
         }
         Err(Refusal::Forbidden(reason)) => {

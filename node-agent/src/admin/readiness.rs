@@ -19,7 +19,7 @@ impl Readiness {
         self.0.store(true, Ordering::Release);
     }
 
-    fn is_ready(&self) -> bool {
+    pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -69,6 +69,20 @@ pub struct PodStatus {
     pub inbound_connections: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+}
+
+/// Where an enrolled pod's programs are attached, for the admin endpoint.
+#[derive(Clone, Debug)]
+pub struct PodAttachment {
+    pub pod: String,
+    pub uid: String,
+    pub pod_id: u64,
+    pub cgroup: PathBuf,
+    pub netns: PathBuf,
+    /// The pod's cgroup and those below it: each has a POD_CAPTURE entry.
+    pub cgroups: usize,
+    pub attachment: Attachment,
+    pub pin_dir: PathBuf,
 }
 
 pub struct Enrollment {
@@ -279,6 +293,29 @@ impl Enrollment {
         }
         info!(pod = %pod.spec.key, "unenrolled");
         Ok(())
+    }
+
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
+    }
+
+    pub fn attachments(&self) -> Vec<PodAttachment> {
+        let mut pods: Vec<PodAttachment> = self
+            .pods
+            .iter()
+            .map(|(uid, pod)| PodAttachment {
+                pod: pod.spec.key.clone(),
+                uid: uid.clone(),
+                pod_id: pod.pod_id,
+                cgroup: pod.spec.location.cgroup.clone(),
+                netns: pod.spec.location.netns.clone(),
+                cgroups: pod.cgroups.len(),
+                attachment: pod.attachment,
+                pin_dir: pod_pin_dir(&self.pin_root, uid),
+            })
+            .collect();
+        pods.sort_by(|a, b| a.pod.cmp(&b.pod));
+        pods
     }
 
     pub fn status(&self) -> Vec<PodStatus> {

@@ -14,13 +14,28 @@ use super::loader::program;
 
 /// Where each program attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Hook {
+pub enum Hook {
     CgroupSockAddr,
     SockOps,
     NetnsLookup,
 }
 
-const POD_PROGRAMS: [(&str, Hook); 6] = [
+impl Hook {
+    /// The kernel's name of the program type (as `bpftool prog` shows it).
+    pub fn program_type(self) -> &'static str {
+        match self {
+            Hook::CgroupSockAddr => "cgroup_sock_addr",
+            Hook::SockOps => "sock_ops",
+            Hook::NetnsLookup => "sk_lookup",
+        }
+    }
+
+    pub fn attaches_to_netns(self) -> bool {
+        self == Hook::NetnsLookup
+    }
+}
+
+pub const POD_PROGRAMS: [(&str, Hook); 6] = [
     (program_names::CONNECT4, Hook::CgroupSockAddr),
     (program_names::CONNECT6, Hook::CgroupSockAddr),
     (program_names::GETPEERNAME4, Hook::CgroupSockAddr),

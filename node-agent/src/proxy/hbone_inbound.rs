@@ -9,6 +9,7 @@ use tracing::debug;
 use weft_config::authz::l4::L4Request;
 use weft_core::hbone::{InboundRequest, Refusal, Upstream};
 use weft_core::host::netns_sockets::NetnsSockets;
+use weft_core::metrics::{ResponseFlags, Side};
 
 use super::connect_from_pod;
 use super::counted::Counted;
@@ -43,8 +44,10 @@ pub async fn handle(
     record.protocol = "hbone";
     record.peer_identity = Some(request.peer.identity.to_string());
     record.upstream = Some(request.destination);
+    let mut telemetry = crate::telemetry::inbound_hbone(&ctx.mesh, &ctx.uid, &request);
     let verdict = admit(&request, &ctx);
     if let Err(refusal) = &verdict {
+        telemetry.failed(ResponseFlags::DENY, format!("{refusal:?}"));
         record.error = Some(format!("{refusal:?}"));
         ctx.mesh.log.push(record);
         return Err(refusal.clone());
@@ -52,14 +55,14 @@ pub async fn handle(
     match connect_from_pod(&ctx.sockets, request.destination).await {
         Ok(app) => {
             ctx.mesh.log.push(record);
-            Ok(Box::new(Counted::new(
-                app,
-                Direction::Inbound,
-                ctx.traffic.clone(),
-            )))
+            let app = Counted::new(app, Direction::Inbound, ctx.traffic.clone());
+            Ok(Box::new(
+                telemetry.meter(app, Side::Upstream).holding(telemetry),
+            ))
         }
         Err(e) => {
             debug!(destination = %request.destination, error = %e, "connecting to the application failed");
+            telemetry.failed(ResponseFlags::CONNECT, &e);
             record.error = Some(e.to_string());
             ctx.mesh.log.push(record);
             Err(Refusal::Unavailable(e.to_string()))

@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info_span, warn};
 use weft_config::authz::l4::L4Request;
 use weft_core::host::netns_sockets::NetnsSockets;
+use weft_core::metrics::{ResponseFlags, Side};
 
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::{connect_from_pod, splice};
@@ -56,8 +57,10 @@ async fn handle(
         listener.unwrap_or(dst),
     );
     record.upstream = Some(dst);
+    let mut telemetry = crate::telemetry::inbound_plaintext(&ctx.mesh, &ctx.uid, peer, dst);
     if let Err(reason) = admit(&ctx, peer, dst) {
         debug!(%dst, reason, "plaintext connection refused");
+        telemetry.failed(ResponseFlags::DENY, &reason);
         record.error = Some(reason);
         ctx.mesh.log.push(record);
         return;
@@ -67,6 +70,7 @@ async fn handle(
     match connect_from_pod(&ctx.sockets, dst).await {
         Ok(app) => {
             ctx.mesh.log.push(record);
+            let client = telemetry.meter(client, Side::Downstream);
             match splice(client, app).await {
                 // From the application's side: it received `up`, sent `down`.
                 Ok((up, down)) => {
@@ -78,6 +82,7 @@ async fn handle(
         }
         Err(e) => {
             debug!(%dst, error = %e, "connecting to the application failed");
+            telemetry.failed(ResponseFlags::CONNECT, &e);
             record.error = Some(e.to_string());
             ctx.mesh.log.push(record);
         }

@@ -12,6 +12,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use weft_core::hbone::ConnectRequest;
 use weft_core::host::netns_sockets::NetnsSockets;
 use weft_core::identity::Identity;
+use weft_core::metrics::Side;
 use weft_ebpf_common::{AF_INET, AF_INET6, ClientKey, OrigDst};
 
 use super::records::{ConnectionRecord, Direction, PodTraffic};
@@ -97,6 +98,8 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext) {
     let listener = client.local_addr().unwrap_or(peer);
     let mut record = ConnectionRecord::new(Direction::Outbound, &ctx.pod, peer, dst, listener);
     let upstream = resolve(&ctx.mesh.registry.load(), dst, pick);
+    let mut telemetry = crate::telemetry::outbound(&ctx.mesh, ctx.pod_ip, dst, &upstream);
+    let client = telemetry.meter(client, Side::Downstream);
     let result = match upstream {
         Upstream::Passthrough(target) => {
             record.upstream = Some(target);
@@ -105,9 +108,13 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext) {
                     ctx.mesh.log.push(record);
                     splice(client, server).await
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(telemetry.connect_failed(e)),
             }
         }
+        Upstream::Refuse(reason) => Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            reason,
+        )),
         Upstream::Hbone {
             identity,
             hbone_address,
@@ -115,13 +122,14 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext) {
         } => {
             record.protocol = "hbone";
             record.upstream = Some(hbone_address);
-            match open_hbone(&ctx, &identity, hbone_address, target).await {
+            let traceparent = telemetry.traceparent();
+            match open_hbone(&ctx, &identity, hbone_address, target, traceparent).await {
                 Ok(stream) => {
                     record.peer_identity = Some(stream.info().peer.identity.to_string());
                     ctx.mesh.log.push(record);
                     splice(client, stream).await
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(telemetry.connect_failed(e)),
             }
         }
     };
@@ -145,6 +153,7 @@ async fn open_hbone(
     identity: &str,
     hbone_address: SocketAddr,
     target: SocketAddr,
+    traceparent: Option<String>,
 ) -> std::io::Result<weft_core::hbone::HboneStream> {
     let destination: Identity = identity
         .parse()
@@ -156,7 +165,7 @@ async fn open_hbone(
         target,
         source_ip: Some(ctx.pod_ip),
         baggage: None,
-        traceparent: None,
+        traceparent,
     };
     let sockets = ctx.sockets.clone();
     ctx.mesh

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use weft_config::registry::Snapshot;
+use weft_config::registry::model::Waypoint;
 use weft_ebpf_common::ports;
 
 /// The route of one outbound connection.
@@ -18,16 +19,23 @@ pub enum Upstream {
     /// Outside the mesh (or unknown): plain TCP to the original destination, which the
     /// cluster's own service routing handles.
     Passthrough(SocketAddr),
+    /// Must not be sent anywhere (a waypoint-bound destination whose waypoint is down).
+    Refuse(String),
 }
 
 /// Picks an endpoint of a Service among the ready ones; `pick` chooses an index below its
-/// argument (random in the agent, fixed in tests).
+/// argument (random in the agent, fixed in tests). A service or workload bound to a
+/// waypoint goes to one of the waypoint's pods instead, asking for the original
+/// destination: the waypoint applies the L7 rules and picks the endpoint.
 pub fn resolve(
     snapshot: &Snapshot,
     dst: SocketAddr,
     pick: impl FnOnce(usize) -> usize,
 ) -> Upstream {
     if let Some(service) = snapshot.service_by_vip(dst.ip()) {
+        if let Some(waypoint) = snapshot.service_waypoint(service) {
+            return via_waypoint(snapshot, waypoint, dst, pick);
+        }
         let ready: Vec<_> = service.endpoints.iter().filter(|e| e.ready).collect();
         if service.port(dst.port()).is_none() || ready.is_empty() {
             return Upstream::Passthrough(dst);
@@ -46,6 +54,9 @@ pub fn resolve(
         };
     }
     match snapshot.workload_by_ip(dst.ip()) {
+        Some(workload) if let Some(waypoint) = snapshot.workload_waypoint(workload) => {
+            via_waypoint(snapshot, waypoint, dst, pick)
+        }
         Some(workload) if workload.in_mesh => Upstream::Hbone {
             identity: workload.identity.clone(),
             hbone_address: SocketAddr::new(dst.ip(), ports::HBONE),
@@ -53,6 +64,61 @@ pub fn resolve(
         },
         _ => Upstream::Passthrough(dst),
     }
+}
+
+/// HBONE to a ready pod of the waypoint, asking for the original destination. A waypoint
+/// without a ready pod refuses the connection rather than letting it bypass the L7 rules.
+fn via_waypoint(
+    snapshot: &Snapshot,
+    waypoint: &Waypoint,
+    dst: SocketAddr,
+    pick: impl FnOnce(usize) -> usize,
+) -> Upstream {
+    let pods: Vec<_> = snapshot
+        .waypoint_service(waypoint)
+        .into_iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.ready)
+        .filter_map(|e| Some((e, snapshot.endpoint_workload(e)?)))
+        .collect();
+    if pods.is_empty() {
+        return Upstream::Refuse(format!(
+            "waypoint {}/{} has no ready pod",
+            waypoint.namespace, waypoint.name
+        ));
+    }
+    let (endpoint, workload) = pods[pick(pods.len()) % pods.len()];
+    Upstream::Hbone {
+        identity: workload.identity.clone(),
+        hbone_address: SocketAddr::new(endpoint.address, waypoint.port),
+        target: dst,
+    }
+}
+
+/// The waypoint that must have carried traffic to `workload`: its own, or that of a
+/// service it backs. Traffic from anyone else bypassed the L7 rules.
+pub fn required_waypoint<'s>(
+    snapshot: &'s Snapshot,
+    workload: &weft_config::registry::model::Workload,
+) -> Option<&'s Waypoint> {
+    if let Some(waypoint) = snapshot.workload_waypoint(workload) {
+        return Some(waypoint);
+    }
+    let backs = |service: &weft_config::registry::model::Service| {
+        service.namespace == workload.namespace
+            && service.endpoints.iter().any(|e| {
+                e.target
+                    .as_ref()
+                    .is_some_and(|(ns, name)| ns == &workload.namespace && name == &workload.name)
+            })
+    };
+    // Services of the workload's namespace only: a Service selects pods of its own.
+    snapshot
+        .services()
+        .filter(|s| s.namespace == workload.namespace && s.waypoint.is_some())
+        .filter(|s| backs(s))
+        .find_map(|s| snapshot.service_waypoint(s))
+        .map(|w| &**w)
 }
 
 #[cfg(test)]

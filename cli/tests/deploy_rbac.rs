@@ -1,0 +1,186 @@
+//! deploy/'s RBAC grants each component exactly what its configuration source lists and
+//! watches (`weft_config::source::kube::WATCHED`): a kind watched without a rule would be
+//! a source that never becomes ready on a real cluster, a rule without a watch a needless
+//! grant.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize as _;
+use serde_yaml::Value;
+use weft_config::source::kube::WATCHED;
+
+/// (API group, resource, verb)
+type Grant = (String, String, String);
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read deploy/") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            yaml_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            found.push(path);
+        }
+    }
+}
+
+/// Every document of every YAML file under deploy/`under` (overlays' patches included).
+fn documents(under: &str) -> Vec<(PathBuf, Value)> {
+    let mut files = Vec::new();
+    yaml_files(&deploy().join(under), &mut files);
+    let mut documents = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read");
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = Value::deserialize(document).expect("YAML");
+            if !value.is_null() {
+                documents.push((file.clone(), value));
+            }
+        }
+    }
+    documents
+}
+
+fn object<'a>(documents: &'a [(PathBuf, Value)], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<_> = documents
+        .iter()
+        .filter(|(_, d)| d["kind"] == kind && d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(found.len(), 1, "{kind} {name} in deploy/base: {found:?}");
+    &found[0].1
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| i.as_str().expect("a string").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The rules as single grants, refusing what would widen them beyond a list of kinds.
+fn grants(role: &Value) -> BTreeSet<Grant> {
+    let mut grants = BTreeSet::new();
+    for rule in role["rules"].as_sequence().expect("rules") {
+        for field in ["resourceNames", "nonResourceURLs"] {
+            assert!(rule.get(field).is_none(), "{field} in {rule:?}");
+        }
+        let (groups, resources, verbs) = (
+            strings(&rule["apiGroups"]),
+            strings(&rule["resources"]),
+            strings(&rule["verbs"]),
+        );
+        for group in &groups {
+            for resource in &resources {
+                for verb in &verbs {
+                    for part in [group, resource, verb] {
+                        assert!(!part.contains('*'), "a wildcard in {rule:?}");
+                    }
+                    let grant = (group.clone(), resource.clone(), verb.clone());
+                    assert!(grants.insert(grant), "granted twice: {rule:?}");
+                }
+            }
+        }
+    }
+    grants
+}
+
+fn watched() -> BTreeSet<Grant> {
+    WATCHED
+        .iter()
+        .flat_map(|kind| {
+            ["list", "watch"].map(|verb| {
+                (
+                    kind.group().to_string(),
+                    kind.plural().to_string(),
+                    verb.to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Names what is missing and what is extra, rather than two long sets.
+fn assert_grants(role: &Value, expected: &BTreeSet<Grant>) {
+    let granted = grants(role);
+    let missing: Vec<_> = expected.difference(&granted).collect();
+    let extra: Vec<_> = granted.difference(expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "ClusterRole {}: missing {missing:?}, not needed {extra:?}",
+        role["metadata"]["name"].as_str().unwrap_or("?")
+    );
+}
+
+#[test]
+fn the_agent_may_list_and_watch_exactly_what_the_kube_source_watches() {
+    let documents = documents("base");
+    assert_grants(object(&documents, "ClusterRole", "weft-agent"), &watched());
+}
+
+#[test]
+fn the_ca_reads_the_same_and_may_only_create_token_reviews_besides() {
+    let documents = documents("base");
+    let mut expected = watched();
+    expected.insert((
+        "authentication.k8s.io".into(),
+        "tokenreviews".into(),
+        "create".into(),
+    ));
+    assert_grants(object(&documents, "ClusterRole", "weft-ca"), &expected);
+}
+
+#[test]
+fn waypoints_may_list_and_watch_exactly_what_the_kube_source_watches() {
+    let documents = documents("base");
+    assert_grants(
+        object(&documents, "ClusterRole", "weft-waypoint"),
+        &watched(),
+    );
+}
+
+#[test]
+fn no_role_in_deploy_grants_a_wildcard() {
+    let documents = documents("");
+    let roles: Vec<_> = documents
+        .iter()
+        .filter(|(_, d)| d["kind"] == "Role" || d["kind"] == "ClusterRole")
+        .collect();
+    assert_eq!(roles.len(), 3, "only the three ClusterRoles: {roles:?}");
+    for (_, role) in roles {
+        grants(role);
+    }
+    let bindings = documents
+        .iter()
+        .filter(|(_, d)| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
+        .count();
+    assert_eq!(bindings, 2, "the agent's and the CA's ClusterRoleBindings");
+}
+
+#[test]
+fn each_role_is_bound_to_the_service_account_its_workload_runs_as() {
+    let documents = documents("base");
+    for (workload_kind, name) in [("DaemonSet", "weft-agent"), ("Deployment", "weft-ca")] {
+        let binding = object(&documents, "ClusterRoleBinding", name);
+        assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+        assert_eq!(binding["roleRef"]["name"], name);
+        let subjects = binding["subjects"].as_sequence().expect("subjects");
+        assert_eq!(subjects.len(), 1, "{subjects:?}");
+        assert_eq!(subjects[0]["kind"], "ServiceAccount");
+        assert_eq!(subjects[0]["name"], name);
+        assert_eq!(subjects[0]["namespace"], "weft-system");
+        object(&documents, "ServiceAccount", name);
+        let workload = object(&documents, workload_kind, name);
+        assert_eq!(
+            workload["spec"]["template"]["spec"]["serviceAccountName"],
+            name
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! Distributed tracing: W3C Trace Context (level 1) propagation and OTLP/gRPC export.
+//!
+//! A proxy handling a request continues the caller's trace and passes its own span on:
+//!
+//! ```ignore
+//! let ctx = TraceContext::from_headers(request.headers()).child();
+//! ctx.inject(upstream_request.headers_mut()); // traceparent (+ tracestate) for the next hop
+//! let mut span = Span::start(&ctx, "ingress", SpanKind::Server);
+//! span.set_attribute("http.response.status_code", 200u16);
+//! exporter.record(span); // ends it; queued, batched, exported if an endpoint is set
+//! ```
+mod context;
+mod exporter;
+pub mod proto;
+mod span;
+
+pub use context::{
+    SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceContextError, TraceId, normalize_tracestate,
+};
+pub use exporter::{ExporterError, ExporterStats, OtlpConfig, SpanExporter};
+pub use span::{AttributeValue, Span, SpanKind, SpanStatus};

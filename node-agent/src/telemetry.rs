@@ -1,0 +1,417 @@
+//! The agent's metrics and traces: Istio's TCP metrics for every connection it proxies
+//! (reporter `source` for the pod's outbound connections, `destination` for what arrives
+//! at the pod), and, when an OTLP endpoint is set, a span per connection, continuing over
+//! HBONE the trace the client's agent started.
+use std::fmt::Display;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use weft_config::registry::Snapshot;
+use weft_config::registry::model::Workload;
+use weft_config::telemetry::{Connection, addressed_service, inbound_service};
+use weft_core::hbone::InboundRequest;
+use weft_core::metrics::{
+    ConnectionLabels, Metered, Metrics, Reporter, ResponseFlags, SecurityPolicy, Side,
+    TcpConnectionRecorder,
+};
+use weft_core::telemetry::{Span, SpanExporter, SpanKind, SpanStatus, TraceContext};
+
+use crate::mesh::Mesh;
+use crate::proxy::resolve::Upstream;
+
+/// What every proxy task reports to.
+pub struct Telemetry {
+    pub metrics: Arc<Metrics>,
+    pub spans: SpanExporter,
+    /// Istio's cluster id, for `source_cluster`/`destination_cluster`.
+    pub cluster: String,
+}
+
+impl Telemetry {
+    fn connection(&self, labels: &ConnectionLabels, span: Option<Span>) -> ConnectionTelemetry {
+        ConnectionTelemetry {
+            recorder: self.metrics.tcp_opened(labels),
+            span: span.map(|span| annotate(span, labels)),
+            spans: self.spans.clone(),
+        }
+    }
+
+    /// A span only when it can go somewhere: building one costs allocations per connection.
+    fn span(&self, context: impl FnOnce() -> TraceContext, kind: SpanKind) -> Option<Span> {
+        let name = match kind {
+            SpanKind::Client => "outbound",
+            _ => "inbound",
+        };
+        self.spans
+            .is_enabled()
+            .then(|| Span::start(&context(), name, kind))
+    }
+}
+
+/// Serves `/metrics` and `/stats/prometheus` on `addr`.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    Ok(weft_core::metrics::serve_metrics(addr, metrics).await?)
+}
+
+fn annotate(mut span: Span, labels: &ConnectionLabels) -> Span {
+    span.set_attribute("weft.reporter", labels.reporter.as_str());
+    span.set_attribute("source.workload", labels.source.workload.to_string());
+    span.set_attribute(
+        "source.workload.namespace",
+        labels.source.namespace.to_string(),
+    );
+    span.set_attribute("source.principal", labels.source.principal.to_string());
+    span.set_attribute(
+        "destination.workload",
+        labels.destination.workload.to_string(),
+    );
+    span.set_attribute(
+        "destination.workload.namespace",
+        labels.destination.namespace.to_string(),
+    );
+    span.set_attribute(
+        "destination.principal",
+        labels.destination.principal.to_string(),
+    );
+    span.set_attribute(
+        "destination.service",
+        labels.destination_service.host.to_string(),
+    );
+    span.set_attribute(
+        "weft.connection_security_policy",
+        labels.connection_security_policy.as_str(),
+    );
+    span
+}
+
+/// One proxied connection's accounting: its series (closed when this is dropped) and its
+/// span (exported when this is dropped).
+pub struct ConnectionTelemetry {
+    recorder: TcpConnectionRecorder,
+    span: Option<Span>,
+    spans: SpanExporter,
+}
+
+impl ConnectionTelemetry {
+    /// Counts the bytes passing through `stream`, one end of the connection.
+    pub fn meter<T>(&self, stream: T, side: Side) -> Metered<T> {
+        self.recorder.meter(stream, side)
+    }
+
+    /// The `traceparent` to send on the HBONE CONNECT: this connection's span, so the
+    /// destination's span is its child. `None` without tracing (the HBONE client then
+    /// sends an unsampled one of its own, as ztunnel does).
+    pub fn traceparent(&self) -> Option<String> {
+        self.span.as_ref().map(Span::traceparent)
+    }
+
+    /// Connecting to the destination failed: passes the error on, noted for the close.
+    pub fn connect_failed(&mut self, error: std::io::Error) -> std::io::Error {
+        self.failed(ResponseFlags::CONNECT, &error);
+        error
+    }
+
+    /// The connection did not go through: reported with its close.
+    pub fn failed(&mut self, flags: ResponseFlags, reason: impl Display) {
+        self.recorder.set_response_flags(flags);
+        if let Some(span) = &mut self.span {
+            span.set_status(SpanStatus::Error(reason.to_string()));
+        }
+    }
+}
+
+impl Drop for ConnectionTelemetry {
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            self.spans.record(span);
+        }
+    }
+}
+
+fn workload_at(snapshot: &Snapshot, ip: IpAddr) -> Option<&Workload> {
+    snapshot.workload_by_ip(ip).map(|w| w.as_ref())
+}
+
+/// The pod's own connection to `dst`, going where `upstream` says. Its destination is the
+/// workload at the other end of the tunnel (the waypoint's, when one is in the way, as
+/// ztunnel reports it), or the pod dialed directly; its service the one whose address was
+/// dialed.
+pub fn outbound(
+    mesh: &Mesh,
+    pod_ip: IpAddr,
+    dst: SocketAddr,
+    upstream: &Upstream,
+) -> ConnectionTelemetry {
+    outbound_with(
+        &mesh.telemetry,
+        &mesh.registry.load(),
+        pod_ip,
+        dst,
+        upstream,
+    )
+}
+
+fn outbound_with(
+    telemetry: &Telemetry,
+    snapshot: &Snapshot,
+    pod_ip: IpAddr,
+    dst: SocketAddr,
+    upstream: &Upstream,
+) -> ConnectionTelemetry {
+    let source = workload_at(snapshot, pod_ip);
+    let (destination, security, refused) = match upstream {
+        Upstream::Hbone { hbone_address, .. } => (
+            workload_at(snapshot, hbone_address.ip()),
+            SecurityPolicy::MutualTls,
+            false,
+        ),
+        Upstream::Passthrough(target) => (
+            workload_at(snapshot, target.ip()),
+            SecurityPolicy::None,
+            false,
+        ),
+        // Refused before leaving the pod.
+        _ => (None, SecurityPolicy::None, true),
+    };
+    let labels = Connection {
+        reporter: Reporter::Source,
+        source,
+        // Over HBONE the pod's certificate proves it; in plain TCP nothing does.
+        source_principal: (security == SecurityPolicy::MutualTls)
+            .then(|| source.map(|w| w.identity.as_str()))
+            .flatten(),
+        destination,
+        service: addressed_service(snapshot, dst).map(|s| s.as_ref()),
+        security,
+        cluster: &telemetry.cluster,
+    }
+    .labels();
+    let span = telemetry.span(|| TraceContext::new_root(true).child(), SpanKind::Client);
+    let mut connection = telemetry.connection(&labels, span);
+    if let Some(span) = &mut connection.span {
+        span.set_attribute("destination.address", dst.to_string());
+    }
+    if refused {
+        connection.failed(ResponseFlags::CONNECT, "refused: no way to the destination");
+    }
+    connection
+}
+
+/// Plaintext arriving at the pod (`dst`) from `peer`, which proves nothing about itself.
+pub fn inbound_plaintext(
+    mesh: &Mesh,
+    uid: &str,
+    peer: SocketAddr,
+    dst: SocketAddr,
+) -> ConnectionTelemetry {
+    inbound_plaintext_with(&mesh.telemetry, &mesh.registry.load(), uid, peer, dst)
+}
+
+fn inbound_plaintext_with(
+    telemetry: &Telemetry,
+    snapshot: &Snapshot,
+    uid: &str,
+    peer: SocketAddr,
+    dst: SocketAddr,
+) -> ConnectionTelemetry {
+    let destination = snapshot.workload_by_uid(uid).map(|w| w.as_ref());
+    let labels = Connection {
+        reporter: Reporter::Destination,
+        source: workload_at(snapshot, peer.ip()),
+        source_principal: None,
+        destination,
+        service: destination
+            .and_then(|w| inbound_service(snapshot, w, dst.port()))
+            .map(|s| s.as_ref()),
+        security: SecurityPolicy::None,
+        cluster: &telemetry.cluster,
+    }
+    .labels();
+    let span = telemetry.span(|| TraceContext::new_root(true).child(), SpanKind::Server);
+    telemetry.connection(&labels, span)
+}
+
+/// A CONNECT arriving over HBONE: the client is who its certificate says, from the address
+/// its `Forwarded` header gives (else the tunnel's); its trace continues here.
+pub fn inbound_hbone(mesh: &Mesh, uid: &str, request: &InboundRequest) -> ConnectionTelemetry {
+    let telemetry = &mesh.telemetry;
+    let snapshot = &mesh.registry.load();
+    let destination = snapshot.workload_by_uid(uid).map(|w| w.as_ref());
+    let peer = request.peer.identity.to_string();
+    let source_ip = request.source.unwrap_or(request.remote_addr.ip());
+    let labels = Connection {
+        reporter: Reporter::Destination,
+        source: workload_at(snapshot, source_ip),
+        source_principal: Some(&peer),
+        destination,
+        service: destination
+            .and_then(|w| inbound_service(snapshot, w, request.destination.port()))
+            .map(|s| s.as_ref()),
+        security: SecurityPolicy::MutualTls,
+        cluster: &telemetry.cluster,
+    }
+    .labels();
+    let span = telemetry.span(
+        || TraceContext::from_headers(&request.headers).child(),
+        SpanKind::Server,
+    );
+    telemetry.connection(&labels, span)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use weft_config::registry::{Change, Registry};
+    use weft_config::source::yaml::parse;
+    use weft_core::metrics::DEFAULT_CLUSTER_ID;
+
+    use super::*;
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: shop, uid: u0, labels: {app: web, version: v1}}
+spec: {nodeName: node-1, serviceAccountName: web, containers: [{name: app, ports: [{name: http, containerPort: 8080}]}]}
+status: {phase: Running, podIP: 10.244.1.11}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, uid: u1, labels: {app: client}}
+spec: {nodeName: node-2, serviceAccountName: client, containers: [{name: app}]}
+status: {phase: Running, podIP: 10.244.2.11}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80, targetPort: http}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-0, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.1.11], conditions: {ready: true}, targetRef: {kind: Pod, namespace: shop, name: web-0}}]
+ports: [{name: http, port: 8080, protocol: TCP}]
+"#;
+
+    fn snapshot() -> Arc<Snapshot> {
+        let registry = Registry::new(Default::default());
+        let documents =
+            parse(CLUSTER, Arc::new(Path::new("c.yaml").to_path_buf())).expect("valid YAML");
+        registry.apply(documents.candidates.into_iter().map(Change::Apply));
+        registry.snapshot()
+    }
+
+    fn telemetry() -> Telemetry {
+        Telemetry {
+            metrics: Metrics::new(),
+            spans: SpanExporter::disabled(),
+            cluster: DEFAULT_CLUSTER_ID.into(),
+        }
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn outbound_over_hbone_to_a_service_reports_both_workloads_and_the_service() {
+        let t = telemetry();
+        let s = snapshot();
+        let upstream = Upstream::Hbone {
+            identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
+            hbone_address: addr("10.244.1.11:15008"),
+            target: addr("10.244.1.11:8080"),
+        };
+        let c = outbound_with(
+            &t,
+            &s,
+            "10.244.2.11".parse().expect("ip"),
+            addr("10.96.0.10:80"),
+            &upstream,
+        );
+        let l = c.recorder.labels();
+        assert_eq!(l.reporter, Reporter::Source);
+        assert_eq!(&*l.source.workload, "client");
+        assert_eq!(
+            &*l.source.principal,
+            "spiffe://cluster.local/ns/shop/sa/client"
+        );
+        assert_eq!(&*l.destination.workload, "web-0");
+        assert_eq!(
+            &*l.destination.principal,
+            "spiffe://cluster.local/ns/shop/sa/web"
+        );
+        assert_eq!(&*l.destination_service.host, "web.shop.svc.cluster.local");
+        assert_eq!(l.connection_security_policy, SecurityPolicy::MutualTls);
+        assert_eq!(c.traceparent(), None, "no tracing without an exporter");
+    }
+
+    #[test]
+    fn plain_tcp_proves_no_source_principal() {
+        let t = telemetry();
+        let s = snapshot();
+        let c = outbound_with(
+            &t,
+            &s,
+            "10.244.2.11".parse().expect("ip"),
+            addr("192.0.2.1:443"),
+            &Upstream::Passthrough(addr("192.0.2.1:443")),
+        );
+        let l = c.recorder.labels();
+        assert_eq!(&*l.source.principal, "unknown");
+        assert_eq!(&*l.destination.workload, "unknown");
+        assert_eq!(&*l.destination_service.host, "unknown");
+        assert_eq!(l.connection_security_policy, SecurityPolicy::None);
+
+        let c = inbound_plaintext_with(
+            &t,
+            &s,
+            "u0",
+            addr("10.244.2.11:40000"),
+            addr("10.244.1.11:8080"),
+        );
+        let l = c.recorder.labels();
+        assert_eq!(l.reporter, Reporter::Destination);
+        assert_eq!(&*l.source.workload, "client");
+        assert_eq!(&*l.source.principal, "unknown");
+        assert_eq!(&*l.destination.workload, "web-0");
+        assert_eq!(&*l.destination_service.name, "web", "guessed from the port");
+    }
+
+    #[tokio::test]
+    async fn with_an_exporter_the_connect_carries_the_connections_span() {
+        let mut t = telemetry();
+        // Never contacted: nothing is flushed before the test ends.
+        t.spans = SpanExporter::start(weft_core::telemetry::OtlpConfig::new(
+            "http://127.0.0.1:9",
+            "test",
+        ))
+        .expect("exporter");
+        let s = snapshot();
+        let upstream = Upstream::Hbone {
+            identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
+            hbone_address: addr("10.244.1.11:15008"),
+            target: addr("10.244.1.11:8080"),
+        };
+        let c = outbound_with(
+            &t,
+            &s,
+            "10.244.2.11".parse().expect("ip"),
+            addr("10.96.0.10:80"),
+            &upstream,
+        );
+        let traceparent = c.traceparent().expect("a traceparent");
+        let sent = TraceContext::parse(&traceparent).expect("valid");
+        assert!(sent.sampled());
+        let span = c.span.as_ref().expect("a span");
+        assert_eq!(sent.trace_id(), span.trace_id);
+        assert_eq!(sent.span_id(), span.span_id);
+        assert_eq!(span.parent_span_id, None, "a connection starts its trace");
+        assert_eq!(span.kind, SpanKind::Client);
+    }
+}

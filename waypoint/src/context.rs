@@ -1,0 +1,64 @@
+//! What every stream and request of the waypoint shares.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use weft_config::registry::model::Waypoint;
+use weft_config::registry::{Registry, Snapshot};
+use weft_core::hbone::HbonePool;
+use weft_core::identity::Identity;
+
+use crate::forward::cluster::Clusters;
+use crate::forward::connections::Connections;
+use crate::route::CompiledRoutes;
+
+pub struct WaypointContext {
+    pub name: String,
+    pub namespace: String,
+    pub identity: Identity,
+    pub registry: Registry,
+    pub connections: Connections,
+    pub clusters: Clusters,
+    /// Compiled routes by host, with the snapshot version they were compiled from.
+    routes: Mutex<HashMap<String, (u64, Arc<CompiledRoutes>)>>,
+}
+
+impl WaypointContext {
+    pub fn new(
+        name: String,
+        namespace: String,
+        identity: Identity,
+        registry: Registry,
+        pool: HbonePool,
+    ) -> Self {
+        Self {
+            connections: Connections::new(pool, identity.clone()),
+            name,
+            namespace,
+            identity,
+            registry,
+            clusters: Clusters::default(),
+            routes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn is_me(&self, waypoint: &Waypoint) -> bool {
+        waypoint.name == self.name && waypoint.namespace == self.namespace
+    }
+
+    /// The routes of `host` for this snapshot, compiled once per configuration version.
+    pub fn routes(&self, snapshot: &Snapshot, host: &str) -> Arc<CompiledRoutes> {
+        let version = snapshot.version();
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((compiled_at, compiled)) = routes.get(host)
+            && *compiled_at == version
+        {
+            return compiled.clone();
+        }
+        let compiled = Arc::new(match snapshot.routes_for_host(host) {
+            Some(host_routes) => CompiledRoutes::compile(host_routes, host, snapshot.settings()),
+            None => CompiledRoutes::default_for(host),
+        });
+        routes.insert(host.to_string(), (version, compiled.clone()));
+        compiled
+    }
+}

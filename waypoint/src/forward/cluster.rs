@@ -1,0 +1,70 @@
+//! A cluster is what Envoy calls the endpoints of one (host, subset, port): the
+//! DestinationRule policy that applies to them and the state that policy keeps (balancer,
+//! outlier detector, circuit breaker), shared by every request to it.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use weft_config::api::networking::DestinationRule;
+use weft_config::registry::Snapshot;
+
+use crate::upstream::balance::Balancer;
+use crate::upstream::limits::CircuitBreaker;
+use crate::upstream::outlier::OutlierDetector;
+use crate::upstream::policy::EffectivePolicy;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClusterKey {
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: u16,
+}
+
+pub struct Cluster {
+    pub policy: EffectivePolicy,
+    pub balancer: Balancer,
+    pub outlier: Option<OutlierDetector>,
+    pub breaker: Arc<CircuitBreaker>,
+    /// The DestinationRule this state was built from: a new one rebuilds it.
+    rule: Option<Arc<DestinationRule>>,
+}
+
+/// Every cluster requests have gone to.
+#[derive(Default)]
+pub struct Clusters {
+    by_key: Mutex<HashMap<ClusterKey, Arc<Cluster>>>,
+}
+
+impl Clusters {
+    /// The cluster of `key` under the snapshot's DestinationRule for its host. State
+    /// (ejections, in-flight counts) survives configuration changes that leave the rule
+    /// alone.
+    pub fn get(&self, snapshot: &Snapshot, key: &ClusterKey) -> Arc<Cluster> {
+        let rule = snapshot
+            .routes_for_host(&key.host)
+            .and_then(|r| r.destination_rule.clone());
+        let mut by_key = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cluster) = by_key.get(key) {
+            let same = match (&cluster.rule, &rule) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                return cluster.clone();
+            }
+        }
+        let policy = EffectivePolicy::resolve(rule.as_deref(), key.subset.as_deref(), key.port);
+        let cluster = Arc::new(Cluster {
+            balancer: Balancer::new(policy.load_balancer.clone()),
+            outlier: policy
+                .outlier
+                .map(|config| OutlierDetector::new(config, Instant::now())),
+            breaker: CircuitBreaker::new(&policy.connection_pool),
+            policy,
+            rule,
+        });
+        by_key.insert(key.clone(), cluster.clone());
+        cluster
+    }
+}

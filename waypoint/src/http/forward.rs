@@ -1,0 +1,293 @@
+//! Sending a routed request to its cluster: endpoint choice (outlier detection, load
+//! balancing, other hosts first on a retry), attempts under the circuit breaker, retries
+//! with back-off, per-try timeouts.
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http_body_util::BodyExt;
+use weft_config::registry::Snapshot;
+
+use super::body::{RequestBody, streaming};
+use super::local::{self, ResponseBody};
+use crate::context::WaypointContext;
+use crate::forward::cluster::{Cluster, ClusterKey};
+use crate::forward::connections::{
+    BoxError, CheckoutError, ConnectionLimits, EndpointKey, Protocol, Transport, UpstreamBody,
+};
+use crate::forward::endpoints::{Candidate, candidates};
+use crate::route::{AttemptOutcome, RetryPolicy};
+use crate::upstream::balance::HashInput;
+use crate::upstream::limits::Overflow;
+use crate::upstream::outlier::Outcome;
+
+pub struct Forward {
+    pub key: ClusterKey,
+    pub parts: http::request::Parts,
+    pub body: RequestBody,
+    pub retry: RetryPolicy,
+    pub protocol: Protocol,
+    pub source_ip: Option<IpAddr>,
+}
+
+/// Sends the request, retrying as the route's policy allows when its body can be replayed.
+pub async fn send(
+    ctx: &Arc<WaypointContext>,
+    snapshot: &Arc<Snapshot>,
+    forward: Forward,
+) -> Response<ResponseBody> {
+    let Forward {
+        key,
+        parts,
+        body,
+        retry,
+        protocol,
+        source_ip,
+    } = forward;
+    let found = match candidates(snapshot, &key.host, key.subset.as_deref(), key.port) {
+        Ok(found) => found,
+        Err(reason) => {
+            tracing::debug!(%reason, "no endpoint");
+            return local::no_healthy_upstream();
+        }
+    };
+    let cluster = ctx.clusters.get(snapshot, &key);
+    let (replay, mut streaming_body) = match body {
+        RequestBody::Complete(replay) => (Some(replay), None),
+        RequestBody::Streaming(body) => (None, Some(body)),
+    };
+    let tries = if replay.is_some() {
+        retry.attempts.saturating_add(1)
+    } else {
+        1
+    };
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut _retry_permit = None;
+    for attempt in 0..tries {
+        let Some((candidate, pick)) = choose(&cluster, &found, &tried, &retry, &parts, source_ip)
+        else {
+            return local::no_healthy_upstream();
+        };
+        tried.push(candidate.address);
+        let body = match (&replay, streaming_body.take()) {
+            (Some(replay), _) => replay.body(),
+            (None, Some(body)) => streaming(body),
+            (None, None) => return local::reset(),
+        };
+        let request = upstream_request(&parts, body, protocol);
+        let endpoint = EndpointKey {
+            address: candidate.address,
+            transport: candidate.transport.clone(),
+            protocol,
+        };
+        let set_cookie = pick.set_cookie.clone();
+        let (outcome, mut response) = attempt_once(
+            ctx,
+            &cluster,
+            &endpoint,
+            request,
+            Box::new(pick.in_flight),
+            retry.per_try_timeout,
+        )
+        .await;
+        if let Some(outlier) = &cluster.outlier
+            && let Some(observed) = outlier_outcome(&outcome)
+            && let Some(ejection) = outlier.record(candidate.address, observed, Instant::now())
+        {
+            tracing::info!(endpoint = %candidate.address, reason = ?ejection.reason, duration = ?ejection.duration, "endpoint ejected");
+        }
+        let last = attempt + 1 == tries;
+        if !last
+            && retry.should_retry(&outcome)
+            && let Some(permit) = cluster.breaker.try_retry()
+        {
+            _retry_permit = Some(permit);
+            // An answer not passed on is dropped; its HTTP/1.1 connection closes.
+            drop(response);
+            tokio::time::sleep(retry.backoff(attempt, fastrand::u64(..))).await;
+            continue;
+        }
+        if let Some(cookie) = set_cookie {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        return response;
+    }
+    local::no_healthy_upstream()
+}
+
+/// A request addressed to one pod, sent once.
+pub async fn direct(
+    ctx: &Arc<WaypointContext>,
+    parts: http::request::Parts,
+    body: RequestBody,
+    address: SocketAddr,
+    transport: Transport,
+    protocol: Protocol,
+) -> Response<ResponseBody> {
+    let body = match body {
+        RequestBody::Complete(replay) => replay.body(),
+        RequestBody::Streaming(body) => streaming(body),
+    };
+    let request = upstream_request(&parts, body, protocol);
+    let endpoint = EndpointKey {
+        address,
+        transport,
+        protocol,
+    };
+    let breaker = crate::upstream::limits::CircuitBreaker::new(&Default::default());
+    match ctx
+        .connections
+        .checkout(&endpoint, &breaker, ConnectionLimits::default())
+        .await
+    {
+        Ok(checkout) => match checkout.send(request, None).await {
+            Ok(response) => response.map(box_body),
+            Err(_) => local::reset(),
+        },
+        Err(CheckoutError::Overflow(overflow)) => overflow_reply(&overflow),
+        Err(CheckoutError::Connect(_)) => local::connect_failure(),
+    }
+}
+
+fn choose<'c>(
+    cluster: &Cluster,
+    found: &'c [Candidate],
+    tried: &[SocketAddr],
+    retry: &RetryPolicy,
+    parts: &http::request::Parts,
+    source_ip: Option<IpAddr>,
+) -> Option<(&'c Candidate, crate::upstream::balance::Pick)> {
+    let addresses: Vec<SocketAddr> = found.iter().map(|c| c.address).collect();
+    let mut healthy = match &cluster.outlier {
+        Some(outlier) => outlier.filter(&addresses, Instant::now()),
+        None => addresses,
+    };
+    if retry.prefer_other_hosts && !tried.is_empty() {
+        let untried: Vec<SocketAddr> = healthy
+            .iter()
+            .copied()
+            .filter(|a| !tried.contains(a))
+            .collect();
+        if !untried.is_empty() {
+            healthy = untried;
+        }
+    }
+    let pick = cluster
+        .balancer
+        .pick(&healthy, &HashInput::from_request(parts, source_ip))?;
+    let candidate = found.iter().find(|c| c.address == pick.endpoint)?;
+    Some((candidate, pick))
+}
+
+/// The request as the endpoint's connection needs it: HTTP/1.1 in origin form with
+/// `Host`, HTTP/2 with the authority in the URI.
+fn upstream_request(
+    parts: &http::request::Parts,
+    body: UpstreamBody,
+    protocol: Protocol,
+) -> Request<UpstreamBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.headers_mut() = parts.headers.clone();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    match protocol {
+        Protocol::Http1 => {
+            *request.version_mut() = Version::HTTP_11;
+            *request.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+        }
+        Protocol::Http2 => {
+            *request.version_mut() = Version::HTTP_2;
+            let authority = request
+                .headers_mut()
+                .remove(header::HOST)
+                .and_then(|h| h.to_str().ok().map(str::to_string))
+                .unwrap_or_default();
+            *request.uri_mut() = Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+                .unwrap_or_else(|_| Uri::from_static("/"));
+        }
+    }
+    request
+}
+
+async fn attempt_once(
+    ctx: &Arc<WaypointContext>,
+    cluster: &Cluster,
+    endpoint: &EndpointKey,
+    request: Request<UpstreamBody>,
+    hold: Box<dyn Send + Sync>,
+    per_try_timeout: Option<std::time::Duration>,
+) -> (AttemptOutcome, Response<ResponseBody>) {
+    let limits = ConnectionLimits {
+        connect_timeout: Some(cluster.policy.connection_pool.connect_timeout),
+    };
+    let attempt = async {
+        let checkout = match ctx
+            .connections
+            .checkout(endpoint, &cluster.breaker, limits)
+            .await
+        {
+            Ok(checkout) => checkout,
+            Err(CheckoutError::Overflow(overflow)) => {
+                return (AttemptOutcome::Overflow, overflow_reply(&overflow));
+            }
+            Err(CheckoutError::Connect(error)) => {
+                tracing::debug!(%error, "connecting upstream failed");
+                return (AttemptOutcome::ConnectFailure, local::connect_failure());
+            }
+        };
+        match checkout.send(request, Some(hold)).await {
+            Ok(response) => (
+                AttemptOutcome::response(response.status(), response.headers()),
+                response.map(box_body),
+            ),
+            Err(error) => {
+                tracing::debug!(%error, "upstream request failed");
+                // hyper does not say which HTTP/2 reset code ended a stream, so a
+                // REFUSED_STREAM is retried as a reset (which `reset` retry policies cover).
+                (AttemptOutcome::Reset, local::reset())
+            }
+        }
+    };
+    match per_try_timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => (AttemptOutcome::PerTryTimeout, local::upstream_timeout()),
+        },
+        None => attempt.await,
+    }
+}
+
+fn overflow_reply(overflow: &Overflow) -> Response<ResponseBody> {
+    let mut response = overflow.response(local::full(bytes::Bytes::from_static(
+        Overflow::BODY.as_bytes(),
+    )));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+fn box_body(body: crate::forward::connections::ResponseBody) -> ResponseBody {
+    body.map_err(|e| Box::new(e) as BoxError).boxed()
+}
+
+fn outlier_outcome(outcome: &AttemptOutcome) -> Option<Outcome> {
+    match outcome {
+        AttemptOutcome::Response { status, .. } => Some(Outcome::Response(status.as_u16())),
+        AttemptOutcome::ConnectFailure
+        | AttemptOutcome::ResetBeforeRequest
+        | AttemptOutcome::Reset
+        | AttemptOutcome::RefusedStream => Some(Outcome::ConnectFailed),
+        AttemptOutcome::PerTryTimeout => Some(Outcome::Timeout),
+        AttemptOutcome::Overflow => None,
+    }
+}

@@ -1,0 +1,76 @@
+//! Replies the waypoint makes itself, worded as Envoy words them so clients and
+//! dashboards that know Istio recognise them.
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use crate::forward::connections::{BoxError, UpstreamBody};
+
+pub type ResponseBody = UpstreamBody;
+
+pub fn reply(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    if !body.is_empty() {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    response
+}
+
+pub fn full(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes)
+        .map_err(|never| -> BoxError { match never {} })
+        .boxed()
+}
+
+pub fn no_route() -> Response<ResponseBody> {
+    reply(StatusCode::NOT_FOUND, "")
+}
+
+pub fn forbidden() -> Response<ResponseBody> {
+    reply(StatusCode::FORBIDDEN, "RBAC: access denied")
+}
+
+pub fn no_healthy_upstream() -> Response<ResponseBody> {
+    reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+}
+
+pub fn upstream_timeout() -> Response<ResponseBody> {
+    reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+}
+
+pub fn connect_failure() -> Response<ResponseBody> {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+    )
+}
+
+pub fn reset() -> Response<ResponseBody> {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+    )
+}
+
+pub fn fault_abort(status: StatusCode) -> Response<ResponseBody> {
+    reply(status, "fault filter abort")
+}
+
+/// A gRPC fault abort: HTTP 200 with the status in the headers (trailers-only).
+pub fn grpc_abort(code: u32) -> Response<ResponseBody> {
+    let mut response = Response::new(full(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from(code));
+    headers.insert(
+        "grpc-message",
+        HeaderValue::from_static("fault filter abort"),
+    );
+    response
+}

@@ -1,0 +1,349 @@
+//! HTTP on a CONNECT stream: each request is authorized, routed by the VirtualService of
+//! the service it was sent to, and forwarded with the route's retries and timeouts.
+pub mod authz;
+pub mod body;
+mod forward;
+pub mod local;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+use weft_config::authz::l4::Decision;
+use weft_config::authz::l7::{L7Request, evaluate};
+
+use self::body::RequestBody;
+use self::forward::{Forward, send};
+use self::local::ResponseBody;
+use crate::context::WaypointContext;
+use crate::forward::cluster::ClusterKey;
+use crate::forward::connections::{Protocol, Transport};
+use crate::forward::endpoints::destination_port;
+use crate::inbound::{Downstream, Target};
+use crate::route::{FaultAbort, MirrorPlan, RequestFacts, RouteAction, RouteDestination};
+
+pub async fn serve<I>(io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let downstream = Arc::new(downstream);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let downstream = downstream.clone();
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(request, &downstream, &ctx).await) }
+    });
+    if let Err(error) = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service)
+        .await
+    {
+        debug!(%error, "downstream HTTP connection ended");
+    }
+}
+
+/// Headers that describe one hop's connection and must not be forwarded (RFC 9110 7.6.1);
+/// HTTP/2 forbids them outright.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    // `te: trailers` is the one TE value HTTP/2 (and gRPC) allows.
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes() != b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+}
+
+fn authority(parts: &http::request::Parts) -> String {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    down: &Downstream,
+    ctx: &Arc<WaypointContext>,
+) -> Response<ResponseBody> {
+    let snapshot = ctx.registry.load();
+    let (mut parts, body) = request.into_parts();
+    let protocol = if parts.version == Version::HTTP_2 {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
+    let authority = authority(&parts);
+
+    let policies = authz::policies(&snapshot, ctx, &down.target);
+    if !policies.is_empty() {
+        let request = L7Request {
+            principal: down
+                .source
+                .principal
+                .as_deref()
+                .map(|p| p.strip_prefix("spiffe://").unwrap_or(p)),
+            source_ip: down.source_ip,
+            remote_ip: down.source_ip,
+            destination_ip: Some(down.destination.ip()),
+            destination_port: down.target.port(),
+            method: &parts.method,
+            path: parts.uri.path(),
+            host: &authority,
+            headers: &parts.headers,
+            sni: None,
+        };
+        if let Decision::Deny(reason) = evaluate(&policies, &request) {
+            debug!(%reason, path = parts.uri.path(), "request denied");
+            return local::forbidden();
+        }
+    }
+
+    let (service, port) = match &down.target {
+        Target::Service { service, port } => (service.clone(), *port),
+        Target::Workload { workload, address } => {
+            // Addressed to a pod: no routes (VirtualServices name hosts), straight there.
+            let transport = match workload.identity.parse() {
+                Ok(identity) if workload.in_mesh => Transport::Hbone { identity },
+                _ => Transport::Plain,
+            };
+            strip_hop_by_hop(&mut parts.headers);
+            let body = match RequestBody::read(body).await {
+                Ok(body) => body,
+                Err(_) => return local::reply(StatusCode::BAD_REQUEST, "bad request body"),
+            };
+            return forward::direct(ctx, parts, body, *address, transport, protocol).await;
+        }
+    };
+
+    let routes = ctx.routes(&snapshot, &service.hostname);
+    let facts = RequestFacts {
+        method: &parts.method,
+        uri: &parts.uri,
+        authority: &authority,
+        headers: &parts.headers,
+        port,
+        source: &down.source,
+    };
+    let Some(route) = routes.http_route(&facts) else {
+        return local::no_route();
+    };
+    // Envoy's filter order in Istio's proxies: fault injection, then CORS.
+    if let Some(fault) = route.fault() {
+        let decision = fault.decide(fastrand::f64() * 100.0, fastrand::f64() * 100.0);
+        if let Some(delay) = decision.delay {
+            tokio::time::sleep(delay).await;
+        }
+        match decision.abort {
+            Some(FaultAbort::Http(status)) => return local::fault_abort(status),
+            Some(FaultAbort::Grpc(code)) => return local::grpc_abort(code),
+            None => {}
+        }
+    }
+    if let Some(cors) = route.cors()
+        && let Some(preflight) = cors.preflight(&facts)
+    {
+        let mut response = preflight.map(|()| local::full(bytes::Bytes::new()));
+        route.apply_response_headers(None, response.headers_mut());
+        return response;
+    }
+    match route.action() {
+        RouteAction::Redirect(_) => {
+            let Some((status, location)) = route.redirect_location(&facts) else {
+                return local::no_route();
+            };
+            let mut response = local::reply(status, "");
+            response.headers_mut().insert(header::LOCATION, location);
+            route.apply_response_headers(None, response.headers_mut());
+            return response;
+        }
+        RouteAction::DirectResponse { status, body } => {
+            let mut response = Response::new(local::full(body.clone().unwrap_or_default()));
+            *response.status_mut() = *status;
+            if body.is_some() {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
+            route.apply_response_headers(None, response.headers_mut());
+            return response;
+        }
+        RouteAction::Forward(_) => {}
+    }
+    let Some(destination) = route.pick(fastrand::u32(..)) else {
+        return local::no_healthy_upstream();
+    };
+    let rewrite = route.rewrite(&facts, Some(destination));
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let timeout = route.effective_timeout(&parts.headers);
+    let retry = route.retry().clone();
+    let mirrors: Vec<MirrorPlan> = route
+        .mirrors()
+        .iter()
+        .filter(|m| m.should_mirror(fastrand::f64() * 100.0))
+        .cloned()
+        .collect();
+
+    if let Some(path_and_query) = rewrite.path_and_query
+        && let Ok(uri) = Uri::builder().path_and_query(path_and_query).build()
+    {
+        parts.uri = uri;
+    }
+    let authority = match rewrite.authority {
+        Some(value) => value,
+        None => match HeaderValue::from_str(&authority) {
+            Ok(value) => value,
+            Err(_) => return local::reply(StatusCode::BAD_REQUEST, "bad authority"),
+        },
+    };
+    parts.headers.insert(header::HOST, authority);
+    route.apply_request_headers(destination, &mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(X_REQUEST_ID) {
+        parts.headers.insert(X_REQUEST_ID, request_id());
+    }
+    parts
+        .headers
+        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+
+    let body = match RequestBody::read(body).await {
+        Ok(body) => body,
+        Err(_) => return local::reply(StatusCode::BAD_REQUEST, "bad request body"),
+    };
+    for mirror in mirrors {
+        mirror_request(
+            ctx,
+            &snapshot,
+            &parts,
+            &body,
+            &mirror.destination,
+            port,
+            protocol,
+        );
+    }
+    let request_port = port;
+    let port = destination_port(&snapshot, &destination.host, destination.port, request_port);
+    let key = ClusterKey {
+        host: destination.host.clone(),
+        subset: destination.subset.clone(),
+        port,
+    };
+    let attempts = send(
+        ctx,
+        &snapshot,
+        Forward {
+            key,
+            parts,
+            body,
+            retry,
+            protocol,
+            source_ip: down.source_ip,
+        },
+    );
+    let mut response = match timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, attempts).await {
+            Ok(response) => response,
+            Err(_) => local::upstream_timeout(),
+        },
+        None => attempts.await,
+    };
+    strip_hop_by_hop(response.headers_mut());
+    route.apply_response_headers(Some(destination), response.headers_mut());
+    if let Some(cors) = route.cors() {
+        cors.response_headers(origin.as_ref(), response.headers_mut());
+    }
+    response
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// A random UUID v4, as Envoy generates for requests without one.
+fn request_id() -> HeaderValue {
+    let mut bytes = fastrand::u128(..).to_be_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let text = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A copy of the request to the mirror's destination, fire and forget: its answer is
+/// dropped, and a body that streams cannot be copied (Envoy mirrors only what it buffered).
+fn mirror_request(
+    ctx: &Arc<WaypointContext>,
+    snapshot: &Arc<weft_config::registry::Snapshot>,
+    parts: &http::request::Parts,
+    body: &RequestBody,
+    destination: &RouteDestination,
+    request_port: u16,
+    protocol: Protocol,
+) {
+    let Some(replay) = body.replayable() else {
+        return;
+    };
+    let mut copy = Request::new(());
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = parts.uri.clone();
+    *copy.headers_mut() = parts.headers.clone();
+    let (mut copy_parts, ()) = copy.into_parts();
+    let host = copy_parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(MirrorPlan::shadow_authority);
+    if let Some(host) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        copy_parts.headers.insert(header::HOST, host);
+    }
+    let port = destination_port(snapshot, &destination.host, destination.port, request_port);
+    let key = ClusterKey {
+        host: destination.host.clone(),
+        subset: destination.subset.clone(),
+        port,
+    };
+    let forward = Forward {
+        key,
+        parts: copy_parts,
+        body: RequestBody::Complete(replay.clone()),
+        retry: crate::route::RetryPolicy::disabled(),
+        protocol,
+        source_ip: None,
+    };
+    let ctx = ctx.clone();
+    let snapshot = snapshot.clone();
+    tokio::spawn(async move {
+        let response = send(&ctx, &snapshot, forward).await;
+        // Read the answer to its end so the connection can be reused.
+        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+    });
+}

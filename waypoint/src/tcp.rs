@@ -1,0 +1,102 @@
+//! Streams that are not HTTP: a `tcp` route (or the service itself) picks the destination,
+//! the cluster's balancer the endpoint, and the bytes are spliced.
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::context::WaypointContext;
+use crate::forward::cluster::ClusterKey;
+use crate::forward::connections::Transport;
+use crate::forward::endpoints::{candidates, destination_port};
+use crate::inbound::{Downstream, Target};
+use crate::upstream::balance::HashInput;
+use crate::upstream::outlier::Outcome;
+
+/// Per-direction copy buffer, as the node agent uses.
+const COPY_BUFFER: usize = 64 * 1024;
+
+pub async fn forward<I>(mut io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let snapshot = ctx.registry.load();
+    let (address, transport, cluster) = match &downstream.target {
+        Target::Workload { workload, address } => {
+            let transport = match workload.identity.parse() {
+                Ok(identity) if workload.in_mesh => Transport::Hbone { identity },
+                _ => Transport::Plain,
+            };
+            (*address, transport, None)
+        }
+        Target::Service { service, port } => {
+            let routes = ctx.routes(&snapshot, &service.hostname);
+            let plan =
+                routes.tcp_route(*port, Some(downstream.destination.ip()), &downstream.source);
+            let Some(destination) = plan.pick(fastrand::u32(..)) else {
+                debug!("tcp route without destinations");
+                return;
+            };
+            let port = destination_port(&snapshot, &destination.host, destination.port, *port);
+            let key = ClusterKey {
+                host: destination.host.clone(),
+                subset: destination.subset.clone(),
+                port,
+            };
+            let found = match candidates(&snapshot, &key.host, key.subset.as_deref(), port) {
+                Ok(found) => found,
+                Err(reason) => {
+                    debug!(%reason, "no endpoint for the stream");
+                    return;
+                }
+            };
+            let cluster = ctx.clusters.get(&snapshot, &key);
+            let now = Instant::now();
+            let addresses: Vec<_> = found.iter().map(|c| c.address).collect();
+            let healthy = match &cluster.outlier {
+                Some(outlier) => outlier.filter(&addresses, now),
+                None => addresses,
+            };
+            let input = HashInput {
+                source_ip: downstream.source_ip,
+                ..HashInput::default()
+            };
+            let Some(pick) = cluster.balancer.pick(&healthy, &input) else {
+                return;
+            };
+            let Some(chosen) = found.into_iter().find(|c| c.address == pick.endpoint) else {
+                return;
+            };
+            (chosen.address, chosen.transport, Some(cluster))
+        }
+    };
+    let connect_timeout = cluster
+        .as_ref()
+        .map(|c| c.policy.connection_pool.connect_timeout);
+    let upstream = ctx
+        .connections
+        .open_stream(address, &transport, connect_timeout)
+        .await;
+    let mut upstream = match upstream {
+        Ok(upstream) => {
+            if let Some(outlier) = cluster.as_ref().and_then(|c| c.outlier.as_ref()) {
+                outlier.record(address, Outcome::Connected, Instant::now());
+            }
+            upstream
+        }
+        Err(error) => {
+            if let Some(outlier) = cluster.as_ref().and_then(|c| c.outlier.as_ref()) {
+                outlier.record(address, Outcome::ConnectFailed, Instant::now());
+            }
+            debug!(%error, "connecting the stream upstream failed");
+            return;
+        }
+    };
+    match tokio::io::copy_bidirectional_with_sizes(&mut io, &mut upstream, COPY_BUFFER, COPY_BUFFER)
+        .await
+    {
+        Ok((sent, received)) => debug!(%address, sent, received, "tcp stream done"),
+        Err(error) => debug!(%address, %error, "tcp stream ended with an error"),
+    }
+}

@@ -1,0 +1,21 @@
+//! DestinationRule traffic policy for the endpoints a route picked: which settings apply
+//! ([`policy`]), which endpoint gets the request ([`balance`]), which endpoints are left out
+//! for misbehaving ([`outlier`]) and how much traffic the cluster may take ([`limits`]).
+//!
+//! Everything here is a state machine without I/O; time is passed in. Per cluster (service
+//! host + subset + port) the proxy keeps one [`balance::Balancer`], one
+//! [`outlier::OutlierDetector`] (if the policy has outlier detection) and one
+//! [`limits::CircuitBreaker`], and for each request:
+//!
+//! ```text
+//! let policy = EffectivePolicy::resolve(dr, subset, port);          // on config change
+//! let healthy = detector.filter(&ready_endpoints, now);             // [] → 503 no healthy upstream
+//! let pick = balancer.pick(&healthy, &HashInput::from_request(..))?;
+//! // connection and request permits from the circuit breaker, see `limits`
+//! detector.record(pick.endpoint, Outcome::Response(status), now);
+//! ```
+pub mod balance;
+mod hash;
+pub mod limits;
+pub mod outlier;
+pub mod policy;
