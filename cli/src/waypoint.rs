@@ -190,6 +190,7 @@ fn deployment(waypoint: &Waypoint) -> Value {
     let args: Vec<String> = [
         ("--name", waypoint.name.clone()),
         ("--namespace", waypoint.namespace.clone()),
+        ("--service-account", waypoint.name.clone()),
         ("--ca-address", CA_ADDRESS.to_string()),
         ("--ca-server-name", CA_SERVER_NAME.to_string()),
         ("--ca-token-file", TOKEN_FILE.to_string()),
@@ -197,7 +198,6 @@ fn deployment(waypoint: &Waypoint) -> Value {
         ("--trust-domain", waypoint.trust_domain.clone()),
         ("--listen", format!("0.0.0.0:{HBONE_PORT}")),
         ("--readiness-addr", format!("0.0.0.0:{READINESS_PORT}")),
-        ("--admin-addr", "127.0.0.1:15000".to_string()),
     ]
     .into_iter()
     .flat_map(|(flag, value)| [flag.to_string(), value])

@@ -107,6 +107,26 @@ fn virtual_service_routes_by_header_and_weight() {
     );
     assert_eq!(h2[0]["trailers"]["grpc-status-details"][0], "none");
 
+    // The waypoint counted every request in Istio's metric, with the client's identity.
+    let scraped = testapp_json(
+        &lab,
+        "shop/waypoint-0",
+        &["get", "http://127.0.0.1:15020/metrics"],
+    );
+    let text = scraped[0]["body"].as_str().unwrap_or_default().to_string();
+    let counted: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .filter(|l| {
+            l.contains(r#"reporter="waypoint""#)
+                && l.contains(r#"destination_service="reviews.shop.svc.cluster.local""#)
+                && l.contains(r#"source_principal="spiffe://cluster.local/ns/shop/sa/client""#)
+                && l.contains(r#"response_code="200""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, 2401.0, "istio_requests_total for reviews:\n{text}");
+
     // The requests reached v2 through the waypoint: its agent took them over HBONE from
     // the waypoint's identity, never from the client's.
     let records = weft_e2e::agent_connections(&lab, "node-1");

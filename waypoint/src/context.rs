@@ -6,6 +6,7 @@ use weft_config::registry::model::Waypoint;
 use weft_config::registry::{Registry, Snapshot};
 use weft_core::hbone::HbonePool;
 use weft_core::identity::Identity;
+use weft_core::metrics::Metrics;
 
 use crate::forward::cluster::Clusters;
 use crate::forward::connections::Connections;
@@ -18,6 +19,8 @@ pub struct WaypointContext {
     pub registry: Registry,
     pub connections: Connections,
     pub clusters: Clusters,
+    /// Istio's standard metrics, reported as `reporter="waypoint"`.
+    pub metrics: Arc<Metrics>,
     /// Compiled routes by host, with the snapshot version they were compiled from.
     routes: Mutex<HashMap<String, (u64, Arc<CompiledRoutes>)>>,
 }
@@ -29,6 +32,7 @@ impl WaypointContext {
         identity: Identity,
         registry: Registry,
         pool: HbonePool,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             connections: Connections::new(pool, identity.clone()),
@@ -37,6 +41,7 @@ impl WaypointContext {
             identity,
             registry,
             clusters: Clusters::default(),
+            metrics,
             routes: Mutex::new(HashMap::new()),
         }
     }

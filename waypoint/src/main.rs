@@ -50,6 +50,9 @@ struct Args {
     listen: SocketAddr,
     #[arg(long, env = "WEFT_READINESS_ADDR", default_value = "0.0.0.0:15021")]
     readiness_addr: SocketAddr,
+    /// Prometheus scrapes Istio's standard metrics here (`/metrics`, `/stats/prometheus`).
+    #[arg(long, env = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:15020")]
+    metrics_addr: SocketAddr,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,12 +128,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     info!(%identity, "certificate obtained");
 
     let pool = HbonePool::new(identities.clone(), trust.clone(), PoolConfig::default());
+    let metrics = weft_core::metrics::Metrics::new();
     let context = Arc::new(WaypointContext::new(
         args.name.clone(),
         args.namespace.clone(),
         identity.clone(),
         registry,
         pool,
+        metrics.clone(),
     ));
     let served = identity.clone();
     let handler_context = context.clone();
@@ -147,6 +152,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     info!(listen = %args.listen, waypoint = %format!("{}/{}", args.namespace, args.name), "serving HBONE");
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(readiness::serve(args.readiness_addr));
+    let metrics_addr = args.metrics_addr;
+    tasks.spawn(async move {
+        weft_core::metrics::serve_metrics(metrics_addr, metrics)
+            .await
+            .with_context(|| format!("serving metrics on {metrics_addr}"))
+    });
     tasks.spawn(async move {
         server.serve(listener).await;
         Ok(())

@@ -36,7 +36,22 @@ where
     let service = service_fn(move |request: Request<Incoming>| {
         let downstream = downstream.clone();
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(request, &downstream, &ctx).await) }
+        async move {
+            let started = std::time::Instant::now();
+            let grpc = request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            let response = handle(request, &downstream, &ctx).await;
+            record(
+                &ctx,
+                &downstream,
+                response.status(),
+                grpc,
+                started.elapsed(),
+            );
+            Ok::<_, Infallible>(response)
+        }
     });
     if let Err(error) = auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(io), service)
@@ -44,6 +59,43 @@ where
     {
         debug!(%error, "downstream HTTP connection ended");
     }
+}
+
+/// `istio_requests_total` and `istio_request_duration_milliseconds` as a waypoint reports
+/// them (time to the response headers).
+fn record(
+    ctx: &WaypointContext,
+    down: &Downstream,
+    status: StatusCode,
+    grpc: bool,
+    elapsed: std::time::Duration,
+) {
+    use weft_core::metrics::{Reporter, RequestProtocol, SecurityPolicy};
+    let snapshot = ctx.registry.load();
+    let source = down
+        .source_ip
+        .and_then(|ip| snapshot.workload_by_ip(ip))
+        .filter(|w| down.source.principal.as_deref() == Some(w.identity.as_str()));
+    let (service, destination) = match &down.target {
+        Target::Service { service, .. } => (Some(&**service), None),
+        Target::Workload { workload, .. } => (None, Some(&**workload)),
+    };
+    let labels = weft_config::telemetry::Connection {
+        reporter: Reporter::Waypoint,
+        source: source.map(|w| &**w),
+        source_principal: down.source.principal.as_deref(),
+        destination,
+        service,
+        security: SecurityPolicy::MutualTls,
+        cluster: weft_core::metrics::DEFAULT_CLUSTER_ID,
+    }
+    .labels()
+    .with_protocol(if grpc {
+        RequestProtocol::Grpc
+    } else {
+        RequestProtocol::Http
+    });
+    ctx.metrics.http_request(&labels, status.as_u16(), elapsed);
 }
 
 /// Headers that describe one hop's connection and must not be forwarded (RFC 9110 7.6.1);
