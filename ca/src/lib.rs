@@ -1,2 +1,3 @@
-//! weft-ca's parts that tests reach: how node agents are authenticated in a cluster.
+//! weft-ca's parts that tests reach: how callers (node agents, workloads) are authenticated
+//! in a cluster.
 pub mod token_review;

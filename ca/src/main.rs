@@ -1,9 +1,10 @@
-//! weft-ca: signs workload certificates for node agents.
+//! weft-ca: signs workload certificates for node agents and workloads (waypoints).
 //!
 //! Speaks Istio's `istio.v1.auth.IstioCertificateService/CreateCertificate` over gRPC with
-//! TLS, so agents (weft's, or anything that talks to istiod's CA) can use it. A caller is a
-//! node, authenticated by its bearer token; it may only obtain the identities (service
-//! accounts) of pods scheduled on it, as the cluster's objects say.
+//! TLS, so agents (weft's, or anything that talks to istiod's CA) can use it. A node agent,
+//! authenticated by its bearer token, may only obtain the identities (service accounts) of
+//! pods scheduled on it, as the cluster's objects say. With TokenReview, any other service
+//! account's pod-bound token may obtain that service account's own identity, and no other.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,10 +41,13 @@ struct Args {
     write_root: Option<PathBuf>,
     /// JSON object of node name → bearer token: the nodes allowed to ask (the lab's
     /// credentials). Without it, callers present their service-account token, checked with
-    /// a TokenReview against the Kubernetes API.
+    /// a TokenReview against the Kubernetes API: the agents' (below) for their nodes' pods,
+    /// any other for its own identity.
     #[arg(long, env = "WEFT_CA_NODE_TOKENS")]
     node_tokens: Option<PathBuf>,
-    /// With TokenReview: the service accounts of node agents, `namespace/name`.
+    /// With TokenReview: the service accounts of node agents, `namespace/name`. Their tokens
+    /// obtain the identities of their nodes' pods; other service accounts' tokens only
+    /// their own identity.
     #[arg(
         long = "agent-service-account",
         env = "WEFT_CA_AGENT_SERVICE_ACCOUNTS",
@@ -151,6 +155,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 client,
                 agents,
                 registry.clone(),
+                args.trust_domain.clone(),
             ))
         }
     };

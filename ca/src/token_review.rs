@@ -1,5 +1,21 @@
-//! Authenticating node agents in a cluster: the agent's service-account token, checked by
-//! the API server with a TokenReview, names the node the agent runs on.
+//! Authenticating callers in a cluster by their service-account token, checked by the API
+//! server with a TokenReview.
+//!
+//! - A node agent (its service account is one of `agents`): the token names the node the
+//!   agent runs on, and the caller is that node ([`Caller::Node`]).
+//! - Any other service account `system:serviceaccount:<ns>:<sa>` (a waypoint, say): the caller
+//!   is the workload `spiffe://<trust domain>/ns/<ns>/sa/<sa>` ([`Caller::Workload`]), which
+//!   may obtain that identity only, as istiod grants any workload.
+//!
+//! Audience: the review names none, so the API server checks the token against its own
+//! audiences, those of the kubelet's default token (`/var/run/secrets/kubernetes.io/
+//! serviceaccount/token`). Agents and waypoints alike present that token; istiod instead
+//! wants a token projected for the audience `istio-ca`, which this CA does not accept yet.
+//!
+//! Binding: both kinds of caller must present a token bound to a pod (the kubelet's tokens
+//! are; the API server then vouches that the pod exists and runs as that service account).
+//! Tokens of service-account Secrets and tokens requested for no pod are refused: stricter
+//! than istiod, which accepts any token of the service account.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -8,26 +24,36 @@ use kube::api::PostParams;
 use tonic::metadata::MetadataMap;
 use weft_config::registry::Registry;
 use weft_core::ca::{AuthError, Authenticator, Caller};
-use weft_core::identity::BoxFuture;
+use weft_core::identity::{BoxFuture, Identity};
 
 /// Set by the API server on bound service-account tokens (Kubernetes 1.30+).
 const NODE_NAME: &str = "authentication.kubernetes.io/node-name";
 /// The pod a bound token belongs to; its node comes from the registry on older clusters.
 const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
+/// How the API server names a service account as a user.
+const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 
 pub struct TokenReviewAuthenticator {
     client: kube::Client,
-    /// Usernames allowed to ask: `system:serviceaccount:<ns>:<sa>` of the node agents.
+    /// Node agents' usernames: `system:serviceaccount:<ns>:<sa>`.
     agents: Vec<String>,
     registry: Registry,
+    /// The CA's: workloads' identities are in it.
+    trust_domain: String,
 }
 
 impl TokenReviewAuthenticator {
-    pub fn new(client: kube::Client, agents: Vec<String>, registry: Registry) -> Self {
+    pub fn new(
+        client: kube::Client,
+        agents: Vec<String>,
+        registry: Registry,
+        trust_domain: impl Into<String>,
+    ) -> Self {
         Self {
             client,
             agents,
             registry,
+            trust_domain: trust_domain.into(),
         }
     }
 
@@ -35,6 +61,7 @@ impl TokenReviewAuthenticator {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token,
+                // The API server's own audiences: see the module documentation.
                 audiences: None,
             },
             ..TokenReview::default()
@@ -49,14 +76,22 @@ impl TokenReviewAuthenticator {
         }
         let user = status.user.unwrap_or_default();
         let username = user.username.unwrap_or_default();
-        if !self.agents.contains(&username) {
-            return Err(AuthError::Other(format!(
-                "{username} is not a node agent's service account"
-            )));
-        }
         let extra: BTreeMap<String, Vec<String>> = user.extra.unwrap_or_default();
+        if self.agents.contains(&username) {
+            self.agent(&username, &extra).map(Caller::node)
+        } else {
+            self.workload(&username, &extra).map(Caller::workload)
+        }
+    }
+
+    /// The node of a node agent's token.
+    fn agent(
+        &self,
+        username: &str,
+        extra: &BTreeMap<String, Vec<String>>,
+    ) -> Result<String, AuthError> {
         if let Some(node) = extra.get(NODE_NAME).and_then(|v| v.first()) {
-            return Ok(Caller { node: node.clone() });
+            return Ok(node.clone());
         }
         // `system:serviceaccount:<namespace>:<name>`
         let namespace = username.split(':').nth(2).unwrap_or_default();
@@ -66,11 +101,38 @@ impl TokenReviewAuthenticator {
                 .workload(namespace, pod)
                 .and_then(|w| w.node.clone())
         });
-        node.map(|node| Caller { node }).ok_or_else(|| {
+        node.ok_or_else(|| {
             AuthError::Other(format!(
                 "the token of {username} is not bound to a pod with a node (use a projected service-account token)"
             ))
         })
+    }
+
+    /// The identity of a workload's token: its service account's.
+    fn workload(
+        &self,
+        username: &str,
+        extra: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Identity, AuthError> {
+        let (namespace, name) = username
+            .strip_prefix(SERVICE_ACCOUNT_PREFIX)
+            .and_then(|rest| rest.split_once(':'))
+            .ok_or_else(|| {
+                AuthError::Other(format!(
+                    "{username} is neither a node agent's nor a workload's service account"
+                ))
+            })?;
+        let identity = Identity::new(&self.trust_domain, namespace, name).map_err(|e| {
+            AuthError::Other(format!(
+                "the service account of {username} is no SPIFFE identity: {e}"
+            ))
+        })?;
+        if extra.get(POD_NAME).is_none_or(|pods| pods.is_empty()) {
+            return Err(AuthError::Other(format!(
+                "the token of {username} is not bound to a pod (use the pod's projected service-account token)"
+            )));
+        }
+        Ok(identity)
     }
 }
 

@@ -1,17 +1,27 @@
 //! TokenReview against a fixture API server speaking the real HTTP exchange
-//! (`POST /apis/authentication.k8s.io/v1/tokenreviews`).
+//! (`POST /apis/authentication.k8s.io/v1/tokenreviews`), alone and behind the CA's gRPC
+//! service.
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tonic::Code;
 use tonic::metadata::MetadataMap;
 use weft_ca::token_review::TokenReviewAuthenticator;
 use weft_config::registry::Registry;
-use weft_core::ca::{AuthError, Authenticator};
+use weft_core::ca::{
+    AuthError, Authenticator, CaConfig, CaServer, CaService, Caller, CertificateAuthority,
+    GrpcIssuer, GrpcIssuerConfig,
+};
+use weft_core::identity::{CertificateInfo, CertificateRequest, Identity, WorkloadKey};
 
 const AGENT: &str = "system:serviceaccount:weft-system:weft-agent";
+const WAYPOINT: &str = "system:serviceaccount:shop:waypoint";
+const TRUST_DOMAIN: &str = "cluster.local";
 
 /// Answers a TokenReview as the API server would for a few known tokens.
 async fn review(
@@ -32,10 +42,24 @@ async fn review(
     let status = match token.as_str() {
         "node-1-token" => serde_json::json!({"authenticated": true, "user": {"username": AGENT,
             "extra": {"authentication.kubernetes.io/node-name": ["node-1"]}}}),
+        // A pod's token on 1.30+: it names the pod and its node. Naming a node does not make
+        // a waypoint a node agent.
+        "waypoint-token" => {
+            serde_json::json!({"authenticated": true, "user": {"username": WAYPOINT,
+            "extra": {"authentication.kubernetes.io/pod-name": ["waypoint-7d4f9-x2x8q"],
+                      "authentication.kubernetes.io/node-name": ["node-1"]}}})
+        }
+        // The token of a service-account Secret: no pod.
+        "waypoint-secret-token" => {
+            serde_json::json!({"authenticated": true, "user": {"username": WAYPOINT}})
+        }
         "intruder-token" => {
             serde_json::json!({"authenticated": true, "user": {"username": "system:serviceaccount:default:sleep",
-            "extra": {"authentication.kubernetes.io/node-name": ["node-1"]}}})
+            "extra": {"authentication.kubernetes.io/pod-name": ["sleep-1"],
+                      "authentication.kubernetes.io/node-name": ["node-1"]}}})
         }
+        "user-token" => serde_json::json!({"authenticated": true, "user": {"username": "alice",
+            "groups": ["system:authenticated"]}}),
         "unbound-token" => serde_json::json!({"authenticated": true, "user": {"username": AGENT}}),
         _ => serde_json::json!({"authenticated": false, "error": "invalid bearer token"}),
     };
@@ -72,6 +96,19 @@ async fn fixture() -> kube::Client {
     kube::Client::try_from(config).expect("client")
 }
 
+async fn authenticator() -> TokenReviewAuthenticator {
+    TokenReviewAuthenticator::new(
+        fixture().await,
+        vec![AGENT.into()],
+        Registry::new(Default::default()),
+        TRUST_DOMAIN,
+    )
+}
+
+fn id(ns: &str, sa: &str) -> Identity {
+    Identity::new(TRUST_DOMAIN, ns, sa).expect("valid")
+}
+
 fn bearer(token: &str) -> MetadataMap {
     let mut metadata = MetadataMap::new();
     metadata.insert(
@@ -83,38 +120,57 @@ fn bearer(token: &str) -> MetadataMap {
 
 #[tokio::test]
 async fn an_agents_bound_token_names_its_node() {
-    let auth = TokenReviewAuthenticator::new(
-        fixture().await,
-        vec![AGENT.into()],
-        Registry::new(Default::default()),
-    );
+    let auth = authenticator().await;
     let caller = auth
         .authenticate(&bearer("node-1-token"))
         .await
         .expect("authenticated");
-    assert_eq!(caller.node, "node-1");
+    assert_eq!(caller, Caller::node("node-1"));
+}
+
+#[tokio::test]
+async fn a_workloads_bound_token_names_its_own_identity() {
+    let auth = authenticator().await;
+    assert_eq!(
+        auth.authenticate(&bearer("waypoint-token"))
+            .await
+            .expect("authenticated"),
+        Caller::workload(id("shop", "waypoint"))
+    );
+    assert_eq!(
+        auth.authenticate(&bearer("intruder-token"))
+            .await
+            .expect("authenticated"),
+        Caller::workload(id("default", "sleep")),
+        "any service account is a workload for its own identity, never its node"
+    );
 }
 
 #[tokio::test]
 async fn other_tokens_are_refused_with_the_reason() {
-    let auth = TokenReviewAuthenticator::new(
-        fixture().await,
-        vec![AGENT.into()],
-        Registry::new(Default::default()),
-    );
+    let auth = authenticator().await;
     assert!(matches!(
         auth.authenticate(&bearer("forged")).await,
         Err(AuthError::UnknownToken)
     ));
-    let intruder = auth
-        .authenticate(&bearer("intruder-token"))
+    let user = auth
+        .authenticate(&bearer("user-token"))
         .await
-        .expect_err("not an agent");
+        .expect_err("not a service account");
     assert!(
-        intruder
+        user.to_string()
+            .contains("alice is neither a node agent's nor a workload's service account"),
+        "{user}"
+    );
+    let secret = auth
+        .authenticate(&bearer("waypoint-secret-token"))
+        .await
+        .expect_err("no pod");
+    assert!(
+        secret
             .to_string()
-            .contains("default:sleep is not a node agent"),
-        "{intruder}"
+            .contains("the token of system:serviceaccount:shop:waypoint is not bound to a pod"),
+        "{secret}"
     );
     let unbound = auth
         .authenticate(&bearer("unbound-token"))
@@ -128,4 +184,115 @@ async fn other_tokens_are_refused_with_the_reason() {
         auth.authenticate(&MetadataMap::new()).await,
         Err(AuthError::Missing)
     ));
+}
+
+/// The CA's gRPC service behind TokenReview, on a plaintext loopback port; node-1 runs
+/// shop/web.
+async fn serve_ca() -> (GrpcIssuerConfig, tokio::task::JoinHandle<()>) {
+    let ca = Arc::new(CertificateAuthority::generate(CaConfig::default()).expect("CA"));
+    let may_issue =
+        |node: &str, identity: &Identity| node == "node-1" && *identity == id("shop", "web");
+    let service = CaService::new(ca, Arc::new(authenticator().await), Arc::new(may_issue));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = tokio::spawn(async move {
+        CaServer::plaintext(service)
+            .serve(listener, std::future::pending())
+            .await
+            .expect("serves");
+    });
+    (GrpcIssuerConfig::new(address.to_string()), server)
+}
+
+fn issuer(config: &GrpcIssuerConfig, token: &str) -> GrpcIssuer {
+    GrpcIssuer::new(GrpcIssuerConfig {
+        token: Some(token.to_owned()),
+        ..config.clone()
+    })
+    .expect("issuer")
+}
+
+/// A request as `GrpcIssuer` sends it: `identity` in `ImpersonatedIdentity`, a CSR naming
+/// `csr_names`.
+fn request(identity: &Identity, csr_names: &Identity) -> CertificateRequest {
+    CertificateRequest {
+        identity: identity.clone(),
+        csr_pem: WorkloadKey::generate()
+            .expect("key")
+            .csr_pem(csr_names)
+            .expect("csr"),
+        validity: Duration::from_secs(3600),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waypoint_obtains_its_own_identity_and_no_other() {
+    let (config, server) = serve_ca().await;
+    let waypoint = issuer(&config, "waypoint-token");
+    let own = id("shop", "waypoint");
+    let chain = waypoint
+        .create_certificate(&request(&own, &own))
+        .await
+        .expect("its own identity");
+    let leaf = CertificateInfo::parse(&chain[0]).expect("leaf");
+    assert_eq!(leaf.identities, vec![own.clone()]);
+
+    // Not the identity of a pod on the node its token names.
+    let status = waypoint
+        .create_certificate(&request(&id("shop", "web"), &id("shop", "web")))
+        .await
+        .expect_err("not its identity");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "spiffe://cluster.local/ns/shop/sa/waypoint may obtain only its own identity, \
+         not spiffe://cluster.local/ns/shop/sa/web"
+    );
+    // Nor its own with a CSR naming another.
+    let status = waypoint
+        .create_certificate(&request(&own, &id("shop", "web")))
+        .await
+        .expect_err("the CSR names another identity");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("must name exactly its identity")
+            && status
+                .message()
+                .contains("spiffe://cluster.local/ns/shop/sa/web"),
+        "{status:?}"
+    );
+    // A token bound to no pod obtains nothing.
+    let status = issuer(&config, "waypoint-secret-token")
+        .create_certificate(&request(&own, &own))
+        .await
+        .expect_err("unbound");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_still_obtains_its_nodes_pods_identities_only() {
+    let (config, server) = serve_ca().await;
+    let agent = issuer(&config, "node-1-token");
+    let web = id("shop", "web");
+    let chain = agent
+        .create_certificate(&request(&web, &web))
+        .await
+        .expect("a pod of node-1");
+    let leaf = CertificateInfo::parse(&chain[0]).expect("leaf");
+    assert_eq!(leaf.identities, vec![web]);
+
+    let status = agent
+        .create_certificate(&request(&id("shop", "waypoint"), &id("shop", "waypoint")))
+        .await
+        .expect_err("no such pod on node-1");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "node node-1 may not obtain spiffe://cluster.local/ns/shop/sa/waypoint: \
+         no pod with that identity is scheduled on it"
+    );
+    server.abort();
 }

@@ -210,7 +210,15 @@ fn deployment(waypoint: &Waypoint) -> Value {
             "replicas": 1,
             "selector": { "matchLabels": { GATEWAY_NAME_LABEL: waypoint.name } },
             "template": {
-                "metadata": { "labels": pod_labels },
+                "metadata": {
+                    "labels": pod_labels,
+                    // Istio's metric names on Istio's port and path, as the agents'.
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": METRICS_PORT.to_string(),
+                        "prometheus.io/path": "/stats/prometheus",
+                    },
+                },
                 "spec": {
                     "serviceAccountName": waypoint.name,
                     "nodeSelector": { "kubernetes.io/os": "linux" },

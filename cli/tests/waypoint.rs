@@ -116,6 +116,7 @@ fn the_objects_run_weft_waypoint_as_the_waypoints_own_identity() {
     for pair in [
         ["--name", "reviews-wp"],
         ["--namespace", "bookinfo"],
+        ["--service-account", "reviews-wp"],
         ["--ca-address", "weft-ca.weft-system.svc:15012"],
         ["--trust-domain", "cluster.local"],
         ["--listen", "0.0.0.0:15008"],

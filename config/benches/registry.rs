@@ -1,10 +1,17 @@
 //! Registry apply time and memory for 1k, 10k and 100k workloads, with a tenth as many
 //! services (each with an EndpointSlice of its ten pods).
 //!
+//! Next to the workload lookup by IP, the lookups the node agent makes per connection and
+//! the waypoint per request: a service by VIP and its waypoint, a host's routes, a
+//! subset's endpoints, the AuthorizationPolicies of a workload.
+//!
 //! `cargo bench -p weft-config --bench registry`. Memory is measured with a counting global
 //! allocator: bytes still allocated once the registry is built and its input dropped.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -96,6 +103,31 @@ fn pod(i: usize) -> Pod {
     }
 }
 
+/// Service `app-<s>` in its namespace, with a VIP of its own and port 80 → 8080.
+fn service(s: usize, labels: &[(&str, String)]) -> Service {
+    let namespace = format!("ns-{}", s * PODS_PER_SERVICE / PODS_PER_NAMESPACE);
+    let vip = service_vip(s);
+    Service {
+        metadata: meta(Some(&namespace), format!("app-{s}"), labels),
+        spec: ServiceSpec {
+            cluster_ip: Some(vip.clone()),
+            cluster_ips: vec![vip],
+            ports: vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::Int(8080)),
+                ..Default::default()
+            }],
+            selector: Some([("app".to_string(), format!("app-{s}"))].into()),
+            ..Default::default()
+        },
+    }
+}
+
+fn service_vip(s: usize) -> String {
+    format!("10.96.{}.{}", s / 256, s % 256)
+}
+
 fn objects(workloads: usize) -> Vec<Object> {
     let mut out = Vec::new();
     for n in 0..workloads.div_ceil(PODS_PER_NAMESPACE) {
@@ -112,22 +144,7 @@ fn objects(workloads: usize) -> Vec<Object> {
     }
     for s in 0..workloads / PODS_PER_SERVICE {
         let namespace = format!("ns-{}", s * PODS_PER_SERVICE / PODS_PER_NAMESPACE);
-        let vip = format!("10.96.{}.{}", s / 256, s % 256);
-        out.push(Object::from(Service {
-            metadata: meta(Some(&namespace), format!("app-{s}"), &[]),
-            spec: ServiceSpec {
-                cluster_ip: Some(vip.clone()),
-                cluster_ips: vec![vip],
-                ports: vec![ServicePort {
-                    name: Some("http".into()),
-                    port: 80,
-                    target_port: Some(IntOrString::Int(8080)),
-                    ..Default::default()
-                }],
-                selector: Some([("app".to_string(), format!("app-{s}"))].into()),
-                ..Default::default()
-            },
-        }));
+        out.push(Object::from(service(s, &[])));
         out.push(Object::from(EndpointSlice {
             metadata: meta(
                 Some(&namespace),
@@ -159,6 +176,68 @@ fn objects(workloads: usize) -> Vec<Object> {
         }));
     }
     out
+}
+
+/// What the per-request lookups need on top of the workloads, for service `app-0` in
+/// `ns-0`: a waypoint it is bound to, a DestinationRule with a subset per `version` label
+/// and a VirtualService, and AuthorizationPolicies in the root namespace and in `ns-0`
+/// (one selecting its pods, one selecting other pods).
+const MESH_CONFIG: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: ns-0, labels: {istio.io/waypoint-for: service}}
+spec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15008, protocol: HBONE}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: app-0, namespace: ns-0}
+spec:
+  host: app-0
+  subsets:
+  - {name: v0, labels: {version: v0}}
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app-0, namespace: ns-0}
+spec:
+  hosts: [app-0]
+  http: [{route: [{destination: {host: app-0, subset: v0}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: mesh-deny-plaintext, namespace: istio-system}
+spec:
+  action: DENY
+  rules: [{from: [{source: {notPrincipals: ["*"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: app-0, namespace: ns-0}
+spec:
+  selector: {matchLabels: {app: app-0}}
+  rules: [{from: [{source: {namespaces: [ns-0]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: app-1, namespace: ns-0}
+spec:
+  selector: {matchLabels: {app: app-1}}
+  rules: [{from: [{source: {namespaces: [ns-1]}}]}]
+"#;
+
+const SERVICE_HOST: &str = "app-0.ns-0.svc.cluster.local";
+
+fn mesh_config() -> Vec<Change> {
+    let documents = weft_config::source::yaml::parse(MESH_CONFIG, Arc::new(PathBuf::from("bench")))
+        .expect("mesh config");
+    assert!(documents.errors.is_empty(), "{:?}", documents.errors);
+    let bound = service(0, &[("istio.io/use-waypoint", "waypoint".into())]);
+    std::iter::once(Object::from(bound).into())
+        .chain(documents.candidates)
+        .map(Change::Apply)
+        .collect()
 }
 
 fn initial_list(objects: &[Object]) -> Vec<Change> {
@@ -235,6 +314,57 @@ fn bench(c: &mut Criterion) {
         group.bench_function("look up workload by IP", |b| {
             let ip = pod_ip(workloads / 3).parse().expect("ip");
             b.iter(|| registry.load().workload_by_ip(ip).map(|w| w.uid.len()))
+        });
+        // The other lookups the agent makes per connection and the waypoint per request.
+        registry.apply(mesh_config());
+        let snapshot = registry.snapshot();
+        let refused: Vec<String> = snapshot.refused().map(ToString::to_string).collect();
+        assert!(refused.is_empty(), "{refused:?}");
+        let vip = service_vip(0).parse().expect("vip");
+        let workload = snapshot
+            .workload_by_ip(pod_ip(0).parse().expect("ip"))
+            .expect("workload")
+            .clone();
+        assert!(
+            snapshot
+                .service_by_vip(vip)
+                .and_then(|s| snapshot.service_waypoint(s))
+                .is_some()
+        );
+        assert_eq!(snapshot.subset_endpoints(SERVICE_HOST, "v0").len(), 4);
+        assert_eq!(snapshot.authorization_policies_for(&workload).len(), 2);
+        group.bench_function("look up service by VIP and its waypoint", |b| {
+            b.iter(|| {
+                let snapshot = registry.load();
+                snapshot
+                    .service_by_vip(black_box(vip))
+                    .and_then(|s| snapshot.service_waypoint(s))
+                    .map(|w| w.port)
+            })
+        });
+        group.bench_function("look up routes for host", |b| {
+            b.iter(|| {
+                registry
+                    .load()
+                    .routes_for_host(black_box(SERVICE_HOST))
+                    .map(|r| r.virtual_services.len())
+            })
+        });
+        group.bench_function("look up subset endpoints (4 of 10 pods)", |b| {
+            b.iter(|| {
+                registry
+                    .load()
+                    .subset_endpoints(black_box(SERVICE_HOST), black_box("v0"))
+                    .len()
+            })
+        });
+        group.bench_function("look up authorization policies for workload", |b| {
+            b.iter(|| {
+                registry
+                    .load()
+                    .authorization_policies_for(black_box(&workload))
+                    .len()
+            })
         });
         group.finish();
     }

@@ -8,9 +8,12 @@ use common::*;
 use rustls::pki_types::UnixTime;
 use tokio::net::TcpListener;
 use tonic::Code;
+use weft_core::ca::proto::{
+    IMPERSONATED_IDENTITY, IstioCertificateRequest, IstioCertificateServiceClient,
+};
 use weft_core::ca::{
-    CaConfig, CaServer, CaService, CertificateAuthority, GeneratedRoot, GrpcIssuer,
-    GrpcIssuerConfig, NodeTokenAuthenticator,
+    AuthError, Authenticator, CaConfig, CaServer, CaService, Caller, CertificateAuthority,
+    GeneratedRoot, GrpcIssuer, GrpcIssuerConfig, NodeTokenAuthenticator,
 };
 use weft_core::identity::{
     CertificateInfo, CertificateIssuer, CertificateRequest, IdentityError, IssueError, TrustBundle,
@@ -267,6 +270,119 @@ async fn the_in_process_ca_is_an_issuer_for_the_embedded_default() {
         assert_eq!(manager.identities(), vec![client_id()]);
         manager.forget(&client_id());
         assert!(manager.current(&client_id()).is_none());
+    })
+    .await;
+}
+
+/// One token per caller: node-a's agent, and the workload shop/waypoint (as TokenReview
+/// names the service account of a waypoint's token).
+struct NodeOrWorkload(NodeTokenAuthenticator);
+
+const WAYPOINT_TOKEN: &str = "token-of-the-waypoint";
+
+impl Authenticator for NodeOrWorkload {
+    fn authenticate<'a>(
+        &'a self,
+        metadata: &'a tonic::metadata::MetadataMap,
+    ) -> weft_core::identity::BoxFuture<'a, Result<Caller, AuthError>> {
+        match weft_core::ca::auth::bearer_token(metadata) {
+            Ok(WAYPOINT_TOKEN) => Box::pin(std::future::ready(Ok(Caller::workload(id(
+                "shop", "waypoint",
+            ))))),
+            _ => self.0.authenticate(metadata),
+        }
+    }
+}
+
+/// Istio's CreateCertificate as a workload (istio-agent, a waypoint) calls it: its own
+/// identity in the CSR, with or without `ImpersonatedIdentity`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_obtains_its_own_identity_only() {
+    bounded(async {
+        let ca = Arc::new(CertificateAuthority::generate(CaConfig::default()).expect("CA"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = CaService::new(
+            Arc::clone(&ca),
+            Arc::new(NodeOrWorkload(NodeTokenAuthenticator::new([(
+                NODE_A, TOKEN_A,
+            )]))),
+            Arc::new(may_issue),
+        );
+        let server = tokio::spawn(async move {
+            CaServer::plaintext(service)
+                .serve(listener, std::future::pending())
+                .await
+                .expect("serves");
+        });
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = IstioCertificateServiceClient::new(channel);
+        let waypoint = id("shop", "waypoint");
+        let call = |csr_names: &weft_core::identity::Identity, impersonated: Option<&str>| {
+            let mut message = IstioCertificateRequest {
+                csr: WorkloadKey::generate()
+                    .expect("key")
+                    .csr_pem(csr_names)
+                    .expect("csr"),
+                validity_duration: 3600,
+                metadata: None,
+            };
+            if let Some(identity) = impersonated {
+                message.set_metadata_string(IMPERSONATED_IDENTITY, identity);
+            }
+            let mut request = tonic::Request::new(message);
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {WAYPOINT_TOKEN}").parse().expect("ascii"),
+            );
+            request
+        };
+        let leaf_identities = |chain: &[String]| {
+            let leaf = TrustBundle::from_pem(&chain[0]).expect("pem");
+            CertificateInfo::parse(&leaf.certificates()[0])
+                .expect("leaf")
+                .identities
+        };
+
+        // As istio-agent asks: the CSR alone.
+        let issued = client
+            .create_certificate(call(&waypoint, None))
+            .await
+            .expect("its own identity")
+            .into_inner();
+        assert_eq!(leaf_identities(&issued.cert_chain), vec![waypoint.clone()]);
+        // As GrpcIssuer asks: naming its own identity in ImpersonatedIdentity too.
+        let issued = client
+            .create_certificate(call(&waypoint, Some(&waypoint.to_string())))
+            .await
+            .expect("its own identity, impersonated")
+            .into_inner();
+        assert_eq!(leaf_identities(&issued.cert_chain), vec![waypoint.clone()]);
+
+        for (csr_names, impersonated) in [
+            // Another identity, even one of a pod on node-a.
+            (client_id(), None),
+            (client_id(), Some(client_id().to_string())),
+            // Its own, with a CSR naming another.
+            (client_id(), Some(waypoint.to_string())),
+        ] {
+            let status = client
+                .create_certificate(call(&csr_names, impersonated.as_deref()))
+                .await
+                .expect_err("refused");
+            assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+            assert!(
+                status.message().contains(&waypoint.to_string())
+                    && status.message().contains(&client_id().to_string()),
+                "the reason names both identities: {}",
+                status.message()
+            );
+        }
+        server.abort();
     })
     .await;
 }

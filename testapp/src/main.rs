@@ -4,6 +4,7 @@
 //! object per line) so tests can parse it; diagnostics go to stderr.
 
 mod body;
+mod calls;
 mod client;
 mod connrate;
 mod controls;
@@ -52,6 +53,10 @@ enum Command {
         /// Default delay before answering, in ms (capped at 60000).
         #[arg(long, default_value = "0", value_parser = controls::delay_ms_flag)]
         delay_ms: u64,
+        /// Call this URL for every request answered, passing on the user and trace
+        /// headers, and report what it answered (repeatable; Bookinfo's productpage).
+        #[arg(long = "call")]
+        calls: Vec<String>,
     },
     /// Send HTTP requests and print one JSON line per response.
     Get {
@@ -236,6 +241,7 @@ async fn run(command: Command) -> Result<bool> {
             tcp_sink_ports,
             fail_rate,
             delay_ms,
+            calls,
         } => {
             if http_ports.is_empty() && tcp_echo_ports.is_empty() && tcp_sink_ports.is_empty() {
                 http_ports.push(8080);
@@ -248,6 +254,7 @@ async fn run(command: Command) -> Result<bool> {
                 http_ports,
                 echo_ports: tcp_echo_ports,
                 sink_ports: tcp_sink_ports,
+                calls,
                 defaults,
             })
             .await?;

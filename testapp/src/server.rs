@@ -31,6 +31,8 @@ pub struct Config {
     pub echo_ports: Vec<u16>,
     pub sink_ports: Vec<u16>,
     pub defaults: Defaults,
+    /// URLs called for every request answered (`--call`).
+    pub calls: Vec<String>,
 }
 
 /// Who this pod is, read once from the env the lab sets on the container.
@@ -63,6 +65,7 @@ struct App {
     pod_header: Option<HeaderValue>,
     version_header: Option<HeaderValue>,
     stats: Mutex<Stats>,
+    calls: Vec<String>,
 }
 
 /// `GET /stats`: requests answered since start (all but `/healthz` and `/stats`), in total and
@@ -74,8 +77,9 @@ struct Stats {
 }
 
 impl App {
-    fn new(identity: Identity, defaults: Defaults) -> Self {
+    fn new(identity: Identity, defaults: Defaults, calls: Vec<String>) -> Self {
         Self {
+            calls,
             pod_header: HeaderValue::from_str(&identity.pod).ok(),
             version_header: HeaderValue::from_str(&identity.version).ok(),
             identity,
@@ -123,10 +127,13 @@ struct Report<'a> {
     body_bytes: u64,
     /// The request's trailers (echoed back as the response's).
     trailers: BTreeMap<String, Vec<String>>,
+    /// What the calls made for this request returned (`--call`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    calls: Vec<crate::calls::Call>,
 }
 
 pub async fn run(config: Config) -> Result<()> {
-    let app = Arc::new(App::new(Identity::from_env(), config.defaults));
+    let app = Arc::new(App::new(Identity::from_env(), config.defaults, config.calls));
 
     // Bind everything before announcing, so the "listening" line means every port is ready.
     let mut http = Vec::new();
@@ -346,6 +353,7 @@ async fn answer(
         return resp;
     }
 
+    let calls = crate::calls::call_all(&app.calls, &parts.headers).await;
     let id = &app.identity;
     let report = Report {
         pod: &id.pod,
@@ -362,6 +370,7 @@ async fn answer(
         status,
         body_bytes,
         trailers: header_map(trailers),
+        calls,
     };
     json_response(app, status, &report)
 }
@@ -373,7 +382,7 @@ pub async fn spawn_local() -> Result<SocketAddr> {
         .await
         .context("bind 127.0.0.1:0")?;
     let addr = listener.local_addr().context("listener address")?;
-    let app = Arc::new(App::new(Identity::default(), Defaults::default()));
+    let app = Arc::new(App::new(Identity::default(), Defaults::default(), Vec::new()));
     tokio::spawn(serve_http(listener, server_builder(), app));
     Ok(addr)
 }

@@ -1,12 +1,11 @@
-//! `cargo xtask lab …` and the demo built on it.
+//! `cargo xtask lab …`.
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 use weft_lab::{Lab, LabOptions, Runtime};
 
 use crate::build::bin_dir;
-use crate::workspace_root;
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -169,83 +168,6 @@ fn print_status(lab: &Lab, json: bool) -> anyhow::Result<()> {
             ports.join(","),
             svc.endpoints.join(" ")
         );
-    }
-    Ok(())
-}
-
-/// The demo on the embedded default: until the tunnel and the waypoint exist it shows the
-/// lab, eBPF observing mesh pods, and traffic between pods by IP and by Service name.
-pub fn demo(keep: bool) -> anyhow::Result<()> {
-    crate::build::binaries()?;
-    let dir = workspace_root().join("examples/quickstart");
-    weft_lab::down("demo")?;
-    let options = LabOptions::new("demo").nodes(2);
-    let lab = Lab::up_from_dir(&options, &dir, &runtime(true))
-        .with_context(|| format!("bringing up the demo lab from {}", dir.display()))?;
-    print_status(&lab, false)?;
-    let steps: &[(&str, &str, &[&str])] = &[
-        (
-            "shop/client",
-            "the client calls the web Service by its short name",
-            &["get", "http://web/"],
-        ),
-        (
-            "shop/client",
-            "… and by its cluster name",
-            &["get", "http://web.shop.svc.cluster.local/hello"],
-        ),
-        (
-            "default/outsider",
-            "a pod outside the mesh calls across namespaces",
-            &["get", "http://web.shop/"],
-        ),
-    ];
-    for (pod, what, args) in steps {
-        println!("\n== {what}: {pod} $ weft-testapp {}", args.join(" "));
-        let status = lab
-            .pod_command(pod, bin_dir().join("weft-testapp"))?
-            .args(*args)
-            .status()?;
-        if !status.success() {
-            bail!("demo step failed in {pod}: {status}");
-        }
-    }
-    println!("\n== What the agents captured (GET /connections on each agent's admin endpoint):");
-    for node in &lab.plan.nodes {
-        let body = lab.agent_get(&node.name, "/connections")?;
-        let records: Vec<serde_json::Value> = serde_json::from_str(&body)?;
-        for r in records {
-            let text = |key: &str| r[key].as_str().unwrap_or_default().to_string();
-            let identity = r["peer_identity"]
-                .as_str()
-                .map(|id| format!(", peer {id}"))
-                .unwrap_or_default();
-            println!(
-                "  {}: {:<8} {:<14} {} → {} ({} via {}{identity})",
-                node.name,
-                text("direction"),
-                text("pod"),
-                text("source"),
-                text("original_destination"),
-                text("protocol"),
-                text("listener"),
-            );
-        }
-    }
-    println!(
-        "\nMesh pods' traffic went through their node's agent and crossed nodes in HBONE (mutual \
-         TLS, SPIFFE identities issued by weft-ca); the outsider, not in the mesh, reached web \
-         in plaintext through :15006."
-    );
-    println!("Agents' logs: {}", lab.paths.logs().display());
-    if keep {
-        println!(
-            "\nThe lab stays up: cargo xtask lab status demo; cargo xtask lab exec --name demo shop/client -- weft-testapp get http://web/; cargo xtask lab down demo"
-        );
-        lab.keep_running();
-    } else {
-        lab.down()?;
-        println!("\nlab demo is down (run with --keep to explore it)");
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask …`: everything from a fresh clone to a running mesh.
 mod bench;
 mod build;
+mod demo;
 mod deploy_check;
 mod lab_cmd;
 mod setup;
@@ -33,12 +34,19 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
-    /// The main job: bring up a two-node lab from examples/quickstart with a weft-agent per
-    /// node, send traffic through it and show what the agents saw.
+    /// The main job: a two-node lab running a Bookinfo-like application in the mesh, with a
+    /// waypoint for reviews, and a guided tour of Istio rules applied from
+    /// examples/bookinfo/steps/ (routing, canary, faults, retries, authorization, metrics).
     Demo {
         /// Leave the lab running afterwards (take it down with `cargo xtask lab down demo`).
         #[arg(long)]
         keep: bool,
+        /// The lab's name.
+        #[arg(long, default_value = "demo")]
+        name: String,
+        /// Use the binaries already built (the e2e test of the demo runs inside cargo test).
+        #[arg(long)]
+        no_build: bool,
     },
     /// Measure weft against baselines on the lab (tables, JSON and a chart in target/bench/).
     Bench {
@@ -71,9 +79,20 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             test_cmd::run(!no_lint, &cargo_args)
         }
-        Command::Demo { keep } => {
-            setup::run()?;
-            lab_cmd::demo(keep)
+        Command::Demo {
+            keep,
+            name,
+            no_build,
+        } => {
+            if !no_build {
+                setup::run()?;
+                build::binaries()?;
+            }
+            demo::run(demo::Options {
+                keep,
+                name,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            })
         }
         Command::Bench { quick } => {
             setup::run()?;

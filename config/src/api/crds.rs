@@ -130,7 +130,7 @@ fn preserve_unknown_fields(schema: &mut JSONSchemaProps) {
 
 /// The files of `deploy/crds/`, one per CRD.
 pub fn render() -> Result<Vec<CrdFile>, CrdError> {
-    crds()
+    let mut files = crds()
         .into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();
@@ -145,8 +145,24 @@ pub fn render() -> Result<Vec<CrdFile>, CrdError> {
                 ),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, CrdError>>()?;
+    files.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    // The kustomization that lists them is generated with them, so the two cannot drift.
+    let resources: String = files
+        .iter()
+        .map(|f| format!("  - {}\n", f.file_name))
+        .collect();
+    files.push(CrdFile {
+        file_name: KUSTOMIZATION.to_string(),
+        yaml: format!(
+            "# The CRDs of the Istio kinds weft reads, generated from config/'s types by\n# `{REGENERATE_COMMAND}`; do not edit.\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{resources}"
+        ),
+    });
+    Ok(files)
 }
+
+/// The kustomization of `deploy/crds/`, generated with the CRDs.
+pub const KUSTOMIZATION: &str = "kustomization.yaml";
 
 /// Writes every CRD file into `dir`, returning the paths written.
 pub fn write(dir: &Path) -> Result<Vec<PathBuf>, CrdError> {

@@ -5,16 +5,113 @@ use tonic::metadata::MetadataMap;
 
 use crate::identity::{BoxFuture, Identity, crypto_provider};
 
-/// An authenticated caller of the CA: the agent of one node.
+/// An authenticated caller of the CA, and so what it may obtain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub node: String,
+pub enum Caller {
+    /// The agent of a node: may obtain the identities of the pods scheduled on that node (as
+    /// [`NodeIdentities`] says), naming each in `ImpersonatedIdentity` as ztunnel does.
+    Node { node: String },
+    /// A workload authenticated as its own service account (a waypoint, say): may obtain
+    /// exactly that identity, as istiod grants any workload, with a CSR naming it.
+    Workload { identity: Identity },
+}
+
+impl Caller {
+    pub fn node(node: impl Into<String>) -> Self {
+        Self::Node { node: node.into() }
+    }
+
+    pub fn workload(identity: Identity) -> Self {
+        Self::Workload { identity }
+    }
+
+    /// Whether this caller may obtain `identity` (the identity asked for) with a CSR whose
+    /// SPIFFE SANs are `csr_identities`.
+    ///
+    /// - A node: `identity` must be one of its pods'. The CSR's names do not matter: the
+    ///   certificate names `identity` only (see [`super::CertificateAuthority::sign_csr`]).
+    /// - A workload: `identity` must be its own, and the CSR must name exactly that identity
+    ///   (Istio's CreateCertificate: the CSR's SAN is the caller's identity).
+    pub fn authorize(
+        &self,
+        identity: &Identity,
+        csr_identities: &[Identity],
+        nodes: &dyn NodeIdentities,
+    ) -> Result<(), Forbidden> {
+        match self {
+            Self::Node { node } => {
+                if nodes.may_issue(node, identity) {
+                    Ok(())
+                } else {
+                    Err(Forbidden::NotOnNode {
+                        node: node.clone(),
+                        identity: identity.clone(),
+                    })
+                }
+            }
+            Self::Workload { identity: own } => {
+                if identity != own {
+                    Err(Forbidden::NotOwnIdentity {
+                        caller: own.clone(),
+                        identity: identity.clone(),
+                    })
+                } else if csr_identities != std::slice::from_ref(own) {
+                    Err(Forbidden::CsrNames {
+                        caller: own.clone(),
+                        named: csr_identities.to_vec(),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Node { node } => write!(f, "node {node}"),
+            Self::Workload { identity } => write!(f, "workload {identity}"),
+        }
+    }
+}
+
+/// Why an authenticated caller may not obtain the identity it asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Forbidden {
+    #[error("node {node} may not obtain {identity}: no pod with that identity is scheduled on it")]
+    NotOnNode { node: String, identity: Identity },
+    #[error("{caller} may obtain only its own identity, not {identity}")]
+    NotOwnIdentity {
+        caller: Identity,
+        identity: Identity,
+    },
+    #[error(
+        "the CSR of {caller} must name exactly its identity as URI SAN; it names {}",
+        list(named)
+    )]
+    CsrNames {
+        caller: Identity,
+        named: Vec<Identity>,
+    },
+}
+
+fn list(identities: &[Identity]) -> String {
+    if identities.is_empty() {
+        return "no SPIFFE identity".to_owned();
+    }
+    identities
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     #[error(
-        "no authorization metadata: a node credential (\"authorization: Bearer <token>\") is required"
+        "no authorization metadata: a credential (\"authorization: Bearer <token>\") is required"
     )]
     Missing,
     #[error("the authorization metadata is not \"Bearer <token>\"")]
@@ -26,7 +123,7 @@ pub enum AuthError {
 }
 
 /// Turns the metadata of a CA request into a caller, or refuses it. Implemented here with
-/// per-node bearer tokens; a Kubernetes deployment would implement it with TokenReview.
+/// per-node bearer tokens (the lab); weft-ca implements it with TokenReview.
 pub trait Authenticator: Send + Sync + 'static {
     fn authenticate<'a>(
         &'a self,
@@ -106,9 +203,7 @@ impl Authenticator for NodeTokenAuthenticator {
     ) -> BoxFuture<'a, Result<Caller, AuthError>> {
         let result = bearer_token(metadata).and_then(|token| {
             self.node_of(token.as_bytes())
-                .map(|node| Caller {
-                    node: node.to_owned(),
-                })
+                .map(Caller::node)
                 .ok_or(AuthError::UnknownToken)
         });
         Box::pin(std::future::ready(result))
@@ -157,18 +252,14 @@ mod tests {
     async fn tokens_map_to_their_nodes() {
         let auth = NodeTokenAuthenticator::new([("node-1", "t1"), ("node-2", "t2")]);
         assert_eq!(
-            authenticate(&auth, Some("Bearer t2"))
-                .await
-                .expect("known")
-                .node,
-            "node-2"
+            authenticate(&auth, Some("Bearer t2")).await.expect("known"),
+            Caller::node("node-2")
         );
         assert_eq!(
             authenticate(&auth, Some("bearer   t1 "))
                 .await
-                .expect("known")
-                .node,
-            "node-1"
+                .expect("known"),
+            Caller::node("node-1")
         );
         assert!(matches!(
             authenticate(&auth, Some("Bearer t3")).await,
@@ -202,6 +293,109 @@ mod tests {
         assert!(
             !format!("{auth:?}").contains(&a),
             "Debug must not show tokens"
+        );
+    }
+
+    fn id(ns: &str, sa: &str) -> Identity {
+        Identity::in_default_trust_domain(ns, sa).expect("valid")
+    }
+
+    /// node-1 runs shop/web; nothing runs shop/waypoint's pods on a node here.
+    fn nodes(node: &str, identity: &Identity) -> bool {
+        node == "node-1" && *identity == id("shop", "web")
+    }
+
+    #[test]
+    fn a_node_obtains_the_identities_of_its_pods_whatever_its_csr_names() {
+        let node = Caller::node("node-1");
+        assert_eq!(node.authorize(&id("shop", "web"), &[], &nodes), Ok(()));
+        assert_eq!(
+            node.authorize(&id("shop", "web"), &[id("evil", "admin")], &nodes),
+            Ok(()),
+            "the certificate names the authorized identity, not the CSR's"
+        );
+        let refused = node
+            .authorize(&id("shop", "db"), &[id("shop", "db")], &nodes)
+            .expect_err("no pod of shop/db on node-1");
+        assert_eq!(
+            refused.to_string(),
+            "node node-1 may not obtain spiffe://cluster.local/ns/shop/sa/db: \
+             no pod with that identity is scheduled on it"
+        );
+        assert!(
+            Caller::node("node-2")
+                .authorize(&id("shop", "web"), &[], &nodes)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_workload_obtains_its_own_identity_only() {
+        let waypoint = Caller::workload(id("shop", "waypoint"));
+        assert_eq!(
+            waypoint.authorize(&id("shop", "waypoint"), &[id("shop", "waypoint")], &nodes),
+            Ok(())
+        );
+        // Not another identity, not even one its node's agent could obtain.
+        let refused = waypoint
+            .authorize(&id("shop", "web"), &[id("shop", "web")], &nodes)
+            .expect_err("not its own");
+        assert_eq!(
+            refused,
+            Forbidden::NotOwnIdentity {
+                caller: id("shop", "waypoint"),
+                identity: id("shop", "web"),
+            }
+        );
+        assert_eq!(
+            refused.to_string(),
+            "spiffe://cluster.local/ns/shop/sa/waypoint may obtain only its own identity, \
+             not spiffe://cluster.local/ns/shop/sa/web"
+        );
+        // The same service account name in another namespace is another identity.
+        assert!(
+            waypoint
+                .authorize(&id("other", "waypoint"), &[id("other", "waypoint")], &nodes)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_workloads_csr_must_name_exactly_its_identity() {
+        let own = id("shop", "waypoint");
+        let waypoint = Caller::workload(own.clone());
+        for named in [
+            vec![],
+            vec![id("shop", "web")],
+            vec![own.clone(), id("shop", "web")],
+            vec![own.clone(), own.clone()],
+        ] {
+            let refused = waypoint
+                .authorize(&own, &named, &nodes)
+                .expect_err("the CSR must name the identity, and only it");
+            assert!(
+                matches!(&refused, Forbidden::CsrNames { caller, named: n } if *caller == own && *n == named),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            waypoint
+                .authorize(&own, &[], &nodes)
+                .map_err(|e| e.to_string()),
+            Err(
+                "the CSR of spiffe://cluster.local/ns/shop/sa/waypoint must name exactly its \
+                 identity as URI SAN; it names no SPIFFE identity"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn callers_display_what_they_are() {
+        assert_eq!(Caller::node("node-1").to_string(), "node node-1");
+        assert_eq!(
+            Caller::workload(id("shop", "waypoint")).to_string(),
+            "workload spiffe://cluster.local/ns/shop/sa/waypoint"
         );
     }
 }

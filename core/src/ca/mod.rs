@@ -4,8 +4,9 @@
 //!   generated in-process (the embedded default) or read from PEM files. It is also a
 //!   [`crate::identity::CertificateIssuer`] for an agent running the CA in-process.
 //! - [`CaService`] / [`CaServer`]: `istio.v1.auth.IstioCertificateService/CreateCertificate`
-//!   over gRPC, with an [`Authenticator`] (per-node bearer tokens here) and a
-//!   [`NodeIdentities`] authorization (a node obtains only identities of its own pods).
+//!   over gRPC, with an [`Authenticator`] (per-node bearer tokens here, TokenReview in
+//!   weft-ca) that names the [`Caller`]: a node obtains only identities of its own pods (as
+//!   [`NodeIdentities`] says), a workload only its own identity.
 //! - [`GrpcIssuer`]: the client, a `CertificateIssuer` for agents using a remote CA.
 pub mod auth;
 pub mod authority;
@@ -13,7 +14,9 @@ pub mod client;
 pub mod proto;
 pub mod server;
 
-pub use auth::{AuthError, Authenticator, Caller, NodeIdentities, NodeTokenAuthenticator};
+pub use auth::{
+    AuthError, Authenticator, Caller, Forbidden, NodeIdentities, NodeTokenAuthenticator,
+};
 pub use authority::{CaConfig, CaError, CertificateAuthority, GeneratedRoot};
 pub use client::{CaClientTls, GrpcIssuer, GrpcIssuerConfig, GrpcIssuerError};
 pub use server::{CaServeError, CaServer, CaService};

@@ -32,8 +32,9 @@ use crate::identity::tls::ALPN_H2;
 use crate::identity::trust::der_to_pem;
 use crate::identity::{CertificateInfo, Identity, crypto_provider};
 
-/// The certificate service: authenticates the caller, checks the identity asked for is
-/// one the caller's node may obtain, and signs.
+/// The certificate service: authenticates the caller, checks the identity asked for is one
+/// the caller may obtain ([`super::Caller::authorize`]: a node, its pods' identities; a
+/// workload, its own), and signs.
 pub struct CaService {
     ca: Arc<CertificateAuthority>,
     authenticator: Arc<dyn Authenticator>,
@@ -72,23 +73,22 @@ impl CaService {
                 Status::unauthenticated(e.to_string())
             })?;
         let request = request.into_inner();
-        let identity = requested_identity(&request)?;
+        let csr_identities = csr_identities(&request.csr)?;
+        let identity = requested_identity(&request, &csr_identities)?;
         if identity.trust_domain() != self.ca.trust_domain() {
             let reason = format!(
                 "{identity} is outside the trust domain {} this CA serves",
                 self.ca.trust_domain()
             );
-            tracing::warn!(node = %caller.node, %identity, "CA request refused: {reason}");
+            tracing::warn!(%caller, %identity, "CA request refused: {reason}");
             return Err(Status::permission_denied(reason));
         }
-        if !self.nodes.may_issue(&caller.node, &identity) {
-            let reason = format!(
-                "node {} may not obtain {identity}: no pod with that identity is scheduled on it",
-                caller.node
-            );
-            tracing::warn!(node = %caller.node, %identity, "CA request refused: {reason}");
-            return Err(Status::permission_denied(reason));
-        }
+        caller
+            .authorize(&identity, &csr_identities, self.nodes.as_ref())
+            .map_err(|e| {
+                tracing::warn!(%caller, %identity, "CA request refused: {e}");
+                Status::permission_denied(e.to_string())
+            })?;
         let validity = u64::try_from(request.validity_duration)
             .ok()
             .filter(|s| *s > 0)
@@ -105,7 +105,7 @@ impl CaService {
                 }
             })?;
         if let Some(info) = chain.first().and_then(|c| CertificateInfo::parse(c).ok()) {
-            tracing::info!(node = %caller.node, %identity, serial = %info.serial, "certificate issued");
+            tracing::info!(%caller, %identity, serial = %info.serial, "certificate issued");
         }
         Ok(Response::new(IstioCertificateResponse {
             cert_chain: chain.iter().map(der_to_pem).collect(),
@@ -116,23 +116,38 @@ impl CaService {
 /// The identity asked for: `ImpersonatedIdentity` in the metadata (how node agents ask,
 /// and what Istio's CA honours), otherwise the CSR's own SPIFFE id. Either way the caller's
 /// right to it is checked afterwards; the signed certificate names this identity only.
-fn requested_identity(request: &IstioCertificateRequest) -> Result<Identity, Status> {
+fn requested_identity(
+    request: &IstioCertificateRequest,
+    csr_identities: &[Identity],
+) -> Result<Identity, Status> {
     if let Some(text) = request.metadata_string(IMPERSONATED_IDENTITY) {
         return text.parse().map_err(|e| {
             Status::invalid_argument(format!("metadata {IMPERSONATED_IDENTITY}: {e}"))
         });
     }
+    match csr_identities {
+        [one] => Ok(one.clone()),
+        _ => Err(Status::invalid_argument(format!(
+            "no {IMPERSONATED_IDENTITY} metadata and the CSR names {} SPIFFE identities (one needed)",
+            csr_identities.len()
+        ))),
+    }
+}
+
+/// The SPIFFE ids among the URI SANs a CSR asks for. Other names are not looked at: the
+/// certificate carries none of them.
+fn csr_identities(csr_pem: &str) -> Result<Vec<Identity>, Status> {
     use rustls::pki_types::CertificateSigningRequestDer;
     use rustls::pki_types::pem::PemObject;
     use x509_parser::certification_request::X509CertificationRequest;
     use x509_parser::extensions::{GeneralName, ParsedExtension};
     use x509_parser::prelude::FromDer;
 
-    let der = CertificateSigningRequestDer::from_pem_slice(request.csr.as_bytes())
+    let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
         .map_err(|e| Status::invalid_argument(format!("invalid CSR: {e}")))?;
     let (_, csr) = X509CertificationRequest::from_der(der.as_ref())
         .map_err(|e| Status::invalid_argument(format!("invalid CSR: {e}")))?;
-    let ids: Vec<Identity> = csr
+    Ok(csr
         .requested_extensions()
         .into_iter()
         .flatten()
@@ -145,14 +160,7 @@ fn requested_identity(request: &IstioCertificateRequest) -> Result<Identity, Sta
             GeneralName::URI(uri) => uri.parse().ok(),
             _ => None,
         })
-        .collect();
-    match ids.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => Err(Status::invalid_argument(format!(
-            "no {IMPERSONATED_IDENTITY} metadata and the CSR names {} SPIFFE identities (one needed)",
-            ids.len()
-        ))),
-    }
+        .collect())
 }
 
 impl IstioCertificateService for CaService {
