@@ -15,8 +15,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tracing::info;
 use weft_ca::token_review::TokenReviewAuthenticator;
-use weft_config::registry::Registry;
-use weft_config::source::{DirSource, KubeSource, spawn};
+use weft_config::source::{KubeSourceConfig, start};
 use weft_config::translate::hosts::MeshSettings;
 use weft_core::ca::{
     Authenticator, CaConfig, CaServer, CaService, CertificateAuthority, NodeTokenAuthenticator,
@@ -72,13 +71,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    weft_core::logging::init();
     let args = Args::parse();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -109,23 +102,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing the root certificate to {}", path.display()))?;
     }
 
-    let registry = Registry::new(MeshSettings {
+    let settings = MeshSettings {
         trust_domain: args.trust_domain.clone(),
         ..MeshSettings::default()
-    });
-    let source = match &args.config_dir {
-        Some(dir) => spawn(&registry, DirSource::new(dir)),
-        None => spawn(
-            &registry,
-            KubeSource::try_default()
-                .await
-                .context("connecting to the Kubernetes API (no --config-dir given)")?,
-        ),
     };
-    source
-        .ready()
-        .await
-        .context("reading the cluster's objects")?;
+    // Without --config-dir, the Kubernetes API: its default scope.
+    let (registry, source) = start(
+        settings,
+        args.config_dir.as_deref(),
+        KubeSourceConfig::default(),
+    )
+    .await
+    .context("reading the cluster's objects (from --config-dir, else the Kubernetes API)")?;
     let authenticator: Arc<dyn Authenticator> = match &args.node_tokens {
         Some(path) => {
             let text = std::fs::read_to_string(path)

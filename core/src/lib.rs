@@ -3,6 +3,7 @@ pub mod ca;
 pub mod hbone;
 pub mod host;
 pub mod identity;
+pub mod logging;
 pub mod mesh;
 pub mod metrics;
 pub mod telemetry;

@@ -19,11 +19,11 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tracing::{error, info, warn};
 use weft_config::registry::Registry;
-use weft_config::source::{DirSource, KubeSource, KubeSourceConfig, PodScope, spawn};
+use weft_config::source::{KubeSourceConfig, PodScope, start};
 use weft_config::translate::hosts::MeshSettings;
-use weft_core::ca::{CaClientTls, GrpcIssuer, GrpcIssuerConfig};
+use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, PoolConfig};
-use weft_core::identity::{Identity, IdentityManager, ManagerConfig, TrustBundle};
+use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
 
 use crate::capture::enrollment::{Enrollment, PodToEnroll};
 use crate::capture::exclusions;
@@ -110,13 +110,7 @@ const RESYNC: Duration = Duration::from_secs(1);
 const CONNECTION_LOG: usize = 4096;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    weft_core::logging::init();
     let args = Args::parse();
     let facts = preflight::check().context("start-up check failed")?;
     info!(cgroup2 = %facts.cgroup2.display(), bpffs_mounted = facts.bpffs_mounted_by_us, "host checks passed");
@@ -131,44 +125,30 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
-    let registry = Registry::new(MeshSettings {
+    let settings = MeshSettings {
         trust_domain: args.trust_domain.clone(),
         ..MeshSettings::default()
-    });
-    let source = match &args.config_dir {
-        Some(dir) => spawn(&registry, DirSource::new(dir)),
-        None => {
-            // Addressing needs every pod of the cluster (destinations on other nodes).
-            let kube = KubeSource::try_default()
-                .await
-                .context("connecting to the Kubernetes API (no --config-dir given)")?
-                .with_config(KubeSourceConfig {
-                    pods: PodScope::Cluster,
-                    ..KubeSourceConfig::default()
-                });
-            spawn(&registry, kube)
-        }
     };
-    source
-        .ready()
-        .await
-        .context("reading the cluster's objects")?;
+    // Without --config-dir, the Kubernetes API: addressing needs every pod of the cluster
+    // (destinations on other nodes).
+    let (registry, _source) = start(
+        settings,
+        args.config_dir.as_deref(),
+        KubeSourceConfig {
+            pods: PodScope::Cluster,
+            ..KubeSourceConfig::default()
+        },
+    )
+    .await
+    .context("reading the cluster's objects (from --config-dir, else the Kubernetes API)")?;
 
-    let trust_pem = std::fs::read_to_string(&args.trust_bundle)
-        .with_context(|| format!("reading the trust bundle {}", args.trust_bundle.display()))?;
-    let trust = TrustBundle::from_pem(&trust_pem)
-        .with_context(|| format!("parsing the trust bundle {}", args.trust_bundle.display()))?;
-    let token = std::fs::read_to_string(&args.ca_token_file)
-        .with_context(|| format!("reading the CA token {}", args.ca_token_file.display()))?;
-    let issuer = GrpcIssuer::new(GrpcIssuerConfig {
-        tls: Some(CaClientTls {
-            trust: trust.clone(),
-            server_name: args.ca_server_name.clone(),
-        }),
-        token: Some(token.trim().to_string()),
-        ..GrpcIssuerConfig::new(args.ca_address.clone())
-    })
-    .context("setting up the CA client")?;
+    let (trust, issuer) = CaClientFiles {
+        address: args.ca_address.clone(),
+        server_name: args.ca_server_name.clone(),
+        token_file: args.ca_token_file.clone(),
+        trust_bundle: args.trust_bundle.clone(),
+    }
+    .load()?;
     let identities = IdentityManager::new(
         Arc::new(issuer),
         ManagerConfig {

@@ -133,7 +133,11 @@ struct Report<'a> {
 }
 
 pub async fn run(config: Config) -> Result<()> {
-    let app = Arc::new(App::new(Identity::from_env(), config.defaults, config.calls));
+    let app = Arc::new(App::new(
+        Identity::from_env(),
+        config.defaults,
+        config.calls,
+    ));
 
     // Bind everything before announcing, so the "listening" line means every port is ready.
     let mut http = Vec::new();
@@ -382,7 +386,11 @@ pub async fn spawn_local() -> Result<SocketAddr> {
         .await
         .context("bind 127.0.0.1:0")?;
     let addr = listener.local_addr().context("listener address")?;
-    let app = Arc::new(App::new(Identity::default(), Defaults::default(), Vec::new()));
+    let app = Arc::new(App::new(
+        Identity::default(),
+        Defaults::default(),
+        Vec::new(),
+    ));
     tokio::spawn(serve_http(listener, server_builder(), app));
     Ok(addr)
 }

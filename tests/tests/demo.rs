@@ -31,9 +31,15 @@ fn the_demo_tour_passes_every_step() {
         String::from_utf8_lossy(&output.stderr)
     );
     for step in STEPS {
-        assert!(stdout.contains(step), "step {step:?} did not run:\n{stdout}");
+        assert!(
+            stdout.contains(step),
+            "step {step:?} did not run:\n{stdout}"
+        );
     }
-    let checks = stdout.lines().filter(|l| l.trim_start().starts_with('✓')).count();
+    let checks = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with('✓'))
+        .count();
     assert_eq!(checks, 15, "every step's checks passed:\n{stdout}");
     assert!(
         stdout.contains("1100 sent, 1100 counted"),

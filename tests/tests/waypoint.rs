@@ -126,6 +126,21 @@ fn virtual_service_routes_by_header_and_weight() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(counted, 2401.0, "istio_requests_total for reviews:\n{text}");
+    // …and which endpoint answered: v2 took jason's 200 and its share of the split.
+    let to_v2: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains(r#"destination_service="reviews.shop.svc.cluster.local""#)
+                && l.contains(r#"destination_version="v2""#)
+                && l.contains(
+                    r#"destination_principal="spiffe://cluster.local/ns/shop/sa/reviews""#,
+                )
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let split_v2 = counts.get("v2").copied().unwrap_or(0) as f64;
+    assert_eq!(to_v2, 200.0 + split_v2, "destination labels of v2:\n{text}");
 
     // The requests reached v2 through the waypoint: its agent took them over HBONE from
     // the waypoint's identity, never from the client's.

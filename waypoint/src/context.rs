@@ -7,6 +7,7 @@ use weft_config::registry::{Registry, Snapshot};
 use weft_core::hbone::HbonePool;
 use weft_core::identity::Identity;
 use weft_core::metrics::Metrics;
+use weft_core::telemetry::SpanExporter;
 
 use crate::forward::cluster::Clusters;
 use crate::forward::connections::Connections;
@@ -21,6 +22,8 @@ pub struct WaypointContext {
     pub clusters: Clusters,
     /// Istio's standard metrics, reported as `reporter="waypoint"`.
     pub metrics: Arc<Metrics>,
+    /// One span per request when `--otlp-endpoint` is set.
+    pub spans: SpanExporter,
     /// Compiled routes by host, with the snapshot version they were compiled from.
     routes: Mutex<HashMap<String, (u64, Arc<CompiledRoutes>)>>,
 }
@@ -33,6 +36,7 @@ impl WaypointContext {
         registry: Registry,
         pool: HbonePool,
         metrics: Arc<Metrics>,
+        spans: SpanExporter,
     ) -> Self {
         Self {
             connections: Connections::new(pool, identity.clone()),
@@ -42,6 +46,7 @@ impl WaypointContext {
             registry,
             clusters: Clusters::default(),
             metrics,
+            spans,
             routes: Mutex::new(HashMap::new()),
         }
     }

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tracing::info;
-use weft_config::registry::Registry;
-use weft_config::source::{DirSource, KubeSource, KubeSourceConfig, PodScope, spawn};
+use weft_config::source::{KubeSourceConfig, PodScope, start};
 use weft_config::translate::hosts::MeshSettings;
-use weft_core::ca::{CaClientTls, GrpcIssuer, GrpcIssuerConfig};
+use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, HboneServer, HboneServerConfig, PoolConfig};
-use weft_core::identity::{Identity, IdentityManager, ManagerConfig, TrustBundle};
+use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
+use weft_core::telemetry::{OtlpConfig, SpanExporter};
 use weft_waypoint::context::WaypointContext;
 use weft_waypoint::{inbound, readiness};
 
@@ -53,16 +53,14 @@ struct Args {
     /// Prometheus scrapes Istio's standard metrics here (`/metrics`, `/stats/prometheus`).
     #[arg(long, env = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:15020")]
     metrics_addr: SocketAddr,
+    /// OTLP/gRPC collector for one span per request (e.g. http://otel-collector:4317);
+    /// off when unset.
+    #[arg(long, env = "WEFT_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    weft_core::logging::init();
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -74,43 +72,30 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let registry = Registry::new(MeshSettings {
+    let settings = MeshSettings {
         trust_domain: args.trust_domain.clone(),
         ..MeshSettings::default()
-    });
-    let source = match &args.config_dir {
-        Some(dir) => spawn(&registry, DirSource::new(dir)),
-        None => {
-            let kube = KubeSource::try_default()
-                .await
-                .context("connecting to the Kubernetes API (no --config-dir given)")?
-                .with_config(KubeSourceConfig {
-                    pods: PodScope::Cluster,
-                    ..KubeSourceConfig::default()
-                });
-            spawn(&registry, kube)
-        }
     };
-    source
-        .ready()
-        .await
-        .context("reading the cluster's objects")?;
+    // Without --config-dir, the Kubernetes API: every pod of the cluster (endpoints
+    // anywhere).
+    let (registry, _source) = start(
+        settings,
+        args.config_dir.as_deref(),
+        KubeSourceConfig {
+            pods: PodScope::Cluster,
+            ..KubeSourceConfig::default()
+        },
+    )
+    .await
+    .context("reading the cluster's objects (from --config-dir, else the Kubernetes API)")?;
 
-    let trust_pem = std::fs::read_to_string(&args.trust_bundle)
-        .with_context(|| format!("reading the trust bundle {}", args.trust_bundle.display()))?;
-    let trust = TrustBundle::from_pem(&trust_pem)
-        .with_context(|| format!("parsing the trust bundle {}", args.trust_bundle.display()))?;
-    let token = std::fs::read_to_string(&args.ca_token_file)
-        .with_context(|| format!("reading the CA token {}", args.ca_token_file.display()))?;
-    let issuer = GrpcIssuer::new(GrpcIssuerConfig {
-        tls: Some(CaClientTls {
-            trust: trust.clone(),
-            server_name: args.ca_server_name.clone(),
-        }),
-        token: Some(token.trim().to_string()),
-        ..GrpcIssuerConfig::new(args.ca_address.clone())
-    })
-    .context("setting up the CA client")?;
+    let (trust, issuer) = CaClientFiles {
+        address: args.ca_address.clone(),
+        server_name: args.ca_server_name.clone(),
+        token_file: args.ca_token_file.clone(),
+        trust_bundle: args.trust_bundle.clone(),
+    }
+    .load()?;
     let identities = IdentityManager::new(Arc::new(issuer), ManagerConfig::default());
     let service_account = args.service_account.clone().unwrap_or(args.name.clone());
     let identity: Identity = format!(
@@ -129,6 +114,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let pool = HbonePool::new(identities.clone(), trust.clone(), PoolConfig::default());
     let metrics = weft_core::metrics::Metrics::new();
+    let spans = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let mut config = OtlpConfig::new(endpoint.clone(), "weft-waypoint");
+            config.resource.push((
+                "k8s.gateway.name".to_string(),
+                format!("{}/{}", args.namespace, args.name),
+            ));
+            info!(%endpoint, "exporting spans over OTLP");
+            SpanExporter::start(config).context("setting up the OTLP exporter")?
+        }
+        None => SpanExporter::disabled(),
+    };
     let context = Arc::new(WaypointContext::new(
         args.name.clone(),
         args.namespace.clone(),
@@ -136,6 +133,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         registry,
         pool,
         metrics.clone(),
+        spans,
     ));
     let served = identity.clone();
     let handler_context = context.clone();

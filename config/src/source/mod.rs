@@ -157,6 +157,26 @@ impl Drop for SourceTask {
     }
 }
 
+/// A registry filled by the directory source when `config_dir` is given, else by the
+/// Kubernetes API, returned once the source's first complete view is in. Keep the task:
+/// dropping it stops the source.
+pub async fn start(
+    settings: crate::translate::MeshSettings,
+    config_dir: Option<&std::path::Path>,
+    kube: KubeSourceConfig,
+) -> Result<(Registry, SourceTask), SourceError> {
+    let registry = Registry::new(settings);
+    let task = match config_dir {
+        Some(dir) => spawn(&registry, DirSource::new(dir)),
+        None => spawn(
+            &registry,
+            KubeSource::try_default().await?.with_config(kube),
+        ),
+    };
+    task.ready().await?;
+    Ok((registry, task))
+}
+
 /// An error with its causes, for one log line.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

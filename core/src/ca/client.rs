@@ -260,3 +260,62 @@ impl AsyncWrite for CaStream {
         }
     }
 }
+
+/// Where a process of the mesh finds what it needs to ask the CA: the flags agents and
+/// waypoints share.
+#[derive(Debug, Clone)]
+pub struct CaClientFiles {
+    /// `host:port` of the CA.
+    pub address: String,
+    /// The name the CA's certificate must carry.
+    pub server_name: String,
+    /// The bearer token presented to the CA (a service-account token in a cluster).
+    pub token_file: std::path::PathBuf,
+    /// The mesh's root certificates (PEM), for the CA and for peers.
+    pub trust_bundle: std::path::PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaClientFilesError {
+    #[error("reading {what} {}: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing the trust bundle {}: {source}", path.display())]
+    Trust {
+        path: std::path::PathBuf,
+        source: crate::identity::TrustBundleError,
+    },
+    #[error("setting up the CA client: {0}")]
+    Client(#[from] GrpcIssuerError),
+}
+
+impl CaClientFiles {
+    /// The trust bundle, and a CA client over TLS that verifies the CA against it.
+    pub fn load(&self) -> Result<(TrustBundle, GrpcIssuer), CaClientFilesError> {
+        let read = |what, path: &std::path::Path| {
+            std::fs::read_to_string(path).map_err(|source| CaClientFilesError::Read {
+                what,
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let pem = read("the trust bundle", &self.trust_bundle)?;
+        let trust = TrustBundle::from_pem(&pem).map_err(|source| CaClientFilesError::Trust {
+            path: self.trust_bundle.clone(),
+            source,
+        })?;
+        let token = read("the CA token", &self.token_file)?;
+        let issuer = GrpcIssuer::new(GrpcIssuerConfig {
+            tls: Some(CaClientTls {
+                trust: trust.clone(),
+                server_name: self.server_name.clone(),
+            }),
+            token: Some(token.trim().to_string()),
+            ..GrpcIssuerConfig::new(self.address.clone())
+        })?;
+        Ok((trust, issuer))
+    }
+}

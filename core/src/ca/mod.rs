@@ -18,5 +18,7 @@ pub use auth::{
     AuthError, Authenticator, Caller, Forbidden, NodeIdentities, NodeTokenAuthenticator,
 };
 pub use authority::{CaConfig, CaError, CertificateAuthority, GeneratedRoot};
-pub use client::{CaClientTls, GrpcIssuer, GrpcIssuerConfig, GrpcIssuerError};
+pub use client::{
+    CaClientFiles, CaClientFilesError, CaClientTls, GrpcIssuer, GrpcIssuerConfig, GrpcIssuerError,
+};
 pub use server::{CaServeError, CaServer, CaService};

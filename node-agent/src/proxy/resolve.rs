@@ -217,4 +217,99 @@ ports: [{name: http, port: 8080, protocol: TCP}]
             "a port the service does not have"
         );
     }
+
+    const WITH_WAYPOINT: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop, labels: {istio.io/waypoint-for: service}}
+spec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15008, protocol: HBONE}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: waypoint-0, namespace: shop, uid: w0, labels: {gateway.networking.k8s.io/gateway-name: waypoint, istio.io/dataplane-mode: none}}
+spec: {nodeName: node-1, serviceAccountName: waypoint, containers: [{name: waypoint}]}
+status: {phase: Running, podIP: 10.244.1.20}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: waypoint, namespace: shop}
+spec: {clusterIP: 10.96.0.20, ports: [{name: mesh, port: 15008}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: waypoint-0, namespace: shop, labels: {kubernetes.io/service-name: waypoint}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.1.20], conditions: {ready: true}, targetRef: {kind: Pod, namespace: shop, name: waypoint-0}}]
+ports: [{name: mesh, port: 15008, protocol: TCP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-0, namespace: shop, uid: r0, labels: {app: reviews}}
+spec: {nodeName: node-2, serviceAccountName: reviews, containers: [{name: app}]}
+status: {phase: Running, podIP: 10.244.2.11}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
+spec: {clusterIP: 10.96.0.11, ports: [{name: http, port: 9080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: reviews-0, namespace: shop, labels: {kubernetes.io/service-name: reviews}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.2.11], conditions: {ready: true}, targetRef: {kind: Pod, namespace: shop, name: reviews-0}}]
+ports: [{name: http, port: 9080, protocol: TCP}]
+"#;
+
+    fn snapshot_of(yaml: &str) -> std::sync::Arc<Snapshot> {
+        let registry = Registry::new(Default::default());
+        let documents = parse(yaml, std::sync::Arc::new(Path::new("c.yaml").to_path_buf()))
+            .expect("valid YAML");
+        assert!(documents.errors.is_empty(), "{:?}", documents.errors);
+        let report = registry.apply(documents.candidates.into_iter().map(Change::Apply));
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+        registry.snapshot()
+    }
+
+    #[test]
+    fn a_waypoint_bound_service_goes_to_the_waypoint_asking_for_the_service() {
+        let s = snapshot_of(WITH_WAYPOINT);
+        assert_eq!(
+            resolve(&s, addr("10.96.0.11:9080"), |_| 0),
+            Upstream::Hbone {
+                identity: "spiffe://cluster.local/ns/shop/sa/waypoint".into(),
+                hbone_address: addr("10.244.1.20:15008"),
+                target: addr("10.96.0.11:9080"),
+            }
+        );
+        // Addressed to the pod itself: the waypoint serves services only, so straight there…
+        assert!(matches!(
+            resolve(&s, addr("10.244.2.11:9080"), |_| 0),
+            Upstream::Hbone { target, .. } if target == addr("10.244.2.11:9080")
+        ));
+        // …where the pod's agent admits only the waypoint's identity.
+        let reviews = s.workload_by_uid("r0").expect("reviews pod");
+        let required = required_waypoint(&s, reviews).expect("reviews is behind a waypoint");
+        assert_eq!(
+            s.waypoint_identities(required),
+            ["spiffe://cluster.local/ns/shop/sa/waypoint"]
+        );
+    }
+
+    #[test]
+    fn a_waypoint_without_a_ready_pod_refuses_instead_of_bypassing_it() {
+        let yaml = WITH_WAYPOINT.replace(
+            "addresses: [10.244.1.20], conditions: {ready: true}",
+            "addresses: [10.244.1.20], conditions: {ready: false}",
+        );
+        let s = snapshot_of(&yaml);
+        assert!(matches!(
+            resolve(&s, addr("10.96.0.11:9080"), |_| 0),
+            Upstream::Refuse(reason) if reason.contains("shop/waypoint")
+        ));
+    }
 }

@@ -22,6 +22,10 @@ use crate::upstream::balance::HashInput;
 use crate::upstream::limits::Overflow;
 use crate::upstream::outlier::Outcome;
 
+/// The endpoint that answered, carried on the response for metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint(pub SocketAddr);
+
 pub struct Forward {
     pub key: ClusterKey,
     pub parts: http::request::Parts,
@@ -111,6 +115,9 @@ pub async fn send(
         if let Some(cookie) = set_cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
+        response
+            .extensions_mut()
+            .insert(Endpoint(candidate.address));
         return response;
     }
     local::no_healthy_upstream()

@@ -2,7 +2,7 @@
 //! the service it was sent to, and forwarded with the route's retries and timeouts.
 pub mod authz;
 pub mod body;
-mod forward;
+pub(crate) mod forward;
 pub mod local;
 
 use std::convert::Infallible;
@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 use weft_config::authz::l4::Decision;
 use weft_config::authz::l7::{L7Request, evaluate};
+use weft_core::telemetry::{Span, SpanKind, SpanStatus, TraceContext};
 
 use self::body::RequestBody;
 use self::forward::{Forward, send};
@@ -36,22 +37,7 @@ where
     let service = service_fn(move |request: Request<Incoming>| {
         let downstream = downstream.clone();
         let ctx = ctx.clone();
-        async move {
-            let started = std::time::Instant::now();
-            let grpc = request
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-            let response = handle(request, &downstream, &ctx).await;
-            record(
-                &ctx,
-                &downstream,
-                response.status(),
-                grpc,
-                started.elapsed(),
-            );
-            Ok::<_, Infallible>(response)
-        }
+        async move { Ok::<_, Infallible>(traced(request, &downstream, &ctx).await) }
     });
     if let Err(error) = auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(io), service)
@@ -61,6 +47,52 @@ where
     }
 }
 
+/// One request with its span and metrics around it. The waypoint's span continues the
+/// client's trace, and the endpoint sees it as its parent.
+async fn traced(
+    mut request: Request<Incoming>,
+    downstream: &Downstream,
+    ctx: &Arc<WaypointContext>,
+) -> Response<ResponseBody> {
+    let started = std::time::Instant::now();
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let trace = TraceContext::from_headers(request.headers()).child();
+    let mut span = ctx.spans.is_enabled().then(|| {
+        let name = format!("{} {}", request.method(), request.uri().path());
+        Span::start(&trace, name, SpanKind::Server)
+    });
+    trace.inject(request.headers_mut());
+    let response = handle(request, downstream, ctx).await;
+    let endpoint = response
+        .extensions()
+        .get::<forward::Endpoint>()
+        .map(|e| e.0);
+    record(
+        ctx,
+        downstream,
+        response.status(),
+        grpc,
+        endpoint,
+        started.elapsed(),
+    );
+    if let Some(mut span) = span.take() {
+        span.set_attribute(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        );
+        span.set_attribute("server.address", downstream.destination.to_string());
+        if response.status().is_server_error() {
+            span.set_status(SpanStatus::Error(response.status().to_string()));
+        }
+        span.end();
+        ctx.spans.record(span);
+    }
+    response
+}
+
 /// `istio_requests_total` and `istio_request_duration_milliseconds` as a waypoint reports
 /// them (time to the response headers).
 fn record(
@@ -68,6 +100,7 @@ fn record(
     down: &Downstream,
     status: StatusCode,
     grpc: bool,
+    endpoint: Option<std::net::SocketAddr>,
     elapsed: std::time::Duration,
 ) {
     use weft_core::metrics::{Reporter, RequestProtocol, SecurityPolicy};
@@ -77,7 +110,12 @@ fn record(
         .and_then(|ip| snapshot.workload_by_ip(ip))
         .filter(|w| down.source.principal.as_deref() == Some(w.identity.as_str()));
     let (service, destination) = match &down.target {
-        Target::Service { service, .. } => (Some(&**service), None),
+        Target::Service { service, .. } => (
+            Some(&**service),
+            endpoint
+                .and_then(|e| snapshot.workload_by_ip(e.ip()))
+                .map(|w| &**w),
+        ),
         Target::Workload { workload, .. } => (None, Some(&**workload)),
     };
     let labels = weft_config::telemetry::Connection {

@@ -1,10 +1,23 @@
 //! `cargo xtask bench`: what weft costs, measured on the lab against baselines in the same
-//! run, interleaved (every repetition runs every path back to back) to resist machine noise.
+//! run, interleaved (every repetition runs every path of every scenario back to back) to
+//! resist machine noise. The lab is `xtask/bench/lab/`; each group of paths has its own
+//! baseline, its first path:
+//! - L4: no mesh against weft (two nodes, and same node);
+//! - capture: an nftables REDIRECT to a trivial in-pod proxy against weft's eBPF capture to
+//!   the same proxy (and to weft's agent, and no capture at all) — [`capture`], [`proxy`];
+//! - L7: a Service without waypoint against one behind a waypoint with ten route rules;
+//! - control plane: route change on disk → first request routed by it, against the config
+//!   sources' poll interval — [`convergence`];
+//! - resources: agent and waypoint memory, agent memory by enrolled pods.
+mod bpf;
+mod capture;
+mod convergence;
+mod proxy;
 mod report;
 mod stats;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Path as FsPath, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -14,39 +27,162 @@ use weft_lab::{Lab, LabOptions, Runtime};
 
 use crate::build::cargo;
 use crate::workspace_root;
+use capture::ProxyKind;
+use convergence::Convergence;
 use stats::{Summary, summarize};
 
-/// A way from a client pod to a server pod.
-#[derive(Clone, Copy, Debug)]
-struct Route {
-    name: &'static str,
-    client: &'static str,
-    server: &'static str,
-    /// Node whose agent serves the client (for CPU accounting), if in the mesh.
-    mesh: bool,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Group {
+    L4,
+    Capture,
+    L7,
+    Resources,
 }
 
-/// The baseline comes first: ratios are against it.
-const ROUTES: [Route; 3] = [
-    Route {
+impl Group {
+    pub fn title(self) -> &'static str {
+        match self {
+            Group::L4 => "L4 paths",
+            Group::Capture => "Capture cost: eBPF against an in-pod nftables REDIRECT",
+            Group::L7 => "L7 through a waypoint",
+            Group::Resources => "Resources",
+        }
+    }
+
+    /// What the ratio column divides by.
+    pub fn baseline(self) -> &'static str {
+        match self {
+            Group::Resources => "0 pods",
+            group => paths(group).first().map_or("baseline", |p| p.name),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// A pod, by its IP.
+    Pod(&'static str),
+    /// A Service, by its name (from a client in its namespace).
+    Service(&'static str),
+}
+
+/// A way from a client pod to a server, and what its CPU cost counts.
+#[derive(Clone, Copy, Debug)]
+struct Path {
+    name: &'static str,
+    client: &'static str,
+    target: Target,
+    /// The pods that answer (their CPU counts with the client's).
+    servers: &'static [&'static str],
+    /// Nodes whose agents' CPU counts.
+    agents: &'static [&'static str],
+    waypoint: Option<&'static str>,
+    proxy: Option<ProxyKind>,
+}
+
+const BOTH_AGENTS: &[&str] = &["node-1", "node-2"];
+const WAYPOINT: &str = "mesh/waypoint-0";
+
+/// The baseline comes first in each group: ratios are against it.
+const L4_PATHS: [Path; 3] = [
+    Path {
         name: "no mesh",
         client: "plain/client",
-        server: "plain/server",
-        mesh: false,
+        target: Target::Pod("plain/server"),
+        servers: &["plain/server"],
+        agents: &[],
+        waypoint: None,
+        proxy: None,
     },
-    Route {
+    Path {
         name: "weft",
         client: "mesh/client",
-        server: "mesh/server",
-        mesh: true,
+        target: Target::Pod("mesh/server"),
+        servers: &["mesh/server"],
+        agents: BOTH_AGENTS,
+        waypoint: None,
+        proxy: None,
     },
-    Route {
+    Path {
         name: "weft same-node",
         client: "mesh/client",
-        server: "mesh/server-local",
-        mesh: true,
+        target: Target::Pod("mesh/server-local"),
+        servers: &["mesh/server-local"],
+        agents: BOTH_AGENTS,
+        waypoint: None,
+        proxy: None,
     },
 ];
+
+const CAPTURE_PATHS: [Path; 4] = [
+    Path {
+        name: "nft redirect + proxy",
+        client: capture::NFT_CLIENT,
+        target: Target::Pod("plain/server"),
+        servers: &["plain/server"],
+        agents: &[],
+        waypoint: None,
+        proxy: Some(ProxyKind::Nft),
+    },
+    Path {
+        name: "eBPF + proxy",
+        client: capture::EBPF_CLIENT,
+        target: Target::Pod("plain/server"),
+        servers: &["plain/server"],
+        agents: &[],
+        waypoint: None,
+        proxy: Some(ProxyKind::Ebpf),
+    },
+    Path {
+        name: "eBPF + weft agent",
+        client: capture::AGENT_CLIENT,
+        target: Target::Pod("plain/server"),
+        servers: &["plain/server"],
+        agents: &["node-2"],
+        waypoint: None,
+        proxy: None,
+    },
+    Path {
+        name: "no capture",
+        client: "plain/direct",
+        target: Target::Pod("plain/server"),
+        servers: &["plain/server"],
+        agents: &[],
+        waypoint: None,
+        proxy: None,
+    },
+];
+
+const L7_PATHS: [Path; 2] = [
+    Path {
+        name: "L4 only",
+        client: "mesh/client",
+        target: Target::Service("echo-l4"),
+        servers: &["mesh/server"],
+        agents: BOTH_AGENTS,
+        waypoint: None,
+        proxy: None,
+    },
+    Path {
+        name: "waypoint, 10 rules",
+        client: "mesh/client",
+        target: Target::Service("echo-l7"),
+        servers: &["mesh/echo-v1", "mesh/echo-v2"],
+        agents: BOTH_AGENTS,
+        waypoint: Some(WAYPOINT),
+        proxy: None,
+    },
+];
+
+fn paths(group: Group) -> &'static [Path] {
+    match group {
+        Group::L4 => &L4_PATHS,
+        Group::Capture => &CAPTURE_PATHS,
+        Group::L7 => &L7_PATHS,
+        Group::Resources => &[],
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Scenario {
@@ -56,8 +192,10 @@ enum Scenario {
     Latency(u32),
     /// The same requests at saturation (requests/s).
     Saturation,
-    /// New connections per second, one request each.
+    /// New connections per second, one HTTP request each.
     ConnectionRate,
+    /// New connections to a TCP echo, N at a time: connect, one byte there and back, close.
+    EchoConnections(u32),
 }
 
 impl Scenario {
@@ -69,7 +207,24 @@ impl Scenario {
             Scenario::Latency(rate) => format!("latency at {rate} req/s"),
             Scenario::Saturation => "requests at saturation".into(),
             Scenario::ConnectionRate => "new connections".into(),
+            Scenario::EchoConnections(1) => "connection set-up, one at a time".into(),
+            Scenario::EchoConnections(n) => format!("new connections, {n} at a time"),
         }
+    }
+}
+
+fn scenarios(group: Group, s: &Settings) -> Vec<Scenario> {
+    match group {
+        Group::L4 => vec![
+            Scenario::Throughput(1),
+            Scenario::Throughput(4),
+            Scenario::Latency(s.rate),
+            Scenario::Saturation,
+            Scenario::ConnectionRate,
+        ],
+        Group::Capture => vec![Scenario::EchoConnections(1), Scenario::EchoConnections(4)],
+        Group::L7 => vec![Scenario::Latency(s.l7_rate), Scenario::Saturation],
+        Group::Resources => Vec::new(),
     }
 }
 
@@ -78,6 +233,11 @@ pub struct Settings {
     duration: Duration,
     warmup: Duration,
     rate: u32,
+    /// The offered rate of the L7 latency scenario (lower: the waypoint path saturates
+    /// sooner, and latency past saturation measures the queue).
+    l7_rate: u32,
+    /// Route changes timed by the control-plane scenario.
+    changes: usize,
 }
 
 impl Settings {
@@ -88,6 +248,8 @@ impl Settings {
                 duration: Duration::from_millis(1500),
                 warmup: Duration::from_millis(300),
                 rate: 1000,
+                l7_rate: 500,
+                changes: 20,
             }
         } else {
             Self {
@@ -95,20 +257,23 @@ impl Settings {
                 duration: Duration::from_secs(5),
                 warmup: Duration::from_secs(1),
                 rate: 2000,
+                l7_rate: 1000,
+                changes: 50,
             }
         }
     }
 }
 
-/// One metric of one scenario on one route, over the repetitions.
+/// One metric of one scenario on one path, over the repetitions.
 #[derive(Debug, Serialize)]
 pub struct Row {
+    pub group: Group,
     pub scenario: String,
     pub metric: String,
     pub unit: String,
     pub route: String,
     pub summary: Summary,
-    /// Median over the baseline route's median, for the same metric.
+    /// Median over the group's baseline path's median, for the same metric.
     pub ratio_to_baseline: Option<f64>,
 }
 
@@ -117,11 +282,18 @@ pub struct Results {
     pub date: String,
     pub machine: String,
     pub quick: bool,
+    /// Wall time of the whole command, build included, in seconds.
+    pub run_seconds: f64,
     pub rows: Vec<Row>,
+    pub convergence: Option<Convergence>,
     pub notes: Vec<String>,
 }
 
+/// (group, scenario, metric, unit, path index in its group) → one value per repetition.
+type Samples = BTreeMap<(Group, String, String, String, usize), Vec<f64>>;
+
 pub fn run(quick: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
     cargo(&[
         "build",
         "--release",
@@ -132,6 +304,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "weft-ca",
         "--bin",
         "weft-testapp",
+        "--bin",
+        "weft-waypoint",
     ])?;
     let settings = Settings::new(quick);
     let bins = workspace_root().join("target/release");
@@ -145,52 +319,42 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     weft_lab::down("bench")?;
     let lab = Lab::up_from_dir(
         &LabOptions::new("bench").nodes(2),
-        &workspace_root().join("xtask/bench/l4"),
+        &workspace_root().join("xtask/bench/lab"),
         &runtime,
     )
     .context("bringing up the benchmark lab")?;
     let testapp = bins.join("weft-testapp");
+    if lab.plan.pod(WAYPOINT).is_none() {
+        bail!("the lab has no waypoint pod {WAYPOINT}");
+    }
+    let rig = capture::set_up(&lab).context("setting up the capture scenario")?;
+    convergence::apply_route_and_wait(&lab, &testapp, L7_PATHS[1].client, "v1")?;
 
-    let scenarios = [
-        Scenario::Throughput(1),
-        Scenario::Throughput(4),
-        Scenario::Latency(settings.rate),
-        Scenario::Saturation,
-        Scenario::ConnectionRate,
-    ];
-    // (scenario, metric, unit, route) → values
-    let mut samples: BTreeMap<(String, String, String, usize), Vec<f64>> = BTreeMap::new();
-    let started = Instant::now();
+    let cases: Vec<(Group, Scenario, usize)> = [Group::L4, Group::Capture, Group::L7]
+        .into_iter()
+        .flat_map(|group| {
+            scenarios(group, &settings)
+                .into_iter()
+                .flat_map(move |scenario| {
+                    (0..paths(group).len()).map(move |index| (group, scenario, index))
+                })
+        })
+        .collect();
+    let mut samples = Samples::new();
     // Round 0 warms every path up (connections, page cache, CPU frequency) and is discarded.
     for rep in 0..=settings.reps {
-        for scenario in &scenarios {
-            for (index, route) in ROUTES.iter().enumerate() {
-                let cpu_before = cpu_usage(&lab, route);
-                let metrics = measure(&lab, &testapp, *scenario, route, &settings)
-                    .with_context(|| format!("{} over {}", scenario.name(), route.name))?;
-                let cpu = cpu_usage(&lab, route) - cpu_before;
-                if rep == 0 {
-                    continue;
-                }
-                for (metric, unit, value) in metrics.values {
-                    samples
-                        .entry((scenario.name(), metric.to_string(), unit.to_string(), index))
-                        .or_default()
-                        .push(value);
-                }
-                if let (Some(requests), true) = (metrics.requests, requests_counted(*scenario))
-                    && requests > 0.0
-                {
-                    samples
-                        .entry((
-                            scenario.name(),
-                            "CPU per 1000 requests (all pods + agents)".into(),
-                            "ms".into(),
-                            index,
-                        ))
-                        .or_default()
-                        .push(cpu.as_secs_f64() * 1000.0 / requests * 1000.0);
-                }
+        for &(group, scenario, index) in &cases {
+            let path = &paths(group)[index];
+            let values = measure_case(&lab, &testapp, &rig, group, scenario, path, &settings)
+                .with_context(|| format!("{} over {}", scenario.name(), path.name))?;
+            if rep == 0 {
+                continue;
+            }
+            for (metric, unit, value) in values {
+                samples
+                    .entry((group, scenario.name(), metric, unit.to_string(), index))
+                    .or_default()
+                    .push(value);
             }
         }
         eprintln!(
@@ -199,20 +363,32 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    let mut rows = rows_with_ratios(samples);
-    rows.extend(agent_memory_rows(&lab)?);
+    let convergence =
+        match convergence::measure(&lab, &testapp, L7_PATHS[1].client, settings.changes) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("bench: the control-plane scenario failed: {e:#}");
+                None
+            }
+        };
+    eprintln!(
+        "bench: control-plane scenario done after {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut rows = rows_with_ratios(&samples);
+    rows.extend(memory_rows(&lab));
+    drop(rig);
     drop(lab);
     rows.extend(rss_by_pod_count(&runtime)?);
 
     let results = Results {
-        date: crate::bench::report::today(),
+        date: report::today(),
         machine: report::machine(),
         quick,
+        run_seconds: started.elapsed().as_secs_f64(),
         rows,
-        notes: vec![
-            "\"weft\" is eBPF capture in the client and server pods, the agents' proxies on both nodes, and HBONE (HTTP/2 CONNECT over TLS 1.3 mutual TLS) between them; \"weft same-node\" the same with both pods on one node.".into(),
-            "Not measured yet: capture cost against an in-pod iptables REDIRECT, L7 through a waypoint, control-plane convergence (they need the waypoint and the iptables baseline).".into(),
-        ],
+        convergence,
+        notes: notes(),
     };
     let out = workspace_root().join("target/bench");
     report::write(&results, &out)?;
@@ -221,16 +397,102 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn requests_counted(scenario: Scenario) -> bool {
-    matches!(scenario, Scenario::Saturation)
+fn notes() -> Vec<String> {
+    vec![
+        "L4: \"weft\" is eBPF capture in the client and server pods, the agents' proxies on both nodes, and HBONE (HTTP/2 CONNECT over TLS 1.3 mutual TLS) between them; \"weft same-node\" the same with both pods on one node. CPU counts the client and server pods and both agents.".into(),
+        "Capture: four client pods on node-2 connect to the same unmeshed TCP echo on node-2 (connect, one byte there and back, close). \"nft redirect + proxy\": an nftables `redirect to :15001` rule in the client pod's netns (Istio ambient's in-pod redirection) to a trivial proxy in that netns, which reads the destination with SO_ORIGINAL_DST; \"eBPF + proxy\": weft's cgroup/connect4, sock_ops and sk_lookup programs (attached by the agent) deliver to the same proxy, which reads the destination from weft's ORIG_DST_BY_CLIENT map; \"eBPF + weft agent\": the same capture to the agent's own proxy (plain TCP passthrough); \"no capture\": the floor. CPU counts client, server, and the proxy's threads or the node-2 agent; \"client pod\" is where the capture's kernel work (nftables/conntrack or the eBPF programs) is charged.".into(),
+        "L7: the same HTTP load from mesh/client (node-1) to a Service on node-2 without waypoint (\"L4 only\": eBPF capture, agents, HBONE) and to one bound to a waypoint whose VirtualService has ten rules, the requests matching the last (client → agent → waypoint → agent → pod, HBONE on each hop). The waypoint's CPU is its pod cgroup's.".into(),
+        "Resources: peak RSS is the largest resident set the kernel recorded (VmHWM) of the agent's or the waypoint's process over the whole run (cgroup v2 memory.peak where the memory controller is available).".into(),
+    ]
+}
+
+/// Each measurement's values: (metric, unit, value).
+type Values = Vec<(String, &'static str, f64)>;
+
+fn measure_case(
+    lab: &Lab,
+    testapp: &FsPath,
+    rig: &capture::Rig,
+    group: Group,
+    scenario: Scenario,
+    path: &Path,
+    s: &Settings,
+) -> anyhow::Result<Values> {
+    let proxy = path.proxy.map(|kind| rig.proxy(kind));
+    let accepted_before = proxy.map(|p| (p.accepted(), p.failed()));
+    let cpu_before = Cpu::now(lab, path, rig);
+    let metrics = measure(lab, testapp, scenario, path, s)?;
+    let cpu = Cpu::now(lab, path, rig).since(&cpu_before);
+    if let (Some(p), Some((accepted, failed)), Some(connections)) =
+        (proxy, accepted_before, metrics.connections)
+    {
+        // Proof the connections went through the proxy (and so through the capture).
+        let (accepted, failed) = (p.accepted() - accepted, p.failed() - failed);
+        if (accepted as f64) < connections || failed > 0 {
+            bail!(
+                "{} connections, but the proxy accepted {accepted} ({failed} failed): the capture is not in place",
+                connections
+            );
+        }
+    }
+    let mut values: Values = metrics
+        .values
+        .into_iter()
+        .map(|(metric, unit, value)| (metric.to_string(), unit, value))
+        .collect();
+    let per_1000 = |d: Duration, requests: f64| d.as_secs_f64() * 1000.0 / requests * 1000.0;
+    match (scenario, metrics.requests) {
+        (Scenario::Saturation, Some(requests)) if requests > 0.0 => {
+            if group == Group::L7 {
+                for (part, time) in [
+                    ("all", cpu.total()),
+                    ("waypoint", cpu.waypoint),
+                    ("agents", cpu.agents),
+                    ("client + server pods", cpu.pods),
+                ] {
+                    values.push((
+                        format!("CPU per 1000 requests ({part})"),
+                        "ms",
+                        per_1000(time, requests),
+                    ));
+                }
+            } else {
+                values.push((
+                    "CPU per 1000 requests (all pods + agents)".into(),
+                    "ms",
+                    per_1000(cpu.total(), requests),
+                ));
+            }
+        }
+        _ => {}
+    }
+    if let (Scenario::EchoConnections(concurrency), Some(n)) = (scenario, metrics.connections)
+        && n > 0.0
+    {
+        let per_connection = |d: Duration| d.as_secs_f64() * 1e6 / n;
+        values.push((
+            "CPU per connection (all)".into(),
+            "µs",
+            per_connection(cpu.total()),
+        ));
+        if concurrency == 1 {
+            values.push((
+                "CPU per connection (client pod)".into(),
+                "µs",
+                per_connection(cpu.client),
+            ));
+        }
+    }
+    Ok(values)
 }
 
 struct Metrics {
     values: Vec<(&'static str, &'static str, f64)>,
     requests: Option<f64>,
+    connections: Option<f64>,
 }
 
-fn testapp_json(lab: &Lab, testapp: &Path, pod: &str, args: &[String]) -> anyhow::Result<Value> {
+fn testapp_json(lab: &Lab, testapp: &FsPath, pod: &str, args: &[String]) -> anyhow::Result<Value> {
     let output = lab.pod_command(pod, testapp)?.args(args).output()?;
     if !output.status.success() {
         bail!(
@@ -249,52 +511,55 @@ fn testapp_json(lab: &Lab, testapp: &Path, pod: &str, args: &[String]) -> anyhow
 
 fn measure(
     lab: &Lab,
-    testapp: &Path,
+    testapp: &FsPath,
     scenario: Scenario,
-    route: &Route,
+    path: &Path,
     s: &Settings,
 ) -> anyhow::Result<Metrics> {
-    let server = lab.plan.pod(route.server).context("no such server pod")?.ip;
+    let host = match path.target {
+        Target::Pod(pod) => lab
+            .plan
+            .pod(pod)
+            .with_context(|| format!("no pod {pod}"))?
+            .ip
+            .to_string(),
+        Target::Service(name) => name.to_string(),
+    };
     let ms = |d: Duration| d.as_millis().to_string();
     let f = |v: &Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
+    let run = |args: Vec<String>| testapp_json(lab, testapp, path.client, &args);
+    let load = |rate: u32| {
+        run(vec![
+            "load".into(),
+            format!("http://{host}:8080/bytes?n=1024"),
+            "--rate".into(),
+            rate.to_string(),
+            "--duration-ms".into(),
+            ms(s.duration),
+            "--warmup-ms".into(),
+            ms(s.warmup),
+        ])
+    };
     Ok(match scenario {
         Scenario::Throughput(streams) => {
-            let v = testapp_json(
-                lab,
-                testapp,
-                route.client,
-                &[
-                    "throughput".into(),
-                    format!("{server}:5001"),
-                    "--streams".into(),
-                    streams.to_string(),
-                    "--duration-ms".into(),
-                    ms(s.duration),
-                    "--warmup-ms".into(),
-                    ms(s.warmup),
-                ],
-            )?;
+            let v = run(vec![
+                "throughput".into(),
+                format!("{host}:5001"),
+                "--streams".into(),
+                streams.to_string(),
+                "--duration-ms".into(),
+                ms(s.duration),
+                "--warmup-ms".into(),
+                ms(s.warmup),
+            ])?;
             Metrics {
                 values: vec![("throughput", "Gbit/s", f(&v, "gbit_per_s"))],
                 requests: None,
+                connections: None,
             }
         }
         Scenario::Latency(rate) => {
-            let v = testapp_json(
-                lab,
-                testapp,
-                route.client,
-                &[
-                    "load".into(),
-                    format!("http://{server}:8080/bytes?n=1024"),
-                    "--rate".into(),
-                    rate.to_string(),
-                    "--duration-ms".into(),
-                    ms(s.duration),
-                    "--warmup-ms".into(),
-                    ms(s.warmup),
-                ],
-            )?;
+            let v = load(rate)?;
             let lat = &v["latency_us"];
             Metrics {
                 values: vec![
@@ -303,67 +568,109 @@ fn measure(
                     ("latency p99", "µs", f(lat, "p99")),
                 ],
                 requests: Some(f(&v, "ok")),
+                connections: None,
             }
         }
         Scenario::Saturation => {
-            let v = testapp_json(
-                lab,
-                testapp,
-                route.client,
-                &[
-                    "load".into(),
-                    format!("http://{server}:8080/bytes?n=1024"),
-                    "--rate".into(),
-                    "0".into(),
-                    "--duration-ms".into(),
-                    ms(s.duration),
-                    "--warmup-ms".into(),
-                    ms(s.warmup),
-                ],
-            )?;
+            let v = load(0)?;
             Metrics {
                 values: vec![("requests", "req/s", f(&v, "achieved_rps"))],
                 requests: Some(f(&v, "ok")),
+                connections: None,
             }
         }
         Scenario::ConnectionRate => {
-            let v = testapp_json(
-                lab,
-                testapp,
-                route.client,
-                &[
-                    "connrate".into(),
-                    format!("{server}:8080"),
-                    "--http".into(),
-                    "--duration-ms".into(),
-                    ms(s.duration),
-                ],
-            )?;
+            let v = run(vec![
+                "connrate".into(),
+                format!("{host}:8080"),
+                "--http".into(),
+                "--duration-ms".into(),
+                ms(s.duration),
+            ])?;
             Metrics {
                 values: vec![
                     ("connections", "conn/s", f(&v, "per_second")),
                     ("connection p99", "µs", f(&v["connect_us"], "p99")),
                 ],
                 requests: None,
+                connections: None,
+            }
+        }
+        Scenario::EchoConnections(concurrency) => {
+            let v = run(vec![
+                "connrate".into(),
+                format!("{host}:9000"),
+                "--concurrency".into(),
+                concurrency.to_string(),
+                "--duration-ms".into(),
+                ms(s.duration.min(Duration::from_secs(3))),
+            ])?;
+            let values = if concurrency == 1 {
+                vec![
+                    ("set-up p50", "µs", f(&v["connect_us"], "p50")),
+                    ("set-up p99", "µs", f(&v["connect_us"], "p99")),
+                ]
+            } else {
+                vec![("connections", "conn/s", f(&v, "per_second"))]
+            };
+            Metrics {
+                values,
+                requests: None,
+                connections: Some(f(&v, "connections")),
             }
         }
     })
 }
 
-/// CPU time used so far by everything a route involves: its client and server pods and,
-/// for mesh routes, every agent.
-fn cpu_usage(lab: &Lab, route: &Route) -> Duration {
-    let mut cgroups: Vec<PathBuf> = [route.client, route.server]
-        .iter()
-        .filter_map(|pod| lab.pod_cgroup_dir(pod).ok())
-        .collect();
-    if route.mesh {
-        cgroups.extend(lab.plan.nodes.iter().map(|n| lab.agent_cgroup_dir(&n.name)));
-    }
-    cgroups.iter().map(|c| cgroup_cpu(c)).sum()
+/// CPU time used so far by what a path involves, by part.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    client: Duration,
+    /// Client and server pods.
+    pods: Duration,
+    agents: Duration,
+    waypoint: Duration,
+    /// The capture scenario's proxy threads.
+    proxy: Duration,
 }
 
-fn cgroup_cpu(cgroup: &Path) -> Duration {
+impl Cpu {
+    fn now(lab: &Lab, path: &Path, rig: &capture::Rig) -> Self {
+        let pod = |pod: &str| {
+            lab.pod_cgroup_dir(pod)
+                .map(|c| cgroup_cpu(&c))
+                .unwrap_or_default()
+        };
+        let client = pod(path.client);
+        Cpu {
+            client,
+            pods: client + path.servers.iter().map(|p| pod(p)).sum::<Duration>(),
+            agents: path
+                .agents
+                .iter()
+                .map(|n| cgroup_cpu(&lab.agent_cgroup_dir(n)))
+                .sum(),
+            waypoint: path.waypoint.map(pod).unwrap_or_default(),
+            proxy: path.proxy.map(|k| rig.proxy(k).cpu()).unwrap_or_default(),
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            client: self.client.saturating_sub(before.client),
+            pods: self.pods.saturating_sub(before.pods),
+            agents: self.agents.saturating_sub(before.agents),
+            waypoint: self.waypoint.saturating_sub(before.waypoint),
+            proxy: self.proxy.saturating_sub(before.proxy),
+        }
+    }
+
+    fn total(&self) -> Duration {
+        self.pods + self.agents + self.waypoint + self.proxy
+    }
+}
+
+fn cgroup_cpu(cgroup: &FsPath) -> Duration {
     let usec = std::fs::read_to_string(cgroup.join("cpu.stat"))
         .ok()
         .and_then(|text| {
@@ -378,7 +685,7 @@ fn cgroup_cpu(cgroup: &Path) -> Duration {
 
 /// The sum of a `/proc/<pid>/status` memory field (`VmHWM`, `VmRSS`, in kB) over the
 /// processes of a cgroup.
-fn status_kb(cgroup: &Path, field: &str) -> f64 {
+fn status_kb(cgroup: &FsPath, field: &str) -> f64 {
     let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
     procs
         .lines()
@@ -393,21 +700,34 @@ fn status_kb(cgroup: &Path, field: &str) -> f64 {
         .sum()
 }
 
-fn rows_with_ratios(samples: BTreeMap<(String, String, String, usize), Vec<f64>>) -> Vec<Row> {
+/// A cgroup's peak memory in MiB and how it was read: `memory.peak` where the memory
+/// controller is enabled for cgroup v2, else the sum of its processes' VmHWM.
+fn peak_memory_mib(cgroup: &FsPath) -> (f64, &'static str) {
+    match std::fs::read_to_string(cgroup.join("memory.peak"))
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        Some(bytes) => (bytes / 1024.0 / 1024.0, "cgroup memory.peak"),
+        None => (status_kb(cgroup, "VmHWM") / 1024.0, "VmHWM"),
+    }
+}
+
+fn rows_with_ratios(samples: &Samples) -> Vec<Row> {
     let mut rows = Vec::new();
-    for ((scenario, metric, unit, route), values) in &samples {
+    for ((group, scenario, metric, unit, index), values) in samples {
         let Some(summary) = summarize(values) else {
             continue;
         };
         let baseline = samples
-            .get(&(scenario.clone(), metric.clone(), unit.clone(), 0))
+            .get(&(*group, scenario.clone(), metric.clone(), unit.clone(), 0))
             .and_then(|v| summarize(v))
             .map(|b| b.median);
         rows.push(Row {
+            group: *group,
             scenario: scenario.clone(),
             metric: metric.clone(),
             unit: unit.clone(),
-            route: ROUTES[*route].name.into(),
+            route: paths(*group)[*index].name.into(),
             summary,
             ratio_to_baseline: baseline.filter(|b| *b > 0.0).map(|b| summary.median / b),
         });
@@ -415,28 +735,45 @@ fn rows_with_ratios(samples: BTreeMap<(String, String, String, usize), Vec<f64>>
     rows
 }
 
-fn agent_memory_rows(lab: &Lab) -> anyhow::Result<Vec<Row>> {
-    Ok(lab
+fn single(value: f64) -> Summary {
+    Summary {
+        median: value,
+        min: value,
+        max: value,
+        runs: 1,
+    }
+}
+
+/// Peak memory of each agent and of the waypoint over the whole run.
+fn memory_rows(lab: &Lab) -> Vec<Row> {
+    let mut parts: Vec<(String, PathBuf)> = lab
         .plan
         .nodes
         .iter()
-        .map(|node| {
-            let kb = status_kb(&lab.agent_cgroup_dir(&node.name), "VmHWM");
+        .map(|n| (format!("agent ({})", n.name), lab.agent_cgroup_dir(&n.name)))
+        .collect();
+    if let Ok(dir) = lab.pod_cgroup_dir(WAYPOINT) {
+        parts.push((format!("waypoint ({WAYPOINT})"), dir));
+    }
+    parts
+        .into_iter()
+        .map(|(what, cgroup)| {
+            let (mib, how) = peak_memory_mib(&cgroup);
             Row {
+                group: Group::Resources,
                 scenario: "after the whole run".into(),
-                metric: format!("agent peak RSS ({})", node.name),
+                metric: format!("{what} peak RSS, {how}"),
                 unit: "MiB".into(),
-                route: "weft".into(),
-                summary: Summary {
-                    median: kb / 1024.0,
-                    min: kb / 1024.0,
-                    max: kb / 1024.0,
-                    runs: 1,
+                route: if what.starts_with("waypoint") {
+                    "waypoint".into()
+                } else {
+                    "weft".into()
                 },
+                summary: single(mib),
                 ratio_to_baseline: None,
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Agent resident memory with 0, 10 and 100 enrolled pods on its node; ratios against 0.
@@ -453,7 +790,7 @@ fn rss_by_pod_count(runtime: &Runtime) -> anyhow::Result<Vec<Row>> {
             ));
         }
         let mut manifests = weft_lab::manifest::Manifests::default();
-        manifests.add_yaml(&yaml, Path::new("generated"))?;
+        manifests.add_yaml(&yaml, FsPath::new("generated"))?;
         weft_lab::down("benchrss")?;
         let lab = Lab::up(&LabOptions::new("benchrss").nodes(1), &manifests, runtime)?;
         let status = lab.agent_get("node-1", "/pods")?;
@@ -464,16 +801,12 @@ fn rss_by_pod_count(runtime: &Runtime) -> anyhow::Result<Vec<Row>> {
         let mib = status_kb(&lab.agent_cgroup_dir("node-1"), "VmRSS") / 1024.0;
         let base = *baseline.get_or_insert(mib);
         rows.push(Row {
+            group: Group::Resources,
             scenario: "agent memory by enrolled pods".into(),
             metric: format!("agent RSS, {pods} pods"),
             unit: "MiB".into(),
             route: "weft".into(),
-            summary: Summary {
-                median: mib,
-                min: mib,
-                max: mib,
-                runs: 1,
-            },
+            summary: single(mib),
             ratio_to_baseline: (base > 0.0).then(|| mib / base),
         });
         lab.down()?;

@@ -29,6 +29,18 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     })
 }
 
+/// The nearest-rank percentile (`q` in 0..=100): the smallest value with at least `q`% of
+/// the values at or below it. With 20 values, p99 is the largest.
+pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = (q / 100.0 * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +54,15 @@ mod tests {
             2.5
         );
         assert_eq!(summarize(&[]), None);
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<f64> = (1..=20).rev().map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), Some(10.0));
+        assert_eq!(percentile(&values, 90.0), Some(18.0));
+        assert_eq!(percentile(&values, 99.0), Some(20.0));
+        assert_eq!(percentile(&values, 0.0), Some(1.0));
+        assert_eq!(percentile(&[], 50.0), None);
     }
 }

@@ -28,7 +28,15 @@ impl Capture {
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", lab.plan.fabric_netns))
             // -Z root: tcpdump would drop to its own user before opening the file.
-            .args(["tcpdump", "-Z", "root", "--immediate-mode", "-i", "any", "-U"])
+            .args([
+                "tcpdump",
+                "-Z",
+                "root",
+                "--immediate-mode",
+                "-i",
+                "any",
+                "-U",
+            ])
             .args(["-s", "0", "-w"])
             .arg(&file)
             .arg("tcp")

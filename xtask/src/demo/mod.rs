@@ -73,7 +73,10 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         lab.keep_running();
     } else {
         lab.down()?;
-        println!("\nlab {} is down (run with --keep to explore it)", options.name);
+        println!(
+            "\nlab {} is down (run with --keep to explore it)",
+            options.name
+        );
     }
     Ok(())
 }
@@ -87,9 +90,12 @@ struct Tour {
 
 impl Tour {
     fn run(&mut self) -> anyhow::Result<()> {
-        self.mesh_on().context("step 1 (mesh on: capture and mTLS)")?;
-        self.all_to_v1().context("step 2 (all traffic to reviews v1)")?;
-        self.jason_to_v2().context("step 3 (header-based routing)")?;
+        self.mesh_on()
+            .context("step 1 (mesh on: capture and mTLS)")?;
+        self.all_to_v1()
+            .context("step 2 (all traffic to reviews v1)")?;
+        self.jason_to_v2()
+            .context("step 3 (header-based routing)")?;
         self.canary().context("step 4 (50/50 v1/v3)")?;
         self.faults_and_retries()
             .context("step 5 (fault injection and retries)")?;
@@ -346,8 +352,7 @@ impl Tour {
             let yaml = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             println!("   applying examples/bookinfo/steps/{file}");
-            self.lab
-                .apply_yaml(file.trim_end_matches(".yaml"), &yaml)?;
+            self.lab.apply_yaml(file.trim_end_matches(".yaml"), &yaml)?;
             std::thread::sleep(SETTLE);
         }
         Ok(())
@@ -464,17 +469,24 @@ fn wrap(text: &str, width: usize, indent: &str) -> String {
 
 fn explore(lab: &Lab, options: &Options) {
     let name = &lab.plan.lab;
-    println!("\nWhat happened: curl's requests left its pod through the node's weft-agent, crossed");
+    println!(
+        "\nWhat happened: curl's requests left its pod through the node's weft-agent, crossed"
+    );
     println!("the nodes inside HBONE (mutual TLS, identities from weft-ca), and every request to");
     println!("reviews passed the waypoint, which applied the VirtualService, DestinationRule and");
-    println!("AuthorizationPolicy of each step. The manifests are in examples/bookinfo/: edit and rerun.");
+    println!(
+        "AuthorizationPolicy of each step. The manifests are in examples/bookinfo/: edit and rerun."
+    );
     if options.keep {
         println!("\nThe lab stays up. Try:");
-        println!("  cargo xtask lab exec --name {name} bookinfo/curl -- weft-testapp get http://productpage:9080/productpage -H 'end-user: jason'");
+        println!(
+            "  cargo xtask lab exec --name {name} bookinfo/curl -- weft-testapp get http://productpage:9080/productpage -H 'end-user: jason'"
+        );
         println!("  cargo xtask lab exec --name {name} node-1 -- weftctl workloads");
         println!("  cargo xtask lab exec --name {name} node-1 -- weftctl certs");
-        println!("  cargo xtask lab exec --name {name} bookinfo/waypoint-0 -- weft-testapp get http://127.0.0.1:15020/metrics");
+        println!(
+            "  cargo xtask lab exec --name {name} bookinfo/waypoint-0 -- weft-testapp get http://127.0.0.1:15020/metrics"
+        );
         println!("  cargo xtask lab down {name}");
     }
 }
-

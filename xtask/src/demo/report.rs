@@ -122,7 +122,9 @@ mod tests {
 
     fn line(status: u64, reviews: Option<(u64, &str)>, ms: u64) -> Value {
         let calls = match reviews {
-            Some((s, v)) => json!([{"url": "http://details:9080/"}, {"url": "http://reviews:9080/", "status": s, "version": v}]),
+            Some((s, v)) => {
+                json!([{"url": "http://details:9080/"}, {"url": "http://reviews:9080/", "status": s, "version": v}])
+            }
             None => json!([]),
         };
         json!({"status": status, "elapsed_ms": ms, "body": {"calls": calls}})
