@@ -3,7 +3,9 @@
 //! generator would emit them.
 use std::sync::Arc;
 
-use tonic::codegen::{Body, BoxFuture, Bytes, Context, GrpcMethod, Poll, Service, StdError, http};
+use tonic::codegen::BoxFuture;
+
+use crate::grpc::{UnaryClient, UnaryHandler, UnaryMethod, UnaryServer};
 
 pub const SERVICE_NAME: &str = "istio.v1.auth.IstioCertificateService";
 pub const CREATE_CERTIFICATE_PATH: &str =
@@ -54,9 +56,20 @@ impl IstioCertificateRequest {
     }
 }
 
-type ProstCodec = tonic_prost::ProstCodec<IstioCertificateResponse, IstioCertificateRequest>;
+/// `CreateCertificate`, the service's one method.
+#[derive(Debug)]
+pub struct CreateCertificate;
 
-/// The server side of the service: what a CA implements.
+impl UnaryMethod for CreateCertificate {
+    const SERVICE: &'static str = SERVICE_NAME;
+    const METHOD: &'static str = "CreateCertificate";
+    const PATH: &'static str = CREATE_CERTIFICATE_PATH;
+    type Request = IstioCertificateRequest;
+    type Response = IstioCertificateResponse;
+    const PEER: &'static str = "the CA";
+}
+
+/// The server side: what a CA implements.
 pub trait IstioCertificateService: Send + Sync + 'static {
     fn create_certificate(
         self: Arc<Self>,
@@ -64,122 +77,34 @@ pub trait IstioCertificateService: Send + Sync + 'static {
     ) -> BoxFuture<tonic::Response<IstioCertificateResponse>, tonic::Status>;
 }
 
+impl<T: IstioCertificateService> UnaryHandler<CreateCertificate> for T {
+    fn call(
+        self: Arc<Self>,
+        request: tonic::Request<IstioCertificateRequest>,
+    ) -> BoxFuture<tonic::Response<IstioCertificateResponse>, tonic::Status> {
+        self.create_certificate(request)
+    }
+}
+
 /// A tower service routing gRPC requests to an [`IstioCertificateService`], for
 /// `tonic::transport::Server::add_service`.
-#[derive(Debug)]
-pub struct IstioCertificateServiceServer<T> {
-    inner: Arc<T>,
-}
-
-impl<T> IstioCertificateServiceServer<T> {
-    pub fn new(inner: T) -> Self {
-        Self::from_arc(Arc::new(inner))
-    }
-
-    pub fn from_arc(inner: Arc<T>) -> Self {
-        Self { inner }
-    }
-}
-
-impl<T> Clone for IstioCertificateServiceServer<T> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-        }
-    }
-}
-
-struct CreateCertificateSvc<T>(Arc<T>);
-
-impl<T: IstioCertificateService> tonic::server::UnaryService<IstioCertificateRequest>
-    for CreateCertificateSvc<T>
-{
-    type Response = IstioCertificateResponse;
-    type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
-
-    fn call(&mut self, request: tonic::Request<IstioCertificateRequest>) -> Self::Future {
-        Arc::clone(&self.0).create_certificate(request)
-    }
-}
-
-impl<T, B> Service<http::Request<B>> for IstioCertificateServiceServer<T>
-where
-    T: IstioCertificateService,
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match req.uri().path() {
-            CREATE_CERTIFICATE_PATH => {
-                let inner = Arc::clone(&self.inner);
-                Box::pin(async move {
-                    let mut grpc = tonic::server::Grpc::new(ProstCodec::default());
-                    Ok(grpc.unary(CreateCertificateSvc(inner), req).await)
-                })
-            }
-            _ => Box::pin(async move {
-                let mut response = http::Response::new(tonic::body::Body::default());
-                let headers = response.headers_mut();
-                headers.insert(
-                    tonic::Status::GRPC_STATUS,
-                    (tonic::Code::Unimplemented as i32).into(),
-                );
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    tonic::metadata::GRPC_CONTENT_TYPE,
-                );
-                Ok(response)
-            }),
-        }
-    }
-}
-
-impl<T> tonic::server::NamedService for IstioCertificateServiceServer<T> {
-    const NAME: &'static str = SERVICE_NAME;
-}
+pub type IstioCertificateServiceServer<T> = UnaryServer<CreateCertificate, T>;
 
 /// The client side of the service.
-#[derive(Debug, Clone)]
-pub struct IstioCertificateServiceClient<T> {
-    inner: tonic::client::Grpc<T>,
-}
+pub type IstioCertificateServiceClient<T> = UnaryClient<CreateCertificate, T>;
 
-impl<T> IstioCertificateServiceClient<T>
+impl<T> UnaryClient<CreateCertificate, T>
 where
     T: tonic::client::GrpcService<tonic::body::Body>,
-    T::Error: Into<StdError>,
-    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
-    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
 {
-    pub fn new(inner: T) -> Self {
-        Self {
-            inner: tonic::client::Grpc::new(inner),
-        }
-    }
-
     pub async fn create_certificate(
         &mut self,
         request: impl tonic::IntoRequest<IstioCertificateRequest>,
     ) -> Result<tonic::Response<IstioCertificateResponse>, tonic::Status> {
-        self.inner.ready().await.map_err(|e| {
-            tonic::Status::unavailable(format!("the CA is not reachable: {}", e.into()))
-        })?;
-        let codec =
-            tonic_prost::ProstCodec::<IstioCertificateRequest, IstioCertificateResponse>::default();
-        let path = http::uri::PathAndQuery::from_static(CREATE_CERTIFICATE_PATH);
-        let mut request = request.into_request();
-        request
-            .extensions_mut()
-            .insert(GrpcMethod::new(SERVICE_NAME, "CreateCertificate"));
-        self.inner.unary(request, path, codec).await
+        self.call(request).await
     }
 }
 

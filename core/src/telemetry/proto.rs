@@ -6,7 +6,9 @@
 //! out, which protobuf allows.
 use std::sync::Arc;
 
-use tonic::codegen::{Body, BoxFuture, Bytes, Context, GrpcMethod, Poll, Service, StdError, http};
+use tonic::codegen::BoxFuture;
+
+use crate::grpc::{UnaryClient, UnaryHandler, UnaryMethod, UnaryServer};
 
 pub const SERVICE_NAME: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -156,7 +158,18 @@ pub mod any_value {
     }
 }
 
-type ProstCodec = tonic_prost::ProstCodec<ExportTraceServiceResponse, ExportTraceServiceRequest>;
+/// `Export`, the service's one method.
+#[derive(Debug)]
+pub struct Export;
+
+impl UnaryMethod for Export {
+    const SERVICE: &'static str = SERVICE_NAME;
+    const METHOD: &'static str = "Export";
+    const PATH: &'static str = EXPORT_PATH;
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    const PEER: &'static str = "the collector";
+}
 
 /// The server side: what a collector implements (the tests run one).
 pub trait TraceService: Send + Sync + 'static {
@@ -166,122 +179,33 @@ pub trait TraceService: Send + Sync + 'static {
     ) -> BoxFuture<tonic::Response<ExportTraceServiceResponse>, tonic::Status>;
 }
 
-/// A tower service routing gRPC requests to a [`TraceService`], for
-/// `tonic::transport::Server::add_service`.
-#[derive(Debug)]
-pub struct TraceServiceServer<T> {
-    inner: Arc<T>,
-}
-
-impl<T> TraceServiceServer<T> {
-    pub fn new(inner: T) -> Self {
-        Self::from_arc(Arc::new(inner))
-    }
-
-    pub fn from_arc(inner: Arc<T>) -> Self {
-        Self { inner }
+impl<T: TraceService> UnaryHandler<Export> for T {
+    fn call(
+        self: Arc<Self>,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> BoxFuture<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.export(request)
     }
 }
 
-impl<T> Clone for TraceServiceServer<T> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-        }
-    }
-}
-
-struct ExportSvc<T>(Arc<T>);
-
-impl<T: TraceService> tonic::server::UnaryService<ExportTraceServiceRequest> for ExportSvc<T> {
-    type Response = ExportTraceServiceResponse;
-    type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
-
-    fn call(&mut self, request: tonic::Request<ExportTraceServiceRequest>) -> Self::Future {
-        Arc::clone(&self.0).export(request)
-    }
-}
-
-impl<T, B> Service<http::Request<B>> for TraceServiceServer<T>
-where
-    T: TraceService,
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match req.uri().path() {
-            EXPORT_PATH => {
-                let inner = Arc::clone(&self.inner);
-                Box::pin(async move {
-                    let mut grpc = tonic::server::Grpc::new(ProstCodec::default());
-                    Ok(grpc.unary(ExportSvc(inner), req).await)
-                })
-            }
-            _ => Box::pin(async move {
-                let mut response = http::Response::new(tonic::body::Body::default());
-                let headers = response.headers_mut();
-                headers.insert(
-                    tonic::Status::GRPC_STATUS,
-                    (tonic::Code::Unimplemented as i32).into(),
-                );
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    tonic::metadata::GRPC_CONTENT_TYPE,
-                );
-                Ok(response)
-            }),
-        }
-    }
-}
-
-impl<T> tonic::server::NamedService for TraceServiceServer<T> {
-    const NAME: &'static str = SERVICE_NAME;
-}
+/// A tower service routing gRPC requests to a [`TraceService`].
+pub type TraceServiceServer<T> = UnaryServer<Export, T>;
 
 /// The client side of the service.
-#[derive(Debug, Clone)]
-pub struct TraceServiceClient<T> {
-    inner: tonic::client::Grpc<T>,
-}
+pub type TraceServiceClient<T> = UnaryClient<Export, T>;
 
-impl<T> TraceServiceClient<T>
+impl<T> UnaryClient<Export, T>
 where
     T: tonic::client::GrpcService<tonic::body::Body>,
-    T::Error: Into<StdError>,
-    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
-    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
 {
-    pub fn new(inner: T) -> Self {
-        Self {
-            inner: tonic::client::Grpc::new(inner),
-        }
-    }
-
     pub async fn export(
         &mut self,
         request: impl tonic::IntoRequest<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.inner.ready().await.map_err(|e| {
-            tonic::Status::unavailable(format!("the collector is not reachable: {}", e.into()))
-        })?;
-        let codec = tonic_prost::ProstCodec::<
-            ExportTraceServiceRequest,
-            ExportTraceServiceResponse,
-        >::default();
-        let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
-        let mut request = request.into_request();
-        request
-            .extensions_mut()
-            .insert(GrpcMethod::new(SERVICE_NAME, "Export"));
-        self.inner.unary(request, path, codec).await
+        self.call(request).await
     }
 }
 

@@ -80,10 +80,10 @@ pub fn markdown(results: &Results) -> String {
         if !rows.is_empty() {
             group_table(&mut out, group, &rows);
         }
-        if group == Group::L7 {
-            if let Some(c) = &results.convergence {
-                convergence_table(&mut out, c);
-            }
+        if group == Group::L7
+            && let Some(c) = &results.convergence
+        {
+            convergence_table(&mut out, c);
         }
     }
     for note in &results.notes {
