@@ -21,7 +21,7 @@ fn the_demo_tour_passes_every_step() {
     let name = unique_lab_name("demo");
     let xtask = bin_dir().join("xtask");
     let output = Command::new(&xtask)
-        .args(["demo", "--no-build", "--name", &name])
+        .args(["demo", "--no-build", "--keep", "--name", &name])
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", xtask.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -45,6 +45,56 @@ fn the_demo_tour_passes_every_step() {
         stdout.contains("1100 sent, 1100 counted"),
         "the waypoint's istio_requests_total matches the requests sent:\n{stdout}"
     );
+
+    // `--keep` left the lab up to explore, as the demo's last lines say: `weftctl` on a
+    // node lists the demo's pods with their identities and nodes, and valid certificates.
+    let lab = weft_lab::Lab::attach(&name).unwrap_or_else(|e| panic!("attaching to {name}: {e}"));
+    let weftctl = |args: &[&str]| -> serde_json::Value {
+        let output = lab
+            .node_command("node-1", bin_dir().join("weftctl"))
+            .unwrap_or_else(|e| panic!("weftctl on node-1: {e}"))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running weftctl {args:?}: {e}"));
+        assert!(
+            output.status.success(),
+            "weftctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("weftctl {args:?} JSON: {e}"))
+    };
+    let workloads = weftctl(&["workloads", "-n", "bookinfo", "-o", "json"]);
+    let workloads = workloads.as_array().cloned().unwrap_or_default();
+    for (pod, sa, node) in [
+        ("productpage-v1-0", "bookinfo-productpage", "node-1"),
+        ("reviews-v1-0", "bookinfo-reviews", "node-2"),
+        ("ratings-v1-0", "bookinfo-ratings", "node-1"),
+        ("curl", "curl", "node-1"),
+    ] {
+        assert!(
+            workloads.iter().any(|w| w["name"] == pod
+                && w["node"] == node
+                && w["identity"] == format!("spiffe://cluster.local/ns/bookinfo/sa/{sa}")),
+            "weftctl workloads lacks {pod} ({sa} on {node}): {workloads:?}"
+        );
+    }
+    let certs = weftctl(&["certs", "-o", "json"]);
+    let certs = certs.as_array().cloned().unwrap_or_default();
+    assert!(
+        certs
+            .iter()
+            .any(|c| c["identity"] == "spiffe://cluster.local/ns/bookinfo/sa/curl"),
+        "node-1 holds curl's certificate: {certs:?}"
+    );
+    assert!(
+        certs
+            .iter()
+            .all(|c| c["expires_in_seconds"].as_i64().unwrap_or(0) > 0),
+        "every certificate is unexpired: {certs:?}"
+    );
+    lab.down()
+        .unwrap_or_else(|e| panic!("taking {name} down: {e}"));
     assert!(
         weft_lab::leftovers(&name).is_empty(),
         "the demo left {:?}",

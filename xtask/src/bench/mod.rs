@@ -248,7 +248,7 @@ impl Settings {
                 duration: Duration::from_millis(1500),
                 warmup: Duration::from_millis(300),
                 rate: 1000,
-                l7_rate: 500,
+                l7_rate: 1000,
                 changes: 20,
             }
         } else {
