@@ -65,6 +65,9 @@ struct State {
     next_sweep: Instant,
     /// Marks hosts seen during a membership check without allocating.
     generation: u64,
+    /// The endpoint list of the last membership check, in its order: the proxy passes the
+    /// same list request after request, and an equal list needs no hash lookups.
+    members: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +96,7 @@ impl OutlierDetector {
                 ejected: 0,
                 next_sweep: now.checked_add(config.interval).unwrap_or(now),
                 generation: 0,
+                members: Vec::new(),
             }),
             config,
         }
@@ -190,6 +194,9 @@ impl OutlierDetector {
         let mut state = self.state();
         self.catch_up(&mut state, now);
         Self::sync_membership(&mut state, endpoints);
+        if state.ejected == 0 {
+            return endpoints.to_vec();
+        }
         let healthy: Vec<SocketAddr> = endpoints
             .iter()
             .copied()
@@ -219,6 +226,10 @@ impl OutlierDetector {
 
     /// Envoy forgets the state of hosts that leave the cluster and starts new ones clean.
     fn sync_membership(state: &mut State, endpoints: &[SocketAddr]) {
+        if state.members == endpoints {
+            return;
+        }
+        state.members = endpoints.to_vec();
         state.generation = state.generation.wrapping_add(1);
         let generation = state.generation;
         let mut distinct = 0;
