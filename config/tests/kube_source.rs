@@ -446,3 +446,52 @@ async fn resync_relists_without_publishing_when_nothing_changed() {
         "an identical relist published a new snapshot"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_waypoints_are_watched_beside_istio_gateways_of_the_same_name() {
+    common::init_tracing();
+    let api = ApiServer::start().await;
+    seed(&api);
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": "shop", "labels": {"istio.io/waypoint-for": "all"}},
+        "spec": {"gatewayClassName": "istio-waypoint",
+                 "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]},
+    }));
+    api.apply(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": "shop"},
+        "spec": {"selector": {"istio": "ingressgateway"},
+                 "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]},
+    }));
+    let registry = Registry::default();
+    let _task = start(&api, &registry, config()).await;
+    let binding = weft_config::registry::model::WaypointRef {
+        name: "edge".into(),
+        namespace: "shop".into(),
+    };
+    let snapshot = registry.snapshot();
+    let waypoint = snapshot.waypoint(&binding).expect("the waypoint Gateway");
+    assert_eq!(
+        waypoint.traffic,
+        weft_config::registry::model::WaypointFor::All
+    );
+    assert_eq!(waypoint.port, 15008);
+    assert_eq!(
+        snapshot.gateways().count(),
+        1,
+        "Istio's Gateway is kept apart"
+    );
+    assert!(
+        snapshot.refused().next().is_none(),
+        "{:?}",
+        snapshot.refused().collect::<Vec<_>>()
+    );
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.starts_with("LIST gateways")),
+        "{:?}",
+        api.requests()
+    );
+}
