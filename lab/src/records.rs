@@ -91,7 +91,14 @@ pub fn write(path: &Path, contents: &str) -> Result<(), LabError> {
         std::fs::create_dir_all(parent)
             .map_err(LabError::io(format!("creating {}", parent.display())))?;
     }
-    std::fs::write(path, contents).map_err(LabError::io(format!("writing {}", path.display())))
+    // Readers (agents polling the cluster view, `down` reading records) must never see a
+    // half-written file: write beside it, then rename over it.
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".tmp-{}", std::process::id()));
+    let temporary = std::path::PathBuf::from(temporary);
+    std::fs::write(&temporary, contents)
+        .map_err(LabError::io(format!("writing {}", temporary.display())))?;
+    std::fs::rename(&temporary, path).map_err(LabError::io(format!("writing {}", path.display())))
 }
 
 pub fn to_json(value: &impl serde::Serialize) -> Result<String, LabError> {

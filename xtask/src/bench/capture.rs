@@ -18,6 +18,17 @@ use super::proxy::{Destination, PROXY_MARK, Proxy};
 pub const NFT_CLIENT: &str = "plain/nft";
 pub const EBPF_CLIENT: &str = "capture/ebpf";
 pub const AGENT_CLIENT: &str = "capture/agent";
+pub const DIRECT_CLIENT: &str = "plain/direct";
+
+/// Per-namespace TCP settings of every capture client, the same for all four: each run
+/// opens thousands of connections that the client (and the proxy, in the same namespace)
+/// close first, and the TIME_WAIT sockets they leave would otherwise exhaust the default
+/// 28k ephemeral ports within two runs, after which connect() spends milliseconds searching
+/// for a free port — measuring that instead of the capture.
+const CLIENT_SYSCTLS: [(&str, &str); 2] = [
+    ("/proc/sys/net/ipv4/ip_local_port_range", "16384 65535"),
+    ("/proc/sys/net/ipv4/tcp_tw_reuse", "1"),
+];
 
 /// Threads per proxy: more than the load generators' concurrency, so none waits for one.
 const WORKERS: usize = 8;
@@ -28,7 +39,7 @@ fn nft_ruleset() -> String {
     format!(
         "table ip weft_bench_capture {{
   chain output {{
-    type nat hook output priority dstnat; policy accept;
+    type nat hook output priority -100; policy accept;
     meta mark {PROXY_MARK:#x} return
     ip daddr 127.0.0.0/8 return
     meta l4proto tcp redirect to :15001
@@ -59,6 +70,14 @@ impl Rig {
 }
 
 pub fn set_up(lab: &Lab) -> anyhow::Result<Rig> {
+    for client in [NFT_CLIENT, EBPF_CLIENT, AGENT_CLIENT, DIRECT_CLIENT] {
+        lab.in_pod_netns(client, || {
+            CLIENT_SYSCTLS
+                .iter()
+                .try_for_each(|(file, value)| std::fs::write(file, value))
+        })?
+        .with_context(|| format!("setting the TCP sysctls of {client}"))?;
+    }
     // nftables REDIRECT in plain/nft, to the proxy on 127.0.0.1:15001 there.
     let mut nft = lab
         .pod_command(NFT_CLIENT, "nft")?

@@ -6,7 +6,8 @@
 //! through the waypoint (each answer says which version served it). The bench rewrites the
 //! route between subsets v1 and v2, noting the time just before the write, and takes the
 //! time of the first answer from the new version. Between changes it waits a pseudo-random
-//! 0.2–1.0 s so changes land at every phase of the sources' one-second poll.
+//! 0–1 s: the previous change was seen just after a poll, so this spreads the next one
+//! evenly over the phases of the sources' one-second poll.
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::Stdio;
@@ -187,7 +188,7 @@ fn changes_and_timings(
     let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
     for i in 0..changes {
         let subset = if i % 2 == 0 { "v2" } else { "v1" };
-        std::thread::sleep(Duration::from_millis(200 + next_random(&mut seed) % 800));
+        std::thread::sleep(Duration::from_millis(next_random(&mut seed) % 1000));
         answered += answers.try_iter().count() as u64;
         let written = Instant::now();
         apply_route(lab, subset)?;

@@ -41,6 +41,16 @@ pub enum Group {
 }
 
 impl Group {
+    /// Its name in `WEFT_BENCH_GROUPS`.
+    fn key(self) -> &'static str {
+        match self {
+            Group::L4 => "l4",
+            Group::Capture => "capture",
+            Group::L7 => "l7",
+            Group::Resources => "resources",
+        }
+    }
+
     pub fn title(self) -> &'static str {
         match self {
             Group::L4 => "L4 paths",
@@ -145,7 +155,7 @@ const CAPTURE_PATHS: [Path; 4] = [
     },
     Path {
         name: "no capture",
-        client: "plain/direct",
+        client: capture::DIRECT_CLIENT,
         target: Target::Pod("plain/server"),
         servers: &["plain/server"],
         agents: &[],
@@ -233,8 +243,9 @@ pub struct Settings {
     duration: Duration,
     warmup: Duration,
     rate: u32,
-    /// The offered rate of the L7 latency scenario (lower: the waypoint path saturates
-    /// sooner, and latency past saturation measures the queue).
+    /// The offered rate of the L7 latency scenario: 1000 req/s in both modes, well below
+    /// the waypoint path's saturation on a 2-core machine (about 4,000 req/s); latency past
+    /// saturation would measure the queue.
     l7_rate: u32,
     /// Route changes timed by the control-plane scenario.
     changes: usize,
@@ -324,14 +335,23 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     )
     .context("bringing up the benchmark lab")?;
     let testapp = bins.join("weft-testapp");
-    if lab.plan.pod(WAYPOINT).is_none() {
-        bail!("the lab has no waypoint pod {WAYPOINT}");
+    let waypoint_node = lab
+        .plan
+        .pod(WAYPOINT)
+        .map(|p| p.node.clone())
+        .with_context(|| format!("the lab has no waypoint pod {WAYPOINT}"))?;
+    let rig = if selected("capture") {
+        Some(capture::set_up(&lab).context("setting up the capture scenario")?)
+    } else {
+        None
+    };
+    if selected("l7") || selected("control-plane") {
+        convergence::apply_route_and_wait(&lab, &testapp, L7_PATHS[1].client, "v1")?;
     }
-    let rig = capture::set_up(&lab).context("setting up the capture scenario")?;
-    convergence::apply_route_and_wait(&lab, &testapp, L7_PATHS[1].client, "v1")?;
 
     let cases: Vec<(Group, Scenario, usize)> = [Group::L4, Group::Capture, Group::L7]
         .into_iter()
+        .filter(|group| selected(group.key()))
         .flat_map(|group| {
             scenarios(group, &settings)
                 .into_iter()
@@ -345,8 +365,16 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     for rep in 0..=settings.reps {
         for &(group, scenario, index) in &cases {
             let path = &paths(group)[index];
-            let values = measure_case(&lab, &testapp, &rig, group, scenario, path, &settings)
-                .with_context(|| format!("{} over {}", scenario.name(), path.name))?;
+            let values = measure_case(
+                &lab,
+                &testapp,
+                rig.as_ref(),
+                group,
+                scenario,
+                path,
+                &settings,
+            )
+            .with_context(|| format!("{} over {}", scenario.name(), path.name))?;
             if rep == 0 {
                 continue;
             }
@@ -363,23 +391,29 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    let convergence =
-        match convergence::measure(&lab, &testapp, L7_PATHS[1].client, settings.changes) {
+    let convergence = if selected("control-plane") {
+        let measured = convergence::measure(&lab, &testapp, L7_PATHS[1].client, settings.changes);
+        eprintln!(
+            "bench: control-plane scenario done after {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+        match measured {
             Ok(c) => Some(c),
             Err(e) => {
                 eprintln!("bench: the control-plane scenario failed: {e:#}");
                 None
             }
-        };
-    eprintln!(
-        "bench: control-plane scenario done after {:.0}s",
-        started.elapsed().as_secs_f64()
-    );
+        }
+    } else {
+        None
+    };
     let mut rows = rows_with_ratios(&samples);
     rows.extend(memory_rows(&lab));
     drop(rig);
     drop(lab);
-    rows.extend(rss_by_pod_count(&runtime)?);
+    if selected("resources") {
+        rows.extend(rss_by_pod_count(&runtime)?);
+    }
 
     let results = Results {
         date: report::today(),
@@ -388,7 +422,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         run_seconds: started.elapsed().as_secs_f64(),
         rows,
         convergence,
-        notes: notes(),
+        notes: notes(&waypoint_node),
     };
     let out = workspace_root().join("target/bench");
     report::write(&results, &out)?;
@@ -397,11 +431,18 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn notes() -> Vec<String> {
+/// `WEFT_BENCH_GROUPS=capture,l7` runs only those parts of the benchmark (of l4, capture,
+/// l7, control-plane, resources), for working on one; all of them by default.
+fn selected(part: &str) -> bool {
+    std::env::var("WEFT_BENCH_GROUPS")
+        .map_or(true, |groups| groups.split(',').any(|g| g.trim() == part))
+}
+
+fn notes(waypoint_node: &str) -> Vec<String> {
     vec![
         "L4: \"weft\" is eBPF capture in the client and server pods, the agents' proxies on both nodes, and HBONE (HTTP/2 CONNECT over TLS 1.3 mutual TLS) between them; \"weft same-node\" the same with both pods on one node. CPU counts the client and server pods and both agents.".into(),
-        "Capture: four client pods on node-2 connect to the same unmeshed TCP echo on node-2 (connect, one byte there and back, close). \"nft redirect + proxy\": an nftables `redirect to :15001` rule in the client pod's netns (Istio ambient's in-pod redirection) to a trivial proxy in that netns, which reads the destination with SO_ORIGINAL_DST; \"eBPF + proxy\": weft's cgroup/connect4, sock_ops and sk_lookup programs (attached by the agent) deliver to the same proxy, which reads the destination from weft's ORIG_DST_BY_CLIENT map; \"eBPF + weft agent\": the same capture to the agent's own proxy (plain TCP passthrough); \"no capture\": the floor. CPU counts client, server, and the proxy's threads or the node-2 agent; \"client pod\" is where the capture's kernel work (nftables/conntrack or the eBPF programs) is charged.".into(),
-        "L7: the same HTTP load from mesh/client (node-1) to a Service on node-2 without waypoint (\"L4 only\": eBPF capture, agents, HBONE) and to one bound to a waypoint whose VirtualService has ten rules, the requests matching the last (client → agent → waypoint → agent → pod, HBONE on each hop). The waypoint's CPU is its pod cgroup's.".into(),
+        "Capture: four client pods on node-2 connect to the same unmeshed TCP echo on node-2 (connect, one byte there and back, close). \"nft redirect + proxy\": an nftables `redirect to :15001` rule in the client pod's netns (Istio ambient's in-pod redirection) to a trivial proxy in that netns, which reads the destination with SO_ORIGINAL_DST; \"eBPF + proxy\": weft's cgroup/connect4, sock_ops and sk_lookup programs (attached by the agent) deliver to the same proxy, which reads the destination from weft's ORIG_DST_BY_CLIENT map; \"eBPF + weft agent\": the same capture to the agent's own proxy (plain TCP passthrough); \"no capture\": the floor. CPU counts client, server, and the proxy's threads or the node-2 agent; \"client pod\" is where the capture's kernel work (nftables/conntrack or the eBPF programs) is charged. All four clients get a wider ephemeral port range and tcp_tw_reuse=1, or TIME_WAIT sockets exhaust their ports.".into(),
+        format!("L7: the same HTTP load from mesh/client (node-1) to a Service on node-2 without waypoint (\"L4 only\": eBPF capture, agents, HBONE) and to one bound to a waypoint ({WAYPOINT}, on {waypoint_node}) whose VirtualService has ten rules, the requests matching the last (client → agent → waypoint → agent → pod, HBONE on each hop). The waypoint's CPU is its pod cgroup's."),
         "Resources: peak RSS is the largest resident set the kernel recorded (VmHWM) of the agent's or the waypoint's process over the whole run (cgroup v2 memory.peak where the memory controller is available).".into(),
     ]
 }
@@ -412,17 +453,21 @@ type Values = Vec<(String, &'static str, f64)>;
 fn measure_case(
     lab: &Lab,
     testapp: &FsPath,
-    rig: &capture::Rig,
+    rig: Option<&capture::Rig>,
     group: Group,
     scenario: Scenario,
     path: &Path,
     s: &Settings,
 ) -> anyhow::Result<Values> {
-    let proxy = path.proxy.map(|kind| rig.proxy(kind));
+    let proxy = match (path.proxy, rig) {
+        (Some(kind), Some(rig)) => Some(rig.proxy(kind)),
+        (Some(_), None) => bail!("the capture rig is not set up"),
+        (None, _) => None,
+    };
     let accepted_before = proxy.map(|p| (p.accepted(), p.failed()));
-    let cpu_before = Cpu::now(lab, path, rig);
+    let cpu_before = Cpu::now(lab, path, proxy);
     let metrics = measure(lab, testapp, scenario, path, s)?;
-    let cpu = Cpu::now(lab, path, rig).since(&cpu_before);
+    let cpu = Cpu::now(lab, path, proxy).since(&cpu_before);
     if let (Some(p), Some((accepted, failed)), Some(connections)) =
         (proxy, accepted_before, metrics.connections)
     {
@@ -444,12 +489,15 @@ fn measure_case(
     match (scenario, metrics.requests) {
         (Scenario::Saturation, Some(requests)) if requests > 0.0 => {
             if group == Group::L7 {
-                for (part, time) in [
+                let mut parts = vec![
                     ("all", cpu.total()),
-                    ("waypoint", cpu.waypoint),
                     ("agents", cpu.agents),
                     ("client + server pods", cpu.pods),
-                ] {
+                ];
+                if path.waypoint.is_some() {
+                    parts.push(("waypoint", cpu.waypoint));
+                }
+                for (part, time) in parts {
                     values.push((
                         format!("CPU per 1000 requests ({part})"),
                         "ms",
@@ -635,7 +683,7 @@ struct Cpu {
 }
 
 impl Cpu {
-    fn now(lab: &Lab, path: &Path, rig: &capture::Rig) -> Self {
+    fn now(lab: &Lab, path: &Path, proxy: Option<&proxy::Proxy>) -> Self {
         let pod = |pod: &str| {
             lab.pod_cgroup_dir(pod)
                 .map(|c| cgroup_cpu(&c))
@@ -651,7 +699,7 @@ impl Cpu {
                 .map(|n| cgroup_cpu(&lab.agent_cgroup_dir(n)))
                 .sum(),
             waypoint: path.waypoint.map(pod).unwrap_or_default(),
-            proxy: path.proxy.map(|k| rig.proxy(k).cpu()).unwrap_or_default(),
+            proxy: proxy.map(|p| p.cpu()).unwrap_or_default(),
         }
     }
 
