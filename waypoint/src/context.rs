@@ -12,6 +12,7 @@ use weft_core::telemetry::SpanExporter;
 use crate::forward::cluster::Clusters;
 use crate::forward::connections::Connections;
 use crate::route::CompiledRoutes;
+use crate::upstream::limits::CircuitBreaker;
 
 pub struct WaypointContext {
     pub name: String,
@@ -20,6 +21,9 @@ pub struct WaypointContext {
     pub registry: Registry,
     pub connections: Connections,
     pub clusters: Clusters,
+    /// The circuit breaker of requests addressed to a pod itself: no DestinationRule
+    /// applies, so Istio's (effectively unlimited) defaults.
+    pub unclustered: Arc<CircuitBreaker>,
     /// Istio's standard metrics, reported as `reporter="waypoint"`.
     pub metrics: Arc<Metrics>,
     /// One span per request when `--otlp-endpoint` is set.
@@ -45,6 +49,7 @@ impl WaypointContext {
             identity,
             registry,
             clusters: Clusters::default(),
+            unclustered: CircuitBreaker::new(&Default::default()),
             metrics,
             spans,
             routes: Mutex::new(HashMap::new()),

@@ -85,12 +85,13 @@ pub async fn admit(
     let snapshot = ctx.registry.load();
     let target = target(&snapshot, &ctx, request.destination)?;
     let source_ip = request.source;
+    let namespace = request.peer.identity.namespace().to_string();
     let principal = request.peer.identity.to_string();
     let workload = source_ip.and_then(|ip| snapshot.workload_by_ip(ip));
     // The workload's labels count only if the certificate is that workload's own.
     let workload = workload.filter(|w| w.identity == principal);
     let source = Source {
-        namespace: identity_namespace(&principal).map(str::to_string),
+        namespace: Some(namespace),
         labels: workload.map(|w| w.labels.clone()).unwrap_or_default(),
         principal: Some(principal),
     };
@@ -108,11 +109,6 @@ pub async fn admit(
         );
         Box::pin(serve(tunnel, downstream, ctx).instrument(span))
     })))
-}
-
-fn identity_namespace(spiffe_id: &str) -> Option<&str> {
-    let (_, rest) = spiffe_id.split_once("/ns/")?;
-    rest.split('/').next()
 }
 
 /// Only what is bound to this waypoint: anything else would make it an open relay.

@@ -98,12 +98,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .load()?;
     let identities = IdentityManager::new(Arc::new(issuer), ManagerConfig::default());
     let service_account = args.service_account.clone().unwrap_or(args.name.clone());
-    let identity: Identity = format!(
-        "spiffe://{}/ns/{}/sa/{}",
-        args.trust_domain, args.namespace, service_account
-    )
-    .parse()
-    .context("the waypoint's identity")?;
+    let identity = Identity::new(&args.trust_domain, &args.namespace, &service_account)
+        .context("the waypoint's identity")?;
     // The first certificate before listening: a waypoint that cannot prove who it is
     // should not look ready.
     tokio::time::timeout(Duration::from_secs(60), identities.fetch(&identity))

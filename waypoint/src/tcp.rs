@@ -52,22 +52,14 @@ where
                 }
             };
             let cluster = ctx.clusters.get(&snapshot, &key);
-            let now = Instant::now();
-            let addresses: Vec<_> = found.iter().map(|c| c.address).collect();
-            let healthy = match &cluster.outlier {
-                Some(outlier) => outlier.filter(&addresses, now),
-                None => addresses,
-            };
             let input = HashInput {
                 source_ip: downstream.source_ip,
                 ..HashInput::default()
             };
-            let Some(pick) = cluster.balancer.pick(&healthy, &input) else {
+            let Some((chosen, _pick)) = cluster.choose(&found, &[], false, &input) else {
                 return;
             };
-            let Some(chosen) = found.into_iter().find(|c| c.address == pick.endpoint) else {
-                return;
-            };
+            let chosen = chosen.clone();
             (chosen.address, chosen.transport, Some(cluster))
         }
     };

@@ -2,13 +2,15 @@
 //! DestinationRule policy that applies to them and the state that policy keeps (balancer,
 //! outlier detector, circuit breaker), shared by every request to it.
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use weft_config::api::networking::DestinationRule;
 use weft_config::registry::Snapshot;
 
-use crate::upstream::balance::Balancer;
+use super::endpoints::Candidate;
+use crate::upstream::balance::{Balancer, HashInput, Pick};
 use crate::upstream::limits::CircuitBreaker;
 use crate::upstream::outlier::OutlierDetector;
 use crate::upstream::policy::EffectivePolicy;
@@ -27,6 +29,38 @@ pub struct Cluster {
     pub breaker: Arc<CircuitBreaker>,
     /// The DestinationRule this state was built from: a new one rebuilds it.
     rule: Option<Arc<DestinationRule>>,
+}
+
+impl Cluster {
+    /// One of `found` for a request or stream: outlier detection removes ejected
+    /// endpoints, endpoints not `tried` yet come first when `prefer_untried` (a retry), and
+    /// the balancer picks among the rest.
+    pub fn choose<'c>(
+        &self,
+        found: &'c [Candidate],
+        tried: &[SocketAddr],
+        prefer_untried: bool,
+        input: &HashInput<'_>,
+    ) -> Option<(&'c Candidate, Pick)> {
+        let addresses: Vec<SocketAddr> = found.iter().map(|c| c.address).collect();
+        let mut healthy = match &self.outlier {
+            Some(outlier) => outlier.filter(&addresses, Instant::now()),
+            None => addresses,
+        };
+        if prefer_untried && !tried.is_empty() {
+            let untried: Vec<SocketAddr> = healthy
+                .iter()
+                .copied()
+                .filter(|a| !tried.contains(a))
+                .collect();
+            if !untried.is_empty() {
+                healthy = untried;
+            }
+        }
+        let pick = self.balancer.pick(&healthy, input)?;
+        let candidate = found.iter().find(|c| c.address == pick.endpoint)?;
+        Some((candidate, pick))
+    }
 }
 
 /// Every cluster requests have gone to.

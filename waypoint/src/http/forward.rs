@@ -16,7 +16,7 @@ use crate::forward::cluster::{Cluster, ClusterKey};
 use crate::forward::connections::{
     BoxError, CheckoutError, ConnectionLimits, EndpointKey, Protocol, Transport, UpstreamBody,
 };
-use crate::forward::endpoints::{Candidate, candidates};
+use crate::forward::endpoints::candidates;
 use crate::route::{AttemptOutcome, RetryPolicy};
 use crate::upstream::balance::HashInput;
 use crate::upstream::limits::Overflow;
@@ -69,7 +69,9 @@ pub async fn send(
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut _retry_permit = None;
     for attempt in 0..tries {
-        let Some((candidate, pick)) = choose(&cluster, &found, &tried, &retry, &parts, source_ip)
+        let input = HashInput::from_request(&parts, source_ip);
+        let Some((candidate, pick)) =
+            cluster.choose(&found, &tried, retry.prefer_other_hosts, &input)
         else {
             return local::no_healthy_upstream();
         };
@@ -142,10 +144,9 @@ pub async fn direct(
         transport,
         protocol,
     };
-    let breaker = crate::upstream::limits::CircuitBreaker::new(&Default::default());
     match ctx
         .connections
-        .checkout(&endpoint, &breaker, ConnectionLimits::default())
+        .checkout(&endpoint, &ctx.unclustered, ConnectionLimits::default())
         .await
     {
         Ok(checkout) => match checkout.send(request, None).await {
@@ -155,36 +156,6 @@ pub async fn direct(
         Err(CheckoutError::Overflow(overflow)) => overflow_reply(&overflow),
         Err(CheckoutError::Connect(_)) => local::connect_failure(),
     }
-}
-
-fn choose<'c>(
-    cluster: &Cluster,
-    found: &'c [Candidate],
-    tried: &[SocketAddr],
-    retry: &RetryPolicy,
-    parts: &http::request::Parts,
-    source_ip: Option<IpAddr>,
-) -> Option<(&'c Candidate, crate::upstream::balance::Pick)> {
-    let addresses: Vec<SocketAddr> = found.iter().map(|c| c.address).collect();
-    let mut healthy = match &cluster.outlier {
-        Some(outlier) => outlier.filter(&addresses, Instant::now()),
-        None => addresses,
-    };
-    if retry.prefer_other_hosts && !tried.is_empty() {
-        let untried: Vec<SocketAddr> = healthy
-            .iter()
-            .copied()
-            .filter(|a| !tried.contains(a))
-            .collect();
-        if !untried.is_empty() {
-            healthy = untried;
-        }
-    }
-    let pick = cluster
-        .balancer
-        .pick(&healthy, &HashInput::from_request(parts, source_ip))?;
-    let candidate = found.iter().find(|c| c.address == pick.endpoint)?;
-    Some((candidate, pick))
 }
 
 /// The request as the endpoint's connection needs it: HTTP/1.1 in origin form with
