@@ -286,9 +286,16 @@ mod tests {
         let addr = listener.local_addr().expect("addr").to_string();
         let server = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().expect("accept");
-            let mut request = [0u8; 1024];
-            let n = stream.read(&mut request).expect("read");
-            let request = String::from_utf8_lossy(&request[..n]).into_owned();
+            // The whole request head before answering: closing a socket with unread bytes
+            // makes the kernel answer with a reset, which would race the response.
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buffer).expect("read");
+                assert!(n > 0, "the client closed before its request was complete");
+                request.extend_from_slice(&buffer[..n]);
+            }
+            let request = String::from_utf8_lossy(&request).into_owned();
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"a\": true}")
                 .expect("write");
