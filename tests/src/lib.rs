@@ -129,3 +129,20 @@ pub fn agent_connections(lab: &Lab, node: &str) -> Vec<serde_json::Value> {
         other => panic!("/connections is not a list: {other}"),
     }
 }
+
+/// The agent of `node`'s connection records once `settled` holds for them, or the last ones
+/// read after 5 s (so the caller's assertion shows what was there). The agent writes a record
+/// when both halves of a connection have closed, which can trail the client's exit: reading
+/// right after the client returns races with the proxy's last steps.
+pub fn agent_connections_when(
+    lab: &Lab,
+    node: &str,
+    mut settled: impl FnMut(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut records = Vec::new();
+    eventually(std::time::Duration::from_secs(5), || {
+        records = agent_connections(lab, node);
+        settled(&records)
+    });
+    records
+}

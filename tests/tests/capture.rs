@@ -8,19 +8,46 @@ use std::time::Duration;
 use aya::maps::{HashMap, Map, MapData};
 use serde_json::Value;
 use weft_e2e::{
-    agent_admin, agent_connections, eventually, lab_up, pod_ip, testapp_in, testapp_json,
+    agent_admin, agent_connections, agent_connections_when, eventually, lab_up, pod_ip, testapp_in,
+    testapp_json,
 };
 use weft_ebpf_common::{ClientKey, OrigDst, map_names};
 use weft_lab::Lab;
 
 /// Records of `pod` in `direction` whose original destination is `dst`.
+fn is_to(record: &Value, pod: &str, direction: &str, dst: &str) -> bool {
+    record["pod"] == pod
+        && record["direction"] == direction
+        && record["original_destination"] == dst
+}
+
 fn records_to(lab: &Lab, node: &str, pod: &str, direction: &str, dst: &str) -> Vec<Value> {
     agent_connections(lab, node)
         .into_iter()
-        .filter(|r| {
-            r["pod"] == pod && r["direction"] == direction && r["original_destination"] == dst
-        })
+        .filter(|r| is_to(r, pod, direction, dst))
         .collect()
+}
+
+/// The records to `dst` once at least `expected` are there (or after 5 s): a record is
+/// written when the proxied connection has closed on both sides, after the client is done.
+fn records_to_at_least(
+    lab: &Lab,
+    node: &str,
+    pod: &str,
+    direction: &str,
+    dst: &str,
+    expected: usize,
+) -> Vec<Value> {
+    agent_connections_when(lab, node, |records| {
+        records
+            .iter()
+            .filter(|r| is_to(r, pod, direction, dst))
+            .count()
+            >= expected
+    })
+    .into_iter()
+    .filter(|r| is_to(r, pod, direction, dst))
+    .collect()
 }
 
 fn pod_status(lab: &Lab, node: &str, pod: &str) -> Option<Value> {
@@ -48,7 +75,7 @@ fn outbound_to_a_pod_ip_and_a_cluster_ip_goes_through_the_agent() {
             dialed.as_str(),
             "getpeername of a captured socket"
         );
-        let records = records_to(&lab, "node-1", "mesh/client", "outbound", dialed);
+        let records = records_to_at_least(&lab, "node-1", "mesh/client", "outbound", dialed, 1);
         assert_eq!(
             records.len(),
             1,
@@ -109,17 +136,20 @@ fn inbound_on_any_port_arrives_through_15006_from_this_and_other_nodes() {
             );
             assert_eq!(echo[1]["echoed"], "in");
         }
+        let from_client = |r: &Value, dst: &str| {
+            is_to(r, "mesh/server-local", "inbound", dst)
+                && r["source"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&format!("{client_ip}:")))
+        };
         for port in [8080, 31234, 9000, 7000] {
             let dst = format!("{server}:{port}");
-            let records: Vec<Value> =
-                records_to(&lab, "node-1", "mesh/server-local", "inbound", &dst)
-                    .into_iter()
-                    .filter(|r| {
-                        r["source"]
-                            .as_str()
-                            .is_some_and(|s| s.starts_with(&format!("{client_ip}:")))
-                    })
-                    .collect();
+            let records: Vec<Value> = agent_connections_when(&lab, "node-1", |records| {
+                records.iter().any(|r| from_client(r, &dst))
+            })
+            .into_iter()
+            .filter(|r| from_client(r, &dst))
+            .collect();
             assert_eq!(
                 records.len(),
                 1,
@@ -150,12 +180,13 @@ fn pods_outside_the_mesh_and_excluded_ports_are_not_captured() {
         &["get", &format!("http://{remote}:8080/")],
     );
     assert_eq!(
-        records_to(
+        records_to_at_least(
             &lab,
             "node-1",
             "mesh/excluder",
             "outbound",
-            &format!("{remote}:8080")
+            &format!("{remote}:8080"),
+            1
         )
         .len(),
         1
@@ -210,7 +241,7 @@ fn labels_enroll_and_unenroll_pods_at_run_time() {
     .is_some()));
     testapp_json(&lab, "mesh/client", &["tcp", &dst]);
     assert_eq!(
-        records_to(&lab, "node-1", "mesh/client", "outbound", &dst).len(),
+        records_to_at_least(&lab, "node-1", "mesh/client", "outbound", &dst, 1).len(),
         1
     );
 }
@@ -333,7 +364,7 @@ fn capture_survives_an_agent_killed_and_restarted_without_double_attachment() {
     );
     assert_eq!(echo[1]["echoed"], "after restart");
     assert_eq!(
-        records_to(&lab, "node-1", "mesh/client", "outbound", &dst).len(),
+        records_to_at_least(&lab, "node-1", "mesh/client", "outbound", &dst, 51).len(),
         51
     );
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use weft_e2e::{
-    agent_admin, agent_connections, eventually, lab_up, lab_up_with, pod_ip, testapp_in,
-    testapp_json,
+    agent_admin, agent_connections, agent_connections_when, eventually, lab_up, lab_up_with,
+    pod_ip, testapp_in, testapp_json,
 };
 use weft_lab::Lab;
 
@@ -113,10 +113,13 @@ fn mesh_traffic_crosses_the_fabric_only_inside_mutual_tls() {
     }
 
     // The destination's agent proved the client's identity; the source's the server's.
-    let inbound: Vec<Value> = agent_connections(&lab, "node-2")
-        .into_iter()
-        .filter(|r| r["pod"] == "mesh/server" && r["direction"] == "inbound")
-        .collect();
+    let is_inbound = |r: &Value| r["pod"] == "mesh/server" && r["direction"] == "inbound";
+    let inbound: Vec<Value> = agent_connections_when(&lab, "node-2", |records| {
+        records.iter().filter(|r| is_inbound(r)).count() >= 3
+    })
+    .into_iter()
+    .filter(is_inbound)
+    .collect();
     assert_eq!(inbound.len(), 3, "{inbound:?}");
     assert!(
         inbound
@@ -324,9 +327,10 @@ fn strict_peer_authentication_refuses_plaintext_but_not_the_mesh() {
         echo_result(&lab, "mesh/client", &target),
         "mutual TLS still passes"
     );
-    let refused = agent_connections(&lab, "node-2")
-        .into_iter()
-        .any(|r| r["error"].as_str().is_some_and(|e| e.contains("STRICT")));
+    let says_strict = |r: &Value| r["error"].as_str().is_some_and(|e| e.contains("STRICT"));
+    let refused = agent_connections_when(&lab, "node-2", |records| records.iter().any(says_strict))
+        .iter()
+        .any(says_strict);
     assert!(refused, "the agent says why");
 }
 
@@ -349,10 +353,14 @@ fn a_deny_policy_by_principal_refuses_that_client() {
         echo_result(&lab, "plain/outsider", &target),
         "others still pass"
     );
-    let reason = agent_connections(&lab, "node-2")
+    let names_policy = |r: &Value| {
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("mesh/deny-client"))
+    };
+    let reason = agent_connections_when(&lab, "node-2", |records| records.iter().any(names_policy))
         .into_iter()
-        .filter_map(|r| r["error"].as_str().map(String::from))
-        .find(|e| e.contains("mesh/deny-client"));
+        .find(names_policy);
     assert!(reason.is_some(), "the refusal names the policy");
 }
 

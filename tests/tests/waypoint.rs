@@ -145,16 +145,18 @@ fn virtual_service_routes_by_header_and_weight() {
 
     // The requests reached v2 through the waypoint: its agent took them over HBONE from
     // the waypoint's identity, never from the client's.
-    let records = weft_e2e::agent_connections(&lab, "node-1");
     let v2_ip = pod_ip(&lab, "shop/reviews-v2-0");
+    let to_v2 = |r: &Value| {
+        r["direction"] == "inbound"
+            && r["original_destination"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&v2_ip))
+    };
+    let records =
+        weft_e2e::agent_connections_when(&lab, "node-1", |records| records.iter().any(to_v2));
     let peers: Vec<&str> = records
         .iter()
-        .filter(|r| {
-            r["direction"] == "inbound"
-                && r["original_destination"]
-                    .as_str()
-                    .is_some_and(|d| d.starts_with(&v2_ip))
-        })
+        .filter(|r| to_v2(r))
         .filter_map(|r| r["peer_identity"].as_str())
         .collect();
     assert!(
