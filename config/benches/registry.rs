@@ -5,6 +5,10 @@
 //! the waypoint per request: a service by VIP and its waypoint, a host's routes, a
 //! subset's endpoints, the AuthorizationPolicies of a workload.
 //!
+//! With 5,000 services (50k workloads): the waypoint a pod must be reached through (the
+//! destination agent asks on every inbound connection), from the registry's index and
+//! from the scan over every Service the agent used to make, for comparison.
+//!
 //! `cargo bench -p weft-config --bench registry`. Memory is measured with a counting global
 //! allocator: bytes still allocated once the registry is built and its input dropped.
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -23,7 +27,8 @@ use weft_config::api::kubernetes::{
     PodStatus, Service, ServicePort, ServiceSpec,
 };
 use weft_config::api::{Kind, Object};
-use weft_config::registry::{Candidate, Change, Registry};
+use weft_config::registry::model::Waypoint;
+use weft_config::registry::{Candidate, Change, Registry, Snapshot, Workload};
 
 struct Counting;
 
@@ -370,5 +375,67 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The agent's former per-connection search for the waypoint traffic to `workload` must
+/// come through: its own binding, else the first bound Service of its namespace (in hash
+/// order) whose endpoints name it. Kept here only to measure what the index replaced.
+fn scan_required_waypoint<'s>(
+    snapshot: &'s Snapshot,
+    workload: &Workload,
+) -> Option<&'s Arc<Waypoint>> {
+    if let Some(waypoint) = snapshot.workload_waypoint(workload) {
+        return Some(waypoint);
+    }
+    let backs = |service: &weft_config::registry::Service| {
+        service.namespace == workload.namespace
+            && service.endpoints.iter().any(|e| {
+                e.target
+                    .as_ref()
+                    .is_some_and(|(ns, name)| ns == &workload.namespace && name == &workload.name)
+            })
+    };
+    snapshot
+        .services()
+        .filter(|s| s.namespace == workload.namespace && s.waypoint.is_some())
+        .filter(|s| backs(s))
+        .find_map(|s| snapshot.service_waypoint(s))
+}
+
+fn required_waypoint(c: &mut Criterion) {
+    const SERVICES: usize = 5_000;
+    let workloads = SERVICES * PODS_PER_SERVICE;
+    let registry = Registry::default();
+    registry.apply(initial_list(&objects(workloads)));
+    registry.apply(mesh_config());
+    let snapshot = registry.snapshot();
+    assert_eq!(snapshot.service_count(), SERVICES);
+    let pod = |i: usize| {
+        snapshot
+            .workload_by_ip(pod_ip(i).parse().expect("ip"))
+            .expect("workload")
+            .clone()
+    };
+    // A pod of `app-0`, which `mesh_config` binds to a waypoint; and one of a Service
+    // without a waypoint, the common case, where the scan never stops early.
+    let bound = pod(0);
+    let unbound = pod(workloads / 2);
+    assert!(scan_required_waypoint(&snapshot, &bound).is_some());
+    assert_eq!(snapshot.required_waypoints(&bound).len(), 1);
+    assert!(scan_required_waypoint(&snapshot, &unbound).is_none());
+    assert!(snapshot.required_waypoints(&unbound).is_empty());
+    let mut group = c.benchmark_group("registry/required waypoint lookup with 5,000 services");
+    for (case, workload) in [
+        ("pod behind a bound service", &bound),
+        ("pod behind no waypoint", &unbound),
+    ] {
+        group.bench_function(format!("scan of every service, {case}"), |b| {
+            b.iter(|| scan_required_waypoint(&snapshot, black_box(workload)).map(|w| w.port))
+        });
+        group.bench_function(format!("index, {case}"), |b| {
+            b.iter(|| snapshot.required_waypoints(black_box(workload)).len())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, required_waypoint);
 criterion_main!(benches);

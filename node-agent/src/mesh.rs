@@ -37,17 +37,24 @@ impl Mesh {
     pub fn admit(&self, uid: &str, request: &L4Request) -> Result<(), Denied> {
         let snapshot = self.registry.load();
         let workload = snapshot.workload_by_uid(uid).ok_or(Denied::Gone)?;
-        if let Some(waypoint) = crate::proxy::resolve::required_waypoint(&snapshot, workload) {
+        // A pod backing Services bound to different waypoints receives each Service's
+        // traffic from that Service's waypoint, so any of them may deliver.
+        let waypoints = snapshot.required_waypoints(workload);
+        if !waypoints.is_empty() {
             let through_waypoint = request.principal.as_deref().is_some_and(|p| {
-                snapshot
-                    .waypoint_identities(waypoint)
-                    .into_iter()
+                waypoints
+                    .iter()
+                    .flat_map(|w| snapshot.waypoint_identities(w))
                     .any(|identity| principal(identity) == p)
             });
             if !through_waypoint {
+                let names: Vec<String> = waypoints
+                    .iter()
+                    .map(|w| format!("{}/{}", w.namespace, w.name))
+                    .collect();
                 return Err(Denied::Refused(format!(
-                    "traffic to this workload must come through waypoint {}/{}",
-                    waypoint.namespace, waypoint.name
+                    "traffic to this workload must come through waypoint {}",
+                    names.join(" or ")
                 )));
             }
         }

@@ -9,6 +9,7 @@ mod change;
 mod cow;
 mod listing;
 pub mod model;
+mod required_waypoints;
 mod snapshot;
 mod state;
 

@@ -17,6 +17,10 @@ use crate::translate::policy;
 /// The workloads of one node, by uid.
 pub(super) type NodeWorkloads = Arc<BTreeMap<Arc<str>, Arc<Workload>>>;
 
+/// The waypoint-bound Services one pod backs: service name → its binding (the Services are
+/// in the pod's namespace). Ordered by name, so every reader sees the same order.
+pub(super) type BackedBindings = Arc<BTreeMap<String, WaypointRef>>;
+
 /// Indexes are shared between successive snapshots; a change copies only the shards (of
 /// the large maps) or the small maps it touches.
 #[derive(Clone, Debug, Default)]
@@ -30,6 +34,9 @@ pub struct Snapshot {
     pub(super) services_by_name: CowMap<(String, String), Arc<Service>>,
     pub(super) services_by_vip: CowMap<IpAddr, Arc<Service>>,
     pub(super) services_by_host: CowMap<String, Arc<Service>>,
+    /// The waypoint bindings of the Services each pod backs, by the pod's (namespace,
+    /// name); see `required_waypoints.rs`, which keeps it and reads it.
+    pub(super) backed_waypoints: CowMap<(String, String), BackedBindings>,
     pub(super) routes: Arc<HashMap<String, Arc<HostRoutes>>>,
     /// Wildcard route hosts as (suffix, routes), longest suffix first.
     pub(super) wildcard_routes: Arc<Vec<(String, Arc<HostRoutes>)>>,

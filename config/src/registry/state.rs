@@ -8,6 +8,7 @@ use tracing::{info, warn};
 
 use super::change::{Candidate, Change};
 use super::model::{HostRoutes, Workload};
+use super::required_waypoints;
 use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;
@@ -490,6 +491,7 @@ impl State {
             let snapshot = &mut self.snapshot;
             let old = snapshot.services_by_name.remove(k);
             if let Some(old) = &old {
+                required_waypoints::unindex_service(old, snapshot);
                 for vip in &old.vips {
                     if snapshot
                         .services_by_vip
@@ -533,6 +535,7 @@ impl State {
             snapshot
                 .services_by_host
                 .insert(derived.hostname.clone(), derived.clone());
+            required_waypoints::index_service(&derived, snapshot);
             snapshot.services_by_name.insert(k.clone(), derived);
         }
         hosts_changed

@@ -95,32 +95,6 @@ fn via_waypoint(
     }
 }
 
-/// The waypoint that must have carried traffic to `workload`: its own, or that of a
-/// service it backs. Traffic from anyone else bypassed the L7 rules.
-pub fn required_waypoint<'s>(
-    snapshot: &'s Snapshot,
-    workload: &weft_config::registry::model::Workload,
-) -> Option<&'s Waypoint> {
-    if let Some(waypoint) = snapshot.workload_waypoint(workload) {
-        return Some(waypoint);
-    }
-    let backs = |service: &weft_config::registry::model::Service| {
-        service.namespace == workload.namespace
-            && service.endpoints.iter().any(|e| {
-                e.target
-                    .as_ref()
-                    .is_some_and(|(ns, name)| ns == &workload.namespace && name == &workload.name)
-            })
-    };
-    // Services of the workload's namespace only: a Service selects pods of its own.
-    snapshot
-        .services()
-        .filter(|s| s.namespace == workload.namespace && s.waypoint.is_some())
-        .filter(|s| backs(s))
-        .find_map(|s| snapshot.service_waypoint(s))
-        .map(|w| &**w)
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -293,9 +267,10 @@ ports: [{name: http, port: 9080, protocol: TCP}]
         ));
         // …where the pod's agent admits only the waypoint's identity.
         let reviews = s.workload_by_uid("r0").expect("reviews pod");
-        let required = required_waypoint(&s, reviews).expect("reviews is behind a waypoint");
+        let required = s.required_waypoints(reviews);
+        assert_eq!(required.len(), 1, "reviews is behind a waypoint");
         assert_eq!(
-            s.waypoint_identities(required),
+            s.waypoint_identities(required[0]),
             ["spiffe://cluster.local/ns/shop/sa/waypoint"]
         );
     }
