@@ -1,13 +1,15 @@
 //! deploy/'s RBAC grants each component exactly what its configuration source lists and
-//! watches (`weft_config::source::kube::WATCHED`): a kind watched without a rule would be
-//! a source that never becomes ready on a real cluster, a rule without a watch a needless
-//! grant.
+//! watches: the agent and waypoints the source's default kinds (`KubeSourceConfig::default()`,
+//! which their binaries keep: `AGENT_WATCHED`), the CA `CA_WATCHED` (what `ca/src/main.rs`
+//! selects). A kind watched without a rule would be a source that never becomes ready on a
+//! real cluster, a rule without a watch a needless grant.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize as _;
 use serde_yaml::Value;
-use weft_config::source::kube::WATCHED;
+use weft_config::api::Kind;
+use weft_config::source::{AGENT_WATCHED, CA_WATCHED, KubeSourceConfig};
 
 /// (API group, resource, verb)
 type Grant = (String, String, String);
@@ -92,9 +94,10 @@ fn grants(role: &Value) -> BTreeSet<Grant> {
     grants
 }
 
-fn watched() -> BTreeSet<Grant> {
-    WATCHED
-        .iter()
+/// `list` and `watch` of each of `kinds`.
+fn watched(kinds: impl IntoIterator<Item = Kind>) -> BTreeSet<Grant> {
+    kinds
+        .into_iter()
         .flat_map(|kind| {
             ["list", "watch"].map(|verb| {
                 (
@@ -119,16 +122,30 @@ fn assert_grants(role: &Value, expected: &BTreeSet<Grant>) {
     );
 }
 
-#[test]
-fn the_agent_may_list_and_watch_exactly_what_the_kube_source_watches() {
-    let documents = documents("base");
-    assert_grants(object(&documents, "ClusterRole", "weft-agent"), &watched());
+/// What the agent and waypoints watch: they leave the source's kinds at their default.
+fn agent_watched() -> BTreeSet<Grant> {
+    let kinds = KubeSourceConfig::default().kinds;
+    assert_eq!(
+        kinds,
+        BTreeSet::from(AGENT_WATCHED),
+        "the source's default kinds are AGENT_WATCHED"
+    );
+    watched(kinds)
 }
 
 #[test]
-fn the_ca_reads_the_same_and_may_only_create_token_reviews_besides() {
+fn the_agent_may_list_and_watch_exactly_what_the_kube_source_watches() {
     let documents = documents("base");
-    let mut expected = watched();
+    assert_grants(
+        object(&documents, "ClusterRole", "weft-agent"),
+        &agent_watched(),
+    );
+}
+
+#[test]
+fn the_ca_may_list_and_watch_what_it_watches_and_only_create_token_reviews_besides() {
+    let documents = documents("base");
+    let mut expected = watched(CA_WATCHED);
     expected.insert((
         "authentication.k8s.io".into(),
         "tokenreviews".into(),
@@ -142,7 +159,7 @@ fn waypoints_may_list_and_watch_exactly_what_the_kube_source_watches() {
     let documents = documents("base");
     assert_grants(
         object(&documents, "ClusterRole", "weft-waypoint"),
-        &watched(),
+        &agent_watched(),
     );
 }
 

@@ -419,6 +419,90 @@ async fn pods_can_be_restricted_to_one_node() {
     );
 }
 
+/// weft-ca's selection: its ClusterRole grants pods only, so the source must request no
+/// other kind (on a cluster, any other request is refused and readiness never comes), and
+/// readiness waits for the pods' list alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_selecting_pods_only_requests_no_other_kind_and_becomes_ready() {
+    common::init_tracing();
+    let api = ApiServer::start().await;
+    seed(&api);
+    let registry = Registry::default();
+    let config = KubeSourceConfig {
+        kinds: source::CA_WATCHED.into(),
+        ..config()
+    };
+    let _task = start(&api, &registry, config).await;
+
+    // What the CA looks up: a pod's node, and the identities of a node's pods.
+    let snapshot = registry.snapshot();
+    assert_eq!(
+        snapshot
+            .workload("shop", "web-1")
+            .and_then(|w| w.node.as_deref()),
+        Some("node-1")
+    );
+    let on_node_2: Vec<_> = snapshot
+        .workloads_on_node("node-2")
+        .map(|w| w.identity.as_str())
+        .collect();
+    assert_eq!(on_node_2, ["spiffe://cluster.local/ns/shop/sa/web"]);
+    // The other kinds' objects are in the fixture, but not in the registry.
+    assert_eq!(snapshot.service_count(), 0);
+    assert!(
+        snapshot
+            .routes_for_host("web.shop.svc.cluster.local")
+            .is_none()
+    );
+
+    // Pods keep coming through the watch; by the time this one is in, any other kind's
+    // watcher would long have made its first request.
+    api.apply(pod("shop", "web-3", "node-1", "10.244.1.11", json!({})));
+    wait_for(&registry, "web-3 through the watch", CONVERGE, |s| {
+        s.workload("shop", "web-3").is_some()
+    })
+    .await;
+    let requests = api.requests();
+    let beyond_pods: Vec<_> = requests
+        .iter()
+        .filter(|r| !(r.starts_with("LIST pods") || r.starts_with("WATCH pods ")))
+        .collect();
+    assert!(
+        beyond_pods.is_empty(),
+        "requests beyond pods: {beyond_pods:?} (all: {requests:?})"
+    );
+    assert_eq!(api.count_requests("LIST pods"), 1, "{requests:?}");
+}
+
+/// A selection of no kind would never be ready: refused, naming why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_selecting_no_kind_is_refused() {
+    common::init_tracing();
+    let api = ApiServer::start().await;
+    let nothing = KubeSourceConfig {
+        kinds: Default::default(),
+        ..config()
+    };
+    // Through `start`: the precise error, before any client is made.
+    let started = source::start(Default::default(), None, nothing.clone()).await;
+    assert!(
+        matches!(started, Err(source::SourceError::NothingToWatch)),
+        "{:?}",
+        started.err()
+    );
+    // A source spawned directly ends instead of waiting forever.
+    let registry = Registry::default();
+    let task = source::spawn(
+        &registry,
+        KubeSource::new(api.client()).with_config(nothing),
+    );
+    let ready = tokio::time::timeout(CONVERGE, task.ready())
+        .await
+        .expect("the source ended instead of waiting");
+    assert!(ready.is_err(), "ready with nothing watched");
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_relists_without_publishing_when_nothing_changed() {
     common::init_tracing();

@@ -10,9 +10,12 @@
 //!   stale resourceVersion; this source restarts the watcher (a fresh list) instead.
 //! - Istio kinds are read as JSON and parsed here, so an object that does not fit the
 //!   schema is refused on its own instead of failing the whole list.
-//! - Ready once every kind has completed its first list; an Istio API group that is not
-//!   served (CRDs not installed) counts as empty and is probed again later.
-use std::collections::HashSet;
+//! - Watches only the kinds its process selects ([`KubeSourceConfig::kinds`]), so each
+//!   process's ClusterRole grants no more than it reads: the agent and waypoints read every
+//!   kind ([`AGENT_WATCHED`]), weft-ca only pods ([`CA_WATCHED`]).
+//! - Ready once every selected kind has completed its first list; an Istio API group that is
+//!   not served (CRDs not installed) counts as empty and is probed again later.
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
 use std::pin::pin;
 use std::sync::Mutex;
@@ -33,9 +36,19 @@ use crate::api::{Kind, Object, ObjectRef};
 use crate::refusal::Refusal;
 use crate::registry::{Candidate, Change};
 
-/// Every kind this source lists and watches, in all namespaces: what its ClusterRole must
-/// grant (`list`, `watch`). `cli/tests/deploy_rbac.rs` holds `deploy/`'s RBAC to this list.
-pub const WATCHED: [Kind; Kind::ALL.len()] = Kind::ALL;
+/// What the node agent and waypoints list and watch, in all namespaces (the default of
+/// [`KubeSourceConfig::kinds`]): every kind, since addressing, routing and policy need them
+/// all. Their ClusterRoles must grant `list` and `watch` on exactly these;
+/// `cli/tests/deploy_rbac.rs` holds `deploy/`'s RBAC to it.
+pub const AGENT_WATCHED: [Kind; Kind::ALL.len()] = Kind::ALL;
+
+/// What weft-ca lists and watches: pods only. It asks the registry for a pod's node (the
+/// node of an agent's token, when the token does not name it) and for the service accounts
+/// of a node's pods (`Snapshot::workload`, `Snapshot::workloads_on_node`); a workload's node
+/// and identity come from its Pod alone (Namespace labels only decide mesh enrollment and
+/// waypoints, which the CA does not read). Its ClusterRole grants `list` and `watch` on
+/// exactly these, held there by `cli/tests/deploy_rbac.rs`.
+pub const CA_WATCHED: [Kind; 1] = [Kind::Pod];
 
 /// Which pods to watch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,6 +64,11 @@ pub enum PodScope {
 
 #[derive(Clone, Debug)]
 pub struct KubeSourceConfig {
+    /// The kinds to list and watch; no other is requested from the API server, so the
+    /// process needs RBAC for these only. The registry holds none of the others (no
+    /// services, routes or policies without their kinds). Default: [`AGENT_WATCHED`].
+    pub kinds: BTreeSet<Kind>,
+    /// Which pods, when [`Kind::Pod`] is among `kinds`.
     pub pods: PodScope,
     /// Relist every kind this often, as a safety net against missed events; `None` never.
     pub resync: Option<Duration>,
@@ -62,6 +80,7 @@ pub struct KubeSourceConfig {
 impl Default for KubeSourceConfig {
     fn default() -> Self {
         Self {
+            kinds: AGENT_WATCHED.into(),
             pods: PodScope::Cluster,
             resync: Some(Duration::from_secs(30 * 60)),
             discovery_retry: Duration::from_secs(30),
@@ -99,12 +118,19 @@ impl Source for KubeSource {
     }
 
     async fn run(self, feed: Feed) -> Result<(), SourceError> {
+        // Readiness waits for a first list of every selected kind: with none selected it
+        // would never come, and a registry that stays empty is a misconfiguration.
+        if self.config.kinds.is_empty() {
+            return Err(SourceError::NothingToWatch);
+        }
         let tracker = Tracker {
-            pending: Mutex::new(WATCHED.into_iter().collect()),
+            pending: Mutex::new(self.config.kinds.iter().copied().collect()),
         };
-        let watches = WATCHED
-            .into_iter()
-            .map(|kind| watch_kind(kind, &self.client, &self.config, &feed, &tracker));
+        let watches = self
+            .config
+            .kinds
+            .iter()
+            .map(|&kind| watch_kind(kind, &self.client, &self.config, &feed, &tracker));
         futures::future::try_join_all(watches).await?;
         Ok(())
     }

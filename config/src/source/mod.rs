@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 pub use self::dir::DirSource;
-pub use self::kube::{KubeSource, KubeSourceConfig, PodScope};
+pub use self::kube::{AGENT_WATCHED, CA_WATCHED, KubeSource, KubeSourceConfig, PodScope};
 use crate::registry::{Change, Registry};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,8 @@ pub enum SourceError {
     Closed,
     #[error("the source ended before its first complete view")]
     EndedBeforeReady,
+    #[error("the Kubernetes source was configured to watch no kind")]
+    NothingToWatch,
     #[error("Kubernetes client")]
     Kube(#[from] ::kube::Error),
     #[error("Kubernetes client configuration")]
@@ -160,11 +162,20 @@ impl Drop for SourceTask {
 /// A registry filled by the directory source when `config_dir` is given, else by the
 /// Kubernetes API, returned once the source's first complete view is in. Keep the task:
 /// dropping it stops the source.
+///
+/// `kube.kinds` narrows what the Kubernetes API source requests (and so the RBAC it
+/// needs); the directory source reads every kind its files hold, since reading local
+/// files needs no grant.
 pub async fn start(
     settings: crate::translate::MeshSettings,
     config_dir: Option<&std::path::Path>,
     kube: KubeSourceConfig,
 ) -> Result<(Registry, SourceTask), SourceError> {
+    // Checked here too (the source refuses it as well) so the caller gets this error
+    // rather than the source's bare "ended before its first complete view".
+    if config_dir.is_none() && kube.kinds.is_empty() {
+        return Err(SourceError::NothingToWatch);
+    }
     let registry = Registry::new(settings);
     let task = match config_dir {
         Some(dir) => spawn(&registry, DirSource::new(dir)),
