@@ -54,6 +54,16 @@ struct Args {
         default_value = "weft-system/weft-agent"
     )]
     agent_service_accounts: Vec<String>,
+    /// With TokenReview: the audiences a caller's token must be made for, one at least
+    /// (istiod's, so a token projected for istiod works here). Empty (`""`): the API
+    /// server's own audiences, those of the kubelet's default token.
+    #[arg(
+        long = "token-audience",
+        env = "WEFT_CA_TOKEN_AUDIENCES",
+        value_delimiter = ',',
+        default_value = weft_ca::token_review::DEFAULT_AUDIENCE
+    )]
+    token_audiences: Vec<String>,
     /// Directory of the cluster's objects (which pod runs on which node). Without it, the
     /// Kubernetes API is watched.
     #[arg(long, env = "WEFT_CONFIG_DIR")]
@@ -106,11 +116,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         trust_domain: args.trust_domain.clone(),
         ..MeshSettings::default()
     };
-    // Without --config-dir, the Kubernetes API: its default scope.
+    // Without --config-dir, the Kubernetes API, pods only (all nodes'): the CA needs a pod's
+    // node and service account, nothing else, and its ClusterRole grants no more.
     let (registry, source) = start(
         settings,
         args.config_dir.as_deref(),
-        KubeSourceConfig::default(),
+        KubeSourceConfig {
+            kinds: weft_config::source::CA_WATCHED.into(),
+            ..KubeSourceConfig::default()
+        },
     )
     .await
     .context("reading the cluster's objects (from --config-dir, else the Kubernetes API)")?;
@@ -144,6 +158,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 agents,
                 registry.clone(),
                 args.trust_domain.clone(),
+                args.token_audiences
+                    .iter()
+                    .filter(|a| !a.is_empty())
+                    .cloned()
+                    .collect(),
             ))
         }
     };

@@ -7,10 +7,13 @@
 //!   is the workload `spiffe://<trust domain>/ns/<ns>/sa/<sa>` ([`Caller::Workload`]), which
 //!   may obtain that identity only, as istiod grants any workload.
 //!
-//! Audience: the review names none, so the API server checks the token against its own
-//! audiences, those of the kubelet's default token (`/var/run/secrets/kubernetes.io/
-//! serviceaccount/token`). Agents and waypoints alike present that token; istiod instead
-//! wants a token projected for the audience `istio-ca`, which this CA does not accept yet.
+//! Audience: the review asks for the CA's audiences (`--token-audiences`, by default
+//! `istio-ca`, as istiod does), so agents and waypoints present a token projected for that
+//! audience: a token stolen from a workload that talks to the API server (the kubelet's
+//! default token) is no credential here, and a token made for weft-ca is none anywhere else.
+//! The API server answers with the audiences it matched; an answer without one of ours
+//! (an authenticator that ignores audiences) is refused. With no audiences configured, the
+//! API server's own are checked, those of the kubelet's default token.
 //!
 //! Binding: both kinds of caller must present a token bound to a pod (the kubelet's tokens
 //! are; the API server then vouches that the pod exists and runs as that service account).
@@ -40,7 +43,13 @@ pub struct TokenReviewAuthenticator {
     registry: Registry,
     /// The CA's: workloads' identities are in it.
     trust_domain: String,
+    /// Audiences a token must be valid for, one of them at least; empty: the API server's.
+    audiences: Vec<String>,
 }
+
+/// The audience istiod asks of tokens, and weft-ca by default: a token projected for
+/// istiod works here unchanged.
+pub const DEFAULT_AUDIENCE: &str = "istio-ca";
 
 impl TokenReviewAuthenticator {
     pub fn new(
@@ -48,12 +57,14 @@ impl TokenReviewAuthenticator {
         agents: Vec<String>,
         registry: Registry,
         trust_domain: impl Into<String>,
+        audiences: Vec<String>,
     ) -> Self {
         Self {
             client,
             agents,
             registry,
             trust_domain: trust_domain.into(),
+            audiences,
         }
     }
 
@@ -61,8 +72,8 @@ impl TokenReviewAuthenticator {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token,
-                // The API server's own audiences: see the module documentation.
-                audiences: None,
+                // None: the API server's own audiences (see the module documentation).
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
             },
             ..TokenReview::default()
         };
@@ -73,6 +84,16 @@ impl TokenReviewAuthenticator {
         let status = reviewed.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             return Err(AuthError::UnknownToken);
+        }
+        if !self.audiences.is_empty() {
+            let confirmed = status.audiences.unwrap_or_default();
+            if !confirmed.iter().any(|a| self.audiences.contains(a)) {
+                return Err(AuthError::Other(format!(
+                    "the API server did not confirm the token's audience (wanted one of {:?}, \
+                     confirmed {confirmed:?}): project the service-account token for {:?}",
+                    self.audiences, self.audiences[0]
+                )));
+            }
         }
         let user = status.user.unwrap_or_default();
         let username = user.username.unwrap_or_default();

@@ -22,6 +22,8 @@ use weft_core::identity::{CertificateInfo, CertificateRequest, Identity, Workloa
 const AGENT: &str = "system:serviceaccount:weft-system:weft-agent";
 const WAYPOINT: &str = "system:serviceaccount:shop:waypoint";
 const TRUST_DOMAIN: &str = "cluster.local";
+/// The audience of the kubelet's default token (the API server's issuer).
+const API_SERVER_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// Answers a TokenReview as the API server would for a few known tokens.
 async fn review(
@@ -39,7 +41,34 @@ async fn review(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let status = match token.as_str() {
+    let wanted: Vec<String> = sent["spec"]["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![API_SERVER_AUDIENCE.to_string()]);
+    // What the API server does: a token is valid only for the audiences it was made for;
+    // the answer lists those of the requested ones it matched.
+    let made_for = match token.as_str() {
+        "default-audience-token" => API_SERVER_AUDIENCE,
+        _ => "istio-ca",
+    };
+    if !wanted.iter().any(|w| w == made_for) && token != "audience-unaware-token" {
+        return Ok(json_response(
+            &path,
+            serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                "metadata": {}, "spec": sent["spec"], "status": {"authenticated": false,
+                "error": format!("token audiences [{made_for}] is invalid for the target audiences {wanted:?}")}}),
+        ));
+    }
+    let confirmed = if token == "audience-unaware-token" {
+        serde_json::json!([])
+    } else {
+        serde_json::json!([made_for])
+    };
+    let mut status = match token.as_str() {
         "node-1-token" => serde_json::json!({"authenticated": true, "user": {"username": AGENT,
             "extra": {"authentication.kubernetes.io/node-name": ["node-1"]}}}),
         // A pod's token on 1.30+: it names the pod and its node. Naming a node does not make
@@ -61,12 +90,25 @@ async fn review(
         "user-token" => serde_json::json!({"authenticated": true, "user": {"username": "alice",
             "groups": ["system:authenticated"]}}),
         "unbound-token" => serde_json::json!({"authenticated": true, "user": {"username": AGENT}}),
+        // A workload's pod-bound token, valid for the API server only, or from an
+        // authenticator that does not report audiences.
+        "default-audience-token" | "audience-unaware-token" => {
+            serde_json::json!({"authenticated": true, "user": {"username": WAYPOINT,
+            "extra": {"authentication.kubernetes.io/pod-name": ["waypoint-7d4f9-x2x8q"]}}})
+        }
         _ => serde_json::json!({"authenticated": false, "error": "invalid bearer token"}),
     };
+    if status["authenticated"] == true {
+        status["audiences"] = confirmed;
+    }
     let answer = serde_json::json!({
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
         "metadata": {}, "spec": sent["spec"], "status": status,
     });
+    Ok(json_response(&path, answer))
+}
+
+fn json_response(path: &str, answer: serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(answer.to_string())));
     if path != "/apis/authentication.k8s.io/v1/tokenreviews" {
         *response.status_mut() = hyper::StatusCode::NOT_FOUND;
@@ -75,7 +117,7 @@ async fn review(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
-    Ok(response)
+    response
 }
 
 async fn fixture() -> kube::Client {
@@ -102,6 +144,7 @@ async fn authenticator() -> TokenReviewAuthenticator {
         vec![AGENT.into()],
         Registry::new(Default::default()),
         TRUST_DOMAIN,
+        vec![weft_ca::token_review::DEFAULT_AUDIENCE.into()],
     )
 }
 
@@ -184,6 +227,44 @@ async fn other_tokens_are_refused_with_the_reason() {
         auth.authenticate(&MetadataMap::new()).await,
         Err(AuthError::Missing)
     ));
+}
+
+#[tokio::test]
+async fn a_token_not_made_for_the_ca_is_refused() {
+    let auth = authenticator().await;
+    assert!(
+        matches!(
+            auth.authenticate(&bearer("default-audience-token")).await,
+            Err(AuthError::UnknownToken)
+        ),
+        "the kubelet's default token is for the API server, not the CA"
+    );
+    let unaware = auth
+        .authenticate(&bearer("audience-unaware-token"))
+        .await
+        .expect_err("no audience confirmed");
+    assert!(
+        unaware
+            .to_string()
+            .contains("the API server did not confirm the token's audience"),
+        "{unaware}"
+    );
+
+    // Configured with no audiences, the CA accepts what the API server itself would.
+    let lenient = TokenReviewAuthenticator::new(
+        fixture().await,
+        vec![AGENT.into()],
+        Registry::new(Default::default()),
+        TRUST_DOMAIN,
+        Vec::new(),
+    );
+    assert_eq!(
+        lenient
+            .authenticate(&bearer("default-audience-token"))
+            .await
+            .expect("the API server's own audience"),
+        Caller::workload(id("shop", "waypoint"))
+    );
 }
 
 /// The CA's gRPC service behind TokenReview, on a plaintext loopback port; node-1 runs

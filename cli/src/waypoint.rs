@@ -43,7 +43,14 @@ pub const CLUSTER_ROLE: &str = "weft-waypoint";
 pub const TRUST_BUNDLE_CONFIG_MAP: &str = "weft-trust-bundle";
 const TRUST_BUNDLE_KEY: &str = "root-cert.pem";
 const TRUST_DIR: &str = "/etc/weft/trust";
-const TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/// The pod's service-account token projected for the CA's audience, where ztunnel and
+/// Istio's waypoints find theirs.
+const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+const TOKEN_KEY: &str = "istio-token";
+/// The audience weft-ca (and istiod) ask of tokens.
+const TOKEN_AUDIENCE: &str = "istio-ca";
+/// Twelve hours, as Istio projects it; the kubelet rotates it before then.
+const TOKEN_LIFETIME_SECONDS: u32 = 43_200;
 const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// The mesh's ports, as the agent and ztunnel use them.
 const HBONE_PORT: u16 = 15008;
@@ -193,7 +200,7 @@ fn deployment(waypoint: &Waypoint) -> Value {
         ("--service-account", waypoint.name.clone()),
         ("--ca-address", CA_ADDRESS.to_string()),
         ("--ca-server-name", CA_SERVER_NAME.to_string()),
-        ("--ca-token-file", TOKEN_FILE.to_string()),
+        ("--ca-token-file", format!("{TOKEN_DIR}/{TOKEN_KEY}")),
         ("--trust-bundle", format!("{TRUST_DIR}/{TRUST_BUNDLE_KEY}")),
         ("--trust-domain", waypoint.trust_domain.clone()),
         ("--listen", format!("0.0.0.0:{HBONE_PORT}")),
@@ -258,16 +265,26 @@ fn deployment(waypoint: &Waypoint) -> Value {
                             "readOnlyRootFilesystem": true,
                             "capabilities": { "drop": ["ALL"] },
                         },
-                        "volumeMounts": [{
+                        "volumeMounts": [
+                            { "name": "trust-bundle", "mountPath": TRUST_DIR, "readOnly": true },
+                            { "name": TOKEN_KEY, "mountPath": TOKEN_DIR, "readOnly": true },
+                        ],
+                    }],
+                    "volumes": [
+                        {
                             "name": "trust-bundle",
-                            "mountPath": TRUST_DIR,
-                            "readOnly": true,
-                        }],
-                    }],
-                    "volumes": [{
-                        "name": "trust-bundle",
-                        "configMap": { "name": TRUST_BUNDLE_CONFIG_MAP },
-                    }],
+                            "configMap": { "name": TRUST_BUNDLE_CONFIG_MAP },
+                        },
+                        // A token for the CA only, bound to this pod and rotated by the kubelet.
+                        {
+                            "name": TOKEN_KEY,
+                            "projected": { "sources": [{ "serviceAccountToken": {
+                                "audience": TOKEN_AUDIENCE,
+                                "expirationSeconds": TOKEN_LIFETIME_SECONDS,
+                                "path": TOKEN_KEY,
+                            }}]},
+                        },
+                    ],
                 },
             },
         },

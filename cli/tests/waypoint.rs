@@ -121,9 +121,29 @@ fn the_objects_run_weft_waypoint_as_the_waypoints_own_identity() {
         ["--trust-domain", "cluster.local"],
         ["--listen", "0.0.0.0:15008"],
         ["--readiness-addr", "0.0.0.0:15021"],
+        ["--ca-token-file", "/var/run/secrets/tokens/istio-token"],
     ] {
         assert!(args.windows(2).any(|w| w == pair), "{pair:?} in {args:?}");
     }
+    // The token the waypoint shows the CA is one made for the CA (audience istio-ca), in
+    // the volume mounted where --ca-token-file points.
+    let volumes = pod["spec"]["volumes"].as_sequence().expect("volumes");
+    let token = volumes
+        .iter()
+        .find(|v| v["name"] == "istio-token")
+        .expect("a token volume");
+    let projected = &token["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(projected["audience"], "istio-ca");
+    assert_eq!(projected["path"], "istio-token");
+    let mounts = pod["spec"]["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .expect("mounts");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"] == "istio-token" && m["mountPath"] == "/var/run/secrets/tokens"),
+        "{mounts:?}"
+    );
     let binding = find(&documents, "ClusterRoleBinding");
     assert_eq!(binding["subjects"][0]["name"], "reviews-wp");
     assert_eq!(binding["subjects"][0]["namespace"], "bookinfo");

@@ -148,6 +148,62 @@ async fn a_bad_node_token_is_unauthenticated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_is_read_again_for_every_request() {
+    bounded(async {
+        let mesh = mesh(Duration::from_secs(3600)).await;
+        let dir = std::env::temp_dir().join(format!("weft-ca-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let _cleanup = RemoveOnDrop(dir.clone());
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, "expired-token\n").expect("write token");
+
+        let mut config = GrpcIssuerConfig::new(mesh.ca_addr.to_string());
+        config.token_file = Some(token_file.clone());
+        config.tls = Some(weft_core::ca::CaClientTls {
+            trust: mesh.trust.clone(),
+            server_name: CA_NAME.to_owned(),
+        });
+        let issuer = GrpcIssuer::new(config).expect("issuer");
+        let status = issuer
+            .create_certificate(&request_for(&client_id()))
+            .await
+            .expect_err("the old token is unknown to the CA");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+        // The kubelet rotates a projected token by swapping in a new file.
+        let fresh = dir.join("token.new");
+        std::fs::write(&fresh, format!("{TOKEN_A}\n")).expect("write token");
+        std::fs::rename(&fresh, &token_file).expect("swap token");
+        let chain = issuer
+            .create_certificate(&request_for(&client_id()))
+            .await
+            .expect("the same issuer presents the rotated token");
+        assert_chains_to(&chain, &mesh.trust);
+
+        // A token file that went away is a retriable failure naming the file.
+        std::fs::remove_file(&token_file).expect("remove token");
+        let status = issuer
+            .create_certificate(&request_for(&client_id()))
+            .await
+            .expect_err("no token file");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().contains(&token_file.display().to_string()),
+            "{status:?}"
+        );
+    })
+    .await;
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_csr_is_invalid_argument() {
     bounded(async {
         let mesh = mesh(Duration::from_secs(3600)).await;

@@ -49,22 +49,8 @@ struct Args {
     /// The host's /proc (a DaemonSet mounts it, e.g. at /host/proc).
     #[arg(long, env = "WEFT_PROC_ROOT", default_value = "/proc")]
     proc_root: PathBuf,
-    /// The CA (`host:port`) speaking Istio's CreateCertificate over gRPC/TLS.
-    #[arg(long, env = "WEFT_CA_ADDRESS")]
-    ca_address: String,
-    /// The name the CA's certificate is valid for.
-    #[arg(
-        long,
-        env = "WEFT_CA_SERVER_NAME",
-        default_value = "weft-ca.weft-system.svc"
-    )]
-    ca_server_name: String,
-    /// File holding this node's bearer token for the CA.
-    #[arg(long, env = "WEFT_CA_TOKEN_FILE")]
-    ca_token_file: PathBuf,
-    /// The mesh's root certificates (PEM): what peers' and the CA's certificates must chain to.
-    #[arg(long, env = "WEFT_TRUST_BUNDLE")]
-    trust_bundle: PathBuf,
+    #[command(flatten)]
+    ca: CaClientFiles,
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
     /// Lifetime asked of the CA for workload certificates (rotated at about half of it).
@@ -142,13 +128,7 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
     .await
     .context("reading the cluster's objects (from --config-dir, else the Kubernetes API)")?;
 
-    let (trust, issuer) = CaClientFiles {
-        address: args.ca_address.clone(),
-        server_name: args.ca_server_name.clone(),
-        token_file: args.ca_token_file.clone(),
-        trust_bundle: args.trust_bundle.clone(),
-    }
-    .load()?;
+    let (trust, issuer) = args.ca.load()?;
     let identities = IdentityManager::new(
         Arc::new(issuer),
         ManagerConfig {

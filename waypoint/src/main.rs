@@ -32,18 +32,8 @@ struct Args {
     service_account: Option<String>,
     #[arg(long, env = "WEFT_CONFIG_DIR")]
     config_dir: Option<PathBuf>,
-    #[arg(long, env = "WEFT_CA_ADDRESS")]
-    ca_address: String,
-    #[arg(
-        long,
-        env = "WEFT_CA_SERVER_NAME",
-        default_value = "weft-ca.weft-system.svc"
-    )]
-    ca_server_name: String,
-    #[arg(long, env = "WEFT_CA_TOKEN_FILE")]
-    ca_token_file: PathBuf,
-    #[arg(long, env = "WEFT_TRUST_BUNDLE")]
-    trust_bundle: PathBuf,
+    #[command(flatten)]
+    ca: CaClientFiles,
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
     #[arg(long, env = "WEFT_LISTEN", default_value = "0.0.0.0:15008")]
@@ -89,13 +79,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await
     .context("reading the cluster's objects (from --config-dir, else the Kubernetes API)")?;
 
-    let (trust, issuer) = CaClientFiles {
-        address: args.ca_address.clone(),
-        server_name: args.ca_server_name.clone(),
-        token_file: args.ca_token_file.clone(),
-        trust_bundle: args.trust_bundle.clone(),
-    }
-    .load()?;
+    let (trust, issuer) = args.ca.load()?;
     let identities = IdentityManager::new(Arc::new(issuer), ManagerConfig::default());
     let service_account = args.service_account.clone().unwrap_or(args.name.clone());
     let identity = Identity::new(&args.trust_domain, &args.namespace, &service_account)

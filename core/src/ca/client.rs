@@ -40,6 +40,10 @@ pub struct GrpcIssuerConfig {
     pub tls: Option<CaClientTls>,
     /// The node's credential, sent as `authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// A file holding the credential, read again for every request (overrides `token`):
+    /// the kubelet rotates projected service-account tokens in place, and a token read once
+    /// at start would expire under a long-running agent.
+    pub token_file: Option<std::path::PathBuf>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
 }
@@ -50,6 +54,7 @@ impl GrpcIssuerConfig {
             address: address.into(),
             tls: None,
             token: None,
+            token_file: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
         }
@@ -60,8 +65,13 @@ impl GrpcIssuerConfig {
 pub enum GrpcIssuerError {
     #[error("invalid CA server name {0:?}")]
     ServerName(String),
-    #[error("the node token is not valid metadata (printable ASCII expected)")]
+    #[error("the CA token is not valid metadata (printable ASCII expected)")]
     Token,
+    #[error("reading the CA token {}: {source}", path.display())]
+    TokenFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("building the TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("invalid CA endpoint: {0}")]
@@ -73,7 +83,40 @@ pub enum GrpcIssuerError {
 #[derive(Clone)]
 pub struct GrpcIssuer {
     client: IstioCertificateServiceClient<Channel>,
-    authorization: Option<MetadataValue<Ascii>>,
+    credential: Credential,
+}
+
+/// What the `authorization` header of each request carries.
+#[derive(Clone)]
+enum Credential {
+    None,
+    Fixed(MetadataValue<Ascii>),
+    File(Arc<std::path::Path>),
+}
+
+impl Credential {
+    fn authorization(&self) -> Result<Option<MetadataValue<Ascii>>, GrpcIssuerError> {
+        match self {
+            Credential::None => Ok(None),
+            Credential::Fixed(value) => Ok(Some(value.clone())),
+            // A blocking read is fine here: a token is a kilobyte on a local (tmpfs) volume,
+            // read once per certificate request.
+            Credential::File(path) => {
+                let token =
+                    std::fs::read_to_string(path).map_err(|source| GrpcIssuerError::TokenFile {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                bearer(&token).map(Some)
+            }
+        }
+    }
+}
+
+fn bearer(token: &str) -> Result<MetadataValue<Ascii>, GrpcIssuerError> {
+    format!("Bearer {}", token.trim())
+        .parse()
+        .map_err(|_| GrpcIssuerError::Token)
 }
 
 impl std::fmt::Debug for GrpcIssuer {
@@ -99,12 +142,11 @@ impl GrpcIssuer {
                 Some((TlsConnector::from(Arc::new(client)), name))
             }
         };
-        let authorization = config
-            .token
-            .as_ref()
-            .map(|t| format!("Bearer {t}").parse())
-            .transpose()
-            .map_err(|_| GrpcIssuerError::Token)?;
+        let credential = match (&config.token_file, &config.token) {
+            (Some(path), _) => Credential::File(Arc::from(path.as_path())),
+            (None, Some(token)) => Credential::Fixed(bearer(token)?),
+            (None, None) => Credential::None,
+        };
         // The URI only satisfies tonic; the connector below decides where to connect and
         // whether to speak TLS. "http" even with TLS: with "https", tonic would add TLS of
         // its own when built with its TLS features.
@@ -118,7 +160,7 @@ impl GrpcIssuer {
         let channel = endpoint.connect_with_connector_lazy(connector);
         Ok(Self {
             client: IstioCertificateServiceClient::new(channel),
-            authorization,
+            credential,
         })
     }
 
@@ -134,10 +176,14 @@ impl GrpcIssuer {
         };
         message.set_metadata_string(IMPERSONATED_IDENTITY, &request.identity.to_string());
         let mut grpc_request = tonic::Request::new(message);
-        if let Some(value) = &self.authorization {
-            grpc_request
-                .metadata_mut()
-                .insert("authorization", value.clone());
+        // Unavailable, not refused: the kubelet may be between writes of a rotated token,
+        // and the identity manager retries what is unavailable.
+        let authorization = self
+            .credential
+            .authorization()
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        if let Some(value) = authorization {
+            grpc_request.metadata_mut().insert("authorization", value);
         }
         let response = self
             .client
@@ -262,18 +308,40 @@ impl AsyncWrite for CaStream {
 }
 
 /// Where a process of the mesh finds what it needs to ask the CA: the flags agents and
-/// waypoints share.
+/// waypoints share (`--ca-address`, `--ca-server-name`, `--ca-token-file`,
+/// `--trust-bundle`, with the same environment variables).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct CaClientFiles {
-    /// `host:port` of the CA.
+    /// The CA (`host:port`) speaking Istio's CreateCertificate over gRPC/TLS.
+    #[cfg_attr(feature = "cli", arg(long = "ca-address", env = "WEFT_CA_ADDRESS"))]
     pub address: String,
-    /// The name the CA's certificate must carry.
+    /// The name the CA's certificate is valid for.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "ca-server-name",
+            env = "WEFT_CA_SERVER_NAME",
+            default_value = DEFAULT_CA_SERVER_NAME
+        )
+    )]
     pub server_name: String,
-    /// The bearer token presented to the CA (a service-account token in a cluster).
+    /// The bearer token presented to the CA (in a cluster, the pod's service-account token
+    /// projected for the audience `istio-ca`); read again for every certificate request, as
+    /// the kubelet rotates it.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "ca-token-file", env = "WEFT_CA_TOKEN_FILE")
+    )]
     pub token_file: std::path::PathBuf,
-    /// The mesh's root certificates (PEM), for the CA and for peers.
+    /// The mesh's root certificates (PEM): what peers' and the CA's certificates must chain
+    /// to.
+    #[cfg_attr(feature = "cli", arg(long = "trust-bundle", env = "WEFT_TRUST_BUNDLE"))]
     pub trust_bundle: std::path::PathBuf,
 }
+
+/// The CA's name in `deploy/`: its Service in weft-system.
+pub const DEFAULT_CA_SERVER_NAME: &str = "weft-ca.weft-system.svc";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaClientFilesError {
@@ -307,13 +375,16 @@ impl CaClientFiles {
             path: self.trust_bundle.clone(),
             source,
         })?;
+        // Read now only to fail at start-up, naming the file, rather than at the first
+        // certificate request; every request reads it again.
         let token = read("the CA token", &self.token_file)?;
+        bearer(&token)?;
         let issuer = GrpcIssuer::new(GrpcIssuerConfig {
             tls: Some(CaClientTls {
                 trust: trust.clone(),
                 server_name: self.server_name.clone(),
             }),
-            token: Some(token.trim().to_string()),
+            token_file: Some(self.token_file.clone()),
             ..GrpcIssuerConfig::new(self.address.clone())
         })?;
         Ok((trust, issuer))

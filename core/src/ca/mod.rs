@@ -19,6 +19,7 @@ pub use auth::{
 };
 pub use authority::{CaConfig, CaError, CertificateAuthority, GeneratedRoot};
 pub use client::{
-    CaClientFiles, CaClientFilesError, CaClientTls, GrpcIssuer, GrpcIssuerConfig, GrpcIssuerError,
+    CaClientFiles, CaClientFilesError, CaClientTls, DEFAULT_CA_SERVER_NAME, GrpcIssuer,
+    GrpcIssuerConfig, GrpcIssuerError,
 };
 pub use server::{CaServeError, CaServer, CaService};
