@@ -275,6 +275,53 @@ async fn a_full_connection_makes_the_next_stream_open_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_server_keeps_open_streams_and_sends_new_ones_elsewhere() {
+    bounded(async {
+        let mesh = mesh(Duration::from_secs(3600)).await;
+        let (echo_addr, _echo) = echo_server().await;
+        let server = hbone_server(&mesh.server_manager, &mesh.trust, server_id()).await;
+        let pool = pool(&mesh);
+        let mut open = pool
+            .connect(connect_request(server.addr, echo_addr), dial)
+            .await
+            .expect("stream opens");
+        assert_eq!(echo(&mut open, b"before").await, b"before");
+        let first = open.info().connection_id;
+        assert_eq!(server.server.open_connections(), 1);
+
+        // As an agent handing its listeners to a successor does: GOAWAY on its connections.
+        server.server.retire();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut next = pool
+            .connect(connect_request(server.addr, echo_addr), dial)
+            .await
+            .expect("a new stream opens despite the GOAWAY");
+        assert_ne!(
+            next.info().connection_id,
+            first,
+            "not on the connection that is going away"
+        );
+        assert_eq!(server.accepted(), 2);
+        assert_eq!(echo(&mut next, b"next").await, b"next");
+        assert_eq!(
+            echo(&mut open, b"still open").await,
+            b"still open",
+            "the stream opened before the GOAWAY runs on"
+        );
+
+        // The retired connections close once their streams have ended.
+        drop(open);
+        drop(next);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while server.server.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(server.server.open_connections(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_of_the_handler_are_403_and_503() {
     bounded(async {
         let mesh = mesh(Duration::from_secs(3600)).await;

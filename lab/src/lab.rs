@@ -505,6 +505,8 @@ impl Lab {
             .arg(self.paths.ca_token(&node.name))
             .arg("--trust-bundle")
             .arg(self.paths.ca_root())
+            .arg("--handoff-socket")
+            .arg(self.paths.agent_handoff_socket(&node.name))
             .args(&self.runtime.agent_args)
             .env(
                 "RUST_LOG",
@@ -543,6 +545,85 @@ impl Lab {
     /// until it is gone. Capture stays attached; connections need the agent to be back.
     pub fn kill_agent(&self, node: &str) -> Result<(), LabError> {
         cgroup::kill(&self.node_cgroup(node))
+    }
+
+    /// Upgrades the agent of `node` the way a DaemonSet with `maxSurge` does: starts a new
+    /// agent beside the running one, waits until the new one serves the node (it took the
+    /// listeners over), then sends the old one SIGTERM and waits (up to `drain`) for it to
+    /// exit once its connections have ended. Returns the old and new agents' process ids.
+    pub fn upgrade_agent(
+        &mut self,
+        node: &str,
+        drain: Duration,
+    ) -> Result<(Vec<i32>, i32), LabError> {
+        let (old, new) = self.start_successor_agent(node)?;
+        self.stop_agent_processes(node, &old, drain)?;
+        Ok((old, new))
+    }
+
+    /// The first half of [`Lab::upgrade_agent`]: a new agent beside the running one, once it
+    /// serves the node. Returns the old and new agents' process ids.
+    pub fn start_successor_agent(&mut self, node: &str) -> Result<(Vec<i32>, i32), LabError> {
+        let cgroup = self.node_cgroup(node);
+        let old = cgroup::members(&cgroup);
+        if old.is_empty() {
+            return Err(LabError::Invalid(format!("no agent runs on {node}")));
+        }
+        self.start_agent(node)?;
+        // The admin endpoint is handed over last: when it answers with another process,
+        // the new agent serves the node.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let new = loop {
+            let serving = self
+                .agent_get(node, "/status")
+                .ok()
+                .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .and_then(|status| status["pid"].as_i64())
+                .and_then(|pid| i32::try_from(pid).ok());
+            match serving {
+                Some(pid) if !old.contains(&pid) => break pid,
+                _ if Instant::now() >= deadline => {
+                    return Err(LabError::Invalid(format!(
+                        "the new agent of {node} did not take over within {}s; the log ({}) \
+                         ends with:\n{}",
+                        READY_TIMEOUT.as_secs(),
+                        self.agent_log(node).display(),
+                        log_tail(&self.agent_log(node), 40)
+                    )));
+                }
+                _ => std::thread::sleep(Duration::from_millis(25)),
+            }
+        };
+        Ok((old, new))
+    }
+
+    /// The second half of [`Lab::upgrade_agent`]: SIGTERM to the old agent's processes `old`,
+    /// then waits (up to `drain`) until they have exited.
+    pub fn stop_agent_processes(
+        &self,
+        node: &str,
+        old: &[i32],
+        drain: Duration,
+    ) -> Result<(), LabError> {
+        let cgroup = self.node_cgroup(node);
+        for pid in old {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(*pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + drain;
+        while cgroup::members(&cgroup).iter().any(|pid| old.contains(pid)) {
+            if Instant::now() >= deadline {
+                return Err(LabError::Invalid(format!(
+                    "the old agent of {node} ({old:?}) did not exit within {}s of SIGTERM; \
+                     the log ({}) ends with:\n{}",
+                    drain.as_secs(),
+                    self.agent_log(node).display(),
+                    log_tail(&self.agent_log(node), 40)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Ok(())
     }
 
     /// Starts the agent of `node` again (after [`Lab::kill_agent`]) and waits until it is ready.
@@ -811,15 +892,20 @@ fn wait_for_process(
         }
     })?;
     outcome.map_err(|failure| {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(12)..].join("\n");
+        let tail = log_tail(log, 12);
         LabError::Invalid(format!(
             "{what} {failure} (limit {}s); its log ({}) ends with:\n{tail}",
             READY_TIMEOUT.as_secs(),
             log.display()
         ))
     })
+}
+
+/// The last `lines` lines of a log file.
+fn log_tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// The agent's admin endpoint inside its node (loopback only, as in a cluster).

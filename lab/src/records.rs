@@ -67,6 +67,12 @@ impl LabPaths {
         self.ca_dir().join(format!("{node}.token"))
     }
 
+    /// Where a node's new agent takes the listeners over from the running one: one per
+    /// node, since a lab's nodes share this machine's file system.
+    pub fn agent_handoff_socket(&self, node: &str) -> PathBuf {
+        self.root.join("handoff").join(format!("{node}.sock"))
+    }
+
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }

@@ -4,6 +4,7 @@
 mod admin;
 mod capture;
 mod ebpf;
+mod handoff;
 mod mesh;
 mod pods;
 mod preflight;
@@ -11,6 +12,7 @@ mod proxy;
 mod telemetry;
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +25,7 @@ use weft_config::source::{KubeSourceConfig, PodScope, start};
 use weft_config::translate::hosts::MeshSettings;
 use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, PoolConfig};
+use weft_core::host::handoff::Inherited;
 use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
 
 use crate::capture::enrollment::{Enrollment, PodToEnroll};
@@ -75,6 +78,14 @@ struct Args {
     /// Istio's cluster id, reported as `source_cluster`/`destination_cluster`.
     #[arg(long, env = "CLUSTER_ID", default_value = weft_core::metrics::DEFAULT_CLUSTER_ID)]
     cluster_id: String,
+    /// Unix socket where a new agent of this node takes the listening sockets over from
+    /// the running one, so an upgrade loses no connection (root only; one per node).
+    #[arg(long, env = "WEFT_HANDOFF_SOCKET", default_value = handoff::DEFAULT_SOCKET)]
+    handoff_socket: PathBuf,
+    /// After SIGTERM, how long open connections may run to their end before the agent
+    /// exits (keep it under the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "WEFT_DRAIN_TIMEOUT", value_parser = humantime_secs, default_value = "25")]
+    drain_timeout: Duration,
 }
 
 /// Seconds, as a plain number (`--cert-lifetime 3600`).
@@ -84,7 +95,7 @@ fn humantime_secs(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
     if seconds == 0 {
-        return Err("a certificate lifetime of 0 s cannot be rotated".into());
+        return Err("0 s is too short".into());
     }
     Ok(Duration::from_secs(seconds))
 }
@@ -111,6 +122,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
+    let mut shutdown = Shutdown::listen()?;
     let settings = MeshSettings {
         trust_domain: args.trust_domain.clone(),
         ..MeshSettings::default()
@@ -143,6 +155,7 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
         trust,
         pool,
         log: ConnectionLog::new(CONNECTION_LOG),
+        open: proxy::OpenConnections::default(),
         telemetry: telemetry::Telemetry {
             metrics: weft_core::metrics::Metrics::new(),
             spans: span_exporter(&args)?,
@@ -152,45 +165,142 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
 
     let loaded = ebpf::loader::load(&args.bpf_pin_root)?;
     info!(pins = %args.bpf_pin_root.display(), "eBPF programs loaded");
-    let enrollment = Arc::new(Mutex::new(Enrollment::new(loaded, mesh.clone())));
+
+    // A running agent of this node hands its listening sockets over; without one, fresh
+    // listeners.
+    let (mut inherited, acknowledge) = match weft_core::host::handoff::request(
+        &args.handoff_socket,
+        handoff::REQUEST_TIMEOUT,
+    )
+    .await
+    {
+        Ok(Some((inherited, acknowledge))) => {
+            info!(
+                sockets = inherited.len(),
+                "taking over from the running agent"
+            );
+            (inherited, Some(acknowledge))
+        }
+        Ok(None) => (Inherited::empty(), None),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "no handoff from a running agent; starting afresh");
+            (Inherited::empty(), None)
+        }
+    };
+    let inherited_sockets = inherited.len();
+    let (metrics_listener, metrics_held) =
+        handoff::node_listener(&mut inherited, handoff::METRICS, args.metrics_addr)?;
+    let (readiness_listener, readiness_held) =
+        handoff::node_listener(&mut inherited, handoff::READINESS, args.readiness_addr)?;
+    let (admin_listener, admin_held) =
+        handoff::node_listener(&mut inherited, handoff::ADMIN, args.admin_addr)?;
+    let node_held = [metrics_held, readiness_held, admin_held];
+
+    let enrollment = Arc::new(Mutex::new(Enrollment::new(loaded, mesh.clone(), inherited)));
     let kubelet = KubeletLocator::new(cgroup2, args.proc_root.clone());
     resync(&args, &registry, &kubelet, &enrollment);
 
     let readiness = admin::readiness::Readiness::default();
-    readiness.set_ready();
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(telemetry::serve(
-        args.metrics_addr,
+        metrics_listener,
         mesh.telemetry.metrics.clone(),
     ));
     servers.spawn(admin::readiness::serve(
-        args.readiness_addr,
+        readiness_listener,
         readiness.clone(),
     ));
     servers.spawn(admin::server::serve(
-        args.admin_addr,
+        admin_listener,
         admin::server::Admin {
             node: args.node.clone(),
             enrollment: enrollment.clone(),
             mesh: mesh.clone(),
-            readiness,
+            readiness: readiness.clone(),
             started: std::time::Instant::now(),
+            inherited_sockets,
         },
     ));
+    if let Some(acknowledge) = acknowledge {
+        // The previous agent accepts until this acknowledgement; the first connections
+        // here should not wait for the CA.
+        certificates_of_enrolled_pods(&mesh, &registry, &args.node).await;
+        match acknowledge.ack().await {
+            Ok(()) => info!(
+                sockets = inherited_sockets,
+                "took over from the previous agent"
+            ),
+            Err(e) => warn!(error = %format!("{e:#}"), "acknowledging the handoff failed"),
+        }
+    }
+    let unused = lock(&enrollment).release_unused_inherited();
+    if unused > 0 {
+        info!(
+            sockets = unused,
+            "closed inherited listeners of pods no longer enrolled"
+        );
+    }
+    let successors = weft_core::host::handoff::HandoffListener::bind(&args.handoff_socket)
+        .with_context(|| {
+            format!(
+                "listening for a successor on {}",
+                args.handoff_socket.display()
+            )
+        })?;
+    readiness.set_ready();
 
     let mut changes = registry.subscribe();
     let mut ticker = tokio::time::interval(RESYNC);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            result = shutdown_signal() => {
-                result?;
-                info!("shutting down; capture stays attached for the next agent");
+            () = shutdown.requested() => {
+                info!("shutting down: no longer accepting; capture stays attached for the next agent");
+                // Closed, so a new agent starting meanwhile binds afresh at once.
+                drop(successors);
+                drop(node_held);
+                servers.abort_all();
+                lock(&enrollment).retire();
+                drain_connections(&mesh, &enrollment, args.drain_timeout).await;
                 return Ok(());
             }
             Some(ended) = servers.join_next() => {
                 let result = ended.context("an endpoint task panicked")?;
                 return result.context("an endpoint stopped");
+            }
+            pending = successors.next() => {
+                let pending = match pending {
+                    Ok(pending) => pending,
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "a handoff request failed");
+                        continue;
+                    }
+                };
+                // Second handles, so the enrollment is not locked while the successor
+                // takes its time; the loop is paused meanwhile, so nothing changes.
+                let mut held: Vec<(String, OwnedFd)> = Vec::new();
+                for (name, fd) in node_held.iter().map(|(n, f)| (n.clone(), f.as_fd()))
+                    .chain(lock(&enrollment).offered().into_iter().map(|o| (o.name, o.fd)))
+                {
+                    match fd.try_clone_to_owned() {
+                        Ok(owned) => held.push((name, owned)),
+                        Err(e) => warn!(name, error = %e, "cannot offer a listener"),
+                    }
+                }
+                info!(sockets = held.len(), "a new agent asks for this node's listeners");
+                match pending.offer(&handoff::offer_of(&held), handoff::OFFER_TIMEOUT).await {
+                    Ok(true) => {
+                        info!("the new agent serves this node; no longer accepting, draining");
+                        drop(held);
+                        readiness.set_not_ready();
+                        servers.abort_all();
+                        lock(&enrollment).retire();
+                        drop(successors);
+                        return retired(&mut shutdown, &mesh, &enrollment, args.drain_timeout).await;
+                    }
+                    Ok(false) => warn!("the new agent did not take over; serving on"),
+                    Err(e) => warn!(error = %format!("{e:#}"), "handing over failed; serving on"),
+                }
             }
             changed = changes.changed() => {
                 if changed.is_err() {
@@ -200,6 +310,58 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
             }
             _ = ticker.tick() => resync(&args, &registry, &kubelet, &enrollment),
         }
+    }
+}
+
+fn lock(enrollment: &Mutex<Enrollment>) -> std::sync::MutexGuard<'_, Enrollment> {
+    enrollment.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// After handing the node to a successor: open connections run on until SIGTERM (the
+/// DaemonSet deletes this pod once the successor is ready; exiting earlier would only
+/// get this container restarted), then for at most the drain time.
+async fn retired(
+    shutdown: &mut Shutdown,
+    mesh: &Mesh,
+    enrollment: &Mutex<Enrollment>,
+    drain_timeout: Duration,
+) -> anyhow::Result<()> {
+    shutdown.requested().await;
+    info!("shutting down after the handoff");
+    drain_connections(mesh, enrollment, drain_timeout).await;
+    Ok(())
+}
+
+async fn drain_connections(mesh: &Mesh, enrollment: &Mutex<Enrollment>, limit: Duration) {
+    handoff::drain(
+        || mesh.open.count() + lock(enrollment).open_hbone_connections(),
+        limit,
+    )
+    .await;
+}
+
+/// Waits (10 s at most) for the certificates of the pods enrolled here.
+async fn certificates_of_enrolled_pods(mesh: &Mesh, registry: &Registry, node: &str) {
+    let identities: std::collections::BTreeSet<String> = registry
+        .load()
+        .workloads_on_node(node)
+        .filter(|w| w.in_mesh)
+        .map(|w| w.identity.to_string())
+        .collect();
+    let mut fetches = tokio::task::JoinSet::new();
+    for id in identities
+        .iter()
+        .filter_map(|id| id.parse::<Identity>().ok())
+    {
+        let identities = mesh.identities.clone();
+        fetches.spawn(async move { identities.fetch(&id).await.map(drop) });
+    }
+    let all = async { while fetches.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), all)
+        .await
+        .is_err()
+    {
+        warn!("some certificates are still on their way; taking over anyway");
     }
 }
 
@@ -286,12 +448,26 @@ fn desired_pods(
     Ok(desired)
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {},
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+/// SIGTERM and SIGINT, listened for from the start: a signal delivered before a listener
+/// exists would be lost.
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.interrupt.recv() => {},
+        }
+    }
 }

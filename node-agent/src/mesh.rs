@@ -8,6 +8,7 @@ use weft_config::registry::Registry;
 use weft_core::hbone::HbonePool;
 use weft_core::identity::{IdentityManager, TrustBundle};
 
+use crate::proxy::OpenConnections;
 use crate::proxy::records::ConnectionLog;
 
 pub struct Mesh {
@@ -17,6 +18,7 @@ pub struct Mesh {
     pub pool: HbonePool,
     pub log: ConnectionLog,
     pub telemetry: crate::telemetry::Telemetry,
+    pub open: OpenConnections,
 }
 
 pub type SharedMesh = Arc<Mesh>;

@@ -49,8 +49,9 @@ impl Telemetry {
 }
 
 /// Serves `/metrics` and `/stats/prometheus` on `addr`.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    Ok(weft_core::metrics::serve_metrics(addr, metrics).await?)
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    weft_core::metrics::serve_metrics_on(listener, metrics).await;
+    Ok(())
 }
 
 fn annotate(mut span: Span, labels: &ConnectionLabels) -> Span {

@@ -235,14 +235,15 @@ impl HbonePool {
     /// Opens a stream to `request.target` through the HBONE server at
     /// `request.hbone_address`, on a pooled connection when one fits, otherwise on a new
     /// one whose TCP connection `connector` makes (it is called with the address to dial,
-    /// at most once, and only when a new connection is needed).
+    /// only when a new connection is needed: at most twice, when the first one goes away
+    /// before the stream opens).
     pub async fn connect<C, F>(
         &self,
         request: ConnectRequest,
         connector: C,
     ) -> Result<HboneStream, HboneError>
     where
-        C: FnOnce(SocketAddr) -> F + Send,
+        C: Fn(SocketAddr) -> F + Send + Sync,
         F: Future<Output = io::Result<TcpStream>> + Send,
     {
         let key = PoolKey {
@@ -269,46 +270,52 @@ impl HbonePool {
         connector: C,
     ) -> Result<HboneStream, HboneError>
     where
-        C: FnOnce(SocketAddr) -> F + Send,
+        C: Fn(SocketAddr) -> F + Send + Sync,
         F: Future<Output = io::Result<TcpStream>> + Send,
     {
         let inner = &self.inner;
         let entry = inner.entry(&key);
-        let mut connector = Some(connector);
-        // A pooled connection may turn out to be closing when the request reaches it; then
-        // the stream is retried once more on another. Bounded: the connector is used once.
+        // A connection may turn out to be going away when the request reaches it (closed,
+        // or past the server's GOAWAY: a peer agent handing over to its successor); the
+        // stream is then opened on another, at most three tries and two new connections.
+        let mut new_connections_left = 2;
+        let mut last_error = None;
         for _ in 0..3 {
-            let (slot, reused) = match inner.checkout(&entry, &key) {
-                Some(slot) => (slot, true),
+            let slot = match inner.checkout(&entry, &key) {
+                Some(slot) => slot,
                 None => {
                     let _connecting = entry.connecting.lock().await;
                     match inner.checkout(&entry, &key) {
-                        Some(slot) => (slot, true),
+                        Some(slot) => slot,
                         None => {
-                            let Some(connector) = connector.take() else {
+                            if new_connections_left == 0 {
                                 break;
-                            };
-                            let conn = inner.establish(&key, connector).await?;
+                            }
+                            new_connections_left -= 1;
+                            let conn = inner.establish(&key, &connector).await?;
                             inner.start_sweeper();
                             let slot = conn.reserve();
                             lock(&entry.connections).push(conn);
-                            (slot, false)
+                            slot
                         }
                     }
                 }
             };
             match inner.open_stream(slot, &request).await {
                 Ok(stream) => return Ok(stream),
-                Err(OpenError::ConnectionGone(e)) if reused && connector.is_some() => {
-                    tracing::debug!(error = %e, "pooled connection went away; retrying");
+                Err(OpenError::ConnectionGone(e)) => {
+                    tracing::debug!(error = %e, "the connection went away before the stream opened; retrying");
+                    last_error = Some(e);
                 }
-                Err(OpenError::ConnectionGone(e) | OpenError::Other(e)) => return Err(e),
+                Err(OpenError::Other(e)) => return Err(e),
             }
         }
-        Err(HboneError::Request(format!(
-            "no usable connection to {} after retries",
-            key.address
-        )))
+        Err(last_error.unwrap_or_else(|| {
+            HboneError::Request(format!(
+                "no usable connection to {} after retries",
+                key.address
+            ))
+        }))
     }
 
     /// Connections currently pooled (those retired but still carrying streams excluded).
@@ -558,7 +565,10 @@ impl PoolInner {
                 }));
             }
             Ok(Err(source)) => {
-                let gone = source.is_closed() || source.is_canceled() || conn.sender.is_closed();
+                let gone = source.is_closed()
+                    || source.is_canceled()
+                    || conn.sender.is_closed()
+                    || unprocessed(&source);
                 if !gone {
                     return Err(OpenError::Other(HboneError::Http { address, source }));
                 }
@@ -594,6 +604,20 @@ impl PoolInner {
             _slot: slot,
         })
     }
+}
+
+/// Whether the server never processed the stream: it came after the server's GOAWAY (a
+/// peer handing its listeners to a successor, say) or was refused with REFUSED_STREAM.
+/// Such a CONNECT is safely opened again on another connection (RFC 9113 §8.7).
+fn unprocessed(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error with its causes, deduplicated (hyper and rustls repeat each other).

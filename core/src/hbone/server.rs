@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -118,6 +119,35 @@ struct ServerInner {
     /// One TLS configuration per identity served; its resolver reads the manager at each
     /// handshake, so it never goes stale.
     tls: Mutex<HashMap<Identity, Arc<rustls::ServerConfig>>>,
+    /// Set once [`HboneServer::retire`] is called: open connections are asked to wind down.
+    retired: tokio::sync::watch::Sender<bool>,
+    /// TCP connections being served (from accept to close).
+    open: AtomicUsize,
+}
+
+/// Resolves once the server is retired (at once if it already is).
+async fn until_retired(retired: &mut tokio::sync::watch::Receiver<bool>) {
+    // The borrow the watch returns is dropped here: it must not be held across an await.
+    if retired.wait_for(|retired| *retired).await.is_err() {
+        // The server is gone, so it never retires: wait forever.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenGuard<'a>(&'a AtomicUsize);
+
+impl<'a> OpenGuard<'a> {
+    fn new(open: &'a AtomicUsize) -> Self {
+        open.fetch_add(1, Ordering::AcqRel);
+        Self(open)
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Cheap to clone; one server can serve any number of listeners.
@@ -156,8 +186,23 @@ impl HboneServer {
                 handler: Arc::new(handler),
                 config,
                 tls: Mutex::new(HashMap::new()),
+                retired: tokio::sync::watch::Sender::new(false),
+                open: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// Asks every open connection, and every one accepted from now on, to wind down: an
+    /// HTTP/2 GOAWAY tells the client to open new streams elsewhere (its pool dials again,
+    /// reaching whoever accepts now), while the streams already open run to their end.
+    /// For a process handing its listeners to a successor, then draining.
+    pub fn retire(&self) {
+        self.inner.retired.send_replace(true);
+    }
+
+    /// TCP connections being served right now.
+    pub fn open_connections(&self) -> usize {
+        self.inner.open.load(Ordering::Acquire)
     }
 
     /// Accepts connections until the future is dropped, each served on a task of its own.
@@ -207,6 +252,8 @@ impl HboneServer {
         remote_addr: SocketAddr,
         span: tracing::Span,
     ) -> Result<(), HboneError> {
+        let _open = OpenGuard::new(&self.inner.open);
+        let mut retired = self.inner.retired.subscribe();
         tcp.set_nodelay(true)?;
         let timeout = self.inner.config.handshake_timeout;
         let (tls, server_identity) = tokio::time::timeout(timeout, self.handshake(tcp, local_addr))
@@ -247,13 +294,20 @@ impl HboneServer {
             let handler = Arc::clone(&handler);
             async move { Ok::<_, Infallible>(route(request, connection, handler, splice_buffer).await) }
         });
-        builder
-            .serve_connection(TokioIo::new(tls), service)
-            .await
-            .map_err(|source| HboneError::Http {
-                address: remote_addr,
-                source,
-            })
+        let connection = builder.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            // Resolves at once when retired before this connection was accepted.
+            () = until_retired(&mut retired) => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        result.map_err(|source| HboneError::Http {
+            address: remote_addr,
+            source,
+        })
     }
 
     async fn handshake(

@@ -1,5 +1,6 @@
 //! Facts about the machine and ways to act inside other namespaces of it.
 pub mod cgroup;
+pub mod handoff;
 pub mod mounts;
 pub mod netns;
 pub mod netns_sockets;

@@ -167,6 +167,8 @@ pub struct HboneFixture {
     pub requests: Arc<Mutex<Vec<InboundRequest>>>,
     /// How each served connection ended.
     pub outcomes: mpsc::UnboundedReceiver<Result<(), String>>,
+    /// The server itself (to retire it).
+    pub server: HboneServer,
     _task: Background,
 }
 
@@ -236,6 +238,7 @@ pub async fn hbone_server(
     let accepted = Arc::new(AtomicUsize::new(0));
     let (tx, outcomes) = mpsc::unbounded_channel();
     let counter = Arc::clone(&accepted);
+    let handle = server.clone();
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -252,6 +255,7 @@ pub async fn hbone_server(
         accepted,
         requests,
         outcomes,
+        server: handle,
         _task: Background(task),
     }
 }

@@ -1,7 +1,6 @@
 //! The small HTTP/1.1 server the agent's endpoints share.
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -35,15 +34,15 @@ pub fn json(value: &impl serde::Serialize) -> Reply {
     }
 }
 
-/// Serves `handler` on `addr` until the task is dropped.
-pub async fn serve<H, F>(addr: SocketAddr, handler: H) -> anyhow::Result<()>
+/// Serves `handler` on `listener` until the task is dropped.
+pub async fn serve<H, F>(listener: TcpListener, handler: H) -> anyhow::Result<()>
 where
     H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
 {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let addr = listener
+        .local_addr()
+        .context("the address of an endpoint's listener")?;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

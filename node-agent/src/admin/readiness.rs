@@ -1,10 +1,10 @@
 //! Readiness on :15021 (`GET /healthz/ready`), the port and path Istio's ztunnel uses, so a
 //! DaemonSet probe and the lab both know when every mesh pod of the node is enrolled.
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use hyper::StatusCode;
+use tokio::net::TcpListener;
 
 use super::http::{reply, serve as serve_http};
 
@@ -19,13 +19,17 @@ impl Readiness {
         self.0.store(true, Ordering::Release);
     }
 
+    pub fn set_not_ready(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }
 
-pub async fn serve(addr: SocketAddr, readiness: Readiness) -> anyhow::Result<()> {
-    serve_http(addr, move |request| {
+pub async fn serve(listener: TcpListener, readiness: Readiness) -> anyhow::Result<()> {
+    serve_http(listener, move |request| {
         let ready = readiness.is_ready();
         async move {
             match (request.uri().path(), ready) {

@@ -2,7 +2,6 @@
 //! the kernel, as JSON for `weftctl` (the questions `istioctl ztunnel-config` answers).
 //! `GET /` lists the endpoints.
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -26,6 +25,8 @@ pub struct Admin {
     pub mesh: SharedMesh,
     pub readiness: Readiness,
     pub started: Instant,
+    /// Listening sockets taken over from the previous agent at start (0: a fresh start).
+    pub inherited_sockets: usize,
 }
 
 const ENDPOINTS: [(&str, &str); 10] = [
@@ -83,6 +84,10 @@ struct StatusView<'a> {
     node: &'a str,
     /// What the readiness probe on :15021 answers.
     ready: bool,
+    /// This agent's process, and the listening sockets it took over from the agent before
+    /// it (a lossless upgrade; 0 after a fresh start).
+    pid: u32,
+    inherited_sockets: usize,
     uptime_seconds: u64,
     registry_version: u64,
     /// Workloads the registry knows, cluster-wide.
@@ -103,8 +108,8 @@ struct StatusView<'a> {
     warnings: usize,
 }
 
-pub async fn serve(addr: SocketAddr, admin: Admin) -> anyhow::Result<()> {
-    serve_http(addr, move |request| {
+pub async fn serve(listener: tokio::net::TcpListener, admin: Admin) -> anyhow::Result<()> {
+    serve_http(listener, move |request| {
         let admin = admin.clone();
         let method = request.method().clone();
         let path = request.uri().path().to_string();
@@ -212,6 +217,8 @@ fn status<'a>(admin: &'a Admin, snapshot: &Snapshot) -> StatusView<'a> {
         version: env!("CARGO_PKG_VERSION"),
         node: &admin.node,
         ready: admin.readiness.is_ready(),
+        pid: std::process::id(),
+        inherited_sockets: admin.inherited_sockets,
         uptime_seconds: admin.started.elapsed().as_secs(),
         registry_version: snapshot.version(),
         workloads: snapshot.workload_count(),

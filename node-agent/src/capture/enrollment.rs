@@ -3,9 +3,15 @@
 //! Order matters for a pod whose programs outlive an agent restart: the listeners exist
 //! and are registered before the programs are (re)confirmed, so that the traffic the
 //! programs redirect finds them.
+//!
+//! An agent that took over from a running one (`crate::handoff`) enrolls with the
+//! listeners it inherited, the very sockets the eBPF maps already point at, so nothing
+//! queued on them is lost; it binds new ones only for pods the previous agent did not
+//! serve. The previous agent, once the successor serves, is retired: it stops accepting
+//! and changes nothing in the kernel any more.
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use weft_core::hbone::{HboneServer, HboneServerConfig};
 use weft_core::host::cgroup::{cgroup_id, cgroup_tree_ids};
+use weft_core::host::handoff::{Inherited, Offered};
 use weft_core::host::netns_sockets::NetnsSockets;
 use weft_core::identity::Identity;
 use weft_ebpf_common::{PodStats, ports};
@@ -48,8 +55,12 @@ struct EnrolledPod {
     cgroups: Vec<u64>,
     attachment: Attachment,
     traffic: Arc<PodTraffic>,
-    /// The proxy tasks; aborting them closes the pod's listeners.
+    /// The accept loops; aborting them stops accepting (open connections run on their own
+    /// tasks) and closes this process's handle of the pod's listeners.
     tasks: Vec<JoinHandle<()>>,
+    /// A second handle of each listener, by its handoff name: what a successor is offered.
+    listeners: Vec<(String, OwnedFd)>,
+    hbone: HboneServer,
 }
 
 /// What the admin endpoint shows per pod.
@@ -91,23 +102,100 @@ pub struct Enrollment {
     pin_root: PathBuf,
     pods: HashMap<String, EnrolledPod>,
     mesh: SharedMesh,
+    /// Listeners received from the previous agent, taken as pods are enrolled.
+    inherited: Inherited,
+    /// Set once a successor serves this node: nothing is enrolled, unenrolled or detached.
+    retired: bool,
+}
+
+/// The handoff name of a pod's listener: the pod and the address, so a successor takes it
+/// only for the same pod at the same address.
+pub fn listener_name(uid: &str, addr: SocketAddr) -> String {
+    format!("pod/{uid}/{addr}")
 }
 
 impl Enrollment {
-    pub fn new(loaded: Loaded, mesh: SharedMesh) -> Self {
+    /// `inherited`: the previous agent's listeners ([`Inherited::empty`] on a fresh start).
+    pub fn new(loaded: Loaded, mesh: SharedMesh, inherited: Inherited) -> Self {
         Self {
             ebpf: loaded.ebpf,
             maps: loaded.maps,
             pin_root: loaded.pin_root,
             pods: HashMap::new(),
             mesh,
+            inherited,
+            retired: false,
         }
+    }
+
+    /// Closes the inherited listeners no enrolled pod took (pods that left the mesh while
+    /// the agents changed hands); returns how many.
+    pub fn release_unused_inherited(&mut self) -> usize {
+        std::mem::replace(&mut self.inherited, Inherited::empty()).len()
+    }
+
+    /// Every pod listener, by handoff name, for a successor.
+    pub fn offered(&self) -> Vec<Offered<'_>> {
+        self.pods
+            .values()
+            .flat_map(|pod| &pod.listeners)
+            .map(|(name, fd)| Offered {
+                name: name.clone(),
+                fd: fd.as_fd(),
+            })
+            .collect()
+    }
+
+    /// A successor serves the pods now: stop accepting, ask HBONE clients to move their
+    /// connections (GOAWAY), and leave the kernel state to the successor. Open connections
+    /// run to their end.
+    pub fn retire(&mut self) {
+        self.retired = true;
+        for pod in self.pods.values_mut() {
+            for task in &pod.tasks {
+                task.abort();
+            }
+            // This process's last handles: without a successor holding them, the
+            // listeners close and new connections are refused at once (capture fails
+            // closed) instead of waiting in a queue nobody reads.
+            pod.listeners.clear();
+            pod.hbone.retire();
+        }
+    }
+
+    /// HBONE connections the pods' servers are serving.
+    pub fn open_hbone_connections(&self) -> usize {
+        self.pods.values().map(|p| p.hbone.open_connections()).sum()
+    }
+
+    /// A listener on `addr` in the pod: the inherited one when the previous agent offered
+    /// it, else a new one.
+    fn listener(
+        &mut self,
+        sockets: &NetnsSockets,
+        uid: &str,
+        addr: SocketAddr,
+    ) -> anyhow::Result<(std::net::TcpListener, OwnedFd, String)> {
+        let name = listener_name(uid, addr);
+        let listener = match self.inherited.take_tcp(&name) {
+            Some(inherited) if inherited.local_addr().ok() == Some(addr) => inherited,
+            _ => sockets.listen(addr)?,
+        };
+        let handle = OwnedFd::from(
+            listener
+                .try_clone()
+                .with_context(|| format!("duplicating the listener on {addr}"))?,
+        );
+        Ok((listener, handle, name))
     }
 
     /// Makes the enrolled set equal `desired`: new pods are enrolled, gone ones (including
     /// pods an earlier run pinned and that are no longer in the mesh) unenrolled, changed
     /// ones re-enrolled. Every failure is logged and the others proceed.
     pub fn reconcile(&mut self, desired: &[PodToEnroll]) {
+        if self.retired {
+            return;
+        }
         let wanted: HashMap<&str, &PodToEnroll> =
             desired.iter().map(|p| (p.uid.as_str(), p)).collect();
         let stale: Vec<String> = self
@@ -148,17 +236,34 @@ impl Enrollment {
     fn enroll(&mut self, pod: &PodToEnroll) -> anyhow::Result<Attachment> {
         let location = &pod.location;
         let sockets = NetnsSockets::spawn(&location.netns)?;
-        let outbound_v4 =
-            sockets.listen(SocketAddr::from((Ipv4Addr::LOCALHOST, ports::OUTBOUND)))?;
+        let mut listeners = Vec::new();
+        let (outbound_v4, handle, name) = self.listener(
+            &sockets,
+            &pod.uid,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, ports::OUTBOUND)),
+        )?;
+        listeners.push((name, handle));
         // IPv6 capture only where the pod has IPv6 loopback to listen on.
-        let outbound_v6 = sockets
-            .listen(SocketAddr::from((Ipv6Addr::LOCALHOST, ports::OUTBOUND)))
-            .ok();
-        let inbound = sockets.listen(SocketAddr::from((
-            Ipv4Addr::UNSPECIFIED,
-            ports::INBOUND_PLAINTEXT,
-        )))?;
-        let hbone = sockets.listen(SocketAddr::from((pod.ip, ports::HBONE)))?;
+        let outbound_v6 = match self.listener(
+            &sockets,
+            &pod.uid,
+            SocketAddr::from((Ipv6Addr::LOCALHOST, ports::OUTBOUND)),
+        ) {
+            Ok((listener, handle, name)) => {
+                listeners.push((name, handle));
+                Some(listener)
+            }
+            Err(_) => None,
+        };
+        let (inbound, handle, name) = self.listener(
+            &sockets,
+            &pod.uid,
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, ports::INBOUND_PLAINTEXT)),
+        )?;
+        listeners.push((name, handle));
+        let (hbone, handle, name) =
+            self.listener(&sockets, &pod.uid, SocketAddr::from((pod.ip, ports::HBONE)))?;
+        listeners.push((name, handle));
 
         let pod_id = cgroup_id(&location.cgroup)
             .with_context(|| format!("reading the pod's cgroup {}", location.cgroup.display()))?;
@@ -251,7 +356,8 @@ impl Enrollment {
             HboneServerConfig::default(),
         );
         let hbone = tokio::net::TcpListener::from_std(hbone)?;
-        tasks.push(tokio::spawn(async move { server.serve(hbone).await }));
+        let serving = server.clone();
+        tasks.push(tokio::spawn(async move { serving.serve(hbone).await }));
         self.pods.insert(
             pod.uid.clone(),
             EnrolledPod {
@@ -261,6 +367,8 @@ impl Enrollment {
                 attachment,
                 traffic,
                 tasks,
+                listeners,
+                hbone: server,
             },
         );
         Ok(attachment)

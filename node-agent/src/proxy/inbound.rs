@@ -36,7 +36,14 @@ pub async fn serve(listener: TcpListener, ctx: InboundContext) {
         };
         let ctx = ctx.clone();
         let span = info_span!("inbound", pod = %ctx.pod, client = %peer);
-        tokio::spawn(handle(client, peer, listener_addr, ctx).instrument(span));
+        let open = ctx.mesh.open.track();
+        tokio::spawn(
+            async move {
+                handle(client, peer, listener_addr, ctx).await;
+                drop(open);
+            }
+            .instrument(span),
+        );
     }
 }
 

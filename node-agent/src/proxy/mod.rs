@@ -8,6 +8,8 @@ pub mod records;
 pub mod resolve;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes};
 use tokio::net::{TcpSocket, TcpStream};
@@ -39,4 +41,30 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
 {
     copy_bidirectional_with_sizes(&mut a, &mut b, COPY_BUFFER, COPY_BUFFER).await
+}
+
+/// Plaintext connections the proxy is carrying (outbound and inbound; HBONE connections are
+/// counted by their server): what an agent that handed its listeners to a successor waits
+/// for before it exits.
+#[derive(Clone, Debug, Default)]
+pub struct OpenConnections(Arc<AtomicUsize>);
+
+impl OpenConnections {
+    /// Counts one connection until the guard is dropped.
+    pub fn track(&self) -> OpenGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(self.0.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+pub struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }

@@ -80,7 +80,14 @@ pub async fn serve(listener: TcpListener, ctx: OutboundContext) {
         };
         let ctx = ctx.clone();
         let span = info_span!("outbound", pod = %ctx.pod, client = %peer);
-        tokio::spawn(handle(client, peer, ctx).instrument(span));
+        let open = ctx.mesh.open.track();
+        tokio::spawn(
+            async move {
+                handle(client, peer, ctx).await;
+                drop(open);
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -170,8 +177,9 @@ async fn open_hbone(
     let sockets = ctx.sockets.clone();
     ctx.mesh
         .pool
-        .connect(request, move |address| async move {
-            connect_from_pod(&sockets, address).await
+        .connect(request, move |address| {
+            let sockets = sockets.clone();
+            async move { connect_from_pod(&sockets, address).await }
         })
         .await
         .map_err(|e| std::io::Error::other(format!("HBONE to {hbone_address}: {e}")))
