@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_e2e::{lab_up, pod_ip, testapp_in, testapp_json};
+use weft_e2e::{eventually, lab_up, pod_ip, testapp, testapp_in, testapp_json};
 use weft_lab::Lab;
 
 const REVIEWS: &str = "http://reviews.shop.svc.cluster.local:9080";
@@ -325,5 +325,56 @@ fn outlier_detection_pool_limits_authorization_and_bypass() {
         !bypass.status.success(),
         "a direct request to a waypoint-bound pod must fail: {}",
         String::from_utf8_lossy(&bypass.stdout)
+    );
+}
+
+#[test]
+fn a_stopping_waypoint_finishes_the_requests_in_flight() {
+    let lab = lab_up("wpd", "waypoint", 2, true);
+    assert_eq!(get(&lab, &format!("{REVIEWS}/warm"), &[])[0]["status"], 200);
+    // A 2 s request; the waypoint is told to stop (SIGTERM, as a rollout does) 0.5 s in.
+    let mut command = lab
+        .pod_command("shop/client", testapp())
+        .expect("a command in the client pod");
+    let request = command
+        .args(["get", &format!("{REVIEWS}/inflight?delay_ms=2000")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the request starts");
+    std::thread::sleep(Duration::from_millis(500));
+    let procs = lab
+        .pod_cgroup_dir("shop/waypoint-0")
+        .expect("the waypoint pod")
+        .join("cgroup.procs");
+    let pids = || -> Vec<i32> {
+        std::fs::read_to_string(&procs)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let waypoint = pids();
+    assert!(!waypoint.is_empty(), "the waypoint runs");
+    for pid in &waypoint {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(*pid, libc::SIGTERM) };
+    }
+    let output = request.wait_with_output().expect("the request ends");
+    let reply: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}): {} {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(
+        reply["status"], 200,
+        "the request in flight completed: {reply}"
+    );
+    // It exits once drained: the 5 s drain delay, then the idle connections' GOAWAY.
+    assert!(
+        eventually(Duration::from_secs(15), || pids().is_empty()),
+        "the waypoint exited after draining"
     );
 }

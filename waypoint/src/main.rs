@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing::info;
+use tracing::{info, warn};
 use weft_config::source::{KubeSourceConfig, PodScope, start};
 use weft_config::translate::hosts::MeshSettings;
 use weft_core::ca::CaClientFiles;
@@ -47,6 +47,14 @@ struct Args {
     /// off when unset.
     #[arg(long, env = "WEFT_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// After SIGTERM, seconds to go on serving new connections as usual (readiness answers
+    /// 503) while the endpoint's removal reaches the agents.
+    #[arg(long, env = "WEFT_DRAIN_DELAY", default_value_t = 5)]
+    drain_delay: u64,
+    /// Then, seconds at most for open connections to end (after a GOAWAY on each) before
+    /// the waypoint exits; delay and drain fit in terminationGracePeriodSeconds.
+    #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value_t = 20)]
+    drain_timeout: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +70,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // From the start: a SIGTERM delivered before a listener exists would kill the process.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
     let settings = MeshSettings {
         trust_domain: args.trust_domain.clone(),
         ..MeshSettings::default()
@@ -129,25 +142,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     info!(listen = %args.listen, waypoint = %format!("{}/{}", args.namespace, args.name), "serving HBONE");
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(readiness::serve(args.readiness_addr));
+    let ready = readiness::Readiness::default();
+    tasks.spawn(readiness::serve(args.readiness_addr, ready.clone()));
     let metrics_addr = args.metrics_addr;
     tasks.spawn(async move {
         weft_core::metrics::serve_metrics(metrics_addr, metrics)
             .await
             .with_context(|| format!("serving metrics on {metrics_addr}"))
     });
-    tasks.spawn(async move {
-        server.serve(listener).await;
-        Ok(())
-    });
+    let serving = server.clone();
+    let accepting = tokio::spawn(async move { serving.serve(listener).await });
     tokio::select! {
-        signal = tokio::signal::ctrl_c() => {
-            signal.context("waiting for a signal")?;
-            info!("shutting down");
-            Ok(())
-        }
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
         Some(ended) = tasks.join_next() => {
-            ended.context("a task panicked")?.context("a listener stopped")
+            return ended.context("a task panicked")?.context("a listener stopped");
         }
+    }
+    drain(&server, accepting, &ready, &args).await;
+    Ok(())
+}
+
+/// Stops without cutting what is in flight: readiness goes 503 at once so the endpoint is
+/// withdrawn, new connections are still served for the drain delay (agents that have not
+/// heard yet), then accepting stops, every connection gets a GOAWAY (its open streams run
+/// on), and the waypoint exits when they have ended or the drain time is up.
+async fn drain(
+    server: &HboneServer,
+    accepting: tokio::task::JoinHandle<()>,
+    ready: &readiness::Readiness,
+    args: &Args,
+) {
+    ready.set_draining();
+    info!(delay_s = args.drain_delay, "draining: readiness now 503");
+    tokio::time::sleep(Duration::from_secs(args.drain_delay)).await;
+    accepting.abort();
+    server.retire();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.drain_timeout);
+    loop {
+        let open = server.open_connections();
+        if open == 0 {
+            info!("every connection has ended; exiting");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(open, "drain time is up; closing the connections still open");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1,6 +1,9 @@
 //! Readiness on 15021, as a Deployment probes it: the waypoint only listens once it holds
-//! its certificate and configuration, so answering at all means ready.
+//! its certificate and configuration, so answering means ready, until it is told to stop
+//! (then 503, so its endpoint is withdrawn while it drains).
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -9,7 +12,27 @@ use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-pub async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
+/// Whether the waypoint takes new work; cleared when it starts draining.
+#[derive(Clone, Debug)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl Readiness {
+    pub fn set_draining(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+pub async fn serve(addr: SocketAddr, readiness: Readiness) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening for readiness probes on {addr}"))?;
@@ -18,18 +41,21 @@ pub async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
             Ok(accepted) => accepted,
             Err(_) => continue,
         };
+        let readiness = readiness.clone();
         tokio::spawn(async move {
-            let service = service_fn(
-                |request: hyper::Request<hyper::body::Incoming>| async move {
-                    let status = match request.uri().path() {
-                        "/healthz/ready" | "/ready" => StatusCode::OK,
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let ready = readiness.is_ready();
+                async move {
+                    let status = match (request.uri().path(), ready) {
+                        ("/healthz/ready" | "/ready", true) => StatusCode::OK,
+                        ("/healthz/ready" | "/ready", false) => StatusCode::SERVICE_UNAVAILABLE,
                         _ => StatusCode::NOT_FOUND,
                     };
                     let mut response = Response::new(Full::new(Bytes::new()));
                     *response.status_mut() = status;
                     Ok::<_, std::convert::Infallible>(response)
-                },
-            );
+                }
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
