@@ -6,7 +6,7 @@ use std::process::Command;
 
 use weft_e2e::{bin_dir, unique_lab_name};
 
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 8] = [
     "── 1. mesh on",
     "── 2. all traffic to reviews v1",
     "── 3. header-based routing",
@@ -14,6 +14,7 @@ const STEPS: [&str; 7] = [
     "── 5. fault injection and retries",
     "── 6. an AuthorizationPolicy denies a caller",
     "── 7. metrics",
+    "── 8. upgrading the agents, traffic flowing",
 ];
 
 #[test]
@@ -40,7 +41,7 @@ fn the_demo_tour_passes_every_step() {
         .lines()
         .filter(|l| l.trim_start().starts_with('✓'))
         .count();
-    assert_eq!(checks, 15, "every step's checks passed:\n{stdout}");
+    assert_eq!(checks, 17, "every step's checks passed:\n{stdout}");
     assert!(
         stdout.contains("1100 sent, 1100 counted"),
         "the waypoint's istio_requests_total matches the requests sent:\n{stdout}"

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
-use weft_lab::{Lab, LabOptions};
+use weft_lab::{Lab, LabOptions, Runtime};
 
 use self::report::{Sample, bar_table, percent, reviews_distribution, summary};
 use crate::build::bin_dir;
@@ -24,6 +24,10 @@ use crate::workspace_root;
 const PRODUCTPAGE: &str = "http://productpage:9080/productpage";
 const REVIEWS: &str = "http://reviews:9080/reviews";
 const CURL: &str = "bookinfo/curl";
+/// How long an agent being replaced waits for its open connections (the app pods keep
+/// idle keep-alive connections open indefinitely): the DaemonSet's 25 s is a long pause
+/// in a demo.
+const DRAIN_TIMEOUT_S: &str = "5";
 /// The waypoint reads configuration changes from the cluster view within its 1 s poll.
 const SETTLE: Duration = Duration::from_millis(2500);
 
@@ -45,7 +49,12 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let lab = Lab::up_from_dir(
         &LabOptions::new(&options.name).nodes(2),
         &app,
-        &runtime(true),
+        &Runtime {
+            agent_args: ["--drain-timeout", DRAIN_TIMEOUT_S]
+                .map(String::from)
+                .to_vec(),
+            ..runtime(true)
+        },
     )
     .with_context(|| format!("bringing up the demo lab from {}", app.display()))?;
     println!(
@@ -101,6 +110,8 @@ impl Tour {
             .context("step 5 (fault injection and retries)")?;
         self.deny_curl().context("step 6 (AuthorizationPolicy)")?;
         self.metrics().context("step 7 (metrics)")?;
+        self.upgrade_agents()
+            .context("step 8 (upgrading the agents under traffic)")?;
         Ok(())
     }
 
@@ -333,6 +344,86 @@ impl Tour {
                 self.through_waypoint
             ),
         )
+    }
+
+    fn upgrade_agents(&mut self) -> anyhow::Result<()> {
+        self.step(
+            8,
+            "upgrading the agents, traffic flowing",
+            "While curl asks for 40 pages a second on two keep-alive connections, each node \
+             gets a new weft-agent beside the old one, as a DaemonSet rollout with maxSurge \
+             does. The new agent takes the old one's listening sockets over (the same kernel \
+             sockets, passed over a unix socket), serves, and then the old one stops \
+             accepting, lets its connections finish and exits on SIGTERM.",
+            None,
+        )?;
+        let load = self
+            .lab
+            .pod_command(CURL, bin_dir().join("weft-testapp"))?
+            .args([
+                "load",
+                PRODUCTPAGE,
+                "--rate",
+                "40",
+                "--duration-ms",
+                "6000",
+                "--connections",
+                "2",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting weft-testapp load in the curl pod")?;
+        std::thread::sleep(Duration::from_secs(1));
+        let nodes: Vec<String> = self.lab.plan.nodes.iter().map(|n| n.name.clone()).collect();
+        let mut replaced = Vec::new();
+        for node in &nodes {
+            interrupt::check()?;
+            let (old, new) = self.lab.start_successor_agent(node)?;
+            let status: Value = serde_json::from_str(&self.lab.agent_get(node, "/status")?)?;
+            println!(
+                "    {node}: agent {old:?} → {new}, which took over {} listening sockets",
+                status["inherited_sockets"]
+            );
+            replaced.push((node.clone(), old));
+        }
+        let output = load.wait_with_output()?;
+        ensure!(
+            output.status.success(),
+            "weft-testapp load: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value =
+            serde_json::from_slice(&output.stdout).context("weft-testapp load printed no JSON")?;
+        let stopping = Instant::now();
+        let mut exited = true;
+        for (node, old) in &replaced {
+            if let Err(e) = self
+                .lab
+                .stop_agent_processes(node, old, Duration::from_secs(30))
+            {
+                println!("    {e}");
+                exited = false;
+            }
+        }
+        println!(
+            "    {} pages asked, {} served, {} failed; p50 {:.1} ms, p99 {:.1} ms",
+            report["sent"],
+            report["ok"],
+            report["errors"],
+            report["latency_us"]["p50"].as_f64().unwrap_or(0.0) / 1000.0,
+            report["latency_us"]["p99"].as_f64().unwrap_or(0.0) / 1000.0,
+        );
+        println!(
+            "    the old agents exited {:.1} s after SIGTERM (idle keep-alive connections of \
+             the app pods are closed after the drain time, {DRAIN_TIMEOUT_S} s here)",
+            stopping.elapsed().as_secs_f64()
+        );
+        expect(
+            report["errors"] == 0 && report["ok"].as_u64() > Some(0),
+            "no page failed while both agents were replaced",
+        )?;
+        expect(exited, "the old agents drained and exited on SIGTERM")
     }
 
     /// Prints a step's title and explanation, and applies its manifest as `kubectl apply`
