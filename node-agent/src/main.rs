@@ -224,7 +224,8 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
     if let Some(acknowledge) = acknowledge {
         // The previous agent accepts until this acknowledgement; the first connections
         // here should not wait for the CA.
-        certificates_of_enrolled_pods(&mesh, &registry, &args.node).await;
+        let identities = lock(&enrollment).identities();
+        certificates_of(&mesh, identities).await;
         match acknowledge.ack().await {
             Ok(()) => info!(
                 sockets = inherited_sockets,
@@ -279,12 +280,17 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
                 // Second handles, so the enrollment is not locked while the successor
                 // takes its time; the loop is paused meanwhile, so nothing changes.
                 let mut held: Vec<(String, OwnedFd)> = Vec::new();
-                for (name, fd) in node_held.iter().map(|(n, f)| (n.clone(), f.as_fd()))
-                    .chain(lock(&enrollment).offered().into_iter().map(|o| (o.name, o.fd)))
                 {
-                    match fd.try_clone_to_owned() {
-                        Ok(owned) => held.push((name, owned)),
-                        Err(e) => warn!(name, error = %e, "cannot offer a listener"),
+                    let enrolled = lock(&enrollment);
+                    let listeners = node_held
+                        .iter()
+                        .map(|(name, fd)| (name.as_str(), fd.as_fd()))
+                        .chain(enrolled.listeners());
+                    for (name, fd) in listeners {
+                        match fd.try_clone_to_owned() {
+                            Ok(owned) => held.push((name.to_string(), owned)),
+                            Err(e) => warn!(name, error = %e, "cannot offer a listener"),
+                        }
                     }
                 }
                 info!(sockets = held.len(), "a new agent asks for this node's listeners");
@@ -340,21 +346,12 @@ async fn drain_connections(mesh: &Mesh, enrollment: &Mutex<Enrollment>, limit: D
     .await;
 }
 
-/// Waits (10 s at most) for the certificates of the pods enrolled here.
-async fn certificates_of_enrolled_pods(mesh: &Mesh, registry: &Registry, node: &str) {
-    let identities: std::collections::BTreeSet<String> = registry
-        .load()
-        .workloads_on_node(node)
-        .filter(|w| w.in_mesh)
-        .map(|w| w.identity.to_string())
-        .collect();
+/// Waits (10 s at most) for the certificates of `identities`.
+async fn certificates_of(mesh: &Mesh, identities: std::collections::BTreeSet<Identity>) {
     let mut fetches = tokio::task::JoinSet::new();
-    for id in identities
-        .iter()
-        .filter_map(|id| id.parse::<Identity>().ok())
-    {
-        let identities = mesh.identities.clone();
-        fetches.spawn(async move { identities.fetch(&id).await.map(drop) });
+    for identity in identities {
+        let manager = mesh.identities.clone();
+        fetches.spawn(async move { manager.fetch(&identity).await.map(drop) });
     }
     let all = async { while fetches.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(10), all)

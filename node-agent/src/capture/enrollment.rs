@@ -9,9 +9,9 @@
 //! queued on them is lost; it binds new ones only for pods the previous agent did not
 //! serve. The previous agent, once the successor serves, is retired: it stops accepting
 //! and changes nothing in the kernel any more.
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use weft_core::hbone::{HboneServer, HboneServerConfig};
 use weft_core::host::cgroup::{cgroup_id, cgroup_tree_ids};
-use weft_core::host::handoff::{Inherited, Offered};
+use weft_core::host::handoff::Inherited;
 use weft_core::host::netns_sockets::NetnsSockets;
 use weft_core::identity::Identity;
 use weft_ebpf_common::{PodStats, ports};
@@ -135,14 +135,18 @@ impl Enrollment {
     }
 
     /// Every pod listener, by handoff name, for a successor.
-    pub fn offered(&self) -> Vec<Offered<'_>> {
+    pub fn listeners(&self) -> impl Iterator<Item = (&str, BorrowedFd<'_>)> {
         self.pods
             .values()
             .flat_map(|pod| &pod.listeners)
-            .map(|(name, fd)| Offered {
-                name: name.clone(),
-                fd: fd.as_fd(),
-            })
+            .map(|(name, fd)| (name.as_str(), fd.as_fd()))
+    }
+
+    /// The identities of the enrolled pods.
+    pub fn identities(&self) -> BTreeSet<Identity> {
+        self.pods
+            .values()
+            .map(|pod| pod.spec.identity.clone())
             .collect()
     }
 
