@@ -4,6 +4,7 @@ pub mod grpc;
 pub mod hbone;
 pub mod host;
 pub mod identity;
+pub mod lifecycle;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;

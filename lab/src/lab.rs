@@ -547,22 +547,10 @@ impl Lab {
         cgroup::kill(&self.node_cgroup(node))
     }
 
-    /// Upgrades the agent of `node` the way a DaemonSet with `maxSurge` does: starts a new
-    /// agent beside the running one, waits until the new one serves the node (it took the
-    /// listeners over), then sends the old one SIGTERM and waits (up to `drain`) for it to
-    /// exit once its connections have ended. Returns the old and new agents' process ids.
-    pub fn upgrade_agent(
-        &mut self,
-        node: &str,
-        drain: Duration,
-    ) -> Result<(Vec<i32>, i32), LabError> {
-        let (old, new) = self.start_successor_agent(node)?;
-        self.stop_agent_processes(node, &old, drain)?;
-        Ok((old, new))
-    }
-
-    /// The first half of [`Lab::upgrade_agent`]: a new agent beside the running one, once it
-    /// serves the node. Returns the old and new agents' process ids.
+    /// Starts a new agent of `node` beside the running one, as a DaemonSet with `maxSurge`
+    /// does, and waits until the new one serves the node (it took the listeners over).
+    /// Returns the old and new agents' process ids; [`Lab::stop_agent_processes`] then
+    /// stops the old one.
     pub fn start_successor_agent(&mut self, node: &str) -> Result<(Vec<i32>, i32), LabError> {
         let cgroup = self.node_cgroup(node);
         let old = cgroup::members(&cgroup);
@@ -597,8 +585,8 @@ impl Lab {
         Ok((old, new))
     }
 
-    /// The second half of [`Lab::upgrade_agent`]: SIGTERM to the old agent's processes `old`,
-    /// then waits (up to `drain`) until they have exited.
+    /// SIGTERM to the agent processes `old` of `node`, then waits (up to `drain`) until they
+    /// have exited (an old agent does once its connections have drained).
     pub fn stop_agent_processes(
         &self,
         node: &str,
@@ -765,6 +753,11 @@ impl Lab {
             .pod(pod)
             .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))?;
         Ok(self.pod_cgroup(pod))
+    }
+
+    /// The processes running in `pod` (its cgroup's members).
+    pub fn pod_processes(&self, pod: &str) -> Result<Vec<i32>, LabError> {
+        Ok(cgroup::members(&self.pod_cgroup_dir(pod)?))
     }
 
     pub fn summary(&self) -> LabSummary {

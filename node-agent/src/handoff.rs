@@ -17,7 +17,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::{info, warn};
 use weft_core::host::handoff::{Inherited, Offered};
 
 /// Where agents of a node meet to hand over (a hostPath directory in the DaemonSet).
@@ -34,29 +33,42 @@ pub const ADMIN: &str = "node/admin";
 pub const METRICS: &str = "node/metrics";
 pub const READINESS: &str = "node/readiness";
 
-/// A node endpoint's listener: the previous agent's when it offered one on `addr`, else a
-/// new one. Returns the listener and a second handle of it to offer a successor.
-pub fn node_listener(
+/// A listener on `addr`: the previous agent's when it offered one of that name on that
+/// address, else a new one from `bind`. Returns it (non-blocking) with a second handle of it
+/// to offer a successor.
+pub fn inherit_or_bind(
     inherited: &mut Inherited,
     name: &str,
     addr: SocketAddr,
-) -> anyhow::Result<(tokio::net::TcpListener, (String, OwnedFd))> {
+    bind: impl FnOnce() -> anyhow::Result<std::net::TcpListener>,
+) -> anyhow::Result<(std::net::TcpListener, OwnedFd)> {
     let listener = match inherited.take_tcp(name) {
         Some(listener) if listener.local_addr().ok() == Some(addr) => listener,
-        _ => {
-            let listener = std::net::TcpListener::bind(addr)
-                .with_context(|| format!("binding {addr} ({name})"))?;
-            listener
-                .set_nonblocking(true)
-                .with_context(|| format!("making {addr} non-blocking"))?;
-            listener
-        }
+        _ => bind()?,
     };
     let handle = OwnedFd::from(
         listener
             .try_clone()
             .with_context(|| format!("duplicating the listener on {addr}"))?,
     );
+    Ok((listener, handle))
+}
+
+/// A node endpoint's listener (in the node's network namespace), inherited or bound, ready
+/// for tokio, with its handoff name and second handle.
+pub fn node_listener(
+    inherited: &mut Inherited,
+    name: &str,
+    addr: SocketAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, (String, OwnedFd))> {
+    let (listener, handle) = inherit_or_bind(inherited, name, addr, || {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("binding {addr} ({name})"))?;
+        listener
+            .set_nonblocking(true)
+            .with_context(|| format!("making {addr} non-blocking"))?;
+        Ok(listener)
+    })?;
     let listener = tokio::net::TcpListener::from_std(listener)
         .with_context(|| format!("registering the listener on {addr}"))?;
     Ok((listener, (name.to_string(), handle)))
@@ -70,26 +82,4 @@ pub fn offer_of(held: &[(String, OwnedFd)]) -> Vec<Offered<'_>> {
             fd: fd.as_fd(),
         })
         .collect()
-}
-
-/// Waits until `open()` is 0 or `limit` has passed; logs what was left.
-pub async fn drain(open: impl Fn() -> usize, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut ticker = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        ticker.tick().await;
-        let left = open();
-        if left == 0 {
-            info!("every connection has ended");
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            warn!(
-                open = left,
-                limit = ?limit,
-                "drain time is up; closing the connections still open"
-            );
-            return;
-        }
-    }
 }

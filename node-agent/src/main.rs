@@ -27,6 +27,7 @@ use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, PoolConfig};
 use weft_core::host::handoff::Inherited;
 use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
+use weft_core::lifecycle::Shutdown;
 
 use crate::capture::enrollment::{Enrollment, PodToEnroll};
 use crate::capture::exclusions;
@@ -122,7 +123,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
-    let mut shutdown = Shutdown::listen()?;
+    let mut shutdown = Shutdown::listen().context("installing the SIGTERM and SIGINT handlers")?;
     let settings = MeshSettings {
         trust_domain: args.trust_domain.clone(),
         ..MeshSettings::default()
@@ -339,7 +340,7 @@ async fn retired(
 }
 
 async fn drain_connections(mesh: &Mesh, enrollment: &Mutex<Enrollment>, limit: Duration) {
-    handoff::drain(
+    weft_core::lifecycle::drain(
         || mesh.open.count() + lock(enrollment).open_hbone_connections(),
         limit,
     )
@@ -443,28 +444,4 @@ fn desired_pods(
         });
     }
     Ok(desired)
-}
-
-/// SIGTERM and SIGINT, listened for from the start: a signal delivered before a listener
-/// exists would be lost.
-struct Shutdown {
-    term: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl Shutdown {
-    fn listen() -> anyhow::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-        })
-    }
-
-    async fn requested(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {},
-            _ = self.interrupt.recv() => {},
-        }
-    }
 }

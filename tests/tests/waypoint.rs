@@ -343,16 +343,9 @@ fn a_stopping_waypoint_finishes_the_requests_in_flight() {
         .spawn()
         .expect("the request starts");
     std::thread::sleep(Duration::from_millis(500));
-    let procs = lab
-        .pod_cgroup_dir("shop/waypoint-0")
-        .expect("the waypoint pod")
-        .join("cgroup.procs");
-    let pids = || -> Vec<i32> {
-        std::fs::read_to_string(&procs)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+    let pids = || {
+        lab.pod_processes("shop/waypoint-0")
+            .expect("the waypoint pod")
     };
     let waypoint = pids();
     assert!(!waypoint.is_empty(), "the waypoint runs");

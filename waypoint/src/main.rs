@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing::{info, warn};
+use tracing::info;
 use weft_config::source::{KubeSourceConfig, PodScope, start};
 use weft_config::translate::hosts::MeshSettings;
 use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, HboneServer, HboneServerConfig, PoolConfig};
 use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
+use weft_core::lifecycle::{Shutdown, drain};
 use weft_core::telemetry::{OtlpConfig, SpanExporter};
 use weft_waypoint::context::WaypointContext;
 use weft_waypoint::{inbound, readiness};
@@ -70,11 +71,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    // From the start: a SIGTERM delivered before a listener exists would kill the process.
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("installing the SIGINT handler")?;
+    let mut shutdown = Shutdown::listen().context("installing the SIGTERM and SIGINT handlers")?;
     let settings = MeshSettings {
         trust_domain: args.trust_domain.clone(),
         ..MeshSettings::default()
@@ -153,13 +150,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let serving = server.clone();
     let accepting = tokio::spawn(async move { serving.serve(listener).await });
     tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+        () = shutdown.requested() => {}
         Some(ended) = tasks.join_next() => {
             return ended.context("a task panicked")?.context("a listener stopped");
         }
     }
-    drain(&server, accepting, &ready, &args).await;
+    stop_gracefully(&server, accepting, &ready, &args).await;
     Ok(())
 }
 
@@ -167,7 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// withdrawn, new connections are still served for the drain delay (agents that have not
 /// heard yet), then accepting stops, every connection gets a GOAWAY (its open streams run
 /// on), and the waypoint exits when they have ended or the drain time is up.
-async fn drain(
+async fn stop_gracefully(
     server: &HboneServer,
     accepting: tokio::task::JoinHandle<()>,
     ready: &readiness::Readiness,
@@ -178,17 +174,9 @@ async fn drain(
     tokio::time::sleep(Duration::from_secs(args.drain_delay)).await;
     accepting.abort();
     server.retire();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.drain_timeout);
-    loop {
-        let open = server.open_connections();
-        if open == 0 {
-            info!("every connection has ended; exiting");
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            warn!(open, "drain time is up; closing the connections still open");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    drain(
+        || server.open_connections(),
+        Duration::from_secs(args.drain_timeout),
+    )
+    .await;
 }

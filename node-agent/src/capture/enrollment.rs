@@ -181,15 +181,10 @@ impl Enrollment {
         addr: SocketAddr,
     ) -> anyhow::Result<(std::net::TcpListener, OwnedFd, String)> {
         let name = listener_name(uid, addr);
-        let listener = match self.inherited.take_tcp(&name) {
-            Some(inherited) if inherited.local_addr().ok() == Some(addr) => inherited,
-            _ => sockets.listen(addr)?,
-        };
-        let handle = OwnedFd::from(
-            listener
-                .try_clone()
-                .with_context(|| format!("duplicating the listener on {addr}"))?,
-        );
+        let (listener, handle) =
+            crate::handoff::inherit_or_bind(&mut self.inherited, &name, addr, || {
+                Ok(sockets.listen(addr)?)
+            })?;
         Ok((listener, handle, name))
     }
 
