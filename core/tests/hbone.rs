@@ -289,7 +289,9 @@ async fn a_retired_server_keeps_open_streams_and_sends_new_ones_elsewhere() {
         let first = open.info().connection_id;
         assert_eq!(server.server.open_connections(), 1);
 
-        // As an agent handing its listeners to a successor does: GOAWAY on its connections.
+        // As an agent handing its listeners to a successor does: the successor accepts from
+        // now on, then the old server sends GOAWAY on its connections.
+        server.hand_over();
         server.server.retire();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut next = pool
@@ -309,9 +311,9 @@ async fn a_retired_server_keeps_open_streams_and_sends_new_ones_elsewhere() {
             "the stream opened before the GOAWAY runs on"
         );
 
-        // The retired connections close once their streams have ended.
+        // The retired server's connection closes once its stream has ended, while the
+        // successor's stays open.
         drop(open);
-        drop(next);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while server.server.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -169,12 +169,31 @@ pub struct HboneFixture {
     pub outcomes: mpsc::UnboundedReceiver<Result<(), String>>,
     /// The server itself (to retire it).
     pub server: HboneServer,
+    /// The server the accept loop hands new connections to: `server` until
+    /// [`HboneFixture::hand_over`].
+    accepting: Arc<Mutex<HboneServer>>,
+    /// What a successor server is built from.
+    manager: IdentityManager,
+    trust: TrustBundle,
+    identity: Identity,
     _task: Background,
 }
 
 impl HboneFixture {
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// As an agent's successor takes the listener over: from now on a new server (same
+    /// identity and handler) accepts; `server` keeps the connections it has.
+    pub fn hand_over(&self) {
+        let successor = new_server(
+            &self.manager,
+            &self.trust,
+            self.identity.clone(),
+            Arc::clone(&self.requests),
+        );
+        *self.accepting.lock().expect("server lock") = successor;
     }
 
     pub fn requests(&self) -> Vec<InboundRequest> {
@@ -228,21 +247,16 @@ pub async fn hbone_server(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind HBONE");
     let addr = listener.local_addr().expect("HBONE address");
     let requests = Arc::new(Mutex::new(Vec::new()));
-    let server = HboneServer::new(
-        manager.clone(),
-        trust.clone(),
-        move |_local: SocketAddr, _sni: Option<&str>| Some(identity.clone()),
-        handler(Arc::clone(&requests)),
-        HboneServerConfig::default(),
-    );
+    let server = new_server(manager, trust, identity.clone(), Arc::clone(&requests));
     let accepted = Arc::new(AtomicUsize::new(0));
     let (tx, outcomes) = mpsc::unbounded_channel();
     let counter = Arc::clone(&accepted);
-    let handle = server.clone();
+    let accepting = Arc::new(Mutex::new(server.clone()));
+    let current = Arc::clone(&accepting);
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
-            let server = server.clone();
+            let server = current.lock().expect("server lock").clone();
             let tx = tx.clone();
             tokio::spawn(async move {
                 let outcome = server.serve_connection(tcp).await;
@@ -255,9 +269,28 @@ pub async fn hbone_server(
         accepted,
         requests,
         outcomes,
-        server: handle,
+        server,
+        accepting,
+        manager: manager.clone(),
+        trust: trust.clone(),
+        identity,
         _task: Background(task),
     }
+}
+
+fn new_server(
+    manager: &IdentityManager,
+    trust: &TrustBundle,
+    identity: Identity,
+    requests: Arc<Mutex<Vec<InboundRequest>>>,
+) -> HboneServer {
+    HboneServer::new(
+        manager.clone(),
+        trust.clone(),
+        move |_local: SocketAddr, _sni: Option<&str>| Some(identity.clone()),
+        handler(requests),
+        HboneServerConfig::default(),
+    )
 }
 
 pub fn connect_request(hbone: SocketAddr, target: SocketAddr) -> ConnectRequest {
