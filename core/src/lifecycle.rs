@@ -51,3 +51,60 @@ pub async fn drain(open: impl Fn() -> usize, limit: Duration) {
         }
     }
 }
+
+/// Whether a process has begun to drain, for the parts that act on it: readiness answers
+/// 503, HTTP connections ask their clients to go elsewhere. Cloned into each of them.
+#[derive(Clone, Debug)]
+pub struct Draining(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Draining {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl Draining {
+    /// Starts draining; every waiter of [`Draining::started`] wakes.
+    pub fn start(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once draining has started (at once if it already has).
+    pub fn started(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut changes = self.0.subscribe();
+        async move {
+            // The sender lives in `self` and its clones; if all are gone nobody can start
+            // a drain any more, so waiting forever is right.
+            if changes.wait_for(|draining| *draining).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiters_wake_when_draining_starts_and_late_ones_at_once() {
+        let draining = Draining::default();
+        assert!(!draining.is_draining());
+        let early = tokio::spawn(draining.started());
+        tokio::task::yield_now().await;
+        assert!(!early.is_finished(), "nothing has started yet");
+        draining.clone().start();
+        tokio::time::timeout(Duration::from_secs(1), early)
+            .await
+            .expect("an early waiter wakes")
+            .expect("the waiter does not panic");
+        assert!(draining.is_draining());
+        tokio::time::timeout(Duration::from_secs(1), draining.started())
+            .await
+            .expect("a late waiter returns at once");
+    }
+}

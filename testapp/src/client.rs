@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
-use hyper::header::{HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER};
+use hyper::header::{CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
@@ -287,6 +287,11 @@ async fn exchange(target: &Target, args: &GetArgs, slot: &mut Option<Conn>) -> R
         match conn.send(req).await {
             Ok(resp) => {
                 let (local, peer) = (conn.local, conn.peer);
+                // RFC 9112 9.6: the server closes after a response saying so; a request
+                // sent on the connection in the meantime would be lost.
+                if asks_to_close(resp.headers()) {
+                    *slot = None;
+                }
                 return read_response(resp, local, peer).await;
             }
             Err((_, Some(unsent))) if attempt == 0 => {
@@ -302,6 +307,15 @@ async fn exchange(target: &Target, args: &GetArgs, slot: &mut Option<Conn>) -> R
     Err(anyhow!(
         "connection closed twice before the request could be sent"
     ))
+}
+
+fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|option| option.trim().eq_ignore_ascii_case("close"))
 }
 
 async fn read_response(

@@ -332,16 +332,22 @@ fn outlier_detection_pool_limits_authorization_and_bypass() {
 fn a_stopping_waypoint_finishes_the_requests_in_flight() {
     let lab = lab_up("wpd", "waypoint", 2, true);
     assert_eq!(get(&lab, &format!("{REVIEWS}/warm"), &[])[0]["status"], 200);
-    // A 2 s request; the waypoint is told to stop (SIGTERM, as a rollout does) 0.5 s in.
+    // A 2 s request on a keep-alive connection, then a second one; the waypoint is told to
+    // stop (SIGTERM, as a rollout does) 0.5 s into the first.
     let mut command = lab
         .pod_command("shop/client", testapp())
         .expect("a command in the client pod");
     let request = command
-        .args(["get", &format!("{REVIEWS}/inflight?delay_ms=2000")])
+        .args([
+            "get",
+            "--count",
+            "2",
+            &format!("{REVIEWS}/inflight?delay_ms=2000"),
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("the request starts");
+        .expect("the requests start");
     std::thread::sleep(Duration::from_millis(500));
     let pids = || {
         lab.pod_processes("shop/waypoint-0")
@@ -353,17 +359,36 @@ fn a_stopping_waypoint_finishes_the_requests_in_flight() {
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(*pid, libc::SIGTERM) };
     }
-    let output = request.wait_with_output().expect("the request ends");
-    let reply: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): {} {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+    let output = request.wait_with_output().expect("the requests end");
+    let replies: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("no JSON ({e}): {line}")))
+        .collect();
     assert_eq!(
-        reply["status"], 200,
-        "the request in flight completed: {reply}"
+        replies.len(),
+        2,
+        "both requests answered: {} {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (first, second) = (&replies[0], &replies[1]);
+    assert_eq!(
+        first["status"], 200,
+        "the request in flight completed: {first}"
+    );
+    // A draining waypoint asks HTTP/1.1 clients to reconnect, so an idle keep-alive
+    // connection does not hold it until the drain time is up.
+    assert_eq!(
+        first["headers"]["connection"][0], "close",
+        "the answer in flight during the drain says Connection: close: {first}"
+    );
+    assert_eq!(
+        second["status"], 200,
+        "a request after it is served (new connections are accepted during the drain delay): {second}"
+    );
+    assert_ne!(
+        first["local"], second["local"],
+        "the second request went on a new connection"
     );
     // It exits once drained: the 5 s drain delay, then the idle connections' GOAWAY.
     assert!(

@@ -6,6 +6,7 @@ use weft_config::registry::model::Waypoint;
 use weft_config::registry::{Registry, Snapshot};
 use weft_core::hbone::HbonePool;
 use weft_core::identity::Identity;
+use weft_core::lifecycle::Draining;
 use weft_core::metrics::Metrics;
 use weft_core::telemetry::SpanExporter;
 
@@ -28,6 +29,8 @@ pub struct WaypointContext {
     pub metrics: Arc<Metrics>,
     /// One span per request when `--otlp-endpoint` is set.
     pub spans: SpanExporter,
+    /// Started at SIGTERM: HTTP connections then ask their clients to reconnect.
+    pub draining: Draining,
     /// Compiled routes by host, with the snapshot version they were compiled from.
     routes: Mutex<HashMap<String, (u64, Arc<CompiledRoutes>)>>,
 }
@@ -41,6 +44,7 @@ impl WaypointContext {
         pool: HbonePool,
         metrics: Arc<Metrics>,
         spans: SpanExporter,
+        draining: Draining,
     ) -> Self {
         Self {
             connections: Connections::new(pool, identity.clone()),
@@ -52,6 +56,7 @@ impl WaypointContext {
             unclustered: CircuitBreaker::new(&Default::default()),
             metrics,
             spans,
+            draining,
             routes: Mutex::new(HashMap::new()),
         }
     }

@@ -14,7 +14,7 @@ use weft_config::translate::hosts::MeshSettings;
 use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, HboneServer, HboneServerConfig, PoolConfig};
 use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
-use weft_core::lifecycle::{Shutdown, drain};
+use weft_core::lifecycle::{Draining, Shutdown, drain};
 use weft_core::telemetry::{OtlpConfig, SpanExporter};
 use weft_waypoint::context::WaypointContext;
 use weft_waypoint::{inbound, readiness};
@@ -116,6 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => SpanExporter::disabled(),
     };
+    let draining = Draining::default();
     let context = Arc::new(WaypointContext::new(
         args.name.clone(),
         args.namespace.clone(),
@@ -124,6 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pool,
         metrics.clone(),
         spans,
+        draining.clone(),
     ));
     let served = identity.clone();
     let handler_context = context.clone();
@@ -139,8 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     info!(listen = %args.listen, waypoint = %format!("{}/{}", args.namespace, args.name), "serving HBONE");
     let mut tasks = tokio::task::JoinSet::new();
-    let ready = readiness::Readiness::default();
-    tasks.spawn(readiness::serve(args.readiness_addr, ready.clone()));
+    tasks.spawn(readiness::serve(args.readiness_addr, draining.clone()));
     let metrics_addr = args.metrics_addr;
     tasks.spawn(async move {
         weft_core::metrics::serve_metrics(metrics_addr, metrics)
@@ -155,21 +156,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             return ended.context("a task panicked")?.context("a listener stopped");
         }
     }
-    stop_gracefully(&server, accepting, &ready, &args).await;
+    stop_gracefully(&server, accepting, &draining, &args).await;
     Ok(())
 }
 
 /// Stops without cutting what is in flight: readiness goes 503 at once so the endpoint is
-/// withdrawn, new connections are still served for the drain delay (agents that have not
-/// heard yet), then accepting stops, every connection gets a GOAWAY (its open streams run
-/// on), and the waypoint exits when they have ended or the drain time is up.
+/// withdrawn, and the HTTP connections inside tunnels ask their clients to reconnect
+/// (`Connection: close` on HTTP/1.1 responses, GOAWAY on HTTP/2) so idle keep-alive
+/// connections do not hold the waypoint until the drain time is up; new connections are
+/// still served for the drain delay (agents that have not heard yet), then accepting stops,
+/// every HBONE connection gets a GOAWAY (its open streams run on), and the waypoint exits
+/// when they have ended or the drain time is up.
 async fn stop_gracefully(
     server: &HboneServer,
     accepting: tokio::task::JoinHandle<()>,
-    ready: &readiness::Readiness,
+    draining: &Draining,
     args: &Args,
 ) {
-    ready.set_draining();
+    draining.start();
     info!(delay_s = args.drain_delay, "draining: readiness now 503");
     tokio::time::sleep(Duration::from_secs(args.drain_delay)).await;
     accepting.abort();

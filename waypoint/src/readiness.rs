@@ -2,8 +2,6 @@
 //! its certificate and configuration, so answering means ready, until it is told to stop
 //! (then 503, so its endpoint is withdrawn while it drains).
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -11,28 +9,10 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use weft_core::lifecycle::Draining;
 
-/// Whether the waypoint takes new work; cleared when it starts draining.
-#[derive(Clone, Debug)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Default for Readiness {
-    fn default() -> Self {
-        Self(Arc::new(AtomicBool::new(true)))
-    }
-}
-
-impl Readiness {
-    pub fn set_draining(&self) {
-        self.0.store(false, Ordering::Release);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-pub async fn serve(addr: SocketAddr, readiness: Readiness) -> anyhow::Result<()> {
+/// Ready until the waypoint starts draining.
+pub async fn serve(addr: SocketAddr, draining: Draining) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening for readiness probes on {addr}"))?;
@@ -41,10 +21,10 @@ pub async fn serve(addr: SocketAddr, readiness: Readiness) -> anyhow::Result<()>
             Ok(accepted) => accepted,
             Err(_) => continue,
         };
-        let readiness = readiness.clone();
+        let draining = draining.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let ready = readiness.is_ready();
+                let ready = !draining.is_draining();
                 async move {
                     let status = match (request.uri().path(), ready) {
                         ("/healthz/ready" | "/ready", true) => StatusCode::OK,

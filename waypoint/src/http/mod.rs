@@ -34,15 +34,37 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let downstream = Arc::new(downstream);
-    let service = service_fn(move |request: Request<Incoming>| {
-        let downstream = downstream.clone();
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(traced(request, &downstream, &ctx).await) }
+    let draining = ctx.draining.started();
+    // Set by every request; a permit is kept, so once set the wait below ends at once.
+    let requested = Arc::new(tokio::sync::Notify::new());
+    let service = service_fn({
+        let requested = requested.clone();
+        move |request: Request<Incoming>| {
+            requested.notify_one();
+            let downstream = downstream.clone();
+            let ctx = ctx.clone();
+            async move { Ok::<_, Infallible>(traced(request, &downstream, &ctx).await) }
+        }
     });
-    if let Err(error) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), service)
-        .await
-    {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    // While draining, a connection is asked to close once it has carried a request: one
+    // opened during the drain delay still gets its first answer.
+    let asked_to_close = async {
+        draining.await;
+        requested.notified().await;
+    };
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = asked_to_close => {
+            // HTTP/1.1: the request in flight is answered with `Connection: close`, an idle
+            // connection closes now; HTTP/2: GOAWAY, open streams finish.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
         debug!(%error, "downstream HTTP connection ended");
     }
 }
