@@ -146,3 +146,62 @@ pub fn agent_connections_when(
     });
     records
 }
+
+/// Loads a cgroup/connect4 program that lets every connect through unchanged: a stand-in
+/// for another release's program in a pod's link (2 instructions: `r0 = 1; exit`).
+pub fn load_pass_through_connect4() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+    const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+    /// `bpf_attr` for BPF_PROG_LOAD, up to `expected_attach_type`.
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+    }
+    // BPF_ALU64 | BPF_MOV | BPF_K into r0 with imm 1, then BPF_JMP | BPF_EXIT.
+    let instructions: [u64; 2] = [0xb7 | (1 << 32), 0x95];
+    let license = c"GPL";
+    let mut name = [0u8; 16];
+    name[..8].copy_from_slice(b"passthru");
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        insn_cnt: instructions.len() as u32,
+        insns: instructions.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name,
+        prog_ifindex: 0,
+        expected_attach_type: BPF_CGROUP_INET4_CONNECT,
+    };
+    // SAFETY: `attr` is a valid BPF_PROG_LOAD attribute whose instructions and license
+    // outlive the call; the size passed is its own.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoad,
+            std::mem::size_of::<ProgLoad>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}

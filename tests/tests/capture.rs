@@ -11,7 +11,7 @@ use weft_e2e::{
     agent_admin, agent_connections, agent_connections_when, eventually, lab_up, pod_ip, testapp_in,
     testapp_json,
 };
-use weft_ebpf_common::{ClientKey, OrigDst, map_names};
+use weft_ebpf_common::{ClientKey, OrigDst, map_names, program_names};
 use weft_lab::Lab;
 
 /// Records of `pod` in `direction` whose original destination is `dst`.
@@ -366,6 +366,78 @@ fn capture_survives_an_agent_killed_and_restarted_without_double_attachment() {
     assert_eq!(
         records_to_at_least(&lab, "node-1", "mesh/client", "outbound", &dst, 51).len(),
         51
+    );
+}
+
+/// The program id in the link of `program` of `pod`, and the link's pin, from `/ebpf`.
+fn pod_link(lab: &Lab, node: &str, pod: &str, program: &str) -> (u64, String) {
+    let view = agent_admin(lab, node, "/ebpf");
+    let pods = view["pods"].as_array().expect("/ebpf lists pods");
+    let pod_view = pods
+        .iter()
+        .find(|p| p["pod"] == pod)
+        .unwrap_or_else(|| panic!("{pod} in /ebpf: {view}"));
+    let link = pod_view["programs"]
+        .as_array()
+        .and_then(|programs| programs.iter().find(|p| p["name"] == program))
+        .unwrap_or_else(|| panic!("{program} of {pod}: {pod_view}"));
+    (
+        link["program_id"].as_u64().expect("a program id"),
+        link["pin"].as_str().expect("a pin").to_string(),
+    )
+}
+
+#[test]
+fn an_agent_adopting_links_that_run_other_programs_puts_its_own_in() {
+    let mut lab = lab_up("relink", "capture", 2, true);
+    let dst = format!("{}:9000", pod_ip(&lab, "mesh/server-remote"));
+    let connects = |lab: &Lab, count: &str| {
+        testapp_json(lab, "mesh/client", &["connects", &dst, "--count", count])
+    };
+    assert_eq!(connects(&lab, "5")[0]["ok"], 5);
+    let captured = records_to_at_least(&lab, "node-1", "mesh/client", "outbound", &dst, 5).len();
+    assert_eq!(captured, 5, "captured before");
+
+    // The client's connect4 link now runs a program that captures nothing, as a link left
+    // by another release of the agent would run that release's program.
+    let (agents_program, pin) = pod_link(&lab, "node-1", "mesh/client", program_names::CONNECT4);
+    let other = weft_e2e::load_pass_through_connect4().expect("loading a connect4 program");
+    let link = weft_core::host::bpf_link::open_pinned(std::path::Path::new(&pin))
+        .expect("the pinned link");
+    weft_core::host::bpf_link::update_link_program(
+        std::os::fd::AsFd::as_fd(&link),
+        std::os::fd::AsFd::as_fd(&other),
+    )
+    .expect("swapping the program");
+    drop((link, other));
+    let (others_program, _) = pod_link(&lab, "node-1", "mesh/client", program_names::CONNECT4);
+    assert_ne!(
+        others_program, agents_program,
+        "the link runs the other program"
+    );
+    assert_eq!(connects(&lab, "5")[0]["ok"], 5, "direct connections");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        records_to(&lab, "node-1", "mesh/client", "outbound", &dst).len(),
+        captured,
+        "the other program captures nothing: the agent saw no new connection"
+    );
+
+    // A restarted agent adopts the pins and puts its own programs in.
+    lab.kill_agent("node-1").expect("SIGKILL");
+    lab.start_agent_again("node-1").expect("agent comes back");
+    let status = pod_status(&lab, "node-1", "mesh/client").expect("re-enrolled");
+    assert_eq!(status["attachment"], "adopted", "{status}");
+    let (program, _) = pod_link(&lab, "node-1", "mesh/client", program_names::CONNECT4);
+    assert_ne!(
+        program, others_program,
+        "the link runs the agent's program again"
+    );
+    assert_eq!(connects(&lab, "20")[0]["ok"], 20);
+    assert_eq!(
+        records_to_at_least(&lab, "node-1", "mesh/client", "outbound", &dst, 20).len(),
+        20,
+        "captured again (the restarted agent counts its own connections)"
     );
 }
 

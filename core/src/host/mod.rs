@@ -1,4 +1,5 @@
 //! Facts about the machine and ways to act inside other namespaces of it.
+pub mod bpf_link;
 pub mod cgroup;
 pub mod handoff;
 pub mod mounts;

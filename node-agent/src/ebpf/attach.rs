@@ -1,7 +1,9 @@
 //! Attaching the per-pod programs, each through a bpf_link pinned under
 //! `<pin root>/pods/<pod uid>/`: the programs stay attached while the agent restarts, and a
-//! restarted agent that finds a pod's pins complete adopts them instead of attaching twice.
+//! restarted agent that finds a pod's pins complete adopts them instead of attaching twice,
+//! pointing them at its own programs (an upgrade may bring new ones).
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -49,7 +51,7 @@ pub const POD_PROGRAMS: [(&str, Hook); 6] = [
 pub enum Attachment {
     /// Attached by this run of the agent.
     Fresh,
-    /// Found complete from an earlier run and kept.
+    /// Found complete from an earlier run and kept, now running this run's programs.
     Adopted,
 }
 
@@ -81,6 +83,7 @@ pub fn attach_pod(
         .iter()
         .all(|(name, _)| PinnedLink::from_pin(pin_dir.join(name)).is_ok());
     if complete {
+        adopt_pod(ebpf, pin_dir)?;
         return Ok(Attachment::Adopted);
     }
     // A partial set (a crash halfway through attaching) is removed and redone whole.
@@ -121,6 +124,28 @@ pub fn attach_pod(
             .with_context(|| format!("pinning the {name} link at {}", pin.display()))?;
     }
     Ok(Attachment::Fresh)
+}
+
+/// Swaps this run's programs into a pod's pinned links, atomically per link: the earlier
+/// run's programs may be an older release's (or use maps since replaced), and keeping them
+/// would leave the pod captured by code this agent does not know.
+fn adopt_pod(ebpf: &mut Ebpf, pin_dir: &Path) -> anyhow::Result<()> {
+    for (name, _) in POD_PROGRAMS {
+        let pin = pin_dir.join(name);
+        let link = weft_core::host::bpf_link::open_pinned(&pin)
+            .with_context(|| format!("opening the pinned link {}", pin.display()))?;
+        let program = program(ebpf, name)?
+            .fd()
+            .with_context(|| format!("{name} is not loaded"))?;
+        weft_core::host::bpf_link::update_link_program(link.as_fd(), program.as_fd())
+            .with_context(|| {
+                format!(
+                    "pointing the link {} at this agent's {name} (BPF_LINK_UPDATE needs Linux 5.7+)",
+                    pin.display()
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// Detaches a pod's programs by removing their pins (nothing else holds the links).
