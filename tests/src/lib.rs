@@ -205,3 +205,74 @@ pub fn load_pass_through_connect4() -> std::io::Result<std::os::fd::OwnedFd> {
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
+
+/// Creates a hash map with these sizes and pins it at `pin`: a stand-in for a map another
+/// release pinned with another layout.
+pub fn pin_hash_map(
+    pin: &std::path::Path,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    /// `bpf_attr` for BPF_MAP_CREATE, up to `map_flags`.
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    /// `bpf_attr` for BPF_OBJ_PIN.
+    #[repr(C)]
+    struct ObjPin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let create = MapCreate {
+        map_type: BPF_MAP_TYPE_HASH,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags: 0,
+    };
+    // SAFETY: a valid BPF_MAP_CREATE attribute; the size passed is its own.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &create as *const MapCreate,
+            std::mem::size_of::<MapCreate>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    let map = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let attr = ObjPin {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: map.as_raw_fd() as u32,
+        file_flags: 0,
+    };
+    // SAFETY: a valid BPF_OBJ_PIN attribute whose path outlives the call.
+    let pinned = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &attr as *const ObjPin,
+            std::mem::size_of::<ObjPin>(),
+        )
+    };
+    if pinned < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -441,6 +441,46 @@ fn an_agent_adopting_links_that_run_other_programs_puts_its_own_in() {
     );
 }
 
+#[test]
+fn an_agent_refuses_maps_pinned_with_another_layout_and_names_them() {
+    let mut lab = lab_up("layout", "capture", 2, true);
+    lab.kill_agent("node-1").expect("SIGKILL");
+    // Another release pinned POD_STATS with 8 more bytes per value.
+    let pin = lab
+        .paths
+        .node_bpf_pins("node-1")
+        .join("maps")
+        .join(map_names::POD_STATS);
+    let ours = MapData::from_pin(&pin).expect("the agent's POD_STATS");
+    let ours = ours.info().expect("its layout");
+    std::fs::remove_file(&pin).expect("unpinning POD_STATS");
+    weft_e2e::pin_hash_map(
+        &pin,
+        ours.key_size(),
+        ours.value_size() + 8,
+        ours.max_entries(),
+    )
+    .expect("pinning a POD_STATS of another layout");
+
+    let error = lab
+        .start_agent_again("node-1")
+        .expect_err("the agent must not start on a map it would misread")
+        .to_string();
+    let expected = format!(
+        "value size {} bytes here, {} bytes in this release",
+        ours.value_size() + 8,
+        ours.value_size()
+    );
+    assert!(
+        error.contains("map POD_STATS pinned at") && error.contains(&expected),
+        "the error names the map and the difference: {error}"
+    );
+    // What the programs still attached use is left alone: capture fails closed meanwhile.
+    let dst = format!("{}:9000", pod_ip(&lab, "mesh/server-remote"));
+    let output = testapp_in(&lab, "mesh/client", &["tcp", &dst, "--timeout-ms", "3000"]);
+    assert!(!output.status.success(), "no agent: refused, not bypassed");
+}
+
 fn entries(lab: &Lab, node: &str) -> (usize, usize) {
     let dir = lab.paths.node_bpf_pins(node).join("maps");
     let open = |name: &str| {

@@ -11,7 +11,8 @@ use aya::{Ebpf, EbpfLoader};
 use weft_ebpf_common::{PodCapture, PodStats, map_names, program_names};
 
 /// The object file produced by node-agent/build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weft-ebpf"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weft-ebpf"));
 
 /// Typed handles on the maps the agent reads and writes.
 pub struct Maps {
@@ -38,6 +39,7 @@ pub fn load(pin_root: &Path) -> anyhow::Result<Loaded> {
     let maps_dir = maps_dir(pin_root);
     std::fs::create_dir_all(&maps_dir)
         .with_context(|| format!("creating {} (is bpffs mounted?)", maps_dir.display()))?;
+    super::pinned_layout::check(OBJECT, &maps_dir)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
         .load(OBJECT)
