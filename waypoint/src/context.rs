@@ -44,7 +44,6 @@ impl WaypointContext {
         pool: HbonePool,
         metrics: Arc<Metrics>,
         spans: SpanExporter,
-        draining: Draining,
     ) -> Self {
         Self {
             connections: Connections::new(pool, identity.clone()),
@@ -56,7 +55,7 @@ impl WaypointContext {
             unclustered: CircuitBreaker::new(&Default::default()),
             metrics,
             spans,
-            draining,
+            draining: Draining::default(),
             routes: Mutex::new(HashMap::new()),
         }
     }

@@ -116,7 +116,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => SpanExporter::disabled(),
     };
-    let draining = Draining::default();
     let context = Arc::new(WaypointContext::new(
         args.name.clone(),
         args.namespace.clone(),
@@ -125,8 +124,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pool,
         metrics.clone(),
         spans,
-        draining.clone(),
     ));
+    let draining = context.draining.clone();
     let served = identity.clone();
     let handler_context = context.clone();
     let server = HboneServer::new(

@@ -91,7 +91,8 @@ mod tests {
 
     #[test]
     fn a_missing_pin_and_a_path_with_nul_are_errors_not_panics() {
-        let missing = open_pinned(Path::new("/sys/fs/bpf/weft-no-such-pin")).unwrap_err();
+        let missing =
+            open_pinned(Path::new("/sys/fs/bpf/weft-no-such-pin")).expect_err("no such pin");
         assert!(
             matches!(
                 missing.kind(),
@@ -99,7 +100,7 @@ mod tests {
             ) || missing.raw_os_error() == Some(libc::EINVAL),
             "{missing}"
         );
-        let nul = open_pinned(Path::new("/sys/fs/bpf/a\0b")).unwrap_err();
+        let nul = open_pinned(Path::new("/sys/fs/bpf/a\0b")).expect_err("a NUL byte");
         assert_eq!(nul.kind(), io::ErrorKind::InvalidInput);
     }
 }
