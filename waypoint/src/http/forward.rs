@@ -57,11 +57,12 @@ pub async fn send(
         }
     };
     let cluster = ctx.clusters.get(snapshot, &key);
-    let (replay, mut streaming_body) = match body {
-        RequestBody::Complete(replay) => (Some(replay), None),
-        RequestBody::Streaming(body) => (None, Some(body)),
+    let (replay, recorder, mut streaming_body) = match body {
+        RequestBody::Complete(replay) => (Some(replay), None, None),
+        RequestBody::Recorded(recorder) => (None, Some(recorder), None),
+        RequestBody::Streaming(body) => (None, None, Some(body)),
     };
-    let tries = if replay.is_some() {
+    let tries = if streaming_body.is_none() {
         retry.attempts.saturating_add(1)
     } else {
         1
@@ -76,10 +77,11 @@ pub async fn send(
             return local::no_healthy_upstream();
         };
         tried.push(candidate.address);
-        let body = match (&replay, streaming_body.take()) {
-            (Some(replay), _) => replay.body(),
-            (None, Some(body)) => streaming(body),
-            (None, None) => return local::reset(),
+        let body = match (&replay, &recorder, streaming_body.take()) {
+            (Some(replay), _, _) => replay.body(),
+            (None, Some(recorder), _) => recorder.body(),
+            (None, None, Some(body)) => streaming(body),
+            (None, None, None) => return local::reset(),
         };
         let request = upstream_request(&parts, body, protocol);
         let endpoint = EndpointKey {
@@ -104,7 +106,10 @@ pub async fn send(
             tracing::info!(endpoint = %candidate.address, reason = ?ejection.reason, duration = ?ejection.duration, "endpoint ejected");
         }
         let last = attempt + 1 == tries;
+        // A recorded body that outgrew the retry buffer cannot be sent again.
+        let replayable = recorder.as_ref().is_none_or(|r| r.replayable());
         if !last
+            && replayable
             && retry.should_retry(&outcome)
             && let Some(permit) = cluster.breaker.try_retry()
         {
@@ -136,6 +141,7 @@ pub async fn direct(
 ) -> Response<ResponseBody> {
     let body = match body {
         RequestBody::Complete(replay) => replay.body(),
+        RequestBody::Recorded(recorder) => recorder.body(),
         RequestBody::Streaming(body) => streaming(body),
     };
     let request = upstream_request(&parts, body, protocol);
