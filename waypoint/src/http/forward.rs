@@ -235,9 +235,7 @@ async fn attempt_once(
             ),
             Err(error) => {
                 tracing::debug!(%error, "upstream request failed");
-                // hyper does not say which HTTP/2 reset code ended a stream, so a
-                // REFUSED_STREAM is retried as a reset (which `reset` retry policies cover).
-                (AttemptOutcome::Reset, local::reset())
+                (failure_outcome(&error), local::reset())
             }
         }
     };
@@ -247,6 +245,83 @@ async fn attempt_once(
             Err(_) => (AttemptOutcome::PerTryTimeout, local::upstream_timeout()),
         },
         None => attempt.await,
+    }
+}
+
+/// How a request that got no answer failed. An HTTP/2 stream the endpoint reset with
+/// REFUSED_STREAM was never processed (RFC 9113 8.7): `refused-stream`, which Istio's
+/// default retry policy retries. Anything else, a GOAWAY included (h2 does not say whether
+/// the stream was above its last stream id), is a reset.
+fn failure_outcome(error: &hyper::Error) -> AttemptOutcome {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return if h2.reason() == Some(h2::Reason::REFUSED_STREAM) && !h2.is_go_away() {
+                AttemptOutcome::RefusedStream
+            } else {
+                AttemptOutcome::Reset
+            };
+        }
+        source = cause.source();
+    }
+    AttemptOutcome::Reset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTP/2 endpoint on loopback that resets every stream with `reason`.
+    async fn resetting_endpoint(reason: h2::Reason) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        tokio::spawn(async move {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut connection) = h2::server::handshake(tcp).await else {
+                return;
+            };
+            while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                respond.send_reset(reason);
+            }
+        });
+        address
+    }
+
+    async fn outcome_of_request_to(address: SocketAddr) -> AttemptOutcome {
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connecting");
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("an HTTP/2 connection");
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .uri(format!("http://{address}/"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("a request");
+        let error = sender
+            .send_request(request)
+            .await
+            .expect_err("the stream is reset");
+        failure_outcome(&error)
+    }
+
+    #[tokio::test]
+    async fn a_refused_stream_is_told_apart_from_other_resets() {
+        let refused = resetting_endpoint(h2::Reason::REFUSED_STREAM).await;
+        assert_eq!(
+            outcome_of_request_to(refused).await,
+            AttemptOutcome::RefusedStream
+        );
+        let reset = resetting_endpoint(h2::Reason::INTERNAL_ERROR).await;
+        assert_eq!(outcome_of_request_to(reset).await, AttemptOutcome::Reset);
     }
 }
 
