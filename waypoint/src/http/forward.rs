@@ -267,6 +267,32 @@ fn failure_outcome(error: &hyper::Error) -> AttemptOutcome {
     AttemptOutcome::Reset
 }
 
+fn overflow_reply(overflow: &Overflow) -> Response<ResponseBody> {
+    let mut response = overflow.response(local::full(bytes::Bytes::from_static(
+        Overflow::BODY.as_bytes(),
+    )));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+fn box_body(body: crate::forward::connections::ResponseBody) -> ResponseBody {
+    body.map_err(|e| Box::new(e) as BoxError).boxed()
+}
+
+fn outlier_outcome(outcome: &AttemptOutcome) -> Option<Outcome> {
+    match outcome {
+        AttemptOutcome::Response { status, .. } => Some(Outcome::Response(status.as_u16())),
+        AttemptOutcome::ConnectFailure
+        | AttemptOutcome::ResetBeforeRequest
+        | AttemptOutcome::Reset
+        | AttemptOutcome::RefusedStream => Some(Outcome::ConnectFailed),
+        AttemptOutcome::PerTryTimeout => Some(Outcome::Timeout),
+        AttemptOutcome::Overflow => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,31 +348,5 @@ mod tests {
         );
         let reset = resetting_endpoint(h2::Reason::INTERNAL_ERROR).await;
         assert_eq!(outcome_of_request_to(reset).await, AttemptOutcome::Reset);
-    }
-}
-
-fn overflow_reply(overflow: &Overflow) -> Response<ResponseBody> {
-    let mut response = overflow.response(local::full(bytes::Bytes::from_static(
-        Overflow::BODY.as_bytes(),
-    )));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    response
-}
-
-fn box_body(body: crate::forward::connections::ResponseBody) -> ResponseBody {
-    body.map_err(|e| Box::new(e) as BoxError).boxed()
-}
-
-fn outlier_outcome(outcome: &AttemptOutcome) -> Option<Outcome> {
-    match outcome {
-        AttemptOutcome::Response { status, .. } => Some(Outcome::Response(status.as_u16())),
-        AttemptOutcome::ConnectFailure
-        | AttemptOutcome::ResetBeforeRequest
-        | AttemptOutcome::Reset
-        | AttemptOutcome::RefusedStream => Some(Outcome::ConnectFailed),
-        AttemptOutcome::PerTryTimeout => Some(Outcome::Timeout),
-        AttemptOutcome::Overflow => None,
     }
 }
