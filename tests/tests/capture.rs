@@ -69,6 +69,14 @@ fn outbound_to_a_pod_ip_and_a_cluster_ip_goes_through_the_agent() {
     ] {
         let reply = &testapp_json(&lab, "mesh/client", &["get", &url])[0];
         assert_eq!(reply["status"], 200, "{reply}");
+        // The server's accept() shows the client pod, not its agent or its own address.
+        let client_ip = pod_ip(&lab, "mesh/client");
+        assert!(
+            reply["body"]["peer"]
+                .as_str()
+                .is_some_and(|peer| peer.starts_with(&format!("{client_ip}:"))),
+            "the server sees the client's address: {reply}"
+        );
         // The application's getpeername() shows what it dialed, not the agent's :15001.
         assert_eq!(
             reply["peer"],
@@ -127,6 +135,12 @@ fn inbound_on_any_port_arrives_through_15006_from_this_and_other_nodes() {
             let reply =
                 &testapp_json(&lab, client, &["get", &format!("http://{server}:{port}/")])[0];
             assert_eq!(reply["status"], 200);
+            assert!(
+                reply["body"]["peer"]
+                    .as_str()
+                    .is_some_and(|peer| peer.starts_with(&format!("{client_ip}:"))),
+                "the application sees the client's address, not the agent's: {reply}"
+            );
         }
         for port in [9000, 7000] {
             let echo = testapp_json(

@@ -6,3 +6,4 @@ pub mod mounts;
 pub mod netns;
 pub mod netns_sockets;
 pub mod pod_locations;
+pub mod pod_routing;

@@ -35,6 +35,7 @@ pub mod map_names {
     pub const ORIG_DST_BY_CLIENT: &str = "ORIG_DST_BY_CLIENT";
     pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
     pub const OUTBOUND_LISTENERS: &str = "OUTBOUND_LISTENERS";
+    pub const TRANSPARENT_CONNECTS: &str = "TRANSPARENT_CONNECTS";
 }
 
 /// Program names (distinct from their ELF sections: a function named like its section
@@ -134,6 +135,34 @@ pub struct ClientKey {
     pub _pad: u32,
 }
 
+/// A connection the agent is opening to an application from the client's own address
+/// (IP_TRANSPARENT), so the application sees who connected. Its SYN arrives in the pod like
+/// a client's; the pod's sk_lookup program passes it to the application instead of
+/// capturing it again. The whole 4-tuple is the key, present only while connecting, so no
+/// other connection can match it. Addresses in network byte order, ports in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TransparentConnect {
+    /// The client's address the agent connects from.
+    pub remote_ip: u32,
+    /// The pod's address the application listens on.
+    pub local_ip: u32,
+    pub remote_port: u16,
+    pub local_port: u16,
+}
+
+/// Connections being opened from a client's address at once, all pods of a node together.
+pub const MAX_TRANSPARENT_CONNECTS: u32 = 16384;
+
+/// The mark of the agent's transparent sockets, and of the application's replies to them
+/// (`net.ipv4.tcp_fwmark_accept`): the pod's policy rule delivers packets with it locally,
+/// where the agent's socket is, instead of routing them towards the client's real address.
+pub const TRANSPARENT_MARK: u32 = 0x0057_4600;
+pub const TRANSPARENT_MARK_MASK: u32 = 0x00ff_ff00;
+/// The pod's routing table for marked packets, and the rule's priority (before `main`).
+pub const TRANSPARENT_TABLE: u32 = 15_006;
+pub const TRANSPARENT_RULE_PRIORITY: u32 = 32_700;
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY (all): repr(C), Copy, explicitly padded, valid for every bit pattern.
@@ -141,4 +170,5 @@ mod user {
     unsafe impl aya::Pod for super::PodCapture {}
     unsafe impl aya::Pod for super::OrigDst {}
     unsafe impl aya::Pod for super::ClientKey {}
+    unsafe impl aya::Pod for super::TransparentConnect {}
 }

@@ -4,7 +4,10 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, SockHash},
 };
-use weft_ebpf_common::{ClientKey, MAX_CONNECTIONS, MAX_PODS, OrigDst, PodCapture, PodStats};
+use weft_ebpf_common::{
+    ClientKey, MAX_CONNECTIONS, MAX_PODS, MAX_TRANSPARENT_CONNECTS, OrigDst, PodCapture, PodStats,
+    TransparentConnect,
+};
 
 /// Capture settings per cgroup id of an enrolled pod (absent: not captured).
 #[map(name = "POD_CAPTURE")]
@@ -31,3 +34,9 @@ pub static INBOUND_LISTENERS: SockHash<u32> = SockHash::pinned(MAX_PODS, 0);
 /// The agent's outbound listener (:15001) of each pod, by the pod's IPv4 address.
 #[map(name = "OUTBOUND_LISTENERS")]
 pub static OUTBOUND_LISTENERS: SockHash<u32> = SockHash::pinned(MAX_PODS, 0);
+
+/// Connections the agent is opening from a client's address (see `TransparentConnect`).
+/// LRU: an agent that dies between adding and removing an entry leaves nothing for good.
+#[map(name = "TRANSPARENT_CONNECTS")]
+pub static TRANSPARENT_CONNECTS: LruHashMap<TransparentConnect, u8> =
+    LruHashMap::pinned(MAX_TRANSPARENT_CONNECTS, 0);

@@ -22,9 +22,14 @@ use tracing::{info, warn};
 use weft_core::hbone::{HboneServer, HboneServerConfig};
 use weft_core::host::cgroup::{cgroup_id, cgroup_tree_ids};
 use weft_core::host::handoff::Inherited;
+use weft_core::host::netns::run_in_netns;
 use weft_core::host::netns_sockets::NetnsSockets;
+use weft_core::host::pod_routing::LocalDelivery;
 use weft_core::identity::Identity;
-use weft_ebpf_common::{PodStats, ports};
+use weft_ebpf_common::{
+    PodStats, TRANSPARENT_MARK, TRANSPARENT_MARK_MASK, TRANSPARENT_RULE_PRIORITY,
+    TRANSPARENT_TABLE, ports,
+};
 
 use super::exclusions::Exclusions;
 use crate::ebpf::attach::{Attachment, attach_pod, detach_pod, pinned_pods, pod_pin_dir};
@@ -35,6 +40,7 @@ use crate::proxy::hbone_inbound::{self, HboneInboundContext};
 use crate::proxy::inbound::{self, InboundContext};
 use crate::proxy::outbound::{self, OutboundContext};
 use crate::proxy::records::PodTraffic;
+use crate::proxy::transparent::Transparent;
 
 /// A pod to enroll, with everything capture needs to know.
 #[derive(Clone, Debug, PartialEq)]
@@ -232,6 +238,30 @@ impl Enrollment {
         }
     }
 
+    /// Sets the pod's namespace up to deliver the application's replies to connections
+    /// made from a client's address; without it the application sees the pod's own
+    /// address as the source of inbound connections (which still work).
+    fn local_delivery(&self, pod: &str, netns: &Path) -> Option<Transparent> {
+        let delivery = LocalDelivery {
+            mark: TRANSPARENT_MARK,
+            mask: TRANSPARENT_MARK_MASK,
+            table: TRANSPARENT_TABLE,
+            priority: TRANSPARENT_RULE_PRIORITY,
+        };
+        let installed = run_in_netns(netns, || delivery.install())
+            .map_err(|e| e.to_string())
+            .and_then(|installed| installed.map_err(|e| e.to_string()));
+        match installed {
+            Ok(()) => Some(Transparent {
+                connects: self.maps.transparent_connects.clone(),
+            }),
+            Err(error) => {
+                warn!(%pod, %error, "the application will see the pod's address as the source of inbound connections");
+                None
+            }
+        }
+    }
+
     fn enroll(&mut self, pod: &PodToEnroll) -> anyhow::Result<Attachment> {
         let location = &pod.location;
         let sockets = NetnsSockets::spawn(&location.netns)?;
@@ -308,6 +338,8 @@ impl Enrollment {
             }
         });
 
+        let transparent = self.local_delivery(&pod.key, &location.netns);
+
         let traffic = Arc::new(PodTraffic::default());
         let outbound_ctx = OutboundContext {
             pod: pod.key.clone(),
@@ -331,6 +363,7 @@ impl Enrollment {
             pod: pod.key.clone(),
             uid: pod.uid.clone(),
             sockets: sockets.clone(),
+            transparent: transparent.clone(),
             traffic: traffic.clone(),
             mesh: self.mesh.clone(),
         };
@@ -343,6 +376,7 @@ impl Enrollment {
             uid: pod.uid.clone(),
             pod_ip: pod.ip.into(),
             sockets,
+            transparent,
             traffic: traffic.clone(),
             mesh: self.mesh.clone(),
         };

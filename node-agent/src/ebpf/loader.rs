@@ -22,6 +22,8 @@ pub struct Maps {
     pub orig_dst_by_client: crate::proxy::outbound::OrigDstMap,
     pub inbound_listeners: SockHash<MapData, u32>,
     pub outbound_listeners: SockHash<MapData, u32>,
+    /// Written by the inbound proxy tasks around each connection from a client's address.
+    pub transparent_connects: crate::proxy::transparent::TransparentConnectsMap,
 }
 
 pub struct Loaded {
@@ -71,6 +73,10 @@ pub fn load(pin_root: &Path) -> anyhow::Result<Loaded> {
         )?)),
         inbound_listeners: typed_map(&mut ebpf, map_names::INBOUND_LISTENERS)?,
         outbound_listeners: typed_map(&mut ebpf, map_names::OUTBOUND_LISTENERS)?,
+        transparent_connects: Arc::new(Mutex::new(typed_map(
+            &mut ebpf,
+            map_names::TRANSPARENT_CONNECTS,
+        )?)),
     };
     Ok(Loaded {
         ebpf,

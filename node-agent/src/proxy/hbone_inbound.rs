@@ -11,9 +11,10 @@ use weft_core::hbone::{InboundRequest, Refusal, Upstream};
 use weft_core::host::netns_sockets::NetnsSockets;
 use weft_core::metrics::{ResponseFlags, Side};
 
-use super::connect_from_pod;
+use super::connect_to_app;
 use super::counted::Counted;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
+use super::transparent::Transparent;
 use crate::mesh::{Denied, SharedMesh, principal};
 
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct HboneInboundContext {
     pub uid: String,
     pub pod_ip: IpAddr,
     pub sockets: NetnsSockets,
+    /// Set where the application can be reached from the client's address.
+    pub transparent: Option<Transparent>,
     pub traffic: Arc<PodTraffic>,
     pub mesh: SharedMesh,
 }
@@ -52,7 +55,17 @@ pub async fn handle(
         ctx.mesh.log.push(record);
         return Err(refusal.clone());
     }
-    match connect_from_pod(&ctx.sockets, request.destination).await {
+    // The application sees the tunnel's source: the client pod (its agent connects from
+    // inside it) or the waypoint that carried the request. Not `Forwarded`, which is only
+    // the peer's claim.
+    let client = request.remote_addr.ip();
+    let app = connect_to_app(
+        &ctx.sockets,
+        ctx.transparent.as_ref(),
+        client,
+        request.destination,
+    );
+    match app.await {
         Ok(app) => {
             ctx.mesh.log.push(record);
             let app = Counted::new(app, Direction::Inbound, ctx.traffic.clone());

@@ -12,7 +12,8 @@ use weft_core::host::netns_sockets::NetnsSockets;
 use weft_core::metrics::{ResponseFlags, Side};
 
 use super::records::{ConnectionRecord, Direction, PodTraffic};
-use super::{connect_from_pod, splice};
+use super::transparent::Transparent;
+use super::{connect_to_app, splice};
 use crate::mesh::{Denied, SharedMesh};
 
 #[derive(Clone)]
@@ -20,6 +21,8 @@ pub struct InboundContext {
     pub pod: String,
     pub uid: String,
     pub sockets: NetnsSockets,
+    /// Set where the application can be reached from the client's address.
+    pub transparent: Option<Transparent>,
     pub traffic: Arc<PodTraffic>,
     pub mesh: SharedMesh,
 }
@@ -72,9 +75,10 @@ async fn handle(
         ctx.mesh.log.push(record);
         return;
     }
-    // The application listens in the same namespace; a connection from the pod's own
-    // address is left alone by sk_lookup, so this does not loop.
-    match connect_from_pod(&ctx.sockets, dst).await {
+    // The application listens in the same namespace; sk_lookup leaves the agent's own
+    // connections alone (from the pod's address, or filed as transparent), so this does
+    // not loop.
+    match connect_to_app(&ctx.sockets, ctx.transparent.as_ref(), peer.ip(), dst).await {
         Ok(app) => {
             ctx.mesh.log.push(record);
             let client = telemetry.meter(client, Side::Downstream);

@@ -6,8 +6,9 @@ pub mod inbound;
 pub mod outbound;
 pub mod records;
 pub mod resolve;
+pub mod transparent;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -28,6 +29,37 @@ pub async fn connect_from_pod(
     let socket = TcpSocket::from_std_stream(std_socket);
     socket.set_nodelay(true)?;
     socket.connect(dst).await
+}
+
+/// Connects to the application at `app` (the pod's own address) for a client at `client`:
+/// from the client's address where the pod is set up for it, so the application sees who
+/// connected; else, or if that cannot be prepared, from the pod's own address.
+pub async fn connect_to_app(
+    sockets: &NetnsSockets,
+    transparent: Option<&transparent::Transparent>,
+    client: IpAddr,
+    app: SocketAddr,
+) -> std::io::Result<TcpStream> {
+    if let (Some(transparent), IpAddr::V4(client), SocketAddr::V4(app)) = (transparent, client, app)
+        && client != *app.ip()
+        && !client.is_loopback()
+        && !client.is_unspecified()
+    {
+        match transparent.prepare(sockets, client, app).await {
+            Ok((socket, filed)) => {
+                let connected = socket.connect(SocketAddr::V4(app)).await;
+                drop(filed);
+                return connected;
+            }
+            Err(error) => tracing::warn!(
+                %client,
+                %app,
+                %error,
+                "cannot connect from the client's address; the application sees the pod's"
+            ),
+        }
+    }
+    connect_from_pod(sockets, app).await
 }
 
 /// Per-direction copy buffer: tokio's 8 KiB default costs a system call pair per 8 KiB,

@@ -3,7 +3,9 @@
 //!   agent's outbound listener;
 //! - other TCP connections to the pod's IPs, on any port but the mesh's own, go to the
 //!   agent's inbound-plaintext listener (:15006); `getsockname()` on the accepted socket
-//!   is still the original destination.
+//!   is still the original destination;
+//! - except the agent's own connections to the application from a client's address
+//!   (`TRANSPARENT_CONNECTS`), which reach the application.
 //!
 //! While the agent restarts its listeners are gone (closing a socket removes it from the
 //! sockhash). The lookup then fails (SK_DROP, which the kernel answers with a reset) rather
@@ -14,10 +16,10 @@ use aya_ebpf::{
     macros::sk_lookup,
     programs::SkLookupContext,
 };
-use weft_ebpf_common::ports;
+use weft_ebpf_common::{TransparentConnect, ports};
 
 use super::{IPPROTO_TCP, is_loopback_v4, is_mesh_port};
-use crate::maps::{INBOUND_LISTENERS, OUTBOUND_LISTENERS};
+use crate::maps::{INBOUND_LISTENERS, OUTBOUND_LISTENERS, TRANSPARENT_CONNECTS};
 
 const AF_INET: u32 = 2;
 
@@ -44,6 +46,16 @@ pub fn weft_inbound_lookup(ctx: SkLookupContext) -> u32 {
         || is_loopback_v4(lookup.remote_ip4)
         || lookup.remote_ip4 == lookup.local_ip4
     {
+        return SK_PASS;
+    }
+    // The agent itself, connecting to the application from the client's address.
+    let agent = TransparentConnect {
+        remote_ip: lookup.remote_ip4,
+        local_ip: lookup.local_ip4,
+        remote_port: u16::from_be(lookup.remote_port),
+        local_port,
+    };
+    if TRANSPARENT_CONNECTS.get_ptr(agent).is_some() {
         return SK_PASS;
     }
     match INBOUND_LISTENERS.redirect_sk_lookup(&ctx, lookup.local_ip4, 0) {
