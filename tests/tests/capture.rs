@@ -217,6 +217,24 @@ fn labels_enroll_and_unenroll_pods_at_run_time() {
         pins.join(&uid).exists(),
         "the client's programs are pinned while it is enrolled"
     );
+    // The policy rule that returns the application's replies to the agent's transparent
+    // connections lives in the pod's namespace while the pod is enrolled.
+    let netns = lab.plan.pod("mesh/client").expect("client").netns.clone();
+    let local_delivery_rules = || {
+        let output = Command::new("ip")
+            .args(["-n", &netns, "rule", "show"])
+            .output()
+            .expect("ip rule show");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.contains("lookup 15006"))
+            .count()
+    };
+    assert_eq!(
+        local_delivery_rules(),
+        1,
+        "one local-delivery rule while enrolled"
+    );
 
     // Opting the pod out with Istio's label: the agent detaches and traffic goes direct.
     lab.set_pod_labels(
@@ -236,6 +254,11 @@ fn labels_enroll_and_unenroll_pods_at_run_time() {
     assert!(
         !pins.join(&uid).exists(),
         "unenrolling removed the pinned links"
+    );
+    assert_eq!(
+        local_delivery_rules(),
+        0,
+        "unenrolling removed the local-delivery rule"
     );
     let echo = testapp_json(&lab, "mesh/client", &["tcp", &dst]);
     assert_eq!(echo[0]["peer"], dst.as_str());

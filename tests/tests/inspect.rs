@@ -208,6 +208,8 @@ fn weftctl_shows_what_the_agent_of_its_node_knows_holds_and_refused() {
     assert_eq!(map("OUTBOUND_LISTENERS")["entries"], 1, "{ebpf:#}");
     assert!(map("POD_CAPTURE")["entries"].as_u64() >= Some(1));
     assert!(map("ORIG_DST_BY_COOKIE")["max_entries"].as_u64() > Some(0));
+    // Entries live only while the agent connects to an application: none at rest.
+    assert_eq!(map("TRANSPARENT_CONNECTS")["entries"], 0, "{ebpf:#}");
 
     // Nothing listening: one line that says where and what to check.
     let output = weftctl_on(&lab, "node-1", &["status", "--admin", "127.0.0.1:15999"]);

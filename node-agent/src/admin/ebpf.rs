@@ -13,7 +13,9 @@ use std::path::Path;
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError, MapType, SockHash};
 use aya::programs::links::{FdLink, PinnedLink};
 use serde::Serialize;
-use weft_ebpf_common::{ClientKey, OrigDst, PodCapture, PodStats, map_names, program_names};
+use weft_ebpf_common::{
+    ClientKey, OrigDst, PodCapture, PodStats, TransparentConnect, map_names, program_names,
+};
 
 use crate::capture::enrollment::PodAttachment;
 use crate::ebpf::attach::{Attachment, POD_PROGRAMS};
@@ -164,6 +166,11 @@ fn count_entries(name: &str, data: MapData, limit: u32) -> Result<u32, MapError>
                 BpfHashMap::try_from(Map::LruHashMap(data))?;
             count_keys(map.keys(), limit)
         }
+        map_names::TRANSPARENT_CONNECTS => {
+            let map: BpfHashMap<_, TransparentConnect, u8> =
+                BpfHashMap::try_from(Map::LruHashMap(data))?;
+            count_keys(map.keys(), limit)
+        }
         _ => {
             let map: SockHash<_, u32> = SockHash::try_from(Map::SockHash(data))?;
             count_keys(map.keys(), limit)
@@ -171,13 +178,14 @@ fn count_entries(name: &str, data: MapData, limit: u32) -> Result<u32, MapError>
     }
 }
 
-const MAPS: [&str; 6] = [
+const MAPS: [&str; 7] = [
     map_names::POD_CAPTURE,
     map_names::POD_STATS,
     map_names::ORIG_DST_BY_COOKIE,
     map_names::ORIG_DST_BY_CLIENT,
     map_names::INBOUND_LISTENERS,
     map_names::OUTBOUND_LISTENERS,
+    map_names::TRANSPARENT_CONNECTS,
 ];
 
 fn map_view(dir: &Path, name: &'static str) -> MapView {

@@ -42,6 +42,14 @@ use crate::proxy::outbound::{self, OutboundContext};
 use crate::proxy::records::PodTraffic;
 use crate::proxy::transparent::Transparent;
 
+/// The policy rule and table of every enrolled pod (see `proxy::transparent`).
+const LOCAL_DELIVERY: LocalDelivery = LocalDelivery {
+    mark: TRANSPARENT_MARK,
+    mask: TRANSPARENT_MARK_MASK,
+    table: TRANSPARENT_TABLE,
+    priority: TRANSPARENT_RULE_PRIORITY,
+};
+
 /// A pod to enroll, with everything capture needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodToEnroll {
@@ -242,13 +250,7 @@ impl Enrollment {
     /// made from a client's address; without it the application sees the pod's own
     /// address as the source of inbound connections (which still work).
     fn local_delivery(&self, pod: &str, netns: &Path) -> Option<Transparent> {
-        let delivery = LocalDelivery {
-            mark: TRANSPARENT_MARK,
-            mask: TRANSPARENT_MARK_MASK,
-            table: TRANSPARENT_TABLE,
-            priority: TRANSPARENT_RULE_PRIORITY,
-        };
-        let installed = run_in_netns(netns, || delivery.install())
+        let installed = run_in_netns(netns, || LOCAL_DELIVERY.install())
             .map_err(|e| e.to_string())
             .and_then(|installed| installed.map_err(|e| e.to_string()));
         match installed {
@@ -413,6 +415,16 @@ impl Enrollment {
         };
         // Programs first, so nothing new is redirected to listeners about to close.
         detach_pod(&pod_pin_dir(&self.pin_root, uid))?;
+        // A pod leaving the mesh keeps its namespace: leave it as it was. (A deleted pod's
+        // namespace is gone, and its rule with it.)
+        let netns = &pod.spec.location.netns;
+        if netns.exists()
+            && let Err(error) = run_in_netns(netns, || LOCAL_DELIVERY.remove())
+                .map_err(|e| e.to_string())
+                .and_then(|removed| removed.map_err(|e| e.to_string()))
+        {
+            warn!(pod = %pod.spec.key, %error, "removing the pod's local-delivery rule failed");
+        }
         for task in &pod.tasks {
             task.abort();
         }
