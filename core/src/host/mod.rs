@@ -7,3 +7,4 @@ pub mod netns;
 pub mod netns_sockets;
 pub mod pod_locations;
 pub mod pod_routing;
+pub mod sysctl;

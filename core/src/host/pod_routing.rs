@@ -25,8 +25,7 @@
 //! [`super::netns::run_in_netns`] first. Requests go over raw rtnetlink because that is the
 //! whole of what is needed and it avoids spawning `ip` per pod.
 use std::fmt;
-use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Per network namespace; opened by the calling thread, so it names that thread's namespace.
@@ -288,11 +287,8 @@ impl LocalDelivery {
 }
 
 fn enable_fwmark_accept() -> io::Result<()> {
-    // No create or truncate: this is a procfs knob, and a missing one must be an error.
-    OpenOptions::new()
-        .write(true)
-        .open(FWMARK_ACCEPT)?
-        .write_all(b"1")
+    // In a container /proc/sys is usually a read-only mount; `sysctl::write` gets past it.
+    super::sysctl::write(std::path::Path::new(FWMARK_ACCEPT), "1")
 }
 
 fn align4(len: usize) -> usize {
@@ -547,7 +543,7 @@ fn set_int_option(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
