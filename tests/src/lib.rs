@@ -150,7 +150,6 @@ pub fn agent_connections_when(
 /// Loads a cgroup/connect4 program that lets every connect through unchanged: a stand-in
 /// for another release's program in a pod's link (2 instructions: `r0 = 1; exit`).
 pub fn load_pass_through_connect4() -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
     const BPF_PROG_LOAD: libc::c_long = 5;
     const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
     const BPF_CGROUP_INET4_CONNECT: u32 = 10;
@@ -189,21 +188,8 @@ pub fn load_pass_through_connect4() -> std::io::Result<std::os::fd::OwnedFd> {
         prog_ifindex: 0,
         expected_attach_type: BPF_CGROUP_INET4_CONNECT,
     };
-    // SAFETY: `attr` is a valid BPF_PROG_LOAD attribute whose instructions and license
-    // outlive the call; the size passed is its own.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoad,
-            std::mem::size_of::<ProgLoad>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    // SAFETY: a BPF_PROG_LOAD attribute whose instructions and license outlive the call.
+    unsafe { weft_core::host::bpf_link::bpf_new_fd(BPF_PROG_LOAD, &attr) }
 }
 
 /// Creates a hash map with these sizes and pins it at `pin`: a stand-in for a map another
@@ -214,7 +200,9 @@ pub fn pin_hash_map(
     value_size: u32,
     max_entries: u32,
 ) -> std::io::Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
+
+    use weft_core::host::bpf_link::{bpf, bpf_new_fd};
     const BPF_MAP_CREATE: libc::c_long = 0;
     const BPF_OBJ_PIN: libc::c_long = 6;
     const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -241,20 +229,8 @@ pub fn pin_hash_map(
         max_entries,
         map_flags: 0,
     };
-    // SAFETY: a valid BPF_MAP_CREATE attribute; the size passed is its own.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            &create as *const MapCreate,
-            std::mem::size_of::<MapCreate>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    let map = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: a BPF_MAP_CREATE attribute.
+    let map = unsafe { bpf_new_fd(BPF_MAP_CREATE, &create) }?;
     let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let attr = ObjPin {
@@ -262,17 +238,6 @@ pub fn pin_hash_map(
         bpf_fd: map.as_raw_fd() as u32,
         file_flags: 0,
     };
-    // SAFETY: a valid BPF_OBJ_PIN attribute whose path outlives the call.
-    let pinned = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_PIN,
-            &attr as *const ObjPin,
-            std::mem::size_of::<ObjPin>(),
-        )
-    };
-    if pinned < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    // SAFETY: a BPF_OBJ_PIN attribute whose path outlives the call.
+    unsafe { bpf(BPF_OBJ_PIN, &attr) }.map(drop)
 }

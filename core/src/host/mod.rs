@@ -7,4 +7,5 @@ pub mod netns;
 pub mod netns_sockets;
 pub mod pod_locations;
 pub mod pod_routing;
+pub mod sockopt;
 pub mod sysctl;

@@ -24,6 +24,7 @@
 //! Everything here acts on the network namespace of the calling thread; enter the pod's with
 //! [`super::netns::run_in_netns`] first. Requests go over raw rtnetlink because that is the
 //! whole of what is needed and it avoids spawning `ip` per pod.
+use super::sockopt::set_int_option;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -514,29 +515,6 @@ impl RouteSocket {
                 }
             }
         }
-    }
-}
-
-fn set_int_option(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` outlives the call and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw const value).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

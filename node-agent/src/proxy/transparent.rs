@@ -8,12 +8,12 @@
 //! 4-tuple sits in TRANSPARENT_CONNECTS, so the pod's sk_lookup program lets it reach the
 //! application instead of capturing it as a client's.
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use tokio::net::TcpSocket;
 use weft_core::host::netns_sockets::NetnsSockets;
+use weft_core::host::sockopt::set_int_option;
 use weft_ebpf_common::{TRANSPARENT_MARK, TransparentConnect};
 
 pub type TransparentConnectsMap = Arc<Mutex<BpfHashMap<MapData, TransparentConnect, u8>>>;
@@ -86,26 +86,4 @@ impl Drop for Filed {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.key);
     }
-}
-
-fn set_int_option(
-    socket: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> std::io::Result<()> {
-    // SAFETY: setsockopt(2) on an open socket with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
