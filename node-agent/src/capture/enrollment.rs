@@ -24,7 +24,7 @@ use weft_core::host::cgroup::{cgroup_id, cgroup_tree_ids};
 use weft_core::host::handoff::Inherited;
 use weft_core::host::netns::run_in_netns;
 use weft_core::host::netns_sockets::NetnsSockets;
-use weft_core::host::pod_routing::LocalDelivery;
+use weft_core::host::pod_routing::{LocalDelivery, PodRoutingError};
 use weft_core::identity::Identity;
 use weft_ebpf_common::{
     PodStats, TRANSPARENT_MARK, TRANSPARENT_MARK_MASK, TRANSPARENT_RULE_PRIORITY,
@@ -49,6 +49,18 @@ const LOCAL_DELIVERY: LocalDelivery = LocalDelivery {
     table: TRANSPARENT_TABLE,
     priority: TRANSPARENT_RULE_PRIORITY,
 };
+
+/// Runs a change of the pod's local-delivery routing inside its network namespace; either
+/// failure (entering the namespace, or the change) as one message.
+fn in_pod_netns(
+    netns: &Path,
+    change: impl FnOnce() -> Result<(), PodRoutingError> + Send,
+) -> Result<(), String> {
+    match run_in_netns(netns, change) {
+        Ok(changed) => changed.map_err(|e| e.to_string()),
+        Err(entering) => Err(entering.to_string()),
+    }
+}
 
 /// A pod to enroll, with everything capture needs to know.
 #[derive(Clone, Debug, PartialEq)]
@@ -250,10 +262,7 @@ impl Enrollment {
     /// made from a client's address; without it the application sees the pod's own
     /// address as the source of inbound connections (which still work).
     fn local_delivery(&self, pod: &str, netns: &Path) -> Option<Transparent> {
-        let installed = run_in_netns(netns, || LOCAL_DELIVERY.install())
-            .map_err(|e| e.to_string())
-            .and_then(|installed| installed.map_err(|e| e.to_string()));
-        match installed {
+        match in_pod_netns(netns, || LOCAL_DELIVERY.install()) {
             Ok(()) => Some(Transparent {
                 connects: self.maps.transparent_connects.clone(),
             }),
@@ -419,9 +428,7 @@ impl Enrollment {
         // namespace is gone, and its rule with it.)
         let netns = &pod.spec.location.netns;
         if netns.exists()
-            && let Err(error) = run_in_netns(netns, || LOCAL_DELIVERY.remove())
-                .map_err(|e| e.to_string())
-                .and_then(|removed| removed.map_err(|e| e.to_string()))
+            && let Err(error) = in_pod_netns(netns, || LOCAL_DELIVERY.remove())
         {
             warn!(pod = %pod.spec.key, %error, "removing the pod's local-delivery rule failed");
         }

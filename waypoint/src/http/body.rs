@@ -40,8 +40,8 @@ pub enum RequestBody {
     Complete(Replayable),
     /// Of unknown length: streamed to the first attempt and kept for a retry.
     Recorded(Recorder),
-    /// Known to be larger than [`REPLAY_LIMIT`]: sent once.
-    Streaming(Incoming),
+    /// Known to be larger than [`REPLAY_LIMIT`]: sent once (taken by the first attempt).
+    Streaming(Option<Incoming>),
 }
 
 impl RequestBody {
@@ -55,7 +55,7 @@ impl RequestBody {
         if !small {
             return Ok(match upper {
                 None => RequestBody::Recorded(Recorder::new(streaming(body), REPLAY_LIMIT)),
-                Some(_) => RequestBody::Streaming(body),
+                Some(_) => RequestBody::Streaming(Some(body)),
             });
         }
         let collected = body.collect().await?;
@@ -71,6 +71,24 @@ impl RequestBody {
         match self {
             RequestBody::Complete(replayable) => Some(replayable),
             RequestBody::Recorded(_) | RequestBody::Streaming(_) => None,
+        }
+    }
+
+    /// The body for the next attempt; `None` once a body that goes once has gone.
+    pub fn for_attempt(&mut self) -> Option<UpstreamBody> {
+        match self {
+            RequestBody::Complete(replayable) => Some(replayable.body()),
+            RequestBody::Recorded(recorder) => Some(recorder.body()),
+            RequestBody::Streaming(body) => body.take().map(streaming),
+        }
+    }
+
+    /// Whether another attempt could send the body again from its start.
+    pub fn can_resend(&self) -> bool {
+        match self {
+            RequestBody::Complete(_) => true,
+            RequestBody::Recorded(recorder) => recorder.replayable(),
+            RequestBody::Streaming(_) => false,
         }
     }
 }

@@ -9,7 +9,7 @@ use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
 use weft_config::registry::Snapshot;
 
-use super::body::{RequestBody, streaming};
+use super::body::RequestBody;
 use super::local::{self, ResponseBody};
 use crate::context::WaypointContext;
 use crate::forward::cluster::{Cluster, ClusterKey};
@@ -44,7 +44,7 @@ pub async fn send(
     let Forward {
         key,
         parts,
-        body,
+        mut body,
         retry,
         protocol,
         source_ip,
@@ -57,16 +57,8 @@ pub async fn send(
         }
     };
     let cluster = ctx.clusters.get(snapshot, &key);
-    let (replay, recorder, mut streaming_body) = match body {
-        RequestBody::Complete(replay) => (Some(replay), None, None),
-        RequestBody::Recorded(recorder) => (None, Some(recorder), None),
-        RequestBody::Streaming(body) => (None, None, Some(body)),
-    };
-    let tries = if streaming_body.is_none() {
-        retry.attempts.saturating_add(1)
-    } else {
-        1
-    };
+    // A body that cannot be sent again ends the loop after the first attempt.
+    let tries = retry.attempts.saturating_add(1);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut _retry_permit = None;
     for attempt in 0..tries {
@@ -77,13 +69,10 @@ pub async fn send(
             return local::no_healthy_upstream();
         };
         tried.push(candidate.address);
-        let body = match (&replay, &recorder, streaming_body.take()) {
-            (Some(replay), _, _) => replay.body(),
-            (None, Some(recorder), _) => recorder.body(),
-            (None, None, Some(body)) => streaming(body),
-            (None, None, None) => return local::reset(),
+        let Some(attempt_body) = body.for_attempt() else {
+            return local::reset();
         };
-        let request = upstream_request(&parts, body, protocol);
+        let request = upstream_request(&parts, attempt_body, protocol);
         let endpoint = EndpointKey {
             address: candidate.address,
             transport: candidate.transport.clone(),
@@ -106,10 +95,10 @@ pub async fn send(
             tracing::info!(endpoint = %candidate.address, reason = ?ejection.reason, duration = ?ejection.duration, "endpoint ejected");
         }
         let last = attempt + 1 == tries;
-        // A recorded body that outgrew the retry buffer cannot be sent again.
-        let replayable = recorder.as_ref().is_none_or(|r| r.replayable());
+        // A streaming body, or a recorded one that outgrew the retry buffer, cannot be
+        // sent again.
         if !last
-            && replayable
+            && body.can_resend()
             && retry.should_retry(&outcome)
             && let Some(permit) = cluster.breaker.try_retry()
         {
@@ -134,15 +123,13 @@ pub async fn send(
 pub async fn direct(
     ctx: &Arc<WaypointContext>,
     parts: http::request::Parts,
-    body: RequestBody,
+    mut body: RequestBody,
     address: SocketAddr,
     transport: Transport,
     protocol: Protocol,
 ) -> Response<ResponseBody> {
-    let body = match body {
-        RequestBody::Complete(replay) => replay.body(),
-        RequestBody::Recorded(recorder) => recorder.body(),
-        RequestBody::Streaming(body) => streaming(body),
+    let Some(body) = body.for_attempt() else {
+        return local::reset();
     };
     let request = upstream_request(&parts, body, protocol);
     let endpoint = EndpointKey {
