@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize as _;
 use serde_yaml::Value;
 use weft_config::api::Kind;
+use weft_config::api::mesh::MESH_CONFIG_MAP;
 use weft_config::source::{AGENT_WATCHED, CA_WATCHED, KubeSourceConfig};
 
 /// (API group, resource, verb)
@@ -68,11 +69,27 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 /// The rules as single grants, refusing what would widen them beyond a list of kinds.
+/// ConfigMaps may only be granted by the name `istio` (Istio's mesh config), and nothing
+/// else by name.
 fn grants(role: &Value) -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
     for rule in role["rules"].as_sequence().expect("rules") {
-        for field in ["resourceNames", "nonResourceURLs"] {
-            assert!(rule.get(field).is_none(), "{field} in {rule:?}");
+        assert!(
+            rule.get("nonResourceURLs").is_none(),
+            "nonResourceURLs in {rule:?}"
+        );
+        let configmaps = strings(&rule["resources"]) == ["configmaps"];
+        if configmaps {
+            assert_eq!(
+                strings(&rule["resourceNames"]),
+                [MESH_CONFIG_MAP],
+                "ConfigMaps only by the name of Istio's mesh config: {rule:?}"
+            );
+        } else {
+            assert!(
+                rule.get("resourceNames").is_none(),
+                "resourceNames in {rule:?}"
+            );
         }
         let (groups, resources, verbs) = (
             strings(&rule["apiGroups"]),

@@ -201,3 +201,38 @@ async fn a_missing_directory_is_ready_and_empty_then_read_once_it_appears() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(registry.snapshot().service_count(), 1);
 }
+
+/// The YAML directory reads Istio's mesh config where a cluster holds it: the ConfigMap
+/// `istio` of `istio-system`, key `mesh`; other ConfigMaps are the applications' own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_config_comes_from_the_istio_config_map() {
+    use weft_config::api::mesh::PathNormalization;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mesh = |normalization: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    pathNormalization:\n      normalization: {normalization}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-settings, namespace: istio-system}}\ndata: {{mesh: \"not: [yaml\"}}\n"
+        )
+    };
+    write(&dir.path().join("mesh.yaml"), &mesh("NONE"));
+    let registry = Registry::default();
+    let _task = start(dir.path(), &registry).await;
+    assert_eq!(
+        registry.snapshot().mesh_config().path_normalization(),
+        PathNormalization::None
+    );
+    assert_eq!(
+        registry.snapshot().refused().count(),
+        0,
+        "app-settings is not read"
+    );
+    write(&dir.path().join("mesh.yaml"), &mesh("MERGE_SLASHES"));
+    wait_for(&registry, "the edited mesh config", WAIT, |s| {
+        s.mesh_config().path_normalization() == PathNormalization::MergeSlashes
+    })
+    .await;
+    std::fs::remove_file(dir.path().join("mesh.yaml")).expect("remove");
+    wait_for(&registry, "Istio's defaults", WAIT, |s| {
+        s.mesh_config().path_normalization() == PathNormalization::Base
+    })
+    .await;
+}

@@ -579,3 +579,88 @@ async fn gateway_api_waypoints_are_watched_beside_istio_gateways_of_the_same_nam
         api.requests()
     );
 }
+
+/// Istio's mesh config is the ConfigMap `istio` of the root namespace, asked for by name
+/// (so RBAC can grant that one ConfigMap); a change applies at run time, a bad one is
+/// refused with its field while the last good one keeps serving, a deletion restores
+/// Istio's defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_config_is_the_istio_config_map_of_the_root_namespace() {
+    use weft_config::api::mesh::PathNormalization;
+    common::init_tracing();
+    let api = ApiServer::start().await;
+    seed(&api);
+    let config_map = |namespace: &str, name: &str, mesh: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": namespace},
+               "data": {"mesh": mesh}})
+    };
+    api.apply(config_map(
+        "istio-system",
+        "istio",
+        "pathNormalization: {normalization: NONE}\naccessLogFile: /dev/stdout\n",
+    ));
+    api.apply(config_map(
+        "istio-system",
+        "other",
+        "pathNormalization: {normalization: MERGE_SLASHES}\n",
+    ));
+    api.apply(config_map(
+        "shop",
+        "istio",
+        "pathNormalization: {normalization: MERGE_SLASHES}\n",
+    ));
+    let registry = Registry::default();
+    let _task = start(&api, &registry, config()).await;
+    let snapshot = registry.snapshot();
+    assert_eq!(
+        snapshot.mesh_config().path_normalization(),
+        PathNormalization::None
+    );
+    let warned: Vec<String> = snapshot.warnings().map(|w| w.field.clone()).collect();
+    assert_eq!(
+        warned,
+        ["data.mesh.accessLogFile"],
+        "an Istio field weft ignores is named"
+    );
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r
+                == "LIST configmaps fields=metadata.name=istio,metadata.namespace=istio-system"),
+        "{requests:?}"
+    );
+
+    api.apply(config_map(
+        "istio-system",
+        "istio",
+        "pathNormalization: {normalization: MERGE_SLASHES}\n",
+    ));
+    wait_for(&registry, "the new mesh config", CONVERGE, |s| {
+        s.mesh_config().path_normalization() == PathNormalization::MergeSlashes
+    })
+    .await;
+    api.apply(config_map(
+        "istio-system",
+        "istio",
+        "pathNormalization: {normalization: SOMETIMES}\n",
+    ));
+    wait_for(&registry, "the bad mesh config refused", CONVERGE, |s| {
+        s.refused().any(|r| {
+            r.object == ObjectRef::new(Kind::MeshConfig, "istio-system", "istio")
+                && r.field == "data.mesh.pathNormalization.normalization"
+        })
+    })
+    .await;
+    assert_eq!(
+        registry.snapshot().mesh_config().path_normalization(),
+        PathNormalization::MergeSlashes,
+        "the last good mesh config keeps serving"
+    );
+    api.delete("ConfigMap", "istio-system", "istio");
+    wait_for(&registry, "defaults again", CONVERGE, |s| {
+        s.mesh_config().path_normalization() == PathNormalization::Base
+    })
+    .await;
+}

@@ -17,6 +17,16 @@ pub struct Namespace {
     pub metadata: ObjectMeta,
 }
 
+/// A ConfigMap, read only for Istio's mesh config (the `istio` ConfigMap); see
+/// [`super::mesh`].
+#[derive(Resource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[resource(inherit = "k8s_openapi::api::core::v1::ConfigMap")]
+#[serde(default)]
+pub struct ConfigMap {
+    pub metadata: ObjectMeta,
+    pub data: BTreeMap<String, String>,
+}
+
 #[derive(Resource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[resource(inherit = "k8s_openapi::api::core::v1::Pod")]
 #[serde(default)]

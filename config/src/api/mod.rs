@@ -4,6 +4,7 @@ pub mod crds;
 pub mod gateway;
 pub mod gateway_api;
 pub mod kubernetes;
+pub mod mesh;
 pub mod networking;
 mod object;
 pub mod security;

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::gateway::Gateway;
 use super::gateway_api::{GATEWAY_API_GROUP, GATEWAY_API_VERSIONS, KubernetesGateway};
 use super::kubernetes::{EndpointSlice, Namespace, Pod, Service, trim_metadata};
+use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
 use super::security::{AuthorizationPolicy, PeerAuthentication};
 use crate::refusal::Refusal;
@@ -28,6 +29,9 @@ pub enum Kind {
     PeerAuthentication,
     /// The Kubernetes Gateway API's Gateway (waypoints are declared with it).
     KubernetesGateway,
+    /// Istio's mesh config: the ConfigMap `istio` (key `mesh`); other ConfigMaps are not
+    /// read.
+    MeshConfig,
 }
 
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
@@ -39,7 +43,7 @@ pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -51,6 +55,7 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::PeerAuthentication,
         Kind::KubernetesGateway,
+        Kind::MeshConfig,
     ];
 
     pub const ISTIO: [Kind; 6] = [
@@ -75,13 +80,14 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::KubernetesGateway => "Gateway",
+            Kind::MeshConfig => "ConfigMap",
         }
     }
 
     /// The API group ("" for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Pod | Kind::Service => "",
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::MeshConfig => "",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry | Kind::Gateway => {
                 NETWORKING_GROUP
@@ -115,6 +121,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "authorizationpolicies",
             Kind::PeerAuthentication => "peerauthentications",
             Kind::KubernetesGateway => "gateways",
+            Kind::MeshConfig => "configmaps",
         }
     }
 
@@ -188,6 +195,7 @@ pub enum Object {
     AuthorizationPolicy(Arc<AuthorizationPolicy>),
     PeerAuthentication(Arc<PeerAuthentication>),
     KubernetesGateway(Arc<KubernetesGateway>),
+    MeshConfig(Arc<MeshConfigMap>),
 }
 
 macro_rules! each_object {
@@ -204,6 +212,7 @@ macro_rules! each_object {
             Object::AuthorizationPolicy($binding) => $body,
             Object::PeerAuthentication($binding) => $body,
             Object::KubernetesGateway($binding) => $body,
+            Object::MeshConfig($binding) => $body,
         }
     };
 }
@@ -222,6 +231,7 @@ impl Object {
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::KubernetesGateway(_) => Kind::KubernetesGateway,
+            Object::MeshConfig(_) => Kind::MeshConfig,
         }
     }
 
@@ -300,6 +310,11 @@ impl Object {
         if name.is_empty() {
             return Err(Refusal::new(object_ref, "metadata.name", "required"));
         }
+        if kind == Kind::MeshConfig && name != MESH_CONFIG_MAP {
+            // Only the ConfigMap `istio` is Istio's mesh config; others are the
+            // applications' own.
+            return Ok(None);
+        }
         let parsed = match kind {
             Kind::Namespace => typed(value, &object_ref).map(Object::Namespace),
             Kind::Pod => typed(value, &object_ref).map(Object::Pod),
@@ -312,6 +327,7 @@ impl Object {
             Kind::AuthorizationPolicy => typed(value, &object_ref).map(Object::AuthorizationPolicy),
             Kind::PeerAuthentication => typed(value, &object_ref).map(Object::PeerAuthentication),
             Kind::KubernetesGateway => typed(value, &object_ref).map(Object::KubernetesGateway),
+            Kind::MeshConfig => mesh_config(value, &object_ref).map(Object::MeshConfig),
         }?;
         Ok(Some(parsed))
     }
@@ -378,6 +394,54 @@ fn typed<T: DeserializeOwned + HasMetadata>(
                 field,
                 error.into_inner().to_string(),
             ))
+        }
+    }
+}
+
+/// The `istio` ConfigMap: its metadata, and its `mesh` key parsed as Istio's MeshConfig.
+fn mesh_config(value: Value, object_ref: &ObjectRef) -> Result<Arc<MeshConfigMap>, Refusal> {
+    let refuse = |field: String, reason: String| Refusal::new(object_ref.clone(), field, reason);
+    let mut metadata: ObjectMeta = match value.get("metadata") {
+        Some(meta) => serde_json::from_value(meta.clone())
+            .map_err(|e| refuse("metadata".into(), e.to_string()))?,
+        None => ObjectMeta::default(),
+    };
+    trim_metadata(&mut metadata);
+    let text = match value.pointer(&format!("/data/{MESH_KEY}")) {
+        None | Some(Value::Null) => {
+            return Ok(Arc::new(MeshConfigMap {
+                metadata,
+                mesh: MeshConfig::default(),
+            }));
+        }
+        Some(Value::String(text)) => text.clone(),
+        Some(_) => {
+            return Err(refuse(
+                format!("data.{MESH_KEY}"),
+                "must be a string holding the mesh config YAML".into(),
+            ));
+        }
+    };
+    let document: Value = match serde_yaml::from_str::<Option<Value>>(&text) {
+        Ok(Some(document)) => document,
+        Ok(None) => Value::Object(Default::default()),
+        Err(e) => {
+            return Err(refuse(
+                format!("data.{MESH_KEY}"),
+                format!("not valid YAML: {e}"),
+            ));
+        }
+    };
+    match serde_path_to_error::deserialize::<_, MeshConfig>(document) {
+        Ok(mesh) => Ok(Arc::new(MeshConfigMap { metadata, mesh })),
+        Err(error) => {
+            let path = error.path().to_string();
+            let field = if path == "." {
+                format!("data.{MESH_KEY}")
+            } else {
+                format!("data.{MESH_KEY}.{path}")
+            };
+            Err(refuse(field, error.into_inner().to_string()))
         }
     }
 }

@@ -8,6 +8,7 @@ use super::cow::CowMap;
 use super::model::{Endpoint, HostRoutes, Service, Waypoint, WaypointRef, Workload};
 use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
+use crate::api::mesh::MeshConfig;
 use crate::api::networking::ServiceEntry;
 use crate::api::security::{AuthorizationPolicy, MtlsMode, PeerAuthentication};
 use crate::refusal::{Refusal, Warning};
@@ -27,6 +28,8 @@ pub(super) type BackedBindings = Arc<BTreeMap<String, WaypointRef>>;
 pub struct Snapshot {
     pub(super) version: u64,
     pub(super) settings: Arc<MeshSettings>,
+    /// Istio's mesh config (the `istio` ConfigMap of the root namespace), or its defaults.
+    pub(super) mesh_config: Arc<MeshConfig>,
     pub(super) workloads_by_uid: CowMap<Arc<str>, Arc<Workload>>,
     pub(super) workloads_by_ip: CowMap<IpAddr, Arc<Workload>>,
     pub(super) workloads_by_name: CowMap<(String, String), Arc<Workload>>,
@@ -60,6 +63,12 @@ impl Snapshot {
 
     pub fn settings(&self) -> &MeshSettings {
         &self.settings
+    }
+
+    /// Istio's mesh config in force: the `istio` ConfigMap (key `mesh`) of the root
+    /// namespace, Istio's defaults when there is none.
+    pub fn mesh_config(&self) -> &Arc<MeshConfig> {
+        &self.mesh_config
     }
 
     // --- workloads

@@ -13,6 +13,7 @@ use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;
 use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Service};
+use crate::api::mesh::MeshConfigMap;
 use crate::api::networking::{DestinationRule, ServiceEntry, VirtualService};
 use crate::api::security::{AuthorizationPolicy, PeerAuthentication};
 use crate::api::{Kind, Object, ObjectRef, labels};
@@ -73,6 +74,7 @@ pub(super) struct State {
     kubernetes_gateways: BTreeMap<Key, Arc<KubernetesGateway>>,
     authorization_policies: BTreeMap<Key, Arc<AuthorizationPolicy>>,
     peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
+    mesh_configs: BTreeMap<Key, Arc<MeshConfigMap>>,
     refusals: BTreeMap<ObjectRef, Vec<Refusal>>,
 }
 
@@ -232,6 +234,7 @@ impl State {
                 .get(&k)
                 .cloned()
                 .map(Object::KubernetesGateway),
+            Kind::MeshConfig => self.mesh_configs.get(&k).cloned().map(Object::MeshConfig),
         }
     }
 
@@ -257,6 +260,7 @@ impl State {
             Kind::AuthorizationPolicy => refs(kind, &self.authorization_policies),
             Kind::PeerAuthentication => refs(kind, &self.peer_authentications),
             Kind::KubernetesGateway => refs(kind, &self.kubernetes_gateways),
+            Kind::MeshConfig => refs(kind, &self.mesh_configs),
         }
     }
 
@@ -316,6 +320,10 @@ impl State {
                 self.kubernetes_gateways.insert(k, o);
                 dirty.kinds.insert(r.kind);
             }
+            Object::MeshConfig(o) => {
+                self.mesh_configs.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
         }
     }
 
@@ -371,8 +379,9 @@ impl State {
             Kind::AuthorizationPolicy => self.authorization_policies.remove(&k).is_some(),
             Kind::PeerAuthentication => self.peer_authentications.remove(&k).is_some(),
             Kind::KubernetesGateway => self.kubernetes_gateways.remove(&k).is_some(),
+            Kind::MeshConfig => self.mesh_configs.remove(&k).is_some(),
         };
-        if removed && r.kind.is_custom() {
+        if removed && (r.kind.is_custom() || r.kind == Kind::MeshConfig) {
             dirty.kinds.insert(r.kind);
         }
     }
@@ -432,9 +441,23 @@ impl State {
                 |p| &p.metadata,
             ));
         }
+        if kinds.contains(&Kind::MeshConfig) {
+            // Istio's: the `istio` ConfigMap of its own namespace; defaults without one.
+            let root = (
+                self.snapshot.settings.root_namespace.clone(),
+                crate::api::mesh::MESH_CONFIG_MAP.to_string(),
+            );
+            self.snapshot.mesh_config = Arc::new(
+                self.mesh_configs
+                    .get(&root)
+                    .map(|m| m.mesh.clone())
+                    .unwrap_or_default(),
+            );
+        }
         if hosts_changed
             || kinds.contains(&Kind::VirtualService)
             || kinds.contains(&Kind::DestinationRule)
+            || kinds.contains(&Kind::MeshConfig)
         {
             self.derive_warnings();
         }
@@ -605,7 +628,8 @@ impl State {
                     .values()
                     .cloned()
                     .map(Object::DestinationRule),
-            );
+            )
+            .chain(self.mesh_configs.values().cloned().map(Object::MeshConfig));
         for object in objects {
             let found = validate::warnings(&object, &is_known, &snapshot.settings);
             if !found.is_empty() {

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Feed, Source, SourceError, error_chain};
-use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Service};
+use crate::api::kubernetes::{ConfigMap, EndpointSlice, Namespace, Pod, Service};
 use crate::api::{Kind, Object, ObjectRef};
 use crate::refusal::Refusal;
 use crate::registry::{Candidate, Change};
@@ -75,6 +75,11 @@ pub struct KubeSourceConfig {
     /// How long to wait before probing again for an Istio API group that is not served,
     /// or after a failed probe.
     pub discovery_retry: Duration,
+    /// Where Istio's mesh config is read, when [`Kind::MeshConfig`] is among `kinds`: the
+    /// ConfigMap `istio` of this namespace (Istio's own, `istio-system` by default). Only
+    /// that ConfigMap is listed and watched (field selector `metadata.name=istio`), so a
+    /// Role in that namespace limited to that name is all the RBAC it needs.
+    pub mesh_config_namespace: String,
 }
 
 impl Default for KubeSourceConfig {
@@ -84,6 +89,7 @@ impl Default for KubeSourceConfig {
             pods: PodScope::Cluster,
             resync: Some(Duration::from_secs(30 * 60)),
             discovery_retry: Duration::from_secs(30),
+            mesh_config_namespace: "istio-system".to_string(),
         }
     }
 }
@@ -217,6 +223,15 @@ async fn watch_kind(
                 )
                 .await?
             }
+            Kind::MeshConfig => {
+                let api: Api<ConfigMap> =
+                    Api::namespaced(client.clone(), &config.mesh_config_namespace);
+                let wc = watcher::Config::default().fields(&format!(
+                    "metadata.name={}",
+                    crate::api::mesh::MESH_CONFIG_MAP
+                ));
+                run_watcher(api, wc, kind, config_map, resync, feed, tracker).await?
+            }
             // Custom resources: Istio's kinds and the Gateway API's Gateway.
             istio => match served_version(client, istio).await {
                 Ok(Some(version)) => {
@@ -291,6 +306,28 @@ fn api_resource(kind: Kind, version: &str) -> ApiResource {
 
 fn typed<K: Into<Object>>(object: K) -> Candidate {
     Candidate::from(object.into())
+}
+
+/// The `istio` ConfigMap → the mesh config it holds, or a refusal naming the field.
+fn config_map(object: ConfigMap) -> Candidate {
+    let object_ref = ObjectRef::new(
+        Kind::MeshConfig,
+        object.namespace().unwrap_or_default(),
+        object.name_any(),
+    );
+    let mut value = match serde_json::to_value(&object) {
+        Ok(value) => value,
+        Err(e) => return Refusal::new(object_ref, "", e.to_string()).into(),
+    };
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), "v1".into());
+        map.insert("kind".into(), "ConfigMap".into());
+    }
+    match Object::from_json(value) {
+        Ok(Some(object)) => object.into(),
+        Ok(None) => Refusal::new(object_ref, "metadata.name", "not Istio's mesh config").into(),
+        Err(refusal) => refusal.into(),
+    }
 }
 
 /// A JSON object of an Istio kind → a parsed object, or a refusal naming the field that

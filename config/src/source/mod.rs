@@ -176,6 +176,11 @@ pub async fn start(
     if config_dir.is_none() && kube.kinds.is_empty() {
         return Err(SourceError::NothingToWatch);
     }
+    // Istio's mesh config lives in its own (the root) namespace.
+    let kube = KubeSourceConfig {
+        mesh_config_namespace: settings.root_namespace.clone(),
+        ..kube
+    };
     let registry = Registry::new(settings);
     let task = match config_dir {
         Some(dir) => spawn(&registry, DirSource::new(dir)),

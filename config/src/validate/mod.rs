@@ -7,6 +7,7 @@
 pub mod cidr;
 mod gateway_api;
 mod kubernetes;
+mod mesh;
 mod networking;
 mod paths;
 mod security;
@@ -31,6 +32,7 @@ pub fn validate(object: &Object) -> Vec<Refusal> {
         Object::AuthorizationPolicy(ap) => security::authorization_policy(&ap.spec),
         Object::PeerAuthentication(pa) => security::peer_authentication(&pa.spec),
         Object::KubernetesGateway(gw) => gateway_api::gateway(gw),
+        Object::MeshConfig(config) => mesh::mesh_config(&config.mesh),
     };
     let object_ref = object.object_ref();
     issues
@@ -89,8 +91,9 @@ impl KnownHosts {
     }
 }
 
-/// Accepted but doubtful: route destinations and DestinationRule hosts that name no
-/// Service or ServiceEntry host. `is_known` answers for fully qualified hosts.
+/// Accepted but doubtful, or accepted and not acted on: route destinations and
+/// DestinationRule hosts that name no Service or ServiceEntry host (`is_known` answers for
+/// fully qualified hosts); mesh config fields weft does not act on.
 pub fn warnings(
     object: &Object,
     is_known: &dyn Fn(&str) -> bool,
@@ -111,6 +114,7 @@ pub fn warnings(
                 )]
             }
         }
+        Object::MeshConfig(config) => mesh::warnings(&object_ref, &config.mesh, settings),
         _ => Vec::new(),
     };
     issues

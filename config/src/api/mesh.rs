@@ -1,0 +1,309 @@
+//! Istio's mesh-wide configuration (`MeshConfig`), read where Istio reads it: the ConfigMap
+//! `istio` in Istio's namespace (the root namespace, `istio-system`), key `mesh`, a YAML
+//! document of `istio.mesh.v1alpha1.MeshConfig` in its JSON form.
+//!
+//! Only the fields weft acts on are typed. Every other field Istio defines is kept by name
+//! ([`MeshConfig::other`]) so validation can say that weft does not act on it; a name Istio
+//! does not define is refused, as istiod refuses a mesh config it cannot parse.
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The ConfigMap's name, as Istio's installers create it.
+pub const MESH_CONFIG_MAP: &str = "istio";
+/// The key holding the mesh config YAML.
+pub const MESH_KEY: &str = "mesh";
+
+/// The `istio` ConfigMap with its `mesh` key parsed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MeshConfigMap {
+    pub metadata: ObjectMeta,
+    /// Defaults when the ConfigMap has no `mesh` key (as istiod does).
+    pub mesh: MeshConfig,
+}
+
+/// `istio.mesh.v1alpha1.MeshConfig`, the fields weft uses typed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshConfig {
+    /// How HTTP paths are normalized before authorization and routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_normalization: Option<ProxyPathNormalization>,
+    /// Named providers that AuthorizationPolicy `CUSTOM` (and, later, Telemetry) refer to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extension_providers: Vec<ExtensionProvider>,
+    /// Must agree with weft's root namespace (`istio-system`, where the ConfigMap is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_namespace: Option<String>,
+    /// Must agree with `--trust-domain` (weft takes it from there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// Every other field, by its JSON name: Istio fields weft does not act on (warned
+    /// about) or names Istio does not define (refused).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, Value>,
+}
+
+impl MeshConfig {
+    /// The normalization in force: Istio's default (`DEFAULT`, which is `BASE`) when unset.
+    pub fn path_normalization(&self) -> PathNormalization {
+        self.path_normalization
+            .as_ref()
+            .and_then(|p| p.normalization)
+            .unwrap_or_default()
+            .effective()
+    }
+
+    pub fn extension_provider(&self, name: &str) -> Option<&ExtensionProvider> {
+        self.extension_providers.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyPathNormalization {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<PathNormalization>,
+}
+
+/// `ProxyPathNormalization.NormalizationType`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathNormalization {
+    /// Istio's default: currently `BASE`.
+    #[default]
+    Default,
+    /// Paths are used as sent.
+    None,
+    /// RFC 3986 normalization: `.` and `..` segments removed, unreserved characters
+    /// percent-decoded (Envoy's `normalize_path`).
+    Base,
+    /// `BASE`, and consecutive slashes merged.
+    MergeSlashes,
+    /// `MERGE_SLASHES`, after decoding `%2F`/`%2f` to `/` and `%5C`/`%5c` to `\`.
+    DecodeAndMergeSlashes,
+}
+
+impl PathNormalization {
+    /// `DEFAULT` is `BASE`.
+    pub fn effective(self) -> Self {
+        match self {
+            PathNormalization::Default => PathNormalization::Base,
+            other => other,
+        }
+    }
+}
+
+/// `MeshConfig.ExtensionProvider`: a name and one provider.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionProvider {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_http: Option<EnvoyExtAuthzHttpProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_grpc: Option<EnvoyExtAuthzGrpcProvider>,
+    /// Providers of other kinds (tracing, access logs, metrics, SDS), by their JSON name.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// `EnvoyExternalAuthorizationHttpProvider`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyExtAuthzHttpProvider {
+    /// `[<namespace>/]<hostname>` of a Service or ServiceEntry.
+    pub service: String,
+    pub port: u32,
+    /// Go duration; Istio's default is 600 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub clear_route_cache: bool,
+    /// The HTTP status when the service cannot be reached; 403 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<String>,
+    /// Deprecated by Istio in favour of `includeRequestHeadersInCheck`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_headers_in_check: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_request_headers_in_check: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<ExtAuthzRequestBody>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_upstream_on_allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_deny: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+/// `EnvoyExternalAuthorizationGrpcProvider`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvoyExtAuthzGrpcProvider {
+    pub service: String,
+    pub port: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub clear_route_cache: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<ExtAuthzRequestBody>,
+}
+
+/// `EnvoyExternalAuthorizationRequestBody`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtAuthzRequestBody {
+    #[serde(default)]
+    pub max_request_bytes: u32,
+    #[serde(default)]
+    pub allow_partial_message: bool,
+    #[serde(default)]
+    pub pack_as_bytes: bool,
+}
+
+/// Every top-level field of Istio's `MeshConfig` (JSON names), current and deprecated, so
+/// that a field weft does not act on is told apart from a misspelt one.
+pub const ISTIO_MESH_FIELDS: &[&str] = &[
+    "proxyListenPort",
+    "proxyInboundListenPort",
+    "proxyHttpPort",
+    "connectTimeout",
+    "hboneIdleTimeout",
+    "protocolDetectionTimeout",
+    "tcpKeepalive",
+    "ingressClass",
+    "ingressService",
+    "ingressControllerMode",
+    "ingressSelector",
+    "enableTracing",
+    "accessLogFile",
+    "accessLogFormat",
+    "accessLogEncoding",
+    "enableEnvoyAccessLogService",
+    "disableEnvoyListenerLog",
+    "defaultConfig",
+    "outboundTrafficPolicy",
+    "inboundTrafficPolicy",
+    "configSources",
+    "enableAutoMtls",
+    "trustDomain",
+    "trustDomainAliases",
+    "caCertificates",
+    "defaultServiceExportTo",
+    "defaultVirtualServiceExportTo",
+    "defaultDestinationRuleExportTo",
+    "rootNamespace",
+    "localityLbSetting",
+    "zoneAwareLbSetting",
+    "dnsRefreshRate",
+    "h2UpgradePolicy",
+    "inboundClusterStatName",
+    "outboundClusterStatName",
+    "serviceSettings",
+    "serviceScopeConfigs",
+    "enablePrometheusMerge",
+    "ca",
+    "extensionProviders",
+    "defaultProviders",
+    "discoverySelectors",
+    "pathNormalization",
+    "defaultHttpRetryPolicy",
+    "meshMTLS",
+    "tlsDefaults",
+    "defaultTrafficPolicy",
+    "serviceEntryVisibility",
+    // Deprecated or removed fields istiod still parses.
+    "mixerCheckServer",
+    "mixerReportServer",
+    "disablePolicyChecks",
+    "policyCheckFailOpen",
+    "sidecarToTelemetrySessionAffinity",
+    "authPolicy",
+    "rdsRefreshDelay",
+    "enableClientSidePolicyCheck",
+    "sdsUdsPath",
+    "sdsRefreshDelay",
+    "thriftConfig",
+    "verifyCertificateAtClient",
+    "certificates",
+    "reportBatchMaxEntries",
+    "reportBatchMaxTime",
+    "enableSdsTokenMount",
+    "sdsUseK8sSaJwt",
+    "outboundTrafficPolicyMode",
+];
+
+/// Provider kinds of `ExtensionProvider` other than the ext-authz ones (JSON names).
+pub const ISTIO_PROVIDER_KINDS: &[&str] = &[
+    "zipkin",
+    "lightstep",
+    "datadog",
+    "stackdriver",
+    "opencensus",
+    "skywalking",
+    "opentelemetry",
+    "prometheus",
+    "envoyFileAccessLog",
+    "envoyHttpAls",
+    "envoyTcpAls",
+    "envoyOtelAls",
+    "sds",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> MeshConfig {
+        serde_yaml::from_str(yaml).expect("mesh config")
+    }
+
+    #[test]
+    fn path_normalization_defaults_to_base() {
+        assert_eq!(
+            MeshConfig::default().path_normalization(),
+            PathNormalization::Base
+        );
+        let none = parse("pathNormalization: {normalization: NONE}");
+        assert_eq!(none.path_normalization(), PathNormalization::None);
+        let default = parse("pathNormalization: {normalization: DEFAULT}");
+        assert_eq!(default.path_normalization(), PathNormalization::Base);
+        let merge = parse("pathNormalization: {normalization: DECODE_AND_MERGE_SLASHES}");
+        assert_eq!(
+            merge.path_normalization(),
+            PathNormalization::DecodeAndMergeSlashes
+        );
+    }
+
+    #[test]
+    fn other_fields_are_kept_by_name() {
+        let mesh = parse(
+            "accessLogFile: /dev/stdout\ndefaultConfig: {discoveryAddress: istiod:15012}\nextensionProviders:\n- name: authz\n  envoyExtAuthzGrpc: {service: authz.foo.svc.cluster.local, port: 9000}\n- name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n",
+        );
+        assert_eq!(
+            mesh.other.keys().collect::<Vec<_>>(),
+            ["accessLogFile", "defaultConfig"]
+        );
+        let authz = mesh.extension_provider("authz").expect("authz provider");
+        let grpc = authz.envoy_ext_authz_grpc.as_ref().expect("grpc provider");
+        assert_eq!(grpc.port, 9000);
+        assert!(!grpc.fail_open);
+        let zipkin = mesh.extension_provider("zipkin").expect("zipkin provider");
+        assert!(zipkin.other.contains_key("zipkin"));
+    }
+}

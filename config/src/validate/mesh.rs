@@ -1,0 +1,258 @@
+//! Istio's mesh config (the `istio` ConfigMap, key `mesh`).
+//!
+//! Refused, as istiod refuses a mesh config it cannot use: a field name Istio's MeshConfig
+//! does not define (a misspelling would otherwise silently mean the default), extension
+//! providers without a name, with a duplicate name, with no provider or two, and ext-authz
+//! providers without a service or port, with an unparsable timeout or `statusOnError`.
+//!
+//! Warned about, since weft accepts them but does not act on them: every other Istio field,
+//! and provider kinds other than the ext-authz ones; `trustDomain` or `rootNamespace`
+//! different from weft's own settings (the `--trust-domain` flag; the root namespace,
+//! `istio-system`, is where this ConfigMap is read); an `istio`
+//! ConfigMap outside the root namespace (not read, as Istio does not read it).
+use std::collections::HashSet;
+
+use super::paths::{FieldPath, Issues};
+use crate::api::ObjectRef;
+use crate::api::mesh::{
+    EnvoyExtAuthzGrpcProvider, EnvoyExtAuthzHttpProvider, ISTIO_MESH_FIELDS, ISTIO_PROVIDER_KINDS,
+    MESH_KEY, MeshConfig,
+};
+use crate::duration;
+use crate::refusal::FieldIssue;
+use crate::translate::hosts::MeshSettings;
+
+fn root() -> FieldPath {
+    FieldPath::root("data").field(MESH_KEY)
+}
+
+pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = root();
+    for name in mesh.other.keys() {
+        if !ISTIO_MESH_FIELDS.contains(&name.as_str()) {
+            issues.add(
+                &root.field(name),
+                "not a field of Istio's MeshConfig (misspelt?)",
+            );
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, provider) in mesh.extension_providers.iter().enumerate() {
+        let at = root.field("extensionProviders").index(i);
+        if provider.name.is_empty() {
+            issues.add(&at.field("name"), "required");
+        } else if !names.insert(provider.name.as_str()) {
+            issues.add(
+                &at.field("name"),
+                format!(
+                    "{:?} is already the name of another provider",
+                    provider.name
+                ),
+            );
+        }
+        for kind in provider.other.keys() {
+            if !ISTIO_PROVIDER_KINDS.contains(&kind.as_str()) {
+                issues.add(&at.field(kind), "not a provider kind Istio defines");
+            }
+        }
+        let kinds = usize::from(provider.envoy_ext_authz_http.is_some())
+            + usize::from(provider.envoy_ext_authz_grpc.is_some())
+            + provider.other.len();
+        if kinds != 1 {
+            issues.add(
+                &at,
+                format!("must configure exactly one provider, found {kinds}"),
+            );
+        }
+        if let Some(http) = &provider.envoy_ext_authz_http {
+            ext_authz_http(http, &at.field("envoyExtAuthzHttp"), &mut issues);
+        }
+        if let Some(grpc) = &provider.envoy_ext_authz_grpc {
+            ext_authz_grpc(grpc, &at.field("envoyExtAuthzGrpc"), &mut issues);
+        }
+    }
+    issues.into_vec()
+}
+
+fn ext_authz_http(provider: &EnvoyExtAuthzHttpProvider, at: &FieldPath, issues: &mut Issues) {
+    service_and_port(&provider.service, provider.port, at, issues);
+    timeout(provider.timeout.as_deref(), at, issues);
+    status_on_error(provider.status_on_error.as_deref(), at, issues);
+    if let Some(prefix) = &provider.path_prefix
+        && !prefix.is_empty()
+        && !prefix.starts_with('/')
+    {
+        issues.add(&at.field("pathPrefix"), "must start with '/'");
+    }
+}
+
+fn ext_authz_grpc(provider: &EnvoyExtAuthzGrpcProvider, at: &FieldPath, issues: &mut Issues) {
+    service_and_port(&provider.service, provider.port, at, issues);
+    timeout(provider.timeout.as_deref(), at, issues);
+    status_on_error(provider.status_on_error.as_deref(), at, issues);
+}
+
+fn service_and_port(service: &str, port: u32, at: &FieldPath, issues: &mut Issues) {
+    if service.is_empty() {
+        issues.add(&at.field("service"), "required");
+    }
+    if port == 0 || port > u32::from(u16::MAX) {
+        issues.add(&at.field("port"), "required: a port from 1 to 65535");
+    }
+}
+
+fn timeout(timeout: Option<&str>, at: &FieldPath, issues: &mut Issues) {
+    if let Some(text) = timeout
+        && let Err(e) = duration::parse(text)
+    {
+        issues.add(&at.field("timeout"), e.to_string());
+    }
+}
+
+fn status_on_error(status: Option<&str>, at: &FieldPath, issues: &mut Issues) {
+    if let Some(text) = status
+        && !text
+            .parse::<u16>()
+            .is_ok_and(|code| (100..=599).contains(&code))
+    {
+        issues.add(
+            &at.field("statusOnError"),
+            format!("{text:?} is not an HTTP status code"),
+        );
+    }
+}
+
+/// What weft accepts in a mesh config without acting on it.
+pub(super) fn warnings(
+    object: &ObjectRef,
+    mesh: &MeshConfig,
+    settings: &MeshSettings,
+) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = root();
+    if object.namespace != settings.root_namespace {
+        issues.add(
+            &FieldPath::root("metadata").field("namespace"),
+            format!(
+                "not read: the mesh config is the ConfigMap istio in {} (the root namespace)",
+                settings.root_namespace
+            ),
+        );
+        return issues.into_vec();
+    }
+    for name in mesh.other.keys() {
+        if ISTIO_MESH_FIELDS.contains(&name.as_str()) {
+            issues.add(
+                &root.field(name),
+                "weft does not act on this field of Istio's MeshConfig; it has no effect",
+            );
+        }
+    }
+    for (i, provider) in mesh.extension_providers.iter().enumerate() {
+        for kind in provider.other.keys() {
+            issues.add(
+                &root.field("extensionProviders").index(i).field(kind),
+                "weft does not support this provider kind yet; nothing refers to it",
+            );
+        }
+    }
+    if let Some(domain) = &mesh.trust_domain
+        && *domain != settings.trust_domain
+    {
+        issues.add(
+            &root.field("trustDomain"),
+            format!(
+                "weft uses the trust domain {:?} from its --trust-domain flag, not {domain:?}",
+                settings.trust_domain
+            ),
+        );
+    }
+    if let Some(namespace) = &mesh.root_namespace
+        && *namespace != settings.root_namespace
+    {
+        issues.add(
+            &root.field("rootNamespace"),
+            format!(
+                "weft's root namespace is {:?} (where it reads this ConfigMap), not {namespace:?}",
+                settings.root_namespace
+            ),
+        );
+    }
+    issues.into_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Kind;
+
+    fn mesh(yaml: &str) -> MeshConfig {
+        serde_yaml::from_str(yaml).expect("mesh config")
+    }
+
+    fn fields(issues: &[FieldIssue]) -> Vec<&str> {
+        issues.iter().map(|i| i.field.as_str()).collect()
+    }
+
+    #[test]
+    fn misspelt_fields_are_refused_and_istio_fields_warned_about() {
+        let m = mesh("pathNormalisation: {normalization: NONE}\naccessLogFile: /dev/stdout\n");
+        assert_eq!(
+            fields(&mesh_config(&m)),
+            ["data.mesh.pathNormalisation"],
+            "British spelling is not Istio's field"
+        );
+        let istio = ObjectRef::new(Kind::MeshConfig, "istio-system", "istio");
+        let warned = warnings(&istio, &m, &MeshSettings::default());
+        assert_eq!(fields(&warned), ["data.mesh.accessLogFile"]);
+    }
+
+    #[test]
+    fn extension_providers_need_a_name_one_kind_and_an_address() {
+        let m = mesh(
+            r#"
+extensionProviders:
+- name: a
+  envoyExtAuthzGrpc: {service: authz.x.svc.cluster.local, port: 9000, timeout: 2s}
+- name: a
+  envoyExtAuthzHttp: {service: "", port: 0, statusOnError: "abc", pathPrefix: check}
+- name: b
+- name: c
+  zipkin: {service: z, port: 9411}
+  envoyExtAuthzGrpc: {service: s, port: 1}
+- name: d
+  envoyExtAuthzGrpc: {service: s, port: 1, timeout: soon}
+"#,
+        );
+        assert_eq!(
+            fields(&mesh_config(&m)),
+            [
+                "data.mesh.extensionProviders[1].name",
+                "data.mesh.extensionProviders[1].envoyExtAuthzHttp.service",
+                "data.mesh.extensionProviders[1].envoyExtAuthzHttp.port",
+                "data.mesh.extensionProviders[1].envoyExtAuthzHttp.statusOnError",
+                "data.mesh.extensionProviders[1].envoyExtAuthzHttp.pathPrefix",
+                "data.mesh.extensionProviders[2]",
+                "data.mesh.extensionProviders[3]",
+                "data.mesh.extensionProviders[4].envoyExtAuthzGrpc.timeout",
+            ]
+        );
+    }
+
+    #[test]
+    fn settings_that_differ_from_the_flags_are_named() {
+        let m = mesh("trustDomain: example.org\nrootNamespace: mesh\n");
+        let istio = ObjectRef::new(Kind::MeshConfig, "istio-system", "istio");
+        let warned = warnings(&istio, &m, &MeshSettings::default());
+        assert_eq!(
+            fields(&warned),
+            ["data.mesh.trustDomain", "data.mesh.rootNamespace"]
+        );
+        let elsewhere = ObjectRef::new(Kind::MeshConfig, "default", "istio");
+        assert_eq!(
+            fields(&warnings(&elsewhere, &m, &MeshSettings::default())),
+            ["metadata.namespace"]
+        );
+    }
+}
