@@ -234,6 +234,14 @@ impl Snapshot {
         identities
     }
 
+    /// Whether `identity` (a SPIFFE id) is that of a pod serving a declared waypoint: a
+    /// proxy of the mesh, whose `Forwarded` header (the client it carried traffic for) is
+    /// believed. Any other peer's `Forwarded` is only its own claim.
+    pub fn is_waypoint_identity(&self, identity: &str) -> bool {
+        self.waypoints()
+            .any(|w| self.waypoint_identities(w).contains(&identity))
+    }
+
     // --- policies
 
     /// The AuthorizationPolicies of a namespace, oldest first.

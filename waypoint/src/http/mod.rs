@@ -4,6 +4,7 @@ pub mod authz;
 pub mod body;
 pub(crate) mod forward;
 pub mod local;
+pub mod normalize;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -196,6 +197,26 @@ fn authority(parts: &http::request::Parts) -> String {
         .unwrap_or_default()
 }
 
+/// Normalizes the request's path as the mesh config says. `Err` when the path cannot be
+/// normalized, or the rebuilt URI does not parse: Envoy answers those 400.
+fn normalize_path(
+    uri: &mut Uri,
+    mesh: &weft_config::api::mesh::MeshConfig,
+) -> Result<(), normalize::Unnormalizable> {
+    let Some(path_and_query) = uri.path_and_query() else {
+        return Ok(());
+    };
+    let normalized = match normalize::normalize(path_and_query.as_str(), mesh.path_normalization())?
+    {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(normalized) => normalized,
+    };
+    let mut rebuilt = std::mem::take(uri).into_parts();
+    rebuilt.path_and_query = Some(normalized.parse().map_err(|_| normalize::Unnormalizable)?);
+    *uri = Uri::from_parts(rebuilt).map_err(|_| normalize::Unnormalizable)?;
+    Ok(())
+}
+
 async fn handle(
     request: Request<Incoming>,
     down: &Downstream,
@@ -203,6 +224,11 @@ async fn handle(
 ) -> Response<ResponseBody> {
     let snapshot = ctx.registry.load();
     let (mut parts, body) = request.into_parts();
+    // Once, before authorization and routing; the upstream gets the normalized path.
+    if let Err(error) = normalize_path(&mut parts.uri, snapshot.mesh_config()) {
+        debug!(%error, path = parts.uri.path(), "path refused");
+        return local::reply(StatusCode::BAD_REQUEST, "Bad Request");
+    }
     let protocol = if parts.version == Version::HTTP_2 {
         Protocol::Http2
     } else {
