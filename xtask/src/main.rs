@@ -4,12 +4,14 @@ mod build;
 mod demo;
 mod deploy_check;
 mod lab_cmd;
+mod layers;
+mod paths;
 mod setup;
 mod test_cmd;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
+
+pub use self::paths::workspace_root;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "weft's developer commands")]
@@ -57,6 +59,8 @@ enum Command {
     /// Check deploy/ offline: CRDs up to date, every overlay and generated waypoint valid
     /// against Kubernetes' schemas. Part of `test`.
     DeployCheck,
+    /// Check that no module imports from a module that imports it (part of `test`).
+    Layers,
     /// The local cluster of network namespaces.
     Lab {
         #[command(subcommand)]
@@ -100,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         }
         // Installs its own tools: it needs neither root nor the eBPF toolchain.
         Command::DeployCheck => deploy_check::run(),
+        Command::Layers => layers::run(&workspace_root()),
         Command::Lab { command } => {
             if command.needs_binaries() {
                 setup::run()?;
@@ -108,10 +113,4 @@ fn main() -> anyhow::Result<()> {
             lab_cmd::run(command)
         }
     }
-}
-
-/// The workspace root (xtask lives one level below it).
-pub fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }

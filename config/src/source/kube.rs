@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Feed, Source, SourceError, error_chain};
+use super::feed::{Feed, Source, SourceError, error_chain};
 use crate::api::kubernetes::{ConfigMap, EndpointSlice, Namespace, Pod, Service};
 use crate::api::{Kind, Object, ObjectRef};
 use crate::refusal::Refusal;

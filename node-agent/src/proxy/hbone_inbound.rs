@@ -52,7 +52,12 @@ pub async fn handle(
     record.protocol = "hbone";
     record.peer_identity = Some(request.peer.identity.to_string());
     record.upstream = Some(request.destination);
-    let mut telemetry = crate::telemetry::inbound_hbone(&ctx.mesh, &ctx.uid, &request);
+    let mut telemetry = crate::telemetry::inbound_hbone(
+        &ctx.mesh.telemetry,
+        &ctx.mesh.registry.load(),
+        &ctx.uid,
+        &request,
+    );
     let verdict = admit(&request, &ctx);
     if let Err(refusal) = &verdict {
         telemetry.failed(ResponseFlags::DENY, format!("{refusal:?}"));

@@ -105,7 +105,13 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext) {
     let listener = client.local_addr().unwrap_or(peer);
     let mut record = ConnectionRecord::new(Direction::Outbound, &ctx.pod, peer, dst, listener);
     let upstream = resolve(&ctx.mesh.registry.load(), dst, pick);
-    let mut telemetry = crate::telemetry::outbound(&ctx.mesh, ctx.pod_ip, dst, &upstream);
+    let mut telemetry = crate::telemetry::outbound(
+        &ctx.mesh.telemetry,
+        &ctx.mesh.registry.load(),
+        ctx.pod_ip,
+        dst,
+        &upstream,
+    );
     let client = telemetry.meter(client, Side::Downstream);
     let result = match upstream {
         Upstream::Passthrough(target) => {
