@@ -4,6 +4,7 @@
 //! directory of YAML), are checked by [`validate`] in one place, turned into the
 //! [`registry`] model by [`translate`], and published as immutable snapshots that the
 //! agent and the waypoint read without locks.
+#![forbid(unsafe_code)]
 pub mod api;
 pub mod authz;
 pub mod duration;

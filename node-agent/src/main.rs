@@ -1,6 +1,7 @@
 //! weft-agent: one per node. Finds the node's mesh pods, captures their traffic with eBPF
 //! programs attached to each pod, and carries it between nodes through HBONE (mutual TLS
 //! with each pod's SPIFFE identity).
+#![forbid(unsafe_code)]
 mod admin;
 mod capture;
 mod ebpf;

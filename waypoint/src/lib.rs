@@ -4,6 +4,7 @@
 //! - `route/`: which VirtualService rule a request matches and what it asks for (pure).
 //! - `upstream/`: DestinationRule traffic policy: load balancing, outlier detection,
 //!   connection-pool limits (pure state machines, time passed in).
+#![forbid(unsafe_code)]
 pub mod context;
 pub mod forward;
 pub mod http;

@@ -1,6 +1,7 @@
 //! weft-waypoint: one per waypoint Gateway. Terminates HBONE on 15008 with the waypoint's
 //! own SPIFFE identity, applies the L7 rules of what is bound to it, and forwards over
 //! HBONE with the same identity.
+#![forbid(unsafe_code)]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
