@@ -12,6 +12,8 @@ pub mod refusal;
 pub mod registry;
 pub mod source;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod translate;
 pub mod validate;
 

@@ -239,10 +239,6 @@ pub fn inbound_hbone(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use weft_config::registry::{Change, Registry};
-    use weft_config::source::yaml::parse;
     use weft_core::metrics::DEFAULT_CLUSTER_ID;
 
     use super::*;
@@ -278,11 +274,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
 "#;
 
     fn snapshot() -> Arc<Snapshot> {
-        let registry = Registry::new(Default::default());
-        let documents =
-            parse(CLUSTER, Arc::new(Path::new("c.yaml").to_path_buf())).expect("valid YAML");
-        registry.apply(documents.candidates.into_iter().map(Change::Apply));
-        registry.snapshot()
+        weft_config::testing::snapshot_of(CLUSTER)
     }
 
     fn telemetry() -> Telemetry {
