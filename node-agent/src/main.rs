@@ -322,7 +322,7 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
 }
 
 fn lock(enrollment: &Mutex<Enrollment>) -> std::sync::MutexGuard<'_, Enrollment> {
-    enrollment.lock().unwrap_or_else(|p| p.into_inner())
+    weft_core::sync::lock(enrollment)
 }
 
 /// After handing the node to a successor: open connections run on until SIGTERM (the
@@ -385,10 +385,7 @@ fn resync(
     enrollment: &Mutex<Enrollment>,
 ) {
     match desired_pods(args, registry, kubelet) {
-        Ok(desired) => enrollment
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reconcile(&desired),
+        Ok(desired) => weft_core::sync::lock(enrollment).reconcile(&desired),
         // The last good state keeps serving.
         Err(e) => {
             error!(error = %format!("{e:#}"), "reading the pods' locations failed; keeping the current enrollment")

@@ -67,7 +67,7 @@ impl WaypointContext {
     /// The routes of `host` for this snapshot, compiled once per configuration version.
     pub fn routes(&self, snapshot: &Snapshot, host: &str) -> Arc<CompiledRoutes> {
         let version = snapshot.version();
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut routes = weft_core::sync::lock(&self.routes);
         if let Some((compiled_at, compiled)) = routes.get(host)
             && *compiled_at == version
         {

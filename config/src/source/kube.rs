@@ -150,10 +150,7 @@ struct Tracker {
 impl Tracker {
     async fn synced(&self, kind: Kind, feed: &Feed) -> Result<(), SourceError> {
         let all_done = {
-            let mut pending = self
-                .pending
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut pending = weft_core::sync::lock(&self.pending);
             pending.remove(&kind) && pending.is_empty()
         };
         if all_done {

@@ -363,11 +363,7 @@ impl HboneServer {
     }
 
     fn tls_config(&self, identity: &Identity) -> Result<Arc<rustls::ServerConfig>, HboneError> {
-        let mut configs = self
-            .inner
-            .tls
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut configs = crate::sync::lock(&self.inner.tls);
         if let Some(config) = configs.get(identity) {
             return Ok(Arc::clone(config));
         }

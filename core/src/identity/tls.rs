@@ -247,10 +247,7 @@ impl ManagedCertResolver {
 
     /// The certificate handed to the last handshake that asked.
     pub fn presented(&self) -> Option<Arc<WorkloadCertificate>> {
-        self.presented
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        crate::sync::lock(&self.presented).clone()
     }
 
     fn resolve_now(&self) -> Option<Arc<CertifiedKey>> {
@@ -259,10 +256,7 @@ impl ManagedCertResolver {
             tracing::warn!(identity = %self.identity, "no certificate to present in the handshake");
         }
         let key = cert.as_ref().map(|c| c.certified_key());
-        *self
-            .presented
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = cert;
+        *crate::sync::lock(&self.presented) = cert;
         key
     }
 }

@@ -25,7 +25,7 @@ pub type OrigDstMap = Arc<Mutex<BpfHashMap<MapData, ClientKey, OrigDst>>>;
 
 /// Reads and removes the original destination the kernel filed for a client.
 pub fn take_original_destination(map: &OrigDstMap, key: &ClientKey) -> Option<SocketAddr> {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = weft_core::sync::lock(map);
     let orig = map.get(key, 0).ok()?;
     let _ = map.remove(key);
     original_destination(&orig)

@@ -14,10 +14,7 @@ use super::{RequestFacts, Source};
 /// are recompiled on every snapshot, and a bad regex would otherwise repeat forever.
 pub(crate) fn warn_once(message: String) {
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let mut seen = match SEEN.get_or_init(Default::default).lock() {
-        Ok(seen) => seen,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut seen = weft_core::sync::lock(SEEN.get_or_init(Default::default));
     // Bounded, so configuration churn cannot grow it without limit.
     if seen.len() >= 4096 {
         seen.clear();
