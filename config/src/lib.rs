@@ -5,6 +5,7 @@
 //! [`registry`] model by [`translate`], and published as immutable snapshots that the
 //! agent and the waypoint read without locks.
 pub mod api;
+pub mod authn;
 pub mod authz;
 pub mod duration;
 pub mod refusal;
