@@ -4,7 +4,9 @@
 //! - bpf-linker, built from crates.io against the nightly toolchain's own LLVM, since no
 //!   prebuilt download is available;
 //! - Debian packages the lab and the tests drive (iproute2, nftables);
-//! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`).
+//! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`);
+//! - PyJWT and cryptography in `target/xtask/jwt-tools`, with which the JWT e2e test
+//!   (`tests/tests/jwt.rs`) makes its keys and tokens (`tests/jwt/mint.py`).
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -27,8 +29,49 @@ pub fn run() -> anyhow::Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker()?;
     ensure_debian_packages()?;
-    // kubectl and kubernetes-validate for `deploy-check`.
-    crate::deploy_check::ensure_tools()
+    // kubectl and kubernetes-validate for `deploy-check` (it also makes sure python3 with
+    // venv is there).
+    crate::deploy_check::ensure_tools()?;
+    ensure_jwt_tools()
+}
+
+/// PyJWT and the cryptography package it signs with, pinned, in a virtual environment
+/// of their own.
+const JWT_TOOLS: &[&str] = &["PyJWT==2.10.1", "cryptography==44.0.2"];
+
+/// The virtual environment the JWT e2e test runs `tests/jwt/mint.py` with.
+fn jwt_tools_python() -> PathBuf {
+    crate::workspace_root().join("target/xtask/jwt-tools/bin/python")
+}
+
+fn ensure_jwt_tools() -> anyhow::Result<()> {
+    let python = jwt_tools_python();
+    let check = format!(
+        "import importlib.metadata as m, sys; sys.exit(not (m.version('PyJWT') == '{}' and m.version('cryptography') == '{}'))",
+        JWT_TOOLS[0].split("==").nth(1).unwrap_or_default(),
+        JWT_TOOLS[1].split("==").nth(1).unwrap_or_default(),
+    );
+    if python.is_file()
+        && Command::new(&python)
+            .args(["-c", &check])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    let dir = crate::workspace_root().join("target/xtask/jwt-tools");
+    if !python.is_file() {
+        step(
+            "python3",
+            &["-m", "venv", dir.to_str().context("non-UTF-8 target path")?],
+            &[],
+        )?;
+    }
+    let pip = dir.join("bin/pip");
+    let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
+    args.extend_from_slice(JWT_TOOLS);
+    step(pip.to_str().context("non-UTF-8 target path")?, &args, &[])
 }
 
 fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
