@@ -29,10 +29,11 @@ use crate::jwks::DEFAULT_TIMEOUT;
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 const WAYPOINT_CLASS: &str = "istio-waypoint";
 
-/// The RequestAuthentications in force for a request to `target` through this waypoint.
+/// The RequestAuthentications in force for a request to `target` through the waypoint
+/// `name` of `namespace`.
 pub fn policies<'s>(
     snapshot: &'s Snapshot,
-    ctx: &WaypointContext,
+    (name, namespace): (&str, &str),
     target: &Target,
 ) -> Vec<&'s Arc<RequestAuthentication>> {
     let root = snapshot.settings().root_namespace.as_str();
@@ -40,8 +41,8 @@ pub fn policies<'s>(
         let namespace_fits = r.namespace.as_deref().is_none_or(|ns| ns == policy_ns);
         let gateway = r.group == GATEWAY_GROUP
             && r.kind == "Gateway"
-            && r.name == ctx.name
-            && policy_ns == ctx.namespace;
+            && r.name == name
+            && policy_ns == namespace;
         let class = r.group == GATEWAY_GROUP
             && r.kind == "GatewayClass"
             && r.name == WAYPOINT_CLASS
@@ -57,7 +58,7 @@ pub fn policies<'s>(
         };
         namespace_fits && (gateway || class || service)
     };
-    let mut namespaces = vec![ctx.namespace.as_str()];
+    let mut namespaces = vec![namespace];
     if let Target::Service { service, .. } = target {
         namespaces.push(service.namespace.as_str());
     }
@@ -83,7 +84,7 @@ pub async fn authenticate(
     parts: &mut request::Parts,
     authority: &str,
 ) -> Result<Option<Authenticated>, Response<ResponseBody>> {
-    let policies = policies(snapshot, ctx, target);
+    let policies = policies(snapshot, (&ctx.name, &ctx.namespace), target);
     if policies.is_empty() {
         return Ok(None);
     }
@@ -154,7 +155,63 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    use weft_config::registry::{Change, Registry};
+    use weft_config::source::yaml;
+
     use super::*;
+
+    const JWKS: &str = r#"'{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}'"#;
+
+    fn policy(name: &str, namespace: &str, targets: &str) -> String {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  {targets}\n  jwtRules: [{{issuer: i, jwks: {JWKS}}}]\n---\n"
+        )
+    }
+
+    /// Istio's attachment for waypoints: Gateway, Service (in its namespace), GatewayClass
+    /// from the root namespace; never selectors or namespace-wide policies.
+    #[test]
+    fn waypoints_take_policies_by_target_refs_only() {
+        let text = [
+            "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}\nspec: {clusterIP: 10.96.0.5, ports: [{port: 9080}]}\n---\n".to_string(),
+            policy("gateway", "shop", "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}]"),
+            policy("other-gateway", "shop", "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: other}]"),
+            policy("service", "shop", "targetRef: {group: \"\", kind: Service, name: reviews}"),
+            policy("service-elsewhere", "infra", "targetRefs: [{group: \"\", kind: Service, name: reviews}]"),
+            policy("class", "istio-system", "targetRefs: [{group: gateway.networking.k8s.io, kind: GatewayClass, name: istio-waypoint}]"),
+            policy("class-not-root", "shop", "targetRefs: [{group: gateway.networking.k8s.io, kind: GatewayClass, name: istio-waypoint}]"),
+            policy("selector", "shop", "selector: {matchLabels: {app: reviews}}"),
+            policy("namespace-wide", "shop", ""),
+            policy("mesh-wide", "istio-system", ""),
+        ]
+        .concat();
+        let registry = Registry::default();
+        let documents = yaml::parse(&text, Arc::new(PathBuf::from("test.yaml"))).expect("YAML");
+        let report = registry.apply(documents.candidates.into_iter().map(Change::Apply));
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+        let snapshot = registry.snapshot();
+        let service = snapshot
+            .service_by_host("reviews.shop.svc.cluster.local")
+            .expect("service")
+            .clone();
+        let names = |target: &Target| {
+            let mut names: Vec<String> = policies(&snapshot, ("waypoint", "shop"), target)
+                .into_iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names(&Target::Service {
+                service,
+                port: 9080
+            }),
+            ["class", "gateway", "service"]
+        );
+    }
 
     #[test]
     fn unauthorized_answers_as_envoy() {
