@@ -6,6 +6,7 @@
 //! agent and the waypoint read without locks.
 #![forbid(unsafe_code)]
 pub mod api;
+pub mod authn;
 pub mod authz;
 pub mod duration;
 pub mod refusal;

@@ -12,6 +12,7 @@ use weft_core::telemetry::SpanExporter;
 
 use crate::forward::cluster::Clusters;
 use crate::forward::connections::Connections;
+use crate::jwks::JwksCache;
 use crate::route::CompiledRoutes;
 use crate::upstream::limits::CircuitBreaker;
 
@@ -31,6 +32,8 @@ pub struct WaypointContext {
     pub spans: SpanExporter,
     /// Started at SIGTERM: HTTP connections then ask their clients to reconnect.
     pub draining: Draining,
+    /// The keys of RequestAuthentications' `jwksUri`s (and parsed inline `jwks`).
+    pub jwks: JwksCache,
     /// Compiled routes by host, with the snapshot version they were compiled from.
     routes: Mutex<HashMap<String, (u64, Arc<CompiledRoutes>)>>,
 }
@@ -56,6 +59,7 @@ impl WaypointContext {
             metrics,
             spans,
             draining: Draining::default(),
+            jwks: JwksCache::default(),
             routes: Mutex::new(HashMap::new()),
         }
     }

@@ -9,6 +9,7 @@ pub mod context;
 pub mod forward;
 pub mod http;
 pub mod inbound;
+pub mod jwks;
 mod prefixed;
 pub mod readiness;
 pub mod route;

@@ -9,7 +9,9 @@
 //!   is available);
 //! - the Debian packages the lab, the demo, the benchmarks and the tests drive;
 //! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`);
-//! - rustfmt, clippy and cargo-deny for `test`.
+//! - rustfmt, clippy and cargo-deny for `test`;
+//! - PyJWT and cryptography in `target/xtask/jwt-tools`, with which the JWT e2e test
+//!   (`tests/tests/jwt.rs`) makes its keys and tokens (`tests/jwt/mint.py`), for `test`.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -85,6 +87,8 @@ pub struct Plan {
     pub deploy_tools: bool,
     pub lint_tools: bool,
     pub cargo_deny: bool,
+    /// The Python packages the e2e tests' peers and clients run with.
+    pub test_tools: bool,
 }
 
 impl Plan {
@@ -104,6 +108,7 @@ impl Plan {
             deploy_tools: wants(&[For::DeployCheck]),
             lint_tools: wants(&[]),
             cargo_deny: wants(&[]),
+            test_tools: wants(&[]),
         }
     }
 }
@@ -126,6 +131,9 @@ pub fn run(command: Option<For>) -> anyhow::Result<()> {
     if plan.cargo_deny {
         ensure_cargo_deny()?;
     }
+    if plan.test_tools {
+        ensure_jwt_tools()?;
+    }
     Ok(())
 }
 
@@ -137,6 +145,45 @@ pub fn ebpf_toolchain() -> anyhow::Result<String> {
              run it from the workspace"
         )
     })
+}
+
+/// PyJWT and the cryptography package it signs with, pinned, in a virtual environment
+/// of their own.
+const JWT_TOOLS: &[&str] = &["PyJWT==2.10.1", "cryptography==44.0.2"];
+
+/// The virtual environment the JWT e2e test runs `tests/jwt/mint.py` with.
+fn jwt_tools_python() -> PathBuf {
+    crate::workspace_root().join("target/xtask/jwt-tools/bin/python")
+}
+
+fn ensure_jwt_tools() -> anyhow::Result<()> {
+    let python = jwt_tools_python();
+    let check = format!(
+        "import importlib.metadata as m, sys; sys.exit(not (m.version('PyJWT') == '{}' and m.version('cryptography') == '{}'))",
+        JWT_TOOLS[0].split("==").nth(1).unwrap_or_default(),
+        JWT_TOOLS[1].split("==").nth(1).unwrap_or_default(),
+    );
+    if python.is_file()
+        && Command::new(&python)
+            .args(["-c", &check])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    let dir = crate::workspace_root().join("target/xtask/jwt-tools");
+    if !python.is_file() {
+        step(
+            "python3",
+            &["-m", "venv", dir.to_str().context("non-UTF-8 target path")?],
+            &[],
+        )?;
+    }
+    let pip = dir.join("bin/pip");
+    let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
+    args.extend_from_slice(JWT_TOOLS);
+    step(pip.to_str().context("non-UTF-8 target path")?, &args, &[])
 }
 
 fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {

@@ -1,5 +1,6 @@
 //! HTTP on a CONNECT stream: each request is authorized, routed by the VirtualService of
 //! the service it was sent to, and forwarded with the route's retries and timeouts.
+pub mod authn;
 pub mod authz;
 pub mod body;
 pub(crate) mod forward;
@@ -236,6 +237,14 @@ async fn handle(
     };
     let authority = authority(&parts);
 
+    // Request authentication (JWT): an invalid token is answered 401 here; a verified one
+    // feeds authorization and claim-based routes below.
+    let auth = match authn::authenticate(&snapshot, ctx, &down.target, &mut parts, &authority).await
+    {
+        Ok(auth) => auth,
+        Err(unauthorized) => return unauthorized,
+    };
+
     let policies = authz::policies(&snapshot, ctx, &down.target);
     if !policies.is_empty() {
         let request = L7Request {
@@ -253,6 +262,7 @@ async fn handle(
             host: &authority,
             headers: &parts.headers,
             sni: None,
+            auth: auth.as_ref(),
         };
         if let Decision::Deny(reason) = evaluate(&policies, &request) {
             debug!(%reason, path = parts.uri.path(), "request denied");
@@ -285,6 +295,7 @@ async fn handle(
         headers: &parts.headers,
         port,
         source: &down.source,
+        auth: auth.as_ref(),
     };
     let Some(route) = routes.http_route(&facts) else {
         return local::no_route();
