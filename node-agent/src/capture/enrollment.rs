@@ -322,15 +322,25 @@ impl Enrollment {
         )?;
         listeners.push((name, handle));
         // IPv6 capture needs IPv6 loopback in the pod to listen on. A pod with an IPv6
-        // address has its IPv6 connections refused without it; one without has nowhere to
-        // send them anyway.
-        let outbound_v6 = self.optional_listener(
-            &sockets,
-            pod,
-            SocketAddr::from((Ipv6Addr::LOCALHOST, ports::OUTBOUND)),
-            &mut listeners,
-            "no IPv6 outbound listener: the pod's IPv6 connections are refused",
-        );
+        // address has its IPv6 connections refused without it; one without (IPv6 disabled
+        // in the pod, say) has nowhere to send them anyway, which is not worth a warning.
+        let loopback_v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, ports::OUTBOUND));
+        let outbound_v6 = match ips.v6 {
+            Some(_) => self.optional_listener(
+                &sockets,
+                pod,
+                loopback_v6,
+                &mut listeners,
+                "no IPv6 outbound listener: the pod's IPv6 connections are refused",
+            ),
+            None => match self.listener(&sockets, &pod.uid, loopback_v6) {
+                Ok((listener, handle, name)) => {
+                    listeners.push((name, handle));
+                    Some(listener)
+                }
+                Err(_) => None,
+            },
+        };
         let (inbound_v4, handle, name) = self.listener(
             &sockets,
             &pod.uid,
