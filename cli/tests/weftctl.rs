@@ -113,5 +113,5 @@ fn crds_writes_what_is_committed() {
         );
         written += 1;
     }
-    assert_eq!(written, 7, "six CRDs and the kustomization listing them");
+    assert_eq!(written, 8, "seven CRDs and the kustomization listing them");
 }
