@@ -1,8 +1,8 @@
 //! weft-core: the pieces both weft binaries share.
+#![forbid(unsafe_code)]
 pub mod ca;
 pub mod grpc;
 pub mod hbone;
-pub mod host;
 pub mod identity;
 pub mod lifecycle;
 pub mod logging;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use weft_core::host::mounts::cgroup2_mount;
+use weft_host::mounts::cgroup2_mount;
 
 use crate::LabError;
 

@@ -18,9 +18,9 @@ pub enum LabError {
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },
     #[error(transparent)]
-    Mount(#[from] weft_core::host::mounts::MountError),
+    Mount(#[from] weft_host::mounts::MountError),
     #[error(transparent)]
-    Netns(#[from] weft_core::host::netns::NetnsError),
+    Netns(#[from] weft_host::netns::NetnsError),
     #[error("lab {0:?} is not up (no records under /run/weft-lab/{0})")]
     NotUp(String),
     #[error("no pod {0:?} in this lab (use namespace/name)")]

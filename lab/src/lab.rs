@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use weft_core::host::netns::{named_netns_path, run_in_netns};
+use weft_host::netns::{named_netns_path, run_in_netns};
 
 use crate::cmd::{ip_batch, run, run_with_input};
 use crate::manifest::Manifests;
@@ -499,9 +499,7 @@ impl Lab {
     fn start_agents(&mut self) -> Result<(), LabError> {
         // Agents mount bpffs when it is missing; started together on a fresh machine they
         // would each mount one, and the later mount would hide the earlier agent's pins.
-        weft_core::host::mounts::ensure_bpffs(std::path::Path::new(
-            weft_core::host::mounts::BPFFS_DEFAULT,
-        ))?;
+        weft_host::mounts::ensure_bpffs(std::path::Path::new(weft_host::mounts::BPFFS_DEFAULT))?;
         self.start_ca()?;
         for node in self.plan.nodes.clone() {
             self.start_agent(&node.name)?;

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use weft_core::host::netns::named_netns_path;
-use weft_core::host::pod_locations::{PodLocation, PodLocations};
+use weft_host::netns::named_netns_path;
+use weft_host::pod_locations::{PodLocation, PodLocations};
 
 use crate::LabError;
 use crate::plan::{IpFamily, Plan, PodPlan, ServicePlan};

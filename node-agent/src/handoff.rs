@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use anyhow::Context;
-use weft_core::host::handoff::{Inherited, Offered};
+use weft_host::handoff::{Inherited, Offered};
 
 /// Where agents of a node meet to hand over (a hostPath directory in the DaemonSet).
 pub const DEFAULT_SOCKET: &str = "/var/run/weft/agent-handoff.sock";

@@ -26,9 +26,9 @@ use weft_config::source::{KubeSourceConfig, PodScope, start};
 use weft_config::translate::hosts::MeshSettings;
 use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, PoolConfig};
-use weft_core::host::handoff::Inherited;
 use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
 use weft_core::lifecycle::Shutdown;
+use weft_host::handoff::Inherited;
 
 use crate::capture::addresses::PodIps;
 use crate::capture::enrollment::{Enrollment, PodToEnroll};
@@ -171,7 +171,7 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
 
     // A running agent of this node hands its listening sockets over; without one, fresh
     // listeners.
-    let (mut inherited, acknowledge) = match weft_core::host::handoff::request(
+    let (mut inherited, acknowledge) = match weft_host::handoff::request(
         &args.handoff_socket,
         handoff::REQUEST_TIMEOUT,
     )
@@ -244,8 +244,8 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
             "closed inherited listeners of pods no longer enrolled"
         );
     }
-    let successors = weft_core::host::handoff::HandoffListener::bind(&args.handoff_socket)
-        .with_context(|| {
+    let successors =
+        weft_host::handoff::HandoffListener::bind(&args.handoff_socket).with_context(|| {
             format!(
                 "listening for a successor on {}",
                 args.handoff_socket.display()

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use weft_core::host::mounts::{BPFFS_DEFAULT, cgroup2_mount, ensure_bpffs};
+use weft_host::mounts::{BPFFS_DEFAULT, cgroup2_mount, ensure_bpffs};
 
 /// What the checks found, for the log and the admin endpoint.
 #[derive(Debug)]

@@ -279,7 +279,7 @@ pub fn load_pass_through_connect4() -> std::io::Result<std::os::fd::OwnedFd> {
         expected_attach_type: BPF_CGROUP_INET4_CONNECT,
     };
     // SAFETY: a BPF_PROG_LOAD attribute whose instructions and license outlive the call.
-    unsafe { weft_core::host::bpf_link::bpf_new_fd(BPF_PROG_LOAD, &attr) }
+    unsafe { weft_host::bpf_link::bpf_new_fd(BPF_PROG_LOAD, &attr) }
 }
 
 /// Creates a hash map with these sizes and pins it at `pin`: a stand-in for a map another
@@ -292,7 +292,7 @@ pub fn pin_hash_map(
 ) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
 
-    use weft_core::host::bpf_link::{bpf, bpf_new_fd};
+    use weft_host::bpf_link::{bpf, bpf_new_fd};
     const BPF_MAP_CREATE: libc::c_long = 0;
     const BPF_OBJ_PIN: libc::c_long = 6;
     const BPF_MAP_TYPE_HASH: u32 = 1;

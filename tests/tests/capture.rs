@@ -439,9 +439,9 @@ fn an_agent_adopting_links_that_run_other_programs_puts_its_own_in() {
     // by another release of the agent would run that release's program.
     let (agents_program, pin) = pod_link(&lab, "node-1", "mesh/client", program_names::CONNECT4);
     let other = weft_e2e::load_pass_through_connect4().expect("loading a connect4 program");
-    let link = weft_core::host::bpf_link::open_pinned(std::path::Path::new(&pin))
-        .expect("the pinned link");
-    weft_core::host::bpf_link::update_link_program(
+    let link =
+        weft_host::bpf_link::open_pinned(std::path::Path::new(&pin)).expect("the pinned link");
+    weft_host::bpf_link::update_link_program(
         std::os::fd::AsFd::as_fd(&link),
         std::os::fd::AsFd::as_fd(&other),
     )

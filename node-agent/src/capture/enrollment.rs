@@ -20,16 +20,16 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use weft_core::hbone::{HboneServer, HboneServerConfig};
-use weft_core::host::cgroup::{cgroup_id, cgroup_tree_ids};
-use weft_core::host::handoff::Inherited;
-use weft_core::host::netns::run_in_netns;
-use weft_core::host::netns_sockets::NetnsSockets;
-use weft_core::host::pod_routing::{IpFamily, LocalDelivery, PodRoutingError};
 use weft_core::identity::Identity;
 use weft_ebpf_common::{
     PodStats, TRANSPARENT_MARK, TRANSPARENT_MARK_MASK, TRANSPARENT_RULE_PRIORITY,
     TRANSPARENT_TABLE, ip6_words, ports,
 };
+use weft_host::cgroup::{cgroup_id, cgroup_tree_ids};
+use weft_host::handoff::Inherited;
+use weft_host::netns::run_in_netns;
+use weft_host::netns_sockets::NetnsSockets;
+use weft_host::pod_routing::{IpFamily, LocalDelivery, PodRoutingError};
 
 use super::addresses::PodIps;
 use super::exclusions::Exclusions;

@@ -132,12 +132,12 @@ pub fn attach_pod(
 fn adopt_pod(ebpf: &mut Ebpf, pin_dir: &Path) -> anyhow::Result<()> {
     for (name, _) in POD_PROGRAMS {
         let pin = pin_dir.join(name);
-        let link = weft_core::host::bpf_link::open_pinned(&pin)
+        let link = weft_host::bpf_link::open_pinned(&pin)
             .with_context(|| format!("opening the pinned link {}", pin.display()))?;
         let program = program(ebpf, name)?
             .fd()
             .with_context(|| format!("{name} is not loaded"))?;
-        weft_core::host::bpf_link::update_link_program(link.as_fd(), program.as_fd())
+        weft_host::bpf_link::update_link_program(link.as_fd(), program.as_fd())
             .with_context(|| {
                 format!(
                     "pointing the link {} at this agent's {name} (BPF_LINK_UPDATE needs Linux 5.7+)",

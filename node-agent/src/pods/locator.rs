@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use weft_core::host::pod_locations::PodLocations;
+use weft_host::pod_locations::PodLocations;
 
 /// Where a pod lives on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]

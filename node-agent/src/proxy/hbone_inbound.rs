@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tracing::debug;
 use weft_config::authz::l4::L4Request;
 use weft_core::hbone::{InboundRequest, Refusal, Upstream};
-use weft_core::host::netns_sockets::NetnsSockets;
 use weft_core::metrics::{ResponseFlags, Side};
+use weft_host::netns_sockets::NetnsSockets;
 
 use super::connect_to_app;
 use super::counted::Counted;

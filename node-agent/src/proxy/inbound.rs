@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info_span, warn};
 use weft_config::authz::l4::L4Request;
-use weft_core::host::netns_sockets::NetnsSockets;
 use weft_core::metrics::{ResponseFlags, Side};
+use weft_host::netns_sockets::NetnsSockets;
 
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::transparent::Transparent;

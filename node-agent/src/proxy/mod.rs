@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes};
 use tokio::net::{TcpSocket, TcpStream};
-use weft_core::host::netns_sockets::NetnsSockets;
+use weft_host::netns_sockets::NetnsSockets;
 
 /// Connects to `dst` from a socket created inside the pod's network namespace, so the
 /// source address on the wire is the pod's own.

@@ -11,10 +11,10 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info_span, warn};
 use weft_core::hbone::ConnectRequest;
-use weft_core::host::netns_sockets::NetnsSockets;
 use weft_core::identity::Identity;
 use weft_core::metrics::Side;
 use weft_ebpf_common::{AF_INET, AF_INET6, ClientKey, OrigDst};
+use weft_host::netns_sockets::NetnsSockets;
 
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::resolve::{Upstream, resolve};

@@ -4,7 +4,7 @@
 //! The socket is created in the pod, marked, made transparent (IP_TRANSPARENT or
 //! IPV6_TRANSPARENT: it may be bound to an address that is not the pod's) and bound to the
 //! client's address. The pod's policy rule of that family (installed at enrollment:
-//! `weft_core::host::pod_routing`) delivers the application's marked replies locally, to
+//! `weft_host::pod_routing`) delivers the application's marked replies locally, to
 //! this socket. While the SYN is on its way the 4-tuple sits in TRANSPARENT_CONNECTS (IPv4)
 //! or TRANSPARENT_CONNECTS6 (IPv6), so the pod's sk_lookup program lets it reach the
 //! application instead of capturing it as a client's.
@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use tokio::net::TcpSocket;
-use weft_core::host::netns_sockets::NetnsSockets;
-use weft_core::host::sockopt::set_int_option;
 use weft_ebpf_common::{TRANSPARENT_MARK, TransparentConnect, TransparentConnect6, ip6_words};
+use weft_host::netns_sockets::NetnsSockets;
+use weft_host::sockopt::set_int_option;
 
 pub type TransparentConnectsMap = Arc<Mutex<BpfHashMap<MapData, TransparentConnect, u8>>>;
 pub type TransparentConnects6Map = Arc<Mutex<BpfHashMap<MapData, TransparentConnect6, u8>>>;
