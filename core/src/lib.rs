@@ -1,5 +1,6 @@
 //! weft-core: the pieces both weft binaries share.
 pub mod ca;
+pub mod ext_authz;
 pub mod grpc;
 pub mod hbone;
 pub mod host;
