@@ -1,4 +1,5 @@
 //! weft-core: the pieces both weft binaries share.
+pub mod audit;
 pub mod ca;
 pub mod ext_authz;
 pub mod grpc;
