@@ -31,6 +31,8 @@ pub struct WaypointContext {
     pub spans: SpanExporter,
     /// Started at SIGTERM: HTTP connections then ask their clients to reconnect.
     pub draining: Draining,
+    /// Clients of the external authorization providers CUSTOM policies name, by name.
+    pub ext_authz: weft_core::ext_authz::Clients<String>,
     /// Compiled routes by host, with the snapshot version they were compiled from.
     routes: Mutex<HashMap<String, (u64, Arc<CompiledRoutes>)>>,
 }
@@ -56,6 +58,7 @@ impl WaypointContext {
             metrics,
             spans,
             draining: Draining::default(),
+            ext_authz: Default::default(),
             routes: Mutex::new(HashMap::new()),
         }
     }

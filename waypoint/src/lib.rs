@@ -5,6 +5,7 @@
 //! - `upstream/`: DestinationRule traffic policy: load balancing, outlier detection,
 //!   connection-pool limits (pure state machines, time passed in).
 pub mod context;
+pub mod ext_authz;
 pub mod forward;
 pub mod http;
 pub mod inbound;

@@ -22,6 +22,11 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let snapshot = ctx.registry.load();
+    // AuthorizationPolicy on the stream: CUSTOM (gRPC providers), AUDIT, DENY, ALLOW.
+    if let Err(reason) = crate::http::authz::authorize_stream(&ctx, &snapshot, &downstream).await {
+        debug!(%reason, "stream refused by AuthorizationPolicy");
+        return;
+    }
     let (address, transport, cluster) = match &downstream.target {
         Target::Workload { workload, address } => {
             let transport = match workload.identity.parse() {
