@@ -15,6 +15,7 @@ use super::connect_to_app;
 use super::counted::Counted;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::transparent::Transparent;
+use crate::ext_authz::CheckFrom;
 use crate::mesh::{Denied, SharedMesh, principal};
 
 #[derive(Clone)]
@@ -48,7 +49,7 @@ pub async fn handle(
     record.peer_identity = Some(request.peer.identity.to_string());
     record.upstream = Some(request.destination);
     let mut telemetry = crate::telemetry::inbound_hbone(&ctx.mesh, &ctx.uid, &request);
-    let verdict = admit(&request, &ctx);
+    let verdict = admit(&request, &ctx).await;
     if let Err(refusal) = &verdict {
         telemetry.failed(ResponseFlags::DENY, format!("{refusal:?}"));
         record.error = Some(format!("{refusal:?}"));
@@ -83,7 +84,7 @@ pub async fn handle(
     }
 }
 
-fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<(), Refusal> {
+async fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<(), Refusal> {
     // A tunnel only leads into this pod: anything else would make the agent an open relay.
     if request.destination.ip() != ctx.pod_ip {
         return Err(Refusal::Forbidden(format!(
@@ -98,8 +99,13 @@ fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<(), Refu
         destination_ip: request.destination.ip(),
         destination_port: request.destination.port(),
     };
+    let from = CheckFrom {
+        sockets: ctx.sockets.clone(),
+        pod_ip: ctx.pod_ip,
+    };
     ctx.mesh
-        .admit(&ctx.uid, &l4)
+        .admit(&ctx.uid, &l4, &from)
+        .await
         .map_err(|denied| match denied {
             Denied::Gone => Refusal::Unavailable("the pod is no longer in the registry".into()),
             Denied::Refused(reason) => Refusal::Forbidden(reason),

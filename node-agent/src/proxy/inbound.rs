@@ -14,6 +14,7 @@ use weft_core::metrics::{ResponseFlags, Side};
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::transparent::Transparent;
 use super::{connect_to_app, splice};
+use crate::ext_authz::CheckFrom;
 use crate::mesh::{Denied, SharedMesh};
 
 #[derive(Clone)]
@@ -68,7 +69,7 @@ async fn handle(
     );
     record.upstream = Some(dst);
     let mut telemetry = crate::telemetry::inbound_plaintext(&ctx.mesh, &ctx.uid, peer, dst);
-    if let Err(reason) = admit(&ctx, peer, dst) {
+    if let Err(reason) = admit(&ctx, peer, dst).await {
         debug!(%dst, reason, "plaintext connection refused");
         telemetry.failed(ResponseFlags::DENY, &reason);
         record.error = Some(reason);
@@ -101,15 +102,20 @@ async fn handle(
 }
 
 /// PeerAuthentication, then AuthorizationPolicy, for a connection without a certificate.
-fn admit(ctx: &InboundContext, peer: SocketAddr, dst: SocketAddr) -> Result<(), String> {
+async fn admit(ctx: &InboundContext, peer: SocketAddr, dst: SocketAddr) -> Result<(), String> {
     let request = L4Request {
         principal: None,
         source_ip: Some(peer.ip()),
         destination_ip: dst.ip(),
         destination_port: dst.port(),
     };
+    let from = CheckFrom {
+        sockets: ctx.sockets.clone(),
+        pod_ip: dst.ip(),
+    };
     ctx.mesh
-        .admit(&ctx.uid, &request)
+        .admit(&ctx.uid, &request, &from)
+        .await
         .map_err(|denied| match denied {
             Denied::Gone => "the pod is no longer in the registry".to_string(),
             Denied::Refused(reason) => reason,
