@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use weft_lab::manifest::Manifests;
 use weft_lab::{Lab, LabOptions, Runtime};
 
 /// Where weft's binaries are (`cargo xtask test` sets WEFT_BIN_DIR).
@@ -45,6 +46,21 @@ pub fn lab_up(tag: &str, dir: &str, nodes: usize, agents: bool) -> Lab {
 
 /// Like [`lab_up`], with extra arguments for every agent.
 pub fn lab_up_with(tag: &str, dir: &str, nodes: usize, agents: bool, agent_args: &[&str]) -> Lab {
+    let manifests = match Manifests::load_dir(&manifests(dir)) {
+        Ok(m) => m,
+        Err(e) => panic!("reading tests/manifests/{dir}: {e}"),
+    };
+    lab_up_manifests(tag, &manifests, nodes, agents, agent_args)
+}
+
+/// Brings up a lab from manifests the test has read (and perhaps adjusted).
+pub fn lab_up_manifests(
+    tag: &str,
+    manifests: &Manifests,
+    nodes: usize,
+    agents: bool,
+    agent_args: &[&str],
+) -> Lab {
     let bins = bin_dir();
     let runtime = Runtime {
         bin_dir: Some(bins.clone()),
@@ -54,7 +70,7 @@ pub fn lab_up_with(tag: &str, dir: &str, nodes: usize, agents: bool, agent_args:
         agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
     };
     let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
-    match Lab::up_from_dir(&options, &manifests(dir), &runtime) {
+    match Lab::up(&options, manifests, &runtime) {
         Ok(lab) => lab,
         Err(e) => panic!("lab {} did not come up: {e}", options.name),
     }

@@ -4,7 +4,9 @@
 //! - bpf-linker, built from crates.io against the nightly toolchain's own LLVM, since no
 //!   prebuilt download is available;
 //! - Debian packages the lab and the tests drive (iproute2, nftables);
-//! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`).
+//! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`);
+//! - the e2e tests' external authorization server's Python packages (grpcio and Envoy's
+//!   generated protos, `xds-protos`) in a virtual environment, `target/xtask/ext-authz`.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -27,8 +29,43 @@ pub fn run() -> anyhow::Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker()?;
     ensure_debian_packages()?;
-    // kubectl and kubernetes-validate for `deploy-check`.
-    crate::deploy_check::ensure_tools()
+    // kubectl and kubernetes-validate for `deploy-check` (and python3 with venv).
+    crate::deploy_check::ensure_tools()?;
+    ensure_ext_authz_venv()
+}
+
+/// Pinned: the server imports `envoy.service.auth.v3.external_auth_pb2_grpc` from them.
+const EXT_AUTHZ_PACKAGES: &[&str] = &["grpcio==1.85.4", "protobuf==7.36.2", "xds-protos==1.85.0"];
+
+/// Where the e2e tests find the Python that runs their ext-authz server.
+pub fn ext_authz_venv() -> PathBuf {
+    crate::workspace_root().join("target/xtask/ext-authz")
+}
+
+fn ensure_ext_authz_venv() -> anyhow::Result<()> {
+    let dir = ext_authz_venv();
+    let python = dir.join("bin/python");
+    if !python.is_file() {
+        let dir = dir.to_str().context("non-UTF-8 target path")?;
+        step("python3", &["-m", "venv", dir], &[])?;
+    }
+    let check = "import importlib.metadata as m, sys\n\
+                 from envoy.service.auth.v3 import external_auth_pb2_grpc\n\
+                 sys.exit(m.version('xds-protos') != '1.85.0' or m.version('grpcio') != '1.85.4')";
+    let ready = Command::new(&python)
+        .args(["-c", check])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ready {
+        return Ok(());
+    }
+    let pip = dir.join("bin/pip");
+    let pip = pip.to_str().context("non-UTF-8 target path")?;
+    let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
+    args.extend_from_slice(EXT_AUTHZ_PACKAGES);
+    step(pip, &args, &[])
 }
 
 fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
