@@ -121,9 +121,7 @@ pub type PodClients = weft_core::ext_authz::Clients<(String, String)>;
 /// The client of provider `name` for the pod `uid` (identity `identity`), or why the
 /// connections its policies cover are refused without asking.
 pub fn client(
-    clients: &PodClients,
-    registry: &Registry,
-    pool: &HbonePool,
+    mesh: &crate::mesh::Mesh,
     snapshot: &Snapshot,
     name: &str,
     uid: &str,
@@ -135,11 +133,11 @@ pub fn client(
     let identity: Identity = identity
         .parse()
         .map_err(|e| format!("the pod's identity {identity}: {e}"))?;
-    clients
+    mesh.ext_authz
         .get((name.to_string(), uid.to_string()), &settings, || {
             Arc::new(PodConnector {
-                registry: registry.clone(),
-                pool: pool.clone(),
+                registry: mesh.registry.clone(),
+                pool: mesh.pool.clone(),
                 from: from.clone(),
                 identity,
                 settings: settings.clone(),

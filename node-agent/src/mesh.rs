@@ -91,9 +91,7 @@ impl Mesh {
             }
             Custom::Check { provider, policies } => {
                 let client = crate::ext_authz::client(
-                    &self.ext_authz,
-                    &self.registry,
-                    &self.pool,
+                    self,
                     &snapshot,
                     &provider,
                     uid,

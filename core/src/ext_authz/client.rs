@@ -116,10 +116,7 @@ impl Client {
                 let message = http_check_request(attributes, pack, SystemTime::now());
                 grpc_call(client, message, &self.settings)
                     .await
-                    .map_or_else(
-                        |failure| Checked::Failed(failure),
-                        |response| grpc_checked(&response),
-                    )
+                    .map_or_else(Checked::Failed, |response| grpc_checked(&response))
             }
             (Transport::Http(pool), Protocol::Http(http)) => {
                 let request = match http_service::check_request(http, attributes) {

@@ -282,6 +282,12 @@ pub async fn authorize(
                 }
                 None => (None, PendingBody::Incoming(body)),
             };
+            // Envoy gives every request an id before its filters run; the check carries it.
+            if !parts.headers.contains_key(super::X_REQUEST_ID) {
+                parts
+                    .headers
+                    .insert(super::X_REQUEST_ID, super::request_id());
+            }
             let (source, destination) = peers(ctx, snapshot, down);
             let path = parts
                 .uri
