@@ -5,6 +5,7 @@
 //! authenticated by its bearer token, may only obtain the identities (service accounts) of
 //! pods scheduled on it, as the cluster's objects say. With TokenReview, any other service
 //! account's pod-bound token may obtain that service account's own identity, and no other.
+#![forbid(unsafe_code)]
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

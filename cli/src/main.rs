@@ -1,4 +1,5 @@
 //! weftctl: weft's command-line tool.
+#![forbid(unsafe_code)]
 mod crds;
 mod inspect;
 mod validate;

@@ -128,6 +128,7 @@ fn l7_request<'a>(
         host: "reviews.shop.svc.cluster.local:9080",
         headers,
         sni: None,
+        auth: None,
     }
 }
 

@@ -4,13 +4,17 @@
 //! directory of YAML), are checked by [`validate`] in one place, turned into the
 //! [`registry`] model by [`translate`], and published as immutable snapshots that the
 //! agent and the waypoint read without locks.
+#![forbid(unsafe_code)]
 pub mod api;
+pub mod authn;
 pub mod authz;
 pub mod duration;
 pub mod refusal;
 pub mod registry;
 pub mod source;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod translate;
 pub mod validate;
 

@@ -157,13 +157,9 @@ impl Connection<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use weft_core::metrics::DEFAULT_CLUSTER_ID;
 
     use super::*;
-    use crate::registry::{Change, Registry};
-    use crate::source::yaml::parse;
 
     /// A pod of namespace `shop` named `name` with `labels`, as the registry holds it.
     fn workload(name: &str, labels: &[(&str, &str)]) -> Arc<Workload> {
@@ -257,14 +253,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
         snapshot_of(CLUSTER)
     }
 
-    fn snapshot_of(yaml: &str) -> Arc<Snapshot> {
-        let registry = Registry::new(Default::default());
-        let documents =
-            parse(yaml, Arc::new(Path::new("cluster.yaml").to_path_buf())).expect("valid YAML");
-        assert!(documents.errors.is_empty(), "{:?}", documents.errors);
-        registry.apply(documents.candidates.into_iter().map(Change::Apply));
-        registry.snapshot()
-    }
+    use crate::testing::snapshot_of;
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().expect("address")

@@ -53,7 +53,8 @@ fn every_istio_kind_serves_istio_versions_with_one_storage_version() {
             "ServiceEntry",
             "Gateway",
             "AuthorizationPolicy",
-            "PeerAuthentication"
+            "PeerAuthentication",
+            "RequestAuthentication"
         ]
     );
     for crd in &crds {

@@ -10,4 +10,5 @@ pub mod lifecycle;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;
+pub mod sync;
 pub mod telemetry;

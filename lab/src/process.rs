@@ -80,7 +80,8 @@ fn check(rc: libc::c_int) -> std::io::Result<()> {
 }
 
 fn enter(p: &Prepared) -> std::io::Result<()> {
-    // SAFETY (whole function): raw system calls on valid, NUL-terminated buffers and open fds.
+    // SAFETY: raw system calls on valid, NUL-terminated buffers and open fds, in the
+    // child between fork and exec (pre_exec), where only async-signal-safe calls are made.
     unsafe {
         let fd = libc::open(p.cgroup_procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
         check(fd)?;

@@ -1,6 +1,7 @@
 //! weft-agent: one per node. Finds the node's mesh pods, captures their traffic with eBPF
 //! programs attached to each pod, and carries it between nodes through HBONE (mutual TLS
 //! with each pod's SPIFFE identity).
+#![forbid(unsafe_code)]
 mod admin;
 mod capture;
 mod ebpf;
@@ -323,7 +324,7 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
 }
 
 fn lock(enrollment: &Mutex<Enrollment>) -> std::sync::MutexGuard<'_, Enrollment> {
-    enrollment.lock().unwrap_or_else(|p| p.into_inner())
+    weft_core::sync::lock(enrollment)
 }
 
 /// After handing the node to a successor: open connections run on until SIGTERM (the
@@ -386,10 +387,7 @@ fn resync(
     enrollment: &Mutex<Enrollment>,
 ) {
     match desired_pods(args, registry, kubelet) {
-        Ok(desired) => enrollment
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reconcile(&desired),
+        Ok(desired) => weft_core::sync::lock(enrollment).reconcile(&desired),
         // The last good state keeps serving.
         Err(e) => {
             error!(error = %format!("{e:#}"), "reading the pods' locations failed; keeping the current enrollment")

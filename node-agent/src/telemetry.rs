@@ -16,7 +16,6 @@ use weft_core::metrics::{
 };
 use weft_core::telemetry::{Span, SpanExporter, SpanKind, SpanStatus, TraceContext};
 
-use crate::mesh::Mesh;
 use crate::proxy::resolve::Upstream;
 
 /// What every proxy task reports to.
@@ -138,21 +137,6 @@ fn workload_at(snapshot: &Snapshot, ip: IpAddr) -> Option<&Workload> {
 /// ztunnel reports it), or the pod dialed directly; its service the one whose address was
 /// dialed.
 pub fn outbound(
-    mesh: &Mesh,
-    pod_ip: IpAddr,
-    dst: SocketAddr,
-    upstream: &Upstream,
-) -> ConnectionTelemetry {
-    outbound_with(
-        &mesh.telemetry,
-        &mesh.registry.load(),
-        pod_ip,
-        dst,
-        upstream,
-    )
-}
-
-fn outbound_with(
     telemetry: &Telemetry,
     snapshot: &Snapshot,
     pod_ip: IpAddr,
@@ -200,15 +184,6 @@ fn outbound_with(
 
 /// Plaintext arriving at the pod (`dst`) from `peer`, which proves nothing about itself.
 pub fn inbound_plaintext(
-    mesh: &Mesh,
-    uid: &str,
-    peer: SocketAddr,
-    dst: SocketAddr,
-) -> ConnectionTelemetry {
-    inbound_plaintext_with(&mesh.telemetry, &mesh.registry.load(), uid, peer, dst)
-}
-
-fn inbound_plaintext_with(
     telemetry: &Telemetry,
     snapshot: &Snapshot,
     uid: &str,
@@ -234,9 +209,12 @@ fn inbound_plaintext_with(
 
 /// A CONNECT arriving over HBONE: the client is who its certificate says, from the address
 /// its `Forwarded` header gives (else the tunnel's); its trace continues here.
-pub fn inbound_hbone(mesh: &Mesh, uid: &str, request: &InboundRequest) -> ConnectionTelemetry {
-    let telemetry = &mesh.telemetry;
-    let snapshot = &mesh.registry.load();
+pub fn inbound_hbone(
+    telemetry: &Telemetry,
+    snapshot: &Snapshot,
+    uid: &str,
+    request: &InboundRequest,
+) -> ConnectionTelemetry {
     let destination = snapshot.workload_by_uid(uid).map(|w| w.as_ref());
     let peer = request.peer.identity.to_string();
     let source_ip = request.source.unwrap_or(request.remote_addr.ip());
@@ -261,10 +239,6 @@ pub fn inbound_hbone(mesh: &Mesh, uid: &str, request: &InboundRequest) -> Connec
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use weft_config::registry::{Change, Registry};
-    use weft_config::source::yaml::parse;
     use weft_core::metrics::DEFAULT_CLUSTER_ID;
 
     use super::*;
@@ -300,11 +274,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
 "#;
 
     fn snapshot() -> Arc<Snapshot> {
-        let registry = Registry::new(Default::default());
-        let documents =
-            parse(CLUSTER, Arc::new(Path::new("c.yaml").to_path_buf())).expect("valid YAML");
-        registry.apply(documents.candidates.into_iter().map(Change::Apply));
-        registry.snapshot()
+        weft_config::testing::snapshot_of(CLUSTER)
     }
 
     fn telemetry() -> Telemetry {
@@ -328,7 +298,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
             hbone_address: addr("10.244.1.11:15008"),
             target: addr("10.244.1.11:8080"),
         };
-        let c = outbound_with(
+        let c = outbound(
             &t,
             &s,
             "10.244.2.11".parse().expect("ip"),
@@ -356,7 +326,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
     fn plain_tcp_proves_no_source_principal() {
         let t = telemetry();
         let s = snapshot();
-        let c = outbound_with(
+        let c = outbound(
             &t,
             &s,
             "10.244.2.11".parse().expect("ip"),
@@ -369,7 +339,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
         assert_eq!(&*l.destination_service.host, "unknown");
         assert_eq!(l.connection_security_policy, SecurityPolicy::None);
 
-        let c = inbound_plaintext_with(
+        let c = inbound_plaintext(
             &t,
             &s,
             "u0",
@@ -399,7 +369,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
             hbone_address: addr("10.244.1.11:15008"),
             target: addr("10.244.1.11:8080"),
         };
-        let c = outbound_with(
+        let c = outbound(
             &t,
             &s,
             "10.244.2.11".parse().expect("ip"),

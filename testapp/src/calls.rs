@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use crate::client::url_parts;
+use crate::message::url_parts;
 
 /// Headers an application propagates so that routing by user and tracing work across
 /// hops (the ones Istio's Bookinfo forwards).

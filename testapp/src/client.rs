@@ -9,12 +9,12 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
 use hyper::header::{CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER};
-use hyper::{Method, Request, Response, Uri};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 
 use crate::body::{FillerBody, WithTrailers};
-use crate::server::header_map;
+use crate::message::{UrlParts, header_map, url_parts};
 use crate::{net, out};
 
 /// Bodies above this are counted but not printed: `/bytes` throughput runs would otherwise
@@ -62,43 +62,6 @@ struct Target {
     /// User headers except Host, which is carried by `authority`.
     headers: Vec<(HeaderName, HeaderValue)>,
     trailers: HeaderMap,
-}
-
-/// What an `http://` URL names. Shared with `load`.
-pub struct UrlParts {
-    /// `host:port` for the resolver.
-    pub connect: String,
-    /// The URL's authority, for the Host header.
-    pub authority: String,
-    pub path_and_query: String,
-}
-
-pub fn url_parts(url: &str) -> Result<UrlParts> {
-    let uri: Uri = url
-        .parse()
-        .with_context(|| format!("invalid URL {url:?}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(other) => bail!("unsupported scheme {other:?} in {url:?}: only http"),
-        None => bail!("URL {url:?} needs a scheme, e.g. http://host:port/path"),
-    }
-    let authority = uri
-        .authority()
-        .with_context(|| format!("URL {url:?} has no host"))?;
-    // `host()` keeps the brackets of an IPv6 literal, which is what the resolver wants.
-    let connect = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(80)
-    );
-    Ok(UrlParts {
-        connect,
-        authority: authority.as_str().to_owned(),
-        path_and_query: uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned(),
-    })
 }
 
 impl Target {

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::hist::{self, Histogram, Summary};
 use crate::timer::Timer;
-use crate::{client, h1, net, out};
+use crate::{h1, message, net, out};
 
 /// Pause after a failed exchange in the closed loop, which would otherwise spin on a refusing
 /// target as fast as connect(2) fails.
@@ -172,7 +172,7 @@ impl Tally {
 }
 
 pub async fn run(args: LoadArgs) -> Result<bool> {
-    let url = client::url_parts(&args.url)?;
+    let url = message::url_parts(&args.url)?;
     let request = h1::Request::get(&url.authority, &url.path_and_query, args.body_bytes, false);
 
     // Every connection is open before the clock starts: connection setup is `connrate`'s

@@ -12,6 +12,7 @@ mod echo;
 mod h1;
 mod hist;
 mod load;
+mod message;
 mod net;
 mod out;
 mod rng;

@@ -22,6 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::body::{FillerBody, WithTrailers};
 use crate::controls::{self, Defaults};
+use crate::message::header_map;
 use crate::{echo, net, out, sink};
 
 type RespBody = BoxBody<Bytes, Infallible>;
@@ -393,17 +394,6 @@ pub async fn spawn_local() -> Result<SocketAddr> {
     ));
     tokio::spawn(serve_http(listener, server_builder(), app));
     Ok(addr)
-}
-
-/// Lowercase names (hyper already stores them so), every value kept in arrival order.
-pub fn header_map(headers: &HeaderMap) -> BTreeMap<String, Vec<String>> {
-    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, value) in headers {
-        map.entry(name.as_str().to_owned())
-            .or_default()
-            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
-    }
-    map
 }
 
 fn error_response(app: &App, err: &controls::ControlError) -> Response<RespBody> {

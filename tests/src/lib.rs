@@ -9,6 +9,7 @@ use weft_lab::{Lab, LabOptions, Runtime};
 
 /// Where weft's binaries are (`cargo xtask test` sets WEFT_BIN_DIR).
 pub fn bin_dir() -> PathBuf {
+    require_root();
     let dir = std::env::var_os("WEFT_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug")));
@@ -42,6 +43,18 @@ pub fn manifests(name: &str) -> PathBuf {
 /// Brings up a lab from `tests/manifests/<dir>`; dropping the result takes it down.
 pub fn lab_up(tag: &str, dir: &str, nodes: usize, agents: bool) -> Lab {
     lab_up_with(tag, dir, nodes, agents, &[])
+}
+
+/// The lab builds network namespaces, veths, cgroups and eBPF programs: root only.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the end-to-end tests build a lab of network namespaces, veth pairs, cgroups and eBPF \
+         programs, which needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF): run them with \
+         `cargo xtask test` as root"
+    );
 }
 
 /// Like [`lab_up`], with extra arguments for every agent.

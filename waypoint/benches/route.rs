@@ -166,6 +166,7 @@ impl Request {
             headers: &self.headers,
             port: 9080,
             source: &self.source,
+            auth: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use weft_core::telemetry::SpanExporter;
 
 use crate::forward::cluster::Clusters;
 use crate::forward::connections::Connections;
+use crate::jwks::JwksCache;
 use crate::route::CompiledRoutes;
 use crate::upstream::limits::CircuitBreaker;
 
@@ -31,6 +32,8 @@ pub struct WaypointContext {
     pub spans: SpanExporter,
     /// Started at SIGTERM: HTTP connections then ask their clients to reconnect.
     pub draining: Draining,
+    /// The keys of RequestAuthentications' `jwksUri`s (and parsed inline `jwks`).
+    pub jwks: JwksCache,
     /// Clients of the external authorization providers CUSTOM policies name, by name.
     pub ext_authz: weft_core::ext_authz::Clients<String>,
     /// Compiled routes by host, with the snapshot version they were compiled from.
@@ -58,6 +61,7 @@ impl WaypointContext {
             metrics,
             spans,
             draining: Draining::default(),
+            jwks: JwksCache::default(),
             ext_authz: Default::default(),
             routes: Mutex::new(HashMap::new()),
         }
@@ -70,7 +74,7 @@ impl WaypointContext {
     /// The routes of `host` for this snapshot, compiled once per configuration version.
     pub fn routes(&self, snapshot: &Snapshot, host: &str) -> Arc<CompiledRoutes> {
         let version = snapshot.version();
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut routes = weft_core::sync::lock(&self.routes);
         if let Some((compiled_at, compiled)) = routes.get(host)
             && *compiled_at == version
         {

@@ -84,9 +84,12 @@ pub async fn admit(
 ) -> Result<Admitted, Refusal> {
     let snapshot = ctx.registry.load();
     let target = target(&snapshot, &ctx, request.destination)?;
-    let source_ip = request.source;
     let namespace = request.peer.identity.namespace().to_string();
     let principal = request.peer.identity.to_string();
+    // The client's address is the tunnel's source (the source agent dials from inside the
+    // client pod); `Forwarded` is believed only from another waypoint, never from a
+    // client, which could name any address to pass `ipBlocks`.
+    let source_ip = Some(request.client_address(|| snapshot.is_waypoint_identity(&principal)));
     let workload = source_ip.and_then(|ip| snapshot.workload_by_ip(ip));
     // The workload's labels count only if the certificate is that workload's own.
     let workload = workload.filter(|w| w.identity == principal);

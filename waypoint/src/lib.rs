@@ -4,11 +4,13 @@
 //! - `route/`: which VirtualService rule a request matches and what it asks for (pure).
 //! - `upstream/`: DestinationRule traffic policy: load balancing, outlier detection,
 //!   connection-pool limits (pure state machines, time passed in).
+#![forbid(unsafe_code)]
 pub mod context;
 pub mod ext_authz;
 pub mod forward;
 pub mod http;
 pub mod inbound;
+pub mod jwks;
 mod prefixed;
 pub mod readiness;
 pub mod route;

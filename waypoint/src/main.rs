@@ -1,6 +1,7 @@
 //! weft-waypoint: one per waypoint Gateway. Terminates HBONE on 15008 with the waypoint's
 //! own SPIFFE identity, applies the L7 rules of what is bound to it, and forwards over
 //! HBONE with the same identity.
+#![forbid(unsafe_code)]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +57,11 @@ struct Args {
     /// the waypoint exits; delay and drain fit in terminationGracePeriodSeconds.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value_t = 20)]
     drain_timeout: u64,
+    /// How often the keys of a RequestAuthentication's `jwksUri` are fetched again (Go
+    /// duration; Istio's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL, 20m by default).
+    #[arg(long, env = "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL", default_value = "20m",
+          value_parser = weft_waypoint::http::authn::parse_interval)]
+    jwks_refresh_interval: Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -116,7 +122,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => SpanExporter::disabled(),
     };
-    let context = Arc::new(WaypointContext::new(
+    let mut context = WaypointContext::new(
         args.name.clone(),
         args.namespace.clone(),
         identity.clone(),
@@ -124,7 +130,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pool,
         metrics.clone(),
         spans,
-    ));
+    );
+    context.jwks = weft_waypoint::jwks::JwksCache::new(args.jwks_refresh_interval);
+    let context = Arc::new(context);
     let draining = context.draining.clone();
     let served = identity.clone();
     let handler_context = context.clone();

@@ -1,10 +1,14 @@
-//! Streams that are not HTTP: a `tcp` route (or the service itself) picks the destination,
-//! the cluster's balancer the endpoint, and the bytes are spliced.
+//! Streams that are not HTTP: the AuthorizationPolicies attached to the waypoint or the
+//! service decide with what a TCP proxy knows (`http::authz::authorize_stream`: CUSTOM
+//! with a gRPC provider's network check, AUDIT, then Istio's rule: an ALLOW rule that needs
+//! HTTP attributes matches nothing, a DENY rule ignores them and matches more), then a
+//! `tcp` route (or the service itself) picks the destination, the cluster's balancer the
+//! endpoint, and the bytes are spliced.
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::context::WaypointContext;
 use crate::forward::cluster::ClusterKey;
@@ -22,9 +26,9 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let snapshot = ctx.registry.load();
-    // AuthorizationPolicy on the stream: CUSTOM (gRPC providers), AUDIT, DENY, ALLOW.
     if let Err(reason) = crate::http::authz::authorize_stream(&ctx, &snapshot, &downstream).await {
-        debug!(%reason, "stream refused by AuthorizationPolicy");
+        // Closing the tunnel is the answer a TCP client gets, as from Envoy's RBAC filter.
+        info!(%reason, peer = downstream.source.principal.as_deref().unwrap_or_default(), "tcp stream denied");
         return;
     }
     let (address, transport, cluster) = match &downstream.target {

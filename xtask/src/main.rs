@@ -2,14 +2,18 @@
 mod bench;
 mod build;
 mod demo;
+mod deny;
 mod deploy_check;
 mod lab_cmd;
+mod layers;
+mod paths;
 mod setup;
 mod test_cmd;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
+use setup::For;
+
+pub use self::paths::workspace_root;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "weft's developer commands")]
@@ -20,14 +24,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what this machine lacks (nightly rust-src, bpf-linker, Debian packages); a
-    /// no-op when everything is there. Every other command runs it first.
-    Setup,
+    /// Install what this machine lacks: the pinned nightly with rust-src and bpf-linker, the
+    /// Debian packages the lab and the tests drive, deploy-check's validator, cargo-deny. A
+    /// no-op when everything is there. Every other command first installs what it needs.
+    Setup {
+        /// Only what one command needs (default: everything).
+        #[arg(long = "for", value_enum)]
+        command: Option<setup::For>,
+    },
     /// Build every binary, the eBPF programs included.
     Build,
-    /// Run every test: formatting, clippy, unit tests and the privileged end-to-end tests.
+    /// Run every test: formatting, clippy, cargo deny (deny.toml), unit tests and the
+    /// privileged end-to-end tests.
     Test {
-        /// Skip `cargo fmt --check` and clippy.
+        /// Skip `cargo fmt --check`, clippy and cargo deny.
         #[arg(long)]
         no_lint: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -57,6 +67,8 @@ enum Command {
     /// Check deploy/ offline: CRDs up to date, every overlay and generated waypoint valid
     /// against Kubernetes' schemas. Part of `test`.
     DeployCheck,
+    /// Check that no module imports from a module that imports it (part of `test`).
+    Layers,
     /// The local cluster of network namespaces.
     Lab {
         #[command(subcommand)]
@@ -67,16 +79,16 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Setup => setup::run(),
+        Command::Setup { command } => setup::run(command),
         Command::Build => {
-            setup::run()?;
+            setup::run(Some(For::Build))?;
             build::binaries()
         }
         Command::Test {
             no_lint,
             cargo_args,
         } => {
-            setup::run()?;
+            setup::run(Some(For::Test))?;
             test_cmd::run(!no_lint, &cargo_args)
         }
         Command::Demo {
@@ -85,7 +97,7 @@ fn main() -> anyhow::Result<()> {
             no_build,
         } => {
             if !no_build {
-                setup::run()?;
+                setup::run(Some(For::Demo))?;
                 build::binaries()?;
             }
             demo::run(demo::Options {
@@ -95,23 +107,21 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Bench { quick } => {
-            setup::run()?;
+            setup::run(Some(For::Bench))?;
             bench::run(quick)
         }
-        // Installs its own tools: it needs neither root nor the eBPF toolchain.
-        Command::DeployCheck => deploy_check::run(),
+        // Needs neither root nor the eBPF toolchain.
+        Command::DeployCheck => {
+            setup::run(Some(For::DeployCheck))?;
+            deploy_check::run()
+        }
+        Command::Layers => layers::run(&workspace_root()),
         Command::Lab { command } => {
             if command.needs_binaries() {
-                setup::run()?;
+                setup::run(Some(For::Lab))?;
                 build::binaries()?;
             }
             lab_cmd::run(command)
         }
     }
-}
-
-/// The workspace root (xtask lives one level below it).
-pub fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }

@@ -1,71 +1,224 @@
-//! Installing what a fresh machine lacks, and nothing when all is there.
+//! Installing what a command needs, and nothing when it is all there.
 //!
-//! - the nightly toolchain's rust-src (the eBPF build uses `-Z build-std=core`);
-//! - bpf-linker, built from crates.io against the nightly toolchain's own LLVM, since no
-//!   prebuilt download is available;
-//! - Debian packages the lab and the tests drive (iproute2, nftables);
+//! Each xtask command installs only the parts it uses ([`Plan::for_command`]), so a first
+//! `cargo xtask demo` does not wait for the schema validator only `deploy-check` runs;
+//! `cargo xtask setup` alone installs everything (`--for COMMAND` what one command needs):
+//! - the eBPF toolchain: the nightly pinned by date in `.cargo/config.toml`
+//!   (`WEFT_EBPF_TOOLCHAIN`) with rust-src (the build uses `-Z build-std=core`), and
+//!   bpf-linker built from crates.io against that nightly's own LLVM (no prebuilt download
+//!   is available);
+//! - the Debian packages the lab, the demo, the benchmarks and the tests drive;
 //! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`);
-//! - the e2e tests' external authorization server's Python packages (grpcio and Envoy's
-//!   generated protos, `xds-protos`) in a virtual environment, `target/xtask/ext-authz`.
+//! - rustfmt, clippy and cargo-deny for `test`;
+//! - PyJWT and cryptography in `target/xtask/jwt-tools`, with which the JWT e2e test
+//!   (`tests/tests/jwt.rs`) makes its keys and tokens (`tests/jwt/mint.py`), for `test`;
+//! - grpcio and Envoy's generated protos (`xds-protos`) in `target/xtask/ext-authz`, which
+//!   the ext-authz e2e test's server runs with (`tests/manifests/ext_authz/`), for `test`.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, anyhow, bail};
+use clap::ValueEnum;
 
-/// The bpf-linker release that builds against LLVM 22 (the nightly's).
+/// The bpf-linker release that builds against LLVM 22 (the pinned nightly's).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
-const NIGHTLY: &str = "nightly";
-/// Debian packages and a binary each provides, to tell whether it is there.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[
-    ("iproute2", "ip"),
-    ("nftables", "nft"),
-    ("bpftool", "bpftool"),
-    ("tcpdump", "tcpdump"),
+/// Set by `.cargo/config.toml` for xtask and for node-agent's build script alike.
+const EBPF_TOOLCHAIN_VAR: &str = "WEFT_EBPF_TOOLCHAIN";
+/// The newest cargo-deny that builds with rustc 1.95 (it needs 1.88).
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// The commands that need something installed, as `cargo xtask setup --for` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum For {
+    /// `build`: the eBPF toolchain.
+    Build,
+    /// `lab up`: the eBPF toolchain, iproute2 and nftables.
+    Lab,
+    /// `demo`: as `lab`, and tcpdump (the wire between the nodes).
+    Demo,
+    /// `bench`: as `lab` (nftables is also the capture baseline).
+    Bench,
+    /// `deploy-check`: kubectl and kubernetes-validate in a virtual environment.
+    DeployCheck,
+    /// `test`: everything.
+    Test,
+}
+
+/// A Debian package, the binary that tells it is there, and the commands that run it
+/// (besides `test`, which runs everything).
+struct DebianPackage {
+    name: &'static str,
+    binary: &'static str,
+    used_by: &'static [For],
+}
+
+const DEBIAN_PACKAGES: &[DebianPackage] = &[
+    // The lab's namespaces, veths, bridges and routes.
+    DebianPackage {
+        name: "iproute2",
+        binary: "ip",
+        used_by: &[For::Lab, For::Demo, For::Bench],
+    },
+    // The lab's kube-proxy; the bench's in-pod REDIRECT baseline.
+    DebianPackage {
+        name: "nftables",
+        binary: "nft",
+        used_by: &[For::Lab, For::Demo, For::Bench],
+    },
+    // The demo's and the tunnel test's capture of the fabric between nodes.
+    DebianPackage {
+        name: "tcpdump",
+        binary: "tcpdump",
+        used_by: &[For::Demo],
+    },
+    // The tests read the kernel's view of attached programs with it.
+    DebianPackage {
+        name: "bpftool",
+        binary: "bpftool",
+        used_by: &[],
+    },
 ];
 
-pub fn run() -> anyhow::Result<()> {
-    ensure_nightly()?;
-    ensure_rust_src()?;
-    ensure_bpf_linker()?;
-    ensure_debian_packages()?;
-    // kubectl and kubernetes-validate for `deploy-check` (and python3 with venv).
-    crate::deploy_check::ensure_tools()?;
-    ensure_ext_authz_venv()
+/// What one command needs installed: a pure decision, so that what each command installs
+/// is testable without installing anything.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub ebpf_toolchain: bool,
+    pub debian_packages: Vec<&'static str>,
+    pub deploy_tools: bool,
+    pub lint_tools: bool,
+    pub cargo_deny: bool,
+    /// The Python packages the e2e tests' peers and clients run with.
+    pub test_tools: bool,
 }
 
-/// Pinned: the server imports `envoy.service.auth.v3.external_auth_pb2_grpc` from them.
-const EXT_AUTHZ_PACKAGES: &[&str] = &["grpcio==1.85.4", "protobuf==7.36.2", "xds-protos==1.85.0"];
-
-/// Where the e2e tests find the Python that runs their ext-authz server.
-pub fn ext_authz_venv() -> PathBuf {
-    crate::workspace_root().join("target/xtask/ext-authz")
-}
-
-fn ensure_ext_authz_venv() -> anyhow::Result<()> {
-    let dir = ext_authz_venv();
-    let python = dir.join("bin/python");
-    if !python.is_file() {
-        let dir = dir.to_str().context("non-UTF-8 target path")?;
-        step("python3", &["-m", "venv", dir], &[])?;
+impl Plan {
+    /// What `command` needs; `None` (a bare `cargo xtask setup`) is everything.
+    pub fn for_command(command: Option<For>) -> Plan {
+        // `test` runs every other command's code (the demo, deploy-check, the lab), so it
+        // needs what each of them needs.
+        let wants =
+            |used_by: &[For]| command.is_none_or(|c| c == For::Test || used_by.contains(&c));
+        Plan {
+            ebpf_toolchain: wants(&[For::Build, For::Lab, For::Demo, For::Bench]),
+            debian_packages: DEBIAN_PACKAGES
+                .iter()
+                .filter(|p| wants(p.used_by))
+                .map(|p| p.name)
+                .collect(),
+            deploy_tools: wants(&[For::DeployCheck]),
+            lint_tools: wants(&[]),
+            cargo_deny: wants(&[]),
+            test_tools: wants(&[]),
+        }
     }
+}
+
+/// Installs what `command` needs (everything for `None`) that is missing.
+pub fn run(command: Option<For>) -> anyhow::Result<()> {
+    let plan = Plan::for_command(command);
+    if plan.ebpf_toolchain {
+        let toolchain = ebpf_toolchain()?;
+        ensure_nightly(&toolchain)?;
+        ensure_bpf_linker(&toolchain)?;
+    }
+    ensure_debian_packages(&plan.debian_packages)?;
+    if plan.deploy_tools {
+        crate::deploy_check::ensure_tools()?;
+    }
+    if plan.lint_tools {
+        ensure_lint_tools()?;
+    }
+    if plan.cargo_deny {
+        ensure_cargo_deny()?;
+    }
+    if plan.test_tools {
+        ensure_jwt_tools()?;
+        ensure_ext_authz_tools()?;
+    }
+    Ok(())
+}
+
+/// The dated nightly the eBPF programs build with.
+pub fn ebpf_toolchain() -> anyhow::Result<String> {
+    std::env::var(EBPF_TOOLCHAIN_VAR).with_context(|| {
+        format!(
+            "{EBPF_TOOLCHAIN_VAR} is not set: .cargo/config.toml sets it for `cargo xtask`; \
+             run it from the workspace"
+        )
+    })
+}
+
+/// PyJWT and the cryptography package it signs with, pinned, in a virtual environment
+/// of their own.
+const JWT_TOOLS: &[&str] = &["PyJWT==2.10.1", "cryptography==44.0.2"];
+
+/// The virtual environment the JWT e2e test runs `tests/jwt/mint.py` with.
+fn jwt_tools_python() -> PathBuf {
+    crate::workspace_root().join("target/xtask/jwt-tools/bin/python")
+}
+
+fn ensure_jwt_tools() -> anyhow::Result<()> {
+    let python = jwt_tools_python();
+    let check = format!(
+        "import importlib.metadata as m, sys; sys.exit(not (m.version('PyJWT') == '{}' and m.version('cryptography') == '{}'))",
+        JWT_TOOLS[0].split("==").nth(1).unwrap_or_default(),
+        JWT_TOOLS[1].split("==").nth(1).unwrap_or_default(),
+    );
+    if python.is_file()
+        && Command::new(&python)
+            .args(["-c", &check])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    let dir = crate::workspace_root().join("target/xtask/jwt-tools");
+    if !python.is_file() {
+        step(
+            "python3",
+            &["-m", "venv", dir.to_str().context("non-UTF-8 target path")?],
+            &[],
+        )?;
+    }
+    let pip = dir.join("bin/pip");
+    let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
+    args.extend_from_slice(JWT_TOOLS);
+    step(pip.to_str().context("non-UTF-8 target path")?, &args, &[])
+}
+
+/// The external authorization server's packages, pinned: it imports
+/// `envoy.service.auth.v3.external_auth_pb2_grpc` from them.
+const EXT_AUTHZ_TOOLS: &[&str] = &["grpcio==1.85.4", "protobuf==7.36.2", "xds-protos==1.85.0"];
+
+fn ensure_ext_authz_tools() -> anyhow::Result<()> {
+    let dir = crate::workspace_root().join("target/xtask/ext-authz");
+    let python = dir.join("bin/python");
     let check = "import importlib.metadata as m, sys\n\
                  from envoy.service.auth.v3 import external_auth_pb2_grpc\n\
                  sys.exit(m.version('xds-protos') != '1.85.0' or m.version('grpcio') != '1.85.4')";
-    let ready = Command::new(&python)
-        .args(["-c", check])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ready {
+    if python.is_file()
+        && Command::new(&python)
+            .args(["-c", check])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
         return Ok(());
     }
+    if !python.is_file() {
+        step(
+            "python3",
+            &["-m", "venv", dir.to_str().context("non-UTF-8 target path")?],
+            &[],
+        )?;
+    }
     let pip = dir.join("bin/pip");
-    let pip = pip.to_str().context("non-UTF-8 target path")?;
     let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
-    args.extend_from_slice(EXT_AUTHZ_PACKAGES);
-    step(pip, &args, &[])
+    args.extend_from_slice(EXT_AUTHZ_TOOLS);
+    step(pip.to_str().context("non-UTF-8 target path")?, &args, &[])
 }
 
 fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
@@ -101,49 +254,73 @@ fn step(program: &str, args: &[&str], envs: &[(&str, &Path)]) -> anyhow::Result<
     Ok(())
 }
 
-fn nightly_sysroot() -> anyhow::Result<PathBuf> {
-    output("rustup", &["run", NIGHTLY, "rustc", "--print", "sysroot"]).map(PathBuf::from)
+/// Whether rustup lists `toolchain` (`nightly-2026-05-20` is listed with its host triple).
+/// Asked of the list rather than by running it: `rustup run` installs a missing toolchain
+/// by itself unless RUSTUP_AUTO_INSTALL=0, without rust-src.
+fn toolchain_installed(toolchain: &str) -> anyhow::Result<bool> {
+    let list = output("rustup", &["toolchain", "list"])?;
+    Ok(list.lines().any(|line| {
+        line.split_whitespace()
+            .next()
+            .is_some_and(|name| name == toolchain || name.starts_with(&format!("{toolchain}-")))
+    }))
 }
 
-fn ensure_nightly() -> anyhow::Result<()> {
-    if nightly_sysroot().is_ok() {
-        return Ok(());
+fn sysroot(toolchain: &str) -> anyhow::Result<PathBuf> {
+    output("rustup", &["run", toolchain, "rustc", "--print", "sysroot"]).map(PathBuf::from)
+}
+
+fn ensure_nightly(toolchain: &str) -> anyhow::Result<()> {
+    if !toolchain_installed(toolchain)? {
+        step(
+            "rustup",
+            &[
+                "toolchain",
+                "install",
+                toolchain,
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ],
+            &[],
+        )
+        .with_context(|| {
+            format!(
+                "the eBPF programs build with exactly {toolchain} (.cargo/config.toml), and \
+                 rustup could not install it"
+            )
+        })?;
     }
-    step(
-        "rustup",
-        &["toolchain", "install", NIGHTLY, "--profile", "minimal"],
-        &[],
-    )
-    .context("the eBPF programs build with a nightly toolchain")
-}
-
-fn ensure_rust_src() -> anyhow::Result<()> {
-    let library = nightly_sysroot()?.join("lib/rustlib/src/rust/library/core");
-    if library.exists() {
-        return Ok(());
+    let library = sysroot(toolchain)?.join("lib/rustlib/src/rust/library/core");
+    if !library.exists() {
+        step(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", toolchain],
+            &[],
+        )?;
     }
-    step(
-        "rustup",
-        &["component", "add", "rust-src", "--toolchain", NIGHTLY],
-        &[],
-    )
+    Ok(())
 }
 
-fn cargo_home() -> PathBuf {
+pub fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
 }
 
-fn ensure_bpf_linker() -> anyhow::Result<()> {
+/// bpf-linker links dynamically with the libLLVM of the toolchain it was built against,
+/// whose file name carries the rustc release (`libLLVM.so.22.1-rust-1.97.0-nightly`): one
+/// built for another nightly fails to start under this one, and is built again.
+fn ensure_bpf_linker(toolchain: &str) -> anyhow::Result<()> {
     // bpf-linker finds the nightly's libLLVM only when run through rustup, as aya-build does.
-    if let Ok(version) = output("rustup", &["run", NIGHTLY, "bpf-linker", "--version"])
+    if let Ok(version) = output("rustup", &["run", toolchain, "bpf-linker", "--version"])
         && version.contains(BPF_LINKER_VERSION)
     {
         return Ok(());
     }
-    let sysroot = nightly_sysroot()?;
+    let sysroot = sysroot(toolchain)?;
     let lib = sysroot.join("lib");
     let llvm = std::fs::read_dir(&lib)
         .with_context(|| format!("listing {}", lib.display()))?
@@ -154,12 +331,7 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libLLVM.so.") || n.starts_with("libLLVM-"))
         })
-        .ok_or_else(|| {
-            anyhow!(
-                "the nightly toolchain at {} ships no libLLVM",
-                sysroot.display()
-            )
-        })?;
+        .ok_or_else(|| anyhow!("the toolchain at {} ships no libLLVM", sysroot.display()))?;
     // bpf-linker's build looks for `$LLVM_PREFIX/lib/libLLVM.so`; point it at the nightly's.
     let prefix = crate::workspace_root().join("target/xtask/llvm-prefix");
     let link = prefix.join("lib/libLLVM.so");
@@ -171,7 +343,7 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         "rustup",
         &[
             "run",
-            NIGHTLY,
+            toolchain,
             "cargo",
             "install",
             "bpf-linker",
@@ -185,7 +357,7 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         ],
         &[("LLVM_PREFIX", &prefix)],
     )
-    .context("building bpf-linker against the nightly toolchain's LLVM")?;
+    .with_context(|| format!("building bpf-linker against {toolchain}'s LLVM"))?;
     let installed = cargo_home().join("bin/bpf-linker");
     if !installed.exists() {
         bail!(
@@ -204,11 +376,11 @@ fn on_path(binary: &str) -> bool {
             .any(|d| Path::new(d).join(binary).is_file())
 }
 
-fn ensure_debian_packages() -> anyhow::Result<()> {
+fn ensure_debian_packages(wanted: &[&str]) -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
-        .filter(|(_, binary)| !on_path(binary))
-        .map(|(package, _)| *package)
+        .filter(|p| wanted.contains(&p.name) && !on_path(p.binary))
+        .map(|p| p.name)
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -222,4 +394,99 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(&missing);
     step("apt-get", &args, &[])
+}
+
+/// The cargo that runs xtask (the workspace's stable toolchain).
+fn cargo_succeeds(args: &[&str]) -> bool {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    Command::new(cargo)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// rustfmt and clippy for `test`'s lint step, in the toolchain that runs it (a minimal
+/// rustup profile has neither).
+fn ensure_lint_tools() -> anyhow::Result<()> {
+    if cargo_succeeds(&["fmt", "--version"]) && cargo_succeeds(&["clippy", "--version"]) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: rustup component add rustfmt clippy");
+    // RUSTUP_TOOLCHAIN, as rustup set it for this cargo, names the toolchain to add them to.
+    let status = Command::new("rustup")
+        .args(["component", "add", "rustfmt", "clippy"])
+        .status()
+        .context("running rustup")?;
+    if !status.success() {
+        bail!("`rustup component add rustfmt clippy` failed ({status})");
+    }
+    Ok(())
+}
+
+/// cargo-deny for `test`'s supply-chain check (`deny.toml`), built from crates.io.
+fn ensure_cargo_deny() -> anyhow::Result<()> {
+    if let Ok(version) = output("cargo-deny", &["--version"])
+        && version.split_whitespace().nth(1) == Some(CARGO_DENY_VERSION)
+    {
+        return Ok(());
+    }
+    step(
+        "cargo",
+        &[
+            "install",
+            "cargo-deny",
+            "--version",
+            CARGO_DENY_VERSION,
+            "--locked",
+            "--force",
+        ],
+        &[],
+    )
+    .context("installing cargo-deny (`cargo xtask test` runs it)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_setup_installs_everything_and_test_needs_all_of_it() {
+        let all = Plan::for_command(None);
+        assert!(all.ebpf_toolchain && all.deploy_tools && all.lint_tools && all.cargo_deny);
+        assert_eq!(
+            all.debian_packages,
+            ["iproute2", "nftables", "tcpdump", "bpftool"]
+        );
+        assert_eq!(Plan::for_command(Some(For::Test)), all);
+    }
+
+    #[test]
+    fn the_demo_installs_neither_the_schema_validator_nor_the_test_tools() {
+        let demo = Plan::for_command(Some(For::Demo));
+        assert!(demo.ebpf_toolchain);
+        assert!(!demo.deploy_tools && !demo.lint_tools && !demo.cargo_deny);
+        assert_eq!(demo.debian_packages, ["iproute2", "nftables", "tcpdump"]);
+    }
+
+    #[test]
+    fn deploy_check_needs_no_ebpf_toolchain_and_no_debian_packages() {
+        let check = Plan::for_command(Some(For::DeployCheck));
+        assert!(check.deploy_tools);
+        assert!(!check.ebpf_toolchain && !check.lint_tools && !check.cargo_deny);
+        assert!(check.debian_packages.is_empty());
+    }
+
+    #[test]
+    fn build_lab_and_bench_get_the_ebpf_toolchain_and_only_the_lab_packages_they_run() {
+        let build = Plan::for_command(Some(For::Build));
+        assert!(build.ebpf_toolchain && !build.deploy_tools);
+        assert!(build.debian_packages.is_empty());
+        for command in [For::Lab, For::Bench] {
+            let plan = Plan::for_command(Some(command));
+            assert!(plan.ebpf_toolchain && !plan.deploy_tools && !plan.cargo_deny);
+            assert_eq!(plan.debian_packages, ["iproute2", "nftables"]);
+        }
+    }
 }

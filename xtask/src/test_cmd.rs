@@ -1,4 +1,5 @@
-//! `cargo xtask test`: the one command that runs every check, locally and in CI.
+//! `cargo xtask test`: the one command that runs every check, locally and in CI: fmt,
+//! clippy and cargo deny (`deny.rs`), then the binaries, deploy-check, and every test.
 use anyhow::bail;
 
 use crate::build::{bin_dir, binaries, cargo};
@@ -12,6 +13,7 @@ pub fn run(lint: bool, cargo_args: &[String]) -> anyhow::Result<()> {
     if lint {
         cargo(&["fmt", "--all", "--", "--check"])?;
         cargo(&["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"])?;
+        crate::deny::run()?;
     }
     // The e2e tests start these binaries inside lab pods and nodes.
     binaries()?;

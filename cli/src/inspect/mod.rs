@@ -1,6 +1,7 @@
 //! `weftctl status|workloads|services|policies|certs|config-dump`: what the agent of a node
 //! knows, holds and enforces, read from its admin endpoint (the questions
 //! `istioctl ztunnel-config` answers for ztunnel).
+mod args;
 mod certs;
 mod client;
 mod config_dump;
@@ -12,30 +13,10 @@ mod workloads;
 
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::Subcommand;
 use serde_json::Value;
 
-/// Where the agent's admin listens: loopback of the node, so weftctl runs on the node (or
-/// in its network namespace, or through a port-forward).
-pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    #[default]
-    Table,
-    Json,
-    Yaml,
-}
-
-#[derive(Args, Debug)]
-pub struct AdminArgs {
-    /// The agent's admin endpoint, `host:port`.
-    #[arg(long, env = "WEFT_ADMIN", default_value = DEFAULT_ADMIN)]
-    pub admin: String,
-    /// `json` and `yaml` print the agent's answer whole.
-    #[arg(short = 'o', long, value_enum, default_value_t)]
-    pub output: Output,
-}
+use self::args::{AdminArgs, Output, serialized};
 
 #[derive(Subcommand, Debug)]
 pub enum InspectCommand {
@@ -141,11 +122,4 @@ fn emit(output: Output, value: &Value, table: fn(&Value) -> String) -> anyhow::R
         Output::Table => Ok(table(value)),
         _ => serialized(output, value),
     }
-}
-
-fn serialized(output: Output, value: &Value) -> anyhow::Result<String> {
-    Ok(match output {
-        Output::Yaml => serde_yaml::to_string(value)?,
-        _ => serde_json::to_string_pretty(value)? + "\n",
-    })
 }

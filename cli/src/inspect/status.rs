@@ -1,8 +1,9 @@
 //! `weftctl status`.
 use serde_json::Value;
 
+use super::args::{AdminArgs, Output, serialized};
+use super::client;
 use super::table::{duration, text, yes_no};
-use super::{AdminArgs, Output, client, serialized};
 
 pub fn run(args: &AdminArgs) -> anyhow::Result<String> {
     let mut status = client::get_json(&args.admin, "/status")?;

@@ -11,7 +11,7 @@ use kube::CustomResourceExt;
 use super::gateway::Gateway;
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
 use super::object::{NETWORKING_GROUP, NETWORKING_VERSIONS, SECURITY_VERSIONS};
-use super::security::{AuthorizationPolicy, PeerAuthentication};
+use super::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 
 /// The command that rewrites `deploy/crds/` (printed when the committed files are stale).
 pub const REGENERATE_COMMAND: &str = "cargo run -p weftctl -- crds --out deploy/crds";
@@ -50,6 +50,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Gateway::crd(),
         AuthorizationPolicy::crd(),
         PeerAuthentication::crd(),
+        RequestAuthentication::crd(),
     ]
     .into_iter()
     .map(istio_shape)

@@ -11,7 +11,7 @@ use super::gateway_api::{GATEWAY_API_GROUP, GATEWAY_API_VERSIONS, KubernetesGate
 use super::kubernetes::{EndpointSlice, Namespace, Pod, Service, trim_metadata};
 use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
-use super::security::{AuthorizationPolicy, PeerAuthentication};
+use super::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::refusal::Refusal;
 
 /// Every kind of object weft reads.
@@ -32,6 +32,7 @@ pub enum Kind {
     /// Istio's mesh config: the ConfigMap `istio` (key `mesh`); other ConfigMaps are not
     /// read.
     MeshConfig,
+    RequestAuthentication,
 }
 
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
@@ -43,7 +44,7 @@ pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -56,15 +57,17 @@ impl Kind {
         Kind::PeerAuthentication,
         Kind::KubernetesGateway,
         Kind::MeshConfig,
+        Kind::RequestAuthentication,
     ];
 
-    pub const ISTIO: [Kind; 6] = [
+    pub const ISTIO: [Kind; 7] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
         Kind::Gateway,
         Kind::AuthorizationPolicy,
         Kind::PeerAuthentication,
+        Kind::RequestAuthentication,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::KubernetesGateway => "Gateway",
             Kind::MeshConfig => "ConfigMap",
+            Kind::RequestAuthentication => "RequestAuthentication",
         }
     }
 
@@ -92,7 +96,9 @@ impl Kind {
             Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry | Kind::Gateway => {
                 NETWORKING_GROUP
             }
-            Kind::AuthorizationPolicy | Kind::PeerAuthentication => SECURITY_GROUP,
+            Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
+                SECURITY_GROUP
+            }
             Kind::KubernetesGateway => GATEWAY_API_GROUP,
         }
     }
@@ -122,6 +128,7 @@ impl Kind {
             Kind::PeerAuthentication => "peerauthentications",
             Kind::KubernetesGateway => "gateways",
             Kind::MeshConfig => "configmaps",
+            Kind::RequestAuthentication => "requestauthentications",
         }
     }
 
@@ -196,6 +203,7 @@ pub enum Object {
     PeerAuthentication(Arc<PeerAuthentication>),
     KubernetesGateway(Arc<KubernetesGateway>),
     MeshConfig(Arc<MeshConfigMap>),
+    RequestAuthentication(Arc<RequestAuthentication>),
 }
 
 macro_rules! each_object {
@@ -213,6 +221,7 @@ macro_rules! each_object {
             Object::PeerAuthentication($binding) => $body,
             Object::KubernetesGateway($binding) => $body,
             Object::MeshConfig($binding) => $body,
+            Object::RequestAuthentication($binding) => $body,
         }
     };
 }
@@ -232,6 +241,7 @@ impl Object {
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::KubernetesGateway(_) => Kind::KubernetesGateway,
             Object::MeshConfig(_) => Kind::MeshConfig,
+            Object::RequestAuthentication(_) => Kind::RequestAuthentication,
         }
     }
 
@@ -328,6 +338,9 @@ impl Object {
             Kind::PeerAuthentication => typed(value, &object_ref).map(Object::PeerAuthentication),
             Kind::KubernetesGateway => typed(value, &object_ref).map(Object::KubernetesGateway),
             Kind::MeshConfig => mesh_config(value, &object_ref).map(Object::MeshConfig),
+            Kind::RequestAuthentication => {
+                typed(value, &object_ref).map(Object::RequestAuthentication)
+            }
         }?;
         Ok(Some(parsed))
     }
@@ -370,7 +383,8 @@ has_metadata!(
     Gateway,
     AuthorizationPolicy,
     PeerAuthentication,
-    KubernetesGateway
+    KubernetesGateway,
+    RequestAuthentication
 );
 
 fn typed<T: DeserializeOwned + HasMetadata>(
@@ -468,7 +482,8 @@ from_typed!(
     ServiceEntry,
     Gateway,
     AuthorizationPolicy,
-    PeerAuthentication
+    PeerAuthentication,
+    RequestAuthentication
 );
 
 /// The labels of an object's metadata, empty when it has none.

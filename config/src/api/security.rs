@@ -1,4 +1,4 @@
-//! `security.istio.io`: AuthorizationPolicy and PeerAuthentication.
+//! `security.istio.io`: AuthorizationPolicy, PeerAuthentication and RequestAuthentication.
 use std::collections::BTreeMap;
 
 use kube::CustomResource;
@@ -208,5 +208,111 @@ pub enum MtlsMode {
     Unset,
     Disable,
     Permissive,
+    Strict,
+}
+
+// ---------------------------------------------------------------------------------------
+// RequestAuthentication
+
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "security.istio.io",
+    version = "v1",
+    kind = "RequestAuthentication",
+    namespaced,
+    derive = "PartialEq",
+    derive = "Default",
+    shortname = "ra",
+    category = "istio-io",
+    category = "security-istio-io",
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "Request authentication configuration for workloads."
+)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RequestAuthenticationSpec {
+    /// Sidecars' and gateways' selection; waypoints never use it (Istio's rule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<WorkloadSelector>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<PolicyTargetReference>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<PolicyTargetReference>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jwt_rules: Vec<JwtRule>,
+}
+
+impl RequestAuthenticationSpec {
+    /// `targetRefs`, or the legacy single `targetRef` (Istio's `GetTargetRefs`).
+    pub fn targets(&self) -> impl Iterator<Item = &PolicyTargetReference> {
+        self.target_refs.iter().chain(
+            self.target_ref
+                .iter()
+                .filter(|_| self.target_refs.is_empty()),
+        )
+    }
+}
+
+/// Istio's `JWTRule`: how a JWT of one issuer is found, verified and passed on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct JwtRule {
+    pub issuer: String,
+    /// Accepted `aud` values; any audience when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// An inline JSON Web Key Set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<String>,
+    /// Where the token is; with no location at all: `Authorization: Bearer`, then the
+    /// `access_token` query parameter.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_headers: Vec<JwtHeader>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_params: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_cookies: Vec<String>,
+    /// The verified payload, base64url-encoded, is written into this request header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_payload_to_header: Option<String>,
+    /// Keep the token for the upstream (it is removed by default).
+    pub forward_original_token: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+    /// How long a JWKS fetch may take (Istio's default: 5 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_mode: Option<JwtFailureMode>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct JwtHeader {
+    pub name: String,
+    /// Stripped before decoding (`"Bearer "`); a value without it carries no token.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ClaimToHeader {
+    pub header: String,
+    /// A claim name, nested claims joined by `.`.
+    pub claim: String,
+}
+
+/// Istio's `JWTRule.FailureMode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JwtFailureMode {
+    /// A missing token passes, an invalid one is refused.
+    #[default]
+    Permissive,
+    /// Nothing is refused: a token that fails verification is ignored.
+    Ignore,
+    /// A token must be present and valid.
     Strict,
 }

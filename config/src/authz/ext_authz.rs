@@ -213,8 +213,6 @@ fn external_targets(entry: &ServiceEntry, host: &str, port: u16) -> Option<Vec<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Change, Registry};
-    use crate::source::yaml::parse;
 
     fn mesh(yaml: &str) -> MeshConfig {
         serde_yaml::from_str(yaml).expect("mesh config")
@@ -273,8 +271,7 @@ extensionProviders:
 
     #[test]
     fn services_are_found_as_istio_finds_them() {
-        let registry = Registry::default();
-        let documents = parse(
+        let snapshot = crate::testing::snapshot_of(
             r#"
 apiVersion: v1
 kind: Service
@@ -290,12 +287,7 @@ spec:
   resolution: STATIC
   endpoints: [{address: 192.0.2.10, ports: {grpc: 19191}}]
 "#,
-            Arc::new(std::path::PathBuf::from("test.yaml")),
-        )
-        .expect("valid YAML");
-        assert!(documents.errors.is_empty(), "{:?}", documents.errors);
-        registry.apply(documents.candidates.into_iter().map(Change::Apply));
-        let snapshot = registry.snapshot();
+        );
         let settings = |service: &str, port| Settings::grpc("p", service, port);
         assert!(matches!(
             provider_service(

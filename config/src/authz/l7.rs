@@ -16,11 +16,11 @@
 //! - `serviceAccounts` (and `source.serviceAccount`): `<ns>/<sa>`, or `<sa>` in the
 //!   policy's namespace.
 //!
-//! Request authentication (JWT) is not implemented, so `requestPrincipals` and
-//! `request.auth.*` conditions can't be known. They fail closed: an ALLOW rule using them
-//! matches nothing, and in a DENY rule they are left out, so the rule denies whatever its
-//! other parts match. (Istio, with no RequestAuthentication in place, would treat them as
-//! absent instead; weft can't tell "absent" from "present but unverified".)
+//! - `requestPrincipals` and `request.auth.principal|audiences|presenter|claims[…]` read the
+//!   token the waypoint verified ([`L7Request::auth`], see `crate::authn`); without one
+//!   they are absent, as in Istio: `requestPrincipals: ["*"]` then does not match (an ALLOW
+//!   rule needing it denies, 403) and `notRequestPrincipals: ["*"]` does. Claims match
+//!   a string claim or any string of a list claim; nested claims are `[a][b]`.
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -29,6 +29,7 @@ use http::{HeaderMap, Method, header, request};
 use super::l4::Decision;
 use super::rules::{self, Custom, Http, Subject};
 use crate::api::security::AuthorizationPolicy;
+use crate::authn::Authenticated;
 
 /// What the waypoint knows of one HTTP request.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +54,8 @@ pub struct L7Request<'a> {
     pub headers: &'a HeaderMap,
     /// `connection.sni`, when the request arrived over TLS with SNI.
     pub sni: Option<&'a str>,
+    /// The verified JWT (request authentication), `None` when the request carried none.
+    pub auth: Option<&'a Authenticated>,
 }
 
 impl<'a> L7Request<'a> {
@@ -86,6 +89,7 @@ impl<'a> L7Request<'a> {
             host,
             headers: &parts.headers,
             sni: None,
+            auth: None,
         }
     }
 }
@@ -103,6 +107,7 @@ fn subject<'a>(request: &'a L7Request<'a>) -> Subject<'a> {
             host: request.host,
             headers: request.headers,
             sni: request.sni,
+            auth: request.auth,
         }),
     }
 }
@@ -142,6 +147,7 @@ mod tests {
         host: &'static str,
         headers: HeaderMap,
         port: u16,
+        auth: Option<Authenticated>,
     }
 
     impl Check {
@@ -153,7 +159,31 @@ mod tests {
                 host: "reviews.shop.svc.cluster.local",
                 headers: HeaderMap::new(),
                 port: 9080,
+                auth: None,
             }
+        }
+
+        /// A verified token with this payload.
+        fn token(mut self, payload: serde_json::Value) -> Self {
+            let serde_json::Value::Object(claims) = payload else {
+                panic!("a payload is an object");
+            };
+            let text = |name: &str| claims.get(name).and_then(|v| v.as_str());
+            let principal = text("iss")
+                .zip(text("sub"))
+                .map(|(iss, sub)| format!("{iss}/{sub}"));
+            let audiences = match claims.get("aud") {
+                Some(serde_json::Value::String(a)) => vec![a.clone()],
+                _ => Vec::new(),
+            };
+            self.auth = Some(Authenticated {
+                principal,
+                audiences,
+                presenter: text("azp").map(str::to_string),
+                claims,
+                payload_base64url: String::new(),
+            });
+            self
         }
 
         fn from(mut self, principal: Option<&'static str>) -> Self {
@@ -188,6 +218,7 @@ mod tests {
                 host: self.host,
                 headers: &self.headers,
                 sni: None,
+                auth: self.auth.as_ref(),
             };
             evaluate(policies, &request)
         }
@@ -411,6 +442,7 @@ spec:
                 host: c.host,
                 headers: &c.headers,
                 sni: None,
+                auth: None,
             };
             super::custom(&[&custom], &request)
         };
@@ -425,21 +457,56 @@ spec:
     }
 
     #[test]
-    fn jwt_attributes_fail_closed() {
+    fn request_principals_and_claims() {
         let allow_jwt = policy(
             r#"
 kind: AuthorizationPolicy
 metadata: {name: jwt, namespace: shop}
 spec:
   rules:
-  - from: [{source: {requestPrincipals: ["*"]}}]
-  - when: [{key: "request.auth.claims[groups]", values: ["admin"]}]
+  - from: [{source: {requestPrincipals: ["https://issuer.example/*"]}}]
+    when: [{key: "request.auth.claims[groups]", values: ["admin"]}]
+  - to: [{operation: {paths: ["/healthz"]}}]
 "#,
         );
-        assert!(!Check::get("/").allowed(&[&allow_jwt]));
+        assert!(!Check::get("/").allowed(&[&allow_jwt]), "no token");
+        assert!(Check::get("/healthz").allowed(&[&allow_jwt]));
+        let admin = serde_json::json!({
+            "iss": "https://issuer.example", "sub": "alice", "groups": ["dev", "admin"]
+        });
+        assert!(Check::get("/").token(admin.clone()).allowed(&[&allow_jwt]));
+        let dev = serde_json::json!({
+            "iss": "https://issuer.example", "sub": "bob", "groups": "dev"
+        });
+        assert!(!Check::get("/").token(dev).allowed(&[&allow_jwt]));
+        let elsewhere = serde_json::json!({
+            "iss": "https://other.example", "sub": "alice", "groups": ["admin"]
+        });
+        assert!(!Check::get("/").token(elsewhere).allowed(&[&allow_jwt]));
 
-        // Istio's "require a JWT on /admin": the request principal is left out, the path
-        // still decides.
+        let attributes = policy(
+            r#"
+kind: AuthorizationPolicy
+metadata: {name: attrs, namespace: shop}
+spec:
+  rules:
+  - when:
+    - {key: request.auth.principal, values: ["*/alice"]}
+    - {key: request.auth.audiences, values: ["shop"]}
+    - {key: request.auth.presenter, values: ["web*"]}
+    - {key: "request.auth.claims[org][team]", values: ["core"]}
+"#,
+        );
+        let full = serde_json::json!({
+            "iss": "i", "sub": "alice", "aud": "shop", "azp": "webapp", "org": {"team": "core"}
+        });
+        assert!(Check::get("/").token(full).allowed(&[&attributes]));
+        let other_team = serde_json::json!({
+            "iss": "i", "sub": "alice", "aud": "shop", "azp": "webapp", "org": {"team": "x"}
+        });
+        assert!(!Check::get("/").token(other_team).allowed(&[&attributes]));
+
+        // Istio's "require a JWT on /admin".
         let deny_without_jwt = policy(
             r#"
 kind: AuthorizationPolicy
@@ -453,6 +520,11 @@ spec:
         );
         assert!(!Check::get("/admin").allowed(&[&deny_without_jwt]));
         assert!(Check::get("/public").allowed(&[&deny_without_jwt]));
+        assert!(
+            Check::get("/admin")
+                .token(admin)
+                .allowed(&[&deny_without_jwt])
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! here — does not fail open: in an ALLOW policy the whole rule is dropped (it matches
 //! nothing), in a DENY or AUDIT policy only that value is dropped (the rule matches more;
 //! a field left without values constrains nothing). [`Test::Unknown`] carries that case.
+//!
+//! Request principals and `request.auth.*` come from the waypoint's request authentication
+//! ([`Http::auth`]): known at L7 (absent without a verified token), unknown at L4.
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -12,6 +15,7 @@ use http::HeaderMap;
 
 use super::l4::Decision;
 use crate::api::security::{Action, AuthorizationPolicy, Condition, Operation, Rule, Source};
+use crate::authn::{self, Authenticated};
 use crate::validate::cidr;
 
 /// The attributes of a request, as far as the evaluating proxy knows them.
@@ -34,6 +38,8 @@ pub(crate) struct Http<'a> {
     pub host: &'a str,
     pub headers: &'a HeaderMap,
     pub sni: Option<&'a str>,
+    /// The request's verified JWT, `None` when it carried none.
+    pub auth: Option<&'a Authenticated>,
 }
 
 impl Subject<'_> {
@@ -370,8 +376,11 @@ fn source_matches(
             &source.request_principals,
             &source.not_request_principals,
             strict,
-            // No JWT validation here: request principals can't be known.
-            |_| Test::Unknown,
+            // Known where HTTP is (the waypoint authenticates requests), not at L4.
+            |p| match &subject.http {
+                Some(http) => optional(p, http.auth.and_then(|a| a.principal.as_deref())),
+                None => Test::Unknown,
+            },
         )?,
     )
 }
@@ -418,11 +427,35 @@ fn condition_matches(
             _ if http.is_none() => Test::Unknown,
             "source.serviceAccount" => service_account_matches(value, subject, namespace),
             "connection.sni" => optional(value, http.and_then(|h| h.sni)),
+            "request.auth.principal" => {
+                optional(value, http.and_then(|h| h.auth?.principal.as_deref()))
+            }
+            "request.auth.presenter" => {
+                optional(value, http.and_then(|h| h.auth?.presenter.as_deref()))
+            }
+            "request.auth.audiences" => http
+                .and_then(|h| h.auth)
+                .is_some_and(|a| a.audiences.iter().any(|aud| string_matches(value, aud)))
+                .into(),
+            _ if key.starts_with("request.auth.claims") => {
+                match (authn::condition_claim_path(key), http) {
+                    // A string claim, or any string of a list claim.
+                    (Some(path), Some(http)) => http
+                        .auth
+                        .is_some_and(|a| {
+                            a.claim_strings(&path)
+                                .into_iter()
+                                .any(|claim| string_matches(value, claim))
+                        })
+                        .into(),
+                    _ => Test::Unknown,
+                }
+            }
             _ => match (header_name(key), http) {
                 (Some(name), Some(http)) => {
                     header_matches(value, header_value(http, name).as_deref(), false).into()
                 }
-                // request.auth.* (no JWT here), experimental.*, unknown keys.
+                // experimental.*, unknown keys.
                 _ => Test::Unknown,
             },
         }

@@ -40,11 +40,6 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
-    use super::*;
-    use crate::registry::{Change, Registry};
-    use crate::source::yaml;
 
     #[test]
     fn listings_cover_every_namespace_and_wildcard_hosts() {
@@ -70,12 +65,7 @@ spec:
   hosts: ["*.example.com", web.shop.svc.cluster.local]
   http: [{route: [{destination: {host: web.shop.svc.cluster.local}}]}]
 "#;
-        let registry = Registry::default();
-        let documents =
-            yaml::parse(text, Arc::new(PathBuf::from("t.yaml"))).expect("test YAML parses");
-        let report = registry.apply(documents.candidates.into_iter().map(Change::Apply));
-        assert!(report.refused.is_empty(), "{:?}", report.refused);
-        let snapshot = registry.snapshot();
+        let snapshot = crate::testing::snapshot_of(text);
         let names = |meta: Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
             meta.iter()
                 .map(|m| m.name.clone().unwrap_or_default())

@@ -91,11 +91,7 @@ impl Registry {
     pub fn apply(&self, changes: impl IntoIterator<Item = Change>) -> ApplyReport {
         // A panic while holding the lock leaves state that was only ever replaced whole
         // per index, so the last published snapshot stays consistent; carry on.
-        let mut state = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = weft_core::sync::lock(&self.inner.writer);
         let report = state.apply(changes);
         self.inner
             .refused_total

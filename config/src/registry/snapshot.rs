@@ -10,7 +10,9 @@ use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
 use crate::api::mesh::MeshConfig;
 use crate::api::networking::ServiceEntry;
-use crate::api::security::{AuthorizationPolicy, MtlsMode, PeerAuthentication};
+use crate::api::security::{
+    AuthorizationPolicy, MtlsMode, PeerAuthentication, RequestAuthentication,
+};
 use crate::refusal::{Refusal, Warning};
 use crate::translate::MeshSettings;
 use crate::translate::policy;
@@ -51,6 +53,7 @@ pub struct Snapshot {
     pub(super) waypoints: Arc<BTreeMap<(String, String), Arc<Waypoint>>>,
     pub(super) authorization_policies: Arc<HashMap<String, Vec<Arc<AuthorizationPolicy>>>>,
     pub(super) peer_authentications: Arc<HashMap<String, Vec<Arc<PeerAuthentication>>>>,
+    pub(super) request_authentications: Arc<HashMap<String, Vec<Arc<RequestAuthentication>>>>,
     pub(super) refusals: Arc<BTreeMap<ObjectRef, Vec<Refusal>>>,
     pub(super) warnings: Arc<BTreeMap<ObjectRef, Vec<Warning>>>,
 }
@@ -234,6 +237,14 @@ impl Snapshot {
         identities
     }
 
+    /// Whether `identity` (a SPIFFE id) is that of a pod serving a declared waypoint: a
+    /// proxy of the mesh, whose `Forwarded` header (the client it carried traffic for) is
+    /// believed. Any other peer's `Forwarded` is only its own claim.
+    pub fn is_waypoint_identity(&self, identity: &str) -> bool {
+        self.waypoints()
+            .any(|w| self.waypoint_identities(w).contains(&identity))
+    }
+
     // --- policies
 
     /// The AuthorizationPolicies of a namespace, oldest first.
@@ -259,6 +270,14 @@ impl Snapshot {
 
     pub fn peer_authentications(&self, namespace: &str) -> &[Arc<PeerAuthentication>] {
         self.peer_authentications
+            .get(namespace)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The RequestAuthentications of a namespace, oldest first.
+    pub fn request_authentications(&self, namespace: &str) -> &[Arc<RequestAuthentication>] {
+        self.request_authentications
             .get(namespace)
             .map(Vec::as_slice)
             .unwrap_or_default()

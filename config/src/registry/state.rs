@@ -15,7 +15,7 @@ use crate::api::gateway_api::KubernetesGateway;
 use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Service};
 use crate::api::mesh::MeshConfigMap;
 use crate::api::networking::{DestinationRule, ServiceEntry, VirtualService};
-use crate::api::security::{AuthorizationPolicy, PeerAuthentication};
+use crate::api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::api::{Kind, Object, ObjectRef, labels};
 use crate::refusal::Refusal;
 use crate::translate::{self, MeshSettings, policy, routes};
@@ -75,6 +75,7 @@ pub(super) struct State {
     authorization_policies: BTreeMap<Key, Arc<AuthorizationPolicy>>,
     peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
     mesh_configs: BTreeMap<Key, Arc<MeshConfigMap>>,
+    request_authentications: BTreeMap<Key, Arc<RequestAuthentication>>,
     refusals: BTreeMap<ObjectRef, Vec<Refusal>>,
 }
 
@@ -235,6 +236,11 @@ impl State {
                 .cloned()
                 .map(Object::KubernetesGateway),
             Kind::MeshConfig => self.mesh_configs.get(&k).cloned().map(Object::MeshConfig),
+            Kind::RequestAuthentication => self
+                .request_authentications
+                .get(&k)
+                .cloned()
+                .map(Object::RequestAuthentication),
         }
     }
 
@@ -261,6 +267,7 @@ impl State {
             Kind::PeerAuthentication => refs(kind, &self.peer_authentications),
             Kind::KubernetesGateway => refs(kind, &self.kubernetes_gateways),
             Kind::MeshConfig => refs(kind, &self.mesh_configs),
+            Kind::RequestAuthentication => refs(kind, &self.request_authentications),
         }
     }
 
@@ -324,6 +331,10 @@ impl State {
                 self.mesh_configs.insert(k, o);
                 dirty.kinds.insert(r.kind);
             }
+            Object::RequestAuthentication(o) => {
+                self.request_authentications.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
         }
     }
 
@@ -380,6 +391,7 @@ impl State {
             Kind::PeerAuthentication => self.peer_authentications.remove(&k).is_some(),
             Kind::KubernetesGateway => self.kubernetes_gateways.remove(&k).is_some(),
             Kind::MeshConfig => self.mesh_configs.remove(&k).is_some(),
+            Kind::RequestAuthentication => self.request_authentications.remove(&k).is_some(),
         };
         if removed && (r.kind.is_custom() || r.kind == Kind::MeshConfig) {
             dirty.kinds.insert(r.kind);
@@ -441,6 +453,12 @@ impl State {
                 |p| &p.metadata,
             ));
         }
+        if kinds.contains(&Kind::RequestAuthentication) {
+            self.snapshot.request_authentications = Arc::new(policy::by_namespace(
+                self.request_authentications.values().cloned(),
+                |p| &p.metadata,
+            ));
+        }
         if kinds.contains(&Kind::MeshConfig) {
             // Istio's: the `istio` ConfigMap of its own namespace; defaults without one.
             let root = (
@@ -459,6 +477,7 @@ impl State {
             || kinds.contains(&Kind::DestinationRule)
             || kinds.contains(&Kind::MeshConfig)
             || kinds.contains(&Kind::AuthorizationPolicy)
+            || kinds.contains(&Kind::RequestAuthentication)
         {
             self.derive_warnings();
         }
@@ -630,7 +649,13 @@ impl State {
                     .cloned()
                     .map(Object::DestinationRule),
             )
-            .chain(self.mesh_configs.values().cloned().map(Object::MeshConfig));
+            .chain(self.mesh_configs.values().cloned().map(Object::MeshConfig))
+            .chain(
+                self.request_authentications
+                    .values()
+                    .cloned()
+                    .map(Object::RequestAuthentication),
+            );
         for object in objects {
             let found = validate::warnings(&object, &is_known, &snapshot.settings);
             if !found.is_empty() {

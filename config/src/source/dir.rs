@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{debug, warn};
 
+use super::feed::{Feed, Source, SourceError, error_chain};
 use super::yaml::{self, Documents};
-use super::{Feed, Source, SourceError, error_chain};
 use crate::api::{Kind, ObjectRef};
 use crate::registry::{Candidate, Change};
 

@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Feed, Source, SourceError, error_chain};
+use super::feed::{Feed, Source, SourceError, error_chain};
 use crate::api::kubernetes::{ConfigMap, EndpointSlice, Namespace, Pod, Service};
 use crate::api::{Kind, Object, ObjectRef};
 use crate::refusal::Refusal;
@@ -150,10 +150,7 @@ struct Tracker {
 impl Tracker {
     async fn synced(&self, kind: Kind, feed: &Feed) -> Result<(), SourceError> {
         let all_done = {
-            let mut pending = self
-                .pending
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut pending = weft_core::sync::lock(&self.pending);
             pending.remove(&kind) && pending.is_empty()
         };
         if all_done {

@@ -33,6 +33,7 @@ pub fn validate(object: &Object) -> Vec<Refusal> {
         Object::PeerAuthentication(pa) => security::peer_authentication(&pa.spec),
         Object::KubernetesGateway(gw) => gateway_api::gateway(gw),
         Object::MeshConfig(config) => mesh::mesh_config(&config.mesh),
+        Object::RequestAuthentication(ra) => security::request_authentication(&ra.spec),
     };
     let object_ref = object.object_ref();
     issues
@@ -93,7 +94,8 @@ impl KnownHosts {
 
 /// Accepted but doubtful, or accepted and not acted on: route destinations and
 /// DestinationRule hosts that name no Service or ServiceEntry host (`is_known` answers for
-/// fully qualified hosts); mesh config fields weft does not act on.
+/// fully qualified hosts); mesh config fields weft does not act on; RequestAuthentications
+/// no waypoint applies.
 pub fn warnings(
     object: &Object,
     is_known: &dyn Fn(&str) -> bool,
@@ -117,6 +119,7 @@ pub fn warnings(
         Object::MeshConfig(config) => {
             mesh::warnings(&object_ref, &config.mesh, settings, &|host| is_known(host))
         }
+        Object::RequestAuthentication(ra) => security::request_authentication_warnings(&ra.spec),
         _ => Vec::new(),
     };
     issues

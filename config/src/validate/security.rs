@@ -1,7 +1,24 @@
-//! Istio's security rules: AuthorizationPolicy and PeerAuthentication.
+//! Istio's security rules: AuthorizationPolicy, PeerAuthentication and
+//! RequestAuthentication.
+//!
+//! RequestAuthentication is refused as istiod refuses it (no issuer, an empty audience or
+//! location, a `jwksUri` that is not an http(s) URL, an inline `jwks` that does not parse,
+//! an output header that is not a header name or is named twice, a bad `timeout`, both
+//! `selector` and `targetRef(s)`), and where weft could not verify the tokens it promises
+//! to: with neither `jwks` nor `jwksUri` (OpenID discovery from the issuer is not
+//! implemented) or with both. It is warned about where it has no effect in ambient mode:
+//! without `targetRefs` (waypoints never use selectors or namespace-wide policies, and
+//! weft has no sidecars), or with a target kind weft's waypoint does not attach to (it
+//! attaches to its Gateway, Services, and the GatewayClass; not to ServiceEntries).
+use std::collections::HashSet;
+
 use super::cidr;
 use super::paths::{FieldPath, Issues};
-use crate::api::security::{Action, AuthorizationPolicySpec, PeerAuthenticationSpec};
+use crate::api::security::{
+    Action, AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
+};
+use crate::authn;
+use crate::duration;
 use crate::refusal::FieldIssue;
 
 /// The attribute keys Istio accepts in `when` (exact keys, and prefixes ending in `[` or
@@ -141,6 +158,15 @@ pub(super) fn authorization_policy(spec: &AuthorizationPolicySpec) -> Vec<FieldI
                     &wa.field("key"),
                     format!("{key:?} is not an attribute Istio knows"),
                 );
+            } else if key.starts_with("request.auth.claims[")
+                && authn::condition_claim_path(key).is_none()
+            {
+                issues.add(
+                    &wa.field("key"),
+                    format!(
+                        "{key:?}: claims are written request.auth.claims[name] (nested: [a][b])"
+                    ),
+                );
             }
             if condition.values.is_empty() && condition.not_values.is_empty() {
                 issues.add(&wa, "one of values or notValues is required");
@@ -200,10 +226,283 @@ pub(super) fn peer_authentication(spec: &PeerAuthenticationSpec) -> Vec<FieldIss
     issues.into_vec()
 }
 
+pub(super) fn request_authentication(spec: &RequestAuthenticationSpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = FieldPath::spec();
+    let targets = spec.target_ref.is_some() || !spec.target_refs.is_empty();
+    if spec.selector.is_some() && targets {
+        issues.add(
+            &root.field("selector"),
+            "only one of selector or targetRefs may be set",
+        );
+    }
+    if spec.target_ref.is_some() && !spec.target_refs.is_empty() {
+        issues.add(
+            &root.field("targetRef"),
+            "only one of targetRef or targetRefs may be set",
+        );
+    }
+    for (t, target) in spec.target_refs.iter().enumerate() {
+        if target.name.is_empty() {
+            issues.add(&root.field("targetRefs").index(t).field("name"), "required");
+        }
+    }
+    if let Some(target) = &spec.target_ref
+        && target.name.is_empty()
+    {
+        issues.add(&root.field("targetRef").field("name"), "required");
+    }
+    let mut issuers = HashSet::new();
+    for (r, rule) in spec.jwt_rules.iter().enumerate() {
+        let at = root.field("jwtRules").index(r);
+        if rule.issuer.is_empty() {
+            issues.add(&at.field("issuer"), "required");
+        } else if !issuers.insert(rule.issuer.as_str()) {
+            issues.add(
+                &at.field("issuer"),
+                format!("{:?} has another rule in this policy", rule.issuer),
+            );
+        }
+        for (i, audience) in rule.audiences.iter().enumerate() {
+            if audience.is_empty() {
+                issues.add(&at.field("audiences").index(i), "must not be empty");
+            }
+        }
+        let uri = rule.jwks_uri.as_deref().filter(|u| !u.is_empty());
+        let inline = rule.jwks.as_deref().filter(|j| !j.is_empty());
+        match (uri, inline) {
+            (Some(_), Some(_)) => issues.add(
+                &at,
+                "set only one of jwks and jwksUri: weft would not know which keys to trust",
+            ),
+            (None, None) => issues.add(
+                &at,
+                "set jwksUri or jwks: weft does not discover keys from the issuer (OpenID discovery)",
+            ),
+            _ => {}
+        }
+        if let Some(uri) = uri
+            && let Err(reason) = http_url(uri)
+        {
+            issues.add(&at.field("jwksUri"), reason);
+        }
+        if let Some(jwks) = inline
+            && let Err(e) = authn::jwks::parse(jwks)
+        {
+            issues.add(&at.field("jwks"), e.to_string());
+        }
+        for (h, location) in rule.from_headers.iter().enumerate() {
+            if http::HeaderName::from_bytes(location.name.as_bytes()).is_err() {
+                issues.add(
+                    &at.field("fromHeaders").index(h).field("name"),
+                    format!("{:?} is not an HTTP header name", location.name),
+                );
+            }
+        }
+        for (name, list) in [
+            ("fromParams", &rule.from_params),
+            ("fromCookies", &rule.from_cookies),
+        ] {
+            non_empty_values(list, &at.field(name), &mut issues);
+        }
+        let mut outputs = HashSet::new();
+        if let Some(header) = &rule.output_payload_to_header {
+            output_header(
+                header,
+                &at.field("outputPayloadToHeader"),
+                &mut outputs,
+                &mut issues,
+            );
+        }
+        for (c, output) in rule.output_claim_to_headers.iter().enumerate() {
+            let ca = at.field("outputClaimToHeaders").index(c);
+            output_header(
+                &output.header,
+                &ca.field("header"),
+                &mut outputs,
+                &mut issues,
+            );
+            if output.claim.is_empty() || output.claim.split('.').any(str::is_empty) {
+                issues.add(&ca.field("claim"), "a claim name (nested: a.b) is required");
+            }
+        }
+        if let Some(timeout) = &rule.timeout
+            && let Err(e) = duration::parse(timeout)
+        {
+            issues.add(&at.field("timeout"), e.to_string());
+        }
+    }
+    issues.into_vec()
+}
+
+/// Headers the waypoint writes: valid, lowercase-insensitive unique, and not ones that
+/// would change how the request is framed or routed.
+fn output_header(name: &str, at: &FieldPath, seen: &mut HashSet<String>, issues: &mut Issues) {
+    if name.is_empty() || http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        issues.add(at, format!("{name:?} is not an HTTP header name"));
+        return;
+    }
+    let lower = name.to_ascii_lowercase();
+    if matches!(
+        lower.as_str(),
+        "host" | "content-length" | "transfer-encoding" | "connection" | "te" | "upgrade"
+    ) {
+        issues.add(at, format!("{name:?} cannot be overwritten"));
+    }
+    if !seen.insert(lower) {
+        issues.add(
+            at,
+            format!("{name:?} is written by another output of this rule"),
+        );
+    }
+}
+
+/// `jwksUri`: an absolute http or https URL with a host.
+fn http_url(uri: &str) -> Result<(), String> {
+    let parsed: http::Uri = uri
+        .parse()
+        .map_err(|e| format!("{uri:?} is not a URL: {e}"))?;
+    match parsed.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{uri:?} must be an http:// or https:// URL")),
+    }
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err(format!("{uri:?} has no host"));
+    }
+    Ok(())
+}
+
+/// Where a RequestAuthentication has no effect on a waypoint.
+pub(super) fn request_authentication_warnings(spec: &RequestAuthenticationSpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = FieldPath::spec();
+    if spec.target_ref.is_none() && spec.target_refs.is_empty() {
+        issues.add(
+            &root,
+            "no effect: waypoints apply only RequestAuthentications with targetRefs (their Gateway, a Service bound to one, or GatewayClass istio-waypoint from the root namespace); selectors and namespace-wide policies are for sidecars, which weft does not have",
+        );
+    }
+    let (field, refs): (&str, Vec<_>) = if spec.target_refs.is_empty() {
+        ("targetRef", spec.target_ref.iter().collect())
+    } else {
+        ("targetRefs", spec.target_refs.iter().collect())
+    };
+    for (t, target) in refs.into_iter().enumerate() {
+        let known = matches!(
+            (target.group.as_str(), target.kind.as_str()),
+            ("gateway.networking.k8s.io", "Gateway" | "GatewayClass") | ("" | "core", "Service")
+        );
+        if !known {
+            let at = if field == "targetRef" {
+                root.field(field)
+            } else {
+                root.field(field).index(t)
+            };
+            issues.add(
+                &at,
+                format!(
+                    "no effect: a waypoint does not attach policies to {}/{}",
+                    target.group, target.kind
+                ),
+            );
+        }
+    }
+    issues.into_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::security::{Condition, Operation, Rule, RuleFrom, RuleTo, Source};
+
+    fn request_authentication_fields(yaml: &str) -> Vec<String> {
+        let spec: RequestAuthenticationSpec = serde_yaml::from_str(yaml).expect("spec");
+        request_authentication(&spec)
+            .into_iter()
+            .map(|i| i.field)
+            .collect()
+    }
+
+    #[test]
+    fn request_authentication_is_checked_with_paths() {
+        assert!(
+            request_authentication_fields(
+                r#"
+targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}]
+jwtRules:
+- issuer: https://issuer.example
+  jwksUri: https://issuer.example/jwks.json
+  audiences: [shop]
+  fromHeaders: [{name: x-jwt, prefix: "Bearer "}]
+  outputPayloadToHeader: x-jwt-payload
+  outputClaimToHeaders: [{header: x-group, claim: org.group}]
+  timeout: 2s
+- issuer: other
+  jwks: '{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}'
+"#
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            request_authentication_fields(
+                r#"
+selector: {matchLabels: {app: a}}
+targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: w}
+jwtRules:
+- issuer: ""
+  jwksUri: ftp://issuer.example/jwks
+  audiences: [""]
+- issuer: b
+  jwks: '{"keys": 1}'
+  fromHeaders: [{name: "bad header"}]
+  fromParams: [""]
+  outputPayloadToHeader: "x y"
+  outputClaimToHeaders: [{header: x-a, claim: ""}, {header: X-A, claim: b}]
+  timeout: soon
+- issuer: c
+- issuer: d
+  jwksUri: http://keys
+  jwks: '{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}'
+- issuer: d
+  jwks: '{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}'
+"#
+            ),
+            [
+                "spec.selector",
+                "spec.jwtRules[0].issuer",
+                "spec.jwtRules[0].audiences[0]",
+                "spec.jwtRules[0].jwksUri",
+                "spec.jwtRules[1].jwks",
+                "spec.jwtRules[1].fromHeaders[0].name",
+                "spec.jwtRules[1].fromParams[0]",
+                "spec.jwtRules[1].outputPayloadToHeader",
+                "spec.jwtRules[1].outputClaimToHeaders[0].claim",
+                "spec.jwtRules[1].outputClaimToHeaders[1].header",
+                "spec.jwtRules[1].timeout",
+                "spec.jwtRules[2]",
+                "spec.jwtRules[3]",
+                "spec.jwtRules[4].issuer",
+            ]
+        );
+    }
+
+    #[test]
+    fn request_authentication_without_targets_is_warned_about() {
+        let spec: RequestAuthenticationSpec = serde_yaml::from_str(
+            "jwtRules: [{issuer: a, jwks: '{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}'}]",
+        )
+        .expect("spec");
+        assert_eq!(request_authentication_warnings(&spec)[0].field, "spec");
+        let spec: RequestAuthenticationSpec = serde_yaml::from_str(
+            "targetRefs: [{kind: Service, group: '', name: a}, {kind: Deployment, group: apps, name: b}]",
+        )
+        .expect("spec");
+        let warned: Vec<_> = request_authentication_warnings(&spec)
+            .into_iter()
+            .map(|i| i.field)
+            .collect();
+        assert_eq!(warned, ["spec.targetRefs[1]"]);
+    }
 
     #[test]
     fn cidrs_ports_and_keys_are_checked_with_paths() {

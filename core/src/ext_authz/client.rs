@@ -20,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
+use crate::sync::lock;
+
 use super::attributes::{HttpAttributes, PeerInfo, http_check_request, network_check_request};
 use super::http_service;
 use super::proto::AuthorizationClient;
@@ -222,7 +224,7 @@ struct HttpPool {
 
 impl HttpPool {
     fn take_idle(&self) -> Option<http1::SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = lock(&self.idle);
         while let Some(sender) = idle.pop() {
             if sender.is_ready() {
                 return Some(sender);
@@ -278,10 +280,7 @@ impl HttpPool {
             .map_err(|e| format!("reading the answer: {e}"))?
             .to_bytes();
         if !sender.is_closed() {
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(sender);
+            lock(&self.idle).push(sender);
         }
         Ok((parts.status, parts.headers, body))
     }
@@ -316,7 +315,7 @@ impl<K: Hash + Eq> Clients<K> {
         settings: &Settings,
         connector: impl FnOnce() -> Arc<dyn Connect>,
     ) -> Result<Arc<Client>, ClientError> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = lock(&self.entries);
         if let Some(client) = entries.get(&key)
             && client.settings == *settings
         {

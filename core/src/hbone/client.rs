@@ -33,6 +33,7 @@ use crate::identity::{
     CertificateInfo, CertificateSerial, Identity, IdentityManager, PeerCertificate, TrustBundle,
     WorkloadCertificate,
 };
+use crate::sync::lock;
 
 /// One stream to open.
 #[derive(Debug, Clone)]
@@ -174,11 +175,6 @@ impl Drop for StreamSlot {
             *lock(&self.conn.idle_since) = Some(Instant::now());
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // No code panics while holding these locks; a poisoned one still holds consistent data.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Default)]

@@ -59,6 +59,22 @@ pub struct InboundRequest {
     pub server_identity: Identity,
 }
 
+impl InboundRequest {
+    /// The client's address as the receiver should believe it: the tunnel's TCP source
+    /// (agents dial from inside the source pod, so it is the client pod's own address),
+    /// unless the peer is a proxy of the mesh (a waypoint), which carries other clients'
+    /// traffic and names the client in `Forwarded`. Any other peer's `Forwarded` is only
+    /// its own claim: believing it would let a client pass `ipBlocks` with any address.
+    /// `peer_is_proxy` is asked only when the claim differs from the TCP source.
+    pub fn client_address(&self, peer_is_proxy: impl FnOnce() -> bool) -> IpAddr {
+        let tcp_peer = self.remote_addr.ip();
+        match self.source {
+            Some(claimed) if claimed != tcp_peer && peer_is_proxy() => claimed,
+            _ => tcp_peer,
+        }
+    }
+}
+
 /// Bytes both ways: the connection to the application, or anything else to splice with.
 pub trait UpstreamIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> UpstreamIo for T {}
@@ -347,11 +363,7 @@ impl HboneServer {
     }
 
     fn tls_config(&self, identity: &Identity) -> Result<Arc<rustls::ServerConfig>, HboneError> {
-        let mut configs = self
-            .inner
-            .tls
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut configs = crate::sync::lock(&self.inner.tls);
         if let Some(config) = configs.get(identity) {
             return Ok(Arc::clone(config));
         }
@@ -448,5 +460,43 @@ async fn splice(on_upgrade: OnUpgrade, mut upstream: Upstream, buffer: usize) {
     {
         Ok((sent, received)) => tracing::debug!(sent, received, "stream done"),
         Err(error) => tracing::debug!(%error, "stream ended with an error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::x509::CertificateSerial;
+
+    fn request(forwarded: Option<&str>) -> InboundRequest {
+        let identity = Identity::new("cluster.local", "shop", "sleep").expect("identity");
+        InboundRequest {
+            peer: PeerCertificate {
+                identity: identity.clone(),
+                serial: CertificateSerial::from_bytes(&[1]),
+                not_after: std::time::SystemTime::UNIX_EPOCH,
+            },
+            source: forwarded.map(|ip| ip.parse().expect("ip")),
+            destination: "10.244.2.10:8080".parse().expect("addr"),
+            headers: HeaderMap::new(),
+            remote_addr: "10.244.1.10:40000".parse().expect("addr"),
+            local_addr: "10.244.2.10:15008".parse().expect("addr"),
+            server_identity: identity,
+        }
+    }
+
+    #[test]
+    fn forwarded_is_believed_from_a_proxy_only() {
+        let peer: IpAddr = "10.244.1.10".parse().expect("ip");
+        let claimed: IpAddr = "10.244.9.9".parse().expect("ip");
+        let forged = request(Some("10.244.9.9"));
+        assert_eq!(forged.client_address(|| false), peer, "a client's claim");
+        assert_eq!(forged.client_address(|| true), claimed, "a waypoint's");
+        assert_eq!(request(None).client_address(|| true), peer);
+        let honest = request(Some("10.244.1.10"));
+        assert_eq!(
+            honest.client_address(|| panic!("no lookup when the claim is the peer")),
+            peer
+        );
     }
 }

@@ -10,8 +10,8 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA25
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::SigningKey;
 
+use super::crypto::crypto_provider;
 use super::spiffe::Identity;
-use super::tls::crypto_provider;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KeyError {

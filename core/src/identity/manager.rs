@@ -95,7 +95,7 @@ impl Drop for Inner {
         let entries = self
             .entries
             .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (_, entry) in entries.drain() {
             entry.task.abort();
         }
@@ -130,10 +130,7 @@ impl IdentityManager {
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Entry>> {
         // Nothing panics while holding the lock, so the map is consistent even if poisoned.
-        self.inner
-            .entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner.entries)
     }
 
     /// A certificate for the identity, requesting one first if it is not managed yet (then

@@ -5,6 +5,7 @@
 //! of a CA, or the in-process CA) and asks it for certificates by [`Identity`]; the TLS
 //! configurations in [`tls`] read the manager at every handshake.
 pub mod certificate;
+pub mod crypto;
 pub mod issuer;
 pub mod keys;
 pub mod manager;
@@ -15,11 +16,12 @@ pub mod trust;
 pub mod x509;
 
 pub use certificate::{CertificateError, WorkloadCertificate};
+pub use crypto::crypto_provider;
 pub use issuer::{BoxFuture, CertificateIssuer, CertificateRequest, IssueError};
 pub use keys::{KeyError, WorkloadKey};
 pub use manager::{IdentityError, IdentityManager, ManagerConfig};
 pub use rotation::RotationPolicy;
 pub use spiffe::{DEFAULT_TRUST_DOMAIN, Identity, IdentityParseError};
-pub use tls::{IdentityMismatch, PeerCertificate, crypto_provider};
+pub use tls::{IdentityMismatch, PeerCertificate};
 pub use trust::{TrustBundle, TrustBundleError};
 pub use x509::{CertificateInfo, CertificateParseError, CertificateSerial};

@@ -75,7 +75,7 @@ impl RotationPolicy {
 /// same one keys come from, so no other source of randomness is needed).
 pub(crate) fn random_unit() -> f64 {
     let mut bytes = [0u8; 8];
-    if super::tls::crypto_provider()
+    if super::crypto::crypto_provider()
         .secure_random
         .fill(&mut bytes)
         .is_err()

@@ -3,7 +3,7 @@
 //! handshake time (so a rotated certificate is used by the next handshake, and sessions
 //! already open keep the one they started with).
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -19,17 +19,11 @@ use rustls::{
 };
 
 use super::certificate::WorkloadCertificate;
+use super::crypto::crypto_provider;
 use super::manager::IdentityManager;
 use super::spiffe::Identity;
 use super::trust::TrustBundle;
 use super::x509::{CertificateInfo, CertificateParseError, CertificateSerial};
-
-/// The one crypto provider weft uses (ring), passed explicitly to every configuration so
-/// that whatever process-wide default another crate installs makes no difference.
-pub fn crypto_provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
@@ -253,10 +247,7 @@ impl ManagedCertResolver {
 
     /// The certificate handed to the last handshake that asked.
     pub fn presented(&self) -> Option<Arc<WorkloadCertificate>> {
-        self.presented
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        crate::sync::lock(&self.presented).clone()
     }
 
     fn resolve_now(&self) -> Option<Arc<CertifiedKey>> {
@@ -265,10 +256,7 @@ impl ManagedCertResolver {
             tracing::warn!(identity = %self.identity, "no certificate to present in the handshake");
         }
         let key = cert.as_ref().map(|c| c.certified_key());
-        *self
-            .presented
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = cert;
+        *crate::sync::lock(&self.presented) = cert;
         key
     }
 }

@@ -2,19 +2,22 @@
 //! it opens, and a stream wrapper that feeds them as bytes pass.
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{ConnectionLabels, Metrics, ResponseFlags};
+use prometheus_client::metrics::family::Family;
+
+use super::labels::{ConnectionLabels, ResponseFlags};
 
 /// One open connection. Bytes go straight to its series' counters; dropping it counts the
 /// connection closed (with the response flags set by then).
 #[derive(Debug)]
 pub struct TcpConnectionRecorder {
-    metrics: Arc<Metrics>,
+    /// `istio_tcp_connections_closed_total`, counted on drop with the labels as they are
+    /// then.
+    closed: Family<ConnectionLabels, Counter>,
     labels: ConnectionLabels,
     sent: Counter,
     received: Counter,
@@ -22,13 +25,13 @@ pub struct TcpConnectionRecorder {
 
 impl TcpConnectionRecorder {
     pub(super) fn new(
-        metrics: Arc<Metrics>,
+        closed: Family<ConnectionLabels, Counter>,
         labels: ConnectionLabels,
         sent: Counter,
         received: Counter,
     ) -> Self {
         Self {
-            metrics,
+            closed,
             labels,
             sent,
             received,
@@ -58,7 +61,7 @@ impl TcpConnectionRecorder {
 
 impl Drop for TcpConnectionRecorder {
     fn drop(&mut self) {
-        self.metrics.tcp_closed(&self.labels);
+        self.closed.get_or_create(&self.labels).inc();
     }
 }
 
@@ -172,6 +175,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use crate::metrics::Metrics;
     use crate::metrics::Reporter;
 
     fn series(text: &str, name: &str) -> Option<u64> {

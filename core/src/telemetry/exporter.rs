@@ -355,10 +355,7 @@ mod tests {
             self: Arc<Self>,
             request: tonic::Request<ExportTraceServiceRequest>,
         ) -> BoxFuture<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            self.requests
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(request.into_inner());
+            crate::sync::lock(&self.requests).push(request.into_inner());
             Box::pin(async { Ok(tonic::Response::new(ExportTraceServiceResponse::default())) })
         }
     }
@@ -378,10 +375,7 @@ mod tests {
     }
 
     fn spans(collector: &Collector) -> Vec<proto::Span> {
-        collector
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&collector.requests)
             .iter()
             .flat_map(|r| &r.resource_spans)
             .flat_map(|r| &r.scope_spans)
@@ -456,11 +450,7 @@ mod tests {
             .and_then(|v| v.value);
         assert_eq!(status_attr, Some(any_value::Value::IntValue(200)));
 
-        let requests = collector
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let requests = crate::sync::lock(&collector.requests).clone();
         let resource = requests[0].resource_spans[0]
             .resource
             .clone()

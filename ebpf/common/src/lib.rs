@@ -165,10 +165,12 @@ pub const TRANSPARENT_RULE_PRIORITY: u32 = 32_700;
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY (all): repr(C), Copy, explicitly padded, valid for every bit pattern.
-    unsafe impl aya::Pod for super::PodStats {}
-    unsafe impl aya::Pod for super::PodCapture {}
-    unsafe impl aya::Pod for super::OrigDst {}
-    unsafe impl aya::Pod for super::ClientKey {}
-    unsafe impl aya::Pod for super::TransparentConnect {}
+    /// Each type is repr(C), Copy, explicitly padded and valid for every bit pattern.
+    macro_rules! plain_old_data {
+        ($($t:ident),*) => {$(
+            // SAFETY: see the macro's comment; the kernel and the agent read the same bytes.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+    plain_old_data!(PodStats, PodCapture, OrigDst, ClientKey, TransparentConnect);
 }

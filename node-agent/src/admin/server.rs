@@ -141,7 +141,7 @@ fn captured_uids(admin: &Admin) -> HashSet<String> {
 }
 
 fn lock(enrollment: &Mutex<Enrollment>) -> std::sync::MutexGuard<'_, Enrollment> {
-    enrollment.lock().unwrap_or_else(|p| p.into_inner())
+    weft_core::sync::lock(enrollment)
 }
 
 fn route(admin: &Admin, path: &str) -> Reply {

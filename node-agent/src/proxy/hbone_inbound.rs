@@ -31,13 +31,18 @@ pub struct HboneInboundContext {
 }
 
 pub async fn handle(
-    request: InboundRequest,
+    mut request: InboundRequest,
     ctx: HboneInboundContext,
 ) -> Result<Upstream, Refusal> {
-    let source = request
-        .source
-        .map(|ip| std::net::SocketAddr::new(ip, 0))
-        .unwrap_or(request.remote_addr);
+    let client = request.client_address(|| {
+        ctx.mesh
+            .registry
+            .load()
+            .is_waypoint_identity(&request.peer.identity.to_string())
+    });
+    // From here on, `source` is what the agent believes.
+    request.source = Some(client);
+    let source = std::net::SocketAddr::new(client, 0);
     let mut record = ConnectionRecord::new(
         Direction::Inbound,
         &ctx.pod,
@@ -48,7 +53,12 @@ pub async fn handle(
     record.protocol = "hbone";
     record.peer_identity = Some(request.peer.identity.to_string());
     record.upstream = Some(request.destination);
-    let mut telemetry = crate::telemetry::inbound_hbone(&ctx.mesh, &ctx.uid, &request);
+    let mut telemetry = crate::telemetry::inbound_hbone(
+        &ctx.mesh.telemetry,
+        &ctx.mesh.registry.load(),
+        &ctx.uid,
+        &request,
+    );
     let verdict = admit(&request, &ctx).await;
     if let Err(refusal) = &verdict {
         telemetry.failed(ResponseFlags::DENY, format!("{refusal:?}"));
@@ -95,7 +105,8 @@ async fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<()
     }
     let l4 = L4Request {
         principal: Some(principal(&request.peer.identity.to_string())),
-        source_ip: request.source.or(Some(request.remote_addr.ip())),
+        // `handle` replaced the claimed source with the believed one.
+        source_ip: request.source,
         destination_ip: request.destination.ip(),
         destination_port: request.destination.port(),
     };

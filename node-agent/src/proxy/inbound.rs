@@ -68,7 +68,13 @@ async fn handle(
         listener.unwrap_or(dst),
     );
     record.upstream = Some(dst);
-    let mut telemetry = crate::telemetry::inbound_plaintext(&ctx.mesh, &ctx.uid, peer, dst);
+    let mut telemetry = crate::telemetry::inbound_plaintext(
+        &ctx.mesh.telemetry,
+        &ctx.mesh.registry.load(),
+        &ctx.uid,
+        peer,
+        dst,
+    );
     if let Err(reason) = admit(&ctx, peer, dst).await {
         debug!(%dst, reason, "plaintext connection refused");
         telemetry.failed(ResponseFlags::DENY, &reason);

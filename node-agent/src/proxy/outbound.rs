@@ -25,7 +25,7 @@ pub type OrigDstMap = Arc<Mutex<BpfHashMap<MapData, ClientKey, OrigDst>>>;
 
 /// Reads and removes the original destination the kernel filed for a client.
 pub fn take_original_destination(map: &OrigDstMap, key: &ClientKey) -> Option<SocketAddr> {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = weft_core::sync::lock(map);
     let orig = map.get(key, 0).ok()?;
     let _ = map.remove(key);
     original_destination(&orig)
@@ -105,7 +105,13 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext) {
     let listener = client.local_addr().unwrap_or(peer);
     let mut record = ConnectionRecord::new(Direction::Outbound, &ctx.pod, peer, dst, listener);
     let upstream = resolve(&ctx.mesh.registry.load(), dst, pick);
-    let mut telemetry = crate::telemetry::outbound(&ctx.mesh, ctx.pod_ip, dst, &upstream);
+    let mut telemetry = crate::telemetry::outbound(
+        &ctx.mesh.telemetry,
+        &ctx.mesh.registry.load(),
+        ctx.pod_ip,
+        dst,
+        &upstream,
+    );
     let client = telemetry.meter(client, Side::Downstream);
     let result = match upstream {
         Upstream::Passthrough(target) => {

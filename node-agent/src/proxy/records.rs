@@ -80,10 +80,7 @@ impl ConnectionLog {
     }
 
     pub fn push(&self, record: ConnectionRecord) {
-        let mut log = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut log = weft_core::sync::lock(&self.inner);
         if log.len() == self.capacity {
             log.pop_front();
         }
@@ -91,10 +88,7 @@ impl ConnectionLog {
     }
 
     pub fn snapshot(&self) -> Vec<ConnectionRecord> {
-        let log = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let log = weft_core::sync::lock(&self.inner);
         log.iter().cloned().collect()
     }
 }

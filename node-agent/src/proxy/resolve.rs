@@ -97,11 +97,6 @@ fn via_waypoint(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use weft_config::registry::{Change, Registry};
-    use weft_config::source::yaml::parse;
-
     use super::*;
 
     const CLUSTER: &str = r#"
@@ -135,15 +130,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
 "#;
 
     fn snapshot() -> std::sync::Arc<Snapshot> {
-        let registry = Registry::new(Default::default());
-        let documents = parse(
-            CLUSTER,
-            std::sync::Arc::new(Path::new("cluster.yaml").to_path_buf()),
-        )
-        .expect("valid YAML");
-        assert!(documents.errors.is_empty(), "{:?}", documents.errors);
-        registry.apply(documents.candidates.into_iter().map(Change::Apply));
-        registry.snapshot()
+        snapshot_of(CLUSTER)
     }
 
     fn addr(text: &str) -> SocketAddr {
@@ -239,15 +226,7 @@ endpoints: [{addresses: [10.244.2.11], conditions: {ready: true}, targetRef: {ki
 ports: [{name: http, port: 9080, protocol: TCP}]
 "#;
 
-    fn snapshot_of(yaml: &str) -> std::sync::Arc<Snapshot> {
-        let registry = Registry::new(Default::default());
-        let documents = parse(yaml, std::sync::Arc::new(Path::new("c.yaml").to_path_buf()))
-            .expect("valid YAML");
-        assert!(documents.errors.is_empty(), "{:?}", documents.errors);
-        let report = registry.apply(documents.candidates.into_iter().map(Change::Apply));
-        assert!(report.refused.is_empty(), "{:?}", report.refused);
-        registry.snapshot()
-    }
+    use weft_config::testing::snapshot_of;
 
     #[test]
     fn a_waypoint_bound_service_goes_to_the_waypoint_asking_for_the_service() {

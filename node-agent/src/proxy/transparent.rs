@@ -70,8 +70,7 @@ pub struct Filed {
 
 impl Filed {
     fn new(map: TransparentConnectsMap, key: TransparentConnect) -> std::io::Result<Self> {
-        map.lock()
-            .unwrap_or_else(|p| p.into_inner())
+        weft_core::sync::lock(&map)
             .insert(key, 1, 0)
             .map_err(|e| std::io::Error::other(format!("filing in TRANSPARENT_CONNECTS: {e}")))?;
         Ok(Self { map, key })
@@ -80,10 +79,6 @@ impl Filed {
 
 impl Drop for Filed {
     fn drop(&mut self) {
-        let _ = self
-            .map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        let _ = weft_core::sync::lock(&self.map).remove(&self.key);
     }
 }

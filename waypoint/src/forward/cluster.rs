@@ -77,7 +77,7 @@ impl Clusters {
         let rule = snapshot
             .routes_for_host(&key.host)
             .and_then(|r| r.destination_rule.clone());
-        let mut by_key = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_key = weft_core::sync::lock(&self.by_key);
         if let Some(cluster) = by_key.get(key) {
             let same = match (&cluster.rule, &rule) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),

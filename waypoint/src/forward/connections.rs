@@ -152,11 +152,7 @@ impl Connections {
     }
 
     fn endpoint(&self, key: &EndpointKey) -> Arc<EndpointConns> {
-        let mut endpoints = self
-            .inner
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut endpoints = weft_core::sync::lock(&self.inner.endpoints);
         // Endpoints without connections are forgotten so the map does not grow with churn.
         endpoints.retain(|_, e| Arc::strong_count(e) > 1 || e.open.load(Ordering::Acquire) > 0);
         endpoints.entry(key.clone()).or_default().clone()
@@ -227,7 +223,7 @@ impl Connections {
     fn take_ready(&self, key: &EndpointKey, endpoint: &Arc<EndpointConns>) -> Option<Checked> {
         match key.protocol {
             Protocol::Http1 => {
-                let mut idle = endpoint.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let mut idle = weft_core::sync::lock(&endpoint.idle);
                 while let Some(candidate) = idle.pop() {
                     if candidate.sender.is_ready() {
                         return Some(Checked::Http1(candidate, endpoint.clone()));
@@ -237,7 +233,7 @@ impl Connections {
                 None
             }
             Protocol::Http2 => {
-                let mut shared = endpoint.shared.lock().unwrap_or_else(|p| p.into_inner());
+                let mut shared = weft_core::sync::lock(&endpoint.shared);
                 let usable = shared.as_ref().is_some_and(|c| !c.sender.is_closed());
                 if !usable {
                     *shared = None;
@@ -288,7 +284,7 @@ impl Connections {
                 spawn_driver(key.address, connection);
                 let reuse = slot.permit.start_request();
                 if reuse == Reuse::Keep {
-                    *endpoint.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(Http2Conn {
+                    *weft_core::sync::lock(&endpoint.shared) = Some(Http2Conn {
                         sender: sender.clone(),
                         slot: slot.clone(),
                     });
@@ -363,11 +359,7 @@ impl Connections {
 
 fn give_back(connection: Checked, endpoint: &Arc<EndpointConns>) {
     if let Checked::Http1(conn, _) = connection {
-        endpoint
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
+        weft_core::sync::lock(&endpoint.idle).push(conn);
         endpoint.ready.notify_one();
     }
 }

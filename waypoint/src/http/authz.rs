@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use tracing::{debug, info, warn};
 use weft_config::api::common::PolicyTargetReference;
 use weft_config::api::security::AuthorizationPolicy;
+use weft_config::authn::Authenticated;
 use weft_config::authz::Custom;
 use weft_config::authz::l4::{self, Decision, L4Request};
 use weft_config::authz::l7::{self, L7Request};
@@ -123,11 +124,16 @@ fn principal(down: &Downstream) -> Option<&str> {
         .map(|p| p.strip_prefix("spiffe://").unwrap_or(p))
 }
 
-fn l7_request<'a>(down: &'a Downstream, parts: &'a Parts) -> L7Request<'a> {
+fn l7_request<'a>(
+    down: &'a Downstream,
+    parts: &'a Parts,
+    auth: Option<&'a Authenticated>,
+) -> L7Request<'a> {
     let mut request =
         L7Request::from_parts(parts, principal(down), down.source_ip, down.target.port());
     request.remote_ip = down.source_ip;
     request.destination_ip = Some(down.destination.ip());
+    request.auth = auth;
     request
 }
 
@@ -166,10 +172,7 @@ fn warn_once(snapshot: &Snapshot, reason: &str) {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
     static SEEN: OnceLock<Mutex<HashSet<(u64, String)>>> = OnceLock::new();
-    let mut seen = SEEN
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut seen = weft_core::sync::lock(SEEN.get_or_init(Default::default));
     if seen.len() > 1024 {
         seen.clear();
     }
@@ -251,13 +254,14 @@ pub async fn authorize(
     snapshot: &Snapshot,
     down: &Downstream,
     parts: &mut Parts,
+    auth: Option<&Authenticated>,
     body: Incoming,
 ) -> Result<Authorized, Response<ResponseBody>> {
     let policies = policies(snapshot, ctx, &down.target);
     if policies.is_empty() {
         return Ok(Authorized::plain(body));
     }
-    let custom = l7::custom(&policies, &l7_request(down, parts));
+    let custom = l7::custom(&policies, &l7_request(down, parts, auth));
     let authorized = match custom {
         Custom::Skip => Authorized::plain(body),
         Custom::Deny(reason) => {
@@ -293,7 +297,7 @@ pub async fn authorize(
                 .uri
                 .path_and_query()
                 .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
-            let host = l7_request(down, parts).host.to_string();
+            let host = l7_request(down, parts, auth).host.to_string();
             let attributes = HttpAttributes {
                 source,
                 destination,
@@ -340,7 +344,7 @@ pub async fn authorize(
             }
         }
     };
-    let request = l7_request(down, parts);
+    let request = l7_request(down, parts, auth);
     let audited = l7::audited(&policies, &request);
     let decision = l7::evaluate(&policies, &request);
     if !audited.is_empty() {

@@ -153,9 +153,7 @@ impl Recorder {
     }
 
     fn recording(&self) -> std::sync::MutexGuard<'_, Recording> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        weft_core::sync::lock(&self.0)
     }
 
     /// Whether another attempt can still send the body from its start.

@@ -1,9 +1,11 @@
 //! HTTP on a CONNECT stream: each request is authorized, routed by the VirtualService of
 //! the service it was sent to, and forwarded with the route's retries and timeouts.
+pub mod authn;
 pub mod authz;
 pub mod body;
 pub(crate) mod forward;
 pub mod local;
+pub mod normalize;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -197,6 +199,26 @@ fn authority(parts: &http::request::Parts) -> String {
         .unwrap_or_default()
 }
 
+/// Normalizes the request's path as the mesh config says. `Err` when the path cannot be
+/// normalized, or the rebuilt URI does not parse: Envoy answers those 400.
+fn normalize_path(
+    uri: &mut Uri,
+    mesh: &weft_config::api::mesh::MeshConfig,
+) -> Result<(), normalize::Unnormalizable> {
+    let Some(path_and_query) = uri.path_and_query() else {
+        return Ok(());
+    };
+    let normalized = match normalize::normalize(path_and_query.as_str(), mesh.path_normalization())?
+    {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(normalized) => normalized,
+    };
+    let mut rebuilt = std::mem::take(uri).into_parts();
+    rebuilt.path_and_query = Some(normalized.parse().map_err(|_| normalize::Unnormalizable)?);
+    *uri = Uri::from_parts(rebuilt).map_err(|_| normalize::Unnormalizable)?;
+    Ok(())
+}
+
 async fn handle(
     request: Request<Incoming>,
     down: &Downstream,
@@ -205,6 +227,11 @@ async fn handle(
 ) -> Response<ResponseBody> {
     let snapshot = ctx.registry.load();
     let (mut parts, body) = request.into_parts();
+    // Once, before authorization and routing; the upstream gets the normalized path.
+    if let Err(error) = normalize_path(&mut parts.uri, snapshot.mesh_config()) {
+        debug!(%error, path = parts.uri.path(), "path refused");
+        return local::reply(StatusCode::BAD_REQUEST, "Bad Request");
+    }
     let protocol = if parts.version == Version::HTTP_2 {
         Protocol::Http2
     } else {
@@ -212,12 +239,21 @@ async fn handle(
     };
     let authority = authority(&parts);
 
+    // Request authentication (JWT): an invalid token is answered 401 here; a verified one
+    // feeds authorization and claim-based routes below.
+    let auth = match authn::authenticate(&snapshot, ctx, &down.target, &mut parts, &authority).await
+    {
+        Ok(auth) => auth,
+        Err(unauthorized) => return unauthorized,
+    };
+
     // AuthorizationPolicy: CUSTOM, AUDIT, DENY, ALLOW (authz.rs). An external
     // authorization provider may change the request.
-    let authorized = match authz::authorize(ctx, &snapshot, down, &mut parts, body).await {
-        Ok(authorized) => authorized,
-        Err(denied) => return denied,
-    };
+    let authorized =
+        match authz::authorize(ctx, &snapshot, down, &mut parts, auth.as_ref(), body).await {
+            Ok(authorized) => authorized,
+            Err(denied) => return denied,
+        };
     *provider_headers = authorized.response_headers;
     let body = authorized.body;
     let routing = authorized.routing;
@@ -252,6 +288,7 @@ async fn handle(
         headers: route_headers,
         port,
         source: &down.source,
+        auth: auth.as_ref(),
     };
     let Some(route) = routes.http_route(&facts) else {
         return local::no_route();

@@ -194,6 +194,7 @@ mod tests {
             headers: &map,
             port: 80,
             source: &source,
+            auth: None,
         })
     }
 

@@ -14,10 +14,7 @@ use super::{RequestFacts, Source};
 /// are recompiled on every snapshot, and a bad regex would otherwise repeat forever.
 pub(crate) fn warn_once(message: String) {
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let mut seen = match SEEN.get_or_init(Default::default).lock() {
-        Ok(seen) => seen,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut seen = weft_core::sync::lock(SEEN.get_or_init(Default::default));
     // Bounded, so configuration churn cannot grow it without limit.
     if seen.len() >= 4096 {
         seen.clear();
@@ -113,9 +110,11 @@ pub(crate) enum Field {
     Scheme,
     Path,
     Header(HeaderName),
-    /// A name no request can carry: not a valid header name, or a JWT claim
-    /// (`@request.auth.claims...`), which Istio matches against metadata that only its
-    /// RequestAuthentication filter provides and the waypoint does not run.
+    /// `@request.auth.claims.<name>[.<nested>]` (or `[<name>]`): a claim of the verified
+    /// JWT, matched as Istio's generated metadata matcher does — a string claim, or any
+    /// string of a list claim. Without a verified token the claim is absent.
+    Claim(Box<[String]>),
+    /// A name no request can carry: not a valid header name, or a malformed claim path.
     Absent,
 }
 
@@ -129,10 +128,15 @@ impl Field {
             _ => {}
         }
         if name.starts_with("@request.auth.claims") {
-            warn_once(format!(
-                "{at}: JWT claim routing ({name}) is not supported by the waypoint; the claim is treated as absent"
-            ));
-            return Self::Absent;
+            return match weft_config::authn::route_claim_path(name) {
+                Some(path) => Self::Claim(path.into()),
+                None => {
+                    warn_once(format!(
+                        "{at}: {name:?} is not a claim path (@request.auth.claims.<name>[.<nested>]); it is treated as absent"
+                    ));
+                    Self::Absent
+                }
+            };
         }
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(header) => Self::Header(header),
@@ -152,7 +156,8 @@ impl Field {
             Self::Scheme => Some(Cow::Borrowed(facts.scheme().as_bytes())),
             Self::Path => Some(Cow::Borrowed(facts.path_and_query().as_bytes())),
             Self::Header(name) => joined_values(facts.headers, name),
-            Self::Absent => None,
+            // Claims can hold several values; `HeaderCheck::passes` reads them.
+            Self::Claim(_) | Self::Absent => None,
         }
     }
 }
@@ -188,6 +193,9 @@ struct HeaderCheck {
 
 impl HeaderCheck {
     fn passes(&self, facts: &RequestFacts<'_>) -> bool {
+        if let Field::Claim(path) = &self.field {
+            return self.claim_passes(facts, path);
+        }
         let value = self.field.value(facts);
         match (&self.condition, self.invert) {
             (Condition::Present, false) => value.is_some(),
@@ -195,6 +203,22 @@ impl HeaderCheck {
             (Condition::Value(m), false) => value.is_some_and(|v| m.matches(&v)),
             (Condition::Value(m), true) => !m.matches(value.as_deref().unwrap_or_default()),
         }
+    }
+}
+
+impl HeaderCheck {
+    /// A claim matches when any of its strings does; `withoutHeaders` inverts that, and
+    /// an absent claim then passes (Envoy's inverted metadata matcher).
+    fn claim_passes(&self, facts: &RequestFacts<'_>, path: &[String]) -> bool {
+        let values = facts
+            .auth
+            .map(|auth| auth.claim_strings(path))
+            .unwrap_or_default();
+        let matched = match &self.condition {
+            Condition::Present => facts.auth.and_then(|auth| auth.claim(path)).is_some(),
+            Condition::Value(m) => values.iter().any(|v| m.matches(v.as_bytes())),
+        };
+        matched != self.invert
     }
 }
 

@@ -67,6 +67,8 @@ pub struct RequestFacts<'a> {
     /// The service port the client dialed.
     pub port: u16,
     pub source: &'a Source,
+    /// The request's verified JWT, for `@request.auth.claims` header matches.
+    pub auth: Option<&'a weft_config::authn::Authenticated>,
 }
 
 impl<'a> RequestFacts<'a> {

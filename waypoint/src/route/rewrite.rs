@@ -259,6 +259,7 @@ mod tests {
             headers,
             port: 8080,
             source,
+            auth: None,
         }
     }
 

@@ -46,6 +46,7 @@ struct Request {
     headers: HeaderMap,
     port: u16,
     source: Source,
+    auth: Option<weft_config::authn::Authenticated>,
 }
 
 impl Request {
@@ -57,7 +58,23 @@ impl Request {
             headers: HeaderMap::new(),
             port: 9080,
             source: Source::default(),
+            auth: None,
         }
+    }
+
+    /// A verified JWT with these claims.
+    fn claims(mut self, claims: serde_json::Value) -> Self {
+        let serde_json::Value::Object(claims) = claims else {
+            panic!("claims are an object");
+        };
+        self.auth = Some(weft_config::authn::Authenticated {
+            principal: None,
+            audiences: Vec::new(),
+            presenter: None,
+            claims,
+            payload_base64url: String::new(),
+        });
+        self
     }
 
     fn method(mut self, method: Method) -> Self {
@@ -98,6 +115,7 @@ impl Request {
             headers: &self.headers,
             port: self.port,
             source: &self.source,
+            auth: self.auth.as_ref(),
         }
     }
 }
@@ -641,4 +659,77 @@ fn compiled_routes_can_be_shared_across_tasks() {
     shareable::<CompiledRoutes>();
     shareable::<HttpRoutePlan>();
     shareable::<TcpRoutePlan>();
+}
+
+#[test]
+fn jwt_claims_route_and_headers_named_like_them_do_not() {
+    let routes = routes(
+        r#"
+http:
+- match:
+  - headers:
+      "@request.auth.claims.group": {exact: beta}
+  route: [{destination: {host: reviews, subset: v2}}]
+- match:
+  - headers:
+      "@request.auth.claims.org.team": {prefix: core}
+  route: [{destination: {host: reviews, subset: v3}}]
+- match:
+  - withoutHeaders:
+      "@request.auth.claims[roles]": {exact: reader}
+    headers:
+      "@request.auth.claims[roles]": {}
+  route: [{destination: {host: reviews, subset: v4}}]
+- route: [{destination: {host: reviews, subset: v1}}]
+"#,
+    );
+    assert_eq!(
+        target(
+            &routes,
+            &Request::get("/").claims(serde_json::json!({"group": "beta"}))
+        ),
+        "v2"
+    );
+    assert_eq!(
+        target(
+            &routes,
+            &Request::get("/").claims(serde_json::json!({"group": ["alpha", "beta"]}))
+        ),
+        "v2",
+        "any string of a list claim"
+    );
+    assert_eq!(
+        target(
+            &routes,
+            &Request::get("/").claims(serde_json::json!({"group": "alpha"}))
+        ),
+        "v1"
+    );
+    assert_eq!(
+        target(
+            &routes,
+            &Request::get("/").claims(serde_json::json!({"org": {"team": "core-2"}}))
+        ),
+        "v3"
+    );
+    assert_eq!(
+        target(
+            &routes,
+            &Request::get("/").claims(serde_json::json!({"roles": ["writer"]}))
+        ),
+        "v4"
+    );
+    assert_eq!(
+        target(
+            &routes,
+            &Request::get("/").claims(serde_json::json!({"roles": ["reader"]}))
+        ),
+        "v1"
+    );
+    // No token: no claim, whatever the headers say.
+    assert_eq!(
+        target(&routes, &Request::get("/").header("group", "beta")),
+        "v1"
+    );
+    assert_eq!(target(&routes, &Request::get("/")), "v1");
 }
