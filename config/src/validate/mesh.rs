@@ -3,10 +3,13 @@
 //! Refused, as istiod refuses a mesh config it cannot use: a field name Istio's MeshConfig
 //! does not define (a misspelling would otherwise silently mean the default), extension
 //! providers without a name, with a duplicate name, with no provider or two, and ext-authz
-//! providers without a service or port, with an unparsable timeout or `statusOnError`.
+//! providers without a service or port, with an unparsable timeout or `statusOnError`, a
+//! body buffer of 0 bytes (Envoy refuses it), or a lone `*` in the HTTP provider's header
+//! lists (Istio refuses it).
 //!
 //! Warned about, since weft accepts them but does not act on them: every other Istio field,
-//! and provider kinds other than the ext-authz ones; `trustDomain` or `rootNamespace`
+//! and provider kinds other than the ext-authz ones; ext-authz providers whose service names
+//! no known host (the requests sent to them are denied); `trustDomain` or `rootNamespace`
 //! different from weft's own settings (the `--trust-domain` flag; the root namespace,
 //! `istio-system`, is where this ConfigMap is read); an `istio`
 //! ConfigMap outside the root namespace (not read, as Istio does not read it).
@@ -15,8 +18,8 @@ use std::collections::HashSet;
 use super::paths::{FieldPath, Issues};
 use crate::api::ObjectRef;
 use crate::api::mesh::{
-    EnvoyExtAuthzGrpcProvider, EnvoyExtAuthzHttpProvider, ISTIO_MESH_FIELDS, ISTIO_PROVIDER_KINDS,
-    MESH_KEY, MeshConfig,
+    EnvoyExtAuthzGrpcProvider, EnvoyExtAuthzHttpProvider, ExtAuthzRequestBody, ISTIO_MESH_FIELDS,
+    ISTIO_PROVIDER_KINDS, MESH_KEY, MeshConfig,
 };
 use crate::duration;
 use crate::refusal::FieldIssue;
@@ -77,6 +80,7 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
 
 fn ext_authz_http(provider: &EnvoyExtAuthzHttpProvider, at: &FieldPath, issues: &mut Issues) {
     service_and_port(&provider.service, provider.port, at, issues);
+    request_body(provider.include_request_body_in_check.as_ref(), at, issues);
     // Istio refuses a lone `*`: it would send (or copy) every header.
     for (name, list) in [
         (
@@ -118,8 +122,20 @@ fn ext_authz_http(provider: &EnvoyExtAuthzHttpProvider, at: &FieldPath, issues: 
 
 fn ext_authz_grpc(provider: &EnvoyExtAuthzGrpcProvider, at: &FieldPath, issues: &mut Issues) {
     service_and_port(&provider.service, provider.port, at, issues);
+    request_body(provider.include_request_body_in_check.as_ref(), at, issues);
     timeout(provider.timeout.as_deref(), at, issues);
     status_on_error(provider.status_on_error.as_deref(), at, issues);
+}
+
+/// Envoy refuses a body buffer of 0 bytes (`max_request_bytes` must be > 0).
+fn request_body(body: Option<&ExtAuthzRequestBody>, at: &FieldPath, issues: &mut Issues) {
+    if body.is_some_and(|b| b.max_request_bytes == 0) {
+        issues.add(
+            &at.field("includeRequestBodyInCheck")
+                .field("maxRequestBytes"),
+            "required: at least 1 byte, as Envoy requires",
+        );
+    }
 }
 
 fn service_and_port(service: &str, port: u32, at: &FieldPath, issues: &mut Issues) {
@@ -306,12 +322,18 @@ extensionProviders:
     includeRequestHeadersInCheck: ["*"]
     headersToUpstreamOnAllow: ["x-*"]
 - name: grpc
-  envoyExtAuthzGrpc: {service: missing.foo.svc.cluster.local, port: 9000}
+  envoyExtAuthzGrpc:
+    service: missing.foo.svc.cluster.local
+    port: 9000
+    includeRequestBodyInCheck: {allowPartialMessage: true}
 "#,
         );
         assert_eq!(
             fields(&mesh_config(&m)),
-            ["data.mesh.extensionProviders[0].envoyExtAuthzHttp.includeRequestHeadersInCheck[0]"]
+            [
+                "data.mesh.extensionProviders[0].envoyExtAuthzHttp.includeRequestHeadersInCheck[0]",
+                "data.mesh.extensionProviders[1].envoyExtAuthzGrpc.includeRequestBodyInCheck.maxRequestBytes",
+            ]
         );
         let istio = ObjectRef::new(Kind::MeshConfig, "istio-system", "istio");
         let known = |host: &str| host == "ext-authz.foo.svc.cluster.local";
