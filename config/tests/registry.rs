@@ -174,6 +174,96 @@ fn endpoint_slices_follow_their_service_label() {
     assert!(b.endpoints[0].ready, "absent conditions mean ready");
 }
 
+const DUAL_STACK: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: shop, labels: {app: web}}\n\
+     spec: {nodeName: node-2, serviceAccountName: web}\n\
+     status: {phase: Running, podIP: 10.244.2.10, podIPs: [{ip: 10.244.2.10}, {ip: 'fd00:10:244:2::a'}]}\n---\n\
+     apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
+     spec: {ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv4, IPv6], clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10, 'fd00:10:96::a'], ports: [{name: http, port: 80, targetPort: 8080}]}\n---\n\
+     apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-v4, namespace: shop, labels: {kubernetes.io/service-name: web}}\n\
+     addressType: IPv4\nendpoints: [{addresses: [10.244.2.10], targetRef: {kind: Pod, namespace: shop, name: web-0}}]\nports: [{name: http, port: 8080}]\n---\n\
+     apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-v6, namespace: shop, labels: {kubernetes.io/service-name: web}}\n\
+     addressType: IPv6\nendpoints: [{addresses: ['fd00:10:244:2::a'], targetRef: {kind: Pod, namespace: shop, name: web-0}}]\nports: [{name: http, port: 8080}]\n";
+
+#[test]
+fn dual_stack_pods_and_services_are_found_by_either_family() {
+    let registry = Registry::default();
+    apply(&registry, DUAL_STACK);
+    let s = registry.snapshot();
+    let by_v4 = s.workload_by_ip(ip("10.244.2.10")).expect("by IPv4");
+    let by_v6 = s.workload_by_ip(ip("fd00:10:244:2::a")).expect("by IPv6");
+    assert!(Arc::ptr_eq(by_v4, by_v6), "one workload, two addresses");
+    assert_eq!(by_v6.ips, [ip("10.244.2.10"), ip("fd00:10:244:2::a")]);
+    let vip4 = s
+        .service_by_vip(ip("10.96.0.10"))
+        .expect("by IPv4 ClusterIP");
+    let vip6 = s
+        .service_by_vip(ip("fd00:10:96::a"))
+        .expect("by IPv6 ClusterIP");
+    assert!(Arc::ptr_eq(vip4, vip6), "one service, two ClusterIPs");
+    let addresses: Vec<_> = vip6.endpoints.iter().map(|e| e.address).collect();
+    assert_eq!(addresses.len(), 2, "both families' slices: {addresses:?}");
+    assert!(addresses.contains(&ip("fd00:10:244:2::a")));
+    let v6_endpoint = vip6
+        .endpoints
+        .iter()
+        .find(|e| e.address.is_ipv6())
+        .expect("IPv6 endpoint");
+    assert_eq!(
+        s.endpoint_workload(v6_endpoint).map(|w| w.name.as_str()),
+        Some("web-0")
+    );
+    assert_eq!(vip6.endpoint_port(80, v6_endpoint), Some(8080));
+
+    // The pod's IPv6 address changes: the old one no longer leads to it.
+    apply(
+        &registry,
+        &DUAL_STACK
+            .split("---")
+            .next()
+            .expect("the pod")
+            .replace("fd00:10:244:2::a", "fd00:10:244:2::b"),
+    );
+    let s = registry.snapshot();
+    assert!(s.workload_by_ip(ip("fd00:10:244:2::a")).is_none());
+    assert_eq!(
+        s.workload_by_ip(ip("fd00:10:244:2::b"))
+            .map(|w| w.name.as_str()),
+        Some("web-0")
+    );
+    // The IPv6 slice goes: only the IPv4 endpoint is left.
+    registry.apply([Change::Delete(ObjectRef::new(
+        Kind::EndpointSlice,
+        "shop",
+        "web-v6",
+    ))]);
+    let s = registry.snapshot();
+    let web = s
+        .service_by_vip(ip("fd00:10:96::a"))
+        .expect("still by IPv6");
+    assert_eq!(
+        web.endpoints.iter().map(|e| e.address).collect::<Vec<_>>(),
+        [ip("10.244.2.10")]
+    );
+}
+
+#[test]
+fn an_endpoint_slice_with_an_address_of_another_family_is_refused() {
+    let registry = Registry::default();
+    let documents = yaml::parse(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: bad, namespace: shop, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nendpoints: [{addresses: ['fd00:10:244:2::a']}]\n",
+        Arc::new(PathBuf::from("test.yaml")),
+    )
+    .expect("YAML");
+    let report = registry.apply(documents.candidates.into_iter().map(Change::Apply));
+    assert_eq!(report.refused.len(), 1, "{:?}", report.refused);
+    assert!(
+        report.refused[0].to_string().contains("addressType IPv4"),
+        "{}",
+        report.refused[0]
+    );
+}
+
 #[test]
 fn authorization_policies_apply_from_the_root_and_own_namespace_by_selector() {
     let registry = Registry::default();

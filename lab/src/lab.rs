@@ -11,7 +11,7 @@ use weft_core::host::netns::{named_netns_path, run_in_netns};
 
 use crate::cmd::{ip_batch, run, run_with_input};
 use crate::manifest::Manifests;
-use crate::plan::{LabOptions, POD_GATEWAY, Plan, PodPlan, netns_prefix};
+use crate::plan::{LabOptions, POD_GATEWAY, POD_GATEWAY6, Plan, PodPlan, netns_prefix};
 use crate::process::{Placement, PodView, place};
 use crate::records::{self, LabPaths, STATE_ROOT};
 use crate::{LabError, cgroup};
@@ -176,17 +176,25 @@ impl Lab {
         );
         ns_batch(&cp.netns, &control_plane)?;
 
+        // IPv6 addresses are added `nodad`: usable at once, as a CNI makes them, instead of
+        // tentative for the second duplicate address detection takes.
         for node in &plan.nodes {
             let mut cmds = vec![
                 "link set lo up".to_string(),
                 format!("addr add {}/24 dev eth0", node.ip),
                 "link set eth0 up".to_string(),
             ];
+            if let Some(ip6) = node.ip6 {
+                cmds.push(format!("addr add {ip6}/64 dev eth0 nodad"));
+            }
             for other in plan.nodes.iter().filter(|o| o.name != node.name) {
                 cmds.push(format!(
                     "route add {}/24 via {}",
                     other.pod_cidr_base, other.ip
                 ));
+                if let (Some(cidr6), Some(via6)) = (other.pod_cidr6_base, other.ip6) {
+                    cmds.push(format!("route add {cidr6}/64 via {via6}"));
+                }
             }
             for pod in plan.pods.iter().filter(|p| p.node == node.name) {
                 cmds.push(format!(
@@ -194,14 +202,29 @@ impl Lab {
                     pod.host_if, pod.netns
                 ));
                 cmds.push(format!("addr add {POD_GATEWAY}/32 dev {}", pod.host_if));
+                if pod.ip6.is_some() {
+                    cmds.push(format!(
+                        "addr add {POD_GATEWAY6}/64 dev {} nodad",
+                        pod.host_if
+                    ));
+                }
                 cmds.push(format!("link set {} up", pod.host_if));
                 cmds.push(format!("route add {}/32 dev {}", pod.ip, pod.host_if));
+                if let Some(ip6) = pod.ip6 {
+                    cmds.push(format!("route add {ip6}/128 dev {}", pod.host_if));
+                }
             }
             ns_batch(&node.netns, &cmds)?;
             let netns = named_netns_path(&node.netns);
+            let ipv6 = node.ip6.is_some();
             run_in_netns(&netns, || {
                 std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-                    .map_err(LabError::io("enabling IPv4 forwarding"))
+                    .map_err(LabError::io("enabling IPv4 forwarding"))?;
+                if ipv6 {
+                    std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+                        .map_err(LabError::io("enabling IPv6 forwarding"))?;
+                }
+                Ok::<(), LabError>(())
             })??;
             let ruleset = plan.kube_proxy_ruleset();
             run_in_netns(&netns, || {
@@ -210,16 +233,22 @@ impl Lab {
         }
 
         for pod in &plan.pods {
-            ns_batch(
-                &pod.netns,
-                &[
-                    "link set lo up".to_string(),
-                    format!("addr add {}/32 dev eth0", pod.ip),
-                    "link set eth0 up".to_string(),
-                    format!("route add {POD_GATEWAY} dev eth0 scope link"),
-                    format!("route add default via {POD_GATEWAY} dev eth0"),
-                ],
-            )?;
+            let mut cmds = vec![
+                "link set lo up".to_string(),
+                format!("addr add {}/32 dev eth0", pod.ip),
+            ];
+            if let Some(ip6) = pod.ip6 {
+                cmds.push(format!("addr add {ip6}/128 dev eth0 nodad"));
+            }
+            cmds.extend([
+                "link set eth0 up".to_string(),
+                format!("route add {POD_GATEWAY} dev eth0 scope link"),
+                format!("route add default via {POD_GATEWAY} dev eth0"),
+            ]);
+            if pod.ip6.is_some() {
+                cmds.push(format!("route add default via {POD_GATEWAY6} dev eth0"));
+            }
+            ns_batch(&pod.netns, &cmds)?;
         }
         Ok(())
     }
@@ -269,6 +298,15 @@ impl Lab {
             .env("POD_NAME", &pod.name)
             .env("POD_NAMESPACE", &pod.namespace)
             .env("POD_IP", pod.ip.to_string())
+            // The downward API's `status.podIPs`: every address, comma-separated.
+            .env(
+                "POD_IPS",
+                pod.ips()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .env("POD_VERSION", version)
             .env("POD_SERVICE_ACCOUNT", &pod.service_account)
             .env("NODE_NAME", &pod.node);
@@ -783,6 +821,7 @@ impl Lab {
                     pod: p.key(),
                     node: p.node.clone(),
                     ip: p.ip.to_string(),
+                    ips: p.ips().iter().map(ToString::to_string).collect(),
                     ambient: p.ambient,
                     processes: cgroup::members(&self.pod_cgroup(p)).len(),
                 })
@@ -794,6 +833,7 @@ impl Lab {
                 .map(|s| ServiceSummary {
                     service: format!("{}/{}", s.namespace, s.name),
                     cluster_ip: s.vip.to_string(),
+                    cluster_ips: s.cluster_ips.iter().map(ToString::to_string).collect(),
                     ports: s.ports.iter().map(|p| p.port).collect(),
                     endpoints: s.endpoints.iter().map(|e| e.pod.clone()).collect(),
                 })
@@ -848,6 +888,8 @@ pub struct PodSummary {
     pub pod: String,
     pub node: String,
     pub ip: String,
+    /// Every address (`status.podIPs`).
+    pub ips: Vec<String>,
     pub ambient: bool,
     pub processes: usize,
 }
@@ -856,6 +898,7 @@ pub struct PodSummary {
 pub struct ServiceSummary {
     pub service: String,
     pub cluster_ip: String,
+    pub cluster_ips: Vec<String>,
     pub ports: Vec<u16>,
     pub endpoints: Vec<String>,
 }

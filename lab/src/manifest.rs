@@ -142,6 +142,15 @@ fn tcp() -> String {
 pub struct ServiceSpec {
     #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
+    /// Dual-stack fields, as the API server reads them: the addresses asked for, the
+    /// families (`IPv4`, `IPv6`) in order, and `SingleStack`, `PreferDualStack` or
+    /// `RequireDualStack`.
+    #[serde(default, rename = "clusterIPs", skip_serializing_if = "Vec::is_empty")]
+    pub cluster_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_families: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_family_policy: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub selector: Labels,
     #[serde(default)]
@@ -315,6 +324,9 @@ impl Manifests {
             },
             spec: ServiceSpec {
                 cluster_ip: None,
+                cluster_ips: Vec::new(),
+                ip_families: Vec::new(),
+                ip_family_policy: None,
                 selector: [(GATEWAY_NAME_LABEL.to_string(), name.to_string())].into(),
                 ports: vec![ServicePort {
                     name: Some("mesh".into()),

@@ -1,7 +1,7 @@
 //! Turning manifests into a concrete topology: which node runs which pod, every address,
 //! every name. Pure: nothing here touches the machine, so all of it is unit-tested.
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,12 +14,22 @@ use crate::manifest::{Container, Labels, Manifests, Pod, PodSpec, Service, Targe
 /// routed CNIs (Calico, Cilium) do, so every pod-to-pod packet crosses the node's IP layer
 /// where the lab's kube-proxy rules see it.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The same for IPv6: a link-local address of the node on each pod's veth (Calico uses
+/// `fe80::ecee:eeff:feee:eeee` the same way).
+pub const POD_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
 /// Cluster-wide address plan, chosen like a kubeadm cluster's defaults. These addresses exist
 /// only inside the lab's own network namespaces.
 const NODE_SUBNET: [u8; 3] = [10, 240, 0];
 const POD_SUBNET_PREFIX: [u8; 2] = [10, 244];
 const SERVICE_SUBNET_PREFIX: [u8; 2] = [10, 96];
+/// The IPv6 plan of a dual-stack lab, unique local addresses mirroring the IPv4 ones:
+/// nodes `fd00:10:240::/64`, pods `fd00:10:244:<node>::/64` (one /64 per node, a /128 per
+/// pod), Services `fd00:10:96::/112`. Node 10.240.0.10 is fd00:10:240::a, pod 10.244.1.10
+/// is fd00:10:244:1::a, Service 10.96.0.10 is fd00:10:96::a.
+const NODE_SUBNET6: [u16; 3] = [0xfd00, 0x10, 0x240];
+const POD_SUBNET6_PREFIX: [u16; 3] = [0xfd00, 0x10, 0x244];
+const SERVICE_SUBNET6_PREFIX: [u16; 3] = [0xfd00, 0x10, 0x96];
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 #[derive(Clone, Debug)]
@@ -27,6 +37,11 @@ pub struct LabOptions {
     /// Short name (a-z, 0-9); prefixes every namespace, cgroup and file of this lab.
     pub name: String,
     pub nodes: usize,
+    /// A dual-stack cluster (IPv4 first, as kubeadm's `--pod-network-cidr=10.244.0.0/16,
+    /// fd00:10:244::/56`): every pod gets an IPv6 address beside its IPv4 one, and Services
+    /// that ask for it (`ipFamilyPolicy`, `ipFamilies`, `clusterIPs`) an IPv6 ClusterIP.
+    /// Off by default: an IPv4 cluster, where a Service requiring dual-stack is refused.
+    pub dual_stack: bool,
 }
 
 impl LabOptions {
@@ -34,12 +49,27 @@ impl LabOptions {
         Self {
             name: name.into(),
             nodes: 2,
+            dual_stack: false,
         }
     }
 
     pub fn nodes(mut self, nodes: usize) -> Self {
         self.nodes = nodes;
         self
+    }
+
+    pub fn dual_stack(mut self, dual_stack: bool) -> Self {
+        self.dual_stack = dual_stack;
+        self
+    }
+
+    /// The cluster's IP families, the default first.
+    fn families(&self) -> Vec<IpFamily> {
+        if self.dual_stack {
+            vec![IpFamily::V4, IpFamily::V6]
+        } else {
+            vec![IpFamily::V4]
+        }
     }
 
     fn validate(&self) -> Result<(), LabError> {
@@ -67,6 +97,46 @@ impl LabOptions {
     }
 }
 
+/// An address family, named as Kubernetes names them in `ipFamilies`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IpFamily {
+    #[serde(rename = "IPv4")]
+    V4,
+    #[serde(rename = "IPv6")]
+    V6,
+}
+
+impl IpFamily {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "IPv4" => Some(IpFamily::V4),
+            "IPv6" => Some(IpFamily::V6),
+            _ => None,
+        }
+    }
+
+    fn other(self) -> Self {
+        match self {
+            IpFamily::V4 => IpFamily::V6,
+            IpFamily::V6 => IpFamily::V4,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NodePlan {
     pub name: String,
@@ -74,6 +144,11 @@ pub struct NodePlan {
     pub ip: Ipv4Addr,
     /// This node's pods take addresses from `<pod_cidr_base>/24`.
     pub pod_cidr_base: Ipv4Addr,
+    /// In a dual-stack lab: the node's IPv6 address on the fabric, and its pods' /64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr6_base: Option<Ipv6Addr>,
     /// The fabric side of the node's link, inside the fabric namespace.
     pub fabric_if: String,
 }
@@ -95,6 +170,9 @@ pub struct PodPlan {
     pub uid: String,
     pub node: String,
     pub ip: Ipv4Addr,
+    /// The pod's IPv6 address, in a dual-stack lab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub netns: String,
     /// The node side of the pod's veth pair, inside the node namespace.
     pub host_if: String,
@@ -109,6 +187,13 @@ pub struct PodPlan {
 impl PodPlan {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// `status.podIPs`: IPv4 first, then IPv6 in a dual-stack lab.
+    pub fn ips(&self) -> Vec<IpAddr> {
+        std::iter::once(IpAddr::V4(self.ip))
+            .chain(self.ip6.map(IpAddr::V6))
+            .collect()
     }
 
     /// A pod the lab runs for a waypoint Gateway.
@@ -136,6 +221,9 @@ pub struct ServicePortPlan {
 pub struct EndpointPlan {
     pub pod: String,
     pub ip: Ipv4Addr,
+    /// The pod's IPv6 address (dual-stack lab), listed in the Service's IPv6 slices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub node: String,
     /// Target port for each of the service's ports, in the same order; `None` where a
     /// named target port does not exist on this pod (kube-proxy skips it too).
@@ -146,7 +234,16 @@ pub struct EndpointPlan {
 pub struct ServicePlan {
     pub namespace: String,
     pub name: String,
-    pub vip: Ipv4Addr,
+    /// `spec.clusterIP`: the ClusterIP of the first of `ip_families`.
+    pub vip: IpAddr,
+    /// `spec.clusterIPs`, one per family of `ip_families`, in that order.
+    #[serde(default)]
+    pub cluster_ips: Vec<IpAddr>,
+    #[serde(default)]
+    pub ip_families: Vec<IpFamily>,
+    /// `SingleStack`, `PreferDualStack` or `RequireDualStack`.
+    #[serde(default)]
+    pub ip_family_policy: String,
     pub ports: Vec<ServicePortPlan>,
     pub endpoints: Vec<EndpointPlan>,
     pub labels: Labels,
@@ -156,11 +253,42 @@ impl ServicePlan {
     pub fn fqdn(&self) -> String {
         format!("{}.{}.svc.{CLUSTER_DOMAIN}", self.name, self.namespace)
     }
+
+    /// The ClusterIP of `family`, if the Service has that family.
+    pub fn cluster_ip(&self, family: IpFamily) -> Option<IpAddr> {
+        self.cluster_ips
+            .iter()
+            .copied()
+            .find(|ip| IpFamily::of(*ip) == family)
+    }
+
+    /// The endpoints' addresses of `family` with their target port for service port index
+    /// `port` (what the EndpointSlices of that family list), skipping endpoints without
+    /// the port; empty when the Service is not of that family.
+    pub fn targets(&self, family: IpFamily, port: usize) -> Vec<(IpAddr, u16)> {
+        if !self.ip_families.contains(&family) {
+            return Vec::new();
+        }
+        self.endpoints
+            .iter()
+            .filter_map(|e| {
+                let ip = match family {
+                    IpFamily::V4 => IpAddr::V4(e.ip),
+                    IpFamily::V6 => IpAddr::V6(e.ip6?),
+                };
+                Some((ip, e.ports.get(port).copied().flatten()?))
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
     pub lab: String,
+    /// The cluster's families, the default first: `[IPv4]`, or `[IPv4, IPv6]` when
+    /// dual-stack.
+    #[serde(default = "ipv4_only")]
+    pub families: Vec<IpFamily>,
     pub fabric_netns: String,
     /// Where the lab runs the mesh's control plane (the CA), as a cluster would on its
     /// control-plane nodes: a namespace of its own on the fabric.
@@ -169,6 +297,10 @@ pub struct Plan {
     pub pods: Vec<PodPlan>,
     pub services: Vec<ServicePlan>,
     pub namespaces: BTreeMap<String, Labels>,
+}
+
+fn ipv4_only() -> Vec<IpFamily> {
+    vec![IpFamily::V4]
 }
 
 /// Prefix of every network namespace of lab `lab`; `down` finds leftovers by it.
@@ -181,9 +313,13 @@ impl Plan {
         options.validate()?;
         let lab = options.name.clone();
         let prefix = netns_prefix(&lab);
+        let families = options.families();
+        let dual_stack = families.contains(&IpFamily::V6);
         let nodes: Vec<NodePlan> = (0..options.nodes)
             .map(|i| {
                 let name = format!("node-{}", i + 1);
+                let [a, b, c] = NODE_SUBNET6;
+                let [pa, pb, pc] = POD_SUBNET6_PREFIX;
                 NodePlan {
                     netns: format!("{prefix}{name}"),
                     ip: Ipv4Addr::new(NODE_SUBNET[0], NODE_SUBNET[1], NODE_SUBNET[2], 10 + i as u8),
@@ -193,6 +329,9 @@ impl Plan {
                         1 + i as u8,
                         0,
                     ),
+                    ip6: dual_stack.then(|| Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 10 + i as u16)),
+                    pod_cidr6_base: dual_stack
+                        .then(|| Ipv6Addr::new(pa, pb, pc, 1 + i as u16, 0, 0, 0, 0)),
                     fabric_if: format!("n{}", i + 1),
                     name,
                 }
@@ -250,12 +389,18 @@ impl Plan {
             next_host_octet[node_index] += 1;
             let base = node.pod_cidr_base.octets();
             let ambient = ambient_enrolled(&pod.metadata.labels, namespaces.get(&namespace));
+            // The same host part as the IPv4 address, in the node's IPv6 /64.
+            let ip6 = node.pod_cidr6_base.map(|base| {
+                let s = base.segments();
+                Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, u16::from(octet))
+            });
             pods.push(PodPlan {
                 uid: stable_uid(&lab, &key),
                 netns: format!("{prefix}{namespace}-{}", pod.metadata.name),
                 host_if: format!("vp{index}"),
                 node: node.name.clone(),
                 ip: Ipv4Addr::new(base[0], base[1], base[2], octet),
+                ip6,
                 labels: pod.metadata.labels.clone(),
                 annotations: pod.metadata.annotations.clone(),
                 service_account: service_account(&pod.spec),
@@ -266,8 +411,9 @@ impl Plan {
             });
         }
 
-        let services = plan_services(&manifests.services, &pods, &mut namespaces)?;
+        let services = plan_services(&manifests.services, &pods, &mut namespaces, &families)?;
         Ok(Plan {
+            families,
             fabric_netns: format!("{prefix}fabric"),
             control_plane: ControlPlanePlan {
                 netns: format!("{prefix}cp"),
@@ -298,9 +444,13 @@ impl Plan {
     /// `/etc/hosts` of a pod: its own name, then every Service by its cluster names. The
     /// short name is only listed for Services of the pod's own namespace, as the search path
     /// of a Kubernetes pod's resolv.conf makes it resolve.
+    /// In a dual-stack lab the pod's name and each Service's name have a line per address,
+    /// as DNS would answer A and AAAA.
     pub fn hosts_file(&self, pod: &PodPlan) -> String {
         let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
-        out.push_str(&format!("{}\t{}\n", pod.ip, pod.name));
+        for ip in pod.ips() {
+            out.push_str(&format!("{ip}\t{}\n", pod.name));
+        }
         for svc in &self.services {
             let mut names = vec![
                 svc.fqdn(),
@@ -310,23 +460,37 @@ impl Plan {
             if svc.namespace == pod.namespace {
                 names.push(svc.name.clone());
             }
-            out.push_str(&format!("{}\t{}\n", svc.vip, names.join(" ")));
+            for ip in &svc.cluster_ips {
+                out.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+            }
         }
         out
     }
 
     /// The nftables ruleset with which the lab plays kube-proxy in every node namespace:
     /// ClusterIP:port is DNATed to a random ready endpoint. weft itself never adds such rules.
+    /// Like kube-proxy's nftables mode, one table per family of the cluster (`ip`, and `ip6`
+    /// when dual-stack), each with the ClusterIPs and endpoints of its family.
     pub fn kube_proxy_ruleset(&self) -> String {
+        self.families
+            .iter()
+            .map(|family| self.kube_proxy_table(*family))
+            .collect()
+    }
+
+    fn kube_proxy_table(&self, family: IpFamily) -> String {
+        let (table, match_address) = match family {
+            IpFamily::V4 => ("ip", "ip"),
+            IpFamily::V6 => ("ip6", "ip6"),
+        };
         let mut rules = String::new();
         let mut chains = String::new();
         for (s, svc) in self.services.iter().enumerate() {
+            let Some(vip) = svc.cluster_ip(family) else {
+                continue;
+            };
             for (p, port) in svc.ports.iter().enumerate() {
-                let targets: Vec<(Ipv4Addr, u16)> = svc
-                    .endpoints
-                    .iter()
-                    .filter_map(|e| e.ports.get(p).copied().flatten().map(|tp| (e.ip, tp)))
-                    .collect();
+                let targets = svc.targets(family, p);
                 if targets.is_empty() {
                     continue;
                 }
@@ -334,14 +498,14 @@ impl Plan {
                 let mut vmap = Vec::new();
                 for (e, (ip, target)) in targets.iter().enumerate() {
                     let chain = format!("svc{s}-port{p}-ep{e}");
+                    let to = std::net::SocketAddr::new(*ip, *target);
                     chains.push_str(&format!(
-                        "  chain {chain} {{\n    ip saddr {ip} meta mark set {HAIRPIN_MARK}\n    meta l4proto {proto} dnat to {ip}:{target}\n  }}\n"
+                        "  chain {chain} {{\n    {match_address} saddr {ip} meta mark set {HAIRPIN_MARK}\n    meta l4proto {proto} dnat to {to}\n  }}\n"
                     ));
                     vmap.push(format!("{e} : jump {chain}"));
                 }
                 rules.push_str(&format!(
-                    "    ip daddr {} {proto} dport {} numgen random mod {} vmap {{ {} }}\n",
-                    svc.vip,
+                    "    {match_address} daddr {vip} {proto} dport {} numgen random mod {} vmap {{ {} }}\n",
                     port.port,
                     targets.len(),
                     vmap.join(", ")
@@ -349,7 +513,7 @@ impl Plan {
             }
         }
         format!(
-            "table ip {KUBE_PROXY_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority -100; policy accept;\n    jump services\n  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    jump services\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    meta mark {HAIRPIN_MARK} masquerade\n  }}\n  chain services {{\n{rules}  }}\n{chains}}}\n"
+            "table {table} {KUBE_PROXY_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority -100; policy accept;\n    jump services\n  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n    jump services\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    meta mark {HAIRPIN_MARK} masquerade\n  }}\n  chain services {{\n{rules}  }}\n{chains}}}\n"
         )
     }
 }
@@ -403,46 +567,218 @@ fn stable_uid(lab: &str, key: &str) -> String {
     )
 }
 
+/// A Service's families as the API server settles them, with the addresses the manifest
+/// asked for (by position in `families`; `None`: allocate one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ServiceFamilies {
+    policy: &'static str,
+    families: Vec<IpFamily>,
+    requested: Vec<Option<IpAddr>>,
+}
+
+const SINGLE_STACK: &str = "SingleStack";
+const PREFER_DUAL_STACK: &str = "PreferDualStack";
+const REQUIRE_DUAL_STACK: &str = "RequireDualStack";
+
+/// What the API server makes of a Service's `clusterIP`, `clusterIPs`, `ipFamilies` and
+/// `ipFamilyPolicy` on a cluster of `cluster` families (the first the default), following
+/// Kubernetes' allocator (`initIPFamilyFields` in pkg/registry/core/service/storage/alloc.go)
+/// and its validation: no policy means SingleStack; SingleStack with two families or two
+/// addresses is invalid; families follow the addresses given; RequireDualStack needs a
+/// dual-stack cluster, and every family must be the cluster's; no family means the
+/// cluster's default; PreferDualStack and RequireDualStack add the other family on a
+/// dual-stack cluster.
+fn service_families(svc: &Service, cluster: &[IpFamily]) -> Result<ServiceFamilies, LabError> {
+    let name = &svc.metadata.name;
+    let spec = &svc.spec;
+    let invalid = |reason: String| LabError::Invalid(format!("service {name}: {reason}"));
+    let given: Vec<&str> = if spec.cluster_ips.is_empty() {
+        spec.cluster_ip.as_deref().into_iter().collect()
+    } else {
+        if let Some(ip) = spec.cluster_ip.as_deref()
+            && spec.cluster_ips[0] != ip
+        {
+            return Err(invalid(format!(
+                "clusterIP {ip:?} must be the first of clusterIPs {:?}",
+                spec.cluster_ips
+            )));
+        }
+        spec.cluster_ips.iter().map(String::as_str).collect()
+    };
+    let mut addresses = Vec::new();
+    for text in given.into_iter().filter(|t| !t.is_empty()) {
+        if text == "None" {
+            return Err(invalid(
+                "headless services (clusterIP: None) are not supported by the lab".into(),
+            ));
+        }
+        let ip: IpAddr = text
+            .parse()
+            .map_err(|_| invalid(format!("clusterIP {text:?} is not an IP address")))?;
+        addresses.push(ip);
+    }
+    if addresses.len() > 2
+        || (addresses.len() == 2 && IpFamily::of(addresses[0]) == IpFamily::of(addresses[1]))
+    {
+        return Err(invalid(format!(
+            "clusterIPs {addresses:?} must be at most one address of each family"
+        )));
+    }
+    let mut families = Vec::new();
+    for text in &spec.ip_families {
+        let family = IpFamily::parse(text)
+            .ok_or_else(|| invalid(format!("ipFamilies: {text:?} is neither IPv4 nor IPv6")))?;
+        if families.contains(&family) {
+            return Err(invalid(format!(
+                "ipFamilies {:?} repeats a family",
+                spec.ip_families
+            )));
+        }
+        families.push(family);
+    }
+    for (i, ip) in addresses.iter().enumerate() {
+        if families
+            .get(i)
+            .is_some_and(|family| *family != IpFamily::of(*ip))
+        {
+            return Err(invalid(format!(
+                "clusterIPs[{i}] {ip} is not of family ipFamilies[{i}] {}",
+                families[i].as_str()
+            )));
+        }
+    }
+    let policy = match spec.ip_family_policy.as_deref() {
+        None => SINGLE_STACK,
+        Some(SINGLE_STACK) => SINGLE_STACK,
+        Some(PREFER_DUAL_STACK) => PREFER_DUAL_STACK,
+        Some(REQUIRE_DUAL_STACK) => REQUIRE_DUAL_STACK,
+        Some(other) => {
+            return Err(invalid(format!(
+                "ipFamilyPolicy {other:?} is not SingleStack, PreferDualStack or RequireDualStack"
+            )));
+        }
+    };
+    if policy == SINGLE_STACK && (addresses.len() == 2 || families.len() == 2) {
+        return Err(invalid(
+            "ipFamilyPolicy must be RequireDualStack or PreferDualStack when multiple cluster \
+             IPs or IP families are specified"
+                .into(),
+        ));
+    }
+    for ip in addresses.iter().skip(families.len()) {
+        let family = IpFamily::of(*ip);
+        if !cluster.contains(&family) {
+            return Err(invalid(format!(
+                "clusterIP {ip}: {} is not configured on this cluster (a dual-stack lab has both)",
+                family.as_str()
+            )));
+        }
+        families.push(family);
+    }
+    if policy == REQUIRE_DUAL_STACK && cluster.len() < 2 {
+        return Err(invalid(
+            "ipFamilyPolicy RequireDualStack: this cluster is not configured for dual-stack \
+             services (bring the lab up dual-stack)"
+                .into(),
+        ));
+    }
+    if let Some(family) = families.iter().find(|f| !cluster.contains(f)) {
+        return Err(invalid(format!(
+            "ipFamilies: {} is not configured on this cluster",
+            family.as_str()
+        )));
+    }
+    if families.is_empty() {
+        families.push(cluster[0]);
+    }
+    if policy != SINGLE_STACK && families.len() == 1 && cluster.len() == 2 {
+        families.push(families[0].other());
+    }
+    let requested = (0..families.len())
+        .map(|i| addresses.get(i).copied())
+        .collect();
+    Ok(ServiceFamilies {
+        policy,
+        families,
+        requested,
+    })
+}
+
+/// Hands out ClusterIPs in order, as the API server's allocator would (it picks at random;
+/// in order keeps the lab's addresses predictable), skipping those taken explicitly.
+struct ClusterIpAllocator {
+    taken: BTreeSet<IpAddr>,
+    next_v4: u32,
+    next_v6: u32,
+}
+
+impl ClusterIpAllocator {
+    fn next(&mut self, family: IpFamily) -> Result<IpAddr, LabError> {
+        loop {
+            let ip = match family {
+                IpFamily::V4 => {
+                    let n = self.next_v4;
+                    self.next_v4 += 1;
+                    IpAddr::V4(Ipv4Addr::new(
+                        SERVICE_SUBNET_PREFIX[0],
+                        SERVICE_SUBNET_PREFIX[1],
+                        (n >> 8) as u8,
+                        (n & 0xff) as u8,
+                    ))
+                }
+                IpFamily::V6 => {
+                    let n = self.next_v6;
+                    self.next_v6 += 1;
+                    let [a, b, c] = SERVICE_SUBNET6_PREFIX;
+                    IpAddr::V6(Ipv6Addr::new(a, b, c, 0, 0, 0, 0, n as u16))
+                }
+            };
+            if self.next_v4 > 0xfffe || self.next_v6 > 0xfffe {
+                return Err(LabError::Invalid("service address range exhausted".into()));
+            }
+            if self.taken.insert(ip) {
+                return Ok(ip);
+            }
+        }
+    }
+}
+
 fn plan_services(
     services: &[Service],
     pods: &[PodPlan],
     namespaces: &mut BTreeMap<String, Labels>,
+    cluster: &[IpFamily],
 ) -> Result<Vec<ServicePlan>, LabError> {
-    let mut taken: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut settled = Vec::with_capacity(services.len());
+    let mut allocator = ClusterIpAllocator {
+        taken: BTreeSet::new(),
+        next_v4: 10,
+        next_v6: 10,
+    };
     for svc in services {
-        if let Some(ip) = explicit_cluster_ip(svc)?
-            && !taken.insert(ip)
-        {
-            return Err(LabError::Invalid(format!(
-                "service {}: clusterIP {ip} is already taken",
-                svc.metadata.name
-            )));
+        let families = service_families(svc, cluster)?;
+        for ip in families.requested.iter().flatten() {
+            if !allocator.taken.insert(*ip) {
+                return Err(LabError::Invalid(format!(
+                    "service {}: clusterIP {ip} is already taken",
+                    svc.metadata.name
+                )));
+            }
         }
+        settled.push(families);
     }
-    let mut next = 10u32;
     let mut out = Vec::with_capacity(services.len());
-    for svc in services {
+    for (svc, families) in services.iter().zip(settled) {
         let namespace = svc.metadata.namespace_or_default().to_string();
         namespaces.entry(namespace.clone()).or_default();
         validate_dns_label(&svc.metadata.name, "service name")?;
-        let vip = match explicit_cluster_ip(svc)? {
-            Some(ip) => ip,
-            None => loop {
-                let ip = Ipv4Addr::new(
-                    SERVICE_SUBNET_PREFIX[0],
-                    SERVICE_SUBNET_PREFIX[1],
-                    (next >> 8) as u8,
-                    (next & 0xff) as u8,
-                );
-                next += 1;
-                if next > 0xfffe {
-                    return Err(LabError::Invalid("service address range exhausted".into()));
-                }
-                if taken.insert(ip) {
-                    break ip;
-                }
-            },
-        };
+        let mut cluster_ips = Vec::with_capacity(families.families.len());
+        for (family, requested) in families.families.iter().zip(&families.requested) {
+            cluster_ips.push(match requested {
+                Some(ip) => *ip,
+                None => allocator.next(*family)?,
+            });
+        }
         let endpoints = if svc.spec.selector.is_empty() {
             Vec::new()
         } else {
@@ -457,6 +793,7 @@ fn plan_services(
                 .map(|p| EndpointPlan {
                     pod: p.key(),
                     ip: p.ip,
+                    ip6: p.ip6,
                     node: p.node.clone(),
                     ports: svc
                         .spec
@@ -472,7 +809,10 @@ fn plan_services(
         out.push(ServicePlan {
             namespace,
             name: svc.metadata.name.clone(),
-            vip,
+            vip: cluster_ips[0],
+            cluster_ips,
+            ip_families: families.families,
+            ip_family_policy: families.policy.to_string(),
             ports: svc
                 .spec
                 .ports
@@ -488,22 +828,6 @@ fn plan_services(
         });
     }
     Ok(out)
-}
-
-fn explicit_cluster_ip(svc: &Service) -> Result<Option<Ipv4Addr>, LabError> {
-    match svc.spec.cluster_ip.as_deref() {
-        None | Some("") => Ok(None),
-        Some("None") => Err(LabError::Invalid(format!(
-            "service {}: headless services (clusterIP: None) are not supported by the lab",
-            svc.metadata.name
-        ))),
-        Some(text) => text.parse().map(Some).map_err(|_| {
-            LabError::Invalid(format!(
-                "service {}: clusterIP {text:?} is not an IPv4 address",
-                svc.metadata.name
-            ))
-        }),
-    }
 }
 
 fn resolve_target_port(
@@ -669,6 +993,291 @@ spec: {clusterIP: 10.96.0.10, ports: [{port: 1}]}
         let err = Plan::build(&LabOptions::new("t"), &m).expect_err("no node-9");
         assert!(err.to_string().contains("node-9"), "{err}");
         assert!(Plan::build(&LabOptions::new("Bad_Name"), &Manifests::default()).is_err());
+    }
+
+    fn dual_plan(yaml: &str) -> Plan {
+        let mut m = Manifests::default();
+        m.add_yaml(yaml, Path::new("test.yaml"))
+            .expect("valid yaml");
+        Plan::build(&LabOptions::new("t").nodes(2).dual_stack(true), &m).expect("valid plan")
+    }
+
+    /// `web` asks for both families, `v6only` for IPv6 alone, `legacy` for nothing.
+    const DUAL: &str = r#"
+kind: Pod
+metadata: {name: web-a, namespace: shop, labels: {app: web}}
+spec:
+  containers: [{name: app, ports: [{containerPort: 8080, name: http}]}]
+---
+kind: Pod
+metadata: {name: web-b, namespace: shop, labels: {app: web}}
+spec:
+  containers: [{name: app, ports: [{containerPort: 8080, name: http}]}]
+---
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ipFamilyPolicy: PreferDualStack
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+---
+kind: Service
+metadata: {name: v6only, namespace: shop}
+spec:
+  ipFamilies: [IPv6]
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+---
+kind: Service
+metadata: {name: legacy, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+"#;
+
+    #[test]
+    fn dual_stack_pods_get_an_ipv6_address_mirroring_the_ipv4_one() {
+        let p = dual_plan(DUAL);
+        let a = p.pod("shop/web-a").expect("pod");
+        assert_eq!(
+            a.ips(),
+            [
+                "10.244.1.10".parse::<IpAddr>().expect("ip"),
+                "fd00:10:244:1::a".parse().expect("ip")
+            ]
+        );
+        let b = p.pod("shop/web-b").expect("pod");
+        assert_eq!(b.ip6, Some("fd00:10:244:2::a".parse().expect("ip")));
+        assert_eq!(p.nodes[1].ip6, Some("fd00:10:240::b".parse().expect("ip")));
+        assert_eq!(
+            p.nodes[1].pod_cidr6_base,
+            Some("fd00:10:244:2::".parse().expect("ip"))
+        );
+        let single = plan(SHOP, 2);
+        assert!(
+            single.pods.iter().all(|p| p.ip6.is_none()),
+            "IPv4 by default"
+        );
+        assert!(single.nodes.iter().all(|n| n.ip6.is_none()));
+    }
+
+    #[test]
+    fn services_get_the_cluster_ips_kubernetes_would_allocate() {
+        let p = dual_plan(DUAL);
+        let ips = |name: &str| -> Vec<String> {
+            let svc = p.services.iter().find(|s| s.name == name).expect("service");
+            svc.cluster_ips.iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(ips("web"), ["10.96.0.10", "fd00:10:96::a"]);
+        assert_eq!(ips("v6only"), ["fd00:10:96::b"]);
+        assert_eq!(
+            ips("legacy"),
+            ["10.96.0.11"],
+            "SingleStack IPv4 stays the default"
+        );
+        let v6only = &p.services[1];
+        assert_eq!(v6only.vip.to_string(), "fd00:10:96::b");
+        assert_eq!(v6only.ip_families, [IpFamily::V6]);
+        assert_eq!(v6only.ip_family_policy, "SingleStack");
+        assert_eq!(p.services[0].ip_family_policy, "PreferDualStack");
+    }
+
+    fn families(spec: &str, cluster: &[IpFamily]) -> Result<Vec<String>, String> {
+        let mut m = Manifests::default();
+        m.add_yaml(
+            &format!("kind: Service\nmetadata: {{name: s}}\nspec: {spec}\n"),
+            Path::new("s.yaml"),
+        )
+        .expect("yaml");
+        service_families(&m.services[0], cluster)
+            .map(|f| {
+                f.families
+                    .iter()
+                    .zip(&f.requested)
+                    .map(|(family, ip)| match ip {
+                        Some(ip) => format!("{}={ip}", family.as_str()),
+                        None => family.as_str().to_string(),
+                    })
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ip_families_follow_the_api_server_s_rules() {
+        use IpFamily::{V4, V6};
+        let dual = [V4, V6];
+        let single = [V4];
+        assert_eq!(families("{}", &dual), Ok(vec!["IPv4".into()]));
+        assert_eq!(
+            families("{ipFamilyPolicy: PreferDualStack}", &single),
+            Ok(vec!["IPv4".into()]),
+            "PreferDualStack falls back to single-stack"
+        );
+        assert_eq!(
+            families(
+                "{ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv6]}",
+                &dual
+            ),
+            Ok(vec!["IPv6".into(), "IPv4".into()]),
+            "the first family listed is the primary one"
+        );
+        assert_eq!(
+            families(
+                "{clusterIP: 10.96.5.5, clusterIPs: [10.96.5.5, 'fd00:10:96::55'], ipFamilyPolicy: RequireDualStack}",
+                &dual
+            ),
+            Ok(vec!["IPv4=10.96.5.5".into(), "IPv6=fd00:10:96::55".into()]),
+            "families follow the addresses given"
+        );
+        for (spec, cluster, reason) in [
+            (
+                "{ipFamilyPolicy: RequireDualStack}",
+                &single[..],
+                "not configured for dual-stack",
+            ),
+            (
+                "{ipFamilies: [IPv6]}",
+                &single[..],
+                "IPv6 is not configured",
+            ),
+            (
+                "{ipFamilies: [IPv4, IPv6]}",
+                &dual[..],
+                "must be RequireDualStack or PreferDualStack",
+            ),
+            (
+                "{clusterIP: 'fd00:10:96::5'}",
+                &single[..],
+                "IPv6 is not configured",
+            ),
+            (
+                "{clusterIPs: [10.96.0.5, 10.96.0.6], ipFamilyPolicy: PreferDualStack}",
+                &dual[..],
+                "one address of each family",
+            ),
+            (
+                "{clusterIP: 10.96.0.5, clusterIPs: [10.96.0.6]}",
+                &dual[..],
+                "must be the first of clusterIPs",
+            ),
+            (
+                "{ipFamilies: [IPv6], clusterIPs: [10.96.0.6]}",
+                &dual[..],
+                "is not of family",
+            ),
+            (
+                "{ipFamilyPolicy: Sometimes}",
+                &dual[..],
+                "is not SingleStack",
+            ),
+            ("{ipFamilies: [IPv5]}", &dual[..], "neither IPv4 nor IPv6"),
+        ] {
+            let refused = families(spec, cluster).expect_err(spec);
+            assert!(refused.contains(reason), "{spec}: {refused}");
+        }
+    }
+
+    #[test]
+    fn kube_proxy_has_an_ip6_table_with_the_ipv6_cluster_ips() {
+        let p = dual_plan(DUAL);
+        let rules = p.kube_proxy_ruleset();
+        let (v4, v6) = rules
+            .split_once("table ip6 weft_lab_kube_proxy {")
+            .expect("an ip6 table");
+        assert!(v4.starts_with("table ip weft_lab_kube_proxy {"), "{rules}");
+        assert!(
+            v6.contains("ip6 daddr fd00:10:96::a tcp dport 80 numgen random mod 2 vmap"),
+            "{rules}"
+        );
+        assert!(v6.contains("dnat to [fd00:10:244:1::a]:8080"), "{rules}");
+        assert!(
+            v6.contains("ip6 saddr fd00:10:244:2::a meta mark set 0x4000"),
+            "hairpin connections are masqueraded in IPv6 too: {rules}"
+        );
+        assert!(
+            v6.contains("ip6 daddr fd00:10:96::b tcp dport 80"),
+            "{rules}"
+        );
+        assert!(
+            !v6.contains("10.96."),
+            "only IPv6 in the ip6 table: {rules}"
+        );
+        assert!(v4.contains("ip daddr 10.96.0.11 tcp dport 80"), "{rules}");
+        assert!(!v4.contains("fd00"), "only IPv4 in the ip table: {rules}");
+        assert!(
+            !plan(SHOP, 2).kube_proxy_ruleset().contains("ip6"),
+            "no ip6 table in an IPv4 cluster"
+        );
+    }
+
+    #[test]
+    fn dual_stack_hosts_files_name_every_address() {
+        let p = dual_plan(DUAL);
+        let hosts = p.hosts_file(p.pod("shop/web-a").expect("pod"));
+        assert!(
+            hosts.contains("10.244.1.10\tweb-a\nfd00:10:244:1::a\tweb-a\n"),
+            "{hosts}"
+        );
+        assert!(
+            hosts.contains("10.96.0.10\tweb.shop.svc.cluster.local web.shop.svc web.shop web\n")
+                && hosts.contains(
+                    "fd00:10:96::a\tweb.shop.svc.cluster.local web.shop.svc web.shop web\n"
+                ),
+            "{hosts}"
+        );
+        assert!(!hosts.contains("fd00:10:96::c"), "{hosts}");
+    }
+
+    #[test]
+    fn the_cluster_view_has_pod_ips_and_endpoint_slices_of_each_family() {
+        let p = dual_plan(DUAL);
+        let view = crate::records::cluster_view(&p, &[]).expect("view");
+        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&view)
+            .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+            .filter(|v: &serde_yaml::Value| !v.is_null())
+            .collect();
+        let find = |kind: &str, name: &str| {
+            docs.iter()
+                .find(|d| {
+                    d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name)
+                })
+                .unwrap_or_else(|| panic!("no {kind} {name} in\n{view}"))
+        };
+        let pod = find("Pod", "web-a");
+        assert_eq!(
+            pod["status"]["podIPs"][1]["ip"].as_str(),
+            Some("fd00:10:244:1::a")
+        );
+        let web = find("Service", "web");
+        assert_eq!(web["spec"]["clusterIPs"][1].as_str(), Some("fd00:10:96::a"));
+        assert_eq!(web["spec"]["ipFamilies"][1].as_str(), Some("IPv6"));
+        assert_eq!(
+            web["spec"]["ipFamilyPolicy"].as_str(),
+            Some("PreferDualStack")
+        );
+        let slice6 = find("EndpointSlice", "web-ipv6-0");
+        assert_eq!(slice6["addressType"].as_str(), Some("IPv6"));
+        assert_eq!(
+            slice6["endpoints"][0]["addresses"][0].as_str(),
+            Some("fd00:10:244:1::a")
+        );
+        assert_eq!(
+            find("EndpointSlice", "web-0")["addressType"].as_str(),
+            Some("IPv4")
+        );
+        assert!(
+            !view.contains("legacy-ipv6"),
+            "a SingleStack IPv4 Service has IPv4 slices only"
+        );
+        assert_eq!(
+            find("EndpointSlice", "v6only-ipv6-0")["addressType"].as_str(),
+            Some("IPv6")
+        );
+        assert!(
+            !view.contains("name: v6only-0"),
+            "and an IPv6 one IPv6 slices only"
+        );
     }
 
     #[test]

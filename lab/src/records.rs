@@ -7,7 +7,7 @@ use weft_core::host::netns::named_netns_path;
 use weft_core::host::pod_locations::{PodLocation, PodLocations};
 
 use crate::LabError;
-use crate::plan::{Plan, PodPlan};
+use crate::plan::{IpFamily, Plan, PodPlan, ServicePlan};
 
 /// Parent of every lab's records.
 pub const STATE_ROOT: &str = "/run/weft-lab";
@@ -132,9 +132,60 @@ pub fn pod_locations(plan: &Plan, pod_cgroup: impl Fn(&PodPlan) -> PathBuf) -> P
     }
 }
 
+/// The EndpointSlices of `svc` for `family`: one per distinct port mapping, as the
+/// EndpointSlice controller makes for pods whose target ports agree. The IPv4 ones are named
+/// `<service>-<n>`, the IPv6 ones `<service>-ipv6-<n>`.
+fn endpoint_slices(svc: &ServicePlan, family: IpFamily) -> Vec<serde_json::Value> {
+    let mut groups: Vec<(Vec<Option<u16>>, Vec<serde_json::Value>)> = Vec::new();
+    for ep in &svc.endpoints {
+        let address = match family {
+            IpFamily::V4 => ep.ip.to_string(),
+            IpFamily::V6 => match ep.ip6 {
+                Some(ip6) => ip6.to_string(),
+                None => continue,
+            },
+        };
+        let endpoint = json!({
+            "addresses": [address], "nodeName": ep.node,
+            "conditions": {"ready": true, "serving": true, "terminating": false},
+            "targetRef": {"kind": "Pod", "namespace": svc.namespace,
+                          "name": ep.pod.split('/').nth(1).unwrap_or_default()},
+        });
+        match groups.iter_mut().find(|(ports, _)| *ports == ep.ports) {
+            Some((_, endpoints)) => endpoints.push(endpoint),
+            None => groups.push((ep.ports.clone(), vec![endpoint])),
+        }
+    }
+    let prefix = match family {
+        IpFamily::V4 => svc.name.clone(),
+        IpFamily::V6 => format!("{}-ipv6", svc.name),
+    };
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(index, (targets, endpoints))| {
+            let ports: Vec<_> = svc
+                .ports
+                .iter()
+                .zip(&targets)
+                .filter_map(|(p, t)| t.map(|t| json!({"name": p.name.clone().unwrap_or_default(), "port": t, "protocol": p.protocol})))
+                .collect();
+            json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {
+                    "name": format!("{prefix}-{index}"), "namespace": svc.namespace,
+                    "labels": {"kubernetes.io/service-name": svc.name},
+                },
+                "addressType": family.as_str(), "endpoints": endpoints, "ports": ports,
+            })
+        })
+        .collect()
+}
+
 /// The cluster as `kubectl get -o yaml` would show it after scheduling: Namespaces, Pods
-/// with node and IP, Services with their ClusterIP, EndpointSlices, and every other object
-/// of the manifests unchanged.
+/// with node and IPs, Services with their ClusterIPs and families, EndpointSlices (one set
+/// per family of the Service, as the EndpointSlice controller makes them), and every other
+/// object of the manifests unchanged.
 pub fn cluster_view(plan: &Plan, others: &[serde_yaml::Value]) -> Result<String, LabError> {
     let mut objects = Vec::new();
     for (name, labels) in &plan.namespaces {
@@ -157,7 +208,8 @@ pub fn cluster_view(plan: &Plan, others: &[serde_yaml::Value]) -> Result<String,
             },
             "status": {
                 "phase": "Running", "podIP": pod.ip.to_string(),
-                "podIPs": [{"ip": pod.ip.to_string()}], "hostIP": node_ip,
+                "podIPs": pod.ips().iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
+                "hostIP": node_ip,
             },
         }));
     }
@@ -167,41 +219,19 @@ pub fn cluster_view(plan: &Plan, others: &[serde_yaml::Value]) -> Result<String,
             .iter()
             .map(|p| json!({"name": p.name, "port": p.port, "protocol": p.protocol}))
             .collect();
+        let cluster_ips: Vec<String> = svc.cluster_ips.iter().map(|ip| ip.to_string()).collect();
+        let families: Vec<&str> = svc.ip_families.iter().map(|f| f.as_str()).collect();
         objects.push(json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": svc.labels},
-            "spec": {"clusterIP": svc.vip.to_string(), "clusterIPs": [svc.vip.to_string()], "ports": ports},
+            "spec": {
+                "clusterIP": svc.vip.to_string(), "clusterIPs": cluster_ips,
+                "ipFamilies": families, "ipFamilyPolicy": svc.ip_family_policy,
+                "ports": ports,
+            },
         }));
-        // One slice per service port set, as the EndpointSlice controller makes for pods
-        // whose target ports agree; the lab keeps it to one slice per distinct port mapping.
-        let mut groups: Vec<(Vec<Option<u16>>, Vec<serde_json::Value>)> = Vec::new();
-        for ep in &svc.endpoints {
-            let endpoint = json!({
-                "addresses": [ep.ip.to_string()], "nodeName": ep.node,
-                "conditions": {"ready": true, "serving": true, "terminating": false},
-                "targetRef": {"kind": "Pod", "namespace": svc.namespace,
-                              "name": ep.pod.split('/').nth(1).unwrap_or_default()},
-            });
-            match groups.iter_mut().find(|(ports, _)| *ports == ep.ports) {
-                Some((_, endpoints)) => endpoints.push(endpoint),
-                None => groups.push((ep.ports.clone(), vec![endpoint])),
-            }
-        }
-        for (index, (targets, endpoints)) in groups.into_iter().enumerate() {
-            let ports: Vec<_> = svc
-                .ports
-                .iter()
-                .zip(&targets)
-                .filter_map(|(p, t)| t.map(|t| json!({"name": p.name.clone().unwrap_or_default(), "port": t, "protocol": p.protocol})))
-                .collect();
-            objects.push(json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {
-                    "name": format!("{}-{index}", svc.name), "namespace": svc.namespace,
-                    "labels": {"kubernetes.io/service-name": svc.name},
-                },
-                "addressType": "IPv4", "endpoints": endpoints, "ports": ports,
-            }));
+        for family in &svc.ip_families {
+            objects.extend(endpoint_slices(svc, *family));
         }
     }
     let mut out =

@@ -13,7 +13,7 @@ mod preflight;
 mod proxy;
 mod telemetry;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,7 @@ use weft_core::host::handoff::Inherited;
 use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
 use weft_core::lifecycle::Shutdown;
 
+use crate::capture::addresses::PodIps;
 use crate::capture::enrollment::{Enrollment, PodToEnroll};
 use crate::capture::exclusions;
 use crate::mesh::Mesh;
@@ -412,10 +413,7 @@ fn desired_pods(
     let mut desired = Vec::new();
     for workload in snapshot.workloads_on_node(&args.node).filter(|w| w.in_mesh) {
         let key = format!("{}/{}", workload.namespace, workload.name);
-        let Some(ip) = workload.ips.iter().find_map(|ip| match ip {
-            IpAddr::V4(v4) => Some(*v4),
-            IpAddr::V6(_) => None,
-        }) else {
+        let Some(ips) = PodIps::from_ips(&workload.ips) else {
             continue;
         };
         let Some(location) = locator.locate(&workload.uid) else {
@@ -437,7 +435,7 @@ fn desired_pods(
         desired.push(PodToEnroll {
             uid: workload.uid.to_string(),
             key,
-            ip,
+            ips,
             identity,
             location,
             exclusions,

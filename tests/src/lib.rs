@@ -59,11 +59,17 @@ pub fn require_root() {
 
 /// Like [`lab_up`], with extra arguments for every agent.
 pub fn lab_up_with(tag: &str, dir: &str, nodes: usize, agents: bool, agent_args: &[&str]) -> Lab {
-    let manifests = match Manifests::load_dir(&manifests(dir)) {
-        Ok(m) => m,
-        Err(e) => panic!("reading tests/manifests/{dir}: {e}"),
-    };
-    lab_up_manifests(tag, &manifests, nodes, agents, agent_args)
+    let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
+    lab_up_options(options, &read_manifests(dir), agents, agent_args)
+}
+
+/// Like [`lab_up`], for a dual-stack cluster: every pod has an IPv6 address beside its IPv4
+/// one, and Services asking for it an IPv6 ClusterIP.
+pub fn lab_up_dual_stack(tag: &str, dir: &str, nodes: usize, agents: bool) -> Lab {
+    let options = LabOptions::new(unique_lab_name(tag))
+        .nodes(nodes)
+        .dual_stack(true);
+    lab_up_options(options, &read_manifests(dir), agents, &[])
 }
 
 /// Brings up a lab from manifests the test has read (and perhaps adjusted).
@@ -71,6 +77,23 @@ pub fn lab_up_manifests(
     tag: &str,
     manifests: &Manifests,
     nodes: usize,
+    agents: bool,
+    agent_args: &[&str],
+) -> Lab {
+    let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
+    lab_up_options(options, manifests, agents, agent_args)
+}
+
+fn read_manifests(dir: &str) -> Manifests {
+    match Manifests::load_dir(&manifests(dir)) {
+        Ok(m) => m,
+        Err(e) => panic!("reading tests/manifests/{dir}: {e}"),
+    }
+}
+
+fn lab_up_options(
+    options: LabOptions,
+    manifests: &Manifests,
     agents: bool,
     agent_args: &[&str],
 ) -> Lab {
@@ -82,7 +105,6 @@ pub fn lab_up_manifests(
         agent_log: Some("debug".into()),
         agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
     };
-    let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
     match Lab::up(&options, manifests, &runtime) {
         Ok(lab) => lab,
         Err(e) => panic!("lab {} did not come up: {e}", options.name),
@@ -151,6 +173,16 @@ pub fn pod_ip(lab: &Lab, pod: &str) -> String {
         .to_string()
 }
 
+/// The IPv6 address of `pod` (in a dual-stack lab), as text without brackets.
+pub fn pod_ip6(lab: &Lab, pod: &str) -> String {
+    lab.plan
+        .pod(pod)
+        .unwrap_or_else(|| panic!("no pod {pod}"))
+        .ip6
+        .unwrap_or_else(|| panic!("pod {pod} has no IPv6 address: is the lab dual-stack?"))
+        .to_string()
+}
+
 /// The agent of `node`'s records of recent connections (`GET /connections`).
 pub fn agent_connections(lab: &Lab, node: &str) -> Vec<serde_json::Value> {
     match agent_admin(lab, node, "/connections") {
@@ -174,6 +206,60 @@ pub fn agent_connections_when(
         settled(&records)
     });
     records
+}
+
+/// A capture of the fabric between the nodes (every link of the fabric namespace).
+pub struct FabricCapture {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl FabricCapture {
+    pub fn start(lab: &Lab) -> Self {
+        let file = lab.paths.root.join("fabric.pcap");
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.plan.fabric_netns))
+            // -Z root: tcpdump otherwise drops to its own user before opening the file.
+            // --immediate-mode: packets reach the file as they come, not once a buffer fills.
+            .args([
+                "tcpdump",
+                "-Z",
+                "root",
+                "--immediate-mode",
+                "-i",
+                "any",
+                "-U",
+                "-s",
+                "0",
+                "-w",
+            ])
+            .arg(&file)
+            .arg("tcp")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tcpdump runs (installed by cargo xtask setup)");
+        // tcpdump says "listening on br0" once it captures.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Self { child, file }
+    }
+
+    /// Stops the capture; returns the raw file and tcpdump's one-line summaries.
+    pub fn stop(mut self) -> (Vec<u8>, String) {
+        // Let the last packets reach the file before tcpdump stops reading.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // SIGINT, so tcpdump closes its file properly.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let raw = std::fs::read(&self.file).expect("pcap written");
+        let text = std::process::Command::new("tcpdump")
+            .args(["-nn", "-r"])
+            .arg(&self.file)
+            .output()
+            .expect("tcpdump reads");
+        (raw, String::from_utf8_lossy(&text.stdout).into_owned())
+    }
 }
 
 /// Loads a cgroup/connect4 program that lets every connect through unchanged: a stand-in

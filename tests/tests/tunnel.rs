@@ -1,72 +1,17 @@
 //! The HBONE tunnel between agents: mesh traffic crosses the network only inside mutual
 //! TLS with SPIFFE identities issued by the mesh's CA, and L4 policy is enforced at the
 //! destination.
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use weft_e2e::{
-    agent_admin, agent_connections, agent_connections_when, eventually, lab_up, lab_up_with,
-    pod_ip, testapp_in, testapp_json,
+    FabricCapture, agent_admin, agent_connections, agent_connections_when, eventually, lab_up,
+    lab_up_with, pod_ip, testapp_in, testapp_json,
 };
 use weft_lab::Lab;
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/mesh/sa/client";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/mesh/sa/server";
-
-/// A capture of the fabric between the nodes (every link of the fabric namespace).
-struct FabricCapture {
-    child: std::process::Child,
-    file: std::path::PathBuf,
-}
-
-impl FabricCapture {
-    fn start(lab: &Lab) -> Self {
-        let file = lab.paths.root.join("fabric.pcap");
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.plan.fabric_netns))
-            // -Z root: tcpdump otherwise drops to its own user before opening the file.
-            // --immediate-mode: packets reach the file as they come, not once a buffer fills.
-            .args([
-                "tcpdump",
-                "-Z",
-                "root",
-                "--immediate-mode",
-                "-i",
-                "any",
-                "-U",
-                "-s",
-                "0",
-                "-w",
-            ])
-            .arg(&file)
-            .arg("tcp")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tcpdump runs (installed by cargo xtask setup)");
-        // tcpdump says "listening on br0" once it captures.
-        std::thread::sleep(Duration::from_millis(500));
-        Self { child, file }
-    }
-
-    /// Stops the capture; returns the raw file and tcpdump's one-line summaries.
-    fn stop(mut self) -> (Vec<u8>, String) {
-        // Let the last packets reach the file before tcpdump stops reading.
-        std::thread::sleep(Duration::from_millis(500));
-        // SIGINT, so tcpdump closes its file properly.
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-        let raw = std::fs::read(&self.file).expect("pcap written");
-        let text = Command::new("tcpdump")
-            .args(["-nn", "-r"])
-            .arg(&self.file)
-            .output()
-            .expect("tcpdump reads");
-        (raw, String::from_utf8_lossy(&text.stdout).into_owned())
-    }
-}
 
 #[test]
 fn mesh_traffic_crosses_the_fabric_only_inside_mutual_tls() {

@@ -78,7 +78,7 @@ struct Entry {
 
 impl Entry {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        weft_core::sync::lock(&self.state)
     }
 
     /// The keys held, and whether a fetch is due.
@@ -150,7 +150,7 @@ impl JwksCache {
     /// while a refresh runs in the background. `None` when none could ever be fetched.
     pub async fn remote(&self, uri: &str, timeout: Duration) -> Option<Arc<JwkSet>> {
         let entry = {
-            let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            let mut remote = weft_core::sync::lock(&self.remote);
             remote.entry(uri.to_string()).or_default().clone()
         };
         match entry.status() {
@@ -171,7 +171,7 @@ impl JwksCache {
 
     /// An inline `jwks`, parsed once.
     pub fn inline(&self, text: &str) -> Result<Arc<JwkSet>, JwksError> {
-        let mut inline = self.inline.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inline = weft_core::sync::lock(&self.inline);
         if let Some(parsed) = inline.get(text) {
             return parsed.clone();
         }

@@ -20,6 +20,10 @@ pub enum LabCommand {
         /// Do not start a weft-agent per node (the cluster without the mesh).
         #[arg(long)]
         no_agents: bool,
+        /// A dual-stack cluster: pods get an IPv6 address too, Services that ask for it an
+        /// IPv6 ClusterIP.
+        #[arg(long)]
+        dual_stack: bool,
     },
     /// Run a command inside a pod (`lab exec NAMESPACE/POD -- CMD…`) or in a node's network
     /// namespace, where its agent's admin listens (`lab exec node-1 -- weftctl status`).
@@ -71,8 +75,9 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             name,
             nodes,
             no_agents,
+            dual_stack,
         } => {
-            let options = LabOptions::new(&name).nodes(nodes);
+            let options = LabOptions::new(&name).nodes(nodes).dual_stack(dual_stack);
             let lab = Lab::up_from_dir(&options, &dir, &runtime(!no_agents))
                 .with_context(|| format!("bringing up lab {name} from {}", dir.display()))?;
             print_status(&lab, false)?;
@@ -152,7 +157,11 @@ fn print_status(lab: &Lab, json: bool) -> anyhow::Result<()> {
         let mesh = if pod.ambient { "ambient" } else { "-" };
         println!(
             "{:<32} {:<10} {:<14} {:<8} {}",
-            pod.pod, pod.node, pod.ip, mesh, pod.processes
+            pod.pod,
+            pod.node,
+            pod.ips.join(","),
+            mesh,
+            pod.processes
         );
     }
     println!(
@@ -164,7 +173,7 @@ fn print_status(lab: &Lab, json: bool) -> anyhow::Result<()> {
         println!(
             "{:<32} {:<14} {:<12} {}",
             svc.service,
-            svc.cluster_ip,
+            svc.cluster_ips.join(","),
             ports.join(","),
             svc.endpoints.join(" ")
         );

@@ -4,6 +4,7 @@ mod build;
 mod demo;
 mod deny;
 mod deploy_check;
+mod docs_check;
 mod lab_cmd;
 mod layers;
 mod paths;
@@ -34,10 +35,10 @@ enum Command {
     },
     /// Build every binary, the eBPF programs included.
     Build,
-    /// Run every test: formatting, clippy, cargo deny (deny.toml), unit tests and the
-    /// privileged end-to-end tests.
+    /// Run every test: formatting, clippy, cargo deny (deny.toml), docs-check, unit tests
+    /// and the privileged end-to-end tests.
     Test {
-        /// Skip `cargo fmt --check`, clippy and cargo deny.
+        /// Skip `cargo fmt --check`, clippy, cargo deny and docs-check.
         #[arg(long)]
         no_lint: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -69,6 +70,9 @@ enum Command {
     DeployCheck,
     /// Check that no module imports from a module that imports it (part of `test`).
     Layers,
+    /// Check that every repository path named in docs/ARCHITECTURE.md and README.md exists
+    /// (part of `test`).
+    DocsCheck,
     /// The local cluster of network namespaces.
     Lab {
         #[command(subcommand)]
@@ -116,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             deploy_check::run()
         }
         Command::Layers => layers::run(&workspace_root()),
+        Command::DocsCheck => docs_check::run(&workspace_root()),
         Command::Lab { command } => {
             if command.needs_binaries() {
                 setup::run(Some(For::Lab))?;

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the one command that runs every check, locally and in CI: fmt,
-//! clippy and cargo deny (`deny.rs`), then the binaries, deploy-check, and every test.
+//! clippy, cargo deny (`deny.rs`) and docs-check (`docs_check.rs`), then the binaries,
+//! deploy-check, and every test.
 use anyhow::bail;
 
 use crate::build::{bin_dir, binaries, cargo};
@@ -14,6 +15,7 @@ pub fn run(lint: bool, cargo_args: &[String]) -> anyhow::Result<()> {
         cargo(&["fmt", "--all", "--", "--check"])?;
         cargo(&["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"])?;
         crate::deny::run()?;
+        crate::docs_check::run(&crate::workspace_root())?;
     }
     // The e2e tests start these binaries inside lab pods and nodes.
     binaries()?;

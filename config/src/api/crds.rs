@@ -9,8 +9,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use super::gateway::Gateway;
+use super::kind::{NETWORKING_GROUP, NETWORKING_VERSIONS, SECURITY_VERSIONS};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
-use super::object::{NETWORKING_GROUP, NETWORKING_VERSIONS, SECURITY_VERSIONS};
 use super::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 
 /// The command that rewrites `deploy/crds/` (printed when the committed files are stale).

@@ -3,13 +3,14 @@ pub mod common;
 pub mod crds;
 pub mod gateway;
 pub mod gateway_api;
+mod kind;
 pub mod kubernetes;
 pub mod mesh;
 pub mod networking;
 mod object;
 pub mod security;
 
-pub use object::{
-    DEFAULT_NAMESPACE, Kind, NETWORKING_GROUP, NETWORKING_VERSIONS, Object, ObjectRef,
-    SECURITY_GROUP, SECURITY_VERSIONS, labels,
+pub use kind::{
+    Kind, NETWORKING_GROUP, NETWORKING_VERSIONS, ObjectRef, SECURITY_GROUP, SECURITY_VERSIONS,
 };
+pub use object::{DEFAULT_NAMESPACE, Object, labels};

@@ -51,18 +51,30 @@ pub(super) fn service(service: &Service) -> Vec<FieldIssue> {
 pub(super) fn endpoint_slice(slice: &EndpointSlice) -> Vec<FieldIssue> {
     // A slice without the kubernetes.io/service-name label (one a custom controller
     // manages) is legitimate: it belongs to no Service, which is not an error.
+    // An address must be of the slice's family, as the API server requires: consumers pick
+    // a ClusterIP's endpoints by family (an IPv6 ClusterIP leads to the IPv6 slices).
     let mut issues = Issues::default();
-    if matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-        for (e, endpoint) in slice.endpoints.iter().enumerate() {
-            for (a, ip) in endpoint.addresses.iter().enumerate() {
-                address(
-                    ip,
-                    &FieldPath::root("endpoints")
-                        .index(e)
-                        .field("addresses")
-                        .index(a),
-                    &mut issues,
-                );
+    let ipv6 = match slice.address_type.as_str() {
+        "IPv4" => false,
+        "IPv6" => true,
+        _ => return issues.into_vec(),
+    };
+    for (e, endpoint) in slice.endpoints.iter().enumerate() {
+        for (a, text) in endpoint.addresses.iter().enumerate() {
+            let at = FieldPath::root("endpoints")
+                .index(e)
+                .field("addresses")
+                .index(a);
+            match text.parse::<IpAddr>() {
+                Err(_) => issues.add(&at, format!("{text:?} is not an IP address")),
+                Ok(ip) if ip.is_ipv6() != ipv6 => issues.add(
+                    &at,
+                    format!(
+                        "{text} is not an address of the slice's addressType {}",
+                        slice.address_type
+                    ),
+                ),
+                Ok(_) => {}
             }
         }
     }
@@ -72,5 +84,37 @@ pub(super) fn endpoint_slice(slice: &EndpointSlice) -> Vec<FieldIssue> {
 fn address(text: &str, at: &FieldPath, issues: &mut Issues) {
     if text.parse::<IpAddr>().is_err() {
         issues.add(at, format!("{text:?} is not an IP address"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::kubernetes::Endpoint;
+
+    fn slice(address_type: &str, addresses: &[&str]) -> EndpointSlice {
+        EndpointSlice {
+            address_type: address_type.into(),
+            endpoints: vec![Endpoint {
+                addresses: addresses.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn endpoint_slice_addresses_are_of_the_slice_s_family() {
+        assert!(endpoint_slice(&slice("IPv6", &["fd00:10:244:1::a"])).is_empty());
+        assert!(endpoint_slice(&slice("IPv4", &["10.244.1.10"])).is_empty());
+        let mixed = endpoint_slice(&slice("IPv4", &["10.244.1.10", "fd00:10:244:1::a"]));
+        assert_eq!(mixed.len(), 1, "{mixed:?}");
+        assert_eq!(mixed[0].field.to_string(), "endpoints[0].addresses[1]");
+        assert!(mixed[0].reason.contains("addressType IPv4"), "{mixed:?}");
+        assert_eq!(endpoint_slice(&slice("IPv6", &["10.244.1.10"])).len(), 1);
+        assert!(
+            endpoint_slice(&slice("FQDN", &["example.com"])).is_empty(),
+            "FQDN slices hold names"
+        );
     }
 }

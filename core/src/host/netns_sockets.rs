@@ -185,8 +185,65 @@ fn new_tcp_socket(addr: SocketAddr) -> std::io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// A listener of the address's family. An IPv6 one is IPv6-only (`IPV6_V6ONLY`): `[::]:port`
+/// then takes IPv6 alone, beside an IPv4 listener on `0.0.0.0:port`, instead of claiming
+/// both families and failing with EADDRINUSE.
 fn new_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+    let SocketAddr::V6(v6) = addr else {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        return Ok(listener);
+    };
+    let fd = new_tcp_socket(addr)?;
+    super::sockopt::set_int_option(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    // What std sets on its listeners, so a restarted agent can bind while old connections
+    // linger in TIME_WAIT.
+    super::sockopt::set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let sockaddr = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: v6.port().to_be(),
+        sin6_flowinfo: v6.flowinfo(),
+        sin6_addr: libc::in6_addr {
+            s6_addr: v6.ip().octets(),
+        },
+        sin6_scope_id: v6.scope_id(),
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: `sockaddr` outlives the call and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const sockaddr).cast(),
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: listen(2) on a bound socket this function owns.
+    if unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(std::net::TcpListener::from(fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_listener_leaves_the_ipv4_port_free() {
+        let any6: SocketAddr = "[::]:0".parse().expect("address");
+        let v6 = new_listener(any6).expect("IPv6 listener");
+        let port = v6.local_addr().expect("bound").port();
+        let v4 = new_listener(SocketAddr::from(([127, 0, 0, 1], port)));
+        assert!(v4.is_ok(), "IPv4 on the same port: {v4:?}");
+        let mapped = std::net::TcpStream::connect(("::ffff:127.0.0.1", port));
+        assert!(
+            mapped.is_ok(),
+            "an IPv4-mapped connection reaches the IPv4 listener"
+        );
+        let (_, peer) = v4.expect("listener").accept().expect("accepted on IPv4");
+        assert!(peer.is_ipv4(), "{peer}");
+    }
 }

@@ -15,6 +15,10 @@
 //! - that table holds `local 0.0.0.0/0 dev lo`, which declares every destination local, so the
 //!   replies are delivered to the socket bound to the client's address instead of routed.
 //!
+//! IPv6 takes the same three: the rule and the route (`local ::/0 dev lo`) exist per family
+//! and are installed for each family the pod has an address of ([`IpFamily`]);
+//! `tcp_fwmark_accept` lives under `net.ipv4` but governs IPv6 TCP sockets as well.
+//!
 //! Unmarked traffic never consults the table, and a mark only reaches the application's
 //! sockets through the agent's SYNs, so the pod's own connections are untouched. Marks and
 //! `ip rule` do this without iptables: no rule set to own or reconcile against whatever else
@@ -54,6 +58,47 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 /// The kernel answers a route request at once; a missing ack means something is badly wrong,
 /// and the agent must not hang on it.
 const ACK_TIMEOUT_SECS: libc::time_t = 5;
+
+/// The address family a rule and route are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    fn af(self) -> u8 {
+        match self {
+            IpFamily::V4 => libc::AF_INET as u8,
+            IpFamily::V6 => libc::AF_INET6 as u8,
+        }
+    }
+
+    /// The `ip` command's family switch, for messages.
+    fn ip_switch(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "ip -4",
+            IpFamily::V6 => "ip -6",
+        }
+    }
+
+    /// The default destination, for messages.
+    fn any(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "0.0.0.0/0",
+            IpFamily::V6 => "::/0",
+        }
+    }
+}
+
+impl fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        })
+    }
+}
 
 /// What the agent installs in each pod's namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,51 +170,66 @@ pub enum PodRoutingError {
     )]
     FwmarkAccept { source: io::Error },
     #[error(
-        "adding the policy rule `fwmark {:#x}/{:#x} lookup {} priority {}` in the pod's network \
-         namespace: {source}; the agent needs CAP_NET_ADMIN there",
-        .delivery.mark, .delivery.mask, .delivery.table, .delivery.priority
+        "adding the policy rule `{} rule fwmark {:#x}/{:#x} lookup {} priority {}` in the pod's \
+         network namespace: {source}; the agent needs CAP_NET_ADMIN there",
+        .family.ip_switch(), .delivery.mark, .delivery.mask, .delivery.table, .delivery.priority
     )]
     AddRule {
         delivery: LocalDelivery,
+        family: IpFamily,
         source: NetlinkError,
     },
     #[error(
-        "removing the policy rule `fwmark {:#x}/{:#x} lookup {} priority {}` from the pod's \
-         network namespace: {source}; the agent needs CAP_NET_ADMIN there",
-        .delivery.mark, .delivery.mask, .delivery.table, .delivery.priority
+        "removing the policy rule `{} rule fwmark {:#x}/{:#x} lookup {} priority {}` from the \
+         pod's network namespace: {source}; the agent needs CAP_NET_ADMIN there",
+        .family.ip_switch(), .delivery.mark, .delivery.mask, .delivery.table, .delivery.priority
     )]
     RemoveRule {
         delivery: LocalDelivery,
+        family: IpFamily,
         source: NetlinkError,
     },
     #[error(
-        "adding the route `local 0.0.0.0/0 dev lo table {table}` in the pod's network namespace: \
-         {source}; the agent needs CAP_NET_ADMIN there"
+        "adding the route `local {} dev lo table {table}` in the pod's network namespace: \
+         {source}; the agent needs CAP_NET_ADMIN there",
+        .family.any()
     )]
-    AddRoute { table: u32, source: NetlinkError },
+    AddRoute {
+        table: u32,
+        family: IpFamily,
+        source: NetlinkError,
+    },
     #[error(
-        "removing the route `local 0.0.0.0/0 dev lo table {table}` from the pod's network \
-         namespace: {source}; the agent needs CAP_NET_ADMIN there"
+        "removing the route `local {} dev lo table {table}` from the pod's network namespace: \
+         {source}; the agent needs CAP_NET_ADMIN there",
+        .family.any()
     )]
-    RemoveRoute { table: u32, source: NetlinkError },
+    RemoveRoute {
+        table: u32,
+        family: IpFamily,
+        source: NetlinkError,
+    },
 }
 
 impl LocalDelivery {
     /// Idempotent: an existing identical rule/route is fine (EEXIST is success).
     /// 1. writes "1" to /proc/sys/net/ipv4/tcp_fwmark_accept (per-netns; opened by this
-    ///    thread, so it is this thread's netns),
-    /// 2. adds the IPv4 policy rule `fwmark mark/mask lookup table priority priority`
-    ///    (RTM_NEWRULE, AF_INET),
-    /// 3. adds the IPv4 route `local 0.0.0.0/0 dev lo table <table>` (RTM_NEWROUTE, rtm_type
-    ///    RTN_LOCAL, scope host, RTA_OIF = loopback ifindex 1, RTA_TABLE for tables > 255).
+    ///    thread, so it is this thread's netns; it applies to IPv6 TCP as well),
+    /// 2. adds the `family` policy rule `fwmark mark/mask lookup table priority priority`
+    ///    (RTM_NEWRULE, AF_INET or AF_INET6),
+    /// 3. adds the route `local 0.0.0.0/0 dev lo table <table>` (`local ::/0` for IPv6;
+    ///    RTM_NEWROUTE, rtm_type RTN_LOCAL, scope host, RTA_OIF = loopback ifindex 1,
+    ///    RTA_TABLE for tables > 255).
     ///
-    /// `lo` need not be up yet: a host-scoped route is accepted on a down device and starts
-    /// delivering once `lo` comes up.
+    /// For IPv4 `lo` need not be up yet: a host-scoped route is accepted on a down device and
+    /// starts delivering once `lo` comes up. The kernel refuses an IPv6 route on a down device
+    /// (ENETDOWN, "Nexthop device is not up"), so IPv6 needs the pod's `lo` up, as it is
+    /// once the pod has an address.
     ///
     /// The kernel reports EEXIST for the route whenever the table already has a default route
     /// of any kind, so a table shared with something else would go unnoticed here; the table
     /// must be reserved for the agent.
-    pub fn install(&self) -> Result<(), PodRoutingError> {
+    pub fn install(&self, family: IpFamily) -> Result<(), PodRoutingError> {
         self.check()?;
         enable_fwmark_accept().map_err(|source| PodRoutingError::FwmarkAccept { source })?;
         let mut socket =
@@ -177,19 +237,21 @@ impl LocalDelivery {
         // EXCL makes the kernel compare against existing entries: without it, a second
         // RTM_NEWRULE appends a duplicate rule instead of failing.
         let create = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
-        match socket.request(libc::RTM_NEWRULE, create, &self.rule_message()) {
+        match socket.request(libc::RTM_NEWRULE, create, &self.rule_message(family)) {
             Err(e) if !e.is(libc::EEXIST) => {
                 return Err(PodRoutingError::AddRule {
                     delivery: *self,
+                    family,
                     source: e,
                 });
             }
             _ => {}
         }
-        let route = self.route_message(libc::RTPROT_STATIC);
+        let route = self.route_message(family, libc::RTPROT_STATIC);
         match socket.request(libc::RTM_NEWROUTE, create, &route) {
             Err(e) if !e.is(libc::EEXIST) => Err(PodRoutingError::AddRoute {
                 table: self.table,
+                family,
                 source: e,
             }),
             _ => Ok(()),
@@ -198,25 +260,30 @@ impl LocalDelivery {
 
     /// Removes the rule and the route (ENOENT/ESRCH is success); leaves the sysctl (harmless:
     /// only marked SYNs carry a mark into accepted sockets).
-    pub fn remove(&self) -> Result<(), PodRoutingError> {
+    pub fn remove(&self, family: IpFamily) -> Result<(), PodRoutingError> {
         self.check()?;
         let mut socket =
             RouteSocket::open().map_err(|source| PodRoutingError::Socket { source })?;
         // Both are attempted even when the first fails, so that one failure does not leave
         // the other entry behind as well.
-        let rule = match socket.request(libc::RTM_DELRULE, 0, &self.rule_message()) {
+        let rule = match socket.request(libc::RTM_DELRULE, 0, &self.rule_message(family)) {
             Err(e) if !e.is(libc::ENOENT) => Err(PodRoutingError::RemoveRule {
                 delivery: *self,
+                family,
                 source: e,
             }),
             _ => Ok(()),
         };
-        // Protocol 0 matches a route of any origin, like the EEXIST that install accepts.
-        let route = match socket.request(libc::RTM_DELROUTE, 0, &self.route_message(0)) {
-            Err(e) if !e.is(libc::ESRCH) => Err(PodRoutingError::RemoveRoute {
-                table: self.table,
-                source: e,
-            }),
+        // Protocol 0 matches a route of any origin, like the EEXIST that install accepts. A
+        // missing route is ESRCH for IPv4, ENOENT for IPv6.
+        let route = match socket.request(libc::RTM_DELROUTE, 0, &self.route_message(family, 0)) {
+            Err(e) if !e.is(libc::ESRCH) && !e.is(libc::ENOENT) => {
+                Err(PodRoutingError::RemoveRoute {
+                    table: self.table,
+                    family,
+                    source: e,
+                })
+            }
             _ => Ok(()),
         };
         rule.and(route)
@@ -245,11 +312,11 @@ impl LocalDelivery {
         u8::try_from(self.table).unwrap_or(libc::RT_TABLE_UNSPEC)
     }
 
-    fn rule_message(&self) -> Vec<u8> {
+    fn rule_message(&self, family: IpFamily) -> Vec<u8> {
         let mut body = Vec::with_capacity(RTMSG_LEN + 4 * 8);
         // struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags.
         body.extend_from_slice(&[
-            libc::AF_INET as u8,
+            family.af(),
             0,
             0,
             0,
@@ -266,12 +333,12 @@ impl LocalDelivery {
         body
     }
 
-    fn route_message(&self, protocol: u8) -> Vec<u8> {
+    fn route_message(&self, family: IpFamily, protocol: u8) -> Vec<u8> {
         let mut body = Vec::with_capacity(RTMSG_LEN + 2 * 8);
         // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
-        // A zero dst_len with no RTA_DST is 0.0.0.0/0.
+        // A zero dst_len with no RTA_DST is 0.0.0.0/0 (::/0).
         body.extend_from_slice(&[
-            libc::AF_INET as u8,
+            family.af(),
             0,
             0,
             0,
@@ -522,7 +589,7 @@ impl RouteSocket {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
     const DELIVERY: LocalDelivery = LocalDelivery {
@@ -538,10 +605,25 @@ mod tests {
         table: 1000,
         priority: 200,
     };
+    const FAMILIES: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
+    /// linux/if_addr.h, which libc does not carry for Linux.
+    const IFA_F_NODAD: u8 = 0x02;
+
     /// The pod's own address, on lo so that it is an ordinary local address.
-    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+    fn server_ip(family: IpFamily) -> IpAddr {
+        match family {
+            IpFamily::V4 => IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2)),
+            IpFamily::V6 => IpAddr::V6(Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 2)),
+        }
+    }
+
     /// The original client, not an address of the namespace.
-    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 5);
+    fn client_ip(family: IpFamily) -> IpAddr {
+        match family {
+            IpFamily::V4 => IpAddr::V4(Ipv4Addr::new(10, 77, 0, 5)),
+            IpFamily::V6 => IpAddr::V6(Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 5)),
+        }
+    }
 
     /// Runs `work` on a thread of its own in a new, empty network namespace, which goes away
     /// with the thread: no cleanup, and tests cannot see each other's routes.
@@ -563,12 +645,12 @@ mod tests {
         }
     }
 
-    /// Every message of a dump of `kind` for IPv4.
-    fn dump(kind: u16) -> Vec<(u16, Vec<u8>)> {
+    /// Every message of a dump of `kind` for `family`.
+    fn dump(kind: u16, family: IpFamily) -> Vec<(u16, Vec<u8>)> {
         let mut socket = RouteSocket::open().expect("rtnetlink socket");
         // Rule and route dumps both start with a 12-byte header whose first byte is the family.
         let mut header = [0u8; RTMSG_LEN];
-        header[0] = libc::AF_INET as u8;
+        header[0] = family.af();
         let seq = socket
             .send(kind, libc::NLM_F_DUMP as u16, &header)
             .expect("sending the dump request");
@@ -597,11 +679,12 @@ mod tests {
             .and_then(|(_, value)| ne_u32(value, 0))
     }
 
-    fn rules_like(delivery: &LocalDelivery) -> usize {
-        dump(libc::RTM_GETRULE)
+    fn rules_like(delivery: &LocalDelivery, family: IpFamily) -> usize {
+        dump(libc::RTM_GETRULE, family)
             .iter()
             .filter(|(kind, rule)| {
                 *kind == libc::RTM_NEWRULE
+                    && rule[0] == family.af()
                     && rule[7] == FR_ACT_TO_TBL
                     && attribute_u32(rule, FRA_FWMARK) == Some(delivery.mark)
                     && attribute_u32(rule, FRA_FWMASK) == Some(delivery.mask)
@@ -612,19 +695,23 @@ mod tests {
     }
 
     /// Routes of any kind in the table, so a stray extra one is noticed too.
-    fn routes_in(table: u32) -> Vec<Vec<u8>> {
-        dump(libc::RTM_GETROUTE)
+    fn routes_in(table: u32, family: IpFamily) -> Vec<Vec<u8>> {
+        dump(libc::RTM_GETROUTE, family)
             .into_iter()
             .filter(|(kind, route)| {
-                *kind == libc::RTM_NEWROUTE && attribute_u32(route, libc::RTA_TABLE) == Some(table)
+                *kind == libc::RTM_NEWROUTE
+                    && route[0] == family.af()
+                    && attribute_u32(route, libc::RTA_TABLE) == Some(table)
             })
             .map(|(_, route)| route)
             .collect()
     }
 
+    /// (IPv6 routes are reported with universe scope whatever was asked: IPv6 has no route
+    /// scopes.)
     fn is_local_default_via_lo(route: &[u8]) -> bool {
         route[1] == 0
-            && route[6] == libc::RT_SCOPE_HOST
+            && (route[0] == libc::AF_INET6 as u8 || route[6] == libc::RT_SCOPE_HOST)
             && route[7] == libc::RTN_LOCAL
             && attribute_u32(route, libc::RTA_OIF) == Some(LOOPBACK_IFINDEX)
     }
@@ -649,28 +736,58 @@ mod tests {
             .expect("bringing lo up");
     }
 
-    fn add_address_to_lo(address: Ipv4Addr) {
+    fn add_address_to_lo(address: IpAddr) {
         let mut socket = RouteSocket::open().expect("rtnetlink socket");
-        // struct ifaddrmsg: family, prefixlen, flags, scope, index.
-        let mut addr = vec![libc::AF_INET as u8, 32, 0, libc::RT_SCOPE_UNIVERSE];
+        let (family, prefix, octets) = match address {
+            IpAddr::V4(v4) => (libc::AF_INET as u8, 32, v4.octets().to_vec()),
+            IpAddr::V6(v6) => (libc::AF_INET6 as u8, 128, v6.octets().to_vec()),
+        };
+        // struct ifaddrmsg: family, prefixlen, flags, scope, index. IFA_F_NODAD: usable at
+        // once, not tentative while duplicate address detection runs.
+        let mut addr = vec![family, prefix, IFA_F_NODAD, libc::RT_SCOPE_UNIVERSE];
         addr.extend_from_slice(&LOOPBACK_IFINDEX.to_ne_bytes());
-        push_attribute(&mut addr, libc::IFA_LOCAL, &address.octets());
-        push_attribute(&mut addr, libc::IFA_ADDRESS, &address.octets());
+        push_attribute(&mut addr, libc::IFA_LOCAL, &octets);
+        push_attribute(&mut addr, libc::IFA_ADDRESS, &octets);
         let create = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
         socket
             .request(libc::RTM_NEWADDR, create, &addr)
             .expect("adding the address to lo");
     }
 
-    fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-        libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: addr.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(addr.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        }
+    /// `addr` as a socket address for bind(2)/connect(2), with its length.
+    fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: all-zero bytes are a valid sockaddr_storage.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(v4) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in.
+                unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(v6) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: v6.ip().octets(),
+                    },
+                    sin6_scope_id: 0,
+                };
+                // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in6.
+                unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (storage, len as libc::socklen_t)
     }
 
     fn check(rc: libc::c_int, what: &str) {
@@ -680,18 +797,19 @@ mod tests {
     /// Connects to `target` the way the agent does, from `source` with `mark`; `None` when
     /// the handshake has not completed within `within`.
     fn transparent_connect(
-        source: Ipv4Addr,
+        source: IpAddr,
         mark: u32,
         target: SocketAddr,
         within: Duration,
     ) -> Option<TcpStream> {
-        let SocketAddr::V4(target) = target else {
-            panic!("IPv4 target expected, got {target}");
+        let (domain, level, option) = match source {
+            IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_IP, libc::IP_TRANSPARENT),
+            IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_IPV6, libc::IPV6_TRANSPARENT),
         };
         // SAFETY: a plain syscall on constant arguments; the descriptor is owned just below.
         let raw = unsafe {
             libc::socket(
-                libc::AF_INET,
+                domain,
                 libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
                 0,
             )
@@ -699,15 +817,14 @@ mod tests {
         assert!(raw >= 0, "socket: {}", io::Error::last_os_error());
         // SAFETY: `raw` is a descriptor just returned by socket(2) that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        set_int_option(&fd, libc::IPPROTO_IP, libc::IP_TRANSPARENT, 1).expect("IP_TRANSPARENT");
+        set_int_option(&fd, level, option, 1).expect("IP(V6)_TRANSPARENT");
         set_int_option(&fd, libc::SOL_SOCKET, libc::SO_MARK, mark as libc::c_int).expect("SO_MARK");
-        let local = sockaddr(SocketAddrV4::new(source, 0));
-        let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: `local` outlives the call and `len` is its size.
+        let (local, len) = sockaddr(SocketAddr::new(source, 0));
+        // SAFETY: `local` outlives the call and `len` is the size of the address in it.
         let rc = unsafe { libc::bind(fd.as_raw_fd(), (&raw const local).cast(), len) };
         check(rc, "binding the transparent socket");
-        let remote = sockaddr(target);
-        // SAFETY: `remote` outlives the call and `len` is its size.
+        let (remote, len) = sockaddr(target);
+        // SAFETY: `remote` outlives the call and `len` is the size of the address in it.
         let rc = unsafe { libc::connect(fd.as_raw_fd(), (&raw const remote).cast(), len) };
         let error = io::Error::last_os_error();
         assert!(
@@ -782,91 +899,177 @@ mod tests {
     }
 
     /// A listener on the pod's address, with lo up as it is in every running pod.
-    fn listening_pod() -> TcpListener {
+    fn listening_pod(family: IpFamily) -> TcpListener {
         bring_lo_up();
-        add_address_to_lo(SERVER);
-        TcpListener::bind((SERVER, 0)).expect("listening on the pod's address")
+        add_address_to_lo(server_ip(family));
+        TcpListener::bind((server_ip(family), 0)).expect("listening on the pod's address")
     }
 
     #[test]
     fn install_is_idempotent_and_adds_one_rule_and_route() {
         for delivery in [DELIVERY, WIDE_TABLE] {
-            in_fresh_netns(move || {
-                // lo stays down: a host-scoped route does not need its device up.
-                delivery.install().expect("first install");
-                delivery.install().expect("second install");
-                assert_eq!(rules_like(&delivery), 1, "rules for {delivery:?}");
-                let routes = routes_in(delivery.table);
-                assert_eq!(routes.len(), 1, "routes in table {}", delivery.table);
-                assert!(is_local_default_via_lo(&routes[0]));
-                assert_eq!(fwmark_accept(), "1");
-            });
+            for family in FAMILIES {
+                in_fresh_netns(move || {
+                    // For IPv4 lo stays down: a host-scoped route does not need its device up.
+                    if family == IpFamily::V6 {
+                        bring_lo_up();
+                    }
+                    delivery.install(family).expect("first install");
+                    delivery.install(family).expect("second install");
+                    assert_eq!(
+                        rules_like(&delivery, family),
+                        1,
+                        "{family} rules for {delivery:?}"
+                    );
+                    let routes = routes_in(delivery.table, family);
+                    assert_eq!(routes.len(), 1, "{family} routes in {}", delivery.table);
+                    assert!(is_local_default_via_lo(&routes[0]));
+                    assert_eq!(fwmark_accept(), "1");
+                    let other = match family {
+                        IpFamily::V4 => IpFamily::V6,
+                        IpFamily::V6 => IpFamily::V4,
+                    };
+                    assert_eq!(rules_like(&delivery, other), 0, "only {family}");
+                    assert!(routes_in(delivery.table, other).is_empty(), "only {family}");
+                });
+            }
         }
     }
 
     #[test]
     fn remove_is_idempotent_and_removes_rule_and_route() {
         for delivery in [DELIVERY, WIDE_TABLE] {
-            in_fresh_netns(move || {
-                delivery.install().expect("install");
-                delivery.remove().expect("first remove");
-                delivery.remove().expect("second remove");
-                assert_eq!(rules_like(&delivery), 0, "rules for {delivery:?}");
-                assert!(routes_in(delivery.table).is_empty());
-            });
+            for family in FAMILIES {
+                in_fresh_netns(move || {
+                    bring_lo_up();
+                    for installed in FAMILIES {
+                        delivery.install(installed).expect("install");
+                    }
+                    delivery.remove(family).expect("first remove");
+                    delivery.remove(family).expect("second remove");
+                    assert_eq!(rules_like(&delivery, family), 0, "{family} {delivery:?}");
+                    assert!(routes_in(delivery.table, family).is_empty());
+                    let other = match family {
+                        IpFamily::V4 => IpFamily::V6,
+                        IpFamily::V6 => IpFamily::V4,
+                    };
+                    assert_eq!(rules_like(&delivery, other), 1, "the other family stays");
+                });
+            }
         }
     }
 
     #[test]
     fn remove_without_install_succeeds() {
-        in_fresh_netns(|| DELIVERY.remove().expect("remove"));
+        for family in FAMILIES {
+            in_fresh_netns(move || DELIVERY.remove(family).expect("remove"));
+        }
     }
 
     #[test]
     fn transparent_connect_reaches_listener_from_client_address() {
-        in_fresh_netns(|| {
-            // Before lo is up, as when the agent enrolls a pod whose namespace is still being
-            // set up: the route needs no live device to be added, and works once lo is up.
-            DELIVERY.install().expect("install");
-            let listener = listening_pod();
-            let target = listener.local_addr().expect("listener address");
-            let mut client =
-                transparent_connect(CLIENT, DELIVERY.mark, target, Duration::from_secs(2))
-                    .expect("the handshake completes with local delivery installed");
-            let (mut server, peer) = accept_within(&listener, Duration::from_secs(2));
-            assert_eq!(peer.ip(), CLIENT);
-            assert_eq!(
-                peer,
-                client.local_addr().expect("client address"),
-                "the application sees exactly the transparent socket's address"
-            );
-            exchange(&mut client, &mut server, b"request");
-            exchange(&mut server, &mut client, b"response");
-        });
+        for family in FAMILIES {
+            in_fresh_netns(move || {
+                // For IPv4 before lo is up, as when the agent enrolls a pod whose namespace
+                // is still being set up: the route needs no live device to be added, and
+                // works once lo is up. IPv6 needs lo up first.
+                if family == IpFamily::V6 {
+                    bring_lo_up();
+                }
+                DELIVERY.install(family).expect("install");
+                let listener = listening_pod(family);
+                let target = listener.local_addr().expect("listener address");
+                let mut client = transparent_connect(
+                    client_ip(family),
+                    DELIVERY.mark,
+                    target,
+                    Duration::from_secs(2),
+                )
+                .expect("the handshake completes with local delivery installed");
+                let (mut server, peer) = accept_within(&listener, Duration::from_secs(2));
+                assert_eq!(peer.ip(), client_ip(family));
+                assert_eq!(
+                    peer,
+                    client.local_addr().expect("client address"),
+                    "the application sees exactly the transparent socket's address"
+                );
+                exchange(&mut client, &mut server, b"request");
+                exchange(&mut server, &mut client, b"response");
+            });
+        }
     }
 
     #[test]
     fn transparent_connect_stalls_without_the_rule() {
+        for family in FAMILIES {
+            in_fresh_netns(move || {
+                let listener = listening_pod(family);
+                DELIVERY.install(family).expect("install");
+                DELIVERY.remove(family).expect("remove");
+                let target = listener.local_addr().expect("listener address");
+                let connected = transparent_connect(
+                    client_ip(family),
+                    DELIVERY.mark,
+                    target,
+                    Duration::from_secs(1),
+                );
+                assert!(
+                    connected.is_none(),
+                    "{family} connected without local delivery"
+                );
+            });
+        }
+    }
+
+    #[test]
+    fn the_ipv6_route_needs_lo_up_and_says_so() {
         in_fresh_netns(|| {
-            let listener = listening_pod();
-            DELIVERY.install().expect("install");
-            DELIVERY.remove().expect("remove");
+            let error = DELIVERY
+                .install(IpFamily::V6)
+                .expect_err("the kernel refuses an IPv6 route on a down device");
+            assert!(
+                error.to_string().contains("local ::/0 dev lo"),
+                "the error names the route: {error}"
+            );
+        });
+    }
+
+    #[test]
+    fn an_ipv6_connect_needs_the_ipv6_rule() {
+        in_fresh_netns(|| {
+            let listener = listening_pod(IpFamily::V6);
+            DELIVERY.install(IpFamily::V4).expect("install IPv4 only");
             let target = listener.local_addr().expect("listener address");
-            let client = transparent_connect(CLIENT, DELIVERY.mark, target, Duration::from_secs(1));
-            assert!(client.is_none(), "connected without local delivery");
+            let connected = transparent_connect(
+                client_ip(IpFamily::V6),
+                DELIVERY.mark,
+                target,
+                Duration::from_secs(1),
+            );
+            assert!(connected.is_none(), "the IPv4 rule does not serve IPv6");
         });
     }
 
     #[test]
     fn transparent_connect_stalls_without_fwmark_accept() {
-        in_fresh_netns(|| {
-            let listener = listening_pod();
-            DELIVERY.install().expect("install");
-            std::fs::write(FWMARK_ACCEPT, "0").expect("clearing tcp_fwmark_accept");
-            let target = listener.local_addr().expect("listener address");
-            let client = transparent_connect(CLIENT, DELIVERY.mark, target, Duration::from_secs(1));
-            assert!(client.is_none(), "connected with unmarked SYN-ACKs");
-        });
+        for family in FAMILIES {
+            in_fresh_netns(move || {
+                let listener = listening_pod(family);
+                DELIVERY.install(family).expect("install");
+                std::fs::write(FWMARK_ACCEPT, "0").expect("clearing tcp_fwmark_accept");
+                let target = listener.local_addr().expect("listener address");
+                let connected = transparent_connect(
+                    client_ip(family),
+                    DELIVERY.mark,
+                    target,
+                    Duration::from_secs(1),
+                );
+                assert!(
+                    connected.is_none(),
+                    "{family} connected with unmarked SYN-ACKs"
+                );
+            });
+        }
     }
 
     #[test]
@@ -884,10 +1087,12 @@ mod tests {
             ..DELIVERY
         };
         for delivery in [unmarked, main, unspec] {
-            assert!(matches!(
-                delivery.install(),
-                Err(PodRoutingError::Unsafe { .. })
-            ));
+            for family in FAMILIES {
+                assert!(matches!(
+                    delivery.install(family),
+                    Err(PodRoutingError::Unsafe { .. })
+                ));
+            }
         }
     }
 
@@ -895,6 +1100,7 @@ mod tests {
     fn errors_name_the_rule_and_the_kernel_reason() {
         let error = PodRoutingError::AddRule {
             delivery: DELIVERY,
+            family: IpFamily::V6,
             source: NetlinkError {
                 errno: io::Error::from_raw_os_error(libc::EPERM),
                 kernel_message: Some("no".into()),
@@ -902,10 +1108,19 @@ mod tests {
         };
         let text = error.to_string();
         assert!(
-            text.contains("fwmark 0x539/0xfff lookup 100 priority 100"),
+            text.contains("ip -6 rule fwmark 0x539/0xfff lookup 100 priority 100"),
             "{text}"
         );
         assert!(text.contains("(kernel: no)"), "{text}");
         assert!(text.contains("CAP_NET_ADMIN"), "{text}");
+        let route = PodRoutingError::AddRoute {
+            table: 100,
+            family: IpFamily::V6,
+            source: io::Error::from_raw_os_error(libc::EPERM).into(),
+        };
+        assert!(
+            route.to_string().contains("local ::/0 dev lo table 100"),
+            "{route}"
+        );
     }
 }

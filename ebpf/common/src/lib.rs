@@ -2,7 +2,7 @@
 //!
 //! Every type here is `#[repr(C)]`, `Copy`, padded explicitly, and valid for any bit
 //! pattern, because the kernel and userspace read the same bytes.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Ports the agent owns inside every enrolled pod (Istio ambient's numbers).
 pub mod ports {
@@ -36,6 +36,9 @@ pub mod map_names {
     pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
     pub const OUTBOUND_LISTENERS: &str = "OUTBOUND_LISTENERS";
     pub const TRANSPARENT_CONNECTS: &str = "TRANSPARENT_CONNECTS";
+    pub const INBOUND_LISTENERS6: &str = "INBOUND_LISTENERS6";
+    pub const OUTBOUND_LISTENERS6: &str = "OUTBOUND_LISTENERS6";
+    pub const TRANSPARENT_CONNECTS6: &str = "TRANSPARENT_CONNECTS6";
 }
 
 /// Program names (distinct from their ELF sections: a function named like its section
@@ -57,6 +60,34 @@ pub const MAX_CONNECTIONS: u32 = 65536;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
+
+/// An IPv6 address as the kernel's `__u32[4]` fields hold it (`bpf_sk_lookup.local_ip6`,
+/// `bpf_sock_addr.user_ip6`): the 16 bytes in network order, read as four native words.
+#[inline(always)]
+pub fn ip6_words(octets: [u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([octets[0], octets[1], octets[2], octets[3]]),
+        u32::from_ne_bytes([octets[4], octets[5], octets[6], octets[7]]),
+        u32::from_ne_bytes([octets[8], octets[9], octets[10], octets[11]]),
+        u32::from_ne_bytes([octets[12], octets[13], octets[14], octets[15]]),
+    ]
+}
+
+/// The inverse of [`ip6_words`].
+#[inline(always)]
+pub fn ip6_octets(words: [u32; 4]) -> [u8; 16] {
+    let mut octets = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let bytes = words[i].to_ne_bytes();
+        octets[i * 4] = bytes[0];
+        octets[i * 4 + 1] = bytes[1];
+        octets[i * 4 + 2] = bytes[2];
+        octets[i * 4 + 3] = bytes[3];
+        i += 1;
+    }
+    octets
+}
 
 /// Counters kept per enrolled pod, keyed by the pod id.
 #[repr(C)]
@@ -101,13 +132,17 @@ pub struct PodCapture {
     pub exclude_cidrs: [Ipv4Cidr; MAX_EXCLUDED_CIDRS],
     pub exclude_port_count: u32,
     pub exclude_cidr_count: u32,
-    /// Whether the agent listens on [::1]:15001 in this pod (IPv6 capture).
+    /// Whether the agent listens on [::1]:15001 in this pod (IPv6 capture for a pod without
+    /// an IPv6 address of its own; one with an address uses `pod_ip6`).
     pub ipv6: u32,
     /// The pod's IPv4 address (network byte order): captured IPv4 connections are sent to
     /// `<pod IP>:15001`, where the pod's sk_lookup program delivers them to the agent's
     /// listener (and refuses them while there is none), and where the application's
     /// `getsockname()` shows its own pod address, as on a direct connection.
     pub pod_ip: u32,
+    /// The pod's IPv6 address ([`ip6_words`]; all zero when it has none): captured IPv6
+    /// connections are sent to `[<pod IPv6>]:15001`, the same way.
+    pub pod_ip6: [u32; 4],
 }
 
 /// Where a captured connection was going.
@@ -125,14 +160,16 @@ pub struct OrigDst {
     pub pod: u64,
 }
 
-/// A captured connection as the agent sees it on accept: which pod's listener, and the
-/// client's source port (host byte order).
+/// A captured connection as the agent sees it on accept: which pod's listener, the client's
+/// source port (host byte order) and the family of the listener it reached (`AF_INET` or
+/// `AF_INET6`, that of the original destination): an IPv4 and an IPv6 connection of one pod
+/// may have the same source port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ClientKey {
     pub pod: u64,
     pub port: u32,
-    pub _pad: u32,
+    pub family: u32,
 }
 
 /// A connection the agent is opening to an application from the client's own address
@@ -151,7 +188,18 @@ pub struct TransparentConnect {
     pub local_port: u16,
 }
 
-/// Connections being opened from a client's address at once, all pods of a node together.
+/// [`TransparentConnect`] for IPv6: addresses as [`ip6_words`], ports in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TransparentConnect6 {
+    pub remote_ip: [u32; 4],
+    pub local_ip: [u32; 4],
+    pub remote_port: u16,
+    pub local_port: u16,
+}
+
+/// Connections being opened from a client's address at once, all pods of a node together
+/// (per family).
 pub const MAX_TRANSPARENT_CONNECTS: u32 = 16384;
 
 /// The mark of the agent's transparent sockets, and of the application's replies to them
@@ -172,5 +220,28 @@ mod user {
             unsafe impl aya::Pod for super::$t {}
         )*};
     }
-    plain_old_data!(PodStats, PodCapture, OrigDst, ClientKey, TransparentConnect);
+    plain_old_data!(
+        PodStats,
+        PodCapture,
+        OrigDst,
+        ClientKey,
+        TransparentConnect,
+        TransparentConnect6
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_words_are_the_address_bytes_in_order() {
+        let octets = [
+            0xfd, 0x00, 0x00, 0x10, 0x02, 0x44, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x0a,
+        ];
+        let words = ip6_words(octets);
+        assert_eq!(words[0].to_ne_bytes(), [0xfd, 0x00, 0x00, 0x10]);
+        assert_eq!(words[3].to_ne_bytes(), [0, 0, 0, 0x0a]);
+        assert_eq!(ip6_octets(words), octets);
+    }
 }

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use weft_ebpf_common::{
     ClientKey, MAX_CONNECTIONS, MAX_PODS, MAX_TRANSPARENT_CONNECTS, OrigDst, PodCapture, PodStats,
-    TransparentConnect,
+    TransparentConnect, TransparentConnect6,
 };
 
 /// Capture settings per cgroup id of an enrolled pod (absent: not captured).
@@ -39,4 +39,18 @@ pub static OUTBOUND_LISTENERS: SockHash<u32> = SockHash::pinned(MAX_PODS, 0);
 /// LRU: an agent that dies between adding and removing an entry leaves nothing for good.
 #[map(name = "TRANSPARENT_CONNECTS")]
 pub static TRANSPARENT_CONNECTS: LruHashMap<TransparentConnect, u8> =
+    LruHashMap::pinned(MAX_TRANSPARENT_CONNECTS, 0);
+
+/// The agent's inbound-plaintext listener for IPv6 (`[::]:15006`) of each pod, by the pod's
+/// IPv6 address (`ip6_words`). An IPv6 connection is only ever handed to an IPv6 socket.
+#[map(name = "INBOUND_LISTENERS6")]
+pub static INBOUND_LISTENERS6: SockHash<[u32; 4]> = SockHash::pinned(MAX_PODS, 0);
+
+/// The agent's IPv6 outbound listener (`[::1]:15001`) of each pod, by the pod's IPv6 address.
+#[map(name = "OUTBOUND_LISTENERS6")]
+pub static OUTBOUND_LISTENERS6: SockHash<[u32; 4]> = SockHash::pinned(MAX_PODS, 0);
+
+/// `TRANSPARENT_CONNECTS` for IPv6 connections.
+#[map(name = "TRANSPARENT_CONNECTS6")]
+pub static TRANSPARENT_CONNECTS6: LruHashMap<TransparentConnect6, u8> =
     LruHashMap::pinned(MAX_TRANSPARENT_CONNECTS, 0);

@@ -10,7 +10,7 @@
 //! serve. The previous agent, once the successor serves, is retired: it stops accepting
 //! and changes nothing in the kernel any more.
 use std::collections::{BTreeSet, HashMap};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,13 +24,14 @@ use weft_core::host::cgroup::{cgroup_id, cgroup_tree_ids};
 use weft_core::host::handoff::Inherited;
 use weft_core::host::netns::run_in_netns;
 use weft_core::host::netns_sockets::NetnsSockets;
-use weft_core::host::pod_routing::{LocalDelivery, PodRoutingError};
+use weft_core::host::pod_routing::{IpFamily, LocalDelivery, PodRoutingError};
 use weft_core::identity::Identity;
 use weft_ebpf_common::{
     PodStats, TRANSPARENT_MARK, TRANSPARENT_MARK_MASK, TRANSPARENT_RULE_PRIORITY,
-    TRANSPARENT_TABLE, ports,
+    TRANSPARENT_TABLE, ip6_words, ports,
 };
 
+use super::addresses::PodIps;
 use super::exclusions::Exclusions;
 use crate::ebpf::attach::{Attachment, attach_pod, detach_pod, pinned_pods, pod_pin_dir};
 use crate::ebpf::loader::{Loaded, Maps};
@@ -68,7 +69,8 @@ pub struct PodToEnroll {
     pub uid: String,
     /// `namespace/name`
     pub key: String,
-    pub ip: Ipv4Addr,
+    /// Its addresses: IPv4, IPv6 or both (dual-stack).
+    pub ips: PodIps,
     /// The pod's SPIFFE identity (its service account's).
     pub identity: Identity,
     pub location: PodPlace,
@@ -94,7 +96,9 @@ struct EnrolledPod {
 pub struct PodStatus {
     pub pod: String,
     pub uid: String,
-    pub ip: Ipv4Addr,
+    /// The pod's first address (IPv4 in a dual-stack pod), and all of them.
+    pub ip: IpAddr,
+    pub ips: Vec<IpAddr>,
     pub pod_id: u64,
     pub attachment: Attachment,
     /// `connect()` calls by the pod's processes, counted in the kernel.
@@ -250,7 +254,9 @@ impl Enrollment {
                 continue;
             }
             match self.enroll(pod) {
-                Ok(attachment) => info!(pod = %pod.key, ip = %pod.ip, ?attachment, "enrolled"),
+                Ok(attachment) => {
+                    info!(pod = %pod.key, ips = ?pod.ips.all(), ?attachment, "enrolled")
+                }
                 Err(e) => {
                     warn!(pod = %pod.key, error = %format!("{e:#}"), "enrolling failed; will retry")
                 }
@@ -259,15 +265,46 @@ impl Enrollment {
     }
 
     /// Sets the pod's namespace up to deliver the application's replies to connections
-    /// made from a client's address; without it the application sees the pod's own
-    /// address as the source of inbound connections (which still work).
-    fn local_delivery(&self, pod: &str, netns: &Path) -> Option<Transparent> {
-        match in_pod_netns(netns, || LOCAL_DELIVERY.install()) {
-            Ok(()) => Some(Transparent {
-                connects: self.maps.transparent_connects.clone(),
-            }),
+    /// made from a client's address, for each family the pod has an address of; without it
+    /// the application sees the pod's own address as the source of inbound connections of
+    /// that family (which still work).
+    fn local_delivery(&self, pod: &str, ips: &PodIps, netns: &Path) -> Option<Transparent> {
+        let install = |family: IpFamily| match in_pod_netns(netns, || {
+            LOCAL_DELIVERY.install(family)
+        }) {
+            Ok(()) => true,
             Err(error) => {
-                warn!(%pod, %error, "the application will see the pod's address as the source of inbound connections");
+                warn!(%pod, %family, %error, "the application will see the pod's address as the source of inbound connections of this family");
+                false
+            }
+        };
+        let v4 = ips.v4.is_some() && install(IpFamily::V4);
+        let v6 = ips.v6.is_some() && install(IpFamily::V6);
+        (v4 || v6).then(|| Transparent {
+            connects: self.maps.transparent_connects.clone(),
+            v4,
+            v6,
+        })
+    }
+
+    /// A listener the pod can do without, for one family: its failure is logged with what
+    /// it costs, and the pod is enrolled without it. The pod's sk_lookup program refuses
+    /// what would have gone to it (fail closed).
+    fn optional_listener(
+        &mut self,
+        sockets: &NetnsSockets,
+        pod: &PodToEnroll,
+        addr: SocketAddr,
+        listeners: &mut Vec<(String, OwnedFd)>,
+        cost: &str,
+    ) -> Option<std::net::TcpListener> {
+        match self.listener(sockets, &pod.uid, addr) {
+            Ok((listener, handle, name)) => {
+                listeners.push((name, handle));
+                Some(listener)
+            }
+            Err(error) => {
+                warn!(pod = %pod.key, %addr, error = %format!("{error:#}"), "{cost}");
                 None
             }
         }
@@ -275,6 +312,7 @@ impl Enrollment {
 
     fn enroll(&mut self, pod: &PodToEnroll) -> anyhow::Result<Attachment> {
         let location = &pod.location;
+        let ips = pod.ips;
         let sockets = NetnsSockets::spawn(&location.netns)?;
         let mut listeners = Vec::new();
         let (outbound_v4, handle, name) = self.listener(
@@ -283,27 +321,61 @@ impl Enrollment {
             SocketAddr::from((Ipv4Addr::LOCALHOST, ports::OUTBOUND)),
         )?;
         listeners.push((name, handle));
-        // IPv6 capture only where the pod has IPv6 loopback to listen on.
-        let outbound_v6 = match self.listener(
-            &sockets,
-            &pod.uid,
-            SocketAddr::from((Ipv6Addr::LOCALHOST, ports::OUTBOUND)),
-        ) {
-            Ok((listener, handle, name)) => {
-                listeners.push((name, handle));
-                Some(listener)
-            }
-            Err(_) => None,
+        // IPv6 capture needs IPv6 loopback in the pod to listen on. A pod with an IPv6
+        // address has its IPv6 connections refused without it; one without (IPv6 disabled
+        // in the pod, say) has nowhere to send them anyway, which is not worth a warning.
+        let loopback_v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, ports::OUTBOUND));
+        let outbound_v6 = match ips.v6 {
+            Some(_) => self.optional_listener(
+                &sockets,
+                pod,
+                loopback_v6,
+                &mut listeners,
+                "no IPv6 outbound listener: the pod's IPv6 connections are refused",
+            ),
+            None => match self.listener(&sockets, &pod.uid, loopback_v6) {
+                Ok((listener, handle, name)) => {
+                    listeners.push((name, handle));
+                    Some(listener)
+                }
+                Err(_) => None,
+            },
         };
-        let (inbound, handle, name) = self.listener(
+        let (inbound_v4, handle, name) = self.listener(
             &sockets,
             &pod.uid,
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, ports::INBOUND_PLAINTEXT)),
         )?;
         listeners.push((name, handle));
-        let (hbone, handle, name) =
-            self.listener(&sockets, &pod.uid, SocketAddr::from((pod.ip, ports::HBONE)))?;
-        listeners.push((name, handle));
+        let inbound_v6 = match ips.v6 {
+            Some(_) => self.optional_listener(
+                &sockets,
+                pod,
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, ports::INBOUND_PLAINTEXT)),
+                &mut listeners,
+                "no IPv6 inbound listener: IPv6 connections to the pod are refused",
+            ),
+            None => None,
+        };
+        // HBONE on each address. The first family's is required, as a pod must be reachable
+        // through the mesh at all; without the other, tunnels to that address are refused.
+        let mut hbone_listeners = Vec::new();
+        for (index, ip) in ips.all().into_iter().enumerate() {
+            let addr = SocketAddr::new(ip, ports::HBONE);
+            if index == 0 {
+                let (listener, handle, name) = self.listener(&sockets, &pod.uid, addr)?;
+                listeners.push((name, handle));
+                hbone_listeners.push(listener);
+            } else if let Some(listener) = self.optional_listener(
+                &sockets,
+                pod,
+                addr,
+                &mut listeners,
+                "no HBONE listener on this address: tunnels to it are refused",
+            ) {
+                hbone_listeners.push(listener);
+            }
+        }
 
         let pod_id = cgroup_id(&location.cgroup)
             .with_context(|| format!("reading the pod's cgroup {}", location.cgroup.display()))?;
@@ -314,22 +386,39 @@ impl Enrollment {
         }
         let capture = pod
             .exclusions
-            .to_capture(pod_id, pod.ip, outbound_v6.is_some());
+            .to_capture(pod_id, &ips, outbound_v6.is_some());
         for id in &cgroups {
             self.maps
                 .pod_capture
                 .insert(id, capture, 0)
                 .context("filling POD_CAPTURE")?;
         }
-        let ip_key = u32::from(pod.ip).to_be();
-        self.maps
-            .inbound_listeners
-            .insert(ip_key, inbound.as_fd(), 0)
-            .context("registering the inbound listener in INBOUND_LISTENERS")?;
-        self.maps
-            .outbound_listeners
-            .insert(ip_key, outbound_v4.as_fd(), 0)
-            .context("registering the outbound listener in OUTBOUND_LISTENERS")?;
+        if let Some(v4) = ips.v4 {
+            let key = u32::from(v4).to_be();
+            self.maps
+                .inbound_listeners
+                .insert(key, inbound_v4.as_fd(), 0)
+                .context("registering the inbound listener in INBOUND_LISTENERS")?;
+            self.maps
+                .outbound_listeners
+                .insert(key, outbound_v4.as_fd(), 0)
+                .context("registering the outbound listener in OUTBOUND_LISTENERS")?;
+        }
+        if let Some(v6) = ips.v6 {
+            let key = ip6_words(v6.octets());
+            if let Some(inbound) = &inbound_v6 {
+                self.maps
+                    .inbound_listeners6
+                    .insert(key, inbound.as_fd(), 0)
+                    .context("registering the IPv6 inbound listener in INBOUND_LISTENERS6")?;
+            }
+            if let Some(outbound) = &outbound_v6 {
+                self.maps
+                    .outbound_listeners6
+                    .insert(key, outbound.as_fd(), 0)
+                    .context("registering the IPv6 outbound listener in OUTBOUND_LISTENERS6")?;
+            }
+        }
 
         let attachment = attach_pod(
             &mut self.ebpf,
@@ -349,13 +438,13 @@ impl Enrollment {
             }
         });
 
-        let transparent = self.local_delivery(&pod.key, &location.netns);
+        let transparent = self.local_delivery(&pod.key, &ips, &location.netns);
 
         let traffic = Arc::new(PodTraffic::default());
         let outbound_ctx = OutboundContext {
             pod: pod.key.clone(),
             pod_id,
-            pod_ip: pod.ip.into(),
+            pod_ips: ips,
             identity: pod.identity.clone(),
             sockets: sockets.clone(),
             orig_dst: self.maps.orig_dst_by_client.clone(),
@@ -378,14 +467,16 @@ impl Enrollment {
             traffic: traffic.clone(),
             mesh: self.mesh.clone(),
         };
-        tasks.push(tokio::spawn(inbound::serve(
-            tokio::net::TcpListener::from_std(inbound)?,
-            inbound_ctx,
-        )));
+        for listener in std::iter::once(inbound_v4).chain(inbound_v6) {
+            tasks.push(tokio::spawn(inbound::serve(
+                tokio::net::TcpListener::from_std(listener)?,
+                inbound_ctx.clone(),
+            )));
+        }
         let hbone_ctx = HboneInboundContext {
             pod: pod.key.clone(),
             uid: pod.uid.clone(),
-            pod_ip: pod.ip.into(),
+            pod_ips: ips,
             sockets,
             transparent,
             traffic: traffic.clone(),
@@ -399,9 +490,11 @@ impl Enrollment {
             move |request| hbone_inbound::handle(request, hbone_ctx.clone()),
             HboneServerConfig::default(),
         );
-        let hbone = tokio::net::TcpListener::from_std(hbone)?;
-        let serving = server.clone();
-        tasks.push(tokio::spawn(async move { serving.serve(hbone).await }));
+        for listener in hbone_listeners {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let serving = server.clone();
+            tasks.push(tokio::spawn(async move { serving.serve(listener).await }));
+        }
         self.pods.insert(
             pod.uid.clone(),
             EnrolledPod {
@@ -427,10 +520,18 @@ impl Enrollment {
         // A pod leaving the mesh keeps its namespace: leave it as it was. (A deleted pod's
         // namespace is gone, and its rule with it.)
         let netns = &pod.spec.location.netns;
-        if netns.exists()
-            && let Err(error) = in_pod_netns(netns, || LOCAL_DELIVERY.remove())
-        {
-            warn!(pod = %pod.spec.key, %error, "removing the pod's local-delivery rule failed");
+        let ips = pod.spec.ips;
+        let families = ips
+            .v4
+            .map(|_| IpFamily::V4)
+            .into_iter()
+            .chain(ips.v6.map(|_| IpFamily::V6));
+        for family in families {
+            if netns.exists()
+                && let Err(error) = in_pod_netns(netns, || LOCAL_DELIVERY.remove(family))
+            {
+                warn!(pod = %pod.spec.key, %family, %error, "removing the pod's local-delivery rule failed");
+            }
         }
         for task in &pod.tasks {
             task.abort();
@@ -439,10 +540,17 @@ impl Enrollment {
             let _ = self.maps.pod_capture.remove(id);
         }
         let _ = self.maps.pod_stats.remove(&pod.pod_id);
-        let _ = self
-            .maps
-            .inbound_listeners
-            .remove(&u32::from(pod.spec.ip).to_be());
+        if let Some(v4) = ips.v4 {
+            let _ = self.maps.inbound_listeners.remove(&u32::from(v4).to_be());
+            let _ = self.maps.outbound_listeners.remove(&u32::from(v4).to_be());
+        }
+        if let Some(v6) = ips.v6 {
+            let _ = self.maps.inbound_listeners6.remove(&ip6_words(v6.octets()));
+            let _ = self
+                .maps
+                .outbound_listeners6
+                .remove(&ip6_words(v6.octets()));
+        }
         // Other pods of the node may run as the same service account.
         if !self
             .pods
@@ -487,7 +595,8 @@ impl Enrollment {
                 PodStatus {
                     pod: pod.spec.key.clone(),
                     uid: uid.clone(),
-                    ip: pod.spec.ip,
+                    ip: pod.spec.ips.primary(),
+                    ips: pod.spec.ips.all(),
                     pod_id: pod.pod_id,
                     attachment: pod.attachment,
                     connects: stats.connects,

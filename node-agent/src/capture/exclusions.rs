@@ -2,7 +2,9 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use weft_ebpf_common::{Ipv4Cidr, MAX_EXCLUDED_CIDRS, MAX_EXCLUDED_PORTS, PodCapture};
+use weft_ebpf_common::{Ipv4Cidr, MAX_EXCLUDED_CIDRS, MAX_EXCLUDED_PORTS, PodCapture, ip6_words};
+
+use super::addresses::PodIps;
 
 pub const EXCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
 pub const EXCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
@@ -72,12 +74,14 @@ pub fn from_annotations(
 }
 
 impl Exclusions {
-    /// The kernel-side form for pod `pod` with address `pod_ip`.
-    pub fn to_capture(&self, pod: u64, pod_ip: Ipv4Addr, ipv6: bool) -> PodCapture {
+    /// The kernel-side form for pod `pod` with addresses `ips`; `loopback_v6`: whether the
+    /// agent listens on `[::1]:15001` in the pod.
+    pub fn to_capture(&self, pod: u64, ips: &PodIps, loopback_v6: bool) -> PodCapture {
         let mut capture = PodCapture {
             pod,
-            ipv6: u32::from(ipv6),
-            pod_ip: u32::from(pod_ip).to_be(),
+            ipv6: u32::from(loopback_v6),
+            pod_ip: ips.v4.map_or(0, |v4| u32::from(v4).to_be()),
+            pod_ip6: ips.v6.map_or([0; 4], |v6| ip6_words(v6.octets())),
             ..PodCapture::default()
         };
         for (slot, port) in capture.exclude_ports.iter_mut().zip(&self.ports) {
@@ -140,17 +144,44 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_form_carries_each_family_of_the_pod() {
+        let v6: std::net::Ipv6Addr = "fd00:10:244:1::a".parse().expect("v6");
+        let dual = PodIps {
+            v4: Some(Ipv4Addr::new(10, 244, 1, 10)),
+            v6: Some(v6),
+        };
+        let c = Exclusions::default().to_capture(7, &dual, true);
+        let bytes: Vec<u8> = c.pod_ip6.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(bytes, v6.octets(), "the address bytes in network order");
+        assert_eq!(c.ipv6, 1);
+        let v6_only = PodIps {
+            v4: None,
+            v6: Some(v6),
+        };
+        let c = Exclusions::default().to_capture(7, &v6_only, true);
+        assert_eq!(c.pod_ip, 0, "connect4 falls back to 127.0.0.1:15001");
+    }
+
+    #[test]
     fn kernel_form_matches_addresses_in_network_order() {
         let e = Exclusions {
             ports: vec![5432],
             cidrs: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
         };
-        let c = e.to_capture(7, Ipv4Addr::new(10, 244, 1, 10), false);
+        let ips = PodIps {
+            v4: Some(Ipv4Addr::new(10, 244, 1, 10)),
+            v6: None,
+        };
+        let c = e.to_capture(7, &ips, false);
         assert_eq!(
             (c.pod, c.exclude_port_count, c.exclude_cidr_count),
             (7, 1, 1)
         );
         assert_eq!(c.pod_ip.to_ne_bytes(), [10, 244, 1, 10]);
+        assert_eq!(
+            c.pod_ip6, [0; 4],
+            "no IPv6 address: connect6 keeps to [::1]"
+        );
         let inside = u32::from(Ipv4Addr::new(10, 1, 2, 3)).to_be();
         let outside = u32::from(Ipv4Addr::new(11, 1, 2, 3)).to_be();
         assert!(c.exclude_cidrs[0].contains(inside));

@@ -20,10 +20,14 @@ pub struct Maps {
     pub pod_stats: BpfHashMap<MapData, u64, PodStats>,
     /// Read and emptied by the proxy tasks.
     pub orig_dst_by_client: crate::proxy::outbound::OrigDstMap,
+    /// By the pod's IPv4 address (network byte order).
     pub inbound_listeners: SockHash<MapData, u32>,
     pub outbound_listeners: SockHash<MapData, u32>,
+    /// By the pod's IPv6 address (`weft_ebpf_common::ip6_words`).
+    pub inbound_listeners6: SockHash<MapData, [u32; 4]>,
+    pub outbound_listeners6: SockHash<MapData, [u32; 4]>,
     /// Written by the inbound proxy tasks around each connection from a client's address.
-    pub transparent_connects: crate::proxy::transparent::TransparentConnectsMap,
+    pub transparent_connects: crate::proxy::transparent::TransparentConnects,
 }
 
 pub struct Loaded {
@@ -73,10 +77,18 @@ pub fn load(pin_root: &Path) -> anyhow::Result<Loaded> {
         )?)),
         inbound_listeners: typed_map(&mut ebpf, map_names::INBOUND_LISTENERS)?,
         outbound_listeners: typed_map(&mut ebpf, map_names::OUTBOUND_LISTENERS)?,
-        transparent_connects: Arc::new(Mutex::new(typed_map(
-            &mut ebpf,
-            map_names::TRANSPARENT_CONNECTS,
-        )?)),
+        inbound_listeners6: typed_map(&mut ebpf, map_names::INBOUND_LISTENERS6)?,
+        outbound_listeners6: typed_map(&mut ebpf, map_names::OUTBOUND_LISTENERS6)?,
+        transparent_connects: crate::proxy::transparent::TransparentConnects {
+            v4: Arc::new(Mutex::new(typed_map(
+                &mut ebpf,
+                map_names::TRANSPARENT_CONNECTS,
+            )?)),
+            v6: Arc::new(Mutex::new(typed_map(
+                &mut ebpf,
+                map_names::TRANSPARENT_CONNECTS6,
+            )?)),
+        },
     };
     Ok(Loaded {
         ebpf,

@@ -1,8 +1,7 @@
-//! Inbound HBONE (:15008 in the pod): mutual TLS from another agent (or a waypoint), the
-//! client's certificate verified against the mesh's trust bundle by the HBONE server,
-//! then AuthorizationPolicy with the proven identity, then a connection to the application
-//! from inside the pod.
-use std::net::IpAddr;
+//! Inbound HBONE (:15008 on each of the pod's addresses): mutual TLS from another agent (or
+//! a waypoint), the client's certificate verified against the mesh's trust bundle by the
+//! HBONE server, then AuthorizationPolicy with the proven identity, then a connection to the
+//! application from inside the pod.
 use std::sync::Arc;
 
 use tracing::debug;
@@ -15,6 +14,7 @@ use super::connect_to_app;
 use super::counted::Counted;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::transparent::Transparent;
+use crate::capture::addresses::PodIps;
 use crate::ext_authz::CheckFrom;
 use crate::mesh::{Denied, SharedMesh, principal};
 
@@ -22,7 +22,7 @@ use crate::mesh::{Denied, SharedMesh, principal};
 pub struct HboneInboundContext {
     pub pod: String,
     pub uid: String,
-    pub pod_ip: IpAddr,
+    pub pod_ips: PodIps,
     pub sockets: NetnsSockets,
     /// Set where the application can be reached from the client's address.
     pub transparent: Option<Transparent>,
@@ -96,7 +96,7 @@ pub async fn handle(
 
 async fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<(), Refusal> {
     // A tunnel only leads into this pod: anything else would make the agent an open relay.
-    if request.destination.ip() != ctx.pod_ip {
+    if !ctx.pod_ips.contains(request.destination.ip()) {
         return Err(Refusal::Forbidden(format!(
             "{} is not an address of {}",
             request.destination.ip(),
@@ -112,7 +112,7 @@ async fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<()
     };
     let from = CheckFrom {
         sockets: ctx.sockets.clone(),
-        pod_ip: ctx.pod_ip,
+        pod_ip: request.destination.ip(),
     };
     ctx.mesh
         .admit(&ctx.uid, &l4, &from)

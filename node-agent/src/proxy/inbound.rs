@@ -1,5 +1,6 @@
 //! Inbound plaintext: connections to the pod's IPs that the pod's sk_lookup program
-//! delivered to :15006, from clients outside the mesh. The accepted socket's local
+//! delivered to :15006 (`0.0.0.0:15006` for IPv4, `[::]:15006` for IPv6), from clients
+//! outside the mesh. The accepted socket's local
 //! address is the original destination. PeerAuthentication STRICT refuses them; otherwise
 //! AuthorizationPolicy decides with what is known without a certificate (the source IP).
 use std::net::SocketAddr;

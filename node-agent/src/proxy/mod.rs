@@ -32,22 +32,24 @@ pub async fn connect_from_pod(
 }
 
 /// Connects to the application at `app` (the pod's own address) for a client at `client`:
-/// from the client's address where the pod is set up for it, so the application sees who
-/// connected; else, or if that cannot be prepared, from the pod's own address.
+/// from the client's address where the pod is set up for it (the same family as `app`, that
+/// family's rule installed), so the application sees who connected; else, or if that cannot
+/// be prepared, from the pod's own address.
 pub async fn connect_to_app(
     sockets: &NetnsSockets,
     transparent: Option<&transparent::Transparent>,
     client: IpAddr,
     app: SocketAddr,
 ) -> std::io::Result<TcpStream> {
-    if let (Some(transparent), IpAddr::V4(client), SocketAddr::V4(app)) = (transparent, client, app)
-        && client != *app.ip()
+    if let Some(transparent) = transparent
+        && transparent.serves(client, app)
+        && client != app.ip()
         && !client.is_loopback()
         && !client.is_unspecified()
     {
         match transparent.prepare(sockets, client, app).await {
             Ok((socket, filed)) => {
-                let connected = socket.connect(SocketAddr::V4(app)).await;
+                let connected = socket.connect(app).await;
                 drop(filed);
                 return connected;
             }

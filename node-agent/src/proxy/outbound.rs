@@ -1,4 +1,5 @@
-//! Outbound: connections the pod's `connect()` hook sent to `<pod IP>:15001`. The original
+//! Outbound: connections the pod's `connect()` hook sent to `<pod IP>:15001` (IPv4) or
+//! `[<pod IPv6>]:15001`, which arrive on the listener of their family. The original
 //! destination comes from the kernel's ORIG_DST_BY_CLIENT map, filled when the connection
 //! was established and before `accept()` can return it; the registry decides whether it
 //! goes over HBONE (a destination in the mesh) or straight through.
@@ -18,6 +19,7 @@ use weft_ebpf_common::{AF_INET, AF_INET6, ClientKey, OrigDst};
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::resolve::{Upstream, resolve};
 use super::{connect_from_pod, splice};
+use crate::capture::addresses::PodIps;
 use crate::mesh::SharedMesh;
 
 /// Shared by the pod's proxy tasks; the lock only spans one lookup-and-delete.
@@ -36,7 +38,7 @@ pub fn take_original_destination(map: &OrigDstMap, key: &ClientKey) -> Option<So
 pub struct OutboundContext {
     pub pod: String,
     pub pod_id: u64,
-    pub pod_ip: IpAddr,
+    pub pod_ips: PodIps,
     pub identity: Identity,
     pub sockets: NetnsSockets,
     pub orig_dst: OrigDstMap,
@@ -91,12 +93,18 @@ pub async fn serve(listener: TcpListener, ctx: OutboundContext) {
     }
 }
 
-async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext) {
-    let key = ClientKey {
-        pod: ctx.pod_id,
+/// The key sock_ops filed a connection's original destination under: the listener's
+/// family is the original destination's.
+pub fn client_key(pod_id: u64, peer: SocketAddr) -> ClientKey {
+    ClientKey {
+        pod: pod_id,
         port: u32::from(peer.port()),
-        _pad: 0,
-    };
+        family: u32::from(if peer.is_ipv4() { AF_INET } else { AF_INET6 }),
+    }
+}
+
+async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext) {
+    let key = client_key(ctx.pod_id, peer);
     let Some(dst) = take_original_destination(&ctx.orig_dst, &key) else {
         warn!("captured connection without an original destination; closing it");
         return;
@@ -105,10 +113,11 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext) {
     let listener = client.local_addr().unwrap_or(peer);
     let mut record = ConnectionRecord::new(Direction::Outbound, &ctx.pod, peer, dst, listener);
     let upstream = resolve(&ctx.mesh.registry.load(), dst, pick);
+    let source = ctx.pod_ips.facing(dst.ip());
     let mut telemetry = crate::telemetry::outbound(
         &ctx.mesh.telemetry,
         &ctx.mesh.registry.load(),
-        ctx.pod_ip,
+        source,
         dst,
         &upstream,
     );
@@ -176,7 +185,8 @@ async fn open_hbone(
         destination,
         hbone_address,
         target,
-        source_ip: Some(ctx.pod_ip),
+        // The pod's address on the tunnel's side (the same family as the tunnel).
+        source_ip: Some(ctx.pod_ips.facing(hbone_address.ip())),
         baggage: None,
         traceparent,
     };
@@ -221,6 +231,15 @@ mod tests {
             Some("[fd00::1]:443".parse().expect("addr"))
         );
         assert_eq!(original_destination(&OrigDst::default()), None);
+    }
+
+    #[test]
+    fn the_client_key_carries_the_listener_s_family() {
+        let v4 = client_key(7, "10.244.1.10:40000".parse().expect("addr"));
+        let v6 = client_key(7, "[fd00:10:244:1::a]:40000".parse().expect("addr"));
+        assert_eq!((v4.port, v4.family), (40000, u32::from(AF_INET)));
+        assert_eq!((v6.port, v6.family), (40000, u32::from(AF_INET6)));
+        assert_ne!(v4, v6, "the same port in both families is two connections");
     }
 
     #[test]

@@ -23,8 +23,10 @@ pub enum Upstream {
     Refuse(String),
 }
 
-/// Picks an endpoint of a Service among the ready ones; `pick` chooses an index below its
-/// argument (random in the agent, fixed in tests). A service or workload bound to a
+/// Picks an endpoint of a Service among the ready ones of the ClusterIP's family (an IPv6
+/// ClusterIP leads to the IPv6 addresses of the Service's IPv6 EndpointSlices, as
+/// kube-proxy does); `pick` chooses an index below its argument (random in the agent, fixed
+/// in tests). A service or workload bound to a
 /// waypoint goes to one of the waypoint's pods instead, asking for the original
 /// destination: the waypoint applies the L7 rules and picks the endpoint.
 pub fn resolve(
@@ -36,7 +38,11 @@ pub fn resolve(
         if let Some(waypoint) = snapshot.service_waypoint(service) {
             return via_waypoint(snapshot, waypoint, dst, pick);
         }
-        let ready: Vec<_> = service.endpoints.iter().filter(|e| e.ready).collect();
+        let ready: Vec<_> = service
+            .endpoints
+            .iter()
+            .filter(|e| e.ready && e.address.is_ipv4() == dst.is_ipv4())
+            .collect();
         if service.port(dst.port()).is_none() || ready.is_empty() {
             return Upstream::Passthrough(dst);
         }
@@ -176,6 +182,96 @@ ports: [{name: http, port: 8080, protocol: TCP}]
             resolve(&s, addr("10.96.0.10:81"), |_| 0),
             Upstream::Passthrough(addr("10.96.0.10:81")),
             "a port the service does not have"
+        );
+    }
+
+    const DUAL_STACK: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: shop, uid: u0, labels: {app: web}}
+spec: {nodeName: node-2, serviceAccountName: web, containers: [{name: app}]}
+status: {phase: Running, podIP: 10.244.2.10, podIPs: [{ip: 10.244.2.10}, {ip: "fd00:10:244:2::a"}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ipFamilyPolicy: PreferDualStack
+  ipFamilies: [IPv4, IPv6]
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10, "fd00:10:96::a"]
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-v4, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.2.10], conditions: {ready: true}, targetRef: {kind: Pod, namespace: shop, name: web-0}}]
+ports: [{name: http, port: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-v6, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+endpoints: [{addresses: ["fd00:10:244:2::a"], conditions: {ready: true}, targetRef: {kind: Pod, namespace: shop, name: web-0}}]
+ports: [{name: http, port: 8080, protocol: TCP}]
+"#;
+
+    #[test]
+    fn each_cluster_ip_leads_to_the_endpoints_of_its_family() {
+        let s = snapshot_of(DUAL_STACK);
+        // Whichever endpoint the pick lands on, it is of the ClusterIP's family.
+        for index in 0..2 {
+            assert_eq!(
+                resolve(&s, addr("[fd00:10:96::a]:80"), |_| index),
+                Upstream::Hbone {
+                    identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
+                    hbone_address: addr("[fd00:10:244:2::a]:15008"),
+                    target: addr("[fd00:10:244:2::a]:8080"),
+                }
+            );
+            assert_eq!(
+                resolve(&s, addr("10.96.0.10:80"), |_| index),
+                Upstream::Hbone {
+                    identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
+                    hbone_address: addr("10.244.2.10:15008"),
+                    target: addr("10.244.2.10:8080"),
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_mesh_pod_s_ipv6_address_goes_over_hbone_to_that_address() {
+        assert_eq!(
+            resolve(
+                &snapshot_of(DUAL_STACK),
+                addr("[fd00:10:244:2::a]:9000"),
+                |_| 0
+            ),
+            Upstream::Hbone {
+                identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
+                hbone_address: addr("[fd00:10:244:2::a]:15008"),
+                target: addr("[fd00:10:244:2::a]:9000"),
+            }
+        );
+    }
+
+    #[test]
+    fn an_ipv6_cluster_ip_without_ipv6_endpoints_passes_to_the_cluster() {
+        let yaml: String = DUAL_STACK
+            .split("---")
+            .filter(|doc| !doc.contains("name: web-v6"))
+            .collect::<Vec<_>>()
+            .join("---");
+        assert_eq!(
+            resolve(&snapshot_of(&yaml), addr("[fd00:10:96::a]:80"), |_| 0),
+            Upstream::Passthrough(addr("[fd00:10:96::a]:80")),
+            "not to an IPv4 endpoint: kube-proxy has none of this family either"
         );
     }
 

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use weft_config::api::networking::CorsPolicy;
 use weft_config::duration;
 
-use super::RequestFacts;
+use super::facts::RequestFacts;
 use super::matcher::{StrMatch, warn_once};
 
 #[derive(Clone, Debug)]

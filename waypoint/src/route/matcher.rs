@@ -8,7 +8,7 @@ use regex::bytes::Regex;
 use weft_config::api::common::StringMatch;
 use weft_config::api::networking::HttpMatchRequest;
 
-use super::{RequestFacts, Source};
+use super::facts::{RequestFacts, Source};
 
 /// Logs a configuration problem once per process rather than once per compilation: routes
 /// are recompiled on every snapshot, and a bad regex would otherwise repeat forever.

@@ -12,8 +12,7 @@
 //! deterministic.
 //!
 //! What the caller does around these functions, in Envoy's order:
-//! 1. normalise the path as Istio's default (`BASE`: RFC 3986 dot-segment removal) before
-//!    matching;
+//! 1. normalise the path as the mesh config says (`http/normalize.rs`) before matching;
 //! 2. faults ([`FaultPlan::decide`]), then the CORS preflight ([`CorsPlan::preflight`]) —
 //!    pilot installs Envoy's fault filter before its CORS filter, waypoints included —
 //!    then the action;
@@ -21,7 +20,6 @@
 //!    rewrite (Envoy rewrites host and path after the header operations), mirror, and run
 //!    the attempts under [`HttpRoutePlan::effective_timeout`] and [`RetryPolicy`];
 //! 4. on the way back: route response headers, then CORS response headers.
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use weft_config::registry::model::HostRoutes;
@@ -29,6 +27,7 @@ use weft_config::translate::hosts::MeshSettings;
 
 mod compile;
 mod cors;
+mod facts;
 mod fault;
 mod headers;
 mod matcher;
@@ -40,61 +39,12 @@ mod tcp;
 mod tests;
 
 pub use cors::CorsPlan;
+pub use facts::{RequestFacts, Source};
 pub use fault::{FaultAbort, FaultDecision, FaultPlan};
 pub use plan::{HttpRoutePlan, MirrorPlan, Rewrite, RouteAction, RouteDestination};
 pub use retry::{AttemptOutcome, RetryPolicy};
 pub use rewrite::RedirectPlan;
 pub use tcp::TcpRoutePlan;
-
-/// The client of a request, as far as the mesh knows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Source {
-    /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
-    pub principal: Option<String>,
-    pub namespace: Option<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// What routing looks at in a request.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestFacts<'a> {
-    pub method: &'a http::Method,
-    /// Origin form (path and query); an absolute form is accepted too.
-    pub uri: &'a http::Uri,
-    /// `:authority` / `Host` as the client sent it.
-    pub authority: &'a str,
-    pub headers: &'a http::HeaderMap,
-    /// The service port the client dialed.
-    pub port: u16,
-    pub source: &'a Source,
-    /// The request's verified JWT, for `@request.auth.claims` header matches.
-    pub auth: Option<&'a weft_config::authn::Authenticated>,
-}
-
-impl<'a> RequestFacts<'a> {
-    /// `:path` as Envoy holds it: path and query.
-    pub fn path_and_query(&self) -> &'a str {
-        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
-    }
-
-    /// The path without its query, which is what Envoy's path matchers look at.
-    pub fn path(&self) -> &'a str {
-        let pq = self.path_and_query();
-        pq.split_once('?').map_or(pq, |(path, _)| path)
-    }
-
-    pub fn query(&self) -> Option<&'a str> {
-        self.path_and_query()
-            .split_once('?')
-            .map(|(_, query)| query)
-    }
-
-    /// `:scheme`. Requests reach the waypoint as plaintext HTTP inside HBONE, so an
-    /// origin-form URI means `http`.
-    pub fn scheme(&self) -> &'a str {
-        self.uri.scheme_str().unwrap_or("http")
-    }
-}
 
 /// A host's routes, compiled once per (registry snapshot, host): regexes compiled,
 /// durations parsed, destination hosts qualified to FQDNs.

@@ -5,8 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use super::RequestFacts;
 use super::cors::CorsPlan;
+use super::facts::RequestFacts;
 use super::fault::{FaultPlan, PerMillion};
 use super::headers::HeaderOps;
 use super::matcher::MatchedPath;

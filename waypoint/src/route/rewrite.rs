@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use http::{HeaderValue, StatusCode};
 use weft_config::api::networking::{HttpRedirect, HttpRewrite};
 
-use super::RequestFacts;
+use super::facts::RequestFacts;
 use super::matcher::{MatchedPath, one_line, warn_once};
 
 /// `rewrite.uri` / `rewrite.uriRegexRewrite` (the authority part lives with the rule).

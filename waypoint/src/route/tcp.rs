@@ -5,8 +5,8 @@ use weft_config::api::networking::{L4MatchAttributes, VirtualService};
 use weft_config::translate::hosts::MeshSettings;
 use weft_config::validate::cidr;
 
-use super::Source;
 use super::compile::{VsContext, destination};
+use super::facts::Source;
 use super::matcher::{Gate, warn_once};
 use super::plan::{RouteDestination, pick_weighted};
 

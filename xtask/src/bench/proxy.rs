@@ -188,7 +188,7 @@ fn weft_original_destination(
     let key = ClientKey {
         pod: pod_id,
         port: u32::from(peer.port()),
-        _pad: 0,
+        family: u32::from(AF_INET),
     };
     let orig: OrigDst = bpf::lookup(map.as_fd(), &key)?;
     let _ = bpf::delete(map.as_fd(), &key);

@@ -32,10 +32,12 @@ pub fn weft_sock_ops(ctx: SockOpsContext) -> u32 {
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
             // SAFETY: the value is copied before the map can change it.
             if let Some(orig) = unsafe { ORIG_DST_BY_COOKIE.get(&cookie) }.copied() {
+                // The listener it reaches has the original destination's family: an
+                // IPv4-mapped destination of an IPv6 socket was recorded, and is sent, as IPv4.
                 let key = ClientKey {
                     pod: orig.pod,
                     port: ctx.local_port(),
-                    _pad: 0,
+                    family: u32::from(orig.family),
                 };
                 let _ = ORIG_DST_BY_CLIENT.insert(&key, &orig, 0);
                 let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);

@@ -1,41 +1,60 @@
-//! sk_lookup on the pod's network namespace, which only enrolled pods have:
-//! - connections to `<pod IP>:15001` (what connect4 made of a captured `connect()`) go to the
-//!   agent's outbound listener;
+//! sk_lookup on the pod's network namespace, which only enrolled pods have. For TCP, IPv4
+//! and IPv6 alike:
+//! - connections to `<pod IP>:15001` (what connect4/connect6 made of a captured `connect()`)
+//!   go to the agent's outbound listener of that family;
 //! - other TCP connections to the pod's IPs, on any port but the mesh's own, go to the
-//!   agent's inbound-plaintext listener (:15006); `getsockname()` on the accepted socket
-//!   is still the original destination;
+//!   agent's inbound-plaintext listener of that family (:15006); `getsockname()` on the
+//!   accepted socket is still the original destination;
 //! - except the agent's own connections to the application from a client's address
-//!   (`TRANSPARENT_CONNECTS`), which reach the application.
+//!   (`TRANSPARENT_CONNECTS`, `TRANSPARENT_CONNECTS6`), which reach the application.
 //!
 //! While the agent restarts its listeners are gone (closing a socket removes it from the
 //! sockhash). The lookup then fails (SK_DROP, which the kernel answers with a reset) rather
 //! than falling back to the normal lookup: plaintext must not reach the application around
-//! the agent's policy, nor captured traffic leave the pod unproxied. Fail closed.
+//! the agent's policy, nor captured traffic leave the pod unproxied. Fail closed. The same
+//! holds for an address of the pod the agent registered no listener for (an IPv6 address
+//! whose listeners could not be opened, a link-local address): refused, never passed.
 use aya_ebpf::{
-    bindings::sk_action::{SK_DROP, SK_PASS},
+    bindings::{
+        bpf_sk_lookup,
+        sk_action::{SK_DROP, SK_PASS},
+    },
     macros::sk_lookup,
     programs::SkLookupContext,
 };
-use weft_ebpf_common::{TransparentConnect, ports};
+use weft_ebpf_common::{TransparentConnect, TransparentConnect6, ports};
 
-use super::{IPPROTO_TCP, is_loopback_v4, is_mesh_port};
-use crate::maps::{INBOUND_LISTENERS, OUTBOUND_LISTENERS, TRANSPARENT_CONNECTS};
+use super::{IPPROTO_TCP, LOOPBACK_V6, is_loopback_v4, is_mesh_port};
+use crate::maps::{
+    INBOUND_LISTENERS, INBOUND_LISTENERS6, OUTBOUND_LISTENERS, OUTBOUND_LISTENERS6,
+    TRANSPARENT_CONNECTS, TRANSPARENT_CONNECTS6,
+};
 
 const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
 
 #[sk_lookup]
 pub fn weft_inbound_lookup(ctx: SkLookupContext) -> u32 {
     // SAFETY: the kernel passes a valid bpf_sk_lookup for the program's duration.
     let lookup = unsafe { &*ctx.lookup };
-    if lookup.protocol != IPPROTO_TCP
-        || lookup.family != AF_INET
-        || is_loopback_v4(lookup.local_ip4)
-    {
+    if lookup.protocol != IPPROTO_TCP {
+        return SK_PASS;
+    }
+    match lookup.family {
+        AF_INET => lookup_v4(&ctx, lookup),
+        AF_INET6 => lookup_v6(&ctx),
+        _ => SK_PASS,
+    }
+}
+
+#[inline(always)]
+fn lookup_v4(ctx: &SkLookupContext, lookup: &bpf_sk_lookup) -> u32 {
+    if is_loopback_v4(lookup.local_ip4) {
         return SK_PASS;
     }
     let local_port = lookup.local_port as u16;
     if local_port == ports::OUTBOUND {
-        return match OUTBOUND_LISTENERS.redirect_sk_lookup(&ctx, lookup.local_ip4, 0) {
+        return match OUTBOUND_LISTENERS.redirect_sk_lookup(ctx, lookup.local_ip4, 0) {
             Ok(()) => SK_PASS,
             Err(_) => SK_DROP,
         };
@@ -58,7 +77,59 @@ pub fn weft_inbound_lookup(ctx: SkLookupContext) -> u32 {
     if TRANSPARENT_CONNECTS.get_ptr(agent).is_some() {
         return SK_PASS;
     }
-    match INBOUND_LISTENERS.redirect_sk_lookup(&ctx, lookup.local_ip4, 0) {
+    match INBOUND_LISTENERS.redirect_sk_lookup(ctx, lookup.local_ip4, 0) {
+        Ok(()) => SK_PASS,
+        Err(_) => SK_DROP,
+    }
+}
+
+/// The same decisions for IPv6. The addresses are read one 32-bit word at a time: the
+/// verifier allows only loads of at most four bytes from `local_ip6`/`remote_ip6`.
+#[inline(always)]
+fn lookup_v6(ctx: &SkLookupContext) -> u32 {
+    let lookup = ctx.lookup;
+    // SAFETY: `lookup` is the program's context; each load is a 4-byte, 4-aligned field read
+    // the verifier allows for this program type.
+    let (local, remote, local_port, remote_port) = unsafe {
+        (
+            [
+                core::ptr::read_volatile(core::ptr::addr_of!((*lookup).local_ip6[0])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*lookup).local_ip6[1])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*lookup).local_ip6[2])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*lookup).local_ip6[3])),
+            ],
+            [
+                core::ptr::read_volatile(core::ptr::addr_of!((*lookup).remote_ip6[0])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*lookup).remote_ip6[1])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*lookup).remote_ip6[2])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*lookup).remote_ip6[3])),
+            ],
+            (*lookup).local_port as u16,
+            u16::from_be((*lookup).remote_port),
+        )
+    };
+    if local == LOOPBACK_V6 {
+        return SK_PASS;
+    }
+    if local_port == ports::OUTBOUND {
+        return match OUTBOUND_LISTENERS6.redirect_sk_lookup(ctx, local, 0) {
+            Ok(()) => SK_PASS,
+            Err(_) => SK_DROP,
+        };
+    }
+    if is_mesh_port(local_port) || remote == LOOPBACK_V6 || remote == local {
+        return SK_PASS;
+    }
+    let agent = TransparentConnect6 {
+        remote_ip: remote,
+        local_ip: local,
+        remote_port,
+        local_port,
+    };
+    if TRANSPARENT_CONNECTS6.get_ptr(agent).is_some() {
+        return SK_PASS;
+    }
+    match INBOUND_LISTENERS6.redirect_sk_lookup(ctx, local, 0) {
         Ok(()) => SK_PASS,
         Err(_) => SK_DROP,
     }

@@ -1,6 +1,7 @@
 //! cgroup/connect4 and connect6: a TCP `connect()` from an enrolled pod goes to the agent's
-//! outbound listener inside the pod (`<pod IP>:15001` for IPv4, `[::1]:15001` for IPv6), and
-//! the original destination is recorded by socket cookie.
+//! outbound listener inside the pod (`<pod IP>:15001` for IPv4, `[<pod IPv6>]:15001` for
+//! IPv6, or `[::1]:15001` in a pod without an IPv6 address), and the original destination is
+//! recorded by socket cookie.
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
@@ -91,7 +92,16 @@ pub fn weft_connect6(ctx: SockAddrContext) -> i32 {
         }
         return ALLOW;
     }
-    if pod.ipv6 == 0 || ip == LOOPBACK_V6 || is_mesh_port(port) || excluded_port(&pod, port) {
+    // A pod with an IPv6 address always has its IPv6 connections captured: they go to
+    // `[<pod IPv6>]:15001`, where the pod's sk_lookup program refuses them if the agent has
+    // no IPv6 listener there. One without (its IPv6 reaches no further than loopback) only
+    // while the agent listens on `[::1]:15001`.
+    let has_address = pod.pod_ip6 != [0; 4];
+    if (!has_address && pod.ipv6 == 0)
+        || ip == LOOPBACK_V6
+        || is_mesh_port(port)
+        || excluded_port(&pod, port)
+    {
         return ALLOW;
     }
     let orig = OrigDst {
@@ -102,7 +112,14 @@ pub fn weft_connect6(ctx: SockAddrContext) -> i32 {
         pod: pod.pod,
     };
     if record(&ctx, &orig) {
-        write_user_ip6(ctx.sock_addr, LOOPBACK_V6);
+        write_user_ip6(
+            ctx.sock_addr,
+            if has_address {
+                pod.pod_ip6
+            } else {
+                LOOPBACK_V6
+            },
+        );
         sa.user_port = u32::from(ports::OUTBOUND.to_be());
         count(pod.pod, true);
     }

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use weft_ebpf_common::{AF_INET, AF_INET6, OrigDst, ports};
 
-use super::{ALLOW, LOOPBACK_V6, V4_MAPPED_WORD, read_user_ip6, write_user_ip6};
+use super::{ALLOW, V4_MAPPED_WORD, read_user_ip6, write_user_ip6};
 use crate::maps::ORIG_DST_BY_COOKIE;
 
 #[inline(always)]
@@ -43,11 +43,10 @@ pub fn weft_getpeername6(ctx: SockAddrContext) -> i32 {
     if u16::from_be(sa.user_port as u16) != ports::OUTBOUND {
         return ALLOW;
     }
+    // Redirected to `[<pod IPv6>]:15001` or `[::1]:15001`, or IPv4-mapped to the IPv4
+    // listener: only sockets connect6 captured have a recorded original destination.
     let ip = read_user_ip6(ctx.sock_addr);
     let mapped = ip[0] == 0 && ip[1] == 0 && ip[2] == V4_MAPPED_WORD;
-    if !mapped && ip != LOOPBACK_V6 {
-        return ALLOW;
-    }
     if let Some(orig) = original(&ctx) {
         match orig.family {
             AF_INET if mapped => {

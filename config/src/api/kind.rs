@@ -1,0 +1,179 @@
+//! Which kinds weft reads (their API group, versions and resource names), and how one
+//! object is named: the vocabulary refusals, sources and the registry share.
+use std::fmt;
+
+use super::gateway_api::{GATEWAY_API_GROUP, GATEWAY_API_VERSIONS};
+
+/// Every kind of object weft reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    Pod,
+    Service,
+    EndpointSlice,
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    Gateway,
+    AuthorizationPolicy,
+    PeerAuthentication,
+    /// The Kubernetes Gateway API's Gateway (waypoints are declared with it).
+    KubernetesGateway,
+    /// Istio's mesh config: the ConfigMap `istio` (key `mesh`); other ConfigMaps are not
+    /// read.
+    MeshConfig,
+    RequestAuthentication,
+}
+
+pub const NETWORKING_GROUP: &str = "networking.istio.io";
+pub const SECURITY_GROUP: &str = "security.istio.io";
+
+/// Versions Istio serves for its networking kinds; one schema for all of them.
+pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+/// Versions Istio serves for its security kinds.
+pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+impl Kind {
+    pub const ALL: [Kind; 13] = [
+        Kind::Namespace,
+        Kind::Pod,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::Gateway,
+        Kind::AuthorizationPolicy,
+        Kind::PeerAuthentication,
+        Kind::KubernetesGateway,
+        Kind::MeshConfig,
+        Kind::RequestAuthentication,
+    ];
+
+    pub const ISTIO: [Kind; 7] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::Gateway,
+        Kind::AuthorizationPolicy,
+        Kind::PeerAuthentication,
+        Kind::RequestAuthentication,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::Gateway => "Gateway",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::KubernetesGateway => "Gateway",
+            Kind::MeshConfig => "ConfigMap",
+            Kind::RequestAuthentication => "RequestAuthentication",
+        }
+    }
+
+    /// The API group ("" for the core group).
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::MeshConfig => "",
+            Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry | Kind::Gateway => {
+                NETWORKING_GROUP
+            }
+            Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
+                SECURITY_GROUP
+            }
+            Kind::KubernetesGateway => GATEWAY_API_GROUP,
+        }
+    }
+
+    /// Versions accepted in `apiVersion`, the preferred one first.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self.group() {
+            NETWORKING_GROUP => NETWORKING_VERSIONS,
+            SECURITY_GROUP => SECURITY_VERSIONS,
+            GATEWAY_API_GROUP => GATEWAY_API_VERSIONS,
+            _ => &["v1"],
+        }
+    }
+
+    /// The resource name in API paths (`virtualservices`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespaces",
+            Kind::Pod => "pods",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::VirtualService => "virtualservices",
+            Kind::DestinationRule => "destinationrules",
+            Kind::ServiceEntry => "serviceentries",
+            Kind::Gateway => "gateways",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
+            Kind::PeerAuthentication => "peerauthentications",
+            Kind::KubernetesGateway => "gateways",
+            Kind::MeshConfig => "configmaps",
+            Kind::RequestAuthentication => "requestauthentications",
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+
+    pub fn is_istio(self) -> bool {
+        matches!(self.group(), NETWORKING_GROUP | SECURITY_GROUP)
+    }
+
+    /// Kinds read through the dynamic API (custom resources whose API may not be served),
+    /// as opposed to Kubernetes' built-in kinds.
+    pub fn is_custom(self) -> bool {
+        self.is_istio() || self == Kind::KubernetesGateway
+    }
+
+    /// Kind names repeat across groups (Istio's Gateway and the Gateway API's).
+    pub fn by_group_and_name(group: &str, kind: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.group() == group && k.name() == kind)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which object: kind, namespace ("" for cluster-scoped kinds) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
