@@ -5,7 +5,8 @@
 //!
 //! - At the waypoint, on HTTP requests: the gRPC and the HTTP provider's denial (403, its
 //!   header and body) and allow (200, the header it adds reaches the application); a path
-//!   the CUSTOM policy's rules exclude is never sent to the provider; a provider the mesh
+//!   the CUSTOM policy's rules exclude is never sent to the provider; the body within
+//!   `maxRequestBytes` reaches the provider, a larger one is answered 413; a provider the mesh
 //!   config does not define denies; a provider whose server is down denies with 403, with
 //!   `statusOnError`'s status, and lets requests through with `failOpen`; AUDIT records
 //!   appear for the requests their rules match only.
@@ -92,6 +93,11 @@ data:
         headersToDownstreamOnDeny: [x-ext-authz-check-result]
     - name: down
       envoyExtAuthzGrpc: {{service: ext-authz-down.authz.svc.cluster.local, port: 9000, timeout: 2s{down}}}
+    - name: grpc-with-body
+      envoyExtAuthzGrpc:
+        service: ext-authz.authz.svc.cluster.local
+        port: 9000
+        includeRequestBodyInCheck: {{maxRequestBytes: 8}}
 "#
     );
     lab.apply_yaml("mesh-config", &yaml)
@@ -205,6 +211,55 @@ fn custom_and_audit_on_requests_at_the_waypoint() {
             .iter()
             .any(|c| c["kind"] == "http" && c["path"] == "/headers"),
         "the HTTP service got the request's path"
+    );
+
+    // includeRequestBodyInCheck: a body within maxRequestBytes goes to the provider (and
+    // on to the application); a larger one is answered 413 without allowPartialMessage.
+    let body = "http://body-echo.shop.svc.cluster.local:9080";
+    let small = testapp_json(
+        &lab,
+        "shop/client",
+        &[
+            "get",
+            &format!("{body}/small"),
+            "-H",
+            ALLOW,
+            "--method",
+            "POST",
+            "--body-bytes",
+            "5",
+        ],
+    );
+    assert_eq!(small[0]["status"], 200, "{small:?}");
+    assert_eq!(
+        small[0]["body"]["body_bytes"], 5,
+        "the application got the body: {small:?}"
+    );
+    assert!(
+        checks(&lab)
+            .iter()
+            .any(|c| c["path"] == "/small" && c["body"] == 5),
+        "the provider got the body: {:?}",
+        checks(&lab)
+    );
+    let large = testapp_json(
+        &lab,
+        "shop/client",
+        &[
+            "get",
+            &format!("{body}/large"),
+            "-H",
+            ALLOW,
+            "--method",
+            "POST",
+            "--body-bytes",
+            "100",
+        ],
+    );
+    assert_eq!(large[0]["status"], 413, "{large:?}");
+    assert!(
+        !checks(&lab).iter().any(|c| c["path"] == "/large"),
+        "a body over the limit is not sent"
     );
 
     // A provider the mesh config does not define: denied without asking anyone.

@@ -8,7 +8,8 @@ generated code grpc publishes (the `xds-protos` package), and Envoy's raw HTTP c
 - A check without an HTTP request (a TCP connection, Envoy's network filter) is allowed when
   the source principal is one of --allow-principal.
 
-Every check is printed as one JSON line (kind, path, principal, allowed), for the tests.
+Every check is printed as one JSON line (kind, path, principal, allowed, body size), for
+the tests.
 """
 
 import argparse
@@ -32,11 +33,17 @@ DENIED_BODY = "denied by ext_authz for not found header `x-ext-authz: allow` in 
 PRINT_LOCK = threading.Lock()
 
 
-def report(kind, path, principal, allowed):
+def report(kind, path, principal, allowed, body=0):
     with PRINT_LOCK:
         print(
             json.dumps(
-                {"kind": kind, "path": path, "principal": principal, "allowed": allowed}
+                {
+                    "kind": kind,
+                    "path": path,
+                    "principal": principal,
+                    "allowed": allowed,
+                    "body": body,
+                }
             ),
             flush=True,
         )
@@ -60,7 +67,8 @@ class Authorization(external_auth_pb2_grpc.AuthorizationServicer):
             return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code))
         http_request = attributes.request.http
         allowed = http_request.headers.get(CHECK_HEADER) == ALLOWED_VALUE
-        report("grpc", http_request.path, principal, allowed)
+        body = len(http_request.body.encode()) or len(http_request.raw_body)
+        report("grpc", http_request.path, principal, allowed, body)
         if allowed:
             return external_auth_pb2.CheckResponse(
                 status=status_pb2.Status(code=code_pb2.OK),
