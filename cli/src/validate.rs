@@ -68,6 +68,19 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
         .filter_map(|c| c.object.as_ref().ok())
         .collect();
     let hosts = KnownHosts::from_objects(objects.iter().copied(), settings);
+    // CUSTOM policies are checked against the mesh config among the files, if any.
+    let mesh = objects
+        .iter()
+        .find_map(|o| match o {
+            Object::MeshConfig(config)
+                if config.metadata.namespace.as_deref()
+                    == Some(settings.root_namespace.as_str()) =>
+            {
+                Some(config.mesh.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
     for candidate in &candidates {
         let origin = candidate.origin.clone();
         match &candidate.object {
@@ -81,6 +94,13 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
                             .into_iter()
                             .map(|w| w.with_origin(origin.clone()).to_string()),
                     );
+                    if let Object::AuthorizationPolicy(policy) = object {
+                        report.warnings.extend(
+                            validate::policy_warnings(policy, &mesh)
+                                .into_iter()
+                                .map(|w| w.with_origin(origin.clone()).to_string()),
+                        );
+                    }
                 } else {
                     report.errors.extend(
                         refusals

@@ -1,6 +1,8 @@
 //! weft-core: the pieces both weft binaries share.
 #![forbid(unsafe_code)]
+pub mod audit;
 pub mod ca;
+pub mod ext_authz;
 pub mod grpc;
 pub mod hbone;
 pub mod identity;

@@ -5,6 +5,7 @@
 mod admin;
 mod capture;
 mod ebpf;
+mod ext_authz;
 mod handoff;
 mod mesh;
 mod pods;
@@ -157,6 +158,7 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
         identities,
         trust,
         pool,
+        ext_authz: Default::default(),
         log: ConnectionLog::new(CONNECTION_LOG),
         open: proxy::OpenConnections::default(),
         telemetry: telemetry::Telemetry {

@@ -1,13 +1,20 @@
 //! What every proxy task of the agent shares: the registry, the node's identities and
-//! trust, the HBONE connection pool, and the connection log.
+//! trust, the HBONE connection pool, the external authorization clients, and the
+//! connection log; and the admission of a connection into a pod.
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tracing::{info, warn};
 use weft_config::api::security::MtlsMode;
-use weft_config::authz::l4::{Decision, L4Request, evaluate};
+use weft_config::authz::Custom;
+use weft_config::authz::l4::{self, Decision, L4Request, evaluate};
 use weft_config::registry::Registry;
+use weft_core::audit::AuditRecord;
+use weft_core::ext_authz::{PeerInfo, Verdict};
 use weft_core::hbone::HbonePool;
 use weft_core::identity::{IdentityManager, TrustBundle};
 
+use crate::ext_authz::{CheckFrom, PodClients};
 use crate::proxy::OpenConnections;
 use crate::proxy::records::ConnectionLog;
 
@@ -16,6 +23,8 @@ pub struct Mesh {
     pub identities: IdentityManager,
     pub trust: TrustBundle,
     pub pool: HbonePool,
+    /// Clients of the CUSTOM policies' providers, per provider and pod.
+    pub ext_authz: PodClients,
     pub log: ConnectionLog,
     pub telemetry: crate::telemetry::Telemetry,
     pub open: OpenConnections,
@@ -35,8 +44,14 @@ pub enum Denied {
 impl Mesh {
     /// Whether a connection to pod `uid` may go in: a pod behind a waypoint takes only
     /// what its waypoint sends; for plaintext (no principal), PeerAuthentication STRICT
-    /// refuses it; then AuthorizationPolicy decides.
-    pub fn admit(&self, uid: &str, request: &L4Request) -> Result<(), Denied> {
+    /// refuses it; then AuthorizationPolicy decides in Istio's order: CUSTOM (the
+    /// provider is asked from the pod, `from`), AUDIT (recorded), DENY, ALLOW.
+    pub async fn admit(
+        &self,
+        uid: &str,
+        request: &L4Request,
+        from: &CheckFrom,
+    ) -> Result<(), Denied> {
         let snapshot = self.registry.load();
         let workload = snapshot.workload_by_uid(uid).ok_or(Denied::Gone)?;
         // A pod backing Services bound to different waypoints receives each Service's
@@ -67,7 +82,78 @@ impl Mesh {
                 "PeerAuthentication STRICT: plaintext refused".into(),
             ));
         }
-        match evaluate(&snapshot.authorization_policies_for(workload), request) {
+        let policies = snapshot.authorization_policies_for(workload);
+        match l4::custom(&policies, request) {
+            Custom::Skip => {}
+            Custom::Deny(reason) => {
+                warn!(pod = %workload.name, %reason, "CUSTOM AuthorizationPolicy cannot be honoured; connection refused");
+                return Err(Denied::Refused(reason));
+            }
+            Custom::Check { provider, policies } => {
+                let client = crate::ext_authz::client(
+                    self,
+                    &snapshot,
+                    &provider,
+                    uid,
+                    &workload.identity,
+                    from,
+                )
+                .map_err(|reason| {
+                    let reason = format!("AuthorizationPolicy {}: {reason}", policies.join(", "));
+                    warn!(pod = %workload.name, %reason, "CUSTOM AuthorizationPolicy cannot be honoured; connection refused");
+                    Denied::Refused(reason)
+                })?;
+                let source = PeerInfo {
+                    address: request.source_ip.map(|ip| SocketAddr::new(ip, 0)),
+                    principal: request.principal.as_ref().map(|p| format!("spiffe://{p}")),
+                    labels: request
+                        .source_ip
+                        .and_then(|ip| snapshot.workload_by_ip(ip))
+                        .filter(|w| {
+                            request.principal.as_deref() == Some(principal(&w.identity).as_str())
+                        })
+                        .map(|w| w.labels.clone())
+                        .unwrap_or_default(),
+                };
+                let destination = PeerInfo {
+                    address: Some(SocketAddr::new(
+                        request.destination_ip,
+                        request.destination_port,
+                    )),
+                    principal: Some(workload.identity.clone()),
+                    labels: workload.labels.clone(),
+                };
+                match client.check_network(&source, &destination).await {
+                    Verdict::Deny(denied) => {
+                        info!(pod = %workload.name, provider = %provider, reason = %denied.reason, "connection denied by external authorization");
+                        return Err(Denied::Refused(denied.reason));
+                    }
+                    Verdict::Allow(allowed) => {
+                        if let Some(reason) = allowed.failed_open {
+                            warn!(pod = %workload.name, provider = %provider, %reason, "external authorization failed; allowed (failOpen)");
+                        }
+                    }
+                }
+            }
+        }
+        let audited = l4::audited(&policies, request);
+        let decision = evaluate(&policies, request);
+        if !audited.is_empty() {
+            let mut record = AuditRecord::now("agent", "tcp", audited);
+            record.source_principal = request.principal.as_ref().map(|p| format!("spiffe://{p}"));
+            record.source_ip = request.source_ip;
+            record.destination = Some(SocketAddr::new(
+                request.destination_ip,
+                request.destination_port,
+            ));
+            record.destination_name = Some(format!("{}/{}", workload.namespace, workload.name));
+            let denied = match &decision {
+                Decision::Deny(reason) => Some(reason.as_str()),
+                Decision::Allow => None,
+            };
+            record.decided(denied).log();
+        }
+        match decision {
             Decision::Allow => Ok(()),
             Decision::Deny(reason) => Err(Denied::Refused(reason)),
         }

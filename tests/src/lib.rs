@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use weft_lab::manifest::Manifests;
 use weft_lab::{Lab, LabOptions, Runtime};
 
 /// Where weft's binaries are (`cargo xtask test` sets WEFT_BIN_DIR).
@@ -59,7 +60,7 @@ pub fn require_root() {
 /// Like [`lab_up`], with extra arguments for every agent.
 pub fn lab_up_with(tag: &str, dir: &str, nodes: usize, agents: bool, agent_args: &[&str]) -> Lab {
     let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
-    lab_up_options(options, dir, agents, agent_args)
+    lab_up_options(options, &read_manifests(dir), agents, agent_args)
 }
 
 /// Like [`lab_up`], for a dual-stack cluster: every pod has an IPv6 address beside its IPv4
@@ -68,10 +69,34 @@ pub fn lab_up_dual_stack(tag: &str, dir: &str, nodes: usize, agents: bool) -> La
     let options = LabOptions::new(unique_lab_name(tag))
         .nodes(nodes)
         .dual_stack(true);
-    lab_up_options(options, dir, agents, &[])
+    lab_up_options(options, &read_manifests(dir), agents, &[])
 }
 
-fn lab_up_options(options: LabOptions, dir: &str, agents: bool, agent_args: &[&str]) -> Lab {
+/// Brings up a lab from manifests the test has read (and perhaps adjusted).
+pub fn lab_up_manifests(
+    tag: &str,
+    manifests: &Manifests,
+    nodes: usize,
+    agents: bool,
+    agent_args: &[&str],
+) -> Lab {
+    let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
+    lab_up_options(options, manifests, agents, agent_args)
+}
+
+fn read_manifests(dir: &str) -> Manifests {
+    match Manifests::load_dir(&manifests(dir)) {
+        Ok(m) => m,
+        Err(e) => panic!("reading tests/manifests/{dir}: {e}"),
+    }
+}
+
+fn lab_up_options(
+    options: LabOptions,
+    manifests: &Manifests,
+    agents: bool,
+    agent_args: &[&str],
+) -> Lab {
     let bins = bin_dir();
     let runtime = Runtime {
         bin_dir: Some(bins.clone()),
@@ -80,7 +105,7 @@ fn lab_up_options(options: LabOptions, dir: &str, agents: bool, agent_args: &[&s
         agent_log: Some("debug".into()),
         agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
     };
-    match Lab::up_from_dir(&options, &manifests(dir), &runtime) {
+    match Lab::up(&options, manifests, &runtime) {
         Ok(lab) => lab,
         Err(e) => panic!("lab {} did not come up: {e}", options.name),
     }

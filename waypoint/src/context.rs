@@ -34,6 +34,8 @@ pub struct WaypointContext {
     pub draining: Draining,
     /// The keys of RequestAuthentications' `jwksUri`s (and parsed inline `jwks`).
     pub jwks: JwksCache,
+    /// Clients of the external authorization providers CUSTOM policies name, by name.
+    pub ext_authz: weft_core::ext_authz::Clients<String>,
     /// Compiled routes by host, with the snapshot version they were compiled from.
     routes: Mutex<HashMap<String, (u64, Arc<CompiledRoutes>)>>,
 }
@@ -60,6 +62,7 @@ impl WaypointContext {
             spans,
             draining: Draining::default(),
             jwks: JwksCache::default(),
+            ext_authz: Default::default(),
             routes: Mutex::new(HashMap::new()),
         }
     }

@@ -1,14 +1,14 @@
 //! Streams that are not HTTP: the AuthorizationPolicies attached to the waypoint or the
-//! service decide with what a TCP proxy knows (Istio's rule: an ALLOW rule that needs HTTP
-//! attributes matches nothing, a DENY rule ignores them and matches more), then a `tcp`
-//! route (or the service itself) picks the destination, the cluster's balancer the
+//! service decide with what a TCP proxy knows (`http::authz::authorize_stream`: CUSTOM
+//! with a gRPC provider's network check, AUDIT, then Istio's rule: an ALLOW rule that needs
+//! HTTP attributes matches nothing, a DENY rule ignores them and matches more), then a
+//! `tcp` route (or the service itself) picks the destination, the cluster's balancer the
 //! endpoint, and the bytes are spliced.
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
-use weft_config::authz::l4::{Decision, L4Request, evaluate};
 
 use crate::context::WaypointContext;
 use crate::forward::cluster::ClusterKey;
@@ -26,7 +26,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let snapshot = ctx.registry.load();
-    if let Decision::Deny(reason) = authorize(&snapshot, &ctx, &downstream) {
+    if let Err(reason) = crate::http::authz::authorize_stream(&ctx, &snapshot, &downstream).await {
         // Closing the tunnel is the answer a TCP client gets, as from Envoy's RBAC filter.
         info!(%reason, peer = downstream.source.principal.as_deref().unwrap_or_default(), "tcp stream denied");
         return;
@@ -100,28 +100,4 @@ where
         Ok((sent, received)) => debug!(%address, sent, received, "tcp stream done"),
         Err(error) => debug!(%address, %error, "tcp stream ended with an error"),
     }
-}
-
-/// The policies attached to this waypoint or to the service, judged on the stream's L4
-/// attributes.
-fn authorize(
-    snapshot: &weft_config::registry::Snapshot,
-    ctx: &WaypointContext,
-    downstream: &Downstream,
-) -> Decision {
-    let policies = crate::http::authz::policies(snapshot, ctx, &downstream.target);
-    if policies.is_empty() {
-        return Decision::Allow;
-    }
-    let request = L4Request {
-        principal: downstream
-            .source
-            .principal
-            .as_deref()
-            .map(|p| p.strip_prefix("spiffe://").unwrap_or(p).to_string()),
-        source_ip: downstream.source_ip,
-        destination_ip: downstream.destination.ip(),
-        destination_port: downstream.target.port(),
-    };
-    evaluate(&policies, &request)
 }

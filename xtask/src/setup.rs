@@ -11,7 +11,9 @@
 //! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`);
 //! - rustfmt, clippy and cargo-deny for `test`;
 //! - PyJWT and cryptography in `target/xtask/jwt-tools`, with which the JWT e2e test
-//!   (`tests/tests/jwt.rs`) makes its keys and tokens (`tests/jwt/mint.py`), for `test`.
+//!   (`tests/tests/jwt.rs`) makes its keys and tokens (`tests/jwt/mint.py`), for `test`;
+//! - grpcio and Envoy's generated protos (`xds-protos`) in `target/xtask/ext-authz`, which
+//!   the ext-authz e2e test's server runs with (`tests/manifests/ext_authz/`), for `test`.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -133,6 +135,7 @@ pub fn run(command: Option<For>) -> anyhow::Result<()> {
     }
     if plan.test_tools {
         ensure_jwt_tools()?;
+        ensure_ext_authz_tools()?;
     }
     Ok(())
 }
@@ -183,6 +186,38 @@ fn ensure_jwt_tools() -> anyhow::Result<()> {
     let pip = dir.join("bin/pip");
     let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
     args.extend_from_slice(JWT_TOOLS);
+    step(pip.to_str().context("non-UTF-8 target path")?, &args, &[])
+}
+
+/// The external authorization server's packages, pinned: it imports
+/// `envoy.service.auth.v3.external_auth_pb2_grpc` from them.
+const EXT_AUTHZ_TOOLS: &[&str] = &["grpcio==1.85.4", "protobuf==7.36.2", "xds-protos==1.85.0"];
+
+fn ensure_ext_authz_tools() -> anyhow::Result<()> {
+    let dir = crate::workspace_root().join("target/xtask/ext-authz");
+    let python = dir.join("bin/python");
+    let check = "import importlib.metadata as m, sys\n\
+                 from envoy.service.auth.v3 import external_auth_pb2_grpc\n\
+                 sys.exit(m.version('xds-protos') != '1.85.0' or m.version('grpcio') != '1.85.4')";
+    if python.is_file()
+        && Command::new(&python)
+            .args(["-c", check])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    if !python.is_file() {
+        step(
+            "python3",
+            &["-m", "venv", dir.to_str().context("non-UTF-8 target path")?],
+            &[],
+        )?;
+    }
+    let pip = dir.join("bin/pip");
+    let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
+    args.extend_from_slice(EXT_AUTHZ_TOOLS);
     step(pip.to_str().context("non-UTF-8 target path")?, &args, &[])
 }
 

@@ -1,8 +1,9 @@
 //! AuthorizationPolicy at L4, as the destination's node agent enforces it.
 //!
-//! Istio's order: CUSTOM is not supported here (ignored, logged by the caller if needed),
-//! any matching DENY denies, then if any ALLOW policy applies one must match, otherwise
-//! the request is allowed. AUDIT changes nothing.
+//! Istio's order: CUSTOM first ([`custom`] says whether the extension provider is asked;
+//! the caller asks it), then any matching DENY denies, then if any ALLOW policy applies one
+//! must match, otherwise the request is allowed. AUDIT ([`audited`]) changes nothing: it
+//! names the policies whose rules match, for the audit record.
 //!
 //! A rule that needs request attributes an L4 proxy cannot see (methods, paths, hosts,
 //! request principals, HTTP conditions) fails closed, as in Istio ambient: in an ALLOW
@@ -11,7 +12,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::rules::{self, Subject};
+use super::rules::{self, Custom, Subject};
 use crate::api::security::AuthorizationPolicy;
 
 /// What is known of a connection at the destination.
@@ -32,19 +33,30 @@ pub enum Decision {
     Deny(String),
 }
 
+fn subject(request: &L4Request) -> Subject<'_> {
+    Subject {
+        principal: request.principal.as_deref(),
+        source_ip: request.source_ip,
+        // Without HTTP there is no X-Forwarded-For: the remote is the peer.
+        remote_ip: request.source_ip,
+        destination_ip: Some(request.destination_ip),
+        destination_port: request.destination_port,
+        http: None,
+    }
+}
+
 pub fn evaluate(policies: &[&Arc<AuthorizationPolicy>], request: &L4Request) -> Decision {
-    rules::evaluate(
-        policies,
-        &Subject {
-            principal: request.principal.as_deref(),
-            source_ip: request.source_ip,
-            // Without HTTP there is no X-Forwarded-For: the remote is the peer.
-            remote_ip: request.source_ip,
-            destination_ip: Some(request.destination_ip),
-            destination_port: request.destination_port,
-            http: None,
-        },
-    )
+    rules::evaluate(policies, &subject(request))
+}
+
+/// The CUSTOM step for a connection.
+pub fn custom(policies: &[&Arc<AuthorizationPolicy>], request: &L4Request) -> Custom {
+    rules::custom(policies, &subject(request))
+}
+
+/// The AUDIT policies whose rules match the connection.
+pub fn audited(policies: &[&Arc<AuthorizationPolicy>], request: &L4Request) -> Vec<String> {
+    rules::audited(policies, &subject(request))
 }
 
 #[cfg(test)]
@@ -159,6 +171,60 @@ mod tests {
         let mut elsewhere = request(None, 80);
         elsewhere.source_ip = Some("10.244.2.9".parse().expect("ip"));
         assert!(matches!(evaluate(&[&allow], &elsewhere), Decision::Deny(_)));
+    }
+
+    #[test]
+    fn custom_rules_choose_the_connections_the_provider_sees() {
+        let custom = policy(
+            "kind: AuthorizationPolicy\nmetadata: {name: ext, namespace: shop}\nspec:\n  action: CUSTOM\n  provider: {name: authz}\n  rules: [{to: [{operation: {ports: [\"8080\"], paths: [\"/x\"]}}]}]\n",
+        );
+        // HTTP parts are left out at L4 (as in a DENY rule): the port decides.
+        assert_eq!(
+            super::custom(&[&custom], &request(Some(SLEEP), 8080)),
+            Custom::Check {
+                provider: "authz".into(),
+                policies: vec!["shop/ext".into()]
+            }
+        );
+        assert_eq!(
+            super::custom(&[&custom], &request(Some(SLEEP), 9000)),
+            Custom::Skip
+        );
+        let other = policy(
+            "kind: AuthorizationPolicy\nmetadata: {name: ext2, namespace: shop}\nspec:\n  action: CUSTOM\n  provider: {name: opa}\n  rules: [{to: [{operation: {ports: [\"9000\"]}}]}]\n",
+        );
+        assert!(
+            matches!(
+                super::custom(&[&custom, &other], &request(Some(SLEEP), 8080)),
+                Custom::Deny(_)
+            ),
+            "two providers on one workload: denied"
+        );
+        let no_rules = policy(
+            "kind: AuthorizationPolicy\nmetadata: {name: ext, namespace: shop}\nspec: {action: CUSTOM, provider: {name: authz}}\n",
+        );
+        assert_eq!(
+            super::custom(&[&no_rules], &request(Some(SLEEP), 8080)),
+            Custom::Skip
+        );
+        // CUSTOM decides nothing in the DENY/ALLOW step.
+        assert_eq!(evaluate(&[&custom], &request(None, 8080)), Decision::Allow);
+    }
+
+    #[test]
+    fn audit_names_matching_policies_and_decides_nothing() {
+        let audit = policy(
+            "kind: AuthorizationPolicy\nmetadata: {name: audit, namespace: shop}\nspec:\n  action: AUDIT\n  rules: [{from: [{source: {namespaces: [shop]}}]}]\n",
+        );
+        assert_eq!(
+            audited(&[&audit], &request(Some(SLEEP), 80)),
+            ["shop/audit"]
+        );
+        assert!(audited(&[&audit], &request(Some(OTHER), 80)).is_empty());
+        assert_eq!(
+            evaluate(&[&audit], &request(Some(SLEEP), 80)),
+            Decision::Allow
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! AuthorizationPolicy at L7, as a waypoint enforces it on each HTTP request.
 //!
-//! Same order as at L4 (any matching DENY denies; then, if any ALLOW policy applies, one
-//! of its rules must match; CUSTOM is not supported and ignored; AUDIT decides nothing),
-//! with the HTTP attributes known: hosts, methods, paths and `request.headers[…]`
-//! conditions match as Istio's generated Envoy matchers do.
+//! Same order as at L4 ([`custom`] first: whether the extension provider is asked; then
+//! any matching DENY denies; then, if any ALLOW policy applies, one of its rules must
+//! match; AUDIT decides nothing, [`audited`] names the policies to record), with the HTTP
+//! attributes known: hosts, methods, paths and `request.headers[…]` conditions match as
+//! Istio's generated Envoy matchers do.
 //!
 //! - `paths` match the path without the query string, as Envoy's `url_path` matcher; the
 //!   caller passes the path already normalized the way the waypoint routes on it.
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, header, request};
 
 use super::l4::Decision;
-use super::rules::{self, Http, Subject};
+use super::rules::{self, Custom, Http, Subject};
 use crate::api::security::AuthorizationPolicy;
 use crate::authn::Authenticated;
 
@@ -93,25 +94,36 @@ impl<'a> L7Request<'a> {
     }
 }
 
+fn subject<'a>(request: &'a L7Request<'a>) -> Subject<'a> {
+    Subject {
+        principal: request.principal,
+        source_ip: request.source_ip,
+        remote_ip: request.remote_ip.or(request.source_ip),
+        destination_ip: request.destination_ip,
+        destination_port: request.destination_port,
+        http: Some(Http {
+            method: request.method.as_str(),
+            path: request.path,
+            host: request.host,
+            headers: request.headers,
+            sni: request.sni,
+            auth: request.auth,
+        }),
+    }
+}
+
 pub fn evaluate(policies: &[&Arc<AuthorizationPolicy>], request: &L7Request<'_>) -> Decision {
-    rules::evaluate(
-        policies,
-        &Subject {
-            principal: request.principal,
-            source_ip: request.source_ip,
-            remote_ip: request.remote_ip.or(request.source_ip),
-            destination_ip: request.destination_ip,
-            destination_port: request.destination_port,
-            http: Some(Http {
-                method: request.method.as_str(),
-                path: request.path,
-                host: request.host,
-                headers: request.headers,
-                sni: request.sni,
-                auth: request.auth,
-            }),
-        },
-    )
+    rules::evaluate(policies, &subject(request))
+}
+
+/// The CUSTOM step for a request.
+pub fn custom(policies: &[&Arc<AuthorizationPolicy>], request: &L7Request<'_>) -> Custom {
+    rules::custom(policies, &subject(request))
+}
+
+/// The AUDIT policies whose rules match the request.
+pub fn audited(policies: &[&Arc<AuthorizationPolicy>], request: &L7Request<'_>) -> Vec<String> {
+    rules::audited(policies, &subject(request))
 }
 
 #[cfg(test)]
@@ -403,6 +415,45 @@ spec:
         assert!(Check::get("/").allowed(&all));
         assert!(!Check::get("/").method(Method::POST).allowed(&all));
         assert!(Check::get("/").allowed(&[&audit, &custom]));
+    }
+
+    #[test]
+    fn custom_rules_decide_which_requests_the_provider_sees() {
+        let custom = policy(
+            r#"
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: shop}
+spec:
+  action: CUSTOM
+  provider: {name: sample-ext-authz-grpc}
+  rules: [{to: [{operation: {notPaths: ["/public*"]}}]}]
+"#,
+        );
+        let check = |path: &'static str| {
+            let c = Check::get(path);
+            let request = L7Request {
+                principal: c.principal,
+                source_ip: None,
+                remote_ip: None,
+                destination_ip: None,
+                destination_port: c.port,
+                method: &c.method,
+                path: c.path,
+                host: c.host,
+                headers: &c.headers,
+                sni: None,
+                auth: None,
+            };
+            super::custom(&[&custom], &request)
+        };
+        assert_eq!(
+            check("/headers"),
+            Custom::Check {
+                provider: "sample-ext-authz-grpc".into(),
+                policies: vec!["shop/ext".into()]
+            }
+        );
+        assert_eq!(check("/public/x"), Custom::Skip);
     }
 
     #[test]

@@ -88,8 +88,86 @@ fn rules(policy: &AuthorizationPolicy) -> &[Rule] {
     policy.spec.rules.as_deref().unwrap_or_default()
 }
 
-/// Istio's order: a matching DENY denies; then, if any ALLOW policy applies, one of its
-/// rules must match. CUSTOM is not supported (ignored) and AUDIT decides nothing.
+/// What the CUSTOM policies that apply ask of a request. Istio evaluates CUSTOM first:
+/// its rules only decide *whether* the provider is asked (matched as a DENY rule's are),
+/// the provider decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Custom {
+    /// No CUSTOM policy's rules match: no provider is asked.
+    Skip,
+    /// Ask `provider`; `policies` are those whose rules matched (`namespace/name`).
+    Check {
+        provider: String,
+        policies: Vec<String>,
+    },
+    /// Denied without asking (fail closed), with the reason.
+    Deny(String),
+}
+
+fn provider(policy: &AuthorizationPolicy) -> &str {
+    policy
+        .spec
+        .provider
+        .as_ref()
+        .map(|p| p.name.as_str())
+        .unwrap_or_default()
+}
+
+fn any_rule_matches(policy: &AuthorizationPolicy, subject: &Subject<'_>) -> bool {
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+    rules(policy)
+        .iter()
+        .any(|rule| matches!(rule_matches(rule, subject, false, namespace), Ok(true)))
+}
+
+/// The CUSTOM step. Policies naming different providers on one workload are, as Istio
+/// has them by default, a configuration it cannot honour: whatever any of their rules
+/// match is denied.
+pub(crate) fn custom(policies: &[&Arc<AuthorizationPolicy>], subject: &Subject<'_>) -> Custom {
+    let customs: Vec<_> = policies
+        .iter()
+        .filter(|p| action(p) == Action::Custom)
+        .collect();
+    let matched: Vec<String> = customs
+        .iter()
+        .filter(|p| any_rule_matches(p, subject))
+        .map(|p| policy_name(p))
+        .collect();
+    if matched.is_empty() {
+        return Custom::Skip;
+    }
+    let mut providers: Vec<&str> = customs.iter().map(|p| provider(p)).collect();
+    providers.sort_unstable();
+    providers.dedup();
+    match providers.as_slice() {
+        [one] => Custom::Check {
+            provider: (*one).to_string(),
+            policies: matched,
+        },
+        several => Custom::Deny(format!(
+            "CUSTOM AuthorizationPolicies {} name different providers ({}); Istio allows one \
+             provider per workload",
+            matched.join(", "),
+            several.join(", ")
+        )),
+    }
+}
+
+/// The AUDIT policies with a rule matching the request (`namespace/name`), matched as a
+/// DENY rule's are. AUDIT never allows or denies.
+pub(crate) fn audited(
+    policies: &[&Arc<AuthorizationPolicy>],
+    subject: &Subject<'_>,
+) -> Vec<String> {
+    policies
+        .iter()
+        .filter(|p| action(p) == Action::Audit && any_rule_matches(p, subject))
+        .map(|p| policy_name(p))
+        .collect()
+}
+
+/// Istio's order after CUSTOM: a matching DENY denies; then, if any ALLOW policy applies,
+/// one of its rules must match. AUDIT decides nothing.
 pub(crate) fn evaluate(policies: &[&Arc<AuthorizationPolicy>], subject: &Subject<'_>) -> Decision {
     for policy in policies.iter().filter(|p| action(p) == Action::Deny) {
         let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();

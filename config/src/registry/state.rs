@@ -476,6 +476,7 @@ impl State {
             || kinds.contains(&Kind::VirtualService)
             || kinds.contains(&Kind::DestinationRule)
             || kinds.contains(&Kind::MeshConfig)
+            || kinds.contains(&Kind::AuthorizationPolicy)
             || kinds.contains(&Kind::RequestAuthentication)
         {
             self.derive_warnings();
@@ -659,6 +660,13 @@ impl State {
             let found = validate::warnings(&object, &is_known, &snapshot.settings);
             if !found.is_empty() {
                 warnings.insert(object.object_ref(), found);
+            }
+        }
+        // CUSTOM policies against the mesh config's extension providers.
+        for policy in self.authorization_policies.values() {
+            let found = validate::policy_warnings(policy, &snapshot.mesh_config);
+            if let Some(first) = found.first() {
+                warnings.insert(first.object.clone(), found);
             }
         }
         for (object, found) in &warnings {

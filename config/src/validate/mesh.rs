@@ -3,10 +3,13 @@
 //! Refused, as istiod refuses a mesh config it cannot use: a field name Istio's MeshConfig
 //! does not define (a misspelling would otherwise silently mean the default), extension
 //! providers without a name, with a duplicate name, with no provider or two, and ext-authz
-//! providers without a service or port, with an unparsable timeout or `statusOnError`.
+//! providers without a service or port, with an unparsable timeout or `statusOnError`, a
+//! body buffer of 0 bytes (Envoy refuses it), or a lone `*` in the HTTP provider's header
+//! lists (Istio refuses it).
 //!
 //! Warned about, since weft accepts them but does not act on them: every other Istio field,
-//! and provider kinds other than the ext-authz ones; `trustDomain` or `rootNamespace`
+//! and provider kinds other than the ext-authz ones; ext-authz providers whose service names
+//! no known host (the requests sent to them are denied); `trustDomain` or `rootNamespace`
 //! different from weft's own settings (the `--trust-domain` flag; the root namespace,
 //! `istio-system`, is where this ConfigMap is read); an `istio`
 //! ConfigMap outside the root namespace (not read, as Istio does not read it).
@@ -15,8 +18,8 @@ use std::collections::HashSet;
 use super::paths::{FieldPath, Issues};
 use crate::api::ObjectRef;
 use crate::api::mesh::{
-    EnvoyExtAuthzGrpcProvider, EnvoyExtAuthzHttpProvider, ISTIO_MESH_FIELDS, ISTIO_PROVIDER_KINDS,
-    MESH_KEY, MeshConfig,
+    EnvoyExtAuthzGrpcProvider, EnvoyExtAuthzHttpProvider, ExtAuthzRequestBody, ISTIO_MESH_FIELDS,
+    ISTIO_PROVIDER_KINDS, MESH_KEY, MeshConfig,
 };
 use crate::duration;
 use crate::refusal::FieldIssue;
@@ -77,6 +80,36 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
 
 fn ext_authz_http(provider: &EnvoyExtAuthzHttpProvider, at: &FieldPath, issues: &mut Issues) {
     service_and_port(&provider.service, provider.port, at, issues);
+    request_body(provider.include_request_body_in_check.as_ref(), at, issues);
+    // Istio refuses a lone `*`: it would send (or copy) every header.
+    for (name, list) in [
+        (
+            "includeRequestHeadersInCheck",
+            &provider.include_request_headers_in_check,
+        ),
+        ("includeHeadersInCheck", &provider.include_headers_in_check),
+        (
+            "headersToUpstreamOnAllow",
+            &provider.headers_to_upstream_on_allow,
+        ),
+        (
+            "headersToDownstreamOnDeny",
+            &provider.headers_to_downstream_on_deny,
+        ),
+        (
+            "headersToDownstreamOnAllow",
+            &provider.headers_to_downstream_on_allow,
+        ),
+    ] {
+        for (i, value) in list.iter().enumerate() {
+            if value == "*" {
+                issues.add(
+                    &at.field(name).index(i),
+                    "a lone \"*\" is not supported: use a prefix (\"x-*\") or a suffix (\"*-id\")",
+                );
+            }
+        }
+    }
     timeout(provider.timeout.as_deref(), at, issues);
     status_on_error(provider.status_on_error.as_deref(), at, issues);
     if let Some(prefix) = &provider.path_prefix
@@ -89,8 +122,20 @@ fn ext_authz_http(provider: &EnvoyExtAuthzHttpProvider, at: &FieldPath, issues: 
 
 fn ext_authz_grpc(provider: &EnvoyExtAuthzGrpcProvider, at: &FieldPath, issues: &mut Issues) {
     service_and_port(&provider.service, provider.port, at, issues);
+    request_body(provider.include_request_body_in_check.as_ref(), at, issues);
     timeout(provider.timeout.as_deref(), at, issues);
     status_on_error(provider.status_on_error.as_deref(), at, issues);
+}
+
+/// Envoy refuses a body buffer of 0 bytes (`max_request_bytes` must be > 0).
+fn request_body(body: Option<&ExtAuthzRequestBody>, at: &FieldPath, issues: &mut Issues) {
+    if body.is_some_and(|b| b.max_request_bytes == 0) {
+        issues.add(
+            &at.field("includeRequestBodyInCheck")
+                .field("maxRequestBytes"),
+            "required: at least 1 byte, as Envoy requires",
+        );
+    }
 }
 
 fn service_and_port(service: &str, port: u32, at: &FieldPath, issues: &mut Issues) {
@@ -123,11 +168,13 @@ fn status_on_error(status: Option<&str>, at: &FieldPath, issues: &mut Issues) {
     }
 }
 
-/// What weft accepts in a mesh config without acting on it.
+/// What weft accepts in a mesh config without acting on it, and ext-authz providers whose
+/// service names no known host (`known` answers for hostnames).
 pub(super) fn warnings(
     object: &ObjectRef,
     mesh: &MeshConfig,
     settings: &MeshSettings,
+    known: &dyn Fn(&str) -> bool,
 ) -> Vec<FieldIssue> {
     let mut issues = Issues::default();
     let root = root();
@@ -150,11 +197,34 @@ pub(super) fn warnings(
         }
     }
     for (i, provider) in mesh.extension_providers.iter().enumerate() {
+        let at = root.field("extensionProviders").index(i);
         for kind in provider.other.keys() {
             issues.add(
-                &root.field("extensionProviders").index(i).field(kind),
+                &at.field(kind),
                 "weft does not support this provider kind yet; nothing refers to it",
             );
+        }
+        let services = [
+            provider
+                .envoy_ext_authz_grpc
+                .as_ref()
+                .map(|p| ("envoyExtAuthzGrpc", &p.service)),
+            provider
+                .envoy_ext_authz_http
+                .as_ref()
+                .map(|p| ("envoyExtAuthzHttp", &p.service)),
+        ];
+        for (kind, service) in services.into_iter().flatten() {
+            let host = service.split_once('/').map_or(service.as_str(), |(_, h)| h);
+            if !host.is_empty() && !known(host) {
+                issues.add(
+                    &at.field(kind).field("service"),
+                    format!(
+                        "{host:?} names no known Service or ServiceEntry host: requests that \
+                         CUSTOM policies send to this provider are denied until it exists"
+                    ),
+                );
+            }
         }
     }
     if let Some(domain) = &mesh.trust_domain
@@ -204,7 +274,7 @@ mod tests {
             "British spelling is not Istio's field"
         );
         let istio = ObjectRef::new(Kind::MeshConfig, "istio-system", "istio");
-        let warned = warnings(&istio, &m, &MeshSettings::default());
+        let warned = warnings(&istio, &m, &MeshSettings::default(), &|_| true);
         assert_eq!(fields(&warned), ["data.mesh.accessLogFile"]);
     }
 
@@ -241,17 +311,52 @@ extensionProviders:
     }
 
     #[test]
+    fn ext_authz_providers_are_checked_as_istio_checks_them() {
+        let m = mesh(
+            r#"
+extensionProviders:
+- name: http
+  envoyExtAuthzHttp:
+    service: foo/ext-authz.foo.svc.cluster.local
+    port: 8000
+    includeRequestHeadersInCheck: ["*"]
+    headersToUpstreamOnAllow: ["x-*"]
+- name: grpc
+  envoyExtAuthzGrpc:
+    service: missing.foo.svc.cluster.local
+    port: 9000
+    includeRequestBodyInCheck: {allowPartialMessage: true}
+"#,
+        );
+        assert_eq!(
+            fields(&mesh_config(&m)),
+            [
+                "data.mesh.extensionProviders[0].envoyExtAuthzHttp.includeRequestHeadersInCheck[0]",
+                "data.mesh.extensionProviders[1].envoyExtAuthzGrpc.includeRequestBodyInCheck.maxRequestBytes",
+            ]
+        );
+        let istio = ObjectRef::new(Kind::MeshConfig, "istio-system", "istio");
+        let known = |host: &str| host == "ext-authz.foo.svc.cluster.local";
+        assert_eq!(
+            fields(&warnings(&istio, &m, &MeshSettings::default(), &known)),
+            ["data.mesh.extensionProviders[1].envoyExtAuthzGrpc.service"]
+        );
+    }
+
+    #[test]
     fn settings_that_differ_from_the_flags_are_named() {
         let m = mesh("trustDomain: example.org\nrootNamespace: mesh\n");
         let istio = ObjectRef::new(Kind::MeshConfig, "istio-system", "istio");
-        let warned = warnings(&istio, &m, &MeshSettings::default());
+        let warned = warnings(&istio, &m, &MeshSettings::default(), &|_| true);
         assert_eq!(
             fields(&warned),
             ["data.mesh.trustDomain", "data.mesh.rootNamespace"]
         );
         let elsewhere = ObjectRef::new(Kind::MeshConfig, "default", "istio");
         assert_eq!(
-            fields(&warnings(&elsewhere, &m, &MeshSettings::default())),
+            fields(&warnings(&elsewhere, &m, &MeshSettings::default(), &|_| {
+                true
+            })),
             ["metadata.namespace"]
         );
     }

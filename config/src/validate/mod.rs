@@ -116,7 +116,9 @@ pub fn warnings(
                 )]
             }
         }
-        Object::MeshConfig(config) => mesh::warnings(&object_ref, &config.mesh, settings),
+        Object::MeshConfig(config) => {
+            mesh::warnings(&object_ref, &config.mesh, settings, &|host| is_known(host))
+        }
         Object::RequestAuthentication(ra) => security::request_authentication_warnings(&ra.spec),
         _ => Vec::new(),
     };
@@ -124,4 +126,94 @@ pub fn warnings(
         .into_iter()
         .map(|issue| issue.refusal(&object_ref))
         .collect()
+}
+
+/// What an AuthorizationPolicy's CUSTOM action cannot do with the mesh config in force:
+/// a provider the mesh config does not define, or one that is not an ext-authz provider
+/// (the requests its rules match are denied, as Istio denies them); an HTTP provider on a
+/// policy with a `selector`, which the node agent enforces on connections, where no HTTP
+/// request can be checked (those connections are refused).
+pub fn policy_warnings(
+    policy: &crate::api::security::AuthorizationPolicy,
+    mesh: &crate::api::mesh::MeshConfig,
+) -> Vec<Warning> {
+    use crate::api::security::Action;
+    let spec = &policy.spec;
+    let mut issues = Vec::new();
+    if spec.effective_action() == Action::Custom
+        && let Some(provider) = &spec.provider
+    {
+        match crate::authz::ext_authz::provider_settings(mesh, &provider.name) {
+            Err(reason) => issues.push(FieldIssue::new(
+                "spec.provider.name",
+                format!("{reason}: the requests this policy's rules match are denied"),
+            )),
+            Ok(settings)
+                if spec.selector.is_some()
+                    && matches!(settings.protocol, weft_core::ext_authz::Protocol::Http(_)) =>
+            {
+                issues.push(FieldIssue::new(
+                    "spec.provider.name",
+                    format!(
+                        "{} is an HTTP provider: with a selector the node agent enforces this \
+                         policy on connections, which an HTTP service cannot check; the \
+                         connections its rules match are refused (attach it to a waypoint \
+                         with targetRefs to check requests)",
+                        provider.name
+                    ),
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    let object_ref = crate::api::ObjectRef::new(
+        crate::api::Kind::AuthorizationPolicy,
+        policy.metadata.namespace.as_deref().unwrap_or_default(),
+        policy.metadata.name.as_deref().unwrap_or_default(),
+    );
+    issues
+        .into_iter()
+        .map(|issue| issue.refusal(&object_ref))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::mesh::MeshConfig;
+    use crate::api::security::AuthorizationPolicy;
+
+    #[test]
+    fn custom_policies_are_checked_against_the_mesh_config() {
+        let mesh: MeshConfig = serde_yaml::from_str(
+            "extensionProviders:\n- name: grpc\n  envoyExtAuthzGrpc: {service: a.foo.svc.cluster.local, port: 9000}\n- name: http\n  envoyExtAuthzHttp: {service: a.foo.svc.cluster.local, port: 8000}\n",
+        )
+        .expect("mesh config");
+        let policy = |provider: &str, selector: bool| -> AuthorizationPolicy {
+            let selector = if selector {
+                "  selector: {matchLabels: {app: a}}\n"
+            } else {
+                ""
+            };
+            serde_yaml::from_str(&format!(
+                "kind: AuthorizationPolicy\nmetadata: {{name: ext, namespace: foo}}\nspec:\n{selector}  action: CUSTOM\n  provider: {{name: {provider}}}\n  rules: [{{}}]\n"
+            ))
+            .expect("policy")
+        };
+        assert!(policy_warnings(&policy("grpc", true), &mesh).is_empty());
+        assert!(policy_warnings(&policy("http", false), &mesh).is_empty());
+        let unknown = policy_warnings(&policy("opa", false), &mesh);
+        assert_eq!(unknown[0].field, "spec.provider.name");
+        assert!(
+            unknown[0].reason.contains("denied"),
+            "{}",
+            unknown[0].reason
+        );
+        let http_on_selector = policy_warnings(&policy("http", true), &mesh);
+        assert!(
+            http_on_selector[0].reason.contains("refused"),
+            "{}",
+            http_on_selector[0].reason
+        );
+    }
 }

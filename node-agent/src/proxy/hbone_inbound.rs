@@ -15,6 +15,7 @@ use super::counted::Counted;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::transparent::Transparent;
 use crate::capture::addresses::PodIps;
+use crate::ext_authz::CheckFrom;
 use crate::mesh::{Denied, SharedMesh, principal};
 
 #[derive(Clone)]
@@ -58,7 +59,7 @@ pub async fn handle(
         &ctx.uid,
         &request,
     );
-    let verdict = admit(&request, &ctx);
+    let verdict = admit(&request, &ctx).await;
     if let Err(refusal) = &verdict {
         telemetry.failed(ResponseFlags::DENY, format!("{refusal:?}"));
         record.error = Some(format!("{refusal:?}"));
@@ -93,7 +94,7 @@ pub async fn handle(
     }
 }
 
-fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<(), Refusal> {
+async fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<(), Refusal> {
     // A tunnel only leads into this pod: anything else would make the agent an open relay.
     if !ctx.pod_ips.contains(request.destination.ip()) {
         return Err(Refusal::Forbidden(format!(
@@ -109,8 +110,13 @@ fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<(), Refu
         destination_ip: request.destination.ip(),
         destination_port: request.destination.port(),
     };
+    let from = CheckFrom {
+        sockets: ctx.sockets.clone(),
+        pod_ip: request.destination.ip(),
+    };
     ctx.mesh
-        .admit(&ctx.uid, &l4)
+        .admit(&ctx.uid, &l4, &from)
+        .await
         .map_err(|denied| match denied {
             Denied::Gone => Refusal::Unavailable("the pod is no longer in the registry".into()),
             Denied::Refused(reason) => Refusal::Forbidden(reason),

@@ -15,6 +15,7 @@ use weft_host::netns_sockets::NetnsSockets;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::transparent::Transparent;
 use super::{connect_to_app, splice};
+use crate::ext_authz::CheckFrom;
 use crate::mesh::{Denied, SharedMesh};
 
 #[derive(Clone)]
@@ -75,7 +76,7 @@ async fn handle(
         peer,
         dst,
     );
-    if let Err(reason) = admit(&ctx, peer, dst) {
+    if let Err(reason) = admit(&ctx, peer, dst).await {
         debug!(%dst, reason, "plaintext connection refused");
         telemetry.failed(ResponseFlags::DENY, &reason);
         record.error = Some(reason);
@@ -108,15 +109,20 @@ async fn handle(
 }
 
 /// PeerAuthentication, then AuthorizationPolicy, for a connection without a certificate.
-fn admit(ctx: &InboundContext, peer: SocketAddr, dst: SocketAddr) -> Result<(), String> {
+async fn admit(ctx: &InboundContext, peer: SocketAddr, dst: SocketAddr) -> Result<(), String> {
     let request = L4Request {
         principal: None,
         source_ip: Some(peer.ip()),
         destination_ip: dst.ip(),
         destination_port: dst.port(),
     };
+    let from = CheckFrom {
+        sockets: ctx.sockets.clone(),
+        pod_ip: dst.ip(),
+    };
     ctx.mesh
-        .admit(&ctx.uid, &request)
+        .admit(&ctx.uid, &request, &from)
+        .await
         .map_err(|denied| match denied {
             Denied::Gone => "the pod is no longer in the registry".to_string(),
             Denied::Refused(reason) => reason,

@@ -63,7 +63,7 @@ pub fn original_destination(orig: &OrigDst) -> Option<SocketAddr> {
 
 /// A cheap, well-spread choice among `n` endpoints (load balancing needs no cryptographic
 /// randomness, and a shared counter keeps connections spread evenly).
-fn pick(n: usize) -> usize {
+pub(crate) fn pick(n: usize) -> usize {
     static NEXT: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
     let mut z = NEXT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -40,8 +40,9 @@ pub enum RequestBody {
     Complete(Replayable),
     /// Of unknown length: streamed to the first attempt and kept for a retry.
     Recorded(Recorder),
-    /// Known to be larger than [`REPLAY_LIMIT`]: sent once (taken by the first attempt).
-    Streaming(Option<Incoming>),
+    /// Known to be larger than [`REPLAY_LIMIT`] (or partly read already): sent once
+    /// (taken by the first attempt).
+    Streaming(Option<UpstreamBody>),
 }
 
 impl RequestBody {
@@ -55,7 +56,7 @@ impl RequestBody {
         if !small {
             return Ok(match upper {
                 None => RequestBody::Recorded(Recorder::new(streaming(body), REPLAY_LIMIT)),
-                Some(_) => RequestBody::Streaming(Some(body)),
+                Some(_) => RequestBody::Streaming(Some(streaming(body))),
             });
         }
         let collected = body.collect().await?;
@@ -64,6 +65,23 @@ impl RequestBody {
             data: collected.to_bytes(),
             trailers,
         }))
+    }
+
+    /// A body read to its end already.
+    pub fn complete(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        RequestBody::Complete(Replayable { data, trailers })
+    }
+
+    /// A body whose start was read already (for an external authorization check): `head`,
+    /// then the rest from the client. Sent once.
+    pub fn resumed(head: Bytes, rest: Incoming) -> Self {
+        RequestBody::Streaming(Some(
+            Resumed {
+                head: (!head.is_empty()).then_some(head),
+                rest: streaming(rest),
+            }
+            .boxed(),
+        ))
     }
 
     /// The whole body in memory, for a mirror (which cannot wait on the client's stream).
@@ -79,7 +97,7 @@ impl RequestBody {
         match self {
             RequestBody::Complete(replayable) => Some(replayable.body()),
             RequestBody::Recorded(recorder) => Some(recorder.body()),
-            RequestBody::Streaming(body) => body.take().map(streaming),
+            RequestBody::Streaming(body) => body.take(),
         }
     }
 
@@ -221,6 +239,30 @@ impl Body for AttemptBody {
             recording.kept.push(kept);
         }
         Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+struct Resumed {
+    head: Option<Bytes>,
+    rest: UpstreamBody,
+}
+
+impl Body for Resumed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(head) = self.head.take() {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none() && self.rest.is_end_stream()
     }
 }
 

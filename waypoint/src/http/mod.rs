@@ -17,8 +17,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
-use weft_config::authz::l4::Decision;
-use weft_config::authz::l7::{L7Request, evaluate};
 use weft_core::telemetry::{Span, SpanKind, SpanStatus, TraceContext};
 
 use self::body::RequestBody;
@@ -89,7 +87,10 @@ async fn traced(
         Span::start(&trace, name, SpanKind::Server)
     });
     trace.inject(request.headers_mut());
-    let response = handle(request, downstream, ctx).await;
+    // Headers an external authorization provider adds to whatever answer the client gets.
+    let mut provider_headers = Vec::new();
+    let mut response = handle(request, downstream, ctx, &mut provider_headers).await;
+    authz::finish(&provider_headers, response.headers_mut());
     let endpoint = response
         .extensions()
         .get::<forward::Endpoint>()
@@ -222,6 +223,7 @@ async fn handle(
     request: Request<Incoming>,
     down: &Downstream,
     ctx: &Arc<WaypointContext>,
+    provider_headers: &mut Vec<weft_core::ext_authz::HeaderMutation>,
 ) -> Response<ResponseBody> {
     let snapshot = ctx.registry.load();
     let (mut parts, body) = request.into_parts();
@@ -245,30 +247,16 @@ async fn handle(
         Err(unauthorized) => return unauthorized,
     };
 
-    let policies = authz::policies(&snapshot, ctx, &down.target);
-    if !policies.is_empty() {
-        let request = L7Request {
-            principal: down
-                .source
-                .principal
-                .as_deref()
-                .map(|p| p.strip_prefix("spiffe://").unwrap_or(p)),
-            source_ip: down.source_ip,
-            remote_ip: down.source_ip,
-            destination_ip: Some(down.destination.ip()),
-            destination_port: down.target.port(),
-            method: &parts.method,
-            path: parts.uri.path(),
-            host: &authority,
-            headers: &parts.headers,
-            sni: None,
-            auth: auth.as_ref(),
+    // AuthorizationPolicy: CUSTOM, AUDIT, DENY, ALLOW (authz.rs). An external
+    // authorization provider may change the request.
+    let authorized =
+        match authz::authorize(ctx, &snapshot, down, &mut parts, auth.as_ref(), body).await {
+            Ok(authorized) => authorized,
+            Err(denied) => return denied,
         };
-        if let Decision::Deny(reason) = evaluate(&policies, &request) {
-            debug!(%reason, path = parts.uri.path(), "request denied");
-            return local::forbidden();
-        }
-    }
+    *provider_headers = authorized.response_headers;
+    let body = authorized.body;
+    let routing = authorized.routing;
 
     let (service, port) = match &down.target {
         Target::Service { service, port } => (service.clone(), *port),
@@ -279,7 +267,7 @@ async fn handle(
                 _ => Transport::Plain,
             };
             strip_hop_by_hop(&mut parts.headers);
-            let body = match RequestBody::read(body).await {
+            let body = match body.into_request_body().await {
                 Ok(body) => body,
                 Err(_) => return local::reply(StatusCode::BAD_REQUEST, "bad request body"),
             };
@@ -288,11 +276,16 @@ async fn handle(
     };
 
     let routes = ctx.routes(&snapshot, &service.hostname);
+    // The request as it came, if the provider changed it but routes are not chosen again.
+    let (route_uri, route_headers) = match &routing {
+        Some((uri, headers)) => (uri, headers),
+        None => (&parts.uri, &parts.headers),
+    };
     let facts = RequestFacts {
         method: &parts.method,
-        uri: &parts.uri,
+        uri: route_uri,
         authority: &authority,
-        headers: &parts.headers,
+        headers: route_headers,
         port,
         source: &down.source,
         auth: auth.as_ref(),
@@ -378,7 +371,7 @@ async fn handle(
         .headers
         .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 
-    let body = match RequestBody::read(body).await {
+    let body = match body.into_request_body().await {
         Ok(body) => body,
         Err(_) => return local::reply(StatusCode::BAD_REQUEST, "bad request body"),
     };
@@ -427,11 +420,11 @@ async fn handle(
     response
 }
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// A random UUID v4, as Envoy generates for requests without one.
-fn request_id() -> HeaderValue {
+pub(crate) fn request_id() -> HeaderValue {
     let mut bytes = fastrand::u128(..).to_be_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
