@@ -47,7 +47,7 @@ enum Command {
 enum WaypointCommand {
     /// Print the Gateway that declares a waypoint (as Istio users write it) and the
     /// Deployment, Service, ServiceAccount and ClusterRoleBinding that run weft-waypoint
-    /// for it, for `kubectl apply -f -`.
+    /// for it (what weft-ca's controller makes of the Gateway), for `kubectl apply -f -`.
     Generate {
         /// The waypoint's name (also its Service's and ServiceAccount's).
         #[arg(default_value = "waypoint")]
