@@ -1,3 +1,4 @@
 //! weft-ca's parts that tests reach: how callers (node agents, workloads) are authenticated
-//! in a cluster.
+//! in a cluster, and the waypoint controller the control plane runs beside the CA.
+pub mod controller;
 pub mod token_review;

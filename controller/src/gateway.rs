@@ -55,6 +55,9 @@ pub struct Gateway {
     /// Assigned by the API server; `None` for a Gateway read from a file.
     pub uid: Option<String>,
     pub generation: Option<i64>,
+    /// `metadata.deletionTimestamp` is set: the Gateway is going (in the foreground, its
+    /// garbage collector deleting what it owns first).
+    pub deleting: bool,
     pub class_name: String,
     pub labels: Labels,
     pub annotations: Labels,
@@ -133,6 +136,7 @@ impl Gateway {
             namespace,
             uid: metadata["uid"].as_str().map(str::to_string),
             generation: metadata["generation"].as_i64(),
+            deleting: metadata["deletionTimestamp"].is_string(),
             class_name: text(&spec["gatewayClassName"]),
             labels: string_map(&metadata["labels"]),
             annotations: string_map(&metadata["annotations"]),

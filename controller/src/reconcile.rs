@@ -83,7 +83,9 @@ pub struct GatewayPlan {
 }
 
 /// What to do for `gateway`. `existing` answers for any object of a name the Gateway needs
-/// (weft's or not); `owned` are the objects weft made with this Gateway as controller.
+/// (weft's or not); `owned` are the objects weft made with this Gateway as controller. A
+/// Gateway being deleted gets nothing: the garbage collector is deleting what it owns, and
+/// anything made again would only be collected again.
 pub fn gateway<'a>(
     gateway: &Gateway,
     settings: &Settings,
@@ -97,6 +99,9 @@ pub fn gateway<'a>(
         delete: Vec::new(),
         conflicts: Vec::new(),
     };
+    if gateway.deleting {
+        return plan;
+    }
     let mut wanted = BTreeSet::new();
     for (kind, mut body) in objects {
         let key = ObjectKey::of(kind, &body);
@@ -345,6 +350,14 @@ mod tests {
         let plan = plan_with(&refused, &made);
         assert!(matches!(plan.verdict, Verdict::Refused(_)));
         assert!(plan.apply.is_empty() && plan.delete.is_empty());
+
+        let mut going = gw.clone();
+        going.deleting = true;
+        let plan = plan_with(&going, &[]);
+        assert!(
+            plan.apply.is_empty(),
+            "nothing made again for a Gateway being deleted"
+        );
 
         // Another Gateway's objects are not this one's to delete.
         let other = waypoint_gateway("wp", "g-2");
