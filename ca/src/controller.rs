@@ -43,6 +43,62 @@ use weft_controller::reconcile::{self, BindingPlan, NamespacePlan, Verdict};
 use weft_controller::status::{self, Outcome};
 use weft_controller::waypoint::{CLUSTER_ROLE_BINDING, Settings, TRUST_BUNDLE_CONFIG_MAP};
 
+/// What the controller asks of the API server, as RBAC grants: (API group, resource, verbs,
+/// resource names; none for any name). The ClusterRole weft-ca of deploy/base/rbac.yaml
+/// grants exactly these besides the CA's own (`cli/tests/deploy_rbac.rs` holds it to them)
+/// and `ca/tests/waypoint_controller.rs` runs the controller under that role.
+/// - Gateways: listed and watched; their status patched; `gateways/finalizers` updated,
+///   which is what the OwnerReferencesPermissionEnforcement admission plugin asks of whoever
+///   sets `blockOwnerDeletion` on an owner reference.
+/// - ServiceAccounts, Services, Deployments: named after Gateways, so by any name; `get`
+///   reads one outside the label-selected watch; `create` is checked when an apply creates.
+/// - ConfigMaps named `weft-trust-bundle` only; the ClusterRoleBinding `weft-waypoints`
+///   only, and `bind` of the ClusterRole `weft-waypoint` only (RBAC's escalation check on
+///   writing a binding).
+pub const GRANTS: &[(&str, &str, &[&str], &[&str])] = &[
+    (
+        "gateway.networking.k8s.io",
+        "gateways",
+        &["list", "watch"],
+        &[],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "gateways/status",
+        &["patch"],
+        &[],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "gateways/finalizers",
+        &["update"],
+        &[],
+    ),
+    ("", "serviceaccounts", OWNED_VERBS, &[]),
+    ("", "services", OWNED_VERBS, &[]),
+    ("apps", "deployments", OWNED_VERBS, &[]),
+    (
+        "",
+        "configmaps",
+        &["list", "watch", "create", "patch", "delete"],
+        &[TRUST_BUNDLE_CONFIG_MAP],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        &["list", "watch", "patch"],
+        &[CLUSTER_ROLE_BINDING],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        &["bind"],
+        &[weft_controller::waypoint::CLUSTER_ROLE],
+    ),
+];
+
+const OWNED_VERBS: &[&str] = &["list", "watch", "get", "create", "patch", "delete"];
+
 /// The Gateway API versions serving Gateway, preferred first.
 const GATEWAY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 
