@@ -63,8 +63,12 @@ enum WaypointCommand {
         trust_domain: String,
         /// The mesh's root certificate (PEM), published in the namespace as the ConfigMap
         /// weft-trust-bundle; without it that ConfigMap must already be there.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "gateway_only")]
         trust_bundle: Option<PathBuf>,
+        /// Only the Gateway, as `istioctl waypoint generate` prints it: where weft-ca's
+        /// waypoint controller runs (deploy/base), it makes the rest.
+        #[arg(long)]
+        gateway_only: bool,
     },
 }
 
@@ -102,6 +106,7 @@ fn main() -> anyhow::Result<ExitCode> {
                     image,
                     trust_domain,
                     trust_bundle,
+                    gateway_only,
                 },
         } => {
             let trust_bundle = trust_bundle
@@ -117,6 +122,7 @@ fn main() -> anyhow::Result<ExitCode> {
                     image,
                     trust_domain,
                     trust_bundle,
+                    gateway_only,
                 })?
             );
             Ok(ExitCode::SUCCESS)

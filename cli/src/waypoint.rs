@@ -57,6 +57,8 @@ pub struct Waypoint {
     /// The root certificate (PEM) to publish in the waypoint's namespace; `None` when that
     /// namespace already has the ConfigMap.
     pub trust_bundle: Option<String>,
+    /// The Gateway alone, for a cluster whose control plane runs the waypoint controller.
+    pub gateway_only: bool,
 }
 
 pub fn read_trust_bundle(path: &std::path::Path) -> anyhow::Result<String> {
@@ -91,6 +93,14 @@ pub fn generate(waypoint: &Waypoint) -> anyhow::Result<String> {
         bail!("the waypoint would be refused: {}", refusal.message);
     }
 
+    if waypoint.gateway_only {
+        return Ok(format!(
+            "# Waypoint {}/{}: weft-ca's waypoint controller runs it.\n---\n{}",
+            waypoint.namespace,
+            waypoint.name,
+            serde_yaml::to_string(&declaration).context("rendering YAML")?
+        ));
+    }
     let mut out = header(waypoint);
     let mut documents = Vec::new();
     if let Some(pem) = &waypoint.trust_bundle {

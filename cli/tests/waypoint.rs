@@ -197,6 +197,16 @@ fn the_objects_are_what_the_controller_makes_of_the_gateway() {
 }
 
 #[test]
+fn gateway_only_prints_what_istioctl_prints() {
+    let (code, out, err) = generate(&["wp", "-n", "shop", "--gateway-only"]);
+    assert_eq!(code, 0, "{err}");
+    let documents = parse(&out);
+    assert_eq!(kinds(&documents), ["Gateway"]);
+    let (_, all, _) = generate(&["wp", "-n", "shop"]);
+    assert_eq!(documents[0], *find(&parse(&all), "Gateway"));
+}
+
+#[test]
 fn a_trust_bundle_is_published_in_the_waypoints_namespace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
