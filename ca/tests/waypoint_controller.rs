@@ -439,8 +439,10 @@ async fn a_drifted_deployment_is_restored_and_others_additions_stay() {
         "metadata": {"annotations": {"owner": "ops"}},
         "spec": {"template": {"spec": {"containers": [{"name": "weft-waypoint", "image": "evil/proxy:1"}]}}},
     });
-    let mut params = PatchParams::default();
-    params.field_manager = Some("kubectl-edit".into());
+    let params = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..PatchParams::default()
+    };
     deployments
         .patch("wp", &params, &Patch::Merge(&edit))
         .await

@@ -325,7 +325,7 @@ mod tests {
             json!({"metadata": {"name": "wp", "namespace": "shop", "uid": "s"}}),
         );
         let plan = plan_with(&gw, std::slice::from_ref(&foreign));
-        assert_eq!(plan.conflicts, [foreign.key.clone()]);
+        assert_eq!(plan.conflicts, std::slice::from_ref(&foreign.key));
         assert!(plan.apply.iter().all(|a| a.key != foreign.key));
     }
 
