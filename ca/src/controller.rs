@@ -489,7 +489,17 @@ impl Worker {
                         .collect();
                     for key in ready {
                         due.remove(&key);
-                        for key in self.expand(key) {
+                        if key == Key::All {
+                            // What it stands for, each at its own time: a key waiting out
+                            // its backoff keeps waiting.
+                            for key in self.expand() {
+                                if !failures.contains_key(&key) {
+                                    due.insert(key, now);
+                                }
+                            }
+                            continue;
+                        }
+                        {
                             match self.reconcile(&key).await {
                                 Ok(()) => {
                                     failures.remove(&key);
@@ -524,11 +534,9 @@ impl Worker {
             .min(self.config.backoff_max)
     }
 
-    /// `All` as the keys it stands for.
-    fn expand(&self, key: Key) -> Vec<Key> {
-        if key != Key::All {
-            return vec![key];
-        }
+    /// What `All` stands for: every Gateway, every namespace with a Gateway or a trust
+    /// bundle, the binding.
+    fn expand(&self) -> Vec<Key> {
         let gateways = self.stores.gateways();
         let mut namespaces: Vec<String> = gateways.iter().map(|g| g.namespace.clone()).collect();
         if let Some(store) = self.stores.owned.get(&ObjectKind::ConfigMap) {

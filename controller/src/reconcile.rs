@@ -142,8 +142,9 @@ pub enum NamespacePlan {
     Delete(Delete),
 }
 
-/// The namespace's trust bundle: published while it has an accepted waypoint (`gateways`
-/// are all the namespace's Gateways), owned by each; deleted when none is left and it is
+/// The namespace's trust bundle: published while it has an accepted waypoint not being
+/// deleted (`gateways` are all the namespace's Gateways), owned by each; deleted when none is
+/// left and it is
 /// weft's; a ConfigMap of that name that is not weft's (made by hand, as deploy/README
 /// describes for clusters without the controller) is left alone.
 pub fn trust_bundle(
@@ -155,7 +156,9 @@ pub fn trust_bundle(
     let owners: Vec<&Gateway> = gateways
         .iter()
         .copied()
-        .filter(|g| g.namespace == namespace && g.uid.is_some())
+        // A Gateway being deleted owns nothing new: made again, the bundle would be
+        // collected again, and a foreground deletion would wait for it forever.
+        .filter(|g| g.namespace == namespace && g.uid.is_some() && !g.deleting)
         .filter(|g| {
             matches!(
                 Verdict::of(g),
@@ -400,6 +403,13 @@ mod tests {
         assert_eq!(
             trust_bundle("shop", &[], None, "PEM"),
             NamespacePlan::Nothing
+        );
+        let mut going = a.clone();
+        going.deleting = true;
+        assert_eq!(
+            trust_bundle("shop", &[&going], None, "PEM"),
+            NamespacePlan::Nothing,
+            "not made again for a Gateway being deleted"
         );
     }
 
