@@ -286,12 +286,17 @@ fn existing(kind: ObjectKind, object: &DynamicObject) -> Existing {
 /// Runs until the process ends: finds the Gateway API, watches, and keeps every waypoint
 /// Gateway's objects and status as they should be.
 pub async fn run(client: Client, config: ControllerConfig) -> Result<(), ControllerError> {
+    let mut said = false;
     let version = loop {
         match served_gateway_version(&client).await {
             Ok(Some(version)) => break version,
-            Ok(None) => info!(
-                "the Gateway API is not served (its CRDs not installed?): no waypoint controller until it is"
-            ),
+            Ok(None) if !said => {
+                said = true;
+                info!(
+                    "the Gateway API is not served (its CRDs not installed?): no waypoint controller until it is"
+                );
+            }
+            Ok(None) => debug!("the Gateway API is still not served"),
             Err(e) => warn!(error = %e, "looking for the Gateway API failed; retrying"),
         }
         tokio::time::sleep(config.discovery_retry).await;
