@@ -1,4 +1,7 @@
-//! weft-ca: signs workload certificates for node agents and workloads (waypoints).
+//! weft-ca: weft's control plane. Signs workload certificates for node agents and workloads
+//! (waypoints) and, with the Kubernetes API, runs the waypoint controller
+//! (`weft_ca::controller`): a Gateway of class `istio-waypoint` gets its ServiceAccount,
+//! Deployment and Service, as istiod's controller makes them for Istio.
 //!
 //! Speaks Istio's `istio.v1.auth.IstioCertificateService/CreateCertificate` over gRPC with
 //! TLS, so agents (weft's, or anything that talks to istiod's CA) can use it. A node agent,
@@ -13,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
-use tracing::info;
+use clap::{ArgAction, Parser};
+use tracing::{error, info};
+use weft_ca::controller::ControllerConfig;
 use weft_ca::token_review::TokenReviewAuthenticator;
 use weft_config::source::{KubeSourceConfig, start};
 use weft_config::translate::hosts::MeshSettings;
@@ -79,6 +83,31 @@ struct Args {
     names: Vec<String>,
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
+    /// Run the waypoint controller (with the Kubernetes API only, not with --config-dir):
+    /// each Gateway of class istio-waypoint or weft-waypoint gets a ServiceAccount, a
+    /// Deployment of weft-waypoint and a Service, owned by the Gateway.
+    #[arg(
+        long,
+        env = "WEFT_WAYPOINT_CONTROLLER",
+        default_value_t = true,
+        action = ArgAction::Set
+    )]
+    waypoint_controller: bool,
+    /// The weft-waypoint image the controller runs for waypoints.
+    #[arg(
+        long,
+        env = "WEFT_WAYPOINT_IMAGE",
+        default_value_t = weft_controller::waypoint::default_image()
+    )]
+    waypoint_image: String,
+    /// Where waypoints ask this CA for their certificate (`host:port`: its Service); they
+    /// check its certificate against the first --name.
+    #[arg(
+        long,
+        env = "WEFT_WAYPOINT_CA_ADDRESS",
+        default_value = weft_controller::waypoint::CA_ADDRESS
+    )]
+    waypoint_ca_address: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,8 +137,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             })?,
         _ => CertificateAuthority::generate(config).context("generating a root")?,
     };
+    let root_pem = ca.trust_bundle().to_pem();
     if let Some(path) = &args.write_root {
-        write_atomically(path, &ca.trust_bundle().to_pem())
+        write_atomically(path, &root_pem)
             .with_context(|| format!("writing the root certificate to {}", path.display()))?;
     }
 
@@ -167,6 +197,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ))
         }
     };
+    if args.config_dir.is_none() && args.waypoint_controller {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API for the waypoint controller")?;
+        let config = ControllerConfig {
+            settings: weft_controller::waypoint::Settings {
+                image: args.waypoint_image.clone(),
+                ca_address: args.waypoint_ca_address.clone(),
+                ca_server_name: args
+                    .names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| weft_controller::waypoint::CA_SERVER_NAME.to_string()),
+                trust_domain: args.trust_domain.clone(),
+            },
+            trust_bundle: Some(root_pem.clone()),
+            ..ControllerConfig::default()
+        };
+        tokio::spawn(async move {
+            if let Err(e) = weft_ca::controller::run(client, config).await {
+                error!(error = %e, "the waypoint controller stopped");
+            }
+        });
+    }
     let view = registry.clone();
     // A node may obtain an identity only while a pod with that service account is scheduled
     // on it: a compromised node cannot mint identities of workloads it does not run.

@@ -48,7 +48,7 @@ enum Command {
 enum WaypointCommand {
     /// Print the Gateway that declares a waypoint (as Istio users write it) and the
     /// Deployment, Service, ServiceAccount and ClusterRoleBinding that run weft-waypoint
-    /// for it, for `kubectl apply -f -`.
+    /// for it (what weft-ca's controller makes of the Gateway), for `kubectl apply -f -`.
     Generate {
         /// The waypoint's name (also its Service's and ServiceAccount's).
         #[arg(default_value = "waypoint")]
@@ -64,8 +64,12 @@ enum WaypointCommand {
         trust_domain: String,
         /// The mesh's root certificate (PEM), published in the namespace as the ConfigMap
         /// weft-trust-bundle; without it that ConfigMap must already be there.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "gateway_only")]
         trust_bundle: Option<PathBuf>,
+        /// Only the Gateway, as `istioctl waypoint generate` prints it: where weft-ca's
+        /// waypoint controller runs (deploy/base), it makes the rest.
+        #[arg(long)]
+        gateway_only: bool,
     },
 }
 
@@ -103,6 +107,7 @@ fn main() -> anyhow::Result<ExitCode> {
                     image,
                     trust_domain,
                     trust_bundle,
+                    gateway_only,
                 },
         } => {
             let trust_bundle = trust_bundle
@@ -118,6 +123,7 @@ fn main() -> anyhow::Result<ExitCode> {
                     image,
                     trust_domain,
                     trust_bundle,
+                    gateway_only,
                 })?
             );
             Ok(ExitCode::SUCCESS)

@@ -1,13 +1,24 @@
 //! `weftctl waypoint generate`: the Gateway that declares a waypoint, as Istio users write
 //! it, and the objects that run weft-waypoint for it.
 //!
-//! In Istio a controller turns such a Gateway into a Deployment, Service and ServiceAccount;
-//! weft has no controller yet, so they are generated here and applied with the Gateway.
+//! The ServiceAccount, Deployment and Service are the control plane's controller's own
+//! (`weft_controller::reconcile::desired`, the same code weft-ca runs), without the owner
+//! reference a Gateway's uid would give them. Where that controller runs, the Gateway alone
+//! is enough; these are for clusters without it, and a controller that starts later adopts
+//! them (they carry its `gateway.istio.io/managed` label). Its one ClusterRoleBinding
+//! (`weft-waypoints`, whose subjects it keeps) is replaced here by one binding per waypoint,
+//! which `kubectl delete -f` of the same output removes again.
 use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use serde_json::{Value, json};
+use weft_controller::gateway::Gateway;
+use weft_controller::reconcile::{Verdict, desired};
+use weft_controller::waypoint::{
+    CLUSTER_ROLE, Settings, TRUST_BUNDLE_CONFIG_MAP, TRUST_BUNDLE_KEY, gateway_manifest,
+    trust_bundle,
+};
 
 /// What the waypoint takes traffic for: Istio's values of `istio.io/waypoint-for`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -34,35 +45,7 @@ impl TrafficType {
     }
 }
 
-/// The CA as the base installation runs it (deploy/base/ca.yaml).
-pub const CA_ADDRESS: &str = "weft-ca.weft-system.svc:15012";
-pub const CA_SERVER_NAME: &str = "weft-ca.weft-system.svc";
-/// The ClusterRole (deploy/base/rbac.yaml) each waypoint's ServiceAccount is bound to.
-pub const CLUSTER_ROLE: &str = "weft-waypoint";
-/// The ConfigMap holding the mesh's root certificate, in the waypoint's namespace.
-pub const TRUST_BUNDLE_CONFIG_MAP: &str = "weft-trust-bundle";
-const TRUST_BUNDLE_KEY: &str = "root-cert.pem";
-const TRUST_DIR: &str = "/etc/weft/trust";
-/// The pod's service-account token projected for the CA's audience, where ztunnel and
-/// Istio's waypoints find theirs.
-const TOKEN_DIR: &str = "/var/run/secrets/tokens";
-const TOKEN_KEY: &str = "istio-token";
-/// The audience weft-ca (and istiod) ask of tokens.
-const TOKEN_AUDIENCE: &str = "istio-ca";
-/// Twelve hours, as Istio projects it; the kubelet rotates it before then.
-const TOKEN_LIFETIME_SECONDS: u32 = 43_200;
-const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
-/// The mesh's ports, as the agent and ztunnel use them.
-const HBONE_PORT: u16 = 15008;
-const METRICS_PORT: u16 = 15020;
-const READINESS_PORT: u16 = 15021;
-
-pub fn default_image() -> String {
-    format!(
-        "ghcr.io/weft-mesh/weft-waypoint:{}",
-        env!("CARGO_PKG_VERSION")
-    )
-}
+pub use weft_controller::waypoint::default_image;
 
 #[derive(Clone, Debug)]
 pub struct Waypoint {
@@ -74,6 +57,8 @@ pub struct Waypoint {
     /// The root certificate (PEM) to publish in the waypoint's namespace; `None` when that
     /// namespace already has the ConfigMap.
     pub trust_bundle: Option<String>,
+    /// The Gateway alone, for a cluster whose control plane runs the waypoint controller.
+    pub gateway_only: bool,
 }
 
 pub fn read_trust_bundle(path: &std::path::Path) -> anyhow::Result<String> {
@@ -92,18 +77,41 @@ pub fn generate(waypoint: &Waypoint) -> anyhow::Result<String> {
         bail!("the trust bundle holds no PEM certificate");
     }
 
+    let declaration = gateway_manifest(
+        &waypoint.name,
+        &waypoint.namespace,
+        waypoint.traffic.label(),
+    );
+    let gateway = Gateway::from_json(&declaration).context("reading the generated Gateway")?;
+    let settings = Settings {
+        image: waypoint.image.clone(),
+        trust_domain: waypoint.trust_domain.clone(),
+        ..Settings::default()
+    };
+    let (verdict, objects) = desired(&gateway, &settings);
+    if let Verdict::Refused(refusal) = &verdict {
+        bail!("the waypoint would be refused: {}", refusal.message);
+    }
+
+    if waypoint.gateway_only {
+        return Ok(format!(
+            "# Waypoint {}/{}: weft-ca's waypoint controller runs it.\n---\n{}",
+            waypoint.namespace,
+            waypoint.name,
+            serde_yaml::to_string(&declaration).context("rendering YAML")?
+        ));
+    }
     let mut out = header(waypoint);
     let mut documents = Vec::new();
     if let Some(pem) = &waypoint.trust_bundle {
-        documents.push(trust_bundle(waypoint, pem));
+        documents.push(trust_bundle(&waypoint.namespace, &[], pem));
     }
-    documents.extend([
-        service_account(waypoint),
-        cluster_role_binding(waypoint),
-        deployment(waypoint),
-        service(waypoint),
-        gateway(waypoint),
-    ]);
+    let mut objects = objects.into_iter().map(|(_, body)| body);
+    // The ServiceAccount, its binding, then what runs as it.
+    documents.extend(objects.next());
+    documents.push(cluster_role_binding(waypoint));
+    documents.extend(objects);
+    documents.push(declaration);
     for document in documents {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&document).context("rendering YAML")?);
@@ -115,7 +123,8 @@ fn header(waypoint: &Waypoint) -> String {
     let (name, namespace) = (&waypoint.name, &waypoint.namespace);
     let mut text = format!(
         "# Waypoint {namespace}/{name}, generated by weftctl: the Gateway that declares it and\n\
-         # the objects that run weft-waypoint for it (weft has no Gateway controller yet).\n\
+         # the objects that run weft-waypoint for it. Where weft-ca runs its waypoint\n\
+         # controller (deploy/base), the Gateway alone is enough: it makes the same objects.\n\
          # Send a namespace's or service's traffic through it:\n\
          #   kubectl label namespace {namespace} istio.io/use-waypoint={name}\n"
     );
@@ -129,52 +138,19 @@ fn header(waypoint: &Waypoint) -> String {
     text
 }
 
-fn labels(waypoint: &Waypoint) -> Value {
-    json!({
-        GATEWAY_NAME_LABEL: waypoint.name,
-        "app.kubernetes.io/name": "weft-waypoint",
-        "app.kubernetes.io/part-of": "weft",
-    })
-}
-
-fn metadata(waypoint: &Waypoint, name: &str) -> Value {
-    json!({
-        "name": name,
-        "namespace": waypoint.namespace,
-        "labels": labels(waypoint),
-    })
-}
-
-fn trust_bundle(waypoint: &Waypoint, pem: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata(waypoint, TRUST_BUNDLE_CONFIG_MAP),
-        "data": { TRUST_BUNDLE_KEY: pem },
-    })
-}
-
-/// Its name is the waypoint's, and so is the SPIFFE identity the waypoint proves.
-fn service_account(waypoint: &Waypoint) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(waypoint, &waypoint.name),
-    })
-}
-
+/// Waypoints read the whole cluster, so their ServiceAccount is bound cluster-wide.
 fn cluster_role_binding(waypoint: &Waypoint) -> Value {
-    let mut metadata = metadata(
-        waypoint,
-        &format!("{CLUSTER_ROLE}-{}-{}", waypoint.namespace, waypoint.name),
-    );
-    if let Some(map) = metadata.as_object_mut() {
-        map.remove("namespace");
-    }
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
-        "metadata": metadata,
+        "metadata": {
+            "name": format!("{CLUSTER_ROLE}-{}-{}", waypoint.namespace, waypoint.name),
+            "labels": {
+                "gateway.networking.k8s.io/gateway-name": waypoint.name,
+                "app.kubernetes.io/name": "weft-waypoint",
+                "app.kubernetes.io/part-of": "weft",
+            },
+        },
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "ClusterRole",
@@ -185,142 +161,6 @@ fn cluster_role_binding(waypoint: &Waypoint) -> Value {
             "name": waypoint.name,
             "namespace": waypoint.namespace,
         }],
-    })
-}
-
-fn deployment(waypoint: &Waypoint) -> Value {
-    let mut pod_labels = labels(waypoint);
-    if let Some(map) = pod_labels.as_object_mut() {
-        // Its traffic already arrives and leaves as HBONE: capturing it again would loop.
-        map.insert("istio.io/dataplane-mode".into(), "none".into());
-    }
-    let args: Vec<String> = [
-        ("--name", waypoint.name.clone()),
-        ("--namespace", waypoint.namespace.clone()),
-        ("--service-account", waypoint.name.clone()),
-        ("--ca-address", CA_ADDRESS.to_string()),
-        ("--ca-server-name", CA_SERVER_NAME.to_string()),
-        ("--ca-token-file", format!("{TOKEN_DIR}/{TOKEN_KEY}")),
-        ("--trust-bundle", format!("{TRUST_DIR}/{TRUST_BUNDLE_KEY}")),
-        ("--trust-domain", waypoint.trust_domain.clone()),
-        ("--listen", format!("0.0.0.0:{HBONE_PORT}")),
-        ("--readiness-addr", format!("0.0.0.0:{READINESS_PORT}")),
-    ]
-    .into_iter()
-    .flat_map(|(flag, value)| [flag.to_string(), value])
-    .collect();
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(waypoint, &waypoint.name),
-        "spec": {
-            "replicas": 1,
-            "selector": { "matchLabels": { GATEWAY_NAME_LABEL: waypoint.name } },
-            "template": {
-                "metadata": {
-                    "labels": pod_labels,
-                    // Istio's metric names on Istio's port and path, as the agents'.
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": METRICS_PORT.to_string(),
-                        "prometheus.io/path": "/stats/prometheus",
-                    },
-                },
-                "spec": {
-                    "serviceAccountName": waypoint.name,
-                    "nodeSelector": { "kubernetes.io/os": "linux" },
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "runAsUser": 65532,
-                        "runAsGroup": 65532,
-                        "seccompProfile": { "type": "RuntimeDefault" },
-                    },
-                    "containers": [{
-                        "name": "weft-waypoint",
-                        "image": waypoint.image,
-                        "args": args,
-                        "env": [{ "name": "RUST_LOG", "value": "info" }],
-                        "ports": [
-                            { "name": "mesh", "containerPort": HBONE_PORT, "protocol": "TCP" },
-                            { "name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP" },
-                            { "name": "readiness", "containerPort": READINESS_PORT, "protocol": "TCP" },
-                        ],
-                        "readinessProbe": {
-                            "httpGet": { "path": "/healthz/ready", "port": READINESS_PORT },
-                            "periodSeconds": 10,
-                        },
-                        // Alive is answering: a restart drops every connection it proxies.
-                        "livenessProbe": {
-                            "tcpSocket": { "port": READINESS_PORT },
-                            "initialDelaySeconds": 30,
-                            "periodSeconds": 10,
-                            "failureThreshold": 6,
-                        },
-                        "resources": {
-                            "requests": { "cpu": "100m", "memory": "128Mi" },
-                            "limits": { "memory": "1Gi" },
-                        },
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "capabilities": { "drop": ["ALL"] },
-                        },
-                        "volumeMounts": [
-                            { "name": "trust-bundle", "mountPath": TRUST_DIR, "readOnly": true },
-                            { "name": TOKEN_KEY, "mountPath": TOKEN_DIR, "readOnly": true },
-                        ],
-                    }],
-                    "volumes": [
-                        {
-                            "name": "trust-bundle",
-                            "configMap": { "name": TRUST_BUNDLE_CONFIG_MAP },
-                        },
-                        // A token for the CA only, bound to this pod and rotated by the kubelet.
-                        {
-                            "name": TOKEN_KEY,
-                            "projected": { "sources": [{ "serviceAccountToken": {
-                                "audience": TOKEN_AUDIENCE,
-                                "expirationSeconds": TOKEN_LIFETIME_SECONDS,
-                                "path": TOKEN_KEY,
-                            }}]},
-                        },
-                    ],
-                },
-            },
-        },
-    })
-}
-
-fn service(waypoint: &Waypoint) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(waypoint, &waypoint.name),
-        "spec": {
-            "selector": { GATEWAY_NAME_LABEL: waypoint.name },
-            "ports": [
-                { "name": "mesh", "port": HBONE_PORT, "targetPort": HBONE_PORT, "protocol": "TCP" },
-                { "name": "status-port", "port": READINESS_PORT, "targetPort": READINESS_PORT, "protocol": "TCP" },
-            ],
-        },
-    })
-}
-
-/// What `istioctl waypoint generate` prints, so the same object declares the waypoint to
-/// Istio and to weft.
-fn gateway(waypoint: &Waypoint) -> Value {
-    json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "Gateway",
-        "metadata": {
-            "name": waypoint.name,
-            "namespace": waypoint.namespace,
-            "labels": { "istio.io/waypoint-for": waypoint.traffic.label() },
-        },
-        "spec": {
-            "gatewayClassName": "istio-waypoint",
-            "listeners": [{ "name": "mesh", "port": HBONE_PORT, "protocol": "HBONE" }],
-        },
     })
 }
 

@@ -1,8 +1,9 @@
 //! deploy/'s RBAC grants each component exactly what its configuration source lists and
 //! watches: the agent and waypoints the source's default kinds (`KubeSourceConfig::default()`,
 //! which their binaries keep: `AGENT_WATCHED`), the CA `CA_WATCHED` (what `ca/src/main.rs`
-//! selects). A kind watched without a rule would be a source that never becomes ready on a
-//! real cluster, a rule without a watch a needless grant.
+//! selects) and what its waypoint controller asks (`weft_ca::controller::GRANTS`). A kind
+//! watched without a rule would be a source that never becomes ready on a real cluster, a
+//! rule without a watch a needless grant. Grants by name are compared with their names.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +13,8 @@ use weft_config::api::Kind;
 use weft_config::api::mesh::MESH_CONFIG_MAP;
 use weft_config::source::{AGENT_WATCHED, CA_WATCHED, KubeSourceConfig};
 
-/// (API group, resource, verb)
-type Grant = (String, String, String);
+/// (API group, resource, verb, resource names joined by ',' — empty for any name)
+type Grant = (String, String, String, String);
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -68,9 +69,7 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The rules as single grants, refusing what would widen them beyond a list of kinds.
-/// ConfigMaps may only be granted by the name `istio` (Istio's mesh config), and nothing
-/// else by name.
+/// The rules as single grants, refusing wildcards and non-resource URLs.
 fn grants(role: &Value) -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
     for rule in role["rules"].as_sequence().expect("rules") {
@@ -78,31 +77,21 @@ fn grants(role: &Value) -> BTreeSet<Grant> {
             rule.get("nonResourceURLs").is_none(),
             "nonResourceURLs in {rule:?}"
         );
-        let configmaps = strings(&rule["resources"]) == ["configmaps"];
-        if configmaps {
-            assert_eq!(
-                strings(&rule["resourceNames"]),
-                [MESH_CONFIG_MAP],
-                "ConfigMaps only by the name of Istio's mesh config: {rule:?}"
-            );
-        } else {
-            assert!(
-                rule.get("resourceNames").is_none(),
-                "resourceNames in {rule:?}"
-            );
-        }
         let (groups, resources, verbs) = (
             strings(&rule["apiGroups"]),
             strings(&rule["resources"]),
             strings(&rule["verbs"]),
         );
+        let mut names = strings(&rule["resourceNames"]);
+        names.sort();
+        let names = names.join(",");
         for group in &groups {
             for resource in &resources {
                 for verb in &verbs {
-                    for part in [group, resource, verb] {
+                    for part in [group, resource, verb, &names] {
                         assert!(!part.contains('*'), "a wildcard in {rule:?}");
                     }
-                    let grant = (group.clone(), resource.clone(), verb.clone());
+                    let grant = (group.clone(), resource.clone(), verb.clone(), names.clone());
                     assert!(grants.insert(grant), "granted twice: {rule:?}");
                 }
             }
@@ -111,16 +100,22 @@ fn grants(role: &Value) -> BTreeSet<Grant> {
     grants
 }
 
-/// `list` and `watch` of each of `kinds`.
+/// `list` and `watch` of each of `kinds`; Istio's mesh config by its name only.
 fn watched(kinds: impl IntoIterator<Item = Kind>) -> BTreeSet<Grant> {
     kinds
         .into_iter()
         .flat_map(|kind| {
+            let names = if kind == Kind::MeshConfig {
+                MESH_CONFIG_MAP
+            } else {
+                ""
+            };
             ["list", "watch"].map(|verb| {
                 (
                     kind.group().to_string(),
                     kind.plural().to_string(),
                     verb.to_string(),
+                    names.to_string(),
                 )
             })
         })
@@ -160,14 +155,30 @@ fn the_agent_may_list_and_watch_exactly_what_the_kube_source_watches() {
 }
 
 #[test]
-fn the_ca_may_list_and_watch_what_it_watches_and_only_create_token_reviews_besides() {
+fn the_ca_may_do_what_it_and_its_waypoint_controller_do_and_nothing_else() {
     let documents = documents("base");
     let mut expected = watched(CA_WATCHED);
     expected.insert((
         "authentication.k8s.io".into(),
         "tokenreviews".into(),
         "create".into(),
+        String::new(),
     ));
+    for (group, resource, verbs, names) in weft_ca::controller::GRANTS {
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        for verb in *verbs {
+            assert!(
+                expected.insert((
+                    group.to_string(),
+                    resource.to_string(),
+                    verb.to_string(),
+                    names.join(","),
+                )),
+                "the controller's grants repeat {resource} {verb}"
+            );
+        }
+    }
     assert_grants(object(&documents, "ClusterRole", "weft-ca"), &expected);
 }
 
@@ -191,11 +202,28 @@ fn no_role_in_deploy_grants_a_wildcard() {
     for (_, role) in roles {
         grants(role);
     }
-    let bindings = documents
+    let bindings: Vec<&str> = documents
         .iter()
         .filter(|(_, d)| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
-        .count();
-    assert_eq!(bindings, 2, "the agent's and the CA's ClusterRoleBindings");
+        .filter_map(|(_, d)| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        bindings,
+        ["weft-agent", "weft-ca", "weft-waypoints"],
+        "the agent's and the CA's ClusterRoleBindings, and the waypoints' one"
+    );
+}
+
+/// The waypoints' binding starts without subjects: the controller adds each waypoint's
+/// ServiceAccount, and a `kubectl apply` of deploy/ leaves what it added alone.
+#[test]
+fn the_waypoints_binding_is_the_controllers_to_fill() {
+    let documents = documents("base");
+    let binding = object(&documents, "ClusterRoleBinding", "weft-waypoints");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], "weft-waypoint");
+    assert!(binding.get("subjects").is_none(), "{binding:?}");
+    object(&documents, "ClusterRole", "weft-waypoint");
 }
 
 #[test]

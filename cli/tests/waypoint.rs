@@ -161,6 +161,51 @@ fn the_objects_run_weft_waypoint_as_the_waypoints_own_identity() {
     );
 }
 
+/// The same objects weft-ca's controller makes of the same Gateway (without the owner
+/// reference only a Gateway in a cluster has), so that controller adopts them.
+#[test]
+fn the_objects_are_what_the_controller_makes_of_the_gateway() {
+    let (code, out, err) = generate(&["wp", "-n", "shop", "--for", "all"]);
+    assert_eq!(code, 0, "{err}");
+    let documents: Vec<serde_json::Value> = parse(&out)
+        .into_iter()
+        .map(|d| serde_json::to_value(d).expect("JSON"))
+        .collect();
+    let declaration = documents
+        .iter()
+        .find(|d| d["kind"] == "Gateway")
+        .expect("a Gateway");
+    let gateway =
+        weft_controller::gateway::Gateway::from_json(declaration).expect("the Gateway reads");
+    let (verdict, objects) = weft_controller::reconcile::desired(
+        &gateway,
+        &weft_controller::waypoint::Settings::default(),
+    );
+    assert!(verdict.is_accepted(), "{verdict:?}");
+    assert_eq!(objects.len(), 3);
+    for (kind, body) in objects {
+        let printed = documents
+            .iter()
+            .find(|d| d["kind"] == kind.name())
+            .unwrap_or_else(|| panic!("no {kind:?} printed"));
+        assert_eq!(printed, &body, "{kind:?}");
+        assert_eq!(
+            printed["metadata"]["labels"]["gateway.istio.io/managed"],
+            "weft.io-waypoint-controller"
+        );
+    }
+}
+
+#[test]
+fn gateway_only_prints_what_istioctl_prints() {
+    let (code, out, err) = generate(&["wp", "-n", "shop", "--gateway-only"]);
+    assert_eq!(code, 0, "{err}");
+    let documents = parse(&out);
+    assert_eq!(kinds(&documents), ["Gateway"]);
+    let (_, all, _) = generate(&["wp", "-n", "shop"]);
+    assert_eq!(documents[0], *find(&parse(&all), "Gateway"));
+}
+
 #[test]
 fn a_trust_bundle_is_published_in_the_waypoints_namespace() {
     let dir = tempfile::tempdir().expect("tempdir");

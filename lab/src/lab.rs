@@ -14,6 +14,7 @@ use crate::manifest::Manifests;
 use crate::plan::{LabOptions, POD_GATEWAY, POD_GATEWAY6, Plan, PodPlan, netns_prefix};
 use crate::process::{Placement, PodView, place};
 use crate::records::{self, LabPaths, STATE_ROOT};
+use crate::volumes::{self, Backing};
 use crate::{LabError, cgroup};
 
 /// How a lab runs its processes.
@@ -315,17 +316,20 @@ impl Lab {
             command.env("PATH", format!("{}:{path}", bin.display()));
         }
         if pod.is_waypoint() {
-            // A waypoint reads the cluster and asks the CA like its node's agent does (in a
-            // cluster it would use its own service-account token).
-            command
-                .env("WEFT_CONFIG_DIR", self.paths.cluster_dir())
-                .env("WEFT_CA_ADDRESS", self.plan.ca_address().to_string())
-                .env("WEFT_CA_TOKEN_FILE", self.paths.ca_token(&pod.node))
-                .env("WEFT_TRUST_BUNDLE", self.paths.ca_root())
-                .env(
-                    "RUST_LOG",
-                    self.runtime.agent_log.as_deref().unwrap_or("info"),
-                );
+            // A waypoint reads the cluster where the agents do (the lab's stand-in for the
+            // API server); the CA's address, its root and the token come from the
+            // controller's Deployment (its arguments and volumes, `crate::volumes`).
+            command.env("WEFT_CONFIG_DIR", self.paths.cluster_dir());
+        }
+    }
+
+    /// The log level the lab gives weft's own processes, over what a manifest says.
+    fn weft_log(&self, pod: &PodPlan, command: &mut Command) {
+        if pod.is_waypoint() {
+            command.env(
+                "RUST_LOG",
+                self.runtime.agent_log.as_deref().unwrap_or("info"),
+            );
         }
     }
 
@@ -335,14 +339,42 @@ impl Lab {
         for pod in self.plan.pods.clone().into_iter().filter(|p| which(p)) {
             cgroup::create(&self.pod_cgroup(&pod))?;
             for container in &pod.containers {
-                let mut argv = container.command.iter().chain(&container.args);
+                let backing = Backing {
+                    trust_bundle: self.paths.ca_root(),
+                    token: self.paths.ca_token(&pod.node),
+                };
+                let volumes_dir = self.paths.pod_dir(&pod).join("volumes");
+                let mounts = volumes::mounts(&pod.volumes, container, &backing, &volumes_dir);
+                for mount in &mounts {
+                    std::fs::create_dir_all(&mount.dir)
+                        .map_err(LabError::io(format!("creating {}", mount.dir.display())))?;
+                    for (file, target) in &mount.links {
+                        let link = mount.dir.join(file);
+                        let _ = std::fs::remove_file(&link);
+                        std::os::unix::fs::symlink(target, &link).map_err(LabError::io(
+                            format!("linking {} to {}", link.display(), target.display()),
+                        ))?;
+                    }
+                }
+                // A container without a command runs its image's entrypoint.
+                let entrypoint = container
+                    .image
+                    .as_deref()
+                    .filter(|_| container.command.is_empty())
+                    .and_then(volumes::entrypoint);
+                let mut argv = entrypoint
+                    .iter()
+                    .chain(&container.command)
+                    .chain(&container.args)
+                    .map(|a| volumes::substitute(a, &mounts));
                 let Some(program) = argv.next() else { continue };
                 let mut command = Command::new(program);
                 command.args(argv);
                 self.pod_env(&pod, &mut command);
                 for env in &container.env {
-                    command.env(&env.name, &env.value);
+                    command.env(&env.name, volumes::substitute(&env.value, &mounts));
                 }
+                self.weft_log(&pod, &mut command);
                 let log = self.paths.logs().join(format!(
                     "{}-{}-{}.log",
                     pod.namespace, pod.name, container.name

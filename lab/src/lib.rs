@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod plan;
 mod process;
 pub mod records;
+mod volumes;
 
 pub use error::LabError;
 pub use lab::{Lab, LabSummary, Runtime, down, leftovers, list_labs};

@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use weft_controller::gateway::Gateway;
+use weft_controller::object::ObjectKind;
+use weft_controller::reconcile::{Verdict, desired};
+use weft_controller::waypoint::Settings;
 
 use crate::LabError;
 
@@ -60,6 +64,49 @@ pub struct Container {
     pub env: Vec<EnvVar>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMount {
+    pub name: String,
+    pub mount_path: String,
+}
+
+/// A pod's volume, cut to the sources the lab provides (`crate::volumes`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolume>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected: Option<ProjectedVolume>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ConfigMapVolume {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ProjectedVolume {
+    #[serde(default)]
+    pub sources: Vec<ProjectedSource>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectedSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_token: Option<TokenProjection>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct TokenProjection {
+    pub path: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -71,6 +118,8 @@ pub struct PodSpec {
     pub service_account_name: Option<String>,
     #[serde(default)]
     pub containers: Vec<Container>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -221,9 +270,8 @@ impl Manifests {
                 "Pod" => self.pods.push(from_value(value, &invalid)?),
                 "Deployment" => self.deployments.push(from_value(value, &invalid)?),
                 "Service" => self.services.push(from_value(value, &invalid)?),
-                "Gateway" if waypoint_gateway(&value).is_some() => {
-                    let (name, namespace) = waypoint_gateway(&value).unwrap_or_default();
-                    self.add_waypoint(&name, &namespace);
+                "Gateway" if is_gateway_api(&value) => {
+                    self.add_gateway(&value, &invalid)?;
                     self.others.push(value);
                 }
                 "List" => {
@@ -249,93 +297,50 @@ impl Manifests {
 
 pub use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
 
-/// (name, namespace) of a Gateway API Gateway that declares a waypoint.
-fn waypoint_gateway(value: &serde_yaml::Value) -> Option<(String, String)> {
-    let api_version = value.get("apiVersion")?.as_str()?;
-    if !api_version.starts_with("gateway.networking.k8s.io/") {
-        return None;
-    }
-    let class = value.get("spec")?.get("gatewayClassName")?.as_str()?;
-    if !weft_core::mesh::waypoint::WAYPOINT_CLASSES.contains(&class) {
-        return None;
-    }
-    let metadata = value.get("metadata")?;
-    let name = metadata.get("name")?.as_str()?.to_string();
-    let namespace = metadata
-        .get("namespace")
-        .and_then(|n| n.as_str())
-        .unwrap_or("default")
-        .to_string();
-    Some((name, namespace))
+/// A Gateway of the Kubernetes Gateway API (not Istio's `networking.istio.io` one).
+fn is_gateway_api(value: &serde_yaml::Value) -> bool {
+    value
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .is_some_and(|v| v.starts_with("gateway.networking.k8s.io/"))
 }
 
 impl Manifests {
-    /// What Istio's Gateway controller creates for a waypoint, and a cluster admin would
-    /// apply from `weftctl waypoint generate`: one weft-waypoint pod with the Gateway's
-    /// name as service account, outside the mesh's capture, and a Service in front of it.
-    fn add_waypoint(&mut self, name: &str, namespace: &str) {
-        let labels: Labels = [
-            (GATEWAY_NAME_LABEL.to_string(), name.to_string()),
-            ("istio.io/dataplane-mode".to_string(), "none".to_string()),
-        ]
-        .into();
-        let metadata = ObjectMeta {
-            name: name.to_string(),
-            namespace: Some(namespace.to_string()),
-            labels: labels.clone(),
-            ..ObjectMeta::default()
-        };
-        self.deployments.push(Deployment {
-            metadata: metadata.clone(),
-            spec: DeploymentSpec {
-                replicas: 1,
-                template: PodTemplate {
-                    metadata: TemplateMeta {
-                        labels: labels.clone(),
-                        annotations: BTreeMap::new(),
-                    },
-                    spec: PodSpec {
-                        node_name: None,
-                        service_account_name: Some(name.to_string()),
-                        containers: vec![Container {
-                            name: "waypoint".into(),
-                            image: Some("weft-waypoint".into()),
-                            command: vec!["weft-waypoint".into()],
-                            args: vec![
-                                "--name".into(),
-                                name.into(),
-                                "--namespace".into(),
-                                namespace.into(),
-                            ],
-                            env: Vec::new(),
-                            ports: vec![ContainerPort {
-                                name: Some("mesh".into()),
-                                container_port: 15008,
-                            }],
-                        }],
-                    },
-                },
-            },
-        });
-        self.services.push(Service {
-            metadata: ObjectMeta {
-                labels: [(GATEWAY_NAME_LABEL.to_string(), name.to_string())].into(),
-                ..metadata
-            },
-            spec: ServiceSpec {
-                cluster_ip: None,
-                cluster_ips: Vec::new(),
-                ip_families: Vec::new(),
-                ip_family_policy: None,
-                selector: [(GATEWAY_NAME_LABEL.to_string(), name.to_string())].into(),
-                ports: vec![ServicePort {
-                    name: Some("mesh".into()),
-                    port: 15008,
-                    target_port: Some(TargetPort::Number(15008)),
-                    protocol: tcp(),
-                }],
-            },
-        });
+    /// Runs what the control plane's waypoint controller makes of a Gateway in a cluster:
+    /// its Deployment and Service, from the same code (`weft_controller::reconcile::desired`,
+    /// with the settings of a default install). Its ServiceAccount only names the pods'
+    /// identity here, and the lab has no RBAC to bind. A Gateway of another class is left to
+    /// its own controller, a refused one gets nothing (as in a cluster, where its status
+    /// says why).
+    fn add_gateway(
+        &mut self,
+        value: &serde_yaml::Value,
+        invalid: &dyn Fn(String) -> LabError,
+    ) -> Result<(), LabError> {
+        let json = serde_json::to_value(value).map_err(|e| invalid(e.to_string()))?;
+        let gateway = Gateway::from_json(&json).map_err(|e| invalid(e.to_string()))?;
+        let (verdict, objects) = desired(&gateway, &Settings::default());
+        if let Verdict::Refused(refusal) = &verdict {
+            tracing::warn!(
+                gateway = %gateway.key(),
+                reason = refusal.reason,
+                "no waypoint runs for it: {}",
+                refusal.message
+            );
+        }
+        for (kind, body) in objects {
+            let what = |e: serde_json::Error| invalid(format!("the waypoint's {kind:?}: {e}"));
+            match kind {
+                ObjectKind::Deployment => self
+                    .deployments
+                    .push(serde_json::from_value(body).map_err(what)?),
+                ObjectKind::Service => self
+                    .services
+                    .push(serde_json::from_value(body).map_err(what)?),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -407,6 +412,59 @@ spec: {hosts: [web]}
         );
         assert_eq!(m.services[0].spec.ports[0].protocol, "TCP");
         assert_eq!(m.others.len(), 1);
+    }
+
+    #[test]
+    fn a_waypoint_gateway_runs_what_the_controller_makes_of_it() {
+        let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: wp, namespace: shop, labels: {istio.io/waypoint-for: service}}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: shop}
+spec:
+  gatewayClassName: nginx
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: broken, namespace: shop}
+spec: {gatewayClassName: istio-waypoint, listeners: [{name: http, port: 80, protocol: HTTP}]}
+"#;
+        let mut m = Manifests::default();
+        m.add_yaml(yaml, Path::new("gw.yaml")).expect("valid");
+        assert_eq!(m.others.len(), 3, "the Gateways reach the cluster view");
+        let names: Vec<&str> = m
+            .deployments
+            .iter()
+            .map(|d| d.metadata.name.as_str())
+            .collect();
+        assert_eq!(names, ["wp"], "only the accepted waypoint runs");
+        let gateway = weft_controller::gateway::Gateway::from_json(
+            &serde_json::to_value(&m.others[0]).expect("JSON"),
+        )
+        .expect("gateway");
+        let (_, objects) = desired(&gateway, &Settings::default());
+        let expected: Deployment = serde_json::from_value(
+            objects
+                .into_iter()
+                .find(|(k, _)| *k == ObjectKind::Deployment)
+                .expect("a Deployment")
+                .1,
+        )
+        .expect("lab Deployment");
+        assert_eq!(m.deployments[0], expected);
+        let container = &m.deployments[0].spec.template.spec.containers[0];
+        assert!(container.command.is_empty(), "the image's entrypoint");
+        assert_eq!(container.volume_mounts.len(), 2);
+        assert_eq!(m.deployments[0].spec.template.spec.volumes.len(), 2);
+        let ports: Vec<u16> = m.services[0].spec.ports.iter().map(|p| p.port).collect();
+        assert_eq!(ports, [15021, 15008]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use weft_core::mesh::enrollment::ambient_enrolled;
 
 use crate::LabError;
-use crate::manifest::{Container, Labels, Manifests, Pod, PodSpec, Service, TargetPort};
+use crate::manifest::{Container, Labels, Manifests, Pod, PodSpec, Service, TargetPort, Volume};
 
 /// The gateway every pod routes through: an address its node answers on each pod's veth, as
 /// routed CNIs (Calico, Cilium) do, so every pod-to-pod packet crosses the node's IP layer
@@ -163,6 +163,10 @@ pub struct ControlPlanePlan {
 /// The CA's port (istiod's).
 pub const CA_PORT: u16 = 15012;
 
+/// The name of the control plane's Service in a default install (`weft-ca.weft-system.svc`),
+/// which the waypoint controller gives waypoints as the CA's address.
+pub const CONTROL_PLANE_SERVICE: &str = weft_controller::waypoint::CA_SERVER_NAME;
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PodPlan {
     pub namespace: String,
@@ -180,6 +184,9 @@ pub struct PodPlan {
     pub annotations: BTreeMap<String, String>,
     pub service_account: String,
     pub containers: Vec<Container>,
+    /// The pod's volumes, for the lab's kubelet (`crate::volumes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
     /// Whether the pod is in the mesh: its own label, else its namespace's (Istio's rule).
     pub ambient: bool,
 }
@@ -405,6 +412,7 @@ impl Plan {
                 annotations: pod.metadata.annotations.clone(),
                 service_account: service_account(&pod.spec),
                 containers: pod.spec.containers.clone(),
+                volumes: pod.spec.volumes.clone(),
                 ambient,
                 namespace,
                 name: pod.metadata.name.clone(),
@@ -464,6 +472,13 @@ impl Plan {
                 out.push_str(&format!("{ip}\t{}\n", names.join(" ")));
             }
         }
+        // The control plane's Service, which waypoints dial the CA by: in the lab, the
+        // control-plane namespace.
+        let ca_host = CONTROL_PLANE_SERVICE;
+        out.push_str(&format!(
+            "{}\t{ca_host} {ca_host}.{CLUSTER_DOMAIN}\n",
+            self.control_plane.ip
+        ));
         out
     }
 
@@ -948,6 +963,25 @@ spec: {clusterIP: 10.96.0.10, ports: [{port: 1}]}
         assert!(
             other.contains("10.96.0.11\tweb.shop.svc.cluster.local web.shop.svc web.shop\n"),
             "{other}"
+        );
+    }
+
+    /// The waypoint controller's Deployment dials the CA by its Service's name, which the
+    /// lab's DNS answers with the control plane's address, where the lab runs weft-ca.
+    #[test]
+    fn pods_find_the_ca_by_the_name_the_waypoint_controller_gives() {
+        let p = plan(SHOP, 2);
+        let hosts = p.hosts_file(p.pod("shop/web-a").expect("pod"));
+        let settings = weft_controller::waypoint::Settings::default();
+        let (host, port) = settings.ca_address.rsplit_once(':').expect("host:port");
+        assert_eq!(port, CA_PORT.to_string());
+        let line = hosts
+            .lines()
+            .find(|l| l.split_whitespace().skip(1).any(|name| name == host))
+            .unwrap_or_else(|| panic!("{host} in {hosts}"));
+        assert!(
+            line.starts_with(&format!("{}\t", p.ca_address().ip())),
+            "{line}"
         );
     }
 

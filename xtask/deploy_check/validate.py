@@ -241,8 +241,9 @@ def main():
 
 
 def containers(obj):
-    """Image, environment variable names and arguments of each container of a pod template
-    or pod: the caller checks them against the binaries' flags."""
+    """Image, environment variable names, images named by environment and arguments of
+    each container of a pod template or pod: the caller checks them against the binaries'
+    flags and the release's tag."""
     found = []
 
     def walk(node):
@@ -254,6 +255,13 @@ def containers(obj):
                             {
                                 "image": container["image"],
                                 "env": [e.get("name") for e in container.get("env") or []],
+                                # Images named by environment (WEFT_WAYPOINT_IMAGE): held to
+                                # the release's tag like the containers' own.
+                                "image_env": [
+                                    e["value"]
+                                    for e in container.get("env") or []
+                                    if str(e.get("name", "")).endswith("_IMAGE") and "value" in e
+                                ],
                                 "args": [str(a) for a in container.get("args") or []],
                             }
                         )

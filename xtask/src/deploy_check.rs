@@ -390,8 +390,14 @@ fn check_summary(summary: &Path, crds: &BTreeSet<String>, version: &str) -> anyh
             .filter(|o| o["kind"] == "CustomResourceDefinition")
             .filter_map(|o| o["name"].as_str().map(|n| format!("{n}.yaml")))
             .collect();
+        // The containers' images, and those they are told to run (the waypoint controller's).
         let images: Vec<&str> = containers(objects)
-            .filter_map(|c| c["image"].as_str())
+            .flat_map(|c| {
+                c["image"]
+                    .as_str()
+                    .into_iter()
+                    .chain(strings(&c["image_env"]))
+            })
             .collect();
         let name = Path::new(file)
             .file_name()
@@ -490,6 +496,34 @@ mod tests {
         let demo = summary(&with_crd, "overlay-demo.yaml", "weft-agent:dev");
         assert!(check_summary(&demo, &crds, "0.1.0").is_ok());
         for path in [good, minimal_with_crd, default_without, old_tag, demo] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    #[test]
+    fn an_image_named_by_environment_is_held_to_the_release_tag() {
+        let crds: BTreeSet<String> = ["a.x.io.yaml".to_string()].into();
+        let write = |waypoint_image: &str, file: &str| {
+            let mut list: Vec<Value> = BASE
+                .iter()
+                .map(|(kind, name)| {
+                    serde_json::json!({"kind": kind, "name": name, "containers": [
+                    {"image": "r/weft-ca:0.1.0", "image_env": [waypoint_image]}]})
+                })
+                .collect();
+            list.push(serde_json::json!({"kind": "CustomResourceDefinition", "name": "a.x.io"}));
+            let path = std::env::temp_dir().join(format!(
+                "weft-deploy-check-{}-env-{file}.json",
+                std::process::id()
+            ));
+            std::fs::write(&path, serde_json::json!({ file: list }).to_string()).expect("write");
+            path
+        };
+        let current = write("r/weft-waypoint:0.1.0", "overlay-default.yaml");
+        assert!(check_summary(&current, &crds, "0.1.0").is_ok());
+        let stale = write("r/weft-waypoint:0.0.9", "overlay-default.yaml");
+        assert!(check_summary(&stale, &crds, "0.1.0").is_err());
+        for path in [current, stale] {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -6,11 +6,7 @@ use crate::api::DEFAULT_NAMESPACE;
 use crate::api::gateway_api::KubernetesGateway;
 use crate::registry::model::{Waypoint, WaypointFor, WaypointRef};
 
-pub use weft_core::mesh::waypoint::WAYPOINT_CLASSES;
-/// `istio.io/waypoint-for` on a waypoint's Gateway.
-pub const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
-/// The protocol of a waypoint's listener.
-pub const HBONE_PROTOCOL: &str = "HBONE";
+pub use weft_core::mesh::waypoint::{HBONE_PROTOCOL, WAYPOINT_CLASSES, WAYPOINT_FOR_LABEL};
 
 pub fn is_waypoint(gateway: &KubernetesGateway) -> bool {
     WAYPOINT_CLASSES.contains(&gateway.spec.gateway_class_name.as_str())

@@ -2,44 +2,26 @@
 //! judge (an ingress controller owns them).
 use crate::api::gateway_api::KubernetesGateway;
 use crate::refusal::FieldIssue;
-use crate::translate::waypoint::{HBONE_PROTOCOL, WAYPOINT_FOR_LABEL, is_waypoint, waypoint_for};
+use crate::translate::waypoint::{WAYPOINT_FOR_LABEL, is_waypoint};
 
+/// The rule is weft-core's, which the control plane's controller applies too: a Gateway
+/// refused here is one it runs no waypoint for.
 pub(super) fn gateway(gateway: &KubernetesGateway) -> Vec<FieldIssue> {
-    let mut issues = Vec::new();
     if !is_waypoint(gateway) {
-        return issues;
+        return Vec::new();
     }
     let labels = crate::api::labels(&gateway.metadata);
-    if let Some(value) = labels.get(WAYPOINT_FOR_LABEL)
-        && waypoint_for(Some(value)).is_none()
-    {
-        issues.push(FieldIssue::new(
-            format!("metadata.labels[{WAYPOINT_FOR_LABEL}]"),
-            format!("{value:?} is not one of service, workload, all, none"),
-        ));
-    }
-    let hbone: Vec<_> = gateway
-        .spec
-        .listeners
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.protocol == HBONE_PROTOCOL)
-        .collect();
-    if hbone.is_empty() {
-        issues.push(FieldIssue::new(
-            "spec.listeners",
-            "a waypoint needs a listener with protocol HBONE (port 15008)",
-        ));
-    }
-    for (i, listener) in hbone {
-        if listener.port == 0 || listener.port > u32::from(u16::MAX) {
-            issues.push(FieldIssue::new(
-                format!("spec.listeners[{i}].port"),
-                format!("{} is not a port number", listener.port),
-            ));
-        }
-    }
-    issues
+    weft_core::mesh::waypoint::declaration_issues(
+        labels.get(WAYPOINT_FOR_LABEL).map(String::as_str),
+        gateway
+            .spec
+            .listeners
+            .iter()
+            .map(|l| (l.protocol.as_str(), u64::from(l.port))),
+    )
+    .into_iter()
+    .map(|(field, reason)| FieldIssue::new(field, reason))
+    .collect()
 }
 
 #[cfg(test)]
