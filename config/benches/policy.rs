@@ -11,7 +11,8 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use weft_config::api::security::AuthorizationPolicy;
-use weft_config::authz::l4::{self, Decision, L4Request};
+use weft_config::authz::Decision;
+use weft_config::authz::l4::{self, L4Request};
 use weft_config::authz::l7::{self, L7Request};
 
 const POLICIES: usize = 10;

@@ -15,8 +15,7 @@ use weft_core::identity::Identity;
 use weft_host::netns_sockets::NetnsSockets;
 
 use crate::proxy::connect_from_pod;
-use crate::proxy::outbound::pick;
-use crate::proxy::resolve::{Upstream, resolve};
+use crate::proxy::resolve::{Upstream, pick, resolve};
 
 /// The pod a connection goes into: where the check is made from.
 #[derive(Clone)]
@@ -120,8 +119,12 @@ pub type PodClients = weft_core::ext_authz::Clients<(String, String)>;
 
 /// The client of provider `name` for the pod `uid` (identity `identity`), or why the
 /// connections its policies cover are refused without asking.
+/// `clients` is the agent's cache; `registry` and `pool` are how a check reaches the
+/// provider (resolved like any outbound connection, over HBONE with the pod's identity).
 pub fn client(
-    mesh: &crate::mesh::Mesh,
+    clients: &PodClients,
+    registry: &Registry,
+    pool: &HbonePool,
     snapshot: &Snapshot,
     name: &str,
     uid: &str,
@@ -133,11 +136,11 @@ pub fn client(
     let identity: Identity = identity
         .parse()
         .map_err(|e| format!("the pod's identity {identity}: {e}"))?;
-    mesh.ext_authz
+    clients
         .get((name.to_string(), uid.to_string()), &settings, || {
             Arc::new(PodConnector {
-                registry: mesh.registry.clone(),
-                pool: mesh.pool.clone(),
+                registry: registry.clone(),
+                pool: pool.clone(),
                 from: from.clone(),
                 identity,
                 settings: settings.clone(),

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tracing::{info, warn};
 use weft_config::api::security::MtlsMode;
 use weft_config::authz::Custom;
-use weft_config::authz::l4::{self, Decision, L4Request, evaluate};
+use weft_config::authz::Decision;
+use weft_config::authz::l4::{self, L4Request, evaluate};
 use weft_config::registry::Registry;
 use weft_core::audit::AuditRecord;
 use weft_core::ext_authz::{PeerInfo, Verdict};
@@ -91,7 +92,9 @@ impl Mesh {
             }
             Custom::Check { provider, policies } => {
                 let client = crate::ext_authz::client(
-                    self,
+                    &self.ext_authz,
+                    &self.registry,
+                    &self.pool,
                     &snapshot,
                     &provider,
                     uid,

@@ -1,81 +1,20 @@
 //! A CONNECT stream arriving at the waypoint: is its destination bound to this waypoint,
 //! who sent it, and which protocol it carries (HTTP is routed per request, anything else
 //! per connection).
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tracing::{Instrument, debug, info_span};
 use weft_config::registry::Snapshot;
-use weft_config::registry::model::{Service, Workload};
 use weft_core::hbone::{Admitted, InboundRequest, Refusal, Tunnel};
 
 use crate::context::WaypointContext;
+use crate::downstream::{Downstream, StreamProtocol, Target};
 use crate::prefixed::Prefixed;
 use crate::route::Source;
 use crate::{http, tcp};
-
-/// What the client asked for.
-#[derive(Clone, Debug)]
-pub enum Target {
-    /// A service bound to this waypoint, by one of its ClusterIPs.
-    Service { service: Arc<Service>, port: u16 },
-    /// A workload bound to this waypoint, by its own address.
-    Workload {
-        workload: Arc<Workload>,
-        address: SocketAddr,
-    },
-}
-
-impl Target {
-    pub fn port(&self) -> u16 {
-        match self {
-            Target::Service { port, .. } => *port,
-            Target::Workload { address, .. } => address.port(),
-        }
-    }
-
-    /// The protocol the service port declares (Istio's `appProtocol` or port-name prefix).
-    fn declared_protocol(&self) -> Option<Protocol> {
-        let Target::Service { service, port } = self else {
-            return None;
-        };
-        let port = service.port(*port)?;
-        let declared = port
-            .app_protocol
-            .as_deref()
-            .or(port.name.as_deref())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let kind = declared.split('-').next().unwrap_or_default();
-        match kind {
-            "http" | "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => {
-                Some(Protocol::Http)
-            }
-            "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" => Some(Protocol::Tcp),
-            _ => None,
-        }
-    }
-}
-
-/// The downstream side of one CONNECT stream.
-#[derive(Clone, Debug)]
-pub struct Downstream {
-    pub target: Target,
-    /// The client as the mesh knows it: identity proven by mTLS, namespace and labels of
-    /// its workload.
-    pub source: Source,
-    pub source_ip: Option<IpAddr>,
-    /// The CONNECT `:authority` (original destination).
-    pub destination: SocketAddr,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Protocol {
-    Http,
-    Tcp,
-}
 
 /// The HBONE server's handler: admit the stream, then serve it.
 pub async fn admit(
@@ -179,19 +118,19 @@ async fn serve(mut tunnel: Tunnel, downstream: Downstream, ctx: Arc<WaypointCont
                     debug!(%error, "reading the stream failed");
                     return;
                 }
-                Err(_) => (Protocol::Tcp, Vec::new()),
+                Err(_) => (StreamProtocol::Tcp, Vec::new()),
             }
         }
     };
     let io = Prefixed::new(head, tunnel);
     match protocol {
-        Protocol::Http => http::serve(io, downstream, ctx).await,
-        Protocol::Tcp => tcp::forward(io, downstream, ctx).await,
+        StreamProtocol::Http => http::serve(io, downstream, ctx).await,
+        StreamProtocol::Tcp => tcp::forward(io, downstream, ctx).await,
     }
 }
 
 /// HTTP/1.x request lines start with a method token and a space; HTTP/2 with its preface.
-fn sniff(head: &[u8]) -> Protocol {
+fn sniff(head: &[u8]) -> StreamProtocol {
     const METHODS: &[&[u8]] = &[
         b"GET ",
         b"POST ",
@@ -208,9 +147,9 @@ fn sniff(head: &[u8]) -> Protocol {
         .iter()
         .any(|m| head.starts_with(m) || (head.len() < m.len() && m.starts_with(head)))
     {
-        Protocol::Http
+        StreamProtocol::Http
     } else {
-        Protocol::Tcp
+        StreamProtocol::Tcp
     }
 }
 
@@ -220,10 +159,10 @@ mod tests {
 
     #[test]
     fn sniffs_http_requests_and_nothing_else() {
-        assert_eq!(sniff(b"GET / HTTP/1.1\r\n"), Protocol::Http);
-        assert_eq!(sniff(b"PRI * HTTP/2.0\r\n\r\nSM"), Protocol::Http);
-        assert_eq!(sniff(b"POS"), Protocol::Http, "a short first read");
-        assert_eq!(sniff(b"\x16\x03\x01"), Protocol::Tcp, "TLS");
-        assert_eq!(sniff(b"hello"), Protocol::Tcp);
+        assert_eq!(sniff(b"GET / HTTP/1.1\r\n"), StreamProtocol::Http);
+        assert_eq!(sniff(b"PRI * HTTP/2.0\r\n\r\nSM"), StreamProtocol::Http);
+        assert_eq!(sniff(b"POS"), StreamProtocol::Http, "a short first read");
+        assert_eq!(sniff(b"\x16\x03\x01"), StreamProtocol::Tcp, "TLS");
+        assert_eq!(sniff(b"hello"), StreamProtocol::Tcp);
     }
 }

@@ -6,6 +6,7 @@
 //!   connection-pool limits (pure state machines, time passed in).
 #![forbid(unsafe_code)]
 pub mod context;
+pub mod downstream;
 pub mod ext_authz;
 pub mod forward;
 pub mod http;

@@ -11,10 +11,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
 use crate::context::WaypointContext;
+use crate::downstream::{Downstream, Target};
 use crate::forward::cluster::ClusterKey;
 use crate::forward::connections::Transport;
 use crate::forward::endpoints::{candidates, destination_port};
-use crate::inbound::{Downstream, Target};
 use crate::upstream::balance::HashInput;
 use crate::upstream::outlier::Outcome;
 

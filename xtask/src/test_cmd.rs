@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the one command that runs every check, locally and in CI: fmt,
-//! clippy, cargo deny (`deny.rs`) and docs-check (`docs_check.rs`), then the binaries,
+//! clippy, cargo deny (`deny.rs`), docs-check (`docs_check.rs`) and layers (`layers.rs`:
+//! no import cycles between modules), then the binaries,
 //! deploy-check, and every test.
 use anyhow::bail;
 
@@ -16,6 +17,7 @@ pub fn run(lint: bool, cargo_args: &[String]) -> anyhow::Result<()> {
         cargo(&["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"])?;
         crate::deny::run()?;
         crate::docs_check::run(&crate::workspace_root())?;
+        crate::layers::run(&crate::workspace_root())?;
     }
     // The e2e tests start these binaries inside lab pods and nodes.
     binaries()?;

@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::decision::Decision;
 use super::rules::{self, Custom, Subject};
 use crate::api::security::AuthorizationPolicy;
 
@@ -24,13 +25,6 @@ pub struct L4Request {
     pub source_ip: Option<IpAddr>,
     pub destination_ip: IpAddr,
     pub destination_port: u16,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    /// Refused, naming the policy (`namespace/name`) or the reason.
-    Deny(String),
 }
 
 fn subject(request: &L4Request) -> Subject<'_> {

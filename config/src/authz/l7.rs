@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, header, request};
 
-use super::l4::Decision;
+use super::decision::Decision;
 use super::rules::{self, Custom, Http, Subject};
 use crate::api::security::AuthorizationPolicy;
 use crate::authn::Authenticated;

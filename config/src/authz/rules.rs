@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::l4::Decision;
+use super::decision::Decision;
 use crate::api::security::{Action, AuthorizationPolicy, Condition, Operation, Rule, Source};
 use crate::authn::{self, Authenticated};
 use crate::validate::cidr;

@@ -4,7 +4,6 @@
 //! was established and before `accept()` can return it; the registry decides whether it
 //! goes over HBONE (a destination in the mesh) or straight through.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -17,7 +16,7 @@ use weft_ebpf_common::{AF_INET, AF_INET6, ClientKey, OrigDst};
 use weft_host::netns_sockets::NetnsSockets;
 
 use super::records::{ConnectionRecord, Direction, PodTraffic};
-use super::resolve::{Upstream, resolve};
+use super::resolve::{Upstream, pick, resolve};
 use super::{connect_from_pod, splice};
 use crate::capture::addresses::PodIps;
 use crate::mesh::SharedMesh;
@@ -59,16 +58,6 @@ pub fn original_destination(orig: &OrigDst) -> Option<SocketAddr> {
         _ => return None,
     };
     Some(SocketAddr::new(ip, orig.port))
-}
-
-/// A cheap, well-spread choice among `n` endpoints (load balancing needs no cryptographic
-/// randomness, and a shared counter keeps connections spread evenly).
-pub(crate) fn pick(n: usize) -> usize {
-    static NEXT: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
-    let mut z = NEXT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    ((z ^ (z >> 31)) % n.max(1) as u64) as usize
 }
 
 pub async fn serve(listener: TcpListener, ctx: OutboundContext) {
@@ -240,14 +229,5 @@ mod tests {
         assert_eq!((v4.port, v4.family), (40000, u32::from(AF_INET)));
         assert_eq!((v6.port, v6.family), (40000, u32::from(AF_INET6)));
         assert_ne!(v4, v6, "the same port in both families is two connections");
-    }
-
-    #[test]
-    fn picks_spread_over_every_endpoint() {
-        let mut seen = [0usize; 3];
-        for _ in 0..300 {
-            seen[pick(3)] += 1;
-        }
-        assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
     }
 }

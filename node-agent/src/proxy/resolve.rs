@@ -1,6 +1,7 @@
 //! Where a captured connection goes, decided from the registry alone (a pure function of
 //! the snapshot and the original destination).
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use weft_config::registry::Snapshot;
 use weft_config::registry::model::Waypoint;
@@ -99,6 +100,16 @@ fn via_waypoint(
         hbone_address: SocketAddr::new(endpoint.address, waypoint.port),
         target: dst,
     }
+}
+
+/// A cheap, well-spread choice among `n` endpoints (load balancing needs no cryptographic
+/// randomness, and a shared counter keeps connections spread evenly).
+pub(crate) fn pick(n: usize) -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    let mut z = NEXT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) % n.max(1) as u64) as usize
 }
 
 #[cfg(test)]
@@ -361,5 +372,14 @@ ports: [{name: http, port: 9080, protocol: TCP}]
             resolve(&s, addr("10.96.0.11:9080"), |_| 0),
             Upstream::Refuse(reason) if reason.contains("shop/waypoint")
         ));
+    }
+
+    #[test]
+    fn picks_spread_over_every_endpoint() {
+        let mut seen = [0usize; 3];
+        for _ in 0..300 {
+            seen[pick(3)] += 1;
+        }
+        assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
     }
 }

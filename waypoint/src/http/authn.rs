@@ -23,7 +23,7 @@ use weft_config::registry::Snapshot;
 
 use super::local::{self, ResponseBody};
 use crate::context::WaypointContext;
-use crate::inbound::Target;
+use crate::downstream::Target;
 use crate::jwks::DEFAULT_TIMEOUT;
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";

@@ -24,7 +24,8 @@ use weft_config::api::common::PolicyTargetReference;
 use weft_config::api::security::AuthorizationPolicy;
 use weft_config::authn::Authenticated;
 use weft_config::authz::Custom;
-use weft_config::authz::l4::{self, Decision, L4Request};
+use weft_config::authz::Decision;
+use weft_config::authz::l4::{self, L4Request};
 use weft_config::authz::l7::{self, L7Request};
 use weft_config::registry::Snapshot;
 use weft_core::audit::AuditRecord;
@@ -36,7 +37,7 @@ use weft_core::ext_authz::{
 use super::body::RequestBody;
 use super::local::{self, ResponseBody};
 use crate::context::WaypointContext;
-use crate::inbound::{Downstream, Target};
+use crate::downstream::{Downstream, Target};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
@@ -287,10 +288,11 @@ pub async fn authorize(
                 None => (None, PendingBody::Incoming(body)),
             };
             // Envoy gives every request an id before its filters run; the check carries it.
-            if !parts.headers.contains_key(super::X_REQUEST_ID) {
-                parts
-                    .headers
-                    .insert(super::X_REQUEST_ID, super::request_id());
+            if !parts.headers.contains_key(super::request_id::X_REQUEST_ID) {
+                parts.headers.insert(
+                    super::request_id::X_REQUEST_ID,
+                    super::request_id::request_id(),
+                );
             }
             let (source, destination) = peers(ctx, snapshot, down);
             let path = parts

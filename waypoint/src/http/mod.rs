@@ -6,11 +6,12 @@ pub mod body;
 pub(crate) mod forward;
 pub mod local;
 pub mod normalize;
+mod request_id;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -22,11 +23,12 @@ use weft_core::telemetry::{Span, SpanKind, SpanStatus, TraceContext};
 use self::body::RequestBody;
 use self::forward::{Forward, send};
 use self::local::ResponseBody;
+use self::request_id::{X_FORWARDED_PROTO, X_REQUEST_ID, request_id};
 use crate::context::WaypointContext;
+use crate::downstream::{Downstream, Target};
 use crate::forward::cluster::ClusterKey;
 use crate::forward::connections::{Protocol, Transport};
 use crate::forward::endpoints::destination_port;
-use crate::inbound::{Downstream, Target};
 use crate::route::{FaultAbort, MirrorPlan, RequestFacts, RouteAction, RouteDestination};
 
 pub async fn serve<I>(io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
@@ -418,26 +420,6 @@ async fn handle(
         cors.response_headers(origin.as_ref(), response.headers_mut());
     }
     response
-}
-
-pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-/// A random UUID v4, as Envoy generates for requests without one.
-pub(crate) fn request_id() -> HeaderValue {
-    let mut bytes = fastrand::u128(..).to_be_bytes();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let text = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// A copy of the request to the mirror's destination, fire and forget: its answer is
