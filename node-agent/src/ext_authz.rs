@@ -117,34 +117,49 @@ impl Connect for PodConnector {
 /// Clients of the providers, by (provider, pod uid): each pod's checks go out as that pod.
 pub type PodClients = weft_core::ext_authz::Clients<(String, String)>;
 
-/// The client of provider `name` for the pod `uid` (identity `identity`), or why the
-/// connections its policies cover are refused without asking.
-/// `clients` is the agent's cache; `registry` and `pool` are how a check reaches the
-/// provider (resolved like any outbound connection, over HBONE with the pod's identity).
-pub fn client(
-    clients: &PodClients,
-    registry: &Registry,
-    pool: &HbonePool,
-    snapshot: &Snapshot,
-    name: &str,
-    uid: &str,
-    identity: &str,
-    from: &CheckFrom,
-) -> Result<Arc<Client>, String> {
-    let settings = provider_settings(snapshot.mesh_config(), name)?;
-    provider_service(snapshot, &settings)?;
-    let identity: Identity = identity
-        .parse()
-        .map_err(|e| format!("the pod's identity {identity}: {e}"))?;
-    clients
-        .get((name.to_string(), uid.to_string()), &settings, || {
-            Arc::new(PodConnector {
-                registry: registry.clone(),
-                pool: pool.clone(),
-                from: from.clone(),
-                identity,
-                settings: settings.clone(),
+/// The agent's way to the providers of CUSTOM policies: its cache of clients, by
+/// (provider, pod uid), and how a check reaches a provider (resolved in the registry like
+/// any outbound connection, over HBONE from the pod with its identity).
+pub struct Providers {
+    clients: PodClients,
+    registry: Registry,
+    pool: HbonePool,
+}
+
+impl Providers {
+    pub fn new(registry: Registry, pool: HbonePool) -> Self {
+        Self {
+            clients: PodClients::default(),
+            registry,
+            pool,
+        }
+    }
+
+    /// The client of provider `name` for the pod `uid` (identity `identity`), or why the
+    /// connections its policies cover are refused without asking.
+    pub fn client(
+        &self,
+        snapshot: &Snapshot,
+        name: &str,
+        uid: &str,
+        identity: &str,
+        from: &CheckFrom,
+    ) -> Result<Arc<Client>, String> {
+        let settings = provider_settings(snapshot.mesh_config(), name)?;
+        provider_service(snapshot, &settings)?;
+        let identity: Identity = identity
+            .parse()
+            .map_err(|e| format!("the pod's identity {identity}: {e}"))?;
+        self.clients
+            .get((name.to_string(), uid.to_string()), &settings, || {
+                Arc::new(PodConnector {
+                    registry: self.registry.clone(),
+                    pool: self.pool.clone(),
+                    from: from.clone(),
+                    identity,
+                    settings: settings.clone(),
+                })
             })
-        })
-        .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())
+    }
 }

@@ -157,8 +157,8 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
         registry: registry.clone(),
         identities,
         trust,
+        ext_authz: ext_authz::Providers::new(registry.clone(), pool.clone()),
         pool,
-        ext_authz: Default::default(),
         log: ConnectionLog::new(CONNECTION_LOG),
         open: proxy::OpenConnections::default(),
         telemetry: telemetry::Telemetry {

@@ -15,7 +15,7 @@ use weft_core::ext_authz::{PeerInfo, Verdict};
 use weft_core::hbone::HbonePool;
 use weft_core::identity::{IdentityManager, TrustBundle};
 
-use crate::ext_authz::{CheckFrom, PodClients};
+use crate::ext_authz::{CheckFrom, Providers};
 use crate::proxy::OpenConnections;
 use crate::proxy::records::ConnectionLog;
 
@@ -25,7 +25,7 @@ pub struct Mesh {
     pub trust: TrustBundle,
     pub pool: HbonePool,
     /// Clients of the CUSTOM policies' providers, per provider and pod.
-    pub ext_authz: PodClients,
+    pub ext_authz: Providers,
     pub log: ConnectionLog,
     pub telemetry: crate::telemetry::Telemetry,
     pub open: OpenConnections,
@@ -91,10 +91,7 @@ impl Mesh {
                 return Err(Denied::Refused(reason));
             }
             Custom::Check { provider, policies } => {
-                let client = crate::ext_authz::client(
-                    &self.ext_authz,
-                    &self.registry,
-                    &self.pool,
+                let client = self.ext_authz.client(
                     &snapshot,
                     &provider,
                     uid,
