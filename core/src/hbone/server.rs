@@ -304,11 +304,10 @@ impl HboneServer {
             .max_frame_size(h2.max_frame_size)
             .max_concurrent_streams(self.inner.config.max_concurrent_streams);
         let handler = Arc::clone(&self.inner.handler);
-        let splice_buffer = self.inner.config.splice_buffer;
         let service = service_fn(move |request| {
             let connection = Arc::clone(&connection);
             let handler = Arc::clone(&handler);
-            async move { Ok::<_, Infallible>(route(request, connection, handler, splice_buffer).await) }
+            async move { Ok::<_, Infallible>(route(request, connection, handler).await) }
         });
         let connection = builder.serve_connection(TokioIo::new(tls), service);
         tokio::pin!(connection);
@@ -384,7 +383,6 @@ async fn route(
     mut request: Request<Incoming>,
     connection: Arc<Connection>,
     handler: Arc<dyn InboundHandler>,
-    splice_buffer: usize,
 ) -> Response<Empty<Bytes>> {
     if request.method() != Method::CONNECT {
         tracing::debug!(method = %request.method(), "not a CONNECT: 405");
@@ -417,7 +415,7 @@ async fn route(
     let decision = handler.handle(inbound).instrument(span.clone()).await;
     match decision {
         Ok(Admitted::Splice(upstream)) => {
-            tokio::spawn(splice(on_upgrade, upstream, splice_buffer).instrument(span));
+            tokio::spawn(splice(on_upgrade, upstream).instrument(span));
             status(StatusCode::OK)
         }
         Ok(Admitted::Serve(serve)) => {
@@ -446,7 +444,7 @@ async fn route(
 }
 
 /// Copies both ways until both sides are done, passing half-closes along.
-async fn splice(on_upgrade: OnUpgrade, mut upstream: Upstream, buffer: usize) {
+async fn splice(on_upgrade: OnUpgrade, mut upstream: Upstream) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(error) => {
@@ -455,9 +453,7 @@ async fn splice(on_upgrade: OnUpgrade, mut upstream: Upstream, buffer: usize) {
         }
     };
     let mut downstream = TokioIo::new(upgraded);
-    match tokio::io::copy_bidirectional_with_sizes(&mut downstream, &mut upstream, buffer, buffer)
-        .await
-    {
+    match crate::io::splice(&mut downstream, &mut upstream).await {
         Ok((sent, received)) => tracing::debug!(sent, received, "stream done"),
         Err(error) => tracing::debug!(%error, "stream ended with an error"),
     }
