@@ -89,6 +89,12 @@ pub fn client_key(pod_id: u64, peer: SocketAddr) -> ClientKey {
 }
 
 async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext, open: OpenGuard) {
+    // Only the pod's own captured connects come here (sk_lookup drops the rest); anything
+    // else could claim a pending connect's original destination and the pod's identity.
+    if !peer.ip().is_loopback() && !ctx.pod_ips.contains(peer.ip()) {
+        warn!("a connection to the outbound listener from outside the pod; closing it");
+        return;
+    }
     let key = client_key(ctx.pod_id, peer);
     let Some(dst) = take_original_destination(&ctx.orig_dst, &key) else {
         warn!("{}; closing it", Error::NoOriginalDestination);
