@@ -6,7 +6,7 @@ use weft_config::api::security::MtlsMode;
 use weft_config::authz::l4::{Decision, L4Request, evaluate};
 use weft_config::registry::Registry;
 use weft_core::hbone::HbonePool;
-use weft_core::identity::{IdentityManager, TrustBundle};
+use weft_core::identity::{IdentityManager, LiveTrust};
 
 use crate::proxy::OpenConnections;
 use crate::proxy::records::ConnectionLog;
@@ -14,7 +14,8 @@ use crate::proxy::records::ConnectionLog;
 pub struct Mesh {
     pub registry: Registry,
     pub identities: IdentityManager,
-    pub trust: TrustBundle,
+    /// The trust bundle in force, kept current from `--trust-bundle`.
+    pub trust: LiveTrust,
     pub pool: HbonePool,
     pub log: ConnectionLog,
     pub telemetry: crate::telemetry::Telemetry,

@@ -30,7 +30,7 @@ use super::headers::{
 use super::pool::{ConnectionState, PoolKey, has_room, retire};
 use crate::identity::tls::{ManagedCertResolver, identity_mismatch, spiffe_client_config};
 use crate::identity::{
-    CertificateInfo, CertificateSerial, Identity, IdentityManager, PeerCertificate, TrustBundle,
+    CertificateInfo, CertificateSerial, Identity, IdentityManager, LiveTrust, PeerCertificate,
     WorkloadCertificate,
 };
 use crate::sync::lock;
@@ -187,7 +187,7 @@ struct KeyEntry {
 
 struct PoolInner {
     manager: IdentityManager,
-    trust: TrustBundle,
+    trust: LiveTrust,
     config: PoolConfig,
     keys: Mutex<HashMap<PoolKey, Arc<KeyEntry>>>,
     sweeper_started: AtomicBool,
@@ -215,11 +215,17 @@ enum OpenError {
 }
 
 impl HbonePool {
-    pub fn new(manager: IdentityManager, trust: TrustBundle, config: PoolConfig) -> Self {
+    /// `trust`: the bundle servers' chains must lead to, read at each handshake (a
+    /// [`LiveTrust`] follows rotations; a plain `TrustBundle` is fixed).
+    pub fn new(
+        manager: IdentityManager,
+        trust: impl Into<LiveTrust>,
+        config: PoolConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(PoolInner {
                 manager,
-                trust,
+                trust: trust.into(),
                 config,
                 keys: Mutex::new(HashMap::new()),
                 sweeper_started: AtomicBool::new(false),
