@@ -401,9 +401,7 @@ async fn a_workload_obtains_its_own_identity_only() {
             use rustls::pki_types::pem::PemObject;
             let leaf = rustls::pki_types::CertificateDer::from_pem_slice(chain[0].as_bytes())
                 .expect("pem");
-            CertificateInfo::parse(&leaf)
-                .expect("leaf")
-                .identities
+            CertificateInfo::parse(&leaf).expect("leaf").identities
         };
 
         // As istio-agent asks: the CSR alone.

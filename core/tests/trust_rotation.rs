@@ -134,6 +134,16 @@ async fn a_tunnel_opened_before_a_root_rotation_keeps_flowing_and_new_ones_succe
         // 1. The bundle carries both roots, everywhere.
         assert!(client_trust.replace(both.clone()));
         assert!(server_trust.replace(both.clone()));
+        // A new stream from the pool holding the tunnel does not ride it (the certificates
+        // are the same): that connection was verified under a bundle no longer in force,
+        // and a removed root must not keep carrying new streams.
+        let mut again = long_pool
+            .connect(connect_request(fixture.addr, echo_addr), dial)
+            .await
+            .expect("a new stream from the same pool");
+        assert_ne!(again.info().connection_id, long.info().connection_id);
+        assert_eq!(echo(&mut again, b"again").await, b"again");
+        drop(again);
         // 2. The CA restarts with the new root.
         issuer.restart_with(&ca_b);
         // 3. Certificates move to the new root at their rotation; the server's comes first.
@@ -261,7 +271,10 @@ async fn a_certificate_under_a_root_the_bundle_lacks_is_not_used() {
         assert!(trust.replace(a.merged(&ca_b.trust_bundle()).expect("a+b")));
         let deadline = Instant::now() + Duration::from_secs(5);
         while root_of(&manager, &client_id()) != Some(fingerprint(&ca_b.trust_bundle())) {
-            assert!(Instant::now() < deadline, "no certificate once the root is trusted");
+            assert!(
+                Instant::now() < deadline,
+                "no certificate once the root is trusted"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
@@ -273,15 +286,25 @@ async fn a_certificate_under_a_root_the_bundle_lacks_is_not_used() {
             config(Duration::from_secs(2)),
             LiveTrust::new(a.clone()),
         );
-        let first = manager.fetch(&client_id()).await.expect("first certificate");
+        let first = manager
+            .fetch(&client_id())
+            .await
+            .expect("first certificate");
         issuer.restart_with(&ca_b);
         let deadline = Instant::now() + Duration::from_secs(10);
         while issuer.issued() < 3 {
-            assert!(Instant::now() < deadline, "the manager did not try to rotate");
+            assert!(
+                Instant::now() < deadline,
+                "the manager did not try to rotate"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let held = manager.current(&client_id()).expect("still a certificate");
-        assert_eq!(held.serial(), first.serial(), "the old-root certificate is kept");
+        assert_eq!(
+            held.serial(),
+            first.serial(),
+            "the old-root certificate is kept"
+        );
     })
     .await;
 }
@@ -308,7 +331,10 @@ async fn a_certificate_whose_root_leaves_the_bundle_is_renewed_at_once() {
         assert!(trust.replace(b.clone()));
         let deadline = Instant::now() + Duration::from_secs(3);
         while root_of(&manager, &client_id()) != Some(fingerprint(&b)) {
-            assert!(Instant::now() < deadline, "not renewed at the bundle change");
+            assert!(
+                Instant::now() < deadline,
+                "not renewed at the bundle change"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // A bundle change that leaves the certificate trusted renews nothing.

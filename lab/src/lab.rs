@@ -682,11 +682,7 @@ impl Lab {
     /// its ConfigMap reaches the pods that mount it: atomically, by a symlink swap
     /// (`records::write_config_map_volume`). Running agents and waypoints pick it up.
     pub fn set_trust_bundle(&self, pem: &str) -> Result<(), LabError> {
-        records::write_config_map_volume(
-            &self.paths.trust_dir(),
-            records::TRUST_BUNDLE_KEY,
-            pem,
-        )
+        records::write_config_map_volume(&self.paths.trust_dir(), records::TRUST_BUNDLE_KEY, pem)
     }
 
     /// The CA's process ids.

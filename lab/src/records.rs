@@ -138,8 +138,10 @@ pub fn write_config_map_volume(dir: &Path, key: &str, contents: &str) -> Result<
     let version = format!("..{stamp}");
     let data = dir.join(&version);
     std::fs::create_dir(&data).map_err(LabError::io(format!("creating {}", data.display())))?;
-    std::fs::write(data.join(key), contents)
-        .map_err(LabError::io(format!("writing {}", data.join(key).display())))?;
+    std::fs::write(data.join(key), contents).map_err(LabError::io(format!(
+        "writing {}",
+        data.join(key).display()
+    )))?;
     let link = dir.join("..data");
     let previous = std::fs::read_link(&link).ok();
     let tmp = dir.join("..data_tmp");

@@ -204,9 +204,11 @@ mod tests {
         assert_eq!(origin, RootOrigin::Loaded);
         assert_eq!(first.root_certificate_pem(), second.root_certificate_pem());
         assert!(
-            std::fs::read_dir(&dir)
-                .expect("list")
-                .all(|e| !e.expect("entry").file_name().to_string_lossy().ends_with(".tmp")),
+            std::fs::read_dir(&dir).expect("list").all(|e| !e
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")),
             "no temporary file is left"
         );
     }
@@ -219,11 +221,17 @@ mod tests {
         let key = dir.join(ROOT_KEY);
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let error = load_or_generate(&dir, CaConfig::default()).expect_err("key readable");
-        assert!(matches!(error, RootDirError::KeyExposed { mode: 0o644, .. }), "{error}");
+        assert!(
+            matches!(error, RootDirError::KeyExposed { mode: 0o644, .. }),
+            "{error}"
+        );
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         let error = load_or_generate(&dir, CaConfig::default()).expect_err("dir writable");
-        assert!(matches!(error, RootDirError::DirectoryWritable { .. }), "{error}");
+        assert!(
+            matches!(error, RootDirError::DirectoryWritable { .. }),
+            "{error}"
+        );
     }
 
     #[test]

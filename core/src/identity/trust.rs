@@ -234,8 +234,9 @@ fn root_info(index: usize, der: &CertificateDer<'_>) -> Result<RootInfo, TrustBu
     if !cert.is_ca() {
         return Err(TrustBundleError::NotCa { index, subject });
     }
-    let not_after = u64::try_from(cert.validity().not_after.timestamp())
-        .map_or(UNIX_EPOCH, |s| UNIX_EPOCH + std::time::Duration::from_secs(s));
+    let not_after = u64::try_from(cert.validity().not_after.timestamp()).map_or(UNIX_EPOCH, |s| {
+        UNIX_EPOCH + std::time::Duration::from_secs(s)
+    });
     Ok(RootInfo {
         fingerprint_sha256: sha256_fingerprint(der.as_ref()),
         subject,

@@ -294,7 +294,11 @@ mod tests {
         let live = LiveTrust::new(read_bundle(&volume.file()).expect("initial"));
         let kept = live.current();
         let mut file = TrustFile::new(volume.file(), None);
-        assert_eq!(file.poll(&live), Reload::Unchanged, "same roots as in force");
+        assert_eq!(
+            file.poll(&live),
+            Reload::Unchanged,
+            "same roots as in force"
+        );
 
         for (bad, expected) in [
             ("not PEM at all", "holds no certificate"),

@@ -146,7 +146,6 @@ pub fn unix(time: SystemTime) -> i64 {
     }
 }
 
-
 /// `YYYY-MM-DDTHH:MM:SSZ` in UTC. Written out rather than pulling a date crate into the
 /// agent for one format.
 pub fn rfc3339(unix_seconds: i64) -> String {
