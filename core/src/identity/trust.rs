@@ -431,6 +431,15 @@ mod tests {
     }
 
     #[test]
+    fn fingerprint_is_colon_separated_upper_hex_sha256() {
+        // SHA-256("abc")
+        assert_eq!(
+            sha256_fingerprint(b"abc"),
+            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
+        );
+    }
+
+    #[test]
     fn empty_bundle_is_refused() {
         assert!(matches!(
             TrustBundle::from_pem(""),

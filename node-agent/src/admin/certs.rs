@@ -186,13 +186,4 @@ mod tests {
         assert_eq!(rfc3339(4_102_444_800), "2100-01-01T00:00:00Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
     }
-
-    #[test]
-    fn fingerprint_is_colon_separated_upper_hex_sha256() {
-        // SHA-256("abc")
-        assert_eq!(
-            weft_core::identity::sha256_fingerprint(b"abc"),
-            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
-        );
-    }
 }
