@@ -13,7 +13,7 @@ use weft_config::registry::{Registry, Snapshot};
 use weft_core::audit::AuditRecord;
 use weft_core::ext_authz::{PeerInfo, Verdict};
 use weft_core::hbone::HbonePool;
-use weft_core::identity::{IdentityManager, TrustBundle};
+use weft_core::identity::{IdentityManager, LiveTrust};
 
 use crate::ext_authz::{CheckFrom, Providers};
 use crate::proxy::OpenConnections;
@@ -23,7 +23,8 @@ use crate::proxy::records::ConnectionLog;
 pub struct Mesh {
     pub registry: Registry,
     pub identities: IdentityManager,
-    pub trust: TrustBundle,
+    /// The trust bundle in force, kept current from `--trust-bundle`.
+    pub trust: LiveTrust,
     pub pool: HbonePool,
     /// Clients of the CUSTOM policies' providers, per provider and pod.
     pub ext_authz: Providers,

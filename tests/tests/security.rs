@@ -217,7 +217,7 @@ fn hbone_echo(
             let trust = TrustBundle::from_pem(&root).expect("root PEM");
             let issuer = GrpcIssuer::new(GrpcIssuerConfig {
                 tls: Some(CaClientTls {
-                    trust: trust.clone(),
+                    trust: trust.clone().into(),
                     server_name: "weft-ca.weft-system.svc".into(),
                 }),
                 token: Some(token.trim().to_string()),

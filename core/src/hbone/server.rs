@@ -24,7 +24,7 @@ use super::config::HboneServerConfig;
 use super::error::HboneError;
 use super::headers::{FORWARDED, parse_authority, parse_forwarded_for};
 use crate::identity::tls::{ManagedCertResolver, spiffe_server_config};
-use crate::identity::{BoxFuture, Identity, IdentityManager, PeerCertificate, TrustBundle};
+use crate::identity::{BoxFuture, Identity, IdentityManager, LiveTrust, PeerCertificate};
 
 /// Which identity the server proves on a connection, from the local address it was
 /// accepted on (the destination pod's IP) and the SNI the client sent, if any. `None`
@@ -128,12 +128,12 @@ where
 
 struct ServerInner {
     manager: IdentityManager,
-    trust: TrustBundle,
+    trust: LiveTrust,
     identities: Box<dyn ServerIdentities>,
     handler: Arc<dyn InboundHandler>,
     config: HboneServerConfig,
-    /// One TLS configuration per identity served; its resolver reads the manager at each
-    /// handshake, so it never goes stale.
+    /// One TLS configuration per identity served; its resolver reads the manager and its
+    /// verifier the trust bundle at each handshake, so it never goes stale.
     tls: Mutex<HashMap<Identity, Arc<rustls::ServerConfig>>>,
     /// Set once [`HboneServer::retire`] is called: open connections are asked to wind down.
     retired: tokio::sync::watch::Sender<bool>,
@@ -189,7 +189,7 @@ struct Connection {
 impl HboneServer {
     pub fn new(
         manager: IdentityManager,
-        trust: TrustBundle,
+        trust: impl Into<LiveTrust>,
         identities: impl ServerIdentities,
         handler: impl InboundHandler,
         config: HboneServerConfig,
@@ -197,7 +197,7 @@ impl HboneServer {
         Self {
             inner: Arc::new(ServerInner {
                 manager,
-                trust,
+                trust: trust.into(),
                 identities: Box::new(identities),
                 handler: Arc::new(handler),
                 config,
