@@ -3,7 +3,7 @@
 //! weft-cni announced or else by the pods' locator.
 use std::collections::HashSet;
 
-use tracing::{error, warn};
+use tracing::{debug, error};
 use weft_config::registry::{Snapshot, Workload};
 use weft_core::identity::Identity;
 
@@ -40,9 +40,8 @@ pub fn desired(
             None => locator.locate(&workload.uid),
         };
         let (Some(ips), Some(place)) = (ips, place) else {
-            if ips.is_some() {
-                warn!(pod = %key, uid = %workload.uid, "mesh pod has no known location; not enrolled yet");
-            }
+            // Not started yet (no sandbox, no address): normal for a moment.
+            debug!(pod = %key, uid = %workload.uid, "mesh pod not located yet; not enrolled");
             desired.undescribed.insert(workload.uid.to_string());
             continue;
         };

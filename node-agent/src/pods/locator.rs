@@ -107,8 +107,13 @@ impl FileLocator {
 }
 
 impl PodLocator for FileLocator {
+    /// The recorded place once the pod's cgroup exists (the lab makes it when it starts the
+    /// pod, as the kubelet does).
     fn locate(&self, uid: &str) -> Option<PodPlace> {
-        self.by_uid.get(uid).cloned()
+        self.by_uid
+            .get(uid)
+            .filter(|place| place.cgroup.is_dir())
+            .cloned()
     }
 
     fn cgroup(&self, uid: &str) -> Option<PathBuf> {
