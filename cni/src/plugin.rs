@@ -221,9 +221,11 @@ mod tests {
 
     use super::*;
 
+    type Script = Box<dyn Fn(&Request) -> Result<Response, ClientError>>;
+
     /// An agent that answers from a script and remembers what it was asked.
     struct FakeAgent {
-        answer: Box<dyn Fn(&Request) -> Result<Response, ClientError>>,
+        answer: Script,
         asked: RefCell<Vec<(Request, bool)>>,
         socket: PathBuf,
     }

@@ -110,7 +110,7 @@ struct Args {
     /// On exit without a successor, take weft-cni out of the node's CNI configuration and
     /// remove its binary: set it before removing weft from the cluster. Without it the entry
     /// stays, and the node's new pods wait for an agent (none starts uncaptured).
-    #[arg(long, env = "WEFT_CNI_UNINSTALL", requires = "cni_conf_dir")]
+    #[arg(long, env = "WEFT_CNI_UNINSTALL")]
     cni_uninstall: bool,
 }
 
@@ -448,6 +448,11 @@ fn span_exporter(args: &Args) -> anyhow::Result<weft_core::telemetry::SpanExport
 /// The agent's installer of weft-cni, when `--cni-conf-dir` is given.
 fn cni_installer(args: &Args) -> anyhow::Result<Option<Arc<Installer>>> {
     let Some(conf_dir) = &args.cni_conf_dir else {
+        if args.cni_uninstall {
+            warn!(
+                "--cni-uninstall has no effect without --cni-conf-dir: this agent installs no weft-cni"
+            );
+        }
         return Ok(None);
     };
     let plugin = match &args.cni_plugin {
