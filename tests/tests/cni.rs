@@ -102,6 +102,18 @@ fn a_hundred_pods_connecting_as_they_start_are_each_captured() {
     );
     // The lab ran weft-cni for each pod, and each ADD succeeded the first time.
     let log = format!("{}{}", lab.cni_log("node-1"), lab.cni_log("node-2"));
+    let slowest = log
+        .lines()
+        .filter(|line| line.contains("mesh/burst-"))
+        .filter_map(|line| {
+            line.rsplit_once("ok in ")?
+                .1
+                .strip_suffix(" ms")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max();
+    eprintln!("the slowest ADD took {slowest:?} ms");
     for key in &keys {
         assert!(
             log.contains(&format!("ADD {key} attempt 1: ok")),
