@@ -189,6 +189,10 @@ pub struct PodPlan {
     pub volumes: Vec<Volume>,
     /// Whether the pod is in the mesh: its own label, else its namespace's (Istio's rule).
     pub ambient: bool,
+    /// Created after the lab came up and not started yet: the API server holds it without
+    /// addresses (phase Pending) until its sandbox is up (`Lab::start_pod`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 impl PodPlan {
@@ -416,6 +420,7 @@ impl Plan {
                 ambient,
                 namespace,
                 name: pod.metadata.name.clone(),
+                pending: false,
             });
         }
 
@@ -438,6 +443,72 @@ impl Plan {
 
     pub fn pod(&self, key: &str) -> Option<&PodPlan> {
         self.pods.iter().find(|p| p.key() == key)
+    }
+
+    /// A Pod created after the lab came up, as the API server and the scheduler would take
+    /// it: on its `spec.nodeName`, else on the node with the fewest pods; the next free
+    /// address of that node; pending until started. It backs no Service (the Services'
+    /// endpoints were planned with the lab).
+    pub fn add_pod(&mut self, pod: &Pod) -> Result<&PodPlan, LabError> {
+        let namespace = pod.metadata.namespace_or_default().to_string();
+        let key = format!("{namespace}/{}", pod.metadata.name);
+        if self.pod(&key).is_some() {
+            return Err(LabError::Invalid(format!("pod {key} already exists")));
+        }
+        validate_dns_label(&pod.metadata.name, "pod name")?;
+        let pods_on = |node: &NodePlan| self.pods.iter().filter(|p| p.node == node.name).count();
+        let node = match &pod.spec.node_name {
+            Some(wanted) => self.node(wanted).ok_or_else(|| {
+                LabError::Invalid(format!(
+                    "pod {key}: spec.nodeName {wanted:?} is not a lab node"
+                ))
+            })?,
+            None => self
+                .nodes
+                .iter()
+                .min_by_key(|n| pods_on(n))
+                .ok_or_else(|| LabError::Invalid("the lab has no node".into()))?,
+        }
+        .clone();
+        let octet = self
+            .pods
+            .iter()
+            .filter(|p| p.node == node.name)
+            .map(|p| p.ip.octets()[3])
+            .max()
+            .map_or(10, |last| last.saturating_add(1));
+        if octet == 255 {
+            return Err(LabError::Invalid(format!(
+                "node {} has no pod addresses left (at most 245 pods per node)",
+                node.name
+            )));
+        }
+        self.namespaces.entry(namespace.clone()).or_default();
+        let base = node.pod_cidr_base.octets();
+        let prefix = netns_prefix(&self.lab);
+        self.pods.push(PodPlan {
+            uid: stable_uid(&self.lab, &key),
+            netns: format!("{prefix}{namespace}-{}", pod.metadata.name),
+            host_if: format!("vp{}", self.pods.len()),
+            node: node.name.clone(),
+            ip: Ipv4Addr::new(base[0], base[1], base[2], octet),
+            ip6: node.pod_cidr6_base.map(|base| {
+                let s = base.segments();
+                Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, u16::from(octet))
+            }),
+            labels: pod.metadata.labels.clone(),
+            annotations: pod.metadata.annotations.clone(),
+            service_account: service_account(&pod.spec),
+            containers: pod.spec.containers.clone(),
+            volumes: pod.spec.volumes.clone(),
+            ambient: ambient_enrolled(&pod.metadata.labels, self.namespaces.get(&namespace)),
+            namespace,
+            name: pod.metadata.name.clone(),
+            pending: true,
+        });
+        self.pods
+            .last()
+            .ok_or_else(|| LabError::Invalid("no pod was added".into()))
     }
 
     /// Where agents reach the CA.
@@ -904,6 +975,30 @@ kind: Service
 metadata: {name: pinned, namespace: shop}
 spec: {clusterIP: 10.96.0.10, ports: [{port: 1}]}
 "#;
+
+    #[test]
+    fn pods_added_later_take_the_next_address_of_the_emptiest_node() {
+        let mut p = plan(SHOP, 2);
+        let mut more = Manifests::default();
+        more.add_yaml(
+            "kind: Pod\nmetadata: {name: late, namespace: shop}\nspec: {containers: [{name: c}]}\n---\n\
+             kind: Pod\nmetadata: {name: pinned}\nspec: {nodeName: node-1, containers: [{name: c}]}\n",
+            Path::new("more.yaml"),
+        )
+        .expect("valid yaml");
+        let late = p.add_pod(&more.pods[0]).expect("added").clone();
+        // node-1 has all three of SHOP's pods.
+        assert_eq!(late.node, "node-2");
+        assert_eq!(late.ip.to_string(), "10.244.2.10");
+        assert!(late.pending && late.ambient, "{late:?}");
+        assert_eq!(late.host_if, "vp3");
+        assert_eq!(late.netns, "wl-t-shop-late");
+        let pinned = p.add_pod(&more.pods[1]).expect("added").clone();
+        assert_eq!(pinned.node, "node-1");
+        assert_eq!(pinned.ip.to_string(), "10.244.1.13");
+        assert!(!pinned.ambient);
+        assert!(p.add_pod(&more.pods[1]).is_err(), "twice");
+    }
 
     #[test]
     fn spreads_pods_over_nodes_unless_pinned() {

@@ -7,6 +7,7 @@ use weft_host::netns::named_netns_path;
 use weft_host::pod_locations::{PodLocation, PodLocations};
 
 use crate::LabError;
+use crate::cni::NodeCni;
 use crate::plan::{IpFamily, Plan, PodPlan, ServicePlan};
 
 /// Parent of every lab's records.
@@ -87,6 +88,20 @@ impl LabPaths {
     /// node, since a lab's nodes share this machine's file system.
     pub fn agent_handoff_socket(&self, node: &str) -> PathBuf {
         self.root.join("handoff").join(format!("{node}.sock"))
+    }
+
+    /// Where the agent of `node` answers weft-cni.
+    pub fn agent_cni_socket(&self, node: &str) -> PathBuf {
+        self.root.join("cni").join(format!("{node}.sock"))
+    }
+
+    /// The node's CNI directories: its `/etc/cni/net.d` and `/opt/cni/bin`.
+    pub fn node_cni(&self, node: &str) -> NodeCni {
+        let dir = self.root.join("nodes").join(node).join("cni");
+        NodeCni {
+            conf_dir: dir.join("net.d"),
+            bin_dir: dir.join("bin"),
+        }
     }
 
     pub fn logs(&self) -> PathBuf {
@@ -252,6 +267,16 @@ pub fn cluster_view(plan: &Plan, others: &[serde_yaml::Value]) -> Result<String,
     }
     for pod in &plan.pods {
         let node_ip = plan.node(&pod.node).map(|n| n.ip.to_string());
+        // A pod whose sandbox is not up has no address yet.
+        let status = if pod.pending {
+            json!({"phase": "Pending", "hostIP": node_ip})
+        } else {
+            json!({
+                "phase": "Running", "podIP": pod.ip.to_string(),
+                "podIPs": pod.ips().iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
+                "hostIP": node_ip,
+            })
+        };
         objects.push(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
@@ -262,11 +287,7 @@ pub fn cluster_view(plan: &Plan, others: &[serde_yaml::Value]) -> Result<String,
                 "nodeName": pod.node, "serviceAccountName": pod.service_account,
                 "containers": pod.containers,
             },
-            "status": {
-                "phase": "Running", "podIP": pod.ip.to_string(),
-                "podIPs": pod.ips().iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
-                "hostIP": node_ip,
-            },
+            "status": status,
         }));
     }
     for svc in &plan.services {

@@ -63,6 +63,16 @@ fn in_pod_netns(
     }
 }
 
+/// What should be enrolled (`crate::capture::desired`).
+#[derive(Debug, Default)]
+pub struct Desired {
+    pub pods: Vec<PodToEnroll>,
+    /// Pods of the mesh on this node that cannot be described now (no address known yet, no
+    /// location found): their capture, if any, is left alone rather than removed, since
+    /// they still belong to the mesh.
+    pub undescribed: BTreeSet<String>,
+}
+
 /// A pod to enroll, with everything capture needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodToEnroll {
@@ -80,7 +90,6 @@ pub struct PodToEnroll {
 struct EnrolledPod {
     spec: PodToEnroll,
     pod_id: u64,
-    cgroups: Vec<u64>,
     attachment: Attachment,
     traffic: Arc<PodTraffic>,
     /// The accept loops; aborting them stops accepting (open connections run on their own
@@ -120,7 +129,8 @@ pub struct PodAttachment {
     pub pod_id: u64,
     pub cgroup: PathBuf,
     pub netns: PathBuf,
-    /// The pod's cgroup and those below it: each has a POD_CAPTURE entry.
+    /// The pod's cgroup and those below it now: all captured through the pod's
+    /// POD_CAPTURE entry.
     pub cgroups: usize,
     pub attachment: Attachment,
     pub pin_dir: PathBuf,
@@ -220,17 +230,23 @@ impl Enrollment {
 
     /// Makes the enrolled set equal `desired`: new pods are enrolled, gone ones (including
     /// pods an earlier run pinned and that are no longer in the mesh) unenrolled, changed
-    /// ones re-enrolled. Every failure is logged and the others proceed.
-    pub fn reconcile(&mut self, desired: &[PodToEnroll]) {
+    /// ones re-enrolled. Pods of the mesh that cannot be described now
+    /// ([`Desired::undescribed`]) keep whatever capture they have. Every failure is logged
+    /// and the others proceed.
+    pub fn reconcile(&mut self, desired: &Desired) {
         if self.retired {
             return;
         }
         let wanted: HashMap<&str, &PodToEnroll> =
-            desired.iter().map(|p| (p.uid.as_str(), p)).collect();
+            desired.pods.iter().map(|p| (p.uid.as_str(), p)).collect();
+        let kept = |uid: &str| desired.undescribed.contains(uid);
         let stale: Vec<String> = self
             .pods
             .iter()
-            .filter(|(uid, pod)| wanted.get(uid.as_str()).is_none_or(|w| **w != pod.spec))
+            .filter(|(uid, pod)| match wanted.get(uid.as_str()) {
+                Some(w) => **w != pod.spec,
+                None => !kept(uid),
+            })
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in stale {
@@ -239,7 +255,10 @@ impl Enrollment {
             }
         }
         for orphan in pinned_pods(&self.pin_root) {
-            if !wanted.contains_key(orphan.as_str()) && !self.pods.contains_key(&orphan) {
+            if !wanted.contains_key(orphan.as_str())
+                && !self.pods.contains_key(&orphan)
+                && !kept(&orphan)
+            {
                 info!(
                     uid = orphan,
                     "removing the capture of a pod that left the mesh while the agent was away"
@@ -249,7 +268,7 @@ impl Enrollment {
                 }
             }
         }
-        for pod in desired {
+        for pod in &desired.pods {
             if self.pods.contains_key(&pod.uid) {
                 continue;
             }
@@ -262,6 +281,49 @@ impl Enrollment {
                 }
             }
         }
+    }
+
+    /// Enrolls one pod now (weft-cni's ADD, before the pod's containers start): nothing to
+    /// do when it is enrolled as described, re-enrolled when it is enrolled otherwise (a
+    /// new sandbox of the same pod).
+    pub fn enroll_now(&mut self, pod: &PodToEnroll) -> anyhow::Result<Attachment> {
+        if self.retired {
+            anyhow::bail!("this agent has handed the node over to its successor");
+        }
+        if let Some(enrolled) = self.pods.get(&pod.uid) {
+            if enrolled.spec == *pod {
+                return Ok(enrolled.attachment);
+            }
+            self.unenroll(&pod.uid)?;
+        }
+        let attachment = self.enroll(pod)?;
+        info!(pod = %pod.key, ips = ?pod.ips.all(), ?attachment, "enrolled for its sandbox (weft-cni)");
+        Ok(attachment)
+    }
+
+    /// Unenrolls the pod `uid` if it is enrolled at `place` (weft-cni's DEL: the sandbox
+    /// and its namespace are going away). Returns whether it was.
+    pub fn unenroll_at(&mut self, uid: &str, place: &PodPlace) -> anyhow::Result<bool> {
+        if self.retired
+            || self
+                .pods
+                .get(uid)
+                .is_none_or(|pod| pod.spec.location != *place)
+        {
+            return Ok(false);
+        }
+        self.unenroll(uid)?;
+        Ok(true)
+    }
+
+    /// Whether the pod `uid` is enrolled (and by this agent, which still serves the node).
+    pub fn is_enrolled(&self, uid: &str) -> bool {
+        !self.retired && self.pods.contains_key(uid)
+    }
+
+    /// Whether a successor serves the node now.
+    pub fn is_retired(&self) -> bool {
+        self.retired
     }
 
     /// Sets the pod's namespace up to deliver the application's replies to connections
@@ -379,20 +441,18 @@ impl Enrollment {
 
         let pod_id = cgroup_id(&location.cgroup)
             .with_context(|| format!("reading the pod's cgroup {}", location.cgroup.display()))?;
-        let cgroups = cgroup_tree_ids(&location.cgroup)
-            .with_context(|| format!("listing the cgroups under {}", location.cgroup.display()))?;
         if self.maps.pod_stats.get(&pod_id, 0).is_err() {
             self.maps.pod_stats.insert(pod_id, PodStats::default(), 0)?;
         }
         let capture = pod
             .exclusions
             .to_capture(pod_id, &ips, outbound_v6.is_some());
-        for id in &cgroups {
-            self.maps
-                .pod_capture
-                .insert(id, capture, 0)
-                .context("filling POD_CAPTURE")?;
-        }
+        // One entry, the pod cgroup's: connect4/6 find it from any cgroup below, including
+        // those made after now (containers started or restarted later).
+        self.maps
+            .pod_capture
+            .insert(pod_id, capture, 0)
+            .context("filling POD_CAPTURE")?;
         if let Some(v4) = ips.v4 {
             let key = u32::from(v4).to_be();
             self.maps
@@ -500,7 +560,6 @@ impl Enrollment {
             EnrolledPod {
                 spec: pod.clone(),
                 pod_id,
-                cgroups,
                 attachment,
                 traffic,
                 tasks,
@@ -536,8 +595,10 @@ impl Enrollment {
         for task in &pod.tasks {
             task.abort();
         }
-        for id in &pod.cgroups {
-            let _ = self.maps.pod_capture.remove(id);
+        let _ = self.maps.pod_capture.remove(&pod.pod_id);
+        // Earlier releases filed every cgroup below the pod's as well.
+        for id in cgroup_tree_ids(&pod.spec.location.cgroup).unwrap_or_default() {
+            let _ = self.maps.pod_capture.remove(&id);
         }
         let _ = self.maps.pod_stats.remove(&pod.pod_id);
         if let Some(v4) = ips.v4 {
@@ -577,7 +638,7 @@ impl Enrollment {
                 pod_id: pod.pod_id,
                 cgroup: pod.spec.location.cgroup.clone(),
                 netns: pod.spec.location.netns.clone(),
-                cgroups: pod.cgroups.len(),
+                cgroups: cgroup_tree_ids(&pod.spec.location.cgroup).map_or(0, |ids| ids.len()),
                 attachment: pod.attachment,
                 pin_dir: pod_pin_dir(&self.pin_root, uid),
             })
