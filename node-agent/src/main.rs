@@ -437,6 +437,7 @@ fn desired_pods(
             identity,
             location,
             exclusions,
+            probe_ports: workload.probe_ports.clone(),
         });
     }
     Ok(desired)
