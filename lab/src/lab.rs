@@ -4,15 +4,17 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use weft_core::host::netns::{named_netns_path, run_in_netns};
 
 use crate::cmd::{ip_batch, run, run_with_input};
+use crate::kubelet::{Kubelets, Launcher, PodState, Shared};
 use crate::manifest::Manifests;
 use crate::plan::{LabOptions, POD_GATEWAY, POD_GATEWAY6, Plan, PodPlan, netns_prefix};
-use crate::process::{Placement, PodView, place};
+use crate::process::{Placement, place};
 use crate::records::{self, LabPaths, STATE_ROOT};
 use crate::{LabError, cgroup};
 
@@ -41,6 +43,10 @@ pub struct Lab {
     others: Vec<serde_yaml::Value>,
     children: Vec<Child>,
     keep: bool,
+    /// What the lab shares with its kubelets: container processes, probe results, the
+    /// cluster view's inputs (`crate::kubelet`).
+    shared: Arc<Shared>,
+    kubelets: Option<Kubelets>,
 }
 
 /// How long a pod's declared container ports may take to accept connections.
@@ -70,14 +76,27 @@ impl Lab {
                 plan.lab, plan.lab
             )));
         }
+        let cgroup_root = cgroup::lab_root(&plan.lab)?;
+        let shared = Arc::new(Shared::new(
+            Launcher {
+                paths: paths.clone(),
+                runtime: runtime.clone(),
+                cgroup_root: cgroup_root.clone(),
+                ca_address: plan.ca_address(),
+            },
+            plan.clone(),
+            manifests.others.clone(),
+        ));
         let mut lab = Lab {
-            cgroup_root: cgroup::lab_root(&plan.lab)?,
+            cgroup_root,
             plan,
             paths,
             runtime: runtime.clone(),
             others: manifests.others.clone(),
             children: Vec::new(),
             keep: false,
+            shared,
+            kubelets: None,
         };
         // From here on a failure tears down whatever was built (Drop).
         lab.build()?;
@@ -91,16 +110,30 @@ impl Lab {
             std::fs::read_to_string(paths.plan()).map_err(|_| LabError::NotUp(lab.to_string()))?;
         let plan: Plan = serde_json::from_str(&text)
             .map_err(|e| LabError::Invalid(format!("{}: {e}", paths.plan().display())))?;
-        let others = records::read_json(&paths.others()).unwrap_or_default();
-        let runtime = records::read_json(&paths.runtime()).unwrap_or_default();
+        let others: Vec<serde_yaml::Value> =
+            records::read_json(&paths.others()).unwrap_or_default();
+        let runtime: Runtime = records::read_json(&paths.runtime()).unwrap_or_default();
+        let cgroup_root = cgroup::lab_root(lab)?;
+        let shared = Arc::new(Shared::new(
+            Launcher {
+                paths: paths.clone(),
+                runtime: runtime.clone(),
+                cgroup_root: cgroup_root.clone(),
+                ca_address: plan.ca_address(),
+            },
+            plan.clone(),
+            others.clone(),
+        ));
         Ok(Lab {
-            cgroup_root: cgroup::lab_root(lab)?,
+            cgroup_root,
             plan,
             paths,
             runtime,
             others,
             children: Vec::new(),
             keep: true,
+            shared,
+            kubelets: None,
         })
     }
 
@@ -110,9 +143,7 @@ impl Lab {
     }
 
     fn pod_cgroup(&self, pod: &PodPlan) -> PathBuf {
-        self.cgroup_root
-            .join("pods")
-            .join(format!("{}-{}", pod.namespace, pod.name))
+        self.shared.launcher.pod_cgroup(pod)
     }
 
     fn node_cgroup(&self, node: &str) -> PathBuf {
@@ -124,6 +155,9 @@ impl Lab {
         self.write_records()?;
         self.build_network()?;
         self.start_pods(|p| !p.is_waypoint())?;
+        if self.plan.pods.iter().any(crate::kubelet::has_probes) {
+            self.kubelets = Some(Kubelets::start(self.shared.clone())?);
+        }
         self.wait_until_ready(|p| !p.is_waypoint())?;
         if self.runtime.agent.is_some() {
             self.start_agents()?;
@@ -226,7 +260,9 @@ impl Lab {
                 }
                 Ok::<(), LabError>(())
             })??;
-            let ruleset = plan.kube_proxy_ruleset();
+            let runtime = self.shared.runtime();
+            let ruleset =
+                plan.kube_proxy_ruleset_ready(&|pod| runtime.get(pod).is_none_or(|r| r.ready));
             run_in_netns(&netns, || {
                 run_with_input("nft", &["-f", "-"], Some(&ruleset))
             })??;
@@ -272,61 +308,25 @@ impl Lab {
         }
         let locations = records::pod_locations(&self.plan, |p| self.pod_cgroup(p));
         records::write(&self.paths.pod_locations(), &records::to_json(&locations)?)?;
-        records::write(
-            &self.paths.cluster_dir().join("cluster.yaml"),
-            &records::cluster_view(&self.plan, &self.others)?,
-        )
+        {
+            let mut view = self
+                .shared
+                .view
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            view.plan = self.plan.clone();
+            view.others = self.others.clone();
+        }
+        // With each pod's readiness as its kubelet last saw it.
+        self.shared.publish(false)
     }
 
     fn pod_placement(&self, pod: &PodPlan, detach: bool) -> Placement {
-        let dir = self.paths.pod_dir(pod);
-        Placement {
-            cgroup: self.pod_cgroup(pod),
-            netns: named_netns_path(&pod.netns),
-            pod_view: Some(PodView {
-                hosts: dir.join("hosts"),
-                resolv_conf: dir.join("resolv.conf"),
-                hostname: pod.name.clone(),
-            }),
-            detach,
-        }
+        self.shared.launcher.placement(pod, detach)
     }
 
     fn pod_env(&self, pod: &PodPlan, command: &mut Command) {
-        let version = pod.labels.get("version").cloned().unwrap_or_default();
-        command
-            .env("POD_NAME", &pod.name)
-            .env("POD_NAMESPACE", &pod.namespace)
-            .env("POD_IP", pod.ip.to_string())
-            // The downward API's `status.podIPs`: every address, comma-separated.
-            .env(
-                "POD_IPS",
-                pod.ips()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .env("POD_VERSION", version)
-            .env("POD_SERVICE_ACCOUNT", &pod.service_account)
-            .env("NODE_NAME", &pod.node);
-        if let Some(bin) = &self.runtime.bin_dir {
-            let path = std::env::var("PATH").unwrap_or_default();
-            command.env("PATH", format!("{}:{path}", bin.display()));
-        }
-        if pod.is_waypoint() {
-            // A waypoint reads the cluster and asks the CA like its node's agent does (in a
-            // cluster it would use its own service-account token).
-            command
-                .env("WEFT_CONFIG_DIR", self.paths.cluster_dir())
-                .env("WEFT_CA_ADDRESS", self.plan.ca_address().to_string())
-                .env("WEFT_CA_TOKEN_FILE", self.paths.ca_token(&pod.node))
-                .env("WEFT_TRUST_BUNDLE", self.paths.ca_root())
-                .env(
-                    "RUST_LOG",
-                    self.runtime.agent_log.as_deref().unwrap_or("info"),
-                );
-        }
+        self.shared.launcher.env(pod, command)
     }
 
     fn start_pods(&mut self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
@@ -335,26 +335,14 @@ impl Lab {
         for pod in self.plan.pods.clone().into_iter().filter(|p| which(p)) {
             cgroup::create(&self.pod_cgroup(&pod))?;
             for container in &pod.containers {
-                let mut argv = container.command.iter().chain(&container.args);
-                let Some(program) = argv.next() else { continue };
-                let mut command = Command::new(program);
-                command.args(argv);
-                self.pod_env(&pod, &mut command);
-                for env in &container.env {
-                    command.env(&env.name, &env.value);
+                // Kept with the kubelet, which restarts a container whose liveness fails.
+                if let Some(child) = self.shared.launcher.spawn_container(&pod, container)? {
+                    self.shared
+                        .containers
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert((pod.key(), container.name.clone()), child);
                 }
-                let log = self.paths.logs().join(format!(
-                    "{}-{}-{}.log",
-                    pod.namespace, pod.name, container.name
-                ));
-                self.spawn_logged(command, &self.pod_placement(&pod, true), &log)
-                    .map_err(|e| {
-                        LabError::Invalid(format!(
-                            "starting {} container {}: {e}",
-                            pod.key(),
-                            container.name
-                        ))
-                    })?;
             }
         }
         Ok(())
@@ -390,6 +378,22 @@ impl Lab {
     fn wait_until_ready(&self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         for pod in self.plan.pods.iter().filter(|p| which(p)) {
+            if crate::kubelet::has_probes(pod) {
+                // Its kubelet decides: Ready once its probes say so.
+                while !self.pod_ready(&pod.key())? {
+                    if Instant::now() >= deadline {
+                        return Err(LabError::Invalid(format!(
+                            "pod {} was not Ready within {}s; its kubelet says:\n{}\n(logs in {})",
+                            pod.key(),
+                            READY_TIMEOUT.as_secs(),
+                            self.pod_events(&pod.key()).join("\n"),
+                            self.paths.logs().display(),
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                continue;
+            }
             let ports: Vec<u16> = pod
                 .containers
                 .iter()
@@ -680,6 +684,28 @@ impl Lab {
         self.write_records()
     }
 
+    /// Whether `pod` is Ready: its kubelet's probes, or (a pod without probes) started.
+    pub fn pod_ready(&self, pod: &str) -> Result<bool, LabError> {
+        Ok(self.pod_state(pod)?.ready())
+    }
+
+    /// `pod` as its kubelet sees it: each container's readiness, restarts and probe counts.
+    pub fn pod_state(&self, pod: &str) -> Result<PodState, LabError> {
+        self.shared
+            .pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(pod)
+            .cloned()
+            .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))
+    }
+
+    /// What the kubelet did about `pod` (probe failures, readiness changes, restarts), in
+    /// order, as `kubectl describe pod` lists events.
+    pub fn pod_events(&self, pod: &str) -> Vec<String> {
+        self.shared.events(pod)
+    }
+
     /// Adds (or replaces) a file of objects in the cluster view, as `kubectl apply -f`
     /// would: the agents and the CA pick it up from there.
     pub fn apply_yaml(&self, name: &str, yaml: &str) -> Result<(), LabError> {
@@ -844,6 +870,10 @@ impl Lab {
     /// Takes the lab down now, reporting errors (Drop does the same, silently).
     pub fn down(mut self) -> Result<(), LabError> {
         self.keep = true;
+        // No kubelet may restart a container while the lab is taken down.
+        if let Some(mut kubelets) = self.kubelets.take() {
+            kubelets.stop();
+        }
         let result = down(&self.plan.lab);
         self.reap();
         result
@@ -857,11 +887,15 @@ impl Lab {
             let _ = child.wait();
         }
         self.children.clear();
+        self.shared.stop_and_reap();
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(mut kubelets) = self.kubelets.take() {
+            kubelets.stop();
+        }
         if self.keep {
             // The processes outlive this handle (they are in their own sessions).
             self.children.clear();

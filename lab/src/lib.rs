@@ -1,7 +1,8 @@
 //! The lab: a local Kubernetes-like cluster built from Linux namespaces on one machine.
 //!
 //! It plays the parts a cluster provides around weft — API server (a directory of YAML),
-//! kubelet (pod processes in their own network namespace and cgroup), CNI (veth pairs and
+//! kubelet (pod processes in their own network namespace and cgroup, and their probes:
+//! `kubelet`), CNI (veth pairs and
 //! routes), kube-proxy (nftables DNAT for ClusterIPs in node namespaces) and DNS
 //! (`/etc/hosts`) — so that weft-agent can run unchanged on top of it.
 //!
@@ -15,6 +16,7 @@
 mod cgroup;
 mod cmd;
 mod error;
+pub mod kubelet;
 mod lab;
 pub mod manifest;
 pub mod plan;

@@ -266,11 +266,22 @@ impl ServicePlan {
     /// `port` (what the EndpointSlices of that family list), skipping endpoints without
     /// the port; empty when the Service is not of that family.
     pub fn targets(&self, family: IpFamily, port: usize) -> Vec<(IpAddr, u16)> {
+        self.ready_targets(family, port, &|_| true)
+    }
+
+    /// [`ServicePlan::targets`] of the endpoints whose pod is `ready`.
+    pub fn ready_targets(
+        &self,
+        family: IpFamily,
+        port: usize,
+        ready: &dyn Fn(&str) -> bool,
+    ) -> Vec<(IpAddr, u16)> {
         if !self.ip_families.contains(&family) {
             return Vec::new();
         }
         self.endpoints
             .iter()
+            .filter(|e| ready(&e.pod))
             .filter_map(|e| {
                 let ip = match family {
                     IpFamily::V4 => IpAddr::V4(e.ip),
@@ -369,6 +380,9 @@ impl Plan {
                 return Err(LabError::Invalid(format!("pod {key} is defined twice")));
             }
             validate_dns_label(&pod.metadata.name, "pod name")?;
+            for container in &pod.spec.containers {
+                crate::kubelet::validate(&key, container)?;
+            }
             let node_index = match &pod.spec.node_name {
                 Some(wanted) => nodes.iter().position(|n| &n.name == wanted).ok_or_else(|| {
                     LabError::Invalid(format!(
@@ -472,13 +486,36 @@ impl Plan {
     /// Like kube-proxy's nftables mode, one table per family of the cluster (`ip`, and `ip6`
     /// when dual-stack), each with the ClusterIPs and endpoints of its family.
     pub fn kube_proxy_ruleset(&self) -> String {
+        self.kube_proxy_ruleset_ready(&|_| true)
+    }
+
+    /// The ruleset with only the endpoints whose pod (`namespace/name`) is `ready`, as
+    /// kube-proxy programs the ready endpoints of each EndpointSlice.
+    pub fn kube_proxy_ruleset_ready(&self, ready: &dyn Fn(&str) -> bool) -> String {
         self.families
             .iter()
-            .map(|family| self.kube_proxy_table(*family))
+            .map(|family| self.kube_proxy_table(*family, ready))
             .collect()
     }
 
-    fn kube_proxy_table(&self, family: IpFamily) -> String {
+    /// [`Plan::kube_proxy_ruleset_ready`] as one nftables transaction that replaces the
+    /// tables in place (`nft -f`): new connections meet either the old rules or the new.
+    pub fn kube_proxy_reload(&self, ready: &dyn Fn(&str) -> bool) -> String {
+        let mut out = String::new();
+        for family in &self.families {
+            let table = match family {
+                IpFamily::V4 => "ip",
+                IpFamily::V6 => "ip6",
+            };
+            out.push_str(&format!(
+                "table {table} {KUBE_PROXY_TABLE}\ndelete table {table} {KUBE_PROXY_TABLE}\n"
+            ));
+        }
+        out.push_str(&self.kube_proxy_ruleset_ready(ready));
+        out
+    }
+
+    fn kube_proxy_table(&self, family: IpFamily, ready: &dyn Fn(&str) -> bool) -> String {
         let (table, match_address) = match family {
             IpFamily::V4 => ("ip", "ip"),
             IpFamily::V6 => ("ip6", "ip6"),
@@ -490,7 +527,7 @@ impl Plan {
                 continue;
             };
             for (p, port) in svc.ports.iter().enumerate() {
-                let targets = svc.targets(family, p);
+                let targets = svc.ready_targets(family, p, ready);
                 if targets.is_empty() {
                     continue;
                 }
@@ -1232,7 +1269,7 @@ spec:
     #[test]
     fn the_cluster_view_has_pod_ips_and_endpoint_slices_of_each_family() {
         let p = dual_plan(DUAL);
-        let view = crate::records::cluster_view(&p, &[]).expect("view");
+        let view = crate::records::cluster_view(&p, &[], &Default::default()).expect("view");
         let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&view)
             .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
             .filter(|v: &serde_yaml::Value| !v.is_null())
