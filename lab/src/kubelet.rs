@@ -42,11 +42,11 @@ use serde::Serialize;
 use weft_core::host::netns::{named_netns_path, run_in_netns};
 
 use crate::LabError;
+use crate::Runtime;
 use crate::manifest::{Container, Probe, TargetPort};
 use crate::plan::{Plan, PodPlan};
 use crate::process::{Placement, PodView, place};
 use crate::records::{self, LabPaths, PodRuntime};
-use crate::Runtime;
 
 /// How often a node's kubelet looks for probes that are due.
 const TICK: Duration = Duration::from_millis(100);
@@ -566,7 +566,12 @@ impl Kubelets {
             view.plan
                 .nodes
                 .iter()
-                .filter(|n| view.plan.pods.iter().any(|p| p.node == n.name && has_probes(p)))
+                .filter(|n| {
+                    view.plan
+                        .pods
+                        .iter()
+                        .any(|p| p.node == n.name && has_probes(p))
+                })
                 .map(|n| (n.name.clone(), n.netns.clone()))
                 .collect()
         };
@@ -781,8 +786,9 @@ async fn record(shared: &Arc<Shared>, pods: &[PodPlan], done: Done) {
         let shared = shared.clone();
         let pod = pod.clone();
         let container = container.clone();
-        let _ = tokio::task::spawn_blocking(move || restart(&shared, &pod, &container, timing.grace))
-            .await;
+        let _ =
+            tokio::task::spawn_blocking(move || restart(&shared, &pod, &container, timing.grace))
+                .await;
     }
 }
 
@@ -812,15 +818,17 @@ fn restart(shared: &Shared, pod: &PodPlan, container: &Container, grace: Duratio
     // CrashLoopBackOff: a container restarted again soon waits longer each time.
     let (backoff, ran_for) = {
         let states = lock(&shared.pods);
-        let c = states
-            .get(&key.0)
-            .and_then(|p| p.containers.get(&key.1));
+        let c = states.get(&key.0).and_then(|p| p.containers.get(&key.1));
         (
             c.map(|c| c.backoff).unwrap_or_default(),
             c.map(|c| c.started_at.elapsed()).unwrap_or_default(),
         )
     };
-    let backoff = if ran_for >= BACKOFF_RESET { Duration::ZERO } else { backoff };
+    let backoff = if ran_for >= BACKOFF_RESET {
+        Duration::ZERO
+    } else {
+        backoff
+    };
     let deadline = Instant::now() + backoff;
     while Instant::now() < deadline && !shared.stop.load(Ordering::SeqCst) {
         std::thread::sleep(TICK);
@@ -862,9 +870,9 @@ async fn run_probe(launcher: &Launcher, run: &Run) -> Result<(), String> {
     let target = |host: &Option<String>, port: u16| -> Result<SocketAddr, String> {
         let ip = match host.as_deref() {
             None | Some("") => pod_ip,
-            Some(host) => host
-                .parse()
-                .map_err(|_| format!("host {host:?} is not an IP address (the lab has no DNS for the node)"))?,
+            Some(host) => host.parse().map_err(|_| {
+                format!("host {host:?} is not an IP address (the lab has no DNS for the node)")
+            })?,
         };
         Ok(SocketAddr::new(ip, port))
     };
@@ -894,9 +902,11 @@ async fn run_probe(launcher: &Launcher, run: &Run) -> Result<(), String> {
         let launcher = launcher.clone();
         let pod = run.pod.clone();
         let command = exec.command.clone();
-        return tokio::task::spawn_blocking(move || exec_probe(&launcher, &pod, &command, timing.timeout))
-            .await
-            .map_err(|e| format!("the exec probe's task failed: {e}"))?;
+        return tokio::task::spawn_blocking(move || {
+            exec_probe(&launcher, &pod, &command, timing.timeout)
+        })
+        .await
+        .map_err(|e| format!("the exec probe's task failed: {e}"))?;
     }
     Err("the probe has no handler".into())
 }
@@ -907,10 +917,7 @@ async fn bounded(
 ) -> Result<(), String> {
     match tokio::time::timeout(timeout, probe).await {
         Ok(result) => result,
-        Err(_) => Err(format!(
-            "timeout: no result within {}s",
-            timeout.as_secs()
-        )),
+        Err(_) => Err(format!("timeout: no result within {}s", timeout.as_secs())),
     }
 }
 
@@ -970,7 +977,12 @@ async fn grpc_probe(addr: SocketAddr, service: String, timeout: Duration) -> Res
         .timeout(timeout)
         .connect()
         .await
-        .map_err(|e| format!("failed to connect service {addr:?} within {}s: {e}", timeout.as_secs()))?;
+        .map_err(|e| {
+            format!(
+                "failed to connect service {addr:?} within {}s: {e}",
+                timeout.as_secs()
+            )
+        })?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest { service })
         .await
@@ -993,12 +1005,13 @@ fn exec_probe(
         return Err("exec.command is empty".into());
     };
     let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     launcher.env(pod, &mut cmd);
     place(&mut cmd, &launcher.placement(pod, false)).map_err(|e| e.to_string())?;
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("exec {program:?}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| format!("exec {program:?}: {e}"))?;
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -1073,11 +1086,23 @@ mod tests {
     fn startup_gates_and_restarts() {
         let t = timing(1, 2);
         let mut track = ProbeTrack::default();
-        assert_eq!(track.record(ProbeKind::Startup, &t, false, false), Outcome::Nothing);
-        assert_eq!(track.record(ProbeKind::Startup, &t, true, false), Outcome::Started);
+        assert_eq!(
+            track.record(ProbeKind::Startup, &t, false, false),
+            Outcome::Nothing
+        );
+        assert_eq!(
+            track.record(ProbeKind::Startup, &t, true, false),
+            Outcome::Started
+        );
         let mut failing = ProbeTrack::default();
-        assert_eq!(failing.record(ProbeKind::Startup, &t, false, false), Outcome::Nothing);
-        assert_eq!(failing.record(ProbeKind::Startup, &t, false, false), Outcome::Restart);
+        assert_eq!(
+            failing.record(ProbeKind::Startup, &t, false, false),
+            Outcome::Nothing
+        );
+        assert_eq!(
+            failing.record(ProbeKind::Startup, &t, false, false),
+            Outcome::Restart
+        );
     }
 
     fn container(yaml: &str) -> Container {
@@ -1091,17 +1116,38 @@ mod tests {
         );
         assert!(validate("shop/a", &ok).is_ok());
         for (yaml, says) in [
-            ("{name: app, readinessProbe: {httpGet: {port: web}}}", "names no port"),
-            ("{name: app, readinessProbe: {httpGet: {port: 80, scheme: HTTPS}}}", "HTTPS"),
-            ("{name: app, livenessProbe: {tcpSocket: {port: 80}, successThreshold: 2}}", "successThreshold must be 1"),
-            ("{name: app, readinessProbe: {tcpSocket: {port: 80}, exec: {command: [true]}}}", "exactly one"),
-            ("{name: app, readinessProbe: {periodSeconds: 0, tcpSocket: {port: 80}}}", "periodSeconds"),
+            (
+                "{name: app, readinessProbe: {httpGet: {port: web}}}",
+                "names no port",
+            ),
+            (
+                "{name: app, readinessProbe: {httpGet: {port: 80, scheme: HTTPS}}}",
+                "HTTPS",
+            ),
+            (
+                "{name: app, livenessProbe: {tcpSocket: {port: 80}, successThreshold: 2}}",
+                "successThreshold must be 1",
+            ),
+            (
+                "{name: app, readinessProbe: {tcpSocket: {port: 80}, exec: {command: [true]}}}",
+                "exactly one",
+            ),
+            (
+                "{name: app, readinessProbe: {periodSeconds: 0, tcpSocket: {port: 80}}}",
+                "periodSeconds",
+            ),
         ] {
-            let err = validate("shop/a", &container(yaml)).expect_err(yaml).to_string();
-            assert!(err.contains(says) && err.contains("shop/a"), "{yaml}: {err}");
+            let err = validate("shop/a", &container(yaml))
+                .expect_err(yaml)
+                .to_string();
+            assert!(
+                err.contains(says) && err.contains("shop/a"),
+                "{yaml}: {err}"
+            );
         }
-        let unknown: Result<Container, _> =
-            serde_yaml::from_str("{name: app, readinessProbe: {tcpSocket: {port: 80}, periodSecond: 1}}");
+        let unknown: Result<Container, _> = serde_yaml::from_str(
+            "{name: app, readinessProbe: {tcpSocket: {port: 80}, periodSecond: 1}}",
+        );
         assert!(unknown.is_err(), "a misspelt field is refused, not ignored");
     }
 }

@@ -218,14 +218,17 @@ pub fn cluster_view(
     }
     for pod in &plan.pods {
         let node_ip = plan.node(&pod.node).map(|n| n.ip.to_string());
-        let status = runtime.get(&pod.key()).cloned().unwrap_or_else(|| PodRuntime {
-            ready: true,
-            containers: pod
-                .containers
-                .iter()
-                .map(|c| (c.name.clone(), true, true, 0))
-                .collect(),
-        });
+        let status = runtime
+            .get(&pod.key())
+            .cloned()
+            .unwrap_or_else(|| PodRuntime {
+                ready: true,
+                containers: pod
+                    .containers
+                    .iter()
+                    .map(|c| (c.name.clone(), true, true, 0))
+                    .collect(),
+            });
         let condition = |ok: bool| if ok { "True" } else { "False" };
         objects.push(json!({
             "apiVersion": "v1", "kind": "Pod",

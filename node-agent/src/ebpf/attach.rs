@@ -153,7 +153,8 @@ fn adopt_pod(ebpf: &mut Ebpf, pin_dir: &Path) -> anyhow::Result<()> {
 
 /// Attaches `weft_node_probe` to the tc ingress (tcx) of each of the pod's `interfaces`
 /// (inside its network namespace `netns`), or adopts the links an earlier run pinned, as
-/// `<pin dir>/weft_node_probe.<interface>`. Unlike the six capture programs it is attached
+/// `<pin dir>/weft_node_probe@<interface>` (bpffs refuses dots in names: an interface's dots
+/// become `_`). Unlike the six capture programs it is attached
 /// only to pods with probes, and apart from them: an agent of a release without it adopts
 /// the others and adds this one, with no moment where the pod is not captured.
 pub fn attach_node_probe(
@@ -166,10 +167,8 @@ pub fn attach_node_probe(
     let pins: Vec<(String, PathBuf)> = interfaces
         .iter()
         .map(|interface| {
-            (
-                interface.clone(),
-                pin_dir.join(format!("{name}.{interface}")),
-            )
+            let pin = format!("{name}@{}", interface.replace('.', "_"));
+            (interface.clone(), pin_dir.join(pin))
         })
         .collect();
     let program_fd = program(ebpf, name)?
