@@ -283,7 +283,7 @@ fn requests_seen(lab: &Lab, pod: &str) -> u64 {
 
 #[test]
 fn only_the_nodes_own_connections_pass_not_the_nodes_address() {
-    let lab = lab_up_dual_stack("nodeaddr", "probes", 2, true);
+    let mut lab = lab_up_dual_stack("nodeaddr", "probes", 2, true);
     let web = pod_ip(&lab, "shop/web");
     let web6 = pod_ip6(&lab, "shop/web");
     let node2 = lab.plan.node("node-2").expect("node-2").clone();
@@ -388,5 +388,27 @@ fn only_the_nodes_own_connections_pass_not_the_nodes_address() {
         requests_seen(&lab, "shop/web"),
         requests,
         "the application received nothing"
+    );
+
+    // The exemption lives in the kernel: with the agent gone the node's probes still pass,
+    // and a new agent adopts the pinned tc link (pointing it at its own program).
+    let node_get = |lab: &Lab| {
+        lab.in_node_netns("node-2", || {
+            http_get(SocketAddr::new(web.parse().expect("ip"), 8080), "/healthz")
+        })
+        .expect("node netns")
+        .map(|(status, _)| status)
+    };
+    lab.kill_agent("node-2").expect("killing the agent");
+    let status = node_get(&lab).expect("the node's GET while the agent is away");
+    assert!(status.contains(" 200 "), "agent away: {status}");
+    lab.start_agent_again("node-2").expect("a new agent");
+    let status = node_get(&lab).expect("the node's GET after the restart");
+    assert!(status.contains(" 200 "), "agent restarted: {status}");
+    let log =
+        std::fs::read_to_string(lab.paths.logs().join("agent-node-2.log")).unwrap_or_default();
+    assert!(
+        !log.contains("will not reach the application"),
+        "every pod's probes are recognized, the restart included"
     );
 }
