@@ -1242,4 +1242,38 @@ mod tests {
             "{route}"
         );
     }
+
+    #[test]
+    fn names_another_namespace_once_and_for_good() {
+        // The namespace this test starts in stands for the node, a fresh one for the pod.
+        let node = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
+        let (first, again) = in_fresh_netns(move || {
+            use std::os::fd::AsFd;
+            let first = netns_id(node.as_fd()).expect("an id is assigned");
+            let again = netns_id(node.as_fd()).expect("and found again");
+            (first, again)
+        });
+        assert_eq!(first, again, "the same id both times");
+    }
+
+    #[test]
+    fn finds_the_interfaces_holding_addresses() {
+        let names = in_fresh_netns(|| {
+            let mut socket = RouteSocket::open().expect("rtnetlink socket");
+            // `ip link set lo up` gives lo its 127.0.0.1 and ::1.
+            let mut body = vec![0u8; 16];
+            body[4..8].copy_from_slice(&(LOOPBACK_IFINDEX as i32).to_ne_bytes());
+            body[8..12].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
+            body[12..16].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
+            socket.request(libc::RTM_NEWLINK, 0, &body).expect("lo up");
+            let loopback: IpAddr = Ipv4Addr::LOCALHOST.into();
+            let elsewhere: IpAddr = Ipv4Addr::new(10, 9, 9, 9).into();
+            (
+                interfaces_holding(&[loopback]).expect("listed"),
+                interfaces_holding(&[elsewhere]).expect("listed"),
+            )
+        });
+        assert_eq!(names.0, vec!["lo".to_string()]);
+        assert!(names.1.is_empty(), "{:?}", names.1);
+    }
 }
