@@ -203,12 +203,17 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::spawn(serve_grpc_health(listener, app.clone()));
     }
 
+    // `grpc=[…]` only when asked for: readers of the line predate it.
+    let grpc = if grpc_ports.is_empty() {
+        String::new()
+    } else {
+        format!(" grpc=[{}]", join(&grpc_ports))
+    };
     out::line(&format!(
-        "listening http=[{}] echo=[{}] sink=[{}] grpc=[{}]",
+        "listening http=[{}] echo=[{}] sink=[{}]{grpc}",
         join(&http_ports),
         join(&echo_ports),
-        join(&sink_ports),
-        join(&grpc_ports)
+        join(&sink_ports)
     ))?;
 
     tokio::select! {
