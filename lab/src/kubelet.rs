@@ -306,6 +306,14 @@ impl PodState {
     }
 }
 
+/// Whether some container of `pod` has a readiness or startup probe: then its kubelet, not
+/// its ports, says when it is Ready.
+pub fn probes_gate_readiness(pod: &PodPlan) -> bool {
+    pod.containers
+        .iter()
+        .any(|c| c.readiness_probe.is_some() || c.startup_probe.is_some())
+}
+
 /// Whether any container of `pod` has a probe.
 pub fn has_probes(pod: &PodPlan) -> bool {
     pod.containers.iter().any(|c| {

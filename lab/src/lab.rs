@@ -378,7 +378,7 @@ impl Lab {
     fn wait_until_ready(&self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         for pod in self.plan.pods.iter().filter(|p| which(p)) {
-            if crate::kubelet::has_probes(pod) {
+            if crate::kubelet::probes_gate_readiness(pod) {
                 // Its kubelet decides: Ready once its probes say so.
                 while !self.pod_ready(&pod.key())? {
                     if Instant::now() >= deadline {

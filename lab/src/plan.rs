@@ -1323,4 +1323,63 @@ spec:
         assert_ne!(stable_uid("a", "x/y"), stable_uid("b", "x/y"));
         assert_eq!(stable_uid("a", "x/y").len(), 36);
     }
+
+    #[test]
+    fn an_unready_pod_is_out_of_its_endpoint_slices_and_kube_proxy() {
+        let p = dual_plan(DUAL);
+        let runtime = std::collections::BTreeMap::from([(
+            "shop/web-b".to_string(),
+            crate::records::PodRuntime {
+                ready: false,
+                containers: vec![("app".into(), false, true, 2)],
+            },
+        )]);
+        let view = crate::records::cluster_view(&p, &[], &runtime).expect("view");
+        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&view)
+            .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+            .filter(|v: &serde_yaml::Value| !v.is_null())
+            .collect();
+        let pod = |name: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == "Pod" && d["metadata"]["name"].as_str() == Some(name))
+                .unwrap_or_else(|| panic!("no pod {name}"))
+        };
+        assert_eq!(pod("web-b")["status"]["conditions"][0]["status"], "False");
+        assert_eq!(
+            pod("web-b")["status"]["containerStatuses"][0]["restartCount"],
+            2
+        );
+        assert_eq!(pod("web-a")["status"]["conditions"][0]["status"], "True");
+        let slice = docs
+            .iter()
+            .find(|d| d["kind"] == "EndpointSlice" && d["metadata"]["name"] == "web-0")
+            .expect("web-0");
+        let ready: Vec<(String, bool)> = slice["endpoints"]
+            .as_sequence()
+            .expect("endpoints")
+            .iter()
+            .map(|e| {
+                (
+                    e["targetRef"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    e["conditions"]["ready"].as_bool().unwrap_or(true),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ready,
+            vec![("web-a".to_string(), true), ("web-b".to_string(), false)]
+        );
+        let web_b = p.pod("shop/web-b").expect("web-b").ip.to_string();
+        let rules = p.kube_proxy_reload(&|pod| pod != "shop/web-b");
+        assert!(!rules.contains(&web_b), "{rules}");
+        assert!(
+            rules.starts_with(&format!(
+                "table ip {KUBE_PROXY_TABLE}\ndelete table ip {KUBE_PROXY_TABLE}\n"
+            )),
+            "the tables are replaced in one transaction: {rules}"
+        );
+    }
 }
