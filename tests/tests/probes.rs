@@ -169,6 +169,13 @@ fn probed_pods_under_strict_and_behind_a_waypoint_become_ready_serve_and_restart
         "the restarted container becomes Ready; events: {:?}",
         lab.pod_events("shop/live")
     );
+    let startups = lab.pod_state("shop/live").expect("state").containers["app"].probes
+        [&ProbeKind::Startup]
+        .successes;
+    assert!(
+        startups >= 2,
+        "the exec startup probe passed before each start of the container: {startups}"
+    );
     let new = lab.pod_processes("shop/live").expect("processes");
     assert!(
         !new.is_empty() && new.iter().all(|pid| !old.contains(pid)),
