@@ -42,8 +42,7 @@ use serde::Serialize;
 use weft_core::host::netns::{named_netns_path, run_in_netns};
 
 use crate::LabError;
-use crate::Runtime;
-use crate::manifest::{Container, Probe, TargetPort};
+use crate::manifest::{Container, Probe};
 use crate::plan::{Plan, PodPlan};
 use crate::process::{Placement, PodView, place};
 use crate::records::{self, LabPaths, PodRuntime};
@@ -102,85 +101,6 @@ impl Timing {
             failure_threshold: probe.failure_threshold.unwrap_or(3),
             grace: seconds(probe.termination_grace_period_seconds, 30).min(MAX_GRACE),
         }
-    }
-}
-
-/// Refuses a probe the lab cannot play as Kubernetes would, naming it; the API server's
-/// validation rules (one handler, positive timings, success threshold 1 for liveness and
-/// startup) included.
-pub fn validate(pod: &str, container: &Container) -> Result<(), LabError> {
-    let probes = [
-        (ProbeKind::Startup, &container.startup_probe),
-        (ProbeKind::Liveness, &container.liveness_probe),
-        (ProbeKind::Readiness, &container.readiness_probe),
-    ];
-    for (kind, probe) in probes {
-        let Some(probe) = probe else { continue };
-        let invalid = |reason: String| {
-            LabError::Invalid(format!(
-                "pod {pod} container {}: {}Probe: {reason}",
-                container.name,
-                kind.name().to_ascii_lowercase()
-            ))
-        };
-        let handlers = usize::from(probe.http_get.is_some())
-            + usize::from(probe.tcp_socket.is_some())
-            + usize::from(probe.grpc.is_some())
-            + usize::from(probe.exec.is_some());
-        if handlers != 1 {
-            return Err(invalid(format!(
-                "must have exactly one of httpGet, tcpSocket, grpc, exec (has {handlers})"
-            )));
-        }
-        for (field, value) in [
-            ("periodSeconds", probe.period_seconds),
-            ("timeoutSeconds", probe.timeout_seconds),
-            ("successThreshold", probe.success_threshold),
-            ("failureThreshold", probe.failure_threshold),
-        ] {
-            if value == Some(0) {
-                return Err(invalid(format!("{field} must be at least 1")));
-            }
-        }
-        if kind != ProbeKind::Readiness && probe.success_threshold.is_some_and(|n| n != 1) {
-            return Err(invalid("successThreshold must be 1".into()));
-        }
-        if let Some(http) = &probe.http_get {
-            match http.scheme.as_deref() {
-                None | Some("HTTP") => {}
-                Some("HTTPS") => {
-                    return Err(invalid(
-                        "scheme HTTPS is not played by the lab (only HTTP)".into(),
-                    ));
-                }
-                Some(other) => return Err(invalid(format!("scheme {other:?} is not HTTP"))),
-            }
-            resolve_port(container, &http.port).map_err(invalid)?;
-        }
-        if let Some(tcp) = &probe.tcp_socket {
-            resolve_port(container, &tcp.port).map_err(invalid)?;
-        }
-        if probe.grpc.as_ref().is_some_and(|g| g.port == 0) {
-            return Err(invalid("grpc.port must be 1-65535".into()));
-        }
-        if probe.exec.as_ref().is_some_and(|e| e.command.is_empty()) {
-            return Err(invalid("exec.command is empty".into()));
-        }
-    }
-    Ok(())
-}
-
-/// A probe's port: a number, or the name of one of the container's ports.
-fn resolve_port(container: &Container, port: &TargetPort) -> Result<u16, String> {
-    match port {
-        TargetPort::Number(0) => Err("port must be 1-65535".into()),
-        TargetPort::Number(n) => Ok(*n),
-        TargetPort::Name(name) => container
-            .ports
-            .iter()
-            .find(|p| p.name.as_deref() == Some(name.as_str()))
-            .map(|p| p.container_port)
-            .ok_or_else(|| format!("port {name:?} names no port of the container")),
     }
 }
 
@@ -325,7 +245,10 @@ pub fn has_probes(pod: &PodPlan) -> bool {
 #[derive(Clone, Debug)]
 pub(crate) struct Launcher {
     pub paths: LabPaths,
-    pub runtime: Runtime,
+    /// Prepended to PATH (`Runtime::bin_dir`).
+    pub bin_dir: Option<PathBuf>,
+    /// RUST_LOG of waypoints (`Runtime::agent_log`).
+    pub agent_log: Option<String>,
     pub cgroup_root: PathBuf,
     pub ca_address: SocketAddr,
 }
@@ -369,7 +292,7 @@ impl Launcher {
             .env("POD_VERSION", version)
             .env("POD_SERVICE_ACCOUNT", &pod.service_account)
             .env("NODE_NAME", &pod.node);
-        if let Some(bin) = &self.runtime.bin_dir {
+        if let Some(bin) = &self.bin_dir {
             let path = std::env::var("PATH").unwrap_or_default();
             command.env("PATH", format!("{}:{path}", bin.display()));
         }
@@ -381,10 +304,7 @@ impl Launcher {
                 .env("WEFT_CA_ADDRESS", self.ca_address.to_string())
                 .env("WEFT_CA_TOKEN_FILE", self.paths.ca_token(&pod.node))
                 .env("WEFT_TRUST_BUNDLE", self.paths.ca_root())
-                .env(
-                    "RUST_LOG",
-                    self.runtime.agent_log.as_deref().unwrap_or("info"),
-                );
+                .env("RUST_LOG", self.agent_log.as_deref().unwrap_or("info"));
         }
     }
 
@@ -885,13 +805,13 @@ async fn run_probe(launcher: &Launcher, run: &Run) -> Result<(), String> {
         Ok(SocketAddr::new(ip, port))
     };
     if let Some(http) = &run.probe.http_get {
-        let port = resolve_port(&run.container, &http.port)?;
+        let port = crate::manifest::probe_port(&run.container, &http.port)?;
         let addr = target(&http.host, port)?;
         let path = http.path.clone().unwrap_or_else(|| "/".into());
         return bounded(timing.timeout, http_probe(addr, &path, &http.http_headers)).await;
     }
     if let Some(tcp) = &run.probe.tcp_socket {
-        let port = resolve_port(&run.container, &tcp.port)?;
+        let port = crate::manifest::probe_port(&run.container, &tcp.port)?;
         let addr = target(&tcp.host, port)?;
         return bounded(timing.timeout, async move {
             tokio::net::TcpStream::connect(addr)
@@ -1111,51 +1031,5 @@ mod tests {
             failing.record(ProbeKind::Startup, &t, false, false),
             Outcome::Restart
         );
-    }
-
-    fn container(yaml: &str) -> Container {
-        serde_yaml::from_str(yaml).expect("container")
-    }
-
-    #[test]
-    fn validation_refuses_what_kubernetes_or_the_lab_would_not_run() {
-        let ok = container(
-            "{name: app, ports: [{name: http, containerPort: 8080}], readinessProbe: {httpGet: {path: /ready, port: http}}, livenessProbe: {grpc: {port: 9090}}}",
-        );
-        assert!(validate("shop/a", &ok).is_ok());
-        for (yaml, says) in [
-            (
-                "{name: app, readinessProbe: {httpGet: {port: web}}}",
-                "names no port",
-            ),
-            (
-                "{name: app, readinessProbe: {httpGet: {port: 80, scheme: HTTPS}}}",
-                "HTTPS",
-            ),
-            (
-                "{name: app, livenessProbe: {tcpSocket: {port: 80}, successThreshold: 2}}",
-                "successThreshold must be 1",
-            ),
-            (
-                "{name: app, readinessProbe: {tcpSocket: {port: 80}, exec: {command: [true]}}}",
-                "exactly one",
-            ),
-            (
-                "{name: app, readinessProbe: {periodSeconds: 0, tcpSocket: {port: 80}}}",
-                "periodSeconds",
-            ),
-        ] {
-            let err = validate("shop/a", &container(yaml))
-                .expect_err(yaml)
-                .to_string();
-            assert!(
-                err.contains(says) && err.contains("shop/a"),
-                "{yaml}: {err}"
-            );
-        }
-        let unknown: Result<Container, _> = serde_yaml::from_str(
-            "{name: app, readinessProbe: {tcpSocket: {port: 80}, periodSecond: 1}}",
-        );
-        assert!(unknown.is_err(), "a misspelt field is refused, not ignored");
     }
 }

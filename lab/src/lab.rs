@@ -80,7 +80,8 @@ impl Lab {
         let shared = Arc::new(Shared::new(
             Launcher {
                 paths: paths.clone(),
-                runtime: runtime.clone(),
+                bin_dir: runtime.bin_dir.clone(),
+                agent_log: runtime.agent_log.clone(),
                 cgroup_root: cgroup_root.clone(),
                 ca_address: plan.ca_address(),
             },
@@ -117,7 +118,8 @@ impl Lab {
         let shared = Arc::new(Shared::new(
             Launcher {
                 paths: paths.clone(),
-                runtime: runtime.clone(),
+                bin_dir: runtime.bin_dir.clone(),
+                agent_log: runtime.agent_log.clone(),
                 cgroup_root: cgroup_root.clone(),
                 ca_address: plan.ca_address(),
             },

@@ -381,7 +381,7 @@ impl Plan {
             }
             validate_dns_label(&pod.metadata.name, "pod name")?;
             for container in &pod.spec.containers {
-                crate::kubelet::validate(&key, container)?;
+                crate::manifest::validate_probes(&key, container)?;
             }
             let node_index = match &pod.spec.node_name {
                 Some(wanted) => nodes.iter().position(|n| &n.name == wanted).ok_or_else(|| {
