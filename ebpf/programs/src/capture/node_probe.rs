@@ -22,8 +22,9 @@
 //!   node is connecting with at that moment, the pod's answer still goes to the node (the
 //!   address is the node's, and the pod routes everything through the node), which owns the
 //!   handshake: the forger never sees the SYN-ACK, and an unexpected one makes the node reset
-//!   it. The node's own IP layer also drops packets arriving with one of its addresses as
-//!   source (a "martian") before forwarding them to the pod.
+//!   it. For IPv4 the node's IP layer does not even forward a packet arriving with one of
+//!   its own addresses as source (a "martian"); IPv6 forwards it, and the reply argument
+//!   alone holds.
 //! - filed 4-tuples are honoured for `NODE_CONNECT_TTL_NS` only, so a later connection that
 //!   happens to reuse a node probe's 4-tuple is not passed.
 use core::mem::{MaybeUninit, size_of};
