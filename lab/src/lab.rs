@@ -4,17 +4,18 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use weft_host::netns::{named_netns_path, run_in_netns};
 
 use crate::cmd::{ip_batch, run, run_with_input};
+use crate::kubelet::{Kubelets, Launcher, PodState, Shared};
 use crate::manifest::{Manifests, Pod};
 use crate::plan::{LabOptions, POD_GATEWAY, POD_GATEWAY6, Plan, PodPlan, netns_prefix};
-use crate::process::{Placement, PodView, place};
+use crate::process::{Placement, place};
 use crate::records::{self, LabPaths, STATE_ROOT};
-use crate::volumes::{self, Backing};
 use crate::{LabError, cgroup, cni};
 
 /// How a lab runs its processes.
@@ -52,6 +53,10 @@ pub struct Lab {
     others: Vec<serde_yaml::Value>,
     children: Vec<Child>,
     keep: bool,
+    /// What the lab shares with its kubelets: container processes, probe results, the
+    /// cluster view's inputs (`crate::kubelet`).
+    shared: Arc<Shared>,
+    kubelets: Option<Kubelets>,
 }
 
 /// How long a pod's declared container ports may take to accept connections.
@@ -100,14 +105,27 @@ impl Lab {
                 plan.lab, plan.lab
             )));
         }
+        let cgroup_root = cgroup::lab_root(&plan.lab)?;
+        let shared = Arc::new(Shared::new(
+            Launcher {
+                paths: paths.clone(),
+                bin_dir: runtime.bin_dir.clone(),
+                agent_log: runtime.agent_log.clone(),
+                cgroup_root: cgroup_root.clone(),
+            },
+            plan.clone(),
+            manifests.others.clone(),
+        ));
         let mut lab = Lab {
-            cgroup_root: cgroup::lab_root(&plan.lab)?,
+            cgroup_root,
             plan,
             paths,
             runtime: runtime.clone(),
             others: manifests.others.clone(),
             children: Vec::new(),
             keep: false,
+            shared,
+            kubelets: None,
         };
         // From here on a failure tears down whatever was built (Drop).
         lab.build()?;
@@ -121,16 +139,30 @@ impl Lab {
             std::fs::read_to_string(paths.plan()).map_err(|_| LabError::NotUp(lab.to_string()))?;
         let plan: Plan = serde_json::from_str(&text)
             .map_err(|e| LabError::Invalid(format!("{}: {e}", paths.plan().display())))?;
-        let others = records::read_json(&paths.others()).unwrap_or_default();
-        let runtime = records::read_json(&paths.runtime()).unwrap_or_default();
+        let others: Vec<serde_yaml::Value> =
+            records::read_json(&paths.others()).unwrap_or_default();
+        let runtime: Runtime = records::read_json(&paths.runtime()).unwrap_or_default();
+        let cgroup_root = cgroup::lab_root(lab)?;
+        let shared = Arc::new(Shared::new(
+            Launcher {
+                paths: paths.clone(),
+                bin_dir: runtime.bin_dir.clone(),
+                agent_log: runtime.agent_log.clone(),
+                cgroup_root: cgroup_root.clone(),
+            },
+            plan.clone(),
+            others.clone(),
+        ));
         Ok(Lab {
-            cgroup_root: cgroup::lab_root(lab)?,
+            cgroup_root,
             plan,
             paths,
             runtime,
             others,
             children: Vec::new(),
             keep: true,
+            shared,
+            kubelets: None,
         })
     }
 
@@ -140,9 +172,7 @@ impl Lab {
     }
 
     fn pod_cgroup(&self, pod: &PodPlan) -> PathBuf {
-        self.cgroup_root
-            .join("pods")
-            .join(format!("{}-{}", pod.namespace, pod.name))
+        self.shared.launcher.pod_cgroup(pod)
     }
 
     fn node_cgroup(&self, node: &str) -> PathBuf {
@@ -163,6 +193,9 @@ impl Lab {
             self.start_agents()?;
         }
         self.start_pods_of_plan(|p| !p.is_waypoint())?;
+        if self.plan.pods.iter().any(crate::kubelet::has_probes) {
+            self.kubelets = Some(Kubelets::start(self.shared.clone())?);
+        }
         self.wait_until_ready(|p| !p.is_waypoint())?;
         if self.runtime.agent.is_some() {
             self.start_pods_of_plan(PodPlan::is_waypoint)?;
@@ -259,7 +292,9 @@ impl Lab {
                 }
                 Ok::<(), LabError>(())
             })??;
-            let ruleset = plan.kube_proxy_ruleset();
+            let runtime = self.shared.runtime();
+            let ruleset =
+                plan.kube_proxy_ruleset_ready(&|pod| runtime.get(pod).is_none_or(|r| r.ready));
             run_in_netns(&netns, || {
                 run_with_input("nft", &["-f", "-"], Some(&ruleset))
             })??;
@@ -345,67 +380,29 @@ impl Lab {
         }
         let locations = records::pod_locations(&self.plan, |p| self.pod_cgroup(p));
         records::write(&self.paths.pod_locations(), &records::to_json(&locations)?)?;
-        records::write(
-            &self.paths.cluster_dir().join("cluster.yaml"),
-            &records::cluster_view(&self.plan, &self.others)?,
-        )
+        {
+            let mut view = self
+                .shared
+                .view
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            view.plan = self.plan.clone();
+            view.others = self.others.clone();
+        }
+        // With each pod's readiness as its kubelet last saw it.
+        self.shared.publish(false)
     }
 
     /// A process of `pod` in `cgroup` (the pod's, or one of its containers' below it).
     fn pod_placement(&self, pod: &PodPlan, cgroup: PathBuf, detach: bool) -> Placement {
-        let dir = self.paths.pod_dir(pod);
-        Placement {
-            cgroup,
-            netns: named_netns_path(&pod.netns),
-            pod_view: Some(PodView {
-                hosts: dir.join("hosts"),
-                resolv_conf: dir.join("resolv.conf"),
-                hostname: pod.name.clone(),
-            }),
-            detach,
-        }
+        self.shared.launcher.placement(pod, cgroup, detach)
     }
 
     fn pod_env(&self, pod: &PodPlan, command: &mut Command) {
-        let version = pod.labels.get("version").cloned().unwrap_or_default();
-        command
-            .env("POD_NAME", &pod.name)
-            .env("POD_NAMESPACE", &pod.namespace)
-            .env("POD_IP", pod.ip.to_string())
-            // The downward API's `status.podIPs`: every address, comma-separated.
-            .env(
-                "POD_IPS",
-                pod.ips()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .env("POD_VERSION", version)
-            .env("POD_SERVICE_ACCOUNT", &pod.service_account)
-            .env("NODE_NAME", &pod.node);
-        if let Some(bin) = &self.runtime.bin_dir {
-            let path = std::env::var("PATH").unwrap_or_default();
-            command.env("PATH", format!("{}:{path}", bin.display()));
-        }
-        if pod.is_waypoint() {
-            // A waypoint reads the cluster where the agents do (the lab's stand-in for the
-            // API server); the CA's address, its root and the token come from the
-            // controller's Deployment (its arguments and volumes, `crate::volumes`).
-            command.env("WEFT_CONFIG_DIR", self.paths.cluster_dir());
-        }
+        self.shared.launcher.env(pod, command)
     }
 
     /// The log level the lab gives weft's own processes, over what a manifest says.
-    fn weft_log(&self, pod: &PodPlan, command: &mut Command) {
-        if pod.is_waypoint() {
-            command.env(
-                "RUST_LOG",
-                self.runtime.agent_log.as_deref().unwrap_or("info"),
-            );
-        }
-    }
-
     /// Starts the pods of the plan `which` selects (the lab coming up).
     fn start_pods_of_plan(&mut self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
         for pod in self.plan.pods.clone().into_iter().filter(|p| which(p)) {
@@ -422,59 +419,11 @@ impl Lab {
         cgroup::create(&self.pod_cgroup(pod))?;
         self.cni_add(pod, retry)?;
         for container in &pod.containers {
-            let backing = Backing {
-                // The bundle the lab rotates as a kubelet would, as agents read it.
-                trust_bundle: self.paths.trust_bundle(),
-                token: self.paths.ca_token(&pod.node),
-            };
-            let volumes_dir = self.paths.pod_dir(pod).join("volumes");
-            let mounts = volumes::mounts(&pod.volumes, container, &backing, &volumes_dir);
-            for mount in &mounts {
-                std::fs::create_dir_all(&mount.dir)
-                    .map_err(LabError::io(format!("creating {}", mount.dir.display())))?;
-                for (file, target) in &mount.links {
-                    let link = mount.dir.join(file);
-                    let _ = std::fs::remove_file(&link);
-                    std::os::unix::fs::symlink(target, &link).map_err(LabError::io(format!(
-                        "linking {} to {}",
-                        link.display(),
-                        target.display()
-                    )))?;
-                }
+            // Kept with the kubelet, which restarts a container whose liveness fails.
+            if let Some(child) = self.shared.launcher.spawn_container(pod, container)? {
+                weft_core::sync::lock(&self.shared.containers)
+                    .insert((pod.key(), container.name.clone()), child);
             }
-            // A container without a command runs its image's entrypoint.
-            let entrypoint = container
-                .image
-                .as_deref()
-                .filter(|_| container.command.is_empty())
-                .and_then(volumes::entrypoint);
-            let mut argv = entrypoint
-                .iter()
-                .chain(&container.command)
-                .chain(&container.args)
-                .map(|a| volumes::substitute(a, &mounts));
-            let Some(program) = argv.next() else { continue };
-            let mut command = Command::new(program);
-            command.args(argv);
-            self.pod_env(pod, &mut command);
-            for env in &container.env {
-                command.env(&env.name, volumes::substitute(&env.value, &mounts));
-            }
-            self.weft_log(pod, &mut command);
-            let log = self.paths.logs().join(format!(
-                "{}-{}-{}.log",
-                pod.namespace, pod.name, container.name
-            ));
-            let cgroup = self.pod_cgroup(pod).join(&container.name);
-            cgroup::create(&cgroup)?;
-            self.spawn_logged(command, &self.pod_placement(pod, cgroup, true), &log)
-                .map_err(|e| {
-                    LabError::Invalid(format!(
-                        "starting {} container {}: {e}",
-                        pod.key(),
-                        container.name
-                    ))
-                })?;
         }
         Ok(())
     }
@@ -623,6 +572,22 @@ impl Lab {
     fn wait_until_ready(&self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         for pod in self.plan.pods.iter().filter(|p| which(p)) {
+            if crate::kubelet::probes_gate_readiness(pod) {
+                // Its kubelet decides: Ready once its probes say so.
+                while !self.pod_ready(&pod.key())? {
+                    if Instant::now() >= deadline {
+                        return Err(LabError::Invalid(format!(
+                            "pod {} was not Ready within {}s; its kubelet says:\n{}\n(logs in {})",
+                            pod.key(),
+                            READY_TIMEOUT.as_secs(),
+                            self.pod_events(&pod.key()).join("\n"),
+                            self.paths.logs().display(),
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                continue;
+            }
             let ports: Vec<u16> = pod
                 .containers
                 .iter()
@@ -980,6 +945,28 @@ impl Lab {
         self.write_records()
     }
 
+    /// Whether `pod` is Ready: its kubelet's probes, or (a pod without probes) started.
+    pub fn pod_ready(&self, pod: &str) -> Result<bool, LabError> {
+        Ok(self.pod_state(pod)?.ready())
+    }
+
+    /// `pod` as its kubelet sees it: each container's readiness, restarts and probe counts.
+    pub fn pod_state(&self, pod: &str) -> Result<PodState, LabError> {
+        self.shared
+            .pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(pod)
+            .cloned()
+            .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))
+    }
+
+    /// What the kubelet did about `pod` (probe failures, readiness changes, restarts), in
+    /// order, as `kubectl describe pod` lists events.
+    pub fn pod_events(&self, pod: &str) -> Vec<String> {
+        self.shared.events(pod)
+    }
+
     /// Adds (or replaces) a file of objects in the cluster view, as `kubectl apply -f`
     /// would: the agents and the CA pick it up from there.
     pub fn apply_yaml(&self, name: &str, yaml: &str) -> Result<(), LabError> {
@@ -1168,6 +1155,10 @@ impl Lab {
     /// Takes the lab down now, reporting errors (Drop does the same, silently).
     pub fn down(mut self) -> Result<(), LabError> {
         self.keep = true;
+        // No kubelet may restart a container while the lab is taken down.
+        if let Some(mut kubelets) = self.kubelets.take() {
+            kubelets.stop();
+        }
         let result = down(&self.plan.lab);
         self.reap();
         result
@@ -1181,11 +1172,15 @@ impl Lab {
             let _ = child.wait();
         }
         self.children.clear();
+        self.shared.stop_and_reap();
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(mut kubelets) = self.kubelets.take() {
+            kubelets.stop();
+        }
         if self.keep {
             // The processes outlive this handle (they are in their own sessions).
             self.children.clear();

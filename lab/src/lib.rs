@@ -2,10 +2,10 @@
 //!
 //! It plays the parts a cluster provides around weft — API server (a directory of YAML),
 //! kubelet (pod processes in their own network namespace, pod cgroup and a cgroup per
-//! container), CNI (veth pairs and routes; then the plugins the node's CNI configuration
-//! chains, such as weft-cni, run as a container runtime runs them), kube-proxy (nftables
-//! DNAT for ClusterIPs in node namespaces) and DNS (`/etc/hosts`) — so that weft-agent can
-//! run unchanged on top of it.
+//! container, and their probes: `kubelet`), CNI (veth pairs and routes; then the plugins the
+//! node's CNI configuration chains, such as weft-cni, run as a container runtime runs them),
+//! kube-proxy (nftables DNAT for ClusterIPs in node namespaces) and DNS (`/etc/hosts`) — so
+//! that weft-agent can run unchanged on top of it.
 //!
 //! Layout on the machine, all named after the lab so that `down` finds even what a crashed
 //! `up` left behind:
@@ -18,6 +18,7 @@ mod cgroup;
 mod cmd;
 pub mod cni;
 mod error;
+pub mod kubelet;
 mod lab;
 pub mod manifest;
 pub mod plan;

@@ -277,11 +277,22 @@ impl ServicePlan {
     /// `port` (what the EndpointSlices of that family list), skipping endpoints without
     /// the port; empty when the Service is not of that family.
     pub fn targets(&self, family: IpFamily, port: usize) -> Vec<(IpAddr, u16)> {
+        self.ready_targets(family, port, &|_| true)
+    }
+
+    /// [`ServicePlan::targets`] of the endpoints whose pod is `ready`.
+    pub fn ready_targets(
+        &self,
+        family: IpFamily,
+        port: usize,
+        ready: &dyn Fn(&str) -> bool,
+    ) -> Vec<(IpAddr, u16)> {
         if !self.ip_families.contains(&family) {
             return Vec::new();
         }
         self.endpoints
             .iter()
+            .filter(|e| ready(&e.pod))
             .filter_map(|e| {
                 let ip = match family {
                     IpFamily::V4 => IpAddr::V4(e.ip),
@@ -380,6 +391,9 @@ impl Plan {
                 return Err(LabError::Invalid(format!("pod {key} is defined twice")));
             }
             validate_dns_label(&pod.metadata.name, "pod name")?;
+            for container in &pod.spec.containers {
+                crate::manifest::validate_probes(&key, container)?;
+            }
             let node_index = match &pod.spec.node_name {
                 Some(wanted) => nodes.iter().position(|n| &n.name == wanted).ok_or_else(|| {
                     LabError::Invalid(format!(
@@ -558,13 +572,36 @@ impl Plan {
     /// Like kube-proxy's nftables mode, one table per family of the cluster (`ip`, and `ip6`
     /// when dual-stack), each with the ClusterIPs and endpoints of its family.
     pub fn kube_proxy_ruleset(&self) -> String {
+        self.kube_proxy_ruleset_ready(&|_| true)
+    }
+
+    /// The ruleset with only the endpoints whose pod (`namespace/name`) is `ready`, as
+    /// kube-proxy programs the ready endpoints of each EndpointSlice.
+    pub fn kube_proxy_ruleset_ready(&self, ready: &dyn Fn(&str) -> bool) -> String {
         self.families
             .iter()
-            .map(|family| self.kube_proxy_table(*family))
+            .map(|family| self.kube_proxy_table(*family, ready))
             .collect()
     }
 
-    fn kube_proxy_table(&self, family: IpFamily) -> String {
+    /// [`Plan::kube_proxy_ruleset_ready`] as one nftables transaction that replaces the
+    /// tables in place (`nft -f`): new connections meet either the old rules or the new.
+    pub fn kube_proxy_reload(&self, ready: &dyn Fn(&str) -> bool) -> String {
+        let mut out = String::new();
+        for family in &self.families {
+            let table = match family {
+                IpFamily::V4 => "ip",
+                IpFamily::V6 => "ip6",
+            };
+            out.push_str(&format!(
+                "table {table} {KUBE_PROXY_TABLE}\ndelete table {table} {KUBE_PROXY_TABLE}\n"
+            ));
+        }
+        out.push_str(&self.kube_proxy_ruleset_ready(ready));
+        out
+    }
+
+    fn kube_proxy_table(&self, family: IpFamily, ready: &dyn Fn(&str) -> bool) -> String {
         let (table, match_address) = match family {
             IpFamily::V4 => ("ip", "ip"),
             IpFamily::V6 => ("ip6", "ip6"),
@@ -576,7 +613,7 @@ impl Plan {
                 continue;
             };
             for (p, port) in svc.ports.iter().enumerate() {
-                let targets = svc.targets(family, p);
+                let targets = svc.ready_targets(family, p, ready);
                 if targets.is_empty() {
                     continue;
                 }
@@ -1361,7 +1398,7 @@ spec:
     #[test]
     fn the_cluster_view_has_pod_ips_and_endpoint_slices_of_each_family() {
         let p = dual_plan(DUAL);
-        let view = crate::records::cluster_view(&p, &[]).expect("view");
+        let view = crate::records::cluster_view(&p, &[], &Default::default()).expect("view");
         let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&view)
             .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
             .filter(|v: &serde_yaml::Value| !v.is_null())
@@ -1414,5 +1451,64 @@ spec:
         assert_eq!(stable_uid("a", "x/y"), stable_uid("a", "x/y"));
         assert_ne!(stable_uid("a", "x/y"), stable_uid("b", "x/y"));
         assert_eq!(stable_uid("a", "x/y").len(), 36);
+    }
+
+    #[test]
+    fn an_unready_pod_is_out_of_its_endpoint_slices_and_kube_proxy() {
+        let p = dual_plan(DUAL);
+        let runtime = std::collections::BTreeMap::from([(
+            "shop/web-b".to_string(),
+            crate::records::PodRuntime {
+                ready: false,
+                containers: vec![("app".into(), false, true, 2)],
+            },
+        )]);
+        let view = crate::records::cluster_view(&p, &[], &runtime).expect("view");
+        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&view)
+            .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+            .filter(|v: &serde_yaml::Value| !v.is_null())
+            .collect();
+        let pod = |name: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == "Pod" && d["metadata"]["name"].as_str() == Some(name))
+                .unwrap_or_else(|| panic!("no pod {name}"))
+        };
+        assert_eq!(pod("web-b")["status"]["conditions"][0]["status"], "False");
+        assert_eq!(
+            pod("web-b")["status"]["containerStatuses"][0]["restartCount"],
+            2
+        );
+        assert_eq!(pod("web-a")["status"]["conditions"][0]["status"], "True");
+        let slice = docs
+            .iter()
+            .find(|d| d["kind"] == "EndpointSlice" && d["metadata"]["name"] == "web-0")
+            .expect("web-0");
+        let ready: Vec<(String, bool)> = slice["endpoints"]
+            .as_sequence()
+            .expect("endpoints")
+            .iter()
+            .map(|e| {
+                (
+                    e["targetRef"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    e["conditions"]["ready"].as_bool().unwrap_or(true),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ready,
+            vec![("web-a".to_string(), true), ("web-b".to_string(), false)]
+        );
+        let web_b = p.pod("shop/web-b").expect("web-b").ip.to_string();
+        let rules = p.kube_proxy_reload(&|pod| pod != "shop/web-b");
+        assert!(!rules.contains(&web_b), "{rules}");
+        assert!(
+            rules.starts_with(&format!(
+                "table ip {KUBE_PROXY_TABLE}\ndelete table ip {KUBE_PROXY_TABLE}\n"
+            )),
+            "the tables are replaced in one transaction: {rules}"
+        );
     }
 }

@@ -82,6 +82,7 @@ pub fn pod_to_enroll(
         identity,
         location: place,
         exclusions,
+        probe_ports: workload.probe_ports.clone(),
     })
 }
 

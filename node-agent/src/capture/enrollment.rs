@@ -22,8 +22,8 @@ use tracing::{info, warn};
 use weft_core::hbone::{HboneServer, HboneServerConfig};
 use weft_core::identity::Identity;
 use weft_ebpf_common::{
-    PodStats, TRANSPARENT_MARK, TRANSPARENT_MARK_MASK, TRANSPARENT_RULE_PRIORITY,
-    TRANSPARENT_TABLE, ip6_words, ports,
+    AF_INET, AF_INET6, PodStats, ProbeNode, ProbeTarget, TRANSPARENT_MARK, TRANSPARENT_MARK_MASK,
+    TRANSPARENT_RULE_PRIORITY, TRANSPARENT_TABLE, ip6_words, ports,
 };
 use weft_host::cgroup::{cgroup_id, cgroup_tree_ids};
 use weft_host::handoff::Inherited;
@@ -33,7 +33,9 @@ use weft_host::pod_routing::{IpFamily, LocalDelivery, PodRoutingError};
 
 use super::addresses::PodIps;
 use super::exclusions::Exclusions;
-use crate::ebpf::attach::{Attachment, attach_pod, detach_pod, pinned_pods, pod_pin_dir};
+use crate::ebpf::attach::{
+    Attachment, attach_node_probe, attach_pod, detach_pod, pinned_pods, pod_pin_dir,
+};
 use crate::ebpf::loader::{Loaded, Maps};
 use crate::mesh::SharedMesh;
 use crate::pods::locator::PodPlace;
@@ -85,6 +87,9 @@ pub struct PodToEnroll {
     pub identity: Identity,
     pub location: PodPlace,
     pub exclusions: Exclusions,
+    /// The ports the kubelet's probes connect to (`Workload::probe_ports`): the node's own
+    /// connections to them reach the application past the mesh.
+    pub probe_ports: Vec<u16>,
 }
 
 struct EnrolledPod {
@@ -98,6 +103,8 @@ struct EnrolledPod {
     /// A second handle of each listener, by its handoff name: what a successor is offered.
     listeners: Vec<(String, OwnedFd)>,
     hbone: HboneServer,
+    /// Its entries in PROBE_TARGETS.
+    probe_targets: Vec<ProbeTarget>,
 }
 
 /// What the admin endpoint shows per pod.
@@ -146,6 +153,10 @@ pub struct Enrollment {
     inherited: Inherited,
     /// Set once a successor serves this node: nothing is enrolled, unenrolled or detached.
     retired: bool,
+    /// The node's network namespace (the agent's own, `hostNetwork`), where the kubelet's
+    /// probe connections come from; `None` when `weft_node_probe` is not loaded or the
+    /// namespace could not be opened.
+    node_netns: Option<OwnedFd>,
 }
 
 /// The handoff name of a pod's listener: the pod and the address, so a successor takes it
@@ -157,7 +168,16 @@ pub fn listener_name(uid: &str, addr: SocketAddr) -> String {
 impl Enrollment {
     /// `inherited`: the previous agent's listeners ([`Inherited::empty`] on a fresh start).
     pub fn new(loaded: Loaded, mesh: SharedMesh, inherited: Inherited) -> Self {
+        // The calling thread's namespace: the agent's threads never leave the node's (only
+        // the per-pod socket threads and scoped helpers enter pods').
+        let node_netns = loaded.node_probe.then(|| {
+            std::fs::File::open("/proc/thread-self/ns/net")
+                .map(OwnedFd::from)
+                .map_err(|e| warn!(error = %e, "opening the node's network namespace failed: the node's probe connections will not be recognized"))
+                .ok()
+        }).flatten();
         Self {
+            node_netns,
             ebpf: loaded.ebpf,
             maps: loaded.maps,
             pin_root: loaded.pin_root,
@@ -486,6 +506,7 @@ impl Enrollment {
             &location.cgroup,
             &location.netns,
         )?;
+        let probe_targets = self.recognize_node_probes(pod);
 
         // The certificate is fetched now so the first connection does not wait for the CA;
         // until it arrives, handshakes for this pod fail (closed).
@@ -565,9 +586,80 @@ impl Enrollment {
                 tasks,
                 listeners,
                 hbone: server,
+                probe_targets,
             },
         );
         Ok(attachment)
+    }
+
+    /// Lets the node's own connections to the pod's probe ports reach the application:
+    /// `weft_node_probe` on the pod's interfaces, and a PROBE_TARGETS entry per pod address
+    /// and probe port naming the node's namespace as the pod's names it. A failure costs the
+    /// pod its probes under STRICT or behind a waypoint (they are captured like any
+    /// plaintext client), never its capture: logged, and the pod is enrolled.
+    fn recognize_node_probes(&mut self, pod: &PodToEnroll) -> Vec<ProbeTarget> {
+        if pod.probe_ports.is_empty() {
+            return Vec::new();
+        }
+        let Some(node_netns) = self.node_netns.as_ref().map(AsFd::as_fd) else {
+            warn!(pod = %pod.key, "the node's probe connections cannot be recognized on this host: the pod's probes are captured like any plaintext client");
+            return Vec::new();
+        };
+        let ips = pod.ips.all();
+        let found = run_in_netns(&pod.location.netns, || {
+            let id = weft_host::pod_routing::netns_id(node_netns)
+                .map_err(|e| format!("naming the node's network namespace in the pod's: {e}"))?;
+            let interfaces = weft_host::pod_routing::interfaces_holding(&ips)
+                .map_err(|e| format!("listing the pod's interfaces: {e}"))?;
+            Ok::<_, String>((id, interfaces))
+        });
+        let (netns_id, interfaces) = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                warn!(pod = %pod.key, %error, "the node's probe connections will not reach the application");
+                return Vec::new();
+            }
+            Err(error) => {
+                warn!(pod = %pod.key, %error, "the node's probe connections will not reach the application");
+                return Vec::new();
+            }
+        };
+        if interfaces.is_empty() {
+            warn!(pod = %pod.key, ips = ?ips, "no interface of the pod holds its addresses: the node's probe connections will not reach the application");
+            return Vec::new();
+        }
+        if let Err(error) = attach_node_probe(
+            &mut self.ebpf,
+            &pod_pin_dir(&self.pin_root, &pod.uid),
+            &pod.location.netns,
+            &interfaces,
+        ) {
+            warn!(pod = %pod.key, error = %format!("{error:#}"), "the node's probe connections will not reach the application");
+            return Vec::new();
+        }
+        let mut targets = Vec::new();
+        for ip in ips {
+            let (addr, family) = match ip {
+                IpAddr::V4(v4) => ([u32::from(v4).to_be(), 0, 0, 0], AF_INET),
+                IpAddr::V6(v6) => (ip6_words(v6.octets()), AF_INET6),
+            };
+            for port in &pod.probe_ports {
+                let target = ProbeTarget {
+                    addr,
+                    port: *port,
+                    family,
+                };
+                let node = ProbeNode { netns_id, _pad: 0 };
+                match self.maps.probe_targets.insert(target, node, 0) {
+                    Ok(()) => targets.push(target),
+                    Err(error) => {
+                        warn!(pod = %pod.key, %ip, port, %error, "filing a probe target failed: the node's probes to it are captured like any plaintext client")
+                    }
+                }
+            }
+        }
+        info!(pod = %pod.key, ports = ?pod.probe_ports, ?interfaces, netns_id, "the node's probe connections reach the application");
+        targets
     }
 
     fn unenroll(&mut self, uid: &str) -> anyhow::Result<()> {
@@ -599,6 +691,9 @@ impl Enrollment {
         // Earlier releases filed every cgroup below the pod's as well.
         for id in cgroup_tree_ids(&pod.spec.location.cgroup).unwrap_or_default() {
             let _ = self.maps.pod_capture.remove(&id);
+        }
+        for target in &pod.probe_targets {
+            let _ = self.maps.probe_targets.remove(target);
         }
         let _ = self.maps.pod_stats.remove(&pod.pod_id);
         if let Some(v4) = ips.v4 {

@@ -2,6 +2,7 @@
 //! transparency for the application, and inbound delivery to the agent.
 mod established;
 mod inbound;
+mod node_probe;
 mod outbound;
 mod transparency;
 
