@@ -34,6 +34,10 @@ pub struct MeshConfig {
     /// Named providers that AuthorizationPolicy `CUSTOM` (and, later, Telemetry) refer to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extension_providers: Vec<ExtensionProvider>,
+    /// What the node agents do with connections to destinations the registry does not
+    /// know (`ALLOW_ANY`, Istio's default, or `REGISTRY_ONLY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
     /// Must agree with weft's root namespace (`istio-system`, where the ConfigMap is read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_namespace: Option<String>,
@@ -58,6 +62,49 @@ impl MeshConfig {
 
     pub fn extension_provider(&self, name: &str) -> Option<&ExtensionProvider> {
         self.extension_providers.iter().find(|p| p.name == name)
+    }
+
+    /// The outbound traffic policy in force: `ALLOW_ANY` unless the mesh config says
+    /// `REGISTRY_ONLY`.
+    pub fn outbound_traffic_mode(&self) -> OutboundTrafficMode {
+        self.outbound_traffic_policy
+            .as_ref()
+            .and_then(|p| p.mode)
+            .unwrap_or_default()
+    }
+}
+
+/// `MeshConfig.OutboundTrafficPolicy`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<OutboundTrafficMode>,
+    /// Istio's sidecars send what `ALLOW_ANY` lets out through this destination; weft's
+    /// agents cannot (validation refuses it under `ALLOW_ANY`, warns under `REGISTRY_ONLY`,
+    /// where it has no effect in Istio either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<Value>,
+}
+
+/// `MeshConfig.OutboundTrafficPolicy.Mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficMode {
+    /// Connections to unknown destinations leave the mesh as they were addressed.
+    #[default]
+    AllowAny,
+    /// Only destinations the registry knows (pods, Services, ServiceEntries) are reached;
+    /// any other connection is refused and reported as Istio's `BlackHoleCluster`.
+    RegistryOnly,
+}
+
+impl OutboundTrafficMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboundTrafficMode::AllowAny => "ALLOW_ANY",
+            OutboundTrafficMode::RegistryOnly => "REGISTRY_ONLY",
+        }
     }
 }
 
@@ -287,6 +334,26 @@ mod tests {
         assert_eq!(
             merge.path_normalization(),
             PathNormalization::DecodeAndMergeSlashes
+        );
+    }
+
+    #[test]
+    fn the_outbound_traffic_policy_defaults_to_allow_any() {
+        assert_eq!(
+            MeshConfig::default().outbound_traffic_mode(),
+            OutboundTrafficMode::AllowAny
+        );
+        let locked = parse("outboundTrafficPolicy: {mode: REGISTRY_ONLY}");
+        assert_eq!(
+            locked.outbound_traffic_mode(),
+            OutboundTrafficMode::RegistryOnly
+        );
+        assert!(locked.other.is_empty(), "typed, not kept as another field");
+        let open = parse("outboundTrafficPolicy: {}");
+        assert_eq!(open.outbound_traffic_mode(), OutboundTrafficMode::AllowAny);
+        assert!(
+            serde_yaml::from_str::<MeshConfig>("outboundTrafficPolicy: {mode: DENY_ALL}").is_err(),
+            "a mode Istio does not define"
         );
     }
 

@@ -190,3 +190,87 @@ impl HostRoutes {
             .map(|s| &s.labels)
     }
 }
+
+/// One host of a ServiceEntry, as the data path needs it: what clients dial to reach it,
+/// and where its connections go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryHost {
+    /// The host (`api.example.com`, `*.example.com`): `destination_service` in metrics, the
+    /// name the DNS proxy answers, the VirtualService and DestinationRule host.
+    pub host: String,
+    /// The ServiceEntry's namespace and name.
+    pub namespace: String,
+    pub name: String,
+    /// The addresses clients dial: the entry's single addresses, or one the registry
+    /// allocated from 240.240.0.0/16 ([`EntryHost::auto_allocated`]).
+    pub vips: Vec<IpAddr>,
+    /// Whether `vips` were allocated by the registry (no `addresses`, resolution not NONE).
+    pub auto_allocated: bool,
+    /// The entry's CIDR blocks (`addresses` with a prefix): a destination inside one is
+    /// this host's.
+    pub blocks: Vec<(IpAddr, u8)>,
+    pub ports: Vec<EntryPort>,
+    pub location: crate::api::networking::Location,
+    pub resolution: crate::api::networking::Resolution,
+    pub endpoints: Vec<EntryEndpoint>,
+    /// `workloadSelector.labels`: the entry's endpoints are the pods of its namespace with
+    /// these labels.
+    pub workload_selector: Option<BTreeMap<String, String>>,
+    /// `exportTo`; empty is everywhere (Istio's default).
+    pub export_to: Vec<String>,
+    /// `istio.io/use-waypoint` of the entry or its namespace.
+    pub waypoint: Option<WaypointRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryPort {
+    pub number: u16,
+    pub name: String,
+    /// Upper case; empty when unset (TCP).
+    pub protocol: String,
+    pub target_port: Option<u16>,
+}
+
+/// An endpoint of a ServiceEntry (`endpoints[]`): an IP address, or a name to resolve
+/// (resolution DNS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryEndpoint {
+    pub address: String,
+    /// Port name → the port this endpoint listens on for it.
+    pub ports: BTreeMap<String, u16>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl EntryHost {
+    pub fn port(&self, number: u16) -> Option<&EntryPort> {
+        self.ports.iter().find(|p| p.number == number)
+    }
+
+    /// Whether a client in `namespace` sees this host (`exportTo`: `*` or empty everywhere,
+    /// `.` its own namespace, `~` nowhere, else the namespaces named).
+    pub fn visible_to(&self, namespace: &str) -> bool {
+        self.export_to.is_empty()
+            || self.export_to.iter().any(|to| {
+                to == "*" || (to == "." && namespace == self.namespace) || to == namespace
+            })
+    }
+
+    /// Whether `ip` is one of the addresses clients dial for this host (a VIP, or inside a
+    /// block).
+    pub fn has_address(&self, ip: IpAddr) -> bool {
+        self.vips.contains(&ip)
+            || self.blocks.iter().any(|(block, prefix)| {
+                crate::translate::service_entry::in_block(ip, *block, *prefix)
+            })
+    }
+
+    /// The port an endpoint serves the entry's port `number` on: the endpoint's own port
+    /// for that port's name, else the port's `targetPort`, else the number itself.
+    pub fn endpoint_port(&self, number: u16, endpoint: Option<&EntryEndpoint>) -> Option<u16> {
+        let port = self.port(number)?;
+        if let Some(own) = endpoint.and_then(|e| e.ports.get(&port.name)) {
+            return Some(*own);
+        }
+        Some(port.target_port.unwrap_or(port.number))
+    }
+}

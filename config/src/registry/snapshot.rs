@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::cow::CowMap;
-use super::model::{Endpoint, HostRoutes, Service, Waypoint, WaypointRef, Workload};
+use super::model::{Endpoint, EntryHost, HostRoutes, Service, Waypoint, WaypointRef, Workload};
 use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
 use crate::api::mesh::MeshConfig;
@@ -50,6 +50,13 @@ pub struct Snapshot {
     pub(super) service_entries: Arc<Vec<Arc<ServiceEntry>>>,
     pub(super) service_entries_by_host: Arc<HashMap<String, Vec<Arc<ServiceEntry>>>>,
     pub(super) service_entries_by_address: Arc<HashMap<IpAddr, Arc<ServiceEntry>>>,
+    /// Every host of every ServiceEntry, oldest entry first, with its addresses.
+    pub(super) entry_hosts: Arc<Vec<Arc<EntryHost>>>,
+    /// By each address clients dial (declared or allocated), oldest entry first.
+    pub(super) entry_hosts_by_vip: Arc<HashMap<IpAddr, Vec<Arc<EntryHost>>>>,
+    pub(super) entry_hosts_by_name: Arc<HashMap<String, Vec<Arc<EntryHost>>>>,
+    /// The hosts with CIDR blocks, the most specific block first.
+    pub(super) entry_host_blocks: Arc<Vec<Arc<EntryHost>>>,
     pub(super) gateways: Arc<Vec<Arc<Gateway>>>,
     /// Waypoints declared by Gateway API Gateways of a waypoint class, by (namespace, name).
     pub(super) waypoints: Arc<BTreeMap<(String, String), Arc<Waypoint>>>,
@@ -194,6 +201,71 @@ impl Snapshot {
 
     pub fn service_entry_by_address(&self, ip: IpAddr) -> Option<&Arc<ServiceEntry>> {
         self.service_entries_by_address.get(&ip)
+    }
+
+    /// Every host of every ServiceEntry, oldest entry first.
+    pub fn entry_hosts(&self) -> impl Iterator<Item = &Arc<EntryHost>> {
+        self.entry_hosts.iter()
+    }
+
+    /// The ServiceEntry host a client in `namespace` reaches at `ip`: one whose address it
+    /// is (the oldest entry visible to the client), else one with a block holding it (the
+    /// most specific).
+    pub fn entry_host_by_address(&self, ip: IpAddr, namespace: &str) -> Option<&Arc<EntryHost>> {
+        self.entry_hosts_by_vip
+            .get(&ip)
+            .into_iter()
+            .flatten()
+            .find(|h| h.visible_to(namespace))
+            .or_else(|| {
+                self.entry_host_blocks
+                    .iter()
+                    .find(|h| h.visible_to(namespace) && h.has_address(ip))
+            })
+    }
+
+    /// The ServiceEntry host named `host` for a client in `namespace`: an exact host, else
+    /// the most specific wildcard host (`*.example.com`) matching it.
+    pub fn entry_host_named(&self, host: &str, namespace: &str) -> Option<&Arc<EntryHost>> {
+        let exact = self
+            .entry_hosts_by_name
+            .get(host)
+            .into_iter()
+            .flatten()
+            .find(|h| h.visible_to(namespace));
+        exact.or_else(|| {
+            self.entry_hosts
+                .iter()
+                .filter(|h| h.visible_to(namespace))
+                .filter_map(|h| {
+                    let suffix = h.host.strip_prefix('*')?;
+                    host.ends_with(suffix).then_some((suffix.len(), h))
+                })
+                .max_by_key(|(len, _)| *len)
+                .map(|(_, h)| h)
+        })
+    }
+
+    /// The waypoint that traffic for the ServiceEntry host must pass: its binding names a
+    /// declared waypoint that serves services.
+    pub fn entry_host_waypoint(&self, host: &EntryHost) -> Option<&Arc<Waypoint>> {
+        self.waypoint(host.waypoint.as_ref()?)
+            .filter(|w| w.traffic.serves_services())
+    }
+
+    /// The pods a ServiceEntry's `workloadSelector` selects: those of its namespace with
+    /// its labels.
+    pub fn entry_host_workloads<'a>(
+        &'a self,
+        host: &'a EntryHost,
+    ) -> impl Iterator<Item = &'a Arc<Workload>> + 'a {
+        let selector = host.workload_selector.as_ref();
+        self.workloads().filter(move |w| {
+            selector.is_some_and(|labels| {
+                w.namespace == host.namespace
+                    && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+            })
+        })
     }
 
     pub fn gateways(&self) -> impl Iterator<Item = &Arc<Gateway>> {

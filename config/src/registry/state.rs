@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::change::{Candidate, Change};
-use super::model::{HostRoutes, Workload};
+use super::model::{EntryHost, HostRoutes, Workload};
 use super::required_waypoints;
 use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
@@ -432,7 +432,8 @@ impl State {
         if kinds.contains(&Kind::VirtualService) || kinds.contains(&Kind::DestinationRule) {
             self.derive_routes();
         }
-        if kinds.contains(&Kind::ServiceEntry) {
+        // An entry's waypoint binding may come from its namespace's label.
+        if kinds.contains(&Kind::ServiceEntry) || !dirty.namespaces.is_empty() {
             self.derive_service_entries();
             hosts_changed = true;
         }
@@ -623,9 +624,35 @@ impl State {
                 }
             }
         }
+        let namespaces = &self.namespaces;
+        let hosts = translate::service_entry::entry_hosts(&entries, &|namespace| {
+            namespaces.get(namespace).map(|ns| labels(&ns.metadata))
+        });
+        let mut hosts_by_vip: HashMap<IpAddr, Vec<Arc<EntryHost>>> = HashMap::new();
+        let mut hosts_by_name: HashMap<String, Vec<Arc<EntryHost>>> = HashMap::new();
+        for host in &hosts {
+            for vip in &host.vips {
+                hosts_by_vip.entry(*vip).or_default().push(host.clone());
+            }
+            hosts_by_name
+                .entry(host.host.clone())
+                .or_default()
+                .push(host.clone());
+        }
+        let mut blocks: Vec<Arc<EntryHost>> = hosts
+            .iter()
+            .filter(|h| !h.blocks.is_empty())
+            .cloned()
+            .collect();
+        // The most specific block first; equal prefixes keep the oldest entry first.
+        blocks.sort_by_key(|h| std::cmp::Reverse(h.blocks.iter().map(|b| b.1).max()));
         self.snapshot.service_entries = Arc::new(entries);
         self.snapshot.service_entries_by_host = Arc::new(by_host);
         self.snapshot.service_entries_by_address = Arc::new(by_address);
+        self.snapshot.entry_hosts = Arc::new(hosts);
+        self.snapshot.entry_hosts_by_vip = Arc::new(hosts_by_vip);
+        self.snapshot.entry_hosts_by_name = Arc::new(hosts_by_name);
+        self.snapshot.entry_host_blocks = Arc::new(blocks);
     }
 
     fn derive_warnings(&mut self) {
@@ -664,6 +691,18 @@ impl State {
             if !found.is_empty() {
                 warnings.insert(object.object_ref(), found);
             }
+        }
+        // Addresses two ServiceEntries (or a ServiceEntry and a Service) both claim.
+        for (object, found) in validate::address_overlaps(&snapshot.service_entries, &|ip| {
+            snapshot
+                .services_by_vip
+                .get(&ip)
+                .map(|s| format!("{}/{}", s.namespace, s.name))
+        }) {
+            warnings
+                .entry(object)
+                .or_insert_with(Vec::new)
+                .extend(found);
         }
         // CUSTOM policies against the mesh config's extension providers.
         for policy in self.authorization_policies.values() {

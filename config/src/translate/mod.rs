@@ -4,6 +4,7 @@ pub mod hosts;
 pub mod policy;
 pub mod routes;
 pub mod service;
+pub mod service_entry;
 pub mod waypoint;
 pub mod workload;
 

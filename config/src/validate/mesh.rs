@@ -5,12 +5,16 @@
 //! providers without a name, with a duplicate name, with no provider or two, and ext-authz
 //! providers without a service or port, with an unparsable timeout or `statusOnError`, a
 //! body buffer of 0 bytes (Envoy refuses it), or a lone `*` in the HTTP provider's header
-//! lists (Istio refuses it).
+//! lists (Istio refuses it); an `outboundTrafficPolicy.mode` Istio does not define (refused
+//! when parsed); an `outboundTrafficPolicy.egressProxy` under `ALLOW_ANY` (Istio's sidecars
+//! send unknown destinations through it; weft's agents would let them out directly, past
+//! the proxy the operator meant them to pass).
 //!
 //! Warned about, since weft accepts them but does not act on them: every other Istio field,
 //! and provider kinds other than the ext-authz ones; ext-authz providers whose service names
 //! no known host (the requests sent to them are denied); `trustDomain` or `rootNamespace`
-//! different from weft's own settings (the `--trust-domain` flag; the root namespace,
+//! different from weft's own settings; an `egressProxy` under `REGISTRY_ONLY` (no effect, as
+//! in Istio) (the `--trust-domain` flag; the root namespace,
 //! `istio-system`, is where this ConfigMap is read); an `istio`
 //! ConfigMap outside the root namespace (not read, as Istio does not read it).
 use std::collections::HashSet;
@@ -19,7 +23,7 @@ use super::paths::{FieldPath, Issues};
 use crate::api::ObjectRef;
 use crate::api::mesh::{
     EnvoyExtAuthzGrpcProvider, EnvoyExtAuthzHttpProvider, ExtAuthzRequestBody, ISTIO_MESH_FIELDS,
-    ISTIO_PROVIDER_KINDS, MESH_KEY, MeshConfig,
+    ISTIO_PROVIDER_KINDS, MESH_KEY, MeshConfig, OutboundTrafficMode,
 };
 use crate::duration;
 use crate::refusal::FieldIssue;
@@ -39,6 +43,17 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
                 "not a field of Istio's MeshConfig (misspelt?)",
             );
         }
+    }
+    if let Some(policy) = &mesh.outbound_traffic_policy
+        && policy.egress_proxy.is_some()
+        && mesh.outbound_traffic_mode() == OutboundTrafficMode::AllowAny
+    {
+        issues.add(
+            &root.field("outboundTrafficPolicy").field("egressProxy"),
+            "not supported: weft's agents send connections to unknown destinations out \
+             directly, not through an egress proxy; use REGISTRY_ONLY with ServiceEntries bound \
+             to an egress waypoint instead",
+        );
     }
     let mut names = HashSet::new();
     for (i, provider) in mesh.extension_providers.iter().enumerate() {
@@ -196,6 +211,15 @@ pub(super) fn warnings(
             );
         }
     }
+    if let Some(policy) = &mesh.outbound_traffic_policy
+        && policy.egress_proxy.is_some()
+        && mesh.outbound_traffic_mode() == OutboundTrafficMode::RegistryOnly
+    {
+        issues.add(
+            &root.field("outboundTrafficPolicy").field("egressProxy"),
+            "has no effect under REGISTRY_ONLY (as in Istio): unknown destinations are refused",
+        );
+    }
     for (i, provider) in mesh.extension_providers.iter().enumerate() {
         let at = root.field("extensionProviders").index(i);
         for kind in provider.other.keys() {
@@ -341,6 +365,34 @@ extensionProviders:
             fields(&warnings(&istio, &m, &MeshSettings::default(), &known)),
             ["data.mesh.extensionProviders[1].envoyExtAuthzGrpc.service"]
         );
+    }
+
+    #[test]
+    fn an_egress_proxy_is_refused_where_it_would_be_bypassed() {
+        let istio = ObjectRef::new(Kind::MeshConfig, "istio-system", "istio");
+        let allow = mesh(
+            "outboundTrafficPolicy:\n  egressProxy: {host: squid.proxy.svc.cluster.local, port: {number: 3128}}\n",
+        );
+        assert_eq!(
+            fields(&mesh_config(&allow)),
+            ["data.mesh.outboundTrafficPolicy.egressProxy"]
+        );
+        let locked = mesh(
+            "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n  egressProxy: {host: squid.proxy.svc.cluster.local}\n",
+        );
+        assert!(mesh_config(&locked).is_empty());
+        assert_eq!(
+            fields(&warnings(
+                &istio,
+                &locked,
+                &MeshSettings::default(),
+                &|_| true
+            )),
+            ["data.mesh.outboundTrafficPolicy.egressProxy"]
+        );
+        let plain = mesh("outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n");
+        assert!(mesh_config(&plain).is_empty());
+        assert!(warnings(&istio, &plain, &MeshSettings::default(), &|_| true).is_empty());
     }
 
     #[test]

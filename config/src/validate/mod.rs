@@ -128,6 +128,67 @@ pub fn warnings(
         .collect()
 }
 
+/// ServiceEntry addresses another object already claims (`entries` oldest first): a single
+/// address or block overlapping an older entry's (connections to it go to the older entry's
+/// host), or a Service's ClusterIP (`service_at` names the Service; it wins). Warned about
+/// on the younger entry, at `spec.addresses[i]`.
+pub fn address_overlaps(
+    entries: &[std::sync::Arc<crate::api::networking::ServiceEntry>],
+    service_at: &dyn Fn(std::net::IpAddr) -> Option<String>,
+) -> Vec<(crate::api::ObjectRef, Vec<Warning>)> {
+    use crate::translate::service_entry::in_block;
+    let mut claimed: Vec<(std::net::IpAddr, u8, crate::api::ObjectRef)> = Vec::new();
+    let mut out = Vec::new();
+    for entry in entries {
+        let object_ref = crate::api::ObjectRef::new(
+            crate::api::Kind::ServiceEntry,
+            entry.metadata.namespace.as_deref().unwrap_or_default(),
+            entry.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let mut issues = Vec::new();
+        for (i, address) in entry.spec.addresses.iter().enumerate() {
+            let Ok((ip, prefix)) = cidr::parse(address) else {
+                continue;
+            };
+            let field = format!("spec.addresses[{i}]");
+            let single = prefix == if ip.is_ipv4() { 32 } else { 128 };
+            if single && let Some(service) = service_at(ip) {
+                issues.push(FieldIssue::new(
+                    field.clone(),
+                    format!(
+                        "{address} is the ClusterIP of Service {service}: connections to it \
+                         go to the Service"
+                    ),
+                ));
+            }
+            let older = claimed.iter().find(|(other, other_prefix, owner)| {
+                *owner != object_ref && in_block(ip, *other, prefix.min(*other_prefix))
+            });
+            if let Some((_, _, owner)) = older {
+                issues.push(FieldIssue::new(
+                    field,
+                    format!(
+                        "{address} overlaps an address of ServiceEntry {}/{}: connections to \
+                         the addresses both claim go to the older entry's hosts",
+                        owner.namespace, owner.name
+                    ),
+                ));
+            }
+            claimed.push((ip, prefix, object_ref.clone()));
+        }
+        if !issues.is_empty() {
+            out.push((
+                object_ref.clone(),
+                issues
+                    .into_iter()
+                    .map(|issue| issue.refusal(&object_ref))
+                    .collect(),
+            ));
+        }
+    }
+    out
+}
+
 /// What an AuthorizationPolicy's CUSTOM action cannot do with the mesh config in force:
 /// a provider the mesh config does not define, or one that is not an ext-authz provider
 /// (the requests its rules match are denied, as Istio denies them); an HTTP provider on a
@@ -181,6 +242,44 @@ pub fn policy_warnings(
 mod tests {
     use super::*;
     use crate::api::mesh::MeshConfig;
+
+    #[test]
+    fn overlapping_service_entry_addresses_are_named_on_the_younger_entry() {
+        let entry = |name: &str,
+                     addresses: &str|
+         -> std::sync::Arc<crate::api::networking::ServiceEntry> {
+            std::sync::Arc::new(
+                serde_yaml::from_str(&format!(
+                    "metadata: {{name: {name}, namespace: shop}}\nspec: {{hosts: [{name}.example.com], addresses: [{addresses}]}}"
+                ))
+                .expect("a ServiceEntry"),
+            )
+        };
+        let entries = vec![
+            entry("a", "192.0.2.0/24"),
+            entry("b", "192.0.2.7"),
+            entry("c", "198.51.100.1, 10.96.0.10"),
+        ];
+        let found = address_overlaps(&entries, &|ip| {
+            (ip.to_string() == "10.96.0.10").then(|| "shop/web".to_string())
+        });
+        let named: Vec<(String, Vec<String>)> = found
+            .iter()
+            .map(|(o, w)| (o.name.clone(), w.iter().map(|w| w.field.clone()).collect()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("b".to_string(), vec!["spec.addresses[0]".to_string()]),
+                ("c".to_string(), vec!["spec.addresses[1]".to_string()]),
+            ]
+        );
+        assert!(
+            found[0].1[0].reason.contains("shop/a"),
+            "{}",
+            found[0].1[0].reason
+        );
+    }
     use crate::api::security::AuthorizationPolicy;
 
     #[test]
