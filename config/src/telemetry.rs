@@ -88,6 +88,20 @@ pub fn service_labels(service: &Service) -> ServiceLabels {
     ServiceLabels::new(&service.hostname, &service.name, &service.namespace)
 }
 
+/// Istio's name for where `REGISTRY_ONLY` sends connections to unknown destinations: the
+/// `destination_service` and `destination_service_name` of what it refuses.
+pub const BLACK_HOLE_CLUSTER: &str = "BlackHoleCluster";
+
+pub fn black_hole() -> ServiceLabels {
+    ServiceLabels::new(BLACK_HOLE_CLUSTER, BLACK_HOLE_CLUSTER, "")
+}
+
+/// A ServiceEntry host as Istio labels it: `destination_service` and
+/// `destination_service_name` are the host, the namespace the entry's.
+pub fn entry_host_labels(host: &crate::registry::model::EntryHost) -> ServiceLabels {
+    ServiceLabels::new(&host.host, &host.host, &host.namespace)
+}
+
 /// The Service a client addressed: the one whose ClusterIP and port it dialed.
 pub fn addressed_service(snapshot: &Snapshot, destination: SocketAddr) -> Option<&Arc<Service>> {
     snapshot

@@ -198,6 +198,23 @@ impl Inherited {
         }
         Some(listener)
     }
+
+    /// Removes and returns the UDP socket of that name, set non-blocking (the DNS proxy's).
+    /// `None` when there is none, or when it is not a UDP socket (it then stays).
+    pub fn take_udp(&mut self, name: &str) -> Option<std::net::UdpSocket> {
+        let fd = self.sockets.get(name)?;
+        if !is_udp_socket(fd.as_fd()) {
+            tracing::warn!(name, "an inherited socket is not a UDP socket");
+            return None;
+        }
+        let socket = std::net::UdpSocket::from(self.sockets.remove(name)?);
+        if let Err(error) = socket.set_nonblocking(true) {
+            tracing::warn!(name, %error, "cannot make an inherited UDP socket non-blocking");
+            self.sockets.insert(name.to_owned(), OwnedFd::from(socket));
+            return None;
+        }
+        Some(socket)
+    }
 }
 
 /// Sent by the new side once it serves the inherited sockets; the old side stops accepting
@@ -879,6 +896,13 @@ fn getsockopt_int(fd: BorrowedFd<'_>, level: c_int, name: c_int) -> io::Result<c
         return Err(io::Error::last_os_error());
     }
     Ok(value)
+}
+
+fn is_udp_socket(fd: BorrowedFd<'_>) -> bool {
+    let opt = |name| getsockopt_int(fd, libc::SOL_SOCKET, name).ok();
+    matches!(opt(libc::SO_DOMAIN), Some(libc::AF_INET | libc::AF_INET6))
+        && opt(libc::SO_TYPE) == Some(libc::SOCK_DGRAM)
+        && opt(libc::SO_PROTOCOL) == Some(libc::IPPROTO_UDP)
 }
 
 fn is_tcp_listener(fd: BorrowedFd<'_>) -> bool {

@@ -39,6 +39,11 @@ enum Request {
         SocketAddr,
         mpsc::SyncSender<std::io::Result<std::net::TcpListener>>,
     ),
+    /// A UDP socket bound to the address.
+    Udp(
+        SocketAddr,
+        mpsc::SyncSender<std::io::Result<std::net::UdpSocket>>,
+    ),
 }
 
 /// Handle to the socket thread of one network namespace. Dropping every clone stops it.
@@ -53,6 +58,7 @@ impl std::fmt::Debug for Request {
         match self {
             Request::Tcp(addr, _) => write!(f, "Tcp({addr})"),
             Request::Listen(addr, _) => write!(f, "Listen({addr})"),
+            Request::Udp(addr, _) => write!(f, "Udp({addr})"),
         }
     }
 }
@@ -153,8 +159,33 @@ impl NetnsSockets {
     }
 }
 
+impl NetnsSockets {
+    /// A non-blocking UDP socket bound to `addr` in the namespace (the DNS proxy's).
+    /// Blocking: call it from set-up code.
+    pub fn bind_udp(&self, addr: SocketAddr) -> Result<std::net::UdpSocket, SocketError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.requests
+            .send(Request::Udp(addr, tx))
+            .map_err(|_| SocketError::Stopped(self.netns.clone()))?;
+        rx.recv()
+            .map_err(|_| SocketError::Stopped(self.netns.clone()))?
+            .map_err(|source| SocketError::Bind {
+                addr,
+                netns: self.netns.clone(),
+                source,
+            })
+    }
+}
+
 fn serve(request: Request) {
     match request {
+        Request::Udp(addr, reply) => {
+            let socket = std::net::UdpSocket::bind(addr).and_then(|socket| {
+                socket.set_nonblocking(true)?;
+                Ok(socket)
+            });
+            let _ = reply.send(socket);
+        }
         Request::Tcp(addr, reply) => {
             let _ = reply.send(new_tcp_socket(addr));
         }

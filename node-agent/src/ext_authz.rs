@@ -80,6 +80,9 @@ impl Connect for PodConnector {
                     Ok(Box::new(tcp) as BoxIo)
                 }
                 NextHop::Refuse(reason) => Err(refused(reason)),
+                // `resolve` knows pods and Services only: neither comes from it.
+                NextHop::Resolve { host, .. } => Err(refused(format!("{host} needs a lookup"))),
+                NextHop::BlackHole(address) => Err(refused(format!("{address} is unknown"))),
                 NextHop::Hbone {
                     identity: destination,
                     hbone_address,

@@ -5,6 +5,7 @@
 mod admin;
 mod capture;
 mod cni;
+mod dns;
 mod ebpf;
 mod ext_authz;
 mod handoff;
@@ -113,6 +114,22 @@ struct Args {
     /// stays, and the node's new pods wait for an agent (none starts uncaptured).
     #[arg(long, env = "WEFT_CNI_UNINSTALL")]
     cni_uninstall: bool,
+    /// Answer the enrolled pods' DNS (Istio's `ambient.dnsCapture`, on by default): their
+    /// queries go to the agent's proxy in the pod, which answers Services and ServiceEntry
+    /// hosts and forwards the rest. A pod's annotation `ambient.istio.io/dns-capture`
+    /// ("true"/"false") overrides it.
+    #[arg(long, env = "WEFT_DNS_CAPTURE", default_value_t = true, action = clap::ArgAction::Set)]
+    dns_capture: bool,
+    /// The resolvers the DNS proxy forwards to and ServiceEntry hosts of resolution DNS are
+    /// looked up with (IP addresses, port 53; repeat for several). Default: the nameservers
+    /// of the agent's /etc/resolv.conf (the cluster's DNS under `dnsPolicy:
+    /// ClusterFirstWithHostNet`).
+    #[arg(
+        long = "dns-upstream",
+        env = "WEFT_DNS_UPSTREAM",
+        value_delimiter = ','
+    )]
+    dns_upstream: Vec<std::net::IpAddr>,
 }
 
 /// Seconds, as a plain number (`--cert-lifetime 3600`).
@@ -183,7 +200,20 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
         trust.clone(),
     );
     let pool = HbonePool::new(identities.clone(), trust.clone(), PoolConfig::default());
+    let dns = if args.dns_upstream.is_empty() {
+        dns::upstream::Upstream::from_resolv_conf(std::path::Path::new("/etc/resolv.conf"))
+    } else {
+        dns::upstream::Upstream::new(
+            args.dns_upstream
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, 53))
+                .collect(),
+        )
+    };
+    info!(upstream = ?dns.servers(), capture = args.dns_capture, "DNS proxy");
     let mesh = Arc::new(Mesh {
+        dns: Arc::new(dns),
+        dns_capture: args.dns_capture,
         registry: registry.clone(),
         identities,
         trust,

@@ -31,6 +31,10 @@ pub struct Mesh {
     pub log: ConnectionLog,
     pub telemetry: crate::telemetry::Telemetry,
     pub open: OpenConnections,
+    /// The resolvers the DNS proxy forwards to, and ServiceEntry hosts are looked up with.
+    pub dns: Arc<crate::dns::upstream::Upstream>,
+    /// Whether enrolled pods' DNS is captured unless they say otherwise.
+    pub dns_capture: bool,
 }
 
 pub type SharedMesh = Arc<Mesh>;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use weft_config::registry::Snapshot;
 use weft_config::registry::model::Workload;
-use weft_config::telemetry::{Connection, addressed_service, inbound_service};
+use weft_config::telemetry::{
+    Connection, addressed_service, black_hole, entry_host_labels, inbound_service,
+};
 use weft_core::hbone::InboundRequest;
 use weft_core::metrics::{
     ConnectionLabels, Metered, Metrics, Reporter, ResponseFlags, SecurityPolicy, Side,
@@ -145,7 +147,18 @@ pub fn outbound(
         ),
         NextHop::Passthrough(target) => (workload_at(snapshot, target.ip()), SecurityPolicy::None),
         // Refused before leaving the pod: its ProxiedConnection reports why.
-        NextHop::Refuse(_) => (None, SecurityPolicy::None),
+        NextHop::Refuse(_) | NextHop::BlackHole(_) | NextHop::Resolve { .. } => {
+            (None, SecurityPolicy::None)
+        }
+    };
+    // A ServiceEntry host is the destination service of what is addressed to it; what
+    // REGISTRY_ONLY refuses is Istio's BlackHoleCluster.
+    let service_override = match upstream {
+        NextHop::BlackHole(_) => Some(black_hole()),
+        _ if addressed_service(snapshot, dst).is_none() => source
+            .and_then(|w| snapshot.entry_host_by_address(dst.ip(), &w.namespace))
+            .map(|host| entry_host_labels(host)),
+        _ => None,
     };
     let labels = Connection {
         reporter: Reporter::Source,
@@ -160,6 +173,10 @@ pub fn outbound(
         cluster: &telemetry.cluster,
     }
     .labels();
+    let labels = match service_override {
+        Some(service) => labels.with_destination_service(Some(service)),
+        None => labels,
+    };
     let span = telemetry.span(|| TraceContext::new_root(true).child(), SpanKind::Client);
     let mut connection = telemetry.connection(&labels, span);
     if let Some(span) = &mut connection.span {
@@ -338,6 +355,37 @@ ports: [{name: http, port: 8080, protocol: TCP}]
         assert_eq!(&*l.source.principal, "unknown");
         assert_eq!(&*l.destination.workload, "web-0");
         assert_eq!(&*l.destination_service.name, "web", "guessed from the port");
+    }
+
+    #[test]
+    fn service_entry_hosts_and_the_black_hole_are_destination_services() {
+        let t = telemetry();
+        let yaml = format!(
+            "{CLUSTER}\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext, namespace: shop}}\nspec: {{hosts: [api.example.com], addresses: [192.0.2.10], ports: [{{number: 443, name: tls, protocol: TLS}}]}}\n"
+        );
+        let s = weft_config::testing::snapshot_of(&yaml);
+        let client = "10.244.2.11".parse().expect("ip");
+        let c = outbound(
+            &t,
+            &s,
+            client,
+            addr("192.0.2.10:443"),
+            &NextHop::Passthrough(addr("192.0.2.10:443")),
+        );
+        let l = c.recorder.labels();
+        assert_eq!(&*l.destination_service.host, "api.example.com");
+        assert_eq!(&*l.destination_service.name, "api.example.com");
+        assert_eq!(&*l.destination_service.namespace, "shop");
+        let c = outbound(
+            &t,
+            &s,
+            client,
+            addr("192.0.2.99:443"),
+            &NextHop::BlackHole(addr("192.0.2.99:443")),
+        );
+        let l = c.recorder.labels();
+        assert_eq!(&*l.destination_service.host, "BlackHoleCluster");
+        assert_eq!(&*l.destination_service.name, "BlackHoleCluster");
     }
 
     #[tokio::test]

@@ -201,12 +201,13 @@ fn weftctl_shows_what_the_agent_of_its_node_knows_holds_and_refused() {
         "{printed}"
     );
 
-    // What the agent put in the kernel: the client's six links, the maps it fills.
+    // What the agent put in the kernel: the client's six capture links and two DNS links,
+    // the maps it fills.
     let ebpf = agent_admin(&lab, "node-1", "/ebpf");
     let pod = &ebpf["pods"][0];
     assert_eq!(pod["pod"], "mesh/client", "{ebpf:#}");
     let programs = pod["programs"].as_array().expect("programs");
-    assert_eq!(programs.len(), 6, "{pod:#}");
+    assert_eq!(programs.len(), 8, "{pod:#}");
     assert!(
         programs.iter().all(|p| p["link_id"].as_u64().is_some()),
         "every link is pinned and readable: {pod:#}"

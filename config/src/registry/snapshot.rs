@@ -224,6 +224,16 @@ impl Snapshot {
             })
     }
 
+    /// The ServiceEntry host written exactly `host` (`*.example.com` finds the wildcard
+    /// host itself) visible to a client in `namespace`, the oldest entry's.
+    pub fn entry_host_named_exactly(&self, host: &str, namespace: &str) -> Option<&Arc<EntryHost>> {
+        self.entry_hosts_by_name
+            .get(host)
+            .into_iter()
+            .flatten()
+            .find(|h| h.visible_to(namespace))
+    }
+
     /// The ServiceEntry host named `host` for a client in `namespace`: an exact host, else
     /// the most specific wildcard host (`*.example.com`) matching it.
     pub fn entry_host_named(&self, host: &str, namespace: &str) -> Option<&Arc<EntryHost>> {

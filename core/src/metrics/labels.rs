@@ -302,7 +302,11 @@ impl ConnectionLabels {
     }
 }
 
-fn label(encoder: &mut LabelSetEncoder, key: &str, value: &str) -> Result<(), std::fmt::Error> {
+pub(super) fn label(
+    encoder: &mut LabelSetEncoder,
+    key: &str,
+    value: &str,
+) -> Result<(), std::fmt::Error> {
     (key, value).encode(encoder.encode_label())
 }
 

@@ -10,13 +10,19 @@
 //!   `istio_request_bytes`, `istio_response_bytes`, per [`RequestLabels`] and
 //!   `response_code`, with Envoy's (so Istio's) default buckets.
 //!
+//! - DNS (the agent's DNS proxy, ztunnel's names): `istio_dns_requests_total`,
+//!   `istio_dns_upstream_requests_total`, `istio_dns_upstream_failures_total`
+//!   ([`DnsLabels`], [`Metrics::dns_request`]).
+//!
 //! [`Metrics::encode`] renders the OpenMetrics text a Prometheus scrape accepts;
 //! [`serve_metrics`] serves it on `/metrics` and `/stats/prometheus`.
+mod dns;
 mod labels;
 mod recorder;
 mod registry;
 mod server;
 
+pub use dns::{DnsLabels, DnsOutcome};
 pub use labels::{
     ConnectionLabels, DEFAULT_CLUSTER_ID, DEFAULT_REVISION, Reporter, RequestLabels,
     RequestProtocol, ResponseFlags, SecurityPolicy, ServiceLabels, UNKNOWN, WorkloadLabels,

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::dns::{DnsLabels, DnsOutcome};
 use super::labels::{ConnectionLabels, RequestLabels, ResponseCode};
 use super::recorder::TcpConnectionRecorder;
 
@@ -36,6 +37,9 @@ pub struct Metrics {
     request_duration: HistogramFamily,
     request_bytes: HistogramFamily,
     response_bytes: HistogramFamily,
+    dns_requests: Family<DnsLabels, Counter>,
+    dns_upstream_requests: Family<DnsLabels, Counter>,
+    dns_upstream_failures: Family<DnsLabels, Counter>,
 }
 
 impl Metrics {
@@ -85,8 +89,29 @@ impl Metrics {
             "The size of HTTP response bodies",
             response_bytes.clone(),
         );
+        let dns_requests = Family::default();
+        registry.register(
+            "dns_requests",
+            "Total number of DNS requests (unstable)",
+            dns_requests.clone(),
+        );
+        let dns_upstream_requests = Family::default();
+        registry.register(
+            "dns_upstream_requests",
+            "Total number of DNS requests forwarded to upstream (unstable)",
+            dns_upstream_requests.clone(),
+        );
+        let dns_upstream_failures = Family::default();
+        registry.register(
+            "dns_upstream_failures",
+            "Total number of DNS requests that failed to forward upstream (unstable)",
+            dns_upstream_failures.clone(),
+        );
         Arc::new(Self {
             registry,
+            dns_requests,
+            dns_upstream_requests,
+            dns_upstream_failures,
             tcp_opened,
             tcp_closed,
             tcp_sent,
@@ -135,6 +160,17 @@ impl Metrics {
         self.response_bytes
             .get_or_create(&key)
             .observe(response_bytes as f64);
+    }
+
+    /// Counts a DNS query a pod sent the proxy, and how it was handled.
+    pub fn dns_request(&self, labels: &DnsLabels, outcome: DnsOutcome) {
+        self.dns_requests.get_or_create(labels).inc();
+        if outcome != DnsOutcome::Answered {
+            self.dns_upstream_requests.get_or_create(labels).inc();
+        }
+        if outcome == DnsOutcome::ForwardFailed {
+            self.dns_upstream_failures.get_or_create(labels).inc();
+        }
     }
 
     /// The OpenMetrics text exposition of every metric (serve it with [`CONTENT_TYPE`]).

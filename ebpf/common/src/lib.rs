@@ -15,15 +15,20 @@ pub mod ports {
     pub const ADMIN: u16 = 15000;
     pub const METRICS: u16 = 15020;
     pub const READINESS: u16 = 15021;
+    /// The DNS proxy (UDP and TCP, `127.0.0.1` in each pod whose DNS is captured).
+    pub const DNS: u16 = 15053;
+    /// What a DNS query is sent to.
+    pub const DNS_SERVER: u16 = 53;
 
     /// Destination ports that are never captured, in either direction.
-    pub const MESH: [u16; 6] = [
+    pub const MESH: [u16; 7] = [
         OUTBOUND,
         INBOUND_PLAINTEXT,
         HBONE,
         ADMIN,
         METRICS,
         READINESS,
+        DNS,
     ];
 }
 
@@ -33,6 +38,8 @@ pub mod map_names {
     pub const POD_CAPTURE: &str = "POD_CAPTURE";
     pub const ORIG_DST_BY_COOKIE: &str = "ORIG_DST_BY_COOKIE";
     pub const ORIG_DST_BY_CLIENT: &str = "ORIG_DST_BY_CLIENT";
+    pub const DNS_PODS: &str = "DNS_PODS";
+    pub const DNS_ORIG_BY_COOKIE: &str = "DNS_ORIG_BY_COOKIE";
     pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
     pub const OUTBOUND_LISTENERS: &str = "OUTBOUND_LISTENERS";
     pub const TRANSPARENT_CONNECTS: &str = "TRANSPARENT_CONNECTS";
@@ -54,6 +61,8 @@ pub mod program_names {
     pub const SOCK_OPS: &str = "weft_sock_ops";
     pub const INBOUND_LOOKUP: &str = "weft_inbound_lookup";
     pub const NODE_PROBE: &str = "weft_node_probe";
+    pub const DNS_SENDMSG4: &str = "weft_dns_sendmsg4";
+    pub const DNS_RECVMSG4: &str = "weft_dns_recvmsg4";
 }
 
 /// Upper bound on pods per node the per-pod maps are sized for.

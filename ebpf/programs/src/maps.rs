@@ -26,6 +26,17 @@ pub static ORIG_DST_BY_COOKIE: LruHashMap<u64, OrigDst> = LruHashMap::pinned(MAX
 pub static ORIG_DST_BY_CLIENT: LruHashMap<ClientKey, OrigDst> =
     LruHashMap::pinned(MAX_CONNECTIONS, 0);
 
+/// The pods whose DNS the agent answers, by pod id (value 1): their queries to port 53 go to
+/// the agent's proxy at `127.0.0.1:15053` in the pod. Absent: the pod's DNS is its own.
+#[map(name = "DNS_PODS")]
+pub static DNS_PODS: HashMap<u64, u32> = HashMap::pinned(MAX_PODS, 0);
+
+/// Where a socket's DNS queries were going (its nameserver), by the socket's cookie: what
+/// `weft_dns_recvmsg4` shows the application as the answer's source, and `getpeername4` as
+/// a connected socket's peer. LRU: UDP sockets close without an event to forget them by.
+#[map(name = "DNS_ORIG_BY_COOKIE")]
+pub static DNS_ORIG_BY_COOKIE: LruHashMap<u64, OrigDst> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
+
 /// The agent's inbound-plaintext listener (:15006) of each pod, by the pod's IPv4 address
 /// (network byte order).
 #[map(name = "INBOUND_LISTENERS")]

@@ -19,7 +19,7 @@ use weft_ebpf_common::{
 };
 
 use crate::capture::enrollment::PodAttachment;
-use crate::ebpf::attach::{Attachment, POD_PROGRAMS};
+use crate::ebpf::attach::{Attachment, DNS_PROGRAMS, Hook, POD_PROGRAMS};
 use crate::ebpf::loader::maps_dir;
 
 #[derive(Debug, Serialize)]
@@ -81,6 +81,8 @@ fn attach_type(program: &str) -> &'static str {
         program_names::GETPEERNAME6 => "cgroup_inet6_getpeername",
         program_names::SOCK_OPS => "cgroup_sock_ops",
         program_names::INBOUND_LOOKUP => "sk_lookup",
+        program_names::DNS_SENDMSG4 => "cgroup_udp4_sendmsg",
+        program_names::DNS_RECVMSG4 => "cgroup_udp4_recvmsg",
         _ => "unknown",
     }
 }
@@ -97,8 +99,10 @@ fn link_ids(pin: &Path) -> Option<(u32, u32)> {
 }
 
 fn pod_view(pod: PodAttachment) -> PodView {
+    let dns = DNS_PROGRAMS.map(|name| (name, Hook::CgroupSockAddr));
     let programs = POD_PROGRAMS
         .iter()
+        .chain(dns.iter())
         .map(|(name, hook)| {
             let pin = pod.pin_dir.join(name);
             let ids = link_ids(&pin);
@@ -162,6 +166,14 @@ fn count_entries(name: &str, data: MapData, limit: u32) -> Result<u32, MapError>
             let map: BpfHashMap<_, u64, OrigDst> = BpfHashMap::try_from(Map::LruHashMap(data))?;
             count_keys(map.keys(), limit)
         }
+        map_names::DNS_ORIG_BY_COOKIE => {
+            let map: BpfHashMap<_, u64, OrigDst> = BpfHashMap::try_from(Map::LruHashMap(data))?;
+            count_keys(map.keys(), limit)
+        }
+        map_names::DNS_PODS => {
+            let map: BpfHashMap<_, u64, u32> = BpfHashMap::try_from(Map::HashMap(data))?;
+            count_keys(map.keys(), limit)
+        }
         map_names::ORIG_DST_BY_CLIENT => {
             let map: BpfHashMap<_, ClientKey, OrigDst> =
                 BpfHashMap::try_from(Map::LruHashMap(data))?;
@@ -203,7 +215,9 @@ fn count_entries(name: &str, data: MapData, limit: u32) -> Result<u32, MapError>
     }
 }
 
-const MAPS: [&str; 13] = [
+const MAPS: [&str; 15] = [
+    map_names::DNS_PODS,
+    map_names::DNS_ORIG_BY_COOKIE,
     map_names::POD_CAPTURE,
     map_names::POD_STATS,
     map_names::ORIG_DST_BY_COOKIE,

@@ -83,6 +83,7 @@ pub fn pod_to_enroll(
         location: place,
         exclusions,
         probe_ports: workload.probe_ports.clone(),
+        dns_capture: crate::dns::capture_override(&workload.annotations),
     })
 }
 

@@ -33,8 +33,9 @@ use weft_host::pod_routing::{IpFamily, LocalDelivery, PodRoutingError};
 
 use super::addresses::PodIps;
 use super::exclusions::Exclusions;
+use crate::dns::server::DnsContext;
 use crate::ebpf::attach::{
-    Attachment, attach_node_probe, attach_pod, detach_pod, pinned_pods, pod_pin_dir,
+    Attachment, attach_dns, attach_node_probe, attach_pod, detach_pod, pinned_pods, pod_pin_dir,
 };
 use crate::ebpf::loader::{Loaded, Maps};
 use crate::mesh::SharedMesh;
@@ -90,6 +91,9 @@ pub struct PodToEnroll {
     /// The ports the kubelet's probes connect to (`Workload::probe_ports`): the node's own
     /// connections to them reach the application past the mesh.
     pub probe_ports: Vec<u16>,
+    /// The pod's annotation `ambient.istio.io/dns-capture`, if it says: whether its DNS goes
+    /// to the agent's proxy (`None`: the agent's `--dns-capture`).
+    pub dns_capture: Option<bool>,
 }
 
 struct EnrolledPod {
@@ -105,6 +109,8 @@ struct EnrolledPod {
     hbone: HboneServer,
     /// Its entries in PROBE_TARGETS.
     probe_targets: Vec<ProbeTarget>,
+    /// Whether the pod's DNS goes to the agent's proxy (its entry in DNS_PODS).
+    dns: bool,
 }
 
 /// What the admin endpoint shows per pod.
@@ -246,6 +252,39 @@ impl Enrollment {
                 Ok(sockets.listen(addr)?)
             })?;
         Ok((listener, handle, name))
+    }
+
+    /// The DNS proxy's UDP and TCP sockets on `127.0.0.1:15053` in the pod: the previous
+    /// agent's when it offered them, else new ones; with their handoff names and handles.
+    fn dns_sockets(
+        &mut self,
+        sockets: &NetnsSockets,
+        uid: &str,
+    ) -> anyhow::Result<(
+        std::net::UdpSocket,
+        std::net::TcpListener,
+        Vec<(String, OwnedFd)>,
+    )> {
+        let addr = crate::dns::server::address();
+        let udp_name = format!("pod/{uid}/udp/{addr}");
+        let udp = match self.inherited.take_udp(&udp_name) {
+            Some(udp) if udp.local_addr().ok() == Some(addr) => udp,
+            _ => sockets
+                .bind_udp(addr)
+                .with_context(|| format!("binding the DNS proxy's UDP socket {addr}"))?,
+        };
+        let udp_handle = OwnedFd::from(
+            udp.try_clone()
+                .context("duplicating the DNS proxy's UDP socket")?,
+        );
+        let (tcp, tcp_handle, tcp_name) = self
+            .listener(sockets, uid, addr)
+            .context("the DNS proxy's TCP listener")?;
+        Ok((
+            udp,
+            tcp,
+            vec![(udp_name, udp_handle), (tcp_name, tcp_handle)],
+        ))
     }
 
     /// Makes the enrolled set equal `desired`: new pods are enrolled, gone ones (including
@@ -459,6 +498,23 @@ impl Enrollment {
             }
         }
 
+        // The DNS proxy's sockets, when the pod's DNS is captured: without them its queries
+        // stay its own (never redirected to nothing).
+        let dns_sockets = if pod.dns_capture.unwrap_or(self.mesh.dns_capture) {
+            match self.dns_sockets(&sockets, &pod.uid) {
+                Ok((udp, tcp, handles)) => {
+                    listeners.extend(handles);
+                    Some((udp, tcp))
+                }
+                Err(error) => {
+                    warn!(pod = %pod.key, error = %format!("{error:#}"), "no DNS proxy for the pod: its DNS queries go to its own nameservers");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
         let pod_id = cgroup_id(&location.cgroup)
             .with_context(|| format!("reading the pod's cgroup {}", location.cgroup.display()))?;
         if self.maps.pod_stats.get(&pod_id, 0).is_err() {
@@ -507,6 +563,27 @@ impl Enrollment {
             &location.netns,
         )?;
         let probe_targets = self.recognize_node_probes(pod);
+        let pin_dir = pod_pin_dir(&self.pin_root, &pod.uid);
+        let dns_sockets = match attach_dns(&mut self.ebpf, &pin_dir, &location.cgroup) {
+            Ok(_) => dns_sockets,
+            Err(error) => {
+                warn!(pod = %pod.key, error = %format!("{error:#}"), "the DNS programs could not be attached: the pod's DNS queries go to its own nameservers");
+                None
+            }
+        };
+        let dns = match &dns_sockets {
+            Some(_) => match self.maps.dns_pods.insert(pod_id, 1, 0) {
+                Ok(()) => true,
+                Err(error) => {
+                    warn!(pod = %pod.key, %error, "filing the pod in DNS_PODS failed: its DNS queries go to its own nameservers");
+                    false
+                }
+            },
+            None => {
+                let _ = self.maps.dns_pods.remove(&pod_id);
+                false
+            }
+        };
 
         // The certificate is fetched now so the first connection does not wait for the CA;
         // until it arrives, handshakes for this pod fail (closed).
@@ -554,6 +631,22 @@ impl Enrollment {
                 inbound_ctx.clone(),
             )));
         }
+        if dns && let Some((udp, tcp)) = dns_sockets {
+            let dns_ctx = DnsContext {
+                pod: pod.key.clone(),
+                uid: pod.uid.clone(),
+                namespace: pod.key.split('/').next().unwrap_or_default().to_string(),
+                mesh: self.mesh.clone(),
+            };
+            tasks.push(tokio::spawn(crate::dns::server::serve_udp(
+                tokio::net::UdpSocket::from_std(udp)?,
+                dns_ctx.clone(),
+            )));
+            tasks.push(tokio::spawn(crate::dns::server::serve_tcp(
+                tokio::net::TcpListener::from_std(tcp)?,
+                dns_ctx,
+            )));
+        }
         let hbone_ctx = HboneInboundContext {
             pod: pod.key.clone(),
             uid: pod.uid.clone(),
@@ -587,6 +680,7 @@ impl Enrollment {
                 listeners,
                 hbone: server,
                 probe_targets,
+                dns,
             },
         );
         Ok(attachment)
@@ -694,6 +788,9 @@ impl Enrollment {
         }
         for target in &pod.probe_targets {
             let _ = self.maps.probe_targets.remove(target);
+        }
+        if pod.dns {
+            let _ = self.maps.dns_pods.remove(&pod.pod_id);
         }
         let _ = self.maps.pod_stats.remove(&pod.pod_id);
         if let Some(v4) = ips.v4 {

@@ -207,6 +207,42 @@ pub fn attach_node_probe(
     Ok(attachment)
 }
 
+/// The DNS programs (`weft_dns_sendmsg4`, `weft_dns_recvmsg4`) on the pod's cgroup, or the
+/// links an earlier run pinned, pointed at this run's programs. Attached to every enrolled
+/// pod apart from the capture programs (an agent of a release without them adopts the
+/// others and adds these); whether they redirect a pod's queries is `DNS_PODS`'s to say.
+pub fn attach_dns(ebpf: &mut Ebpf, pin_dir: &Path, cgroup: &Path) -> anyhow::Result<Attachment> {
+    let mut attachment = Attachment::Adopted;
+    for name in DNS_PROGRAMS {
+        let pin = pin_dir.join(name);
+        if let Ok(link) = weft_host::bpf_link::open_pinned(&pin) {
+            let program = program(ebpf, name)?
+                .fd()
+                .with_context(|| format!("{name} is not loaded"))?;
+            weft_host::bpf_link::update_link_program(link.as_fd(), program.as_fd()).with_context(
+                || format!("pointing the link {} at this agent's {name}", pin.display()),
+            )?;
+            continue;
+        }
+        attachment = Attachment::Fresh;
+        std::fs::create_dir_all(pin_dir)
+            .with_context(|| format!("creating {}", pin_dir.display()))?;
+        let cgroup_dir = File::open(cgroup)
+            .with_context(|| format!("opening the pod's cgroup {}", cgroup.display()))?;
+        let p: &mut CgroupSockAddr = program(ebpf, name)?.try_into()?;
+        let id = p
+            .attach(&cgroup_dir, CgroupAttachMode::Single)
+            .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+        let link: FdLink = p.take_link(id)?.try_into()?;
+        link.pin(&pin)
+            .with_context(|| format!("pinning the {name} link at {}", pin.display()))?;
+    }
+    Ok(attachment)
+}
+
+/// The DNS proxy's programs, attached per pod by [`attach_dns`].
+pub const DNS_PROGRAMS: [&str; 2] = [program_names::DNS_SENDMSG4, program_names::DNS_RECVMSG4];
+
 /// Detaches a pod's programs by removing their pins (nothing else holds the links).
 pub fn detach_pod(pin_dir: &Path) -> anyhow::Result<()> {
     match std::fs::remove_dir_all(pin_dir) {

@@ -31,6 +31,8 @@ pub struct Maps {
     pub transparent_connects: crate::proxy::transparent::TransparentConnects,
     /// The pods' probe targets, for `weft_node_probe`.
     pub probe_targets: BpfHashMap<MapData, ProbeTarget, ProbeNode>,
+    /// The pods whose DNS goes to the agent's proxy (pod id → 1).
+    pub dns_pods: BpfHashMap<MapData, u64, u32>,
 }
 
 pub struct Loaded {
@@ -63,6 +65,8 @@ pub fn load(pin_root: &Path) -> anyhow::Result<Loaded> {
         program_names::CONNECT6,
         program_names::GETPEERNAME4,
         program_names::GETPEERNAME6,
+        program_names::DNS_SENDMSG4,
+        program_names::DNS_RECVMSG4,
     ] {
         let program: &mut CgroupSockAddr = program(&mut ebpf, name)?.try_into()?;
         program
@@ -105,6 +109,7 @@ pub fn load(pin_root: &Path) -> anyhow::Result<Loaded> {
             )?)),
         },
         probe_targets: typed_map(&mut ebpf, map_names::PROBE_TARGETS)?,
+        dns_pods: typed_map(&mut ebpf, map_names::DNS_PODS)?,
     };
     Ok(Loaded {
         ebpf,

@@ -31,6 +31,15 @@ pub enum Error {
     },
     #[error("HBONE to {address}: {reason}")]
     Hbone { address: SocketAddr, reason: String },
+    /// `outboundTrafficPolicy: REGISTRY_ONLY` and a destination the registry does not know
+    /// (Istio's `BlackHoleCluster`).
+    #[error(
+        "BlackHoleCluster: {0} is no pod, Service or ServiceEntry port the registry knows (outboundTrafficPolicy REGISTRY_ONLY)"
+    )]
+    BlackHole(SocketAddr),
+    /// A ServiceEntry host of resolution DNS that did not resolve.
+    #[error("resolving {host}: {reason}")]
+    Resolve { host: String, reason: String },
 }
 
 impl Error {
@@ -38,10 +47,13 @@ impl Error {
     pub fn response_flags(&self) -> ResponseFlags {
         match self {
             Error::Denied(_) | Error::PodGone => ResponseFlags::DENY,
+            // What Envoy reports for Istio's BlackHoleCluster, a cluster without hosts.
+            Error::BlackHole(_) => ResponseFlags::NO_HEALTHY_UPSTREAM,
             Error::NoOriginalDestination
             | Error::NoRoute(_)
             | Error::Identity { .. }
             | Error::Connect { .. }
+            | Error::Resolve { .. }
             | Error::Hbone { .. } => ResponseFlags::CONNECT,
         }
     }
@@ -74,6 +86,12 @@ mod tests {
             matches!(unreachable.refusal(), Refusal::Unavailable(r) if r.contains("10.244.1.10:8080"))
         );
         assert_eq!(Error::PodGone.response_flags(), ResponseFlags::DENY);
+        let black_hole = Error::BlackHole("192.0.2.1:443".parse().expect("address"));
+        assert_eq!(
+            black_hole.response_flags(),
+            ResponseFlags::NO_HEALTHY_UPSTREAM
+        );
+        assert!(black_hole.to_string().starts_with("BlackHoleCluster"));
         assert!(matches!(Error::PodGone.refusal(), Refusal::Unavailable(_)));
     }
 }

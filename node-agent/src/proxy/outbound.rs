@@ -18,7 +18,7 @@ use weft_host::netns_sockets::NetnsSockets;
 use super::connection::ProxiedConnection;
 use super::error::Error;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
-use super::resolve::{NextHop, pick, resolve};
+use super::resolve::{NextHop, pick, resolve_outbound};
 use super::{OpenGuard, connect_from_pod};
 use crate::capture::addresses::PodIps;
 use crate::mesh::SharedMesh;
@@ -104,7 +104,8 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext, open:
     let listener = client.local_addr().unwrap_or(peer);
     // One view of the registry for the whole connection: where it goes, and its labels.
     let snapshot = ctx.mesh.registry.load();
-    let hop = resolve(&snapshot, dst, pick);
+    let namespace = ctx.pod.split('/').next().unwrap_or_default();
+    let hop = resolve_outbound(&snapshot, namespace, dst, pick);
     let source = ctx.pod_ips.facing(dst.ip());
     let telemetry = crate::telemetry::outbound(&ctx.mesh.telemetry, &snapshot, source, dst, &hop);
     drop(snapshot);
@@ -152,6 +153,46 @@ async fn connect(
             Ok(Box::new(server))
         }
         NextHop::Refuse(reason) => Err(Error::NoRoute(reason)),
+        NextHop::BlackHole(dst) => {
+            // Istio logs what its BlackHoleCluster swallows; so does the agent, with who.
+            warn!(
+                source = %ctx.pod,
+                destination = %dst,
+                "BlackHoleCluster: outboundTrafficPolicy REGISTRY_ONLY and the destination is no pod, Service or ServiceEntry port the registry knows; connection refused"
+            );
+            Err(Error::BlackHole(dst))
+        }
+        NextHop::Resolve { host, port } => {
+            let addresses = ctx
+                .mesh
+                .dns
+                .lookup(&host)
+                .await
+                .map_err(|e| Error::Resolve {
+                    host: host.clone(),
+                    reason: e.to_string(),
+                })?;
+            // The pod's family first; any address when it has none of it.
+            let family = addresses
+                .iter()
+                .filter(|ip| match ip {
+                    IpAddr::V4(_) => ctx.pod_ips.v4.is_some(),
+                    IpAddr::V6(_) => ctx.pod_ips.v6.is_some(),
+                })
+                .copied()
+                .collect::<Vec<_>>();
+            let candidates = if family.is_empty() { addresses } else { family };
+            let ip = candidates[pick(candidates.len()) % candidates.len()];
+            let target = std::net::SocketAddr::new(ip, port);
+            connection.record_mut().upstream = Some(target);
+            let server = connect_from_pod(&ctx.sockets, target)
+                .await
+                .map_err(|source| Error::Connect {
+                    address: target,
+                    source,
+                })?;
+            Ok(Box::new(server))
+        }
         NextHop::Hbone {
             identity,
             hbone_address,

@@ -1,10 +1,17 @@
 //! Where a captured connection goes, decided from the registry alone (a pure function of
 //! the snapshot and the original destination).
-use std::net::SocketAddr;
+//!
+//! [`resolve`] knows pods and Services; [`resolve_outbound`] adds ServiceEntries (by the
+//! addresses clients dial: declared, allocated by the registry, or inside a declared block)
+//! and the mesh config's `outboundTrafficPolicy`: under `REGISTRY_ONLY` a destination the
+//! registry does not know goes nowhere ([`NextHop::BlackHole`]).
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use weft_config::api::mesh::OutboundTrafficMode;
+use weft_config::api::networking::Resolution;
 use weft_config::registry::Snapshot;
-use weft_config::registry::model::Waypoint;
+use weft_config::registry::model::{EntryHost, Waypoint};
 use weft_ebpf_common::ports;
 
 /// Where one outbound connection goes next (`NextHop`, not `Upstream`: that name is
@@ -23,6 +30,139 @@ pub enum NextHop {
     Passthrough(SocketAddr),
     /// Must not be sent anywhere (a waypoint-bound destination whose waypoint is down).
     Refuse(String),
+    /// A ServiceEntry host of resolution DNS: `host` is resolved when the connection is
+    /// made, and the connection goes to one of its addresses at `port`, in plain TCP.
+    Resolve { host: String, port: u16 },
+    /// `REGISTRY_ONLY`: the destination is no pod, Service or ServiceEntry the registry
+    /// knows. Refused, and reported as Istio's `BlackHoleCluster`.
+    BlackHole(SocketAddr),
+}
+
+/// Where a connection from a pod of `namespace` to `dst` goes: pods and Services as
+/// [`resolve`] decides, then ServiceEntry hosts visible to the namespace, then whatever the
+/// mesh config's `outboundTrafficPolicy` says about the rest (`ALLOW_ANY`: out as
+/// addressed; `REGISTRY_ONLY`: nowhere).
+pub fn resolve_outbound(
+    snapshot: &Snapshot,
+    namespace: &str,
+    dst: SocketAddr,
+    pick: impl FnOnce(usize) -> usize,
+) -> NextHop {
+    let mode = snapshot.mesh_config().outbound_traffic_mode();
+    if let Some(service) = snapshot.service_by_vip(dst.ip()) {
+        // A Service's address on a port it does not have leads nowhere known.
+        if mode == OutboundTrafficMode::RegistryOnly
+            && service.port(dst.port()).is_none()
+            && snapshot.service_waypoint(service).is_none()
+        {
+            return NextHop::BlackHole(dst);
+        }
+        return resolve(snapshot, dst, pick);
+    }
+    if snapshot.workload_by_ip(dst.ip()).is_some() {
+        return resolve(snapshot, dst, pick);
+    }
+    if let Some(host) = snapshot.entry_host_by_address(dst.ip(), namespace) {
+        return entry_hop(snapshot, host, dst, mode, pick);
+    }
+    match mode {
+        OutboundTrafficMode::AllowAny => NextHop::Passthrough(dst),
+        OutboundTrafficMode::RegistryOnly => NextHop::BlackHole(dst),
+    }
+}
+
+/// A connection to an address of the ServiceEntry host `host`: through its waypoint when
+/// it is bound to one; else to its endpoints (the pods its `workloadSelector` selects, its
+/// `endpoints`, or the host itself resolved by DNS), or, with resolution NONE, where it was
+/// addressed.
+fn entry_hop(
+    snapshot: &Snapshot,
+    host: &EntryHost,
+    dst: SocketAddr,
+    mode: OutboundTrafficMode,
+    pick: impl FnOnce(usize) -> usize,
+) -> NextHop {
+    if let Some(waypoint) = snapshot.entry_host_waypoint(host) {
+        return via_waypoint(snapshot, waypoint, dst, pick);
+    }
+    let Some(port) = host.port(dst.port()) else {
+        return match mode {
+            OutboundTrafficMode::RegistryOnly => NextHop::BlackHole(dst),
+            // An allocated address leads nowhere but through the entry's ports.
+            OutboundTrafficMode::AllowAny if host.auto_allocated => NextHop::Refuse(format!(
+                "ServiceEntry {}/{} has no port {} for {}",
+                host.namespace,
+                host.name,
+                dst.port(),
+                host.host
+            )),
+            OutboundTrafficMode::AllowAny => NextHop::Passthrough(dst),
+        };
+    };
+    if host.workload_selector.is_some() {
+        let pods: Vec<_> = snapshot
+            .entry_host_workloads(host)
+            .filter_map(|w| {
+                let ip = w.ips.iter().find(|ip| ip.is_ipv4() == dst.is_ipv4())?;
+                Some((w, *ip))
+            })
+            .collect();
+        if pods.is_empty() {
+            return NextHop::Refuse(format!(
+                "ServiceEntry {}/{} selects no pod",
+                host.namespace, host.name
+            ));
+        }
+        let (workload, ip) = pods[pick(pods.len()) % pods.len()];
+        let target = SocketAddr::new(
+            ip,
+            host.endpoint_port(port.number, None).unwrap_or(port.number),
+        );
+        return if workload.in_mesh {
+            NextHop::Hbone {
+                identity: workload.identity.clone(),
+                hbone_address: SocketAddr::new(ip, ports::HBONE),
+                target,
+            }
+        } else {
+            NextHop::Passthrough(target)
+        };
+    }
+    match host.resolution {
+        Resolution::None => NextHop::Passthrough(dst),
+        Resolution::Static | Resolution::Dns | Resolution::DnsRoundRobin => {
+            if host.endpoints.is_empty() {
+                if host.resolution == Resolution::Static {
+                    return NextHop::Refuse(format!(
+                        "ServiceEntry {}/{} has no endpoints",
+                        host.namespace, host.name
+                    ));
+                }
+                return NextHop::Resolve {
+                    host: host.host.clone(),
+                    port: host.endpoint_port(port.number, None).unwrap_or(port.number),
+                };
+            }
+            let endpoint = &host.endpoints[pick(host.endpoints.len()) % host.endpoints.len()];
+            let target_port = host
+                .endpoint_port(port.number, Some(endpoint))
+                .unwrap_or(port.number);
+            match endpoint.address.parse::<IpAddr>() {
+                Ok(ip) => match snapshot.workload_by_ip(ip) {
+                    Some(workload) if workload.in_mesh => NextHop::Hbone {
+                        identity: workload.identity.clone(),
+                        hbone_address: SocketAddr::new(ip, ports::HBONE),
+                        target: SocketAddr::new(ip, target_port),
+                    },
+                    _ => NextHop::Passthrough(SocketAddr::new(ip, target_port)),
+                },
+                Err(_) => NextHop::Resolve {
+                    host: endpoint.address.clone(),
+                    port: target_port,
+                },
+            }
+        }
+    }
 }
 
 /// Picks an endpoint of a Service among the ready ones of the ClusterIP's family (an IPv6
@@ -369,6 +509,156 @@ ports: [{name: http, port: 9080, protocol: TCP}]
             resolve(&s, addr("10.96.0.11:9080"), |_| 0),
             NextHop::Refuse(reason) if reason.contains("shop/waypoint")
         ));
+    }
+
+    const EGRESS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: time, namespace: shop}
+spec:
+  hosts: [time.jsontest.com]
+  ports: [{number: 80, name: http, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db.example.com]
+  addresses: [192.0.2.10]
+  ports: [{number: 5432, name: tcp-pg, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 192.0.2.11, ports: {tcp-pg: 15432}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: private, namespace: other}
+spec:
+  hosts: [private.example.com]
+  addresses: [192.0.2.20]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  exportTo: ["."]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: range, namespace: shop}
+spec:
+  hosts: [range.example.com]
+  addresses: [198.51.100.0/24]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+"#;
+
+    fn locked(yaml: &str) -> String {
+        format!(
+            "{yaml}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}\n"
+        )
+    }
+
+    #[test]
+    fn registry_only_sends_unknown_destinations_nowhere() {
+        let open = snapshot_of(CLUSTER);
+        assert_eq!(
+            resolve_outbound(&open, "shop", addr("192.0.2.1:443"), |_| 0),
+            NextHop::Passthrough(addr("192.0.2.1:443")),
+            "ALLOW_ANY lets it out"
+        );
+        let closed = snapshot_of(&locked(CLUSTER));
+        assert_eq!(
+            resolve_outbound(&closed, "shop", addr("192.0.2.1:443"), |_| 0),
+            NextHop::BlackHole(addr("192.0.2.1:443"))
+        );
+        assert_eq!(
+            resolve_outbound(&closed, "shop", addr("10.96.0.10:81"), |_| 0),
+            NextHop::BlackHole(addr("10.96.0.10:81")),
+            "a port the Service does not have"
+        );
+        // What the registry knows is reached as before: a Service, a pod in or out of the
+        // mesh.
+        assert!(matches!(
+            resolve_outbound(&closed, "shop", addr("10.96.0.10:80"), |_| 0),
+            NextHop::Hbone { .. }
+        ));
+        assert_eq!(
+            resolve_outbound(&closed, "shop", addr("10.244.2.11:80"), |_| 0),
+            NextHop::Passthrough(addr("10.244.2.11:80"))
+        );
+    }
+
+    #[test]
+    fn service_entries_open_their_hosts_ports_under_registry_only() {
+        let s = snapshot_of(&locked(EGRESS));
+        let time = s
+            .entry_host_named("time.jsontest.com", "shop")
+            .expect("the entry's host")
+            .clone();
+        let vip = time.vips[0];
+        assert_eq!(
+            resolve_outbound(&s, "shop", SocketAddr::new(vip, 443), |_| 0),
+            NextHop::Resolve {
+                host: "time.jsontest.com".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            resolve_outbound(&s, "shop", SocketAddr::new(vip, 8080), |_| 0),
+            NextHop::BlackHole(SocketAddr::new(vip, 8080)),
+            "a port the entry does not declare"
+        );
+        assert_eq!(
+            resolve_outbound(&s, "shop", addr("192.0.2.10:5432"), |_| 0),
+            NextHop::Passthrough(addr("192.0.2.11:15432")),
+            "STATIC: the endpoint, at its own port"
+        );
+        assert_eq!(
+            resolve_outbound(&s, "shop", addr("198.51.100.7:443"), |_| 0),
+            NextHop::Passthrough(addr("198.51.100.7:443")),
+            "inside a declared block, resolution NONE: as addressed"
+        );
+        assert_eq!(
+            resolve_outbound(&s, "shop", addr("192.0.2.20:443"), |_| 0),
+            NextHop::BlackHole(addr("192.0.2.20:443")),
+            "exported to its own namespace only"
+        );
+        assert_eq!(
+            resolve_outbound(&s, "other", addr("192.0.2.20:443"), |_| 0),
+            NextHop::Passthrough(addr("192.0.2.20:443"))
+        );
+        // Without REGISTRY_ONLY an allocated address still leads only to the entry's ports.
+        let open = snapshot_of(EGRESS);
+        let vip = open
+            .entry_host_named("time.jsontest.com", "shop")
+            .expect("host")
+            .vips[0];
+        assert!(matches!(
+            resolve_outbound(&open, "shop", SocketAddr::new(vip, 8080), |_| 0),
+            NextHop::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn a_waypoint_bound_service_entry_goes_through_its_waypoint() {
+        let yaml = format!(
+            "{}\n---\n{}",
+            WITH_WAYPOINT,
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: secure, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}\nspec: {hosts: [secure.example.com], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}\n"
+        );
+        let s = snapshot_of(&locked(&yaml));
+        let vip = s
+            .entry_host_named("secure.example.com", "shop")
+            .expect("host")
+            .vips[0];
+        assert_eq!(
+            resolve_outbound(&s, "shop", SocketAddr::new(vip, 80), |_| 0),
+            NextHop::Hbone {
+                identity: "spiffe://cluster.local/ns/shop/sa/waypoint".into(),
+                hbone_address: addr("10.244.1.20:15008"),
+                target: SocketAddr::new(vip, 80),
+            }
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Traffic capture: outbound `connect()` rewriting with the original destination kept,
-//! transparency for the application, and inbound delivery to the agent.
+//! transparency for the application, inbound delivery to the agent, and the pods' DNS
+//! queries to the agent's DNS proxy.
+mod dns;
 mod established;
 mod inbound;
 mod node_probe;
@@ -10,6 +12,7 @@ mod transparency;
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
 
 /// 127.0.0.1 in network byte order.
 const LOOPBACK_V4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);

@@ -30,6 +30,10 @@ pub fn weft_connect4(ctx: SockAddrContext) -> i32 {
         return DENY;
     };
     count(pod.pod, false);
+    // DNS (UDP or TCP to port 53) goes to the agent's DNS proxy when the pod's is captured.
+    if super::dns::redirect_connect4(&ctx, &pod) {
+        return ALLOW;
+    }
     // SAFETY: the kernel passes a valid bpf_sock_addr for the program's duration.
     let sa = unsafe { &mut *ctx.sock_addr };
     if sa.protocol != IPPROTO_TCP {
@@ -141,7 +145,7 @@ const MAX_CGROUP_LEVEL: i32 = 24;
 /// The capture settings of the pod the calling process belongs to: those of the shallowest
 /// cgroup on its path from the root that has an entry.
 #[inline(always)]
-fn enrolled_pod() -> Option<PodCapture> {
+pub(super) fn enrolled_pod() -> Option<PodCapture> {
     let mut level = 1;
     while level <= MAX_CGROUP_LEVEL {
         // SAFETY: the helper has no preconditions in cgroup programs.

@@ -22,6 +22,14 @@ fn original(ctx: &SockAddrContext) -> Option<OrigDst> {
 pub fn weft_getpeername4(ctx: SockAddrContext) -> i32 {
     // SAFETY: the kernel passes a valid bpf_sock_addr for the program's duration.
     let sa = unsafe { &mut *ctx.sock_addr };
+    // A socket connect4 sent to the DNS proxy shows its nameserver.
+    if u16::from_be(sa.user_port as u16) == ports::DNS {
+        if let Some(orig) = super::dns::original(&ctx) {
+            sa.user_ip4 = orig.addr[0];
+            sa.user_port = u32::from(orig.port.to_be());
+        }
+        return ALLOW;
+    }
     // Port 15001 is never captured, so a socket with a recorded original destination that
     // is connected there is one connect4 redirected.
     if u16::from_be(sa.user_port as u16) != ports::OUTBOUND {
