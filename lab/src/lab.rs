@@ -200,6 +200,45 @@ impl Lab {
         if self.runtime.agent.is_some() {
             self.start_pods_of_plan(PodPlan::is_waypoint)?;
             self.wait_until_ready(PodPlan::is_waypoint)?;
+            if self.kubelets.is_some() {
+                // Probed pods' endpoints turned ready after the agents read the cluster:
+                // `up` returns once every agent has seen them, as a client in a cluster
+                // would wait for a rollout.
+                self.wait_for_agents_to_see_ready_endpoints()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Until each agent's registry holds every Service's endpoints ready.
+    fn wait_for_agents_to_see_ready_endpoints(&self) -> Result<(), LabError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for node in &self.plan.nodes {
+            loop {
+                let body = self.agent_get(&node.name, "/services")?;
+                let services: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+                    LabError::Invalid(format!("the agent of {}'s /services: {e}", node.name))
+                })?;
+                let unready: Vec<String> = services
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s["endpoints_ready"] != s["endpoints_total"])
+                    .map(|s| format!("{}/{}", s["namespace"], s["name"]))
+                    .collect();
+                if unready.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(LabError::Invalid(format!(
+                        "the agent of {} did not see these Services' endpoints ready within {}s: {}",
+                        node.name,
+                        READY_TIMEOUT.as_secs(),
+                        unready.join(", ")
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         Ok(())
     }

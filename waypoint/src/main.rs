@@ -38,6 +38,9 @@ struct Args {
     ca: CaClientFiles,
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
+    /// HBONE's listener. On `0.0.0.0` the waypoint also listens on `[::]` (IPv6 only) when
+    /// its pod has IPv6: an agent reaches a dual-stack waypoint in the family of the
+    /// connection it carries.
     #[arg(long, env = "WEFT_LISTEN", default_value = "0.0.0.0:15008")]
     listen: SocketAddr,
     #[arg(long, env = "WEFT_READINESS_ADDR", default_value = "0.0.0.0:15021")]
@@ -150,10 +153,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         move |request| inbound::admit(request, handler_context.clone()),
         HboneServerConfig::default(),
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    info!(listen = %args.listen, waypoint = %format!("{}/{}", args.namespace, args.name), "serving HBONE");
+    let listeners = hbone_listeners(args.listen)?;
+    let addrs: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    info!(listen = %addrs.join(","), waypoint = %format!("{}/{}", args.namespace, args.name), "serving HBONE");
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(readiness::serve(args.readiness_addr, draining.clone()));
     let metrics_addr = args.metrics_addr;
@@ -163,7 +169,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("serving metrics on {metrics_addr}"))
     });
     let serving = server.clone();
-    let accepting = tokio::spawn(async move { serving.serve(listener).await });
+    let accepting = tokio::spawn(async move {
+        let mut each = tokio::task::JoinSet::new();
+        for listener in listeners {
+            let serving = serving.clone();
+            each.spawn(async move { serving.serve(listener).await });
+        }
+        while each.join_next().await.is_some() {}
+    });
     tokio::select! {
         () = shutdown.requested() => {}
         Some(ended) = tasks.join_next() => {
@@ -197,4 +210,27 @@ async fn stop_gracefully(
         Duration::from_secs(args.drain_timeout),
     )
     .await;
+}
+
+/// HBONE's listeners: `listen`, and beside an unspecified IPv4 address the same port on
+/// `[::]` (IPv6 only) when the pod has IPv6 — a pod without it keeps the IPv4 listener
+/// alone.
+fn hbone_listeners(listen: SocketAddr) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let bind = |addr: SocketAddr| -> anyhow::Result<tokio::net::TcpListener> {
+        let std_listener = weft_host::netns_sockets::tcp_listener(addr)
+            .with_context(|| format!("listening on {addr}"))?;
+        tokio::net::TcpListener::from_std(std_listener)
+            .with_context(|| format!("registering the listener on {addr}"))
+    };
+    let mut listeners = vec![bind(listen)?];
+    if listen.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
+        let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, listen.port()));
+        match bind(any6) {
+            Ok(listener) => listeners.push(listener),
+            Err(error) => {
+                info!(error = %format!("{error:#}"), "no IPv6 listener: the pod has no IPv6")
+            }
+        }
+    }
+    Ok(listeners)
 }
