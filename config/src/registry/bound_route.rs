@@ -177,6 +177,9 @@ impl RouteBackends {
 #[derive(Clone, Debug, PartialEq)]
 pub struct BoundRoute {
     pub route: GatewayRoute,
+    /// The namespace of the Service the route is attached to: a waypoint applies the routes
+    /// of the Service's namespace and of its own, as Istio's does.
+    pub service_namespace: String,
     /// `parentRefs[].port`: the route's rules apply to this service port only.
     pub port: Option<u16>,
     pub backends: Arc<RouteBackends>,

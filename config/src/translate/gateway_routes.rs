@@ -266,6 +266,7 @@ pub fn mesh_index<'a>(
                     .or_default()
                     .push(Arc::new(BoundRoute {
                         route: resolution.route.clone(),
+                        service_namespace: service.namespace.clone(),
                         port: *port,
                         backends: resolution.backends.clone(),
                     }));
