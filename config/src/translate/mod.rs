@@ -3,6 +3,7 @@
 pub mod gateway_routes;
 pub mod hosts;
 pub mod policy;
+pub mod route_status;
 pub mod routes;
 pub mod service;
 pub mod waypoint;
