@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{ArgAction, Parser};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use weft_ca::controller::ControllerConfig;
 use weft_ca::token_review::TokenReviewAuthenticator;
 use weft_config::source::{KubeSourceConfig, start};
@@ -39,8 +39,13 @@ struct Args {
     /// The CA's private key (PKCS#8 PEM).
     #[arg(long, env = "WEFT_CA_KEY", requires = "cert")]
     key: Option<PathBuf>,
-    /// Without --cert/--key: generate a root at start-up (the embedded default) and write its
-    /// certificate here for agents to trust. The key never leaves this process.
+    /// Without --cert/--key: keep the generated root here (root-cert.pem, and root-key.pem
+    /// with mode 0600), made at the first start and read back at every later one, so a
+    /// restart signs under the same root. The directory must be the CA's alone (refused if
+    /// other users may write it or read the key). Without it the root lives in memory only.
+    #[arg(long, env = "WEFT_CA_ROOT_DIR", conflicts_with = "cert")]
+    root_dir: Option<PathBuf>,
+    /// Write the root certificate (not the key) here for agents to trust.
     #[arg(long, env = "WEFT_CA_WRITE_ROOT")]
     write_root: Option<PathBuf>,
     /// JSON object of node name → bearer token: the nodes allowed to ask (the lab's
@@ -146,9 +151,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     key.display()
                 )
             })?,
-        _ => CertificateAuthority::generate(config).context("generating a root")?,
+        _ => match &args.root_dir {
+            Some(dir) => {
+                let (ca, origin) = weft_core::ca::root_dir::load_or_generate(dir, config)
+                    .context("keeping the root in --root-dir")?;
+                info!(dir = %dir.display(), ?origin, "root kept in --root-dir");
+                ca
+            }
+            None => {
+                let ca = CertificateAuthority::generate(config).context("generating a root")?;
+                warn!(
+                    "the generated root lives in this process only: after a restart the CA \
+                     signs under a new root the mesh does not trust (keep it with --root-dir, \
+                     or give --cert/--key)"
+                );
+                ca
+            }
+        },
     };
     let root_pem = ca.trust_bundle().to_pem();
+    info!(root = %root_fingerprint(&ca), "signing under this root (SHA-256)");
     if let Some(path) = &args.write_root {
         write_atomically(path, &root_pem)
             .with_context(|| format!("writing the root certificate to {}", path.display()))?;
@@ -272,6 +294,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("serving gRPC")?;
     drop(source);
     Ok(())
+}
+
+fn root_fingerprint(ca: &CertificateAuthority) -> String {
+    ca.trust_bundle()
+        .roots()
+        .iter()
+        .map(|r| r.fingerprint_sha256.clone())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Readers (agents starting at the same time) never see a half-written file.

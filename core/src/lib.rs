@@ -6,6 +6,7 @@ pub mod ext_authz;
 pub mod grpc;
 pub mod hbone;
 pub mod identity;
+pub mod io;
 pub mod lifecycle;
 pub mod logging;
 pub mod mesh;

@@ -134,7 +134,7 @@ async fn a_bad_node_token_is_unauthenticated() {
 
         let mut config = GrpcIssuerConfig::new(mesh.ca_addr.to_string());
         config.tls = Some(weft_core::ca::CaClientTls {
-            trust: mesh.trust.clone(),
+            trust: mesh.trust.clone().into(),
             server_name: CA_NAME.to_owned(),
         });
         let status = GrpcIssuer::new(config)
@@ -160,7 +160,7 @@ async fn a_token_file_is_read_again_for_every_request() {
         let mut config = GrpcIssuerConfig::new(mesh.ca_addr.to_string());
         config.token_file = Some(token_file.clone());
         config.tls = Some(weft_core::ca::CaClientTls {
-            trust: mesh.trust.clone(),
+            trust: mesh.trust.clone().into(),
             server_name: CA_NAME.to_owned(),
         });
         let issuer = GrpcIssuer::new(config).expect("issuer");
@@ -228,7 +228,7 @@ async fn the_ca_certificate_is_verified_by_its_name() {
         let mut config = GrpcIssuerConfig::new(mesh.ca_addr.to_string());
         config.token = Some(TOKEN_A.to_owned());
         config.tls = Some(weft_core::ca::CaClientTls {
-            trust: mesh.trust.clone(),
+            trust: mesh.trust.clone().into(),
             server_name: "impostor.example".to_owned(),
         });
         let status = GrpcIssuer::new(config)
@@ -398,10 +398,10 @@ async fn a_workload_obtains_its_own_identity_only() {
             request
         };
         let leaf_identities = |chain: &[String]| {
-            let leaf = TrustBundle::from_pem(&chain[0]).expect("pem");
-            CertificateInfo::parse(&leaf.certificates()[0])
-                .expect("leaf")
-                .identities
+            use rustls::pki_types::pem::PemObject;
+            let leaf = rustls::pki_types::CertificateDer::from_pem_slice(chain[0].as_bytes())
+                .expect("pem");
+            CertificateInfo::parse(&leaf).expect("leaf").identities
         };
 
         // As istio-agent asks: the CSR alone.

@@ -375,7 +375,8 @@ async fn other_methods_get_405_and_malformed_authorities_400() {
             mesh.client_manager.clone(),
             client_id(),
         ));
-        let config = spiffe_client_config(&mesh.trust, server_id(), resolver).expect("config");
+        let config = spiffe_client_config(&mesh.trust.clone().into(), server_id(), resolver)
+            .expect("config");
         let tcp = TcpStream::connect(server.addr).await.expect("connect");
         let tls = TlsConnector::from(Arc::new(config))
             .connect(ServerName::IpAddress(server.addr.ip().into()), tcp)

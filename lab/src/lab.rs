@@ -340,7 +340,8 @@ impl Lab {
             cgroup::create(&self.pod_cgroup(&pod))?;
             for container in &pod.containers {
                 let backing = Backing {
-                    trust_bundle: self.paths.ca_root(),
+                    // The bundle the lab rotates as a kubelet would, as agents read it.
+                    trust_bundle: self.paths.trust_bundle(),
                     token: self.paths.ca_token(&pod.node),
                 };
                 let volumes_dir = self.paths.pod_dir(&pod).join("volumes");
@@ -472,15 +473,17 @@ impl Lab {
         Ok(())
     }
 
-    /// The mesh's CA, in the control-plane namespace as istiod would run on a control-plane
-    /// node, with a bearer token per node (the lab's stand-in for service-account tokens).
-    fn start_ca(&mut self) -> Result<(), LabError> {
-        let Some(ca) = self.runtime.ca.clone() else {
-            return Err(LabError::Invalid(
-                "agents need a CA: set Runtime::ca to the weft-ca binary".into(),
-            ));
-        };
-        let tokens_file = self.paths.ca_dir().join("node-tokens.json");
+    fn ca_tokens_file(&self) -> PathBuf {
+        self.paths.ca_dir().join("node-tokens.json")
+    }
+
+    fn ca_cgroup(&self) -> PathBuf {
+        self.cgroup_root.join("control-plane")
+    }
+
+    /// A bearer token per node (the lab's stand-in for service-account tokens), the CA,
+    /// then the trust bundle agents are given: the CA's root.
+    fn set_up_ca(&mut self) -> Result<(), LabError> {
         let mut tokens = BTreeMap::new();
         for node in &self.plan.nodes {
             let token = weft_core::ca::NodeTokenAuthenticator::generate_token()
@@ -488,11 +491,35 @@ impl Lab {
             records::write(&self.paths.ca_token(&node.name), &token)?;
             tokens.insert(node.name.clone(), token);
         }
-        records::write(&tokens_file, &records::to_json(&tokens)?)?;
-        let cgroup = self.cgroup_root.join("control-plane");
+        records::write(&self.ca_tokens_file(), &records::to_json(&tokens)?)?;
+        self.start_ca(None)?;
+        let root = std::fs::read_to_string(self.paths.ca_root()).map_err(LabError::io(format!(
+            "reading the CA's root {}",
+            self.paths.ca_root().display()
+        )))?;
+        self.set_trust_bundle(&root)
+    }
+
+    /// The mesh's CA, in the control-plane namespace as istiod would run on a control-plane
+    /// node. Its root is kept in `ca_root_dir` across restarts, unless `signing` gives its
+    /// certificate and key files (a root or intermediate of the user's, as a Secret would).
+    fn start_ca(&mut self, signing: Option<(&Path, &Path)>) -> Result<(), LabError> {
+        let Some(ca) = self.runtime.ca.clone() else {
+            return Err(LabError::Invalid(
+                "agents need a CA: set Runtime::ca to the weft-ca binary".into(),
+            ));
+        };
+        let tokens_file = self.ca_tokens_file();
+        let cgroup = self.ca_cgroup();
         cgroup::create(&cgroup)?;
         let listen = self.plan.ca_address();
         let mut command = Command::new(ca);
+        match signing {
+            Some((cert, key)) => command.arg("--cert").arg(cert).arg("--key").arg(key),
+            None => command.arg("--root-dir").arg(self.paths.ca_root_dir()),
+        };
+        // Written anew at every start: a root the lab did not make is what the test gave.
+        let _ = std::fs::remove_file(self.paths.ca_root());
         command
             .arg("--listen")
             .arg(listen.to_string())
@@ -532,7 +559,7 @@ impl Lab {
         // Agents mount bpffs when it is missing; started together on a fresh machine they
         // would each mount one, and the later mount would hide the earlier agent's pins.
         weft_host::mounts::ensure_bpffs(std::path::Path::new(weft_host::mounts::BPFFS_DEFAULT))?;
-        self.start_ca()?;
+        self.set_up_ca()?;
         for node in self.plan.nodes.clone() {
             self.start_agent(&node.name)?;
         }
@@ -572,7 +599,7 @@ impl Lab {
             .arg("--ca-token-file")
             .arg(self.paths.ca_token(&node.name))
             .arg("--trust-bundle")
-            .arg(self.paths.ca_root())
+            .arg(self.paths.trust_bundle())
             .arg("--handoff-socket")
             .arg(self.paths.agent_handoff_socket(&node.name))
             .args(&self.runtime.agent_args)
@@ -680,6 +707,42 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(25));
         }
         Ok(())
+    }
+
+    /// Publishes `pem` as the mesh's trust bundle (one or several roots), as an update of
+    /// its ConfigMap reaches the pods that mount it: atomically, by a symlink swap
+    /// (`records::write_config_map_volume`). Running agents and waypoints pick it up.
+    pub fn set_trust_bundle(&self, pem: &str) -> Result<(), LabError> {
+        records::write_config_map_volume(&self.paths.trust_dir(), records::TRUST_BUNDLE_KEY, pem)
+    }
+
+    /// The CA's process ids.
+    pub fn ca_processes(&self) -> Vec<i32> {
+        cgroup::members(&self.ca_cgroup())
+    }
+
+    /// Stops the CA (SIGTERM, as a Deployment's rollout does) and starts it again: with the
+    /// root it kept (`signing` None), or with the certificate and key files given (a new
+    /// root, or an intermediate under one, as a changed Secret would give it). Waits until
+    /// it serves. Agents, waypoints and the trust bundle are left alone.
+    pub fn restart_ca(&mut self, signing: Option<(&Path, &Path)>) -> Result<(), LabError> {
+        let cgroup = self.ca_cgroup();
+        let old = cgroup::members(&cgroup);
+        for pid in &old {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(*pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !cgroup::members(&cgroup).is_empty() {
+            if Instant::now() >= deadline {
+                return Err(LabError::Invalid(format!(
+                    "the CA ({old:?}) did not exit within {}s of SIGTERM",
+                    READY_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        self.start_ca(signing)
     }
 
     /// Starts the agent of `node` again (after [`Lab::kill_agent`]) and waits until it is ready.

@@ -52,14 +52,30 @@ impl LabPaths {
         self.root.join("pod-locations.json")
     }
 
-    /// The CA's files: the root certificate agents trust, node tokens.
+    /// The CA's files: the root certificate it publishes, its kept root, node tokens.
     pub fn ca_dir(&self) -> PathBuf {
         self.root.join("ca")
     }
 
-    /// The root certificate the CA writes and agents trust.
+    /// The root certificate the CA writes (`--write-root`) when it starts.
     pub fn ca_root(&self) -> PathBuf {
         self.ca_dir().join("root.pem")
+    }
+
+    /// Where the CA keeps its generated root across restarts (`--root-dir`).
+    pub fn ca_root_dir(&self) -> PathBuf {
+        self.ca_dir().join("root")
+    }
+
+    /// The trust bundle as a ConfigMap volume: the lab publishes the CA's root there at
+    /// start, and [`crate::Lab::set_trust_bundle`] updates it the kubelet's way.
+    pub fn trust_dir(&self) -> PathBuf {
+        self.root.join("trust")
+    }
+
+    /// The file agents and waypoints are given as `--trust-bundle`.
+    pub fn trust_bundle(&self) -> PathBuf {
+        self.trust_dir().join(TRUST_BUNDLE_KEY)
     }
 
     /// The CA credential of `node`.
@@ -105,6 +121,46 @@ pub fn write(path: &Path, contents: &str) -> Result<(), LabError> {
     std::fs::write(&temporary, contents)
         .map_err(LabError::io(format!("writing {}", temporary.display())))?;
     std::fs::rename(&temporary, path).map_err(LabError::io(format!("writing {}", path.display())))
+}
+
+/// The key of the lab's trust bundle "ConfigMap" (Istio's name for the root's file).
+pub const TRUST_BUNDLE_KEY: &str = "root-cert.pem";
+
+/// Writes `contents` as the key `key` of a ConfigMap volume at `dir`, the way the kubelet
+/// updates one: the data goes into a new `..<version>` directory, the `..data` symlink is
+/// swapped to it with a rename (atomic), and `<key>` is a symlink to `..data/<key>`. A
+/// reader of `<dir>/<key>` sees the old file or the new one, never half of one.
+pub fn write_config_map_volume(dir: &Path, key: &str, contents: &str) -> Result<(), LabError> {
+    std::fs::create_dir_all(dir).map_err(LabError::io(format!("creating {}", dir.display())))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let version = format!("..{stamp}");
+    let data = dir.join(&version);
+    std::fs::create_dir(&data).map_err(LabError::io(format!("creating {}", data.display())))?;
+    std::fs::write(data.join(key), contents).map_err(LabError::io(format!(
+        "writing {}",
+        data.join(key).display()
+    )))?;
+    let link = dir.join("..data");
+    let previous = std::fs::read_link(&link).ok();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&version, &tmp)
+        .map_err(LabError::io(format!("linking {}", tmp.display())))?;
+    std::fs::rename(&tmp, &link).map_err(LabError::io(format!("swapping {}", link.display())))?;
+    let file = dir.join(key);
+    if std::fs::symlink_metadata(&file).is_err() {
+        std::os::unix::fs::symlink(Path::new("..data").join(key), &file)
+            .map_err(LabError::io(format!("linking {}", file.display())))?;
+    }
+    if let Some(previous) = previous
+        && previous != Path::new(&version)
+    {
+        // As the kubelet does: the old version goes once nothing points at it.
+        let _ = std::fs::remove_dir_all(dir.join(previous));
+    }
+    Ok(())
 }
 
 pub fn to_json(value: &impl serde::Serialize) -> Result<String, LabError> {

@@ -15,7 +15,7 @@ use weft_core::identity::Identity;
 use weft_host::netns_sockets::NetnsSockets;
 
 use crate::proxy::connect_from_pod;
-use crate::proxy::resolve::{Upstream, pick, resolve};
+use crate::proxy::resolve::{NextHop, pick, resolve};
 
 /// The pod a connection goes into: where the check is made from.
 #[derive(Clone)]
@@ -71,16 +71,16 @@ impl Connect for PodConnector {
                         .await?
                         .next()
                         .ok_or_else(|| refused(format!("{host} has no address")))?;
-                    Upstream::Passthrough(address)
+                    NextHop::Passthrough(address)
                 }
             };
             match target {
-                Upstream::Passthrough(address) => {
+                NextHop::Passthrough(address) => {
                     let tcp = connect_from_pod(&from.sockets, address).await?;
                     Ok(Box::new(tcp) as BoxIo)
                 }
-                Upstream::Refuse(reason) => Err(refused(reason)),
-                Upstream::Hbone {
+                NextHop::Refuse(reason) => Err(refused(reason)),
+                NextHop::Hbone {
                     identity: destination,
                     hbone_address,
                     target,

@@ -144,13 +144,20 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
     .await
     .context("reading the cluster's objects (from --config-dir, else the Kubernetes API)")?;
 
-    let (trust, issuer) = args.ca.load()?;
-    let identities = IdentityManager::new(
+    // The trust bundle is watched (`_trust_watcher`): a rotated root reaches every new
+    // handshake, and the CA client, without a restart.
+    let weft_core::ca::CaClient {
+        trust,
+        issuer,
+        watcher: _trust_watcher,
+    } = args.ca.load()?;
+    let identities = IdentityManager::with_trust(
         Arc::new(issuer),
         ManagerConfig {
             requested_validity: args.cert_lifetime,
             ..ManagerConfig::default()
         },
+        trust.clone(),
     );
     let pool = HbonePool::new(identities.clone(), trust.clone(), PoolConfig::default());
     let mesh = Arc::new(Mesh {

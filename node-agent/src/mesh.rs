@@ -9,20 +9,22 @@ use weft_config::api::security::MtlsMode;
 use weft_config::authz::Custom;
 use weft_config::authz::Decision;
 use weft_config::authz::l4::{self, L4Request, evaluate};
-use weft_config::registry::Registry;
+use weft_config::registry::{Registry, Snapshot};
 use weft_core::audit::AuditRecord;
 use weft_core::ext_authz::{PeerInfo, Verdict};
 use weft_core::hbone::HbonePool;
-use weft_core::identity::{IdentityManager, TrustBundle};
+use weft_core::identity::{IdentityManager, LiveTrust};
 
 use crate::ext_authz::{CheckFrom, Providers};
 use crate::proxy::OpenConnections;
+use crate::proxy::error::Error;
 use crate::proxy::records::ConnectionLog;
 
 pub struct Mesh {
     pub registry: Registry,
     pub identities: IdentityManager,
-    pub trust: TrustBundle,
+    /// The trust bundle in force, kept current from `--trust-bundle`.
+    pub trust: LiveTrust,
     pub pool: HbonePool,
     /// Clients of the CUSTOM policies' providers, per provider and pod.
     pub ext_authz: Providers,
@@ -33,15 +35,6 @@ pub struct Mesh {
 
 pub type SharedMesh = Arc<Mesh>;
 
-/// Why a connection to a pod is not admitted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denied {
-    /// The pod left the registry (it is being unenrolled).
-    Gone,
-    /// PeerAuthentication or AuthorizationPolicy says no, with the reason.
-    Refused(String),
-}
-
 impl Mesh {
     /// Whether a connection to pod `uid` may go in: a pod behind a waypoint takes only
     /// what its waypoint sends; for plaintext (no principal), PeerAuthentication STRICT
@@ -49,12 +42,12 @@ impl Mesh {
     /// provider is asked from the pod, `from`), AUDIT (recorded), DENY, ALLOW.
     pub async fn admit(
         &self,
+        snapshot: &Snapshot,
         uid: &str,
         request: &L4Request,
         from: &CheckFrom,
-    ) -> Result<(), Denied> {
-        let snapshot = self.registry.load();
-        let workload = snapshot.workload_by_uid(uid).ok_or(Denied::Gone)?;
+    ) -> Result<(), Error> {
+        let workload = snapshot.workload_by_uid(uid).ok_or(Error::PodGone)?;
         // A pod backing Services bound to different waypoints receives each Service's
         // traffic from that Service's waypoint, so any of them may deliver.
         let waypoints = snapshot.required_waypoints(workload);
@@ -70,7 +63,7 @@ impl Mesh {
                     .iter()
                     .map(|w| format!("{}/{}", w.namespace, w.name))
                     .collect();
-                return Err(Denied::Refused(format!(
+                return Err(Error::Denied(format!(
                     "traffic to this workload must come through waypoint {}",
                     names.join(" or ")
                 )));
@@ -79,7 +72,7 @@ impl Mesh {
         if request.principal.is_none()
             && snapshot.mtls_mode(workload, request.destination_port) == MtlsMode::Strict
         {
-            return Err(Denied::Refused(
+            return Err(Error::Denied(
                 "PeerAuthentication STRICT: plaintext refused".into(),
             ));
         }
@@ -88,11 +81,11 @@ impl Mesh {
             Custom::Skip => {}
             Custom::Deny(reason) => {
                 warn!(pod = %workload.name, %reason, "CUSTOM AuthorizationPolicy cannot be honoured; connection refused");
-                return Err(Denied::Refused(reason));
+                return Err(Error::Denied(reason));
             }
             Custom::Check { provider, policies } => {
                 let client = self.ext_authz.client(
-                    &snapshot,
+                    snapshot,
                     &provider,
                     uid,
                     &workload.identity,
@@ -101,7 +94,7 @@ impl Mesh {
                 .map_err(|reason| {
                     let reason = format!("AuthorizationPolicy {}: {reason}", policies.join(", "));
                     warn!(pod = %workload.name, %reason, "CUSTOM AuthorizationPolicy cannot be honoured; connection refused");
-                    Denied::Refused(reason)
+                    Error::Denied(reason)
                 })?;
                 let source = PeerInfo {
                     address: request.source_ip.map(|ip| SocketAddr::new(ip, 0)),
@@ -126,7 +119,7 @@ impl Mesh {
                 match client.check_network(&source, &destination).await {
                     Verdict::Deny(denied) => {
                         info!(pod = %workload.name, provider = %provider, reason = %denied.reason, "connection denied by external authorization");
-                        return Err(Denied::Refused(denied.reason));
+                        return Err(Error::Denied(denied.reason));
                     }
                     Verdict::Allow(allowed) => {
                         if let Some(reason) = allowed.failed_open {
@@ -155,7 +148,7 @@ impl Mesh {
         }
         match decision {
             Decision::Allow => Ok(()),
-            Decision::Deny(reason) => Err(Denied::Refused(reason)),
+            Decision::Deny(reason) => Err(Error::Denied(reason)),
         }
     }
 }

@@ -16,7 +16,7 @@ use weft_core::metrics::{
 };
 use weft_core::telemetry::{Span, SpanExporter, SpanKind, SpanStatus, TraceContext};
 
-use crate::proxy::resolve::Upstream;
+use crate::proxy::resolve::NextHop;
 
 /// What every proxy task reports to.
 pub struct Telemetry {
@@ -105,12 +105,6 @@ impl ConnectionTelemetry {
         self.span.as_ref().map(Span::traceparent)
     }
 
-    /// Connecting to the destination failed: passes the error on, noted for the close.
-    pub fn connect_failed(&mut self, error: std::io::Error) -> std::io::Error {
-        self.failed(ResponseFlags::CONNECT, &error);
-        error
-    }
-
     /// The connection did not go through: reported with its close.
     pub fn failed(&mut self, flags: ResponseFlags, reason: impl Display) {
         self.recorder.set_response_flags(flags);
@@ -141,22 +135,17 @@ pub fn outbound(
     snapshot: &Snapshot,
     pod_ip: IpAddr,
     dst: SocketAddr,
-    upstream: &Upstream,
+    upstream: &NextHop,
 ) -> ConnectionTelemetry {
     let source = workload_at(snapshot, pod_ip);
-    let (destination, security, refused) = match upstream {
-        Upstream::Hbone { hbone_address, .. } => (
+    let (destination, security) = match upstream {
+        NextHop::Hbone { hbone_address, .. } => (
             workload_at(snapshot, hbone_address.ip()),
             SecurityPolicy::MutualTls,
-            false,
         ),
-        Upstream::Passthrough(target) => (
-            workload_at(snapshot, target.ip()),
-            SecurityPolicy::None,
-            false,
-        ),
-        // Refused before leaving the pod.
-        _ => (None, SecurityPolicy::None, true),
+        NextHop::Passthrough(target) => (workload_at(snapshot, target.ip()), SecurityPolicy::None),
+        // Refused before leaving the pod: its ProxiedConnection reports why.
+        NextHop::Refuse(_) => (None, SecurityPolicy::None),
     };
     let labels = Connection {
         reporter: Reporter::Source,
@@ -175,9 +164,6 @@ pub fn outbound(
     let mut connection = telemetry.connection(&labels, span);
     if let Some(span) = &mut connection.span {
         span.set_attribute("destination.address", dst.to_string());
-    }
-    if refused {
-        connection.failed(ResponseFlags::CONNECT, "refused: no way to the destination");
     }
     connection
 }
@@ -293,7 +279,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
     fn outbound_over_hbone_to_a_service_reports_both_workloads_and_the_service() {
         let t = telemetry();
         let s = snapshot();
-        let upstream = Upstream::Hbone {
+        let upstream = NextHop::Hbone {
             identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
             hbone_address: addr("10.244.1.11:15008"),
             target: addr("10.244.1.11:8080"),
@@ -331,7 +317,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
             &s,
             "10.244.2.11".parse().expect("ip"),
             addr("192.0.2.1:443"),
-            &Upstream::Passthrough(addr("192.0.2.1:443")),
+            &NextHop::Passthrough(addr("192.0.2.1:443")),
         );
         let l = c.recorder.labels();
         assert_eq!(&*l.source.principal, "unknown");
@@ -364,7 +350,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
         ))
         .expect("exporter");
         let s = snapshot();
-        let upstream = Upstream::Hbone {
+        let upstream = NextHop::Hbone {
             identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
             hbone_address: addr("10.244.1.11:15008"),
             target: addr("10.244.1.11:8080"),

@@ -81,7 +81,10 @@ fn the_demo_tour_passes_every_step() {
         );
     }
     let certs = weftctl(&["certs", "-o", "json"]);
-    let certs = certs.as_array().cloned().unwrap_or_default();
+    let certs = certs["certificates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         certs
             .iter()

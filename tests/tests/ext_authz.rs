@@ -147,7 +147,8 @@ fn audit_records(lab: &Lab, file: &str) -> Vec<Value> {
         .collect()
 }
 
-const WAYPOINT_LOG: &str = "shop-waypoint-0-waypoint.log";
+/// The waypoint's container is `weft-waypoint`, as the controller makes it.
+const WAYPOINT_LOG: &str = "shop-waypoint-0-weft-waypoint.log";
 
 #[test]
 fn custom_and_audit_on_requests_at_the_waypoint() {

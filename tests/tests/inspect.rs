@@ -71,7 +71,10 @@ fn by_name<'a>(list: &'a Value, name: &str) -> &'a Value {
 }
 
 fn certificate<'a>(certs: &'a Value, identity: &str) -> Option<&'a Value> {
-    certs.as_array()?.iter().find(|c| c["identity"] == identity)
+    certs["certificates"]
+        .as_array()?
+        .iter()
+        .find(|c| c["identity"] == identity)
 }
 
 #[test]
@@ -122,6 +125,17 @@ fn weftctl_shows_what_the_agent_of_its_node_knows_holds_and_refused() {
         "{cert}"
     );
     assert!(cert["not_after"].as_str().is_some_and(|t| t.ends_with('Z')));
+    // The trust bundle in force: the CA's one root, which the certificate chains to.
+    let roots = certs["trust_bundle"]["roots"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(roots.len(), 1, "{certs:#}");
+    assert_eq!(
+        roots[0]["fingerprint_sha256"], cert["root_fingerprint_sha256"],
+        "{certs:#}"
+    );
+    assert_eq!(cert["chains_to_bundle"], true, "{cert}");
     assert!(
         certificate(&certs, SERVER_ID).is_none(),
         "node-1 holds no certificate for node-2's pod: {certs:#}"

@@ -217,7 +217,7 @@ fn hbone_echo(
             let trust = TrustBundle::from_pem(&root).expect("root PEM");
             let issuer = GrpcIssuer::new(GrpcIssuerConfig {
                 tls: Some(CaClientTls {
-                    trust: trust.clone(),
+                    trust: trust.clone().into(),
                     server_name: "weft-ca.weft-system.svc".into(),
                 }),
                 token: Some(token.trim().to_string()),
@@ -260,4 +260,40 @@ fn hbone_echo(
         })
     })
     .expect("enter the pod")
+}
+
+/// A pod's outbound listener (`:15001`) takes the pod's own captured connects only: from
+/// another pod, a connection to it is refused, so nobody can race a pending connect for
+/// its original destination and leave with the pod's identity.
+#[test]
+fn a_pods_outbound_port_refuses_other_pods() {
+    let lab = lab_up("outport", "security", 2, true);
+    let db = pod_ip(&lab, "shop/db");
+    assert!(
+        echoes(&lab, "shop/intruder", DB),
+        "the db pod is enrolled and serving"
+    );
+    let output = testapp_in(
+        &lab,
+        "shop/intruder",
+        &[
+            "connects",
+            &format!("{db}:15001"),
+            "--count",
+            "3",
+            "--timeout-ms",
+            "2000",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let churn: Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        (churn["ok"].as_u64(), churn["failed"].as_u64()),
+        (Some(0), Some(3)),
+        "connections to another pod's :15001 are refused: {stdout}"
+    );
 }

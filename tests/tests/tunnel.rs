@@ -144,7 +144,7 @@ fn a_node_cannot_obtain_the_identity_of_a_pod_it_does_not_run() {
                 let trust = TrustBundle::from_pem(&root).expect("root PEM");
                 let issuer = GrpcIssuer::new(GrpcIssuerConfig {
                     tls: Some(CaClientTls {
-                        trust,
+                        trust: trust.into(),
                         server_name: "weft-ca.weft-system.svc".into(),
                     }),
                     token: Some(token.trim().to_string()),
@@ -377,7 +377,7 @@ fn a_stream_keeps_flowing_across_certificate_rotations() {
     let lab = lab_up_with("rotate", "tunnel", 2, true, &["--cert-lifetime", "4"]);
     let serial = |lab: &Lab| -> Option<String> {
         let certs = agent_admin(lab, "node-1", "/certs");
-        certs
+        certs["certificates"]
             .as_array()?
             .iter()
             .find(|c| c["identity"] == CLIENT_ID)

@@ -95,8 +95,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await
     .context("reading the cluster's objects (from --config-dir, else the Kubernetes API)")?;
 
-    let (trust, issuer) = args.ca.load()?;
-    let identities = IdentityManager::new(Arc::new(issuer), ManagerConfig::default());
+    // The trust bundle is watched (`_trust_watcher`): a rotated root reaches every new
+    // handshake, and the CA client, without a restart.
+    let weft_core::ca::CaClient {
+        trust,
+        issuer,
+        watcher: _trust_watcher,
+    } = args.ca.load()?;
+    let identities =
+        IdentityManager::with_trust(Arc::new(issuer), ManagerConfig::default(), trust.clone());
     let service_account = args.service_account.clone().unwrap_or(args.name.clone());
     let identity = Identity::new(&args.trust_domain, &args.namespace, &service_account)
         .context("the waypoint's identity")?;

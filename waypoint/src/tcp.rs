@@ -18,9 +18,6 @@ use crate::forward::endpoints::{candidates, destination_port};
 use crate::upstream::balance::HashInput;
 use crate::upstream::outlier::Outcome;
 
-/// Per-direction copy buffer, as the node agent uses.
-const COPY_BUFFER: usize = 64 * 1024;
-
 pub async fn forward<I>(mut io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -94,9 +91,7 @@ where
             return;
         }
     };
-    match tokio::io::copy_bidirectional_with_sizes(&mut io, &mut upstream, COPY_BUFFER, COPY_BUFFER)
-        .await
-    {
+    match weft_core::io::splice(&mut io, &mut upstream).await {
         Ok((sent, received)) => debug!(%address, sent, received, "tcp stream done"),
         Err(error) => debug!(%address, %error, "tcp stream ended with an error"),
     }

@@ -18,17 +18,19 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::proto::{IMPERSONATED_IDENTITY, IstioCertificateRequest, IstioCertificateServiceClient};
-use crate::identity::tls::ALPN_H2;
+use crate::identity::tls::{ALPN_H2, LiveWebPkiServerVerifier};
+use crate::identity::trust_file::{DEFAULT_POLL, TrustFileError, TrustFileWatcher};
 use crate::identity::{
-    BoxFuture, CertificateIssuer, CertificateRequest, IssueError, TrustBundle, crypto_provider,
+    BoxFuture, CertificateIssuer, CertificateRequest, IssueError, LiveTrust, crypto_provider,
 };
 
-/// TLS towards the CA: its certificate must chain to `trust` and be valid for `server_name`
-/// (a DNS name or IP address in its SANs, as for any TLS server; istiod's is
-/// `istiod.istio-system.svc`).
+/// TLS towards the CA: its certificate must chain to `trust` (the bundle in force at each
+/// connection: a CA restarted under a new root is trusted once the bundle holds that root)
+/// and be valid for `server_name` (a DNS name or IP address in its SANs, as for any TLS
+/// server; istiod's is `istiod.istio-system.svc`).
 #[derive(Debug, Clone)]
 pub struct CaClientTls {
-    pub trust: TrustBundle,
+    pub trust: LiveTrust,
     pub server_name: String,
 }
 
@@ -136,7 +138,10 @@ impl GrpcIssuer {
                     .map_err(|_| GrpcIssuerError::ServerName(tls.server_name.clone()))?;
                 let mut client = ClientConfig::builder_with_provider(crypto_provider())
                     .with_protocol_versions(&[&rustls::version::TLS13])?
-                    .with_root_certificates(tls.trust.root_store())
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(LiveWebPkiServerVerifier::new(
+                        &tls.trust,
+                    )))
                     .with_no_client_auth();
                 client.alpn_protocols = vec![ALPN_H2.to_vec()];
                 Some((TlsConnector::from(Arc::new(client)), name))
@@ -334,8 +339,10 @@ pub struct CaClientFiles {
         arg(long = "ca-token-file", env = "WEFT_CA_TOKEN_FILE")
     )]
     pub token_file: std::path::PathBuf,
-    /// The mesh's root certificates (PEM): what peers' and the CA's certificates must chain
-    /// to.
+    /// The mesh's root certificates (PEM, one or several concatenated): what peers' and the
+    /// CA's certificates must chain to. Watched: a change (as the kubelet swaps a mounted
+    /// ConfigMap) applies to new handshakes without a restart; a bad file is refused and
+    /// the previous roots stay.
     #[cfg_attr(feature = "cli", arg(long = "trust-bundle", env = "WEFT_TRUST_BUNDLE"))]
     pub trust_bundle: std::path::PathBuf,
 }
@@ -351,33 +358,36 @@ pub enum CaClientFilesError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("parsing the trust bundle {}: {source}", path.display())]
-    Trust {
-        path: std::path::PathBuf,
-        source: crate::identity::TrustBundleError,
-    },
+    #[error(transparent)]
+    Trust(#[from] TrustFileError),
     #[error("setting up the CA client: {0}")]
     Client(#[from] GrpcIssuerError),
 }
 
+/// What [`CaClientFiles::load`] sets up.
+#[derive(Debug)]
+pub struct CaClient {
+    /// The trust bundle in force, kept current from its file by `watcher`.
+    pub trust: LiveTrust,
+    pub issuer: GrpcIssuer,
+    /// Keep it: dropping it stops following the file.
+    pub watcher: TrustFileWatcher,
+}
+
 impl CaClientFiles {
-    /// The trust bundle, and a CA client over TLS that verifies the CA against it.
-    pub fn load(&self) -> Result<(TrustBundle, GrpcIssuer), CaClientFilesError> {
-        let read = |what, path: &std::path::Path| {
-            std::fs::read_to_string(path).map_err(|source| CaClientFilesError::Read {
-                what,
-                path: path.to_path_buf(),
-                source,
-            })
-        };
-        let pem = read("the trust bundle", &self.trust_bundle)?;
-        let trust = TrustBundle::from_pem(&pem).map_err(|source| CaClientFilesError::Trust {
-            path: self.trust_bundle.clone(),
-            source,
-        })?;
+    /// The trust bundle (watched), and a CA client over TLS that verifies the CA against
+    /// it. Must be called inside a tokio runtime.
+    pub fn load(&self) -> Result<CaClient, CaClientFilesError> {
+        let (trust, watcher) = TrustFileWatcher::start(&self.trust_bundle, DEFAULT_POLL)?;
         // Read now only to fail at start-up, naming the file, rather than at the first
         // certificate request; every request reads it again.
-        let token = read("the CA token", &self.token_file)?;
+        let token = std::fs::read_to_string(&self.token_file).map_err(|source| {
+            CaClientFilesError::Read {
+                what: "the CA token",
+                path: self.token_file.clone(),
+                source,
+            }
+        })?;
         bearer(&token)?;
         let issuer = GrpcIssuer::new(GrpcIssuerConfig {
             tls: Some(CaClientTls {
@@ -387,6 +397,10 @@ impl CaClientFiles {
             token_file: Some(self.token_file.clone()),
             ..GrpcIssuerConfig::new(self.address.clone())
         })?;
-        Ok((trust, issuer))
+        Ok(CaClient {
+            trust,
+            issuer,
+            watcher,
+        })
     }
 }

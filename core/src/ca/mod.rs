@@ -8,10 +8,12 @@
 //!   weft-ca) that names the [`Caller`]: a node obtains only identities of its own pods (as
 //!   [`NodeIdentities`] says), a workload only its own identity.
 //! - [`GrpcIssuer`]: the client, a `CertificateIssuer` for agents using a remote CA.
+//! - [`root_dir`]: a generated root kept on disk, so a restarted CA keeps its root.
 pub mod auth;
 pub mod authority;
 pub mod client;
 pub mod proto;
+pub mod root_dir;
 pub mod server;
 
 pub use auth::{
@@ -19,7 +21,7 @@ pub use auth::{
 };
 pub use authority::{CaConfig, CaError, CertificateAuthority, GeneratedRoot};
 pub use client::{
-    CaClientFiles, CaClientFilesError, CaClientTls, DEFAULT_CA_SERVER_NAME, GrpcIssuer,
+    CaClient, CaClientFiles, CaClientFilesError, CaClientTls, DEFAULT_CA_SERVER_NAME, GrpcIssuer,
     GrpcIssuerConfig, GrpcIssuerError,
 };
 pub use server::{CaServeError, CaServer, CaService};

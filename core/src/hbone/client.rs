@@ -30,7 +30,7 @@ use super::headers::{
 use super::pool::{ConnectionState, PoolKey, has_room, retire};
 use crate::identity::tls::{ManagedCertResolver, identity_mismatch, spiffe_client_config};
 use crate::identity::{
-    CertificateInfo, CertificateSerial, Identity, IdentityManager, PeerCertificate, TrustBundle,
+    CertificateInfo, CertificateSerial, Identity, IdentityManager, LiveTrust, PeerCertificate,
     WorkloadCertificate,
 };
 use crate::sync::lock;
@@ -124,6 +124,9 @@ struct PooledConnection {
     local: Arc<WorkloadCertificate>,
     peer: PeerCertificate,
     address: SocketAddr,
+    /// The version of the trust bundle the peer was verified under (read before the
+    /// handshake).
+    trust_version: u64,
     /// Why the HTTP/2 connection ended, once it has. In TLS 1.3 a server refusing the
     /// client's certificate says so only after the client's handshake completed, so this
     /// is where that reason surfaces.
@@ -142,11 +145,16 @@ impl PooledConnection {
         }
     }
 
-    fn state(&self, current_serial: Option<&CertificateSerial>) -> ConnectionState {
+    fn state(
+        &self,
+        current_serial: Option<&CertificateSerial>,
+        trust_version: u64,
+    ) -> ConnectionState {
         ConnectionState {
             active_streams: self.active.load(Ordering::Acquire),
             closed: self.sender.is_closed(),
             presented_current: current_serial == Some(self.local.serial()),
+            verified_under_current_trust: trust_version == self.trust_version,
             peer_not_after: self.peer.not_after,
             idle_since: *lock(&self.idle_since),
         }
@@ -187,7 +195,7 @@ struct KeyEntry {
 
 struct PoolInner {
     manager: IdentityManager,
-    trust: TrustBundle,
+    trust: LiveTrust,
     config: PoolConfig,
     keys: Mutex<HashMap<PoolKey, Arc<KeyEntry>>>,
     sweeper_started: AtomicBool,
@@ -215,11 +223,13 @@ enum OpenError {
 }
 
 impl HbonePool {
-    pub fn new(manager: IdentityManager, trust: TrustBundle, config: PoolConfig) -> Self {
+    /// `trust`: the bundle servers' chains must lead to, read at each handshake (a
+    /// [`LiveTrust`] follows rotations; a plain `TrustBundle` is fixed).
+    pub fn new(manager: IdentityManager, trust: impl Into<LiveTrust>, config: PoolConfig) -> Self {
         Self {
             inner: Arc::new(PoolInner {
                 manager,
-                trust,
+                trust: trust.into(),
                 config,
                 keys: Mutex::new(HashMap::new()),
                 sweeper_started: AtomicBool::new(false),
@@ -331,11 +341,12 @@ impl PoolInner {
     fn checkout(&self, entry: &KeyEntry, key: &PoolKey) -> Option<StreamSlot> {
         let current = self.manager.current(&key.source);
         let current_serial = current.as_ref().map(|c| c.serial());
+        let trust_version = self.trust.version();
         let now = SystemTime::now();
         let instant = Instant::now();
         let mut connections = lock(&entry.connections);
-        connections.retain(
-            |c| match retire(&c.state(current_serial), now, instant, None) {
+        connections.retain(|c| {
+            match retire(&c.state(current_serial, trust_version), now, instant, None) {
                 Some(reason) => {
                     tracing::debug!(
                         connection = c.id,
@@ -345,12 +356,12 @@ impl PoolInner {
                     false
                 }
                 None => true,
-            },
-        );
+            }
+        });
         let max = self.config.max_streams_per_connection;
         connections
             .iter()
-            .find(|c| has_room(&c.state(current_serial), max))
+            .find(|c| has_room(&c.state(current_serial, trust_version), max))
             .map(PooledConnection::reserve)
     }
 
@@ -358,6 +369,7 @@ impl PoolInner {
     fn sweep(&self) {
         let now = SystemTime::now();
         let instant = Instant::now();
+        let trust_version = self.trust.version();
         let mut keys = lock(&self.keys);
         keys.retain(|key, entry| {
             let current = self.manager.current(&key.source);
@@ -365,7 +377,7 @@ impl PoolInner {
             let mut connections = lock(&entry.connections);
             connections.retain(|c| {
                 match retire(
-                    &c.state(serial),
+                    &c.state(serial, trust_version),
                     now,
                     instant,
                     Some(self.config.idle_timeout),
@@ -462,6 +474,7 @@ impl PoolInner {
             self.manager.clone(),
             key.source.clone(),
         ));
+        let trust_version = self.trust.version();
         let tls_config = spiffe_client_config(
             &self.trust,
             key.destination.clone(),
@@ -535,6 +548,7 @@ impl PoolInner {
             local,
             peer,
             address,
+            trust_version,
             ended,
         }))
     }

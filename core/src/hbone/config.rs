@@ -66,8 +66,6 @@ pub struct HboneServerConfig {
     pub max_concurrent_streams: u32,
     /// From the TCP accept to an established TLS session.
     pub handshake_timeout: Duration,
-    /// Buffer per direction when splicing a stream with its upstream.
-    pub splice_buffer: usize,
 }
 
 impl Default for HboneServerConfig {
@@ -76,7 +74,6 @@ impl Default for HboneServerConfig {
             h2: H2Settings::default(),
             max_concurrent_streams: 200,
             handshake_timeout: Duration::from_secs(10),
-            splice_buffer: 64 * 1024,
         }
     }
 }

@@ -24,6 +24,10 @@ pub(crate) struct ConnectionState {
     /// Whether the certificate this connection presented is still the identity's current
     /// one; after a rotation new streams go to a connection made with the new certificate.
     pub presented_current: bool,
+    /// Whether the peer was verified under the trust bundle in force; after a change of
+    /// the bundle (a root added or removed) new streams go to a connection verified under
+    /// the new one, so none rides a chain to a removed root.
+    pub verified_under_current_trust: bool,
     pub peer_not_after: SystemTime,
     pub idle_since: Option<Instant>,
 }
@@ -33,6 +37,7 @@ pub(crate) struct ConnectionState {
 pub(crate) enum Retire {
     Closed,
     Rotated,
+    TrustChanged,
     PeerExpired,
     Idle,
 }
@@ -42,6 +47,7 @@ impl Retire {
         match self {
             Retire::Closed => "closed",
             Retire::Rotated => "local certificate rotated",
+            Retire::TrustChanged => "trust bundle changed",
             Retire::PeerExpired => "peer certificate expired",
             Retire::Idle => "idle",
         }
@@ -62,6 +68,9 @@ pub(crate) fn retire(
     }
     if !state.presented_current {
         return Some(Retire::Rotated);
+    }
+    if !state.verified_under_current_trust {
+        return Some(Retire::TrustChanged);
     }
     if state.peer_not_after <= now {
         return Some(Retire::PeerExpired);
@@ -101,6 +110,7 @@ mod tests {
             active_streams: 3,
             closed: false,
             presented_current: true,
+            verified_under_current_trust: true,
             peer_not_after: SystemTime::now() + Duration::from_secs(3600),
             idle_since: None,
         }
@@ -138,7 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn closed_rotated_and_expired_connections_retire() {
+    fn closed_rotated_retrusted_and_expired_connections_retire() {
         let now = SystemTime::now();
         let instant = Instant::now();
         let closed = ConnectionState {
@@ -151,6 +161,14 @@ mod tests {
             ..healthy()
         };
         assert_eq!(retire(&rotated, now, instant, None), Some(Retire::Rotated));
+        let retrusted = ConnectionState {
+            verified_under_current_trust: false,
+            ..healthy()
+        };
+        assert_eq!(
+            retire(&retrusted, now, instant, None),
+            Some(Retire::TrustChanged)
+        );
         let expired = ConnectionState {
             peer_not_after: now,
             ..healthy()

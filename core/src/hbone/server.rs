@@ -24,7 +24,7 @@ use super::config::HboneServerConfig;
 use super::error::HboneError;
 use super::headers::{FORWARDED, parse_authority, parse_forwarded_for};
 use crate::identity::tls::{ManagedCertResolver, spiffe_server_config};
-use crate::identity::{BoxFuture, Identity, IdentityManager, PeerCertificate, TrustBundle};
+use crate::identity::{BoxFuture, Identity, IdentityManager, LiveTrust, PeerCertificate};
 
 /// Which identity the server proves on a connection, from the local address it was
 /// accepted on (the destination pod's IP) and the SNI the client sent, if any. `None`
@@ -128,12 +128,12 @@ where
 
 struct ServerInner {
     manager: IdentityManager,
-    trust: TrustBundle,
+    trust: LiveTrust,
     identities: Box<dyn ServerIdentities>,
     handler: Arc<dyn InboundHandler>,
     config: HboneServerConfig,
-    /// One TLS configuration per identity served; its resolver reads the manager at each
-    /// handshake, so it never goes stale.
+    /// One TLS configuration per identity served; its resolver reads the manager and its
+    /// verifier the trust bundle at each handshake, so it never goes stale.
     tls: Mutex<HashMap<Identity, Arc<rustls::ServerConfig>>>,
     /// Set once [`HboneServer::retire`] is called: open connections are asked to wind down.
     retired: tokio::sync::watch::Sender<bool>,
@@ -189,7 +189,7 @@ struct Connection {
 impl HboneServer {
     pub fn new(
         manager: IdentityManager,
-        trust: TrustBundle,
+        trust: impl Into<LiveTrust>,
         identities: impl ServerIdentities,
         handler: impl InboundHandler,
         config: HboneServerConfig,
@@ -197,7 +197,7 @@ impl HboneServer {
         Self {
             inner: Arc::new(ServerInner {
                 manager,
-                trust,
+                trust: trust.into(),
                 identities: Box::new(identities),
                 handler: Arc::new(handler),
                 config,
@@ -304,11 +304,10 @@ impl HboneServer {
             .max_frame_size(h2.max_frame_size)
             .max_concurrent_streams(self.inner.config.max_concurrent_streams);
         let handler = Arc::clone(&self.inner.handler);
-        let splice_buffer = self.inner.config.splice_buffer;
         let service = service_fn(move |request| {
             let connection = Arc::clone(&connection);
             let handler = Arc::clone(&handler);
-            async move { Ok::<_, Infallible>(route(request, connection, handler, splice_buffer).await) }
+            async move { Ok::<_, Infallible>(route(request, connection, handler).await) }
         });
         let connection = builder.serve_connection(TokioIo::new(tls), service);
         tokio::pin!(connection);
@@ -384,7 +383,6 @@ async fn route(
     mut request: Request<Incoming>,
     connection: Arc<Connection>,
     handler: Arc<dyn InboundHandler>,
-    splice_buffer: usize,
 ) -> Response<Empty<Bytes>> {
     if request.method() != Method::CONNECT {
         tracing::debug!(method = %request.method(), "not a CONNECT: 405");
@@ -417,7 +415,7 @@ async fn route(
     let decision = handler.handle(inbound).instrument(span.clone()).await;
     match decision {
         Ok(Admitted::Splice(upstream)) => {
-            tokio::spawn(splice(on_upgrade, upstream, splice_buffer).instrument(span));
+            tokio::spawn(splice(on_upgrade, upstream).instrument(span));
             status(StatusCode::OK)
         }
         Ok(Admitted::Serve(serve)) => {
@@ -446,7 +444,7 @@ async fn route(
 }
 
 /// Copies both ways until both sides are done, passing half-closes along.
-async fn splice(on_upgrade: OnUpgrade, mut upstream: Upstream, buffer: usize) {
+async fn splice(on_upgrade: OnUpgrade, mut upstream: Upstream) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(error) => {
@@ -455,9 +453,7 @@ async fn splice(on_upgrade: OnUpgrade, mut upstream: Upstream, buffer: usize) {
         }
     };
     let mut downstream = TokioIo::new(upgraded);
-    match tokio::io::copy_bidirectional_with_sizes(&mut downstream, &mut upstream, buffer, buffer)
-        .await
-    {
+    match crate::io::splice(&mut downstream, &mut upstream).await {
         Ok((sent, received)) => tracing::debug!(sent, received, "stream done"),
         Err(error) => tracing::debug!(%error, "stream ended with an error"),
     }

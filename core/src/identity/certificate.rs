@@ -8,6 +8,7 @@ use rustls::sign::CertifiedKey;
 
 use super::keys::{KeyError, WorkloadKey};
 use super::spiffe::Identity;
+use super::trust::{TrustBundle, sha256_fingerprint};
 use super::x509::{CertificateInfo, CertificateParseError, CertificateSerial};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,19 @@ impl WorkloadCertificate {
     pub fn leaf(&self) -> &CertificateDer<'static> {
         // `from_issued` refuses an empty chain.
         &self.chain[0]
+    }
+
+    /// Whether peers trusting `bundle` accept this certificate: the chain as handshakes
+    /// present it, verified against the bundle's roots. Checked at `now`, or at the start
+    /// of the validity when that is later (a CA clock slightly ahead is no reason to
+    /// doubt the chain).
+    pub fn chains_to(&self, bundle: &TrustBundle, now: SystemTime) -> Result<(), rustls::Error> {
+        bundle.verify_client_chain(&self.certified_key.cert, now.max(self.info.not_before))
+    }
+
+    /// The SHA-256 fingerprint of the last certificate of the chain as issued (the root).
+    pub fn root_fingerprint(&self) -> Option<String> {
+        self.chain.last().map(|c| sha256_fingerprint(c.as_ref()))
     }
 
     /// The chain and signing key rustls presents in handshakes.

@@ -4,12 +4,22 @@
 //! publishes it, sleeps until about half its lifetime (see [`RotationPolicy`]) and starts
 //! again. Publishing replaces what the next TLS handshake will present; sessions already
 //! established keep working with the certificate they were made with.
+//!
+//! With the trust bundle in force ([`IdentityManager::with_trust`]), two more rules keep a
+//! root rotation from breaking connections:
+//! - a certificate whose chain does not lead to the bundle is not published: peers trusting
+//!   the same bundle would refuse it (a CA restarted with a new root before the bundle
+//!   carries that root). The previous certificate stays while it is valid, and the request
+//!   is retried as after any failure;
+//! - when the bundle changes, a certificate that no longer chains to it (its root was
+//!   removed) is renewed at once, and so is an identity whose last request failed that way,
+//!   rather than at the next rotation.
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
@@ -18,6 +28,7 @@ use super::issuer::{CertificateIssuer, CertificateRequest, IssueError};
 use super::keys::{KeyError, WorkloadKey};
 use super::rotation::{RotationPolicy, random_unit};
 use super::spiffe::Identity;
+use super::trust::{LiveTrust, TrustBundle};
 
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
@@ -56,6 +67,11 @@ pub enum IdentityError {
     },
     #[error("{0} is no longer managed")]
     Forgotten(Identity),
+    #[error(
+        "the certificate issued for {identity} does not chain to the trust bundle ({reason}); \
+         the CA signs under a root the bundle does not hold yet"
+    )]
+    Untrusted { identity: Identity, reason: String },
 }
 
 #[derive(Clone, Default)]
@@ -82,12 +98,17 @@ impl CertState {
 struct Entry {
     state: watch::Receiver<CertState>,
     task: AbortHandle,
+    /// Wakes the task to request a certificate now.
+    renew: Arc<Notify>,
 }
 
 struct Inner {
     issuer: Arc<dyn CertificateIssuer>,
     config: ManagerConfig,
     entries: Mutex<HashMap<Identity, Entry>>,
+    trust: Option<LiveTrust>,
+    /// The task following the trust bundle's changes.
+    follower: Mutex<Option<AbortHandle>>,
 }
 
 impl Drop for Inner {
@@ -99,7 +120,27 @@ impl Drop for Inner {
         for (_, entry) in entries.drain() {
             entry.task.abort();
         }
+        if let Some(follower) = self
+            .follower
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            follower.abort();
+        }
     }
+}
+
+/// Why a held certificate should be renewed now under `bundle`, if it should: it no longer
+/// chains to the bundle, or the last request failed for want of a chain to it.
+fn renewal_reason(state: &CertState, bundle: &TrustBundle, now: SystemTime) -> Option<String> {
+    if let Some(IdentityError::Untrusted { .. }) = &state.error {
+        return Some("the last certificate issued did not chain to the previous bundle".into());
+    }
+    let cert = state.cert.as_ref()?;
+    cert.chains_to(bundle, now)
+        .err()
+        .map(|e| format!("the certificate held no longer chains to the trust bundle: {e}"))
 }
 
 /// Keeps a certificate for each identity asked for. Cheap to clone; the rotation tasks stop
@@ -119,13 +160,53 @@ impl fmt::Debug for IdentityManager {
 
 impl IdentityManager {
     pub fn new(issuer: Arc<dyn CertificateIssuer>, config: ManagerConfig) -> Self {
+        Self::build(issuer, config, None)
+    }
+
+    /// A manager that publishes only certificates chaining to the trust bundle in force,
+    /// and renews at once those a change of the bundle leaves without a root (module
+    /// documentation). Must be called inside a tokio runtime.
+    pub fn with_trust(
+        issuer: Arc<dyn CertificateIssuer>,
+        config: ManagerConfig,
+        trust: LiveTrust,
+    ) -> Self {
+        let manager = Self::build(issuer, config, Some(trust.clone()));
+        let follower = tokio::spawn(follow_trust(Arc::downgrade(&manager.inner), trust));
+        *crate::sync::lock(&manager.inner.follower) = Some(follower.abort_handle());
+        manager
+    }
+
+    fn build(
+        issuer: Arc<dyn CertificateIssuer>,
+        config: ManagerConfig,
+        trust: Option<LiveTrust>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 issuer,
                 config,
                 entries: Mutex::new(HashMap::new()),
+                trust,
+                follower: Mutex::new(None),
             }),
         }
+    }
+
+    /// Wakes the task of every identity `renewal_reason` names under `bundle`; returns
+    /// them.
+    fn renew_untrusted(&self, bundle: &TrustBundle) -> Vec<Identity> {
+        let now = SystemTime::now();
+        let mut renewed = Vec::new();
+        for (identity, entry) in self.entries().iter() {
+            let reason = renewal_reason(&entry.state.borrow(), bundle, now);
+            if let Some(reason) = reason {
+                tracing::info!(%identity, %reason, "trust bundle changed: renewing the certificate now");
+                entry.renew.notify_one();
+                renewed.push(identity.clone());
+            }
+        }
+        renewed
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Entry>> {
@@ -194,13 +275,16 @@ impl IdentityManager {
             return entry.state.clone();
         }
         let (tx, rx) = watch::channel(CertState::default());
+        let renew = Arc::new(Notify::new());
         let span = tracing::info_span!("certificate", identity = %identity);
         let task = tokio::spawn(
             maintain(
                 identity.clone(),
                 Arc::clone(&self.inner.issuer),
                 self.inner.config.clone(),
+                self.inner.trust.clone(),
                 tx,
+                Arc::clone(&renew),
             )
             .instrument(span),
         )
@@ -210,9 +294,22 @@ impl IdentityManager {
             Entry {
                 state: rx.clone(),
                 task,
+                renew,
             },
         );
         rx
+    }
+}
+
+/// Re-checks the certificates at every change of the trust bundle, until the manager is
+/// gone.
+async fn follow_trust(manager: std::sync::Weak<Inner>, trust: LiveTrust) {
+    let mut changes = trust.subscribe();
+    while changes.changed().await.is_ok() {
+        let Some(inner) = manager.upgrade() else {
+            return;
+        };
+        IdentityManager { inner }.renew_untrusted(&trust.current());
     }
 }
 
@@ -221,11 +318,24 @@ async fn maintain(
     identity: Identity,
     issuer: Arc<dyn CertificateIssuer>,
     config: ManagerConfig,
+    trust: Option<LiveTrust>,
     state: watch::Sender<CertState>,
+    renew: Arc<Notify>,
 ) {
     let mut failures = 0u32;
     loop {
-        let delay = match issue_once(&identity, issuer.as_ref(), &config).await {
+        let issued = issue_once(&identity, issuer.as_ref(), &config).await;
+        let issued = match (issued, &trust) {
+            (Ok(cert), Some(trust)) => match cert.chains_to(&trust.current(), SystemTime::now()) {
+                Ok(()) => Ok(cert),
+                Err(e) => Err(IdentityError::Untrusted {
+                    identity: identity.clone(),
+                    reason: e.to_string(),
+                }),
+            },
+            (issued, _) => issued,
+        };
+        let delay = match issued {
             Ok(cert) => {
                 failures = 0;
                 let delay = config.rotation.refresh_delay(
@@ -237,6 +347,7 @@ async fn maintain(
                 tracing::info!(
                     serial = %cert.serial(),
                     not_after = ?cert.not_after(),
+                    root = cert.root_fingerprint().unwrap_or_default(),
                     rotate_in = ?delay,
                     "certificate issued"
                 );
@@ -259,7 +370,11 @@ async fn maintain(
                 delay
             }
         };
-        tokio::time::sleep(delay).await;
+        // A renewal asked for meanwhile (the trust bundle changed) cuts the wait short.
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = renew.notified() => {}
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! rustls pieces for SPIFFE mutual TLS: verifiers that check chains against the trust bundle
 //! and peers against SPIFFE ids, and certificate resolvers that read the identity manager at
 //! handshake time (so a rotated certificate is used by the next handshake, and sessions
-//! already open keep the one they started with).
+//! already open keep the one they started with). The verifiers read the [`LiveTrust`] at
+//! each handshake the same way: a rotated trust bundle applies to the next handshake
+//! without rebuilding any configuration, and open sessions are not verified again.
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -11,26 +13,24 @@ use rustls::client::{ResolvesClientCert, verify_server_cert_signed_by_trust_anch
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
-    ServerConfig, SignatureScheme,
+    ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, ServerConfig,
+    SignatureScheme,
 };
 
 use super::certificate::WorkloadCertificate;
 use super::crypto::crypto_provider;
 use super::manager::IdentityManager;
 use super::spiffe::Identity;
-use super::trust::TrustBundle;
+use super::trust::LiveTrust;
 use super::x509::{CertificateInfo, CertificateParseError, CertificateSerial};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
     #[error("building the TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
-    #[error("building the client certificate verifier: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
 /// The peer presented a valid chain, but for another identity than the one expected.
@@ -85,15 +85,15 @@ pub fn identity_mismatch<'a>(
 /// name the expected SPIFFE identity. The TLS server name plays no part: HBONE dials pod IPs
 /// and SPIFFE certificates carry no IP or DNS names.
 pub struct SpiffeServerVerifier {
-    roots: Arc<RootCertStore>,
+    trust: LiveTrust,
     expected: Identity,
     provider: Arc<CryptoProvider>,
 }
 
 impl SpiffeServerVerifier {
-    pub fn new(trust: &TrustBundle, expected: Identity) -> Self {
+    pub fn new(trust: &LiveTrust, expected: Identity) -> Self {
         Self {
-            roots: trust.root_store(),
+            trust: trust.clone(),
             expected,
             provider: crypto_provider(),
         }
@@ -120,7 +120,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         let parsed = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &parsed,
-            &self.roots,
+            self.trust.load().root_store_ref(),
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,
@@ -172,23 +172,36 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 
 /// Server side: a client certificate is required, its chain must lead to the trust bundle,
 /// and it must carry exactly one SPIFFE identity (the one policy will be checked against).
-#[derive(Debug)]
+///
+/// No root hints are sent (the `certificate_authorities` of the CertificateRequest stay
+/// empty, so a client presents its certificate whatever its root): they would be borrowed
+/// from a bundle that can change between handshakes, and an empty list is what RFC 8446
+/// allows for "any".
 pub struct SpiffeClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    trust: LiveTrust,
+    provider: Arc<CryptoProvider>,
 }
 
 impl SpiffeClientVerifier {
-    pub fn new(trust: &TrustBundle) -> Result<Self, TlsConfigError> {
-        let inner =
-            WebPkiClientVerifier::builder_with_provider(trust.root_store(), crypto_provider())
-                .build()?;
-        Ok(Self { inner })
+    pub fn new(trust: &LiveTrust) -> Self {
+        Self {
+            trust: trust.clone(),
+            provider: crypto_provider(),
+        }
+    }
+}
+
+impl fmt::Debug for SpiffeClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiffeClientVerifier")
+            .field("trust", &self.trust)
+            .finish_non_exhaustive()
     }
 }
 
 impl ClientCertVerifier for SpiffeClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        &[]
     }
 
     fn verify_client_cert(
@@ -197,7 +210,9 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner
+        self.trust
+            .load()
+            .client_verifier()
             .verify_client_cert(end_entity, intermediates, now)?;
         let info = CertificateInfo::parse(end_entity).map_err(other_error)?;
         info.single_identity().map_err(other_error)?;
@@ -210,7 +225,12 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -219,11 +239,97 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS server's certificate checked as any TLS client would (chain to the trust bundle,
+/// validity, the server's DNS name or IP address in its SANs), against the bundle in force
+/// at the handshake: how agents and waypoints verify the CA, whose serving certificate a
+/// restarted CA may issue under a new root.
+pub struct LiveWebPkiServerVerifier {
+    trust: LiveTrust,
+    provider: Arc<CryptoProvider>,
+}
+
+impl LiveWebPkiServerVerifier {
+    pub fn new(trust: &LiveTrust) -> Self {
+        Self {
+            trust: trust.clone(),
+            provider: crypto_provider(),
+        }
+    }
+}
+
+impl fmt::Debug for LiveWebPkiServerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveWebPkiServerVerifier")
+            .field("trust", &self.trust)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for LiveWebPkiServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.trust.load().server_verifier().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -296,7 +402,7 @@ pub const ALPN_H2: &[u8] = b"h2";
 /// server that proves `expected`. Session resumption is off: a resumed session would skip
 /// the certificates, and with them the identity checks and rotation.
 pub fn spiffe_client_config(
-    trust: &TrustBundle,
+    trust: &LiveTrust,
     expected: Identity,
     resolver: Arc<dyn ResolvesClientCert>,
 ) -> Result<ClientConfig, TlsConfigError> {
@@ -313,12 +419,12 @@ pub fn spiffe_client_config(
 /// A TLS 1.3 server configuration that requires a client certificate with a SPIFFE
 /// identity chaining to `trust`, and presents `resolver`'s certificate.
 pub fn spiffe_server_config(
-    trust: &TrustBundle,
+    trust: &LiveTrust,
     resolver: Arc<dyn ResolvesServerCert>,
 ) -> Result<ServerConfig, TlsConfigError> {
     let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(trust)?))
+        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(trust)))
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});

@@ -19,7 +19,7 @@ use weft_core::ca::{
 use weft_core::hbone::{
     ConnectRequest, HboneServer, HboneServerConfig, InboundRequest, Refusal, Upstream,
 };
-use weft_core::identity::{Identity, IdentityManager, ManagerConfig, TrustBundle};
+use weft_core::identity::{Identity, IdentityManager, LiveTrust, ManagerConfig, TrustBundle};
 
 pub const NODE_A: &str = "node-a";
 pub const NODE_B: &str = "node-b";
@@ -97,11 +97,15 @@ pub async fn serve_ca(ca: Arc<CertificateAuthority>) -> (SocketAddr, Background)
     (addr, Background(task))
 }
 
-pub fn grpc_issuer(addr: SocketAddr, token: &str, trust: &TrustBundle) -> GrpcIssuer {
+pub fn grpc_issuer<T: Clone + Into<LiveTrust>>(
+    addr: SocketAddr,
+    token: &str,
+    trust: &T,
+) -> GrpcIssuer {
     let mut config = GrpcIssuerConfig::new(addr.to_string());
     config.token = Some(token.to_owned());
     config.tls = Some(CaClientTls {
-        trust: trust.clone(),
+        trust: trust.clone().into(),
         server_name: CA_NAME.to_owned(),
     });
     GrpcIssuer::new(config).expect("gRPC issuer")
@@ -174,7 +178,7 @@ pub struct HboneFixture {
     accepting: Arc<Mutex<HboneServer>>,
     /// What a successor server is built from.
     manager: IdentityManager,
-    trust: TrustBundle,
+    trust: LiveTrust,
     identity: Identity,
     _task: Background,
 }
@@ -239,15 +243,16 @@ fn handler(
 
 /// An HBONE server on 127.0.0.1 presenting `identity` from `manager`. The test's own accept
 /// loop counts TCP connections and feeds them to `serve_connection`.
-pub async fn hbone_server(
+pub async fn hbone_server<T: Clone + Into<LiveTrust>>(
     manager: &IdentityManager,
-    trust: &TrustBundle,
+    trust: &T,
     identity: Identity,
 ) -> HboneFixture {
+    let trust: LiveTrust = trust.clone().into();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind HBONE");
     let addr = listener.local_addr().expect("HBONE address");
     let requests = Arc::new(Mutex::new(Vec::new()));
-    let server = new_server(manager, trust, identity.clone(), Arc::clone(&requests));
+    let server = new_server(manager, &trust, identity.clone(), Arc::clone(&requests));
     let accepted = Arc::new(AtomicUsize::new(0));
     let (tx, outcomes) = mpsc::unbounded_channel();
     let counter = Arc::clone(&accepted);
@@ -272,7 +277,7 @@ pub async fn hbone_server(
         server,
         accepting,
         manager: manager.clone(),
-        trust: trust.clone(),
+        trust,
         identity,
         _task: Background(task),
     }
@@ -280,7 +285,7 @@ pub async fn hbone_server(
 
 fn new_server(
     manager: &IdentityManager,
-    trust: &TrustBundle,
+    trust: &LiveTrust,
     identity: Identity,
     requests: Arc<Mutex<Vec<InboundRequest>>>,
 ) -> HboneServer {

@@ -1,12 +1,39 @@
-//! `GET /certs`: the workload certificates the agent holds, never their keys.
+//! `GET /certs`: the trust bundle in force (its roots, by SHA-256) and the workload
+//! certificates the agent holds, never their keys. During a root rotation it tells whether
+//! the agent sees the new bundle and which root each certificate chains to.
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use weft_config::registry::Snapshot;
-use weft_core::identity::WorkloadCertificate;
+use weft_core::identity::{LiveTrust, TrustBundle, WorkloadCertificate};
 
 use crate::mesh::SharedMesh;
+
+#[derive(Debug, Serialize)]
+pub struct CertsView {
+    pub trust_bundle: TrustBundleView,
+    pub certificates: Vec<CertificateView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrustBundleView {
+    /// The roots new handshakes accept, in the order of the bundle's file.
+    pub roots: Vec<RootView>,
+    /// How many times the bundle was replaced since the agent started.
+    pub changes: u64,
+    /// Why the file's current text was refused (the roots above stay in force), if it was.
+    pub refused: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RootView {
+    /// Colon-separated hex, as `openssl x509 -fingerprint -sha256` prints it.
+    pub fingerprint_sha256: String,
+    pub subject: String,
+    pub not_after: String,
+    pub not_after_unix: i64,
+}
 
 #[derive(Debug, Serialize)]
 pub struct CertificateView {
@@ -24,11 +51,47 @@ pub struct CertificateView {
     /// SHA-256 of the last certificate of the chain (the root), colon-separated hex as
     /// `openssl x509 -fingerprint -sha256` prints it, to compare with the mesh's root.
     pub root_fingerprint_sha256: String,
+    /// Whether the chain leads to a root of the trust bundle in force (peers with the same
+    /// bundle accept it).
+    pub chains_to_bundle: bool,
     /// The mesh pods of this node running as this identity.
     pub pods: Vec<String>,
 }
 
-pub fn certificates(mesh: &SharedMesh, snapshot: &Snapshot, node: &str) -> Vec<CertificateView> {
+pub fn certs(mesh: &SharedMesh, snapshot: &Snapshot, node: &str) -> CertsView {
+    let bundle = mesh.trust.current();
+    CertsView {
+        trust_bundle: trust_bundle(&mesh.trust, &bundle),
+        certificates: certificates(mesh, &bundle, snapshot, node),
+    }
+}
+
+fn trust_bundle(live: &LiveTrust, bundle: &TrustBundle) -> TrustBundleView {
+    TrustBundleView {
+        roots: bundle
+            .roots()
+            .iter()
+            .map(|root| {
+                let not_after = unix(root.not_after);
+                RootView {
+                    fingerprint_sha256: root.fingerprint_sha256.clone(),
+                    subject: root.subject.clone(),
+                    not_after: rfc3339(not_after),
+                    not_after_unix: not_after,
+                }
+            })
+            .collect(),
+        changes: live.version(),
+        refused: live.refusal(),
+    }
+}
+
+fn certificates(
+    mesh: &SharedMesh,
+    bundle: &TrustBundle,
+    snapshot: &Snapshot,
+    node: &str,
+) -> Vec<CertificateView> {
     let mut pods_by_identity: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for workload in snapshot.workloads_on_node(node).filter(|w| w.in_mesh) {
         pods_by_identity
@@ -36,7 +99,7 @@ pub fn certificates(mesh: &SharedMesh, snapshot: &Snapshot, node: &str) -> Vec<C
             .or_default()
             .push(format!("{}/{}", workload.namespace, workload.name));
     }
-    let now = unix(SystemTime::now());
+    let now = SystemTime::now();
     mesh.identities
         .certificates()
         .iter()
@@ -47,12 +110,18 @@ pub fn certificates(mesh: &SharedMesh, snapshot: &Snapshot, node: &str) -> Vec<C
                 .cloned()
                 .unwrap_or_default();
             pods.sort();
-            view(c, now, pods)
+            view(c, now, bundle, pods)
         })
         .collect()
 }
 
-fn view(cert: &WorkloadCertificate, now: i64, pods: Vec<String>) -> CertificateView {
+fn view(
+    cert: &WorkloadCertificate,
+    at: SystemTime,
+    bundle: &TrustBundle,
+    pods: Vec<String>,
+) -> CertificateView {
+    let now = unix(at);
     let not_before = unix(cert.not_before());
     let not_after = unix(cert.not_after());
     CertificateView {
@@ -64,11 +133,8 @@ fn view(cert: &WorkloadCertificate, now: i64, pods: Vec<String>) -> CertificateV
         not_after_unix: not_after,
         expires_in_seconds: not_after - now,
         chain_length: cert.chain().len(),
-        root_fingerprint_sha256: cert
-            .chain()
-            .last()
-            .map(|root| fingerprint(root.as_ref()))
-            .unwrap_or_default(),
+        root_fingerprint_sha256: cert.root_fingerprint().unwrap_or_default(),
+        chains_to_bundle: cert.chains_to(bundle, at).is_ok(),
         pods,
     }
 }
@@ -78,16 +144,6 @@ pub fn unix(time: SystemTime) -> i64 {
         Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
         Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
     }
-}
-
-pub fn fingerprint(der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 pub use weft_core::audit::rfc3339;
@@ -103,14 +159,5 @@ mod tests {
         assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
         assert_eq!(rfc3339(4_102_444_800), "2100-01-01T00:00:00Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-    }
-
-    #[test]
-    fn fingerprint_is_colon_separated_upper_hex_sha256() {
-        // SHA-256("abc")
-        assert_eq!(
-            fingerprint(b"abc"),
-            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
-        );
     }
 }

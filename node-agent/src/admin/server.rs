@@ -49,7 +49,7 @@ const ENDPOINTS: [(&str, &str); 10] = [
     ),
     (
         "/certs",
-        "workload certificates held (identity, serial, validity, chain, root fingerprint; never keys)",
+        "the trust bundle's roots (SHA-256) and the workload certificates held (identity, serial, validity, chain, root; never keys)",
     ),
     (
         "/config_dump",
@@ -159,7 +159,7 @@ fn route(admin: &Admin, path: &str) -> Reply {
         "/status" => json(&status(admin, &snapshot)),
         "/pods" => json(&lock(&admin.enrollment).status()),
         "/connections" => json(&admin.mesh.log.snapshot()),
-        "/certs" => json(&certs::certificates(&admin.mesh, &snapshot, &admin.node)),
+        "/certs" => json(&certs::certs(&admin.mesh, &snapshot, &admin.node)),
         "/workloads" => json(&registry::workloads(
             &snapshot,
             &captured_uids(admin),

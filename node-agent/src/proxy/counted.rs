@@ -1,5 +1,6 @@
-//! A connection that accounts its bytes to its pod when it is dropped: for streams spliced
-//! by code that does not report what it copied (the HBONE server).
+//! The application's end of a connection, accounting its bytes to its pod when it is
+//! dropped, whoever copies them (the agent's copy loop or the HBONE server's); wrapped by
+//! `connection.rs`.
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;

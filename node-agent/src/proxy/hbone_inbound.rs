@@ -6,17 +6,19 @@ use std::sync::Arc;
 
 use tracing::debug;
 use weft_config::authz::l4::L4Request;
+use weft_config::registry::Snapshot;
 use weft_core::hbone::{InboundRequest, Refusal, Upstream};
-use weft_core::metrics::{ResponseFlags, Side};
+use weft_core::metrics::Side;
 use weft_host::netns_sockets::NetnsSockets;
 
 use super::connect_to_app;
-use super::counted::Counted;
+use super::connection::ProxiedConnection;
+use super::error::Error;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::transparent::Transparent;
 use crate::capture::addresses::PodIps;
 use crate::ext_authz::CheckFrom;
-use crate::mesh::{Denied, SharedMesh, principal};
+use crate::mesh::{SharedMesh, principal};
 
 #[derive(Clone)]
 pub struct HboneInboundContext {
@@ -34,70 +36,73 @@ pub async fn handle(
     mut request: InboundRequest,
     ctx: HboneInboundContext,
 ) -> Result<Upstream, Refusal> {
-    let client = request.client_address(|| {
-        ctx.mesh
-            .registry
-            .load()
-            .is_waypoint_identity(&request.peer.identity.to_string())
-    });
+    // One view of the registry for the whole connection: who the client is, its labels,
+    // its admission.
+    let snapshot = ctx.mesh.registry.load();
+    let peer = request.peer.identity.to_string();
+    let client = request.client_address(|| snapshot.is_waypoint_identity(&peer));
     // From here on, `source` is what the agent believes.
     request.source = Some(client);
-    let source = std::net::SocketAddr::new(client, 0);
     let mut record = ConnectionRecord::new(
         Direction::Inbound,
         &ctx.pod,
-        source,
+        std::net::SocketAddr::new(client, 0),
         request.destination,
         request.local_addr,
     );
     record.protocol = "hbone";
-    record.peer_identity = Some(request.peer.identity.to_string());
+    record.peer_identity = Some(peer);
     record.upstream = Some(request.destination);
-    let mut telemetry = crate::telemetry::inbound_hbone(
-        &ctx.mesh.telemetry,
-        &ctx.mesh.registry.load(),
-        &ctx.uid,
-        &request,
+    let telemetry =
+        crate::telemetry::inbound_hbone(&ctx.mesh.telemetry, &snapshot, &ctx.uid, &request);
+    // HBONE streams are counted among open connections by the HBONE server.
+    let connection = ProxiedConnection::new(
+        record,
+        telemetry,
+        ctx.mesh.log.clone(),
+        ctx.traffic.clone(),
+        None,
     );
-    let verdict = admit(&request, &ctx).await;
-    if let Err(refusal) = &verdict {
-        telemetry.failed(ResponseFlags::DENY, format!("{refusal:?}"));
-        record.error = Some(format!("{refusal:?}"));
-        ctx.mesh.log.push(record);
-        return Err(refusal.clone());
+    if let Err(error) = admit(&request, &snapshot, &ctx).await {
+        debug!(destination = %request.destination, %error, "tunnel refused");
+        let refusal = error.refusal();
+        connection.fail(&error);
+        return Err(refusal);
     }
+    drop(snapshot);
     // The application sees the tunnel's source: the client pod (its agent connects from
     // inside it) or the waypoint that carried the request. Not `Forwarded`, which is only
     // the peer's claim.
-    let client = request.remote_addr.ip();
     let app = connect_to_app(
         &ctx.sockets,
         ctx.transparent.as_ref(),
-        client,
+        request.remote_addr.ip(),
         request.destination,
-    );
-    match app.await {
-        Ok(app) => {
-            ctx.mesh.log.push(record);
-            let app = Counted::new(app, Direction::Inbound, ctx.traffic.clone());
-            Ok(Box::new(
-                telemetry.meter(app, Side::Upstream).holding(telemetry),
-            ))
-        }
-        Err(e) => {
-            debug!(destination = %request.destination, error = %e, "connecting to the application failed");
-            telemetry.failed(ResponseFlags::CONNECT, &e);
-            record.error = Some(e.to_string());
-            ctx.mesh.log.push(record);
-            Err(Refusal::Unavailable(e.to_string()))
+    )
+    .await
+    .map_err(|source| Error::Connect {
+        address: request.destination,
+        source,
+    });
+    match app {
+        Ok(app) => Ok(Box::new(connection.carry(app, Side::Upstream))),
+        Err(error) => {
+            debug!(destination = %request.destination, %error, "connecting to the application failed");
+            let refusal = error.refusal();
+            connection.fail(&error);
+            Err(refusal)
         }
     }
 }
 
-async fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<(), Refusal> {
+async fn admit(
+    request: &InboundRequest,
+    snapshot: &Snapshot,
+    ctx: &HboneInboundContext,
+) -> Result<(), Error> {
     // A tunnel only leads into this pod: anything else would make the agent an open relay.
     if !ctx.pod_ips.contains(request.destination.ip()) {
-        return Err(Refusal::Forbidden(format!(
+        return Err(Error::Denied(format!(
             "{} is not an address of {}",
             request.destination.ip(),
             ctx.pod
@@ -114,11 +119,5 @@ async fn admit(request: &InboundRequest, ctx: &HboneInboundContext) -> Result<()
         sockets: ctx.sockets.clone(),
         pod_ip: request.destination.ip(),
     };
-    ctx.mesh
-        .admit(&ctx.uid, &l4, &from)
-        .await
-        .map_err(|denied| match denied {
-            Denied::Gone => Refusal::Unavailable("the pod is no longer in the registry".into()),
-            Denied::Refused(reason) => Refusal::Forbidden(reason),
-        })
+    ctx.mesh.admit(snapshot, &ctx.uid, &l4, &from).await
 }

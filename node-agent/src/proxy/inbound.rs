@@ -9,14 +9,17 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info_span, warn};
 use weft_config::authz::l4::L4Request;
-use weft_core::metrics::{ResponseFlags, Side};
+use weft_config::registry::Snapshot;
+use weft_core::metrics::Side;
 use weft_host::netns_sockets::NetnsSockets;
 
+use super::connection::ProxiedConnection;
+use super::error::Error;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::transparent::Transparent;
-use super::{connect_to_app, splice};
+use super::{OpenGuard, connect_to_app};
 use crate::ext_authz::CheckFrom;
-use crate::mesh::{Denied, SharedMesh};
+use crate::mesh::SharedMesh;
 
 #[derive(Clone)]
 pub struct InboundContext {
@@ -42,13 +45,7 @@ pub async fn serve(listener: TcpListener, ctx: InboundContext) {
         let ctx = ctx.clone();
         let span = info_span!("inbound", pod = %ctx.pod, client = %peer);
         let open = ctx.mesh.open.track();
-        tokio::spawn(
-            async move {
-                handle(client, peer, listener_addr, ctx).await;
-                drop(open);
-            }
-            .instrument(span),
-        );
+        tokio::spawn(handle(client, peer, listener_addr, ctx, open).instrument(span));
     }
 }
 
@@ -57,10 +54,15 @@ async fn handle(
     peer: SocketAddr,
     listener: Option<SocketAddr>,
     ctx: InboundContext,
+    open: OpenGuard,
 ) {
     let Ok(dst) = client.local_addr() else {
         return;
     };
+    // One view of the registry for the whole connection: its labels and its admission.
+    let snapshot = ctx.mesh.registry.load();
+    let telemetry =
+        crate::telemetry::inbound_plaintext(&ctx.mesh.telemetry, &snapshot, &ctx.uid, peer, dst);
     let mut record = ConnectionRecord::new(
         Direction::Inbound,
         &ctx.pod,
@@ -69,47 +71,51 @@ async fn handle(
         listener.unwrap_or(dst),
     );
     record.upstream = Some(dst);
-    let mut telemetry = crate::telemetry::inbound_plaintext(
-        &ctx.mesh.telemetry,
-        &ctx.mesh.registry.load(),
-        &ctx.uid,
-        peer,
-        dst,
+    let connection = ProxiedConnection::new(
+        record,
+        telemetry,
+        ctx.mesh.log.clone(),
+        ctx.traffic.clone(),
+        Some(open),
     );
-    if let Err(reason) = admit(&ctx, peer, dst).await {
-        debug!(%dst, reason, "plaintext connection refused");
-        telemetry.failed(ResponseFlags::DENY, &reason);
-        record.error = Some(reason);
-        ctx.mesh.log.push(record);
+    if let Err(error) = admit(&ctx, &snapshot, peer, dst).await {
+        debug!(%dst, %error, "plaintext connection refused");
+        connection.fail(&error);
         return;
     }
+    drop(snapshot);
     // The application listens in the same namespace; sk_lookup leaves the agent's own
     // connections alone (from the pod's address, or filed as transparent), so this does
     // not loop.
-    match connect_to_app(&ctx.sockets, ctx.transparent.as_ref(), peer.ip(), dst).await {
-        Ok(app) => {
-            ctx.mesh.log.push(record);
-            let client = telemetry.meter(client, Side::Downstream);
-            match splice(client, app).await {
-                // From the application's side: it received `up`, sent `down`.
-                Ok((up, down)) => {
-                    ctx.traffic.record(Direction::Inbound, down, up);
-                    debug!(%dst, up, down, "inbound connection closed");
-                }
-                Err(e) => debug!(%dst, error = %e, "inbound connection ended"),
-            }
+    let app = connect_to_app(&ctx.sockets, ctx.transparent.as_ref(), peer.ip(), dst)
+        .await
+        .map_err(|source| Error::Connect {
+            address: dst,
+            source,
+        });
+    match app {
+        Err(error) => {
+            debug!(%dst, %error, "connecting to the application failed");
+            connection.fail(&error);
         }
-        Err(e) => {
-            debug!(%dst, error = %e, "connecting to the application failed");
-            telemetry.failed(ResponseFlags::CONNECT, &e);
-            record.error = Some(e.to_string());
-            ctx.mesh.log.push(record);
+        Ok(app) => {
+            let mut app = connection.carry(app, Side::Upstream);
+            let mut client = client;
+            match weft_core::io::splice(&mut client, &mut app).await {
+                Ok((up, down)) => debug!(%dst, up, down, "inbound connection closed"),
+                Err(error) => debug!(%dst, %error, "inbound connection ended with an error"),
+            }
         }
     }
 }
 
 /// PeerAuthentication, then AuthorizationPolicy, for a connection without a certificate.
-async fn admit(ctx: &InboundContext, peer: SocketAddr, dst: SocketAddr) -> Result<(), String> {
+async fn admit(
+    ctx: &InboundContext,
+    snapshot: &Snapshot,
+    peer: SocketAddr,
+    dst: SocketAddr,
+) -> Result<(), Error> {
     let request = L4Request {
         principal: None,
         source_ip: Some(peer.ip()),
@@ -120,11 +126,5 @@ async fn admit(ctx: &InboundContext, peer: SocketAddr, dst: SocketAddr) -> Resul
         sockets: ctx.sockets.clone(),
         pod_ip: dst.ip(),
     };
-    ctx.mesh
-        .admit(&ctx.uid, &request, &from)
-        .await
-        .map_err(|denied| match denied {
-            Denied::Gone => "the pod is no longer in the registry".to_string(),
-            Denied::Refused(reason) => reason,
-        })
+    ctx.mesh.admit(snapshot, &ctx.uid, &request, &from).await
 }

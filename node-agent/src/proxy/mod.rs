@@ -1,6 +1,8 @@
 //! The agent's proxy inside each enrolled pod: outbound (:15001), inbound plaintext
 //! (:15006) and inbound HBONE (:15008).
+pub mod connection;
 pub mod counted;
+pub mod error;
 pub mod hbone_inbound;
 pub mod inbound;
 pub mod outbound;
@@ -12,7 +14,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::io::{AsyncRead, AsyncWrite, copy_bidirectional_with_sizes};
 use tokio::net::{TcpSocket, TcpStream};
 use weft_host::netns_sockets::NetnsSockets;
 
@@ -62,19 +63,6 @@ pub async fn connect_to_app(
         }
     }
     connect_from_pod(sockets, app).await
-}
-
-/// Per-direction copy buffer: tokio's 8 KiB default costs a system call pair per 8 KiB,
-/// which caps a stream at a few Gbit/s on loopback-speed paths.
-const COPY_BUFFER: usize = 64 * 1024;
-
-/// Copies both ways until both sides are done; returns (bytes a→b, b→a).
-pub async fn splice<A, B>(mut a: A, mut b: B) -> std::io::Result<(u64, u64)>
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    copy_bidirectional_with_sizes(&mut a, &mut b, COPY_BUFFER, COPY_BUFFER).await
 }
 
 /// Plaintext connections the proxy is carrying (outbound and inbound; HBONE connections are

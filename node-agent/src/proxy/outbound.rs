@@ -15,9 +15,11 @@ use weft_core::metrics::Side;
 use weft_ebpf_common::{AF_INET, AF_INET6, ClientKey, OrigDst};
 use weft_host::netns_sockets::NetnsSockets;
 
+use super::connection::ProxiedConnection;
+use super::error::Error;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
-use super::resolve::{Upstream, pick, resolve};
-use super::{connect_from_pod, splice};
+use super::resolve::{NextHop, pick, resolve};
+use super::{OpenGuard, connect_from_pod};
 use crate::capture::addresses::PodIps;
 use crate::mesh::SharedMesh;
 
@@ -72,13 +74,7 @@ pub async fn serve(listener: TcpListener, ctx: OutboundContext) {
         let ctx = ctx.clone();
         let span = info_span!("outbound", pod = %ctx.pod, client = %peer);
         let open = ctx.mesh.open.track();
-        tokio::spawn(
-            async move {
-                handle(client, peer, ctx).await;
-                drop(open);
-            }
-            .instrument(span),
-        );
+        tokio::spawn(handle(client, peer, ctx, open).instrument(span));
     }
 }
 
@@ -92,69 +88,82 @@ pub fn client_key(pod_id: u64, peer: SocketAddr) -> ClientKey {
     }
 }
 
-async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext) {
+async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext, open: OpenGuard) {
+    // Only the pod's own captured connects come here (sk_lookup drops the rest); anything
+    // else could claim a pending connect's original destination and the pod's identity.
+    if !peer.ip().is_loopback() && !ctx.pod_ips.contains(peer.ip()) {
+        warn!("a connection to the outbound listener from outside the pod; closing it");
+        return;
+    }
     let key = client_key(ctx.pod_id, peer);
     let Some(dst) = take_original_destination(&ctx.orig_dst, &key) else {
-        warn!("captured connection without an original destination; closing it");
+        warn!("{}; closing it", Error::NoOriginalDestination);
         return;
     };
     // Where the client arrived (sk_lookup delivers `<pod IP>:15001` to this listener).
     let listener = client.local_addr().unwrap_or(peer);
-    let mut record = ConnectionRecord::new(Direction::Outbound, &ctx.pod, peer, dst, listener);
-    let upstream = resolve(&ctx.mesh.registry.load(), dst, pick);
+    // One view of the registry for the whole connection: where it goes, and its labels.
+    let snapshot = ctx.mesh.registry.load();
+    let hop = resolve(&snapshot, dst, pick);
     let source = ctx.pod_ips.facing(dst.ip());
-    let mut telemetry = crate::telemetry::outbound(
-        &ctx.mesh.telemetry,
-        &ctx.mesh.registry.load(),
-        source,
-        dst,
-        &upstream,
+    let telemetry = crate::telemetry::outbound(&ctx.mesh.telemetry, &snapshot, source, dst, &hop);
+    drop(snapshot);
+    let mut connection = ProxiedConnection::new(
+        ConnectionRecord::new(Direction::Outbound, &ctx.pod, peer, dst, listener),
+        telemetry,
+        ctx.mesh.log.clone(),
+        ctx.traffic.clone(),
+        Some(open),
     );
-    let client = telemetry.meter(client, Side::Downstream);
-    let result = match upstream {
-        Upstream::Passthrough(target) => {
-            record.upstream = Some(target);
-            match connect_from_pod(&ctx.sockets, target).await {
-                Ok(server) => {
-                    ctx.mesh.log.push(record);
-                    splice(client, server).await
-                }
-                Err(e) => Err(telemetry.connect_failed(e)),
+    let server = connect(&ctx, &mut connection, hop).await;
+    match server {
+        Err(error) => {
+            debug!(%dst, %error, "outbound connection failed");
+            connection.fail(&error);
+        }
+        Ok(mut server) => {
+            let mut client = connection.carry(client, Side::Downstream);
+            match weft_core::io::splice(&mut client, &mut server).await {
+                Ok((sent, received)) => debug!(%dst, sent, received, "outbound connection closed"),
+                Err(error) => debug!(%dst, %error, "outbound connection ended with an error"),
             }
         }
-        Upstream::Refuse(reason) => Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            reason,
-        )),
-        Upstream::Hbone {
+    }
+}
+
+/// Bytes both ways with the destination: a TCP stream, or an HBONE tunnel.
+type Server = Box<dyn weft_core::hbone::UpstreamIo>;
+
+/// Connects where `hop` says, noting on the connection's record where it went.
+async fn connect(
+    ctx: &OutboundContext,
+    connection: &mut ProxiedConnection,
+    hop: NextHop,
+) -> Result<Server, Error> {
+    match hop {
+        NextHop::Passthrough(target) => {
+            connection.record_mut().upstream = Some(target);
+            let server = connect_from_pod(&ctx.sockets, target)
+                .await
+                .map_err(|source| Error::Connect {
+                    address: target,
+                    source,
+                })?;
+            Ok(Box::new(server))
+        }
+        NextHop::Refuse(reason) => Err(Error::NoRoute(reason)),
+        NextHop::Hbone {
             identity,
             hbone_address,
             target,
         } => {
+            let record = connection.record_mut();
             record.protocol = "hbone";
             record.upstream = Some(hbone_address);
-            let traceparent = telemetry.traceparent();
-            match open_hbone(&ctx, &identity, hbone_address, target, traceparent).await {
-                Ok(stream) => {
-                    record.peer_identity = Some(stream.info().peer.identity.to_string());
-                    ctx.mesh.log.push(record);
-                    splice(client, stream).await
-                }
-                Err(e) => Err(telemetry.connect_failed(e)),
-            }
-        }
-    };
-    match result {
-        Ok((sent, received)) => {
-            ctx.traffic.record(Direction::Outbound, sent, received);
-            debug!(%dst, sent, received, "outbound connection closed");
-        }
-        Err(e) => {
-            debug!(%dst, error = %e, "outbound connection failed");
-            let mut failed =
-                ConnectionRecord::new(Direction::Outbound, &ctx.pod, peer, dst, listener);
-            failed.error = Some(e.to_string());
-            ctx.mesh.log.push(failed);
+            let traceparent = connection.traceparent();
+            let stream = open_hbone(ctx, &identity, hbone_address, target, traceparent).await?;
+            connection.record_mut().peer_identity = Some(stream.info().peer.identity.to_string());
+            Ok(Box::new(stream))
         }
     }
 }
@@ -165,10 +174,11 @@ async fn open_hbone(
     hbone_address: SocketAddr,
     target: SocketAddr,
     traceparent: Option<String>,
-) -> std::io::Result<weft_core::hbone::HboneStream> {
-    let destination: Identity = identity
-        .parse()
-        .map_err(|e| std::io::Error::other(format!("destination identity {identity}: {e}")))?;
+) -> Result<weft_core::hbone::HboneStream, Error> {
+    let destination: Identity = identity.parse().map_err(|e| Error::Identity {
+        identity: identity.to_string(),
+        reason: format!("{e}"),
+    })?;
     let request = ConnectRequest {
         source: ctx.identity.clone(),
         destination,
@@ -187,7 +197,10 @@ async fn open_hbone(
             async move { connect_from_pod(&sockets, address).await }
         })
         .await
-        .map_err(|e| std::io::Error::other(format!("HBONE to {hbone_address}: {e}")))
+        .map_err(|e| Error::Hbone {
+            address: hbone_address,
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]

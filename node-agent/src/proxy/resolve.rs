@@ -7,9 +7,10 @@ use weft_config::registry::Snapshot;
 use weft_config::registry::model::Waypoint;
 use weft_ebpf_common::ports;
 
-/// The route of one outbound connection.
+/// Where one outbound connection goes next (`NextHop`, not `Upstream`: that name is
+/// `weft_core::hbone`'s stream the HBONE server splices with).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Upstream {
+pub enum NextHop {
     /// A workload in the mesh: HBONE to `<pod IP>:15008`, asking for `target`, and the
     /// server must prove `identity`.
     Hbone {
@@ -30,11 +31,7 @@ pub enum Upstream {
 /// in tests). A service or workload bound to a
 /// waypoint goes to one of the waypoint's pods instead, asking for the original
 /// destination: the waypoint applies the L7 rules and picks the endpoint.
-pub fn resolve(
-    snapshot: &Snapshot,
-    dst: SocketAddr,
-    pick: impl FnOnce(usize) -> usize,
-) -> Upstream {
+pub fn resolve(snapshot: &Snapshot, dst: SocketAddr, pick: impl FnOnce(usize) -> usize) -> NextHop {
     if let Some(service) = snapshot.service_by_vip(dst.ip()) {
         if let Some(waypoint) = snapshot.service_waypoint(service) {
             return via_waypoint(snapshot, waypoint, dst, pick);
@@ -45,31 +42,31 @@ pub fn resolve(
             .filter(|e| e.ready && e.address.is_ipv4() == dst.is_ipv4())
             .collect();
         if service.port(dst.port()).is_none() || ready.is_empty() {
-            return Upstream::Passthrough(dst);
+            return NextHop::Passthrough(dst);
         }
         let endpoint = ready[pick(ready.len()) % ready.len()];
         let Some(target_port) = service.endpoint_port(dst.port(), endpoint) else {
-            return Upstream::Passthrough(dst);
+            return NextHop::Passthrough(dst);
         };
         return match snapshot.endpoint_workload(endpoint) {
-            Some(workload) if workload.in_mesh => Upstream::Hbone {
+            Some(workload) if workload.in_mesh => NextHop::Hbone {
                 identity: workload.identity.clone(),
                 hbone_address: SocketAddr::new(endpoint.address, ports::HBONE),
                 target: SocketAddr::new(endpoint.address, target_port),
             },
-            _ => Upstream::Passthrough(dst),
+            _ => NextHop::Passthrough(dst),
         };
     }
     match snapshot.workload_by_ip(dst.ip()) {
         Some(workload) if let Some(waypoint) = snapshot.workload_waypoint(workload) => {
             via_waypoint(snapshot, waypoint, dst, pick)
         }
-        Some(workload) if workload.in_mesh => Upstream::Hbone {
+        Some(workload) if workload.in_mesh => NextHop::Hbone {
             identity: workload.identity.clone(),
             hbone_address: SocketAddr::new(dst.ip(), ports::HBONE),
             target: dst,
         },
-        _ => Upstream::Passthrough(dst),
+        _ => NextHop::Passthrough(dst),
     }
 }
 
@@ -80,7 +77,7 @@ fn via_waypoint(
     waypoint: &Waypoint,
     dst: SocketAddr,
     pick: impl FnOnce(usize) -> usize,
-) -> Upstream {
+) -> NextHop {
     let pods: Vec<_> = snapshot
         .waypoint_service(waypoint)
         .into_iter()
@@ -89,13 +86,13 @@ fn via_waypoint(
         .filter_map(|e| Some((e, snapshot.endpoint_workload(e)?)))
         .collect();
     if pods.is_empty() {
-        return Upstream::Refuse(format!(
+        return NextHop::Refuse(format!(
             "waypoint {}/{} has no ready pod",
             waypoint.namespace, waypoint.name
         ));
     }
     let (endpoint, workload) = pods[pick(pods.len()) % pods.len()];
-    Upstream::Hbone {
+    NextHop::Hbone {
         identity: workload.identity.clone(),
         hbone_address: SocketAddr::new(endpoint.address, waypoint.port),
         target: dst,
@@ -158,7 +155,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
     fn a_service_vip_goes_to_an_endpoint_over_hbone_with_its_target_port() {
         assert_eq!(
             resolve(&snapshot(), addr("10.96.0.10:80"), |_| 0),
-            Upstream::Hbone {
+            NextHop::Hbone {
                 identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
                 hbone_address: addr("10.244.1.11:15008"),
                 target: addr("10.244.1.11:8080"),
@@ -170,7 +167,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
     fn a_mesh_pod_ip_goes_over_hbone_as_dialed() {
         assert_eq!(
             resolve(&snapshot(), addr("10.244.1.11:9000"), |_| 0),
-            Upstream::Hbone {
+            NextHop::Hbone {
                 identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
                 hbone_address: addr("10.244.1.11:15008"),
                 target: addr("10.244.1.11:9000"),
@@ -183,15 +180,15 @@ ports: [{name: http, port: 8080, protocol: TCP}]
         let s = snapshot();
         assert_eq!(
             resolve(&s, addr("10.244.2.11:80"), |_| 0),
-            Upstream::Passthrough(addr("10.244.2.11:80"))
+            NextHop::Passthrough(addr("10.244.2.11:80"))
         );
         assert_eq!(
             resolve(&s, addr("192.0.2.1:443"), |_| 0),
-            Upstream::Passthrough(addr("192.0.2.1:443"))
+            NextHop::Passthrough(addr("192.0.2.1:443"))
         );
         assert_eq!(
             resolve(&s, addr("10.96.0.10:81"), |_| 0),
-            Upstream::Passthrough(addr("10.96.0.10:81")),
+            NextHop::Passthrough(addr("10.96.0.10:81")),
             "a port the service does not have"
         );
     }
@@ -239,7 +236,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
         for index in 0..2 {
             assert_eq!(
                 resolve(&s, addr("[fd00:10:96::a]:80"), |_| index),
-                Upstream::Hbone {
+                NextHop::Hbone {
                     identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
                     hbone_address: addr("[fd00:10:244:2::a]:15008"),
                     target: addr("[fd00:10:244:2::a]:8080"),
@@ -247,7 +244,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
             );
             assert_eq!(
                 resolve(&s, addr("10.96.0.10:80"), |_| index),
-                Upstream::Hbone {
+                NextHop::Hbone {
                     identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
                     hbone_address: addr("10.244.2.10:15008"),
                     target: addr("10.244.2.10:8080"),
@@ -264,7 +261,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
                 addr("[fd00:10:244:2::a]:9000"),
                 |_| 0
             ),
-            Upstream::Hbone {
+            NextHop::Hbone {
                 identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
                 hbone_address: addr("[fd00:10:244:2::a]:15008"),
                 target: addr("[fd00:10:244:2::a]:9000"),
@@ -281,7 +278,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
             .join("---");
         assert_eq!(
             resolve(&snapshot_of(&yaml), addr("[fd00:10:96::a]:80"), |_| 0),
-            Upstream::Passthrough(addr("[fd00:10:96::a]:80")),
+            NextHop::Passthrough(addr("[fd00:10:96::a]:80")),
             "not to an IPv4 endpoint: kube-proxy has none of this family either"
         );
     }
@@ -340,7 +337,7 @@ ports: [{name: http, port: 9080, protocol: TCP}]
         let s = snapshot_of(WITH_WAYPOINT);
         assert_eq!(
             resolve(&s, addr("10.96.0.11:9080"), |_| 0),
-            Upstream::Hbone {
+            NextHop::Hbone {
                 identity: "spiffe://cluster.local/ns/shop/sa/waypoint".into(),
                 hbone_address: addr("10.244.1.20:15008"),
                 target: addr("10.96.0.11:9080"),
@@ -349,7 +346,7 @@ ports: [{name: http, port: 9080, protocol: TCP}]
         // Addressed to the pod itself: the waypoint serves services only, so straight there…
         assert!(matches!(
             resolve(&s, addr("10.244.2.11:9080"), |_| 0),
-            Upstream::Hbone { target, .. } if target == addr("10.244.2.11:9080")
+            NextHop::Hbone { target, .. } if target == addr("10.244.2.11:9080")
         ));
         // …where the pod's agent admits only the waypoint's identity.
         let reviews = s.workload_by_uid("r0").expect("reviews pod");
@@ -370,7 +367,7 @@ ports: [{name: http, port: 9080, protocol: TCP}]
         let s = snapshot_of(&yaml);
         assert!(matches!(
             resolve(&s, addr("10.96.0.11:9080"), |_| 0),
-            Upstream::Refuse(reason) if reason.contains("shop/waypoint")
+            NextHop::Refuse(reason) if reason.contains("shop/waypoint")
         ));
     }
 

@@ -1,7 +1,8 @@
 //! sk_lookup on the pod's network namespace, which only enrolled pods have. For TCP, IPv4
 //! and IPv6 alike:
 //! - connections to `<pod IP>:15001` (what connect4/connect6 made of a captured `connect()`)
-//!   go to the agent's outbound listener of that family;
+//!   go to the agent's outbound listener of that family, from the pod itself only: from
+//!   anywhere else they are dropped;
 //! - other TCP connections to the pod's IPs, on any port but the mesh's own, go to the
 //!   agent's inbound-plaintext listener of that family (:15006); `getsockname()` on the
 //!   accepted socket is still the original destination;
@@ -54,6 +55,13 @@ fn lookup_v4(ctx: &SkLookupContext, lookup: &bpf_sk_lookup) -> u32 {
     }
     let local_port = lookup.local_port as u16;
     if local_port == ports::OUTBOUND {
+        // Only the pod's own captured connects (connect4 sends them from the pod's address
+        // to `<pod IP>:15001`) reach the outbound listener: anyone else dialing the port
+        // could otherwise race a pending connect for its original destination and leave
+        // with the pod's identity.
+        if lookup.remote_ip4 != lookup.local_ip4 {
+            return SK_DROP;
+        }
         return match OUTBOUND_LISTENERS.redirect_sk_lookup(ctx, lookup.local_ip4, 0) {
             Ok(()) => SK_PASS,
             Err(_) => SK_DROP,
@@ -112,6 +120,10 @@ fn lookup_v6(ctx: &SkLookupContext) -> u32 {
         return SK_PASS;
     }
     if local_port == ports::OUTBOUND {
+        // As for IPv4: only the pod's own captured connects.
+        if remote != local {
+            return SK_DROP;
+        }
         return match OUTBOUND_LISTENERS6.redirect_sk_lookup(ctx, local, 0) {
             Ok(()) => SK_PASS,
             Err(_) => SK_DROP,

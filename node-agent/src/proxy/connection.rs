@@ -1,0 +1,201 @@
+//! One proxied connection's bookkeeping as one value (ztunnel's `ConnectionResult`): its
+//! record for the admin's `/connections`, its Istio metrics series and span, the pod's
+//! byte counters, and its place among the open connections an agent drains. Made when the
+//! connection is accepted; the handlers only say what happened to it.
+//!
+//! - [`ProxiedConnection::fail`]: it did not go through; the record carries the error, the
+//!   metrics the error's `response_flags`.
+//! - [`ProxiedConnection::carry`]: it is connected; the record is logged once, and the
+//!   application's end of the connection is returned wrapped so that every byte is counted
+//!   (Istio's metrics and the pod's counters) and everything is closed when that stream is
+//!   dropped, whoever copies the bytes (the agent's copy loop or the HBONE server's).
+use std::sync::Arc;
+
+use weft_core::metrics::{Metered, Side};
+
+use super::OpenGuard;
+use super::counted::Counted;
+use super::error::Error;
+use super::records::{ConnectionLog, ConnectionRecord, PodTraffic};
+use crate::telemetry::ConnectionTelemetry;
+
+/// The application's end of a carried connection: counted, and holding the connection's
+/// bookkeeping until it is dropped.
+pub type AppStream<T> = Metered<Counted<T>, ProxiedConnection>;
+
+pub struct ProxiedConnection {
+    record: ConnectionRecord,
+    logged: bool,
+    log: ConnectionLog,
+    telemetry: ConnectionTelemetry,
+    traffic: Arc<PodTraffic>,
+    /// Plaintext connections count towards what a retiring agent waits for (HBONE streams
+    /// are counted by their server).
+    _open: Option<OpenGuard>,
+}
+
+impl ProxiedConnection {
+    pub fn new(
+        record: ConnectionRecord,
+        telemetry: ConnectionTelemetry,
+        log: ConnectionLog,
+        traffic: Arc<PodTraffic>,
+        open: Option<OpenGuard>,
+    ) -> Self {
+        Self {
+            record,
+            logged: false,
+            log,
+            telemetry,
+            traffic,
+            _open: open,
+        }
+    }
+
+    /// Where it went and how, as the handler learns it.
+    pub fn record_mut(&mut self) -> &mut ConnectionRecord {
+        &mut self.record
+    }
+
+    /// The `traceparent` for the HBONE CONNECT (this connection's span), if tracing.
+    pub fn traceparent(&self) -> Option<String> {
+        self.telemetry.traceparent()
+    }
+
+    /// It did not go through: the error goes to the record and the metrics, once.
+    pub fn fail(mut self, error: &Error) {
+        self.telemetry.failed(error.response_flags(), error);
+        self.record.error = Some(error.to_string());
+        self.log_once();
+    }
+
+    /// It is connected: the application's end, `app` (`side` says which end of the
+    /// connection that is for Istio's sent/received), counted from now on. The bookkeeping
+    /// ends when the returned stream is dropped.
+    pub fn carry<T>(mut self, app: T, side: Side) -> AppStream<T> {
+        self.log_once();
+        let direction = self.record.direction;
+        let counted = Counted::new(app, direction, self.traffic.clone());
+        let metered = self.telemetry.meter(counted, side);
+        metered.holding(self)
+    }
+
+    fn log_once(&mut self) {
+        if !self.logged {
+            self.logged = true;
+            self.log.push(self.record.clone());
+        }
+    }
+}
+
+impl Drop for ProxiedConnection {
+    /// A connection abandoned before an outcome (its task cancelled) is still recorded.
+    fn drop(&mut self) {
+        self.log_once();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use weft_core::metrics::{Metrics, ResponseFlags};
+    use weft_core::telemetry::SpanExporter;
+
+    use super::*;
+    use crate::proxy::records::Direction;
+    use crate::telemetry::Telemetry;
+
+    fn connection(
+        log: &ConnectionLog,
+        traffic: &Arc<PodTraffic>,
+        metrics: &Arc<Metrics>,
+    ) -> ProxiedConnection {
+        let telemetry = Telemetry {
+            metrics: metrics.clone(),
+            spans: SpanExporter::disabled(),
+            cluster: "Kubernetes".into(),
+        };
+        let snapshot = weft_config::testing::snapshot_of("");
+        let record = ConnectionRecord::new(
+            Direction::Inbound,
+            "shop/web",
+            "10.244.1.10:40000".parse().expect("address"),
+            "10.244.2.10:8080".parse().expect("address"),
+            "10.244.2.10:15006".parse().expect("address"),
+        );
+        let telemetry = crate::telemetry::inbound_plaintext(
+            &telemetry,
+            &snapshot,
+            "uid",
+            record.source,
+            record.original_destination,
+        );
+        ProxiedConnection::new(record, telemetry, log.clone(), traffic.clone(), None)
+    }
+
+    #[tokio::test]
+    async fn a_carried_connection_is_recorded_once_and_counted_when_its_stream_ends() {
+        let log = ConnectionLog::new(8);
+        let traffic = Arc::new(PodTraffic::default());
+        let metrics = Metrics::new();
+        let (app, mut peer) = tokio::io::duplex(64);
+        let mut stream = connection(&log, &traffic, &metrics).carry(app, Side::Upstream);
+        assert_eq!(log.snapshot().len(), 1, "logged when connected");
+        peer.write_all(b"hello").await.expect("write");
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.expect("read");
+        stream.write_all(b"hi").await.expect("write");
+        assert_eq!(PodTraffic::get(&traffic.inbound_connections), 0);
+        drop(stream);
+        assert_eq!(log.snapshot().len(), 1, "not logged again when it ends");
+        assert_eq!(PodTraffic::get(&traffic.inbound_connections), 1);
+        assert_eq!(
+            PodTraffic::get(&traffic.bytes_sent),
+            5,
+            "from the application"
+        );
+        assert_eq!(
+            PodTraffic::get(&traffic.bytes_received),
+            2,
+            "to the application"
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains("istio_tcp_connections_closed_total{")
+                && text.contains("response_flags=\"-\""),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_connection_records_its_error_and_flags_once() {
+        let log = ConnectionLog::new(8);
+        let traffic = Arc::new(PodTraffic::default());
+        let metrics = Metrics::new();
+        connection(&log, &traffic, &metrics).fail(&Error::Denied(
+            "PeerAuthentication STRICT: plaintext refused".into(),
+        ));
+        let records = log.snapshot();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            records[0].error.as_deref(),
+            Some("PeerAuthentication STRICT: plaintext refused")
+        );
+        assert_eq!(
+            PodTraffic::get(&traffic.inbound_connections),
+            0,
+            "carried nothing"
+        );
+        let text = metrics.encode();
+        let flags = format!("response_flags=\"{}\"", ResponseFlags::DENY.0);
+        assert!(text.contains(&flags), "{text}");
+    }
+
+    #[test]
+    fn an_abandoned_connection_is_still_recorded() {
+        let log = ConnectionLog::new(8);
+        let traffic = Arc::new(PodTraffic::default());
+        drop(connection(&log, &traffic, &Metrics::new()));
+        assert_eq!(log.snapshot().len(), 1);
+    }
+}
