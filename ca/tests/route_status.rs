@@ -232,11 +232,23 @@ async fn routes_report_their_parents_and_references_and_follow_reference_grants(
             refs(c).is_some_and(|(status, _, _)| status == "True")
         })
         .await;
-    // Written once per change: the writer's own status does not make it write again.
+    // Written only when it changes: neither the writer's own write nor a change elsewhere
+    // in the cluster (a new Service, so a new registry version) makes it write again.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let patches = cluster.api.count_requests("PATCH httproutes");
+    let patches = cluster.api.count_requests("MERGE status httproutes");
+    assert!(
+        patches >= 2,
+        "the status was written: {:#?}",
+        cluster.api.requests()
+    );
+    cluster
+        .api
+        .apply(service("other", "unrelated", "10.96.0.13", json!({})));
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(cluster.api.count_requests("PATCH httproutes"), patches);
+    assert_eq!(
+        cluster.api.count_requests("MERGE status httproutes"),
+        patches
+    );
 
     cluster.api.delete("ReferenceGrant", "other", "shop-routes");
     cluster
