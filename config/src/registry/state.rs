@@ -647,6 +647,7 @@ impl State {
                 .push(grant.clone());
         }
         let world = StateWorld {
+            namespaces: &self.namespaces,
             snapshot: &self.snapshot,
             gateways: &self.kubernetes_gateways,
             grants,
@@ -777,6 +778,7 @@ impl State {
 
 /// The registry's objects as route resolution looks them up.
 struct StateWorld<'a> {
+    namespaces: &'a HashMap<String, Arc<Namespace>>,
     snapshot: &'a Snapshot,
     gateways: &'a BTreeMap<Key, Arc<KubernetesGateway>>,
     grants: HashMap<String, Vec<Arc<ReferenceGrant>>>,
@@ -785,6 +787,12 @@ struct StateWorld<'a> {
 impl RouteWorld for StateWorld<'_> {
     fn service(&self, namespace: &str, name: &str) -> Option<&Arc<super::model::Service>> {
         self.snapshot.service(namespace, name)
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespaces
+            .get(namespace)
+            .map(|ns| labels(&ns.metadata))
     }
 
     fn gateway(&self, namespace: &str, name: &str) -> Option<&Arc<KubernetesGateway>> {

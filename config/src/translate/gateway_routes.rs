@@ -13,14 +13,14 @@
 //!
 //! Pure: the registry calls [`resolve`] with its snapshot's lookups, `weftctl validate`
 //! with the objects of its files, the control plane's status writer reads the result.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::hosts::MeshSettings;
 use super::routes::age_order;
 use super::waypoint::is_waypoint;
 use crate::api::Kind;
-use crate::api::gateway_api::{GATEWAY_API_GROUP, KubernetesGateway};
+use crate::api::gateway_api::{GATEWAY_API_GROUP, KubernetesGateway, Listener};
 use crate::api::gateway_routes::{BackendObjectReference, ParentReference, ReferenceGrant};
 use crate::registry::model::Service;
 
@@ -71,6 +71,9 @@ pub struct RouteResolution {
 /// What resolving needs to know about the cluster.
 pub trait RouteWorld {
     fn service(&self, namespace: &str, name: &str) -> Option<&Arc<Service>>;
+    /// The labels of a namespace (`allowedRoutes.namespaces.selector`), `None` when it is
+    /// not known.
+    fn namespace_labels(&self, namespace: &str) -> Option<&BTreeMap<String, String>>;
     fn gateway(&self, namespace: &str, name: &str) -> Option<&Arc<KubernetesGateway>>;
     /// The ReferenceGrants of `namespace`.
     fn grants(&self, namespace: &str) -> &[Arc<ReferenceGrant>];
@@ -152,9 +155,165 @@ pub fn resolve_ref(
     Ok(ResolvedRef { host, port })
 }
 
-/// What `reference`, a parentRef of a route in `namespace`, attaches to.
-pub fn resolve_parent(
+/// The listeners of `gateway` a route of `route_kind` in `namespace` with `hostnames` may
+/// attach to through `reference`, as the Gateway API decides (Istio's `referenceAllowed`):
+/// those `sectionName` and `port` name, whose `hostname` meets one of the route's, whose
+/// `allowedRoutes` admit the route's namespace and kind. `Err` with the Gateway API's
+/// reason when none does.
+pub fn attachable_listeners<'g>(
+    gateway: &'g KubernetesGateway,
+    reference: &ParentReference,
+    route_kind: Kind,
     namespace: &str,
+    hostnames: &[String],
+    world: &dyn RouteWorld,
+) -> Result<Vec<&'g Listener>, (&'static str, String)> {
+    let gateway_namespace = gateway
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::api::DEFAULT_NAMESPACE);
+    let named: Vec<&Listener> = gateway
+        .spec
+        .listeners
+        .iter()
+        .filter(|l| {
+            reference
+                .section_name
+                .as_deref()
+                .is_none_or(|s| s == l.name)
+        })
+        .filter(|l| {
+            reference
+                .port
+                .is_none_or(|p| i64::from(p) == i64::from(l.port))
+        })
+        .collect();
+    if named.is_empty() {
+        let message = match (&reference.section_name, reference.port) {
+            (Some(section), _) => format!("sectionName {section:?} not found"),
+            (None, Some(port)) => format!("port {port} not found"),
+            (None, None) => "the Gateway has no listeners".to_string(),
+        };
+        return Err(("NoMatchingParent", message));
+    }
+    let mut attachable = Vec::new();
+    let mut not_allowed = None;
+    let mut no_hostname = None;
+    for listener in named {
+        if !hostnames_meet(listener.hostname.as_deref(), hostnames) {
+            no_hostname.get_or_insert_with(|| {
+                format!(
+                    "no hostnames matched listener {:?}'s hostname {:?}",
+                    listener.name,
+                    listener.hostname.as_deref().unwrap_or_default()
+                )
+            });
+            continue;
+        }
+        let allowed = listener.allowed_routes.as_ref();
+        let namespaces = allowed.and_then(|a| a.namespaces.as_ref());
+        let from = namespaces.and_then(|n| n.from.as_deref()).unwrap_or("Same");
+        let namespace_allowed = match from {
+            "All" => true,
+            "Same" => namespace == gateway_namespace,
+            "Selector" => namespaces
+                .and_then(|n| n.selector.as_ref())
+                .is_some_and(|selector| {
+                    let none = BTreeMap::new();
+                    selector.matches(world.namespace_labels(namespace).unwrap_or(&none))
+                }),
+            _ => false,
+        };
+        if !namespace_allowed {
+            not_allowed.get_or_insert_with(|| {
+                format!(
+                    "listener {:?} does not allow routes from namespace {namespace:?} (allowedRoutes.namespaces.from: {from})",
+                    listener.name
+                )
+            });
+            continue;
+        }
+        let kinds: Vec<(String, String)> = match allowed.filter(|a| !a.kinds.is_empty()) {
+            Some(a) => a
+                .kinds
+                .iter()
+                .map(|k| {
+                    (
+                        k.group
+                            .clone()
+                            .unwrap_or_else(|| GATEWAY_API_GROUP.to_string()),
+                        k.kind.clone(),
+                    )
+                })
+                .collect(),
+            None => {
+                let kinds: &[&str] = match listener.protocol.as_str() {
+                    "HTTP" | "HTTPS" => &["HTTPRoute", "GRPCRoute"],
+                    "TLS" => &["TLSRoute"],
+                    "TCP" => &["TCPRoute"],
+                    _ => &[],
+                };
+                kinds
+                    .iter()
+                    .map(|k| (GATEWAY_API_GROUP.to_string(), k.to_string()))
+                    .collect()
+            }
+        };
+        if !kinds
+            .iter()
+            .any(|(group, kind)| group == GATEWAY_API_GROUP && kind == route_kind.name())
+        {
+            not_allowed.get_or_insert_with(|| {
+                format!(
+                    "listener {:?} does not allow kind {route_kind}",
+                    listener.name
+                )
+            });
+            continue;
+        }
+        attachable.push(listener);
+    }
+    if !attachable.is_empty() {
+        return Ok(attachable);
+    }
+    match (not_allowed, no_hostname) {
+        (Some(message), _) => Err(("NotAllowedByListeners", message)),
+        (None, Some(message)) => Err(("NoMatchingListenerHostname", message)),
+        (None, None) => Err(("NoMatchingParent", "no listener".to_string())),
+    }
+}
+
+/// Whether a listener's hostname (absent: any) and a route's hostnames (none: any) have a
+/// host in common: equal, or one a wildcard (`*.example.com`: one or more labels before
+/// `example.com`) covering the other.
+pub fn hostnames_meet(listener: Option<&str>, route: &[String]) -> bool {
+    let Some(listener) = listener.filter(|h| !h.is_empty()) else {
+        return true;
+    };
+    route.is_empty()
+        || route
+            .iter()
+            .any(|r| r == listener || covers(listener, r) || covers(r, listener))
+}
+
+/// Whether the wildcard `pattern` covers `host` (itself perhaps a narrower wildcard).
+fn covers(pattern: &str, host: &str) -> bool {
+    let Some(suffix) = pattern.strip_prefix("*.") else {
+        return false;
+    };
+    let base = host.strip_prefix("*.").unwrap_or(host);
+    base.strip_suffix(suffix)
+        .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        || (host.starts_with("*.") && base == suffix)
+}
+
+/// What `reference`, a parentRef of a route of `route_kind` in `namespace` with
+/// `hostnames`, attaches to.
+pub fn resolve_parent(
+    route_kind: Kind,
+    namespace: &str,
+    hostnames: &[String],
     reference: &ParentReference,
     world: &dyn RouteWorld,
 ) -> ParentOutcome {
@@ -179,14 +338,27 @@ pub fn resolve_parent(
             };
         }
         if INGRESS_CLASSES.contains(&class) {
-            return ParentOutcome::Refused {
-                reason: "Pending",
-                message: format!(
-                    "Gateway {target}/{} is of class {class:?}, an ingress gateway, which weft does not serve from the Gateway API yet",
-                    reference.name
-                ),
+            // Judged as the Gateway API says, then held: weft serves no Gateway API
+            // ingress yet.
+            return match attachable_listeners(
+                gateway, reference, route_kind, namespace, hostnames, world,
+            ) {
+                Err((reason, message)) => ParentOutcome::Refused { reason, message },
+                Ok(listeners) => ParentOutcome::Refused {
+                    reason: "Pending",
+                    message: format!(
+                        "would attach to listener(s) {} of Gateway {target}/{} (class {class:?}), an ingress gateway, which weft does not serve from the Gateway API yet",
+                        listeners
+                            .iter()
+                            .map(|l| format!("{:?}", l.name))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        reference.name
+                    ),
+                },
             };
         }
+
         return ParentOutcome::NotOurs {
             note: format!(
                 "Gateway {target}/{} is of class {class:?}, which weft does not serve",
@@ -232,7 +404,7 @@ pub fn resolve(
         .iter()
         .map(|reference| ParentResult {
             reference: reference.clone(),
-            outcome: resolve_parent(namespace, reference, world),
+            outcome: resolve_parent(route.kind(), namespace, route.hostnames(), reference, world),
         })
         .collect();
     let refs = route
@@ -332,13 +504,12 @@ pub fn issues(resolution: &RouteResolution) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::api::gateway_routes::ReferenceGrantSpec;
 
     #[derive(Default)]
     struct World {
+        namespaces: BTreeMap<String, BTreeMap<String, String>>,
         services: BTreeMap<(String, String), Arc<Service>>,
         gateways: BTreeMap<(String, String), Arc<KubernetesGateway>>,
         grants: BTreeMap<String, Vec<Arc<ReferenceGrant>>>,
@@ -348,6 +519,9 @@ mod tests {
         fn service(&self, namespace: &str, name: &str) -> Option<&Arc<Service>> {
             self.services
                 .get(&(namespace.to_string(), name.to_string()))
+        }
+        fn namespace_labels(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+            self.namespaces.get(namespace)
         }
         fn gateway(&self, namespace: &str, name: &str) -> Option<&Arc<KubernetesGateway>> {
             self.gateways
@@ -393,7 +567,7 @@ mod tests {
         let gateway = |class: &str| -> Arc<KubernetesGateway> {
             Arc::new(
                 serde_yaml::from_str(&format!(
-                    "metadata: {{name: gw, namespace: shop}}\nspec: {{gatewayClassName: {class}}}"
+                    "metadata: {{name: gw, namespace: shop}}\nspec: {{gatewayClassName: {class}, listeners: [{{name: http, port: 80, protocol: HTTP}}]}}"
                 ))
                 .expect("gateway"),
             )
@@ -542,5 +716,83 @@ spec:
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].1.contains("neither the Service's"), "{found:?}");
         assert!(found[1].1.contains("not bound to a waypoint"), "{found:?}");
+    }
+
+    #[test]
+    fn ingress_listeners_take_routes_by_section_port_hostname_namespace_and_kind() {
+        let mut world = world();
+        world.namespaces.insert(
+            "apps".into(),
+            [("expose".to_string(), "yes".to_string())].into(),
+        );
+        let gateway: KubernetesGateway = serde_yaml::from_str(
+            r#"
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: web, port: 80, protocol: HTTP, hostname: "*.example.com", allowedRoutes: {namespaces: {from: All}}}
+  - {name: apps, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {expose: "yes"}}}}}
+  - {name: same, port: 9090, protocol: HTTP}
+  - {name: tcp, port: 9000, protocol: TCP, allowedRoutes: {namespaces: {from: All}}}
+"#,
+        )
+        .expect("gateway");
+        let reference =
+            |yaml: &str| -> ParentReference { serde_yaml::from_str(yaml).expect("parentRef") };
+        let attach = |r: &ParentReference, namespace: &str, hostnames: &[&str]| {
+            let hostnames: Vec<String> = hostnames.iter().map(|h| h.to_string()).collect();
+            match attachable_listeners(&gateway, r, Kind::HttpRoute, namespace, &hostnames, &world)
+            {
+                Ok(listeners) => listeners
+                    .iter()
+                    .map(|l| l.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Err((reason, _)) => reason.to_string(),
+            }
+        };
+        let web = reference("{name: edge, sectionName: web}");
+        assert_eq!(attach(&web, "shop", &["bookinfo.example.com"]), "web");
+        assert_eq!(attach(&web, "shop", &[]), "web", "no hostnames: any");
+        assert_eq!(attach(&web, "shop", &["*.example.com"]), "web");
+        assert_eq!(
+            attach(&web, "shop", &["a.b.example.com"]),
+            "web",
+            "more labels"
+        );
+        assert_eq!(
+            attach(&web, "shop", &["example.com"]),
+            "NoMatchingListenerHostname"
+        );
+        assert_eq!(
+            attach(&web, "shop", &["other.org"]),
+            "NoMatchingListenerHostname"
+        );
+        let apps = reference("{name: edge, port: 8080}");
+        assert_eq!(attach(&apps, "apps", &[]), "apps");
+        assert_eq!(
+            attach(&apps, "shop", &[]),
+            "NotAllowedByListeners",
+            "not selected"
+        );
+        let same = reference("{name: edge, sectionName: same}");
+        assert_eq!(attach(&same, "infra", &[]), "same");
+        assert_eq!(attach(&same, "shop", &[]), "NotAllowedByListeners");
+        let tcp = reference("{name: edge, sectionName: tcp}");
+        assert_eq!(
+            attach(&tcp, "shop", &[]),
+            "NotAllowedByListeners",
+            "an HTTPRoute on TCP"
+        );
+        let nope = reference("{name: edge, sectionName: nope}");
+        assert_eq!(attach(&nope, "shop", &[]), "NoMatchingParent");
+        assert_eq!(
+            attach(&reference("{name: edge, port: 1}"), "shop", &[]),
+            "NoMatchingParent"
+        );
+        // Without sectionName or port, every listener that takes it.
+        let any = reference("{name: edge}");
+        assert_eq!(attach(&any, "apps", &["x.example.com"]), "web,apps");
     }
 }
