@@ -1,4 +1,4 @@
-# weft-agent, built from the repository root:
+# weft-agent (and weft-cni, which it installs on its node), built from the repository root:
 #   docker build -f deploy/images/weft-agent.Dockerfile -t weft-agent:dev .
 # Runs as root with the capabilities the DaemonSet grants (deploy/base/agent.yaml).
 FROM docker.io/library/rust:1.95-bookworm AS build
@@ -16,10 +16,13 @@ RUN sysroot="$(rustup run nightly rustc --print sysroot)" \
         --no-default-features --features "$BPF_LINKER_LLVM_FEATURE"
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p weft-agent \
-    && cp target/release/weft-agent /weft-agent
+RUN cargo build --release --locked -p weft-agent -p weft-cni \
+    && cp target/release/weft-agent /weft-agent \
+    && cp target/release/weft-cni /weft-cni
 
 # glibc and libgcc, nothing else: no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12
 COPY --from=build /weft-agent /usr/local/bin/weft-agent
+# The CNI plugin the agent installs on its node (it looks for it beside itself).
+COPY --from=build /weft-cni /usr/local/bin/weft-cni
 ENTRYPOINT ["/usr/local/bin/weft-agent"]

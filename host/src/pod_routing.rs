@@ -31,7 +31,7 @@
 use super::sockopt::set_int_option;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Per network namespace; opened by the calling thread, so it names that thread's namespace.
 const FWMARK_ACCEPT: &str = "/proc/sys/net/ipv4/tcp_fwmark_accept";
@@ -357,6 +357,125 @@ impl LocalDelivery {
 fn enable_fwmark_accept() -> io::Result<()> {
     // In a container /proc/sys is usually a read-only mount; `sysctl::write` gets past it.
     super::sysctl::write(std::path::Path::new(FWMARK_ACCEPT), "1")
+}
+
+// linux/net_namespace.h and linux/rtnetlink.h: network namespace ids.
+const RTM_NEWNSID: u16 = 88;
+const RTM_GETNSID: u16 = 90;
+const NETNSA_NSID: u16 = 1;
+const NETNSA_FD: u16 = 3;
+/// `NETNSA_NSID_NOT_ASSIGNED`: the namespace has no id for the peer yet.
+const NSID_NOT_ASSIGNED: i32 = -1;
+
+/// The id the calling thread's network namespace gives `peer` (another network namespace,
+/// by a descriptor of it), assigning one when it has none yet, as `ip netns set … auto`
+/// does. eBPF helpers that look sockets up in another namespace (`bpf_sk_lookup_tcp`) name
+/// it by this id, relative to the namespace the program runs in. A veth pair across two
+/// namespaces has usually made one already (`ip link` shows it as `link-netnsid`).
+pub fn netns_id(peer: BorrowedFd<'_>) -> Result<u32, NetlinkError> {
+    let mut socket = RouteSocket::open()?;
+    if let Some(id) = get_netns_id(&mut socket, peer)? {
+        return Ok(id);
+    }
+    let mut body = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+    push_attribute(
+        &mut body,
+        NETNSA_FD,
+        &(peer.as_raw_fd() as u32).to_ne_bytes(),
+    );
+    push_attribute(&mut body, NETNSA_NSID, &NSID_NOT_ASSIGNED.to_ne_bytes());
+    match socket.request(RTM_NEWNSID, 0, &body) {
+        // Assigned meanwhile by someone else: the id stands either way.
+        Err(e) if e.is(libc::EEXIST) => {}
+        other => other?,
+    }
+    get_netns_id(&mut socket, peer)?.ok_or_else(|| {
+        NetlinkError::from(io::Error::other(
+            "the kernel assigned no id to the namespace it was asked to",
+        ))
+    })
+}
+
+/// `RTM_GETNSID`: the id of `peer`, or `None` when it has none.
+fn get_netns_id(
+    socket: &mut RouteSocket,
+    peer: BorrowedFd<'_>,
+) -> Result<Option<u32>, NetlinkError> {
+    let mut body = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+    push_attribute(
+        &mut body,
+        NETNSA_FD,
+        &(peer.as_raw_fd() as u32).to_ne_bytes(),
+    );
+    let seq = socket.send(RTM_GETNSID, 0, &body)?;
+    loop {
+        let len = socket.recv()?;
+        for message in messages(&socket.buf[..len])? {
+            if message.seq != seq {
+                continue;
+            }
+            if message.kind == libc::NLMSG_ERROR as u16 {
+                ack_result(&message)?;
+                continue;
+            }
+            if message.kind != RTM_NEWNSID {
+                continue;
+            }
+            let id = attributes(message.payload.get(4..).unwrap_or_default())
+                .into_iter()
+                .find(|(kind, _)| *kind == NETNSA_NSID)
+                .and_then(|(_, value)| ne_u32(value, 0))
+                .map(|id| id as i32);
+            return Ok(id.and_then(|id| u32::try_from(id).ok()));
+        }
+    }
+}
+
+/// The names of the calling thread's network interfaces that hold one of `ips`, without
+/// duplicates: the pod's own interfaces (its `eth0`), where traffic from the node comes in.
+pub fn interfaces_holding(ips: &[std::net::IpAddr]) -> io::Result<Vec<String>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a list it allocated, freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut names = Vec::new();
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: `entry` is a node of the list getifaddrs returned, not yet freed; its
+        // address, when present, is a sockaddr of the family it names, and its name a C string.
+        let (address, name) = unsafe {
+            let node = &*entry;
+            entry = node.ifa_next;
+            let address = if node.ifa_addr.is_null() {
+                None
+            } else {
+                match i32::from((*node.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(node.ifa_addr as *const libc::sockaddr_in);
+                        Some(std::net::IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ))
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(node.ifa_addr as *const libc::sockaddr_in6);
+                        Some(std::net::IpAddr::from(sin6.sin6_addr.s6_addr))
+                    }
+                    _ => None,
+                }
+            };
+            let name = std::ffi::CStr::from_ptr(node.ifa_name)
+                .to_string_lossy()
+                .into_owned();
+            (address, name)
+        };
+        if address.is_some_and(|a| ips.contains(&a)) && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(names)
 }
 
 fn align4(len: usize) -> usize {
@@ -1122,5 +1241,39 @@ mod tests {
             route.to_string().contains("local ::/0 dev lo table 100"),
             "{route}"
         );
+    }
+
+    #[test]
+    fn names_another_namespace_once_and_for_good() {
+        // The namespace this test starts in stands for the node, a fresh one for the pod.
+        let node = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
+        let (first, again) = in_fresh_netns(move || {
+            use std::os::fd::AsFd;
+            let first = netns_id(node.as_fd()).expect("an id is assigned");
+            let again = netns_id(node.as_fd()).expect("and found again");
+            (first, again)
+        });
+        assert_eq!(first, again, "the same id both times");
+    }
+
+    #[test]
+    fn finds_the_interfaces_holding_addresses() {
+        let names = in_fresh_netns(|| {
+            let mut socket = RouteSocket::open().expect("rtnetlink socket");
+            // `ip link set lo up` gives lo its 127.0.0.1 and ::1.
+            let mut body = vec![0u8; 16];
+            body[4..8].copy_from_slice(&(LOOPBACK_IFINDEX as i32).to_ne_bytes());
+            body[8..12].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
+            body[12..16].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
+            socket.request(libc::RTM_NEWLINK, 0, &body).expect("lo up");
+            let loopback: IpAddr = Ipv4Addr::LOCALHOST.into();
+            let elsewhere: IpAddr = Ipv4Addr::new(10, 9, 9, 9).into();
+            (
+                interfaces_holding(&[loopback]).expect("listed"),
+                interfaces_holding(&[elsewhere]).expect("listed"),
+            )
+        });
+        assert_eq!(names.0, vec!["lo".to_string()]);
+        assert!(names.1.is_empty(), "{:?}", names.1);
     }
 }

@@ -115,3 +115,12 @@ pub fn members(path: &Path) -> Vec<i32> {
         .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
 }
+
+/// Process ids in the cgroup at `path` and every cgroup below it (a pod's containers).
+pub fn members_below(path: &Path) -> Vec<i32> {
+    let mut all = members(path);
+    for child in subdirectories(path) {
+        all.extend(members_below(&child));
+    }
+    all
+}

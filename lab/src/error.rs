@@ -25,6 +25,16 @@ pub enum LabError {
     NotUp(String),
     #[error("no pod {0:?} in this lab (use namespace/name)")]
     NoSuchPod(String),
+    /// The pod's sandbox could not be set up: CNI ADD failed every time it was tried. The
+    /// pod's processes were not started.
+    #[error(
+        "pod {pod} was not started: CNI ADD failed {attempts} time(s); the last failure: {last}"
+    )]
+    PodNotStarted {
+        pod: String,
+        attempts: u32,
+        last: String,
+    },
 }
 
 impl LabError {

@@ -4,18 +4,19 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use weft_host::netns::{named_netns_path, run_in_netns};
 
 use crate::cmd::{ip_batch, run, run_with_input};
-use crate::manifest::Manifests;
+use crate::kubelet::{Kubelets, Launcher, PodState, Shared};
+use crate::manifest::{Manifests, Pod};
 use crate::plan::{LabOptions, POD_GATEWAY, POD_GATEWAY6, Plan, PodPlan, netns_prefix};
-use crate::process::{Placement, PodView, place};
+use crate::process::{Placement, place};
 use crate::records::{self, LabPaths, STATE_ROOT};
-use crate::volumes::{self, Backing};
-use crate::{LabError, cgroup};
+use crate::{LabError, cgroup, cni};
 
 /// How a lab runs its processes.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -32,6 +33,16 @@ pub struct Runtime {
     pub agent_log: Option<String>,
 }
 
+/// Appends `line` to the file `path`.
+fn append(path: &Path, line: &str) -> Result<(), LabError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(line.as_bytes()))
+        .map_err(LabError::io(format!("writing {}", path.display())))
+}
+
 /// A lab that is up. Dropping it takes it down, so a test that panics leaves nothing behind.
 pub struct Lab {
     pub plan: Plan,
@@ -42,10 +53,33 @@ pub struct Lab {
     others: Vec<serde_yaml::Value>,
     children: Vec<Child>,
     keep: bool,
+    /// What the lab shares with its kubelets: container processes, probe results, the
+    /// cluster view's inputs (`crate::kubelet`).
+    shared: Arc<Shared>,
+    kubelets: Option<Kubelets>,
 }
 
 /// How long a pod's declared container ports may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How the lab, as a kubelet, tries a pod's sandbox again when its CNI ADD fails (the
+/// kubelet backs off and retries for as long as the pod exists; the lab gives up after
+/// `attempts` and reports the last failure).
+#[derive(Clone, Copy, Debug)]
+pub struct CniRetry {
+    pub attempts: u32,
+    pub interval: Duration,
+}
+
+impl Default for CniRetry {
+    /// 15 s: what a pod of a lab coming up may wait for its node's agent.
+    fn default() -> Self {
+        Self {
+            attempts: 30,
+            interval: Duration::from_millis(500),
+        }
+    }
+}
 
 impl Lab {
     /// Builds the lab described by the manifests in `dir`.
@@ -71,14 +105,27 @@ impl Lab {
                 plan.lab, plan.lab
             )));
         }
+        let cgroup_root = cgroup::lab_root(&plan.lab)?;
+        let shared = Arc::new(Shared::new(
+            Launcher {
+                paths: paths.clone(),
+                bin_dir: runtime.bin_dir.clone(),
+                agent_log: runtime.agent_log.clone(),
+                cgroup_root: cgroup_root.clone(),
+            },
+            plan.clone(),
+            manifests.others.clone(),
+        ));
         let mut lab = Lab {
-            cgroup_root: cgroup::lab_root(&plan.lab)?,
+            cgroup_root,
             plan,
             paths,
             runtime: runtime.clone(),
             others: manifests.others.clone(),
             children: Vec::new(),
             keep: false,
+            shared,
+            kubelets: None,
         };
         // From here on a failure tears down whatever was built (Drop).
         lab.build()?;
@@ -92,16 +139,30 @@ impl Lab {
             std::fs::read_to_string(paths.plan()).map_err(|_| LabError::NotUp(lab.to_string()))?;
         let plan: Plan = serde_json::from_str(&text)
             .map_err(|e| LabError::Invalid(format!("{}: {e}", paths.plan().display())))?;
-        let others = records::read_json(&paths.others()).unwrap_or_default();
-        let runtime = records::read_json(&paths.runtime()).unwrap_or_default();
+        let others: Vec<serde_yaml::Value> =
+            records::read_json(&paths.others()).unwrap_or_default();
+        let runtime: Runtime = records::read_json(&paths.runtime()).unwrap_or_default();
+        let cgroup_root = cgroup::lab_root(lab)?;
+        let shared = Arc::new(Shared::new(
+            Launcher {
+                paths: paths.clone(),
+                bin_dir: runtime.bin_dir.clone(),
+                agent_log: runtime.agent_log.clone(),
+                cgroup_root: cgroup_root.clone(),
+            },
+            plan.clone(),
+            others.clone(),
+        ));
         Ok(Lab {
-            cgroup_root: cgroup::lab_root(lab)?,
+            cgroup_root,
             plan,
             paths,
             runtime,
             others,
             children: Vec::new(),
             keep: true,
+            shared,
+            kubelets: None,
         })
     }
 
@@ -111,9 +172,7 @@ impl Lab {
     }
 
     fn pod_cgroup(&self, pod: &PodPlan) -> PathBuf {
-        self.cgroup_root
-            .join("pods")
-            .join(format!("{}-{}", pod.namespace, pod.name))
+        self.shared.launcher.pod_cgroup(pod)
     }
 
     fn node_cgroup(&self, node: &str) -> PathBuf {
@@ -123,14 +182,39 @@ impl Lab {
     fn build(&mut self) -> Result<(), LabError> {
         // Records first: `down` of a half-built lab reads them.
         self.write_records()?;
+        self.write_node_cni()?;
+        std::fs::create_dir_all(self.paths.logs())
+            .map_err(LabError::io("creating the logs directory"))?;
         self.build_network()?;
-        self.start_pods(|p| !p.is_waypoint())?;
+        if self.runtime.agent.is_some() {
+            // As in a cluster, the node agents (a DaemonSet) run before the pods: each
+            // chains weft-cni into its node's CNI configuration, so every pod is captured
+            // before its first process starts. Waypoints also need the CA first.
+            self.start_agents()?;
+        }
+        self.start_pods_of_plan(|p| !p.is_waypoint())?;
+        if self.plan.pods.iter().any(crate::kubelet::has_probes) {
+            self.kubelets = Some(Kubelets::start(self.shared.clone())?);
+        }
         self.wait_until_ready(|p| !p.is_waypoint())?;
         if self.runtime.agent.is_some() {
-            self.start_agents()?;
-            // Waypoints need the CA and their certificate before they listen.
-            self.start_pods(PodPlan::is_waypoint)?;
+            self.start_pods_of_plan(PodPlan::is_waypoint)?;
             self.wait_until_ready(PodPlan::is_waypoint)?;
+        }
+        Ok(())
+    }
+
+    /// Each node's CNI directories, with the lab's own plugin alone in the configuration
+    /// list (an agent adds weft-cni).
+    fn write_node_cni(&self) -> Result<(), LabError> {
+        for node in &self.plan.nodes {
+            let cni = self.paths.node_cni(&node.name);
+            std::fs::create_dir_all(&cni.bin_dir)
+                .map_err(LabError::io(format!("creating {}", cni.bin_dir.display())))?;
+            records::write(
+                &cni.conf_dir.join(cni::CONFLIST_NAME),
+                &cni::initial_conflist(),
+            )?;
         }
         Ok(())
     }
@@ -142,7 +226,6 @@ impl Lab {
             format!("netns add {}", plan.control_plane.netns),
         ];
         host.extend(plan.nodes.iter().map(|n| format!("netns add {}", n.netns)));
-        host.extend(plan.pods.iter().map(|p| format!("netns add {}", p.netns)));
         ip_batch(&host)?;
 
         let mut fabric = vec![
@@ -197,7 +280,45 @@ impl Lab {
                     cmds.push(format!("route add {cidr6}/64 via {via6}"));
                 }
             }
-            for pod in plan.pods.iter().filter(|p| p.node == node.name) {
+            ns_batch(&node.netns, &cmds)?;
+            let netns = named_netns_path(&node.netns);
+            let ipv6 = node.ip6.is_some();
+            run_in_netns(&netns, || {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                    .map_err(LabError::io("enabling IPv4 forwarding"))?;
+                if ipv6 {
+                    std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+                        .map_err(LabError::io("enabling IPv6 forwarding"))?;
+                }
+                Ok::<(), LabError>(())
+            })??;
+            let runtime = self.shared.runtime();
+            let ruleset =
+                plan.kube_proxy_ruleset_ready(&|pod| runtime.get(pod).is_none_or(|r| r.ready));
+            run_in_netns(&netns, || {
+                run_with_input("nft", &["-f", "-"], Some(&ruleset))
+            })??;
+        }
+
+        let pods: Vec<&PodPlan> = plan.pods.iter().filter(|p| !p.pending).collect();
+        self.build_sandboxes(&pods)
+    }
+
+    /// What the lab's own CNI plugin (`lab-veth`) does for `pods`: their network namespaces,
+    /// each with a veth to its node (the node's gateway address on its end, a route to the
+    /// pod's addresses) and the pod's addresses and default routes inside.
+    fn build_sandboxes(&self, pods: &[&PodPlan]) -> Result<(), LabError> {
+        if pods.is_empty() {
+            return Ok(());
+        }
+        let host: Vec<String> = pods
+            .iter()
+            .map(|p| format!("netns add {}", p.netns))
+            .collect();
+        ip_batch(&host)?;
+        for node in &self.plan.nodes {
+            let mut cmds = Vec::new();
+            for pod in pods.iter().filter(|p| p.node == node.name) {
                 cmds.push(format!(
                     "link add {} type veth peer name eth0 netns {}",
                     pod.host_if, pod.netns
@@ -215,25 +336,11 @@ impl Lab {
                     cmds.push(format!("route add {ip6}/128 dev {}", pod.host_if));
                 }
             }
-            ns_batch(&node.netns, &cmds)?;
-            let netns = named_netns_path(&node.netns);
-            let ipv6 = node.ip6.is_some();
-            run_in_netns(&netns, || {
-                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-                    .map_err(LabError::io("enabling IPv4 forwarding"))?;
-                if ipv6 {
-                    std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
-                        .map_err(LabError::io("enabling IPv6 forwarding"))?;
-                }
-                Ok::<(), LabError>(())
-            })??;
-            let ruleset = plan.kube_proxy_ruleset();
-            run_in_netns(&netns, || {
-                run_with_input("nft", &["-f", "-"], Some(&ruleset))
-            })??;
+            if !cmds.is_empty() {
+                ns_batch(&node.netns, &cmds)?;
+            }
         }
-
-        for pod in &plan.pods {
+        for pod in pods {
             let mut cmds = vec![
                 "link set lo up".to_string(),
                 format!("addr add {}/32 dev eth0", pod.ip),
@@ -273,124 +380,166 @@ impl Lab {
         }
         let locations = records::pod_locations(&self.plan, |p| self.pod_cgroup(p));
         records::write(&self.paths.pod_locations(), &records::to_json(&locations)?)?;
-        records::write(
-            &self.paths.cluster_dir().join("cluster.yaml"),
-            &records::cluster_view(&self.plan, &self.others)?,
-        )
+        {
+            let mut view = self
+                .shared
+                .view
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            view.plan = self.plan.clone();
+            view.others = self.others.clone();
+        }
+        // With each pod's readiness as its kubelet last saw it.
+        self.shared.publish(false)
     }
 
-    fn pod_placement(&self, pod: &PodPlan, detach: bool) -> Placement {
-        let dir = self.paths.pod_dir(pod);
-        Placement {
-            cgroup: self.pod_cgroup(pod),
-            netns: named_netns_path(&pod.netns),
-            pod_view: Some(PodView {
-                hosts: dir.join("hosts"),
-                resolv_conf: dir.join("resolv.conf"),
-                hostname: pod.name.clone(),
-            }),
-            detach,
-        }
+    /// A process of `pod` in `cgroup` (the pod's, or one of its containers' below it).
+    fn pod_placement(&self, pod: &PodPlan, cgroup: PathBuf, detach: bool) -> Placement {
+        self.shared.launcher.placement(pod, cgroup, detach)
     }
 
     fn pod_env(&self, pod: &PodPlan, command: &mut Command) {
-        let version = pod.labels.get("version").cloned().unwrap_or_default();
-        command
-            .env("POD_NAME", &pod.name)
-            .env("POD_NAMESPACE", &pod.namespace)
-            .env("POD_IP", pod.ip.to_string())
-            // The downward API's `status.podIPs`: every address, comma-separated.
-            .env(
-                "POD_IPS",
-                pod.ips()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .env("POD_VERSION", version)
-            .env("POD_SERVICE_ACCOUNT", &pod.service_account)
-            .env("NODE_NAME", &pod.node);
-        if let Some(bin) = &self.runtime.bin_dir {
-            let path = std::env::var("PATH").unwrap_or_default();
-            command.env("PATH", format!("{}:{path}", bin.display()));
-        }
-        if pod.is_waypoint() {
-            // A waypoint reads the cluster where the agents do (the lab's stand-in for the
-            // API server); the CA's address, its root and the token come from the
-            // controller's Deployment (its arguments and volumes, `crate::volumes`).
-            command.env("WEFT_CONFIG_DIR", self.paths.cluster_dir());
-        }
+        self.shared.launcher.env(pod, command)
     }
 
     /// The log level the lab gives weft's own processes, over what a manifest says.
-    fn weft_log(&self, pod: &PodPlan, command: &mut Command) {
-        if pod.is_waypoint() {
-            command.env(
-                "RUST_LOG",
-                self.runtime.agent_log.as_deref().unwrap_or("info"),
-            );
+    /// Starts the pods of the plan `which` selects (the lab coming up).
+    fn start_pods_of_plan(&mut self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
+        for pod in self.plan.pods.clone().into_iter().filter(|p| which(p)) {
+            self.run_pod(&pod, CniRetry::default())?;
         }
+        Ok(())
     }
 
-    fn start_pods(&mut self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
-        std::fs::create_dir_all(self.paths.logs())
-            .map_err(LabError::io("creating the logs directory"))?;
-        for pod in self.plan.pods.clone().into_iter().filter(|p| which(p)) {
-            cgroup::create(&self.pod_cgroup(&pod))?;
-            for container in &pod.containers {
-                let backing = Backing {
-                    // The bundle the lab rotates as a kubelet would, as agents read it.
-                    trust_bundle: self.paths.trust_bundle(),
-                    token: self.paths.ca_token(&pod.node),
-                };
-                let volumes_dir = self.paths.pod_dir(&pod).join("volumes");
-                let mounts = volumes::mounts(&pod.volumes, container, &backing, &volumes_dir);
-                for mount in &mounts {
-                    std::fs::create_dir_all(&mount.dir)
-                        .map_err(LabError::io(format!("creating {}", mount.dir.display())))?;
-                    for (file, target) in &mount.links {
-                        let link = mount.dir.join(file);
-                        let _ = std::fs::remove_file(&link);
-                        std::os::unix::fs::symlink(target, &link).map_err(LabError::io(
-                            format!("linking {} to {}", link.display(), target.display()),
-                        ))?;
-                    }
-                }
-                // A container without a command runs its image's entrypoint.
-                let entrypoint = container
-                    .image
-                    .as_deref()
-                    .filter(|_| container.command.is_empty())
-                    .and_then(volumes::entrypoint);
-                let mut argv = entrypoint
-                    .iter()
-                    .chain(&container.command)
-                    .chain(&container.args)
-                    .map(|a| volumes::substitute(a, &mounts));
-                let Some(program) = argv.next() else { continue };
-                let mut command = Command::new(program);
-                command.args(argv);
-                self.pod_env(&pod, &mut command);
-                for env in &container.env {
-                    command.env(&env.name, volumes::substitute(&env.value, &mounts));
-                }
-                self.weft_log(&pod, &mut command);
-                let log = self.paths.logs().join(format!(
-                    "{}-{}-{}.log",
-                    pod.namespace, pod.name, container.name
-                ));
-                self.spawn_logged(command, &self.pod_placement(&pod, true), &log)
-                    .map_err(|e| {
-                        LabError::Invalid(format!(
-                            "starting {} container {}: {e}",
-                            pod.key(),
-                            container.name
-                        ))
-                    })?;
+    /// The kubelet's part for a pod whose sandbox network is built: the pod's cgroup, CNI
+    /// ADD through its node's configuration (tried again as `retry` says while it fails),
+    /// then each container in a cgroup of its own below the pod's, made now, as a runtime
+    /// makes it after the sandbox.
+    fn run_pod(&mut self, pod: &PodPlan, retry: CniRetry) -> Result<(), LabError> {
+        cgroup::create(&self.pod_cgroup(pod))?;
+        self.cni_add(pod, retry)?;
+        for container in &pod.containers {
+            // Kept with the kubelet, which restarts a container whose liveness fails.
+            if let Some(child) = self.shared.launcher.spawn_container(pod, container)? {
+                weft_core::sync::lock(&self.shared.containers)
+                    .insert((pod.key(), container.name.clone()), child);
             }
         }
         Ok(())
+    }
+
+    /// CNI ADD of the pod's sandbox through its node's configuration, as the runtime runs
+    /// it; each attempt and its outcome goes to `logs/cni-<node>.log` (the pod's events, in
+    /// a cluster).
+    fn cni_add(&self, pod: &PodPlan, retry: CniRetry) -> Result<(), LabError> {
+        let node = self.paths.node_cni(&pod.node);
+        let log = self.paths.logs().join(format!("cni-{}.log", pod.node));
+        let attempts = retry.attempts.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            let sandbox = cni::Sandbox {
+                container_id: format!("{}-{attempt}", pod.uid),
+                netns: named_netns_path(&pod.netns),
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+                ips: pod.ips(),
+            };
+            let started = Instant::now();
+            let outcome = cni::add(&node, &sandbox)?;
+            let line = match &outcome {
+                Ok(_) => format!(
+                    "ADD {} attempt {attempt}: ok in {} ms\n",
+                    pod.key(),
+                    started.elapsed().as_millis()
+                ),
+                Err(failure) => format!("ADD {} attempt {attempt}: {failure}\n", pod.key()),
+            };
+            append(&log, &line)?;
+            match outcome {
+                Ok(_) => return Ok(()),
+                Err(failure) => last = failure.to_string(),
+            }
+            if attempt < attempts {
+                std::thread::sleep(retry.interval);
+            }
+        }
+        Err(LabError::PodNotStarted {
+            pod: pod.key(),
+            attempts,
+            last,
+        })
+    }
+
+    /// Creates Pods from a YAML text of Pod documents, as the API server and the scheduler
+    /// take them (`Plan::add_pod`): written to the cluster view at once, pending, without
+    /// addresses. Nothing runs yet: [`Lab::start_pods`] is the kubelet's part. Returns the
+    /// new pods' keys.
+    pub fn create_pods(&mut self, yaml: &str) -> Result<Vec<String>, LabError> {
+        let mut manifests = Manifests::default();
+        manifests.add_yaml(yaml, Path::new("create_pods"))?;
+        let mut keys = Vec::new();
+        for pod in &manifests.pods {
+            keys.push(self.add_pod(pod)?);
+        }
+        self.write_records()?;
+        Ok(keys)
+    }
+
+    fn add_pod(&mut self, pod: &Pod) -> Result<String, LabError> {
+        Ok(self.plan.add_pod(pod)?.key())
+    }
+
+    /// Starts pods [`Lab::create_pods`] created, in order, as their node's kubelet would:
+    /// each one's sandbox (network namespace, veth, addresses, routes: the lab's plugin),
+    /// CNI ADD through the node's configuration (tried again as `retry` says), its
+    /// containers; then the started pods' addresses reach the cluster view, as the kubelet
+    /// reports them. The first pod that cannot start ends the call with its error; it stays
+    /// pending (its network namespace kept) and can be started again.
+    pub fn start_pods(&mut self, keys: &[String], retry: CniRetry) -> Result<(), LabError> {
+        let mut pods = Vec::new();
+        for key in keys {
+            let pod = self
+                .plan
+                .pod(key)
+                .ok_or_else(|| LabError::NoSuchPod(key.clone()))?;
+            if !pod.pending {
+                return Err(LabError::Invalid(format!("pod {key} is already running")));
+            }
+            pods.push(pod.clone());
+        }
+        let unbuilt: Vec<&PodPlan> = pods
+            .iter()
+            .filter(|p| !named_netns_path(&p.netns).exists())
+            .collect();
+        self.build_sandboxes(&unbuilt)?;
+        for (index, pod) in pods.iter().enumerate() {
+            if let Err(error) = self.run_pod(pod, retry) {
+                self.publish_started(&pods[..index])?;
+                return Err(error);
+            }
+        }
+        self.publish_started(&pods)
+    }
+
+    /// The kubelet's status update of started pods: their addresses, phase Running.
+    fn publish_started(&mut self, started: &[PodPlan]) -> Result<(), LabError> {
+        if started.is_empty() {
+            return Ok(());
+        }
+        for pod in self.plan.pods.iter_mut() {
+            if started.iter().any(|s| s.key() == pod.key()) {
+                pod.pending = false;
+            }
+        }
+        self.write_records()?;
+        self.wait_until_ready(|p| started.iter().any(|s| s.key() == p.key()))
+    }
+
+    /// The lab's log of CNI ADD attempts on `node`, one line each (`cni_add`).
+    pub fn cni_log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.paths.logs().join(format!("cni-{node}.log")))
+            .unwrap_or_default()
     }
 
     fn spawn_logged(
@@ -423,6 +572,22 @@ impl Lab {
     fn wait_until_ready(&self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         for pod in self.plan.pods.iter().filter(|p| which(p)) {
+            if crate::kubelet::probes_gate_readiness(pod) {
+                // Its kubelet decides: Ready once its probes say so.
+                while !self.pod_ready(&pod.key())? {
+                    if Instant::now() >= deadline {
+                        return Err(LabError::Invalid(format!(
+                            "pod {} was not Ready within {}s; its kubelet says:\n{}\n(logs in {})",
+                            pod.key(),
+                            READY_TIMEOUT.as_secs(),
+                            self.pod_events(&pod.key()).join("\n"),
+                            self.paths.logs().display(),
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                continue;
+            }
             let ports: Vec<u16> = pod
                 .containers
                 .iter()
@@ -602,6 +767,13 @@ impl Lab {
             .arg(self.paths.trust_bundle())
             .arg("--handoff-socket")
             .arg(self.paths.agent_handoff_socket(&node.name))
+            // The node's CNI directories; the agent chains weft-cni into the configuration.
+            .arg("--cni-socket")
+            .arg(self.paths.agent_cni_socket(&node.name))
+            .arg("--cni-conf-dir")
+            .arg(self.paths.node_cni(&node.name).conf_dir)
+            .arg("--cni-bin-dir")
+            .arg(self.paths.node_cni(&node.name).bin_dir)
             .args(&self.runtime.agent_args)
             .env(
                 "RUST_LOG",
@@ -773,6 +945,28 @@ impl Lab {
         self.write_records()
     }
 
+    /// Whether `pod` is Ready: its kubelet's probes, or (a pod without probes) started.
+    pub fn pod_ready(&self, pod: &str) -> Result<bool, LabError> {
+        Ok(self.pod_state(pod)?.ready())
+    }
+
+    /// `pod` as its kubelet sees it: each container's readiness, restarts and probe counts.
+    pub fn pod_state(&self, pod: &str) -> Result<PodState, LabError> {
+        self.shared
+            .pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(pod)
+            .cloned()
+            .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))
+    }
+
+    /// What the kubelet did about `pod` (probe failures, readiness changes, restarts), in
+    /// order, as `kubectl describe pod` lists events.
+    pub fn pod_events(&self, pod: &str) -> Vec<String> {
+        self.shared.events(pod)
+    }
+
     /// Adds (or replaces) a file of objects in the cluster view, as `kubectl apply -f`
     /// would: the agents and the CA pick it up from there.
     pub fn apply_yaml(&self, name: &str, yaml: &str) -> Result<(), LabError> {
@@ -808,7 +1002,31 @@ impl Lab {
             .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))?;
         let mut command = Command::new(program);
         self.pod_env(pod, &mut command);
-        place(&mut command, &self.pod_placement(pod, false))?;
+        place(
+            &mut command,
+            &self.pod_placement(pod, self.pod_cgroup(pod), false),
+        )?;
+        Ok(command)
+    }
+
+    /// Like [`Lab::pod_command`], in the cgroup of the pod's container `container`, made now
+    /// if it is not there: what a container runtime does when it starts or restarts a
+    /// container, after the pod's sandbox (and its capture) was set up.
+    pub fn container_command(
+        &self,
+        pod: &str,
+        container: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Result<Command, LabError> {
+        let pod = self
+            .plan
+            .pod(pod)
+            .ok_or_else(|| LabError::NoSuchPod(pod.to_string()))?;
+        let cgroup = self.pod_cgroup(pod).join(container);
+        cgroup::create(&cgroup)?;
+        let mut command = Command::new(program);
+        self.pod_env(pod, &mut command);
+        place(&mut command, &self.pod_placement(pod, cgroup, false))?;
         Ok(command)
     }
 
@@ -886,9 +1104,9 @@ impl Lab {
         Ok(self.pod_cgroup(pod))
     }
 
-    /// The processes running in `pod` (its cgroup's members).
+    /// The processes running in `pod` (members of its cgroup and its containers').
     pub fn pod_processes(&self, pod: &str) -> Result<Vec<i32>, LabError> {
-        Ok(cgroup::members(&self.pod_cgroup_dir(pod)?))
+        Ok(cgroup::members_below(&self.pod_cgroup_dir(pod)?))
     }
 
     pub fn summary(&self) -> LabSummary {
@@ -916,7 +1134,7 @@ impl Lab {
                     ip: p.ip.to_string(),
                     ips: p.ips().iter().map(ToString::to_string).collect(),
                     ambient: p.ambient,
-                    processes: cgroup::members(&self.pod_cgroup(p)).len(),
+                    processes: cgroup::members_below(&self.pod_cgroup(p)).len(),
                 })
                 .collect(),
             services: self
@@ -937,6 +1155,10 @@ impl Lab {
     /// Takes the lab down now, reporting errors (Drop does the same, silently).
     pub fn down(mut self) -> Result<(), LabError> {
         self.keep = true;
+        // No kubelet may restart a container while the lab is taken down.
+        if let Some(mut kubelets) = self.kubelets.take() {
+            kubelets.stop();
+        }
         let result = down(&self.plan.lab);
         self.reap();
         result
@@ -950,11 +1172,15 @@ impl Lab {
             let _ = child.wait();
         }
         self.children.clear();
+        self.shared.stop_and_reap();
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(mut kubelets) = self.kubelets.take() {
+            kubelets.stop();
+        }
         if self.keep {
             // The processes outlive this handle (they are in their own sessions).
             self.children.clear();

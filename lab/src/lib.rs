@@ -1,9 +1,11 @@
 //! The lab: a local Kubernetes-like cluster built from Linux namespaces on one machine.
 //!
 //! It plays the parts a cluster provides around weft — API server (a directory of YAML),
-//! kubelet (pod processes in their own network namespace and cgroup), CNI (veth pairs and
-//! routes), kube-proxy (nftables DNAT for ClusterIPs in node namespaces) and DNS
-//! (`/etc/hosts`) — so that weft-agent can run unchanged on top of it.
+//! kubelet (pod processes in their own network namespace, pod cgroup and a cgroup per
+//! container, and their probes: `kubelet`), CNI (veth pairs and routes; then the plugins the
+//! node's CNI configuration chains, such as weft-cni, run as a container runtime runs them),
+//! kube-proxy (nftables DNAT for ClusterIPs in node namespaces) and DNS (`/etc/hosts`) — so
+//! that weft-agent can run unchanged on top of it.
 //!
 //! Layout on the machine, all named after the lab so that `down` finds even what a crashed
 //! `up` left behind:
@@ -14,7 +16,9 @@
 //! No address is ever assigned in the host's network namespace.
 mod cgroup;
 mod cmd;
+pub mod cni;
 mod error;
+pub mod kubelet;
 mod lab;
 pub mod manifest;
 pub mod plan;
@@ -23,5 +27,5 @@ pub mod records;
 mod volumes;
 
 pub use error::LabError;
-pub use lab::{Lab, LabSummary, Runtime, down, leftovers, list_labs};
+pub use lab::{CniRetry, Lab, LabSummary, Runtime, down, leftovers, list_labs};
 pub use plan::{LabOptions, Plan};

@@ -66,6 +66,13 @@ pub struct Container {
     pub ports: Vec<ContainerPort>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// The kubelet's probes, which the lab plays (`crate::kubelet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -107,6 +114,81 @@ pub struct ProjectedSource {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct TokenProjection {
     pub path: String,
+}
+
+/// A container probe (`core/v1 Probe`): one handler and its timing. Unknown fields are
+/// refused rather than silently not played.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocketAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    /// For liveness and startup failures: how long the container gets between SIGTERM and
+    /// SIGKILL (the pod's 30 s by default in Kubernetes; the lab waits at most 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpGetAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub port: TargetPort,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `HTTP` (the default); the lab refuses `HTTPS`, which it does not play.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_headers: Vec<HttpHeader>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpHeader {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpSocketAction {
+    pub port: TargetPort,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcAction {
+    pub port: u16,
+    /// The service name asked about in `grpc.health.v1.Health/Check` ("" when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecAction {
+    #[serde(default)]
+    pub command: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -295,6 +377,84 @@ impl Manifests {
     }
 }
 
+/// Refuses a probe the lab cannot play as Kubernetes would, naming it; the API server's
+/// validation rules (one handler, positive timings, success threshold 1 for liveness and
+/// startup) included.
+pub fn validate_probes(pod: &str, container: &Container) -> Result<(), LabError> {
+    let probes = [
+        ("startupProbe", &container.startup_probe),
+        ("livenessProbe", &container.liveness_probe),
+        ("readinessProbe", &container.readiness_probe),
+    ];
+    for (kind, probe) in probes {
+        let Some(probe) = probe else { continue };
+        let invalid = |reason: String| {
+            LabError::Invalid(format!(
+                "pod {pod} container {}: {kind}: {reason}",
+                container.name
+            ))
+        };
+        let handlers = usize::from(probe.http_get.is_some())
+            + usize::from(probe.tcp_socket.is_some())
+            + usize::from(probe.grpc.is_some())
+            + usize::from(probe.exec.is_some());
+        if handlers != 1 {
+            return Err(invalid(format!(
+                "must have exactly one of httpGet, tcpSocket, grpc, exec (has {handlers})"
+            )));
+        }
+        for (field, value) in [
+            ("periodSeconds", probe.period_seconds),
+            ("timeoutSeconds", probe.timeout_seconds),
+            ("successThreshold", probe.success_threshold),
+            ("failureThreshold", probe.failure_threshold),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(format!("{field} must be at least 1")));
+            }
+        }
+        if kind != "readinessProbe" && probe.success_threshold.is_some_and(|n| n != 1) {
+            return Err(invalid("successThreshold must be 1".into()));
+        }
+        if let Some(http) = &probe.http_get {
+            match http.scheme.as_deref() {
+                None | Some("HTTP") => {}
+                Some("HTTPS") => {
+                    return Err(invalid(
+                        "scheme HTTPS is not played by the lab (only HTTP)".into(),
+                    ));
+                }
+                Some(other) => return Err(invalid(format!("scheme {other:?} is not HTTP"))),
+            }
+            probe_port(container, &http.port).map_err(invalid)?;
+        }
+        if let Some(tcp) = &probe.tcp_socket {
+            probe_port(container, &tcp.port).map_err(invalid)?;
+        }
+        if probe.grpc.as_ref().is_some_and(|g| g.port == 0) {
+            return Err(invalid("grpc.port must be 1-65535".into()));
+        }
+        if probe.exec.as_ref().is_some_and(|e| e.command.is_empty()) {
+            return Err(invalid("exec.command is empty".into()));
+        }
+    }
+    Ok(())
+}
+
+/// A probe's port: a number, or the name of one of the container's ports.
+pub fn probe_port(container: &Container, port: &TargetPort) -> Result<u16, String> {
+    match port {
+        TargetPort::Number(0) => Err("port must be 1-65535".into()),
+        TargetPort::Number(n) => Ok(*n),
+        TargetPort::Name(name) => container
+            .ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port)
+            .ok_or_else(|| format!("port {name:?} names no port of the container")),
+    }
+}
+
 pub use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
 
 /// A Gateway of the Kubernetes Gateway API (not Istio's `networking.istio.io` one).
@@ -478,5 +638,51 @@ spec: {gatewayClassName: istio-waypoint, listeners: [{name: http, port: 80, prot
             text.contains("pods.yaml") && text.contains("document 1"),
             "{text}"
         );
+    }
+
+    fn container(yaml: &str) -> Container {
+        serde_yaml::from_str(yaml).expect("container")
+    }
+
+    #[test]
+    fn validation_refuses_what_kubernetes_or_the_lab_would_not_run() {
+        let ok = container(
+            "{name: app, ports: [{name: http, containerPort: 8080}], readinessProbe: {httpGet: {path: /ready, port: http}}, livenessProbe: {grpc: {port: 9090}}}",
+        );
+        assert!(validate_probes("shop/a", &ok).is_ok());
+        for (yaml, says) in [
+            (
+                "{name: app, readinessProbe: {httpGet: {port: web}}}",
+                "names no port",
+            ),
+            (
+                "{name: app, readinessProbe: {httpGet: {port: 80, scheme: HTTPS}}}",
+                "HTTPS",
+            ),
+            (
+                "{name: app, livenessProbe: {tcpSocket: {port: 80}, successThreshold: 2}}",
+                "successThreshold must be 1",
+            ),
+            (
+                "{name: app, readinessProbe: {tcpSocket: {port: 80}, exec: {command: [true]}}}",
+                "exactly one",
+            ),
+            (
+                "{name: app, readinessProbe: {periodSeconds: 0, tcpSocket: {port: 80}}}",
+                "periodSeconds",
+            ),
+        ] {
+            let err = validate_probes("shop/a", &container(yaml))
+                .expect_err(yaml)
+                .to_string();
+            assert!(
+                err.contains(says) && err.contains("shop/a"),
+                "{yaml}: {err}"
+            );
+        }
+        let unknown: Result<Container, _> = serde_yaml::from_str(
+            "{name: app, readinessProbe: {tcpSocket: {port: 80}, periodSecond: 1}}",
+        );
+        assert!(unknown.is_err(), "a misspelt field is refused, not ignored");
     }
 }

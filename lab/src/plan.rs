@@ -189,6 +189,10 @@ pub struct PodPlan {
     pub volumes: Vec<Volume>,
     /// Whether the pod is in the mesh: its own label, else its namespace's (Istio's rule).
     pub ambient: bool,
+    /// Created after the lab came up and not started yet: the API server holds it without
+    /// addresses (phase Pending) until its sandbox is up (`Lab::start_pod`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 impl PodPlan {
@@ -273,11 +277,22 @@ impl ServicePlan {
     /// `port` (what the EndpointSlices of that family list), skipping endpoints without
     /// the port; empty when the Service is not of that family.
     pub fn targets(&self, family: IpFamily, port: usize) -> Vec<(IpAddr, u16)> {
+        self.ready_targets(family, port, &|_| true)
+    }
+
+    /// [`ServicePlan::targets`] of the endpoints whose pod is `ready`.
+    pub fn ready_targets(
+        &self,
+        family: IpFamily,
+        port: usize,
+        ready: &dyn Fn(&str) -> bool,
+    ) -> Vec<(IpAddr, u16)> {
         if !self.ip_families.contains(&family) {
             return Vec::new();
         }
         self.endpoints
             .iter()
+            .filter(|e| ready(&e.pod))
             .filter_map(|e| {
                 let ip = match family {
                     IpFamily::V4 => IpAddr::V4(e.ip),
@@ -376,6 +391,9 @@ impl Plan {
                 return Err(LabError::Invalid(format!("pod {key} is defined twice")));
             }
             validate_dns_label(&pod.metadata.name, "pod name")?;
+            for container in &pod.spec.containers {
+                crate::manifest::validate_probes(&key, container)?;
+            }
             let node_index = match &pod.spec.node_name {
                 Some(wanted) => nodes.iter().position(|n| &n.name == wanted).ok_or_else(|| {
                     LabError::Invalid(format!(
@@ -416,6 +434,7 @@ impl Plan {
                 ambient,
                 namespace,
                 name: pod.metadata.name.clone(),
+                pending: false,
             });
         }
 
@@ -438,6 +457,72 @@ impl Plan {
 
     pub fn pod(&self, key: &str) -> Option<&PodPlan> {
         self.pods.iter().find(|p| p.key() == key)
+    }
+
+    /// A Pod created after the lab came up, as the API server and the scheduler would take
+    /// it: on its `spec.nodeName`, else on the node with the fewest pods; the next free
+    /// address of that node; pending until started. It backs no Service (the Services'
+    /// endpoints were planned with the lab).
+    pub fn add_pod(&mut self, pod: &Pod) -> Result<&PodPlan, LabError> {
+        let namespace = pod.metadata.namespace_or_default().to_string();
+        let key = format!("{namespace}/{}", pod.metadata.name);
+        if self.pod(&key).is_some() {
+            return Err(LabError::Invalid(format!("pod {key} already exists")));
+        }
+        validate_dns_label(&pod.metadata.name, "pod name")?;
+        let pods_on = |node: &NodePlan| self.pods.iter().filter(|p| p.node == node.name).count();
+        let node = match &pod.spec.node_name {
+            Some(wanted) => self.node(wanted).ok_or_else(|| {
+                LabError::Invalid(format!(
+                    "pod {key}: spec.nodeName {wanted:?} is not a lab node"
+                ))
+            })?,
+            None => self
+                .nodes
+                .iter()
+                .min_by_key(|n| pods_on(n))
+                .ok_or_else(|| LabError::Invalid("the lab has no node".into()))?,
+        }
+        .clone();
+        let octet = self
+            .pods
+            .iter()
+            .filter(|p| p.node == node.name)
+            .map(|p| p.ip.octets()[3])
+            .max()
+            .map_or(10, |last| last.saturating_add(1));
+        if octet == 255 {
+            return Err(LabError::Invalid(format!(
+                "node {} has no pod addresses left (at most 245 pods per node)",
+                node.name
+            )));
+        }
+        self.namespaces.entry(namespace.clone()).or_default();
+        let base = node.pod_cidr_base.octets();
+        let prefix = netns_prefix(&self.lab);
+        self.pods.push(PodPlan {
+            uid: stable_uid(&self.lab, &key),
+            netns: format!("{prefix}{namespace}-{}", pod.metadata.name),
+            host_if: format!("vp{}", self.pods.len()),
+            node: node.name.clone(),
+            ip: Ipv4Addr::new(base[0], base[1], base[2], octet),
+            ip6: node.pod_cidr6_base.map(|base| {
+                let s = base.segments();
+                Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, u16::from(octet))
+            }),
+            labels: pod.metadata.labels.clone(),
+            annotations: pod.metadata.annotations.clone(),
+            service_account: service_account(&pod.spec),
+            containers: pod.spec.containers.clone(),
+            volumes: pod.spec.volumes.clone(),
+            ambient: ambient_enrolled(&pod.metadata.labels, self.namespaces.get(&namespace)),
+            namespace,
+            name: pod.metadata.name.clone(),
+            pending: true,
+        });
+        self.pods
+            .last()
+            .ok_or_else(|| LabError::Invalid("no pod was added".into()))
     }
 
     /// Where agents reach the CA.
@@ -487,13 +572,36 @@ impl Plan {
     /// Like kube-proxy's nftables mode, one table per family of the cluster (`ip`, and `ip6`
     /// when dual-stack), each with the ClusterIPs and endpoints of its family.
     pub fn kube_proxy_ruleset(&self) -> String {
+        self.kube_proxy_ruleset_ready(&|_| true)
+    }
+
+    /// The ruleset with only the endpoints whose pod (`namespace/name`) is `ready`, as
+    /// kube-proxy programs the ready endpoints of each EndpointSlice.
+    pub fn kube_proxy_ruleset_ready(&self, ready: &dyn Fn(&str) -> bool) -> String {
         self.families
             .iter()
-            .map(|family| self.kube_proxy_table(*family))
+            .map(|family| self.kube_proxy_table(*family, ready))
             .collect()
     }
 
-    fn kube_proxy_table(&self, family: IpFamily) -> String {
+    /// [`Plan::kube_proxy_ruleset_ready`] as one nftables transaction that replaces the
+    /// tables in place (`nft -f`): new connections meet either the old rules or the new.
+    pub fn kube_proxy_reload(&self, ready: &dyn Fn(&str) -> bool) -> String {
+        let mut out = String::new();
+        for family in &self.families {
+            let table = match family {
+                IpFamily::V4 => "ip",
+                IpFamily::V6 => "ip6",
+            };
+            out.push_str(&format!(
+                "table {table} {KUBE_PROXY_TABLE}\ndelete table {table} {KUBE_PROXY_TABLE}\n"
+            ));
+        }
+        out.push_str(&self.kube_proxy_ruleset_ready(ready));
+        out
+    }
+
+    fn kube_proxy_table(&self, family: IpFamily, ready: &dyn Fn(&str) -> bool) -> String {
         let (table, match_address) = match family {
             IpFamily::V4 => ("ip", "ip"),
             IpFamily::V6 => ("ip6", "ip6"),
@@ -505,7 +613,7 @@ impl Plan {
                 continue;
             };
             for (p, port) in svc.ports.iter().enumerate() {
-                let targets = svc.targets(family, p);
+                let targets = svc.ready_targets(family, p, ready);
                 if targets.is_empty() {
                     continue;
                 }
@@ -906,6 +1014,30 @@ spec: {clusterIP: 10.96.0.10, ports: [{port: 1}]}
 "#;
 
     #[test]
+    fn pods_added_later_take_the_next_address_of_the_emptiest_node() {
+        let mut p = plan(SHOP, 2);
+        let mut more = Manifests::default();
+        more.add_yaml(
+            "kind: Pod\nmetadata: {name: late, namespace: shop}\nspec: {containers: [{name: c}]}\n---\n\
+             kind: Pod\nmetadata: {name: pinned}\nspec: {nodeName: node-1, containers: [{name: c}]}\n",
+            Path::new("more.yaml"),
+        )
+        .expect("valid yaml");
+        let late = p.add_pod(&more.pods[0]).expect("added").clone();
+        // node-1 has all three of SHOP's pods.
+        assert_eq!(late.node, "node-2");
+        assert_eq!(late.ip.to_string(), "10.244.2.10");
+        assert!(late.pending && late.ambient, "{late:?}");
+        assert_eq!(late.host_if, "vp3");
+        assert_eq!(late.netns, "wl-t-shop-late");
+        let pinned = p.add_pod(&more.pods[1]).expect("added").clone();
+        assert_eq!(pinned.node, "node-1");
+        assert_eq!(pinned.ip.to_string(), "10.244.1.13");
+        assert!(!pinned.ambient);
+        assert!(p.add_pod(&more.pods[1]).is_err(), "twice");
+    }
+
+    #[test]
     fn spreads_pods_over_nodes_unless_pinned() {
         let p = plan(SHOP, 2);
         let node = |k: &str| p.pod(k).expect("pod").node.clone();
@@ -1266,7 +1398,7 @@ spec:
     #[test]
     fn the_cluster_view_has_pod_ips_and_endpoint_slices_of_each_family() {
         let p = dual_plan(DUAL);
-        let view = crate::records::cluster_view(&p, &[]).expect("view");
+        let view = crate::records::cluster_view(&p, &[], &Default::default()).expect("view");
         let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&view)
             .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
             .filter(|v: &serde_yaml::Value| !v.is_null())
@@ -1319,5 +1451,64 @@ spec:
         assert_eq!(stable_uid("a", "x/y"), stable_uid("a", "x/y"));
         assert_ne!(stable_uid("a", "x/y"), stable_uid("b", "x/y"));
         assert_eq!(stable_uid("a", "x/y").len(), 36);
+    }
+
+    #[test]
+    fn an_unready_pod_is_out_of_its_endpoint_slices_and_kube_proxy() {
+        let p = dual_plan(DUAL);
+        let runtime = std::collections::BTreeMap::from([(
+            "shop/web-b".to_string(),
+            crate::records::PodRuntime {
+                ready: false,
+                containers: vec![("app".into(), false, true, 2)],
+            },
+        )]);
+        let view = crate::records::cluster_view(&p, &[], &runtime).expect("view");
+        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&view)
+            .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+            .filter(|v: &serde_yaml::Value| !v.is_null())
+            .collect();
+        let pod = |name: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == "Pod" && d["metadata"]["name"].as_str() == Some(name))
+                .unwrap_or_else(|| panic!("no pod {name}"))
+        };
+        assert_eq!(pod("web-b")["status"]["conditions"][0]["status"], "False");
+        assert_eq!(
+            pod("web-b")["status"]["containerStatuses"][0]["restartCount"],
+            2
+        );
+        assert_eq!(pod("web-a")["status"]["conditions"][0]["status"], "True");
+        let slice = docs
+            .iter()
+            .find(|d| d["kind"] == "EndpointSlice" && d["metadata"]["name"] == "web-0")
+            .expect("web-0");
+        let ready: Vec<(String, bool)> = slice["endpoints"]
+            .as_sequence()
+            .expect("endpoints")
+            .iter()
+            .map(|e| {
+                (
+                    e["targetRef"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    e["conditions"]["ready"].as_bool().unwrap_or(true),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ready,
+            vec![("web-a".to_string(), true), ("web-b".to_string(), false)]
+        );
+        let web_b = p.pod("shop/web-b").expect("web-b").ip.to_string();
+        let rules = p.kube_proxy_reload(&|pod| pod != "shop/web-b");
+        assert!(!rules.contains(&web_b), "{rules}");
+        assert!(
+            rules.starts_with(&format!(
+                "table ip {KUBE_PROXY_TABLE}\ndelete table ip {KUBE_PROXY_TABLE}\n"
+            )),
+            "the tables are replaced in one transaction: {rules}"
+        );
     }
 }

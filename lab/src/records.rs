@@ -7,6 +7,7 @@ use weft_host::netns::named_netns_path;
 use weft_host::pod_locations::{PodLocation, PodLocations};
 
 use crate::LabError;
+use crate::cni::NodeCni;
 use crate::plan::{IpFamily, Plan, PodPlan, ServicePlan};
 
 /// Parent of every lab's records.
@@ -87,6 +88,20 @@ impl LabPaths {
     /// node, since a lab's nodes share this machine's file system.
     pub fn agent_handoff_socket(&self, node: &str) -> PathBuf {
         self.root.join("handoff").join(format!("{node}.sock"))
+    }
+
+    /// Where the agent of `node` answers weft-cni.
+    pub fn agent_cni_socket(&self, node: &str) -> PathBuf {
+        self.root.join("cni").join(format!("{node}.sock"))
+    }
+
+    /// The node's CNI directories: its `/etc/cni/net.d` and `/opt/cni/bin`.
+    pub fn node_cni(&self, node: &str) -> NodeCni {
+        let dir = self.root.join("nodes").join(node).join("cni");
+        NodeCni {
+            conf_dir: dir.join("net.d"),
+            bin_dir: dir.join("bin"),
+        }
     }
 
     pub fn logs(&self) -> PathBuf {
@@ -188,10 +203,22 @@ pub fn pod_locations(plan: &Plan, pod_cgroup: impl Fn(&PodPlan) -> PathBuf) -> P
     }
 }
 
+/// A pod as its kubelet reports it: Ready, and each container's (name, ready, started,
+/// restartCount). Pods the kubelet has no entry for are Ready.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodRuntime {
+    pub ready: bool,
+    pub containers: Vec<(String, bool, bool, u32)>,
+}
+
 /// The EndpointSlices of `svc` for `family`: one per distinct port mapping, as the
 /// EndpointSlice controller makes for pods whose target ports agree. The IPv4 ones are named
 /// `<service>-<n>`, the IPv6 ones `<service>-ipv6-<n>`.
-fn endpoint_slices(svc: &ServicePlan, family: IpFamily) -> Vec<serde_json::Value> {
+fn endpoint_slices(
+    svc: &ServicePlan,
+    family: IpFamily,
+    ready: &dyn Fn(&str) -> bool,
+) -> Vec<serde_json::Value> {
     let mut groups: Vec<(Vec<Option<u16>>, Vec<serde_json::Value>)> = Vec::new();
     for ep in &svc.endpoints {
         let address = match family {
@@ -201,9 +228,10 @@ fn endpoint_slices(svc: &ServicePlan, family: IpFamily) -> Vec<serde_json::Value
                 None => continue,
             },
         };
+        let ready = ready(&ep.pod);
         let endpoint = json!({
             "addresses": [address], "nodeName": ep.node,
-            "conditions": {"ready": true, "serving": true, "terminating": false},
+            "conditions": {"ready": ready, "serving": ready, "terminating": false},
             "targetRef": {"kind": "Pod", "namespace": svc.namespace,
                           "name": ep.pod.split('/').nth(1).unwrap_or_default()},
         });
@@ -242,7 +270,16 @@ fn endpoint_slices(svc: &ServicePlan, family: IpFamily) -> Vec<serde_json::Value
 /// with node and IPs, Services with their ClusterIPs and families, EndpointSlices (one set
 /// per family of the Service, as the EndpointSlice controller makes them), and every other
 /// object of the manifests unchanged.
-pub fn cluster_view(plan: &Plan, others: &[serde_yaml::Value]) -> Result<String, LabError> {
+///
+/// Pods carry their kubelet's view (`runtime`, by `namespace/name`): the `Ready` and
+/// `ContainersReady` conditions and `containerStatuses`, and their endpoints' `ready` and
+/// `serving` conditions follow it.
+pub fn cluster_view(
+    plan: &Plan,
+    others: &[serde_yaml::Value],
+    runtime: &std::collections::BTreeMap<String, PodRuntime>,
+) -> Result<String, LabError> {
+    let ready = |pod: &str| runtime.get(pod).is_none_or(|r| r.ready);
     let mut objects = Vec::new();
     for (name, labels) in &plan.namespaces {
         objects.push(json!({
@@ -252,6 +289,18 @@ pub fn cluster_view(plan: &Plan, others: &[serde_yaml::Value]) -> Result<String,
     }
     for pod in &plan.pods {
         let node_ip = plan.node(&pod.node).map(|n| n.ip.to_string());
+        let status = runtime
+            .get(&pod.key())
+            .cloned()
+            .unwrap_or_else(|| PodRuntime {
+                ready: true,
+                containers: pod
+                    .containers
+                    .iter()
+                    .map(|c| (c.name.clone(), true, true, 0))
+                    .collect(),
+            });
+        let condition = |ok: bool| if ok { "True" } else { "False" };
         objects.push(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
@@ -262,10 +311,22 @@ pub fn cluster_view(plan: &Plan, others: &[serde_yaml::Value]) -> Result<String,
                 "nodeName": pod.node, "serviceAccountName": pod.service_account,
                 "containers": pod.containers,
             },
-            "status": {
-                "phase": "Running", "podIP": pod.ip.to_string(),
-                "podIPs": pod.ips().iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
-                "hostIP": node_ip,
+            "status": if pod.pending {
+                // A pod whose sandbox is not up has no address yet.
+                json!({"phase": "Pending", "hostIP": node_ip})
+            } else {
+                json!({
+                    "phase": "Running", "podIP": pod.ip.to_string(),
+                    "podIPs": pod.ips().iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
+                    "hostIP": node_ip,
+                    "conditions": [
+                        {"type": "Ready", "status": condition(status.ready)},
+                        {"type": "ContainersReady", "status": condition(status.ready)},
+                    ],
+                    "containerStatuses": status.containers.iter().map(|(name, ready, started, restarts)| json!({
+                        "name": name, "ready": ready, "started": started, "restartCount": restarts,
+                    })).collect::<Vec<_>>(),
+                })
             },
         }));
     }
@@ -287,7 +348,7 @@ pub fn cluster_view(plan: &Plan, others: &[serde_yaml::Value]) -> Result<String,
             },
         }));
         for family in &svc.ip_families {
-            objects.extend(endpoint_slices(svc, *family));
+            objects.extend(endpoint_slices(svc, *family, &ready));
         }
     }
     let mut out =

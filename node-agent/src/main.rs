@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 mod admin;
 mod capture;
+mod cni;
 mod ebpf;
 mod ext_authz;
 mod handoff;
@@ -31,11 +32,12 @@ use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
 use weft_core::lifecycle::Shutdown;
 use weft_host::handoff::Inherited;
 
-use crate::capture::addresses::PodIps;
-use crate::capture::enrollment::{Enrollment, PodToEnroll};
-use crate::capture::exclusions;
+use crate::capture::enrollment::Enrollment;
+use crate::cni::install::Installer;
+use crate::cni::server::{CniContext, CniServer};
 use crate::mesh::Mesh;
-use crate::pods::locator::{FileLocator, KubeletLocator, PodLocator};
+use crate::pods::locator::{KubeletLocator, Locators};
+use crate::pods::sandboxes::Sandboxes;
 use crate::proxy::records::ConnectionLog;
 
 #[derive(Debug, Parser)]
@@ -90,6 +92,27 @@ struct Args {
     /// exits (keep it under the pod's terminationGracePeriodSeconds).
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", value_parser = humantime_secs, default_value = "25")]
     drain_timeout: Duration,
+    /// Unix socket where weft-cni, the chained CNI plugin, asks this agent to capture a pod
+    /// before the pod starts (root only; the plugin is told this path in its entry).
+    #[arg(long, env = "WEFT_CNI_SOCKET", default_value = weft_cni::protocol::DEFAULT_SOCKET)]
+    cni_socket: PathBuf,
+    /// The node's CNI configuration directory (/etc/cni/net.d, mounted): weft-cni is
+    /// chained into the configuration the runtime uses, and put back when another
+    /// installer rewrites it. Without it, weft-cni is not installed and pods are enrolled
+    /// once running (their first connections may leave uncaptured).
+    #[arg(long, env = "WEFT_CNI_CONF_DIR")]
+    cni_conf_dir: Option<PathBuf>,
+    /// The node's CNI binary directory (/opt/cni/bin, mounted), where weft-cni is copied.
+    #[arg(long, env = "WEFT_CNI_BIN_DIR", requires = "cni_conf_dir")]
+    cni_bin_dir: Option<PathBuf>,
+    /// The weft-cni binary to install (default: `weft-cni` beside this agent's binary).
+    #[arg(long, env = "WEFT_CNI_PLUGIN")]
+    cni_plugin: Option<PathBuf>,
+    /// On exit without a successor, take weft-cni out of the node's CNI configuration and
+    /// remove its binary: set it before removing weft from the cluster. Without it the entry
+    /// stays, and the node's new pods wait for an agent (none starts uncaptured).
+    #[arg(long, env = "WEFT_CNI_UNINSTALL")]
+    cni_uninstall: bool,
 }
 
 /// Seconds, as a plain number (`--cert-lifetime 3600`).
@@ -209,8 +232,18 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
     let node_held = [metrics_held, readiness_held, admin_held];
 
     let enrollment = Arc::new(Mutex::new(Enrollment::new(loaded, mesh.clone(), inherited)));
-    let kubelet = KubeletLocator::new(cgroup2, args.proc_root.clone());
-    resync(&args, &registry, &kubelet, &enrollment);
+    let locators = Arc::new(match &args.pod_locations {
+        Some(path) => Locators::File(path.clone()),
+        None => Locators::Kubelet(KubeletLocator::new(cgroup2, args.proc_root.clone())),
+    });
+    let sandboxes = Arc::new(Sandboxes::default());
+    let pods = NodePods {
+        node: args.node.clone(),
+        registry: registry.clone(),
+        locators: locators.clone(),
+        sandboxes: sandboxes.clone(),
+    };
+    pods.resync(&enrollment);
 
     let readiness = admin::readiness::Readiness::default();
     let mut servers = tokio::task::JoinSet::new();
@@ -260,6 +293,34 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
                 args.handoff_socket.display()
             )
         })?;
+    // weft-cni: answered once this agent serves the node (a predecessor answers until the
+    // handoff), then installed, so that a pod created from now on waits for its capture.
+    let cni_server = CniServer::bind(&args.cni_socket)
+        .with_context(|| format!("listening for weft-cni on {}", args.cni_socket.display()))?;
+    servers.spawn(cni::server::serve(
+        cni_server,
+        Arc::new(CniContext {
+            node: args.node.clone(),
+            registry: registry.clone(),
+            locators: locators.clone(),
+            enrollment: enrollment.clone(),
+            sandboxes: sandboxes.clone(),
+        }),
+    ));
+    let installer = cni_installer(&args)?;
+    if let Some(installer) = &installer {
+        let first = installer.clone();
+        match tokio::task::spawn_blocking(move || first.ensure()).await {
+            Ok(Ok(pass)) => {
+                info!(conf_dir = %installer.conf_dir.display(), ?pass, "weft-cni is chained into the node's CNI configuration")
+            }
+            Ok(Err(error)) => {
+                warn!(error = %format!("{error:#}"), "installing weft-cni failed; trying again")
+            }
+            Err(error) => warn!(%error, "installing weft-cni panicked; trying again"),
+        }
+        servers.spawn(cni::install::keep(installer.clone()));
+    }
     readiness.set_ready();
 
     let mut changes = registry.subscribe();
@@ -274,6 +335,12 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
                 drop(node_held);
                 servers.abort_all();
                 lock(&enrollment).retire();
+                if args.cni_uninstall
+                    && let Some(installer) = &installer
+                    && let Err(error) = installer.uninstall()
+                {
+                    warn!(error = %format!("{error:#}"), "uninstalling weft-cni failed");
+                }
                 drain_connections(&mesh, &enrollment, args.drain_timeout).await;
                 return Ok(());
             }
@@ -324,9 +391,9 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
                 if changed.is_err() {
                     bail!("the configuration registry stopped");
                 }
-                resync(&args, &registry, &kubelet, &enrollment);
+                pods.resync(&enrollment);
             }
-            _ = ticker.tick() => resync(&args, &registry, &kubelet, &enrollment),
+            _ = ticker.tick() => pods.resync(&enrollment),
         }
     }
 }
@@ -387,66 +454,60 @@ fn span_exporter(args: &Args) -> anyhow::Result<weft_core::telemetry::SpanExport
     weft_core::telemetry::SpanExporter::start(config).context("setting up the OTLP exporter")
 }
 
-/// Reads which pods should be captured and makes it so.
-fn resync(
-    args: &Args,
-    registry: &Registry,
-    kubelet: &KubeletLocator,
-    enrollment: &Mutex<Enrollment>,
-) {
-    match desired_pods(args, registry, kubelet) {
-        Ok(desired) => weft_core::sync::lock(enrollment).reconcile(&desired),
-        // The last good state keeps serving.
-        Err(e) => {
-            error!(error = %format!("{e:#}"), "reading the pods' locations failed; keeping the current enrollment")
+/// The agent's installer of weft-cni, when `--cni-conf-dir` is given.
+fn cni_installer(args: &Args) -> anyhow::Result<Option<Arc<Installer>>> {
+    let Some(conf_dir) = &args.cni_conf_dir else {
+        if args.cni_uninstall {
+            warn!(
+                "--cni-uninstall has no effect without --cni-conf-dir: this agent installs no weft-cni"
+            );
         }
+        return Ok(None);
+    };
+    let plugin = match &args.cni_plugin {
+        Some(plugin) => plugin.clone(),
+        None => std::env::current_exe()
+            .context("finding this agent's binary, beside which weft-cni is")?
+            .with_file_name(weft_cni::spec::PLUGIN_TYPE),
+    };
+    if args.cni_bin_dir.is_some() && !plugin.is_file() {
+        bail!(
+            "the weft-cni binary to install, {}, is missing (--cni-plugin)",
+            plugin.display()
+        );
     }
+    Ok(Some(Arc::new(Installer::new(
+        conf_dir.clone(),
+        args.cni_bin_dir.clone(),
+        plugin,
+        &args.cni_socket,
+    ))))
 }
 
-fn desired_pods(
-    args: &Args,
-    registry: &Registry,
-    kubelet: &KubeletLocator,
-) -> anyhow::Result<Vec<PodToEnroll>> {
-    let lab_records = match &args.pod_locations {
-        Some(path) => Some(FileLocator::load(path)?),
-        None => None,
-    };
-    let locator: &dyn PodLocator = match &lab_records {
-        Some(records) => records,
-        None => kubelet,
-    };
-    let snapshot = registry.load();
-    let mut desired = Vec::new();
-    for workload in snapshot.workloads_on_node(&args.node).filter(|w| w.in_mesh) {
-        let key = format!("{}/{}", workload.namespace, workload.name);
-        let Some(ips) = PodIps::from_ips(&workload.ips) else {
-            continue;
-        };
-        let Some(location) = locator.locate(&workload.uid) else {
-            warn!(pod = %key, uid = %workload.uid, "mesh pod has no known location; not enrolled");
-            continue;
-        };
-        let identity: Identity = match workload.identity.parse() {
-            Ok(identity) => identity,
+/// Where the desired enrollment comes from.
+struct NodePods {
+    node: String,
+    registry: Registry,
+    locators: Arc<Locators>,
+    sandboxes: Arc<Sandboxes>,
+}
+
+impl NodePods {
+    /// Reads which pods should be captured and makes it so. The snapshot is read under the
+    /// enrollment's lock: weft-cni enrolls under it too, after reading the registry, and a
+    /// reconcile from an older snapshot would take that pod out again.
+    fn resync(&self, enrollment: &Mutex<Enrollment>) {
+        let mut enrollment = lock(enrollment);
+        let snapshot = self.registry.load();
+        let desired = self.locators.with(|locator| {
+            capture::desired::desired(&snapshot, &self.node, locator, &self.sandboxes)
+        });
+        match desired {
+            Ok(desired) => enrollment.reconcile(&desired),
+            // The last good state keeps serving.
             Err(e) => {
-                error!(pod = %key, identity = %workload.identity, error = %e, "the pod's identity is not a SPIFFE id; not enrolled");
-                continue;
+                error!(error = %format!("{e:#}"), "reading the pods' locations failed; keeping the current enrollment")
             }
-        };
-        let exclusions = exclusions::from_annotations(&workload.annotations).unwrap_or_else(|e| {
-            // Capturing more than asked is the safe side: nothing bypasses policy.
-            error!(pod = %key, error = %e, "ignoring the pod's exclusions");
-            exclusions::Exclusions::default()
-        });
-        desired.push(PodToEnroll {
-            uid: workload.uid.to_string(),
-            key,
-            ips,
-            identity,
-            location,
-            exclusions,
-        });
+        }
     }
-    Ok(desired)
 }

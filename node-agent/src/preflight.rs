@@ -66,8 +66,8 @@ fn check_bpf_features() -> anyhow::Result<()> {
         ),
         (
             ProgramType::CgroupSockAddr,
-            BpfHelper::BPF_FUNC_get_current_cgroup_id,
-            "bpf_get_current_cgroup_id in cgroup sock_addr programs",
+            BpfHelper::BPF_FUNC_get_current_ancestor_cgroup_id,
+            "bpf_get_current_ancestor_cgroup_id in cgroup sock_addr programs (5.7+)",
         ),
         (
             ProgramType::SockOps,

@@ -48,6 +48,14 @@ enum Command {
         /// TCP sink port (repeatable): reads and discards everything, for `throughput`.
         #[arg(long = "tcp-sink-port")]
         tcp_sink_ports: Vec<u16>,
+        /// gRPC port serving `grpc.health.v1.Health` (repeatable), for the kubelet's `grpc`
+        /// probes: SERVING, or NOT_SERVING while health is failing.
+        #[arg(long = "grpc-health-port")]
+        grpc_health_ports: Vec<u16>,
+        /// Start with health failing: `/healthz` answers 503 and gRPC health NOT_SERVING
+        /// until `POST /control/health?state=serving`.
+        #[arg(long)]
+        unhealthy: bool,
         /// Default probability (0.0-1.0) of answering 500.
         #[arg(long, default_value = "0", value_parser = controls::fail_rate_flag)]
         fail_rate: f64,
@@ -240,11 +248,17 @@ async fn run(command: Command) -> Result<bool> {
             mut http_ports,
             tcp_echo_ports,
             tcp_sink_ports,
+            grpc_health_ports,
+            unhealthy,
             fail_rate,
             delay_ms,
             calls,
         } => {
-            if http_ports.is_empty() && tcp_echo_ports.is_empty() && tcp_sink_ports.is_empty() {
+            if http_ports.is_empty()
+                && tcp_echo_ports.is_empty()
+                && tcp_sink_ports.is_empty()
+                && grpc_health_ports.is_empty()
+            {
                 http_ports.push(8080);
             }
             let defaults = controls::Defaults {
@@ -255,6 +269,8 @@ async fn run(command: Command) -> Result<bool> {
                 http_ports,
                 echo_ports: tcp_echo_ports,
                 sink_ports: tcp_sink_ports,
+                grpc_health_ports,
+                healthy: !unhealthy,
                 calls,
                 defaults,
             })

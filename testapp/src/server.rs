@@ -1,9 +1,15 @@
 //! `serve`: the HTTP/1.1 + h2c server that answers every request with who it is and what it
-//! saw, plus the TCP echo and sink listeners.
+//! saw, plus the TCP echo and sink listeners and the gRPC health service (tonic-health's
+//! `grpc.health.v1.Health`, what a kubelet's `grpc` probe asks).
+//!
+//! Health can be made to fail on demand, for probes: `POST /control/health?state=failing`
+//! makes `/healthz` answer 503 and gRPC health NOT_SERVING, `state=serving` undoes it
+//! (`--unhealthy` starts failing). Tests send it on the pod's loopback.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,6 +37,9 @@ pub struct Config {
     pub http_ports: Vec<u16>,
     pub echo_ports: Vec<u16>,
     pub sink_ports: Vec<u16>,
+    pub grpc_health_ports: Vec<u16>,
+    /// Health at start (see the module's comment).
+    pub healthy: bool,
     pub defaults: Defaults,
     /// URLs called for every request answered (`--call`).
     pub calls: Vec<String>,
@@ -67,6 +76,8 @@ struct App {
     version_header: Option<HeaderValue>,
     stats: Mutex<Stats>,
     calls: Vec<String>,
+    healthy: AtomicBool,
+    health: tonic_health::server::HealthReporter,
 }
 
 /// `GET /stats`: requests answered since start (all but `/healthz` and `/stats`), in total and
@@ -81,6 +92,8 @@ impl App {
     fn new(identity: Identity, defaults: Defaults, calls: Vec<String>) -> Self {
         Self {
             calls,
+            healthy: AtomicBool::new(true),
+            health: tonic_health::server::HealthReporter::new(),
             pod_header: HeaderValue::from_str(&identity.pod).ok(),
             version_header: HeaderValue::from_str(&identity.version).ok(),
             identity,
@@ -139,6 +152,7 @@ pub async fn run(config: Config) -> Result<()> {
         config.defaults,
         config.calls,
     ));
+    app.set_health(config.healthy).await;
 
     // Bind everything before announcing, so the "listening" line means every port is ready.
     let mut http = Vec::new();
@@ -154,6 +168,13 @@ pub async fn run(config: Config) -> Result<()> {
         let listeners = net::bind_all(port).with_context(|| format!("tcp echo port {port}"))?;
         echo_ports.push(bound_port(&listeners)?);
         echo.extend(listeners);
+    }
+    let mut grpc = Vec::new();
+    let mut grpc_ports = Vec::new();
+    for &port in &config.grpc_health_ports {
+        let listeners = net::bind_all(port).with_context(|| format!("grpc health port {port}"))?;
+        grpc_ports.push(bound_port(&listeners)?);
+        grpc.extend(listeners);
     }
     let mut sinks = Vec::new();
     let mut sink_ports = Vec::new();
@@ -178,9 +199,18 @@ pub async fn run(config: Config) -> Result<()> {
     for listener in sinks {
         tokio::spawn(sink::serve(listener));
     }
+    for listener in grpc {
+        tokio::spawn(serve_grpc_health(listener, app.clone()));
+    }
 
+    // `grpc=[…]` only when asked for: readers of the line predate it.
+    let grpc = if grpc_ports.is_empty() {
+        String::new()
+    } else {
+        format!(" grpc=[{}]", join(&grpc_ports))
+    };
     out::line(&format!(
-        "listening http=[{}] echo=[{}] sink=[{}]",
+        "listening http=[{}] echo=[{}] sink=[{}]{grpc}",
         join(&http_ports),
         join(&echo_ports),
         join(&sink_ports)
@@ -193,6 +223,34 @@ pub async fn run(config: Config) -> Result<()> {
     // Returning drops the runtime, which cancels the accept loops and open connections: tests
     // want the pod gone promptly, not a drain.
     Ok(())
+}
+
+/// `grpc.health.v1.Health` (Check and Watch) on `listener`, reporting the app's health for
+/// the server as a whole (service "").
+async fn serve_grpc_health(listener: TcpListener, app: Arc<App>) {
+    let service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(app.health.clone()),
+    );
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    if let Err(e) = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming(incoming)
+        .await
+    {
+        eprintln!("weft-testapp: gRPC health server stopped: {e}");
+    }
+}
+
+impl App {
+    async fn set_health(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+        let status = if healthy {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.health.set_service_status("", status).await;
+    }
 }
 
 fn bound_port(listeners: &[TcpListener]) -> Result<u16> {
@@ -250,8 +308,18 @@ async fn handle(
     conn: Arc<Conn>,
 ) -> Result<Response<RespBody>, hyper::Error> {
     let app = &conn.app;
-    // Health checks must stay green whatever the chaos settings are.
+    // Health checks stay green whatever the chaos settings are; only the health control
+    // makes them fail.
+    if req.uri().path() == "/control/health" {
+        return Ok(health_control(app, &req).await);
+    }
     if req.uri().path() == "/healthz" {
+        if !app.healthy.load(Ordering::SeqCst) {
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"failing")).boxed());
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            identity_headers(app, resp.headers_mut());
+            return Ok(resp);
+        }
         let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")).boxed());
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -298,6 +366,42 @@ async fn handle(
         head,
         WithTrailers::new(body, trailers).boxed(),
     ))
+}
+
+/// `POST /control/health?state=failing|serving` sets the app's health; any method without
+/// `state` reads it. Answers `{"health": "serving"|"failing"}`.
+async fn health_control(app: &App, req: &Request<Incoming>) -> Response<RespBody> {
+    let state = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("state="));
+    match (req.method().as_str(), state) {
+        (_, None) => {}
+        ("POST", Some("failing")) => app.set_health(false).await,
+        ("POST", Some("serving")) => app.set_health(true).await,
+        ("POST", Some(other)) => {
+            return json_response(
+                app,
+                400,
+                &serde_json::json!({"error": format!("state {other:?} is neither failing nor serving")}),
+            );
+        }
+        (method, Some(_)) => {
+            return json_response(
+                app,
+                405,
+                &serde_json::json!({"error": format!("{method} cannot change health: POST")}),
+            );
+        }
+    }
+    let health = if app.healthy.load(Ordering::SeqCst) {
+        "serving"
+    } else {
+        "failing"
+    };
+    json_response(app, 200, &serde_json::json!({ "health": health }))
 }
 
 /// The request's Host as sent: h2's :authority (hyper puts it in the URI), else the Host

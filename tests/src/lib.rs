@@ -13,7 +13,7 @@ pub fn bin_dir() -> PathBuf {
     let dir = std::env::var_os("WEFT_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug")));
-    for binary in ["weft-agent", "weft-ca", "weft-testapp"] {
+    for binary in ["weft-agent", "weft-cni", "weft-ca", "weft-testapp"] {
         assert!(
             dir.join(binary).exists(),
             "{} is missing: run the tests with `cargo xtask test`, which builds it",

@@ -52,6 +52,36 @@ pub struct PodSpec {
 pub struct Container {
     pub name: String,
     pub ports: Vec<ContainerPort>,
+    /// The kubelet's probes, cut to where they connect: the agent lets the node's own
+    /// connections to these ports reach the application (`node-agent/src/capture/`).
+    pub readiness_probe: Option<Probe>,
+    pub liveness_probe: Option<Probe>,
+    pub startup_probe: Option<Probe>,
+}
+
+/// A container probe's network actions (an `exec` probe opens no connection).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Probe {
+    pub http_get: Option<ProbePort>,
+    pub tcp_socket: Option<ProbePort>,
+    pub grpc: Option<GrpcProbe>,
+}
+
+/// `httpGet` and `tcpSocket`: a port by number or by the name of a container port, and the
+/// host the kubelet dials (the pod's IP when absent).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ProbePort {
+    pub port: Option<IntOrString>,
+    pub host: Option<String>,
+}
+
+/// `grpc`: a port number only (the API allows no name).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct GrpcProbe {
+    pub port: i32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

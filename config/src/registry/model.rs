@@ -81,6 +81,9 @@ pub struct Workload {
     pub ready: bool,
     /// Named container ports, for Services whose `targetPort` is a name.
     pub ports: Vec<NamedPort>,
+    /// The ports the kubelet's HTTP, TCP and gRPC probes connect to on the pod's IPs,
+    /// sorted, without duplicates.
+    pub probe_ports: Vec<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! One immutable, consistent view of the configuration. Readers hold an `Arc<Snapshot>`
 //! as long as they like; every lookup is a hash-map probe.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub(super) workloads_by_ip: CowMap<IpAddr, Arc<Workload>>,
     pub(super) workloads_by_name: CowMap<(String, String), Arc<Workload>>,
     pub(super) workloads_by_node: CowMap<String, NodeWorkloads>,
+    /// The names of the Namespaces the registry holds.
+    pub(super) namespaces: Arc<BTreeSet<String>>,
     pub(super) services_by_name: CowMap<(String, String), Arc<Service>>,
     pub(super) services_by_vip: CowMap<IpAddr, Arc<Service>>,
     pub(super) services_by_host: CowMap<String, Arc<Service>>,
@@ -85,6 +87,12 @@ impl Snapshot {
 
     pub fn workload_by_uid(&self, uid: &str) -> Option<&Arc<Workload>> {
         self.workloads_by_uid.get(uid)
+    }
+
+    /// Whether the registry holds the Namespace `name`: until it does, a pod of it without a
+    /// `istio.io/dataplane-mode` label of its own cannot be said to be in the mesh or not.
+    pub fn has_namespace(&self, name: &str) -> bool {
+        self.namespaces.contains(name)
     }
 
     /// The pod `namespace/name`.

@@ -434,6 +434,9 @@ impl State {
 
     /// Brings the snapshot's indexes up to date with `dirty`.
     fn derive(&mut self, mut dirty: Dirty) {
+        if !dirty.namespaces.is_empty() {
+            self.snapshot.namespaces = Arc::new(self.namespaces.keys().cloned().collect());
+        }
         for namespace in &dirty.namespaces {
             let in_namespace = |k: &&Key| &k.0 == namespace;
             let start = (namespace.clone(), String::new());

@@ -70,6 +70,7 @@ pub fn workload(
                 })
             })
             .collect(),
+        probe_ports: probe_ports(pod),
         uid,
         name,
         namespace,
@@ -81,6 +82,47 @@ pub fn workload(
         phase,
         ready,
     }
+}
+
+/// The ports the kubelet's probes connect to on the pod's own IPs: `httpGet`, `tcpSocket`
+/// (a number, or the name of one of the container's ports) and `grpc` of every container's
+/// readiness, liveness and startup probes. A probe with a `host` of its own dials elsewhere;
+/// a name no port of the container has is a probe that fails in the kubelet too.
+fn probe_ports(pod: &Pod) -> Vec<u16> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let mut ports = Vec::new();
+    for container in &pod.spec.containers {
+        let probes = [
+            &container.readiness_probe,
+            &container.liveness_probe,
+            &container.startup_probe,
+        ];
+        for probe in probes.into_iter().flatten() {
+            let by_port = [&probe.http_get, &probe.tcp_socket];
+            for action in by_port.into_iter().flatten() {
+                if action.host.as_deref().is_some_and(|h| !h.is_empty()) {
+                    continue;
+                }
+                let port = match &action.port {
+                    Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+                    Some(IntOrString::String(name)) => container
+                        .ports
+                        .iter()
+                        .find(|p| p.name.as_deref() == Some(name.as_str()))
+                        .and_then(|p| u16::try_from(p.container_port).ok()),
+                    None => None,
+                };
+                ports.extend(port);
+            }
+            if let Some(grpc) = &probe.grpc {
+                ports.extend(u16::try_from(grpc.port).ok());
+            }
+        }
+    }
+    ports.retain(|p| *p != 0);
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// `status.podIPs`, or `status.podIP` when the list is absent, in order, without
@@ -163,5 +205,28 @@ mod tests {
         };
         let w = workload(&pod(&[], false), None, &settings);
         assert_eq!(w.identity, "spiffe://example.org/ns/shop/sa/web");
+    }
+
+    #[test]
+    fn probe_ports_resolve_names_and_skip_other_hosts() {
+        let yaml = r#"
+metadata: {name: web-1, namespace: shop}
+spec:
+  containers:
+  - name: app
+    ports: [{name: http, containerPort: 8080}, {name: admin, containerPort: 9000}]
+    readinessProbe: {httpGet: {path: /ready, port: http}}
+    livenessProbe: {tcpSocket: {port: 8080}}
+    startupProbe: {httpGet: {port: 7000, host: 10.0.0.1}}
+  - name: side
+    livenessProbe: {grpc: {port: 9090}}
+    readinessProbe: {httpGet: {port: no-such-name}}
+  - name: run
+    readinessProbe: {exec: {command: [cat, /tmp/ready]}}
+"#;
+        let pod: Pod = serde_yaml::from_str(yaml).expect("pod");
+        let w = workload(&pod, None, &MeshSettings::default());
+        // 7000 is probed on another host; `no-such-name` names no port (the kubelet fails it).
+        assert_eq!(w.probe_ports, vec![8080, 9090]);
     }
 }

@@ -39,6 +39,9 @@ pub mod map_names {
     pub const INBOUND_LISTENERS6: &str = "INBOUND_LISTENERS6";
     pub const OUTBOUND_LISTENERS6: &str = "OUTBOUND_LISTENERS6";
     pub const TRANSPARENT_CONNECTS6: &str = "TRANSPARENT_CONNECTS6";
+    pub const PROBE_TARGETS: &str = "PROBE_TARGETS";
+    pub const NODE_CONNECTS: &str = "NODE_CONNECTS";
+    pub const NODE_CONNECTS6: &str = "NODE_CONNECTS6";
 }
 
 /// Program names (distinct from their ELF sections: a function named like its section
@@ -50,6 +53,7 @@ pub mod program_names {
     pub const GETPEERNAME6: &str = "weft_getpeername6";
     pub const SOCK_OPS: &str = "weft_sock_ops";
     pub const INBOUND_LOOKUP: &str = "weft_inbound_lookup";
+    pub const NODE_PROBE: &str = "weft_node_probe";
 }
 
 /// Upper bound on pods per node the per-pod maps are sized for.
@@ -211,6 +215,40 @@ pub const TRANSPARENT_MARK_MASK: u32 = 0x00ff_ff00;
 pub const TRANSPARENT_TABLE: u32 = 15_006;
 pub const TRANSPARENT_RULE_PRIORITY: u32 = 32_700;
 
+/// A pod address and port the kubelet's probes connect to (from the Pod's
+/// `readinessProbe`, `livenessProbe` and `startupProbe`): the pod's `weft_node_probe`
+/// program checks SYNs to it for a socket of the node that sent them. The address as in
+/// [`OrigDst`] (IPv4 in `addr[0]`), the port in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProbeTarget {
+    pub addr: [u32; 4],
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+}
+
+/// What `PROBE_TARGETS` holds for a target: where the node's sockets are, as the pod's
+/// network namespace names the node's (its `nsid`, what `ip netns list-id` shows inside the
+/// pod), for `bpf_sk_lookup_tcp`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeNode {
+    pub netns_id: u32,
+    pub _pad: u32,
+}
+
+/// Probe targets of all pods of a node (each pod address with each probe port).
+pub const MAX_PROBE_TARGETS: u32 = 16384;
+
+/// How long a node connection filed by `weft_node_probe` (`NODE_CONNECTS`, keyed like
+/// [`TransparentConnect`], valued with `bpf_ktime_get_ns` at the SYN) lets `sk_lookup` pass
+/// packets of that 4-tuple to the application: the SYN itself, its retransmissions (each
+/// files it again) and, under a SYN flood, the handshake's last ACK, which then meets the
+/// listener lookup again (SYN cookies). Older entries are ignored, so a 4-tuple reused later
+/// by a connection that is not the node's is not passed.
+pub const NODE_CONNECT_TTL_NS: u64 = 3_000_000_000;
+
 #[cfg(feature = "user")]
 mod user {
     /// Each type is repr(C), Copy, explicitly padded and valid for every bit pattern.
@@ -226,7 +264,9 @@ mod user {
         OrigDst,
         ClientKey,
         TransparentConnect,
-        TransparentConnect6
+        TransparentConnect6,
+        ProbeTarget,
+        ProbeNode
     );
 }
 

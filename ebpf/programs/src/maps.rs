@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, SockHash},
 };
 use weft_ebpf_common::{
-    ClientKey, MAX_CONNECTIONS, MAX_PODS, MAX_TRANSPARENT_CONNECTS, OrigDst, PodCapture, PodStats,
-    TransparentConnect, TransparentConnect6,
+    ClientKey, MAX_CONNECTIONS, MAX_PODS, MAX_PROBE_TARGETS, MAX_TRANSPARENT_CONNECTS, OrigDst,
+    PodCapture, PodStats, ProbeNode, ProbeTarget, TransparentConnect, TransparentConnect6,
 };
 
 /// Capture settings per cgroup id of an enrolled pod (absent: not captured).
@@ -53,4 +53,23 @@ pub static OUTBOUND_LISTENERS6: SockHash<[u32; 4]> = SockHash::pinned(MAX_PODS, 
 /// `TRANSPARENT_CONNECTS` for IPv6 connections.
 #[map(name = "TRANSPARENT_CONNECTS6")]
 pub static TRANSPARENT_CONNECTS6: LruHashMap<TransparentConnect6, u8> =
+    LruHashMap::pinned(MAX_TRANSPARENT_CONNECTS, 0);
+
+/// The pod addresses and ports the kubelet probes, with the node's network namespace as
+/// each pod's namespace names it. Written by the agent at enrollment; read by
+/// `weft_node_probe`.
+#[map(name = "PROBE_TARGETS")]
+pub static PROBE_TARGETS: HashMap<ProbeTarget, ProbeNode> = HashMap::pinned(MAX_PROBE_TARGETS, 0);
+
+/// Connections a socket of the node is opening to a probe target, by 4-tuple (as
+/// `TransparentConnect`: the node's address and port remote, the pod's local), valued with
+/// the time of their SYN. Written by `weft_node_probe`, read by `weft_inbound_lookup`. LRU:
+/// entries are never removed, only outlived (`NODE_CONNECT_TTL_NS`).
+#[map(name = "NODE_CONNECTS")]
+pub static NODE_CONNECTS: LruHashMap<TransparentConnect, u64> =
+    LruHashMap::pinned(MAX_TRANSPARENT_CONNECTS, 0);
+
+/// `NODE_CONNECTS` for IPv6.
+#[map(name = "NODE_CONNECTS6")]
+pub static NODE_CONNECTS6: LruHashMap<TransparentConnect6, u64> =
     LruHashMap::pinned(MAX_TRANSPARENT_CONNECTS, 0);

@@ -14,8 +14,8 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError, MapType, SockHash
 use aya::programs::links::{FdLink, PinnedLink};
 use serde::Serialize;
 use weft_ebpf_common::{
-    ClientKey, OrigDst, PodCapture, PodStats, TransparentConnect, TransparentConnect6, map_names,
-    program_names,
+    ClientKey, OrigDst, PodCapture, PodStats, ProbeNode, ProbeTarget, TransparentConnect,
+    TransparentConnect6, map_names, program_names,
 };
 
 use crate::capture::enrollment::PodAttachment;
@@ -177,6 +177,21 @@ fn count_entries(name: &str, data: MapData, limit: u32) -> Result<u32, MapError>
                 BpfHashMap::try_from(Map::LruHashMap(data))?;
             count_keys(map.keys(), limit)
         }
+        map_names::PROBE_TARGETS => {
+            let map: BpfHashMap<_, ProbeTarget, ProbeNode> =
+                BpfHashMap::try_from(Map::HashMap(data))?;
+            count_keys(map.keys(), limit)
+        }
+        map_names::NODE_CONNECTS => {
+            let map: BpfHashMap<_, TransparentConnect, u64> =
+                BpfHashMap::try_from(Map::LruHashMap(data))?;
+            count_keys(map.keys(), limit)
+        }
+        map_names::NODE_CONNECTS6 => {
+            let map: BpfHashMap<_, TransparentConnect6, u64> =
+                BpfHashMap::try_from(Map::LruHashMap(data))?;
+            count_keys(map.keys(), limit)
+        }
         map_names::INBOUND_LISTENERS6 | map_names::OUTBOUND_LISTENERS6 => {
             let map: SockHash<_, [u32; 4]> = SockHash::try_from(Map::SockHash(data))?;
             count_keys(map.keys(), limit)
@@ -188,7 +203,7 @@ fn count_entries(name: &str, data: MapData, limit: u32) -> Result<u32, MapError>
     }
 }
 
-const MAPS: [&str; 10] = [
+const MAPS: [&str; 13] = [
     map_names::POD_CAPTURE,
     map_names::POD_STATS,
     map_names::ORIG_DST_BY_COOKIE,
@@ -199,6 +214,9 @@ const MAPS: [&str; 10] = [
     map_names::INBOUND_LISTENERS6,
     map_names::OUTBOUND_LISTENERS6,
     map_names::TRANSPARENT_CONNECTS6,
+    map_names::PROBE_TARGETS,
+    map_names::NODE_CONNECTS,
+    map_names::NODE_CONNECTS6,
 ];
 
 fn map_view(dir: &Path, name: &'static str) -> MapView {

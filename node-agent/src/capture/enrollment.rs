@@ -22,8 +22,8 @@ use tracing::{info, warn};
 use weft_core::hbone::{HboneServer, HboneServerConfig};
 use weft_core::identity::Identity;
 use weft_ebpf_common::{
-    PodStats, TRANSPARENT_MARK, TRANSPARENT_MARK_MASK, TRANSPARENT_RULE_PRIORITY,
-    TRANSPARENT_TABLE, ip6_words, ports,
+    AF_INET, AF_INET6, PodStats, ProbeNode, ProbeTarget, TRANSPARENT_MARK, TRANSPARENT_MARK_MASK,
+    TRANSPARENT_RULE_PRIORITY, TRANSPARENT_TABLE, ip6_words, ports,
 };
 use weft_host::cgroup::{cgroup_id, cgroup_tree_ids};
 use weft_host::handoff::Inherited;
@@ -33,7 +33,9 @@ use weft_host::pod_routing::{IpFamily, LocalDelivery, PodRoutingError};
 
 use super::addresses::PodIps;
 use super::exclusions::Exclusions;
-use crate::ebpf::attach::{Attachment, attach_pod, detach_pod, pinned_pods, pod_pin_dir};
+use crate::ebpf::attach::{
+    Attachment, attach_node_probe, attach_pod, detach_pod, pinned_pods, pod_pin_dir,
+};
 use crate::ebpf::loader::{Loaded, Maps};
 use crate::mesh::SharedMesh;
 use crate::pods::locator::PodPlace;
@@ -63,6 +65,16 @@ fn in_pod_netns(
     }
 }
 
+/// What should be enrolled (`crate::capture::desired`).
+#[derive(Debug, Default)]
+pub struct Desired {
+    pub pods: Vec<PodToEnroll>,
+    /// Pods of the mesh on this node that cannot be described now (no address known yet, no
+    /// location found): their capture, if any, is left alone rather than removed, since
+    /// they still belong to the mesh.
+    pub undescribed: BTreeSet<String>,
+}
+
 /// A pod to enroll, with everything capture needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodToEnroll {
@@ -75,12 +87,14 @@ pub struct PodToEnroll {
     pub identity: Identity,
     pub location: PodPlace,
     pub exclusions: Exclusions,
+    /// The ports the kubelet's probes connect to (`Workload::probe_ports`): the node's own
+    /// connections to them reach the application past the mesh.
+    pub probe_ports: Vec<u16>,
 }
 
 struct EnrolledPod {
     spec: PodToEnroll,
     pod_id: u64,
-    cgroups: Vec<u64>,
     attachment: Attachment,
     traffic: Arc<PodTraffic>,
     /// The accept loops; aborting them stops accepting (open connections run on their own
@@ -89,6 +103,8 @@ struct EnrolledPod {
     /// A second handle of each listener, by its handoff name: what a successor is offered.
     listeners: Vec<(String, OwnedFd)>,
     hbone: HboneServer,
+    /// Its entries in PROBE_TARGETS.
+    probe_targets: Vec<ProbeTarget>,
 }
 
 /// What the admin endpoint shows per pod.
@@ -120,7 +136,8 @@ pub struct PodAttachment {
     pub pod_id: u64,
     pub cgroup: PathBuf,
     pub netns: PathBuf,
-    /// The pod's cgroup and those below it: each has a POD_CAPTURE entry.
+    /// The pod's cgroup and those below it now: all captured through the pod's
+    /// POD_CAPTURE entry.
     pub cgroups: usize,
     pub attachment: Attachment,
     pub pin_dir: PathBuf,
@@ -136,6 +153,10 @@ pub struct Enrollment {
     inherited: Inherited,
     /// Set once a successor serves this node: nothing is enrolled, unenrolled or detached.
     retired: bool,
+    /// The node's network namespace (the agent's own, `hostNetwork`), where the kubelet's
+    /// probe connections come from; `None` when `weft_node_probe` is not loaded or the
+    /// namespace could not be opened.
+    node_netns: Option<OwnedFd>,
 }
 
 /// The handoff name of a pod's listener: the pod and the address, so a successor takes it
@@ -147,7 +168,16 @@ pub fn listener_name(uid: &str, addr: SocketAddr) -> String {
 impl Enrollment {
     /// `inherited`: the previous agent's listeners ([`Inherited::empty`] on a fresh start).
     pub fn new(loaded: Loaded, mesh: SharedMesh, inherited: Inherited) -> Self {
+        // The calling thread's namespace: the agent's threads never leave the node's (only
+        // the per-pod socket threads and scoped helpers enter pods').
+        let node_netns = loaded.node_probe.then(|| {
+            std::fs::File::open("/proc/thread-self/ns/net")
+                .map(OwnedFd::from)
+                .map_err(|e| warn!(error = %e, "opening the node's network namespace failed: the node's probe connections will not be recognized"))
+                .ok()
+        }).flatten();
         Self {
+            node_netns,
             ebpf: loaded.ebpf,
             maps: loaded.maps,
             pin_root: loaded.pin_root,
@@ -220,17 +250,23 @@ impl Enrollment {
 
     /// Makes the enrolled set equal `desired`: new pods are enrolled, gone ones (including
     /// pods an earlier run pinned and that are no longer in the mesh) unenrolled, changed
-    /// ones re-enrolled. Every failure is logged and the others proceed.
-    pub fn reconcile(&mut self, desired: &[PodToEnroll]) {
+    /// ones re-enrolled. Pods of the mesh that cannot be described now
+    /// ([`Desired::undescribed`]) keep whatever capture they have. Every failure is logged
+    /// and the others proceed.
+    pub fn reconcile(&mut self, desired: &Desired) {
         if self.retired {
             return;
         }
         let wanted: HashMap<&str, &PodToEnroll> =
-            desired.iter().map(|p| (p.uid.as_str(), p)).collect();
+            desired.pods.iter().map(|p| (p.uid.as_str(), p)).collect();
+        let kept = |uid: &str| desired.undescribed.contains(uid);
         let stale: Vec<String> = self
             .pods
             .iter()
-            .filter(|(uid, pod)| wanted.get(uid.as_str()).is_none_or(|w| **w != pod.spec))
+            .filter(|(uid, pod)| match wanted.get(uid.as_str()) {
+                Some(w) => **w != pod.spec,
+                None => !kept(uid),
+            })
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in stale {
@@ -239,7 +275,10 @@ impl Enrollment {
             }
         }
         for orphan in pinned_pods(&self.pin_root) {
-            if !wanted.contains_key(orphan.as_str()) && !self.pods.contains_key(&orphan) {
+            if !wanted.contains_key(orphan.as_str())
+                && !self.pods.contains_key(&orphan)
+                && !kept(&orphan)
+            {
                 info!(
                     uid = orphan,
                     "removing the capture of a pod that left the mesh while the agent was away"
@@ -249,7 +288,7 @@ impl Enrollment {
                 }
             }
         }
-        for pod in desired {
+        for pod in &desired.pods {
             if self.pods.contains_key(&pod.uid) {
                 continue;
             }
@@ -262,6 +301,49 @@ impl Enrollment {
                 }
             }
         }
+    }
+
+    /// Enrolls one pod now (weft-cni's ADD, before the pod's containers start): nothing to
+    /// do when it is enrolled as described, re-enrolled when it is enrolled otherwise (a
+    /// new sandbox of the same pod).
+    pub fn enroll_now(&mut self, pod: &PodToEnroll) -> anyhow::Result<Attachment> {
+        if self.retired {
+            anyhow::bail!("this agent has handed the node over to its successor");
+        }
+        if let Some(enrolled) = self.pods.get(&pod.uid) {
+            if enrolled.spec == *pod {
+                return Ok(enrolled.attachment);
+            }
+            self.unenroll(&pod.uid)?;
+        }
+        let attachment = self.enroll(pod)?;
+        info!(pod = %pod.key, ips = ?pod.ips.all(), ?attachment, "enrolled for its sandbox (weft-cni)");
+        Ok(attachment)
+    }
+
+    /// Unenrolls the pod `uid` if it is enrolled at `place` (weft-cni's DEL: the sandbox
+    /// and its namespace are going away). Returns whether it was.
+    pub fn unenroll_at(&mut self, uid: &str, place: &PodPlace) -> anyhow::Result<bool> {
+        if self.retired
+            || self
+                .pods
+                .get(uid)
+                .is_none_or(|pod| pod.spec.location != *place)
+        {
+            return Ok(false);
+        }
+        self.unenroll(uid)?;
+        Ok(true)
+    }
+
+    /// Whether the pod `uid` is enrolled (and by this agent, which still serves the node).
+    pub fn is_enrolled(&self, uid: &str) -> bool {
+        !self.retired && self.pods.contains_key(uid)
+    }
+
+    /// Whether a successor serves the node now.
+    pub fn is_retired(&self) -> bool {
+        self.retired
     }
 
     /// Sets the pod's namespace up to deliver the application's replies to connections
@@ -379,20 +461,18 @@ impl Enrollment {
 
         let pod_id = cgroup_id(&location.cgroup)
             .with_context(|| format!("reading the pod's cgroup {}", location.cgroup.display()))?;
-        let cgroups = cgroup_tree_ids(&location.cgroup)
-            .with_context(|| format!("listing the cgroups under {}", location.cgroup.display()))?;
         if self.maps.pod_stats.get(&pod_id, 0).is_err() {
             self.maps.pod_stats.insert(pod_id, PodStats::default(), 0)?;
         }
         let capture = pod
             .exclusions
             .to_capture(pod_id, &ips, outbound_v6.is_some());
-        for id in &cgroups {
-            self.maps
-                .pod_capture
-                .insert(id, capture, 0)
-                .context("filling POD_CAPTURE")?;
-        }
+        // One entry, the pod cgroup's: connect4/6 find it from any cgroup below, including
+        // those made after now (containers started or restarted later).
+        self.maps
+            .pod_capture
+            .insert(pod_id, capture, 0)
+            .context("filling POD_CAPTURE")?;
         if let Some(v4) = ips.v4 {
             let key = u32::from(v4).to_be();
             self.maps
@@ -426,6 +506,7 @@ impl Enrollment {
             &location.cgroup,
             &location.netns,
         )?;
+        let probe_targets = self.recognize_node_probes(pod);
 
         // The certificate is fetched now so the first connection does not wait for the CA;
         // until it arrives, handshakes for this pod fail (closed).
@@ -500,15 +581,85 @@ impl Enrollment {
             EnrolledPod {
                 spec: pod.clone(),
                 pod_id,
-                cgroups,
                 attachment,
                 traffic,
                 tasks,
                 listeners,
                 hbone: server,
+                probe_targets,
             },
         );
         Ok(attachment)
+    }
+
+    /// Lets the node's own connections to the pod's probe ports reach the application:
+    /// `weft_node_probe` on the pod's interfaces, and a PROBE_TARGETS entry per pod address
+    /// and probe port naming the node's namespace as the pod's names it. A failure costs the
+    /// pod its probes under STRICT or behind a waypoint (they are captured like any
+    /// plaintext client), never its capture: logged, and the pod is enrolled.
+    fn recognize_node_probes(&mut self, pod: &PodToEnroll) -> Vec<ProbeTarget> {
+        if pod.probe_ports.is_empty() {
+            return Vec::new();
+        }
+        let Some(node_netns) = self.node_netns.as_ref().map(AsFd::as_fd) else {
+            warn!(pod = %pod.key, "the node's probe connections cannot be recognized on this host: the pod's probes are captured like any plaintext client");
+            return Vec::new();
+        };
+        let ips = pod.ips.all();
+        let found = run_in_netns(&pod.location.netns, || {
+            let id = weft_host::pod_routing::netns_id(node_netns)
+                .map_err(|e| format!("naming the node's network namespace in the pod's: {e}"))?;
+            let interfaces = weft_host::pod_routing::interfaces_holding(&ips)
+                .map_err(|e| format!("listing the pod's interfaces: {e}"))?;
+            Ok::<_, String>((id, interfaces))
+        });
+        let (netns_id, interfaces) = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                warn!(pod = %pod.key, %error, "the node's probe connections will not reach the application");
+                return Vec::new();
+            }
+            Err(error) => {
+                warn!(pod = %pod.key, %error, "the node's probe connections will not reach the application");
+                return Vec::new();
+            }
+        };
+        if interfaces.is_empty() {
+            warn!(pod = %pod.key, ips = ?ips, "no interface of the pod holds its addresses: the node's probe connections will not reach the application");
+            return Vec::new();
+        }
+        if let Err(error) = attach_node_probe(
+            &mut self.ebpf,
+            &pod_pin_dir(&self.pin_root, &pod.uid),
+            &pod.location.netns,
+            &interfaces,
+        ) {
+            warn!(pod = %pod.key, error = %format!("{error:#}"), "the node's probe connections will not reach the application");
+            return Vec::new();
+        }
+        let mut targets = Vec::new();
+        for ip in ips {
+            let (addr, family) = match ip {
+                IpAddr::V4(v4) => ([u32::from(v4).to_be(), 0, 0, 0], AF_INET),
+                IpAddr::V6(v6) => (ip6_words(v6.octets()), AF_INET6),
+            };
+            for port in &pod.probe_ports {
+                let target = ProbeTarget {
+                    addr,
+                    port: *port,
+                    family,
+                };
+                let node = ProbeNode { netns_id, _pad: 0 };
+                match self.maps.probe_targets.insert(target, node, 0) {
+                    Ok(()) => targets.push(target),
+                    Err(error) => {
+                        warn!(pod = %pod.key, %ip, port, %error, "filing a probe target failed: the node's probes to it are captured like any plaintext client")
+                    }
+                }
+            }
+        }
+        info!(pod = %pod.key, ports = ?pod.probe_ports, ?interfaces, netns_id, "the node's probe connections reach the application");
+        targets
     }
 
     fn unenroll(&mut self, uid: &str) -> anyhow::Result<()> {
@@ -536,8 +687,13 @@ impl Enrollment {
         for task in &pod.tasks {
             task.abort();
         }
-        for id in &pod.cgroups {
-            let _ = self.maps.pod_capture.remove(id);
+        let _ = self.maps.pod_capture.remove(&pod.pod_id);
+        // Earlier releases filed every cgroup below the pod's as well.
+        for id in cgroup_tree_ids(&pod.spec.location.cgroup).unwrap_or_default() {
+            let _ = self.maps.pod_capture.remove(&id);
+        }
+        for target in &pod.probe_targets {
+            let _ = self.maps.probe_targets.remove(target);
         }
         let _ = self.maps.pod_stats.remove(&pod.pod_id);
         if let Some(v4) = ips.v4 {
@@ -577,7 +733,7 @@ impl Enrollment {
                 pod_id: pod.pod_id,
                 cgroup: pod.spec.location.cgroup.clone(),
                 netns: pod.spec.location.netns.clone(),
-                cgroups: pod.cgroups.len(),
+                cgroups: cgroup_tree_ids(&pod.spec.location.cgroup).map_or(0, |ids| ids.len()),
                 attachment: pod.attachment,
                 pin_dir: pod_pin_dir(&self.pin_root, uid),
             })

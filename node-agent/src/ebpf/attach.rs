@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use aya::Ebpf;
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps};
+use aya::programs::tc::TcAttachOptions;
+use aya::programs::{
+    CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, SkLookup, SockOps, TcAttachType,
+};
 use weft_ebpf_common::program_names;
 
 use super::loader::program;
@@ -146,6 +149,62 @@ fn adopt_pod(ebpf: &mut Ebpf, pin_dir: &Path) -> anyhow::Result<()> {
             })?;
     }
     Ok(())
+}
+
+/// Attaches `weft_node_probe` to the tc ingress (tcx) of each of the pod's `interfaces`
+/// (inside its network namespace `netns`), or adopts the links an earlier run pinned, as
+/// `<pin dir>/weft_node_probe@<interface>` (bpffs refuses dots in names: an interface's dots
+/// become `_`). Unlike the six capture programs it is attached
+/// only to pods with probes, and apart from them: an agent of a release without it adopts
+/// the others and adds this one, with no moment where the pod is not captured.
+pub fn attach_node_probe(
+    ebpf: &mut Ebpf,
+    pin_dir: &Path,
+    netns: &Path,
+    interfaces: &[String],
+) -> anyhow::Result<Attachment> {
+    let name = program_names::NODE_PROBE;
+    let pins: Vec<(String, PathBuf)> = interfaces
+        .iter()
+        .map(|interface| {
+            let pin = format!("{name}@{}", interface.replace('.', "_"));
+            (interface.clone(), pin_dir.join(pin))
+        })
+        .collect();
+    let program_fd = program(ebpf, name)?
+        .fd()
+        .with_context(|| format!("{name} is not loaded"))?
+        .try_clone()
+        .context("duplicating the program's descriptor")?;
+    let mut attachment = Attachment::Adopted;
+    for (interface, pin) in pins {
+        if let Ok(link) = weft_host::bpf_link::open_pinned(&pin) {
+            weft_host::bpf_link::update_link_program(link.as_fd(), program_fd.as_fd())
+                .with_context(|| {
+                    format!("pointing the link {} at this agent's {name}", pin.display())
+                })?;
+            continue;
+        }
+        attachment = Attachment::Fresh;
+        let p: &mut SchedClassifier = program(ebpf, name)?.try_into()?;
+        // The interface is named in the pod's namespace, and tcx resolves it in the namespace
+        // of the thread that attaches.
+        let link: FdLink = weft_host::netns::run_in_netns(netns, || -> anyhow::Result<FdLink> {
+            let id = p
+                .attach_with_options(
+                    &interface,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .with_context(|| {
+                    format!("attaching {name} to the ingress of {interface} (tcx, Linux 6.6+)")
+                })?;
+            Ok(p.take_link(id)?.try_into()?)
+        })??;
+        link.pin(&pin)
+            .with_context(|| format!("pinning the {name} link at {}", pin.display()))?;
+    }
+    Ok(attachment)
 }
 
 /// Detaches a pod's programs by removing their pins (nothing else holds the links).

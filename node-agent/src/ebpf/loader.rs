@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow};
 use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
-use aya::programs::{CgroupSockAddr, SkLookup, SockOps};
+use aya::programs::{CgroupSockAddr, SchedClassifier, SkLookup, SockOps};
 use aya::{Ebpf, EbpfLoader};
-use weft_ebpf_common::{PodCapture, PodStats, map_names, program_names};
+use tracing::warn;
+use weft_ebpf_common::{PodCapture, PodStats, ProbeNode, ProbeTarget, map_names, program_names};
 
 /// The object file produced by node-agent/build.rs.
 pub(crate) static OBJECT: &[u8] =
@@ -28,12 +29,17 @@ pub struct Maps {
     pub outbound_listeners6: SockHash<MapData, [u32; 4]>,
     /// Written by the inbound proxy tasks around each connection from a client's address.
     pub transparent_connects: crate::proxy::transparent::TransparentConnects,
+    /// The pods' probe targets, for `weft_node_probe`.
+    pub probe_targets: BpfHashMap<MapData, ProbeTarget, ProbeNode>,
 }
 
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub maps: Maps,
     pub pin_root: PathBuf,
+    /// Whether `weft_node_probe` passed the verifier (tc programs and `bpf_sk_lookup_tcp`);
+    /// without it the node's probes are not told apart and are captured like any client.
+    pub node_probe: bool,
 }
 
 pub fn maps_dir(pin_root: &Path) -> PathBuf {
@@ -67,6 +73,15 @@ pub fn load(pin_root: &Path) -> anyhow::Result<Loaded> {
     sock_ops.load().context("verifying the sock_ops program")?;
     let lookup: &mut SkLookup = program(&mut ebpf, program_names::INBOUND_LOOKUP)?.try_into()?;
     lookup.load().context("verifying the sk_lookup program")?;
+    let node_probe: &mut SchedClassifier =
+        program(&mut ebpf, program_names::NODE_PROBE)?.try_into()?;
+    let node_probe = match node_probe.load() {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "the kernel refused the tc program that recognizes the node's probe connections: under PeerAuthentication STRICT or behind a waypoint, kubelet probes will fail");
+            false
+        }
+    };
 
     let maps = Maps {
         pod_capture: typed_map(&mut ebpf, map_names::POD_CAPTURE)?,
@@ -89,11 +104,13 @@ pub fn load(pin_root: &Path) -> anyhow::Result<Loaded> {
                 map_names::TRANSPARENT_CONNECTS6,
             )?)),
         },
+        probe_targets: typed_map(&mut ebpf, map_names::PROBE_TARGETS)?,
     };
     Ok(Loaded {
         ebpf,
         maps,
         pin_root: pin_root.to_path_buf(),
+        node_probe,
     })
 }
 

@@ -1,25 +1,91 @@
 //! Finding a pod's network namespace and cgroup from its UID, behind one interface: in a
-//! cluster from the kubelet's layout, in the lab from the records the lab writes.
+//! cluster from the kubelet's layout, in the lab from the records the lab writes. A pod's
+//! sandbox announced by weft-cni brings its namespace along (`PodPlace::from_descriptor`).
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use weft_host::pod_locations::PodLocations;
 
 /// Where a pod lives on this machine.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two places are the same when their cgroups are and their paths lead to the same network
+/// namespace (`/proc/<pid>/ns/net`, `/run/netns/<name>` and a descriptor weft-cni passed may
+/// all name one): enrollment compares places, and must not take a pod out of capture and
+/// back in because its namespace was found by another path.
+#[derive(Clone, Debug)]
 pub struct PodPlace {
     /// A file that `setns(CLONE_NEWNET)` accepts.
     pub netns: PathBuf,
     /// The pod-level cgroup v2 directory (its containers' cgroups are below it).
     pub cgroup: PathBuf,
+    /// The namespace's inode number (nsfs) when it could be read: unique among live
+    /// namespaces.
+    netns_inode: Option<u64>,
+    /// Keeps `netns` valid when it names a descriptor of this process.
+    held: Option<Arc<OwnedFd>>,
+}
+
+impl PodPlace {
+    pub fn new(netns: PathBuf, cgroup: PathBuf) -> Self {
+        let netns_inode = std::fs::metadata(&netns).ok().map(|m| m.ino());
+        Self {
+            netns,
+            cgroup,
+            netns_inode,
+            held: None,
+        }
+    }
+
+    /// A namespace this process holds open (passed by weft-cni), named by
+    /// `/proc/self/fd/<fd>` for as long as a clone of this place exists.
+    pub fn from_descriptor(netns: OwnedFd, cgroup: PathBuf) -> Self {
+        let path = PathBuf::from(format!("/proc/self/fd/{}", netns.as_raw_fd()));
+        let mut place = Self::new(path, cgroup);
+        place.held = Some(Arc::new(netns));
+        place
+    }
+}
+
+impl PartialEq for PodPlace {
+    fn eq(&self, other: &Self) -> bool {
+        let same_netns = match (self.netns_inode, other.netns_inode) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.netns == other.netns,
+        };
+        same_netns && self.cgroup == other.cgroup
+    }
 }
 
 pub trait PodLocator: Send + Sync {
     fn locate(&self, uid: &str) -> Option<PodPlace>;
+
+    /// The pod's cgroup alone: it exists before the pod's sandbox has a process (the
+    /// kubelet makes it first), when weft-cni announces the sandbox.
+    fn cgroup(&self, uid: &str) -> Option<PathBuf>;
 }
 
-/// Reads the lab's `pod-locations.json` (re-read on every resync by the caller).
+/// Where pods are found: the lab's records (`--pod-locations`, read again at every use, as
+/// the lab rewrites them) or the kubelet's layout.
+pub enum Locators {
+    File(PathBuf),
+    Kubelet(KubeletLocator),
+}
+
+impl Locators {
+    /// Runs `use_it` with the locator, reading the lab's records first.
+    pub fn with<R>(&self, use_it: impl FnOnce(&dyn PodLocator) -> R) -> anyhow::Result<R> {
+        match self {
+            Locators::File(path) => Ok(use_it(&FileLocator::load(path)?)),
+            Locators::Kubelet(kubelet) => Ok(use_it(kubelet)),
+        }
+    }
+}
+
+/// Reads the lab's `pod-locations.json`.
 pub struct FileLocator {
     by_uid: HashMap<String, PodPlace>,
 }
@@ -34,21 +100,24 @@ impl FileLocator {
             by_uid: file
                 .pods
                 .into_iter()
-                .map(|p| {
-                    let place = PodPlace {
-                        netns: p.netns,
-                        cgroup: p.cgroup,
-                    };
-                    (p.uid, place)
-                })
+                .map(|p| (p.uid, PodPlace::new(p.netns, p.cgroup)))
                 .collect(),
         })
     }
 }
 
 impl PodLocator for FileLocator {
+    /// The recorded place once the pod's cgroup exists (the lab makes it when it starts the
+    /// pod, as the kubelet does).
     fn locate(&self, uid: &str) -> Option<PodPlace> {
-        self.by_uid.get(uid).cloned()
+        self.by_uid
+            .get(uid)
+            .filter(|place| place.cgroup.is_dir())
+            .cloned()
+    }
+
+    fn cgroup(&self, uid: &str) -> Option<PathBuf> {
+        self.by_uid.get(uid).map(|place| place.cgroup.clone())
     }
 }
 
@@ -103,15 +172,19 @@ impl KubeletLocator {
 
 impl PodLocator for KubeletLocator {
     fn locate(&self, uid: &str) -> Option<PodPlace> {
-        let cgroup = Self::candidate_cgroups(uid)
+        let cgroup = self.cgroup(uid)?;
+        let pid = Self::first_process(&cgroup)?;
+        Some(PodPlace::new(
+            self.proc_root.join(pid.to_string()).join("ns/net"),
+            cgroup,
+        ))
+    }
+
+    fn cgroup(&self, uid: &str) -> Option<PathBuf> {
+        Self::candidate_cgroups(uid)
             .into_iter()
             .map(|relative| self.cgroup_root.join(relative))
-            .find(|path| path.is_dir())?;
-        let pid = Self::first_process(&cgroup)?;
-        Some(PodPlace {
-            netns: self.proc_root.join(pid.to_string()).join("ns/net"),
-            cgroup,
-        })
+            .find(|path| path.is_dir())
     }
 }
 
@@ -141,10 +214,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         assert_eq!(
             place,
-            Some(PodPlace {
-                netns: PathBuf::from("/proc/4242/ns/net"),
-                cgroup: pod,
-            })
+            Some(PodPlace::new(PathBuf::from("/proc/4242/ns/net"), pod))
         );
     }
 
@@ -169,9 +239,41 @@ mod tests {
         std::fs::create_dir_all(&pod).expect("tree");
         let locator = KubeletLocator::new(root.clone(), PathBuf::from("/proc"));
         let found = locator.locate(UID);
+        let cgroup = locator.cgroup(UID);
         let other = locator.locate("00000000-0000-0000-0000-000000000000");
         let _ = std::fs::remove_dir_all(&root);
         assert_eq!(found, None, "no process: the pod's sandbox is not running");
+        assert_eq!(
+            cgroup,
+            Some(pod),
+            "the cgroup is there before the sandbox's process (what weft-cni's ADD needs)"
+        );
         assert_eq!(other, None);
+    }
+
+    #[test]
+    fn two_paths_to_one_namespace_are_one_place() {
+        let cgroup = PathBuf::from("/sys/fs/cgroup/kubepods/podx");
+        let by_pid = PodPlace::new(PathBuf::from("/proc/self/ns/net"), cgroup.clone());
+        let netns = std::fs::File::open("/proc/self/ns/net").expect("our own namespace");
+        let by_descriptor = PodPlace::from_descriptor(netns.into(), cgroup.clone());
+        assert_ne!(by_pid.netns, by_descriptor.netns);
+        assert_eq!(by_pid, by_descriptor);
+        assert!(by_descriptor.netns.exists(), "the descriptor is held");
+        let elsewhere = PodPlace::new(
+            PathBuf::from("/proc/self/ns/net"),
+            PathBuf::from("/sys/fs/cgroup/kubepods/pody"),
+        );
+        assert_ne!(by_pid, elsewhere);
+        // Unreadable paths are compared as paths.
+        let missing = PodPlace::new(PathBuf::from("/nonexistent/a"), cgroup.clone());
+        assert_eq!(
+            missing,
+            PodPlace::new(PathBuf::from("/nonexistent/a"), cgroup.clone())
+        );
+        assert_ne!(
+            missing,
+            PodPlace::new(PathBuf::from("/nonexistent/b"), cgroup)
+        );
     }
 }

@@ -544,13 +544,27 @@ fn cgroup_cpu(cgroup: &FsPath) -> Duration {
     Duration::from_micros(usec)
 }
 
-/// The sum of a `/proc/<pid>/status` memory field (`VmHWM`, `VmRSS`, in kB) over the
-/// processes of a cgroup.
-fn status_kb(cgroup: &FsPath, field: &str) -> f64 {
-    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
-    procs
+/// The processes of a cgroup and of every cgroup below it (a pod's are in its containers').
+fn processes_below(cgroup: &FsPath) -> Vec<String> {
+    let mut procs: Vec<String> = std::fs::read_to_string(cgroup.join("cgroup.procs"))
+        .unwrap_or_default()
         .lines()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok())
+        .map(|pid| pid.trim().to_string())
+        .collect();
+    for child in std::fs::read_dir(cgroup).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            procs.extend(processes_below(&child.path()));
+        }
+    }
+    procs
+}
+
+/// The sum of a `/proc/<pid>/status` memory field (`VmHWM`, `VmRSS`, in kB) over the
+/// processes of a cgroup and those below it.
+fn status_kb(cgroup: &FsPath, field: &str) -> f64 {
+    processes_below(cgroup)
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .filter_map(|status| {
             status.lines().find_map(|l| {
                 l.strip_prefix(field)

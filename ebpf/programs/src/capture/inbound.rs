@@ -7,7 +7,10 @@
 //!   agent's inbound-plaintext listener of that family (:15006); `getsockname()` on the
 //!   accepted socket is still the original destination;
 //! - except the agent's own connections to the application from a client's address
-//!   (`TRANSPARENT_CONNECTS`, `TRANSPARENT_CONNECTS6`), which reach the application.
+//!   (`TRANSPARENT_CONNECTS`, `TRANSPARENT_CONNECTS6`), and the node's own connections to
+//!   the pod's probe ports (the kubelet's probes, filed in `NODE_CONNECTS`,
+//!   `NODE_CONNECTS6` by `weft_node_probe`, which finds the node's socket that sent them;
+//!   see `node_probe.rs` for why nothing else can be filed), which reach the application.
 //!
 //! While the agent restarts its listeners are gone (closing a socket removes it from the
 //! sockhash). The lookup then fails (SK_DROP, which the kernel answers with a reset) rather
@@ -20,16 +23,32 @@ use aya_ebpf::{
         bpf_sk_lookup,
         sk_action::{SK_DROP, SK_PASS},
     },
+    helpers::bpf_ktime_get_ns,
     macros::sk_lookup,
     programs::SkLookupContext,
 };
-use weft_ebpf_common::{TransparentConnect, TransparentConnect6, ports};
+use weft_ebpf_common::{NODE_CONNECT_TTL_NS, TransparentConnect, TransparentConnect6, ports};
 
 use super::{IPPROTO_TCP, LOOPBACK_V6, is_loopback_v4, is_mesh_port};
 use crate::maps::{
-    INBOUND_LISTENERS, INBOUND_LISTENERS6, OUTBOUND_LISTENERS, OUTBOUND_LISTENERS6,
-    TRANSPARENT_CONNECTS, TRANSPARENT_CONNECTS6,
+    INBOUND_LISTENERS, INBOUND_LISTENERS6, NODE_CONNECTS, NODE_CONNECTS6, OUTBOUND_LISTENERS,
+    OUTBOUND_LISTENERS6, TRANSPARENT_CONNECTS, TRANSPARENT_CONNECTS6,
 };
+
+/// Whether a `NODE_CONNECTS` entry was filed recently enough to be the SYN being looked up
+/// (or its retransmission, or the last ACK of its handshake).
+#[inline(always)]
+fn fresh(filed: Option<*const u64>) -> bool {
+    match filed {
+        Some(at) => {
+            // SAFETY: a pointer into the map's value, valid during the program; the clock
+            // helper has no preconditions.
+            let (at, now) = unsafe { (*at, bpf_ktime_get_ns()) };
+            now.wrapping_sub(at) < NODE_CONNECT_TTL_NS
+        }
+        None => false,
+    }
+}
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -83,6 +102,10 @@ fn lookup_v4(ctx: &SkLookupContext, lookup: &bpf_sk_lookup) -> u32 {
         local_port,
     };
     if TRANSPARENT_CONNECTS.get_ptr(agent).is_some() {
+        return SK_PASS;
+    }
+    // The node's own connection to a probe port (the kubelet's probe): to the application.
+    if fresh(NODE_CONNECTS.get_ptr(agent)) {
         return SK_PASS;
     }
     match INBOUND_LISTENERS.redirect_sk_lookup(ctx, lookup.local_ip4, 0) {
@@ -139,6 +162,9 @@ fn lookup_v6(ctx: &SkLookupContext) -> u32 {
         local_port,
     };
     if TRANSPARENT_CONNECTS6.get_ptr(agent).is_some() {
+        return SK_PASS;
+    }
+    if fresh(NODE_CONNECTS6.get_ptr(agent)) {
         return SK_PASS;
     }
     match INBOUND_LISTENERS6.redirect_sk_lookup(ctx, local, 0) {

@@ -2,11 +2,13 @@
 //! transparency for the application, and inbound delivery to the agent.
 mod established;
 mod inbound;
+mod node_probe;
 mod outbound;
 mod transparency;
 
-/// cgroup sock_addr programs return 1 to let the call proceed.
+/// cgroup sock_addr programs return 1 to let the call proceed, 0 to fail it with EPERM.
 const ALLOW: i32 = 1;
+const DENY: i32 = 0;
 const IPPROTO_TCP: u32 = 6;
 
 /// 127.0.0.1 in network byte order.

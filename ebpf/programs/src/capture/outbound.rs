@@ -2,24 +2,32 @@
 //! outbound listener inside the pod (`<pod IP>:15001` for IPv4, `[<pod IPv6>]:15001` for
 //! IPv6, or `[::1]:15001` in a pod without an IPv6 address), and the original destination is
 //! recorded by socket cookie.
+//!
+//! The programs are attached to the pod's cgroup, and so run for every cgroup below it too,
+//! including those created after the pod was enrolled (its containers, in a cluster: the
+//! runtime makes them after the sandbox's CNI ADD, and again when a container restarts).
+//! `POD_CAPTURE` is keyed by the pod-level cgroup: the calling process's cgroup and its
+//! ancestors are looked up, the shallowest first. A program that finds no entry runs in a
+//! pod whose capture is being set up or torn down wrongly, and refuses the `connect()`
+//! (EPERM) rather than let it out uncaptured: capture fails closed.
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use weft_ebpf_common::{AF_INET, AF_INET6, OrigDst, PodCapture, ports};
 
 use super::{
-    ALLOW, IPPROTO_TCP, LOOPBACK_V4, LOOPBACK_V6, V4_MAPPED_WORD, is_loopback_v4, is_mesh_port,
-    read_user_ip6, write_user_ip6,
+    ALLOW, DENY, IPPROTO_TCP, LOOPBACK_V4, LOOPBACK_V6, V4_MAPPED_WORD, is_loopback_v4,
+    is_mesh_port, read_user_ip6, write_user_ip6,
 };
 use crate::maps::{ORIG_DST_BY_COOKIE, POD_CAPTURE, POD_STATS};
 
 #[cgroup_sock_addr(connect4)]
 pub fn weft_connect4(ctx: SockAddrContext) -> i32 {
     let Some(pod) = enrolled_pod() else {
-        return ALLOW;
+        return DENY;
     };
     count(pod.pod, false);
     // SAFETY: the kernel passes a valid bpf_sock_addr for the program's duration.
@@ -61,7 +69,7 @@ fn outbound_ip(pod: &PodCapture) -> u32 {
 #[cgroup_sock_addr(connect6)]
 pub fn weft_connect6(ctx: SockAddrContext) -> i32 {
     let Some(pod) = enrolled_pod() else {
-        return ALLOW;
+        return DENY;
     };
     count(pod.pod, false);
     // SAFETY: as above.
@@ -126,12 +134,29 @@ pub fn weft_connect6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
+/// How deep below the root of the cgroup hierarchy a pod's cgroup may be (a kubelet's are
+/// at level 3 or 4, the lab's at 4; nested clusters add a few).
+const MAX_CGROUP_LEVEL: i32 = 24;
+
+/// The capture settings of the pod the calling process belongs to: those of the shallowest
+/// cgroup on its path from the root that has an entry.
 #[inline(always)]
 fn enrolled_pod() -> Option<PodCapture> {
-    // SAFETY: the helper has no preconditions in cgroup programs.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: the value is copied out before the map can change it.
-    unsafe { POD_CAPTURE.get(&cgroup) }.copied()
+    let mut level = 1;
+    while level <= MAX_CGROUP_LEVEL {
+        // SAFETY: the helper has no preconditions in cgroup programs.
+        let cgroup = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        // 0: the calling process's cgroup is less deep than `level`.
+        if cgroup == 0 {
+            return None;
+        }
+        // SAFETY: the value is copied out before the map can change it.
+        if let Some(pod) = unsafe { POD_CAPTURE.get(&cgroup) } {
+            return Some(*pod);
+        }
+        level += 1;
+    }
+    None
 }
 
 #[inline(always)]
