@@ -1,10 +1,13 @@
 //! `weftctl validate`: the registry's validation, offline, over files and directories.
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use weft_config::api::Object;
+use weft_config::api::{Kind, Object, ObjectRef};
+use weft_config::registry::{Candidate, Change, Registry};
 use weft_config::source::yaml;
 use weft_config::translate::MeshSettings;
+use weft_config::translate::gateway_routes;
 use weft_config::validate::{self, KnownHosts};
 
 /// Everything found, in the order of the files and documents.
@@ -81,6 +84,7 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
             _ => None,
         })
         .unwrap_or_default();
+    let routes = route_issues(&objects, settings);
     for candidate in &candidates {
         let origin = candidate.origin.clone();
         match &candidate.object {
@@ -93,6 +97,14 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
                         validate::warnings(object, &is_known, settings)
                             .into_iter()
                             .map(|w| w.with_origin(origin.clone()).to_string()),
+                    );
+                    // Gateway API routes resolved against the files' other objects.
+                    report.warnings.extend(
+                        routes
+                            .get(&object.object_ref())
+                            .into_iter()
+                            .flatten()
+                            .map(|w| w.clone().with_origin(origin.clone()).to_string()),
                     );
                     if let Object::AuthorizationPolicy(policy) = object {
                         report.warnings.extend(
@@ -116,4 +128,40 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
 
 fn chain(error: &dyn std::error::Error) -> String {
     weft_config::source::error_chain(error)
+}
+
+/// What resolving the HTTPRoutes and GRPCRoutes among `objects` against the others finds
+/// (parents that do not exist or are refused, backends no ReferenceGrant allows): the
+/// registry's own resolution, run on the files.
+fn route_issues(
+    objects: &[&Object],
+    settings: &MeshSettings,
+) -> BTreeMap<ObjectRef, Vec<weft_config::refusal::Warning>> {
+    let is_route = |o: &&&Object| matches!(o, Object::HttpRoute(_) | Object::GrpcRoute(_));
+    if !objects.iter().any(|o| is_route(&o)) {
+        return BTreeMap::new();
+    }
+    let registry = Registry::new(settings.clone());
+    registry.apply([Change::Replace {
+        kinds: Kind::ALL.to_vec(),
+        candidates: objects
+            .iter()
+            .map(|o| Candidate::from((*o).clone()))
+            .collect(),
+    }]);
+    let mut found: BTreeMap<ObjectRef, Vec<weft_config::refusal::Warning>> = BTreeMap::new();
+    for resolution in registry.snapshot().route_resolutions() {
+        let route = resolution.route.object_ref();
+        for (field, reason) in gateway_routes::issues(resolution) {
+            found
+                .entry(route.clone())
+                .or_default()
+                .push(weft_config::refusal::Refusal::new(
+                    route.clone(),
+                    field,
+                    reason,
+                ));
+        }
+    }
+    found
 }

@@ -1,7 +1,9 @@
 //! deploy/'s RBAC grants each component exactly what its configuration source lists and
 //! watches: the agent and waypoints the source's default kinds (`KubeSourceConfig::default()`,
-//! which their binaries keep: `AGENT_WATCHED`), the CA `CA_WATCHED` (what `ca/src/main.rs`
-//! selects) and what its waypoint controller asks (`weft_ca::controller::GRANTS`). A kind
+//! which their binaries keep: `AGENT_WATCHED`), the CA `CA_WATCHED` and what its route
+//! status writer resolves routes with (`weft_ca::route_status::WATCHED`; what
+//! `ca/src/main.rs` selects), and what its waypoint controller and route status writer ask
+//! (`weft_ca::controller::GRANTS`, `weft_ca::route_status::GRANTS`). A kind
 //! watched without a rule would be a source that never becomes ready on a real cluster, a
 //! rule without a watch a needless grant. Grants by name are compared with their names.
 use std::collections::BTreeSet;
@@ -157,26 +159,32 @@ fn the_agent_may_list_and_watch_exactly_what_the_kube_source_watches() {
 #[test]
 fn the_ca_may_do_what_it_and_its_waypoint_controller_do_and_nothing_else() {
     let documents = documents("base");
+    // Its source watches CA_WATCHED, and with the route status writer (on by default with
+    // the Kubernetes API) what resolving routes needs; the controller's watches and the
+    // writer's may overlap (Services, Gateways): one grant serves both.
     let mut expected = watched(CA_WATCHED);
+    expected.extend(watched(weft_ca::route_status::WATCHED));
     expected.insert((
         "authentication.k8s.io".into(),
         "tokenreviews".into(),
         "create".into(),
         String::new(),
     ));
-    for (group, resource, verbs, names) in weft_ca::controller::GRANTS {
-        let mut names = names.to_vec();
-        names.sort_unstable();
-        for verb in *verbs {
-            assert!(
-                expected.insert((
+    for grants in [weft_ca::controller::GRANTS, weft_ca::route_status::GRANTS] {
+        let mut own = BTreeSet::new();
+        for (group, resource, verbs, names) in grants {
+            let mut names = names.to_vec();
+            names.sort_unstable();
+            for verb in *verbs {
+                let grant = (
                     group.to_string(),
                     resource.to_string(),
                     verb.to_string(),
                     names.join(","),
-                )),
-                "the controller's grants repeat {resource} {verb}"
-            );
+                );
+                assert!(own.insert(grant.clone()), "grants repeat {resource} {verb}");
+                expected.insert(grant);
+            }
         }
     }
     assert_grants(object(&documents, "ClusterRole", "weft-ca"), &expected);

@@ -81,7 +81,9 @@ impl WaypointContext {
             return compiled.clone();
         }
         let compiled = Arc::new(match snapshot.routes_for_host(host) {
-            Some(host_routes) => CompiledRoutes::compile(host_routes, host, snapshot.settings()),
+            Some(host_routes) => {
+                CompiledRoutes::compile_at(host_routes, host, &self.namespace, snapshot.settings())
+            }
             None => CompiledRoutes::default_for(host),
         });
         routes.insert(host.to_string(), (version, compiled.clone()));

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::gateway::Gateway;
 use super::gateway_api::KubernetesGateway;
+use super::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant};
 use super::kind::{Kind, ObjectRef};
 use super::kubernetes::{EndpointSlice, Namespace, Pod, Service, trim_metadata};
 use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
@@ -30,6 +31,9 @@ pub enum Object {
     KubernetesGateway(Arc<KubernetesGateway>),
     MeshConfig(Arc<MeshConfigMap>),
     RequestAuthentication(Arc<RequestAuthentication>),
+    HttpRoute(Arc<HttpRoute>),
+    GrpcRoute(Arc<GrpcRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
 }
 
 macro_rules! each_object {
@@ -48,6 +52,9 @@ macro_rules! each_object {
             Object::KubernetesGateway($binding) => $body,
             Object::MeshConfig($binding) => $body,
             Object::RequestAuthentication($binding) => $body,
+            Object::HttpRoute($binding) => $body,
+            Object::GrpcRoute($binding) => $body,
+            Object::ReferenceGrant($binding) => $body,
         }
     };
 }
@@ -68,6 +75,9 @@ impl Object {
             Object::KubernetesGateway(_) => Kind::KubernetesGateway,
             Object::MeshConfig(_) => Kind::MeshConfig,
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -89,7 +99,7 @@ impl Object {
     }
 
     /// Reads a document of any kind weft uses. `Ok(None)` for kinds weft has no use for
-    /// (Deployments, ConfigMaps, HTTPRoutes, …): they are not
+    /// (Deployments, ConfigMaps, TCPRoutes, …): they are not
     /// errors, a directory of manifests holds many of them.
     pub fn from_json(mut value: Value) -> Result<Option<Object>, Refusal> {
         let Some(kind_name) = value.get("kind").and_then(Value::as_str) else {
@@ -167,6 +177,9 @@ impl Object {
             Kind::RequestAuthentication => {
                 typed(value, &object_ref).map(Object::RequestAuthentication)
             }
+            Kind::HttpRoute => typed(value, &object_ref).map(Object::HttpRoute),
+            Kind::GrpcRoute => typed(value, &object_ref).map(Object::GrpcRoute),
+            Kind::ReferenceGrant => typed(value, &object_ref).map(Object::ReferenceGrant),
         }?;
         Ok(Some(parsed))
     }
@@ -210,7 +223,10 @@ has_metadata!(
     AuthorizationPolicy,
     PeerAuthentication,
     KubernetesGateway,
-    RequestAuthentication
+    RequestAuthentication,
+    HttpRoute,
+    GrpcRoute,
+    ReferenceGrant
 );
 
 fn typed<T: DeserializeOwned + HasMetadata>(

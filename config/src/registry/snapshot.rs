@@ -15,6 +15,7 @@ use crate::api::security::{
 };
 use crate::refusal::{Refusal, Warning};
 use crate::translate::MeshSettings;
+use crate::translate::gateway_routes::RouteResolution;
 use crate::translate::policy;
 
 /// The workloads of one node, by uid.
@@ -56,6 +57,8 @@ pub struct Snapshot {
     pub(super) authorization_policies: Arc<HashMap<String, Vec<Arc<AuthorizationPolicy>>>>,
     pub(super) peer_authentications: Arc<HashMap<String, Vec<Arc<PeerAuthentication>>>>,
     pub(super) request_authentications: Arc<HashMap<String, Vec<Arc<RequestAuthentication>>>>,
+    /// Every HTTPRoute and GRPCRoute, resolved against the cluster (parents, references).
+    pub(super) route_resolutions: Arc<BTreeMap<ObjectRef, Arc<RouteResolution>>>,
     pub(super) refusals: Arc<BTreeMap<ObjectRef, Vec<Refusal>>>,
     pub(super) warnings: Arc<BTreeMap<ObjectRef, Vec<Warning>>>,
 }
@@ -299,6 +302,14 @@ impl Snapshot {
             &self.peer_authentications,
             &self.settings.root_namespace,
         )
+    }
+
+    // --- Gateway API routes
+
+    /// Every HTTPRoute and GRPCRoute with what its parents and references resolved to
+    /// (what the control plane writes into their status).
+    pub fn route_resolutions(&self) -> impl Iterator<Item = &Arc<RouteResolution>> {
+        self.route_resolutions.values()
     }
 
     // --- what was not accepted

@@ -1,4 +1,5 @@
-//! VirtualServices and DestinationRules indexed by the host they configure.
+//! VirtualServices, the Gateway API routes of mesh Services, and DestinationRules indexed
+//! by the host they configure.
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -7,15 +8,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::hosts::{MeshSettings, qualify};
 use crate::api::DEFAULT_NAMESPACE;
 use crate::api::networking::{DestinationRule, VirtualService};
+use crate::registry::bound_route::BoundRoute;
 use crate::registry::model::HostRoutes;
 
 /// Routes by fully qualified host (wildcards such as `*.example.com` are keys too).
+/// `gateway_routes` are the Gateway API routes bound to each Service's host
+/// (`gateway_routes::mesh_index`).
 pub fn index<'a>(
     virtual_services: impl IntoIterator<Item = &'a Arc<VirtualService>>,
     destination_rules: impl IntoIterator<Item = &'a Arc<DestinationRule>>,
+    gateway_routes: HashMap<String, Vec<Arc<BoundRoute>>>,
     settings: &MeshSettings,
 ) -> HashMap<String, Arc<HostRoutes>> {
     let mut by_host: HashMap<String, HostRoutes> = HashMap::new();
+    for (host, routes) in gateway_routes {
+        by_host.entry(host).or_default().gateway_routes = routes;
+    }
     let mut virtual_services: Vec<_> = virtual_services.into_iter().collect();
     virtual_services.sort_by(|a, b| age_order(&a.metadata, &b.metadata));
     for vs in virtual_services {

@@ -6,6 +6,7 @@
 //! validate` call the same functions.
 pub mod cidr;
 mod gateway_api;
+mod gateway_routes;
 mod kubernetes;
 mod mesh;
 mod networking;
@@ -34,6 +35,9 @@ pub fn validate(object: &Object) -> Vec<Refusal> {
         Object::KubernetesGateway(gw) => gateway_api::gateway(gw),
         Object::MeshConfig(config) => mesh::mesh_config(&config.mesh),
         Object::RequestAuthentication(ra) => security::request_authentication(&ra.spec),
+        Object::HttpRoute(route) => gateway_routes::http_route(&route.spec),
+        Object::GrpcRoute(route) => gateway_routes::grpc_route(&route.spec),
+        Object::ReferenceGrant(grant) => gateway_routes::reference_grant(&grant.spec),
     };
     let object_ref = object.object_ref();
     issues
@@ -120,6 +124,8 @@ pub fn warnings(
             mesh::warnings(&object_ref, &config.mesh, settings, &|host| is_known(host))
         }
         Object::RequestAuthentication(ra) => security::request_authentication_warnings(&ra.spec),
+        Object::HttpRoute(route) => gateway_routes::http_route_warnings(&route.spec),
+        Object::GrpcRoute(route) => gateway_routes::grpc_route_warnings(&route.spec),
         _ => Vec::new(),
     };
     issues

@@ -340,6 +340,12 @@ async fn handle(
     let Some(destination) = route.pick(fastrand::u32(..)) else {
         return local::no_healthy_upstream();
     };
+    if destination.unresolved {
+        // A Gateway API backendRef that cannot be used takes its share and answers 500.
+        let mut response = local::reply(StatusCode::INTERNAL_SERVER_ERROR, "");
+        route.apply_response_headers(None, response.headers_mut());
+        return response;
+    }
     let rewrite = route.rewrite(&facts, Some(destination));
     let origin = parts.headers.get(header::ORIGIN).cloned();
     let timeout = route.effective_timeout(&parts.headers);

@@ -93,6 +93,7 @@ pub(crate) fn destination(
         request_ops: compiled.request,
         response_ops: compiled.response,
         authority: compiled.authority,
+        unresolved: false,
     })
 }
 

@@ -262,6 +262,10 @@ pub(crate) enum UriMatch {
     /// `ignoreUriCase` does not apply to regexes (Envoy ignores `case_sensitive` for
     /// `safe_regex`); use `(?i)`.
     Regex(Regex),
+    /// Envoy's `path_separated_prefix`, which pilot emits for a Gateway API `PathPrefix`
+    /// other than `/`: the path is the prefix, or continues it with `/` (`/foo` matches
+    /// `/foo` and `/foo/bar`, not `/foobar`). The prefix has no trailing `/`.
+    SeparatedPrefix(Box<str>),
     Never,
 }
 
@@ -319,6 +323,9 @@ impl UriMatch {
                 }
             }
             Self::Regex(regex) => regex.is_match(path.as_bytes()),
+            Self::SeparatedPrefix(prefix) => path
+                .strip_prefix(&**prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
             Self::Never => false,
         }
     }
@@ -328,6 +335,7 @@ impl UriMatch {
     pub(crate) fn matched(&self) -> MatchedPath {
         match self {
             Self::Exact { value, .. } | Self::Prefix { value, .. } => MatchedPath::Len(value.len()),
+            Self::SeparatedPrefix(value) => MatchedPath::Len(value.len()),
             Self::Regex(_) | Self::Never => MatchedPath::WholePath,
         }
     }
@@ -354,6 +362,33 @@ impl RequestMatcher {
             uri: UriMatch::any(),
             headers: Vec::new(),
             query: Vec::new(),
+        }
+    }
+
+    /// A matcher made of its parts (the Gateway API's routes, `gateway_api.rs`): every
+    /// header condition and every query condition must pass.
+    pub(crate) fn from_parts(
+        uri: UriMatch,
+        headers: Vec<(Field, Condition)>,
+        query: Vec<(String, Condition)>,
+    ) -> Self {
+        Self {
+            uri,
+            headers: headers
+                .into_iter()
+                .map(|(field, condition)| HeaderCheck {
+                    field,
+                    condition,
+                    invert: false,
+                })
+                .collect(),
+            query: query
+                .into_iter()
+                .map(|(name, condition)| QueryCheck {
+                    name: name.into(),
+                    condition,
+                })
+                .collect(),
         }
     }
 
@@ -576,6 +611,16 @@ mod tests {
             Condition::compile(&exact(""), "t"),
             Condition::Value(StrMatch::Exact(_))
         ));
+    }
+
+    #[test]
+    fn separated_prefixes_match_whole_segments() {
+        let m = UriMatch::SeparatedPrefix("/api".into());
+        assert!(m.matches("/api"));
+        assert!(m.matches("/api/v1"));
+        assert!(!m.matches("/apiv1"));
+        assert!(!m.matches("/ap"));
+        assert_eq!(m.matched(), MatchedPath::Len(4));
     }
 
     #[test]
