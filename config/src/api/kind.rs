@@ -23,6 +23,9 @@ pub enum Kind {
     /// read.
     MeshConfig,
     RequestAuthentication,
+    /// Secrets of type `kubernetes.io/tls`, read by an ingress gateway only, in its own
+    /// namespace (not by the agents or waypoints: see `source::kube::AGENT_WATCHED`).
+    Secret,
 }
 
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
@@ -34,7 +37,7 @@ pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -48,6 +51,7 @@ impl Kind {
         Kind::KubernetesGateway,
         Kind::MeshConfig,
         Kind::RequestAuthentication,
+        Kind::Secret,
     ];
 
     pub const ISTIO: [Kind; 7] = [
@@ -75,13 +79,14 @@ impl Kind {
             Kind::KubernetesGateway => "Gateway",
             Kind::MeshConfig => "ConfigMap",
             Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::Secret => "Secret",
         }
     }
 
     /// The API group ("" for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Pod | Kind::Service | Kind::MeshConfig => "",
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::MeshConfig | Kind::Secret => "",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry | Kind::Gateway => {
                 NETWORKING_GROUP
@@ -119,6 +124,7 @@ impl Kind {
             Kind::KubernetesGateway => "gateways",
             Kind::MeshConfig => "configmaps",
             Kind::RequestAuthentication => "requestauthentications",
+            Kind::Secret => "secrets",
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::gateway::Gateway;
 use super::gateway_api::KubernetesGateway;
 use super::kind::{Kind, ObjectRef};
-use super::kubernetes::{EndpointSlice, Namespace, Pod, Service, trim_metadata};
+use super::kubernetes::{EndpointSlice, Namespace, Pod, Secret, Service, trim_metadata};
 use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
 use super::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
@@ -30,6 +30,7 @@ pub enum Object {
     KubernetesGateway(Arc<KubernetesGateway>),
     MeshConfig(Arc<MeshConfigMap>),
     RequestAuthentication(Arc<RequestAuthentication>),
+    Secret(Arc<Secret>),
 }
 
 macro_rules! each_object {
@@ -48,6 +49,7 @@ macro_rules! each_object {
             Object::KubernetesGateway($binding) => $body,
             Object::MeshConfig($binding) => $body,
             Object::RequestAuthentication($binding) => $body,
+            Object::Secret($binding) => $body,
         }
     };
 }
@@ -68,6 +70,7 @@ impl Object {
             Object::KubernetesGateway(_) => Kind::KubernetesGateway,
             Object::MeshConfig(_) => Kind::MeshConfig,
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Object::Secret(_) => Kind::Secret,
         }
     }
 
@@ -151,6 +154,12 @@ impl Object {
             // applications' own.
             return Ok(None);
         }
+        if kind == Kind::Secret
+            && value.get("type").and_then(Value::as_str) != Some(super::kubernetes::TLS_SECRET_TYPE)
+        {
+            // Only TLS Secrets are a gateway's credentials; weft keeps no other.
+            return Ok(None);
+        }
         let parsed = match kind {
             Kind::Namespace => typed(value, &object_ref).map(Object::Namespace),
             Kind::Pod => typed(value, &object_ref).map(Object::Pod),
@@ -167,6 +176,7 @@ impl Object {
             Kind::RequestAuthentication => {
                 typed(value, &object_ref).map(Object::RequestAuthentication)
             }
+            Kind::Secret => typed(value, &object_ref).map(Object::Secret),
         }?;
         Ok(Some(parsed))
     }
@@ -210,7 +220,8 @@ has_metadata!(
     AuthorizationPolicy,
     PeerAuthentication,
     KubernetesGateway,
-    RequestAuthentication
+    RequestAuthentication,
+    Secret
 );
 
 fn typed<T: DeserializeOwned + HasMetadata>(
@@ -309,7 +320,8 @@ from_typed!(
     Gateway,
     AuthorizationPolicy,
     PeerAuthentication,
-    RequestAuthentication
+    RequestAuthentication,
+    Secret
 );
 
 /// The labels of an object's metadata, empty when it has none.

@@ -12,7 +12,7 @@ use super::required_waypoints;
 use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;
-use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Service};
+use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Secret, Service};
 use crate::api::mesh::MeshConfigMap;
 use crate::api::networking::{DestinationRule, ServiceEntry, VirtualService};
 use crate::api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
@@ -76,6 +76,7 @@ pub(super) struct State {
     peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
     mesh_configs: BTreeMap<Key, Arc<MeshConfigMap>>,
     request_authentications: BTreeMap<Key, Arc<RequestAuthentication>>,
+    secrets: BTreeMap<Key, Arc<Secret>>,
     refusals: BTreeMap<ObjectRef, Vec<Refusal>>,
 }
 
@@ -241,6 +242,7 @@ impl State {
                 .get(&k)
                 .cloned()
                 .map(Object::RequestAuthentication),
+            Kind::Secret => self.secrets.get(&k).cloned().map(Object::Secret),
         }
     }
 
@@ -268,6 +270,7 @@ impl State {
             Kind::KubernetesGateway => refs(kind, &self.kubernetes_gateways),
             Kind::MeshConfig => refs(kind, &self.mesh_configs),
             Kind::RequestAuthentication => refs(kind, &self.request_authentications),
+            Kind::Secret => refs(kind, &self.secrets),
         }
     }
 
@@ -335,6 +338,10 @@ impl State {
                 self.request_authentications.insert(k, o);
                 dirty.kinds.insert(r.kind);
             }
+            Object::Secret(o) => {
+                self.secrets.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
         }
     }
 
@@ -392,8 +399,9 @@ impl State {
             Kind::KubernetesGateway => self.kubernetes_gateways.remove(&k).is_some(),
             Kind::MeshConfig => self.mesh_configs.remove(&k).is_some(),
             Kind::RequestAuthentication => self.request_authentications.remove(&k).is_some(),
+            Kind::Secret => self.secrets.remove(&k).is_some(),
         };
-        if removed && (r.kind.is_custom() || r.kind == Kind::MeshConfig) {
+        if removed && (r.kind.is_custom() || matches!(r.kind, Kind::MeshConfig | Kind::Secret)) {
             dirty.kinds.insert(r.kind);
         }
     }
@@ -434,7 +442,16 @@ impl State {
             hosts_changed = true;
         }
         if kinds.contains(&Kind::Gateway) {
-            self.snapshot.gateways = Arc::new(self.gateways.values().cloned().collect());
+            let mut gateways: Vec<Arc<Gateway>> = self.gateways.values().cloned().collect();
+            gateways.sort_by(|a, b| routes::age_order(&a.metadata, &b.metadata));
+            self.snapshot.gateways = Arc::new(gateways);
+        }
+        if kinds.contains(&Kind::VirtualService) {
+            self.snapshot.gateway_virtual_services =
+                Arc::new(routes::by_gateway(self.virtual_services.values()));
+        }
+        if kinds.contains(&Kind::Secret) {
+            self.snapshot.secrets = Arc::new(self.secrets.clone().into_iter().collect());
         }
         if kinds.contains(&Kind::KubernetesGateway) {
             self.snapshot.waypoints = Arc::new(translate::waypoint::declared(
@@ -473,6 +490,8 @@ impl State {
             );
         }
         if hosts_changed
+            || kinds.contains(&Kind::Gateway)
+            || kinds.contains(&Kind::Secret)
             || kinds.contains(&Kind::VirtualService)
             || kinds.contains(&Kind::DestinationRule)
             || kinds.contains(&Kind::MeshConfig)
@@ -655,12 +674,36 @@ impl State {
                     .values()
                     .cloned()
                     .map(Object::RequestAuthentication),
-            );
+            )
+            .chain(self.gateways.values().cloned().map(Object::Gateway));
         for object in objects {
             let found = validate::warnings(&object, &is_known, &snapshot.settings);
             if !found.is_empty() {
                 warnings.insert(object.object_ref(), found);
             }
+        }
+        // Gateways with VirtualServices and the Secrets this process reads, if any.
+        let gateways: Vec<&Arc<Gateway>> = snapshot.gateways.iter().collect();
+        let virtual_services: Vec<&Arc<VirtualService>> = self.virtual_services.values().collect();
+        let secrets_namespace = snapshot.settings.secrets_namespace.clone();
+        let has_secret = |name: &str| {
+            secrets_namespace.as_deref().is_some_and(|ns| {
+                self.secrets
+                    .contains_key(&(ns.to_string(), name.to_string()))
+            })
+        };
+        let cross = validate::gateway::cross_warnings(
+            &gateways,
+            &virtual_services,
+            secrets_namespace
+                .as_deref()
+                .map(|ns| (ns, &has_secret as &dyn Fn(&str) -> bool)),
+        );
+        for (object, found) in cross {
+            warnings
+                .entry(object)
+                .or_insert_with(Vec::new)
+                .extend(found);
         }
         // CUSTOM policies against the mesh config's extension providers.
         for policy in self.authorization_policies.values() {

@@ -5,6 +5,7 @@
 //! names no known service). Both are pure: the registry, the sources and `weftctl
 //! validate` call the same functions.
 pub mod cidr;
+pub mod gateway;
 mod gateway_api;
 mod kubernetes;
 mod mesh;
@@ -28,12 +29,13 @@ pub fn validate(object: &Object) -> Vec<Refusal> {
         Object::VirtualService(vs) => networking::virtual_service(&vs.spec),
         Object::DestinationRule(dr) => networking::destination_rule(&dr.spec),
         Object::ServiceEntry(se) => networking::service_entry(&se.spec),
-        Object::Gateway(gw) => networking::gateway(&gw.spec),
+        Object::Gateway(gw) => gateway::gateway(&gw.spec),
         Object::AuthorizationPolicy(ap) => security::authorization_policy(&ap.spec),
         Object::PeerAuthentication(pa) => security::peer_authentication(&pa.spec),
         Object::KubernetesGateway(gw) => gateway_api::gateway(gw),
         Object::MeshConfig(config) => mesh::mesh_config(&config.mesh),
         Object::RequestAuthentication(ra) => security::request_authentication(&ra.spec),
+        Object::Secret(secret) => gateway::secret(secret),
     };
     let object_ref = object.object_ref();
     issues
@@ -120,6 +122,7 @@ pub fn warnings(
             mesh::warnings(&object_ref, &config.mesh, settings, &|host| is_known(host))
         }
         Object::RequestAuthentication(ra) => security::request_authentication_warnings(&ra.spec),
+        Object::Gateway(gw) => gateway::gateway_warnings(&gw.spec),
         _ => Vec::new(),
     };
     issues
