@@ -17,11 +17,12 @@ mod cmd;
 mod error;
 mod lab;
 pub mod manifest;
+mod outside;
 pub mod plan;
 mod process;
 pub mod records;
 mod volumes;
 
 pub use error::LabError;
-pub use lab::{Lab, LabSummary, Runtime, down, leftovers, list_labs};
+pub use lab::{Applied, Lab, LabSummary, Runtime, down, leftovers, list_labs};
 pub use plan::{LabOptions, Plan};

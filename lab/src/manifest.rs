@@ -40,6 +40,22 @@ pub struct EnvVar {
     pub name: String,
     #[serde(default)]
     pub value: String,
+    /// The downward API (`fieldRef`), which the lab's kubelet fills in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<FieldRef>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldRef {
+    pub field_path: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -180,6 +196,10 @@ pub struct ServicePort {
     pub target_port: Option<TargetPort>,
     #[serde(default = "tcp")]
     pub protocol: String,
+    /// For Services of type NodePort and LoadBalancer: the port on every node (allocated
+    /// from 30000–32767 when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
 }
 
 fn tcp() -> String {
@@ -204,6 +224,20 @@ pub struct ServiceSpec {
     pub selector: Labels,
     #[serde(default)]
     pub ports: Vec<ServicePort>,
+    /// `ClusterIP` (the default), `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// `Cluster` (the default: any node forwards, and masquerades) or `Local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<String>,
+    /// The address a LoadBalancer asks for (deprecated in Kubernetes, still honoured by
+    /// cloud controllers); one of the lab's range is allocated otherwise.
+    #[serde(
+        default,
+        rename = "loadBalancerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub load_balancer_ip: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -230,6 +264,15 @@ pub struct Manifests {
 }
 
 impl Manifests {
+    /// Adds everything of `other` after this one's.
+    pub fn extend(&mut self, other: Manifests) {
+        self.namespaces.extend(other.namespaces);
+        self.pods.extend(other.pods);
+        self.deployments.extend(other.deployments);
+        self.services.extend(other.services);
+        self.others.extend(other.others);
+    }
+
     /// Reads every `*.yaml` / `*.yml` file under `dir` (nested folders included, in path
     /// order so the result does not depend on the file system's listing order).
     pub fn load_dir(dir: &Path) -> Result<Self, LabError> {

@@ -221,6 +221,17 @@ impl Snapshot {
             .unwrap_or_default()
     }
 
+    /// The TLS Secrets of `namespace` this registry holds, by name.
+    pub fn secrets_in<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Secret>> + 'a {
+        self.secrets
+            .iter()
+            .filter(move |((ns, _), _)| ns == namespace)
+            .map(|(_, secret)| secret)
+    }
+
     /// The TLS Secret `namespace/name`, if this registry reads Secrets and has it.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Arc<Secret>> {
         self.secrets.get(&(namespace.to_string(), name.to_string()))
