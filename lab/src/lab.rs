@@ -436,26 +436,31 @@ impl Lab {
         Ok(())
     }
 
-    /// A pod is ready when each declared container port accepts a connection, like a
-    /// kubelet's TCP readiness probe.
+    /// A pod is ready when its containers' readiness probes pass (an HTTP GET answered
+    /// 2xx or 3xx, a TCP connect), or, for containers without one, when each declared
+    /// container port accepts a connection.
     fn wait_until_ready(&self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         for pod in self.plan.pods.iter().filter(|p| which(p)) {
-            let ports: Vec<u16> = pod
-                .containers
-                .iter()
-                .flat_map(|c| &c.ports)
-                .map(|p| p.container_port)
-                .collect();
-            if ports.is_empty() {
+            let checks = readiness_checks(pod);
+            if checks.is_empty() {
                 continue;
             }
             let ip = pod.ip;
             let ready = run_in_netns(&named_netns_path(&pod.netns), move || {
-                ports.iter().all(|port| {
+                checks.iter().all(|(port, path)| {
                     let addr = SocketAddr::from((ip, *port));
                     loop {
-                        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                        let passed = match path {
+                            None => TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                                .is_ok(),
+                            Some(path) => http_get(addr, path).is_ok_and(|(status, _)| {
+                                status.split_whitespace().nth(1).is_some_and(|code| {
+                                    code.starts_with('2') || code.starts_with('3')
+                                })
+                            }),
+                        };
+                        if passed {
                             return true;
                         }
                         if Instant::now() >= deadline {
@@ -1192,6 +1197,41 @@ pub struct ServiceSummary {
     /// NodePorts, in the order of `ports` (NodePort and LoadBalancer Services).
     pub node_ports: Vec<u16>,
     pub endpoints: Vec<String>,
+}
+
+/// What the lab's kubelet checks before `pod` is ready: (port, HTTP path) of each
+/// readiness probe (no path: a TCP connect), and each declared port of the containers
+/// without one.
+fn readiness_checks(pod: &PodPlan) -> Vec<(u16, Option<String>)> {
+    use crate::manifest::TargetPort;
+    let mut checks = Vec::new();
+    for container in &pod.containers {
+        let resolve = |port: &TargetPort| match port {
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Name(name) => container
+                .ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .map(|p| p.container_port),
+        };
+        match &container.readiness_probe {
+            Some(probe) => {
+                if let Some(get) = &probe.http_get
+                    && let Some(port) = resolve(&get.port)
+                {
+                    let path = if get.path.is_empty() { "/" } else { &get.path };
+                    checks.push((port, Some(path.to_string())));
+                }
+                if let Some(tcp) = &probe.tcp_socket
+                    && let Some(port) = resolve(&tcp.port)
+                {
+                    checks.push((port, None));
+                }
+            }
+            None => checks.extend(container.ports.iter().map(|p| (p.container_port, None))),
+        }
+    }
+    checks
 }
 
 /// What the downward API (`valueFrom.fieldRef.fieldPath`) gives a container of `pod`.

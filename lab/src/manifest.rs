@@ -82,6 +82,34 @@ pub struct Container {
     pub ports: Vec<ContainerPort>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// What the lab's kubelet waits for before the pod counts as ready (its declared
+    /// ports accepting connections when there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+}
+
+/// A probe, cut to what the lab plays: an HTTP GET (2xx or 3xx) or a TCP connect.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocketAction>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetAction {
+    #[serde(default)]
+    pub path: String,
+    pub port: TargetPort,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpSocketAction {
+    pub port: TargetPort,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -264,6 +292,45 @@ pub struct Manifests {
 }
 
 impl Manifests {
+    /// Puts the namespaced objects that name no namespace in `namespace`, as
+    /// `kubectl apply -n NAMESPACE` does.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        const CLUSTER_SCOPED: [&str; 12] = [
+            "Namespace",
+            "Node",
+            "PersistentVolume",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "StorageClass",
+            "GatewayClass",
+            "PriorityClass",
+            "IngressClass",
+            "RuntimeClass",
+            "APIService",
+        ];
+        let set = |meta: &mut ObjectMeta| {
+            meta.namespace.get_or_insert_with(|| namespace.to_string());
+        };
+        self.pods.iter_mut().for_each(|p| set(&mut p.metadata));
+        self.deployments
+            .iter_mut()
+            .for_each(|d| set(&mut d.metadata));
+        self.services.iter_mut().for_each(|s| set(&mut s.metadata));
+        for object in &mut self.others {
+            let kind = object["kind"].as_str().unwrap_or_default().to_string();
+            if CLUSTER_SCOPED.contains(&kind.as_str()) {
+                continue;
+            }
+            if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_mapping_mut())
+                && !meta.contains_key("namespace")
+            {
+                meta.insert("namespace".into(), namespace.into());
+            }
+        }
+        self
+    }
+
     /// Adds everything of `other` after this one's.
     pub fn extend(&mut self, other: Manifests) {
         self.namespaces.extend(other.namespaces);

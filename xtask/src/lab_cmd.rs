@@ -44,6 +44,9 @@ pub enum LabCommand {
         /// A YAML file or a directory of them.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
+        /// The namespace of the objects that name none (kubectl's `-n`; else `default`).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
         #[arg(long, default_value = "lab")]
         name: String,
     },
@@ -51,6 +54,8 @@ pub enum LabCommand {
     Delete {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
         #[arg(long, default_value = "lab")]
         name: String,
     },
@@ -130,17 +135,25 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        LabCommand::Apply { files, name } => {
+        LabCommand::Apply {
+            files,
+            namespace,
+            name,
+        } => {
             let mut lab = Lab::attach(&name)?;
-            let manifests = read(&files)?;
+            let manifests = read(&files, namespace.as_deref())?;
             for applied in lab.apply_objects(&manifests)? {
                 println!("{} {}", applied.object, applied.outcome);
             }
             Ok(())
         }
-        LabCommand::Delete { files, name } => {
+        LabCommand::Delete {
+            files,
+            namespace,
+            name,
+        } => {
             let mut lab = Lab::attach(&name)?;
-            let manifests = read(&files)?;
+            let manifests = read(&files, namespace.as_deref())?;
             for deleted in lab.delete_objects(&manifests)? {
                 println!("{} {}", deleted.object, deleted.outcome);
             }
@@ -175,7 +188,10 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
 }
 
 /// The manifests of files and directories, in the order given.
-fn read(files: &[PathBuf]) -> anyhow::Result<weft_lab::manifest::Manifests> {
+fn read(
+    files: &[PathBuf],
+    namespace: Option<&str>,
+) -> anyhow::Result<weft_lab::manifest::Manifests> {
     let mut manifests = weft_lab::manifest::Manifests::default();
     for file in files {
         if file.is_dir() {
@@ -188,7 +204,7 @@ fn read(files: &[PathBuf]) -> anyhow::Result<weft_lab::manifest::Manifests> {
             manifests.add_yaml(&text, file)?;
         }
     }
-    Ok(manifests)
+    Ok(manifests.in_namespace(namespace.unwrap_or("default")))
 }
 
 fn print_status(lab: &Lab, json: bool) -> anyhow::Result<()> {

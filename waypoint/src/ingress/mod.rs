@@ -39,10 +39,12 @@ impl Ingress {
     pub async fn start(ctx: Arc<WaypointContext>, me: Identity) -> Self {
         let mut listeners = Listeners::new(ctx.clone());
         let open = listeners.open();
+        // Subscribed first: a version published while the first configuration is built
+        // is then seen as a change.
+        let mut versions = ctx.registry.subscribe();
         let mut state = State::default();
         state.reconcile(&ctx, &me, &mut listeners);
         let (stop, mut stopped) = watch::channel(false);
-        let mut versions = ctx.registry.subscribe();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {

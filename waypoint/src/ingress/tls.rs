@@ -283,9 +283,20 @@ pub fn server_tls(
         }
         _ => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| bad(format!("{TLS_CERT_KEY} and {TLS_KEY_KEY}: {e}")))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| bad(format!("{TLS_KEY_KEY}: {e}")))?;
+    if !key_matches(&certs[0], &*signing) {
+        return Err(bad(format!(
+            "{TLS_KEY_KEY} is not the key of the first certificate of {TLS_CERT_KEY}"
+        )));
+    }
+    // Not `with_single_cert`: it reads the certificate with webpki, which refuses the
+    // X.509 v1 certificates `openssl x509 -req` makes before OpenSSL 3.2 (those of Istio's
+    // tasks); the certificate is the clients' to judge, as with Envoy.
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(certs, signing));
+    let mut config = builder.with_cert_resolver(Arc::new(Single(certified)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(ServerTls {
         config: Arc::new(config),
@@ -294,6 +305,31 @@ pub fn server_tls(
             _ => Vec::new(),
         },
     })
+}
+
+/// Serves one certificate whatever the client asks (the SNI chose the server before).
+#[derive(Debug)]
+struct Single(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Single {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Whether `certificate` holds the public key of `key` (when the key can tell it).
+fn key_matches(certificate: &CertificateDer<'_>, key: &dyn rustls::sign::SigningKey) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Some(public) = key.public_key() else {
+        return true;
+    };
+    match x509_parser::certificate::X509Certificate::from_der(certificate) {
+        Ok((_, parsed)) => parsed.tbs_certificate.subject_pki.raw == public.as_ref(),
+        Err(_) => false,
+    }
 }
 
 /// Whether a verified client certificate carries one of `wanted` among its DNS and URI
@@ -447,6 +483,17 @@ mod tests {
         assert_eq!(
             server_tls(&simple, None, "c", &[]).err(),
             Some(TlsError::MissingSecret("c".into()))
+        );
+        let (_, other_key) = credential(&["shop.example.com"]);
+        let mismatched = server_tls(
+            &simple,
+            Some(&tls_secret(&cert, &other_key, None)),
+            "c",
+            &[],
+        );
+        assert!(
+            matches!(&mismatched, Err(TlsError::BadSecret { reason, .. }) if reason.contains("not the key")),
+            "{mismatched:?}"
         );
         let mutual: ServerTlsSettings =
             serde_yaml::from_str("{mode: MUTUAL, credentialName: c}").expect("tls");
