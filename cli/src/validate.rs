@@ -85,6 +85,16 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
         })
         .unwrap_or_default();
     let routes = route_issues(&objects, settings);
+    let accepted: Vec<&Object> = objects
+        .iter()
+        .copied()
+        .filter(|o| validate::validate(o).is_empty())
+        .collect();
+    let origins: std::collections::HashMap<weft_config::api::ObjectRef, _> = candidates
+        .iter()
+        .filter_map(|c| Some((c.object.as_ref().ok()?.object_ref(), c.origin.clone())))
+        .collect();
+    let mut cross = cross_warnings(&accepted, settings);
     for candidate in &candidates {
         let origin = candidate.origin.clone();
         match &candidate.object {
@@ -113,6 +123,15 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
                                 .map(|w| w.with_origin(origin.clone()).to_string()),
                         );
                     }
+                    if origins.get(&object.object_ref()) == Some(&origin)
+                        && let Some(found) = cross.remove(&object.object_ref())
+                    {
+                        report.warnings.extend(
+                            found
+                                .into_iter()
+                                .map(|w| w.with_origin(origin.clone()).to_string()),
+                        );
+                    }
                 } else {
                     report.errors.extend(
                         refusals
@@ -124,6 +143,40 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
         }
     }
     report
+}
+
+/// Gateways with the VirtualServices bound to them and the Secrets they name, among the
+/// files (oldest first: the files' order, for objects without a creation time).
+fn cross_warnings(
+    objects: &[&Object],
+    settings: &MeshSettings,
+) -> std::collections::BTreeMap<weft_config::api::ObjectRef, Vec<weft_config::Warning>> {
+    let mut gateways = Vec::new();
+    let mut virtual_services = Vec::new();
+    let mut secrets = std::collections::HashSet::new();
+    for object in objects {
+        match object {
+            Object::Gateway(g) => gateways.push(g),
+            Object::VirtualService(v) => virtual_services.push(v),
+            Object::Secret(_) => {
+                let r = object.object_ref();
+                secrets.insert((r.namespace, r.name));
+            }
+            _ => {}
+        }
+    }
+    gateways.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+    });
+    let namespace = settings.secrets_namespace.clone().unwrap_or_default();
+    let has = |name: &str| secrets.contains(&(namespace.clone(), name.to_string()));
+    validate::gateway::cross_warnings(
+        &gateways,
+        &virtual_services,
+        Some((namespace.as_str(), &has)),
+    )
 }
 
 fn chain(error: &dyn std::error::Error) -> String {

@@ -3,7 +3,9 @@
 //! which their binaries keep: `AGENT_WATCHED`), the CA `CA_WATCHED` and what its route
 //! status writer resolves routes with (`weft_ca::route_status::WATCHED`; what
 //! `ca/src/main.rs` selects), and what its waypoint controller and route status writer ask
-//! (`weft_ca::controller::GRANTS`, `weft_ca::route_status::GRANTS`). A kind
+//! (`weft_ca::controller::GRANTS`, `weft_ca::route_status::GRANTS`), the ingress gateway
+//! the waypoints' ClusterRole and, in its own namespace only, the Secrets that
+//! `INGRESS_WATCHED` adds. A kind
 //! watched without a rule would be a source that never becomes ready on a real cluster, a
 //! rule without a watch a needless grant. Grants by name are compared with their names.
 use std::collections::BTreeSet;
@@ -13,7 +15,7 @@ use serde::Deserialize as _;
 use serde_yaml::Value;
 use weft_config::api::Kind;
 use weft_config::api::mesh::MESH_CONFIG_MAP;
-use weft_config::source::{AGENT_WATCHED, CA_WATCHED, KubeSourceConfig};
+use weft_config::source::{AGENT_WATCHED, CA_WATCHED, INGRESS_WATCHED, KubeSourceConfig};
 
 /// (API group, resource, verb, resource names joined by ',' — empty for any name)
 type Grant = (String, String, String, String);
@@ -206,19 +208,30 @@ fn no_role_in_deploy_grants_a_wildcard() {
         .iter()
         .filter(|(_, d)| d["kind"] == "Role" || d["kind"] == "ClusterRole")
         .collect();
-    assert_eq!(roles.len(), 3, "only the three ClusterRoles: {roles:?}");
+    assert_eq!(
+        roles.len(),
+        4,
+        "only the three ClusterRoles and the ingress gateway's Role: {roles:?}"
+    );
     for (_, role) in roles {
         grants(role);
     }
-    let bindings: Vec<&str> = documents
+    let mut bindings: Vec<&str> = documents
         .iter()
         .filter(|(_, d)| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
         .filter_map(|(_, d)| d["metadata"]["name"].as_str())
         .collect();
+    bindings.sort_unstable();
     assert_eq!(
         bindings,
-        ["weft-agent", "weft-ca", "weft-waypoints"],
-        "the agent's and the CA's ClusterRoleBindings, and the waypoints' one"
+        [
+            "istio-ingressgateway-sds",
+            "weft-agent",
+            "weft-ca",
+            "weft-ingressgateway",
+            "weft-waypoints"
+        ],
+        "the agent's and the CA's ClusterRoleBindings, the waypoints' one, and the ingress gateway's two"
     );
 }
 
@@ -253,4 +266,42 @@ fn each_role_is_bound_to_the_service_account_its_workload_runs_as() {
             name
         );
     }
+}
+
+/// The ingress gateway reads what waypoints read (their ClusterRole, bound to its
+/// ServiceAccount) and, through a Role of its own namespace, the Secrets `INGRESS_WATCHED`
+/// adds to `AGENT_WATCHED`: nothing else, and nowhere else.
+#[test]
+fn the_ingress_gateway_reads_what_waypoints_read_and_the_secrets_of_its_namespace() {
+    let documents = documents("ingress");
+    let deployment = object(&documents, "Deployment", "istio-ingressgateway");
+    let namespace = deployment["metadata"]["namespace"]
+        .as_str()
+        .expect("namespace");
+    let account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("serviceAccountName");
+    object(&documents, "ServiceAccount", account);
+    let subject_is_the_gateway = |binding: &Value| {
+        let subjects = binding["subjects"].as_sequence().expect("subjects");
+        subjects.len() == 1
+            && subjects[0]["kind"] == "ServiceAccount"
+            && subjects[0]["name"] == account
+            && subjects[0]["namespace"] == namespace
+    };
+    let cluster = object(&documents, "ClusterRoleBinding", "weft-ingressgateway");
+    assert_eq!(cluster["roleRef"]["name"], "weft-waypoint");
+    assert!(subject_is_the_gateway(cluster), "{cluster:?}");
+    let extra: BTreeSet<Kind> = INGRESS_WATCHED
+        .into_iter()
+        .filter(|k| !AGENT_WATCHED.contains(k))
+        .collect();
+    assert_eq!(extra, BTreeSet::from([Kind::Secret]));
+    let role = object(&documents, "Role", "istio-ingressgateway-sds");
+    assert_eq!(role["metadata"]["namespace"], namespace);
+    assert_grants(role, &watched(extra));
+    let binding = object(&documents, "RoleBinding", "istio-ingressgateway-sds");
+    assert_eq!(binding["metadata"]["namespace"], namespace);
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert!(subject_is_the_gateway(binding), "{binding:?}");
 }

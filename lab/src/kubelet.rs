@@ -251,6 +251,8 @@ pub(crate) struct Launcher {
     /// RUST_LOG of waypoints (`Runtime::agent_log`).
     pub agent_log: Option<String>,
     pub cgroup_root: PathBuf,
+    /// Each node's address (the downward API's `status.hostIP`).
+    pub node_ips: BTreeMap<String, String>,
 }
 
 impl Launcher {
@@ -297,8 +299,8 @@ impl Launcher {
             let path = std::env::var("PATH").unwrap_or_default();
             command.env("PATH", format!("{}:{path}", bin.display()));
         }
-        if pod.is_waypoint() {
-            // A waypoint reads the cluster where the agents do (the lab's stand-in for the
+        if pod.is_mesh_proxy() {
+            // A waypoint or gateway reads the cluster where the agents do (the lab's stand-in for the
             // API server); the CA's address, its root and the token come from the
             // controller's Deployment (its arguments and volumes, `crate::volumes`).
             command.env("WEFT_CONFIG_DIR", self.paths.cluster_dir());
@@ -358,9 +360,17 @@ impl Launcher {
         command.args(argv);
         self.env(pod, &mut command);
         for env in &container.env {
-            command.env(&env.name, volumes::substitute(&env.value, &mounts));
+            let value = match env
+                .value_from
+                .as_ref()
+                .and_then(|from| from.field_ref.as_ref())
+            {
+                Some(field) => downward_api(pod, self.node_ips.get(&pod.node), &field.field_path),
+                None => volumes::substitute(&env.value, &mounts),
+            };
+            command.env(&env.name, value);
         }
-        if pod.is_waypoint() {
+        if pod.is_mesh_proxy() {
             // The lab's log level for weft's own processes, over what the manifest says.
             command.env("RUST_LOG", self.agent_log.as_deref().unwrap_or("info"));
         }
@@ -994,6 +1004,34 @@ fn exec_probe(
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(format!("waiting for {command:?}: {e}")),
         }
+    }
+}
+
+/// What the downward API (`valueFrom.fieldRef.fieldPath`) gives a container of `pod`.
+fn downward_api(pod: &PodPlan, host_ip: Option<&String>, field: &str) -> String {
+    let label = |prefix: &str, map: &BTreeMap<String, String>| {
+        field
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix("']"))
+            .and_then(|key| map.get(key).cloned())
+    };
+    match field {
+        "metadata.name" => pod.name.clone(),
+        "metadata.namespace" => pod.namespace.clone(),
+        "metadata.uid" => pod.uid.clone(),
+        "spec.nodeName" => pod.node.clone(),
+        "spec.serviceAccountName" => pod.service_account.clone(),
+        "status.podIP" => pod.ip.to_string(),
+        "status.podIPs" => pod
+            .ips()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        "status.hostIP" => host_ip.cloned().unwrap_or_default(),
+        _ => label("metadata.labels['", &pod.labels)
+            .or_else(|| label("metadata.annotations['", &pod.annotations))
+            .unwrap_or_default(),
     }
 }
 

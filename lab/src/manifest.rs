@@ -40,6 +40,22 @@ pub struct EnvVar {
     pub name: String,
     #[serde(default)]
     pub value: String,
+    /// The downward API (`fieldRef`), which the lab's kubelet fills in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<FieldRef>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldRef {
+    pub field_path: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -262,6 +278,10 @@ pub struct ServicePort {
     pub target_port: Option<TargetPort>,
     #[serde(default = "tcp")]
     pub protocol: String,
+    /// For Services of type NodePort and LoadBalancer: the port on every node (allocated
+    /// from 30000–32767 when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
 }
 
 fn tcp() -> String {
@@ -286,6 +306,20 @@ pub struct ServiceSpec {
     pub selector: Labels,
     #[serde(default)]
     pub ports: Vec<ServicePort>,
+    /// `ClusterIP` (the default), `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// `Cluster` (the default: any node forwards, and masquerades) or `Local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<String>,
+    /// The address a LoadBalancer asks for (deprecated in Kubernetes, still honoured by
+    /// cloud controllers); one of the lab's range is allocated otherwise.
+    #[serde(
+        default,
+        rename = "loadBalancerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub load_balancer_ip: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -312,6 +346,54 @@ pub struct Manifests {
 }
 
 impl Manifests {
+    /// Puts the namespaced objects that name no namespace in `namespace`, as
+    /// `kubectl apply -n NAMESPACE` does.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        const CLUSTER_SCOPED: [&str; 12] = [
+            "Namespace",
+            "Node",
+            "PersistentVolume",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "StorageClass",
+            "GatewayClass",
+            "PriorityClass",
+            "IngressClass",
+            "RuntimeClass",
+            "APIService",
+        ];
+        let set = |meta: &mut ObjectMeta| {
+            meta.namespace.get_or_insert_with(|| namespace.to_string());
+        };
+        self.pods.iter_mut().for_each(|p| set(&mut p.metadata));
+        self.deployments
+            .iter_mut()
+            .for_each(|d| set(&mut d.metadata));
+        self.services.iter_mut().for_each(|s| set(&mut s.metadata));
+        for object in &mut self.others {
+            let kind = object["kind"].as_str().unwrap_or_default().to_string();
+            if CLUSTER_SCOPED.contains(&kind.as_str()) {
+                continue;
+            }
+            if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_mapping_mut())
+                && !meta.contains_key("namespace")
+            {
+                meta.insert("namespace".into(), namespace.into());
+            }
+        }
+        self
+    }
+
+    /// Adds everything of `other` after this one's.
+    pub fn extend(&mut self, other: Manifests) {
+        self.namespaces.extend(other.namespaces);
+        self.pods.extend(other.pods);
+        self.deployments.extend(other.deployments);
+        self.services.extend(other.services);
+        self.others.extend(other.others);
+    }
+
     /// Reads every `*.yaml` / `*.yml` file under `dir` (nested folders included, in path
     /// order so the result does not depend on the file system's listing order).
     pub fn load_dir(dir: &Path) -> Result<Self, LabError> {

@@ -1,6 +1,10 @@
 //! weft-waypoint: one per waypoint Gateway. Terminates HBONE on 15008 with the waypoint's
 //! own SPIFFE identity, applies the L7 rules of what is bound to it, and forwards over
 //! HBONE with the same identity.
+//!
+//! With `--mode ingress`, an ingress gateway instead (`weft_waypoint::ingress`): it listens
+//! where the Istio Gateways selecting its pod say, and sends what their VirtualServices
+//! route into the mesh over HBONE with its own identity.
 #![forbid(unsafe_code)]
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tracing::info;
-use weft_config::source::{KubeSourceConfig, PodScope, start};
+use weft_config::source::{AGENT_WATCHED, INGRESS_WATCHED, KubeSourceConfig, PodScope, start};
 use weft_config::translate::hosts::MeshSettings;
 use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, HboneServer, HboneServerConfig, PoolConfig};
@@ -18,14 +22,32 @@ use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
 use weft_core::lifecycle::{Draining, Shutdown, drain};
 use weft_core::telemetry::{OtlpConfig, SpanExporter};
 use weft_waypoint::context::WaypointContext;
-use weft_waypoint::{inbound, readiness};
+use weft_waypoint::forward::endpoints::Reach;
+use weft_waypoint::{inbound, ingress, readiness};
+
+/// What the process is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// A waypoint: HBONE in on `--listen`, for what is bound to its Gateway.
+    #[default]
+    Waypoint,
+    /// An ingress gateway: listeners from the Istio Gateways selecting its pod.
+    Ingress,
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-waypoint", version, about)]
 struct Args {
-    /// The waypoint's Gateway (gateway.networking.k8s.io) name.
+    #[arg(long, env = "WEFT_MODE", value_enum, default_value_t)]
+    mode: Mode,
+    /// The waypoint's Gateway (gateway.networking.k8s.io) name; an ingress gateway's name
+    /// (its Deployment's, `istio-ingressgateway`), which Gateway API policies attach to.
     #[arg(long, env = "WEFT_WAYPOINT_NAME")]
     name: String,
+    /// An ingress gateway's pod (the downward API's `metadata.name`): its labels are what
+    /// Gateways' selectors select.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
     #[arg(long, env = "POD_NAMESPACE")]
     namespace: String,
     /// The service account whose identity the waypoint proves; Istio names it after the
@@ -81,17 +103,28 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::listen().context("installing the SIGTERM and SIGINT handlers")?;
+    let ingress = args.mode == Mode::Ingress;
     let settings = MeshSettings {
         trust_domain: args.trust_domain.clone(),
+        // An ingress gateway reads the TLS Secrets of its namespace, and so can tell a
+        // missing credential.
+        secrets_namespace: ingress.then(|| args.namespace.clone()),
         ..MeshSettings::default()
     };
     // Without --config-dir, the Kubernetes API: every pod of the cluster (endpoints
-    // anywhere).
+    // anywhere); an ingress gateway also its namespace's TLS Secrets.
+    let kinds = if ingress {
+        INGRESS_WATCHED.into()
+    } else {
+        AGENT_WATCHED.into()
+    };
     let (registry, _source) = start(
         settings,
         args.config_dir.as_deref(),
         KubeSourceConfig {
+            kinds,
             pods: PodScope::Cluster,
+            secrets_namespace: args.namespace.clone(),
             ..KubeSourceConfig::default()
         },
     )
@@ -142,6 +175,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         spans,
     );
     context.jwks = weft_waypoint::jwks::JwksCache::new(args.jwks_refresh_interval);
+    if ingress {
+        context.reach = Reach::ThroughWaypoint;
+        let context = Arc::new(context);
+        return run_ingress(args, context, metrics, shutdown).await;
+    }
     let context = Arc::new(context);
     let draining = context.draining.clone();
     let served = identity.clone();
@@ -184,6 +222,50 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     stop_gracefully(&server, accepting, &draining, &args).await;
+    Ok(())
+}
+
+/// The ingress gateway: listeners from the Gateways selecting the pod, readiness and
+/// metrics, and the same graceful stop as a waypoint's.
+async fn run_ingress(
+    args: Args,
+    context: Arc<WaypointContext>,
+    metrics: Arc<weft_core::metrics::Metrics>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let pod = args.pod_name.clone().context(
+        "an ingress gateway needs its pod's name (--pod-name, or POD_NAME from the downward API)",
+    )?;
+    let me = ingress::config::Identity {
+        namespace: args.namespace.clone(),
+        pod,
+    };
+    let draining = context.draining.clone();
+    let gateway = ingress::Ingress::start(context, me).await;
+    info!(gateway = %format!("{}/{}", args.namespace, args.name), "serving as an ingress gateway");
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(readiness::serve(args.readiness_addr, draining.clone()));
+    let metrics_addr = args.metrics_addr;
+    tasks.spawn(async move {
+        weft_core::metrics::serve_metrics(metrics_addr, metrics)
+            .await
+            .with_context(|| format!("serving metrics on {metrics_addr}"))
+    });
+    tokio::select! {
+        () = shutdown.requested() => {}
+        Some(ended) = tasks.join_next() => {
+            return ended.context("a task panicked")?.context("a listener stopped");
+        }
+    }
+    draining.start();
+    info!(delay_s = args.drain_delay, "draining: readiness now 503");
+    tokio::time::sleep(Duration::from_secs(args.drain_delay)).await;
+    gateway.stop_accepting();
+    drain(
+        || gateway.open_connections(),
+        Duration::from_secs(args.drain_timeout),
+    )
+    .await;
     Ok(())
 }
 

@@ -78,6 +78,26 @@ const DEBIAN_PACKAGES: &[DebianPackage] = &[
         binary: "bpftool",
         used_by: &[],
     },
+    // The client on the lab's outside host, as the tutorials use it (the demo, the
+    // ingress tests, `lab exec outside -- curl`).
+    DebianPackage {
+        name: "curl",
+        binary: "curl",
+        used_by: &[For::Lab, For::Demo, For::Bench],
+    },
+    // Certificates as Istio's tasks make them, `s_client` and `s_server` (the demo's
+    // HTTPS step, the ingress tests' TLS clients and backend).
+    DebianPackage {
+        name: "openssl",
+        binary: "openssl",
+        used_by: &[For::Demo],
+    },
+    // The ingress benchmark's baseline: nginx with the same routes to the same backend.
+    DebianPackage {
+        name: "nginx",
+        binary: "nginx",
+        used_by: &[For::Bench],
+    },
 ];
 
 /// What one command needs installed: a pure decision, so that what each command installs

@@ -30,6 +30,9 @@ pub enum Kind {
     GrpcRoute,
     /// Cross-namespace references the Gateway API's routes may make.
     ReferenceGrant,
+    /// Secrets of type `kubernetes.io/tls`, read by an ingress gateway only, in its own
+    /// namespace (not by the agents or waypoints: see `source::kube::AGENT_WATCHED`).
+    Secret,
 }
 
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
@@ -41,7 +44,7 @@ pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -58,6 +61,7 @@ impl Kind {
         Kind::HttpRoute,
         Kind::GrpcRoute,
         Kind::ReferenceGrant,
+        Kind::Secret,
     ];
 
     pub const ISTIO: [Kind; 7] = [
@@ -88,13 +92,14 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Secret => "Secret",
         }
     }
 
     /// The API group ("" for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Pod | Kind::Service | Kind::MeshConfig => "",
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::MeshConfig | Kind::Secret => "",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry | Kind::Gateway => {
                 NETWORKING_GROUP
@@ -143,6 +148,7 @@ impl Kind {
             Kind::HttpRoute => "httproutes",
             Kind::GrpcRoute => "grpcroutes",
             Kind::ReferenceGrant => "referencegrants",
+            Kind::Secret => "secrets",
         }
     }
 

@@ -9,7 +9,7 @@ use super::gateway::Gateway;
 use super::gateway_api::KubernetesGateway;
 use super::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant};
 use super::kind::{Kind, ObjectRef};
-use super::kubernetes::{EndpointSlice, Namespace, Pod, Service, trim_metadata};
+use super::kubernetes::{EndpointSlice, Namespace, Pod, Secret, Service, trim_metadata};
 use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
 use super::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
@@ -34,6 +34,7 @@ pub enum Object {
     HttpRoute(Arc<HttpRoute>),
     GrpcRoute(Arc<GrpcRoute>),
     ReferenceGrant(Arc<ReferenceGrant>),
+    Secret(Arc<Secret>),
 }
 
 macro_rules! each_object {
@@ -55,6 +56,7 @@ macro_rules! each_object {
             Object::HttpRoute($binding) => $body,
             Object::GrpcRoute($binding) => $body,
             Object::ReferenceGrant($binding) => $body,
+            Object::Secret($binding) => $body,
         }
     };
 }
@@ -78,6 +80,7 @@ impl Object {
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::GrpcRoute(_) => Kind::GrpcRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::Secret(_) => Kind::Secret,
         }
     }
 
@@ -161,6 +164,12 @@ impl Object {
             // applications' own.
             return Ok(None);
         }
+        if kind == Kind::Secret
+            && value.get("type").and_then(Value::as_str) != Some(super::kubernetes::TLS_SECRET_TYPE)
+        {
+            // Only TLS Secrets are a gateway's credentials; weft keeps no other.
+            return Ok(None);
+        }
         let parsed = match kind {
             Kind::Namespace => typed(value, &object_ref).map(Object::Namespace),
             Kind::Pod => typed(value, &object_ref).map(Object::Pod),
@@ -180,6 +189,7 @@ impl Object {
             Kind::HttpRoute => typed(value, &object_ref).map(Object::HttpRoute),
             Kind::GrpcRoute => typed(value, &object_ref).map(Object::GrpcRoute),
             Kind::ReferenceGrant => typed(value, &object_ref).map(Object::ReferenceGrant),
+            Kind::Secret => typed(value, &object_ref).map(Object::Secret),
         }?;
         Ok(Some(parsed))
     }
@@ -226,7 +236,8 @@ has_metadata!(
     RequestAuthentication,
     HttpRoute,
     GrpcRoute,
-    ReferenceGrant
+    ReferenceGrant,
+    Secret
 );
 
 fn typed<T: DeserializeOwned + HasMetadata>(
@@ -325,7 +336,8 @@ from_typed!(
     Gateway,
     AuthorizationPolicy,
     PeerAuthentication,
-    RequestAuthentication
+    RequestAuthentication,
+    Secret
 );
 
 /// The labels of an object's metadata, empty when it has none.

@@ -8,13 +8,16 @@ use super::cow::CowMap;
 use super::model::{Endpoint, HostRoutes, Service, Waypoint, WaypointRef, Workload};
 use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
+use crate::api::kubernetes::Secret;
 use crate::api::mesh::MeshConfig;
 use crate::api::networking::ServiceEntry;
+use crate::api::networking::VirtualService;
 use crate::api::security::{
     AuthorizationPolicy, MtlsMode, PeerAuthentication, RequestAuthentication,
 };
 use crate::refusal::{Refusal, Warning};
 use crate::translate::MeshSettings;
+use crate::translate::gateway::GatewayRef;
 use crate::translate::gateway_routes::RouteResolution;
 use crate::translate::policy;
 
@@ -51,7 +54,12 @@ pub struct Snapshot {
     pub(super) service_entries: Arc<Vec<Arc<ServiceEntry>>>,
     pub(super) service_entries_by_host: Arc<HashMap<String, Vec<Arc<ServiceEntry>>>>,
     pub(super) service_entries_by_address: Arc<HashMap<IpAddr, Arc<ServiceEntry>>>,
+    /// Istio Gateways, oldest first.
     pub(super) gateways: Arc<Vec<Arc<Gateway>>>,
+    /// VirtualServices by the Gateway their `spec.gateways` names, oldest first.
+    pub(super) gateway_virtual_services: Arc<HashMap<GatewayRef, Vec<Arc<VirtualService>>>>,
+    /// TLS Secrets (only an ingress gateway's registry holds any), by (namespace, name).
+    pub(super) secrets: Arc<BTreeMap<(String, String), Arc<Secret>>>,
     /// Waypoints declared by Gateway API Gateways of a waypoint class, by (namespace, name).
     pub(super) waypoints: Arc<BTreeMap<(String, String), Arc<Waypoint>>>,
     pub(super) authorization_policies: Arc<HashMap<String, Vec<Arc<AuthorizationPolicy>>>>,
@@ -199,8 +207,45 @@ impl Snapshot {
         self.service_entries_by_address.get(&ip)
     }
 
+    /// Istio's Gateways (networking.istio.io), oldest first.
     pub fn gateways(&self) -> impl Iterator<Item = &Arc<Gateway>> {
         self.gateways.iter()
+    }
+
+    /// The Istio Gateway `namespace/name`.
+    pub fn gateway(&self, gateway: &GatewayRef) -> Option<&Arc<Gateway>> {
+        self.gateways.iter().find(|g| {
+            g.metadata.name.as_deref() == Some(gateway.name.as_str())
+                && g.metadata
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(crate::api::DEFAULT_NAMESPACE)
+                    == gateway.namespace
+        })
+    }
+
+    /// The VirtualServices bound to `gateway` by their `spec.gateways`, oldest first.
+    pub fn virtual_services_for_gateway(&self, gateway: &GatewayRef) -> &[Arc<VirtualService>] {
+        self.gateway_virtual_services
+            .get(gateway)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The TLS Secrets of `namespace` this registry holds, by name.
+    pub fn secrets_in<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Secret>> + 'a {
+        self.secrets
+            .iter()
+            .filter(move |((ns, _), _)| ns == namespace)
+            .map(|(_, secret)| secret)
+    }
+
+    /// The TLS Secret `namespace/name`, if this registry reads Secrets and has it.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&Arc<Secret>> {
+        self.secrets.get(&(namespace.to_string(), name.to_string()))
     }
 
     // --- waypoints

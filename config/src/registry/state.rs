@@ -13,7 +13,7 @@ use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;
 use crate::api::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant};
-use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Service};
+use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Secret, Service};
 use crate::api::mesh::MeshConfigMap;
 use crate::api::networking::{DestinationRule, ServiceEntry, VirtualService};
 use crate::api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
@@ -85,6 +85,7 @@ pub(super) struct State {
     /// The Gateway API routes bound to each mesh Service's host, kept for rebuilding the
     /// route index when only VirtualServices or DestinationRules change.
     gateway_route_index: HashMap<String, Vec<Arc<BoundRoute>>>,
+    secrets: BTreeMap<Key, Arc<Secret>>,
     refusals: BTreeMap<ObjectRef, Vec<Refusal>>,
 }
 
@@ -257,6 +258,7 @@ impl State {
                 .get(&k)
                 .cloned()
                 .map(Object::ReferenceGrant),
+            Kind::Secret => self.secrets.get(&k).cloned().map(Object::Secret),
         }
     }
 
@@ -287,6 +289,7 @@ impl State {
             Kind::HttpRoute => refs(kind, &self.http_routes),
             Kind::GrpcRoute => refs(kind, &self.grpc_routes),
             Kind::ReferenceGrant => refs(kind, &self.reference_grants),
+            Kind::Secret => refs(kind, &self.secrets),
         }
     }
 
@@ -366,6 +369,10 @@ impl State {
                 self.reference_grants.insert(k, o);
                 dirty.kinds.insert(r.kind);
             }
+            Object::Secret(o) => {
+                self.secrets.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
         }
     }
 
@@ -426,8 +433,9 @@ impl State {
             Kind::HttpRoute => self.http_routes.remove(&k).is_some(),
             Kind::GrpcRoute => self.grpc_routes.remove(&k).is_some(),
             Kind::ReferenceGrant => self.reference_grants.remove(&k).is_some(),
+            Kind::Secret => self.secrets.remove(&k).is_some(),
         };
-        if removed && (r.kind.is_custom() || r.kind == Kind::MeshConfig) {
+        if removed && (r.kind.is_custom() || matches!(r.kind, Kind::MeshConfig | Kind::Secret)) {
             dirty.kinds.insert(r.kind);
         }
     }
@@ -488,7 +496,16 @@ impl State {
             hosts_changed = true;
         }
         if kinds.contains(&Kind::Gateway) {
-            self.snapshot.gateways = Arc::new(self.gateways.values().cloned().collect());
+            let mut gateways: Vec<Arc<Gateway>> = self.gateways.values().cloned().collect();
+            gateways.sort_by(|a, b| routes::age_order(&a.metadata, &b.metadata));
+            self.snapshot.gateways = Arc::new(gateways);
+        }
+        if kinds.contains(&Kind::VirtualService) {
+            self.snapshot.gateway_virtual_services =
+                Arc::new(routes::by_gateway(self.virtual_services.values()));
+        }
+        if kinds.contains(&Kind::Secret) {
+            self.snapshot.secrets = Arc::new(self.secrets.clone().into_iter().collect());
         }
         if kinds.contains(&Kind::KubernetesGateway) {
             self.snapshot.waypoints = Arc::new(translate::waypoint::declared(
@@ -528,6 +545,8 @@ impl State {
         }
         if hosts_changed
             || gateway_routes_changed
+            || kinds.contains(&Kind::Gateway)
+            || kinds.contains(&Kind::Secret)
             || kinds.contains(&Kind::VirtualService)
             || kinds.contains(&Kind::DestinationRule)
             || kinds.contains(&Kind::MeshConfig)
@@ -745,7 +764,8 @@ impl State {
                     .map(Object::RequestAuthentication),
             )
             .chain(self.http_routes.values().cloned().map(Object::HttpRoute))
-            .chain(self.grpc_routes.values().cloned().map(Object::GrpcRoute));
+            .chain(self.grpc_routes.values().cloned().map(Object::GrpcRoute))
+            .chain(self.gateways.values().cloned().map(Object::Gateway));
         for object in objects {
             let object_ref = object.object_ref();
             let mut found = validate::warnings(&object, &is_known, &snapshot.settings);
@@ -760,6 +780,29 @@ impl State {
             if !found.is_empty() {
                 warnings.insert(object_ref, found);
             }
+        }
+        // Gateways with VirtualServices and the Secrets this process reads, if any.
+        let gateways: Vec<&Arc<Gateway>> = snapshot.gateways.iter().collect();
+        let virtual_services: Vec<&Arc<VirtualService>> = self.virtual_services.values().collect();
+        let secrets_namespace = snapshot.settings.secrets_namespace.clone();
+        let has_secret = |name: &str| {
+            secrets_namespace.as_deref().is_some_and(|ns| {
+                self.secrets
+                    .contains_key(&(ns.to_string(), name.to_string()))
+            })
+        };
+        let cross = validate::gateway::cross_warnings(
+            &gateways,
+            &virtual_services,
+            secrets_namespace
+                .as_deref()
+                .map(|ns| (ns, &has_secret as &dyn Fn(&str) -> bool)),
+        );
+        for (object, found) in cross {
+            warnings
+                .entry(object)
+                .or_insert_with(Vec::new)
+                .extend(found);
         }
         // CUSTOM policies against the mesh config's extension providers.
         for policy in self.authorization_policies.values() {

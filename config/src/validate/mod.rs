@@ -5,6 +5,7 @@
 //! names no known service). Both are pure: the registry, the sources and `weftctl
 //! validate` call the same functions.
 pub mod cidr;
+pub mod gateway;
 mod gateway_api;
 mod gateway_routes;
 mod kubernetes;
@@ -29,7 +30,7 @@ pub fn validate(object: &Object) -> Vec<Refusal> {
         Object::VirtualService(vs) => networking::virtual_service(&vs.spec),
         Object::DestinationRule(dr) => networking::destination_rule(&dr.spec),
         Object::ServiceEntry(se) => networking::service_entry(&se.spec),
-        Object::Gateway(gw) => networking::gateway(&gw.spec),
+        Object::Gateway(gw) => gateway::gateway(&gw.spec),
         Object::AuthorizationPolicy(ap) => security::authorization_policy(&ap.spec),
         Object::PeerAuthentication(pa) => security::peer_authentication(&pa.spec),
         Object::KubernetesGateway(gw) => gateway_api::gateway(gw),
@@ -38,6 +39,7 @@ pub fn validate(object: &Object) -> Vec<Refusal> {
         Object::HttpRoute(route) => gateway_routes::http_route(&route.spec),
         Object::GrpcRoute(route) => gateway_routes::grpc_route(&route.spec),
         Object::ReferenceGrant(grant) => gateway_routes::reference_grant(&grant.spec),
+        Object::Secret(secret) => gateway::secret(secret),
     };
     let object_ref = object.object_ref();
     issues
@@ -126,6 +128,7 @@ pub fn warnings(
         Object::RequestAuthentication(ra) => security::request_authentication_warnings(&ra.spec),
         Object::HttpRoute(route) => gateway_routes::http_route_warnings(&route.spec),
         Object::GrpcRoute(route) => gateway_routes::grpc_route_warnings(&route.spec),
+        Object::Gateway(gw) => gateway::gateway_warnings(&gw.spec),
         _ => Vec::new(),
     };
     issues

@@ -42,7 +42,7 @@ use super::cors::CorsPlan;
 use super::fault::PerMillion;
 use super::headers::{self, CompiledHeaders};
 use super::matcher::{
-    Condition, Field, Gate, RequestMatcher, StrMatch, UriMatch, full_match_regex, warn_once,
+    Condition, Field, Gate, RequestMatcher, Scope, StrMatch, UriMatch, full_match_regex, warn_once,
 };
 use super::plan::{HttpRoutePlan, MirrorPlan, RouteAction, RouteDestination, RulePlan};
 use super::retry::RetryPolicy;
@@ -297,6 +297,7 @@ pub(crate) fn http_entries(group: &RouteGroup<'_>) -> Vec<HttpEntry> {
         &Default::default(),
         None,
         true,
+        Scope::Mesh,
     );
     let mut entries: Vec<(Precedence, HttpEntry)> = Vec::new();
     for bound in &group.routes {

@@ -39,6 +39,7 @@ mod compile;
 mod cors;
 mod facts;
 mod fault;
+pub mod gateway;
 mod gateway_api;
 #[cfg(test)]
 mod gateway_tests;
@@ -64,7 +65,9 @@ pub use tcp::TcpRoutePlan;
 #[derive(Debug)]
 pub struct CompiledRoutes {
     http: Vec<compile::HttpEntry>,
-    default_http: HttpRoutePlan,
+    /// What serves a request no rule is meant for; `None` at a gateway, where such a
+    /// request is a 404.
+    default_http: Option<HttpRoutePlan>,
     tcp: Vec<tcp::TcpRule>,
     default_tcp: TcpRoutePlan,
 }
@@ -89,7 +92,7 @@ impl CompiledRoutes {
         // config dump.
         match http_source(routes, waypoint_namespace) {
             Some(HttpSource::VirtualService(vs)) => {
-                compiled.http = compile::http_entries(vs, settings);
+                compiled.http = compile::http_entries(vs, settings, None);
             }
             Some(HttpSource::GatewayApi(group)) => {
                 compiled.http = gateway_api::http_entries(&group);
@@ -109,9 +112,38 @@ impl CompiledRoutes {
     pub fn default_for(service_host: &str) -> Self {
         Self {
             http: Vec::new(),
-            default_http: HttpRoutePlan::default_route(service_host),
+            default_http: Some(HttpRoutePlan::default_route(service_host)),
             tcp: Vec::new(),
             default_tcp: TcpRoutePlan::to_service(service_host),
+        }
+    }
+
+    /// The HTTP routes of one virtual host of an ingress gateway: the rules of each
+    /// VirtualService, in order, compiled for the Gateway it is served for (match blocks
+    /// naming other gateways drop out), with catch-all rules moved behind the others
+    /// when several VirtualServices merge (Istio's `SortVHostRoutes`). No default route:
+    /// what no rule takes is a 404.
+    pub fn compile_gateway(
+        virtual_services: &[(
+            weft_config::translate::gateway::GatewayRef,
+            std::sync::Arc<weft_config::api::networking::VirtualService>,
+        )],
+        settings: &MeshSettings,
+    ) -> Self {
+        let mut http: Vec<compile::HttpEntry> = Vec::new();
+        for (gateway, vs) in virtual_services {
+            http.extend(compile::http_entries(vs, settings, Some(gateway)));
+        }
+        if virtual_services.len() > 1 {
+            let (catch_all, specific): (Vec<_>, Vec<_>) =
+                http.into_iter().partition(|e| e.matcher.is_catch_all());
+            http = specific.into_iter().chain(catch_all).collect();
+        }
+        Self {
+            http,
+            default_http: None,
+            tcp: Vec::new(),
+            default_tcp: TcpRoutePlan::none(),
         }
     }
 
@@ -138,7 +170,7 @@ impl CompiledRoutes {
         if any_admitted {
             None
         } else {
-            Some(&self.default_http)
+            self.default_http.as_ref()
         }
     }
 
