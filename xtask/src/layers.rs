@@ -583,8 +583,11 @@ mod tests {
     fn a_local_named_as_a_child_module_is_no_import() {
         // p/mod.rs passes a variable `child` (its child module's name); child uses p's item.
         let found = cycles_of(&[
-            ("src/lib.rs", "mod p;
-"),
+            (
+                "src/lib.rs",
+                "mod p;
+",
+            ),
             (
                 "src/p/mod.rs",
                 "mod child;
@@ -592,9 +595,12 @@ pub struct A;
 fn f(child: u8) -> u8 { child }
 ",
             ),
-            ("src/p/child.rs", "use super::A;
+            (
+                "src/p/child.rs",
+                "use super::A;
 pub fn g(_: A) {}
-"),
+",
+            ),
         ]);
         assert!(found.is_empty(), "{found:?}");
     }
