@@ -359,7 +359,9 @@ fn service_entries_by_host_and_address_and_wildcard_routes() {
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: wild, namespace: shop}\n\
          spec: {hosts: ['*.example.com'], tcp: [{route: [{destination: {host: api.example.com}}]}]}\n---\n\
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: gw-only, namespace: shop}\n\
-         spec: {hosts: [edge.example.org], gateways: [ingress], http: [{route: [{destination: {host: api.example.com}}]}]}\n",
+         spec: {hosts: [edge.example.org], gateways: [ingress], http: [{route: [{destination: {host: api.example.com}}]}]}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: ingress, namespace: shop}\n\
+         spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [edge.example.org]}]}\n",
     );
     let s = registry.snapshot();
     assert_eq!(s.service_entries_for_host("api.example.com").len(), 1);

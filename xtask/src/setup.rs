@@ -477,7 +477,9 @@ mod tests {
         assert!(all.ebpf_toolchain && all.deploy_tools && all.lint_tools && all.cargo_deny);
         assert_eq!(
             all.debian_packages,
-            ["iproute2", "nftables", "tcpdump", "bpftool"]
+            [
+                "iproute2", "nftables", "tcpdump", "bpftool", "curl", "openssl", "nginx"
+            ]
         );
         assert_eq!(Plan::for_command(Some(For::Test)), all);
     }
@@ -487,7 +489,10 @@ mod tests {
         let demo = Plan::for_command(Some(For::Demo));
         assert!(demo.ebpf_toolchain);
         assert!(!demo.deploy_tools && !demo.lint_tools && !demo.cargo_deny);
-        assert_eq!(demo.debian_packages, ["iproute2", "nftables", "tcpdump"]);
+        assert_eq!(
+            demo.debian_packages,
+            ["iproute2", "nftables", "tcpdump", "curl", "openssl"]
+        );
     }
 
     #[test]
@@ -503,10 +508,14 @@ mod tests {
         let build = Plan::for_command(Some(For::Build));
         assert!(build.ebpf_toolchain && !build.deploy_tools);
         assert!(build.debian_packages.is_empty());
-        for command in [For::Lab, For::Bench] {
+        for (command, packages) in [
+            (For::Lab, &["iproute2", "nftables", "curl"][..]),
+            // nginx: the ingress group's baseline.
+            (For::Bench, &["iproute2", "nftables", "curl", "nginx"][..]),
+        ] {
             let plan = Plan::for_command(Some(command));
             assert!(plan.ebpf_toolchain && !plan.deploy_tools && !plan.cargo_deny);
-            assert_eq!(plan.debian_packages, ["iproute2", "nftables"]);
+            assert_eq!(plan.debian_packages, packages);
         }
     }
 }

@@ -43,7 +43,7 @@ use crate::registry::{Candidate, Change};
 /// policy need them all and no certificate of a gateway is theirs to hold. Their
 /// ClusterRoles must grant `list` and `watch` on exactly these; `cli/tests/deploy_rbac.rs`
 /// holds `deploy/`'s RBAC to it.
-pub const AGENT_WATCHED: [Kind; 13] = [
+pub const AGENT_WATCHED: [Kind; 16] = [
     Kind::Namespace,
     Kind::Pod,
     Kind::Service,
@@ -57,6 +57,9 @@ pub const AGENT_WATCHED: [Kind; 13] = [
     Kind::KubernetesGateway,
     Kind::MeshConfig,
     Kind::RequestAuthentication,
+    Kind::HttpRoute,
+    Kind::GrpcRoute,
+    Kind::ReferenceGrant,
 ];
 
 /// What an ingress gateway lists and watches: what the agent does (cluster-wide, through
@@ -66,7 +69,7 @@ pub const AGENT_WATCHED: [Kind; 13] = [
 /// Secrets a gateway's servers will name (they change with every Gateway), so the grant is
 /// the namespace's Secrets, as Istio's own gateway Role is (`istio-ingressgateway-sds`); the
 /// gateway keeps only the TLS ones and uses only those its servers name.
-pub const INGRESS_WATCHED: [Kind; 14] = [
+pub const INGRESS_WATCHED: [Kind; 17] = [
     Kind::Namespace,
     Kind::Pod,
     Kind::Service,
@@ -80,6 +83,9 @@ pub const INGRESS_WATCHED: [Kind; 14] = [
     Kind::KubernetesGateway,
     Kind::MeshConfig,
     Kind::RequestAuthentication,
+    Kind::HttpRoute,
+    Kind::GrpcRoute,
+    Kind::ReferenceGrant,
     Kind::Secret,
 ];
 
@@ -477,4 +483,21 @@ where
 
 fn watch_start_gone(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchStartFailed(::kube::Error::Api(status)) if status.code == 410)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kind added to `Kind::ALL` is read by the agents and waypoints unless it is a Secret:
+    /// forgetting it here would leave the kind unread on a cluster while the lab reads it.
+    #[test]
+    fn agents_read_every_kind_but_secrets_and_an_ingress_those_too() {
+        let all_but_secrets: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| *k != Kind::Secret)
+            .collect();
+        assert_eq!(AGENT_WATCHED.to_vec(), all_but_secrets);
+        assert_eq!(INGRESS_WATCHED.to_vec(), Kind::ALL.to_vec());
+    }
 }
