@@ -139,6 +139,9 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "--quiet",
         "--bin",
         "weft-agent",
+        // The agent installs it on its node and refuses to start without it.
+        "--bin",
+        "weft-cni",
         "--bin",
         "weft-ca",
         "--bin",
