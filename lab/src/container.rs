@@ -123,6 +123,33 @@ pub fn agent_mounts(paths: &LabPaths, node: &str) -> Vec<Mount> {
     ]
 }
 
+/// podman's configuration for the lab's containers (`CONTAINERS_CONF`): no default sysctls.
+/// podman sets `net.ipv4.ping_group_range` in every container, which runc refuses in a
+/// network namespace the container joins rather than owns (the node's); a kubelet sets no
+/// sysctl in a `hostNetwork` pod either.
+const CONTAINERS_CONF: &str = "[containers]\ndefault_sysctls = []\n";
+
+/// Where the lab keeps podman's configuration for its containers.
+pub fn containers_conf(paths: &LabPaths) -> PathBuf {
+    paths.root.join("containers.conf")
+}
+
+/// Creates the directories the agent's socket mounts bind (`hostPath` of type
+/// `DirectoryOrCreate`: a process agent makes them itself, a container's must exist first)
+/// and podman's configuration.
+pub fn prepare(paths: &LabPaths, node: &str) -> Result<(), LabError> {
+    crate::records::write(&containers_conf(paths), CONTAINERS_CONF)?;
+    for socket in [
+        paths.agent_handoff_socket(node),
+        paths.agent_cni_socket(node),
+    ] {
+        let dir = parent(&socket);
+        std::fs::create_dir_all(&dir)
+            .map_err(LabError::io(format!("creating {}", dir.display())))?;
+    }
+    Ok(())
+}
+
 fn parent(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
@@ -135,13 +162,20 @@ pub fn hard_limit(limits: &str, name: &str) -> Option<u64> {
     fields.get(1)?.parse().ok()
 }
 
-/// `--ulimit` for `resource`: the lab's own hard limit, soft and hard. podman's defaults
-/// (1048576 open files) are refused by a runtime without CAP_SYS_RESOURCE above them, and
-/// a container runtime passes its own limits on the same way.
-fn ulimit(limits: &str, name: &str, resource: &str) -> String {
-    let limit = hard_limit(limits, name).unwrap_or(1_048_576);
+/// `--ulimit` for `resource`: the lab's own hard limit (at most `ceiling`), soft and hard.
+/// podman's defaults (1048576) are refused where the lab runs without CAP_SYS_RESOURCE:
+/// runc cannot raise a limit above the one it inherits, and a container runtime passes its
+/// own limits on the same way (the DaemonSet sets none).
+fn ulimit(limits: &str, name: &str, resource: &str, ceiling: u64) -> String {
+    let limit = hard_limit(limits, name).unwrap_or(ceiling).min(ceiling);
     format!("{resource}={limit}:{limit}")
 }
+
+/// conmon, which runs runc, holds at most 32768 processes (podman 4.3 starts it so), so
+/// runc can give the container no more. The agent, root with CAP_SYS_ADMIN, is not held
+/// to RLIMIT_NPROC anyway.
+const NPROC_CEILING: u64 = 32_768;
+const NOFILE_CEILING: u64 = 1_048_576;
 
 /// `podman run …` for the agent of `node` from `image`: returns the arguments and the
 /// container's name.
@@ -190,9 +224,9 @@ pub fn agent_run_args(
         "--stop-timeout",
         "30",
         "--ulimit",
-        &ulimit(&limits, "Max open files", "nofile"),
+        &ulimit(&limits, "Max open files", "nofile", NOFILE_CEILING),
         "--ulimit",
-        &ulimit(&limits, "Max processes", "nproc"),
+        &ulimit(&limits, "Max processes", "nproc", NPROC_CEILING),
         "--label",
         &format!("weft-lab={}", plan.lab),
     ]
@@ -224,7 +258,7 @@ fn podman_installed() -> bool {
     })
 }
 
-/// The lab's agent containers, running or not.
+/// The lab's agent containers, running or not, by name.
 pub fn lab_containers(lab: &str) -> Vec<String> {
     if !podman_installed() {
         return Vec::new();
@@ -239,7 +273,11 @@ pub fn lab_containers(lab: &str) -> Vec<String> {
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .map(String::from)
-            .collect()
+            .collect::<Vec<_>>()
+    })
+    .map(|mut names| {
+        names.sort();
+        names
     })
     .unwrap_or_default()
 }
@@ -283,10 +321,17 @@ mod tests {
         assert_eq!(hard_limit(limits, "Max processes"), Some(96367));
         assert_eq!(hard_limit(limits, "Max locked memory"), None);
         assert_eq!(
-            ulimit(limits, "Max open files", "nofile"),
+            ulimit(limits, "Max open files", "nofile", NOFILE_CEILING),
             "nofile=20000:20000"
         );
-        assert_eq!(ulimit("", "Max open files", "nofile"), "nofile=1048576:1048576");
+        assert_eq!(
+            ulimit(limits, "Max processes", "nproc", NPROC_CEILING),
+            "nproc=32768:32768"
+        );
+        assert_eq!(
+            ulimit("", "Max open files", "nofile", NOFILE_CEILING),
+            "nofile=1048576:1048576"
+        );
     }
 
     fn two_node_plan() -> Plan {

@@ -816,6 +816,7 @@ impl Lab {
             (Some(image), _) => {
                 // `podman run` stays in the node's cgroup for the container's life (its
                 // exit is the agent's), and passes the agent's output to the log.
+                crate::container::prepare(&self.paths, &node.name)?;
                 let (args, _name) = crate::container::agent_run_args(
                     &self.plan,
                     &self.paths,
@@ -825,7 +826,10 @@ impl Lab {
                     &self.runtime.agent_args,
                 );
                 let mut command = Command::new("podman");
-                command.args(args);
+                command.args(args).env(
+                    "CONTAINERS_CONF",
+                    crate::container::containers_conf(&self.paths),
+                );
                 command
             }
             (None, Some(agent)) => self.agent_command(agent, &node.name, log),
