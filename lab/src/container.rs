@@ -106,7 +106,11 @@ pub fn agent_mounts(paths: &LabPaths, node: &str) -> Vec<Mount> {
     let cni = paths.node_cni(node);
     vec![
         mount(Path::new("/sys/fs/bpf"), Path::new("/sys/fs/bpf"), "rw"),
-        mount(Path::new("/sys/fs/cgroup"), Path::new("/sys/fs/cgroup"), "ro"),
+        mount(
+            Path::new("/sys/fs/cgroup"),
+            Path::new("/sys/fs/cgroup"),
+            "ro",
+        ),
         mount(Path::new("/proc"), Path::new(PROC_ROOT), "ro"),
         mount(&paths.trust_dir(), Path::new(TRUST_DIR), "ro"),
         mount(&paths.ca_token(node), Path::new(TOKEN_FILE), "ro"),
@@ -119,7 +123,11 @@ pub fn agent_mounts(paths: &LabPaths, node: &str) -> Vec<Mount> {
         // The lab's: the cluster view and pod locations (renamed into place, so the
         // directory), and the pods' named network namespaces, made after the agent starts.
         mount(&paths.root, &paths.root, "ro"),
-        mount(Path::new("/run/netns"), Path::new("/run/netns"), "ro,rslave"),
+        mount(
+            Path::new("/run/netns"),
+            Path::new("/run/netns"),
+            "ro,rslave",
+        ),
     ]
 }
 
@@ -253,9 +261,8 @@ pub fn agent_run_args(
 
 /// Whether podman is installed (labs without containers do not need it).
 fn podman_installed() -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join("podman").is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("podman").is_file()))
 }
 
 /// The lab's agent containers, running or not, by name.
@@ -368,7 +375,11 @@ mod tests {
         let names = |v: &[(String, String)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
         let mut expected: Vec<String> = template.iter().map(|(k, _)| k.clone()).collect();
         expected.extend(LAB_ONLY_ENVIRONMENT.iter().map(|s| s.to_string()));
-        assert_eq!(names(&lab), expected, "the same variables, in the same order");
+        assert_eq!(
+            names(&lab),
+            expected,
+            "the same variables, in the same order"
+        );
         // Where the template gives a path or a fixed value, the lab gives the same one,
         // except the node's own paths (pins, sockets), which the lab keeps per node.
         let per_node = [

@@ -82,9 +82,9 @@ pub fn shared_libraries(ldd_output: &str) -> Vec<PathBuf> {
 
 /// What `ldd` reports for `binary`, refusing one that needs a library `ldd` cannot find.
 fn libraries_of(binary: &Path) -> Result<Vec<PathBuf>, LabError> {
-    let text = binary.to_str().ok_or_else(|| {
-        LabError::Invalid(format!("{} is not a UTF-8 path", binary.display()))
-    })?;
+    let text = binary
+        .to_str()
+        .ok_or_else(|| LabError::Invalid(format!("{} is not a UTF-8 path", binary.display())))?;
     let output = run("ldd", &[text])?;
     if let Some(missing) = output.lines().find(|l| l.contains("not found")) {
         return Err(LabError::Invalid(format!(
@@ -113,12 +113,7 @@ fn stage(root: &Path, from: &Path, to: &Path) -> Result<(), LabError> {
 
 /// Builds `spec` from the binaries in `bin_dir` as image `tag` (`localhost/weft-agent:dev`)
 /// in the local containers storage, staging its files under `staging` (emptied first).
-pub fn build(
-    spec: &ImageSpec,
-    bin_dir: &Path,
-    tag: &str,
-    staging: &Path,
-) -> Result<(), LabError> {
+pub fn build(spec: &ImageSpec, bin_dir: &Path, tag: &str, staging: &Path) -> Result<(), LabError> {
     match std::fs::remove_dir_all(staging) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -153,14 +148,17 @@ pub fn build(
             Path::new(CA_CERTIFICATES),
         )?;
     }
-    let staging_text = staging.to_str().ok_or_else(|| {
-        LabError::Invalid(format!("{} is not a UTF-8 path", staging.display()))
-    })?;
+    let staging_text = staging
+        .to_str()
+        .ok_or_else(|| LabError::Invalid(format!("{} is not a UTF-8 path", staging.display())))?;
     let container = run("buildah", &["from", "--quiet", "scratch"])?
         .trim()
         .to_string();
     let result = (|| {
-        run("buildah", &["copy", "--quiet", &container, staging_text, "/"])?;
+        run(
+            "buildah",
+            &["copy", "--quiet", &container, staging_text, "/"],
+        )?;
         let entrypoint = format!("[\"/usr/local/bin/{}\"]", spec.binaries[0]);
         run(
             "buildah",

@@ -123,7 +123,10 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
             "{name}"
         );
         let status = agent_admin(&lab, node, "/status");
-        assert_eq!(status["pid"], 1, "the admin endpoint of {node} is the container's");
+        assert_eq!(
+            status["pid"], 1,
+            "the admin endpoint of {node} is the container's"
+        );
     }
 
     // Pods on two nodes talk through the agents' HBONE tunnel.
@@ -161,7 +164,10 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
 
     // STRICT refuses plaintext from outside the mesh, not the mesh's mutual TLS.
     let target = format!("{server}:9000");
-    assert!(echo_result(&lab, "plain/outsider", &target), "PERMISSIVE first");
+    assert!(
+        echo_result(&lab, "plain/outsider", &target),
+        "PERMISSIVE first"
+    );
     lab.apply_yaml(
         "strict",
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: mesh}\nspec: {mtls: {mode: STRICT}}\n",
@@ -196,7 +202,8 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
             .as_str()
             .is_some_and(|e| e.contains("mesh/deny-client"))
     };
-    let records = agent_connections_when(&lab, "node-2", |records| records.iter().any(names_policy));
+    let records =
+        agent_connections_when(&lab, "node-2", |records| records.iter().any(names_policy));
     assert!(records.iter().any(names_policy), "{records:?}");
 
     // Down removes the containers (a failed test's Drop does the same).

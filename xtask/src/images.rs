@@ -39,7 +39,10 @@ pub fn cargo_args(images: &[&ImageSpec]) -> Vec<String> {
         "--locked".into(),
         "--quiet".into(),
     ];
-    let mut packages: Vec<&str> = images.iter().flat_map(|i| i.binaries.iter().copied()).collect();
+    let mut packages: Vec<&str> = images
+        .iter()
+        .flat_map(|i| i.binaries.iter().copied())
+        .collect();
     packages.dedup();
     for package in packages {
         args.push("-p".into());
@@ -85,7 +88,16 @@ mod tests {
         let agent = select(&["weft-agent".to_string()]).expect("known");
         assert_eq!(
             cargo_args(&agent),
-            ["build", "--release", "--locked", "--quiet", "-p", "weft-agent", "-p", "weft-cni"]
+            [
+                "build",
+                "--release",
+                "--locked",
+                "--quiet",
+                "-p",
+                "weft-agent",
+                "-p",
+                "weft-cni"
+            ]
         );
     }
 
@@ -93,7 +105,9 @@ mod tests {
     fn no_name_is_every_image_and_an_unknown_one_is_refused() {
         let all: Vec<&str> = select(&[]).expect("all").iter().map(|i| i.name).collect();
         assert_eq!(all, ["weft-agent", "weft-ca", "weft-waypoint", "weftctl"]);
-        let error = select(&["weft".to_string()]).expect_err("unknown").to_string();
+        let error = select(&["weft".to_string()])
+            .expect_err("unknown")
+            .to_string();
         assert!(error.contains("weft-agent, weft-ca"), "{error}");
     }
 }
