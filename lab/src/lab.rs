@@ -913,6 +913,13 @@ impl Lab {
     /// Returns the old and new agents' process ids; [`Lab::stop_agent_processes`] then
     /// stops the old one.
     pub fn start_successor_agent(&mut self, node: &str) -> Result<(Vec<i32>, i32), LabError> {
+        if self.runtime.agent_image.is_some() {
+            // The running agent is told apart from its successor by its process id, which
+            // in a container is its own PID namespace's.
+            return Err(LabError::Invalid(
+                "an upgrade is played with agents run as processes, not containers".into(),
+            ));
+        }
         let cgroup = self.node_cgroup(node);
         let old = cgroup::members(&cgroup);
         if old.is_empty() {

@@ -99,7 +99,7 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
         return;
     }
     let image = TestImage::build();
-    let lab = lab_up_in_containers("ctr", "tunnel", 2, &image.0);
+    let mut lab = lab_up_in_containers("ctr", "tunnel", 2, &image.0);
 
     // Each node's agent is a container of the image, PID 1 of its own PID namespace,
     // holding the template's capabilities and no others.
@@ -161,6 +161,25 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
             .is_some_and(|p| p["bytes_received"].as_u64() >= Some(marker.len() as u64))
     });
     assert!(counted, "{}", agent_admin(&lab, "node-2", "/pods"));
+
+    // A crashed agent's container is replaced by a new one (a new name, as the DaemonSet
+    // makes a new pod), which adopts the programs pinned on the node's bpffs.
+    lab.kill_agent("node-2").expect("kill the agent of node-2");
+    lab.start_agent_again("node-2")
+        .expect("a new container for the agent of node-2");
+    let running = weft_lab::container::lab_containers(&lab.plan.lab)
+        .into_iter()
+        .filter(|name| {
+            podman(&["inspect", "--format", "{{.State.Status}}", name]) == "running"
+        })
+        .count();
+    assert_eq!(running, 2, "one running agent container per node");
+    let again = testapp_json(
+        &lab,
+        "mesh/client",
+        &["tcp", &format!("{server}:9000"), "--send", marker],
+    );
+    assert_eq!(again[1]["echoed"], marker, "through the new container");
 
     // STRICT refuses plaintext from outside the mesh, not the mesh's mutual TLS.
     let target = format!("{server}:9000");
