@@ -456,7 +456,7 @@ mod tests {
         );
         assert!(args.contains(&"--network=ns:/run/netns/wl-ctr-node-1".to_string()));
         assert_eq!(
-            args.iter().rev().next().map(String::as_str),
+            args.last().map(String::as_str),
             Some("localhost/weft-agent:dev")
         );
     }

@@ -169,9 +169,7 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
         .expect("a new container for the agent of node-2");
     let running = weft_lab::container::lab_containers(&lab.plan.lab)
         .into_iter()
-        .filter(|name| {
-            podman(&["inspect", "--format", "{{.State.Status}}", name]) == "running"
-        })
+        .filter(|name| podman(&["inspect", "--format", "{{.State.Status}}", name]) == "running")
         .count();
     assert_eq!(running, 2, "one running agent container per node");
     let again = testapp_json(
