@@ -28,16 +28,25 @@ fn installed(program: &str) -> bool {
     })
 }
 
-/// An image built for this test, removed when the test ends however it ends.
-struct TestImage(String);
+/// The agent's image: `WEFT_E2E_AGENT_IMAGE` if set (e.g. `localhost/weft-agent:dev`, which
+/// `cargo xtask images` built, kept afterwards), else one built for this test from the
+/// binaries under test and removed when the test ends however it ends.
+struct TestImage(String, bool);
 
 impl TestImage {
+    fn get() -> Self {
+        match std::env::var("WEFT_E2E_AGENT_IMAGE") {
+            Ok(image) if !image.is_empty() => TestImage(image, false),
+            _ => Self::build(),
+        }
+    }
+
     fn build() -> Self {
         let bins = bin_dir();
         let tag = format!("localhost/weft-agent:e2e-{}", std::process::id());
         let staging = std::env::temp_dir().join(format!("weft-e2e-image-{}", std::process::id()));
         let spec = weft_lab::image::spec("weft-agent").expect("the agent's image");
-        let image = TestImage(tag);
+        let image = TestImage(tag, true);
         let built = weft_lab::image::build(spec, &bins, &image.0, &staging);
         let _ = std::fs::remove_dir_all(&staging);
         if let Err(e) = built {
@@ -49,6 +58,9 @@ impl TestImage {
 
 impl Drop for TestImage {
     fn drop(&mut self) {
+        if !self.1 {
+            return;
+        }
         if let Err(e) = weft_lab::image::remove(&self.0) {
             eprintln!("removing the test image {}: {e}", self.0);
         }
@@ -98,7 +110,7 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
         );
         return;
     }
-    let image = TestImage::build();
+    let image = TestImage::get();
     let mut lab = lab_up_in_containers("ctr", "tunnel", 2, &image.0);
 
     // Each node's agent is a container of the image, PID 1 of its own PID namespace,
