@@ -90,6 +90,29 @@ fn echo_result(lab: &Lab, pod: &str, target: &str) -> bool {
     .success()
 }
 
+/// The `Seccomp:` mode of process `pid` (2: a filter, as the runtime's default profile).
+fn seccomp_mode(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .expect("Seccomp")
+        .trim()
+        .to_string()
+}
+
+/// Whether process `pid` sees its root file system mounted read-only.
+fn root_read_only(pid: &str) -> bool {
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    mounts.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(4) == Some(&"/")
+            && fields
+                .get(5)
+                .is_some_and(|options| options.split(',').any(|o| o == "ro"))
+    })
+}
+
 /// The effective capabilities of process `pid`.
 fn effective_capabilities(pid: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -114,7 +137,8 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
     let mut lab = lab_up_in_containers("ctr", "tunnel", 2, &image.0);
 
     // Each node's agent is a container of the image, PID 1 of its own PID namespace,
-    // holding the template's capabilities and no others.
+    // holding the template's capabilities and no others, under a seccomp filter, on a
+    // read-only root.
     let names = weft_lab::container::lab_containers(&lab.plan.lab);
     assert_eq!(names.len(), 2, "{names:?}");
     for (name, node) in names.iter().zip(["node-1", "node-2"]) {
@@ -134,6 +158,12 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
             TEMPLATE_CAPABILITIES,
             "{name}"
         );
+        assert_eq!(
+            seccomp_mode(fields[1]),
+            "2",
+            "{name}: the default seccomp profile"
+        );
+        assert!(root_read_only(fields[1]), "{name}: a read-only root");
         let status = agent_admin(&lab, node, "/status");
         assert_eq!(
             status["pid"], 1,
