@@ -31,6 +31,18 @@ pub struct Runtime {
     pub agent_args: Vec<String>,
     /// RUST_LOG for the agents.
     pub agent_log: Option<String>,
+    /// Run each agent from this image (`localhost/weft-agent:dev`) under podman and runc,
+    /// as the DaemonSet's pod template runs it (`crate::container`), instead of as a
+    /// process of the lab. The binary in `agent` is then not used.
+    #[serde(default)]
+    pub agent_image: Option<String>,
+}
+
+impl Runtime {
+    /// Whether the lab runs node agents (as processes or in containers).
+    pub fn has_agents(&self) -> bool {
+        self.agent.is_some() || self.agent_image.is_some()
+    }
 }
 
 /// Appends `line` to the file `path`.
@@ -188,7 +200,7 @@ impl Lab {
         std::fs::create_dir_all(self.paths.logs())
             .map_err(LabError::io("creating the logs directory"))?;
         self.build_network()?;
-        if self.runtime.agent.is_some() {
+        if self.runtime.has_agents() {
             // As in a cluster, the node agents (a DaemonSet) run before the pods: each
             // chains weft-cni into its node's CNI configuration, so every pod is captured
             // before its first process starts. Waypoints also need the CA first.
@@ -199,7 +211,7 @@ impl Lab {
             self.kubelets = Some(Kubelets::start(self.shared.clone())?);
         }
         self.wait_until_ready(|p| !p.is_mesh_proxy())?;
-        if self.runtime.agent.is_some() {
+        if self.runtime.has_agents() {
             // Waypoints and gateways need the CA and their certificate before they listen.
             self.start_pods_of_plan(PodPlan::is_mesh_proxy)?;
             self.wait_until_ready(PodPlan::is_mesh_proxy)?;
@@ -792,9 +804,6 @@ impl Lab {
     }
 
     fn start_agent(&mut self, node: &str) -> Result<(), LabError> {
-        let Some(agent) = self.runtime.agent.clone() else {
-            return Err(LabError::Invalid("this lab runs without agents".into()));
-        };
         let node = self
             .plan
             .node(node)
@@ -802,38 +811,30 @@ impl Lab {
             .clone();
         let cgroup = self.node_cgroup(&node.name);
         cgroup::create(&cgroup)?;
-        let mut command = Command::new(agent);
-        command
-            .arg("--node")
-            .arg(&node.name)
-            .arg("--config-dir")
-            .arg(self.paths.cluster_dir())
-            .arg("--pod-locations")
-            .arg(self.paths.pod_locations())
-            .arg("--bpf-pin-root")
-            .arg(self.paths.node_bpf_pins(&node.name))
-            .arg("--ca-address")
-            .arg(self.plan.ca_address().to_string())
-            .arg("--ca-token-file")
-            .arg(self.paths.ca_token(&node.name))
-            .arg("--trust-bundle")
-            .arg(self.paths.trust_bundle())
-            .arg("--handoff-socket")
-            .arg(self.paths.agent_handoff_socket(&node.name))
-            // The node's CNI directories; the agent chains weft-cni into the configuration.
-            .arg("--cni-socket")
-            .arg(self.paths.agent_cni_socket(&node.name))
-            .arg("--cni-conf-dir")
-            .arg(self.paths.node_cni(&node.name).conf_dir)
-            .arg("--cni-bin-dir")
-            .arg(self.paths.node_cni(&node.name).bin_dir)
-            .args(&self.runtime.agent_args)
-            .env(
-                "RUST_LOG",
-                self.runtime.agent_log.as_deref().unwrap_or("info"),
-            )
-            // Errors in the log should be read, not buried under a backtrace.
-            .env("RUST_BACKTRACE", "0");
+        let log = self.runtime.agent_log.as_deref().unwrap_or("info");
+        let command = match (&self.runtime.agent_image, &self.runtime.agent) {
+            (Some(image), _) => {
+                // `podman run` stays in the node's cgroup for the container's life (its
+                // exit is the agent's), and passes the agent's output to the log.
+                crate::container::prepare(&self.paths, &node.name)?;
+                let (args, _name) = crate::container::agent_run_args(
+                    &self.plan,
+                    &self.paths,
+                    &node,
+                    image,
+                    log,
+                    &self.runtime.agent_args,
+                );
+                let mut command = Command::new("podman");
+                command.args(args).env(
+                    "CONTAINERS_CONF",
+                    crate::container::containers_conf(&self.paths),
+                );
+                command
+            }
+            (None, Some(agent)) => self.agent_command(agent, &node.name, log),
+            (None, None) => return Err(LabError::Invalid("this lab runs without agents".into())),
+        };
         let placement = Placement {
             cgroup,
             netns: named_netns_path(&node.netns),
@@ -841,6 +842,40 @@ impl Lab {
             detach: true,
         };
         self.spawn_logged(command, &placement, &self.agent_log(&node.name))
+    }
+
+    /// The agent of `node` as a process of the lab.
+    fn agent_command(&self, agent: &Path, node: &str, log: &str) -> Command {
+        let mut command = Command::new(agent);
+        command
+            .arg("--node")
+            .arg(node)
+            .arg("--config-dir")
+            .arg(self.paths.cluster_dir())
+            .arg("--pod-locations")
+            .arg(self.paths.pod_locations())
+            .arg("--bpf-pin-root")
+            .arg(self.paths.node_bpf_pins(node))
+            .arg("--ca-address")
+            .arg(self.plan.ca_address().to_string())
+            .arg("--ca-token-file")
+            .arg(self.paths.ca_token(node))
+            .arg("--trust-bundle")
+            .arg(self.paths.trust_bundle())
+            .arg("--handoff-socket")
+            .arg(self.paths.agent_handoff_socket(node))
+            // The node's CNI directories; the agent chains weft-cni into the configuration.
+            .arg("--cni-socket")
+            .arg(self.paths.agent_cni_socket(node))
+            .arg("--cni-conf-dir")
+            .arg(self.paths.node_cni(node).conf_dir)
+            .arg("--cni-bin-dir")
+            .arg(self.paths.node_cni(node).bin_dir)
+            .args(&self.runtime.agent_args)
+            .env("RUST_LOG", log)
+            // Errors in the log should be read, not buried under a backtrace.
+            .env("RUST_BACKTRACE", "0");
+        command
     }
 
     /// An agent is ready when its readiness endpoint (as a DaemonSet probes it) answers 200.
@@ -864,6 +899,12 @@ impl Lab {
     /// Kills the agent of `node` with SIGKILL, as a crash or an OOM kill would, and waits
     /// until it is gone. Capture stays attached; connections need the agent to be back.
     pub fn kill_agent(&self, node: &str) -> Result<(), LabError> {
+        if self.runtime.agent_image.is_some() {
+            // The container's process is in the runtime's cgroup, not the node's.
+            for name in crate::container::node_containers(&self.plan.lab, node) {
+                crate::container::kill(&name)?;
+            }
+        }
         cgroup::kill(&self.node_cgroup(node))
     }
 
@@ -872,6 +913,13 @@ impl Lab {
     /// Returns the old and new agents' process ids; [`Lab::stop_agent_processes`] then
     /// stops the old one.
     pub fn start_successor_agent(&mut self, node: &str) -> Result<(Vec<i32>, i32), LabError> {
+        if self.runtime.agent_image.is_some() {
+            // The running agent is told apart from its successor by its process id, which
+            // in a container is its own PID namespace's.
+            return Err(LabError::Invalid(
+                "an upgrade is played with agents run as processes, not containers".into(),
+            ));
+        }
         let cgroup = self.node_cgroup(node);
         let old = cgroup::members(&cgroup);
         if old.is_empty() {
@@ -1617,6 +1665,8 @@ pub fn down(lab: &str) -> Result<(), LabError> {
             first_error.get_or_insert(e);
         }
     };
+    // The agents' containers first: their processes are in the runtime's cgroups.
+    note(crate::container::remove_lab_containers(lab));
     note(cgroup::lab_root(lab).and_then(|root| cgroup::destroy(&root)));
     let prefix = netns_prefix(lab);
     let names: Vec<String> = std::fs::read_dir("/run/netns")
@@ -1650,7 +1700,10 @@ pub fn down(lab: &str) -> Result<(), LabError> {
 
 /// What a lab left on this machine: used by tests to prove `down` removed everything.
 pub fn leftovers(lab: &str) -> Vec<String> {
-    let mut found = Vec::new();
+    let mut found: Vec<String> = crate::container::lab_containers(lab)
+        .into_iter()
+        .map(|name| format!("container {name}"))
+        .collect();
     let prefix = netns_prefix(lab);
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
         for e in entries.filter_map(Result::ok) {

@@ -17,7 +17,9 @@
 mod cgroup;
 mod cmd;
 pub mod cni;
+pub mod container;
 mod error;
+pub mod image;
 pub mod kubelet;
 mod lab;
 pub mod manifest;

@@ -84,6 +84,24 @@ pub fn lab_up_manifests(
     lab_up_options(options, manifests, agents, agent_args)
 }
 
+/// Like [`lab_up`] with agents, each run from `image` under podman and runc as the
+/// DaemonSet's pod template runs it (`weft_lab::container`), not as a process of the lab.
+pub fn lab_up_in_containers(tag: &str, dir: &str, nodes: usize, image: &str) -> Lab {
+    let bins = bin_dir();
+    let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
+    let runtime = Runtime {
+        bin_dir: Some(bins.clone()),
+        ca: Some(bins.join("weft-ca")),
+        agent_log: Some("debug".into()),
+        agent_image: Some(image.to_string()),
+        ..Runtime::default()
+    };
+    match Lab::up(&options, &read_manifests(dir), &runtime) {
+        Ok(lab) => lab,
+        Err(e) => panic!("lab {} did not come up: {e}", options.name),
+    }
+}
+
 fn read_manifests(dir: &str) -> Manifests {
     match Manifests::load_dir(&manifests(dir)) {
         Ok(m) => m,
@@ -104,6 +122,7 @@ fn lab_up_options(
         ca: agents.then(|| bins.join("weft-ca")),
         agent_log: Some("debug".into()),
         agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+        agent_image: None,
     };
     match Lab::up(&options, manifests, &runtime) {
         Ok(lab) => lab,

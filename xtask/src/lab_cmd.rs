@@ -24,6 +24,11 @@ pub enum LabCommand {
         /// IPv6 ClusterIP.
         #[arg(long)]
         dual_stack: bool,
+        /// Run each node's agent from this image under podman and runc, as the DaemonSet's
+        /// pod template does (`cargo xtask images weft-agent` builds
+        /// `localhost/weft-agent:dev`), instead of as a process.
+        #[arg(long, conflicts_with = "no_agents")]
+        agent_image: Option<String>,
     },
     /// Run a command inside a pod (`lab exec NAMESPACE/POD -- CMD…`), in a node's network
     /// namespace, where its agent's admin listens (`lab exec node-1 -- weftctl status`), or
@@ -100,9 +105,14 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             nodes,
             no_agents,
             dual_stack,
+            agent_image,
         } => {
             let options = LabOptions::new(&name).nodes(nodes).dual_stack(dual_stack);
-            let lab = Lab::up_from_dir(&options, &dir, &runtime(!no_agents))
+            let runtime = Runtime {
+                agent_image,
+                ..runtime(!no_agents)
+            };
+            let lab = Lab::up_from_dir(&options, &dir, &runtime)
                 .with_context(|| format!("bringing up lab {name} from {}", dir.display()))?;
             print_status(&lab, false)?;
             println!(

@@ -7,7 +7,8 @@
 //!   (`WEFT_EBPF_TOOLCHAIN`) with rust-src (the build uses `-Z build-std=core`), and
 //!   bpf-linker built from crates.io against that nightly's own LLVM (no prebuilt download
 //!   is available);
-//! - the Debian packages the lab, the demo, the benchmarks and the tests drive;
+//! - the Debian packages the lab, the demo, the benchmarks and the tests drive (buildah
+//!   for `images`; podman and runc, which run the agent's image, for `test`);
 //! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`);
 //! - rustfmt, clippy and cargo-deny for `test`;
 //! - PyJWT and cryptography in `target/xtask/jwt-tools`, with which the JWT e2e test
@@ -41,6 +42,8 @@ pub enum For {
     Bench,
     /// `deploy-check`: kubectl and kubernetes-validate in a virtual environment.
     DeployCheck,
+    /// `images`: the eBPF toolchain (the agent's image) and buildah.
+    Images,
     /// `test`: everything.
     Test,
 }
@@ -98,6 +101,24 @@ const DEBIAN_PACKAGES: &[DebianPackage] = &[
         binary: "nginx",
         used_by: &[For::Bench],
     },
+    // `cargo xtask images` builds the images from scratch with it, no daemon needed.
+    DebianPackage {
+        name: "buildah",
+        binary: "buildah",
+        used_by: &[For::Images],
+    },
+    // The container e2e test runs the agent's image as the DaemonSet would, under podman
+    // with runc (crun refuses a hybrid cgroup hierarchy).
+    DebianPackage {
+        name: "podman",
+        binary: "podman",
+        used_by: &[],
+    },
+    DebianPackage {
+        name: "runc",
+        binary: "runc",
+        used_by: &[],
+    },
 ];
 
 /// What one command needs installed: a pure decision, so that what each command installs
@@ -121,7 +142,7 @@ impl Plan {
         let wants =
             |used_by: &[For]| command.is_none_or(|c| c == For::Test || used_by.contains(&c));
         Plan {
-            ebpf_toolchain: wants(&[For::Build, For::Lab, For::Demo, For::Bench]),
+            ebpf_toolchain: wants(&[For::Build, For::Lab, For::Demo, For::Bench, For::Images]),
             debian_packages: DEBIAN_PACKAGES
                 .iter()
                 .filter(|p| wants(p.used_by))
@@ -478,7 +499,8 @@ mod tests {
         assert_eq!(
             all.debian_packages,
             [
-                "iproute2", "nftables", "tcpdump", "bpftool", "curl", "openssl", "nginx"
+                "iproute2", "nftables", "tcpdump", "bpftool", "curl", "openssl", "nginx",
+                "buildah", "podman", "runc"
             ]
         );
         assert_eq!(Plan::for_command(Some(For::Test)), all);
@@ -517,5 +539,13 @@ mod tests {
             assert!(plan.ebpf_toolchain && !plan.deploy_tools && !plan.cargo_deny);
             assert_eq!(plan.debian_packages, packages);
         }
+    }
+
+    #[test]
+    fn images_get_the_ebpf_toolchain_and_buildah_but_no_container_runtime() {
+        let images = Plan::for_command(Some(For::Images));
+        assert!(images.ebpf_toolchain);
+        assert!(!images.deploy_tools && !images.lint_tools && !images.test_tools);
+        assert_eq!(images.debian_packages, ["buildah"]);
     }
 }
