@@ -24,6 +24,8 @@ pub struct Listener {
     /// As written: the declaration's judge refuses what is no port.
     pub port: u64,
     pub protocol: String,
+    /// `tls` is given (an ingress gateway's HTTPS or TLS listener).
+    pub tls: bool,
 }
 
 /// `spec.infrastructure`: labels and annotations for what is created, and parameters.
@@ -99,6 +101,7 @@ impl Gateway {
                         name: text(&l["name"]),
                         port: l["port"].as_u64().unwrap_or(0),
                         protocol: text(&l["protocol"]),
+                        tls: l["tls"].is_object(),
                     })
                     .collect()
             })

@@ -31,8 +31,8 @@ pub use crate::registry::bound_route::{
 /// The `controllerName` weft writes route status under.
 pub const ROUTE_CONTROLLER: &str = "weft.io/gateway-controller";
 
-/// Gateway classes of ingress gateways weft is to serve (Istio's `istio`, and weft's own).
-pub const INGRESS_CLASSES: &[&str] = &["istio", "weft"];
+/// Gateway classes of ingress gateways weft serves (Istio's `istio`, and weft's own).
+pub use weft_core::mesh::waypoint::INGRESS_CLASSES;
 
 /// What one `parentRef` attaches to.
 #[derive(Clone, Debug, PartialEq)]
