@@ -8,8 +8,11 @@
 //!   Gateway API requires ("implementations MUST NOT permit cross-namespace references
 //!   which have no grant"); Istio skips the check for Service parents;
 //! - a parentRef to a waypoint's own Gateway is refused with a reason (the waypoint's
-//!   HBONE listener takes no routes) rather than passed over in silence, and one to an
-//!   ingress Gateway of weft's classes waits (`Pending`) until weft serves them.
+//!   HBONE listener takes no routes) rather than passed over in silence.
+//!
+//! A parentRef to an ingress Gateway of weft's classes (`istio`, `weft`) attaches to the
+//! listeners the Gateway API lets it ([`attachable_listeners`]); that Gateway's ingress
+//! gateway serves it there ([`gateway_routes`]).
 //!
 //! Pure: the registry calls [`resolve`] with its snapshot's lookups, `weftctl validate`
 //! with the objects of its files, the control plane's status writer reads the result.
@@ -42,6 +45,13 @@ pub enum ParentOutcome {
     Service {
         service: Arc<Service>,
         port: Option<u16>,
+    },
+    /// An ingress Gateway of weft's classes: its ingress gateway serves the route on these
+    /// listeners (by name).
+    Gateway {
+        namespace: String,
+        name: String,
+        listeners: Vec<String>,
     },
     /// A parent weft judges and does not accept: `Accepted=False` with this reason.
     Refused {
@@ -338,23 +348,14 @@ pub fn resolve_parent(
             };
         }
         if INGRESS_CLASSES.contains(&class) {
-            // Judged as the Gateway API says, then held: weft serves no Gateway API
-            // ingress yet.
             return match attachable_listeners(
                 gateway, reference, route_kind, namespace, hostnames, world,
             ) {
                 Err((reason, message)) => ParentOutcome::Refused { reason, message },
-                Ok(listeners) => ParentOutcome::Refused {
-                    reason: "Pending",
-                    message: format!(
-                        "would attach to listener(s) {} of Gateway {target}/{} (class {class:?}), an ingress gateway, which weft does not serve from the Gateway API yet",
-                        listeners
-                            .iter()
-                            .map(|l| format!("{:?}", l.name))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        reference.name
-                    ),
+                Ok(listeners) => ParentOutcome::Gateway {
+                    namespace: target.to_string(),
+                    name: reference.name.clone(),
+                    listeners: listeners.iter().map(|l| l.name.clone()).collect(),
                 },
             };
         }
@@ -451,6 +452,49 @@ pub fn mesh_index<'a>(
     by_host
 }
 
+/// The routes attached to the ingress Gateway `namespace/name`, oldest first (then by
+/// namespace and name), each with the names of the listeners it attaches to.
+pub fn gateway_routes<'a>(
+    resolutions: impl IntoIterator<Item = &'a RouteResolution>,
+    namespace: &str,
+    name: &str,
+) -> Vec<(Arc<BoundRoute>, Vec<String>)> {
+    let mut found: Vec<(Arc<BoundRoute>, Vec<String>)> = Vec::new();
+    for resolution in resolutions {
+        let mut listeners: Vec<String> = Vec::new();
+        for parent in &resolution.parents {
+            if let ParentOutcome::Gateway {
+                namespace: ns,
+                name: gw,
+                listeners: names,
+            } = &parent.outcome
+                && ns == namespace
+                && gw == name
+            {
+                for listener in names {
+                    if !listeners.contains(listener) {
+                        listeners.push(listener.clone());
+                    }
+                }
+            }
+        }
+        if listeners.is_empty() {
+            continue;
+        }
+        found.push((
+            Arc::new(BoundRoute {
+                route: resolution.route.clone(),
+                service_namespace: resolution.route.namespace().to_string(),
+                port: None,
+                backends: resolution.backends.clone(),
+            }),
+            listeners,
+        ));
+    }
+    found.sort_by(|a, b| age_order(a.0.route.metadata(), b.0.route.metadata()));
+    found
+}
+
 /// The problems of a resolved route a user should hear about, as (field, reason): parents
 /// refused or not served, Services no waypoint serves, routes a waypoint does not apply,
 /// references that cannot be used.
@@ -466,6 +510,7 @@ pub fn issues(resolution: &RouteResolution) -> Vec<(String, String)> {
             ParentOutcome::NotOurs { note } => {
                 found.push((field, format!("{note}: weft does not route by this parent")));
             }
+            ParentOutcome::Gateway { .. } => {}
             ParentOutcome::Service { service, .. } => match &service.waypoint {
                 None => found.push((
                     field,
@@ -612,6 +657,7 @@ spec:
             .iter()
             .map(|p| match &p.outcome {
                 ParentOutcome::Service { .. } => "service",
+                ParentOutcome::Gateway { .. } => "gateway",
                 ParentOutcome::Refused { reason, .. } => reason,
                 ParentOutcome::NotOurs { .. } => "not ours",
             })
@@ -622,7 +668,7 @@ spec:
                 "service",
                 "NoMatchingParent",
                 "NotAllowedByListeners",
-                "Pending",
+                "gateway",
                 "not ours",
                 "not ours",
                 "not ours"
@@ -634,6 +680,10 @@ spec:
         assert_eq!(*port, Some(9080));
         let index = mesh_index([&resolved]);
         assert_eq!(index["reviews.shop.svc.cluster.local"].len(), 1);
+        let attached = gateway_routes([&resolved], "shop", "ingress");
+        assert_eq!(attached.len(), 1);
+        assert_eq!(attached[0].1, ["http"]);
+        assert!(gateway_routes([&resolved], "shop", "nginx").is_empty());
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub fn conditions(resolution: &RouteResolution) -> Vec<ParentConditions> {
             ParentOutcome::Refused { reason, message } => {
                 ("Accepted", false, reason.to_string(), message.clone())
             }
-            ParentOutcome::Service { .. } => (
+            ParentOutcome::Service { .. } | ParentOutcome::Gateway { .. } => (
                 "Accepted",
                 true,
                 "Accepted".to_string(),
