@@ -307,8 +307,34 @@ pub fn hostnames_meet(listener: Option<&str>, route: &[String]) -> bool {
             .any(|r| r == listener || covers(listener, r) || covers(r, listener))
 }
 
+/// The hosts a route with `hostnames` (none: any) serves on a listener with `hostname`
+/// (absent: any), as the Gateway API intersects them: a route's hostname the listener's
+/// covers, the listener's where a route's wildcard covers it; `*` when neither names one.
+/// Lower case, each once.
+pub fn effective_hostnames(listener: Option<&str>, route: &[String]) -> Vec<String> {
+    let listener = listener.filter(|h| !h.is_empty()).map(str::to_ascii_lowercase);
+    if route.is_empty() {
+        return vec![listener.unwrap_or_else(|| "*".to_string())];
+    }
+    let mut hosts: Vec<String> = Vec::new();
+    for host in route.iter().map(|h| h.to_ascii_lowercase()) {
+        let served = match &listener {
+            None => Some(host),
+            Some(l) if *l == host || covers(l, &host) => Some(host),
+            Some(l) if covers(&host, l) => Some(l.clone()),
+            Some(_) => None,
+        };
+        if let Some(served) = served
+            && !hosts.contains(&served)
+        {
+            hosts.push(served);
+        }
+    }
+    hosts
+}
+
 /// Whether the wildcard `pattern` covers `host` (itself perhaps a narrower wildcard).
-fn covers(pattern: &str, host: &str) -> bool {
+pub fn covers(pattern: &str, host: &str) -> bool {
     let Some(suffix) = pattern.strip_prefix("*.") else {
         return false;
     };
@@ -680,6 +706,16 @@ spec:
         assert_eq!(*port, Some(9080));
         let index = mesh_index([&resolved]);
         assert_eq!(index["reviews.shop.svc.cluster.local"].len(), 1);
+        assert_eq!(effective_hostnames(None, &[]), ["*"]);
+        assert_eq!(
+            effective_hostnames(Some("*.example.com"), &["a.example.com".into(), "b.org".into()]),
+            ["a.example.com"]
+        );
+        assert_eq!(
+            effective_hostnames(Some("a.example.com"), &["*.example.com".into()]),
+            ["a.example.com"]
+        );
+        assert_eq!(effective_hostnames(Some("a.example.com"), &[]), ["a.example.com"]);
         let attached = gateway_routes([&resolved], "shop", "ingress");
         assert_eq!(attached.len(), 1);
         assert_eq!(attached[0].1, ["http"]);
