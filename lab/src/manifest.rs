@@ -470,7 +470,8 @@ impl Manifests {
                     self.add_gateway(&value, &invalid)?;
                     let meta = value.get("metadata");
                     if meta.and_then(|m| m.get("namespace")).is_none()
-                        && let Some(name) = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str())
+                        && let Some(name) =
+                            meta.and_then(|m| m.get("name")).and_then(|n| n.as_str())
                     {
                         self.unplaced_gateways.push(name.to_string());
                     }

@@ -312,7 +312,9 @@ pub fn hostnames_meet(listener: Option<&str>, route: &[String]) -> bool {
 /// covers, the listener's where a route's wildcard covers it; `*` when neither names one.
 /// Lower case, each once.
 pub fn effective_hostnames(listener: Option<&str>, route: &[String]) -> Vec<String> {
-    let listener = listener.filter(|h| !h.is_empty()).map(str::to_ascii_lowercase);
+    let listener = listener
+        .filter(|h| !h.is_empty())
+        .map(str::to_ascii_lowercase);
     if route.is_empty() {
         return vec![listener.unwrap_or_else(|| "*".to_string())];
     }
@@ -708,14 +710,20 @@ spec:
         assert_eq!(index["reviews.shop.svc.cluster.local"].len(), 1);
         assert_eq!(effective_hostnames(None, &[]), ["*"]);
         assert_eq!(
-            effective_hostnames(Some("*.example.com"), &["a.example.com".into(), "b.org".into()]),
+            effective_hostnames(
+                Some("*.example.com"),
+                &["a.example.com".into(), "b.org".into()]
+            ),
             ["a.example.com"]
         );
         assert_eq!(
             effective_hostnames(Some("a.example.com"), &["*.example.com".into()]),
             ["a.example.com"]
         );
-        assert_eq!(effective_hostnames(Some("a.example.com"), &[]), ["a.example.com"]);
+        assert_eq!(
+            effective_hostnames(Some("a.example.com"), &[]),
+            ["a.example.com"]
+        );
         let attached = gateway_routes([&resolved], "shop", "ingress");
         assert_eq!(attached.len(), 1);
         assert_eq!(attached[0].1, ["http"]);

@@ -13,16 +13,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use weft_config::api::gateway::Gateway;
+use weft_config::api::gateway_api::KubernetesGateway;
 use weft_config::api::networking::VirtualService;
 use weft_config::registry::Snapshot;
-use weft_config::registry::model::Workload;
-use weft_config::api::gateway_api::KubernetesGateway;
 use weft_config::registry::bound_route::BoundRoute;
+use weft_config::registry::model::Workload;
 use weft_config::translate::gateway::{
     GatewayRef, ListenerKind, ListenerPlan, MergedGateways, ServerPlan, SkippedServer,
     VirtualHostPlan, merge, passthrough_routes, selects, tcp_route, virtual_hosts,
 };
-use weft_config::translate::gateway_routes::{INGRESS_CLASSES, effective_hostnames, gateway_routes};
+use weft_config::translate::gateway_routes::{
+    INGRESS_CLASSES, effective_hostnames, gateway_routes,
+};
 use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
 
 use super::tls::{ServerTls, TlsError, server_tls};
@@ -593,9 +595,11 @@ spec:
         };
         let host = table.select("192.0.2.10")?;
         match host.routes.http_route(&facts)?.action() {
-            crate::route::RouteAction::Forward(destinations) => {
-                Some(format!("{}:{}", destinations[0].host, destinations[0].port.unwrap_or(0)))
-            }
+            crate::route::RouteAction::Forward(destinations) => Some(format!(
+                "{}:{}",
+                destinations[0].host,
+                destinations[0].port.unwrap_or(0)
+            )),
             _ => Some("other".into()),
         }
     }
@@ -623,7 +627,11 @@ spec:
             panic!("HTTP routes");
         };
         let domains: Vec<&str> = table.hosts.iter().map(|h| h.domain.as_str()).collect();
-        assert_eq!(domains, ["*"], "the route of another namespace is not allowed");
+        assert_eq!(
+            domains,
+            ["*"],
+            "the route of another namespace is not allowed"
+        );
         let productpage = Some("productpage.bookinfo.svc.cluster.local:9080".to_string());
         for path in [
             "/productpage",
