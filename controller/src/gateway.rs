@@ -150,6 +150,16 @@ impl Gateway {
         })
     }
 
+    /// The name of the ServiceAccount, Deployment and Service made for it: the Gateway's
+    /// for a waypoint (the registry finds a waypoint by it), `<name>-<class>` for an ingress
+    /// gateway (as Istio names them).
+    pub fn object_name(&self) -> String {
+        match crate::class::Class::of(&self.class_name) {
+            Some(crate::class::Class::Ingress) => format!("{}-{}", self.name, self.class_name),
+            _ => self.name.clone(),
+        }
+    }
+
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)

@@ -32,7 +32,7 @@ const SERVED_PROTOCOLS: [&str; 1] = ["HTTP"];
 
 /// The name of everything made for `gateway`: `<name>-<class>`, as Istio names it.
 pub fn object_name(gateway: &Gateway) -> String {
-    format!("{}-{}", gateway.name, gateway.class_name)
+    gateway.object_name()
 }
 
 /// Whether an ingress Gateway can be run, and what of it weft does not act on (each a

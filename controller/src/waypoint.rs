@@ -486,10 +486,7 @@ pub fn gateway_manifest(name: &str, namespace: &str, waypoint_for: &str) -> Valu
 /// The ServiceAccount a Gateway's pods run as: the Gateway's name for a waypoint,
 /// `<name>-<class>` for an ingress gateway.
 pub fn service_account_name(gateway: &Gateway) -> String {
-    match Class::of(&gateway.class_name) {
-        Some(Class::Ingress) => crate::ingress::object_name(gateway),
-        _ => gateway.name.clone(),
-    }
+    gateway.object_name()
 }
 
 /// A DNS-1035 label: what a Service name must be.

@@ -183,6 +183,9 @@ pub fn served_gateway(snapshot: &Snapshot, workload: &Workload) -> Option<Arc<Ku
         .cloned()
 }
 
+/// A virtual host's domain and the routes attached to it, oldest first.
+type VirtualHostRoutes = (String, Vec<Arc<BoundRoute>>);
+
 /// The listening sockets of a Gateway API Gateway's HTTP listeners (one per port, its
 /// listeners' virtual hosts merged), and the listeners not served, each with why. `target`
 /// maps a listener's port to the pod's; `taken` are ports Istio Gateways already listen on.
@@ -202,7 +205,7 @@ pub fn gateway_api_listeners(
     let attached = gateway_routes(snapshot.route_resolutions().map(|r| &**r), namespace, name);
     let mut unserved = Vec::new();
     // Port → (listener names, domain → routes), in the listeners' order.
-    let mut ports: Vec<(u16, Vec<String>, Vec<(String, Vec<Arc<BoundRoute>>)>)> = Vec::new();
+    let mut ports: Vec<(u16, Vec<String>, Vec<VirtualHostRoutes>)> = Vec::new();
     for (i, listener) in gateway.spec.listeners.iter().enumerate() {
         let what = format!(
             "Gateway {namespace}/{name} spec.listeners[{i}] ({} {} on {})",
