@@ -199,6 +199,8 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
         ("--trust-bundle", format!("{TRUST_DIR}/{TRUST_BUNDLE_KEY}")),
         ("--trust-domain", settings.trust_domain.clone()),
         ("--readiness-addr", format!("0.0.0.0:{READINESS_PORT}")),
+        // HTTP listeners only: no Secrets to read, and no Role to read them.
+        ("--tls-secrets", "false".to_string()),
     ]
     .into_iter()
     .flat_map(|(flag, value)| [flag.to_string(), value])
@@ -366,6 +368,11 @@ mod tests {
             ]
         );
         assert!(contains(&container["env"], &json!([{"name": "POD_NAME"}])));
+        assert!(
+            args.windows(2)
+                .any(|w| w == [json!("--tls-secrets"), json!("false")]),
+            "{args:?}"
+        );
         assert_eq!(container["ports"][0]["containerPort"], 80);
         let service = &objects[2].1;
         assert_eq!(service["spec"]["type"], "LoadBalancer");
