@@ -65,6 +65,8 @@ pub struct Gateway {
     pub annotations: Labels,
     pub listeners: Vec<Listener>,
     pub infrastructure: Option<Infrastructure>,
+    /// `spec.addresses` asks for addresses (weft assigns none).
+    pub requests_addresses: bool,
     /// `status.conditions` as found.
     pub conditions: Vec<Condition>,
     /// `status.addresses` as found.
@@ -145,6 +147,7 @@ impl Gateway {
             annotations: string_map(&metadata["annotations"]),
             listeners,
             infrastructure,
+            requests_addresses: spec["addresses"].as_array().is_some_and(|a| !a.is_empty()),
             conditions,
             addresses,
         })

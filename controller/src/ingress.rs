@@ -84,6 +84,12 @@ pub fn judge(gateway: &Gateway) -> Result<Vec<String>, Refusal> {
             ));
         }
     }
+    if gateway.requests_addresses {
+        warnings.push(
+            "spec.addresses ignored: the Service's LoadBalancer address is the cloud's to assign"
+                .to_string(),
+        );
+    }
     if let Some(reference) = gateway
         .infrastructure
         .as_ref()
@@ -405,6 +411,9 @@ mod tests {
             Some(2),
             "443 is not exposed"
         );
+        gw.requests_addresses = true;
+        let warnings = judge(&gw).expect("accepted");
+        assert!(warnings[1].contains("spec.addresses"), "{warnings:?}");
         gw.listeners.remove(0);
         assert_eq!(
             judge(&gw).expect_err("nothing served").reason,
