@@ -653,4 +653,46 @@ spec:
         };
         assert!(build(&snapshot, &other).listeners.is_empty());
     }
+
+    #[test]
+    fn listeners_of_one_port_share_a_socket_with_a_virtual_host_per_shared_hostname() {
+        let yaml = GATEWAY_API.replace(
+            "  - name: https\n    port: 443\n    protocol: HTTPS\n",
+            "  - name: shop\n    port: 80\n    protocol: HTTP\n    hostname: '*.example.com'\n",
+        ) + r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: bookinfo}
+spec:
+  parentRefs: [{name: bookinfo-gateway, sectionName: shop}]
+  hostnames: [a.example.com, b.example.org]
+  rules:
+  - backendRefs: [{name: productpage, port: 9080}]
+"#;
+        let snapshot = testing::snapshot_of(&yaml);
+        let me = Identity {
+            namespace: "bookinfo".into(),
+            pod: "bookinfo-gateway-istio-0".into(),
+        };
+        let config = build(&snapshot, &me);
+        assert_eq!(config.listeners.len(), 1, "one socket for port 80");
+        assert!(config.unserved.is_empty(), "{:?}", config.unserved);
+        let Serve::Plain(target) = &config.listeners[0].serve else {
+            panic!("HTTP is plaintext");
+        };
+        let GatewayRoutes::Http(table) = &target.routes else {
+            panic!("HTTP routes");
+        };
+        let mut domains: Vec<&str> = table.hosts.iter().map(|h| h.domain.as_str()).collect();
+        domains.sort_unstable();
+        assert_eq!(
+            domains,
+            ["*", "*.example.com", "a.example.com"],
+            "bookinfo's route on both listeners; shop's only where the listener's hostname covers it"
+        );
+        assert_eq!(
+            table.select("a.example.com").map(|h| h.domain.as_str()),
+            Some("a.example.com")
+        );
+    }
 }
