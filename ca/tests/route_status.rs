@@ -258,6 +258,69 @@ async fn routes_report_their_parents_and_references_and_follow_reference_grants(
         .await;
 }
 
+/// Istio's Bookinfo ingress with the Gateway API: the HTTPRoute attached to a Gateway of
+/// class `istio` is `Accepted` there (weft's ingress gateway serves it); one from another
+/// namespace is not allowed by the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_attached_to_an_ingress_gateway_is_accepted_where_its_listener_allows_it() {
+    let cluster = Cluster::start().await;
+    cluster.api.apply(json!({
+        "apiVersion": HTTP, "kind": "Gateway",
+        "metadata": {"name": "bookinfo-gateway", "namespace": "shop"},
+        "spec": {"gatewayClassName": "istio",
+                 "listeners": [{"name": "http", "port": 80, "protocol": "HTTP",
+                                "allowedRoutes": {"namespaces": {"from": "Same"}}}]},
+    }));
+    let route = |namespace: &str| {
+        json!({
+            "apiVersion": HTTP, "kind": "HTTPRoute",
+            "metadata": {"name": "bookinfo", "namespace": namespace},
+            "spec": {
+                "parentRefs": [{"name": "bookinfo-gateway", "namespace": "shop"}],
+                "rules": [{"matches": [{"path": {"type": "Exact", "value": "/productpage"}}],
+                           "backendRefs": [{"name": "reviews", "namespace": "shop", "port": 9080}]}],
+            },
+        })
+    };
+    cluster.api.apply(route("shop"));
+    cluster
+        .wait("the route Accepted by the ingress Gateway", |c| {
+            c.condition(
+                HTTP,
+                "HTTPRoute",
+                "bookinfo",
+                "bookinfo-gateway",
+                "Accepted",
+            )
+            .is_some_and(|(status, reason, _)| status == "True" && reason == "Accepted")
+        })
+        .await;
+    let entry = cluster
+        .api
+        .get(HTTP, "HTTPRoute", "shop", "bookinfo")
+        .expect("route");
+    let conditions: Vec<&str> = entry["status"]["parents"][0]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    assert_eq!(conditions, ["Accepted", "ResolvedRefs"], "{entry}");
+    cluster.api.apply(route("other"));
+    cluster
+        .wait("the other namespace's route not allowed", |c| {
+            c.api
+                .get(HTTP, "HTTPRoute", "other", "bookinfo")
+                .and_then(|r| {
+                    r["status"]["parents"][0]["conditions"][0]["reason"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .is_some_and(|reason| reason == "NotAllowedByListeners")
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_controllers_entries_stay_and_grpc_routes_are_reported_too() {
     let cluster = Cluster::start().await;

@@ -343,6 +343,9 @@ pub struct Manifests {
     pub services: Vec<Service>,
     /// Objects the lab does not act on (ServiceAccounts, Istio resources, …), kept verbatim.
     pub others: Vec<serde_yaml::Value>,
+    /// Gateway API Gateways read without a namespace: what the controller makes of them was
+    /// made in `default`, and is made again where [`Manifests::in_namespace`] puts them.
+    unplaced_gateways: Vec<String>,
 }
 
 impl Manifests {
@@ -363,6 +366,16 @@ impl Manifests {
             "RuntimeClass",
             "APIService",
         ];
+        let unplaced = std::mem::take(&mut self.unplaced_gateways);
+        let made_for_unplaced = |meta: &ObjectMeta| {
+            meta.namespace.as_deref() == Some("default")
+                && meta
+                    .labels
+                    .get(GATEWAY_NAME_LABEL)
+                    .is_some_and(|name| unplaced.contains(name))
+        };
+        self.deployments.retain(|d| !made_for_unplaced(&d.metadata));
+        self.services.retain(|s| !made_for_unplaced(&s.metadata));
         let set = |meta: &mut ObjectMeta| {
             meta.namespace.get_or_insert_with(|| namespace.to_string());
         };
@@ -382,6 +395,24 @@ impl Manifests {
                 meta.insert("namespace".into(), namespace.into());
             }
         }
+        let gateways: Vec<serde_yaml::Value> = self
+            .others
+            .iter()
+            .filter(|o| o.get("kind").and_then(|k| k.as_str()) == Some("Gateway"))
+            .filter(|o| is_gateway_api(o))
+            .filter(|o| {
+                o.get("metadata")
+                    .and_then(|m| m.get("name"))
+                    .and_then(|n| n.as_str())
+                    .is_some_and(|n| unplaced.iter().any(|u| u == n))
+            })
+            .cloned()
+            .collect();
+        for gateway in gateways {
+            if let Err(e) = self.add_gateway(&gateway, &LabError::Invalid) {
+                tracing::warn!("a Gateway placed in namespace {namespace}: {e}");
+            }
+        }
         self
     }
 
@@ -392,6 +423,7 @@ impl Manifests {
         self.deployments.extend(other.deployments);
         self.services.extend(other.services);
         self.others.extend(other.others);
+        self.unplaced_gateways.extend(other.unplaced_gateways);
     }
 
     /// Reads every `*.yaml` / `*.yml` file under `dir` (nested folders included, in path
@@ -436,6 +468,13 @@ impl Manifests {
                 "Service" => self.services.push(from_value(value, &invalid)?),
                 "Gateway" if is_gateway_api(&value) => {
                     self.add_gateway(&value, &invalid)?;
+                    let meta = value.get("metadata");
+                    if meta.and_then(|m| m.get("namespace")).is_none()
+                        && let Some(name) =
+                            meta.and_then(|m| m.get("name")).and_then(|n| n.as_str())
+                    {
+                        self.unplaced_gateways.push(name.to_string());
+                    }
                     self.others.push(value);
                 }
                 "List" => {
@@ -707,6 +746,30 @@ spec: {gatewayClassName: istio-waypoint, listeners: [{name: http, port: 80, prot
         assert_eq!(m.deployments[0].spec.template.spec.volumes.len(), 2);
         let ports: Vec<u16> = m.services[0].spec.ports.iter().map(|p| p.port).collect();
         assert_eq!(ports, [15021, 15008]);
+    }
+
+    #[test]
+    fn an_ingress_gateway_applied_to_a_namespace_runs_there() {
+        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: bookinfo-gateway}\nspec:\n  gatewayClassName: istio\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n";
+        let mut m = Manifests::default();
+        m.add_yaml(yaml, Path::new("gw.yaml")).expect("valid");
+        let m = m.in_namespace("bookinfo");
+        let placed: Vec<(String, Option<String>)> = m
+            .deployments
+            .iter()
+            .map(|d| (d.metadata.name.clone(), d.metadata.namespace.clone()))
+            .chain(
+                m.services
+                    .iter()
+                    .map(|s| (s.metadata.name.clone(), s.metadata.namespace.clone())),
+            )
+            .collect();
+        let expected = (
+            "bookinfo-gateway-istio".to_string(),
+            Some("bookinfo".to_string()),
+        );
+        assert_eq!(placed, [expected.clone(), expected]);
+        assert_eq!(m.services[0].spec.type_.as_deref(), Some("LoadBalancer"));
     }
 
     #[test]

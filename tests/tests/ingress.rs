@@ -196,6 +196,79 @@ fn bookinfo_from_outside_through_istio_s_gateway_unchanged() {
     );
 }
 
+/// Istio's Bookinfo ingress written with the Gateway API
+/// (`samples/bookinfo/gateway-api/bookinfo-gateway.yaml`, verbatim in
+/// `examples/bookinfo/ingress/bookinfo-gateway-api.yaml`), applied where Bookinfo runs: the
+/// controller's `bookinfo-gateway-istio` Deployment and LoadBalancer Service serve it, with
+/// the HTTPRoute's paths, from outside.
+#[test]
+fn bookinfo_from_outside_through_a_gateway_api_gateway_unchanged() {
+    let file = "examples/bookinfo/ingress/bookinfo-gateway-api.yaml";
+    let text = std::fs::read_to_string(repository().join(file)).expect(file);
+    let mut applied = Manifests::default();
+    applied
+        .add_yaml(&text, &repository().join(file))
+        .expect("the sample is YAML");
+    let mut all = Manifests::load_dir(&manifests("ingress")).expect("tests/manifests/ingress");
+    all.extend(applied.in_namespace("bookinfo"));
+    let lab = lab_up_manifests("iggwapi", &all, 2, true, &[]);
+    let address = lab
+        .load_balancer_ip("bookinfo/bookinfo-gateway-istio")
+        .expect("the Gateway's Service has a LoadBalancer address")
+        .to_string();
+    let log = || {
+        std::fs::read_to_string(
+            lab.paths
+                .logs()
+                .join("bookinfo-bookinfo-gateway-istio-0-istio-proxy.log"),
+        )
+        .unwrap_or_default()
+    };
+    let page = format!("http://{address}/productpage");
+    assert!(
+        eventually(SETTLE, || curl(&lab, &[&page], "").status == 200),
+        "/productpage from outside: {:?}\n{}",
+        curl(&lab, &[&page], ""),
+        log()
+    );
+    for path in [
+        "/productpage",
+        "/static/bootstrap/css/bootstrap.min.css",
+        "/login",
+        "/logout",
+        "/api/v1/products",
+        "/api/v1/products/0/reviews",
+    ] {
+        let url = format!("http://{address}{path}");
+        for _ in 0..3 {
+            let got = curl(&lab, &[&url], "");
+            assert_eq!(got.status, 200, "{path}: {got:?}");
+            assert_eq!(
+                answered_by(&got.body),
+                "productpage-v1-0",
+                "{path}: {got:?}"
+            );
+        }
+    }
+    for path in ["/nothing", "/productpage/x", "/staticky", "/"] {
+        let url = format!("http://{address}{path}");
+        assert_eq!(statuses(&lab, 3, &[&url]), [404; 3], "{path}");
+    }
+    // The gateway proved the identity of the ServiceAccount the controller made for it.
+    let records = agent_admin(&lab, "node-2", "/connections");
+    let peers: Vec<&str> = records
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["pod"] == "bookinfo/productpage-v1-0")
+        .filter_map(|r| r["peer_identity"].as_str())
+        .collect();
+    assert!(
+        peers.contains(&"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-gateway-istio"),
+        "{peers:?}"
+    );
+}
+
 #[test]
 fn the_httpbin_pattern_routes_only_its_host_and_paths_through_the_waypoint() {
     let mut lab = lab_with_ingress("ighttp", "");

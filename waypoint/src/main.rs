@@ -82,6 +82,11 @@ struct Args {
     /// the waypoint exits; delay and drain fit in terminationGracePeriodSeconds.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value_t = 20)]
     drain_timeout: u64,
+    /// Whether an ingress gateway reads the `kubernetes.io/tls` Secrets of its namespace (for
+    /// TLS servers). The controller's ingress gateways (Gateway API HTTP listeners) read
+    /// none, and need no Role for them: `--tls-secrets false`.
+    #[arg(long, env = "WEFT_TLS_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_secrets: bool,
     /// How often the keys of a RequestAuthentication's `jwksUri` are fetched again (Go
     /// duration; Istio's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL, 20m by default).
     #[arg(long, env = "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL", default_value = "20m",
@@ -108,13 +113,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         trust_domain: args.trust_domain.clone(),
         // An ingress gateway reads the TLS Secrets of its namespace, and so can tell a
         // missing credential.
-        secrets_namespace: ingress.then(|| args.namespace.clone()),
+        secrets_namespace: (ingress && args.tls_secrets).then(|| args.namespace.clone()),
         ..MeshSettings::default()
     };
     // Without --config-dir, the Kubernetes API: every pod of the cluster (endpoints
     // anywhere); an ingress gateway also its namespace's TLS Secrets.
     let kinds = if ingress {
-        INGRESS_WATCHED.into()
+        INGRESS_WATCHED
+            .into_iter()
+            .filter(|k| args.tls_secrets || *k != weft_config::api::Kind::Secret)
+            .collect()
     } else {
         AGENT_WATCHED.into()
     };

@@ -8,6 +8,7 @@ use super::cow::CowMap;
 use super::model::{Endpoint, HostRoutes, Service, Waypoint, WaypointRef, Workload};
 use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
+use crate::api::gateway_api::KubernetesGateway;
 use crate::api::kubernetes::Secret;
 use crate::api::mesh::MeshConfig;
 use crate::api::networking::ServiceEntry;
@@ -60,6 +61,8 @@ pub struct Snapshot {
     pub(super) gateway_virtual_services: Arc<HashMap<GatewayRef, Vec<Arc<VirtualService>>>>,
     /// TLS Secrets (only an ingress gateway's registry holds any), by (namespace, name).
     pub(super) secrets: Arc<BTreeMap<(String, String), Arc<Secret>>>,
+    /// Gateway API Gateways, by (namespace, name).
+    pub(super) kubernetes_gateways: Arc<BTreeMap<(String, String), Arc<KubernetesGateway>>>,
     /// Waypoints declared by Gateway API Gateways of a waypoint class, by (namespace, name).
     pub(super) waypoints: Arc<BTreeMap<(String, String), Arc<Waypoint>>>,
     pub(super) authorization_policies: Arc<HashMap<String, Vec<Arc<AuthorizationPolicy>>>>,
@@ -246,6 +249,18 @@ impl Snapshot {
     /// The TLS Secret `namespace/name`, if this registry reads Secrets and has it.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Arc<Secret>> {
         self.secrets.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    // --- Gateway API Gateways
+
+    /// The Gateway API `Gateway` `namespace/name` (of any class).
+    pub fn kubernetes_gateway(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&Arc<KubernetesGateway>> {
+        self.kubernetes_gateways
+            .get(&(namespace.to_string(), name.to_string()))
     }
 
     // --- waypoints

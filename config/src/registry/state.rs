@@ -511,6 +511,7 @@ impl State {
             self.snapshot.waypoints = Arc::new(translate::waypoint::declared(
                 self.kubernetes_gateways.values(),
             ));
+            self.snapshot.kubernetes_gateways = Arc::new(self.kubernetes_gateways.clone());
         }
         if kinds.contains(&Kind::AuthorizationPolicy) {
             self.snapshot.authorization_policies = Arc::new(policy::by_namespace(

@@ -8,8 +8,11 @@
 //!   Gateway API requires ("implementations MUST NOT permit cross-namespace references
 //!   which have no grant"); Istio skips the check for Service parents;
 //! - a parentRef to a waypoint's own Gateway is refused with a reason (the waypoint's
-//!   HBONE listener takes no routes) rather than passed over in silence, and one to an
-//!   ingress Gateway of weft's classes waits (`Pending`) until weft serves them.
+//!   HBONE listener takes no routes) rather than passed over in silence.
+//!
+//! A parentRef to an ingress Gateway of weft's classes (`istio`, `weft`) attaches to the
+//! listeners the Gateway API lets it ([`attachable_listeners`]); that Gateway's ingress
+//! gateway serves it there ([`gateway_routes`]).
 //!
 //! Pure: the registry calls [`resolve`] with its snapshot's lookups, `weftctl validate`
 //! with the objects of its files, the control plane's status writer reads the result.
@@ -31,8 +34,8 @@ pub use crate::registry::bound_route::{
 /// The `controllerName` weft writes route status under.
 pub const ROUTE_CONTROLLER: &str = "weft.io/gateway-controller";
 
-/// Gateway classes of ingress gateways weft is to serve (Istio's `istio`, and weft's own).
-pub const INGRESS_CLASSES: &[&str] = &["istio", "weft"];
+/// Gateway classes of ingress gateways weft serves (Istio's `istio`, and weft's own).
+pub use weft_core::mesh::waypoint::INGRESS_CLASSES;
 
 /// What one `parentRef` attaches to.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +45,13 @@ pub enum ParentOutcome {
     Service {
         service: Arc<Service>,
         port: Option<u16>,
+    },
+    /// An ingress Gateway of weft's classes: its ingress gateway serves the route on these
+    /// listeners (by name).
+    Gateway {
+        namespace: String,
+        name: String,
+        listeners: Vec<String>,
     },
     /// A parent weft judges and does not accept: `Accepted=False` with this reason.
     Refused {
@@ -297,8 +307,36 @@ pub fn hostnames_meet(listener: Option<&str>, route: &[String]) -> bool {
             .any(|r| r == listener || covers(listener, r) || covers(r, listener))
 }
 
+/// The hosts a route with `hostnames` (none: any) serves on a listener with `hostname`
+/// (absent: any), as the Gateway API intersects them: a route's hostname the listener's
+/// covers, the listener's where a route's wildcard covers it; `*` when neither names one.
+/// Lower case, each once.
+pub fn effective_hostnames(listener: Option<&str>, route: &[String]) -> Vec<String> {
+    let listener = listener
+        .filter(|h| !h.is_empty())
+        .map(str::to_ascii_lowercase);
+    if route.is_empty() {
+        return vec![listener.unwrap_or_else(|| "*".to_string())];
+    }
+    let mut hosts: Vec<String> = Vec::new();
+    for host in route.iter().map(|h| h.to_ascii_lowercase()) {
+        let served = match &listener {
+            None => Some(host),
+            Some(l) if *l == host || covers(l, &host) => Some(host),
+            Some(l) if covers(&host, l) => Some(l.clone()),
+            Some(_) => None,
+        };
+        if let Some(served) = served
+            && !hosts.contains(&served)
+        {
+            hosts.push(served);
+        }
+    }
+    hosts
+}
+
 /// Whether the wildcard `pattern` covers `host` (itself perhaps a narrower wildcard).
-fn covers(pattern: &str, host: &str) -> bool {
+pub fn covers(pattern: &str, host: &str) -> bool {
     let Some(suffix) = pattern.strip_prefix("*.") else {
         return false;
     };
@@ -338,23 +376,14 @@ pub fn resolve_parent(
             };
         }
         if INGRESS_CLASSES.contains(&class) {
-            // Judged as the Gateway API says, then held: weft serves no Gateway API
-            // ingress yet.
             return match attachable_listeners(
                 gateway, reference, route_kind, namespace, hostnames, world,
             ) {
                 Err((reason, message)) => ParentOutcome::Refused { reason, message },
-                Ok(listeners) => ParentOutcome::Refused {
-                    reason: "Pending",
-                    message: format!(
-                        "would attach to listener(s) {} of Gateway {target}/{} (class {class:?}), an ingress gateway, which weft does not serve from the Gateway API yet",
-                        listeners
-                            .iter()
-                            .map(|l| format!("{:?}", l.name))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        reference.name
-                    ),
+                Ok(listeners) => ParentOutcome::Gateway {
+                    namespace: target.to_string(),
+                    name: reference.name.clone(),
+                    listeners: listeners.iter().map(|l| l.name.clone()).collect(),
                 },
             };
         }
@@ -451,6 +480,49 @@ pub fn mesh_index<'a>(
     by_host
 }
 
+/// The routes attached to the ingress Gateway `namespace/name`, oldest first (then by
+/// namespace and name), each with the names of the listeners it attaches to.
+pub fn gateway_routes<'a>(
+    resolutions: impl IntoIterator<Item = &'a RouteResolution>,
+    namespace: &str,
+    name: &str,
+) -> Vec<(Arc<BoundRoute>, Vec<String>)> {
+    let mut found: Vec<(Arc<BoundRoute>, Vec<String>)> = Vec::new();
+    for resolution in resolutions {
+        let mut listeners: Vec<String> = Vec::new();
+        for parent in &resolution.parents {
+            if let ParentOutcome::Gateway {
+                namespace: ns,
+                name: gw,
+                listeners: names,
+            } = &parent.outcome
+                && ns == namespace
+                && gw == name
+            {
+                for listener in names {
+                    if !listeners.contains(listener) {
+                        listeners.push(listener.clone());
+                    }
+                }
+            }
+        }
+        if listeners.is_empty() {
+            continue;
+        }
+        found.push((
+            Arc::new(BoundRoute {
+                route: resolution.route.clone(),
+                service_namespace: resolution.route.namespace().to_string(),
+                port: None,
+                backends: resolution.backends.clone(),
+            }),
+            listeners,
+        ));
+    }
+    found.sort_by(|a, b| age_order(a.0.route.metadata(), b.0.route.metadata()));
+    found
+}
+
 /// The problems of a resolved route a user should hear about, as (field, reason): parents
 /// refused or not served, Services no waypoint serves, routes a waypoint does not apply,
 /// references that cannot be used.
@@ -466,6 +538,7 @@ pub fn issues(resolution: &RouteResolution) -> Vec<(String, String)> {
             ParentOutcome::NotOurs { note } => {
                 found.push((field, format!("{note}: weft does not route by this parent")));
             }
+            ParentOutcome::Gateway { .. } => {}
             ParentOutcome::Service { service, .. } => match &service.waypoint {
                 None => found.push((
                     field,
@@ -612,6 +685,7 @@ spec:
             .iter()
             .map(|p| match &p.outcome {
                 ParentOutcome::Service { .. } => "service",
+                ParentOutcome::Gateway { .. } => "gateway",
                 ParentOutcome::Refused { reason, .. } => reason,
                 ParentOutcome::NotOurs { .. } => "not ours",
             })
@@ -622,7 +696,7 @@ spec:
                 "service",
                 "NoMatchingParent",
                 "NotAllowedByListeners",
-                "Pending",
+                "gateway",
                 "not ours",
                 "not ours",
                 "not ours"
@@ -634,6 +708,26 @@ spec:
         assert_eq!(*port, Some(9080));
         let index = mesh_index([&resolved]);
         assert_eq!(index["reviews.shop.svc.cluster.local"].len(), 1);
+        assert_eq!(effective_hostnames(None, &[]), ["*"]);
+        assert_eq!(
+            effective_hostnames(
+                Some("*.example.com"),
+                &["a.example.com".into(), "b.org".into()]
+            ),
+            ["a.example.com"]
+        );
+        assert_eq!(
+            effective_hostnames(Some("a.example.com"), &["*.example.com".into()]),
+            ["a.example.com"]
+        );
+        assert_eq!(
+            effective_hostnames(Some("a.example.com"), &[]),
+            ["a.example.com"]
+        );
+        let attached = gateway_routes([&resolved], "shop", "ingress");
+        assert_eq!(attached.len(), 1);
+        assert_eq!(attached[0].1, ["http"]);
+        assert!(gateway_routes([&resolved], "shop", "nginx").is_empty());
     }
 
     #[test]

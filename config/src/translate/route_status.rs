@@ -5,7 +5,7 @@
 //!   `controllerName` [`ROUTE_CONTROLLER`]; entries of other controllers are kept as they
 //!   are, weft's entries for parents no longer listed are removed;
 //! - `Accepted`: `True` (`Accepted`, "Route was valid"), or `False` with the parent's
-//!   reason (`NoMatchingParent`, `NotAllowedByListeners`, `Pending`);
+//!   reason (`NoMatchingParent`, `NotAllowedByListeners`, `NoMatchingListenerHostname`);
 //! - `ResolvedRefs`: `True` (`ResolvedRefs`, "All references resolved"), or `False` with
 //!   the first unusable reference's reason (`RefNotPermitted`, `BackendNotFound`,
 //!   `InvalidKind`) and every such reference's message;
@@ -83,7 +83,7 @@ pub fn conditions(resolution: &RouteResolution) -> Vec<ParentConditions> {
             ParentOutcome::Refused { reason, message } => {
                 ("Accepted", false, reason.to_string(), message.clone())
             }
-            ParentOutcome::Service { .. } => (
+            ParentOutcome::Service { .. } | ParentOutcome::Gateway { .. } => (
                 "Accepted",
                 true,
                 "Accepted".to_string(),
@@ -288,6 +288,25 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn an_ingress_gateway_parent_is_accepted_where_its_listeners_take_the_route() {
+        let mut resolved = resolution(route(None), true, false);
+        resolved.parents[0].outcome = ParentOutcome::Gateway {
+            namespace: "shop".into(),
+            name: "ingress".into(),
+            listeners: vec!["http".into()],
+        };
+        let patch = patch(&resolved, "t0").expect("a patch");
+        assert_eq!(
+            conditions_of(&patch),
+            [
+                ("Accepted".into(), "True".into(), "Accepted".into()),
+                ("ResolvedRefs".into(), "True".into(), "ResolvedRefs".into()),
+            ],
+            "no ResolvedWaypoints for a Gateway: {patch}"
+        );
     }
 
     #[test]

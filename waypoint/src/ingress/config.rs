@@ -4,24 +4,33 @@
 //! SNI chains, and each terminating server with its TLS configuration from its Secret.
 //!
 //! The routes bound to a listener come from [`bound_routes`]: VirtualServices for Istio
-//! Gateways; a Gateway API Gateway's listeners would give their HTTPRoutes there.
+//! Gateways. A pod the controller runs for a Gateway API `Gateway` of class `istio` or
+//! `weft` (labelled `gateway.networking.k8s.io/gateway-name` with its name, in its
+//! namespace) also serves that Gateway's HTTP listeners ([`gateway_api_listeners`]), with
+//! virtual hosts from the HTTPRoutes and GRPCRoutes attached to each.
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use weft_config::api::gateway::Gateway;
+use weft_config::api::gateway_api::KubernetesGateway;
 use weft_config::api::networking::VirtualService;
 use weft_config::registry::Snapshot;
+use weft_config::registry::bound_route::BoundRoute;
 use weft_config::registry::model::Workload;
 use weft_config::translate::gateway::{
     GatewayRef, ListenerKind, ListenerPlan, MergedGateways, ServerPlan, SkippedServer,
     VirtualHostPlan, merge, passthrough_routes, selects, tcp_route, virtual_hosts,
 };
+use weft_config::translate::gateway_routes::{
+    INGRESS_CLASSES, effective_hostnames, gateway_routes,
+};
+use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
 
 use super::tls::{ServerTls, TlsError, server_tls};
 use crate::downstream::{GatewayRoutes, GatewayTarget};
-use crate::route::TcpRoutePlan;
-use crate::route::gateway::RouteTable;
+use crate::route::gateway::{RouteTable, VirtualHost};
+use crate::route::{CompiledRoutes, TcpRoutePlan};
 
 /// Which pod this gateway is.
 #[derive(Clone, Debug)]
@@ -74,6 +83,8 @@ pub struct IngressConfig {
     pub skipped: Vec<SkippedServer>,
     /// Terminating servers that refuse TLS, and why.
     pub refusing: Vec<(String, TlsError)>,
+    /// Gateway API listeners not served, and why.
+    pub unserved: Vec<String>,
 }
 
 /// The VirtualServices bound to a Gateway, oldest first.
@@ -143,7 +154,137 @@ pub fn build(snapshot: &Snapshot, me: &Identity) -> IngressConfig {
         };
         config.listeners.push(ListenerConfig { address, serve });
     }
+    if let Some(gateway) = served_gateway(snapshot, &workload) {
+        let ports = port_map(snapshot, &workload);
+        let (listeners, unserved) = gateway_api_listeners(
+            snapshot,
+            &gateway,
+            &workload,
+            &|port| ports.get(&port).copied().unwrap_or(port),
+            &config
+                .listeners
+                .iter()
+                .map(|l| l.address.port())
+                .collect::<Vec<_>>(),
+        );
+        config.listeners.extend(listeners);
+        config.unserved = unserved;
+    }
     config
+}
+
+/// The Gateway API Gateway this pod runs for: the one of an ingress class its
+/// `gateway.networking.k8s.io/gateway-name` label names, in its namespace.
+pub fn served_gateway(snapshot: &Snapshot, workload: &Workload) -> Option<Arc<KubernetesGateway>> {
+    let name = workload.labels.get(GATEWAY_NAME_LABEL)?;
+    snapshot
+        .kubernetes_gateway(&workload.namespace, name)
+        .filter(|g| INGRESS_CLASSES.contains(&g.spec.gateway_class_name.as_str()))
+        .cloned()
+}
+
+/// A virtual host's domain and the routes attached to it, oldest first.
+type VirtualHostRoutes = (String, Vec<Arc<BoundRoute>>);
+
+/// The listening sockets of a Gateway API Gateway's HTTP listeners (one per port, its
+/// listeners' virtual hosts merged), and the listeners not served, each with why. `target`
+/// maps a listener's port to the pod's; `taken` are ports Istio Gateways already listen on.
+pub fn gateway_api_listeners(
+    snapshot: &Snapshot,
+    gateway: &KubernetesGateway,
+    workload: &Arc<Workload>,
+    target: &dyn Fn(u16) -> u16,
+    taken: &[u16],
+) -> (Vec<ListenerConfig>, Vec<String>) {
+    let namespace = gateway
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(weft_config::api::DEFAULT_NAMESPACE);
+    let name = gateway.metadata.name.as_deref().unwrap_or_default();
+    let attached = gateway_routes(snapshot.route_resolutions().map(|r| &**r), namespace, name);
+    let mut unserved = Vec::new();
+    // Port → (listener names, domain → routes), in the listeners' order.
+    let mut ports: Vec<(u16, Vec<String>, Vec<VirtualHostRoutes>)> = Vec::new();
+    for (i, listener) in gateway.spec.listeners.iter().enumerate() {
+        let what = format!(
+            "Gateway {namespace}/{name} spec.listeners[{i}] ({} {} on {})",
+            listener.name, listener.protocol, listener.port
+        );
+        let Some(port) = u16::try_from(listener.port).ok().filter(|p| *p != 0) else {
+            unserved.push(format!("{what} not served: no port"));
+            continue;
+        };
+        if listener.protocol != "HTTP" {
+            unserved.push(format!(
+                "{what} not served: weft serves the Gateway API's HTTP listeners only"
+            ));
+            continue;
+        }
+        if taken.contains(&target(port)) {
+            unserved.push(format!(
+                "{what} not served: an Istio Gateway's server listens on port {}",
+                target(port)
+            ));
+            continue;
+        }
+        let index = match ports.iter().position(|(p, _, _)| *p == port) {
+            Some(index) => index,
+            None => {
+                ports.push((port, Vec::new(), Vec::new()));
+                ports.len() - 1
+            }
+        };
+        let (_, names, hosts) = &mut ports[index];
+        names.push(listener.name.clone());
+        for (route, listeners) in &attached {
+            if !listeners.contains(&listener.name) {
+                continue;
+            }
+            for domain in effective_hostnames(listener.hostname.as_deref(), route.route.hostnames())
+            {
+                let host = match hosts.iter().position(|(d, _)| *d == domain) {
+                    Some(h) => h,
+                    None => {
+                        hosts.push((domain, Vec::new()));
+                        hosts.len() - 1
+                    }
+                };
+                let routes = &mut hosts[host].1;
+                if !routes.iter().any(|r| Arc::ptr_eq(r, route)) {
+                    routes.push(route.clone());
+                }
+            }
+        }
+    }
+    let listeners = ports
+        .into_iter()
+        .map(|(port, names, hosts)| {
+            let table = RouteTable {
+                hosts: hosts
+                    .into_iter()
+                    .map(|(domain, routes)| VirtualHost {
+                        domain,
+                        https_redirect: false,
+                        routes: Arc::new(CompiledRoutes::compile_gateway_api(&routes)),
+                    })
+                    .collect(),
+            };
+            ListenerConfig {
+                address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), target(port)),
+                serve: Serve::Plain(Arc::new(GatewayTarget {
+                    port,
+                    routes: GatewayRoutes::Http(Arc::new(table)),
+                    workload: Some(workload.clone()),
+                    server: format!(
+                        "Gateway {namespace}/{name} listener(s) {}",
+                        names.join(", ")
+                    ),
+                })),
+            }
+        })
+        .collect();
+    (listeners, unserved)
 }
 
 fn target(
@@ -371,5 +512,187 @@ spec:
             pod: "missing".into(),
         };
         assert!(build(&snapshot, &nobody).listeners.is_empty());
+    }
+
+    /// Istio's `samples/bookinfo/gateway-api/bookinfo-gateway.yaml`, with the pod the
+    /// controller runs for its Gateway and the Service in front of it.
+    const GATEWAY_API: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: bookinfo}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: bookinfo-gateway-istio-0
+  namespace: bookinfo
+  labels: {gateway.networking.k8s.io/gateway-name: bookinfo-gateway}
+spec: {nodeName: node-1}
+status: {podIP: 10.244.1.60, phase: Running}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bookinfo-gateway-istio, namespace: bookinfo}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.60
+  selector: {gateway.networking.k8s.io/gateway-name: bookinfo-gateway}
+  ports: [{name: status-port, port: 15021}, {name: http, port: 80, targetPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage, namespace: bookinfo}
+spec:
+  clusterIP: 10.96.0.61
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: bookinfo}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes: {namespaces: {from: Same}}
+  - name: https
+    port: 443
+    protocol: HTTPS
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bookinfo, namespace: bookinfo}
+spec:
+  parentRefs: [{name: bookinfo-gateway}]
+  rules:
+  - matches:
+    - path: {type: Exact, value: /productpage}
+    - path: {type: PathPrefix, value: /static}
+    - path: {type: Exact, value: /login}
+    - path: {type: Exact, value: /logout}
+    - path: {type: PathPrefix, value: /api/v1/products}
+    backendRefs: [{name: productpage, port: 9080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: elsewhere, namespace: other}
+spec:
+  parentRefs: [{name: bookinfo-gateway, namespace: bookinfo}]
+  rules:
+  - backendRefs: [{name: productpage, namespace: bookinfo, port: 9080}]
+"#;
+
+    fn routed(table: &RouteTable, path: &str) -> Option<String> {
+        let uri: http::Uri = path.parse().expect("uri");
+        let headers = http::HeaderMap::new();
+        let source = crate::route::Source::default();
+        let facts = crate::route::RequestFacts {
+            method: &http::Method::GET,
+            uri: &uri,
+            authority: "192.0.2.10",
+            headers: &headers,
+            port: 80,
+            source: &source,
+            auth: None,
+        };
+        let host = table.select("192.0.2.10")?;
+        match host.routes.http_route(&facts)?.action() {
+            crate::route::RouteAction::Forward(destinations) => Some(format!(
+                "{}:{}",
+                destinations[0].host,
+                destinations[0].port.unwrap_or(0)
+            )),
+            _ => Some("other".into()),
+        }
+    }
+
+    #[test]
+    fn a_gateway_api_gateway_is_served_by_the_pod_run_for_it_with_its_routes() {
+        let snapshot = testing::snapshot_of(GATEWAY_API);
+        let me = Identity {
+            namespace: "bookinfo".into(),
+            pod: "bookinfo-gateway-istio-0".into(),
+        };
+        let config = build(&snapshot, &me);
+        let addresses: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| l.address.to_string())
+            .collect();
+        assert_eq!(addresses, ["0.0.0.0:80"]);
+        assert_eq!(config.unserved.len(), 1, "{:?}", config.unserved);
+        assert!(config.unserved[0].contains("spec.listeners[1]"));
+        let Serve::Plain(target) = &config.listeners[0].serve else {
+            panic!("HTTP is plaintext");
+        };
+        let GatewayRoutes::Http(table) = &target.routes else {
+            panic!("HTTP routes");
+        };
+        let domains: Vec<&str> = table.hosts.iter().map(|h| h.domain.as_str()).collect();
+        assert_eq!(
+            domains,
+            ["*"],
+            "the route of another namespace is not allowed"
+        );
+        let productpage = Some("productpage.bookinfo.svc.cluster.local:9080".to_string());
+        for path in [
+            "/productpage",
+            "/static/bootstrap.css",
+            "/login",
+            "/logout",
+            "/api/v1/products/1",
+        ] {
+            assert_eq!(routed(table, path), productpage, "{path}");
+        }
+        assert_eq!(routed(table, "/nothing"), None);
+        assert_eq!(routed(table, "/productpage/x"), None);
+        let other = Identity {
+            namespace: "istio-system".into(),
+            pod: "ingress-0".into(),
+        };
+        assert!(build(&snapshot, &other).listeners.is_empty());
+    }
+
+    #[test]
+    fn listeners_of_one_port_share_a_socket_with_a_virtual_host_per_shared_hostname() {
+        let yaml = GATEWAY_API.replace(
+            "  - name: https\n    port: 443\n    protocol: HTTPS\n",
+            "  - name: shop\n    port: 80\n    protocol: HTTP\n    hostname: '*.example.com'\n",
+        ) + r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: bookinfo}
+spec:
+  parentRefs: [{name: bookinfo-gateway, sectionName: shop}]
+  hostnames: [a.example.com, b.example.org]
+  rules:
+  - backendRefs: [{name: productpage, port: 9080}]
+"#;
+        let snapshot = testing::snapshot_of(&yaml);
+        let me = Identity {
+            namespace: "bookinfo".into(),
+            pod: "bookinfo-gateway-istio-0".into(),
+        };
+        let config = build(&snapshot, &me);
+        assert_eq!(config.listeners.len(), 1, "one socket for port 80");
+        assert!(config.unserved.is_empty(), "{:?}", config.unserved);
+        let Serve::Plain(target) = &config.listeners[0].serve else {
+            panic!("HTTP is plaintext");
+        };
+        let GatewayRoutes::Http(table) = &target.routes else {
+            panic!("HTTP routes");
+        };
+        let mut domains: Vec<&str> = table.hosts.iter().map(|h| h.domain.as_str()).collect();
+        domains.sort_unstable();
+        assert_eq!(
+            domains,
+            ["*", "*.example.com", "a.example.com"],
+            "bookinfo's route on both listeners; shop's only where the listener's hostname covers it"
+        );
+        assert_eq!(
+            table.select("a.example.com").map(|h| h.domain.as_str()),
+            Some("a.example.com")
+        );
     }
 }

@@ -4,9 +4,12 @@
 //! of inside it:
 //!
 //! - it listens where the Istio Gateways selecting its pod say ([`config`]), plaintext or
-//!   TLS told apart by SNI, and follows them as they change ([`listener`]);
-//! - a request is routed by the VirtualServices bound to the Gateway whose server took it,
-//!   by its `Host`, and 404 when nothing takes it;
+//!   TLS told apart by SNI, and where the HTTP listeners of the Gateway API Gateway it runs
+//!   for (class `istio` or `weft`, deployed by weft's controller) say, and follows them as
+//!   they change ([`listener`]);
+//! - a request is routed by the VirtualServices bound to the Gateway whose server took it
+//!   (or the HTTPRoutes attached to the Gateway API listener), by its `Host`, and 404 when
+//!   nothing takes it;
 //! - it proves its own SPIFFE identity upstream and reaches a Service through its
 //!   waypoint when it has one (`crate::forward::endpoints::Reach`);
 //! - AuthorizationPolicies and RequestAuthentications selecting its pod apply, and those
@@ -125,6 +128,7 @@ impl State {
                     s.gateway, s.index, s.reason
                 )
             })
+            .chain(config.unserved.iter().cloned())
             .chain(
                 config
                     .refusing
@@ -154,6 +158,16 @@ fn inputs(snapshot: &Snapshot, me: &Identity) -> Vec<usize> {
         return vec![0];
     };
     let mut inputs = vec![Arc::as_ptr(workload) as usize];
+    // A Gateway API Gateway the pod runs for, and the routes (all of them: any may attach
+    // or leave; they are resolved again when anything they depend on changes).
+    if let Some(gateway) = config::served_gateway(snapshot, workload) {
+        inputs.push(Arc::as_ptr(&gateway) as usize);
+        inputs.extend(
+            snapshot
+                .route_resolutions()
+                .map(|r| Arc::as_ptr(r) as usize),
+        );
+    }
     for gateway in snapshot.gateways() {
         inputs.push(Arc::as_ptr(gateway) as usize);
         let reference = weft_config::translate::gateway::GatewayRef::of(gateway);

@@ -147,6 +147,26 @@ impl CompiledRoutes {
         }
     }
 
+    /// The HTTP routes of one virtual host of an ingress gateway's Gateway API listener: the
+    /// HTTPRoutes and GRPCRoutes attached to it (oldest first), merged and sorted by the
+    /// Gateway API's precedence as a waypoint merges a Service's. No default route: what
+    /// no rule takes is a 404.
+    pub fn compile_gateway_api(
+        routes: &[std::sync::Arc<weft_config::registry::bound_route::BoundRoute>],
+    ) -> Self {
+        let group = gateway_api::RouteGroup {
+            namespace: "",
+            port: None,
+            routes: routes.iter().map(|r| &**r).collect(),
+        };
+        Self {
+            http: gateway_api::http_entries(&group),
+            default_http: None,
+            tcp: Vec::new(),
+            default_tcp: TcpRoutePlan::none(),
+        }
+    }
+
     /// The first rule of the VirtualService that matches, or `None` when the
     /// VirtualService has rules for this client and port but none matches (Envoy answers
     /// 404 with the `NR` flag).
