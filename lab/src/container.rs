@@ -5,6 +5,9 @@
 //! directories, the trust bundle ConfigMap, the CA token) and two additions a cluster does
 //! not need: the lab's cluster view and pod locations (read-only, at their host paths:
 //! there is no API server) and `/run/netns` (the lab's pods are named network namespaces).
+//!
+//! Application pods' containers ([`AppRun`], `Runtime::app_image`) run under runc as a
+//! container runtime starts them in a pod's sandbox.
 use std::path::{Path, PathBuf};
 
 use crate::LabError;

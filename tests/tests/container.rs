@@ -4,6 +4,8 @@
 //! template's environment and host mounts (`weft_lab::container`). The image is built from
 //! the binaries under test the way `cargo xtask images` builds it (`weft_lab::image`), and
 //! removed afterwards; the lab removes its containers when it goes down, failed test or not.
+//! The application pods run as runc containers of a testapp image (`Runtime::app_image`)
+//! in their pods' network namespaces and cgroups, and the traffic starts inside them.
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
