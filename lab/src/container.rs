@@ -5,6 +5,9 @@
 //! directories, the trust bundle ConfigMap, the CA token) and two additions a cluster does
 //! not need: the lab's cluster view and pod locations (read-only, at their host paths:
 //! there is no API server) and `/run/netns` (the lab's pods are named network namespaces).
+//!
+//! Application pods' containers ([`AppRun`], `Runtime::app_image`) run under runc as a
+//! container runtime starts them in a pod's sandbox.
 use std::path::{Path, PathBuf};
 
 use crate::LabError;
@@ -146,7 +149,7 @@ pub fn containers_conf(paths: &LabPaths) -> PathBuf {
 /// `DirectoryOrCreate`: a process agent makes them itself, a container's must exist first)
 /// and podman's configuration.
 pub fn prepare(paths: &LabPaths, node: &str) -> Result<(), LabError> {
-    crate::records::write(&containers_conf(paths), CONTAINERS_CONF)?;
+    write_containers_conf(paths)?;
     for socket in [
         paths.agent_handoff_socket(node),
         paths.agent_cni_socket(node),
@@ -259,6 +262,210 @@ pub fn agent_run_args(
     (args, name)
 }
 
+/// The names of the lab's application pods' containers start with this.
+pub fn pod_container_prefix(lab: &str) -> String {
+    format!("{}pod-", netns_prefix(lab))
+}
+
+/// One application container of a pod, as a runtime starts it after the pod's sandbox
+/// (its network namespace, CNI ADD done): `podman run` with runc.
+#[derive(Clone, Debug)]
+pub struct AppRun {
+    pub lab: String,
+    /// `<namespace>-<pod>-<container>`: the container's name after the lab's prefix.
+    pub stem: String,
+    pub image: String,
+    /// The container's cgroup below the pod's, in the cgroup v2 hierarchy: runc puts the
+    /// process in a `libpod-<id>` cgroup below it, where the pod's capture applies.
+    pub cgroup: PathBuf,
+    /// The pod's network namespace.
+    pub netns: PathBuf,
+    pub hostname: String,
+    /// The pod's `/etc/hosts` and `/etc/resolv.conf`, as the lab writes them.
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+    /// The manifest's command (or the image's entrypoint) and arguments.
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Host directories and files mounted read-only at their own paths (the pod's volumes,
+    /// which the arguments name by their host paths).
+    pub volumes: Vec<PathBuf>,
+}
+
+impl AppRun {
+    /// The cgroup `--cgroup-parent` names: the container's, relative to the cgroup v2
+    /// mount. runc (cgroupfs) makes the same path in the v2 hierarchy and, on a hybrid
+    /// machine, in each v1 controller's ([`remove_v1_cgroups`] removes those).
+    pub fn cgroup_parent(&self) -> Result<String, LabError> {
+        let mount = weft_host::mounts::cgroup2_mount()?;
+        let relative = self.cgroup.strip_prefix(&mount).map_err(|_| {
+            LabError::Invalid(format!(
+                "{} is not below the cgroup v2 mount {}",
+                self.cgroup.display(),
+                mount.display()
+            ))
+        })?;
+        Ok(format!("/{}", relative.display()))
+    }
+
+    /// `podman run …`: the arguments and the container's name.
+    pub fn args(&self) -> Result<(Vec<String>, String), LabError> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{}{}-{}-{}",
+            pod_container_prefix(&self.lab),
+            self.stem,
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let mut args: Vec<String> = [
+            "run",
+            "--rm",
+            "--replace",
+            "--name",
+            &name,
+            "--runtime",
+            OCI_RUNTIME,
+            "--log-driver",
+            "passthrough",
+            "--network",
+            &format!("ns:{}", self.netns.display()),
+            "--hostname",
+            &self.hostname,
+            // The pod's cgroup subtree, where the agent's capture is attached.
+            "--cgroup-manager",
+            "cgroupfs",
+            "--cgroup-parent",
+            &self.cgroup_parent()?,
+            "--ulimit",
+            &ulimit(&limits, "Max open files", "nofile", NOFILE_CEILING),
+            "--ulimit",
+            &ulimit(&limits, "Max processes", "nproc", NPROC_CEILING),
+            "--volume",
+            &format!("{}:/etc/hosts:ro", self.hosts.display()),
+            "--volume",
+            &format!("{}:/etc/resolv.conf:ro", self.resolv_conf.display()),
+            "--env",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            "--label",
+            &format!("weft-lab={}", self.lab),
+            "--entrypoint",
+            &self.program,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        for (key, value) in &self.env {
+            args.push("--env".into());
+            args.push(format!("{key}={value}"));
+        }
+        for volume in &self.volumes {
+            args.push("--volume".into());
+            args.push(format!("{}:{}:ro", volume.display(), volume.display()));
+        }
+        args.push(self.image.clone());
+        args.extend(self.args.iter().cloned());
+        Ok((args, name))
+    }
+}
+
+/// Removes the directories runc made for lab `lab` in the cgroup v1 controllers' hierarchies
+/// (`<controller>/weft-lab/<lab>`), deepest first; those stay when runc's containers are gone.
+/// Tries again for a while: a killed process leaves its cgroups a moment after it died.
+pub fn remove_v1_cgroups(lab: &str) -> Result<(), LabError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match remove_v1_cgroups_once(lab) {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
+fn remove_v1_cgroups_once(lab: &str) -> Result<(), LabError> {
+    for dir in v1_cgroups(lab) {
+        remove_dirs(&dir)?;
+    }
+    Ok(())
+}
+
+/// The directories of lab `lab` in the cgroup v1 controllers' hierarchies, on a hybrid
+/// machine (cgroup v2 at `/sys/fs/cgroup/unified`).
+pub fn v1_cgroups(lab: &str) -> Vec<PathBuf> {
+    let (Ok(v2), Ok(labs)) = (
+        weft_host::mounts::cgroup2_mount(),
+        crate::cgroup::labs_root(),
+    ) else {
+        return Vec::new();
+    };
+    let Ok(relative) = labs.join(lab).strip_prefix(&v2).map(Path::to_path_buf) else {
+        return Vec::new();
+    };
+    let Some(base) = v2.parent().filter(|_| v2.ends_with("unified")) else {
+        return Vec::new(); // cgroup v2 only: no v1 controllers.
+    };
+    let Ok(controllers) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    controllers
+        .filter_map(Result::ok)
+        .map(|c| c.path())
+        .filter(|c| *c != v2)
+        .map(|c| c.join(&relative))
+        .filter(|dir| dir.is_dir())
+        .collect()
+}
+
+fn remove_dirs(dir: &Path) -> Result<(), LabError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(LabError::io(format!("reading {}", dir.display())))?;
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_dirs(&entry.path())?;
+        }
+    }
+    std::fs::remove_dir(dir).map_err(LabError::io(format!("removing cgroup {}", dir.display())))
+}
+
+/// Waits (at most 60 s) until the container `name`, which `podman run` (`child`) is
+/// starting, runs; an error if `podman run` ends first.
+pub fn wait_running(name: &str, child: &mut std::process::Child) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let running = run(
+            "podman",
+            &[
+                "container",
+                "inspect",
+                "--format",
+                "{{.State.Running}}",
+                name,
+            ],
+        )
+        .is_ok_and(|out| out.trim() == "true");
+        if running {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("podman run {name} ended ({status}) before it ran"));
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            return Err(format!("container {name} not running after 60 s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The lab's application containers, running or not, by name.
+pub fn pod_containers(lab: &str) -> Vec<String> {
+    containers_named(&pod_container_prefix(lab))
+}
+
 /// Whether podman is installed (labs without containers do not need it).
 fn podman_installed() -> bool {
     std::env::var_os("PATH")
@@ -267,10 +474,15 @@ fn podman_installed() -> bool {
 
 /// The lab's agent containers, running or not, by name.
 pub fn lab_containers(lab: &str) -> Vec<String> {
+    containers_named(&agent_container_prefix(lab))
+}
+
+/// The containers whose names start with `prefix`, running or not.
+fn containers_named(prefix: &str) -> Vec<String> {
     if !podman_installed() {
         return Vec::new();
     }
-    let filter = format!("name=^{}", agent_container_prefix(lab));
+    let filter = format!("name=^{prefix}");
     run(
         "podman",
         &["ps", "--all", "--filter", &filter, "--format", "{{.Names}}"],
@@ -298,15 +510,23 @@ pub fn node_containers(lab: &str, node: &str) -> Vec<String> {
         .collect()
 }
 
-/// Removes the lab's agent containers (killed at once: the lab is going away).
+/// Removes the lab's agent and application containers (killed at once: the lab is going
+/// away). The cgroup v1 directories runc made for them go once their last process (conmon,
+/// in the pod's cgroup v2 tree) is gone: [`remove_v1_cgroups`].
 pub fn remove_lab_containers(lab: &str) -> Result<(), LabError> {
-    let names = lab_containers(lab);
+    let mut names = lab_containers(lab);
+    names.extend(pod_containers(lab));
     if names.is_empty() {
         return Ok(());
     }
     let mut args = vec!["rm", "--force", "--time", "0"];
     args.extend(names.iter().map(String::as_str));
     run("podman", &args).map(drop)
+}
+
+/// Writes podman's configuration for the lab's containers ([`containers_conf`]).
+pub fn write_containers_conf(paths: &LabPaths) -> Result<(), LabError> {
+    crate::records::write(&containers_conf(paths), CONTAINERS_CONF)
 }
 
 /// Sends SIGKILL to the container `name`, as a crash would.
@@ -416,6 +636,55 @@ mod tests {
                     && ours.contains(&PathBuf::from(TOKEN_FILE)));
             assert!(covered, "the template mounts {}", path.display());
         }
+    }
+
+    #[test]
+    fn an_application_container_runs_in_the_pods_namespace_and_cgroup() {
+        let Ok(mount) = weft_host::mounts::cgroup2_mount() else {
+            return; // No cgroup v2 here: nothing to place a container in.
+        };
+        let run = AppRun {
+            lab: "ctr".into(),
+            stem: "mesh-server-app".into(),
+            image: "localhost/weft-testapp:dev".into(),
+            cgroup: mount.join("weft-lab/ctr/pods/mesh-server/app"),
+            netns: PathBuf::from("/run/netns/wl-ctr-mesh-server"),
+            hostname: "server".into(),
+            hosts: PathBuf::from("/run/weft-lab/ctr/pods/mesh-server/hosts"),
+            resolv_conf: PathBuf::from("/run/weft-lab/ctr/pods/mesh-server/resolv.conf"),
+            program: "weft-testapp".into(),
+            args: vec!["serve".into(), "--http-port".into(), "8080".into()],
+            env: vec![("POD_NAME".into(), "server".into())],
+            volumes: Vec::new(),
+        };
+        let (args, name) = run.args().expect("args");
+        assert!(name.starts_with("wl-ctr-pod-mesh-server-app-"), "{name}");
+        let after = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        assert_eq!(after("--runtime").as_deref(), Some("runc"));
+        assert_eq!(
+            after("--network").as_deref(),
+            Some("ns:/run/netns/wl-ctr-mesh-server")
+        );
+        assert_eq!(after("--cgroup-manager").as_deref(), Some("cgroupfs"));
+        assert_eq!(
+            after("--cgroup-parent").as_deref(),
+            Some("/weft-lab/ctr/pods/mesh-server/app")
+        );
+        assert_eq!(after("--entrypoint").as_deref(), Some("weft-testapp"));
+        assert!(args.iter().any(|a| a.starts_with("nofile=")));
+        assert!(args.iter().any(|a| a.starts_with("nproc=")));
+        assert!(args.contains(&"/run/weft-lab/ctr/pods/mesh-server/hosts:/etc/hosts:ro".into()));
+        assert!(args.contains(&"POD_NAME=server".into()));
+        let image = args.iter().position(|a| a == "localhost/weft-testapp:dev");
+        assert_eq!(
+            image.map(|i| &args[i + 1..]),
+            Some(&["serve".to_string(), "--http-port".into(), "8080".into()][..])
+        );
     }
 
     #[test]

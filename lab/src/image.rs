@@ -21,6 +21,9 @@ pub struct ImageSpec {
     /// The system's CA certificates, for binaries that verify public servers (the
     /// waypoint fetches JWKS over HTTPS with the platform's roots).
     pub ca_certificates: bool,
+    /// Programs of this machine copied to `/usr/bin` (found on PATH), with the libraries
+    /// they load: the lab's test pods run `sleep infinity`.
+    pub host_programs: &'static [&'static str],
 }
 
 /// The images of `deploy/images/`, as their Dockerfiles describe them.
@@ -31,26 +34,50 @@ pub const IMAGES: &[ImageSpec] = &[
         binaries: &["weft-agent", "weft-cni"],
         user: "0:0",
         ca_certificates: false,
+        host_programs: &[],
     },
     ImageSpec {
         name: "weft-ca",
         binaries: &["weft-ca"],
         user: "65532:65532",
         ca_certificates: false,
+        host_programs: &[],
     },
     ImageSpec {
         name: "weft-waypoint",
         binaries: &["weft-waypoint"],
         user: "65532:65532",
         ca_certificates: true,
+        host_programs: &[],
     },
     ImageSpec {
         name: "weftctl",
         binaries: &["weftctl"],
         user: "65532:65532",
         ca_certificates: false,
+        host_programs: &[],
     },
 ];
+
+/// The lab's application pods' image (`Runtime::app_image`): weft-testapp, which the
+/// test manifests' pods run, and `sleep`. Not one of weft's images: tests build it.
+pub const TESTAPP: ImageSpec = ImageSpec {
+    name: "weft-testapp",
+    binaries: &["weft-testapp"],
+    user: "0:0",
+    ca_certificates: false,
+    host_programs: &["sleep"],
+};
+
+/// Where `program` is on PATH.
+fn on_path(program: &str) -> Result<PathBuf, LabError> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or_else(|| LabError::Invalid(format!("{program} is not on PATH")))
+}
 
 /// The image named `name`.
 pub fn spec(name: &str) -> Option<&'static ImageSpec> {
@@ -142,6 +169,11 @@ pub fn build(spec: &ImageSpec, bin_dir: &Path, tag: &str, staging: &Path) -> Res
             LabError::Invalid(format!("{} is not a UTF-8 path", staged.display()))
         })?;
         run("strip", &["--strip-debug", staged])?;
+        libraries.extend(libraries_of(&path)?);
+    }
+    for program in spec.host_programs {
+        let path = on_path(program)?;
+        stage(staging, &path, &Path::new("/usr/bin").join(program))?;
         libraries.extend(libraries_of(&path)?);
     }
     libraries.sort();

@@ -250,6 +250,8 @@ pub(crate) struct Launcher {
     pub bin_dir: Option<PathBuf>,
     /// RUST_LOG of waypoints (`Runtime::agent_log`).
     pub agent_log: Option<String>,
+    /// Application pods' containers run from this image (`Runtime::app_image`).
+    pub app_image: Option<String>,
     pub cgroup_root: PathBuf,
     /// Each node's address (the downward API's `status.hostIP`).
     pub node_ips: BTreeMap<String, String>,
@@ -374,6 +376,58 @@ impl Launcher {
             // The lab's log level for weft's own processes, over what the manifest says.
             command.env("RUST_LOG", self.agent_log.as_deref().unwrap_or("info"));
         }
+        let cgroup = self.pod_cgroup(pod).join(&container.name);
+        cgroup::create(&cgroup)?;
+        let mut container_name = None;
+        let mut command = match self.app_image.as_deref().filter(|_| !pod.is_mesh_proxy()) {
+            None => command,
+            Some(image) => {
+                // The container runs what the process would have: the same program,
+                // arguments and environment (less the lab's PATH), the volumes at the
+                // paths the arguments name.
+                let dir = self.paths.pod_dir(pod);
+                let mut volumes = Vec::new();
+                for mount in &mounts {
+                    volumes.push(mount.dir.clone());
+                    volumes.extend(mount.links.iter().map(|(_, target)| target.clone()));
+                }
+                let run = crate::container::AppRun {
+                    lab: self.paths.lab.clone(),
+                    stem: format!("{}-{}-{}", pod.namespace, pod.name, container.name),
+                    image: image.to_string(),
+                    cgroup: cgroup.clone(),
+                    netns: named_netns_path(&pod.netns),
+                    hostname: pod.name.clone(),
+                    hosts: dir.join("hosts"),
+                    resolv_conf: dir.join("resolv.conf"),
+                    program: command.get_program().to_string_lossy().into_owned(),
+                    args: command
+                        .get_args()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect(),
+                    env: command
+                        .get_envs()
+                        .filter(|(k, _)| *k != "PATH")
+                        .filter_map(|(k, v)| {
+                            Some((
+                                k.to_string_lossy().into_owned(),
+                                v?.to_string_lossy().into_owned(),
+                            ))
+                        })
+                        .collect(),
+                    volumes,
+                };
+                crate::container::write_containers_conf(&self.paths)?;
+                let (args, name) = run.args()?;
+                container_name = Some(name);
+                let mut podman = Command::new("podman");
+                podman.args(args).env(
+                    "CONTAINERS_CONF",
+                    crate::container::containers_conf(&self.paths),
+                );
+                podman
+            }
+        };
         let log = self.container_log(pod, &container.name);
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -384,16 +438,31 @@ impl Launcher {
             .try_clone()
             .map_err(LabError::io("duplicating a log file handle"))?;
         command.stdin(Stdio::null()).stdout(out).stderr(err);
-        let cgroup = self.pod_cgroup(pod).join(&container.name);
-        cgroup::create(&cgroup)?;
-        place(&mut command, &self.placement(pod, cgroup, true))?;
-        command.spawn().map(Some).map_err(|e| {
+        let mut placement = self.placement(pod, cgroup, true);
+        if self.app_image.is_some() && !pod.is_mesh_proxy() {
+            // `podman run` itself needs the host's view (its storage, /run); the container
+            // gets the pod's from runc.
+            placement.pod_view = None;
+        }
+        place(&mut command, &placement)?;
+        let mut child = command.spawn().map_err(|e| {
             LabError::Invalid(format!(
                 "starting {} container {}: spawning {program:?}: {e}",
                 pod.key(),
                 container.name
             ))
-        })
+        })?;
+        if let Some(name) = container_name {
+            // Started when runc has started it, as a runtime reports it.
+            crate::container::wait_running(&name, &mut child).map_err(|e| {
+                LabError::Invalid(format!(
+                    "starting {} container {}: {e}",
+                    pod.key(),
+                    container.name
+                ))
+            })?;
+        }
+        Ok(Some(child))
     }
 }
 

@@ -36,6 +36,12 @@ pub struct Runtime {
     /// process of the lab. The binary in `agent` is then not used.
     #[serde(default)]
     pub agent_image: Option<String>,
+    /// Run each application pod's containers (not waypoints' or gateways') from this image
+    /// (`localhost/weft-testapp:…`, `crate::image::TESTAPP`) under podman and runc, in the
+    /// pod's network namespace and a cgroup below the pod's (`crate::container::AppRun`),
+    /// instead of as processes of the lab.
+    #[serde(default)]
+    pub app_image: Option<String>,
 }
 
 impl Runtime {
@@ -123,6 +129,7 @@ impl Lab {
                 paths: paths.clone(),
                 bin_dir: runtime.bin_dir.clone(),
                 agent_log: runtime.agent_log.clone(),
+                app_image: runtime.app_image.clone(),
                 cgroup_root: cgroup_root.clone(),
                 node_ips: node_ips(&plan),
             },
@@ -161,6 +168,7 @@ impl Lab {
                 paths: paths.clone(),
                 bin_dir: runtime.bin_dir.clone(),
                 agent_log: runtime.agent_log.clone(),
+                app_image: runtime.app_image.clone(),
                 cgroup_root: cgroup_root.clone(),
                 node_ips: node_ips(&plan),
             },
@@ -1668,6 +1676,8 @@ pub fn down(lab: &str) -> Result<(), LabError> {
     // The agents' containers first: their processes are in the runtime's cgroups.
     note(crate::container::remove_lab_containers(lab));
     note(cgroup::lab_root(lab).and_then(|root| cgroup::destroy(&root)));
+    // What runc made for the application containers in the cgroup v1 controllers.
+    note(crate::container::remove_v1_cgroups(lab));
     let prefix = netns_prefix(lab);
     let names: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|entries| {
@@ -1702,6 +1712,7 @@ pub fn down(lab: &str) -> Result<(), LabError> {
 pub fn leftovers(lab: &str) -> Vec<String> {
     let mut found: Vec<String> = crate::container::lab_containers(lab)
         .into_iter()
+        .chain(crate::container::pod_containers(lab))
         .map(|name| format!("container {name}"))
         .collect();
     let prefix = netns_prefix(lab);
@@ -1712,6 +1723,9 @@ pub fn leftovers(lab: &str) -> Vec<String> {
                 found.push(format!("netns {name}"));
             }
         }
+    }
+    for dir in crate::container::v1_cgroups(lab) {
+        found.push(format!("cgroup {}", dir.display()));
     }
     if let Ok(root) = cgroup::lab_root(lab)
         && root.exists()

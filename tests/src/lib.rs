@@ -87,6 +87,18 @@ pub fn lab_up_manifests(
 /// Like [`lab_up`] with agents, each run from `image` under podman and runc as the
 /// DaemonSet's pod template runs it (`weft_lab::container`), not as a process of the lab.
 pub fn lab_up_in_containers(tag: &str, dir: &str, nodes: usize, image: &str) -> Lab {
+    lab_up_containerized(tag, dir, nodes, image, None)
+}
+
+/// Like [`lab_up_in_containers`], the application pods' containers also run from
+/// `app_image` (`weft_lab::image::TESTAPP`) under podman and runc when given.
+pub fn lab_up_containerized(
+    tag: &str,
+    dir: &str,
+    nodes: usize,
+    image: &str,
+    app_image: Option<&str>,
+) -> Lab {
     let bins = bin_dir();
     let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
     let runtime = Runtime {
@@ -94,6 +106,7 @@ pub fn lab_up_in_containers(tag: &str, dir: &str, nodes: usize, image: &str) -> 
         ca: Some(bins.join("weft-ca")),
         agent_log: Some("debug".into()),
         agent_image: Some(image.to_string()),
+        app_image: app_image.map(String::from),
         ..Runtime::default()
     };
     match Lab::up(&options, &read_manifests(dir), &runtime) {
@@ -123,6 +136,7 @@ fn lab_up_options(
         agent_log: Some("debug".into()),
         agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
         agent_image: None,
+        app_image: None,
     };
     match Lab::up(&options, manifests, &runtime) {
         Ok(lab) => lab,

@@ -4,13 +4,15 @@
 //! template's environment and host mounts (`weft_lab::container`). The image is built from
 //! the binaries under test the way `cargo xtask images` builds it (`weft_lab::image`), and
 //! removed afterwards; the lab removes its containers when it goes down, failed test or not.
+//! The application pods run as runc containers of a testapp image (`Runtime::app_image`)
+//! in their pods' network namespaces and cgroups, and the traffic starts inside them.
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use weft_e2e::{
-    agent_admin, agent_connections_when, bin_dir, eventually, lab_up_in_containers, pod_ip,
+    agent_admin, agent_connections_when, bin_dir, eventually, lab_up_containerized, pod_ip,
     testapp_in, testapp_json,
 };
 use weft_lab::Lab;
@@ -37,15 +39,23 @@ impl TestImage {
     fn get() -> Self {
         match std::env::var("WEFT_E2E_AGENT_IMAGE") {
             Ok(image) if !image.is_empty() => TestImage(image, false),
-            _ => Self::build(),
+            _ => Self::build(weft_lab::image::spec("weft-agent").expect("the agent's image")),
         }
     }
 
-    fn build() -> Self {
+    /// The application pods' image (weft-testapp and `sleep`), always built for the test.
+    fn testapp() -> Self {
+        Self::build(&weft_lab::image::TESTAPP)
+    }
+
+    fn build(spec: &weft_lab::image::ImageSpec) -> Self {
         let bins = bin_dir();
-        let tag = format!("localhost/weft-agent:e2e-{}", std::process::id());
-        let staging = std::env::temp_dir().join(format!("weft-e2e-image-{}", std::process::id()));
-        let spec = weft_lab::image::spec("weft-agent").expect("the agent's image");
+        let tag = format!("localhost/{}:e2e-{}", spec.name, std::process::id());
+        let staging = std::env::temp_dir().join(format!(
+            "weft-e2e-image-{}-{}",
+            spec.name,
+            std::process::id()
+        ));
         let image = TestImage(tag, true);
         let built = weft_lab::image::build(spec, &bins, &image.0, &staging);
         let _ = std::fs::remove_dir_all(&staging);
@@ -78,6 +88,34 @@ fn podman(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn podman_ok(args: &[&str]) -> bool {
+    Command::new("podman")
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The application container whose name (after the lab's prefix) starts with `stem`.
+fn pod_container(lab: &Lab, stem: &str) -> String {
+    let prefix = format!(
+        "{}{stem}",
+        weft_lab::container::pod_container_prefix(&lab.plan.lab)
+    );
+    weft_lab::container::pod_containers(&lab.plan.lab)
+        .into_iter()
+        .find(|n| n.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no container {prefix}…"))
+}
+
+/// The cgroup v2 path of process `pid` (`0::<path>` in /proc/<pid>/cgroup).
+fn unified_cgroup(pid: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line")
+        .to_string()
 }
 
 fn echo_result(lab: &Lab, pod: &str, target: &str) -> bool {
@@ -134,7 +172,69 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
         return;
     }
     let image = TestImage::get();
-    let mut lab = lab_up_in_containers("ctr", "tunnel", 2, &image.0);
+    let app_image = TestImage::testapp();
+    let mut lab = lab_up_containerized("ctr", "tunnel", 2, &image.0, Some(&app_image.0));
+
+    // Each application pod's container is a runc container of the testapp image in the
+    // pod's network namespace, in a cgroup below the pod's (where the capture is attached),
+    // with a mount namespace of its own showing the pod's /etc/hosts, and /proc/sys
+    // read-only.
+    let pods = weft_lab::container::pod_containers(&lab.plan.lab);
+    assert_eq!(pods.len(), 3, "client, server, outsider: {pods:?}");
+    for pod in [
+        "mesh-client-app-",
+        "mesh-server-app-",
+        "plain-outsider-app-",
+    ] {
+        let name = pod_container(&lab, pod);
+        let state = podman(&[
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.Pid}} {{.ImageName}} {{.OCIRuntime}}",
+            &name,
+        ]);
+        let fields: Vec<&str> = state.split_whitespace().collect();
+        assert_eq!(fields[0], "running", "{state}");
+        assert_eq!(fields[2], app_image.0, "{state}");
+        assert_eq!(fields[3], "runc", "{state}");
+        let pid = fields[1];
+        let stem = pod.trim_end_matches("-app-");
+        let pod_cgroup = format!("/weft-lab/{}/pods/{stem}/app/libpod-", lab.plan.lab);
+        let cgroup = unified_cgroup(pid);
+        assert!(
+            cgroup.starts_with(&pod_cgroup),
+            "{name} in {cgroup}, not below {pod_cgroup}"
+        );
+        let own = |ns: &str| {
+            std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).expect("ns")
+                != std::fs::read_link(format!("/proc/self/ns/{ns}")).expect("ns")
+        };
+        assert!(own("mnt"), "{name}: a mount namespace of its own");
+        assert!(own("net"), "{name}: the pod's network namespace");
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+        assert!(
+            mounts.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(4) == Some(&"/proc/sys")
+                    && f.get(5).is_some_and(|o| o.split(',').any(|o| o == "ro"))
+            }),
+            "{name}: /proc/sys read-only"
+        );
+        let hosts = std::fs::read_to_string(format!("/proc/{pid}/root/etc/hosts")).expect("hosts");
+        let plan = lab
+            .plan
+            .pods
+            .iter()
+            .find(|p| format!("{}-{}", p.namespace, p.name) == stem);
+        let ours = plan
+            .map(|p| lab.paths.pod_dir(p).join("hosts"))
+            .expect("the pod");
+        assert_eq!(
+            hosts,
+            std::fs::read_to_string(ours).expect("the pod's hosts"),
+            "{name}"
+        );
+    }
 
     // Each node's agent is a container of the image, PID 1 of its own PID namespace,
     // holding the template's capabilities and no others, under a seccomp filter, on a
@@ -171,8 +271,37 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
         );
     }
 
-    // Pods on two nodes talk through the agents' HBONE tunnel.
+    // Pods on two nodes talk through the agents' HBONE tunnel: from inside the client's
+    // container (its first connection captured, CNI ADD came before it started) …
     let server = pod_ip(&lab, "mesh/server");
+    let client = pod_container(&lab, "mesh-client-app-");
+    let from_container = podman(&[
+        "exec",
+        &client,
+        "weft-testapp",
+        "tcp",
+        &format!("{server}:9000"),
+        "--send",
+        "from-the-container",
+    ]);
+    assert!(
+        from_container.contains("from-the-container"),
+        "{from_container}"
+    );
+    let from_container_inbound = |r: &Value| {
+        r["pod"] == "mesh/server"
+            && r["direction"] == "inbound"
+            && r["protocol"] == "hbone"
+            && r["peer_identity"] == CLIENT_ID
+    };
+    let records = agent_connections_when(&lab, "node-2", |records| {
+        records.iter().any(from_container_inbound)
+    });
+    assert!(
+        records.iter().any(from_container_inbound),
+        "the container's connection arrived over HBONE with the client's identity: {records:?}"
+    );
+    // … and from a process placed in the pod as `lab exec` does.
     let marker = "weft-container-marker";
     let echo = testapp_json(
         &lab,
@@ -241,6 +370,21 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
         "plaintext refused under STRICT"
     );
     assert!(echo_result(&lab, "mesh/client", &target), "mTLS passes");
+    let outsider = pod_container(&lab, "plain-outsider-app-");
+    assert!(
+        !podman_ok(&[
+            "exec",
+            &outsider,
+            "weft-testapp",
+            "tcp",
+            &target,
+            "--send",
+            "policy",
+            "--timeout-ms",
+            "3000",
+        ]),
+        "plaintext from the outsider's container refused under STRICT"
+    );
 
     // A DENY policy by principal refuses the client, and the agent names the policy.
     lab.apply_yaml(
@@ -265,11 +409,27 @@ fn agents_in_containers_carry_hbone_between_nodes_and_enforce_policy() {
         agent_connections_when(&lab, "node-2", |records| records.iter().any(names_policy));
     assert!(records.iter().any(names_policy), "{records:?}");
 
+    assert!(
+        !podman_ok(&[
+            "exec",
+            &client,
+            "weft-testapp",
+            "tcp",
+            &target,
+            "--send",
+            "policy",
+            "--timeout-ms",
+            "3000",
+        ]),
+        "the client's container is refused by the DENY policy"
+    );
+
     // Down removes the containers (a failed test's Drop does the same).
     let name = lab.plan.lab.clone();
     lab.down().expect("down");
     assert!(
-        weft_lab::container::lab_containers(&name).is_empty(),
+        weft_lab::container::lab_containers(&name).is_empty()
+            && weft_lab::container::pod_containers(&name).is_empty(),
         "the lab's containers are gone"
     );
     assert!(weft_lab::leftovers(&name).is_empty());
