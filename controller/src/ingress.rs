@@ -18,9 +18,9 @@ use crate::class::{Class, GATEWAY_CLASS_LABEL, MANAGED_LABEL};
 use crate::gateway::{Gateway, Labels};
 use crate::object::ObjectKind;
 use crate::waypoint::{
-    METRICS_PORT, NAME_OVERRIDES, READINESS_PORT, Refusal, Settings, TOKEN_AUDIENCE, TOKEN_DIR,
-    TOKEN_KEY, TOKEN_LIFETIME_SECONDS, TRUST_BUNDLE_CONFIG_MAP, TRUST_BUNDLE_KEY, TRUST_DIR,
-    copied, is_dns1035_label, owner_references, port_name,
+    METRICS_PORT, NAME_OVERRIDES, READINESS_PORT, Refusal, Settings, TOKEN_DIR, TOKEN_KEY,
+    TRUST_BUNDLE_KEY, TRUST_DIR, copied, is_dns1035_label, owner_references, port_name,
+    proxy_container, proxy_volumes,
 };
 
 /// Istio's second label naming the Gateway on what it makes for it.
@@ -240,7 +240,7 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
                         // Listeners on ports below 1024, as Istio's gateway pods.
                         "sysctls": [{ "name": "net.ipv4.ip_unprivileged_port_start", "value": "0" }],
                     },
-                    "containers": [{
+                    "containers": [proxy_container(json!({
                         "name": "istio-proxy",
                         "image": settings.image,
                         "args": args,
@@ -251,44 +251,8 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
                             { "name": "RUST_LOG", "value": "info" },
                         ],
                         "ports": ports,
-                        "readinessProbe": {
-                            "httpGet": { "path": "/healthz/ready", "port": READINESS_PORT },
-                            "periodSeconds": 10,
-                        },
-                        "livenessProbe": {
-                            "tcpSocket": { "port": READINESS_PORT },
-                            "initialDelaySeconds": 30,
-                            "periodSeconds": 10,
-                            "failureThreshold": 6,
-                        },
-                        "resources": {
-                            "requests": { "cpu": "100m", "memory": "128Mi" },
-                            "limits": { "memory": "1Gi" },
-                        },
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "capabilities": { "drop": ["ALL"] },
-                        },
-                        "volumeMounts": [
-                            { "name": "trust-bundle", "mountPath": TRUST_DIR, "readOnly": true },
-                            { "name": TOKEN_KEY, "mountPath": TOKEN_DIR, "readOnly": true },
-                        ],
-                    }],
-                    "volumes": [
-                        {
-                            "name": "trust-bundle",
-                            "configMap": { "name": TRUST_BUNDLE_CONFIG_MAP },
-                        },
-                        {
-                            "name": TOKEN_KEY,
-                            "projected": { "sources": [{ "serviceAccountToken": {
-                                "audience": TOKEN_AUDIENCE,
-                                "expirationSeconds": TOKEN_LIFETIME_SECONDS,
-                                "path": TOKEN_KEY,
-                            }}]},
-                        },
-                    ],
+                    }))],
+                    "volumes": proxy_volumes(),
                 },
             },
         },

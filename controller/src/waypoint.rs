@@ -318,7 +318,7 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
                         "runAsGroup": 65532,
                         "seccompProfile": { "type": "RuntimeDefault" },
                     },
-                    "containers": [{
+                    "containers": [proxy_container(json!({
                         "name": "weft-waypoint",
                         "image": settings.image,
                         "args": args,
@@ -328,50 +328,68 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
                             { "name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP" },
                             { "name": "readiness", "containerPort": READINESS_PORT, "protocol": "TCP" },
                         ],
-                        "readinessProbe": {
-                            "httpGet": { "path": "/healthz/ready", "port": READINESS_PORT },
-                            "periodSeconds": 10,
-                        },
-                        // Alive is answering: a restart drops every connection it proxies.
-                        "livenessProbe": {
-                            "tcpSocket": { "port": READINESS_PORT },
-                            "initialDelaySeconds": 30,
-                            "periodSeconds": 10,
-                            "failureThreshold": 6,
-                        },
-                        "resources": {
-                            "requests": { "cpu": "100m", "memory": "128Mi" },
-                            "limits": { "memory": "1Gi" },
-                        },
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "capabilities": { "drop": ["ALL"] },
-                        },
-                        "volumeMounts": [
-                            { "name": "trust-bundle", "mountPath": TRUST_DIR, "readOnly": true },
-                            { "name": TOKEN_KEY, "mountPath": TOKEN_DIR, "readOnly": true },
-                        ],
-                    }],
-                    "volumes": [
-                        {
-                            "name": "trust-bundle",
-                            "configMap": { "name": TRUST_BUNDLE_CONFIG_MAP },
-                        },
-                        // A token for the CA only, bound to this pod and rotated by the kubelet.
-                        {
-                            "name": TOKEN_KEY,
-                            "projected": { "sources": [{ "serviceAccountToken": {
-                                "audience": TOKEN_AUDIENCE,
-                                "expirationSeconds": TOKEN_LIFETIME_SECONDS,
-                                "path": TOKEN_KEY,
-                            }}]},
-                        },
-                    ],
+                    }))],
+                    "volumes": proxy_volumes(),
                 },
             },
         },
     })
+}
+
+/// The container of a pod the controller runs for a Gateway (a waypoint's, an ingress
+/// gateway's): `own` (name, image, args, env, ports) and what they share — probes on the
+/// readiness port, resources, a locked-down security context, the trust bundle and the CA
+/// token mounted from [`proxy_volumes`].
+pub(crate) fn proxy_container(own: Value) -> Value {
+    let mut container = json!({
+        "readinessProbe": {
+            "httpGet": { "path": "/healthz/ready", "port": READINESS_PORT },
+            "periodSeconds": 10,
+        },
+        // Alive is answering: a restart drops every connection it proxies.
+        "livenessProbe": {
+            "tcpSocket": { "port": READINESS_PORT },
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": {
+            "requests": { "cpu": "100m", "memory": "128Mi" },
+            "limits": { "memory": "1Gi" },
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": { "drop": ["ALL"] },
+        },
+        "volumeMounts": [
+            { "name": "trust-bundle", "mountPath": TRUST_DIR, "readOnly": true },
+            { "name": TOKEN_KEY, "mountPath": TOKEN_DIR, "readOnly": true },
+        ],
+    });
+    if let (Some(shared), Value::Object(own)) = (container.as_object_mut(), own) {
+        shared.extend(own);
+    }
+    container
+}
+
+/// The volumes [`proxy_container`] mounts.
+pub(crate) fn proxy_volumes() -> Value {
+    json!([
+        {
+            "name": "trust-bundle",
+            "configMap": { "name": TRUST_BUNDLE_CONFIG_MAP },
+        },
+        // A token for the CA only, bound to this pod and rotated by the kubelet.
+        {
+            "name": TOKEN_KEY,
+            "projected": { "sources": [{ "serviceAccountToken": {
+                "audience": TOKEN_AUDIENCE,
+                "expirationSeconds": TOKEN_LIFETIME_SECONDS,
+                "path": TOKEN_KEY,
+            }}]},
+        },
+    ])
 }
 
 /// The status port, then the HBONE listener's port (Istio names Service ports after

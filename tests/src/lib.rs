@@ -156,6 +156,39 @@ pub fn testapp_in(lab: &Lab, pod: &str, args: &[&str]) -> Output {
     }
 }
 
+/// `weft-testapp ARGS…` inside `pod`, running in the background (its output piped, for
+/// [`testapp_report`]).
+pub fn spawn_testapp_in(lab: &Lab, pod: &str, args: &[&str]) -> std::process::Child {
+    let mut command = lab
+        .pod_command(pod, testapp())
+        .unwrap_or_else(|e| panic!("preparing a command in {pod}: {e}"));
+    command
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting weft-testapp {args:?} in {pod}: {e}"))
+}
+
+/// The JSON report of a [`spawn_testapp_in`] process, once it is done (`what` names it in
+/// a failure).
+pub fn testapp_report(child: std::process::Child, what: &str) -> serde_json::Value {
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
 /// Like [`testapp_in`], asserting success and parsing each stdout line as JSON.
 pub fn testapp_json(lab: &Lab, pod: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let output = testapp_in(lab, pod, args);

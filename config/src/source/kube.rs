@@ -43,24 +43,7 @@ use crate::registry::{Candidate, Change};
 /// policy need them all and no certificate of a gateway is theirs to hold. Their
 /// ClusterRoles must grant `list` and `watch` on exactly these; `cli/tests/deploy_rbac.rs`
 /// holds `deploy/`'s RBAC to it.
-pub const AGENT_WATCHED: [Kind; 16] = [
-    Kind::Namespace,
-    Kind::Pod,
-    Kind::Service,
-    Kind::EndpointSlice,
-    Kind::VirtualService,
-    Kind::DestinationRule,
-    Kind::ServiceEntry,
-    Kind::Gateway,
-    Kind::AuthorizationPolicy,
-    Kind::PeerAuthentication,
-    Kind::KubernetesGateway,
-    Kind::MeshConfig,
-    Kind::RequestAuthentication,
-    Kind::HttpRoute,
-    Kind::GrpcRoute,
-    Kind::ReferenceGrant,
-];
+pub const AGENT_WATCHED: [Kind; Kind::ALL.len() - 1] = all_kinds_but_secrets();
 
 /// What an ingress gateway lists and watches: what the agent does (cluster-wide, through
 /// the same ClusterRole as waypoints) and the Secrets of type `kubernetes.io/tls` of its own
@@ -69,25 +52,22 @@ pub const AGENT_WATCHED: [Kind; 16] = [
 /// Secrets a gateway's servers will name (they change with every Gateway), so the grant is
 /// the namespace's Secrets, as Istio's own gateway Role is (`istio-ingressgateway-sds`); the
 /// gateway keeps only the TLS ones and uses only those its servers name.
-pub const INGRESS_WATCHED: [Kind; 17] = [
-    Kind::Namespace,
-    Kind::Pod,
-    Kind::Service,
-    Kind::EndpointSlice,
-    Kind::VirtualService,
-    Kind::DestinationRule,
-    Kind::ServiceEntry,
-    Kind::Gateway,
-    Kind::AuthorizationPolicy,
-    Kind::PeerAuthentication,
-    Kind::KubernetesGateway,
-    Kind::MeshConfig,
-    Kind::RequestAuthentication,
-    Kind::HttpRoute,
-    Kind::GrpcRoute,
-    Kind::ReferenceGrant,
-    Kind::Secret,
-];
+pub const INGRESS_WATCHED: [Kind; Kind::ALL.len()] = Kind::ALL;
+
+/// `Kind::ALL` without `Kind::Secret`, in its order: a kind added to `Kind::ALL` is read by
+/// the agents and waypoints without another list to keep in step.
+const fn all_kinds_but_secrets() -> [Kind; Kind::ALL.len() - 1] {
+    let mut kinds = [Kind::Namespace; Kind::ALL.len() - 1];
+    let (mut from, mut to) = (0, 0);
+    while from < Kind::ALL.len() {
+        if !matches!(Kind::ALL[from], Kind::Secret) {
+            kinds[to] = Kind::ALL[from];
+            to += 1;
+        }
+        from += 1;
+    }
+    kinds
+}
 
 /// What weft-ca lists and watches: pods only. It asks the registry for a pod's node (the
 /// node of an agent's token, when the token does not name it) and for the service accounts
