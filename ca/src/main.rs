@@ -113,6 +113,17 @@ struct Args {
         default_value = weft_controller::waypoint::CA_ADDRESS
     )]
     waypoint_ca_address: String,
+    /// Write the status of HTTPRoutes and GRPCRoutes (with the Kubernetes API only): each
+    /// parent weft judges gets Accepted, ResolvedRefs and, for a Service, ResolvedWaypoints.
+    /// The CA then also watches Namespaces, Services, Gateways, the routes and
+    /// ReferenceGrants.
+    #[arg(
+        long,
+        env = "WEFT_ROUTE_STATUS",
+        default_value_t = true,
+        action = ArgAction::Set
+    )]
+    route_status: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -170,12 +181,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ..MeshSettings::default()
     };
     // Without --config-dir, the Kubernetes API, pods only (all nodes'): the CA needs a pod's
-    // node and service account, nothing else, and its ClusterRole grants no more.
+    // node and service account, nothing else, and its ClusterRole grants no more — plus
+    // what resolving routes needs when it writes their status.
+    let route_status = args.config_dir.is_none() && args.route_status;
+    let mut kinds: std::collections::BTreeSet<_> = weft_config::source::CA_WATCHED.into();
+    if route_status {
+        kinds.extend(weft_ca::route_status::WATCHED);
+    }
     let (registry, source) = start(
         settings,
         args.config_dir.as_deref(),
         KubeSourceConfig {
-            kinds: weft_config::source::CA_WATCHED.into(),
+            kinds,
             ..KubeSourceConfig::default()
         },
     )
@@ -242,6 +259,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 error!(error = %e, "the waypoint controller stopped");
             }
         });
+    }
+    if route_status {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API for the routes' status")?;
+        tokio::spawn(weft_ca::route_status::run(
+            client,
+            registry.clone(),
+            weft_ca::route_status::RouteStatusConfig::default(),
+        ));
     }
     let view = registry.clone();
     // A node may obtain an identity only while a pod with that service account is scheduled

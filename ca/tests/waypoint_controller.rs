@@ -373,6 +373,114 @@ async fn a_waypoint_gateway_gets_its_objects_owned_by_it_and_its_status() {
         .await;
 }
 
+/// Istio's Bookinfo Gateway of class `istio` (`samples/bookinfo/gateway-api/`).
+fn ingress_gateway(name: &str) -> Value {
+    json!({
+        "apiVersion": GATEWAY_API, "kind": "Gateway",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"gatewayClassName": "istio",
+                 "listeners": [{"name": "http", "port": 80, "protocol": "HTTP",
+                                "allowedRoutes": {"namespaces": {"from": "Same"}}}]},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_gateway_gets_its_istio_named_objects_and_a_load_balancer() {
+    let cluster = Cluster::start().await;
+    cluster
+        .apply_gateway(ingress_gateway("bookinfo-gateway"))
+        .await;
+    let made = "bookinfo-gateway-istio";
+    cluster
+        .wait(
+            "the ingress gateway's objects and a Programmed status",
+            |c| c.made_for(made).len() == 3 && programmed(c, "bookinfo-gateway"),
+        )
+        .await;
+    let gateway = cluster
+        .get(GATEWAY_API, "Gateway", "bookinfo-gateway")
+        .expect("the Gateway");
+    let uid = gateway["metadata"]["uid"].as_str().expect("uid");
+    for (api_version, kind) in [
+        ("v1", "ServiceAccount"),
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+    ] {
+        let object = cluster.get(api_version, kind, made).expect("made");
+        let meta = &object["metadata"];
+        assert_eq!(
+            meta["ownerReferences"],
+            json!([{"apiVersion": GATEWAY_API, "kind": "Gateway", "name": "bookinfo-gateway",
+                    "uid": uid, "controller": true, "blockOwnerDeletion": true}]),
+            "{kind}"
+        );
+        assert_eq!(meta["labels"][MANAGED], "weft.io-gateway-controller");
+        for label in [
+            "gateway.networking.k8s.io/gateway-name",
+            "istio.io/gateway-name",
+        ] {
+            assert_eq!(meta["labels"][label], "bookinfo-gateway", "{kind} {label}");
+        }
+    }
+    let deployment = cluster
+        .get("apps/v1", "Deployment", made)
+        .expect("Deployment");
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(pod["spec"]["serviceAccountName"], made);
+    let args = pod["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args");
+    assert!(
+        args.windows(2)
+            .any(|w| w == [json!("--mode"), json!("ingress")])
+    );
+    let service = cluster.get("v1", "Service", made).expect("Service");
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    let ports: Vec<(u64, &str)> = service["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_u64().unwrap_or(0),
+                p["name"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(ports, [(15021, "status-port"), (80, "http")]);
+    assert_eq!(
+        cluster
+            .condition("bookinfo-gateway", "Accepted")
+            .map(|c| c.1),
+        Some("Accepted".to_string())
+    );
+    // Its pods read the cluster and trust the mesh's root, as a waypoint's.
+    cluster
+        .wait("the trust bundle and the binding's subject", |c| {
+            c.get("v1", "ConfigMap", "weft-trust-bundle").is_some()
+                && c.api
+                    .get(
+                        "rbac.authorization.k8s.io/v1",
+                        "ClusterRoleBinding",
+                        "",
+                        "weft-waypoints",
+                    )
+                    .is_some_and(|b| {
+                        b["subjects"]
+                            == json!([{"kind": "ServiceAccount", "name": made, "namespace": "shop"}])
+                    })
+        })
+        .await;
+    cluster
+        .gateways()
+        .delete("bookinfo-gateway", &DeleteParams::default())
+        .await
+        .expect("kubectl delete of the Gateway");
+    cluster
+        .wait("the garbage collector", |c| c.made_for(made).is_empty())
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_the_gateway_changes_what_was_made() {
     let cluster = Cluster::start().await;

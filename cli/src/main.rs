@@ -30,6 +30,11 @@ enum Command {
         /// The cluster's DNS domain, for resolving short hosts in routes.
         #[arg(long, default_value = "cluster.local")]
         cluster_domain: String,
+        /// Where the ingress gateway runs and reads the Secrets its Gateways' servers name
+        /// (`credentialName`): a credential missing among the files' Secrets of that
+        /// namespace is warned about.
+        #[arg(long, default_value = "istio-system")]
+        gateway_namespace: String,
     },
     /// Write the CustomResourceDefinitions of the Istio kinds weft reads.
     Crds {
@@ -79,9 +84,11 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Validate {
             paths,
             cluster_domain,
+            gateway_namespace,
         } => {
             let settings = weft_config::translate::MeshSettings {
                 cluster_domain,
+                secrets_namespace: Some(gateway_namespace),
                 ..Default::default()
             };
             let report = validate::check(&paths, &settings);

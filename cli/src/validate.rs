@@ -1,10 +1,13 @@
 //! `weftctl validate`: the registry's validation, offline, over files and directories.
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use weft_config::api::Object;
+use weft_config::api::{Kind, Object, ObjectRef};
+use weft_config::registry::{Candidate, Change, Registry};
 use weft_config::source::yaml;
 use weft_config::translate::MeshSettings;
+use weft_config::translate::gateway_routes;
 use weft_config::validate::{self, KnownHosts};
 
 /// Everything found, in the order of the files and documents.
@@ -81,6 +84,17 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
             _ => None,
         })
         .unwrap_or_default();
+    let routes = route_issues(&objects, settings);
+    let accepted: Vec<&Object> = objects
+        .iter()
+        .copied()
+        .filter(|o| validate::validate(o).is_empty())
+        .collect();
+    let origins: std::collections::HashMap<weft_config::api::ObjectRef, _> = candidates
+        .iter()
+        .filter_map(|c| Some((c.object.as_ref().ok()?.object_ref(), c.origin.clone())))
+        .collect();
+    let mut cross = cross_warnings(&accepted, settings);
     for candidate in &candidates {
         let origin = candidate.origin.clone();
         match &candidate.object {
@@ -94,9 +108,26 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
                             .into_iter()
                             .map(|w| w.with_origin(origin.clone()).to_string()),
                     );
+                    // Gateway API routes resolved against the files' other objects.
+                    report.warnings.extend(
+                        routes
+                            .get(&object.object_ref())
+                            .into_iter()
+                            .flatten()
+                            .map(|w| w.clone().with_origin(origin.clone()).to_string()),
+                    );
                     if let Object::AuthorizationPolicy(policy) = object {
                         report.warnings.extend(
                             validate::policy_warnings(policy, &mesh)
+                                .into_iter()
+                                .map(|w| w.with_origin(origin.clone()).to_string()),
+                        );
+                    }
+                    if origins.get(&object.object_ref()) == Some(&origin)
+                        && let Some(found) = cross.remove(&object.object_ref())
+                    {
+                        report.warnings.extend(
+                            found
                                 .into_iter()
                                 .map(|w| w.with_origin(origin.clone()).to_string()),
                         );
@@ -114,6 +145,76 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
     report
 }
 
+/// Gateways with the VirtualServices bound to them and the Secrets they name, among the
+/// files (oldest first: the files' order, for objects without a creation time).
+fn cross_warnings(
+    objects: &[&Object],
+    settings: &MeshSettings,
+) -> std::collections::BTreeMap<weft_config::api::ObjectRef, Vec<weft_config::Warning>> {
+    let mut gateways = Vec::new();
+    let mut virtual_services = Vec::new();
+    let mut secrets = std::collections::HashSet::new();
+    for object in objects {
+        match object {
+            Object::Gateway(g) => gateways.push(g),
+            Object::VirtualService(v) => virtual_services.push(v),
+            Object::Secret(_) => {
+                let r = object.object_ref();
+                secrets.insert((r.namespace, r.name));
+            }
+            _ => {}
+        }
+    }
+    gateways.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+    });
+    let namespace = settings.secrets_namespace.clone().unwrap_or_default();
+    let has = |name: &str| secrets.contains(&(namespace.clone(), name.to_string()));
+    validate::gateway::cross_warnings(
+        &gateways,
+        &virtual_services,
+        Some((namespace.as_str(), &has)),
+    )
+}
+
 fn chain(error: &dyn std::error::Error) -> String {
     weft_config::source::error_chain(error)
+}
+
+/// What resolving the HTTPRoutes and GRPCRoutes among `objects` against the others finds
+/// (parents that do not exist or are refused, backends no ReferenceGrant allows): the
+/// registry's own resolution, run on the files.
+fn route_issues(
+    objects: &[&Object],
+    settings: &MeshSettings,
+) -> BTreeMap<ObjectRef, Vec<weft_config::refusal::Warning>> {
+    let is_route = |o: &&&Object| matches!(o, Object::HttpRoute(_) | Object::GrpcRoute(_));
+    if !objects.iter().any(|o| is_route(&o)) {
+        return BTreeMap::new();
+    }
+    let registry = Registry::new(settings.clone());
+    registry.apply([Change::Replace {
+        kinds: Kind::ALL.to_vec(),
+        candidates: objects
+            .iter()
+            .map(|o| Candidate::from((*o).clone()))
+            .collect(),
+    }]);
+    let mut found: BTreeMap<ObjectRef, Vec<weft_config::refusal::Warning>> = BTreeMap::new();
+    for resolution in registry.snapshot().route_resolutions() {
+        let route = resolution.route.object_ref();
+        for (field, reason) in gateway_routes::issues(resolution) {
+            found
+                .entry(route.clone())
+                .or_default()
+                .push(weft_config::refusal::Refusal::new(
+                    route.clone(),
+                    field,
+                    reason,
+                ));
+        }
+    }
+    found
 }

@@ -1,7 +1,11 @@
 //! deploy/'s RBAC grants each component exactly what its configuration source lists and
 //! watches: the agent and waypoints the source's default kinds (`KubeSourceConfig::default()`,
-//! which their binaries keep: `AGENT_WATCHED`), the CA `CA_WATCHED` (what `ca/src/main.rs`
-//! selects) and what its waypoint controller asks (`weft_ca::controller::GRANTS`). A kind
+//! which their binaries keep: `AGENT_WATCHED`), the CA `CA_WATCHED` and what its route
+//! status writer resolves routes with (`weft_ca::route_status::WATCHED`; what
+//! `ca/src/main.rs` selects), and what its waypoint controller and route status writer ask
+//! (`weft_ca::controller::GRANTS`, `weft_ca::route_status::GRANTS`), the ingress gateway
+//! the waypoints' ClusterRole and, in its own namespace only, the Secrets that
+//! `INGRESS_WATCHED` adds. A kind
 //! watched without a rule would be a source that never becomes ready on a real cluster, a
 //! rule without a watch a needless grant. Grants by name are compared with their names.
 use std::collections::BTreeSet;
@@ -11,7 +15,7 @@ use serde::Deserialize as _;
 use serde_yaml::Value;
 use weft_config::api::Kind;
 use weft_config::api::mesh::MESH_CONFIG_MAP;
-use weft_config::source::{AGENT_WATCHED, CA_WATCHED, KubeSourceConfig};
+use weft_config::source::{AGENT_WATCHED, CA_WATCHED, INGRESS_WATCHED, KubeSourceConfig};
 
 /// (API group, resource, verb, resource names joined by ',' — empty for any name)
 type Grant = (String, String, String, String);
@@ -157,26 +161,32 @@ fn the_agent_may_list_and_watch_exactly_what_the_kube_source_watches() {
 #[test]
 fn the_ca_may_do_what_it_and_its_waypoint_controller_do_and_nothing_else() {
     let documents = documents("base");
+    // Its source watches CA_WATCHED, and with the route status writer (on by default with
+    // the Kubernetes API) what resolving routes needs; the controller's watches and the
+    // writer's may overlap (Services, Gateways): one grant serves both.
     let mut expected = watched(CA_WATCHED);
+    expected.extend(watched(weft_ca::route_status::WATCHED));
     expected.insert((
         "authentication.k8s.io".into(),
         "tokenreviews".into(),
         "create".into(),
         String::new(),
     ));
-    for (group, resource, verbs, names) in weft_ca::controller::GRANTS {
-        let mut names = names.to_vec();
-        names.sort_unstable();
-        for verb in *verbs {
-            assert!(
-                expected.insert((
+    for grants in [weft_ca::controller::GRANTS, weft_ca::route_status::GRANTS] {
+        let mut own = BTreeSet::new();
+        for (group, resource, verbs, names) in grants {
+            let mut names = names.to_vec();
+            names.sort_unstable();
+            for verb in *verbs {
+                let grant = (
                     group.to_string(),
                     resource.to_string(),
                     verb.to_string(),
                     names.join(","),
-                )),
-                "the controller's grants repeat {resource} {verb}"
-            );
+                );
+                assert!(own.insert(grant.clone()), "grants repeat {resource} {verb}");
+                expected.insert(grant);
+            }
         }
     }
     assert_grants(object(&documents, "ClusterRole", "weft-ca"), &expected);
@@ -198,19 +208,30 @@ fn no_role_in_deploy_grants_a_wildcard() {
         .iter()
         .filter(|(_, d)| d["kind"] == "Role" || d["kind"] == "ClusterRole")
         .collect();
-    assert_eq!(roles.len(), 3, "only the three ClusterRoles: {roles:?}");
+    assert_eq!(
+        roles.len(),
+        4,
+        "only the three ClusterRoles and the ingress gateway's Role: {roles:?}"
+    );
     for (_, role) in roles {
         grants(role);
     }
-    let bindings: Vec<&str> = documents
+    let mut bindings: Vec<&str> = documents
         .iter()
         .filter(|(_, d)| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
         .filter_map(|(_, d)| d["metadata"]["name"].as_str())
         .collect();
+    bindings.sort_unstable();
     assert_eq!(
         bindings,
-        ["weft-agent", "weft-ca", "weft-waypoints"],
-        "the agent's and the CA's ClusterRoleBindings, and the waypoints' one"
+        [
+            "istio-ingressgateway-sds",
+            "weft-agent",
+            "weft-ca",
+            "weft-ingressgateway",
+            "weft-waypoints"
+        ],
+        "the agent's and the CA's ClusterRoleBindings, the waypoints' one, and the ingress gateway's two"
     );
 }
 
@@ -245,4 +266,42 @@ fn each_role_is_bound_to_the_service_account_its_workload_runs_as() {
             name
         );
     }
+}
+
+/// The ingress gateway reads what waypoints read (their ClusterRole, bound to its
+/// ServiceAccount) and, through a Role of its own namespace, the Secrets `INGRESS_WATCHED`
+/// adds to `AGENT_WATCHED`: nothing else, and nowhere else.
+#[test]
+fn the_ingress_gateway_reads_what_waypoints_read_and_the_secrets_of_its_namespace() {
+    let documents = documents("ingress");
+    let deployment = object(&documents, "Deployment", "istio-ingressgateway");
+    let namespace = deployment["metadata"]["namespace"]
+        .as_str()
+        .expect("namespace");
+    let account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("serviceAccountName");
+    object(&documents, "ServiceAccount", account);
+    let subject_is_the_gateway = |binding: &Value| {
+        let subjects = binding["subjects"].as_sequence().expect("subjects");
+        subjects.len() == 1
+            && subjects[0]["kind"] == "ServiceAccount"
+            && subjects[0]["name"] == account
+            && subjects[0]["namespace"] == namespace
+    };
+    let cluster = object(&documents, "ClusterRoleBinding", "weft-ingressgateway");
+    assert_eq!(cluster["roleRef"]["name"], "weft-waypoint");
+    assert!(subject_is_the_gateway(cluster), "{cluster:?}");
+    let extra: BTreeSet<Kind> = INGRESS_WATCHED
+        .into_iter()
+        .filter(|k| !AGENT_WATCHED.contains(k))
+        .collect();
+    assert_eq!(extra, BTreeSet::from([Kind::Secret]));
+    let role = object(&documents, "Role", "istio-ingressgateway-sds");
+    assert_eq!(role["metadata"]["namespace"], namespace);
+    assert_grants(role, &watched(extra));
+    let binding = object(&documents, "RoleBinding", "istio-ingressgateway-sds");
+    assert_eq!(binding["metadata"]["namespace"], namespace);
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert!(subject_is_the_gateway(binding), "{binding:?}");
 }

@@ -86,6 +86,63 @@ spec:
 }
 
 #[test]
+fn gateway_api_routes_are_refused_and_resolved_against_the_other_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
+spec: {ports: [{port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: other}
+spec: {ports: [{port: 9080}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+  - backendRefs:
+    - {name: reviews, port: 9080, weight: 90}
+    - {name: ratings, namespace: other, port: 9080, weight: 10}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  rules:
+  - matches: [{path: {type: PathPrefix, value: "no-slash"}}]
+    backendRefs: [{name: reviews}]
+"#,
+    )
+    .expect("write");
+    let (code, out) = weftctl(&["validate", "-f", file.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{out}");
+    let f = file.display();
+    assert!(
+        out.contains(&format!("{f}:4: HTTPRoute shop/broken: spec.rules[0].matches[0].path.value: value must be an absolute path")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{f}:4: HTTPRoute shop/broken: spec.rules[0].backendRefs[0]: Must have port for Service reference")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("warning: {f}:3: HTTPRoute shop/reviews: spec.rules[0].backendRefs[1]: backendRef other/ratings not accessible to a HTTPRoute in namespace \"shop\" (missing a ReferenceGrant in \"other\"?) (RefNotPermitted); requests it would take are answered 500")),
+        "{out}"
+    );
+    assert!(
+        out.contains("4 objects checked: 2 refused, 1 warnings"),
+        "{out}"
+    );
+}
+
+#[test]
 fn unreadable_yaml_fails_with_its_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("broken.yaml");

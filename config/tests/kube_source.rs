@@ -664,3 +664,87 @@ async fn the_mesh_config_is_the_istio_config_map_of_the_root_namespace() {
     })
     .await;
 }
+
+/// The Gateway API's routes and ReferenceGrants are watched (ReferenceGrant from v1beta1,
+/// the only version a Gateway API before v1.5 serves): an HTTPRoute attached to a Service
+/// is bound to that Service's host, and its backendRef to another namespace is refused
+/// until a ReferenceGrant there allows it, then refused again once the grant is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_routes_follow_their_reference_grants() {
+    use weft_config::translate::gateway_routes::RefAt;
+    common::init_tracing();
+    let api = ApiServer::start().await;
+    seed(&api);
+    api.apply(service(
+        "other",
+        "ratings",
+        "10.96.0.30",
+        json!({"app": "ratings"}),
+    ));
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
+                 "rules": [{"backendRefs": [{"name": "web", "port": 80, "weight": 90},
+                                            {"name": "ratings", "namespace": "other", "port": 9080, "weight": 10}]}]},
+    }));
+    let registry = Registry::default();
+    let _task = start(&api, &registry, config()).await;
+    let second = RefAt::Backend {
+        rule: 0,
+        backend: 1,
+    };
+    let reason = |snapshot: &weft_config::registry::Snapshot| -> Option<&'static str> {
+        let resolution = snapshot.route_resolutions().next()?;
+        match resolution.backends.get(second)? {
+            Ok(_) => Some("ok"),
+            Err(issue) => Some(issue.reason),
+        }
+    };
+    wait_for(
+        &registry,
+        "the route, refused its cross-namespace backend",
+        CONVERGE,
+        |s| reason(s) == Some("RefNotPermitted"),
+    )
+    .await;
+    let snapshot = registry.snapshot();
+    let routes = snapshot
+        .routes_for_host("web.shop.svc.cluster.local")
+        .expect("routes for web");
+    assert_eq!(routes.gateway_routes.len(), 1);
+    assert_eq!(routes.gateway_routes[0].port, Some(80));
+    assert!(
+        snapshot
+            .warnings()
+            .any(|w| w.field == "spec.rules[0].backendRefs[1]"
+                && w.reason.contains("ReferenceGrant")),
+        "{:?}",
+        snapshot.warnings().collect::<Vec<_>>()
+    );
+
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "from-shop", "namespace": "other"},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "shop"}],
+                 "to": [{"group": "", "kind": "Service"}]},
+    }));
+    wait_for(&registry, "the grant allowing the backend", CONVERGE, |s| {
+        reason(s) == Some("ok")
+    })
+    .await;
+    api.delete("ReferenceGrant", "other", "from-shop");
+    wait_for(&registry, "the grant gone", CONVERGE, |s| {
+        reason(s) == Some("RefNotPermitted")
+    })
+    .await;
+    let requests = api.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("LIST httproutes"))
+            && requests.iter().any(|r| r.starts_with("LIST grpcroutes"))
+            && requests
+                .iter()
+                .any(|r| r.starts_with("LIST referencegrants")),
+        "{requests:?}"
+    );
+}

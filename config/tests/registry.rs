@@ -359,7 +359,9 @@ fn service_entries_by_host_and_address_and_wildcard_routes() {
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: wild, namespace: shop}\n\
          spec: {hosts: ['*.example.com'], tcp: [{route: [{destination: {host: api.example.com}}]}]}\n---\n\
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: gw-only, namespace: shop}\n\
-         spec: {hosts: [edge.example.org], gateways: [ingress], http: [{route: [{destination: {host: api.example.com}}]}]}\n",
+         spec: {hosts: [edge.example.org], gateways: [ingress], http: [{route: [{destination: {host: api.example.com}}]}]}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: ingress, namespace: shop}\n\
+         spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [edge.example.org]}]}\n",
     );
     let s = registry.snapshot();
     assert_eq!(s.service_entries_for_host("api.example.com").len(), 1);
@@ -424,4 +426,53 @@ fn unchanged_input_publishes_nothing() {
     apply(&registry, &text);
     assert_eq!(registry.snapshot().version(), version);
     assert!(!rx.has_changed().expect("registry alive"));
+}
+
+/// VirtualServices are indexed by the Gateway they bind to, whether it exists or not, and
+/// what only shows across objects is warned about: a missing Gateway, and — in a registry
+/// that reads its namespace's TLS Secrets (an ingress gateway's) — a missing credential,
+/// which disappears when the Secret arrives.
+#[test]
+fn gateway_bindings_and_credentials_are_followed() {
+    let registry = Registry::new(MeshSettings {
+        secrets_namespace: Some("istio-system".into()),
+        ..MeshSettings::default()
+    });
+    apply(
+        &registry,
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: web}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [shop.example.com]\n    tls: {mode: SIMPLE, credentialName: shop}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: shop, namespace: web}\nspec: {hosts: [shop.example.com], gateways: [gw, mesh], http: [{route: [{destination: {host: shop}}]}]}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: lost, namespace: web}\nspec: {hosts: [lost.example.com], gateways: [other/nowhere], http: [{route: [{destination: {host: shop}}]}]}\n",
+    );
+    let s = registry.snapshot();
+    let gw = weft_config::translate::gateway::GatewayRef::new("web", "gw");
+    let bound: Vec<_> = s
+        .virtual_services_for_gateway(&gw)
+        .iter()
+        .map(|v| v.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(bound, ["shop"]);
+    assert!(s.gateway(&gw).is_some());
+    let warned = |field: &str| s.warnings().any(|w| w.field == field);
+    assert!(
+        warned("spec.gateways[0]"),
+        "the missing Gateway other/nowhere"
+    );
+    assert!(warned("spec.servers[0].tls.credentialName"));
+    apply(
+        &registry,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: shop, namespace: istio-system}\ntype: kubernetes.io/tls\nstringData: {tls.crt: '-----BEGIN CERTIFICATE-----', tls.key: '-----BEGIN PRIVATE KEY-----'}\n",
+    );
+    let s = registry.snapshot();
+    assert!(s.secret("istio-system", "shop").is_some());
+    assert!(
+        !s.warnings()
+            .any(|w| w.field == "spec.servers[0].tls.credentialName"),
+        "the Secret arrived"
+    );
+    // A registry that reads no Secret cannot tell, and says nothing.
+    let agent = Registry::default();
+    apply(
+        &agent,
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: web}\nspec:\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [shop.example.com]\n    tls: {mode: SIMPLE, credentialName: shop}\n",
+    );
+    assert!(agent.snapshot().warnings().next().is_none());
 }

@@ -1,11 +1,10 @@
 //! Which Gateways the controller acts on, by `spec.gatewayClassName`, and how it marks what
 //! it creates for each class.
 //!
-//! Only waypoints so far. An ingress class (Gateway API ingress gateways) adds a variant
-//! here, its objects beside [`crate::waypoint`], and its arm in
-//! [`crate::reconcile::desired`]; the driver, the status and the garbage collection are the
-//! same for every class.
-use weft_core::mesh::waypoint::WAYPOINT_CLASSES;
+//! Waypoints ([`crate::waypoint`]) and ingress gateways ([`crate::ingress`]); each class
+//! has its objects and its arm in [`crate::reconcile::desired`]; the driver, the status and
+//! the garbage collection are the same for every class.
+use weft_core::mesh::waypoint::{INGRESS_CLASSES, WAYPOINT_CLASSES};
 
 /// Istio's label on every object its gateway controller manages; its value names the
 /// controller. An object of the right name without this label (and our value) is someone
@@ -22,18 +21,25 @@ pub const GATEWAY_CLASS_LABEL: &str = "gateway.networking.k8s.io/gateway-class-n
 pub enum Class {
     /// `istio-waypoint` and `weft-waypoint`: a weft-waypoint Deployment and its Service.
     Waypoint,
+    /// `istio` and `weft`: an ingress gateway (`weft-waypoint --mode ingress`) serving the
+    /// Gateway's listeners, and its Service of type LoadBalancer.
+    Ingress,
 }
 
 impl Class {
     /// Every class, for the driver's label selector.
-    pub const ALL: [Class; 1] = [Class::Waypoint];
+    pub const ALL: [Class; 2] = [Class::Waypoint, Class::Ingress];
 
     /// The class a Gateway of `gatewayClassName` belongs to, `None` when no controller of
     /// weft's handles it (an ingress controller's, say).
     pub fn of(class_name: &str) -> Option<Class> {
-        WAYPOINT_CLASSES
-            .contains(&class_name)
-            .then_some(Class::Waypoint)
+        if WAYPOINT_CLASSES.contains(&class_name) {
+            Some(Class::Waypoint)
+        } else if INGRESS_CLASSES.contains(&class_name) {
+            Some(Class::Ingress)
+        } else {
+            None
+        }
     }
 
     /// The value of [`MANAGED_LABEL`] on what is created for this class (Istio writes
@@ -41,6 +47,8 @@ impl Class {
     pub fn managed_value(self) -> &'static str {
         match self {
             Class::Waypoint => "weft.io-waypoint-controller",
+            // Istio writes `istio.io-gateway-controller` for its ingress gateways.
+            Class::Ingress => "weft.io-gateway-controller",
         }
     }
 
@@ -61,16 +69,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn waypoint_classes_are_ours_and_others_are_not() {
+    fn waypoint_and_ingress_classes_are_ours_and_others_are_not() {
         assert_eq!(Class::of("istio-waypoint"), Some(Class::Waypoint));
         assert_eq!(Class::of("weft-waypoint"), Some(Class::Waypoint));
-        assert_eq!(Class::of("istio"), None, "Istio's ingress class");
+        assert_eq!(
+            Class::of("istio"),
+            Some(Class::Ingress),
+            "Istio's ingress class"
+        );
+        assert_eq!(Class::of("weft"), Some(Class::Ingress));
         assert_eq!(Class::of("nginx"), None);
         assert!(Class::is_ours("weft.io-waypoint-controller"));
+        assert!(Class::is_ours("weft.io-gateway-controller"));
         assert!(!Class::is_ours("istio.io-mesh-controller"));
         assert_eq!(
             Class::managed_selector(),
-            "gateway.istio.io/managed in (weft.io-waypoint-controller)"
+            "gateway.istio.io/managed in (weft.io-waypoint-controller,weft.io-gateway-controller)"
         );
     }
 }

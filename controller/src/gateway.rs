@@ -24,6 +24,8 @@ pub struct Listener {
     /// As written: the declaration's judge refuses what is no port.
     pub port: u64,
     pub protocol: String,
+    /// `tls` is given (an ingress gateway's HTTPS or TLS listener).
+    pub tls: bool,
 }
 
 /// `spec.infrastructure`: labels and annotations for what is created, and parameters.
@@ -63,6 +65,8 @@ pub struct Gateway {
     pub annotations: Labels,
     pub listeners: Vec<Listener>,
     pub infrastructure: Option<Infrastructure>,
+    /// `spec.addresses` asks for addresses (weft assigns none).
+    pub requests_addresses: bool,
     /// `status.conditions` as found.
     pub conditions: Vec<Condition>,
     /// `status.addresses` as found.
@@ -99,6 +103,7 @@ impl Gateway {
                         name: text(&l["name"]),
                         port: l["port"].as_u64().unwrap_or(0),
                         protocol: text(&l["protocol"]),
+                        tls: l["tls"].is_object(),
                     })
                     .collect()
             })
@@ -142,9 +147,20 @@ impl Gateway {
             annotations: string_map(&metadata["annotations"]),
             listeners,
             infrastructure,
+            requests_addresses: spec["addresses"].as_array().is_some_and(|a| !a.is_empty()),
             conditions,
             addresses,
         })
+    }
+
+    /// The name of the ServiceAccount, Deployment and Service made for it: the Gateway's
+    /// for a waypoint (the registry finds a waypoint by it), `<name>-<class>` for an ingress
+    /// gateway (as Istio names them).
+    pub fn object_name(&self) -> String {
+        match crate::class::Class::of(&self.class_name) {
+            Some(crate::class::Class::Ingress) => format!("{}-{}", self.name, self.class_name),
+            _ => self.name.clone(),
+        }
     }
 
     /// `namespace/name`.

@@ -10,11 +10,11 @@
 //! labelled `gateway.istio.io/managed`, owned by the Gateway (ownerReferences with
 //! `controller: true`, so the garbage collector deletes them with it), written with
 //! server-side apply under one field manager, and never taking over an object of the same
-//! name that it did not create. Waypoints are the only class so far ([`class::Class`]); an
-//! ingress class adds a variant and its objects.
+//! name that it did not create. Two classes ([`class::Class`]): waypoints and ingress gateways.
 #![forbid(unsafe_code)]
 pub mod class;
 pub mod gateway;
+pub mod ingress;
 pub mod object;
 pub mod reconcile;
 pub mod status;

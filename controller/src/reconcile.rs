@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::class::Class;
 use crate::gateway::Gateway;
+use crate::ingress;
 use crate::object::{Existing, ObjectKey, ObjectKind};
 use crate::waypoint::{self, Refusal, Settings};
 
@@ -31,10 +32,16 @@ impl Verdict {
     pub fn of(gateway: &Gateway) -> Verdict {
         match Class::of(&gateway.class_name) {
             None => Verdict::NotOurs,
-            Some(class @ Class::Waypoint) => match waypoint::judge(gateway) {
-                Ok(warnings) => Verdict::Accepted { class, warnings },
-                Err(refusal) => Verdict::Refused(refusal),
-            },
+            Some(class) => {
+                let judged = match class {
+                    Class::Waypoint => waypoint::judge(gateway),
+                    Class::Ingress => ingress::judge(gateway),
+                };
+                match judged {
+                    Ok(warnings) => Verdict::Accepted { class, warnings },
+                    Err(refusal) => Verdict::Refused(refusal),
+                }
+            }
         }
     }
 
@@ -52,6 +59,10 @@ pub fn desired(gateway: &Gateway, settings: &Settings) -> (Verdict, Vec<(ObjectK
             class: Class::Waypoint,
             ..
         } => waypoint::objects(gateway, settings),
+        Verdict::Accepted {
+            class: Class::Ingress,
+            ..
+        } => ingress::objects(gateway, settings),
         Verdict::NotOurs | Verdict::Refused(_) => Vec::new(),
     };
     (verdict, objects)
@@ -142,7 +153,8 @@ pub enum NamespacePlan {
     Delete(Delete),
 }
 
-/// The namespace's trust bundle: published while it has an accepted waypoint not being
+/// The namespace's trust bundle: published while it has an accepted waypoint or ingress
+/// gateway (whose pods need it as much) not being
 /// deleted (`gateways` are all the namespace's Gateways), owned by each; deleted when none is
 /// left and it is
 /// weft's; a ConfigMap of that name that is not weft's (made by hand, as deploy/README
@@ -159,15 +171,7 @@ pub fn trust_bundle(
         // A Gateway being deleted owns nothing new: made again, the bundle would be
         // collected again, and a foreground deletion would wait for it forever.
         .filter(|g| g.namespace == namespace && g.uid.is_some() && !g.deleting)
-        .filter(|g| {
-            matches!(
-                Verdict::of(g),
-                Verdict::Accepted {
-                    class: Class::Waypoint,
-                    ..
-                }
-            )
-        })
+        .filter(|g| Verdict::of(g).is_accepted())
         .collect();
     match existing {
         Some(found) if !found.is_managed() => NamespacePlan::Nothing,
@@ -202,21 +206,13 @@ pub enum BindingPlan {
     Missing,
 }
 
-/// Its subjects: the ServiceAccount of every accepted waypoint (`gateways` are all the
-/// cluster's Gateways), exactly.
+/// Its subjects: the ServiceAccount of every accepted waypoint and ingress gateway
+/// (`gateways` are all the cluster's Gateways), exactly: both read the cluster.
 pub fn binding(gateways: &[&Gateway], existing: Option<&Existing>) -> BindingPlan {
     let waypoints: Vec<&Gateway> = gateways
         .iter()
         .copied()
-        .filter(|g| {
-            matches!(
-                Verdict::of(g),
-                Verdict::Accepted {
-                    class: Class::Waypoint,
-                    ..
-                }
-            )
-        })
+        .filter(|g| Verdict::of(g).is_accepted())
         .collect();
     let mut body = waypoint::binding_subjects(&waypoints);
     let Some(found) = existing else {

@@ -70,7 +70,7 @@ pub fn patch(gateway: &Gateway, outcome: &Outcome<'_>, now: &str) -> Option<Valu
                     "AddressNotAssigned",
                     format!(
                         "waiting for Service {} to be given a cluster IP",
-                        gateway.key()
+                        service_key(gateway, outcome.service)
                     ),
                 )
             } else {
@@ -79,7 +79,7 @@ pub fn patch(gateway: &Gateway, outcome: &Outcome<'_>, now: &str) -> Option<Valu
                     "Programmed",
                     format!(
                         "Deployment, Service and ServiceAccount {} in place, reached at {}",
-                        gateway.key(),
+                        service_key(gateway, outcome.service),
                         addresses.join(", ")
                     ),
                 )
@@ -145,7 +145,32 @@ fn condition(
 
 /// The Service's cluster IPs (`spec.clusterIPs`, else `spec.clusterIP`), without `None`
 /// (a headless Service has no address).
+/// `namespace/name` of the objects made for the Gateway (its Service's name: a waypoint's
+/// are named after the Gateway, an ingress gateway's `<name>-<class>`).
+fn service_key(gateway: &Gateway, service: Option<&Value>) -> String {
+    let name = service
+        .and_then(|s| s["metadata"]["name"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::waypoint::service_account_name(gateway));
+    format!("{}/{name}", gateway.namespace)
+}
+
+/// Where the Gateway is reached: a LoadBalancer Service's ingress addresses once it has
+/// them (an ingress gateway's, as Istio reports them), else the cluster IPs.
 fn cluster_ips(service: &Value) -> Vec<String> {
+    let balanced: Vec<String> = service["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["ip"].as_str().or_else(|| i["hostname"].as_str()))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !balanced.is_empty() {
+        return balanced;
+    }
     let spec = &service["spec"];
     let listed: Vec<String> = spec["clusterIPs"]
         .as_array()

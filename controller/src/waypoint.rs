@@ -34,22 +34,22 @@ pub const CLUSTER_ROLE_BINDING: &str = "weft-waypoints";
 /// The ConfigMap holding the mesh's root certificate, in the waypoint's namespace.
 pub const TRUST_BUNDLE_CONFIG_MAP: &str = "weft-trust-bundle";
 pub const TRUST_BUNDLE_KEY: &str = "root-cert.pem";
-const TRUST_DIR: &str = "/etc/weft/trust";
+pub(crate) const TRUST_DIR: &str = "/etc/weft/trust";
 /// The pod's service-account token projected for the CA's audience, where ztunnel and
 /// Istio's waypoints find theirs.
-const TOKEN_DIR: &str = "/var/run/secrets/tokens";
-const TOKEN_KEY: &str = "istio-token";
+pub(crate) const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+pub(crate) const TOKEN_KEY: &str = "istio-token";
 /// The audience weft-ca (and istiod) ask of tokens.
-const TOKEN_AUDIENCE: &str = "istio-ca";
+pub(crate) const TOKEN_AUDIENCE: &str = "istio-ca";
 /// Twelve hours, as Istio projects it; the kubelet rotates it before then.
-const TOKEN_LIFETIME_SECONDS: u32 = 43_200;
+pub(crate) const TOKEN_LIFETIME_SECONDS: u32 = 43_200;
 /// The mesh's ports, as the agent and ztunnel use them.
 pub const HBONE_PORT: u16 = 15008;
-const METRICS_PORT: u16 = 15020;
-const READINESS_PORT: u16 = 15021;
+pub(crate) const METRICS_PORT: u16 = 15020;
+pub(crate) const READINESS_PORT: u16 = 15021;
 /// Annotations Istio reads on a waypoint's Gateway to name its objects otherwise; weft names
 /// them after the Gateway (the registry finds a waypoint by its Gateway's name).
-const NAME_OVERRIDES: [&str; 2] = [
+pub(crate) const NAME_OVERRIDES: [&str; 2] = [
     "gateway.istio.io/name-override",
     "gateway.istio.io/service-account",
 ];
@@ -213,7 +213,7 @@ fn labels(gateway: &Gateway) -> Labels {
 /// The Gateway's labels or annotations to copy: `spec.infrastructure`'s when it gives them
 /// (Gateway API), else the Gateway's own (Istio's default), without the Gateway API's own
 /// prefix or Istio's controller annotations.
-fn copied(gateway: &Gateway, labels: bool) -> Labels {
+pub(crate) fn copied(gateway: &Gateway, labels: bool) -> Labels {
     let infrastructure = gateway
         .infrastructure
         .as_ref()
@@ -231,7 +231,7 @@ fn copied(gateway: &Gateway, labels: bool) -> Labels {
         .collect()
 }
 
-fn owner_references(gateway: &Gateway) -> Option<Value> {
+pub(crate) fn owner_references(gateway: &Gateway) -> Option<Value> {
     gateway.uid.as_ref().map(|uid| {
         json!([{
             "apiVersion": gateway.api_version,
@@ -318,7 +318,7 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
                         "runAsGroup": 65532,
                         "seccompProfile": { "type": "RuntimeDefault" },
                     },
-                    "containers": [{
+                    "containers": [proxy_container(json!({
                         "name": "weft-waypoint",
                         "image": settings.image,
                         "args": args,
@@ -328,50 +328,68 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
                             { "name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP" },
                             { "name": "readiness", "containerPort": READINESS_PORT, "protocol": "TCP" },
                         ],
-                        "readinessProbe": {
-                            "httpGet": { "path": "/healthz/ready", "port": READINESS_PORT },
-                            "periodSeconds": 10,
-                        },
-                        // Alive is answering: a restart drops every connection it proxies.
-                        "livenessProbe": {
-                            "tcpSocket": { "port": READINESS_PORT },
-                            "initialDelaySeconds": 30,
-                            "periodSeconds": 10,
-                            "failureThreshold": 6,
-                        },
-                        "resources": {
-                            "requests": { "cpu": "100m", "memory": "128Mi" },
-                            "limits": { "memory": "1Gi" },
-                        },
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "capabilities": { "drop": ["ALL"] },
-                        },
-                        "volumeMounts": [
-                            { "name": "trust-bundle", "mountPath": TRUST_DIR, "readOnly": true },
-                            { "name": TOKEN_KEY, "mountPath": TOKEN_DIR, "readOnly": true },
-                        ],
-                    }],
-                    "volumes": [
-                        {
-                            "name": "trust-bundle",
-                            "configMap": { "name": TRUST_BUNDLE_CONFIG_MAP },
-                        },
-                        // A token for the CA only, bound to this pod and rotated by the kubelet.
-                        {
-                            "name": TOKEN_KEY,
-                            "projected": { "sources": [{ "serviceAccountToken": {
-                                "audience": TOKEN_AUDIENCE,
-                                "expirationSeconds": TOKEN_LIFETIME_SECONDS,
-                                "path": TOKEN_KEY,
-                            }}]},
-                        },
-                    ],
+                    }))],
+                    "volumes": proxy_volumes(),
                 },
             },
         },
     })
+}
+
+/// The container of a pod the controller runs for a Gateway (a waypoint's, an ingress
+/// gateway's): `own` (name, image, args, env, ports) and what they share — probes on the
+/// readiness port, resources, a locked-down security context, the trust bundle and the CA
+/// token mounted from [`proxy_volumes`].
+pub(crate) fn proxy_container(own: Value) -> Value {
+    let mut container = json!({
+        "readinessProbe": {
+            "httpGet": { "path": "/healthz/ready", "port": READINESS_PORT },
+            "periodSeconds": 10,
+        },
+        // Alive is answering: a restart drops every connection it proxies.
+        "livenessProbe": {
+            "tcpSocket": { "port": READINESS_PORT },
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": {
+            "requests": { "cpu": "100m", "memory": "128Mi" },
+            "limits": { "memory": "1Gi" },
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": { "drop": ["ALL"] },
+        },
+        "volumeMounts": [
+            { "name": "trust-bundle", "mountPath": TRUST_DIR, "readOnly": true },
+            { "name": TOKEN_KEY, "mountPath": TOKEN_DIR, "readOnly": true },
+        ],
+    });
+    if let (Some(shared), Value::Object(own)) = (container.as_object_mut(), own) {
+        shared.extend(own);
+    }
+    container
+}
+
+/// The volumes [`proxy_container`] mounts.
+pub(crate) fn proxy_volumes() -> Value {
+    json!([
+        {
+            "name": "trust-bundle",
+            "configMap": { "name": TRUST_BUNDLE_CONFIG_MAP },
+        },
+        // A token for the CA only, bound to this pod and rotated by the kubelet.
+        {
+            "name": TOKEN_KEY,
+            "projected": { "sources": [{ "serviceAccountToken": {
+                "audience": TOKEN_AUDIENCE,
+                "expirationSeconds": TOKEN_LIFETIME_SECONDS,
+                "path": TOKEN_KEY,
+            }}]},
+        },
+    ])
 }
 
 /// The status port, then the HBONE listener's port (Istio names Service ports after
@@ -402,7 +420,7 @@ fn service(gateway: &Gateway) -> Value {
 }
 
 /// A listener name (dots allowed, up to 253) as a Service port name (no dots, up to 63).
-fn port_name(listener: &str) -> String {
+pub(crate) fn port_name(listener: &str) -> String {
     let name: String = listener.replace('.', "-").chars().take(63).collect();
     name.trim_end_matches('-').to_string()
 }
@@ -444,9 +462,9 @@ pub fn trust_bundle(namespace: &str, owners: &[&Gateway], pem: &str) -> Value {
 /// ServiceAccount. Only `subjects` is applied (its `roleRef` is deploy/'s): a binding per
 /// waypoint would be cluster-scoped, which a namespaced Gateway cannot own.
 pub fn binding_subjects(waypoints: &[&Gateway]) -> Value {
-    let mut subjects: Vec<(&str, &str)> = waypoints
+    let mut subjects: Vec<(&str, String)> = waypoints
         .iter()
-        .map(|g| (g.namespace.as_str(), g.name.as_str()))
+        .map(|g| (g.namespace.as_str(), service_account_name(g)))
         .collect();
     subjects.sort_unstable();
     subjects.dedup();
@@ -481,6 +499,12 @@ pub fn gateway_manifest(name: &str, namespace: &str, waypoint_for: &str) -> Valu
             "listeners": [{ "name": "mesh", "port": HBONE_PORT, "protocol": HBONE_PROTOCOL }],
         },
     })
+}
+
+/// The ServiceAccount a Gateway's pods run as: the Gateway's name for a waypoint,
+/// `<name>-<class>` for an ingress gateway.
+pub fn service_account_name(gateway: &Gateway) -> String {
+    gateway.object_name()
 }
 
 /// A DNS-1035 label: what a Service name must be.

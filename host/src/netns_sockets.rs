@@ -190,7 +190,7 @@ fn serve(request: Request) {
             let _ = reply.send(new_tcp_socket(addr));
         }
         Request::Listen(addr, reply) => {
-            let _ = reply.send(new_listener(addr));
+            let _ = reply.send(tcp_listener(addr));
         }
     }
 }
@@ -218,8 +218,8 @@ fn new_tcp_socket(addr: SocketAddr) -> std::io::Result<OwnedFd> {
 
 /// A listener of the address's family. An IPv6 one is IPv6-only (`IPV6_V6ONLY`): `[::]:port`
 /// then takes IPv6 alone, beside an IPv4 listener on `0.0.0.0:port`, instead of claiming
-/// both families and failing with EADDRINUSE.
-fn new_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// both families and failing with EADDRINUSE. Non-blocking, for tokio.
+pub fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let SocketAddr::V6(v6) = addr else {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
@@ -265,9 +265,9 @@ mod tests {
     #[test]
     fn an_ipv6_listener_leaves_the_ipv4_port_free() {
         let any6: SocketAddr = "[::]:0".parse().expect("address");
-        let v6 = new_listener(any6).expect("IPv6 listener");
+        let v6 = tcp_listener(any6).expect("IPv6 listener");
         let port = v6.local_addr().expect("bound").port();
-        let v4 = new_listener(SocketAddr::from(([127, 0, 0, 1], port)));
+        let v4 = tcp_listener(SocketAddr::from(([127, 0, 0, 1], port)));
         assert!(v4.is_ok(), "IPv4 on the same port: {v4:?}");
         let mapped = std::net::TcpStream::connect(("::ffff:127.0.0.1", port));
         assert!(

@@ -250,7 +250,11 @@ pub(crate) struct Launcher {
     pub bin_dir: Option<PathBuf>,
     /// RUST_LOG of waypoints (`Runtime::agent_log`).
     pub agent_log: Option<String>,
+    /// Application pods' containers run from this image (`Runtime::app_image`).
+    pub app_image: Option<String>,
     pub cgroup_root: PathBuf,
+    /// Each node's address (the downward API's `status.hostIP`).
+    pub node_ips: BTreeMap<String, String>,
 }
 
 impl Launcher {
@@ -297,8 +301,8 @@ impl Launcher {
             let path = std::env::var("PATH").unwrap_or_default();
             command.env("PATH", format!("{}:{path}", bin.display()));
         }
-        if pod.is_waypoint() {
-            // A waypoint reads the cluster where the agents do (the lab's stand-in for the
+        if pod.is_mesh_proxy() {
+            // A waypoint or gateway reads the cluster where the agents do (the lab's stand-in for the
             // API server); the CA's address, its root and the token come from the
             // controller's Deployment (its arguments and volumes, `crate::volumes`).
             command.env("WEFT_CONFIG_DIR", self.paths.cluster_dir());
@@ -358,12 +362,72 @@ impl Launcher {
         command.args(argv);
         self.env(pod, &mut command);
         for env in &container.env {
-            command.env(&env.name, volumes::substitute(&env.value, &mounts));
+            let value = match env
+                .value_from
+                .as_ref()
+                .and_then(|from| from.field_ref.as_ref())
+            {
+                Some(field) => downward_api(pod, self.node_ips.get(&pod.node), &field.field_path),
+                None => volumes::substitute(&env.value, &mounts),
+            };
+            command.env(&env.name, value);
         }
-        if pod.is_waypoint() {
+        if pod.is_mesh_proxy() {
             // The lab's log level for weft's own processes, over what the manifest says.
             command.env("RUST_LOG", self.agent_log.as_deref().unwrap_or("info"));
         }
+        let cgroup = self.pod_cgroup(pod).join(&container.name);
+        cgroup::create(&cgroup)?;
+        let mut container_name = None;
+        let mut command = match self.app_image.as_deref().filter(|_| !pod.is_mesh_proxy()) {
+            None => command,
+            Some(image) => {
+                // The container runs what the process would have: the same program,
+                // arguments and environment (less the lab's PATH), the volumes at the
+                // paths the arguments name.
+                let dir = self.paths.pod_dir(pod);
+                let mut volumes = Vec::new();
+                for mount in &mounts {
+                    volumes.push(mount.dir.clone());
+                    volumes.extend(mount.links.iter().map(|(_, target)| target.clone()));
+                }
+                let run = crate::container::AppRun {
+                    lab: self.paths.lab.clone(),
+                    stem: format!("{}-{}-{}", pod.namespace, pod.name, container.name),
+                    image: image.to_string(),
+                    cgroup: cgroup.clone(),
+                    netns: named_netns_path(&pod.netns),
+                    hostname: pod.name.clone(),
+                    hosts: dir.join("hosts"),
+                    resolv_conf: dir.join("resolv.conf"),
+                    program: command.get_program().to_string_lossy().into_owned(),
+                    args: command
+                        .get_args()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect(),
+                    env: command
+                        .get_envs()
+                        .filter(|(k, _)| *k != "PATH")
+                        .filter_map(|(k, v)| {
+                            Some((
+                                k.to_string_lossy().into_owned(),
+                                v?.to_string_lossy().into_owned(),
+                            ))
+                        })
+                        .collect(),
+                    volumes,
+                };
+                crate::container::write_containers_conf(&self.paths)?;
+                let (args, name) = run.args()?;
+                container_name = Some(name);
+                let mut podman = Command::new("podman");
+                podman.args(args).env(
+                    "CONTAINERS_CONF",
+                    crate::container::containers_conf(&self.paths),
+                );
+                podman
+            }
+        };
         let log = self.container_log(pod, &container.name);
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -374,16 +438,31 @@ impl Launcher {
             .try_clone()
             .map_err(LabError::io("duplicating a log file handle"))?;
         command.stdin(Stdio::null()).stdout(out).stderr(err);
-        let cgroup = self.pod_cgroup(pod).join(&container.name);
-        cgroup::create(&cgroup)?;
-        place(&mut command, &self.placement(pod, cgroup, true))?;
-        command.spawn().map(Some).map_err(|e| {
+        let mut placement = self.placement(pod, cgroup, true);
+        if self.app_image.is_some() && !pod.is_mesh_proxy() {
+            // `podman run` itself needs the host's view (its storage, /run); the container
+            // gets the pod's from runc.
+            placement.pod_view = None;
+        }
+        place(&mut command, &placement)?;
+        let mut child = command.spawn().map_err(|e| {
             LabError::Invalid(format!(
                 "starting {} container {}: spawning {program:?}: {e}",
                 pod.key(),
                 container.name
             ))
-        })
+        })?;
+        if let Some(name) = container_name {
+            // Started when runc has started it, as a runtime reports it.
+            crate::container::wait_running(&name, &mut child).map_err(|e| {
+                LabError::Invalid(format!(
+                    "starting {} container {}: {e}",
+                    pod.key(),
+                    container.name
+                ))
+            })?;
+        }
+        Ok(Some(child))
     }
 }
 
@@ -994,6 +1073,34 @@ fn exec_probe(
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(format!("waiting for {command:?}: {e}")),
         }
+    }
+}
+
+/// What the downward API (`valueFrom.fieldRef.fieldPath`) gives a container of `pod`.
+fn downward_api(pod: &PodPlan, host_ip: Option<&String>, field: &str) -> String {
+    let label = |prefix: &str, map: &BTreeMap<String, String>| {
+        field
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix("']"))
+            .and_then(|key| map.get(key).cloned())
+    };
+    match field {
+        "metadata.name" => pod.name.clone(),
+        "metadata.namespace" => pod.namespace.clone(),
+        "metadata.uid" => pod.uid.clone(),
+        "spec.nodeName" => pod.node.clone(),
+        "spec.serviceAccountName" => pod.service_account.clone(),
+        "status.podIP" => pod.ip.to_string(),
+        "status.podIPs" => pod
+            .ips()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        "status.hostIP" => host_ip.cloned().unwrap_or_default(),
+        _ => label("metadata.labels['", &pod.labels)
+            .or_else(|| label("metadata.annotations['", &pod.annotations))
+            .unwrap_or_default(),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::manifest::{Manifests, Pod};
 use crate::plan::{LabOptions, POD_GATEWAY, POD_GATEWAY6, Plan, PodPlan, netns_prefix};
 use crate::process::{Placement, place};
 use crate::records::{self, LabPaths, STATE_ROOT};
-use crate::{LabError, cgroup, cni};
+use crate::{LabError, cgroup, cni, outside};
 
 /// How a lab runs its processes.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -31,6 +31,24 @@ pub struct Runtime {
     pub agent_args: Vec<String>,
     /// RUST_LOG for the agents.
     pub agent_log: Option<String>,
+    /// Run each agent from this image (`localhost/weft-agent:dev`) under podman and runc,
+    /// as the DaemonSet's pod template runs it (`crate::container`), instead of as a
+    /// process of the lab. The binary in `agent` is then not used.
+    #[serde(default)]
+    pub agent_image: Option<String>,
+    /// Run each application pod's containers (not waypoints' or gateways') from this image
+    /// (`localhost/weft-testapp:…`, `crate::image::TESTAPP`) under podman and runc, in the
+    /// pod's network namespace and a cgroup below the pod's (`crate::container::AppRun`),
+    /// instead of as processes of the lab.
+    #[serde(default)]
+    pub app_image: Option<String>,
+}
+
+impl Runtime {
+    /// Whether the lab runs node agents (as processes or in containers).
+    pub fn has_agents(&self) -> bool {
+        self.agent.is_some() || self.agent_image.is_some()
+    }
 }
 
 /// Appends `line` to the file `path`.
@@ -111,7 +129,9 @@ impl Lab {
                 paths: paths.clone(),
                 bin_dir: runtime.bin_dir.clone(),
                 agent_log: runtime.agent_log.clone(),
+                app_image: runtime.app_image.clone(),
                 cgroup_root: cgroup_root.clone(),
+                node_ips: node_ips(&plan),
             },
             plan.clone(),
             manifests.others.clone(),
@@ -148,7 +168,9 @@ impl Lab {
                 paths: paths.clone(),
                 bin_dir: runtime.bin_dir.clone(),
                 agent_log: runtime.agent_log.clone(),
+                app_image: runtime.app_image.clone(),
                 cgroup_root: cgroup_root.clone(),
+                node_ips: node_ips(&plan),
             },
             plan.clone(),
             others.clone(),
@@ -186,20 +208,60 @@ impl Lab {
         std::fs::create_dir_all(self.paths.logs())
             .map_err(LabError::io("creating the logs directory"))?;
         self.build_network()?;
-        if self.runtime.agent.is_some() {
+        if self.runtime.has_agents() {
             // As in a cluster, the node agents (a DaemonSet) run before the pods: each
             // chains weft-cni into its node's CNI configuration, so every pod is captured
             // before its first process starts. Waypoints also need the CA first.
             self.start_agents()?;
         }
-        self.start_pods_of_plan(|p| !p.is_waypoint())?;
+        self.start_pods_of_plan(|p| !p.is_mesh_proxy())?;
         if self.plan.pods.iter().any(crate::kubelet::has_probes) {
             self.kubelets = Some(Kubelets::start(self.shared.clone())?);
         }
-        self.wait_until_ready(|p| !p.is_waypoint())?;
-        if self.runtime.agent.is_some() {
-            self.start_pods_of_plan(PodPlan::is_waypoint)?;
-            self.wait_until_ready(PodPlan::is_waypoint)?;
+        self.wait_until_ready(|p| !p.is_mesh_proxy())?;
+        if self.runtime.has_agents() {
+            // Waypoints and gateways need the CA and their certificate before they listen.
+            self.start_pods_of_plan(PodPlan::is_mesh_proxy)?;
+            self.wait_until_ready(PodPlan::is_mesh_proxy)?;
+            if self.kubelets.is_some() {
+                // Probed pods' endpoints turned ready after the agents read the cluster:
+                // `up` returns once every agent has seen them, as a client in a cluster
+                // would wait for a rollout.
+                self.wait_for_agents_to_see_ready_endpoints()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Until each agent's registry holds every Service's endpoints ready.
+    fn wait_for_agents_to_see_ready_endpoints(&self) -> Result<(), LabError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for node in &self.plan.nodes {
+            loop {
+                let body = self.agent_get(&node.name, "/services")?;
+                let services: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+                    LabError::Invalid(format!("the agent of {}'s /services: {e}", node.name))
+                })?;
+                let unready: Vec<String> = services
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s["endpoints_ready"] != s["endpoints_total"])
+                    .map(|s| format!("{}/{}", s["namespace"], s["name"]))
+                    .collect();
+                if unready.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(LabError::Invalid(format!(
+                        "the agent of {} did not see these Services' endpoints ready within {}s: {}",
+                        node.name,
+                        READY_TIMEOUT.as_secs(),
+                        unready.join(", ")
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         Ok(())
     }
@@ -226,6 +288,11 @@ impl Lab {
             format!("netns add {}", plan.control_plane.netns),
         ];
         host.extend(plan.nodes.iter().map(|n| format!("netns add {}", n.netns)));
+        host.extend(
+            plan.outside
+                .iter()
+                .map(|o| format!("netns add {}", o.netns)),
+        );
         ip_batch(&host)?;
 
         let mut fabric = vec![
@@ -245,7 +312,12 @@ impl Lab {
             ));
             fabric.push(format!("link set {fabric_if} master br0 up"));
         }
+        fabric.extend(outside::router_commands(plan));
         ns_batch(&plan.fabric_netns, &fabric)?;
+        outside::enable_forwarding(plan)?;
+        if let Some(out) = &plan.outside {
+            outside::batch(&out.netns, &outside::host_commands(plan))?;
+        }
         // Pods reach the control plane too (a waypoint asks the CA for its certificate):
         // the way back to each node's pods is through that node.
         let mut control_plane = vec![
@@ -271,6 +343,7 @@ impl Lab {
             if let Some(ip6) = node.ip6 {
                 cmds.push(format!("addr add {ip6}/64 dev eth0 nodad"));
             }
+            cmds.extend(outside::node_route(plan));
             for other in plan.nodes.iter().filter(|o| o.name != node.name) {
                 cmds.push(format!(
                     "route add {}/24 via {}",
@@ -567,8 +640,8 @@ impl Lab {
         Ok(())
     }
 
-    /// A pod is ready when each declared container port accepts a connection, like a
-    /// kubelet's TCP readiness probe.
+    /// A pod is ready when its kubelet says so (its probes), or, without readiness or
+    /// startup probes, when each declared container port accepts a connection.
     fn wait_until_ready(&self, which: impl Fn(&PodPlan) -> bool) -> Result<(), LabError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         for pod in self.plan.pods.iter().filter(|p| which(p)) {
@@ -739,9 +812,6 @@ impl Lab {
     }
 
     fn start_agent(&mut self, node: &str) -> Result<(), LabError> {
-        let Some(agent) = self.runtime.agent.clone() else {
-            return Err(LabError::Invalid("this lab runs without agents".into()));
-        };
         let node = self
             .plan
             .node(node)
@@ -749,38 +819,30 @@ impl Lab {
             .clone();
         let cgroup = self.node_cgroup(&node.name);
         cgroup::create(&cgroup)?;
-        let mut command = Command::new(agent);
-        command
-            .arg("--node")
-            .arg(&node.name)
-            .arg("--config-dir")
-            .arg(self.paths.cluster_dir())
-            .arg("--pod-locations")
-            .arg(self.paths.pod_locations())
-            .arg("--bpf-pin-root")
-            .arg(self.paths.node_bpf_pins(&node.name))
-            .arg("--ca-address")
-            .arg(self.plan.ca_address().to_string())
-            .arg("--ca-token-file")
-            .arg(self.paths.ca_token(&node.name))
-            .arg("--trust-bundle")
-            .arg(self.paths.trust_bundle())
-            .arg("--handoff-socket")
-            .arg(self.paths.agent_handoff_socket(&node.name))
-            // The node's CNI directories; the agent chains weft-cni into the configuration.
-            .arg("--cni-socket")
-            .arg(self.paths.agent_cni_socket(&node.name))
-            .arg("--cni-conf-dir")
-            .arg(self.paths.node_cni(&node.name).conf_dir)
-            .arg("--cni-bin-dir")
-            .arg(self.paths.node_cni(&node.name).bin_dir)
-            .args(&self.runtime.agent_args)
-            .env(
-                "RUST_LOG",
-                self.runtime.agent_log.as_deref().unwrap_or("info"),
-            )
-            // Errors in the log should be read, not buried under a backtrace.
-            .env("RUST_BACKTRACE", "0");
+        let log = self.runtime.agent_log.as_deref().unwrap_or("info");
+        let command = match (&self.runtime.agent_image, &self.runtime.agent) {
+            (Some(image), _) => {
+                // `podman run` stays in the node's cgroup for the container's life (its
+                // exit is the agent's), and passes the agent's output to the log.
+                crate::container::prepare(&self.paths, &node.name)?;
+                let (args, _name) = crate::container::agent_run_args(
+                    &self.plan,
+                    &self.paths,
+                    &node,
+                    image,
+                    log,
+                    &self.runtime.agent_args,
+                );
+                let mut command = Command::new("podman");
+                command.args(args).env(
+                    "CONTAINERS_CONF",
+                    crate::container::containers_conf(&self.paths),
+                );
+                command
+            }
+            (None, Some(agent)) => self.agent_command(agent, &node.name, log),
+            (None, None) => return Err(LabError::Invalid("this lab runs without agents".into())),
+        };
         let placement = Placement {
             cgroup,
             netns: named_netns_path(&node.netns),
@@ -788,6 +850,40 @@ impl Lab {
             detach: true,
         };
         self.spawn_logged(command, &placement, &self.agent_log(&node.name))
+    }
+
+    /// The agent of `node` as a process of the lab.
+    fn agent_command(&self, agent: &Path, node: &str, log: &str) -> Command {
+        let mut command = Command::new(agent);
+        command
+            .arg("--node")
+            .arg(node)
+            .arg("--config-dir")
+            .arg(self.paths.cluster_dir())
+            .arg("--pod-locations")
+            .arg(self.paths.pod_locations())
+            .arg("--bpf-pin-root")
+            .arg(self.paths.node_bpf_pins(node))
+            .arg("--ca-address")
+            .arg(self.plan.ca_address().to_string())
+            .arg("--ca-token-file")
+            .arg(self.paths.ca_token(node))
+            .arg("--trust-bundle")
+            .arg(self.paths.trust_bundle())
+            .arg("--handoff-socket")
+            .arg(self.paths.agent_handoff_socket(node))
+            // The node's CNI directories; the agent chains weft-cni into the configuration.
+            .arg("--cni-socket")
+            .arg(self.paths.agent_cni_socket(node))
+            .arg("--cni-conf-dir")
+            .arg(self.paths.node_cni(node).conf_dir)
+            .arg("--cni-bin-dir")
+            .arg(self.paths.node_cni(node).bin_dir)
+            .args(&self.runtime.agent_args)
+            .env("RUST_LOG", log)
+            // Errors in the log should be read, not buried under a backtrace.
+            .env("RUST_BACKTRACE", "0");
+        command
     }
 
     /// An agent is ready when its readiness endpoint (as a DaemonSet probes it) answers 200.
@@ -811,6 +907,12 @@ impl Lab {
     /// Kills the agent of `node` with SIGKILL, as a crash or an OOM kill would, and waits
     /// until it is gone. Capture stays attached; connections need the agent to be back.
     pub fn kill_agent(&self, node: &str) -> Result<(), LabError> {
+        if self.runtime.agent_image.is_some() {
+            // The container's process is in the runtime's cgroup, not the node's.
+            for name in crate::container::node_containers(&self.plan.lab, node) {
+                crate::container::kill(&name)?;
+            }
+        }
         cgroup::kill(&self.node_cgroup(node))
     }
 
@@ -819,6 +921,13 @@ impl Lab {
     /// Returns the old and new agents' process ids; [`Lab::stop_agent_processes`] then
     /// stops the old one.
     pub fn start_successor_agent(&mut self, node: &str) -> Result<(Vec<i32>, i32), LabError> {
+        if self.runtime.agent_image.is_some() {
+            // The running agent is told apart from its successor by its process id, which
+            // in a container is its own PID namespace's.
+            return Err(LabError::Invalid(
+                "an upgrade is played with agents run as processes, not containers".into(),
+            ));
+        }
         let cgroup = self.node_cgroup(node);
         let old = cgroup::members(&cgroup);
         if old.is_empty() {
@@ -973,6 +1082,122 @@ impl Lab {
         records::write(&self.paths.cluster_dir().join(format!("{name}.yaml")), yaml)
     }
 
+    /// Applies objects to the running lab as `kubectl apply` would: each (by API group,
+    /// kind, namespace and name) is created or replaces the cluster's, and the agents,
+    /// gateways and the CA see it in the cluster view. The lab builds pods, Services and
+    /// their addresses when it comes up, so a Pod, Deployment or Service (or a waypoint
+    /// Gateway, which makes them) that is not already there unchanged is refused, naming
+    /// it; a Namespace's labels may change (ambient enrollment follows).
+    pub fn apply_objects(&mut self, manifests: &Manifests) -> Result<Vec<Applied>, LabError> {
+        let mut done = Vec::new();
+        self.check_built(manifests)?;
+        for namespace in &manifests.namespaces {
+            let name = &namespace.metadata.name;
+            let labels = namespace.metadata.labels.clone();
+            let outcome = match self.plan.namespaces.get(name) {
+                Some(old) if *old == labels => "unchanged",
+                Some(_) => "configured",
+                None => "created",
+            };
+            self.plan.namespaces.insert(name.clone(), labels);
+            done.push(Applied::new(format!("namespace/{name}"), outcome));
+        }
+        let namespaces = self.plan.namespaces.clone();
+        for pod in &mut self.plan.pods {
+            pod.ambient = weft_core::mesh::enrollment::ambient_enrolled(
+                &pod.labels,
+                namespaces.get(&pod.namespace),
+            );
+        }
+        for object in &manifests.others {
+            let key = object_key(object);
+            let outcome = match self.others.iter_mut().find(|o| object_key(o) == key) {
+                Some(old) if old == object => "unchanged",
+                Some(old) => {
+                    *old = object.clone();
+                    "configured"
+                }
+                None => {
+                    self.others.push(object.clone());
+                    "created"
+                }
+            };
+            done.push(Applied::new(key.describe(), outcome));
+        }
+        self.write_records()?;
+        Ok(done)
+    }
+
+    /// Deletes objects from the running lab as `kubectl delete -f` would. Pods, Services
+    /// and Namespaces stay (the lab cannot take them away while it runs) and are named.
+    pub fn delete_objects(&mut self, manifests: &Manifests) -> Result<Vec<Applied>, LabError> {
+        let lab_made = manifests.pods.len()
+            + manifests.deployments.len()
+            + manifests.services.len()
+            + manifests.namespaces.len();
+        if lab_made > 0 {
+            return Err(LabError::Invalid(
+                "the lab's Namespaces, Pods, Deployments and Services live as long as the lab:                  take it down (`cargo xtask lab down`) to remove them"
+                    .into(),
+            ));
+        }
+        let mut done = Vec::new();
+        for object in &manifests.others {
+            let key = object_key(object);
+            let before = self.others.len();
+            self.others.retain(|o| object_key(o) != key);
+            let outcome = if self.others.len() < before {
+                "deleted"
+            } else {
+                "not found"
+            };
+            done.push(Applied::new(key.describe(), outcome));
+        }
+        self.write_records()?;
+        Ok(done)
+    }
+
+    /// Refuses objects that would need the lab to build what it builds only at `up`.
+    fn check_built(&self, manifests: &Manifests) -> Result<(), LabError> {
+        let mut refused = Vec::new();
+        for pod in &manifests.pods {
+            let key = format!(
+                "{}/{}",
+                pod.metadata.namespace_or_default(),
+                pod.metadata.name
+            );
+            if self.plan.pod(&key).is_none() {
+                refused.push(format!("pod/{}", pod.metadata.name));
+            }
+        }
+        for deployment in &manifests.deployments {
+            let exists = self.plan.pods.iter().any(|p| {
+                p.namespace == deployment.metadata.namespace_or_default()
+                    && p.name
+                        .starts_with(&format!("{}-", deployment.metadata.name))
+            });
+            if !exists {
+                refused.push(format!("deployment/{}", deployment.metadata.name));
+            }
+        }
+        for service in &manifests.services {
+            let exists = self.plan.services.iter().any(|s| {
+                s.namespace == service.metadata.namespace_or_default()
+                    && s.name == service.metadata.name
+            });
+            if !exists {
+                refused.push(format!("service/{}", service.metadata.name));
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(LabError::Invalid(format!(
+            "the lab builds pods and Services (and their addresses) when it comes up; these are new: {} — add them to the manifests of `cargo xtask lab up`",
+            refused.join(", ")
+        )))
+    }
+
     /// `GET path` on the admin endpoint of the agent of `node`; returns the body of a 200.
     pub fn agent_get(&self, node: &str, path: &str) -> Result<String, LabError> {
         let (ip, port) = AGENT_ADMIN;
@@ -1065,6 +1290,60 @@ impl Lab {
         Ok(command)
     }
 
+    /// A command that will run on the `outside` host: beyond the lab's router, where only
+    /// LoadBalancer addresses and NodePorts of the cluster are reachable, as from the
+    /// internet (`lab exec outside -- curl http://<LoadBalancer address>/`).
+    pub fn outside_command(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Result<Command, LabError> {
+        let outside = self.plan.outside.as_ref().ok_or_else(|| {
+            LabError::Invalid(format!(
+                "lab {} was brought up before labs had an outside host",
+                self.plan.lab
+            ))
+        })?;
+        let cgroup = self.cgroup_root.join("exec").join("outside");
+        cgroup::create(&cgroup)?;
+        let mut command = Command::new(program);
+        if let Some(bin) = &self.runtime.bin_dir {
+            let path = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{path}", bin.display()));
+        }
+        place(
+            &mut command,
+            &Placement {
+                cgroup,
+                netns: named_netns_path(&outside.netns),
+                pod_view: None,
+                detach: false,
+            },
+        )?;
+        Ok(command)
+    }
+
+    /// Runs `work` on a thread inside the `outside` host's network namespace.
+    pub fn in_outside_netns<T: Send>(
+        &self,
+        work: impl FnOnce() -> T + Send,
+    ) -> Result<T, LabError> {
+        let outside = self
+            .plan
+            .outside
+            .as_ref()
+            .ok_or_else(|| LabError::Invalid("this lab has no outside host".into()))?;
+        Ok(run_in_netns(&named_netns_path(&outside.netns), work)?)
+    }
+
+    /// The address the lab's cloud gave LoadBalancer Service `namespace/name`.
+    pub fn load_balancer_ip(&self, service: &str) -> Option<Ipv4Addr> {
+        self.plan
+            .services
+            .iter()
+            .find(|s| format!("{}/{}", s.namespace, s.name) == service)
+            .and_then(|s| s.load_balancer_ip)
+    }
+
     /// Runs `work` on a thread inside the network namespace of `pod` (not in its cgroup).
     pub fn in_pod_netns<T: Send>(
         &self,
@@ -1143,12 +1422,16 @@ impl Lab {
                 .iter()
                 .map(|s| ServiceSummary {
                     service: format!("{}/{}", s.namespace, s.name),
+                    type_: s.type_.clone(),
                     cluster_ip: s.vip.to_string(),
                     cluster_ips: s.cluster_ips.iter().map(ToString::to_string).collect(),
+                    load_balancer_ip: s.load_balancer_ip.map(|ip| ip.to_string()),
                     ports: s.ports.iter().map(|p| p.port).collect(),
+                    node_ports: s.ports.iter().filter_map(|p| p.node_port).collect(),
                     endpoints: s.endpoints.iter().map(|e| e.pod.clone()).collect(),
                 })
                 .collect(),
+            outside: self.plan.outside.as_ref().map(|o| o.ip.to_string()),
         }
     }
 
@@ -1193,6 +1476,66 @@ impl Drop for Lab {
     }
 }
 
+/// What `apply_objects` or `delete_objects` did to one object (`kubectl`'s words).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// `kind.group/name`, as kubectl names it.
+    pub object: String,
+    pub outcome: &'static str,
+}
+
+impl Applied {
+    fn new(object: String, outcome: &'static str) -> Self {
+        Self { object, outcome }
+    }
+}
+
+/// Which object a document is, as the API server tells them apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ObjectKey {
+    group: String,
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+impl ObjectKey {
+    fn describe(&self) -> String {
+        let kind = self.kind.to_ascii_lowercase();
+        if self.group.is_empty() {
+            format!("{kind}/{}", self.name)
+        } else {
+            format!("{kind}.{}/{}", self.group, self.name)
+        }
+    }
+}
+
+fn object_key(object: &serde_yaml::Value) -> ObjectKey {
+    let text = |path: &[&str]| {
+        let mut value = object;
+        for key in path {
+            value = &value[*key];
+        }
+        value.as_str().unwrap_or_default().to_string()
+    };
+    let api_version = text(&["apiVersion"]);
+    let group = api_version
+        .rsplit_once('/')
+        .map(|(group, _)| group.to_string())
+        .unwrap_or_default();
+    let namespace = text(&["metadata", "namespace"]);
+    ObjectKey {
+        group,
+        kind: text(&["kind"]),
+        namespace: if namespace.is_empty() {
+            "default".into()
+        } else {
+            namespace
+        },
+        name: text(&["metadata", "name"]),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct LabSummary {
     pub lab: String,
@@ -1200,6 +1543,8 @@ pub struct LabSummary {
     pub nodes: Vec<(String, String, usize)>,
     pub pods: Vec<PodSummary>,
     pub services: Vec<ServiceSummary>,
+    /// The `outside` host's address.
+    pub outside: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -1216,9 +1561,15 @@ pub struct PodSummary {
 #[derive(Debug, Serialize)]
 pub struct ServiceSummary {
     pub service: String,
+    #[serde(rename = "type")]
+    pub type_: String,
     pub cluster_ip: String,
     pub cluster_ips: Vec<String>,
+    /// A LoadBalancer's external address, reachable from `outside`.
+    pub load_balancer_ip: Option<String>,
     pub ports: Vec<u16>,
+    /// NodePorts, in the order of `ports` (NodePort and LoadBalancer Services).
+    pub node_ports: Vec<u16>,
     pub endpoints: Vec<String>,
 }
 
@@ -1322,7 +1673,11 @@ pub fn down(lab: &str) -> Result<(), LabError> {
             first_error.get_or_insert(e);
         }
     };
+    // The agents' containers first: their processes are in the runtime's cgroups.
+    note(crate::container::remove_lab_containers(lab));
     note(cgroup::lab_root(lab).and_then(|root| cgroup::destroy(&root)));
+    // What runc made for the application containers in the cgroup v1 controllers.
+    note(crate::container::remove_v1_cgroups(lab));
     let prefix = netns_prefix(lab);
     let names: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|entries| {
@@ -1355,7 +1710,11 @@ pub fn down(lab: &str) -> Result<(), LabError> {
 
 /// What a lab left on this machine: used by tests to prove `down` removed everything.
 pub fn leftovers(lab: &str) -> Vec<String> {
-    let mut found = Vec::new();
+    let mut found: Vec<String> = crate::container::lab_containers(lab)
+        .into_iter()
+        .chain(crate::container::pod_containers(lab))
+        .map(|name| format!("container {name}"))
+        .collect();
     let prefix = netns_prefix(lab);
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
         for e in entries.filter_map(Result::ok) {
@@ -1364,6 +1723,9 @@ pub fn leftovers(lab: &str) -> Vec<String> {
                 found.push(format!("netns {name}"));
             }
         }
+    }
+    for dir in crate::container::v1_cgroups(lab) {
+        found.push(format!("cgroup {}", dir.display()));
     }
     if let Ok(root) = cgroup::lab_root(lab)
         && root.exists()
@@ -1377,4 +1739,12 @@ pub fn leftovers(lab: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Each node's address, for the downward API's `status.hostIP`.
+fn node_ips(plan: &Plan) -> BTreeMap<String, String> {
+    plan.nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.ip.to_string()))
+        .collect()
 }

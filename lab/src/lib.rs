@@ -17,15 +17,18 @@
 mod cgroup;
 mod cmd;
 pub mod cni;
+pub mod container;
 mod error;
+pub mod image;
 pub mod kubelet;
 mod lab;
 pub mod manifest;
+mod outside;
 pub mod plan;
 mod process;
 pub mod records;
 mod volumes;
 
 pub use error::LabError;
-pub use lab::{CniRetry, Lab, LabSummary, Runtime, down, leftovers, list_labs};
+pub use lab::{Applied, CniRetry, Lab, LabSummary, Runtime, down, leftovers, list_labs};
 pub use plan::{LabOptions, Plan};

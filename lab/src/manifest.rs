@@ -40,6 +40,22 @@ pub struct EnvVar {
     pub name: String,
     #[serde(default)]
     pub value: String,
+    /// The downward API (`fieldRef`), which the lab's kubelet fills in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<FieldRef>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldRef {
+    pub field_path: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -262,6 +278,10 @@ pub struct ServicePort {
     pub target_port: Option<TargetPort>,
     #[serde(default = "tcp")]
     pub protocol: String,
+    /// For Services of type NodePort and LoadBalancer: the port on every node (allocated
+    /// from 30000–32767 when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
 }
 
 fn tcp() -> String {
@@ -286,6 +306,20 @@ pub struct ServiceSpec {
     pub selector: Labels,
     #[serde(default)]
     pub ports: Vec<ServicePort>,
+    /// `ClusterIP` (the default), `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// `Cluster` (the default: any node forwards, and masquerades) or `Local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<String>,
+    /// The address a LoadBalancer asks for (deprecated in Kubernetes, still honoured by
+    /// cloud controllers); one of the lab's range is allocated otherwise.
+    #[serde(
+        default,
+        rename = "loadBalancerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub load_balancer_ip: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -309,9 +343,89 @@ pub struct Manifests {
     pub services: Vec<Service>,
     /// Objects the lab does not act on (ServiceAccounts, Istio resources, …), kept verbatim.
     pub others: Vec<serde_yaml::Value>,
+    /// Gateway API Gateways read without a namespace: what the controller makes of them was
+    /// made in `default`, and is made again where [`Manifests::in_namespace`] puts them.
+    unplaced_gateways: Vec<String>,
 }
 
 impl Manifests {
+    /// Puts the namespaced objects that name no namespace in `namespace`, as
+    /// `kubectl apply -n NAMESPACE` does.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        const CLUSTER_SCOPED: [&str; 12] = [
+            "Namespace",
+            "Node",
+            "PersistentVolume",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "StorageClass",
+            "GatewayClass",
+            "PriorityClass",
+            "IngressClass",
+            "RuntimeClass",
+            "APIService",
+        ];
+        let unplaced = std::mem::take(&mut self.unplaced_gateways);
+        let made_for_unplaced = |meta: &ObjectMeta| {
+            meta.namespace.as_deref() == Some("default")
+                && meta
+                    .labels
+                    .get(GATEWAY_NAME_LABEL)
+                    .is_some_and(|name| unplaced.contains(name))
+        };
+        self.deployments.retain(|d| !made_for_unplaced(&d.metadata));
+        self.services.retain(|s| !made_for_unplaced(&s.metadata));
+        let set = |meta: &mut ObjectMeta| {
+            meta.namespace.get_or_insert_with(|| namespace.to_string());
+        };
+        self.pods.iter_mut().for_each(|p| set(&mut p.metadata));
+        self.deployments
+            .iter_mut()
+            .for_each(|d| set(&mut d.metadata));
+        self.services.iter_mut().for_each(|s| set(&mut s.metadata));
+        for object in &mut self.others {
+            let kind = object["kind"].as_str().unwrap_or_default().to_string();
+            if CLUSTER_SCOPED.contains(&kind.as_str()) {
+                continue;
+            }
+            if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_mapping_mut())
+                && !meta.contains_key("namespace")
+            {
+                meta.insert("namespace".into(), namespace.into());
+            }
+        }
+        let gateways: Vec<serde_yaml::Value> = self
+            .others
+            .iter()
+            .filter(|o| o.get("kind").and_then(|k| k.as_str()) == Some("Gateway"))
+            .filter(|o| is_gateway_api(o))
+            .filter(|o| {
+                o.get("metadata")
+                    .and_then(|m| m.get("name"))
+                    .and_then(|n| n.as_str())
+                    .is_some_and(|n| unplaced.iter().any(|u| u == n))
+            })
+            .cloned()
+            .collect();
+        for gateway in gateways {
+            if let Err(e) = self.add_gateway(&gateway, &LabError::Invalid) {
+                tracing::warn!("a Gateway placed in namespace {namespace}: {e}");
+            }
+        }
+        self
+    }
+
+    /// Adds everything of `other` after this one's.
+    pub fn extend(&mut self, other: Manifests) {
+        self.namespaces.extend(other.namespaces);
+        self.pods.extend(other.pods);
+        self.deployments.extend(other.deployments);
+        self.services.extend(other.services);
+        self.others.extend(other.others);
+        self.unplaced_gateways.extend(other.unplaced_gateways);
+    }
+
     /// Reads every `*.yaml` / `*.yml` file under `dir` (nested folders included, in path
     /// order so the result does not depend on the file system's listing order).
     pub fn load_dir(dir: &Path) -> Result<Self, LabError> {
@@ -354,6 +468,13 @@ impl Manifests {
                 "Service" => self.services.push(from_value(value, &invalid)?),
                 "Gateway" if is_gateway_api(&value) => {
                     self.add_gateway(&value, &invalid)?;
+                    let meta = value.get("metadata");
+                    if meta.and_then(|m| m.get("namespace")).is_none()
+                        && let Some(name) =
+                            meta.and_then(|m| m.get("name")).and_then(|n| n.as_str())
+                    {
+                        self.unplaced_gateways.push(name.to_string());
+                    }
                     self.others.push(value);
                 }
                 "List" => {
@@ -625,6 +746,30 @@ spec: {gatewayClassName: istio-waypoint, listeners: [{name: http, port: 80, prot
         assert_eq!(m.deployments[0].spec.template.spec.volumes.len(), 2);
         let ports: Vec<u16> = m.services[0].spec.ports.iter().map(|p| p.port).collect();
         assert_eq!(ports, [15021, 15008]);
+    }
+
+    #[test]
+    fn an_ingress_gateway_applied_to_a_namespace_runs_there() {
+        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: bookinfo-gateway}\nspec:\n  gatewayClassName: istio\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n";
+        let mut m = Manifests::default();
+        m.add_yaml(yaml, Path::new("gw.yaml")).expect("valid");
+        let m = m.in_namespace("bookinfo");
+        let placed: Vec<(String, Option<String>)> = m
+            .deployments
+            .iter()
+            .map(|d| (d.metadata.name.clone(), d.metadata.namespace.clone()))
+            .chain(
+                m.services
+                    .iter()
+                    .map(|s| (s.metadata.name.clone(), s.metadata.namespace.clone())),
+            )
+            .collect();
+        let expected = (
+            "bookinfo-gateway-istio".to_string(),
+            Some("bookinfo".to_string()),
+        );
+        assert_eq!(placed, [expected.clone(), expected]);
+        assert_eq!(m.services[0].spec.type_.as_deref(), Some("LoadBalancer"));
     }
 
     #[test]

@@ -32,6 +32,20 @@ const POD_SUBNET6_PREFIX: [u16; 3] = [0xfd00, 0x10, 0x244];
 const SERVICE_SUBNET6_PREFIX: [u16; 3] = [0xfd00, 0x10, 0x96];
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
+/// The lab's router (in the fabric namespace) on the node network, which carries the
+/// outside world's traffic to the nodes, as a cloud's VPC router does.
+pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(10, 240, 0, 1);
+/// The outside world: a network beyond the router (TEST-NET-3, which exists only inside
+/// the lab's namespaces), with the router at .1 and the `outside` host at .10.
+pub const OUTSIDE_NETWORK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 0);
+pub const OUTSIDE_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The addresses the lab's "cloud" gives Services of type LoadBalancer (TEST-NET-2),
+/// routed by the router to the nodes, where kube-proxy's rules take them.
+const LOAD_BALANCER_SUBNET: [u8; 3] = [198, 51, 100];
+/// Kubernetes' default NodePort range.
+const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
 #[derive(Clone, Debug)]
 pub struct LabOptions {
     /// Short name (a-z, 0-9); prefixes every namespace, cgroup and file of this lab.
@@ -213,6 +227,20 @@ impl PodPlan {
             .contains_key(crate::manifest::GATEWAY_NAME_LABEL)
     }
 
+    /// A pod of weft's proxies (a waypoint, an ingress gateway): started once the CA is
+    /// up, reading the cluster where the agents read it.
+    pub fn is_mesh_proxy(&self) -> bool {
+        self.is_waypoint()
+            || self.containers.iter().any(|c| {
+                let program = c
+                    .command
+                    .first()
+                    .cloned()
+                    .or_else(|| c.image.as_deref().and_then(crate::volumes::entrypoint));
+                program.is_some_and(|p| p.rsplit('/').next() == Some("weft-waypoint"))
+            })
+    }
+
     pub fn spiffe_id(&self) -> String {
         format!(
             "spiffe://{CLUSTER_DOMAIN}/ns/{}/sa/{}",
@@ -226,6 +254,20 @@ pub struct ServicePortPlan {
     pub name: Option<String>,
     pub port: u16,
     pub protocol: String,
+    /// Services of type NodePort and LoadBalancer: the port on every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
+}
+
+/// The host outside the cluster (`lab exec outside -- …`): a namespace on the far side
+/// of the lab's router, from which LoadBalancer addresses and NodePorts are reachable as
+/// from the internet, and nothing else of the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OutsidePlan {
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    /// The router's side of its link, in the fabric namespace.
+    pub router_if: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -258,6 +300,16 @@ pub struct ServicePlan {
     pub ports: Vec<ServicePortPlan>,
     pub endpoints: Vec<EndpointPlan>,
     pub labels: Labels,
+    /// `ClusterIP`, `NodePort` or `LoadBalancer`.
+    #[serde(default = "cluster_ip_type", rename = "type")]
+    pub type_: String,
+    /// A LoadBalancer's external address (`status.loadBalancer.ingress[0].ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_ip: Option<Ipv4Addr>,
+}
+
+fn cluster_ip_type() -> String {
+    "ClusterIP".to_string()
 }
 
 impl ServicePlan {
@@ -319,6 +371,9 @@ pub struct Plan {
     pub pods: Vec<PodPlan>,
     pub services: Vec<ServicePlan>,
     pub namespaces: BTreeMap<String, Labels>,
+    /// `None` in the records of labs from before there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside: Option<OutsidePlan>,
 }
 
 fn ipv4_only() -> Vec<IpFamily> {
@@ -447,6 +502,11 @@ impl Plan {
                 ip: Ipv4Addr::new(NODE_SUBNET[0], NODE_SUBNET[1], NODE_SUBNET[2], 2),
                 fabric_if: "cp".into(),
             },
+            outside: Some(OutsidePlan {
+                netns: format!("{prefix}outside"),
+                ip: OUTSIDE_IP,
+                router_if: "out".into(),
+            }),
             lab,
             nodes,
             pods,
@@ -627,12 +687,31 @@ impl Plan {
                     ));
                     vmap.push(format!("{e} : jump {chain}"));
                 }
+                let vmap = vmap.join(", ");
                 rules.push_str(&format!(
-                    "    {match_address} daddr {vip} {proto} dport {} numgen random mod {} vmap {{ {} }}\n",
+                    "    {match_address} daddr {vip} {proto} dport {} numgen random mod {} vmap {{ {vmap} }}\n",
                     port.port,
                     targets.len(),
-                    vmap.join(", ")
                 ));
+                // From outside the cluster (externalTrafficPolicy Cluster): to the
+                // LoadBalancer's address the router sends here, or to the NodePort on any
+                // of this node's addresses; masqueraded, so that an endpoint on another
+                // node answers through this one.
+                if family == IpFamily::V4
+                    && let Some(lb) = svc.load_balancer_ip
+                {
+                    rules.push_str(&format!(
+                        "    ip daddr {lb} {proto} dport {} meta mark set {HAIRPIN_MARK} numgen random mod {} vmap {{ {vmap} }}\n",
+                        port.port,
+                        targets.len(),
+                    ));
+                }
+                if let Some(node_port) = port.node_port {
+                    rules.push_str(&format!(
+                        "    fib daddr type local {proto} dport {node_port} meta mark set {HAIRPIN_MARK} numgen random mod {} vmap {{ {vmap} }}\n",
+                        targets.len(),
+                    ));
+                }
             }
         }
         format!(
@@ -890,11 +969,13 @@ fn plan_services(
         }
         settled.push(families);
     }
+    let mut external = ExternalAllocator::new(services)?;
     let mut out = Vec::with_capacity(services.len());
     for (svc, families) in services.iter().zip(settled) {
         let namespace = svc.metadata.namespace_or_default().to_string();
         namespaces.entry(namespace.clone()).or_default();
         validate_dns_label(&svc.metadata.name, "service name")?;
+        let type_ = service_type(svc)?;
         let mut cluster_ips = Vec::with_capacity(families.families.len());
         for (family, requested) in families.families.iter().zip(&families.requested) {
             cluster_ips.push(match requested {
@@ -940,17 +1021,143 @@ fn plan_services(
                 .spec
                 .ports
                 .iter()
-                .map(|p| ServicePortPlan {
-                    name: p.name.clone(),
-                    port: p.port,
-                    protocol: p.protocol.clone(),
+                .map(|p| {
+                    Ok(ServicePortPlan {
+                        name: p.name.clone(),
+                        port: p.port,
+                        protocol: p.protocol.clone(),
+                        node_port: match type_ {
+                            "ClusterIP" => None,
+                            _ => Some(external.node_port(p.node_port)?),
+                        },
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, LabError>>()?,
             endpoints,
             labels: svc.metadata.labels.clone(),
+            type_: type_.to_string(),
+            load_balancer_ip: match type_ {
+                "LoadBalancer" => Some(external.load_balancer_ip(svc)?),
+                _ => None,
+            },
         });
     }
     Ok(out)
+}
+
+/// A Service's `type`, as far as the lab plays it: ClusterIP, NodePort, LoadBalancer
+/// (whose external traffic is handled as `externalTrafficPolicy: Cluster` asks).
+fn service_type(svc: &Service) -> Result<&'static str, LabError> {
+    let name = &svc.metadata.name;
+    let type_ = match svc.spec.type_.as_deref() {
+        None | Some("ClusterIP") => "ClusterIP",
+        Some("NodePort") => "NodePort",
+        Some("LoadBalancer") => "LoadBalancer",
+        Some(other) => {
+            return Err(LabError::Invalid(format!(
+                "service {name}: type {other:?} is not played by the lab (ClusterIP, NodePort, LoadBalancer)"
+            )));
+        }
+    };
+    if let Some(policy) = svc.spec.external_traffic_policy.as_deref()
+        && policy != "Cluster"
+    {
+        return Err(LabError::Invalid(format!(
+            "service {name}: externalTrafficPolicy {policy:?}: the lab plays Cluster only"
+        )));
+    }
+    Ok(type_)
+}
+
+/// NodePorts and LoadBalancer addresses, as the API server and a cloud's controller hand
+/// them out: in order (predictable addresses), around those asked for explicitly.
+struct ExternalAllocator {
+    node_ports: BTreeSet<u16>,
+    next_node_port: u16,
+    addresses: BTreeSet<Ipv4Addr>,
+    next_address: u8,
+}
+
+impl ExternalAllocator {
+    fn new(services: &[Service]) -> Result<Self, LabError> {
+        let mut node_ports = BTreeSet::new();
+        let mut addresses = BTreeSet::new();
+        for svc in services {
+            for port in svc.spec.ports.iter().filter_map(|p| p.node_port) {
+                if !NODE_PORTS.contains(&port) || !node_ports.insert(port) {
+                    return Err(LabError::Invalid(format!(
+                        "service {}: nodePort {port} is outside {}-{} or already taken",
+                        svc.metadata.name,
+                        NODE_PORTS.start(),
+                        NODE_PORTS.end()
+                    )));
+                }
+            }
+            if let Some(text) = &svc.spec.load_balancer_ip {
+                let ip: Ipv4Addr = text.parse().map_err(|_| {
+                    LabError::Invalid(format!(
+                        "service {}: loadBalancerIP {text:?} is not an IPv4 address",
+                        svc.metadata.name
+                    ))
+                })?;
+                let [a, b, c, _] = ip.octets();
+                if [a, b, c] != LOAD_BALANCER_SUBNET || !addresses.insert(ip) {
+                    return Err(LabError::Invalid(format!(
+                        "service {}: loadBalancerIP {ip} is not free in the lab's range {}.{}.{}.0/24",
+                        svc.metadata.name,
+                        LOAD_BALANCER_SUBNET[0],
+                        LOAD_BALANCER_SUBNET[1],
+                        LOAD_BALANCER_SUBNET[2]
+                    )));
+                }
+            }
+        }
+        Ok(Self {
+            node_ports,
+            next_node_port: *NODE_PORTS.start(),
+            addresses,
+            next_address: 10,
+        })
+    }
+
+    fn node_port(&mut self, asked: Option<u16>) -> Result<u16, LabError> {
+        if let Some(port) = asked {
+            return Ok(port);
+        }
+        while self.node_ports.contains(&self.next_node_port) {
+            self.next_node_port += 1;
+        }
+        if !NODE_PORTS.contains(&self.next_node_port) {
+            return Err(LabError::Invalid("NodePort range exhausted".into()));
+        }
+        let port = self.next_node_port;
+        self.node_ports.insert(port);
+        Ok(port)
+    }
+
+    fn load_balancer_ip(&mut self, svc: &Service) -> Result<Ipv4Addr, LabError> {
+        if let Some(ip) = svc
+            .spec
+            .load_balancer_ip
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+        {
+            return Ok(ip);
+        }
+        loop {
+            let [a, b, c] = LOAD_BALANCER_SUBNET;
+            let ip = Ipv4Addr::new(a, b, c, self.next_address);
+            if self.next_address == 255 {
+                return Err(LabError::Invalid(
+                    "LoadBalancer address range exhausted".into(),
+                ));
+            }
+            self.next_address += 1;
+            if self.addresses.insert(ip) {
+                return Ok(ip);
+            }
+        }
+    }
 }
 
 fn resolve_target_port(

@@ -334,19 +334,31 @@ pub fn cluster_view(
         let ports: Vec<_> = svc
             .ports
             .iter()
-            .map(|p| json!({"name": p.name, "port": p.port, "protocol": p.protocol}))
+            .map(|p| {
+                let mut port = json!({"name": p.name, "port": p.port, "protocol": p.protocol});
+                if let Some(node_port) = p.node_port {
+                    port["nodePort"] = json!(node_port);
+                }
+                port
+            })
             .collect();
         let cluster_ips: Vec<String> = svc.cluster_ips.iter().map(|ip| ip.to_string()).collect();
         let families: Vec<&str> = svc.ip_families.iter().map(|f| f.as_str()).collect();
-        objects.push(json!({
+        let mut service = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": svc.labels},
             "spec": {
+                "type": svc.type_,
                 "clusterIP": svc.vip.to_string(), "clusterIPs": cluster_ips,
                 "ipFamilies": families, "ipFamilyPolicy": svc.ip_family_policy,
                 "ports": ports,
             },
-        }));
+        });
+        if let Some(ip) = svc.load_balancer_ip {
+            service["spec"]["externalTrafficPolicy"] = json!("Cluster");
+            service["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}});
+        }
+        objects.push(service);
         for family in &svc.ip_families {
             objects.extend(endpoint_slices(svc, *family, &ready));
         }

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::hist::{self, Histogram, Summary};
 use crate::timer::Timer;
+use crate::tls::{self, Conn};
 use crate::{h1, message, net, out};
 
 /// Pause after a failed exchange in the closed loop, which would otherwise spin on a refusing
@@ -36,6 +37,10 @@ const JOIN_GRACE: Duration = Duration::from_secs(1);
 
 pub struct LoadArgs {
     pub url: String,
+    /// Where to connect instead of the URL's host (`host:port`).
+    pub connect: Option<String>,
+    /// For https:// URLs: the certificates the server must chain to.
+    pub cacert: Option<std::path::PathBuf>,
     /// Requests per second; 0 = closed loop.
     pub rate: u64,
     pub duration: Duration,
@@ -123,6 +128,17 @@ struct Shared {
     request: h1::Request,
     /// The address that answered at setup: reconnects skip the resolver.
     target: SocketAddr,
+    /// For https:// URLs.
+    tls: Option<Arc<tls::Client>>,
+}
+
+/// A connection as the URL's scheme asks: TLS on top of `tcp` for https://.
+async fn secure(tcp: TcpStream, tls: Option<&tls::Client>) -> Result<Conn> {
+    let _ = tcp.set_nodelay(true);
+    Ok(match tls {
+        Some(client) => Conn::Tls(Box::new(client.handshake(tcp).await?)),
+        None => Conn::Plain(tcp),
+    })
 }
 
 /// One worker's counts over the requests in the window.
@@ -172,29 +188,34 @@ impl Tally {
 }
 
 pub async fn run(args: LoadArgs) -> Result<bool> {
-    let url = message::url_parts(&args.url)?;
+    let (url, tls_name) = message::url_parts_tls(&args.url)?;
     let request = h1::Request::get(&url.authority, &url.path_and_query, args.body_bytes, false);
+    let tls = match (&tls_name, &args.cacert) {
+        (Some(name), Some(cacert)) => Some(Arc::new(tls::Client::new(cacert, name)?)),
+        (Some(_), None) => bail!("an https:// URL needs --cacert"),
+        (None, _) => None,
+    };
+    let connect = args.connect.clone().unwrap_or(url.connect.clone());
 
-    // Every connection is open before the clock starts: connection setup is `connrate`'s
-    // measurement, and a dead target should fail here once rather than as every request.
+    // Every connection is open (TLS handshakes done) before the clock starts: connection
+    // setup is `connrate`'s measurement, and a dead target should fail here once rather than
+    // as every request.
     let setup = async {
-        let addrs = net::resolve(&url.connect).await?;
+        let addrs = net::resolve(&connect).await?;
         let (first, target) = net::connect_first(&addrs).await?;
-        let mut streams = vec![first];
+        let mut streams = vec![secure(first, tls.as_deref()).await?];
         for _ in 1..args.connections {
-            streams.push(
-                TcpStream::connect(target)
-                    .await
-                    .with_context(|| format!("connect {target}"))?,
-            );
+            let tcp = TcpStream::connect(target)
+                .await
+                .with_context(|| format!("connect {target}"))?;
+            streams.push(secure(tcp, tls.as_deref()).await?);
         }
         anyhow::Ok((streams, target))
     };
     let (streams, target) = match tokio::time::timeout(args.timeout, setup).await {
         Ok(r) => r?,
         Err(_) => bail!(
-            "connect {}: timed out after {} ms",
-            url.connect,
+            "connect {connect}: timed out after {} ms",
             args.timeout.as_millis()
         ),
     };
@@ -226,6 +247,7 @@ pub async fn run(args: LoadArgs) -> Result<bool> {
         open,
         request,
         target,
+        tls,
     });
 
     let workers = streams.len();
@@ -235,7 +257,6 @@ pub async fn run(args: LoadArgs) -> Result<bool> {
         .then(|| tokio::spawn(pace(shared.clone(), workers)));
     let mut set = JoinSet::new();
     for stream in streams {
-        let _ = stream.set_nodelay(true);
         set.spawn(Worker::new(shared.clone(), stream).run());
     }
     let mut tally = Tally::new();
@@ -327,13 +348,13 @@ async fn pace(shared: Arc<Shared>, workers: usize) {
 /// the reconnect is part of the next request's latency, as it would be for a real client.
 struct Worker {
     shared: Arc<Shared>,
-    conn: Option<TcpStream>,
+    conn: Option<Conn>,
     buf: h1::Buffer,
     tally: Tally,
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, stream: TcpStream) -> Self {
+    fn new(shared: Arc<Shared>, stream: Conn) -> Self {
         Self {
             shared,
             conn: Some(stream),
@@ -448,7 +469,7 @@ impl Worker {
                     let s = TcpStream::connect(target)
                         .await
                         .with_context(|| format!("connect {target}"))?;
-                    let _ = s.set_nodelay(true);
+                    let s = secure(s, self.shared.tls.as_deref()).await?;
                     self.conn.insert(s)
                 }
             };

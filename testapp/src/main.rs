@@ -21,6 +21,7 @@ mod sink;
 mod tcp;
 mod throughput;
 mod timer;
+mod tls;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -142,8 +143,15 @@ enum Command {
     /// Open-loop HTTP/1.1 load at a fixed rate (or closed loop with --rate 0): one JSON line
     /// with counts and latency percentiles.
     Load {
-        /// http://host[:port]/path?query
+        /// http://host[:port]/path?query, or https:// (with --cacert)
         url: String,
+        /// Connect here (host:port) instead of the URL's host, which stays the Host header
+        /// and the TLS server name (curl's --connect-to).
+        #[arg(long)]
+        connect: Option<String>,
+        /// PEM certificates an https:// server must chain to.
+        #[arg(long)]
+        cacert: Option<std::path::PathBuf>,
         /// Requests per second, scheduled at fixed intervals; 0 = closed loop at saturation.
         #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
         rate: u64,
@@ -334,6 +342,8 @@ async fn run(command: Command) -> Result<bool> {
         }
         Command::Load {
             url,
+            connect,
+            cacert,
             rate,
             duration_ms,
             connections,
@@ -344,6 +354,8 @@ async fn run(command: Command) -> Result<bool> {
         } => {
             load::run(load::LoadArgs {
                 url,
+                connect,
+                cacert,
                 rate,
                 duration: Duration::from_millis(duration_ms),
                 warmup: Duration::from_millis(warmup_ms),

@@ -16,14 +16,25 @@ pub struct UrlParts {
 }
 
 pub fn url_parts(url: &str) -> Result<UrlParts> {
+    parts(url, false).map(|(parts, _)| parts)
+}
+
+/// Like [`url_parts`], `https://` too (port 443 by default): whether it is TLS, and the
+/// host (the TLS server name).
+pub fn url_parts_tls(url: &str) -> Result<(UrlParts, Option<String>)> {
+    parts(url, true)
+}
+
+fn parts(url: &str, https: bool) -> Result<(UrlParts, Option<String>)> {
     let uri: Uri = url
         .parse()
         .with_context(|| format!("invalid URL {url:?}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") if https => true,
         Some(other) => bail!("unsupported scheme {other:?} in {url:?}: only http"),
         None => bail!("URL {url:?} needs a scheme, e.g. http://host:port/path"),
-    }
+    };
     let authority = uri
         .authority()
         .with_context(|| format!("URL {url:?} has no host"))?;
@@ -31,16 +42,17 @@ pub fn url_parts(url: &str) -> Result<UrlParts> {
     let connect = format!(
         "{}:{}",
         authority.host(),
-        authority.port_u16().unwrap_or(80)
+        authority.port_u16().unwrap_or(if tls { 443 } else { 80 })
     );
-    Ok(UrlParts {
+    let parts = UrlParts {
         connect,
         authority: authority.as_str().to_owned(),
         path_and_query: uri
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_owned(),
-    })
+    };
+    Ok((parts, tls.then(|| authority.host().to_owned())))
 }
 
 /// Lowercase names (hyper already stores them so), every value kept in arrival order.

@@ -84,6 +84,37 @@ pub fn lab_up_manifests(
     lab_up_options(options, manifests, agents, agent_args)
 }
 
+/// Like [`lab_up`] with agents, each run from `image` under podman and runc as the
+/// DaemonSet's pod template runs it (`weft_lab::container`), not as a process of the lab.
+pub fn lab_up_in_containers(tag: &str, dir: &str, nodes: usize, image: &str) -> Lab {
+    lab_up_containerized(tag, dir, nodes, image, None)
+}
+
+/// Like [`lab_up_in_containers`], the application pods' containers also run from
+/// `app_image` (`weft_lab::image::TESTAPP`) under podman and runc when given.
+pub fn lab_up_containerized(
+    tag: &str,
+    dir: &str,
+    nodes: usize,
+    image: &str,
+    app_image: Option<&str>,
+) -> Lab {
+    let bins = bin_dir();
+    let options = LabOptions::new(unique_lab_name(tag)).nodes(nodes);
+    let runtime = Runtime {
+        bin_dir: Some(bins.clone()),
+        ca: Some(bins.join("weft-ca")),
+        agent_log: Some("debug".into()),
+        agent_image: Some(image.to_string()),
+        app_image: app_image.map(String::from),
+        ..Runtime::default()
+    };
+    match Lab::up(&options, &read_manifests(dir), &runtime) {
+        Ok(lab) => lab,
+        Err(e) => panic!("lab {} did not come up: {e}", options.name),
+    }
+}
+
 fn read_manifests(dir: &str) -> Manifests {
     match Manifests::load_dir(&manifests(dir)) {
         Ok(m) => m,
@@ -104,6 +135,8 @@ fn lab_up_options(
         ca: agents.then(|| bins.join("weft-ca")),
         agent_log: Some("debug".into()),
         agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+        agent_image: None,
+        app_image: None,
     };
     match Lab::up(&options, manifests, &runtime) {
         Ok(lab) => lab,
@@ -121,6 +154,39 @@ pub fn testapp_in(lab: &Lab, pod: &str, args: &[&str]) -> Output {
         Ok(output) => output,
         Err(e) => panic!("running weft-testapp {args:?} in {pod}: {e}"),
     }
+}
+
+/// `weft-testapp ARGS…` inside `pod`, running in the background (its output piped, for
+/// [`testapp_report`]).
+pub fn spawn_testapp_in(lab: &Lab, pod: &str, args: &[&str]) -> std::process::Child {
+    let mut command = lab
+        .pod_command(pod, testapp())
+        .unwrap_or_else(|e| panic!("preparing a command in {pod}: {e}"));
+    command
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting weft-testapp {args:?} in {pod}: {e}"))
+}
+
+/// The JSON report of a [`spawn_testapp_in`] process, once it is done (`what` names it in
+/// a failure).
+pub fn testapp_report(child: std::process::Child, what: &str) -> serde_json::Value {
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }
 
 /// Like [`testapp_in`], asserting success and parsing each stdout line as JSON.

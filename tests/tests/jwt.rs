@@ -63,6 +63,8 @@ fn lab_up(work: &Path) -> Lab {
         ca: Some(bins.join("weft-ca")),
         agent_log: Some("debug".into()),
         agent_args: Vec::new(),
+        agent_image: None,
+        app_image: None,
     };
     let options = LabOptions::new(unique_lab_name("jwt")).nodes(2);
     match Lab::up_from_dir(&options, &lab_dir, &runtime) {

@@ -5,47 +5,17 @@
 //! restarted without a new root keeps the one it had.
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft_core::ca::GeneratedRoot;
 use weft_core::identity::TrustBundle;
-use weft_e2e::{agent_admin, eventually, lab_up_with, pod_ip, testapp, testapp_json};
+use weft_e2e::{
+    agent_admin, eventually, lab_up_with, pod_ip, spawn_testapp_in, testapp_json, testapp_report,
+};
 use weft_lab::Lab;
 
 const NODES: [&str; 2] = ["node-1", "node-2"];
-
-/// `weft-testapp ARGS…` in `pod`, running in the background.
-fn spawn_in(lab: &Lab, pod: &str, args: &[&str]) -> Child {
-    let mut command: Command = lab
-        .pod_command(pod, testapp())
-        .unwrap_or_else(|e| panic!("preparing a command in {pod}: {e}"));
-    command
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting weft-testapp {args:?} in {pod}: {e}"))
-}
-
-/// Its JSON report, once it is done.
-fn report(child: Child, what: &str) -> Value {
-    let output = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
 
 /// What the agents and the CA warned about, to explain a failure.
 fn warnings(lab: &Lab) -> String {
@@ -148,7 +118,7 @@ fn a_root_rotated_in_the_trust_bundle_reaches_running_agents_and_no_request_fail
     // connections one after another, for the whole rotation.
     let started = Instant::now();
     let load_time = Duration::from_secs(30);
-    let requests = spawn_in(
+    let requests = spawn_testapp_in(
         &lab,
         "mesh/client",
         &[
@@ -162,7 +132,7 @@ fn a_root_rotated_in_the_trust_bundle_reaches_running_agents_and_no_request_fail
             "2",
         ],
     );
-    let connections = spawn_in(
+    let connections = spawn_testapp_in(
         &lab,
         "mesh/client",
         &[
@@ -231,7 +201,7 @@ fn a_root_rotated_in_the_trust_bundle_reaches_running_agents_and_no_request_fail
         started.elapsed()
     );
 
-    let load = report(requests, "the keep-alive requests");
+    let load = testapp_report(requests, "the keep-alive requests");
     assert_eq!(
         load["errors"],
         0,
@@ -242,7 +212,7 @@ fn a_root_rotated_in_the_trust_bundle_reaches_running_agents_and_no_request_fail
         load["ok"].as_u64() >= Some(1400),
         "the requests kept their pace: {load}"
     );
-    let churn = report(connections, "the new connections");
+    let churn = testapp_report(connections, "the new connections");
     assert_eq!(
         churn["errors"],
         0,
@@ -274,7 +244,7 @@ fn a_restarted_ca_keeps_its_root_and_agents_keep_working() {
     let ca_before = lab.ca_processes();
     assert!(!ca_before.is_empty());
 
-    let requests = spawn_in(
+    let requests = spawn_testapp_in(
         &lab,
         "mesh/client",
         &[
@@ -321,7 +291,7 @@ fn a_restarted_ca_keeps_its_root_and_agents_keep_working() {
             warnings(&lab)
         );
     }
-    let load = report(requests, "the requests across the CA restart");
+    let load = testapp_report(requests, "the requests across the CA restart");
     assert_eq!(
         load["errors"],
         0,

@@ -2,43 +2,10 @@
 //! sockets over, and the old one drains what it carries before it exits. The lab upgrades
 //! both agents of a connection (source and destination) while requests flow on open
 //! keep-alive connections and new connections keep being made.
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
-use weft_e2e::{agent_admin, lab_up, pod_ip, testapp, testapp_json};
+use weft_e2e::{agent_admin, lab_up, pod_ip, spawn_testapp_in, testapp_json, testapp_report};
 use weft_lab::Lab;
-
-/// `weft-testapp ARGS…` in `pod`, running in the background.
-fn spawn_in(lab: &Lab, pod: &str, args: &[&str]) -> Child {
-    let mut command: Command = lab
-        .pod_command(pod, testapp())
-        .unwrap_or_else(|e| panic!("preparing a command in {pod}: {e}"));
-    command
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting weft-testapp {args:?} in {pod}: {e}"))
-}
-
-/// Its JSON report, once it is done.
-fn report(child: Child, what: &str) -> Value {
-    let output = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
 
 /// What the agents (old and new) warned about, to explain a failure.
 fn warnings(lab: &Lab) -> String {
@@ -70,7 +37,7 @@ fn upgrading_both_agents_loses_no_connection() {
 
     // 10 s of requests at 50/s on two keep-alive connections opened before the upgrade,
     // and new connections one after another for 8 s.
-    let requests = spawn_in(
+    let requests = spawn_testapp_in(
         &lab,
         "mesh/client",
         &[
@@ -84,7 +51,7 @@ fn upgrading_both_agents_loses_no_connection() {
             "2",
         ],
     );
-    let connections = spawn_in(
+    let connections = spawn_testapp_in(
         &lab,
         "mesh/client",
         &[
@@ -113,7 +80,7 @@ fn upgrading_both_agents_loses_no_connection() {
             .unwrap_or_else(|e| panic!("stopping the old agent of {node}: {e}"));
     }
 
-    let load = report(requests, "the keep-alive requests");
+    let load = testapp_report(requests, "the keep-alive requests");
     assert_eq!(
         load["errors"],
         0,
@@ -124,7 +91,7 @@ fn upgrading_both_agents_loses_no_connection() {
         load["ok"].as_u64() >= Some(490),
         "the requests kept their pace: {load}"
     );
-    let churn = report(connections, "the new connections");
+    let churn = testapp_report(connections, "the new connections");
     assert_eq!(
         churn["errors"],
         0,

@@ -115,6 +115,7 @@ fn compile(yaml: Option<&str>) -> CompiledRoutes {
     CompiledRoutes::compile(
         &HostRoutes {
             virtual_services: vec![Arc::new(vs)],
+            gateway_routes: Vec::new(),
             destination_rule: None,
         },
         SERVICE,

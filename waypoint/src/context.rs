@@ -12,6 +12,7 @@ use weft_core::telemetry::SpanExporter;
 
 use crate::forward::cluster::Clusters;
 use crate::forward::connections::Connections;
+use crate::forward::endpoints::Reach;
 use crate::jwks::JwksCache;
 use crate::route::CompiledRoutes;
 use crate::upstream::limits::CircuitBreaker;
@@ -36,6 +37,9 @@ pub struct WaypointContext {
     pub jwks: JwksCache,
     /// Clients of the external authorization providers CUSTOM policies name, by name.
     pub ext_authz: weft_core::ext_authz::Clients<String>,
+    /// How routed requests reach a Service: a waypoint goes to the endpoints, an ingress
+    /// gateway through the Service's waypoint when it has one.
+    pub reach: Reach,
     /// Compiled routes by host, with the snapshot version they were compiled from.
     routes: Mutex<HashMap<String, (u64, Arc<CompiledRoutes>)>>,
 }
@@ -63,6 +67,7 @@ impl WaypointContext {
             draining: Draining::default(),
             jwks: JwksCache::default(),
             ext_authz: Default::default(),
+            reach: Reach::Endpoints,
             routes: Mutex::new(HashMap::new()),
         }
     }
@@ -81,7 +86,9 @@ impl WaypointContext {
             return compiled.clone();
         }
         let compiled = Arc::new(match snapshot.routes_for_host(host) {
-            Some(host_routes) => CompiledRoutes::compile(host_routes, host, snapshot.settings()),
+            Some(host_routes) => {
+                CompiledRoutes::compile_at(host_routes, host, &self.namespace, snapshot.settings())
+            }
             None => CompiledRoutes::default_for(host),
         });
         routes.insert(host.to_string(), (version, compiled.clone()));

@@ -1,11 +1,13 @@
-//! One CONNECT stream's downstream side as the waypoint's handlers see it: what the client
-//! asked for (a bound service or workload) and who the client is.
+//! One downstream connection as the handlers see it: what the client asked for (a service
+//! or workload bound to the waypoint, over a CONNECT stream; or a listener of an ingress
+//! gateway) and who the client is.
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use weft_config::registry::model::{Service, Workload};
 
-use crate::route::Source;
+use crate::route::gateway::RouteTable;
+use crate::route::{Source, TcpRoutePlan};
 
 /// What the client asked for.
 #[derive(Clone, Debug)]
@@ -17,6 +19,31 @@ pub enum Target {
         workload: Arc<Workload>,
         address: SocketAddr,
     },
+    /// A listener (or, over TLS, the server the client's SNI chose) of an ingress gateway.
+    Gateway(Arc<GatewayTarget>),
+}
+
+/// What one ingress gateway listener serves.
+#[derive(Debug)]
+pub struct GatewayTarget {
+    /// The server's port, which route matches compare `port` with (80 for a server on
+    /// port 80, though the gateway listens on its Service's targetPort).
+    pub port: u16,
+    pub routes: GatewayRoutes,
+    /// The gateway's own pod: AuthorizationPolicies and RequestAuthentications with a
+    /// `selector` apply to it.
+    pub workload: Option<Arc<Workload>>,
+    /// `Gateway ns/name spec.servers[i]`, for logs.
+    pub server: String,
+}
+
+/// HTTP routes by virtual host, or where a TCP server (or a TLS server's terminated
+/// stream, or a PASSTHROUGH SNI) goes.
+#[derive(Debug)]
+pub enum GatewayRoutes {
+    Http(Arc<RouteTable>),
+    /// `None`: no route bound, the connection is closed.
+    Tcp(Option<TcpRoutePlan>),
 }
 
 impl Target {
@@ -24,6 +51,7 @@ impl Target {
         match self {
             Target::Service { port, .. } => *port,
             Target::Workload { address, .. } => address.port(),
+            Target::Gateway(gateway) => gateway.port,
         }
     }
 
@@ -58,8 +86,11 @@ pub struct Downstream {
     /// its workload.
     pub source: Source,
     pub source_ip: Option<IpAddr>,
-    /// The CONNECT `:authority` (original destination).
+    /// The CONNECT `:authority` (original destination); at a gateway, the listener's
+    /// address the client reached.
     pub destination: SocketAddr,
+    /// Whether the client's connection was TLS that this proxy terminated (`https`).
+    pub secure: bool,
 }
 
 /// What a CONNECT stream carries: HTTP, routed per request, or anything else, spliced.

@@ -34,8 +34,14 @@ impl Connect for ProviderConnector {
                 |reason: String| std::io::Error::new(std::io::ErrorKind::NotFound, reason);
             match provider_service(&snapshot, &settings).map_err(refused)? {
                 ProviderService::Service(service) => {
-                    let found = candidates(&snapshot, &service.hostname, None, settings.port)
-                        .map_err(|e| refused(e.to_string()))?;
+                    let found = candidates(
+                        &snapshot,
+                        &service.hostname,
+                        None,
+                        settings.port,
+                        crate::forward::endpoints::Reach::Endpoints,
+                    )
+                    .map_err(|e| refused(e.to_string()))?;
                     let chosen = &found[fastrand::usize(..found.len())];
                     let io = connections
                         .open_stream(chosen.address, &chosen.transport, Some(CONNECT_TIMEOUT))

@@ -42,6 +42,7 @@ pub async fn admit(
         source,
         source_ip,
         destination: request.destination,
+        secure: false,
     };
     Ok(Admitted::Serve(Box::new(move |tunnel| {
         let span = info_span!(

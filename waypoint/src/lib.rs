@@ -11,6 +11,7 @@ pub mod ext_authz;
 pub mod forward;
 pub mod http;
 pub mod inbound;
+pub mod ingress;
 pub mod jwks;
 mod prefixed;
 pub mod readiness;

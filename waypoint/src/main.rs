@@ -1,6 +1,10 @@
 //! weft-waypoint: one per waypoint Gateway. Terminates HBONE on 15008 with the waypoint's
 //! own SPIFFE identity, applies the L7 rules of what is bound to it, and forwards over
 //! HBONE with the same identity.
+//!
+//! With `--mode ingress`, an ingress gateway instead (`weft_waypoint::ingress`): it listens
+//! where the Istio Gateways selecting its pod say, and sends what their VirtualServices
+//! route into the mesh over HBONE with its own identity.
 #![forbid(unsafe_code)]
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tracing::info;
-use weft_config::source::{KubeSourceConfig, PodScope, start};
+use weft_config::source::{AGENT_WATCHED, INGRESS_WATCHED, KubeSourceConfig, PodScope, start};
 use weft_config::translate::hosts::MeshSettings;
 use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, HboneServer, HboneServerConfig, PoolConfig};
@@ -18,14 +22,32 @@ use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
 use weft_core::lifecycle::{Draining, Shutdown, drain};
 use weft_core::telemetry::{OtlpConfig, SpanExporter};
 use weft_waypoint::context::WaypointContext;
-use weft_waypoint::{inbound, readiness};
+use weft_waypoint::forward::endpoints::Reach;
+use weft_waypoint::{inbound, ingress, readiness};
+
+/// What the process is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// A waypoint: HBONE in on `--listen`, for what is bound to its Gateway.
+    #[default]
+    Waypoint,
+    /// An ingress gateway: listeners from the Istio Gateways selecting its pod.
+    Ingress,
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-waypoint", version, about)]
 struct Args {
-    /// The waypoint's Gateway (gateway.networking.k8s.io) name.
+    #[arg(long, env = "WEFT_MODE", value_enum, default_value_t)]
+    mode: Mode,
+    /// The waypoint's Gateway (gateway.networking.k8s.io) name; an ingress gateway's name
+    /// (its Deployment's, `istio-ingressgateway`), which Gateway API policies attach to.
     #[arg(long, env = "WEFT_WAYPOINT_NAME")]
     name: String,
+    /// An ingress gateway's pod (the downward API's `metadata.name`): its labels are what
+    /// Gateways' selectors select.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
     #[arg(long, env = "POD_NAMESPACE")]
     namespace: String,
     /// The service account whose identity the waypoint proves; Istio names it after the
@@ -38,6 +60,9 @@ struct Args {
     ca: CaClientFiles,
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
+    /// HBONE's listener. On `0.0.0.0` the waypoint also listens on `[::]` (IPv6 only) when
+    /// its pod has IPv6: an agent reaches a dual-stack waypoint in the family of the
+    /// connection it carries.
     #[arg(long, env = "WEFT_LISTEN", default_value = "0.0.0.0:15008")]
     listen: SocketAddr,
     #[arg(long, env = "WEFT_READINESS_ADDR", default_value = "0.0.0.0:15021")]
@@ -57,6 +82,11 @@ struct Args {
     /// the waypoint exits; delay and drain fit in terminationGracePeriodSeconds.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value_t = 20)]
     drain_timeout: u64,
+    /// Whether an ingress gateway reads the `kubernetes.io/tls` Secrets of its namespace (for
+    /// TLS servers). The controller's ingress gateways (Gateway API HTTP listeners) read
+    /// none, and need no Role for them: `--tls-secrets false`.
+    #[arg(long, env = "WEFT_TLS_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_secrets: bool,
     /// How often the keys of a RequestAuthentication's `jwksUri` are fetched again (Go
     /// duration; Istio's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL, 20m by default).
     #[arg(long, env = "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL", default_value = "20m",
@@ -78,17 +108,31 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::listen().context("installing the SIGTERM and SIGINT handlers")?;
+    let ingress = args.mode == Mode::Ingress;
     let settings = MeshSettings {
         trust_domain: args.trust_domain.clone(),
+        // An ingress gateway reads the TLS Secrets of its namespace, and so can tell a
+        // missing credential.
+        secrets_namespace: (ingress && args.tls_secrets).then(|| args.namespace.clone()),
         ..MeshSettings::default()
     };
     // Without --config-dir, the Kubernetes API: every pod of the cluster (endpoints
-    // anywhere).
+    // anywhere); an ingress gateway also its namespace's TLS Secrets.
+    let kinds = if ingress {
+        INGRESS_WATCHED
+            .into_iter()
+            .filter(|k| args.tls_secrets || *k != weft_config::api::Kind::Secret)
+            .collect()
+    } else {
+        AGENT_WATCHED.into()
+    };
     let (registry, _source) = start(
         settings,
         args.config_dir.as_deref(),
         KubeSourceConfig {
+            kinds,
             pods: PodScope::Cluster,
+            secrets_namespace: args.namespace.clone(),
             ..KubeSourceConfig::default()
         },
     )
@@ -139,6 +183,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         spans,
     );
     context.jwks = weft_waypoint::jwks::JwksCache::new(args.jwks_refresh_interval);
+    if ingress {
+        context.reach = Reach::ThroughWaypoint;
+        let context = Arc::new(context);
+        return run_ingress(args, context, metrics, shutdown).await;
+    }
     let context = Arc::new(context);
     let draining = context.draining.clone();
     let served = identity.clone();
@@ -150,10 +199,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         move |request| inbound::admit(request, handler_context.clone()),
         HboneServerConfig::default(),
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    info!(listen = %args.listen, waypoint = %format!("{}/{}", args.namespace, args.name), "serving HBONE");
+    let listeners = hbone_listeners(args.listen)?;
+    let addrs: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    info!(listen = %addrs.join(","), waypoint = %format!("{}/{}", args.namespace, args.name), "serving HBONE");
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(readiness::serve(args.readiness_addr, draining.clone()));
     let metrics_addr = args.metrics_addr;
@@ -163,7 +215,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("serving metrics on {metrics_addr}"))
     });
     let serving = server.clone();
-    let accepting = tokio::spawn(async move { serving.serve(listener).await });
+    let accepting = tokio::spawn(async move {
+        let mut each = tokio::task::JoinSet::new();
+        for listener in listeners {
+            let serving = serving.clone();
+            each.spawn(async move { serving.serve(listener).await });
+        }
+        while each.join_next().await.is_some() {}
+    });
     tokio::select! {
         () = shutdown.requested() => {}
         Some(ended) = tasks.join_next() => {
@@ -171,6 +230,50 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     stop_gracefully(&server, accepting, &draining, &args).await;
+    Ok(())
+}
+
+/// The ingress gateway: listeners from the Gateways selecting the pod, readiness and
+/// metrics, and the same graceful stop as a waypoint's.
+async fn run_ingress(
+    args: Args,
+    context: Arc<WaypointContext>,
+    metrics: Arc<weft_core::metrics::Metrics>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let pod = args.pod_name.clone().context(
+        "an ingress gateway needs its pod's name (--pod-name, or POD_NAME from the downward API)",
+    )?;
+    let me = ingress::config::Identity {
+        namespace: args.namespace.clone(),
+        pod,
+    };
+    let draining = context.draining.clone();
+    let gateway = ingress::Ingress::start(context, me).await;
+    info!(gateway = %format!("{}/{}", args.namespace, args.name), "serving as an ingress gateway");
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(readiness::serve(args.readiness_addr, draining.clone()));
+    let metrics_addr = args.metrics_addr;
+    tasks.spawn(async move {
+        weft_core::metrics::serve_metrics(metrics_addr, metrics)
+            .await
+            .with_context(|| format!("serving metrics on {metrics_addr}"))
+    });
+    tokio::select! {
+        () = shutdown.requested() => {}
+        Some(ended) = tasks.join_next() => {
+            return ended.context("a task panicked")?.context("a listener stopped");
+        }
+    }
+    draining.start();
+    info!(delay_s = args.drain_delay, "draining: readiness now 503");
+    tokio::time::sleep(Duration::from_secs(args.drain_delay)).await;
+    gateway.stop_accepting();
+    drain(
+        || gateway.open_connections(),
+        Duration::from_secs(args.drain_timeout),
+    )
+    .await;
     Ok(())
 }
 
@@ -197,4 +300,27 @@ async fn stop_gracefully(
         Duration::from_secs(args.drain_timeout),
     )
     .await;
+}
+
+/// HBONE's listeners: `listen`, and beside an unspecified IPv4 address the same port on
+/// `[::]` (IPv6 only) when the pod has IPv6 — a pod without it keeps the IPv4 listener
+/// alone.
+fn hbone_listeners(listen: SocketAddr) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let bind = |addr: SocketAddr| -> anyhow::Result<tokio::net::TcpListener> {
+        let std_listener = weft_host::netns_sockets::tcp_listener(addr)
+            .with_context(|| format!("listening on {addr}"))?;
+        tokio::net::TcpListener::from_std(std_listener)
+            .with_context(|| format!("registering the listener on {addr}"))
+    };
+    let mut listeners = vec![bind(listen)?];
+    if listen.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
+        let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, listen.port()));
+        match bind(any6) {
+            Ok(listener) => listeners.push(listener),
+            Err(error) => {
+                info!(error = %format!("{error:#}"), "no IPv6 listener: the pod has no IPv6")
+            }
+        }
+    }
+    Ok(listeners)
 }

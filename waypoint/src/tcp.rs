@@ -11,12 +11,50 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
 use crate::context::WaypointContext;
-use crate::downstream::{Downstream, Target};
+use crate::downstream::{Downstream, GatewayRoutes, Target};
 use crate::forward::cluster::ClusterKey;
 use crate::forward::connections::Transport;
 use crate::forward::endpoints::{candidates, destination_port};
 use crate::upstream::balance::HashInput;
 use crate::upstream::outlier::Outcome;
+
+/// The route's destination, its endpoint and its cluster; `None` when there is none.
+fn choose(
+    ctx: &Arc<WaypointContext>,
+    snapshot: &weft_config::registry::Snapshot,
+    plan: &crate::route::TcpRoutePlan,
+    request_port: u16,
+    downstream: &Downstream,
+) -> Option<(
+    std::net::SocketAddr,
+    Transport,
+    Option<Arc<crate::forward::cluster::Cluster>>,
+)> {
+    let Some(destination) = plan.pick(fastrand::u32(..)) else {
+        debug!("tcp route without destinations");
+        return None;
+    };
+    let port = destination_port(snapshot, &destination.host, destination.port, request_port);
+    let key = ClusterKey {
+        host: destination.host.clone(),
+        subset: destination.subset.clone(),
+        port,
+    };
+    let found = match candidates(snapshot, &key.host, key.subset.as_deref(), port, ctx.reach) {
+        Ok(found) => found,
+        Err(reason) => {
+            debug!(%reason, "no endpoint for the stream");
+            return None;
+        }
+    };
+    let cluster = ctx.clusters.get(snapshot, &key);
+    let input = HashInput {
+        source_ip: downstream.source_ip,
+        ..HashInput::default()
+    };
+    let (chosen, _pick) = cluster.choose(&found, &[], false, &input)?;
+    Some((chosen.address, chosen.transport.clone(), Some(cluster)))
+}
 
 pub async fn forward<I>(mut io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
 where
@@ -40,33 +78,20 @@ where
             let routes = ctx.routes(&snapshot, &service.hostname);
             let plan =
                 routes.tcp_route(*port, Some(downstream.destination.ip()), &downstream.source);
-            let Some(destination) = plan.pick(fastrand::u32(..)) else {
-                debug!("tcp route without destinations");
+            match choose(&ctx, &snapshot, plan, *port, &downstream) {
+                Some(chosen) => chosen,
+                None => return,
+            }
+        }
+        Target::Gateway(gateway) => {
+            let GatewayRoutes::Tcp(Some(plan)) = &gateway.routes else {
+                debug!(server = %gateway.server, "no tcp route bound; connection closed");
                 return;
             };
-            let port = destination_port(&snapshot, &destination.host, destination.port, *port);
-            let key = ClusterKey {
-                host: destination.host.clone(),
-                subset: destination.subset.clone(),
-                port,
-            };
-            let found = match candidates(&snapshot, &key.host, key.subset.as_deref(), port) {
-                Ok(found) => found,
-                Err(reason) => {
-                    debug!(%reason, "no endpoint for the stream");
-                    return;
-                }
-            };
-            let cluster = ctx.clusters.get(&snapshot, &key);
-            let input = HashInput {
-                source_ip: downstream.source_ip,
-                ..HashInput::default()
-            };
-            let Some((chosen, _pick)) = cluster.choose(&found, &[], false, &input) else {
-                return;
-            };
-            let chosen = chosen.clone();
-            (chosen.address, chosen.transport, Some(cluster))
+            match choose(&ctx, &snapshot, plan, gateway.port, &downstream) {
+                Some(chosen) => chosen,
+                None => return,
+            }
         }
     };
     let connect_timeout = cluster

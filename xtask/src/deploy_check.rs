@@ -428,6 +428,19 @@ fn check_summary(summary: &Path, crds: &BTreeSet<String>, version: &str) -> anyh
                 "overlay {overlay} has no {kind} {object}"
             );
         }
+        // Istio's default ingress gateway, where the tutorials look for it; a cluster that
+        // already runs Istio (minimal) has its own.
+        if overlay != "minimal" {
+            for (kind, object) in [
+                ("Deployment", "istio-ingressgateway"),
+                ("Service", "istio-ingressgateway"),
+            ] {
+                ensure!(
+                    has(kind, object),
+                    "overlay {overlay} has no {kind} {object}"
+                );
+            }
+        }
         match overlay {
             // For clusters whose CRDs are Istio's.
             "minimal" => ensure!(
@@ -479,17 +492,39 @@ mod tests {
         ("ClusterRole", "weft-waypoint"),
     ];
 
+    const INGRESS: [(&str, &str); 2] = [
+        ("Deployment", "istio-ingressgateway"),
+        ("Service", "istio-ingressgateway"),
+    ];
+
     #[test]
     fn overlays_are_held_to_their_crds_and_the_release_tag() {
         let crds: BTreeSet<String> = ["a.x.io.yaml".to_string()].into();
         let mut with_crd = BASE.to_vec();
         with_crd.push(("CustomResourceDefinition", "a.x.io"));
+        let minimal_without_crd = BASE.to_vec();
+        let minimal = summary(
+            &minimal_without_crd,
+            "overlay-minimal.yaml",
+            "r/weft-agent:0.1.0",
+        );
+        assert!(check_summary(&minimal, &crds, "0.1.0").is_ok());
+        let _ = std::fs::remove_file(minimal);
+        let no_ingress = summary(&with_crd, "overlay-default.yaml", "r/weft-agent:0.1.0");
+        assert!(
+            check_summary(&no_ingress, &crds, "0.1.0").is_err(),
+            "the default overlay has Istio's ingress gateway"
+        );
+        let _ = std::fs::remove_file(no_ingress);
+        with_crd.extend(INGRESS);
 
         let good = summary(&with_crd, "overlay-default.yaml", "r/weft-agent:0.1.0");
         assert!(check_summary(&good, &crds, "0.1.0").is_ok());
         let minimal_with_crd = summary(&with_crd, "overlay-minimal.yaml", "r/weft-agent:0.1.0");
         assert!(check_summary(&minimal_with_crd, &crds, "0.1.0").is_err());
-        let default_without = summary(&BASE, "overlay-default.yaml", "r/weft-agent:0.1.0");
+        let mut without_crd = BASE.to_vec();
+        without_crd.extend(INGRESS);
+        let default_without = summary(&without_crd, "overlay-default.yaml", "r/weft-agent:0.1.0");
         assert!(check_summary(&default_without, &crds, "0.1.0").is_err());
         let old_tag = summary(&with_crd, "overlay-default.yaml", "r/weft-agent:0.0.9");
         assert!(check_summary(&old_tag, &crds, "0.1.0").is_err());
@@ -506,6 +541,7 @@ mod tests {
         let write = |waypoint_image: &str, file: &str| {
             let mut list: Vec<Value> = BASE
                 .iter()
+                .chain(&INGRESS)
                 .map(|(kind, name)| {
                     serde_json::json!({"kind": kind, "name": name, "containers": [
                     {"image": "r/weft-ca:0.1.0", "image_env": [waypoint_image]}]})

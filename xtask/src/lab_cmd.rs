@@ -24,16 +24,45 @@ pub enum LabCommand {
         /// IPv6 ClusterIP.
         #[arg(long)]
         dual_stack: bool,
+        /// Run each node's agent from this image under podman and runc, as the DaemonSet's
+        /// pod template does (`cargo xtask images weft-agent` builds
+        /// `localhost/weft-agent:dev`), instead of as a process.
+        #[arg(long, conflicts_with = "no_agents")]
+        agent_image: Option<String>,
     },
-    /// Run a command inside a pod (`lab exec NAMESPACE/POD -- CMD…`) or in a node's network
-    /// namespace, where its agent's admin listens (`lab exec node-1 -- weftctl status`).
+    /// Run a command inside a pod (`lab exec NAMESPACE/POD -- CMD…`), in a node's network
+    /// namespace, where its agent's admin listens (`lab exec node-1 -- weftctl status`), or
+    /// on the host outside the cluster, from which LoadBalancer addresses and NodePorts are
+    /// reachable (`lab exec outside -- curl http://ADDRESS/productpage`).
     Exec {
-        /// `NAMESPACE/POD`, or a node's name.
+        /// `NAMESPACE/POD`, a node's name, or `outside`.
         pod: String,
         #[arg(long, default_value = "lab")]
         name: String,
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Apply manifests to a running lab, as `kubectl apply -f` does: Istio and Gateway API
+    /// resources, Secrets, ConfigMaps, Namespace labels. (Pods, Deployments and Services are
+    /// built when the lab comes up.)
+    Apply {
+        /// A YAML file or a directory of them.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// The namespace of the objects that name none (kubectl's `-n`; else `default`).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+    /// Delete the objects of manifests from a running lab, as `kubectl delete -f` does.
+    Delete {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(long, default_value = "lab")]
+        name: String,
     },
     /// Show a lab's nodes, pods and services (all labs' names without one).
     Status {
@@ -76,9 +105,14 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             nodes,
             no_agents,
             dual_stack,
+            agent_image,
         } => {
             let options = LabOptions::new(&name).nodes(nodes).dual_stack(dual_stack);
-            let lab = Lab::up_from_dir(&options, &dir, &runtime(!no_agents))
+            let runtime = Runtime {
+                agent_image,
+                ..runtime(!no_agents)
+            };
+            let lab = Lab::up_from_dir(&options, &dir, &runtime)
                 .with_context(|| format!("bringing up lab {name} from {}", dir.display()))?;
             print_status(&lab, false)?;
             println!(
@@ -97,6 +131,8 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             // Pods are `namespace/name`; node names have no slash.
             let mut to_run = if pod.contains('/') {
                 lab.pod_command(&pod, program)?
+            } else if pod == "outside" {
+                lab.outside_command(program)?
             } else {
                 lab.node_command(&pod, program)?
             };
@@ -106,6 +142,30 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("running {program} in {pod}"))?;
             if !status.success() {
                 std::process::exit(status.code().unwrap_or(1));
+            }
+            Ok(())
+        }
+        LabCommand::Apply {
+            files,
+            namespace,
+            name,
+        } => {
+            let mut lab = Lab::attach(&name)?;
+            let manifests = read(&files, namespace.as_deref())?;
+            for applied in lab.apply_objects(&manifests)? {
+                println!("{} {}", applied.object, applied.outcome);
+            }
+            Ok(())
+        }
+        LabCommand::Delete {
+            files,
+            namespace,
+            name,
+        } => {
+            let mut lab = Lab::attach(&name)?;
+            let manifests = read(&files, namespace.as_deref())?;
+            for deleted in lab.delete_objects(&manifests)? {
+                println!("{} {}", deleted.object, deleted.outcome);
             }
             Ok(())
         }
@@ -135,6 +195,26 @@ pub fn run(command: LabCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The manifests of files and directories, in the order given.
+fn read(
+    files: &[PathBuf],
+    namespace: Option<&str>,
+) -> anyhow::Result<weft_lab::manifest::Manifests> {
+    let mut manifests = weft_lab::manifest::Manifests::default();
+    for file in files {
+        if file.is_dir() {
+            let more = weft_lab::manifest::Manifests::load_dir(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            manifests.extend(more);
+        } else {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            manifests.add_yaml(&text, file)?;
+        }
+    }
+    Ok(manifests.in_namespace(namespace.unwrap_or("default")))
 }
 
 fn print_status(lab: &Lab, json: bool) -> anyhow::Result<()> {
@@ -176,6 +256,38 @@ fn print_status(lab: &Lab, json: bool) -> anyhow::Result<()> {
             svc.cluster_ips.join(","),
             ports.join(","),
             svc.endpoints.join(" ")
+        );
+    }
+    let external: Vec<_> = summary
+        .services
+        .iter()
+        .filter(|s| !s.node_ports.is_empty())
+        .collect();
+    if !external.is_empty() {
+        println!(
+            "\n{:<32} {:<13} {:<16} PORT:NODEPORT",
+            "LOAD BALANCER / NODEPORT", "TYPE", "EXTERNAL-IP"
+        );
+        for svc in external {
+            let ports: Vec<String> = svc
+                .ports
+                .iter()
+                .zip(&svc.node_ports)
+                .map(|(p, n)| format!("{p}:{n}"))
+                .collect();
+            println!(
+                "{:<32} {:<13} {:<16} {}",
+                svc.service,
+                svc.type_,
+                svc.load_balancer_ip.as_deref().unwrap_or("-"),
+                ports.join(",")
+            );
+        }
+    }
+    if let Some(outside) = &summary.outside {
+        println!(
+            "\nThe host outside the cluster is {outside}: `cargo xtask lab exec --name {} outside -- curl …` reaches the LoadBalancer addresses and the nodes' NodePorts.",
+            summary.lab
         );
     }
     Ok(())

@@ -219,7 +219,9 @@ fn resolve_relative(
                 rest = &rest[1..];
             }
         }
-        name if children.contains(name) => base = here.to_vec(),
+        // A lone name is a local value or type, never an item of a child module: a
+        // variable named as a child module (`gateway` beside `mod gateway`) is no import.
+        name if children.contains(name) && segments.len() > 1 => base = here.to_vec(),
         _ => return None,
     }
     base.extend(rest.iter().cloned());
@@ -575,5 +577,31 @@ mod tests {
             found,
             ["a (src/lib.rs): a/src/p/inner.rs → a/src/y.rs → a/src/p/inner.rs"]
         );
+    }
+
+    #[test]
+    fn a_local_named_as_a_child_module_is_no_import() {
+        // p/mod.rs passes a variable `child` (its child module's name); child uses p's item.
+        let found = cycles_of(&[
+            (
+                "src/lib.rs",
+                "mod p;
+",
+            ),
+            (
+                "src/p/mod.rs",
+                "mod child;
+pub struct A;
+fn f(child: u8) -> u8 { child }
+",
+            ),
+            (
+                "src/p/child.rs",
+                "use super::A;
+pub fn g(_: A) {}
+",
+            ),
+        ]);
+        assert!(found.is_empty(), "{found:?}");
     }
 }

@@ -5,6 +5,7 @@ mod demo;
 mod deny;
 mod deploy_check;
 mod docs_check;
+mod images;
 mod lab_cmd;
 mod layers;
 mod paths;
@@ -59,6 +60,19 @@ enum Command {
         #[arg(long)]
         no_build: bool,
     },
+    /// Build the container images of deploy/images/ with buildah, from scratch (no base
+    /// image, no registry): the release binaries and the shared libraries they load, as
+    /// `localhost/<image>:<tag>` in the local containers storage.
+    Images {
+        /// Which images (weft-agent, weft-ca, weft-waypoint, weftctl; default: all).
+        names: Vec<String>,
+        /// The images' tag.
+        #[arg(long, default_value = "dev")]
+        tag: String,
+        /// From the debug binaries (`cargo xtask build`) instead of release builds.
+        #[arg(long)]
+        debug: bool,
+    },
     /// Measure weft against baselines on the lab (tables, JSON and a chart in target/bench/).
     Bench {
         /// A shorter run (3 repetitions of 1.5 s) that finishes in a few minutes.
@@ -109,6 +123,10 @@ fn main() -> anyhow::Result<()> {
                 name,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             })
+        }
+        Command::Images { names, tag, debug } => {
+            setup::run(Some(For::Images))?;
+            images::run(&images::Options { names, tag, debug })
         }
         Command::Bench { quick } => {
             setup::run(Some(For::Bench))?;

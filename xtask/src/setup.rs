@@ -7,7 +7,8 @@
 //!   (`WEFT_EBPF_TOOLCHAIN`) with rust-src (the build uses `-Z build-std=core`), and
 //!   bpf-linker built from crates.io against that nightly's own LLVM (no prebuilt download
 //!   is available);
-//! - the Debian packages the lab, the demo, the benchmarks and the tests drive;
+//! - the Debian packages the lab, the demo, the benchmarks and the tests drive (buildah
+//!   for `images`; podman and runc, which run the agent's image, for `test`);
 //! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`);
 //! - rustfmt, clippy and cargo-deny for `test`;
 //! - PyJWT and cryptography in `target/xtask/jwt-tools`, with which the JWT e2e test
@@ -41,6 +42,8 @@ pub enum For {
     Bench,
     /// `deploy-check`: kubectl and kubernetes-validate in a virtual environment.
     DeployCheck,
+    /// `images`: the eBPF toolchain (the agent's image) and buildah.
+    Images,
     /// `test`: everything.
     Test,
 }
@@ -78,6 +81,44 @@ const DEBIAN_PACKAGES: &[DebianPackage] = &[
         binary: "bpftool",
         used_by: &[],
     },
+    // The client on the lab's outside host, as the tutorials use it (the demo, the
+    // ingress tests, `lab exec outside -- curl`).
+    DebianPackage {
+        name: "curl",
+        binary: "curl",
+        used_by: &[For::Lab, For::Demo, For::Bench],
+    },
+    // Certificates as Istio's tasks make them, `s_client` and `s_server` (the demo's
+    // HTTPS step, the ingress tests' TLS clients and backend).
+    DebianPackage {
+        name: "openssl",
+        binary: "openssl",
+        used_by: &[For::Demo],
+    },
+    // The ingress benchmark's baseline: nginx with the same routes to the same backend.
+    DebianPackage {
+        name: "nginx",
+        binary: "nginx",
+        used_by: &[For::Bench],
+    },
+    // `cargo xtask images` builds the images from scratch with it, no daemon needed.
+    DebianPackage {
+        name: "buildah",
+        binary: "buildah",
+        used_by: &[For::Images],
+    },
+    // The container e2e test runs the agent's image as the DaemonSet would, under podman
+    // with runc (crun refuses a hybrid cgroup hierarchy).
+    DebianPackage {
+        name: "podman",
+        binary: "podman",
+        used_by: &[],
+    },
+    DebianPackage {
+        name: "runc",
+        binary: "runc",
+        used_by: &[],
+    },
 ];
 
 /// What one command needs installed: a pure decision, so that what each command installs
@@ -101,7 +142,7 @@ impl Plan {
         let wants =
             |used_by: &[For]| command.is_none_or(|c| c == For::Test || used_by.contains(&c));
         Plan {
-            ebpf_toolchain: wants(&[For::Build, For::Lab, For::Demo, For::Bench]),
+            ebpf_toolchain: wants(&[For::Build, For::Lab, For::Demo, For::Bench, For::Images]),
             debian_packages: DEBIAN_PACKAGES
                 .iter()
                 .filter(|p| wants(p.used_by))
@@ -457,7 +498,10 @@ mod tests {
         assert!(all.ebpf_toolchain && all.deploy_tools && all.lint_tools && all.cargo_deny);
         assert_eq!(
             all.debian_packages,
-            ["iproute2", "nftables", "tcpdump", "bpftool"]
+            [
+                "iproute2", "nftables", "tcpdump", "bpftool", "curl", "openssl", "nginx",
+                "buildah", "podman", "runc"
+            ]
         );
         assert_eq!(Plan::for_command(Some(For::Test)), all);
     }
@@ -467,7 +511,10 @@ mod tests {
         let demo = Plan::for_command(Some(For::Demo));
         assert!(demo.ebpf_toolchain);
         assert!(!demo.deploy_tools && !demo.lint_tools && !demo.cargo_deny);
-        assert_eq!(demo.debian_packages, ["iproute2", "nftables", "tcpdump"]);
+        assert_eq!(
+            demo.debian_packages,
+            ["iproute2", "nftables", "tcpdump", "curl", "openssl"]
+        );
     }
 
     #[test]
@@ -483,10 +530,22 @@ mod tests {
         let build = Plan::for_command(Some(For::Build));
         assert!(build.ebpf_toolchain && !build.deploy_tools);
         assert!(build.debian_packages.is_empty());
-        for command in [For::Lab, For::Bench] {
+        for (command, packages) in [
+            (For::Lab, &["iproute2", "nftables", "curl"][..]),
+            // nginx: the ingress group's baseline.
+            (For::Bench, &["iproute2", "nftables", "curl", "nginx"][..]),
+        ] {
             let plan = Plan::for_command(Some(command));
             assert!(plan.ebpf_toolchain && !plan.deploy_tools && !plan.cargo_deny);
-            assert_eq!(plan.debian_packages, ["iproute2", "nftables"]);
+            assert_eq!(plan.debian_packages, packages);
         }
+    }
+
+    #[test]
+    fn images_get_the_ebpf_toolchain_and_buildah_but_no_container_runtime() {
+        let images = Plan::for_command(Some(For::Images));
+        assert!(images.ebpf_toolchain);
+        assert!(!images.deploy_tools && !images.lint_tools && !images.test_tools);
+        assert_eq!(images.debian_packages, ["buildah"]);
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::gateway_api::{GATEWAY_API_GROUP, GATEWAY_API_VERSIONS};
+use super::gateway_routes::{GRPC_ROUTE_VERSIONS, HTTP_ROUTE_VERSIONS, REFERENCE_GRANT_VERSIONS};
 
 /// Every kind of object weft reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,6 +24,15 @@ pub enum Kind {
     /// read.
     MeshConfig,
     RequestAuthentication,
+    /// The Gateway API's routes: attached to Services (GAMMA: a waypoint routes by them)
+    /// or to Gateways.
+    HttpRoute,
+    GrpcRoute,
+    /// Cross-namespace references the Gateway API's routes may make.
+    ReferenceGrant,
+    /// Secrets of type `kubernetes.io/tls`, read by an ingress gateway only, in its own
+    /// namespace (not by the agents or waypoints: see `source::kube::AGENT_WATCHED`).
+    Secret,
 }
 
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
@@ -34,7 +44,7 @@ pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -48,6 +58,10 @@ impl Kind {
         Kind::KubernetesGateway,
         Kind::MeshConfig,
         Kind::RequestAuthentication,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+        Kind::ReferenceGrant,
+        Kind::Secret,
     ];
 
     pub const ISTIO: [Kind; 7] = [
@@ -75,13 +89,17 @@ impl Kind {
             Kind::KubernetesGateway => "Gateway",
             Kind::MeshConfig => "ConfigMap",
             Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Secret => "Secret",
         }
     }
 
     /// The API group ("" for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Pod | Kind::Service | Kind::MeshConfig => "",
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::MeshConfig | Kind::Secret => "",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry | Kind::Gateway => {
                 NETWORKING_GROUP
@@ -89,12 +107,20 @@ impl Kind {
             Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
                 SECURITY_GROUP
             }
-            Kind::KubernetesGateway => GATEWAY_API_GROUP,
+            Kind::KubernetesGateway | Kind::HttpRoute | Kind::GrpcRoute | Kind::ReferenceGrant => {
+                GATEWAY_API_GROUP
+            }
         }
     }
 
     /// Versions accepted in `apiVersion`, the preferred one first.
     pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::HttpRoute => return HTTP_ROUTE_VERSIONS,
+            Kind::GrpcRoute => return GRPC_ROUTE_VERSIONS,
+            Kind::ReferenceGrant => return REFERENCE_GRANT_VERSIONS,
+            _ => {}
+        }
         match self.group() {
             NETWORKING_GROUP => NETWORKING_VERSIONS,
             SECURITY_GROUP => SECURITY_VERSIONS,
@@ -119,6 +145,10 @@ impl Kind {
             Kind::KubernetesGateway => "gateways",
             Kind::MeshConfig => "configmaps",
             Kind::RequestAuthentication => "requestauthentications",
+            Kind::HttpRoute => "httproutes",
+            Kind::GrpcRoute => "grpcroutes",
+            Kind::ReferenceGrant => "referencegrants",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -133,7 +163,7 @@ impl Kind {
     /// Kinds read through the dynamic API (custom resources whose API may not be served),
     /// as opposed to Kubernetes' built-in kinds.
     pub fn is_custom(self) -> bool {
-        self.is_istio() || self == Kind::KubernetesGateway
+        self.is_istio() || self.group() == GATEWAY_API_GROUP
     }
 
     /// Kind names repeat across groups (Istio's Gateway and the Gateway API's).

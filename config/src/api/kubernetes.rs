@@ -214,6 +214,77 @@ pub struct EndpointPort {
     pub app_protocol: Option<String>,
 }
 
+/// The Secret type an ingress gateway's `credentialName` must name (Istio also reads
+/// generic Secrets with `cert`/`key`/`cacert`; weft reads this type only).
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+/// The keys of a `kubernetes.io/tls` Secret: the certificate chain, its private key, and
+/// (Istio's convention, for `MUTUAL`) the CA that client certificates must chain to.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
+pub const CA_CERT_KEY: &str = "ca.crt";
+
+/// A Secret of type `kubernetes.io/tls`, read only by an ingress gateway, only in its own
+/// namespace (where Istio's gateway reads the Secrets its servers' `credentialName` name).
+/// `data` holds base64, as the API serves it; `stringData` (which the API server folds into
+/// `data`) is read too, for manifests in a directory. Its `Debug` shows the keys, never the
+/// values.
+#[derive(Resource, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[resource(inherit = "k8s_openapi::api::core::v1::Secret")]
+#[serde(default, rename_all = "camelCase")]
+pub struct Secret {
+    pub metadata: ObjectMeta,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub data: BTreeMap<String, String>,
+    pub string_data: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("namespace", &self.metadata.namespace)
+            .field("name", &self.metadata.name)
+            .field("type", &self.type_)
+            .field(
+                "keys",
+                &self
+                    .data
+                    .keys()
+                    .chain(self.string_data.keys())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A Secret key whose value is not base64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("data.{0} is not base64")]
+pub struct NotBase64(pub String);
+
+impl Secret {
+    pub fn is_tls(&self) -> bool {
+        self.type_.as_deref() == Some(TLS_SECRET_TYPE)
+    }
+
+    /// The bytes of `key`: `stringData` as written, `data` decoded from base64 (the API
+    /// server lets `stringData` win, and so does this).
+    pub fn value(&self, key: &str) -> Result<Option<Vec<u8>>, NotBase64> {
+        use base64::Engine;
+        if let Some(text) = self.string_data.get(key) {
+            return Ok(Some(text.clone().into_bytes()));
+        }
+        let Some(encoded) = self.data.get(key) else {
+            return Ok(None);
+        };
+        let compact: String = encoded.split_whitespace().collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map(Some)
+            .map_err(|_| NotBase64(key.to_string()))
+    }
+}
+
 /// Fields kubectl and the API server add that weft never reads and that can dwarf the rest
 /// of an object: dropped on arrival.
 pub fn trim_metadata(meta: &mut ObjectMeta) {

@@ -3,6 +3,7 @@ pub mod common;
 pub mod crds;
 pub mod gateway;
 pub mod gateway_api;
+pub mod gateway_routes;
 mod kind;
 pub mod kubernetes;
 pub mod mesh;

@@ -7,8 +7,9 @@ use serde_json::Value;
 
 use super::gateway::Gateway;
 use super::gateway_api::KubernetesGateway;
+use super::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant};
 use super::kind::{Kind, ObjectRef};
-use super::kubernetes::{EndpointSlice, Namespace, Pod, Service, trim_metadata};
+use super::kubernetes::{EndpointSlice, Namespace, Pod, Secret, Service, trim_metadata};
 use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
 use super::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
@@ -30,6 +31,10 @@ pub enum Object {
     KubernetesGateway(Arc<KubernetesGateway>),
     MeshConfig(Arc<MeshConfigMap>),
     RequestAuthentication(Arc<RequestAuthentication>),
+    HttpRoute(Arc<HttpRoute>),
+    GrpcRoute(Arc<GrpcRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
+    Secret(Arc<Secret>),
 }
 
 macro_rules! each_object {
@@ -48,6 +53,10 @@ macro_rules! each_object {
             Object::KubernetesGateway($binding) => $body,
             Object::MeshConfig($binding) => $body,
             Object::RequestAuthentication($binding) => $body,
+            Object::HttpRoute($binding) => $body,
+            Object::GrpcRoute($binding) => $body,
+            Object::ReferenceGrant($binding) => $body,
+            Object::Secret($binding) => $body,
         }
     };
 }
@@ -68,6 +77,10 @@ impl Object {
             Object::KubernetesGateway(_) => Kind::KubernetesGateway,
             Object::MeshConfig(_) => Kind::MeshConfig,
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::Secret(_) => Kind::Secret,
         }
     }
 
@@ -89,7 +102,7 @@ impl Object {
     }
 
     /// Reads a document of any kind weft uses. `Ok(None)` for kinds weft has no use for
-    /// (Deployments, ConfigMaps, HTTPRoutes, …): they are not
+    /// (Deployments, ConfigMaps, TCPRoutes, …): they are not
     /// errors, a directory of manifests holds many of them.
     pub fn from_json(mut value: Value) -> Result<Option<Object>, Refusal> {
         let Some(kind_name) = value.get("kind").and_then(Value::as_str) else {
@@ -151,6 +164,12 @@ impl Object {
             // applications' own.
             return Ok(None);
         }
+        if kind == Kind::Secret
+            && value.get("type").and_then(Value::as_str) != Some(super::kubernetes::TLS_SECRET_TYPE)
+        {
+            // Only TLS Secrets are a gateway's credentials; weft keeps no other.
+            return Ok(None);
+        }
         let parsed = match kind {
             Kind::Namespace => typed(value, &object_ref).map(Object::Namespace),
             Kind::Pod => typed(value, &object_ref).map(Object::Pod),
@@ -167,6 +186,10 @@ impl Object {
             Kind::RequestAuthentication => {
                 typed(value, &object_ref).map(Object::RequestAuthentication)
             }
+            Kind::HttpRoute => typed(value, &object_ref).map(Object::HttpRoute),
+            Kind::GrpcRoute => typed(value, &object_ref).map(Object::GrpcRoute),
+            Kind::ReferenceGrant => typed(value, &object_ref).map(Object::ReferenceGrant),
+            Kind::Secret => typed(value, &object_ref).map(Object::Secret),
         }?;
         Ok(Some(parsed))
     }
@@ -210,7 +233,11 @@ has_metadata!(
     AuthorizationPolicy,
     PeerAuthentication,
     KubernetesGateway,
-    RequestAuthentication
+    RequestAuthentication,
+    HttpRoute,
+    GrpcRoute,
+    ReferenceGrant,
+    Secret
 );
 
 fn typed<T: DeserializeOwned + HasMetadata>(
@@ -309,7 +336,8 @@ from_typed!(
     Gateway,
     AuthorizationPolicy,
     PeerAuthentication,
-    RequestAuthentication
+    RequestAuthentication,
+    Secret
 );
 
 /// The labels of an object's metadata, empty when it has none.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::bound_route::BoundRoute;
 use crate::api::networking::{DestinationRule, VirtualService};
 
 /// The waypoint a workload or service sends its traffic through.
@@ -170,11 +171,14 @@ impl Service {
 }
 
 /// The routing configuration of one host: VirtualServices that apply to the mesh, oldest
-/// first (Istio uses the first; later ones are kept for the config dump), and its
+/// first (Istio uses the first; later ones are kept for the config dump), the Gateway API
+/// routes attached to the host's Service (oldest first; the waypoint decides which of
+/// them and the VirtualServices apply, `waypoint/src/route/mod.rs`), and its
 /// DestinationRule.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostRoutes {
     pub virtual_services: Vec<Arc<VirtualService>>,
+    pub gateway_routes: Vec<Arc<BoundRoute>>,
     pub destination_rule: Option<Arc<DestinationRule>>,
 }
 

@@ -8,13 +8,18 @@ use super::cow::CowMap;
 use super::model::{Endpoint, EntryHost, HostRoutes, Service, Waypoint, WaypointRef, Workload};
 use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
+use crate::api::gateway_api::KubernetesGateway;
+use crate::api::kubernetes::Secret;
 use crate::api::mesh::MeshConfig;
 use crate::api::networking::ServiceEntry;
+use crate::api::networking::VirtualService;
 use crate::api::security::{
     AuthorizationPolicy, MtlsMode, PeerAuthentication, RequestAuthentication,
 };
 use crate::refusal::{Refusal, Warning};
 use crate::translate::MeshSettings;
+use crate::translate::gateway::GatewayRef;
+use crate::translate::gateway_routes::RouteResolution;
 use crate::translate::policy;
 
 /// The workloads of one node, by uid.
@@ -57,12 +62,21 @@ pub struct Snapshot {
     pub(super) entry_hosts_by_name: Arc<HashMap<String, Vec<Arc<EntryHost>>>>,
     /// The hosts with CIDR blocks, the most specific block first.
     pub(super) entry_host_blocks: Arc<Vec<Arc<EntryHost>>>,
+    /// Istio Gateways, oldest first.
     pub(super) gateways: Arc<Vec<Arc<Gateway>>>,
+    /// VirtualServices by the Gateway their `spec.gateways` names, oldest first.
+    pub(super) gateway_virtual_services: Arc<HashMap<GatewayRef, Vec<Arc<VirtualService>>>>,
+    /// TLS Secrets (only an ingress gateway's registry holds any), by (namespace, name).
+    pub(super) secrets: Arc<BTreeMap<(String, String), Arc<Secret>>>,
+    /// Gateway API Gateways, by (namespace, name).
+    pub(super) kubernetes_gateways: Arc<BTreeMap<(String, String), Arc<KubernetesGateway>>>,
     /// Waypoints declared by Gateway API Gateways of a waypoint class, by (namespace, name).
     pub(super) waypoints: Arc<BTreeMap<(String, String), Arc<Waypoint>>>,
     pub(super) authorization_policies: Arc<HashMap<String, Vec<Arc<AuthorizationPolicy>>>>,
     pub(super) peer_authentications: Arc<HashMap<String, Vec<Arc<PeerAuthentication>>>>,
     pub(super) request_authentications: Arc<HashMap<String, Vec<Arc<RequestAuthentication>>>>,
+    /// Every HTTPRoute and GRPCRoute, resolved against the cluster (parents, references).
+    pub(super) route_resolutions: Arc<BTreeMap<ObjectRef, Arc<RouteResolution>>>,
     pub(super) refusals: Arc<BTreeMap<ObjectRef, Vec<Refusal>>>,
     pub(super) warnings: Arc<BTreeMap<ObjectRef, Vec<Warning>>>,
 }
@@ -278,8 +292,57 @@ impl Snapshot {
         })
     }
 
+    /// Istio's Gateways (networking.istio.io), oldest first.
     pub fn gateways(&self) -> impl Iterator<Item = &Arc<Gateway>> {
         self.gateways.iter()
+    }
+
+    /// The Istio Gateway `namespace/name`.
+    pub fn gateway(&self, gateway: &GatewayRef) -> Option<&Arc<Gateway>> {
+        self.gateways.iter().find(|g| {
+            g.metadata.name.as_deref() == Some(gateway.name.as_str())
+                && g.metadata
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(crate::api::DEFAULT_NAMESPACE)
+                    == gateway.namespace
+        })
+    }
+
+    /// The VirtualServices bound to `gateway` by their `spec.gateways`, oldest first.
+    pub fn virtual_services_for_gateway(&self, gateway: &GatewayRef) -> &[Arc<VirtualService>] {
+        self.gateway_virtual_services
+            .get(gateway)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The TLS Secrets of `namespace` this registry holds, by name.
+    pub fn secrets_in<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Secret>> + 'a {
+        self.secrets
+            .iter()
+            .filter(move |((ns, _), _)| ns == namespace)
+            .map(|(_, secret)| secret)
+    }
+
+    /// The TLS Secret `namespace/name`, if this registry reads Secrets and has it.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&Arc<Secret>> {
+        self.secrets.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    // --- Gateway API Gateways
+
+    /// The Gateway API `Gateway` `namespace/name` (of any class).
+    pub fn kubernetes_gateway(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&Arc<KubernetesGateway>> {
+        self.kubernetes_gateways
+            .get(&(namespace.to_string(), name.to_string()))
     }
 
     // --- waypoints
@@ -381,6 +444,14 @@ impl Snapshot {
             &self.peer_authentications,
             &self.settings.root_namespace,
         )
+    }
+
+    // --- Gateway API routes
+
+    /// Every HTTPRoute and GRPCRoute with what its parents and references resolved to
+    /// (what the control plane writes into their status).
+    pub fn route_resolutions(&self) -> impl Iterator<Item = &Arc<RouteResolution>> {
+        self.route_resolutions.values()
     }
 
     // --- what was not accepted

@@ -12,12 +12,15 @@ use super::required_waypoints;
 use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;
-use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Service};
+use crate::api::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant};
+use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Secret, Service};
 use crate::api::mesh::MeshConfigMap;
 use crate::api::networking::{DestinationRule, ServiceEntry, VirtualService};
 use crate::api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::api::{Kind, Object, ObjectRef, labels};
 use crate::refusal::Refusal;
+use crate::registry::bound_route::BoundRoute;
+use crate::translate::gateway_routes::{self, GatewayRoute, RouteWorld};
 use crate::translate::{self, MeshSettings, policy, routes};
 use crate::validate;
 
@@ -76,6 +79,13 @@ pub(super) struct State {
     peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
     mesh_configs: BTreeMap<Key, Arc<MeshConfigMap>>,
     request_authentications: BTreeMap<Key, Arc<RequestAuthentication>>,
+    http_routes: BTreeMap<Key, Arc<HttpRoute>>,
+    grpc_routes: BTreeMap<Key, Arc<GrpcRoute>>,
+    reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
+    /// The Gateway API routes bound to each mesh Service's host, kept for rebuilding the
+    /// route index when only VirtualServices or DestinationRules change.
+    gateway_route_index: HashMap<String, Vec<Arc<BoundRoute>>>,
+    secrets: BTreeMap<Key, Arc<Secret>>,
     refusals: BTreeMap<ObjectRef, Vec<Refusal>>,
 }
 
@@ -241,6 +251,14 @@ impl State {
                 .get(&k)
                 .cloned()
                 .map(Object::RequestAuthentication),
+            Kind::HttpRoute => self.http_routes.get(&k).cloned().map(Object::HttpRoute),
+            Kind::GrpcRoute => self.grpc_routes.get(&k).cloned().map(Object::GrpcRoute),
+            Kind::ReferenceGrant => self
+                .reference_grants
+                .get(&k)
+                .cloned()
+                .map(Object::ReferenceGrant),
+            Kind::Secret => self.secrets.get(&k).cloned().map(Object::Secret),
         }
     }
 
@@ -268,6 +286,10 @@ impl State {
             Kind::KubernetesGateway => refs(kind, &self.kubernetes_gateways),
             Kind::MeshConfig => refs(kind, &self.mesh_configs),
             Kind::RequestAuthentication => refs(kind, &self.request_authentications),
+            Kind::HttpRoute => refs(kind, &self.http_routes),
+            Kind::GrpcRoute => refs(kind, &self.grpc_routes),
+            Kind::ReferenceGrant => refs(kind, &self.reference_grants),
+            Kind::Secret => refs(kind, &self.secrets),
         }
     }
 
@@ -335,6 +357,22 @@ impl State {
                 self.request_authentications.insert(k, o);
                 dirty.kinds.insert(r.kind);
             }
+            Object::HttpRoute(o) => {
+                self.http_routes.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+            Object::GrpcRoute(o) => {
+                self.grpc_routes.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+            Object::ReferenceGrant(o) => {
+                self.reference_grants.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+            Object::Secret(o) => {
+                self.secrets.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
         }
     }
 
@@ -392,8 +430,12 @@ impl State {
             Kind::KubernetesGateway => self.kubernetes_gateways.remove(&k).is_some(),
             Kind::MeshConfig => self.mesh_configs.remove(&k).is_some(),
             Kind::RequestAuthentication => self.request_authentications.remove(&k).is_some(),
+            Kind::HttpRoute => self.http_routes.remove(&k).is_some(),
+            Kind::GrpcRoute => self.grpc_routes.remove(&k).is_some(),
+            Kind::ReferenceGrant => self.reference_grants.remove(&k).is_some(),
+            Kind::Secret => self.secrets.remove(&k).is_some(),
         };
-        if removed && (r.kind.is_custom() || r.kind == Kind::MeshConfig) {
+        if removed && (r.kind.is_custom() || matches!(r.kind, Kind::MeshConfig | Kind::Secret)) {
             dirty.kinds.insert(r.kind);
         }
     }
@@ -429,7 +471,24 @@ impl State {
             hosts_changed = self.derive_services(&dirty.services);
         }
         let kinds = &dirty.kinds;
-        if kinds.contains(&Kind::VirtualService) || kinds.contains(&Kind::DestinationRule) {
+        // Gateway API routes depend on their parents (Services, Gateways), their backends
+        // (Services) and ReferenceGrants, and report the waypoints (namespace labels).
+        let gateway_routes_changed = (kinds.contains(&Kind::HttpRoute)
+            || kinds.contains(&Kind::GrpcRoute)
+            || kinds.contains(&Kind::ReferenceGrant)
+            || kinds.contains(&Kind::KubernetesGateway)
+            || !dirty.namespaces.is_empty()
+            || !dirty.services.is_empty())
+            && (!self.http_routes.is_empty()
+                || !self.grpc_routes.is_empty()
+                || !self.snapshot.route_resolutions.is_empty());
+        if gateway_routes_changed {
+            self.derive_gateway_routes();
+        }
+        if gateway_routes_changed
+            || kinds.contains(&Kind::VirtualService)
+            || kinds.contains(&Kind::DestinationRule)
+        {
             self.derive_routes();
         }
         // An entry's waypoint binding may come from its namespace's label.
@@ -438,12 +497,22 @@ impl State {
             hosts_changed = true;
         }
         if kinds.contains(&Kind::Gateway) {
-            self.snapshot.gateways = Arc::new(self.gateways.values().cloned().collect());
+            let mut gateways: Vec<Arc<Gateway>> = self.gateways.values().cloned().collect();
+            gateways.sort_by(|a, b| routes::age_order(&a.metadata, &b.metadata));
+            self.snapshot.gateways = Arc::new(gateways);
+        }
+        if kinds.contains(&Kind::VirtualService) {
+            self.snapshot.gateway_virtual_services =
+                Arc::new(routes::by_gateway(self.virtual_services.values()));
+        }
+        if kinds.contains(&Kind::Secret) {
+            self.snapshot.secrets = Arc::new(self.secrets.clone().into_iter().collect());
         }
         if kinds.contains(&Kind::KubernetesGateway) {
             self.snapshot.waypoints = Arc::new(translate::waypoint::declared(
                 self.kubernetes_gateways.values(),
             ));
+            self.snapshot.kubernetes_gateways = Arc::new(self.kubernetes_gateways.clone());
         }
         if kinds.contains(&Kind::AuthorizationPolicy) {
             self.snapshot.authorization_policies = Arc::new(policy::by_namespace(
@@ -477,6 +546,9 @@ impl State {
             );
         }
         if hosts_changed
+            || gateway_routes_changed
+            || kinds.contains(&Kind::Gateway)
+            || kinds.contains(&Kind::Secret)
             || kinds.contains(&Kind::VirtualService)
             || kinds.contains(&Kind::DestinationRule)
             || kinds.contains(&Kind::MeshConfig)
@@ -588,10 +660,43 @@ impl State {
         hosts_changed
     }
 
+    /// Resolves every Gateway API route against the Services, Gateways and ReferenceGrants
+    /// held, and indexes those bound to mesh Services by host.
+    fn derive_gateway_routes(&mut self) {
+        let mut grants: HashMap<String, Vec<Arc<ReferenceGrant>>> = HashMap::new();
+        for ((namespace, _), grant) in &self.reference_grants {
+            grants
+                .entry(namespace.clone())
+                .or_default()
+                .push(grant.clone());
+        }
+        let world = StateWorld {
+            namespaces: &self.namespaces,
+            snapshot: &self.snapshot,
+            gateways: &self.kubernetes_gateways,
+            grants,
+        };
+        let settings = self.snapshot.settings.clone();
+        let all: BTreeMap<ObjectRef, Arc<gateway_routes::RouteResolution>> = self
+            .http_routes
+            .values()
+            .cloned()
+            .map(GatewayRoute::Http)
+            .chain(self.grpc_routes.values().cloned().map(GatewayRoute::Grpc))
+            .map(|route| {
+                let resolved = gateway_routes::resolve(&route, &world, &settings);
+                (route.object_ref(), Arc::new(resolved))
+            })
+            .collect();
+        self.gateway_route_index = gateway_routes::mesh_index(all.values().map(Arc::as_ref));
+        self.snapshot.route_resolutions = Arc::new(all);
+    }
+
     fn derive_routes(&mut self) {
         let all = routes::index(
             self.virtual_services.values(),
             self.destination_rules.values(),
+            self.gateway_route_index.clone(),
             &self.snapshot.settings,
         );
         let (wildcards, exact): (Vec<_>, Vec<_>) =
@@ -685,12 +790,47 @@ impl State {
                     .values()
                     .cloned()
                     .map(Object::RequestAuthentication),
-            );
+            )
+            .chain(self.http_routes.values().cloned().map(Object::HttpRoute))
+            .chain(self.grpc_routes.values().cloned().map(Object::GrpcRoute))
+            .chain(self.gateways.values().cloned().map(Object::Gateway));
         for object in objects {
-            let found = validate::warnings(&object, &is_known, &snapshot.settings);
-            if !found.is_empty() {
-                warnings.insert(object.object_ref(), found);
+            let object_ref = object.object_ref();
+            let mut found = validate::warnings(&object, &is_known, &snapshot.settings);
+            // What resolving a Gateway API route against the cluster found.
+            if let Some(resolution) = snapshot.route_resolutions.get(&object_ref) {
+                found.extend(
+                    gateway_routes::issues(resolution)
+                        .into_iter()
+                        .map(|(field, reason)| Refusal::new(object_ref.clone(), field, reason)),
+                );
             }
+            if !found.is_empty() {
+                warnings.insert(object_ref, found);
+            }
+        }
+        // Gateways with VirtualServices and the Secrets this process reads, if any.
+        let gateways: Vec<&Arc<Gateway>> = snapshot.gateways.iter().collect();
+        let virtual_services: Vec<&Arc<VirtualService>> = self.virtual_services.values().collect();
+        let secrets_namespace = snapshot.settings.secrets_namespace.clone();
+        let has_secret = |name: &str| {
+            secrets_namespace.as_deref().is_some_and(|ns| {
+                self.secrets
+                    .contains_key(&(ns.to_string(), name.to_string()))
+            })
+        };
+        let cross = validate::gateway::cross_warnings(
+            &gateways,
+            &virtual_services,
+            secrets_namespace
+                .as_deref()
+                .map(|ns| (ns, &has_secret as &dyn Fn(&str) -> bool)),
+        );
+        for (object, found) in cross {
+            warnings
+                .entry(object)
+                .or_insert_with(Vec::new)
+                .extend(found);
         }
         // Addresses two ServiceEntries (or a ServiceEntry and a Service) both claim.
         for (object, found) in validate::address_overlaps(&snapshot.service_entries, &|ip| {
@@ -719,6 +859,38 @@ impl State {
             }
         }
         self.snapshot.warnings = Arc::new(warnings);
+    }
+}
+
+/// The registry's objects as route resolution looks them up.
+struct StateWorld<'a> {
+    namespaces: &'a HashMap<String, Arc<Namespace>>,
+    snapshot: &'a Snapshot,
+    gateways: &'a BTreeMap<Key, Arc<KubernetesGateway>>,
+    grants: HashMap<String, Vec<Arc<ReferenceGrant>>>,
+}
+
+impl RouteWorld for StateWorld<'_> {
+    fn service(&self, namespace: &str, name: &str) -> Option<&Arc<super::model::Service>> {
+        self.snapshot.service(namespace, name)
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespaces
+            .get(namespace)
+            .map(|ns| labels(&ns.metadata))
+    }
+
+    fn gateway(&self, namespace: &str, name: &str) -> Option<&Arc<KubernetesGateway>> {
+        self.gateways
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    fn grants(&self, namespace: &str) -> &[Arc<ReferenceGrant>] {
+        self.grants
+            .get(namespace)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 }
 

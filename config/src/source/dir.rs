@@ -15,6 +15,8 @@ use crate::registry::{Candidate, Change};
 pub struct DirSource {
     root: PathBuf,
     poll: Duration,
+    /// The namespace whose Secrets are read; `None`: none are.
+    secrets: Option<String>,
 }
 
 impl DirSource {
@@ -22,7 +24,15 @@ impl DirSource {
         Self {
             root: root.into(),
             poll: Duration::from_secs(1),
+            secrets: None,
         }
+    }
+
+    /// Reads the (TLS) Secrets of `namespace` too; by default Secrets are skipped, as the
+    /// API source skips them for every process but an ingress gateway.
+    pub fn secrets(mut self, namespace: Option<String>) -> Self {
+        self.secrets = namespace;
+        self
     }
 
     /// How often to look for changes (default one second).
@@ -48,7 +58,12 @@ impl Source for DirSource {
             .await
             .map_err(|_| SourceError::Closed)?;
             scanner = returned;
-            if let Some(candidates) = rescanned {
+            if let Some(mut candidates) = rescanned {
+                candidates.retain(|c| {
+                    let object = c.object_ref();
+                    object.kind != Kind::Secret
+                        || self.secrets.as_deref() == Some(object.namespace.as_str())
+                });
                 feed.send(vec![Change::Replace {
                     kinds: Kind::ALL.to_vec(),
                     candidates,

@@ -12,7 +12,9 @@
 //!   schema is refused on its own instead of failing the whole list.
 //! - Watches only the kinds its process selects ([`KubeSourceConfig::kinds`]), so each
 //!   process's ClusterRole grants no more than it reads: the agent and waypoints read every
-//!   kind ([`AGENT_WATCHED`]), weft-ca only pods ([`CA_WATCHED`]).
+//!   kind but Secrets ([`AGENT_WATCHED`]), weft-ca only pods ([`CA_WATCHED`]), an ingress
+//!   gateway what the agent reads and the `kubernetes.io/tls` Secrets of its own namespace
+//!   ([`INGRESS_WATCHED`]).
 //! - Ready once every selected kind has completed its first list; an Istio API group that is
 //!   not served (CRDs not installed) counts as empty and is probed again later.
 use std::collections::{BTreeSet, HashSet};
@@ -31,16 +33,41 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::feed::{Feed, Source, SourceError, error_chain};
-use crate::api::kubernetes::{ConfigMap, EndpointSlice, Namespace, Pod, Service};
+use crate::api::kubernetes::{ConfigMap, EndpointSlice, Namespace, Pod, Secret, Service};
 use crate::api::{Kind, Object, ObjectRef};
 use crate::refusal::Refusal;
 use crate::registry::{Candidate, Change};
 
 /// What the node agent and waypoints list and watch, in all namespaces (the default of
-/// [`KubeSourceConfig::kinds`]): every kind, since addressing, routing and policy need them
-/// all. Their ClusterRoles must grant `list` and `watch` on exactly these;
-/// `cli/tests/deploy_rbac.rs` holds `deploy/`'s RBAC to it.
-pub const AGENT_WATCHED: [Kind; Kind::ALL.len()] = Kind::ALL;
+/// [`KubeSourceConfig::kinds`]): every kind but Secrets, since addressing, routing and
+/// policy need them all and no certificate of a gateway is theirs to hold. Their
+/// ClusterRoles must grant `list` and `watch` on exactly these; `cli/tests/deploy_rbac.rs`
+/// holds `deploy/`'s RBAC to it.
+pub const AGENT_WATCHED: [Kind; Kind::ALL.len() - 1] = all_kinds_but_secrets();
+
+/// What an ingress gateway lists and watches: what the agent does (cluster-wide, through
+/// the same ClusterRole as waypoints) and the Secrets of type `kubernetes.io/tls` of its own
+/// namespace ([`KubeSourceConfig::secrets_namespace`], field selector
+/// `type=kubernetes.io/tls`), which a Role in that namespace grants. RBAC cannot name the
+/// Secrets a gateway's servers will name (they change with every Gateway), so the grant is
+/// the namespace's Secrets, as Istio's own gateway Role is (`istio-ingressgateway-sds`); the
+/// gateway keeps only the TLS ones and uses only those its servers name.
+pub const INGRESS_WATCHED: [Kind; Kind::ALL.len()] = Kind::ALL;
+
+/// `Kind::ALL` without `Kind::Secret`, in its order: a kind added to `Kind::ALL` is read by
+/// the agents and waypoints without another list to keep in step.
+const fn all_kinds_but_secrets() -> [Kind; Kind::ALL.len() - 1] {
+    let mut kinds = [Kind::Namespace; Kind::ALL.len() - 1];
+    let (mut from, mut to) = (0, 0);
+    while from < Kind::ALL.len() {
+        if !matches!(Kind::ALL[from], Kind::Secret) {
+            kinds[to] = Kind::ALL[from];
+            to += 1;
+        }
+        from += 1;
+    }
+    kinds
+}
 
 /// What weft-ca lists and watches: pods only. It asks the registry for a pod's node (the
 /// node of an agent's token, when the token does not name it) and for the service accounts
@@ -80,6 +107,10 @@ pub struct KubeSourceConfig {
     /// that ConfigMap is listed and watched (field selector `metadata.name=istio`), so a
     /// Role in that namespace limited to that name is all the RBAC it needs.
     pub mesh_config_namespace: String,
+    /// Where Secrets are read, when [`Kind::Secret`] is among `kinds`: an ingress gateway's
+    /// own namespace. Only `kubernetes.io/tls` ones are listed (field selector), so a Role in
+    /// that namespace is all the RBAC it needs.
+    pub secrets_namespace: String,
 }
 
 impl Default for KubeSourceConfig {
@@ -90,6 +121,7 @@ impl Default for KubeSourceConfig {
             resync: Some(Duration::from_secs(30 * 60)),
             discovery_retry: Duration::from_secs(30),
             mesh_config_namespace: "istio-system".to_string(),
+            secrets_namespace: "istio-system".to_string(),
         }
     }
 }
@@ -228,6 +260,12 @@ async fn watch_kind(
                     crate::api::mesh::MESH_CONFIG_MAP
                 ));
                 run_watcher(api, wc, kind, config_map, resync, feed, tracker).await?
+            }
+            Kind::Secret => {
+                let api: Api<Secret> = Api::namespaced(client.clone(), &config.secrets_namespace);
+                let wc = watcher::Config::default()
+                    .fields(&format!("type={}", crate::api::kubernetes::TLS_SECRET_TYPE));
+                run_watcher(api, wc, kind, typed, resync, feed, tracker).await?
             }
             // Custom resources: Istio's kinds and the Gateway API's Gateway.
             istio => match served_version(client, istio).await {
@@ -425,4 +463,21 @@ where
 
 fn watch_start_gone(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchStartFailed(::kube::Error::Api(status)) if status.code == 410)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kind added to `Kind::ALL` is read by the agents and waypoints unless it is a Secret:
+    /// forgetting it here would leave the kind unread on a cluster while the lab reads it.
+    #[test]
+    fn agents_read_every_kind_but_secrets_and_an_ingress_those_too() {
+        let all_but_secrets: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| *k != Kind::Secret)
+            .collect();
+        assert_eq!(AGENT_WATCHED.to_vec(), all_but_secrets);
+        assert_eq!(INGRESS_WATCHED.to_vec(), Kind::ALL.to_vec());
+    }
 }

@@ -11,7 +11,9 @@ pub mod yaml;
 
 pub use self::dir::DirSource;
 pub use self::feed::{Feed, Source, SourceError, SourceTask, error_chain, spawn};
-pub use self::kube::{AGENT_WATCHED, CA_WATCHED, KubeSource, KubeSourceConfig, PodScope};
+pub use self::kube::{
+    AGENT_WATCHED, CA_WATCHED, INGRESS_WATCHED, KubeSource, KubeSourceConfig, PodScope,
+};
 use crate::registry::Registry;
 
 /// A registry filled by the directory source when `config_dir` is given, else by the
@@ -20,7 +22,9 @@ use crate::registry::Registry;
 ///
 /// `kube.kinds` narrows what the Kubernetes API source requests (and so the RBAC it
 /// needs); the directory source reads every kind its files hold, since reading local
-/// files needs no grant.
+/// files needs no grant, except Secrets: those only when `kube.kinds` has them, and only
+/// of `kube.secrets_namespace`, as the API source would (a process that does not serve
+/// TLS holds no private key).
 pub async fn start(
     settings: crate::translate::MeshSettings,
     config_dir: Option<&std::path::Path>,
@@ -38,7 +42,14 @@ pub async fn start(
     };
     let registry = Registry::new(settings);
     let task = match config_dir {
-        Some(dir) => spawn(&registry, DirSource::new(dir)),
+        Some(dir) => spawn(
+            &registry,
+            DirSource::new(dir).secrets(
+                kube.kinds
+                    .contains(&crate::api::Kind::Secret)
+                    .then(|| kube.secrets_namespace.clone()),
+            ),
+        ),
         None => spawn(
             &registry,
             KubeSource::try_default().await?.with_config(kube),

@@ -7,6 +7,10 @@ pub struct MeshSettings {
     pub trust_domain: String,
     pub cluster_domain: String,
     pub root_namespace: String,
+    /// The namespace whose TLS Secrets this process reads (an ingress gateway's own), so
+    /// that a Gateway naming a `credentialName` missing there is warned about; `None` for
+    /// processes that read no Secret and so cannot tell.
+    pub secrets_namespace: Option<String>,
 }
 
 impl Default for MeshSettings {
@@ -15,6 +19,7 @@ impl Default for MeshSettings {
             trust_domain: "cluster.local".into(),
             cluster_domain: "cluster.local".into(),
             root_namespace: "istio-system".into(),
+            secrets_namespace: None,
         }
     }
 }

@@ -1,21 +1,30 @@
-//! VirtualServices and DestinationRules indexed by the host they configure.
+//! VirtualServices, the Gateway API routes of mesh Services, and DestinationRules indexed
+//! by the host they configure.
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::gateway::{GatewayRef, bound_gateways};
 use super::hosts::{MeshSettings, qualify};
 use crate::api::DEFAULT_NAMESPACE;
 use crate::api::networking::{DestinationRule, VirtualService};
+use crate::registry::bound_route::BoundRoute;
 use crate::registry::model::HostRoutes;
 
 /// Routes by fully qualified host (wildcards such as `*.example.com` are keys too).
+/// `gateway_routes` are the Gateway API routes bound to each Service's host
+/// (`gateway_routes::mesh_index`).
 pub fn index<'a>(
     virtual_services: impl IntoIterator<Item = &'a Arc<VirtualService>>,
     destination_rules: impl IntoIterator<Item = &'a Arc<DestinationRule>>,
+    gateway_routes: HashMap<String, Vec<Arc<BoundRoute>>>,
     settings: &MeshSettings,
 ) -> HashMap<String, Arc<HostRoutes>> {
     let mut by_host: HashMap<String, HostRoutes> = HashMap::new();
+    for (host, routes) in gateway_routes {
+        by_host.entry(host).or_default().gateway_routes = routes;
+    }
     let mut virtual_services: Vec<_> = virtual_services.into_iter().collect();
     virtual_services.sort_by(|a, b| age_order(&a.metadata, &b.metadata));
     for vs in virtual_services {
@@ -48,6 +57,22 @@ pub fn index<'a>(
         .into_iter()
         .map(|(host, routes)| (host, Arc::new(routes)))
         .collect()
+}
+
+/// The VirtualServices bound to each Gateway they name in `spec.gateways` (whether it
+/// exists or not), oldest first: what an ingress gateway serves for that Gateway.
+pub fn by_gateway<'a>(
+    virtual_services: impl IntoIterator<Item = &'a Arc<VirtualService>>,
+) -> HashMap<GatewayRef, Vec<Arc<VirtualService>>> {
+    let mut virtual_services: Vec<_> = virtual_services.into_iter().collect();
+    virtual_services.sort_by(|a, b| age_order(&a.metadata, &b.metadata));
+    let mut bound: HashMap<GatewayRef, Vec<Arc<VirtualService>>> = HashMap::new();
+    for vs in virtual_services {
+        for gateway in bound_gateways(vs) {
+            bound.entry(gateway).or_default().push(vs.clone());
+        }
+    }
+    bound
 }
 
 /// Without `gateways`, a VirtualService applies to the mesh; with them, only if one of

@@ -5,7 +5,9 @@
 //! names no known service). Both are pure: the registry, the sources and `weftctl
 //! validate` call the same functions.
 pub mod cidr;
+pub mod gateway;
 mod gateway_api;
+mod gateway_routes;
 mod kubernetes;
 mod mesh;
 mod networking;
@@ -28,12 +30,16 @@ pub fn validate(object: &Object) -> Vec<Refusal> {
         Object::VirtualService(vs) => networking::virtual_service(&vs.spec),
         Object::DestinationRule(dr) => networking::destination_rule(&dr.spec),
         Object::ServiceEntry(se) => networking::service_entry(&se.spec),
-        Object::Gateway(gw) => networking::gateway(&gw.spec),
+        Object::Gateway(gw) => gateway::gateway(&gw.spec),
         Object::AuthorizationPolicy(ap) => security::authorization_policy(&ap.spec),
         Object::PeerAuthentication(pa) => security::peer_authentication(&pa.spec),
         Object::KubernetesGateway(gw) => gateway_api::gateway(gw),
         Object::MeshConfig(config) => mesh::mesh_config(&config.mesh),
         Object::RequestAuthentication(ra) => security::request_authentication(&ra.spec),
+        Object::HttpRoute(route) => gateway_routes::http_route(&route.spec),
+        Object::GrpcRoute(route) => gateway_routes::grpc_route(&route.spec),
+        Object::ReferenceGrant(grant) => gateway_routes::reference_grant(&grant.spec),
+        Object::Secret(secret) => gateway::secret(secret),
     };
     let object_ref = object.object_ref();
     issues
@@ -120,6 +126,9 @@ pub fn warnings(
             mesh::warnings(&object_ref, &config.mesh, settings, &|host| is_known(host))
         }
         Object::RequestAuthentication(ra) => security::request_authentication_warnings(&ra.spec),
+        Object::HttpRoute(route) => gateway_routes::http_route_warnings(&route.spec),
+        Object::GrpcRoute(route) => gateway_routes::grpc_route_warnings(&route.spec),
+        Object::Gateway(gw) => gateway::gateway_warnings(&gw.spec),
         _ => Vec::new(),
     };
     issues

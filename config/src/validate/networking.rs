@@ -1,10 +1,10 @@
-//! Istio's networking rules: VirtualService, DestinationRule, ServiceEntry, Gateway.
-use std::collections::{BTreeMap, HashSet};
+//! Istio's networking rules: VirtualService, DestinationRule, ServiceEntry (Gateway:
+//! `gateway.rs`).
+use std::collections::HashSet;
 
 use super::cidr;
 use super::paths::{FieldPath, Issues};
 use crate::api::common::{Percent, StringMatch};
-use crate::api::gateway::GatewaySpec;
 use crate::api::networking::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, Destination, DestinationRuleSpec,
     HttpRoute, LoadBalancerSettings, OutlierDetection, Resolution, RouteDestination,
@@ -840,29 +840,6 @@ fn hostname(name: &str, wildcard: bool) -> Result<(), String> {
         return Err(format!("{name:?} is not a valid host name"));
     }
     Ok(())
-}
-
-pub(super) fn gateway(spec: &GatewaySpec) -> Vec<FieldIssue> {
-    let mut issues = Issues::default();
-    let root = FieldPath::spec();
-    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, server) in spec.servers.iter().enumerate() {
-        let at = root.field("servers").index(i);
-        port(
-            Some(server.port.number),
-            &at.field("port").field("number"),
-            &mut issues,
-        );
-        if server.hosts.is_empty() {
-            issues.add(&at.field("hosts"), "at least one host is required");
-        }
-        if let Some(name) = &server.name
-            && names.insert(name.as_str(), i).is_some()
-        {
-            issues.add(&at.field("name"), format!("duplicate server name {name:?}"));
-        }
-    }
-    issues.into_vec()
 }
 
 #[cfg(test)]

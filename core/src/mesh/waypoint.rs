@@ -6,6 +6,10 @@
 /// works unchanged, and weft's own.
 pub const WAYPOINT_CLASSES: &[&str] = &["istio-waypoint", "weft-waypoint"];
 
+/// Gateway API `gatewayClassName`s of ingress gateways weft serves (`weft-waypoint --mode
+/// ingress`): Istio's `istio`, so Istio users' YAML works unchanged, and weft's own.
+pub const INGRESS_CLASSES: &[&str] = &["istio", "weft"];
+
 /// The label a waypoint's pods and Service carry, naming their Gateway.
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 

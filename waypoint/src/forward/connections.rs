@@ -42,6 +42,12 @@ pub enum Transport {
     Hbone { identity: Identity },
     /// A pod outside the mesh: plain TCP, as Istio's waypoint does.
     Plain,
+    /// A waypoint pod (the key's address is its HBONE port), which must prove `identity`,
+    /// asked for `target`: a Service's ClusterIP and port.
+    Waypoint {
+        identity: Identity,
+        target: SocketAddr,
+    },
 }
 
 /// One endpoint as the connection pool keys it.
@@ -330,30 +336,51 @@ impl Connections {
                 Box::new(tcp)
             }
             Transport::Hbone { identity } => {
-                let request = ConnectRequest {
-                    source: self.inner.source.clone(),
-                    destination: identity.clone(),
-                    hbone_address: SocketAddr::new(key.address.ip(), HBONE_PORT),
-                    target: key.address,
-                    source_ip: None,
-                    baggage: None,
-                    traceparent: None,
-                };
-                let stream = tokio::time::timeout(
-                    connect_timeout,
-                    self.inner.hbone.connect(request, |address| async move {
-                        let tcp = TcpStream::connect(address).await?;
-                        tcp.set_nodelay(true)?;
-                        Ok(tcp)
-                    }),
-                )
-                .await
-                .map_err(|_| failed(format!("timed out after {connect_timeout:?}")))?
-                .map_err(|e| failed(e.to_string()))?;
-                Box::new(stream)
+                let hbone = SocketAddr::new(key.address.ip(), HBONE_PORT);
+                self.hbone_stream(identity, hbone, key.address, connect_timeout)
+                    .await
+                    .map_err(failed)?
             }
+            Transport::Waypoint { identity, target } => self
+                .hbone_stream(identity, key.address, *target, connect_timeout)
+                .await
+                .map_err(failed)?,
         };
         Ok(TokioIo::new(io))
+    }
+}
+
+impl Connections {
+    /// A CONNECT stream to `target` through the HBONE server at `hbone`, which must
+    /// prove `identity`; the proxy proves its own.
+    async fn hbone_stream(
+        &self,
+        identity: &Identity,
+        hbone: SocketAddr,
+        target: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<Box<dyn Io>, String> {
+        let request = ConnectRequest {
+            source: self.inner.source.clone(),
+            destination: identity.clone(),
+            hbone_address: hbone,
+            target,
+            source_ip: None,
+            baggage: None,
+            traceparent: None,
+        };
+        let stream = tokio::time::timeout(
+            connect_timeout,
+            self.inner.hbone.connect(request, |address| async move {
+                let tcp = TcpStream::connect(address).await?;
+                tcp.set_nodelay(true)?;
+                Ok(tcp)
+            }),
+        )
+        .await
+        .map_err(|_| format!("timed out after {connect_timeout:?}"))?
+        .map_err(|e| e.to_string())?;
+        Ok(Box::new(stream))
     }
 }
 

@@ -1,9 +1,15 @@
 //! The endpoints a route destination (host, subset, port) stands for, as addresses the
-//! waypoint can connect to. A pure function of the registry's snapshot.
+//! proxy can connect to. A pure function of the registry's snapshot.
+//!
+//! A waypoint goes to the endpoints themselves: it is the service's L7 hop. An ingress
+//! gateway goes through the service's waypoint when it has one, as Istio ambient's
+//! gateways do with `istio.io/ingress-use-waypoint` (weft always does: the destination's
+//! agent admits only its waypoint's traffic for a waypoint-bound pod), asking the waypoint
+//! over HBONE for the Service's ClusterIP and port.
 use std::net::SocketAddr;
 
 use weft_config::registry::Snapshot;
-use weft_config::registry::model::{Endpoint, Service};
+use weft_config::registry::model::{Endpoint, Service, Waypoint};
 
 use super::connections::Transport;
 
@@ -15,6 +21,16 @@ pub struct Candidate {
     pub transport: Transport,
 }
 
+/// How a proxy reaches a Service's backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reach {
+    /// Straight to the endpoints (a waypoint).
+    #[default]
+    Endpoints,
+    /// Through the Service's waypoint when it has one (an ingress gateway).
+    ThroughWaypoint,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoEndpoints {
     #[error("no service {0} in the registry")]
@@ -23,6 +39,8 @@ pub enum NoEndpoints {
     UnknownPort { host: String, port: u16 },
     #[error("no ready endpoint of {0}")]
     NoneReady(String),
+    #[error("{0} is bound to a waypoint with no ready pod")]
+    NoWaypoint(String),
 }
 
 /// Ready endpoints of `host` (in `subset`, if given) for the service port `port`.
@@ -33,6 +51,7 @@ pub fn candidates(
     host: &str,
     subset: Option<&str>,
     port: u16,
+    reach: Reach,
 ) -> Result<Vec<Candidate>, NoEndpoints> {
     let service = snapshot
         .service_by_host(host)
@@ -42,6 +61,11 @@ pub fn candidates(
             host: host.to_string(),
             port,
         });
+    }
+    if reach == Reach::ThroughWaypoint
+        && let Some(waypoint) = snapshot.service_waypoint(service)
+    {
+        return through_waypoint(snapshot, service, waypoint, port);
     }
     let endpoints: Vec<&Endpoint> = match subset {
         Some(subset) => snapshot.subset_endpoints(host, subset),
@@ -58,6 +82,44 @@ pub fn candidates(
             None => host.to_string(),
         };
         return Err(NoEndpoints::NoneReady(what));
+    }
+    Ok(found)
+}
+
+/// The ready pods of `service`'s waypoint, each asked for the Service's ClusterIP and
+/// `port` (the waypoint's own DestinationRule state, routes and policies then apply).
+fn through_waypoint(
+    snapshot: &Snapshot,
+    service: &Service,
+    waypoint: &Waypoint,
+    port: u16,
+) -> Result<Vec<Candidate>, NoEndpoints> {
+    let vip = service.vips.first().copied();
+    let pods = snapshot
+        .waypoint_service(waypoint)
+        .into_iter()
+        .flat_map(|s| {
+            s.endpoints
+                .iter()
+                .filter(|e| e.ready)
+                .filter_map(|e| Some((e, snapshot.endpoint_workload(e)?)))
+        });
+    let found: Vec<Candidate> = match vip {
+        Some(vip) => pods
+            .filter_map(|(e, workload)| {
+                Some(Candidate {
+                    address: SocketAddr::new(e.address, waypoint.port),
+                    transport: Transport::Waypoint {
+                        identity: workload.identity.parse().ok()?,
+                        target: SocketAddr::new(vip, port),
+                    },
+                })
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    if found.is_empty() {
+        return Err(NoEndpoints::NoWaypoint(service.hostname.clone()));
     }
     Ok(found)
 }

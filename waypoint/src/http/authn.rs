@@ -54,10 +54,32 @@ pub fn policies<'s>(
                     && r.name == service.name
                     && policy_ns == service.namespace
             }
-            Target::Workload { .. } => false,
+            Target::Workload { .. } | Target::Gateway(_) => false,
         };
         namespace_fits && (gateway || class || service)
     };
+    // An ingress gateway is a workload: RequestAuthentications selecting its pod (root
+    // namespace and its own, with a selector or none, without targetRefs) apply.
+    if let Target::Gateway(gateway) = target {
+        let Some(workload) = &gateway.workload else {
+            return Vec::new();
+        };
+        let mut namespaces = vec![root, workload.namespace.as_str()];
+        namespaces.dedup();
+        return namespaces
+            .into_iter()
+            .flat_map(|ns| snapshot.request_authentications(ns).iter())
+            .filter(|policy| {
+                let policy_ns = policy.metadata.namespace.as_deref().unwrap_or("default");
+                let selected = policy.spec.targets().next().is_none()
+                    && weft_config::translate::policy::selects(
+                        policy.spec.selector.as_ref(),
+                        &workload.labels,
+                    );
+                selected || policy.spec.targets().any(|r| attaches(r, policy_ns))
+            })
+            .collect();
+    }
     let mut namespaces = vec![namespace];
     if let Target::Service { service, .. } = target {
         namespaces.push(service.namespace.as_str());

@@ -59,7 +59,7 @@ pub fn policies<'s>(
                 && r.name == service.name
                 && r.namespace.as_deref().unwrap_or(policy_ns) == service.namespace
         }
-        Target::Workload { .. } => false,
+        Target::Workload { .. } | Target::Gateway(_) => false,
     };
     let mut namespaces = vec![ctx.namespace.as_str()];
     if let Target::Service { service, .. } = target
@@ -67,7 +67,7 @@ pub fn policies<'s>(
     {
         namespaces.push(service.namespace.as_str());
     }
-    namespaces
+    let mut found: Vec<&'s Arc<AuthorizationPolicy>> = namespaces
         .into_iter()
         .flat_map(|ns| snapshot.authorization_policies(ns).iter())
         .filter(|policy| {
@@ -80,7 +80,15 @@ pub fn policies<'s>(
             refs.into_iter()
                 .any(|r| attached_to_me(r, policy_ns) || attached_to_service(r, policy_ns))
         })
-        .collect()
+        .collect();
+    // An ingress gateway is a workload too: policies selecting its pod (the root
+    // namespace's and its own namespace's, `selector` or none) apply to it, as to Istio's.
+    if let Target::Gateway(gateway) = target
+        && let Some(workload) = &gateway.workload
+    {
+        found.extend(snapshot.authorization_policies_for(workload));
+    }
+    found
 }
 
 /// The request body: untouched, or read (in part) for the provider.
@@ -144,6 +152,7 @@ fn destination_name(target: &Target) -> String {
         Target::Workload { workload, .. } => {
             format!("{}/{}", workload.namespace, workload.name)
         }
+        Target::Gateway(gateway) => gateway.server.clone(),
     }
 }
 
@@ -306,7 +315,7 @@ pub async fn authorize(
                 method: parts.method.as_str(),
                 path: &path,
                 host: &host,
-                scheme: "http",
+                scheme: if down.secure { "https" } else { "http" },
                 version: parts.version,
                 headers: &parts.headers,
                 body: check_body,

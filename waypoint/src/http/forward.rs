@@ -49,7 +49,13 @@ pub async fn send(
         protocol,
         source_ip,
     } = forward;
-    let found = match candidates(snapshot, &key.host, key.subset.as_deref(), key.port) {
+    let found = match candidates(
+        snapshot,
+        &key.host,
+        key.subset.as_deref(),
+        key.port,
+        ctx.reach,
+    ) {
         Ok(found) => found,
         Err(reason) => {
             tracing::debug!(%reason, "no endpoint");

@@ -29,6 +29,17 @@ pub fn no_route() -> Response<ResponseBody> {
     reply(StatusCode::NOT_FOUND, "")
 }
 
+/// Envoy's answer for a virtual host that requires TLS (Istio's `httpsRedirect`): 301 to
+/// the same host and path over `https`.
+pub fn https_redirect(authority: &str, uri: &http::Uri) -> Response<ResponseBody> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut response = reply(StatusCode::MOVED_PERMANENTLY, "");
+    if let Ok(location) = HeaderValue::from_str(&format!("https://{authority}{path}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
 pub fn forbidden() -> Response<ResponseBody> {
     reply(StatusCode::FORBIDDEN, "RBAC: access denied")
 }

@@ -25,7 +25,7 @@ use self::forward::{Forward, send};
 use self::local::ResponseBody;
 use self::request_id::{X_FORWARDED_PROTO, X_REQUEST_ID, request_id};
 use crate::context::WaypointContext;
-use crate::downstream::{Downstream, Target};
+use crate::downstream::{Downstream, GatewayRoutes, Target};
 use crate::forward::cluster::ClusterKey;
 use crate::forward::connections::{Protocol, Transport};
 use crate::forward::endpoints::destination_port;
@@ -97,12 +97,16 @@ async fn traced(
         .extensions()
         .get::<forward::Endpoint>()
         .map(|e| e.0);
+    let routed = response
+        .extensions()
+        .get::<RoutedService>()
+        .map(|s| s.0.clone());
     record(
         ctx,
         downstream,
         response.status(),
         grpc,
-        endpoint,
+        (endpoint, routed.as_deref()),
         started.elapsed(),
     );
     if let Some(mut span) = span.take() {
@@ -121,17 +125,43 @@ async fn traced(
 }
 
 /// `istio_requests_total` and `istio_request_duration_milliseconds` as a waypoint reports
-/// them (time to the response headers).
+/// them (time to the response headers); an ingress gateway reports as Istio's gateways do,
+/// as the source of what it sends (`reporter="source"`, its own workload and identity).
 fn record(
     ctx: &WaypointContext,
     down: &Downstream,
     status: StatusCode,
     grpc: bool,
-    endpoint: Option<std::net::SocketAddr>,
+    (endpoint, routed): (
+        Option<std::net::SocketAddr>,
+        Option<&weft_config::registry::model::Service>,
+    ),
     elapsed: std::time::Duration,
 ) {
     use weft_core::metrics::{Reporter, RequestProtocol, SecurityPolicy};
     let snapshot = ctx.registry.load();
+    if let Target::Gateway(gateway) = &down.target {
+        let own = ctx.identity.to_string();
+        let labels = weft_config::telemetry::Connection {
+            reporter: Reporter::Source,
+            source: gateway.workload.as_deref(),
+            source_principal: Some(own.as_str()),
+            destination: endpoint
+                .and_then(|e| snapshot.workload_by_ip(e.ip()))
+                .map(|w| &**w),
+            service: routed,
+            security: SecurityPolicy::MutualTls,
+            cluster: weft_core::metrics::DEFAULT_CLUSTER_ID,
+        }
+        .labels()
+        .with_protocol(if grpc {
+            RequestProtocol::Grpc
+        } else {
+            RequestProtocol::Http
+        });
+        ctx.metrics.http_request(&labels, status.as_u16(), elapsed);
+        return;
+    }
     let source = down
         .source_ip
         .and_then(|ip| snapshot.workload_by_ip(ip))
@@ -144,6 +174,7 @@ fn record(
                 .map(|w| &**w),
         ),
         Target::Workload { workload, .. } => (None, Some(&**workload)),
+        Target::Gateway(_) => (routed, None),
     };
     let labels = weft_config::telemetry::Connection {
         reporter: Reporter::Waypoint,
@@ -260,8 +291,8 @@ async fn handle(
     let body = authorized.body;
     let routing = authorized.routing;
 
-    let (service, port) = match &down.target {
-        Target::Service { service, port } => (service.clone(), *port),
+    let (routes, port) = match &down.target {
+        Target::Service { service, port } => (ctx.routes(&snapshot, &service.hostname), *port),
         Target::Workload { workload, address } => {
             // Addressed to a pod: no routes (VirtualServices name hosts), straight there.
             let transport = match workload.identity.parse() {
@@ -275,9 +306,20 @@ async fn handle(
             };
             return forward::direct(ctx, parts, body, *address, transport, protocol).await;
         }
+        Target::Gateway(gateway) => {
+            // The virtual host of the request's Host; none is Envoy's 404 (`NR`).
+            let GatewayRoutes::Http(table) = &gateway.routes else {
+                return local::no_route();
+            };
+            let Some(host) = table.select(&authority) else {
+                return local::no_route();
+            };
+            if host.https_redirect && !down.secure {
+                return local::https_redirect(&authority, &parts.uri);
+            }
+            (host.routes.clone(), gateway.port)
+        }
     };
-
-    let routes = ctx.routes(&snapshot, &service.hostname);
     // The request as it came, if the provider changed it but routes are not chosen again.
     let (route_uri, route_headers) = match &routing {
         Some((uri, headers)) => (uri, headers),
@@ -340,6 +382,12 @@ async fn handle(
     let Some(destination) = route.pick(fastrand::u32(..)) else {
         return local::no_healthy_upstream();
     };
+    if destination.unresolved {
+        // A Gateway API backendRef that cannot be used takes its share and answers 500.
+        let mut response = local::reply(StatusCode::INTERNAL_SERVER_ERROR, "");
+        route.apply_response_headers(None, response.headers_mut());
+        return response;
+    }
     let rewrite = route.rewrite(&facts, Some(destination));
     let origin = parts.headers.get(header::ORIGIN).cloned();
     let timeout = route.effective_timeout(&parts.headers);
@@ -369,9 +417,14 @@ async fn handle(
     if !parts.headers.contains_key(X_REQUEST_ID) {
         parts.headers.insert(X_REQUEST_ID, request_id());
     }
+    let scheme = if down.secure { "https" } else { "http" };
     parts
         .headers
-        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        .insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    if let Target::Gateway(_) = &down.target {
+        // An edge proxy appends the client's address (Envoy's `use_remote_address`).
+        forwarded_for(&mut parts.headers, down.source_ip);
+    }
 
     let body = match body.into_request_body().await {
         Ok(body) => body,
@@ -415,11 +468,38 @@ async fn handle(
         None => attempts.await,
     };
     strip_hop_by_hop(response.headers_mut());
+    if let Target::Gateway(_) = &down.target
+        && let Some(service) = snapshot.service_by_host(&destination.host)
+    {
+        response
+            .extensions_mut()
+            .insert(RoutedService(service.clone()));
+    }
     route.apply_response_headers(Some(destination), response.headers_mut());
     if let Some(cors) = route.cors() {
         cors.response_headers(origin.as_ref(), response.headers_mut());
     }
     response
+}
+
+/// The Service an ingress gateway routed a request to, carried on the response for its
+/// metrics.
+#[derive(Clone, Debug)]
+struct RoutedService(std::sync::Arc<weft_config::registry::model::Service>);
+
+/// `x-forwarded-for` with the client's address appended, as an edge Envoy sets it.
+fn forwarded_for(headers: &mut http::HeaderMap, client: Option<std::net::IpAddr>) {
+    let Some(client) = client else {
+        return;
+    };
+    const XFF: &str = "x-forwarded-for";
+    let value = match headers.get(XFF).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing},{client}"),
+        _ => client.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(XFF, value);
+    }
 }
 
 /// A copy of the request to the mirror's destination, fire and forget: its answer is

@@ -12,7 +12,7 @@ use weft_config::translate::hosts::{MeshSettings, qualify};
 use super::cors::CorsPlan;
 use super::fault::{FaultPlan, PerMillion};
 use super::headers;
-use super::matcher::{Gate, RequestMatcher, UriMatch, warn_once};
+use super::matcher::{Gate, RequestMatcher, Scope, UriMatch, warn_once};
 use super::plan::{HttpRoutePlan, MirrorPlan, RouteAction, RouteDestination, RulePlan};
 use super::retry::RetryPolicy;
 use super::rewrite::{RedirectPlan, UriRewrite};
@@ -27,13 +27,21 @@ pub(crate) struct HttpEntry {
 
 /// What compiling needs to know about the VirtualService at hand.
 pub(crate) struct VsContext<'a> {
-    namespace: &'a str,
+    pub(crate) namespace: &'a str,
     settings: &'a MeshSettings,
     /// "VirtualService <namespace>/<name>", for warnings.
     pub(crate) origin: String,
 }
 
 impl<'a> VsContext<'a> {
+    pub(crate) fn named(namespace: &'a str, settings: &'a MeshSettings, origin: String) -> Self {
+        Self {
+            namespace,
+            settings,
+            origin,
+        }
+    }
+
     pub(crate) fn new(vs: &'a VirtualService, settings: &'a MeshSettings) -> Self {
         let namespace = vs
             .metadata
@@ -93,11 +101,23 @@ pub(crate) fn destination(
         request_ops: compiled.request,
         response_ops: compiled.response,
         authority: compiled.authority,
+        unresolved: false,
     })
 }
 
-pub(crate) fn http_entries(vs: &VirtualService, settings: &MeshSettings) -> Vec<HttpEntry> {
+pub(crate) fn http_entries(
+    vs: &VirtualService,
+    settings: &MeshSettings,
+    gateway: Option<&weft_config::translate::gateway::GatewayRef>,
+) -> Vec<HttpEntry> {
     let context = VsContext::new(vs, settings);
+    let scope = match gateway {
+        Some(gateway) => Scope::Gateway {
+            gateway,
+            vs_namespace: context.namespace,
+        },
+        None => Scope::Mesh,
+    };
     let mut entries = Vec::new();
     for (i, rule) in vs.spec.http.iter().enumerate() {
         let at = format!("{}: http[{i}]", context.origin);
@@ -120,7 +140,7 @@ pub(crate) fn http_entries(vs: &VirtualService, settings: &MeshSettings) -> Vec<
         for (m, block) in rule.matches.iter().enumerate() {
             let matcher = RequestMatcher::compile(block, &format!("{at}.match[{m}]"));
             entries.push(HttpEntry {
-                gate: Gate::http(block),
+                gate: Gate::http(block, scope),
                 plan: HttpRoutePlan {
                     name: route_name(rule.name.as_deref(), block.name.as_deref()),
                     matched: matcher.uri().matched(),

@@ -262,6 +262,10 @@ pub(crate) enum UriMatch {
     /// `ignoreUriCase` does not apply to regexes (Envoy ignores `case_sensitive` for
     /// `safe_regex`); use `(?i)`.
     Regex(Regex),
+    /// Envoy's `path_separated_prefix`, which pilot emits for a Gateway API `PathPrefix`
+    /// other than `/`: the path is the prefix, or continues it with `/` (`/foo` matches
+    /// `/foo` and `/foo/bar`, not `/foobar`). The prefix has no trailing `/`.
+    SeparatedPrefix(Box<str>),
     Never,
 }
 
@@ -319,6 +323,9 @@ impl UriMatch {
                 }
             }
             Self::Regex(regex) => regex.is_match(path.as_bytes()),
+            Self::SeparatedPrefix(prefix) => path
+                .strip_prefix(&**prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
             Self::Never => false,
         }
     }
@@ -328,6 +335,7 @@ impl UriMatch {
     pub(crate) fn matched(&self) -> MatchedPath {
         match self {
             Self::Exact { value, .. } | Self::Prefix { value, .. } => MatchedPath::Len(value.len()),
+            Self::SeparatedPrefix(value) => MatchedPath::Len(value.len()),
             Self::Regex(_) | Self::Never => MatchedPath::WholePath,
         }
     }
@@ -354,6 +362,33 @@ impl RequestMatcher {
             uri: UriMatch::any(),
             headers: Vec::new(),
             query: Vec::new(),
+        }
+    }
+
+    /// A matcher made of its parts (the Gateway API's routes, `gateway_api.rs`): every
+    /// header condition and every query condition must pass.
+    pub(crate) fn from_parts(
+        uri: UriMatch,
+        headers: Vec<(Field, Condition)>,
+        query: Vec<(String, Condition)>,
+    ) -> Self {
+        Self {
+            uri,
+            headers: headers
+                .into_iter()
+                .map(|(field, condition)| HeaderCheck {
+                    field,
+                    condition,
+                    invert: false,
+                })
+                .collect(),
+            query: query
+                .into_iter()
+                .map(|(name, condition)| QueryCheck {
+                    name: name.into(),
+                    condition,
+                })
+                .collect(),
         }
     }
 
@@ -406,6 +441,17 @@ impl RequestMatcher {
         &self.uri
     }
 
+    /// Matches every request (Istio's `IsCatchAllRoute`: a `/` prefix or `.*` path, no
+    /// header or query condition); such routes go last when VirtualServices merge.
+    pub(crate) fn is_catch_all(&self) -> bool {
+        let any_path = match &self.uri {
+            UriMatch::Prefix { value, .. } => &**value == "/",
+            UriMatch::Regex(regex) => regex.as_str() == "^(?:.*)$",
+            _ => false,
+        };
+        any_path && self.headers.is_empty() && self.query.is_empty()
+    }
+
     pub(crate) fn matches(&self, facts: &RequestFacts<'_>) -> bool {
         if !self.uri.matches(facts.path()) {
             return false;
@@ -439,20 +485,50 @@ pub(crate) struct Gate {
 enum Gateways {
     #[default]
     Unlisted,
-    /// Lists the reserved gateway `mesh`, which the waypoint is part of.
+    /// Lists the proxy compiling it: the reserved gateway `mesh` for a waypoint, the
+    /// Gateway being served for an ingress gateway.
     IncludesMesh,
-    /// Names only other gateways: the block does not exist in the mesh.
+    /// Names only other gateways: the block does not exist on this proxy.
     Elsewhere,
 }
 
+/// Which proxy routes are compiled for: the mesh's (a waypoint), or an ingress gateway
+/// serving one Istio Gateway, whose match blocks' `gateways` name it in the
+/// VirtualService's namespace (`name`) or qualified (`namespace/name`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) enum Scope<'a> {
+    #[default]
+    Mesh,
+    Gateway {
+        gateway: &'a weft_config::translate::gateway::GatewayRef,
+        vs_namespace: &'a str,
+    },
+}
+
+impl Scope<'_> {
+    fn listed_in(self, gateways: &[String]) -> bool {
+        match self {
+            Scope::Mesh => gateways.iter().any(|g| g == "mesh"),
+            Scope::Gateway {
+                gateway,
+                vs_namespace,
+            } => gateways.iter().any(|g| {
+                weft_config::translate::gateway::resolve_gateway_name(g, vs_namespace).as_ref()
+                    == Some(gateway)
+            }),
+        }
+    }
+}
+
 impl Gate {
-    pub(crate) fn http(m: &HttpMatchRequest) -> Self {
+    pub(crate) fn http(m: &HttpMatchRequest, scope: Scope<'_>) -> Self {
         Self::new(
             m.port,
             &m.gateways,
             &m.source_labels,
             m.source_namespace.as_deref(),
             true,
+            scope,
         )
     }
 
@@ -462,10 +538,11 @@ impl Gate {
         source_labels: &BTreeMap<String, String>,
         source_namespace: Option<&str>,
         gateways_replace_source: bool,
+        scope: Scope<'_>,
     ) -> Self {
         let gateways = if gateways.is_empty() {
             Gateways::Unlisted
-        } else if gateways.iter().any(|g| g == "mesh") {
+        } else if scope.listed_in(gateways) {
             Gateways::IncludesMesh
         } else {
             Gateways::Elsewhere
@@ -579,6 +656,16 @@ mod tests {
     }
 
     #[test]
+    fn separated_prefixes_match_whole_segments() {
+        let m = UriMatch::SeparatedPrefix("/api".into());
+        assert!(m.matches("/api"));
+        assert!(m.matches("/api/v1"));
+        assert!(!m.matches("/apiv1"));
+        assert!(!m.matches("/ap"));
+        assert_eq!(m.matched(), MatchedPath::Len(4));
+    }
+
+    #[test]
     fn query_values_are_raw_and_first_wins() {
         assert_eq!(first_query_value("a=1&b=2&a=3", "a"), Some("1"));
         assert_eq!(first_query_value("flag&b=2", "flag"), Some(""));
@@ -606,14 +693,37 @@ mod tests {
         };
         let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
         let other: BTreeMap<String, String> = [("app".to_string(), "db".to_string())].into();
-        assert!(Gate::new(Some(80), &[], &labels, Some("shop"), true).admits(80, &source));
-        assert!(!Gate::new(Some(80), &[], &labels, None, true).admits(8080, &source));
-        assert!(!Gate::new(None, &[], &other, None, true).admits(80, &source));
-        assert!(!Gate::new(None, &[], &labels, Some("web"), true).admits(80, &source));
+        assert!(
+            Gate::new(Some(80), &[], &labels, Some("shop"), true, Scope::Mesh).admits(80, &source)
+        );
+        assert!(!Gate::new(Some(80), &[], &labels, None, true, Scope::Mesh).admits(8080, &source));
+        assert!(!Gate::new(None, &[], &other, None, true, Scope::Mesh).admits(80, &source));
+        assert!(!Gate::new(None, &[], &labels, Some("web"), true, Scope::Mesh).admits(80, &source));
         let gw = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(!Gate::new(None, &gw(&["ingress"]), &labels, None, true).admits(80, &source));
+        assert!(
+            !Gate::new(None, &gw(&["ingress"]), &labels, None, true, Scope::Mesh)
+                .admits(80, &source)
+        );
         // HTTP: naming mesh makes source labels irrelevant; TCP still wants them.
-        assert!(Gate::new(None, &gw(&["mesh"]), &other, None, true).admits(80, &source));
-        assert!(!Gate::new(None, &gw(&["mesh"]), &other, None, false).admits(80, &source));
+        assert!(
+            Gate::new(None, &gw(&["mesh"]), &other, None, true, Scope::Mesh).admits(80, &source)
+        );
+        assert!(
+            !Gate::new(None, &gw(&["mesh"]), &other, None, false, Scope::Mesh).admits(80, &source)
+        );
+        // At an ingress gateway, `gateways` name the Gateway being served.
+        let me = weft_config::translate::gateway::GatewayRef::new("shop", "ingress");
+        let scope = Scope::Gateway {
+            gateway: &me,
+            vs_namespace: "shop",
+        };
+        for names in [&["ingress"][..], &["shop/ingress", "mesh"]] {
+            assert!(Gate::new(None, &gw(names), &other, None, true, scope).admits(80, &source));
+        }
+        assert!(!Gate::new(None, &gw(&["mesh"]), &labels, None, true, scope).admits(80, &source));
+        assert!(
+            !Gate::new(None, &gw(&["other/ingress"]), &labels, None, true, scope)
+                .admits(80, &source)
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! VirtualService routing: pure functions from a request and a host's routes to a plan.
+//! VirtualService and Gateway API routing: pure functions from a request and a host's
+//! routes to a plan.
 //!
 //! The semantics are Istio's as pilot translates a VirtualService into Envoy routes
 //! (`pilot/pkg/networking/core/route`), and Envoy's as it evaluates them: users observe
@@ -20,15 +21,28 @@
 //!    rewrite (Envoy rewrites host and path after the header operations), mirror, and run
 //!    the attempts under [`HttpRoutePlan::effective_timeout`] and [`RetryPolicy`];
 //! 4. on the way back: route response headers, then CORS response headers.
+//!
+//! Which configuration routes a host's HTTP is Istio's waypoint rule (1.28,
+//! `buildWaypointInboundHTTPRouteConfig`): the first, in this order, that has HTTP rules —
+//! the Gateway API routes of the waypoint's own namespace (HTTPRoutes and GRPCRoutes
+//! merged per namespace and port, `gateway_api.rs`), then VirtualServices and the Gateway
+//! API routes of the Service's namespace together, oldest first. Gateway API routes of any
+//! other namespace are not the waypoint's to apply.
 use std::net::IpAddr;
 
+use weft_config::api::networking::VirtualService;
 use weft_config::registry::model::HostRoutes;
 use weft_config::translate::hosts::MeshSettings;
+use weft_config::translate::routes::age_order;
 
 mod compile;
 mod cors;
 mod facts;
 mod fault;
+pub mod gateway;
+mod gateway_api;
+#[cfg(test)]
+mod gateway_tests;
 mod headers;
 mod matcher;
 mod plan;
@@ -51,20 +65,39 @@ pub use tcp::TcpRoutePlan;
 #[derive(Debug)]
 pub struct CompiledRoutes {
     http: Vec<compile::HttpEntry>,
-    default_http: HttpRoutePlan,
+    /// What serves a request no rule is meant for; `None` at a gateway, where such a
+    /// request is a 404.
+    default_http: Option<HttpRoutePlan>,
     tcp: Vec<tcp::TcpRule>,
     default_tcp: TcpRoutePlan,
 }
 
 impl CompiledRoutes {
     /// `service_host` is the FQDN of the service being called: the destination of the
-    /// default routes.
+    /// default routes. As compiled by a waypoint in the Service's own namespace.
     pub fn compile(routes: &HostRoutes, service_host: &str, settings: &MeshSettings) -> Self {
+        let namespace = service_host.split('.').nth(1).unwrap_or_default();
+        Self::compile_at(routes, service_host, namespace, settings)
+    }
+
+    /// As [`CompiledRoutes::compile`], by the waypoint of `waypoint_namespace`.
+    pub fn compile_at(
+        routes: &HostRoutes,
+        service_host: &str,
+        waypoint_namespace: &str,
+        settings: &MeshSettings,
+    ) -> Self {
         let mut compiled = Self::default_for(service_host);
-        // Istio keeps one VirtualService per host for HTTP (the oldest); later ones only
-        // show in the config dump.
-        if let Some(first) = routes.virtual_services.first() {
-            compiled.http = compile::http_entries(first, settings);
+        // Istio keeps one source of HTTP routes per host; the others only show in the
+        // config dump.
+        match http_source(routes, waypoint_namespace) {
+            Some(HttpSource::VirtualService(vs)) => {
+                compiled.http = compile::http_entries(vs, settings, None);
+            }
+            Some(HttpSource::GatewayApi(group)) => {
+                compiled.http = gateway_api::http_entries(&group);
+            }
+            None => {}
         }
         // For TCP, pilot walks the tcp rules of every VirtualService of the host, in order
         // (`buildSidecarOutboundTCPFilterChainOpts`).
@@ -79,9 +112,58 @@ impl CompiledRoutes {
     pub fn default_for(service_host: &str) -> Self {
         Self {
             http: Vec::new(),
-            default_http: HttpRoutePlan::default_route(service_host),
+            default_http: Some(HttpRoutePlan::default_route(service_host)),
             tcp: Vec::new(),
             default_tcp: TcpRoutePlan::to_service(service_host),
+        }
+    }
+
+    /// The HTTP routes of one virtual host of an ingress gateway: the rules of each
+    /// VirtualService, in order, compiled for the Gateway it is served for (match blocks
+    /// naming other gateways drop out), with catch-all rules moved behind the others
+    /// when several VirtualServices merge (Istio's `SortVHostRoutes`). No default route:
+    /// what no rule takes is a 404.
+    pub fn compile_gateway(
+        virtual_services: &[(
+            weft_config::translate::gateway::GatewayRef,
+            std::sync::Arc<weft_config::api::networking::VirtualService>,
+        )],
+        settings: &MeshSettings,
+    ) -> Self {
+        let mut http: Vec<compile::HttpEntry> = Vec::new();
+        for (gateway, vs) in virtual_services {
+            http.extend(compile::http_entries(vs, settings, Some(gateway)));
+        }
+        if virtual_services.len() > 1 {
+            let (catch_all, specific): (Vec<_>, Vec<_>) =
+                http.into_iter().partition(|e| e.matcher.is_catch_all());
+            http = specific.into_iter().chain(catch_all).collect();
+        }
+        Self {
+            http,
+            default_http: None,
+            tcp: Vec::new(),
+            default_tcp: TcpRoutePlan::none(),
+        }
+    }
+
+    /// The HTTP routes of one virtual host of an ingress gateway's Gateway API listener: the
+    /// HTTPRoutes and GRPCRoutes attached to it (oldest first), merged and sorted by the
+    /// Gateway API's precedence as a waypoint merges a Service's. No default route: what
+    /// no rule takes is a 404.
+    pub fn compile_gateway_api(
+        routes: &[std::sync::Arc<weft_config::registry::bound_route::BoundRoute>],
+    ) -> Self {
+        let group = gateway_api::RouteGroup {
+            namespace: "",
+            port: None,
+            routes: routes.iter().map(|r| &**r).collect(),
+        };
+        Self {
+            http: gateway_api::http_entries(&group),
+            default_http: None,
+            tcp: Vec::new(),
+            default_tcp: TcpRoutePlan::none(),
         }
     }
 
@@ -108,7 +190,7 @@ impl CompiledRoutes {
         if any_admitted {
             None
         } else {
-            Some(&self.default_http)
+            self.default_http.as_ref()
         }
     }
 
@@ -127,4 +209,50 @@ impl CompiledRoutes {
             .find(|rule| rule.matches(port, destination, source))
             .map_or(&self.default_tcp, |rule| &rule.plan)
     }
+}
+
+/// Where a host's HTTP routes come from.
+enum HttpSource<'a> {
+    VirtualService(&'a VirtualService),
+    GatewayApi(gateway_api::RouteGroup<'a>),
+}
+
+/// Istio's choice (see the module's header): the Gateway API routes of the waypoint's
+/// namespace, then VirtualServices and the Gateway API routes of the Service's namespace,
+/// oldest first; the first with HTTP rules wins.
+fn http_source<'a>(routes: &'a HostRoutes, waypoint_namespace: &str) -> Option<HttpSource<'a>> {
+    let mut own = Vec::new();
+    let mut others = Vec::new();
+    for group in gateway_api::groups(&routes.gateway_routes) {
+        let service_namespace = group
+            .routes
+            .first()
+            .map(|r| r.service_namespace.as_str())
+            .unwrap_or_default();
+        if group.namespace == waypoint_namespace {
+            own.push(group);
+        } else if group.namespace == service_namespace {
+            others.push(group);
+        }
+    }
+    if let Some(group) = own.into_iter().next() {
+        return Some(HttpSource::GatewayApi(group));
+    }
+    // A Gateway API route always has rules (the API server defaults them).
+    let mut candidates: Vec<HttpSource<'a>> = routes
+        .virtual_services
+        .iter()
+        .filter(|vs| !vs.spec.http.is_empty())
+        .map(|vs| HttpSource::VirtualService(vs))
+        .chain(others.into_iter().map(HttpSource::GatewayApi))
+        .collect();
+    let meta = |source: &HttpSource<'_>| match source {
+        HttpSource::VirtualService(vs) => Some(vs.metadata.clone()),
+        HttpSource::GatewayApi(group) => group.oldest().map(|r| r.metadata().clone()),
+    };
+    candidates.sort_by(|a, b| match (meta(a), meta(b)) {
+        (Some(a), Some(b)) => age_order(&a, &b),
+        _ => std::cmp::Ordering::Equal,
+    });
+    candidates.into_iter().next()
 }

@@ -28,6 +28,10 @@ pub struct RouteDestination {
     pub(crate) response_ops: HeaderOps,
     /// From `:authority`/`host` in this destination's `headers.request`.
     pub(crate) authority: Option<HeaderValue>,
+    /// A Gateway API backendRef that cannot be used (no such Service, a reference no
+    /// ReferenceGrant allows): the requests it takes are answered 500, as the Gateway API
+    /// says and pilot configures Envoy (`cluster_not_found_response_code`).
+    pub unresolved: bool,
 }
 
 impl RouteDestination {
@@ -40,6 +44,7 @@ impl RouteDestination {
             request_ops: HeaderOps::default(),
             response_ops: HeaderOps::default(),
             authority: None,
+            unresolved: false,
         }
     }
 }
@@ -200,7 +205,10 @@ impl HttpRoutePlan {
     /// For a redirect rule: its status and `Location`.
     pub fn redirect_location(&self, facts: &RequestFacts<'_>) -> Option<(StatusCode, HeaderValue)> {
         match &self.rule.action {
-            RouteAction::Redirect(redirect) => Some((redirect.status(), redirect.location(facts)?)),
+            RouteAction::Redirect(redirect) => Some((
+                redirect.status(),
+                redirect.location_after(facts, self.matched)?,
+            )),
             _ => None,
         }
     }

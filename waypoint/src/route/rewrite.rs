@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use http::{HeaderValue, StatusCode};
+use weft_config::api::gateway_routes::HttpRequestRedirectFilter;
 use weft_config::api::networking::{HttpRedirect, HttpRewrite};
 
 use super::facts::RequestFacts;
@@ -48,6 +49,30 @@ impl UriRewrite {
         match rewrite.uri.as_deref() {
             Some(uri) if !uri.is_empty() => Self::Prefix(uri.into()),
             _ => Self::None,
+        }
+    }
+
+    /// The Gateway API's `ReplaceFullPath`, as pilot emits it: a regex rewrite of `/.*`
+    /// (the whole path; the query is kept) to `path`, taken literally.
+    pub(crate) fn full_path(path: &str) -> Self {
+        Self::Regex {
+            // A constant pattern that always compiles.
+            regex: regex::Regex::new("/.*").unwrap_or_else(|_| unreachable!()),
+            template: path.replace('$', "$$"),
+        }
+    }
+
+    /// The Gateway API's `ReplacePrefixMatch: /` after a `PathPrefix` match of `prefix`:
+    /// pilot removes the prefix with a regex rather than a prefix rewrite, keeping a `/`
+    /// when nothing is left (`/api/v1` → `/v1`, `/api` → `/`).
+    pub(crate) fn strip_prefix(prefix: &str) -> Self {
+        match regex::Regex::new(&format!("^{}(/?)(.*)", regex::escape(prefix))) {
+            Ok(regex) => Self::Regex {
+                regex,
+                template: "/${2}".to_string(),
+            },
+            // An escaped literal always compiles; should it not, nothing is rewritten.
+            Err(_) => Self::None,
         }
     }
 
@@ -122,6 +147,9 @@ enum RedirectPort {
 #[derive(Clone, Debug)]
 pub struct RedirectPlan {
     uri: Option<Box<str>>,
+    /// Envoy's `prefix_rewrite` of a redirect (the Gateway API's `ReplacePrefixMatch`):
+    /// what the route matched is replaced, the rest of the path and the query kept.
+    prefix: Option<Box<str>>,
     authority: Option<Box<str>>,
     scheme: Option<Box<str>>,
     port: RedirectPort,
@@ -161,7 +189,53 @@ impl RedirectPlan {
         };
         Some(Self {
             uri: non_empty(&redirect.uri),
+            prefix: None,
             authority: non_empty(&redirect.authority),
+            scheme,
+            port,
+            status,
+        })
+    }
+
+    /// The Gateway API's `RequestRedirect`, as pilot translates it: without `port`, the
+    /// request's port when no `scheme` is given (`FROM_REQUEST_PORT`), else Envoy's
+    /// default (the request's host, minus a port the new scheme makes wrong); the
+    /// scheme's default port is left out.
+    pub(crate) fn gateway(redirect: &HttpRequestRedirectFilter, at: &str) -> Option<Self> {
+        // The CRD's default status is 302.
+        let status = match redirect.status_code.unwrap_or(302) {
+            301 => StatusCode::MOVED_PERMANENTLY,
+            302 => StatusCode::FOUND,
+            303 => StatusCode::SEE_OTHER,
+            307 => StatusCode::TEMPORARY_REDIRECT,
+            308 => StatusCode::PERMANENT_REDIRECT,
+            other => {
+                warn_once(format!(
+                    "{at}.statusCode: {other} is not a redirect code; rule skipped"
+                ));
+                return None;
+            }
+        };
+        let scheme: Option<Box<str>> = redirect.scheme.as_deref().map(Into::into);
+        let port = match redirect.port.and_then(|p| u16::try_from(p).ok()) {
+            Some(port) => default_port_dropped(scheme.as_deref(), port)
+                .map_or(RedirectPort::Keep, RedirectPort::Fixed),
+            None if scheme.is_none() => RedirectPort::FromRequest,
+            None => RedirectPort::Keep,
+        };
+        let (uri, prefix) = match &redirect.path {
+            Some(path) if path.modifier_type == "ReplaceFullPath" => {
+                (path.replace_full_path.as_deref().map(Into::into), None)
+            }
+            Some(path) if path.modifier_type == "ReplacePrefixMatch" => {
+                (None, path.replace_prefix_match.as_deref().map(Into::into))
+            }
+            _ => (None, None),
+        };
+        Some(Self {
+            uri,
+            prefix,
+            authority: redirect.hostname.as_deref().map(Into::into),
             scheme,
             port,
             status,
@@ -174,6 +248,16 @@ impl RedirectPlan {
 
     /// The `Location` header, built as Envoy's `Utility::newUri`.
     pub fn location(&self, facts: &RequestFacts<'_>) -> Option<HeaderValue> {
+        self.location_after(facts, MatchedPath::WholePath)
+    }
+
+    /// The `Location` header for a request whose route matched `matched` of its path
+    /// (what a prefix rewrite replaces).
+    pub(crate) fn location_after(
+        &self,
+        facts: &RequestFacts<'_>,
+        matched: MatchedPath,
+    ) -> Option<HeaderValue> {
         let scheme = self.scheme.as_deref().unwrap_or(facts.scheme());
         let port = match self.port {
             RedirectPort::Keep => None,
@@ -185,14 +269,19 @@ impl RedirectPlan {
             None => request_host(facts, scheme, port.is_some()),
         };
         let request_path = facts.path_and_query();
-        let path: Cow<'_, str> = match &self.uri {
+        let prefixed = self
+            .prefix
+            .as_ref()
+            .and_then(|prefix| UriRewrite::Prefix(prefix.clone()).apply(matched, request_path));
+        let path: Cow<'_, str> = match (&self.uri, prefixed) {
+            (_, Some(prefixed)) => Cow::Owned(prefixed),
             // The request's query survives unless the new path brings its own.
-            Some(uri) if !uri.contains('?') => match request_path.find('?') {
+            (Some(uri), None) if !uri.contains('?') => match request_path.find('?') {
                 Some(q) => Cow::Owned(format!("{uri}{}", &request_path[q..])),
                 None => Cow::Borrowed(uri),
             },
-            Some(uri) => Cow::Borrowed(uri),
-            None => Cow::Borrowed(request_path),
+            (Some(uri), None) => Cow::Borrowed(uri),
+            (None, None) => Cow::Borrowed(request_path),
         };
         let mut location = String::with_capacity(scheme.len() + host.len() + path.len() + 10);
         let _ = write!(location, "{scheme}://{host}");

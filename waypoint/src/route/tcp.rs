@@ -7,7 +7,7 @@ use weft_config::validate::cidr;
 
 use super::compile::{VsContext, destination};
 use super::facts::Source;
-use super::matcher::{Gate, warn_once};
+use super::matcher::{Gate, Scope, warn_once};
 use super::plan::{RouteDestination, pick_weighted};
 
 #[derive(Clone, Debug)]
@@ -16,6 +16,45 @@ pub struct TcpRoutePlan {
 }
 
 impl TcpRoutePlan {
+    /// The destinations of a `tcp` or `tls` rule an ingress gateway chose for a server
+    /// (`weft_config::translate::gateway`); `None` when none is usable. Short hosts resolve
+    /// in the VirtualService's `namespace`; `origin` names the rule in warnings.
+    pub fn from_rule(
+        route: &[weft_config::api::networking::RouteDestination],
+        namespace: &str,
+        origin: &str,
+        settings: &MeshSettings,
+    ) -> Option<Self> {
+        let context = VsContext::named(namespace, settings, origin.to_string());
+        let weighted = route.len() > 1;
+        let destinations: Vec<_> = route
+            .iter()
+            .enumerate()
+            .filter_map(|(j, d)| {
+                destination(
+                    &context,
+                    &d.destination,
+                    d.weight,
+                    weighted,
+                    None,
+                    &format!("{origin}.route[{j}]"),
+                )
+            })
+            .collect();
+        if destinations.is_empty() {
+            warn_once(format!("{origin}: no usable destination; not routed"));
+            return None;
+        }
+        Some(Self { destinations })
+    }
+
+    /// Routes nowhere (a gateway's HTTP routes have no TCP default).
+    pub(crate) fn none() -> Self {
+        Self {
+            destinations: Vec::new(),
+        }
+    }
+
     pub(crate) fn to_service(host: &str) -> Self {
         Self {
             destinations: vec![RouteDestination::to_service(host)],
@@ -39,7 +78,7 @@ struct L4Match {
 }
 
 impl L4Match {
-    fn compile(m: &L4MatchAttributes, at: &str) -> Self {
+    fn compile(m: &L4MatchAttributes, at: &str, scope: Scope<'_>) -> Self {
         let subnets = m
             .destination_subnets
             .iter()
@@ -58,6 +97,7 @@ impl L4Match {
                 &m.source_labels,
                 m.source_namespace.as_deref(),
                 false,
+                scope,
             ),
             subnets,
         }
@@ -109,6 +149,7 @@ impl TcpRule {
 
 pub(crate) fn compile_rules(vs: &VirtualService, settings: &MeshSettings) -> Vec<TcpRule> {
     let context = VsContext::new(vs, settings);
+    let scope = Scope::Mesh;
     let mut rules = Vec::with_capacity(vs.spec.tcp.len());
     for (i, rule) in vs.spec.tcp.iter().enumerate() {
         let at = format!("{}: tcp[{i}]", context.origin);
@@ -137,7 +178,9 @@ pub(crate) fn compile_rules(vs: &VirtualService, settings: &MeshSettings) -> Vec
                 .matches
                 .iter()
                 .enumerate()
-                .map(|(m, attributes)| L4Match::compile(attributes, &format!("{at}.match[{m}]")))
+                .map(|(m, attributes)| {
+                    L4Match::compile(attributes, &format!("{at}.match[{m}]"), scope)
+                })
                 .collect(),
             plan: TcpRoutePlan { destinations },
         });

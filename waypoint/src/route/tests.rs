@@ -20,6 +20,7 @@ fn compile(yamls: &[&str]) -> CompiledRoutes {
     CompiledRoutes::compile(
         &HostRoutes {
             virtual_services,
+            gateway_routes: Vec::new(),
             destination_rule: None,
         },
         SERVICE,

@@ -6,12 +6,15 @@
 //! - capture: an nftables REDIRECT to a trivial in-pod proxy against weft's eBPF capture to
 //!   the same proxy (and to weft's agent, and no capture at all) — [`capture`], [`proxy`];
 //! - L7: a Service without waypoint against one behind a waypoint with ten route rules;
+//! - ingress: from the lab's outside host, weft's ingress gateway against nginx (Debian's)
+//!   with the same routes to the same backend, HTTP and HTTPS — [`edge`];
 //! - control plane: route change on disk → first request routed by it, against the config
 //!   sources' poll interval — [`convergence`];
 //! - resources: agent and waypoint memory, agent memory by enrolled pods.
 mod bpf;
 mod capture;
 mod convergence;
+mod edge;
 mod plan;
 mod proxy;
 mod report;
@@ -30,7 +33,7 @@ use crate::workspace_root;
 use stats::{Summary, summarize};
 
 pub use self::plan::{Group, Results, Row};
-use self::plan::{L7_PATHS, Path, Target, WAYPOINT, paths};
+use self::plan::{INGRESS_PATHS, L7_PATHS, OUTSIDE, Path, Target, WAYPOINT, paths};
 
 #[derive(Clone, Copy, Debug)]
 enum Scenario {
@@ -40,6 +43,10 @@ enum Scenario {
     Latency(u32),
     /// The same requests at saturation (requests/s).
     Saturation,
+    /// `Latency` over HTTPS (an edge proxy terminating TLS).
+    HttpsLatency(u32),
+    /// `Saturation` over HTTPS.
+    HttpsSaturation,
     /// New connections per second, one HTTP request each.
     ConnectionRate,
     /// New connections to a TCP echo, N at a time: connect, one byte there and back, close.
@@ -54,6 +61,8 @@ impl Scenario {
             }
             Scenario::Latency(rate) => format!("latency at {rate} req/s"),
             Scenario::Saturation => "requests at saturation".into(),
+            Scenario::HttpsLatency(rate) => format!("HTTPS latency at {rate} req/s"),
+            Scenario::HttpsSaturation => "HTTPS requests at saturation".into(),
             Scenario::ConnectionRate => "new connections".into(),
             Scenario::EchoConnections(1) => "connection set-up, one at a time".into(),
             Scenario::EchoConnections(n) => format!("new connections, {n} at a time"),
@@ -72,6 +81,12 @@ fn scenarios(group: Group, s: &Settings) -> Vec<Scenario> {
         ],
         Group::Capture => vec![Scenario::EchoConnections(1), Scenario::EchoConnections(4)],
         Group::L7 => vec![Scenario::Latency(s.l7_rate), Scenario::Saturation],
+        Group::Ingress => vec![
+            Scenario::Latency(s.l7_rate),
+            Scenario::HttpsLatency(s.l7_rate),
+            Scenario::Saturation,
+            Scenario::HttpsSaturation,
+        ],
         Group::Resources => Vec::new(),
     }
 }
@@ -124,6 +139,9 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "--quiet",
         "--bin",
         "weft-agent",
+        // The agent installs it on its node and refuses to start without it.
+        "--bin",
+        "weft-cni",
         "--bin",
         "weft-ca",
         "--bin",
@@ -141,12 +159,25 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         ..Runtime::default()
     };
     weft_lab::down("bench")?;
-    let lab = Lab::up_from_dir(
-        &LabOptions::new("bench").nodes(2),
-        &workspace_root().join("xtask/bench/lab"),
-        &runtime,
-    )
-    .context("bringing up the benchmark lab")?;
+    let options = LabOptions::new("bench").nodes(2);
+    let mut manifests =
+        weft_lab::manifest::Manifests::load_dir(&workspace_root().join("xtask/bench/lab"))?;
+    if selected("ingress") {
+        edge::add_to(&mut manifests, &options).context("setting up the ingress scenario")?;
+    }
+    let mut lab =
+        Lab::up(&options, &manifests, &runtime).context("bringing up the benchmark lab")?;
+    if selected("ingress") {
+        edge::apply_secret(&mut lab)?;
+        let targets: Vec<(&str, &str)> = INGRESS_PATHS
+            .iter()
+            .filter_map(|p| match p.target {
+                Target::Edge { service, host } => Some((service, host)),
+                _ => None,
+            })
+            .collect();
+        edge::wait_until_serving(&lab, &targets)?;
+    }
     let testapp = bins.join("weft-testapp");
     let waypoint_node = lab
         .plan
@@ -162,17 +193,18 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         convergence::apply_route_and_wait(&lab, &testapp, L7_PATHS[1].client, "v1")?;
     }
 
-    let cases: Vec<(Group, Scenario, usize)> = [Group::L4, Group::Capture, Group::L7]
-        .into_iter()
-        .filter(|group| selected(group.key()))
-        .flat_map(|group| {
-            scenarios(group, &settings)
-                .into_iter()
-                .flat_map(move |scenario| {
-                    (0..paths(group).len()).map(move |index| (group, scenario, index))
-                })
-        })
-        .collect();
+    let cases: Vec<(Group, Scenario, usize)> =
+        [Group::L4, Group::Capture, Group::L7, Group::Ingress]
+            .into_iter()
+            .filter(|group| selected(group.key()))
+            .flat_map(|group| {
+                scenarios(group, &settings)
+                    .into_iter()
+                    .flat_map(move |scenario| {
+                        (0..paths(group).len()).map(move |index| (group, scenario, index))
+                    })
+            })
+            .collect();
     let mut samples = Samples::new();
     // Round 0 warms every path up (connections, page cache, CPU frequency) and is discarded.
     for rep in 0..=settings.reps {
@@ -256,6 +288,7 @@ fn notes(waypoint_node: &str) -> Vec<String> {
         "L4: \"weft\" is eBPF capture in the client and server pods, the agents' proxies on both nodes, and HBONE (HTTP/2 CONNECT over TLS 1.3 mutual TLS) between them; \"weft same-node\" the same with both pods on one node. CPU counts the client and server pods and both agents.".into(),
         "Capture: four client pods on node-2 connect to the same unmeshed TCP echo on node-2 (connect, one byte there and back, close). \"nft redirect + proxy\": an nftables `redirect to :15001` rule in the client pod's netns (Istio ambient's in-pod redirection) to a trivial proxy in that netns, which reads the destination with SO_ORIGINAL_DST; \"eBPF + proxy\": weft's cgroup/connect4, sock_ops and sk_lookup programs (attached by the agent) deliver to the same proxy, which reads the destination from weft's ORIG_DST_BY_CLIENT map; \"eBPF + weft agent\": the same capture to the agent's own proxy (plain TCP passthrough); \"no capture\": the floor. CPU counts client, server, and the proxy's threads or the node-2 agent; \"client pod\" is where the capture's kernel work (nftables/conntrack or the eBPF programs) is charged. All four clients get a wider ephemeral port range and tcp_tw_reuse=1, or TIME_WAIT sockets exhaust their ports.".into(),
         format!("L7: the same HTTP load from mesh/client (node-1) to a Service on node-2 without waypoint (\"L4 only\": eBPF capture, agents, HBONE) and to one bound to a waypoint ({WAYPOINT}, on {waypoint_node}) whose VirtualService has ten rules, the requests matching the last (client → agent → waypoint → agent → pod, HBONE on each hop). The waypoint's CPU is its pod cgroup's."),
+        "Ingress: a weft-testapp load generator on the lab's outside host (not in the cluster) sends 1 KB GETs, over HTTP/1.1 keep-alive connections, to node-1's NodePort of an edge proxy on node-1: weft's ingress gateway (deploy/ingress, two runtime threads) or nginx (Debian's, two workers, keep-alive to the backend's pod address), with the same route (/bytes of plain.bench) to the same backend pod outside the mesh on node-2; HTTPS terminates TLS at the proxy (TLS 1.3, an RSA 2048 certificate, handshakes done before the clock starts). \"weft ingress, mesh backend\" routes to a mesh pod instead, over HBONE. \"edge proxy\" CPU is the proxy pod's cgroup; \"all\" adds the backend pod and, for the mesh backend, node-2's agent.".into(),
         "Resources: peak RSS is the largest resident set the kernel recorded (VmHWM) of the agent's or the waypoint's process over the whole run (cgroup v2 memory.peak where the memory controller is available).".into(),
     ]
 }
@@ -300,6 +333,28 @@ fn measure_case(
         .collect();
     let per_1000 = |d: Duration, requests: f64| d.as_secs_f64() * 1000.0 / requests * 1000.0;
     match (scenario, metrics.requests) {
+        (Scenario::Saturation | Scenario::HttpsSaturation, Some(requests))
+            if requests > 0.0 && group == Group::Ingress =>
+        {
+            values.push((
+                "CPU per 1000 requests (edge proxy)".into(),
+                "ms",
+                per_1000(cpu.gateway, requests),
+            ));
+            values.push((
+                "CPU per 1000 requests (all: proxy, backend, agents)".into(),
+                "ms",
+                per_1000(cpu.total(), requests),
+            ));
+            let seconds = cpu.gateway.as_secs_f64();
+            if seconds > 0.0 {
+                values.push((
+                    "requests per edge-proxy CPU-second".into(),
+                    "req",
+                    requests / seconds,
+                ));
+            }
+        }
         (Scenario::Saturation, Some(requests)) if requests > 0.0 => {
             if group == Group::L7 {
                 let mut parts = vec![
@@ -354,7 +409,12 @@ struct Metrics {
 }
 
 fn testapp_json(lab: &Lab, testapp: &FsPath, pod: &str, args: &[String]) -> anyhow::Result<Value> {
-    let output = lab.pod_command(pod, testapp)?.args(args).output()?;
+    let mut command = if pod == OUTSIDE {
+        lab.outside_command(testapp)?
+    } else {
+        lab.pod_command(pod, testapp)?
+    };
+    let output = command.args(args).output()?;
     if !output.status.success() {
         bail!(
             "weft-testapp {} in {pod}: {}",
@@ -385,22 +445,37 @@ fn measure(
             .ip
             .to_string(),
         Target::Service(name) => name.to_string(),
+        Target::Edge { host, .. } => host.to_string(),
     };
     let ms = |d: Duration| d.as_millis().to_string();
     let f = |v: &Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
     let run = |args: Vec<String>| testapp_json(lab, testapp, path.client, &args);
-    let load = |rate: u32| {
-        run(vec![
-            "load".into(),
-            format!("http://{host}:8080/bytes?n=1024"),
+    let load_with = |rate: u32, tls: bool| -> anyhow::Result<Value> {
+        let mut args = vec!["load".to_string()];
+        match path.target {
+            Target::Edge { service, host } => {
+                let (scheme, port) = if tls { ("https", 443) } else { ("http", 80) };
+                args.push(format!("{scheme}://{host}/bytes?n=1024"));
+                args.extend([
+                    "--connect".into(),
+                    edge::node_port(lab, service, port)?,
+                    "--cacert".into(),
+                    edge::ca().display().to_string(),
+                ]);
+            }
+            _ => args.push(format!("http://{host}:8080/bytes?n=1024")),
+        }
+        args.extend([
             "--rate".into(),
             rate.to_string(),
             "--duration-ms".into(),
             ms(s.duration),
             "--warmup-ms".into(),
             ms(s.warmup),
-        ])
+        ]);
+        run(args)
     };
+    let load = |rate: u32| load_with(rate, false);
     Ok(match scenario {
         Scenario::Throughput(streams) => {
             let v = run(vec![
@@ -432,10 +507,23 @@ fn measure(
                 connections: None,
             }
         }
-        Scenario::Saturation => {
-            let v = load(0)?;
+        Scenario::Saturation | Scenario::HttpsSaturation => {
+            let v = load_with(0, matches!(scenario, Scenario::HttpsSaturation))?;
             Metrics {
                 values: vec![("requests", "req/s", f(&v, "achieved_rps"))],
+                requests: Some(f(&v, "ok")),
+                connections: None,
+            }
+        }
+        Scenario::HttpsLatency(rate) => {
+            let v = load_with(rate, true)?;
+            let lat = &v["latency_us"];
+            Metrics {
+                values: vec![
+                    ("latency p50", "µs", f(lat, "p50")),
+                    ("latency p90", "µs", f(lat, "p90")),
+                    ("latency p99", "µs", f(lat, "p99")),
+                ],
                 requests: Some(f(&v, "ok")),
                 connections: None,
             }
@@ -491,6 +579,8 @@ struct Cpu {
     pods: Duration,
     agents: Duration,
     waypoint: Duration,
+    /// An edge proxy's pod (the ingress scenario's).
+    gateway: Duration,
     /// The capture scenario's proxy threads.
     proxy: Duration,
 }
@@ -512,6 +602,7 @@ impl Cpu {
                 .map(|n| cgroup_cpu(&lab.agent_cgroup_dir(n)))
                 .sum(),
             waypoint: path.waypoint.map(pod).unwrap_or_default(),
+            gateway: path.gateway.map(pod).unwrap_or_default(),
             proxy: proxy.map(|p| p.cpu()).unwrap_or_default(),
         }
     }
@@ -522,12 +613,13 @@ impl Cpu {
             pods: self.pods.saturating_sub(before.pods),
             agents: self.agents.saturating_sub(before.agents),
             waypoint: self.waypoint.saturating_sub(before.waypoint),
+            gateway: self.gateway.saturating_sub(before.gateway),
             proxy: self.proxy.saturating_sub(before.proxy),
         }
     }
 
     fn total(&self) -> Duration {
-        self.pods + self.agents + self.waypoint + self.proxy
+        self.pods + self.agents + self.waypoint + self.gateway + self.proxy
     }
 }
 
@@ -630,6 +722,14 @@ fn memory_rows(lab: &Lab) -> Vec<Row> {
     if let Ok(dir) = lab.pod_cgroup_dir(WAYPOINT) {
         parts.push((format!("waypoint ({WAYPOINT})"), dir));
     }
+    for (what, pod) in [
+        ("ingress gateway", plan::INGRESS_GATEWAY),
+        ("nginx", plan::NGINX),
+    ] {
+        if let Ok(dir) = lab.pod_cgroup_dir(pod) {
+            parts.push((format!("{what} ({pod})"), dir));
+        }
+    }
     parts
         .into_iter()
         .map(|(what, cgroup)| {
@@ -641,6 +741,8 @@ fn memory_rows(lab: &Lab) -> Vec<Row> {
                 unit: "MiB".into(),
                 route: if what.starts_with("waypoint") {
                     "waypoint".into()
+                } else if what.starts_with("nginx") {
+                    "nginx".into()
                 } else {
                     "weft".into()
                 },

@@ -12,6 +12,7 @@ pub enum Group {
     L4,
     Capture,
     L7,
+    Ingress,
     Resources,
 }
 
@@ -22,6 +23,7 @@ impl Group {
             Group::L4 => "l4",
             Group::Capture => "capture",
             Group::L7 => "l7",
+            Group::Ingress => "ingress",
             Group::Resources => "resources",
         }
     }
@@ -31,6 +33,7 @@ impl Group {
             Group::L4 => "L4 paths",
             Group::Capture => "Capture cost: eBPF against an in-pod nftables REDIRECT",
             Group::L7 => "L7 through a waypoint",
+            Group::Ingress => "Ingress: weft's gateway against nginx, same routes, same backend",
             Group::Resources => "Resources",
         }
     }
@@ -50,6 +53,12 @@ pub(super) enum Target {
     Pod(&'static str),
     /// A Service, by its name (from a client in its namespace).
     Service(&'static str),
+    /// An edge proxy, from the outside host: the NodePort of its Service (`namespace/name`)
+    /// on node-1's address, asking for `host` (the Host header and the TLS server name).
+    Edge {
+        service: &'static str,
+        host: &'static str,
+    },
 }
 
 /// A way from a client pod to a server, and what its CPU cost counts.
@@ -63,6 +72,8 @@ pub(super) struct Path {
     /// Nodes whose agents' CPU counts.
     pub(super) agents: &'static [&'static str],
     pub(super) waypoint: Option<&'static str>,
+    /// An edge proxy's pod (weft's ingress gateway, nginx): its CPU is "proxy".
+    pub(super) gateway: Option<&'static str>,
     pub(super) proxy: Option<ProxyKind>,
 }
 
@@ -78,6 +89,7 @@ pub(super) const L4_PATHS: [Path; 3] = [
         servers: &["plain/server"],
         agents: &[],
         waypoint: None,
+        gateway: None,
         proxy: None,
     },
     Path {
@@ -87,6 +99,7 @@ pub(super) const L4_PATHS: [Path; 3] = [
         servers: &["mesh/server"],
         agents: BOTH_AGENTS,
         waypoint: None,
+        gateway: None,
         proxy: None,
     },
     Path {
@@ -96,6 +109,7 @@ pub(super) const L4_PATHS: [Path; 3] = [
         servers: &["mesh/server-local"],
         agents: BOTH_AGENTS,
         waypoint: None,
+        gateway: None,
         proxy: None,
     },
 ];
@@ -108,6 +122,7 @@ pub(super) const CAPTURE_PATHS: [Path; 4] = [
         servers: &["plain/server"],
         agents: &[],
         waypoint: None,
+        gateway: None,
         proxy: Some(ProxyKind::Nft),
     },
     Path {
@@ -117,6 +132,7 @@ pub(super) const CAPTURE_PATHS: [Path; 4] = [
         servers: &["plain/server"],
         agents: &[],
         waypoint: None,
+        gateway: None,
         proxy: Some(ProxyKind::Ebpf),
     },
     Path {
@@ -126,6 +142,7 @@ pub(super) const CAPTURE_PATHS: [Path; 4] = [
         servers: &["plain/server"],
         agents: &["node-2"],
         waypoint: None,
+        gateway: None,
         proxy: None,
     },
     Path {
@@ -135,6 +152,7 @@ pub(super) const CAPTURE_PATHS: [Path; 4] = [
         servers: &["plain/server"],
         agents: &[],
         waypoint: None,
+        gateway: None,
         proxy: None,
     },
 ];
@@ -147,6 +165,7 @@ pub(super) const L7_PATHS: [Path; 2] = [
         servers: &["mesh/server"],
         agents: BOTH_AGENTS,
         waypoint: None,
+        gateway: None,
         proxy: None,
     },
     Path {
@@ -156,6 +175,55 @@ pub(super) const L7_PATHS: [Path; 2] = [
         servers: &["mesh/echo-v1", "mesh/echo-v2"],
         agents: BOTH_AGENTS,
         waypoint: Some(WAYPOINT),
+        gateway: None,
+        proxy: None,
+    },
+];
+
+/// The benchmark's clients outside the cluster run on the lab's outside host.
+pub(super) const OUTSIDE: &str = "outside";
+/// The edge proxies, both on node-1; the backends on node-2.
+pub(super) const INGRESS_GATEWAY: &str = "istio-system/istio-ingressgateway-0";
+pub(super) const NGINX: &str = "edge/nginx";
+
+pub(super) const INGRESS_PATHS: [Path; 3] = [
+    Path {
+        name: "nginx",
+        client: OUTSIDE,
+        target: Target::Edge {
+            service: "edge/nginx",
+            host: "plain.bench",
+        },
+        servers: &["plain/server"],
+        agents: &[],
+        waypoint: None,
+        gateway: Some(NGINX),
+        proxy: None,
+    },
+    Path {
+        name: "weft ingress",
+        client: OUTSIDE,
+        target: Target::Edge {
+            service: "istio-system/istio-ingressgateway",
+            host: "plain.bench",
+        },
+        servers: &["plain/server"],
+        agents: &[],
+        waypoint: None,
+        gateway: Some(INGRESS_GATEWAY),
+        proxy: None,
+    },
+    Path {
+        name: "weft ingress, mesh backend",
+        client: OUTSIDE,
+        target: Target::Edge {
+            service: "istio-system/istio-ingressgateway",
+            host: "mesh.bench",
+        },
+        servers: &["mesh/server"],
+        agents: &["node-2"],
+        waypoint: None,
+        gateway: Some(INGRESS_GATEWAY),
         proxy: None,
     },
 ];
@@ -165,6 +233,7 @@ pub(super) fn paths(group: Group) -> &'static [Path] {
         Group::L4 => &L4_PATHS,
         Group::Capture => &CAPTURE_PATHS,
         Group::L7 => &L7_PATHS,
+        Group::Ingress => &INGRESS_PATHS,
         Group::Resources => &[],
     }
 }

@@ -63,7 +63,13 @@ fn number(v: f64) -> String {
     }
 }
 
-const GROUPS: [Group; 4] = [Group::L4, Group::Capture, Group::L7, Group::Resources];
+const GROUPS: [Group; 5] = [
+    Group::L4,
+    Group::Capture,
+    Group::L7,
+    Group::Ingress,
+    Group::Resources,
+];
 
 pub fn markdown(results: &Results) -> String {
     let mut out = String::new();

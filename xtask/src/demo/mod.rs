@@ -1,7 +1,11 @@
 //! `cargo xtask demo`: the main job. A two-node lab runs a Bookinfo-like application in
-//! the mesh, with a waypoint for reviews, and a scripted tour applies the manifests of
-//! `examples/bookinfo/steps/` one by one, showing what each changes. Every step checks its
-//! expected outcome and fails loudly, naming the step, when it is not seen.
+//! the mesh, with a waypoint for reviews and Istio's default ingress gateway
+//! (`deploy/ingress/`), and a scripted tour starts as Istio's tutorials do — apply
+//! `bookinfo-gateway.yaml`, open /productpage from a host outside the cluster, then over
+//! HTTPS with a certificate the demo makes — then applies the manifests of
+//! `examples/bookinfo/steps/` one by one, their traffic entering through the ingress.
+//! Every step checks its expected outcome and fails loudly, naming the step, when it is
+//! not seen.
 mod fabric;
 mod interrupt;
 mod report;
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
+use weft_lab::manifest::Manifests;
 use weft_lab::{Lab, LabOptions, Runtime};
 
 use self::report::{Sample, bar_table, percent, reviews_distribution, summary};
@@ -24,6 +29,11 @@ use crate::workspace_root;
 const PRODUCTPAGE: &str = "http://productpage:9080/productpage";
 const REVIEWS: &str = "http://reviews:9080/reviews";
 const CURL: &str = "bookinfo/curl";
+/// The ingress gateway's Service, as Istio's default install names it.
+const INGRESS_SERVICE: &str = "istio-system/istio-ingressgateway";
+/// The HTTPS host of step 2, and the Secret holding its certificate.
+const HTTPS_HOST: &str = "bookinfo.example.com";
+const HTTPS_SECRET: &str = "bookinfo-credential";
 /// How long an agent being replaced waits for its open connections (the app pods keep
 /// idle keep-alive connections open indefinitely): the DaemonSet's 25 s is a long pause
 /// in a demo.
@@ -43,12 +53,28 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     interrupt::install();
     let app = workspace_root().join("examples/bookinfo/app");
     weft_lab::down(&options.name)?;
-    println!("weft demo: Bookinfo in a two-node lab, sidecarless, with a waypoint for reviews\n");
-    println!("Bringing up the lab from {} …", app.display());
+    println!(
+        "weft demo: Bookinfo in a two-node lab, sidecarless, with a waypoint for reviews and Istio's default ingress gateway\n"
+    );
+    println!(
+        "Bringing up the lab from {} and deploy/ingress …",
+        app.display()
+    );
     let started = Instant::now();
-    let lab = Lab::up_from_dir(
+    let mut manifests =
+        Manifests::load_dir(&app).with_context(|| format!("reading {}", app.display()))?;
+    for file in [
+        "deploy/ingress/namespace.yaml",
+        "deploy/ingress/ingress.yaml",
+    ] {
+        let path = workspace_root().join(file);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        manifests.add_yaml(&text, &path)?;
+    }
+    let lab = Lab::up(
         &LabOptions::new(&options.name).nodes(2),
-        &app,
+        &manifests,
         &Runtime {
             agent_args: ["--drain-timeout", DRAIN_TIMEOUT_S]
                 .map(String::from)
@@ -58,14 +84,19 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     )
     .with_context(|| format!("bringing up the demo lab from {}", app.display()))?;
     println!(
-        "  up in {:.1} s: 2 nodes, a weft-agent on each, weft-ca, a weft-waypoint, {} pods\n",
+        "  up in {:.1} s: 2 nodes, a weft-agent on each, weft-ca, a weft-waypoint, the ingress gateway, {} pods\n",
         started.elapsed().as_secs_f64(),
         lab.plan.pods.len()
     );
+    let gateway = lab
+        .load_balancer_ip(INGRESS_SERVICE)
+        .context("the ingress gateway's Service has no LoadBalancer address")?
+        .to_string();
     let mut tour = Tour {
         lab,
         progress: options.progress,
         through_waypoint: 0,
+        gateway,
     };
     let outcome = tour.run();
     let Tour { lab, .. } = tour;
@@ -95,29 +126,140 @@ struct Tour {
     progress: bool,
     /// Requests that reached the waypoint (for the metrics check at the end).
     through_waypoint: u64,
+    /// The ingress gateway's LoadBalancer address, reachable from the outside host.
+    gateway: String,
+}
+
+/// Where a step's requests come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// The outside host, through the ingress gateway (the tutorials' `$GATEWAY_URL`).
+    Outside,
+    /// The curl pod, inside the mesh.
+    CurlPod,
 }
 
 impl Tour {
     fn run(&mut self) -> anyhow::Result<()> {
+        self.ingress()
+            .context("step 1 (the ingress gateway: Bookinfo from outside)")?;
+        self.https()
+            .context("step 2 (HTTPS at the ingress gateway)")?;
         self.mesh_on()
-            .context("step 1 (mesh on: capture and mTLS)")?;
+            .context("step 3 (mesh on: capture and mTLS)")?;
         self.all_to_v1()
-            .context("step 2 (all traffic to reviews v1)")?;
+            .context("step 4 (all traffic to reviews v1)")?;
         self.jason_to_v2()
-            .context("step 3 (header-based routing)")?;
-        self.canary().context("step 4 (50/50 v1/v3)")?;
+            .context("step 5 (header-based routing)")?;
+        self.canary().context("step 6 (50/50 v1/v3)")?;
         self.faults_and_retries()
-            .context("step 5 (fault injection and retries)")?;
-        self.deny_curl().context("step 6 (AuthorizationPolicy)")?;
-        self.metrics().context("step 7 (metrics)")?;
+            .context("step 7 (fault injection and retries)")?;
+        self.deny_curl().context("step 8 (AuthorizationPolicy)")?;
+        self.metrics().context("step 9 (metrics)")?;
         self.upgrade_agents()
-            .context("step 8 (upgrading the agents under traffic)")?;
+            .context("step 10 (upgrading the agents under traffic)")?;
         Ok(())
+    }
+
+    fn ingress(&mut self) -> anyhow::Result<()> {
+        self.step(
+            1,
+            "the ingress gateway: Bookinfo from outside",
+            &format!(
+                "As every Istio tutorial starts: Istio's own samples/bookinfo/networking/\
+                 bookinfo-gateway.yaml, unchanged — a Gateway selecting the ingress gateway's \
+                 pods (istio: ingressgateway) and a VirtualService bound to it — and \
+                 /productpage opened from a host outside the cluster, at the gateway \
+                 Service's LoadBalancer address ({}), which the lab's cloud routes to the \
+                 nodes. The gateway proves its own identity to productpage over HBONE.",
+                self.gateway
+            ),
+            None,
+        )?;
+        println!(
+            "   applying examples/bookinfo/ingress/bookinfo-gateway.yaml (as cargo xtask lab apply -n bookinfo -f …)"
+        );
+        self.apply_in(
+            "bookinfo",
+            "examples/bookinfo/ingress/bookinfo-gateway.yaml",
+        )?;
+        let page = format!("http://{}/productpage", self.gateway);
+        let first = self.wait_for_page(&page, &[])?;
+        println!("    outside$ curl {page}");
+        println!(
+            "      {} from {} (reviews {})",
+            first.status,
+            first.pod.as_deref().unwrap_or("?"),
+            first
+                .sample
+                .reviews
+                .as_ref()
+                .and_then(|r| r.1.as_deref())
+                .unwrap_or("-")
+        );
+        let samples = self.send(Client::Outside, &page, &[], 20)?;
+        show(&samples);
+        let nothing = self.curl(&[&format!("http://{}/nothing", self.gateway)])?;
+        println!(
+            "    outside$ curl {}/nothing → {}",
+            self.gateway, nothing.status
+        );
+        expect(
+            first.status == 200
+                && first
+                    .pod
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("productpage"))
+                && samples.iter().all(|s| s.status == 200),
+            "productpage serves /productpage from outside, through the ingress gateway",
+        )?;
+        expect(nothing.status == 404, "a path no route takes is a 404")
+    }
+
+    fn https(&mut self) -> anyhow::Result<()> {
+        self.step(
+            2,
+            "HTTPS at the ingress gateway",
+            &format!(
+                "The demo makes a certificate for {HTTPS_HOST} signed by a CA of its own, with \
+                 openssl as Istio's \"Secure Gateways\" task does, stores it as the Secret \
+                 {HTTPS_SECRET} (type kubernetes.io/tls) in istio-system, where the gateway \
+                 reads its credentials, and applies a Gateway with an HTTPS server naming it. \
+                 curl, outside, trusts that CA only."
+            ),
+            None,
+        )?;
+        let ca = self.make_certificate()?;
+        println!("   applying the Secret and examples/bookinfo/ingress/bookinfo-https.yaml");
+        self.apply_in("bookinfo", "examples/bookinfo/ingress/bookinfo-https.yaml")?;
+        let resolve = format!("{HTTPS_HOST}:443:{}", self.gateway);
+        let url = format!("https://{HTTPS_HOST}/productpage");
+        let args = ["--cacert", ca.as_str(), "--resolve", &resolve];
+        let first = self.wait_for_page(&url, &args)?;
+        println!("    outside$ curl --cacert example.com.crt --resolve {resolve} {url}");
+        println!(
+            "      {} over {} from {}, the gateway's certificate verified",
+            first.status,
+            first.version,
+            first.pod.as_deref().unwrap_or("?")
+        );
+        let mut pages = Vec::new();
+        for _ in 0..5 {
+            let mut all = args.to_vec();
+            all.push(&url);
+            pages.push(self.curl(&all)?);
+        }
+        expect(
+            first.status == 200
+                && first.verified
+                && pages.iter().all(|p| p.status == 200 && p.verified),
+            "Bookinfo over HTTPS with the certificate the demo made",
+        )
     }
 
     fn mesh_on(&mut self) -> anyhow::Result<()> {
         self.step(
-            1,
+            3,
             "mesh on",
             "The bookinfo namespace carries istio.io/dataplane-mode=ambient: each node's agent \
              attached eBPF programs to the pods' cgroups and network namespaces; no sidecar, \
@@ -127,7 +269,7 @@ impl Tour {
             None,
         )?;
         let capture = fabric::Capture::start(&self.lab)?;
-        let samples = self.send(PRODUCTPAGE, &[], 20)?;
+        let samples = self.send(Client::CurlPod, PRODUCTPAGE, &[], 20)?;
         let seen = capture.stop()?;
         show(&samples);
         let mut pairs = BTreeSet::new();
@@ -179,13 +321,15 @@ impl Tour {
 
     fn all_to_v1(&mut self) -> anyhow::Result<()> {
         self.step(
-            2,
+            4,
             "all traffic to reviews v1",
             "A VirtualService for reviews sends everything to subset v1 (the DestinationRule in \
-             app/ defines v1, v2, v3 by the pods' version label). The waypoint applies it.",
+             app/ defines v1, v2, v3 by the pods' version label). The waypoint applies it. \
+             From here on, the pages are asked for from outside, through the ingress gateway.",
             Some("2-reviews-v1.yaml"),
         )?;
-        let samples = self.send(PRODUCTPAGE, &[], 100)?;
+        let page = self.page();
+        let samples = self.send(Client::Outside, &page, &[], 100)?;
         let counts = show(&samples);
         expect(
             percent(&counts, "reviews v1") == 100.0,
@@ -195,17 +339,18 @@ impl Tour {
 
     fn jason_to_v2(&mut self) -> anyhow::Result<()> {
         self.step(
-            3,
+            5,
             "header-based routing",
             "Requests carrying `end-user: jason` (productpage passes the header on) go to v2, \
              which also calls ratings; everyone else stays on v1.",
             Some("3-jason-v2.yaml"),
         )?;
+        let page = self.page();
         println!("    as jason:");
-        let jason = self.send(PRODUCTPAGE, &["-H", "end-user: jason"], 50)?;
+        let jason = self.send(Client::Outside, &page, &["-H", "end-user: jason"], 50)?;
         let jason_counts = show(&jason);
         println!("    anonymous:");
-        let others = self.send(PRODUCTPAGE, &[], 50)?;
+        let others = self.send(Client::Outside, &page, &[], 50)?;
         let other_counts = show(&others);
         expect(
             percent(&jason_counts, "reviews v2") == 100.0,
@@ -219,13 +364,14 @@ impl Tour {
 
     fn canary(&mut self) -> anyhow::Result<()> {
         self.step(
-            4,
+            6,
             "50/50 v1/v3",
             "A weighted route sends half of the requests to v3. v3 is flaky: about 30% of its \
              answers are 500s, so about 15% of the pages now miss their reviews.",
             Some("4-v1-v3.yaml"),
         )?;
-        let samples = self.send(PRODUCTPAGE, &[], 400)?;
+        let page = self.page();
+        let samples = self.send(Client::Outside, &page, &[], 400)?;
         let counts = show(&samples);
         let v1 = percent(&counts, "reviews v1");
         let v3 = percent(&counts, "reviews v3") + percent(&counts, "error 500");
@@ -241,18 +387,19 @@ impl Tour {
 
     fn faults_and_retries(&mut self) -> anyhow::Result<()> {
         self.step(
-            5,
+            7,
             "fault injection and retries",
             "The same split, now with up to 3 retries on a 5xx: v3's failures are retried \
              (on v1 or v3) and vanish. For jason, a fault answers 503 at the waypoint without \
              reaching reviews.",
             Some("5-faults-retries.yaml"),
         )?;
+        let page = self.page();
         println!("    anonymous (retries):");
-        let others = self.send(PRODUCTPAGE, &[], 400)?;
+        let others = self.send(Client::Outside, &page, &[], 400)?;
         let other_counts = show(&others);
         println!("    as jason (fault):");
-        let jason = self.send(PRODUCTPAGE, &["-H", "end-user: jason"], 50)?;
+        let jason = self.send(Client::Outside, &page, &["-H", "end-user: jason"], 50)?;
         let jason_counts = show(&jason);
         let errors = others.iter().filter(|s| !s.ok()).count();
         expect(
@@ -269,7 +416,7 @@ impl Tour {
 
     fn deny_curl(&mut self) -> anyhow::Result<()> {
         self.step(
-            6,
+            8,
             "an AuthorizationPolicy denies a caller",
             "A DENY policy attached to the reviews Service refuses curl's identity at the \
              waypoint (an L7 decision: 403 with Envoy's 'RBAC: access denied'). productpage \
@@ -277,10 +424,11 @@ impl Tour {
             Some("6-deny-curl.yaml"),
         )?;
         println!("    curl → reviews directly:");
-        let direct = self.send(REVIEWS, &[], 10)?;
+        let direct = self.send(Client::CurlPod, REVIEWS, &[], 10)?;
         let direct_counts = show(&direct);
-        println!("    curl → productpage → reviews:");
-        let page = self.send(PRODUCTPAGE, &[], 20)?;
+        println!("    outside → ingress gateway → productpage → reviews:");
+        let url = self.page();
+        let page = self.send(Client::Outside, &url, &[], 20)?;
         show(&page);
         expect(
             percent(&direct_counts, "status 403") == 100.0,
@@ -294,7 +442,7 @@ impl Tour {
 
     fn metrics(&mut self) -> anyhow::Result<()> {
         self.step(
-            7,
+            9,
             "metrics",
             "The waypoint exports Istio's standard metrics on :15020 (the agents too): \
              existing dashboards read them as they are.",
@@ -348,21 +496,22 @@ impl Tour {
 
     fn upgrade_agents(&mut self) -> anyhow::Result<()> {
         self.step(
-            8,
+            10,
             "upgrading the agents, traffic flowing",
-            "While curl asks for 40 pages a second on two keep-alive connections, each node \
-             gets a new weft-agent beside the old one, as a DaemonSet rollout with maxSurge \
-             does. The new agent takes the old one's listening sockets over (the same kernel \
+            "While the outside host asks the ingress gateway for 40 pages a second on two \
+             keep-alive connections, each node gets a new weft-agent beside the old one, as a \
+             DaemonSet rollout with maxSurge does. The new agent takes the old one's listening sockets over (the same kernel \
              sockets, passed over a unix socket), serves, and then the old one stops \
              accepting, lets its connections finish and exits on SIGTERM.",
             None,
         )?;
+        let page = self.page();
         let load = self
             .lab
-            .pod_command(CURL, bin_dir().join("weft-testapp"))?
+            .outside_command(bin_dir().join("weft-testapp"))?
             .args([
                 "load",
-                PRODUCTPAGE,
+                page.as_str(),
                 "--rate",
                 "40",
                 "--duration-ms",
@@ -373,7 +522,7 @@ impl Tour {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .context("starting weft-testapp load in the curl pod")?;
+            .context("starting weft-testapp load on the outside host")?;
         std::thread::sleep(Duration::from_secs(1));
         let nodes: Vec<String> = self.lab.plan.nodes.iter().map(|n| n.name.clone()).collect();
         let mut replaced = Vec::new();
@@ -449,20 +598,186 @@ impl Tour {
         Ok(())
     }
 
-    /// Sends `count` requests from curl, showing progress, and reads every response.
-    fn send(&mut self, url: &str, extra: &[&str], count: u32) -> anyhow::Result<Vec<Sample>> {
+    /// Productpage at the ingress gateway, as the outside host asks for it.
+    fn page(&self) -> String {
+        format!("http://{}/productpage", self.gateway)
+    }
+
+    /// Applies a file of the repository in `namespace`, as `cargo xtask lab apply -n`.
+    fn apply_in(&mut self, namespace: &str, file: &str) -> anyhow::Result<()> {
+        let path = workspace_root().join(file);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut objects = Manifests::default();
+        objects.add_yaml(&text, &path)?;
+        self.lab.apply_objects(&objects.in_namespace(namespace))?;
+        Ok(())
+    }
+
+    /// The CA and the certificate of `HTTPS_HOST`, made as Istio's task makes them, and
+    /// the Secret holding it applied; returns the CA's path (what curl trusts).
+    fn make_certificate(&mut self) -> anyhow::Result<String> {
+        let dir = self.lab.paths.root.join("demo-certs");
+        std::fs::create_dir_all(&dir)?;
+        let host = HTTPS_HOST;
+        let subject = format!("/CN={host}/O=bookinfo organization");
+        let steps: [Vec<&str>; 3] = [
+            vec![
+                "req",
+                "-x509",
+                "-sha256",
+                "-nodes",
+                "-days",
+                "365",
+                "-newkey",
+                "rsa:2048",
+                "-subj",
+                "/O=example Inc./CN=example.com",
+                "-keyout",
+                "example.com.key",
+                "-out",
+                "example.com.crt",
+            ],
+            vec![
+                "req",
+                "-out",
+                "bookinfo.csr",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "bookinfo.key",
+                "-subj",
+                &subject,
+            ],
+            vec![
+                "x509",
+                "-req",
+                "-sha256",
+                "-days",
+                "365",
+                "-CA",
+                "example.com.crt",
+                "-CAkey",
+                "example.com.key",
+                "-set_serial",
+                "0",
+                "-in",
+                "bookinfo.csr",
+                "-out",
+                "bookinfo.crt",
+            ],
+        ];
+        for args in steps {
+            println!("    $ openssl {}", args.join(" "));
+            let output = std::process::Command::new("openssl")
+                .current_dir(&dir)
+                .args(&args)
+                .output()
+                .context("running openssl (cargo xtask setup installs it)")?;
+            ensure!(
+                output.status.success(),
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let block = |file: &str| -> anyhow::Result<String> {
+            Ok(std::fs::read_to_string(dir.join(file))?
+                .lines()
+                .map(|l| format!("    {l}\n"))
+                .collect())
+        };
+        let secret = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {HTTPS_SECRET}, namespace: istio-system}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            block("bookinfo.crt")?,
+            block("bookinfo.key")?
+        );
+        let mut objects = Manifests::default();
+        objects.add_yaml(&secret, std::path::Path::new("secret.yaml"))?;
+        self.lab.apply_objects(&objects)?;
+        println!(
+            "    the Secret {HTTPS_SECRET} (kubectl create -n istio-system secret tls {HTTPS_SECRET} --key … --cert …)"
+        );
+        Ok(dir.join("example.com.crt").display().to_string())
+    }
+
+    /// One request with curl on the outside host.
+    fn curl(&mut self, args: &[&str]) -> anyhow::Result<Page> {
+        let output = self
+            .lab
+            .outside_command("curl")?
+            .args([
+                "-s",
+                "-m",
+                "10",
+                "-w",
+                "\n%{http_code} %{http_version} %{ssl_verify_result}",
+            ])
+            .args(args)
+            .output()
+            .context("running curl on the outside host (cargo xtask setup installs it)")?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, last) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let mut fields = last.split_whitespace();
+        let status: u16 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let version = fields.next().unwrap_or("?").to_string();
+        let verified = fields.next() == Some("0");
+        let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let sample = Sample::from_line(&serde_json::json!({"status": status, "body": body}));
+        // productpage calls reviews, through the waypoint, for every page it serves.
+        if sample.reviews.is_some() {
+            self.through_waypoint += 1;
+        }
+        Ok(Page {
+            status,
+            version: format!("HTTP/{version}"),
+            verified,
+            pod: body["pod"].as_str().map(str::to_string),
+            sample,
+        })
+    }
+
+    /// The first page of a newly applied route: the gateway reads the change within a
+    /// second or two.
+    fn wait_for_page(&mut self, url: &str, args: &[&str]) -> anyhow::Result<Page> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut all = args.to_vec();
+        all.push(url);
+        loop {
+            interrupt::check()?;
+            let page = self.curl(&all)?;
+            if page.status == 200 || Instant::now() >= deadline {
+                return Ok(page);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Sends `count` requests (from the outside host through the ingress gateway, or from
+    /// the curl pod), showing progress, and reads every response.
+    fn send(
+        &mut self,
+        from: Client,
+        url: &str,
+        extra: &[&str],
+        count: u32,
+    ) -> anyhow::Result<Vec<Sample>> {
         interrupt::check()?;
         let count_text = count.to_string();
         let mut args = vec!["get", url, "--count", &count_text];
         args.extend_from_slice(extra);
-        let mut child = self
-            .lab
-            .pod_command(CURL, bin_dir().join("weft-testapp"))?
+        let testapp = bin_dir().join("weft-testapp");
+        let mut command = match from {
+            Client::Outside => self.lab.outside_command(testapp)?,
+            Client::CurlPod => self.lab.pod_command(CURL, testapp)?,
+        };
+        let mut child = command
             .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .context("starting weft-testapp in the curl pod")?;
+            .context("starting weft-testapp get")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut samples = Vec::with_capacity(count as usize);
         for line in BufReader::new(stdout).lines() {
@@ -519,6 +834,18 @@ impl Tour {
     }
 }
 
+/// One page as curl on the outside host got it.
+struct Page {
+    status: u16,
+    /// `HTTP/1.1`, `HTTP/2`.
+    version: String,
+    /// TLS only: curl verified the server's certificate.
+    verified: bool,
+    /// The pod that answered (weft-testapp's report).
+    pod: Option<String>,
+    sample: Sample,
+}
+
 fn steps_dir() -> PathBuf {
     workspace_root().join("examples/bookinfo/steps")
 }
@@ -561,15 +888,30 @@ fn wrap(text: &str, width: usize, indent: &str) -> String {
 fn explore(lab: &Lab, options: &Options) {
     let name = &lab.plan.lab;
     println!(
-        "\nWhat happened: curl's requests left its pod through the node's weft-agent, crossed"
+        "\nWhat happened: pages asked for outside the cluster entered through the ingress gateway,"
     );
-    println!("the nodes inside HBONE (mutual TLS, identities from weft-ca), and every request to");
-    println!("reviews passed the waypoint, which applied the VirtualService, DestinationRule and");
+    println!("which Istio's Gateway and VirtualService configured, unchanged; inside, requests");
+    println!("crossed the nodes inside HBONE (mutual TLS, identities from weft-ca), and every");
+    println!("request to reviews passed the waypoint, which applied the VirtualService,");
     println!(
-        "AuthorizationPolicy of each step. The manifests are in examples/bookinfo/: edit and rerun."
+        "DestinationRule and AuthorizationPolicy of each step. The manifests are in examples/bookinfo/."
     );
     if options.keep {
+        let gateway = lab
+            .load_balancer_ip(INGRESS_SERVICE)
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "<the gateway's address>".into());
         println!("\nThe lab stays up. Try:");
+        println!(
+            "  cargo xtask lab exec --name {name} outside -- curl -s http://{gateway}/productpage"
+        );
+        println!("  cargo xtask lab status {name}    (the ingress gateway's LoadBalancer address)");
+        println!(
+            "  cargo xtask lab apply --name {name} -n bookinfo -f examples/bookinfo/steps/4-v1-v3.yaml"
+        );
+        println!(
+            "  cargo xtask lab delete --name {name} -n bookinfo -f examples/bookinfo/ingress/bookinfo-https.yaml"
+        );
         println!(
             "  cargo xtask lab exec --name {name} bookinfo/curl -- weft-testapp get http://productpage:9080/productpage -H 'end-user: jason'"
         );

@@ -1,0 +1,698 @@
+//! What an ingress gateway listens on and serves, from one registry snapshot: the Istio
+//! Gateways selecting its pod, merged as pilot merges them
+//! (`weft_config::translate::gateway`), each listener with its route table, TCP route or
+//! SNI chains, and each terminating server with its TLS configuration from its Secret.
+//!
+//! The routes bound to a listener come from [`bound_routes`]: VirtualServices for Istio
+//! Gateways. A pod the controller runs for a Gateway API `Gateway` of class `istio` or
+//! `weft` (labelled `gateway.networking.k8s.io/gateway-name` with its name, in its
+//! namespace) also serves that Gateway's HTTP listeners ([`gateway_api_listeners`]), with
+//! virtual hosts from the HTTPRoutes and GRPCRoutes attached to each.
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use weft_config::api::gateway::Gateway;
+use weft_config::api::gateway_api::KubernetesGateway;
+use weft_config::api::networking::VirtualService;
+use weft_config::registry::Snapshot;
+use weft_config::registry::bound_route::BoundRoute;
+use weft_config::registry::model::Workload;
+use weft_config::translate::gateway::{
+    GatewayRef, ListenerKind, ListenerPlan, MergedGateways, ServerPlan, SkippedServer,
+    VirtualHostPlan, merge, passthrough_routes, selects, tcp_route, virtual_hosts,
+};
+use weft_config::translate::gateway_routes::{
+    INGRESS_CLASSES, effective_hostnames, gateway_routes,
+};
+use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
+
+use super::tls::{ServerTls, TlsError, server_tls};
+use crate::downstream::{GatewayRoutes, GatewayTarget};
+use crate::route::gateway::{RouteTable, VirtualHost};
+use crate::route::{CompiledRoutes, TcpRoutePlan};
+
+/// Which pod this gateway is.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub namespace: String,
+    /// The pod's name (`POD_NAME`, from the downward API); its labels select Gateways.
+    pub pod: String,
+}
+
+/// One listening socket and what it serves.
+#[derive(Debug)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    pub serve: Serve,
+}
+
+#[derive(Debug)]
+pub enum Serve {
+    /// Plaintext: HTTP (servers merged) or TCP.
+    Plain(Arc<GatewayTarget>),
+    /// TLS, told apart by the client's SNI.
+    Tls(Vec<TlsChain>),
+}
+
+/// One filter chain of a TLS port.
+#[derive(Debug)]
+pub struct TlsChain {
+    /// Lower-case SNI names (`*.example.com` wildcards); `*` takes any SNI, or none.
+    pub names: Vec<String>,
+    pub action: ChainAction,
+}
+
+#[derive(Debug)]
+pub enum ChainAction {
+    /// TLS terminated here, then HTTP routes or a TCP route; `Err` when the server cannot
+    /// terminate (its Secret is missing or unusable): its connections are refused.
+    Terminate {
+        tls: Result<Arc<ServerTls>, TlsError>,
+        target: Arc<GatewayTarget>,
+    },
+    /// The bytes go on as they came (PASSTHROUGH), by a `tls` route.
+    Passthrough(Arc<GatewayTarget>),
+}
+
+/// Everything built from one snapshot.
+#[derive(Debug, Default)]
+pub struct IngressConfig {
+    pub listeners: Vec<ListenerConfig>,
+    /// Servers not served, and why (logged when they change).
+    pub skipped: Vec<SkippedServer>,
+    /// Terminating servers that refuse TLS, and why.
+    pub refusing: Vec<(String, TlsError)>,
+    /// Gateway API listeners not served, and why.
+    pub unserved: Vec<String>,
+}
+
+/// The VirtualServices bound to a Gateway, oldest first.
+pub fn bound_routes(snapshot: &Snapshot, gateway: &GatewayRef) -> Vec<Arc<VirtualService>> {
+    snapshot.virtual_services_for_gateway(gateway).to_vec()
+}
+
+/// The port the pod listens on for a server port: the `targetPort` of that port on a
+/// Service in front of the pod (the first found), else the number itself.
+fn port_map(snapshot: &Snapshot, workload: &Workload) -> HashMap<u16, u16> {
+    let mut ports = HashMap::new();
+    let mut services: Vec<_> = snapshot.services().collect();
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for service in services {
+        let Some(endpoint) = service.endpoints.iter().find(|e| {
+            workload.ips.contains(&e.address)
+                || e.target
+                    .as_ref()
+                    .is_some_and(|(ns, name)| *ns == workload.namespace && *name == workload.name)
+        }) else {
+            continue;
+        };
+        for port in &service.ports {
+            if let Some(target) = service.endpoint_port(port.port, endpoint) {
+                ports.entry(port.port).or_insert(target);
+            }
+        }
+    }
+    ports
+}
+
+/// The Gateways selecting the pod, oldest first, and the merged listeners.
+pub fn merged(snapshot: &Snapshot, workload: &Workload) -> MergedGateways {
+    let selected: Vec<&Gateway> = snapshot
+        .gateways()
+        .filter(|g| selects(g, &workload.labels))
+        .map(|g| &**g)
+        .collect();
+    let ports = port_map(snapshot, workload);
+    merge(&selected, &|port| ports.get(&port).copied().unwrap_or(port))
+}
+
+/// What the pod serves in `snapshot`.
+pub fn build(snapshot: &Snapshot, me: &Identity) -> IngressConfig {
+    let Some(workload) = snapshot.workload(&me.namespace, &me.pod).cloned() else {
+        return IngressConfig::default();
+    };
+    let merged = merged(snapshot, &workload);
+    let mut config = IngressConfig {
+        skipped: merged.skipped.clone(),
+        ..IngressConfig::default()
+    };
+    for listener in &merged.listeners {
+        let address = SocketAddr::new(
+            listener.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            listener.port,
+        );
+        let serve = match listener.kind {
+            ListenerKind::Plaintext => Serve::Plain(plain(snapshot, listener, &workload)),
+            ListenerKind::Tls => Serve::Tls(chains(
+                snapshot,
+                listener,
+                &workload,
+                &me.namespace,
+                &mut config.refusing,
+            )),
+        };
+        config.listeners.push(ListenerConfig { address, serve });
+    }
+    if let Some(gateway) = served_gateway(snapshot, &workload) {
+        let ports = port_map(snapshot, &workload);
+        let (listeners, unserved) = gateway_api_listeners(
+            snapshot,
+            &gateway,
+            &workload,
+            &|port| ports.get(&port).copied().unwrap_or(port),
+            &config
+                .listeners
+                .iter()
+                .map(|l| l.address.port())
+                .collect::<Vec<_>>(),
+        );
+        config.listeners.extend(listeners);
+        config.unserved = unserved;
+    }
+    config
+}
+
+/// The Gateway API Gateway this pod runs for: the one of an ingress class its
+/// `gateway.networking.k8s.io/gateway-name` label names, in its namespace.
+pub fn served_gateway(snapshot: &Snapshot, workload: &Workload) -> Option<Arc<KubernetesGateway>> {
+    let name = workload.labels.get(GATEWAY_NAME_LABEL)?;
+    snapshot
+        .kubernetes_gateway(&workload.namespace, name)
+        .filter(|g| INGRESS_CLASSES.contains(&g.spec.gateway_class_name.as_str()))
+        .cloned()
+}
+
+/// A virtual host's domain and the routes attached to it, oldest first.
+type VirtualHostRoutes = (String, Vec<Arc<BoundRoute>>);
+
+/// The listening sockets of a Gateway API Gateway's HTTP listeners (one per port, its
+/// listeners' virtual hosts merged), and the listeners not served, each with why. `target`
+/// maps a listener's port to the pod's; `taken` are ports Istio Gateways already listen on.
+pub fn gateway_api_listeners(
+    snapshot: &Snapshot,
+    gateway: &KubernetesGateway,
+    workload: &Arc<Workload>,
+    target: &dyn Fn(u16) -> u16,
+    taken: &[u16],
+) -> (Vec<ListenerConfig>, Vec<String>) {
+    let namespace = gateway
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(weft_config::api::DEFAULT_NAMESPACE);
+    let name = gateway.metadata.name.as_deref().unwrap_or_default();
+    let attached = gateway_routes(snapshot.route_resolutions().map(|r| &**r), namespace, name);
+    let mut unserved = Vec::new();
+    // Port → (listener names, domain → routes), in the listeners' order.
+    let mut ports: Vec<(u16, Vec<String>, Vec<VirtualHostRoutes>)> = Vec::new();
+    for (i, listener) in gateway.spec.listeners.iter().enumerate() {
+        let what = format!(
+            "Gateway {namespace}/{name} spec.listeners[{i}] ({} {} on {})",
+            listener.name, listener.protocol, listener.port
+        );
+        let Some(port) = u16::try_from(listener.port).ok().filter(|p| *p != 0) else {
+            unserved.push(format!("{what} not served: no port"));
+            continue;
+        };
+        if listener.protocol != "HTTP" {
+            unserved.push(format!(
+                "{what} not served: weft serves the Gateway API's HTTP listeners only"
+            ));
+            continue;
+        }
+        if taken.contains(&target(port)) {
+            unserved.push(format!(
+                "{what} not served: an Istio Gateway's server listens on port {}",
+                target(port)
+            ));
+            continue;
+        }
+        let index = match ports.iter().position(|(p, _, _)| *p == port) {
+            Some(index) => index,
+            None => {
+                ports.push((port, Vec::new(), Vec::new()));
+                ports.len() - 1
+            }
+        };
+        let (_, names, hosts) = &mut ports[index];
+        names.push(listener.name.clone());
+        for (route, listeners) in &attached {
+            if !listeners.contains(&listener.name) {
+                continue;
+            }
+            for domain in effective_hostnames(listener.hostname.as_deref(), route.route.hostnames())
+            {
+                let host = match hosts.iter().position(|(d, _)| *d == domain) {
+                    Some(h) => h,
+                    None => {
+                        hosts.push((domain, Vec::new()));
+                        hosts.len() - 1
+                    }
+                };
+                let routes = &mut hosts[host].1;
+                if !routes.iter().any(|r| Arc::ptr_eq(r, route)) {
+                    routes.push(route.clone());
+                }
+            }
+        }
+    }
+    let listeners = ports
+        .into_iter()
+        .map(|(port, names, hosts)| {
+            let table = RouteTable {
+                hosts: hosts
+                    .into_iter()
+                    .map(|(domain, routes)| VirtualHost {
+                        domain,
+                        https_redirect: false,
+                        routes: Arc::new(CompiledRoutes::compile_gateway_api(&routes)),
+                    })
+                    .collect(),
+            };
+            ListenerConfig {
+                address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), target(port)),
+                serve: Serve::Plain(Arc::new(GatewayTarget {
+                    port,
+                    routes: GatewayRoutes::Http(Arc::new(table)),
+                    workload: Some(workload.clone()),
+                    server: format!(
+                        "Gateway {namespace}/{name} listener(s) {}",
+                        names.join(", ")
+                    ),
+                })),
+            }
+        })
+        .collect();
+    (listeners, unserved)
+}
+
+fn target(
+    server: &ServerPlan,
+    routes: GatewayRoutes,
+    workload: &Arc<Workload>,
+) -> Arc<GatewayTarget> {
+    Arc::new(GatewayTarget {
+        port: server.port(),
+        routes,
+        workload: Some(workload.clone()),
+        server: server.describe(),
+    })
+}
+
+fn http_routes(snapshot: &Snapshot, servers: &[&ServerPlan]) -> GatewayRoutes {
+    let bound = |gateway: &GatewayRef| bound_routes(snapshot, gateway);
+    let hosts: Vec<VirtualHostPlan> = virtual_hosts(servers, &bound, snapshot.settings());
+    GatewayRoutes::Http(Arc::new(RouteTable::from_virtual_services(
+        &hosts,
+        snapshot.settings(),
+    )))
+}
+
+fn tcp_routes(snapshot: &Snapshot, server: &ServerPlan) -> GatewayRoutes {
+    let bound = bound_routes(snapshot, &server.gateway);
+    let plan = tcp_route(server, &bound, snapshot.settings()).and_then(|(vs, rule)| {
+        let namespace = vs.metadata.namespace.as_deref().unwrap_or("default");
+        let origin = format!(
+            "VirtualService {namespace}/{} tcp[{rule}]",
+            vs.metadata.name.as_deref().unwrap_or_default()
+        );
+        TcpRoutePlan::from_rule(
+            &vs.spec.tcp[rule].route,
+            namespace,
+            &origin,
+            snapshot.settings(),
+        )
+    });
+    GatewayRoutes::Tcp(plan)
+}
+
+fn plain(
+    snapshot: &Snapshot,
+    listener: &ListenerPlan,
+    workload: &Arc<Workload>,
+) -> Arc<GatewayTarget> {
+    let first = &listener.servers[0];
+    if first.is_http_server() {
+        let servers: Vec<&ServerPlan> = listener.servers.iter().collect();
+        target(first, http_routes(snapshot, &servers), workload)
+    } else {
+        target(first, tcp_routes(snapshot, first), workload)
+    }
+}
+
+fn chains(
+    snapshot: &Snapshot,
+    listener: &ListenerPlan,
+    workload: &Arc<Workload>,
+    secrets_namespace: &str,
+    refusing: &mut Vec<(String, TlsError)>,
+) -> Vec<TlsChain> {
+    let mut chains = Vec::new();
+    for server in &listener.servers {
+        if server.is_passthrough() {
+            let bound = bound_routes(snapshot, &server.gateway);
+            for route in passthrough_routes(server, &bound, snapshot.settings()) {
+                let plan = TcpRoutePlan::from_rule(
+                    &route.route,
+                    &route.namespace,
+                    &route.origin,
+                    snapshot.settings(),
+                );
+                chains.push(TlsChain {
+                    names: route.sni_hosts.clone(),
+                    action: ChainAction::Passthrough(target(
+                        server,
+                        GatewayRoutes::Tcp(plan),
+                        workload,
+                    )),
+                });
+            }
+            continue;
+        }
+        let Some(settings) = &server.server.tls else {
+            continue;
+        };
+        let name = settings.credential_name.clone().unwrap_or_default();
+        let secret = snapshot.secret(secrets_namespace, &name);
+        let http = server.is_http_server();
+        let alpn: &[&[u8]] = if http { &[b"h2", b"http/1.1"] } else { &[] };
+        let tls = server_tls(
+            settings,
+            secret.map(|s| &**s),
+            &format!("{secrets_namespace}/{name}"),
+            alpn,
+        )
+        .map(Arc::new);
+        if let Err(error) = &tls {
+            refusing.push((server.describe(), error.clone()));
+        }
+        let routes = if http {
+            http_routes(snapshot, &[server])
+        } else {
+            tcp_routes(snapshot, server)
+        };
+        chains.push(TlsChain {
+            names: server.sni_hosts().into_iter().map(str::to_string).collect(),
+            action: ChainAction::Terminate {
+                tls,
+                target: target(server, routes, workload),
+            },
+        });
+    }
+    chains
+}
+
+/// Envoy's filter chain for a client's SNI on a TLS port.
+pub fn chain_for<'a>(chains: &'a [TlsChain], sni: Option<&str>) -> Option<&'a TlsChain> {
+    weft_config::translate::gateway::select_by_sni(
+        chains,
+        |c| c.names.iter().map(String::as_str).collect(),
+        sni,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_config::testing;
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ingress-0, namespace: istio-system, labels: {istio: ingressgateway}}
+spec: {nodeName: node-1}
+status: {podIP: 10.244.1.50, phase: Running}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  clusterIP: 10.96.0.50
+  ports: [{name: http2, port: 80, targetPort: 8080}, {name: https, port: 443, targetPort: 8443}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: istio-ingressgateway-0, namespace: istio-system, labels: {kubernetes.io/service-name: istio-ingressgateway}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.1.50], targetRef: {kind: Pod, namespace: istio-system, name: ingress-0}}]
+ports: [{name: http2, port: 8080}, {name: https, port: 8443}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: web}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [db.example.com]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: elsewhere, namespace: web}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 9000, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: web}
+spec:
+  hosts: [db.example.com]
+  gateways: [gw]
+  tls:
+  - match: [{sniHosts: [db.example.com]}]
+    route: [{destination: {host: db}}]
+"#;
+
+    #[test]
+    fn listeners_follow_the_gateways_selecting_the_pod() {
+        let snapshot = testing::snapshot_of(CLUSTER);
+        let me = Identity {
+            namespace: "istio-system".into(),
+            pod: "ingress-0".into(),
+        };
+        let config = build(&snapshot, &me);
+        let addresses: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| l.address.to_string())
+            .collect();
+        assert_eq!(
+            addresses,
+            ["0.0.0.0:8080", "0.0.0.0:8443"],
+            "ports 80 and 443 are the Service's 8080 and 8443; 9000 is another gateway's"
+        );
+        let Serve::Tls(chains) = &config.listeners[1].serve else {
+            panic!("443 serves TLS");
+        };
+        assert!(matches!(
+            chain_for(chains, Some("shop.example.com")).map(|c| &c.action),
+            Some(ChainAction::Terminate {
+                tls: Err(TlsError::MissingSecret(_)),
+                ..
+            })
+        ));
+        assert!(matches!(
+            chain_for(chains, Some("db.example.com")).map(|c| &c.action),
+            Some(ChainAction::Passthrough(_))
+        ));
+        assert!(chain_for(chains, Some("other.example.com")).is_none());
+        assert_eq!(config.refusing.len(), 1, "{:?}", config.refusing);
+        let nobody = Identity {
+            namespace: "istio-system".into(),
+            pod: "missing".into(),
+        };
+        assert!(build(&snapshot, &nobody).listeners.is_empty());
+    }
+
+    /// Istio's `samples/bookinfo/gateway-api/bookinfo-gateway.yaml`, with the pod the
+    /// controller runs for its Gateway and the Service in front of it.
+    const GATEWAY_API: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: bookinfo}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: bookinfo-gateway-istio-0
+  namespace: bookinfo
+  labels: {gateway.networking.k8s.io/gateway-name: bookinfo-gateway}
+spec: {nodeName: node-1}
+status: {podIP: 10.244.1.60, phase: Running}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bookinfo-gateway-istio, namespace: bookinfo}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.60
+  selector: {gateway.networking.k8s.io/gateway-name: bookinfo-gateway}
+  ports: [{name: status-port, port: 15021}, {name: http, port: 80, targetPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage, namespace: bookinfo}
+spec:
+  clusterIP: 10.96.0.61
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: bookinfo}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes: {namespaces: {from: Same}}
+  - name: https
+    port: 443
+    protocol: HTTPS
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bookinfo, namespace: bookinfo}
+spec:
+  parentRefs: [{name: bookinfo-gateway}]
+  rules:
+  - matches:
+    - path: {type: Exact, value: /productpage}
+    - path: {type: PathPrefix, value: /static}
+    - path: {type: Exact, value: /login}
+    - path: {type: Exact, value: /logout}
+    - path: {type: PathPrefix, value: /api/v1/products}
+    backendRefs: [{name: productpage, port: 9080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: elsewhere, namespace: other}
+spec:
+  parentRefs: [{name: bookinfo-gateway, namespace: bookinfo}]
+  rules:
+  - backendRefs: [{name: productpage, namespace: bookinfo, port: 9080}]
+"#;
+
+    fn routed(table: &RouteTable, path: &str) -> Option<String> {
+        let uri: http::Uri = path.parse().expect("uri");
+        let headers = http::HeaderMap::new();
+        let source = crate::route::Source::default();
+        let facts = crate::route::RequestFacts {
+            method: &http::Method::GET,
+            uri: &uri,
+            authority: "192.0.2.10",
+            headers: &headers,
+            port: 80,
+            source: &source,
+            auth: None,
+        };
+        let host = table.select("192.0.2.10")?;
+        match host.routes.http_route(&facts)?.action() {
+            crate::route::RouteAction::Forward(destinations) => Some(format!(
+                "{}:{}",
+                destinations[0].host,
+                destinations[0].port.unwrap_or(0)
+            )),
+            _ => Some("other".into()),
+        }
+    }
+
+    #[test]
+    fn a_gateway_api_gateway_is_served_by_the_pod_run_for_it_with_its_routes() {
+        let snapshot = testing::snapshot_of(GATEWAY_API);
+        let me = Identity {
+            namespace: "bookinfo".into(),
+            pod: "bookinfo-gateway-istio-0".into(),
+        };
+        let config = build(&snapshot, &me);
+        let addresses: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| l.address.to_string())
+            .collect();
+        assert_eq!(addresses, ["0.0.0.0:80"]);
+        assert_eq!(config.unserved.len(), 1, "{:?}", config.unserved);
+        assert!(config.unserved[0].contains("spec.listeners[1]"));
+        let Serve::Plain(target) = &config.listeners[0].serve else {
+            panic!("HTTP is plaintext");
+        };
+        let GatewayRoutes::Http(table) = &target.routes else {
+            panic!("HTTP routes");
+        };
+        let domains: Vec<&str> = table.hosts.iter().map(|h| h.domain.as_str()).collect();
+        assert_eq!(
+            domains,
+            ["*"],
+            "the route of another namespace is not allowed"
+        );
+        let productpage = Some("productpage.bookinfo.svc.cluster.local:9080".to_string());
+        for path in [
+            "/productpage",
+            "/static/bootstrap.css",
+            "/login",
+            "/logout",
+            "/api/v1/products/1",
+        ] {
+            assert_eq!(routed(table, path), productpage, "{path}");
+        }
+        assert_eq!(routed(table, "/nothing"), None);
+        assert_eq!(routed(table, "/productpage/x"), None);
+        let other = Identity {
+            namespace: "istio-system".into(),
+            pod: "ingress-0".into(),
+        };
+        assert!(build(&snapshot, &other).listeners.is_empty());
+    }
+
+    #[test]
+    fn listeners_of_one_port_share_a_socket_with_a_virtual_host_per_shared_hostname() {
+        let yaml = GATEWAY_API.replace(
+            "  - name: https\n    port: 443\n    protocol: HTTPS\n",
+            "  - name: shop\n    port: 80\n    protocol: HTTP\n    hostname: '*.example.com'\n",
+        ) + r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: bookinfo}
+spec:
+  parentRefs: [{name: bookinfo-gateway, sectionName: shop}]
+  hostnames: [a.example.com, b.example.org]
+  rules:
+  - backendRefs: [{name: productpage, port: 9080}]
+"#;
+        let snapshot = testing::snapshot_of(&yaml);
+        let me = Identity {
+            namespace: "bookinfo".into(),
+            pod: "bookinfo-gateway-istio-0".into(),
+        };
+        let config = build(&snapshot, &me);
+        assert_eq!(config.listeners.len(), 1, "one socket for port 80");
+        assert!(config.unserved.is_empty(), "{:?}", config.unserved);
+        let Serve::Plain(target) = &config.listeners[0].serve else {
+            panic!("HTTP is plaintext");
+        };
+        let GatewayRoutes::Http(table) = &target.routes else {
+            panic!("HTTP routes");
+        };
+        let mut domains: Vec<&str> = table.hosts.iter().map(|h| h.domain.as_str()).collect();
+        domains.sort_unstable();
+        assert_eq!(
+            domains,
+            ["*", "*.example.com", "a.example.com"],
+            "bookinfo's route on both listeners; shop's only where the listener's hostname covers it"
+        );
+        assert_eq!(
+            table.select("a.example.com").map(|h| h.domain.as_str()),
+            Some("a.example.com")
+        );
+    }
+}
