@@ -172,11 +172,57 @@ fn cross_warnings(
     });
     let namespace = settings.secrets_namespace.clone().unwrap_or_default();
     let has = |name: &str| secrets.contains(&(namespace.clone(), name.to_string()));
-    validate::gateway::cross_warnings(
+    let mut found = validate::gateway::cross_warnings(
         &gateways,
         &virtual_services,
         Some((namespace.as_str(), &has)),
-    )
+    );
+    // Addresses two ServiceEntries, or a ServiceEntry and a Service, both claim (the files'
+    // order for objects without a creation time, as the registry orders them).
+    let mut entries: Vec<std::sync::Arc<weft_config::api::networking::ServiceEntry>> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::ServiceEntry(entry) => Some(entry.clone()),
+            _ => None,
+        })
+        .collect();
+    entries.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+    });
+    let cluster_ips: Vec<(std::net::IpAddr, String)> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Service(service) => Some(service),
+            _ => None,
+        })
+        .flat_map(|service| {
+            let name = format!(
+                "{}/{}",
+                service.metadata.namespace.as_deref().unwrap_or_default(),
+                service.metadata.name.as_deref().unwrap_or_default()
+            );
+            service
+                .spec
+                .cluster_ips
+                .iter()
+                .chain(service.spec.cluster_ip.iter())
+                .filter_map(|ip| ip.parse().ok())
+                .map(move |ip| (ip, name.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let service_at = |ip: std::net::IpAddr| {
+        cluster_ips
+            .iter()
+            .find(|(at, _)| *at == ip)
+            .map(|(_, name)| name.clone())
+    };
+    for (object, warnings) in validate::address_overlaps(&entries, &service_at) {
+        found.entry(object).or_default().extend(warnings);
+    }
+    found
 }
 
 fn chain(error: &dyn std::error::Error) -> String {

@@ -79,6 +79,12 @@ pub fn agent_environment(
         // The lab's own: the API server's view, and where its pods are.
         ("WEFT_CONFIG_DIR", path(paths.cluster_dir())),
         ("WEFT_POD_LOCATIONS", path(paths.pod_locations())),
+        // The cluster's resolver (in a cluster, the agent's resolv.conf under
+        // `dnsPolicy: ClusterFirstWithHostNet` names it); never the machine's own.
+        (
+            "WEFT_DNS_UPSTREAM",
+            crate::plan::EXTERNAL_DNS_IP.to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -86,7 +92,8 @@ pub fn agent_environment(
 }
 
 /// The environment variables the lab adds to the template's (it has no API server).
-pub const LAB_ONLY_ENVIRONMENT: &[&str] = &["WEFT_CONFIG_DIR", "WEFT_POD_LOCATIONS"];
+pub const LAB_ONLY_ENVIRONMENT: &[&str] =
+    &["WEFT_CONFIG_DIR", "WEFT_POD_LOCATIONS", "WEFT_DNS_UPSTREAM"];
 
 /// A bind mount: host path, container path, options.
 #[derive(Clone, Debug, PartialEq, Eq)]

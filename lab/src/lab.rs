@@ -16,7 +16,7 @@ use crate::manifest::{Manifests, Pod};
 use crate::plan::{LabOptions, POD_GATEWAY, POD_GATEWAY6, Plan, PodPlan, netns_prefix};
 use crate::process::{Placement, place};
 use crate::records::{self, LabPaths, STATE_ROOT};
-use crate::{LabError, cgroup, cni, outside};
+use crate::{LabError, cgroup, cni, external, outside};
 
 /// How a lab runs its processes.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
@@ -208,6 +208,7 @@ impl Lab {
         std::fs::create_dir_all(self.paths.logs())
             .map_err(LabError::io("creating the logs directory"))?;
         self.build_network()?;
+        self.start_external()?;
         if self.runtime.has_agents() {
             // As in a cluster, the node agents (a DaemonSet) run before the pods: each
             // chains weft-cni into its node's CNI configuration, so every pod is captured
@@ -293,6 +294,9 @@ impl Lab {
                 .iter()
                 .map(|o| format!("netns add {}", o.netns)),
         );
+        if let Some(ext) = &plan.external {
+            host.extend(external::hosts(ext).map(|h| format!("netns add {}", h.netns)));
+        }
         ip_batch(&host)?;
 
         let mut fabric = vec![
@@ -313,10 +317,18 @@ impl Lab {
             fabric.push(format!("link set {fabric_if} master br0 up"));
         }
         fabric.extend(outside::router_commands(plan));
+        if let Some(ext) = &plan.external {
+            fabric.extend(external::router_commands(ext));
+        }
         ns_batch(&plan.fabric_netns, &fabric)?;
         outside::enable_forwarding(plan)?;
         if let Some(out) = &plan.outside {
             outside::batch(&out.netns, &outside::host_commands(plan))?;
+        }
+        if let Some(ext) = &plan.external {
+            for host in external::hosts(ext) {
+                outside::batch(&host.netns, &external::host_commands(host))?;
+            }
         }
         // Pods reach the control plane too (a waypoint asks the CA for its certificate):
         // the way back to each node's pods is through that node.
@@ -344,6 +356,9 @@ impl Lab {
                 cmds.push(format!("addr add {ip6}/64 dev eth0 nodad"));
             }
             cmds.extend(outside::node_route(plan));
+            if plan.external.is_some() {
+                cmds.push(external::node_route());
+            }
             for other in plan.nodes.iter().filter(|o| o.name != node.name) {
                 cmds.push(format!(
                     "route add {}/24 via {}",
@@ -371,6 +386,15 @@ impl Lab {
             run_in_netns(&netns, || {
                 run_with_input("nft", &["-f", "-"], Some(&ruleset))
             })??;
+            if plan.external.is_some() {
+                let masquerade = external::node_masquerade(
+                    node.pod_cidr_base,
+                    plan.outside.as_ref().map(|_| crate::plan::OUTSIDE_NETWORK),
+                );
+                run_in_netns(&netns, || {
+                    run_with_input("nft", &["-f", "-"], Some(&masquerade))
+                })??;
+            }
         }
 
         let pods: Vec<&PodPlan> = plan.pods.iter().filter(|p| !p.pending).collect();
@@ -446,8 +470,9 @@ impl Lab {
             records::write(
                 &dir.join("resolv.conf"),
                 &format!(
-                    "# weft lab: cluster names resolve from /etc/hosts\nsearch {ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 attempts:1 timeout:1\n",
-                    ns = pod.namespace
+                    "# weft lab: cluster names resolve from /etc/hosts, others from the DNS server\nnameserver {dns}\nsearch {ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 attempts:1 timeout:1\n",
+                    ns = pod.namespace,
+                    dns = crate::plan::EXTERNAL_DNS_IP
                 ),
             )?;
         }
@@ -711,6 +736,77 @@ impl Lab {
         Ok(())
     }
 
+    /// The internet's hosts: the external CA and each host's certificate, nginx on every
+    /// external host, dnsmasq on the DNS host; returns once each accepts connections.
+    fn start_external(&mut self) -> Result<(), LabError> {
+        let Some(ext) = self.plan.external.clone() else {
+            return Ok(());
+        };
+        let root = self.paths.external_dir();
+        let (ca, leaves) = external::make_pki(&ext)?;
+        records::write(&self.paths.external_ca(), &ca)?;
+        for host in &ext.hosts {
+            let files = external::ExternalHostFiles::new(&root, host);
+            std::fs::create_dir_all(files.dir.join("tmp"))
+                .map_err(LabError::io(format!("creating {}", files.dir.display())))?;
+            if let Some((_, cert, key)) = leaves.iter().find(|(name, ..)| *name == host.name) {
+                records::write(&files.certificate(), cert)?;
+                records::write(&files.key(), key)?;
+            }
+            records::write(&files.nginx_conf(), &external::nginx_config(host, &files))?;
+            let mut command = Command::new("nginx");
+            command
+                .arg("-p")
+                .arg(&files.dir)
+                .arg("-e")
+                .arg(files.error_log())
+                .arg("-c")
+                .arg(files.nginx_conf());
+            let ports = [80, 443];
+            self.start_external_process(command, host, "nginx", &ports)?;
+        }
+        let hosts_file = root.join("dns-hosts");
+        records::write(&hosts_file, &external::dns_hosts_file(&self.plan, &ext))?;
+        let mut command = Command::new("dnsmasq");
+        command.args(external::dnsmasq_args(&hosts_file));
+        self.start_external_process(command, &ext.dns, "dnsmasq", &[53])
+    }
+
+    /// Starts `command` on the external host `host` (its own cgroup under the lab's) and
+    /// waits until it accepts TCP connections on each of `ports`.
+    fn start_external_process(
+        &mut self,
+        command: Command,
+        host: &crate::plan::ExternalHostPlan,
+        what: &str,
+        ports: &[u16],
+    ) -> Result<(), LabError> {
+        let cgroup = self.cgroup_root.join("external").join(&host.name);
+        cgroup::create(&cgroup)?;
+        let placement = Placement {
+            cgroup: cgroup.clone(),
+            netns: named_netns_path(&host.netns),
+            pod_view: None,
+            detach: true,
+        };
+        let log = self.paths.logs().join(format!("{}.log", host.name));
+        self.spawn_logged(command, &placement, &log)?;
+        let ip = host.ip;
+        let ready = || {
+            ports.iter().all(|port| {
+                let address = SocketAddr::from((ip, *port));
+                TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+            })
+        };
+        wait_for_process(
+            &host.netns,
+            &cgroup,
+            &log,
+            &format!("{what} on {}", host.name),
+            ready,
+        )
+    }
+
     fn ca_tokens_file(&self) -> PathBuf {
         self.paths.ca_dir().join("node-tokens.json")
     }
@@ -878,7 +974,15 @@ impl Lab {
             .arg("--cni-conf-dir")
             .arg(self.paths.node_cni(node).conf_dir)
             .arg("--cni-bin-dir")
-            .arg(self.paths.node_cni(node).bin_dir)
+            .arg(self.paths.node_cni(node).bin_dir);
+        if self.plan.external.is_some() {
+            // The cluster's resolver, as the agent's resolv.conf would name it
+            // (`dnsPolicy: ClusterFirstWithHostNet`): never the machine's own.
+            command
+                .arg("--dns-upstream")
+                .arg(crate::plan::EXTERNAL_DNS_IP.to_string());
+        }
+        command
             .args(&self.runtime.agent_args)
             .env("RUST_LOG", log)
             // Errors in the log should be read, not buried under a backtrace.
@@ -1432,6 +1536,18 @@ impl Lab {
                 })
                 .collect(),
             outside: self.plan.outside.as_ref().map(|o| o.ip.to_string()),
+            external: self
+                .plan
+                .external
+                .iter()
+                .flat_map(external::hosts)
+                .map(|h| (h.name.clone(), h.ip.to_string()))
+                .collect(),
+            external_ca: self
+                .plan
+                .external
+                .as_ref()
+                .map(|_| self.paths.external_ca().display().to_string()),
         }
     }
 
@@ -1545,6 +1661,11 @@ pub struct LabSummary {
     pub services: Vec<ServiceSummary>,
     /// The `outside` host's address.
     pub outside: Option<String>,
+    /// The internet's hosts: (DNS name, address), the DNS server first.
+    #[serde(default)]
+    pub external: Vec<(String, String)>,
+    /// Where the external hosts' CA certificate is (clients trust it as a public root).
+    pub external_ca: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

@@ -4,7 +4,9 @@
 //! kubelet (pod processes in their own network namespace, pod cgroup and a cgroup per
 //! container, and their probes: `kubelet`), CNI (veth pairs and routes; then the plugins the
 //! node's CNI configuration chains, such as weft-cni, run as a container runtime runs them),
-//! kube-proxy (nftables DNAT for ClusterIPs in node namespaces) and DNS (`/etc/hosts`) — so
+//! kube-proxy (nftables DNAT for ClusterIPs in node namespaces), DNS (`/etc/hosts`, and a DNS
+//! server for the internet's names) and the world around the cluster (`outside`: a client
+//! host and load balancers; `external`: the internet's hosts behind the nodes' NAT) — so
 //! that weft-agent can run unchanged on top of it.
 //!
 //! Layout on the machine, all named after the lab so that `down` finds even what a crashed
@@ -19,6 +21,7 @@ mod cmd;
 pub mod cni;
 pub mod container;
 mod error;
+pub mod external;
 pub mod image;
 pub mod kubelet;
 mod lab;

@@ -40,6 +40,18 @@ pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(10, 240, 0, 1);
 pub const OUTSIDE_NETWORK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 0);
 pub const OUTSIDE_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The internet the cluster's workloads reach out to (TEST-NET-1, which exists only inside
+/// the lab's namespaces): the router at .1, the external hosts from .10, their DNS server at
+/// .53. Nodes masquerade their pods' connections to it, as a cloud's NAT does.
+pub const EXTERNAL_NETWORK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 0);
+pub const EXTERNAL_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const EXTERNAL_DNS_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+/// The external hosts every lab has: (DNS name, last octet of the address, short name for
+/// the router's interface). Each serves HTTP on 80 and HTTPS on 443.
+pub const EXTERNAL_HOSTS: &[(&str, u8, &str)] = &[
+    ("api.external.test", 10, "api"),
+    ("secure.external.test", 11, "secure"),
+];
 /// The addresses the lab's "cloud" gives Services of type LoadBalancer (TEST-NET-2),
 /// routed by the router to the nodes, where kube-proxy's rules take them.
 const LOAD_BALANCER_SUBNET: [u8; 3] = [198, 51, 100];
@@ -270,6 +282,26 @@ pub struct OutsidePlan {
     pub router_if: String,
 }
 
+/// The internet the cluster reaches out to (`lab/src/external.rs`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExternalPlan {
+    /// The DNS server (dnsmasq) the pods' resolv.conf names and the agents forward to.
+    pub dns: ExternalHostPlan,
+    /// Hosts serving HTTP and HTTPS under their DNS names.
+    pub hosts: Vec<ExternalHostPlan>,
+}
+
+/// A host of the external network: a namespace with one address, behind the router.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExternalHostPlan {
+    /// Its DNS name (`api.external.test`).
+    pub name: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    /// The router's side of its link, in the fabric namespace.
+    pub router_if: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EndpointPlan {
     pub pod: String,
@@ -374,10 +406,42 @@ pub struct Plan {
     /// `None` in the records of labs from before there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outside: Option<OutsidePlan>,
+    /// The internet beyond the router: external hosts and the DNS server that names them.
+    /// `None` in the records of labs from before there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalPlan>,
 }
 
 fn ipv4_only() -> Vec<IpFamily> {
     vec![IpFamily::V4]
+}
+
+fn external_plan(prefix: &str) -> ExternalPlan {
+    let host = |name: &str, octet: u8, short: &str| {
+        let [a, b, c, _] = EXTERNAL_NETWORK.octets();
+        ExternalHostPlan {
+            name: name.to_string(),
+            netns: format!("{prefix}x-{short}"),
+            ip: Ipv4Addr::new(a, b, c, octet),
+            router_if: format!("x-{short}"),
+        }
+    };
+    ExternalPlan {
+        dns: host("dns.external.test", EXTERNAL_DNS_IP.octets()[3], "dns"),
+        hosts: EXTERNAL_HOSTS
+            .iter()
+            .map(|(name, octet, short)| host(name, *octet, short))
+            .collect(),
+    }
+}
+
+impl ExternalPlan {
+    /// The external host named `name` (its DNS name or its short name).
+    pub fn host(&self, name: &str) -> Option<&ExternalHostPlan> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name || h.name.split('.').next() == Some(name))
+    }
 }
 
 /// Prefix of every network namespace of lab `lab`; `down` finds leftovers by it.
@@ -507,6 +571,7 @@ impl Plan {
                 ip: OUTSIDE_IP,
                 router_if: "out".into(),
             }),
+            external: Some(external_plan(&prefix)),
             lab,
             nodes,
             pods,

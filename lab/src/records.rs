@@ -54,6 +54,17 @@ impl LabPaths {
     }
 
     /// The CA's files: the root certificate it publishes, its kept root, node tokens.
+    /// The external hosts' files (`external::ExternalHostFiles`) and the lab's external CA.
+    pub fn external_dir(&self) -> PathBuf {
+        self.root.join("external")
+    }
+
+    /// The CA that signed the external hosts' certificates (PEM), as a public CA's root
+    /// would be known to a client.
+    pub fn external_ca(&self) -> PathBuf {
+        self.external_dir().join("ca.crt")
+    }
+
     pub fn ca_dir(&self) -> PathBuf {
         self.root.join("ca")
     }

@@ -290,5 +290,17 @@ fn print_status(lab: &Lab, json: bool) -> anyhow::Result<()> {
             summary.lab
         );
     }
+    if !summary.external.is_empty() {
+        let hosts: Vec<String> = summary
+            .external
+            .iter()
+            .map(|(name, ip)| format!("{name} ({ip})"))
+            .collect();
+        println!(
+            "The internet beyond the nodes' NAT: {}; HTTP on 80, HTTPS on 443 under the CA {}.",
+            hosts.join(", "),
+            summary.external_ca.as_deref().unwrap_or("-")
+        );
+    }
     Ok(())
 }

@@ -95,11 +95,24 @@ const DEBIAN_PACKAGES: &[DebianPackage] = &[
         binary: "openssl",
         used_by: &[For::Demo],
     },
-    // The ingress benchmark's baseline: nginx with the same routes to the same backend.
+    // The ingress benchmark's baseline (nginx with the same routes to the same backend),
+    // and the lab's external hosts' HTTP and HTTPS servers.
     DebianPackage {
         name: "nginx",
         binary: "nginx",
-        used_by: &[For::Bench],
+        used_by: &[For::Lab, For::Demo, For::Bench],
+    },
+    // The DNS server of the lab's internet, which the agents' DNS proxy forwards to.
+    DebianPackage {
+        name: "dnsmasq",
+        binary: "dnsmasq",
+        used_by: &[For::Lab, For::Demo, For::Bench],
+    },
+    // dig: the egress tests' DNS client.
+    DebianPackage {
+        name: "bind9-dnsutils",
+        binary: "dig",
+        used_by: &[],
     },
     // `cargo xtask images` builds the images from scratch with it, no daemon needed.
     DebianPackage {
@@ -499,8 +512,18 @@ mod tests {
         assert_eq!(
             all.debian_packages,
             [
-                "iproute2", "nftables", "tcpdump", "bpftool", "curl", "openssl", "nginx",
-                "buildah", "podman", "runc"
+                "iproute2",
+                "nftables",
+                "tcpdump",
+                "bpftool",
+                "curl",
+                "openssl",
+                "nginx",
+                "dnsmasq",
+                "bind9-dnsutils",
+                "buildah",
+                "podman",
+                "runc"
             ]
         );
         assert_eq!(Plan::for_command(Some(For::Test)), all);
@@ -513,7 +536,9 @@ mod tests {
         assert!(!demo.deploy_tools && !demo.lint_tools && !demo.cargo_deny);
         assert_eq!(
             demo.debian_packages,
-            ["iproute2", "nftables", "tcpdump", "curl", "openssl"]
+            [
+                "iproute2", "nftables", "tcpdump", "curl", "openssl", "nginx", "dnsmasq"
+            ]
         );
     }
 
@@ -531,9 +556,15 @@ mod tests {
         assert!(build.ebpf_toolchain && !build.deploy_tools);
         assert!(build.debian_packages.is_empty());
         for (command, packages) in [
-            (For::Lab, &["iproute2", "nftables", "curl"][..]),
-            // nginx: the ingress group's baseline.
-            (For::Bench, &["iproute2", "nftables", "curl", "nginx"][..]),
+            // nginx and dnsmasq: the lab's external hosts and their DNS server.
+            (
+                For::Lab,
+                &["iproute2", "nftables", "curl", "nginx", "dnsmasq"][..],
+            ),
+            (
+                For::Bench,
+                &["iproute2", "nftables", "curl", "nginx", "dnsmasq"][..],
+            ),
         ] {
             let plan = Plan::for_command(Some(command));
             assert!(plan.ebpf_toolchain && !plan.deploy_tools && !plan.cargo_deny);
