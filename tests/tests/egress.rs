@@ -291,7 +291,7 @@ fn the_agent_answers_the_pods_dns_for_the_mesh_and_forwards_the_rest() {
     // A Service name: answered by the agent, never asked of the DNS server.
     let (status_line, answers) = dig(&lab, "shop/client", "web.shop.svc.cluster.local");
     assert_eq!(status_line, "NOERROR");
-    assert_eq!(answers, [web_ip.clone()]);
+    assert_eq!(answers, [web_ip]);
     assert!(
         !dns_log(&lab).contains("query[A] web.shop.svc.cluster.local from 10.240.0.10"),
         "the agent answered it itself:\n{}",
