@@ -46,6 +46,12 @@ use crate::proxy::outbound::{self, OutboundContext};
 use crate::proxy::records::PodTraffic;
 use crate::proxy::transparent::Transparent;
 
+/// A pod's DNS proxy sockets (UDP, TCP), with the handoff names and handles of both.
+type DnsSockets = (
+    std::net::UdpSocket,
+    std::net::TcpListener,
+    Vec<(String, OwnedFd)>,
+);
 /// The policy rule and table of every enrolled pod (see `proxy::transparent`).
 const LOCAL_DELIVERY: LocalDelivery = LocalDelivery {
     mark: TRANSPARENT_MARK,
@@ -256,15 +262,7 @@ impl Enrollment {
 
     /// The DNS proxy's UDP and TCP sockets on `127.0.0.1:15053` in the pod: the previous
     /// agent's when it offered them, else new ones; with their handoff names and handles.
-    fn dns_sockets(
-        &mut self,
-        sockets: &NetnsSockets,
-        uid: &str,
-    ) -> anyhow::Result<(
-        std::net::UdpSocket,
-        std::net::TcpListener,
-        Vec<(String, OwnedFd)>,
-    )> {
+    fn dns_sockets(&mut self, sockets: &NetnsSockets, uid: &str) -> anyhow::Result<DnsSockets> {
         let addr = crate::dns::server::address();
         let udp_name = format!("pod/{uid}/udp/{addr}");
         let udp = match self.inherited.take_udp(&udp_name) {
