@@ -263,9 +263,10 @@ impl EntryHost {
     /// block).
     pub fn has_address(&self, ip: IpAddr) -> bool {
         self.vips.contains(&ip)
-            || self.blocks.iter().any(|(block, prefix)| {
-                crate::translate::service_entry::in_block(ip, *block, *prefix)
-            })
+            || self
+                .blocks
+                .iter()
+                .any(|(block, prefix)| crate::validate::cidr::in_block(ip, *block, *prefix))
     }
 
     /// The port an endpoint serves the entry's port `number` on: the endpoint's own port

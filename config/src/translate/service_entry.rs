@@ -27,24 +27,7 @@ pub const AUTOALLOCATE_LABEL: &str = "networking.istio.io/enable-autoallocate-ip
 /// The block allocated addresses come from (Istio's default `IP_AUTOALLOCATE_IPV4_PREFIX`).
 pub const AUTO_ALLOCATE_BLOCK: (Ipv4Addr, u8) = (Ipv4Addr::new(240, 240, 0, 0), 16);
 
-/// Whether `ip` lies inside `block`/`prefix` (families must agree).
-pub fn in_block(ip: IpAddr, block: IpAddr, prefix: u8) -> bool {
-    match (ip, block) {
-        (IpAddr::V4(ip), IpAddr::V4(block)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(prefix.min(32)))
-                .unwrap_or(0);
-            u32::from(ip) & mask == u32::from(block) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(block)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(prefix.min(128)))
-                .unwrap_or(0);
-            u128::from(ip) & mask == u128::from(block) & mask
-        }
-        _ => false,
-    }
-}
+pub use crate::validate::cidr::in_block;
 
 /// Whether `ip` is one the registry may allocate to a ServiceEntry host.
 pub fn is_auto_allocated(ip: IpAddr) -> bool {

@@ -22,6 +22,25 @@ pub fn parse(text: &str) -> Result<(IpAddr, u8), String> {
     Ok((address, prefix))
 }
 
+/// Whether `ip` lies inside `block`/`prefix` (families must agree).
+pub fn in_block(ip: IpAddr, block: IpAddr, prefix: u8) -> bool {
+    match (ip, block) {
+        (IpAddr::V4(ip), IpAddr::V4(block)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            u32::from(ip) & mask == u32::from(block) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(block)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            u128::from(ip) & mask == u128::from(block) & mask
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,7 +145,7 @@ pub fn address_overlaps(
     entries: &[std::sync::Arc<crate::api::networking::ServiceEntry>],
     service_at: &dyn Fn(std::net::IpAddr) -> Option<String>,
 ) -> Vec<(crate::api::ObjectRef, Vec<Warning>)> {
-    use crate::translate::service_entry::in_block;
+    use cidr::in_block;
     let mut claimed: Vec<(std::net::IpAddr, u8, crate::api::ObjectRef)> = Vec::new();
     let mut out = Vec::new();
     for entry in entries {

@@ -19,8 +19,7 @@ use aya_ebpf::{
 };
 use weft_ebpf_common::{AF_INET, OrigDst, PodCapture, ports};
 
-use super::outbound::enrolled_pod;
-use super::{ALLOW, IPPROTO_TCP, IPPROTO_UDP, LOOPBACK_V4, is_loopback_v4};
+use super::{ALLOW, IPPROTO_TCP, IPPROTO_UDP, LOOPBACK_V4, enrolled_pod, is_loopback_v4};
 use crate::maps::{DNS_ORIG_BY_COOKIE, DNS_PODS};
 
 /// Whether the pod's DNS goes to the agent.

@@ -8,6 +8,11 @@ mod node_probe;
 mod outbound;
 mod transparency;
 
+use aya_ebpf::helpers::bpf_get_current_ancestor_cgroup_id;
+use weft_ebpf_common::PodCapture;
+
+use crate::maps::POD_CAPTURE;
+
 /// cgroup sock_addr programs return 1 to let the call proceed, 0 to fail it with EPERM.
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -66,4 +71,29 @@ fn read_user_ip6(sa: *const aya_ebpf::bindings::bpf_sock_addr) -> [u32; 4] {
             core::ptr::read_volatile(core::ptr::addr_of!((*sa).user_ip6[3])),
         ]
     }
+}
+
+/// How deep below the root of the cgroup hierarchy a pod's cgroup may be (a kubelet's are
+/// at level 3 or 4, the lab's at 4; nested clusters add a few).
+const MAX_CGROUP_LEVEL: i32 = 24;
+
+/// The capture settings of the pod the calling process belongs to: those of the shallowest
+/// cgroup on its path from the root that has an entry.
+#[inline(always)]
+fn enrolled_pod() -> Option<PodCapture> {
+    let mut level = 1;
+    while level <= MAX_CGROUP_LEVEL {
+        // SAFETY: the helper has no preconditions in cgroup programs.
+        let cgroup = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        // 0: the calling process's cgroup is less deep than `level`.
+        if cgroup == 0 {
+            return None;
+        }
+        // SAFETY: the value is copied out before the map can change it.
+        if let Some(pod) = unsafe { POD_CAPTURE.get(&cgroup) } {
+            return Some(*pod);
+        }
+        level += 1;
+    }
+    None
 }

@@ -11,18 +11,16 @@
 //! pod whose capture is being set up or torn down wrongly, and refuses the `connect()`
 //! (EPERM) rather than let it out uncaptured: capture fails closed.
 use aya_ebpf::{
-    EbpfContext as _,
-    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_socket_cookie},
-    macros::cgroup_sock_addr,
+    EbpfContext as _, helpers::bpf_get_socket_cookie, macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use weft_ebpf_common::{AF_INET, AF_INET6, OrigDst, PodCapture, ports};
 
 use super::{
-    ALLOW, DENY, IPPROTO_TCP, LOOPBACK_V4, LOOPBACK_V6, V4_MAPPED_WORD, is_loopback_v4,
-    is_mesh_port, read_user_ip6, write_user_ip6,
+    ALLOW, DENY, IPPROTO_TCP, LOOPBACK_V4, LOOPBACK_V6, V4_MAPPED_WORD, enrolled_pod,
+    is_loopback_v4, is_mesh_port, read_user_ip6, write_user_ip6,
 };
-use crate::maps::{ORIG_DST_BY_COOKIE, POD_CAPTURE, POD_STATS};
+use crate::maps::{ORIG_DST_BY_COOKIE, POD_STATS};
 
 #[cgroup_sock_addr(connect4)]
 pub fn weft_connect4(ctx: SockAddrContext) -> i32 {
@@ -136,31 +134,6 @@ pub fn weft_connect6(ctx: SockAddrContext) -> i32 {
         count(pod.pod, true);
     }
     ALLOW
-}
-
-/// How deep below the root of the cgroup hierarchy a pod's cgroup may be (a kubelet's are
-/// at level 3 or 4, the lab's at 4; nested clusters add a few).
-const MAX_CGROUP_LEVEL: i32 = 24;
-
-/// The capture settings of the pod the calling process belongs to: those of the shallowest
-/// cgroup on its path from the root that has an entry.
-#[inline(always)]
-pub(super) fn enrolled_pod() -> Option<PodCapture> {
-    let mut level = 1;
-    while level <= MAX_CGROUP_LEVEL {
-        // SAFETY: the helper has no preconditions in cgroup programs.
-        let cgroup = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-        // 0: the calling process's cgroup is less deep than `level`.
-        if cgroup == 0 {
-            return None;
-        }
-        // SAFETY: the value is copied out before the map can change it.
-        if let Some(pod) = unsafe { POD_CAPTURE.get(&cgroup) } {
-            return Some(*pod);
-        }
-        level += 1;
-    }
-    None
 }
 
 #[inline(always)]
