@@ -274,6 +274,7 @@ impl Launcher {
                 hosts: dir.join("hosts"),
                 resolv_conf: dir.join("resolv.conf"),
                 hostname: pod.name.clone(),
+                trust_roots: Some(self.paths.external_roots()),
             }),
             detach,
         }

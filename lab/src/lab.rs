@@ -745,6 +745,9 @@ impl Lab {
         let root = self.paths.external_dir();
         let (ca, leaves) = external::make_pki(&ext)?;
         records::write(&self.paths.external_ca(), &ca)?;
+        // The pods trust the external CA as a public root, beside the machine's.
+        let system = std::fs::read_to_string(crate::process::SYSTEM_ROOTS).unwrap_or_default();
+        records::write(&self.paths.external_roots(), &format!("{system}\n{ca}"))?;
         for host in &ext.hosts {
             let files = external::ExternalHostFiles::new(&root, host);
             std::fs::create_dir_all(files.dir.join("tmp"))

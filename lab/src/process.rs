@@ -28,7 +28,14 @@ pub struct PodView {
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,
     pub hostname: String,
+    /// The trust roots the pod's TLS clients read (bound over [`SYSTEM_ROOTS`] when both
+    /// exist): the machine's public roots and the lab's external CA, which plays a public
+    /// CA for the lab's internet.
+    pub trust_roots: Option<PathBuf>,
 }
+
+/// Debian's bundle of trusted roots, which OpenSSL (curl) and rustls-native-certs read.
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 fn c_path(path: &Path) -> Result<CString, LabError> {
     CString::new(path.as_os_str().as_encoded_bytes())
@@ -41,6 +48,8 @@ struct Prepared {
     cgroup_procs: CString,
     netns: OwnedFd,
     view: Option<(CString, CString, CString, Vec<u8>)>,
+    /// (source, target) of the trust roots' bind mount.
+    roots: Option<(CString, CString)>,
     detach: bool,
 }
 
@@ -61,6 +70,12 @@ pub fn place(command: &mut Command, placement: &Placement) -> Result<(), LabErro
                 c_path(Path::new("/etc/resolv.conf"))?,
                 view.hostname.clone().into_bytes(),
             )),
+        },
+        roots: match placement.pod_view.as_ref().and_then(|v| v.trust_roots.as_ref()) {
+            Some(roots) if roots.exists() && Path::new(SYSTEM_ROOTS).exists() => {
+                Some((c_path(roots)?, c_path(Path::new(SYSTEM_ROOTS))?))
+            }
+            _ => None,
         },
         detach: placement.detach,
     };
@@ -117,6 +132,16 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
                 std::ptr::null(),
             );
             check(libc::sethostname(hostname.as_ptr().cast(), hostname.len()))?;
+            if let Some((source, target)) = &p.roots {
+                // Best effort too: without it only the external hosts' TLS goes unverified.
+                libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                );
+            }
         }
         if p.detach {
             check(libc::setsid())?;

@@ -65,6 +65,11 @@ impl LabPaths {
         self.external_dir().join("ca.crt")
     }
 
+    /// The pods' trust roots: the machine's (`process::SYSTEM_ROOTS`) and the external CA.
+    pub fn external_roots(&self) -> PathBuf {
+        self.external_dir().join("roots.pem")
+    }
+
     pub fn ca_dir(&self) -> PathBuf {
         self.root.join("ca")
     }

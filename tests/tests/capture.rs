@@ -311,8 +311,11 @@ fn weft_adds_no_iptables_or_nftables_rules() {
         let tables: Vec<&str> = nft.lines().filter(|l| l.starts_with("table")).collect();
         assert_eq!(
             tables,
-            ["table ip weft_lab_kube_proxy {"],
-            "only the lab's kube-proxy on {}",
+            [
+                "table ip weft_lab_kube_proxy {",
+                "table ip weft_lab_masquerade {"
+            ],
+            "only the lab's kube-proxy and the nodes' NAT to the internet on {}",
             node.name
         );
         assert_eq!(legacy.trim(), "", "iptables tables on {}", node.name);
@@ -351,8 +354,8 @@ fn capture_survives_an_agent_killed_and_restarted_without_double_attachment() {
     let attached = cgroup_programs(&cgroup);
     assert_eq!(
         attached.len(),
-        5,
-        "connect4/6, getpeername4/6, sock_ops: {attached:?}"
+        7,
+        "connect4/6, getpeername4/6, sock_ops, the DNS proxy's sendmsg4/recvmsg4: {attached:?}"
     );
     let dst = format!("{}:9000", pod_ip(&lab, "mesh/server-remote"));
 

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use weft_e2e::{bin_dir, unique_lab_name};
 
-const STEPS: [&str; 10] = [
+const STEPS: [&str; 11] = [
     "── 1. the ingress gateway: Bookinfo from outside",
     "── 2. HTTPS at the ingress gateway",
     "── 3. mesh on",
@@ -17,6 +17,7 @@ const STEPS: [&str; 10] = [
     "── 8. an AuthorizationPolicy denies a caller",
     "── 9. metrics",
     "── 10. upgrading the agents, traffic flowing",
+    "── 11. egress: locked down, then opened by a ServiceEntry",
 ];
 
 #[test]
@@ -43,7 +44,7 @@ fn the_demo_tour_passes_every_step() {
         .lines()
         .filter(|l| l.trim_start().starts_with('✓'))
         .count();
-    assert_eq!(checks, 20, "every step's checks passed:\n{stdout}");
+    assert_eq!(checks, 22, "every step's checks passed:\n{stdout}");
     let counted = stdout
         .split_once(" counted)")
         .and_then(|(before, _)| before.rsplit_once('('))

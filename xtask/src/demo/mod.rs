@@ -29,6 +29,8 @@ use crate::workspace_root;
 const PRODUCTPAGE: &str = "http://productpage:9080/productpage";
 const REVIEWS: &str = "http://reviews:9080/reviews";
 const CURL: &str = "bookinfo/curl";
+/// A host of the lab's internet (`lab/src/external.rs`).
+const EXTERNAL_HOST: &str = "api.external.test";
 /// The ingress gateway's Service, as Istio's default install names it.
 const INGRESS_SERVICE: &str = "istio-system/istio-ingressgateway";
 /// The HTTPS host of step 2, and the Secret holding its certificate.
@@ -158,6 +160,8 @@ impl Tour {
         self.metrics().context("step 9 (metrics)")?;
         self.upgrade_agents()
             .context("step 10 (upgrading the agents under traffic)")?;
+        self.egress()
+            .context("step 11 (egress locked down, then opened)")?;
         Ok(())
     }
 
@@ -573,6 +577,77 @@ impl Tour {
             "no page failed while both agents were replaced",
         )?;
         expect(exited, "the old agents drained and exited on SIGTERM")
+    }
+
+    fn egress(&mut self) -> anyhow::Result<()> {
+        self.step(
+            11,
+            "egress: locked down, then opened by a ServiceEntry",
+            "The mesh config's outboundTrafficPolicy REGISTRY_ONLY refuses connections to \
+             anything the registry does not know (Istio's BlackHoleCluster). The lab's \
+             internet has a host api.external.test (nginx, behind the nodes' NAT, named by a \
+             real DNS server); the curl pod's DNS is answered by its agent.",
+            Some("7-egress-registry-only.yaml"),
+        )?;
+        let http = format!("http://{EXTERNAL_HOST}/");
+        let https = format!("https://{EXTERNAL_HOST}/");
+        println!("    curl → {http} and {https}:");
+        let blocked = [
+            self.wait_for_egress(&http, |s| s == 0)?,
+            self.wait_for_egress(&https, |s| s == 0)?,
+        ];
+        println!(
+            "    refused: {} (no HTTP answer: the agent reset both connections)",
+            if blocked.iter().all(|s| *s == 0) {
+                "both"
+            } else {
+                "not both"
+            }
+        );
+        expect(blocked == [0, 0], "REGISTRY_ONLY refuses the external host")?;
+        let file = "8-egress-service-entry.yaml";
+        let yaml = std::fs::read_to_string(steps_dir().join(file))?;
+        println!("   applying examples/bookinfo/steps/{file}");
+        self.lab.apply_yaml(file.trim_end_matches(".yaml"), &yaml)?;
+        let opened = [
+            self.wait_for_egress(&http, |s| s == 200)?,
+            self.wait_for_egress(&https, |s| s == 200)?,
+        ];
+        println!(
+            "    with the ServiceEntry: http {} https {}",
+            opened[0], opened[1]
+        );
+        expect(
+            opened == [200, 200],
+            "the ServiceEntry opens its host's HTTP and HTTPS ports",
+        )
+    }
+
+    /// curl in the curl pod to `url` (the lab's external CA trusted) until `wanted` holds
+    /// of the status (0: no HTTP answer) or 15 s passed; returns the last status.
+    fn wait_for_egress(&self, url: &str, wanted: impl Fn(u16) -> bool) -> anyhow::Result<u16> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let ca = self.lab.paths.external_ca();
+        loop {
+            interrupt::check()?;
+            let output = self
+                .lab
+                .pod_command(CURL, "curl")?
+                .args(["-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}"])
+                .arg("--cacert")
+                .arg(&ca)
+                .arg(url)
+                .output()
+                .context("running curl in the curl pod (cargo xtask setup installs it)")?;
+            let status: u16 = String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            if wanted(status) || Instant::now() >= deadline {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Prints a step's title and explanation, and applies its manifest as `kubectl apply`
