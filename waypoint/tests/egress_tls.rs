@@ -1,0 +1,293 @@
+//! Egress through a waypoint with TLS origination, in process and unprivileged: a client's
+//! plain HTTP request for a ServiceEntry host bound to the waypoint (as the agent sends
+//! it: a CONNECT stream to the entry's allocated address, here a duplex pipe into the
+//! waypoint's HTTP handler) is routed by the host's VirtualService from port 80 to 443 and
+//! sent, as the host's DestinationRule says (`portLevelSettings` 443 `tls.mode: SIMPLE`,
+//! `caCertificates` a PEM file), in TLS to a real TLS server on 127.0.0.1 (rustls, with a
+//! certificate from a test CA made by rcgen) that records the SNI of each ClientHello and
+//! whether a connection ever started with anything but a TLS handshake.
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_config::registry::model::EntryHost;
+use weft_core::ca::{CaConfig, CertificateAuthority};
+use weft_core::hbone::{HbonePool, PoolConfig};
+use weft_core::identity::{IdentityManager, LiveTrust, ManagerConfig};
+use weft_core::metrics::Metrics;
+use weft_core::telemetry::SpanExporter;
+use weft_waypoint::context::WaypointContext;
+use weft_waypoint::downstream::{Downstream, Target};
+use weft_waypoint::route::Source;
+
+/// What the TLS server saw on each connection.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The SNI of each ClientHello (`None`: none sent).
+    snis: Vec<Option<String>>,
+    /// Connections whose first byte was not a TLS handshake record.
+    plaintext: usize,
+    /// Requests served after a completed handshake.
+    served: usize,
+}
+
+/// A TLS server on loopback presenting a certificate for `names`, signed by the CA whose
+/// PEM is returned.
+async fn tls_server(names: &[&str]) -> (SocketAddr, String, Arc<Mutex<Seen>>) {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("server config"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let config = config.clone();
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if tcp.peek(&mut first).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if first[0] != 0x16 {
+                    record.lock().expect("lock").plaintext += 1;
+                    return;
+                }
+                let acceptor =
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+                let Ok(start) = acceptor.await else {
+                    return;
+                };
+                let sni = start.client_hello().server_name().map(str::to_string);
+                record.lock().expect("lock").snis.push(sni);
+                let Ok(mut tls) = start.into_stream(config).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let Ok(n) = tls.read(&mut buf).await else {
+                    return;
+                };
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let host = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("host: ")
+                            .or_else(|| l.strip_prefix("Host: "))
+                    })
+                    .unwrap_or_default()
+                    .to_string();
+                record.lock().expect("lock").served += 1;
+                let body = format!("secure hello for {host}");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (address, ca_cert.pem(), seen)
+}
+
+/// The egress waypoint `waypoint` of namespace `egress`, with the ServiceEntry
+/// `secure.external.test` bound to it: port 80 (HTTP) routed to 443, whose STATIC endpoint
+/// is the TLS server, and a DestinationRule originating TLS on 443.
+fn fixture(server: SocketAddr, ca_file: &str, extra_tls: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: egress, labels: {{istio.io/dataplane-mode: ambient}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: waypoint, namespace: egress, labels: {{istio.io/waypoint-for: service}}}}
+spec: {{gatewayClassName: istio-waypoint, listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: secure, namespace: egress, labels: {{istio.io/use-waypoint: waypoint}}}}
+spec:
+  hosts: [secure.external.test]
+  ports:
+  - {{number: 80, name: http, protocol: HTTP}}
+  - {{number: 443, name: https, protocol: HTTPS, targetPort: {port}}}
+  resolution: STATIC
+  endpoints: [{{address: {ip}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: secure, namespace: egress}}
+spec:
+  hosts: [secure.external.test]
+  http:
+  - match: [{{port: 80}}]
+    route: [{{destination: {{host: secure.external.test, port: {{number: 443}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: secure, namespace: egress}}
+spec:
+  host: secure.external.test
+  trafficPolicy:
+    portLevelSettings:
+    - port: {{number: 443}}
+      tls: {{mode: SIMPLE, caCertificates: {ca_file}{extra_tls}}}
+"#,
+        port = server.port(),
+        ip = server.ip(),
+    )
+}
+
+fn context(yaml: &str) -> Arc<WaypointContext> {
+    let registry = weft_config::testing::registry_of(yaml);
+    let ca = CertificateAuthority::generate(CaConfig::default()).expect("mesh CA");
+    let trust = LiveTrust::new(ca.trust_bundle());
+    let manager = IdentityManager::new(Arc::new(ca), ManagerConfig::default());
+    let pool = HbonePool::new(manager, trust, PoolConfig::default());
+    let identity = "spiffe://cluster.local/ns/egress/sa/waypoint"
+        .parse()
+        .expect("identity");
+    Arc::new(WaypointContext::new(
+        "waypoint".into(),
+        "egress".into(),
+        identity,
+        registry,
+        pool,
+        Metrics::new(),
+        SpanExporter::disabled(),
+    ))
+}
+
+/// A plain HTTP GET from a client in `shop` to the entry host's allocated address on port
+/// 80, carried into the waypoint as its CONNECT stream would be.
+async fn get(ctx: &Arc<WaypointContext>) -> (StatusCode, String) {
+    let snapshot = ctx.registry.load();
+    let host: Arc<EntryHost> = snapshot
+        .entry_host_named("secure.external.test", "shop")
+        .expect("the entry host")
+        .clone();
+    let destination = SocketAddr::new(host.vips[0], 80);
+    let downstream = Downstream {
+        target: Target::EntryHost { host, port: 80 },
+        source: Source {
+            namespace: Some("shop".into()),
+            labels: Default::default(),
+            principal: Some("spiffe://cluster.local/ns/shop/sa/app".into()),
+        },
+        source_ip: None,
+        destination,
+        secure: false,
+    };
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(weft_waypoint::http::serve(server, downstream, ctx.clone()));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(client))
+        .await
+        .expect("HTTP/1.1 to the waypoint");
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .uri("/get")
+        .header("host", "secure.external.test")
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("answered in time")
+        .expect("a response");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+fn ca_file(pem: &str, name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("weft-egress-{name}-{}.pem", std::process::id()));
+    std::fs::write(&path, pem).expect("write the CA");
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_goes_out_as_tls_with_the_entry_host_as_sni() {
+    let (server, ca, seen) = tls_server(&["secure.external.test"]).await;
+    let ctx = context(&fixture(server, &ca_file(&ca, "good"), ""));
+    let (status, body) = get(&ctx).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "secure hello for secure.external.test");
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.snis, [Some("secure.external.test".to_string())]);
+    assert_eq!(seen.plaintext, 0, "the server never sees plain text");
+    assert_eq!(seen.served, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_without_the_wanted_subject_alt_name_fails_with_503_never_plaintext() {
+    let (server, ca, seen) = tls_server(&["secure.external.test"]).await;
+    let ctx = context(&fixture(
+        server,
+        &ca_file(&ca, "san"),
+        ", subjectAltNames: [other.external.test]",
+    ));
+    let (status, _) = get(&ctx).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let seen = seen.lock().expect("lock");
+    assert!(!seen.snis.is_empty(), "a TLS handshake was tried");
+    assert_eq!(seen.plaintext, 0, "no fallback to plain text");
+    assert_eq!(seen.served, 0, "no request reached the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_the_ca_file_does_not_vouch_for_fails_with_503() {
+    let (server, _ca, seen) = tls_server(&["secure.external.test"]).await;
+    let (_, stranger, _) = tls_server(&["secure.external.test"]).await;
+    let ctx = context(&fixture(server, &ca_file(&stranger, "stranger"), ""));
+    let (status, _) = get(&ctx).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.plaintext, 0);
+    assert_eq!(seen.served, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_ca_file_fails_with_503_and_sends_nothing() {
+    let (server, _ca, seen) = tls_server(&["secure.external.test"]).await;
+    let ctx = context(&fixture(server, "/nonexistent/weft-ca.pem", ""));
+    let (status, _) = get(&ctx).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let seen = seen.lock().expect("lock");
+    assert!(seen.snis.is_empty(), "no connection was made");
+    assert_eq!(seen.plaintext, 0);
+}
