@@ -291,3 +291,48 @@ async fn an_unreadable_ca_file_fails_with_503_and_sends_nothing() {
     assert!(seen.snis.is_empty(), "no connection was made");
     assert_eq!(seen.plaintext, 0);
 }
+
+/// Istio ambient's egress form: one HTTP port whose `targetPort` is the server's TLS
+/// port, and the DestinationRule's top-level `tls` (no VirtualService).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_port_and_a_top_level_tls_originate_too() {
+    let (server, ca, seen) = tls_server(&["secure.external.test"]).await;
+    let yaml = format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: egress, labels: {{istio.io/dataplane-mode: ambient}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: waypoint, namespace: egress, labels: {{istio.io/waypoint-for: service}}}}
+spec: {{gatewayClassName: istio-waypoint, listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: secure, namespace: egress, labels: {{istio.io/use-waypoint: waypoint}}}}
+spec:
+  hosts: [secure.external.test]
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {port}}}]
+  resolution: STATIC
+  endpoints: [{{address: {ip}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: secure, namespace: egress}}
+spec:
+  host: secure.external.test
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {ca}}}
+"#,
+        port = server.port(),
+        ip = server.ip(),
+        ca = ca_file(&ca, "target-port"),
+    );
+    let ctx = context(&yaml);
+    let (status, body) = get(&ctx).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.snis, [Some("secure.external.test".to_string())]);
+    assert_eq!(seen.plaintext, 0);
+}
