@@ -251,6 +251,39 @@ async fn plain_http_goes_out_as_tls_with_the_entry_host_as_sni() {
     assert_eq!(seen.snis, [Some("secure.external.test".to_string())]);
     assert_eq!(seen.plaintext, 0, "the server never sees plain text");
     assert_eq!(seen.served, 1);
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("istio_requests_total")
+            && l.contains(r#"destination_service="secure.external.test""#)
+            && l.contains(r#"response_code="200""#)),
+        "the entry host is the destination service: {metrics}"
+    );
+}
+
+/// An AuthorizationPolicy attached to the ServiceEntry by `targetRefs` applies at the
+/// waypoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_attached_to_the_service_entry_applies() {
+    let (server, ca, seen) = tls_server(&["secure.external.test"]).await;
+    let yaml = format!(
+        "{}\n---\n{}",
+        fixture(server, &ca_file(&ca, "policy"), ""),
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-get, namespace: egress}
+spec:
+  targetRefs: [{kind: ServiceEntry, group: networking.istio.io, name: secure}]
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/get"]}}]}]
+"#
+    );
+    let ctx = context(&yaml);
+    let (status, _) = get(&ctx).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        seen.lock().expect("lock").snis.is_empty(),
+        "nothing went out"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
