@@ -253,9 +253,11 @@ async fn plain_http_goes_out_as_tls_with_the_entry_host_as_sni() {
     assert_eq!(seen.served, 1);
     let metrics = ctx.metrics.encode();
     assert!(
-        metrics.lines().any(|l| l.starts_with("istio_requests_total")
-            && l.contains(r#"destination_service="secure.external.test""#)
-            && l.contains(r#"response_code="200""#)),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total")
+                && l.contains(r#"destination_service="secure.external.test""#)
+                && l.contains(r#"response_code="200""#)),
         "the entry host is the destination service: {metrics}"
     );
 }

@@ -658,7 +658,7 @@ fn client_tls(tls: &ClientTlsSettings, t: &FieldPath, issues: &mut Issues) {
             }
             return;
         }
-        ClientTlsMode::Mutual if !credential && !(cert && key) => {
+        ClientTlsMode::Mutual if !(credential || (cert && key)) => {
             issues.add(
                 t,
                 "MUTUAL needs clientCertificate and privateKey, or credentialName",
@@ -693,10 +693,10 @@ fn client_tls(tls: &ClientTlsSettings, t: &FieldPath, issues: &mut Issues) {
 }
 
 /// What a waypoint does not do with a DestinationRule's `tls` as written: a
-/// `credentialName` is used only if the waypoint's registry holds that Secret (waypoints
-/// do not read Secrets from the API server: requests fail 503 until it does; `caCertificates`
-/// files mounted into the waypoint always work); `insecureSkipVerify` drops the checks
-/// `caCertificates` and `subjectAltNames` ask for.
+/// `credentialName` is used only if the waypoint's registry holds that Secret, and waypoints
+/// read no Secrets (requests fail 503; `caCertificates` files mounted into the waypoint
+/// work); `insecureSkipVerify` drops the checks `caCertificates` and `subjectAltNames` ask
+/// for.
 pub(super) fn destination_rule_tls_warnings(spec: &DestinationRuleSpec) -> Vec<FieldIssue> {
     let mut issues = Issues::default();
     let root = FieldPath::spec();
@@ -729,10 +729,9 @@ pub(super) fn destination_rule_tls_warnings(spec: &DestinationRuleSpec) -> Vec<F
             {
                 issues.add(
                     &t.field("credentialName"),
-                    "a waypoint uses credentialName only if its registry holds that Secret \
-                     (in the waypoint's namespace); waypoints do not read Secrets from the \
-                     API server, so requests to this host fail 503 until then: prefer \
-                     caCertificates (a file mounted into the waypoint)",
+                    "waypoints do not read Secrets: requests a waypoint sends to this host \
+                     fail with 503; use caCertificates (and clientCertificate/privateKey), \
+                     files mounted into the waypoint",
                 );
             }
             if tls.insecure_skip_verify == Some(true)

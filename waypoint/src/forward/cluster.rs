@@ -84,7 +84,8 @@ impl Cluster {
                 r.metadata.name.as_deref().unwrap_or_default()
             )
         });
-        let planned = plan(self.policy.tls.as_ref(), &self.host, &rule);
+        let entry = snapshot.service_by_host(&self.host).is_none();
+        let planned = plan(self.policy.tls.as_ref(), &self.host, &rule, entry);
         let result = match &planned {
             Err(error) => Err(error.clone()),
             Ok(None) => Ok(None),

@@ -258,3 +258,95 @@ pub fn destination_port(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENTRIES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: none, namespace: egress}
+spec:
+  hosts: [none.example.com]
+  addresses: [198.51.100.0/24, 240.240.9.9]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: egress}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 443}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: egress}
+spec:
+  hosts: [db.example.com]
+  ports: [{number: 5432, name: tcp-pg, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 192.0.2.11, ports: {tcp-pg: 15432}}]
+"#;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("address")
+    }
+
+    #[tokio::test]
+    async fn entry_hosts_resolve_to_plain_endpoints_and_none_only_at_a_real_address() {
+        let s = weft_config::testing::snapshot_of(ENTRIES);
+        let no_dns = Upstream::new(Vec::new());
+        let find = async |host: &str, port: u16, original: &str| {
+            resolve(
+                &s,
+                &no_dns,
+                "egress",
+                (host, None, port),
+                addr(original),
+                Reach::Endpoints,
+            )
+            .await
+        };
+        assert_eq!(
+            find("db.example.com", 5432, "240.240.0.3:5432").await,
+            Ok(vec![Candidate {
+                address: addr("192.0.2.11:15432"),
+                transport: Transport::Plain
+            }]),
+            "STATIC: the endpoint at its own port"
+        );
+        assert_eq!(
+            find("none.example.com", 443, "198.51.100.7:443").await,
+            Ok(vec![Candidate {
+                address: addr("198.51.100.7:443"),
+                transport: Transport::Plain
+            }]),
+            "NONE: where the client dialled"
+        );
+        assert!(
+            matches!(
+                find("none.example.com", 443, "240.240.9.9:443").await,
+                Err(NoEndpoints::NoOriginal(_, _))
+            ),
+            "NONE at an address of the allocation range goes nowhere"
+        );
+        assert!(
+            matches!(
+                find("api.example.com", 80, "240.240.0.4:80").await,
+                Err(NoEndpoints::Unresolved { host, .. }) if host == "api.example.com"
+            ),
+            "DNS: the host is looked up (here with no resolver)"
+        );
+        assert!(matches!(
+            find("db.example.com", 5433, "240.240.0.3:5433").await,
+            Err(NoEndpoints::Entry(_))
+        ));
+        assert!(matches!(
+            find("unknown.example.com", 80, "192.0.2.1:80").await,
+            Err(NoEndpoints::UnknownHost(_))
+        ));
+    }
+}

@@ -12,8 +12,10 @@
 //!   or, without them, the SNI sent. `insecureSkipVerify: true` checks nothing.
 //! - `MUTUAL`: SIMPLE plus the client certificate `clientCertificate` / `privateKey` (PEM
 //!   files), or `tls.crt` / `tls.key` of the Secret `credentialName`.
-//! - `ISTIO_MUTUAL` to an endpoint outside the mesh is refused: it would need the mesh's
-//!   certificate presented to a server that does not trust the mesh's CA.
+//! - `ISTIO_MUTUAL` to a ServiceEntry host's endpoints is refused: it would present the
+//!   mesh's certificate to a server that does not trust the mesh's CA. For a Service's pods
+//!   outside the mesh it is left as it was before origination existed (plain TCP), since
+//!   rules written for the mesh (`host: "*.local"`, ISTIO_MUTUAL) are common.
 //!
 //! The SNI is `sni`, else the destination host (Istio's auto SNI: the host the request is
 //! routed to). A verification failure fails the connection; nothing ever falls back to
@@ -73,11 +75,12 @@ pub struct TlsSetupError {
 }
 
 /// The TLS connections to `host`'s plain endpoints need, from the rule's merged `tls`:
-/// `Ok(None)` plain TCP.
+/// `Ok(None)` plain TCP. `entry`: `host` is a ServiceEntry host (not a Service).
 pub fn plan(
     tls: Option<&ClientTlsSettings>,
     host: &str,
     rule: &str,
+    entry: bool,
 ) -> Result<Option<TlsPlan>, TlsSetupError> {
     let Some(tls) = tls else {
         return Ok(None);
@@ -90,6 +93,7 @@ pub fn plan(
     let mode = tls.mode.unwrap_or_default();
     match mode {
         ClientTlsMode::Disable => return Ok(None),
+        ClientTlsMode::IstioMutual if !entry => return Ok(None),
         ClientTlsMode::IstioMutual => {
             return Err(error(
                 "trafficPolicy.tls.mode",
@@ -342,18 +346,24 @@ mod tests {
 
     #[test]
     fn the_mode_decides_plain_tls_or_refusal() {
-        assert_eq!(plan(None, "api.example.com", "shop/r"), Ok(None));
+        assert_eq!(plan(None, "api.example.com", "shop/r", true), Ok(None));
         assert_eq!(
             plan(
                 Some(&settings("mode: DISABLE")),
                 "api.example.com",
-                "shop/r"
+                "shop/r",
+                true
             ),
             Ok(None)
         );
-        let simple = plan(Some(&settings("mode: SIMPLE")), "api.example.com", "shop/r")
-            .expect("valid")
-            .expect("TLS");
+        let simple = plan(
+            Some(&settings("mode: SIMPLE")),
+            "api.example.com",
+            "shop/r",
+            true,
+        )
+        .expect("valid")
+        .expect("TLS");
         assert_eq!(
             simple,
             TlsPlan {
@@ -369,12 +379,18 @@ mod tests {
             Some(&settings("mode: ISTIO_MUTUAL")),
             "api.example.com",
             "shop/r",
+            true,
         )
         .expect_err("refused");
         assert!(refused.to_string().contains("ISTIO_MUTUAL"), "{refused}");
         assert!(refused.to_string().contains("shop/r"), "{refused}");
-        let mutual = plan(Some(&settings("mode: MUTUAL")), "api.example.com", "shop/r")
-            .expect_err("no credentials");
+        let mutual = plan(
+            Some(&settings("mode: MUTUAL")),
+            "api.example.com",
+            "shop/r",
+            true,
+        )
+        .expect_err("no credentials");
         assert_eq!(mutual.field, "trafficPolicy.tls");
     }
 
@@ -386,6 +402,7 @@ mod tests {
             )),
             "api.example.com",
             "shop/r",
+            true,
         )
         .expect("valid")
         .expect("TLS");
@@ -405,6 +422,7 @@ mod tests {
             )),
             "api.example.com",
             "shop/r",
+            true,
         )
         .expect("valid")
         .expect("TLS");
@@ -415,7 +433,13 @@ mod tests {
         );
         assert!(secret.insecure);
         assert!(
-            plan(Some(&settings("mode: SIMPLE")), "*.example.com", "shop/r").is_err(),
+            plan(
+                Some(&settings("mode: SIMPLE")),
+                "*.example.com",
+                "shop/r",
+                true
+            )
+            .is_err(),
             "a wildcard host needs an explicit sni"
         );
     }
@@ -429,6 +453,7 @@ mod tests {
             )),
             "api.example.com",
             "shop/r",
+            true,
         )
         .expect("valid")
         .expect("TLS");
@@ -439,6 +464,7 @@ mod tests {
             Some(&settings("{mode: SIMPLE, credentialName: api-ca}")),
             "api.example.com",
             "shop/r",
+            true,
         )
         .expect("valid")
         .expect("TLS");
