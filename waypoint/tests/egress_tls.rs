@@ -371,3 +371,97 @@ spec:
     assert_eq!(seen.snis, [Some("secure.external.test".to_string())]);
     assert_eq!(seen.plaintext, 0);
 }
+
+/// `openssl s_server -www` on loopback, stopped when dropped.
+struct OpenSsl {
+    child: std::process::Child,
+    address: SocketAddr,
+}
+
+impl Drop for OpenSsl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An OpenSSL server that presents a certificate for `secure.external.test` only to a
+/// client whose SNI is exactly that (`-servername`, `-cert2`), aborts a handshake with
+/// any other SNI (`-servername_fatal`), and presents a certificate for `default.invalid`
+/// to a client sending none; both signed by the CA whose PEM is returned. `None` without
+/// an `openssl` binary.
+async fn openssl_server() -> Option<(OpenSsl, String)> {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let dir = std::env::temp_dir().join(format!("weft-egress-openssl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut files = Vec::new();
+    for name in ["default.invalid", "secure.external.test"] {
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("certificate");
+        let cert_file = dir.join(format!("{name}.crt"));
+        let key_file = dir.join(format!("{name}.key"));
+        std::fs::write(&cert_file, cert.pem()).expect("write certificate");
+        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+        files.push((cert_file, key_file));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("address")
+        .port();
+    let child = std::process::Command::new("openssl")
+        .arg("s_server")
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(&files[0].0)
+        .arg("-key")
+        .arg(&files[0].1)
+        .args(["-servername", "secure.external.test", "-servername_fatal"])
+        .arg("-cert2")
+        .arg(&files[1].0)
+        .arg("-key2")
+        .arg(&files[1].1)
+        .args(["-www", "-quiet"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = OpenSsl {
+        child,
+        address: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(server.address).await.is_ok() {
+            return Some((server, ca_cert.pem()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("openssl s_server did not listen on {}", server.address);
+}
+
+/// A real OpenSSL server: it completes the handshake with its `secure.external.test`
+/// certificate only for that SNI, and the page `-www` serves comes back; an `sni` the
+/// DestinationRule sets to another name is refused by the server and answered 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_server_sees_the_sni_of_the_entry_host() {
+    let Some((server, ca)) = openssl_server().await else {
+        eprintln!("no openssl binary: skipped");
+        return;
+    };
+    let ca = ca_file(&ca, "openssl");
+    let ctx = context(&fixture(server.address, &ca, ""));
+    let (status, body) = get(&ctx).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("s_server"), "the -www page: {body}");
+    let ctx = context(&fixture(server.address, &ca, ", sni: other.external.test"));
+    let (status, _) = get(&ctx).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
