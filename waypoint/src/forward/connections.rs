@@ -350,14 +350,19 @@ impl Connections {
                     .map_err(|_| failed(format!("timed out after {connect_timeout:?}")))?
                     .map_err(|e| failed(e.to_string()))?;
                 let _ = tcp.set_nodelay(true);
+                let Some(server_name) = origination.server_name.clone() else {
+                    return Err(failed(
+                        "no SNI: a wildcard host needs the request's Host or tls.sni".into(),
+                    ));
+                };
                 let connector = tokio_rustls::TlsConnector::from(origination.config(alpn));
-                let tls = tokio::time::timeout(
-                    connect_timeout,
-                    connector.connect(origination.server_name.clone(), tcp),
-                )
-                .await
-                .map_err(|_| failed(format!("TLS handshake timed out after {connect_timeout:?}")))?
-                .map_err(|e| failed(format!("TLS handshake: {e}")))?;
+                let tls =
+                    tokio::time::timeout(connect_timeout, connector.connect(server_name, tcp))
+                        .await
+                        .map_err(|_| {
+                            failed(format!("TLS handshake timed out after {connect_timeout:?}"))
+                        })?
+                        .map_err(|e| failed(format!("TLS handshake: {e}")))?;
                 Box::new(tls)
             }
             Transport::Hbone { identity } => {

@@ -72,10 +72,22 @@ pub async fn send(
     let cluster = ctx.clusters.get(snapshot, &key);
     // TLS the DestinationRule originates; a setting that cannot be applied fails the
     // request (never plain text instead).
-    let found = match cluster.originate(found, snapshot, &ctx.namespace) {
+    let mut found = match cluster.originate(found, snapshot, &ctx.namespace) {
         Ok(found) => found,
         Err(_) => return local::no_healthy_upstream(),
     };
+    // Istio's auto SNI: the request's Host, unless the rule names the SNI.
+    if let Some(host) = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        for candidate in &mut found {
+            if let Transport::Tls(origination) = &candidate.transport {
+                candidate.transport = Transport::Tls(origination.for_authority(host));
+            }
+        }
+    }
     // A body that cannot be sent again ends the loop after the first attempt.
     let tries = retry.attempts.saturating_add(1);
     let mut tried: Vec<SocketAddr> = Vec::new();

@@ -17,9 +17,10 @@
 //!   outside the mesh it is left as it was before origination existed (plain TCP), since
 //!   rules written for the mesh (`host: "*.local"`, ISTIO_MUTUAL) are common.
 //!
-//! The SNI is `sni`, else the destination host (Istio's auto SNI: the host the request is
-//! routed to). A verification failure fails the connection; nothing ever falls back to
-//! plain text.
+//! The SNI is `sni`; without it, Istio's auto SNI: an HTTP request's `Host` (as routes
+//! rewrote it; [`Origination::for_authority`]), else the destination host (a TCP stream;
+//! a wildcard host then has none and fails). A verification failure fails the connection;
+//! nothing ever falls back to plain text.
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +60,10 @@ pub enum ClientCredential {
 pub struct TlsPlan {
     pub roots: Roots,
     pub client: Option<ClientCredential>,
-    pub sni: String,
+    /// `sni`, else the destination host; `None` for a wildcard host without `sni`.
+    pub sni: Option<String>,
+    /// No `sni`: an HTTP request's `Host` is the SNI (Istio's auto SNI).
+    pub auto_sni: bool,
     pub subject_alt_names: Vec<String>,
     pub insecure: bool,
 }
@@ -131,19 +135,14 @@ pub fn plan(
     } else {
         None
     };
-    let sni = match &tls.sni {
-        Some(sni) if !sni.is_empty() => sni.clone(),
-        _ => host.to_string(),
-    };
-    if sni.starts_with('*') {
-        return Err(error(
-            "trafficPolicy.tls.sni",
-            format!("the destination host {host} is a wildcard: set sni"),
-        ));
-    }
+    let explicit = tls.sni.as_deref().filter(|sni| !sni.is_empty());
+    let sni = explicit
+        .or((!host.starts_with('*')).then_some(host))
+        .map(str::to_string);
     Ok(Some(TlsPlan {
         roots,
         client,
+        auto_sni: explicit.is_none(),
         sni,
         subject_alt_names: tls.subject_alt_names.clone(),
         insecure: tls.insecure_skip_verify == Some(true),
@@ -155,7 +154,9 @@ pub struct Origination {
     /// Unique per build: connections pooled under one build are not reused by another.
     id: u64,
     config: Arc<ClientConfig>,
-    pub server_name: ServerName<'static>,
+    /// The SNI, and the name verified when the rule lists no `subjectAltNames`.
+    pub server_name: Option<ServerName<'static>>,
+    auto_sni: bool,
 }
 
 impl std::fmt::Debug for Origination {
@@ -169,7 +170,7 @@ impl std::fmt::Debug for Origination {
 
 impl PartialEq for Origination {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
+        self.id == other.id && self.server_name == other.server_name
     }
 }
 
@@ -178,6 +179,7 @@ impl Eq for Origination {}
 impl Hash for Origination {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.id.hash(state);
+        self.server_name.hash(state);
     }
 }
 
@@ -276,13 +278,47 @@ impl Origination {
                     .map_err(|e| error(field, e.to_string()))?
             }
         };
-        let server_name = ServerName::try_from(plan.sni.clone())
-            .map_err(|e| error("trafficPolicy.tls.sni", format!("{:?}: {e}", plan.sni)))?;
+        let server_name = match &plan.sni {
+            Some(sni) => Some(
+                ServerName::try_from(sni.clone())
+                    .map_err(|e| error("trafficPolicy.tls.sni", format!("{sni:?}: {e}")))?,
+            ),
+            None => None,
+        };
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             config: Arc::new(config),
             server_name,
+            auto_sni: plan.auto_sni,
+        })
+    }
+
+    /// The origination for one HTTP request whose `Host` is `authority`: without an
+    /// explicit `sni`, that host (without its port) is the SNI, as Istio's auto SNI does;
+    /// connections are pooled per SNI.
+    pub fn for_authority(self: &Arc<Self>, authority: &str) -> Arc<Self> {
+        if !self.auto_sni {
+            return self.clone();
+        }
+        let host = match authority.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default(),
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+                _ => authority,
+            },
+        };
+        let Ok(name) = ServerName::try_from(host.to_ascii_lowercase()) else {
+            return self.clone();
+        };
+        if self.server_name.as_ref() == Some(&name) {
+            return self.clone();
+        }
+        Arc::new(Self {
+            id: self.id,
+            config: self.config.clone(),
+            server_name: Some(name),
+            auto_sni: true,
         })
     }
 
@@ -369,7 +405,8 @@ mod tests {
             TlsPlan {
                 roots: Roots::System,
                 client: None,
-                sni: "api.example.com".into(),
+                sni: Some("api.example.com".into()),
+                auto_sni: true,
                 subject_alt_names: Vec::new(),
                 insecure: false,
             },
@@ -406,7 +443,11 @@ mod tests {
         )
         .expect("valid")
         .expect("TLS");
-        assert_eq!(got.sni, "front.example.com");
+        assert_eq!(got.sni.as_deref(), Some("front.example.com"));
+        assert!(
+            !got.auto_sni,
+            "an explicit sni is kept whatever the request's Host"
+        );
         assert_eq!(got.subject_alt_names, ["api.example.com"]);
         assert_eq!(got.roots, Roots::File("/etc/ca.pem".into()));
         assert_eq!(
@@ -432,15 +473,48 @@ mod tests {
             Some(ClientCredential::Secret("api-cred".into()))
         );
         assert!(secret.insecure);
-        assert!(
-            plan(
-                Some(&settings("mode: SIMPLE")),
-                "*.example.com",
-                "shop/r",
-                true
-            )
-            .is_err(),
-            "a wildcard host needs an explicit sni"
+        let wildcard = plan(
+            Some(&settings("mode: SIMPLE")),
+            "*.example.com",
+            "shop/r",
+            true,
+        )
+        .expect("valid")
+        .expect("TLS");
+        assert_eq!(
+            (wildcard.sni, wildcard.auto_sni),
+            (None, true),
+            "a wildcard host: the request's Host only"
+        );
+    }
+
+    #[test]
+    fn without_an_explicit_sni_the_request_host_is_the_sni() {
+        let snapshot = weft_config::testing::snapshot_of("");
+        let build = |yaml: &str, host: &str| {
+            let planned = plan(Some(&settings(yaml)), host, "shop/r", true)
+                .expect("valid")
+                .expect("TLS");
+            Arc::new(Origination::build(&planned, &snapshot, "egress", "shop/r").expect("built"))
+        };
+        let name = |o: &Arc<Origination>| o.server_name.as_ref().map(|n| n.to_str().to_string());
+        let auto = build("{mode: SIMPLE, insecureSkipVerify: true}", "*.example.com");
+        assert_eq!(name(&auto), None);
+        let request = auto.for_authority("Api.Example.com:8080");
+        assert_eq!(name(&request).as_deref(), Some("api.example.com"));
+        assert_ne!(*request, *auto, "pooled apart");
+        assert_eq!(
+            *request,
+            *auto.for_authority("api.example.com"),
+            "one pool per SNI"
+        );
+        let explicit = build(
+            "{mode: SIMPLE, insecureSkipVerify: true, sni: front.example.com}",
+            "api.example.com",
+        );
+        assert_eq!(
+            name(&explicit.for_authority("api.example.com")).as_deref(),
+            Some("front.example.com")
         );
     }
 
