@@ -465,3 +465,80 @@ async fn openssl_s_server_sees_the_sni_of_the_entry_host() {
     let (status, _) = get(&ctx).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// A TCP port of the entry (not HTTP): the stream is spliced into TLS the waypoint
+/// originates, with the entry host as SNI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_stream_is_spliced_into_originated_tls() {
+    let (server, ca, seen) = tls_server(&["secure.external.test"]).await;
+    let yaml = format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: egress, labels: {{istio.io/dataplane-mode: ambient}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: waypoint, namespace: egress, labels: {{istio.io/waypoint-for: service}}}}
+spec: {{gatewayClassName: istio-waypoint, listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: secure, namespace: egress, labels: {{istio.io/use-waypoint: waypoint}}}}
+spec:
+  hosts: [secure.external.test]
+  ports: [{{number: 9000, name: tcp-raw, protocol: TCP, targetPort: {port}}}]
+  resolution: STATIC
+  endpoints: [{{address: {ip}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: secure, namespace: egress}}
+spec:
+  host: secure.external.test
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {ca}}}
+"#,
+        port = server.port(),
+        ip = server.ip(),
+        ca = ca_file(&ca, "tcp"),
+    );
+    let ctx = context(&yaml);
+    let snapshot = ctx.registry.load();
+    let host = snapshot
+        .entry_host_named("secure.external.test", "shop")
+        .expect("the entry host")
+        .clone();
+    let destination = SocketAddr::new(host.vips[0], 9000);
+    let downstream = Downstream {
+        target: Target::EntryHost { host, port: 9000 },
+        source: Source {
+            namespace: Some("shop".into()),
+            labels: Default::default(),
+            principal: Some("spiffe://cluster.local/ns/shop/sa/app".into()),
+        },
+        source_ip: None,
+        destination,
+        secure: false,
+    };
+    let (mut client, server_side) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(weft_waypoint::tcp::forward(
+        server_side,
+        downstream,
+        ctx.clone(),
+    ));
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: raw\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.ends_with("secure hello for raw"), "{answer}");
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.snis, [Some("secure.external.test".to_string())]);
+    assert_eq!(seen.plaintext, 0);
+}
