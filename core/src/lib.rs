@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 pub mod audit;
 pub mod ca;
+pub mod dns;
 pub mod ext_authz;
 pub mod grpc;
 pub mod hbone;

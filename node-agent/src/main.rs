@@ -200,16 +200,7 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
         trust.clone(),
     );
     let pool = HbonePool::new(identities.clone(), trust.clone(), PoolConfig::default());
-    let dns = if args.dns_upstream.is_empty() {
-        dns::upstream::Upstream::from_resolv_conf(std::path::Path::new("/etc/resolv.conf"))
-    } else {
-        dns::upstream::Upstream::new(
-            args.dns_upstream
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, 53))
-                .collect(),
-        )
-    };
+    let dns = dns::upstream::Upstream::configured(&args.dns_upstream);
     info!(upstream = ?dns.servers(), capture = args.dns_capture, "DNS proxy");
     let mesh = Arc::new(Mesh {
         dns: Arc::new(dns),

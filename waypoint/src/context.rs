@@ -37,6 +37,9 @@ pub struct WaypointContext {
     pub jwks: JwksCache,
     /// Clients of the external authorization providers CUSTOM policies name, by name.
     pub ext_authz: weft_core::ext_authz::Clients<String>,
+    /// The resolvers ServiceEntry hosts of resolution DNS are looked up with
+    /// (`--dns-upstream`, else the waypoint's /etc/resolv.conf).
+    pub dns: Arc<weft_core::dns::Upstream>,
     /// How routed requests reach a Service: a waypoint goes to the endpoints, an ingress
     /// gateway through the Service's waypoint when it has one.
     pub reach: Reach,
@@ -61,6 +64,7 @@ impl WaypointContext {
             identity,
             registry,
             clusters: Clusters::default(),
+            dns: Arc::new(weft_core::dns::Upstream::new(Vec::new())),
             unclustered: CircuitBreaker::new(&Default::default()),
             metrics,
             spans,

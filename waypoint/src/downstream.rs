@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use weft_config::registry::model::{Service, Workload};
+use weft_config::registry::model::{EntryHost, Service, Workload};
 
 use crate::route::gateway::RouteTable;
 use crate::route::{Source, TcpRoutePlan};
@@ -14,6 +14,9 @@ use crate::route::{Source, TcpRoutePlan};
 pub enum Target {
     /// A service bound to this waypoint, by one of its ClusterIPs.
     Service { service: Arc<Service>, port: u16 },
+    /// A ServiceEntry host bound to this waypoint (Istio ambient's egress gateway), by one
+    /// of the addresses its clients dial, on one of its ports.
+    EntryHost { host: Arc<EntryHost>, port: u16 },
     /// A workload bound to this waypoint, by its own address.
     Workload {
         workload: Arc<Workload>,
@@ -49,7 +52,7 @@ pub enum GatewayRoutes {
 impl Target {
     pub fn port(&self) -> u16 {
         match self {
-            Target::Service { port, .. } => *port,
+            Target::Service { port, .. } | Target::EntryHost { port, .. } => *port,
             Target::Workload { address, .. } => address.port(),
             Target::Gateway(gateway) => gateway.port,
         }
@@ -57,6 +60,14 @@ impl Target {
 
     /// The protocol the service port declares (Istio's `appProtocol` or port-name prefix).
     pub fn declared_protocol(&self) -> Option<StreamProtocol> {
+        if let Target::EntryHost { host, port } = self {
+            // ServiceEntry ports declare `protocol` (upper case).
+            return match host.port(*port)?.protocol.as_str() {
+                "HTTP" | "HTTP2" | "GRPC" => Some(StreamProtocol::Http),
+                "" => None,
+                _ => Some(StreamProtocol::Tcp),
+            };
+        }
         let Target::Service { service, port } = self else {
             return None;
         };

@@ -22,8 +22,8 @@ pub async fn admit(
     ctx: Arc<WaypointContext>,
 ) -> Result<Admitted, Refusal> {
     let snapshot = ctx.registry.load();
-    let target = target(&snapshot, &ctx, request.destination)?;
     let namespace = request.peer.identity.namespace().to_string();
+    let target = target(&snapshot, &ctx, request.destination, &namespace)?;
     let principal = request.peer.identity.to_string();
     // The client's address is the tunnel's source (the source agent dials from inside the
     // client pod); `Forwarded` is believed only from another waypoint, never from a
@@ -55,15 +55,32 @@ pub async fn admit(
 }
 
 /// Only what is bound to this waypoint: anything else would make it an open relay.
+/// `client_namespace`: a ServiceEntry host counts only if exported to the client.
 fn target(
     snapshot: &Snapshot,
     ctx: &WaypointContext,
     destination: SocketAddr,
+    client_namespace: &str,
 ) -> Result<Target, Refusal> {
+    target_at(
+        snapshot,
+        (&ctx.name, &ctx.namespace),
+        destination,
+        client_namespace,
+    )
+}
+
+/// [`target`] for the waypoint `name` of `namespace`.
+fn target_at(
+    snapshot: &Snapshot,
+    (name, namespace): (&str, &str),
+    destination: SocketAddr,
+    client_namespace: &str,
+) -> Result<Target, Refusal> {
+    let is_me =
+        |w: &weft_config::registry::model::Waypoint| w.name == name && w.namespace == namespace;
     if let Some(service) = snapshot.service_by_vip(destination.ip()) {
-        let bound = snapshot
-            .service_waypoint(service)
-            .is_some_and(|w| ctx.is_me(w));
+        let bound = snapshot.service_waypoint(service).is_some_and(|w| is_me(w));
         if !bound {
             return Err(Refusal::Forbidden(format!(
                 "service {}/{} is not bound to this waypoint",
@@ -86,7 +103,7 @@ fn target(
     if let Some(workload) = snapshot.workload_by_ip(destination.ip()) {
         let bound = snapshot
             .workload_waypoint(workload)
-            .is_some_and(|w| ctx.is_me(w));
+            .is_some_and(|w| is_me(w));
         if bound {
             return Ok(Target::Workload {
                 workload: workload.clone(),
@@ -94,8 +111,30 @@ fn target(
             });
         }
     }
+    if let Some(host) = snapshot.entry_host_by_address(destination.ip(), client_namespace) {
+        let bound = snapshot.entry_host_waypoint(host).is_some_and(|w| is_me(w));
+        if !bound {
+            return Err(Refusal::Forbidden(format!(
+                "ServiceEntry {}/{} ({}) is not bound to this waypoint",
+                host.namespace, host.name, host.host
+            )));
+        }
+        if host.port(destination.port()).is_none() {
+            return Err(Refusal::Unavailable(format!(
+                "ServiceEntry {}/{} has no port {} for {}",
+                host.namespace,
+                host.name,
+                destination.port(),
+                host.host
+            )));
+        }
+        return Ok(Target::EntryHost {
+            host: host.clone(),
+            port: destination.port(),
+        });
+    }
     Err(Refusal::Forbidden(format!(
-        "{destination} is not a service or workload bound to this waypoint"
+        "{destination} is not a service, ServiceEntry host or workload bound to this waypoint"
     )))
 }
 
@@ -157,6 +196,101 @@ fn sniff(head: &[u8]) -> StreamProtocol {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const EGRESS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: egress, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: egress, labels: {istio.io/waypoint-for: service}}
+spec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15008, protocol: HBONE}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: other, namespace: egress, labels: {istio.io/waypoint-for: service}}
+spec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15008, protocol: HBONE}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: secure, namespace: egress, labels: {istio.io/use-waypoint: waypoint}}
+spec:
+  hosts: [secure.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 443}, {number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+  exportTo: [".", "shop"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: elsewhere, namespace: egress, labels: {istio.io/use-waypoint: other}}
+spec:
+  hosts: [elsewhere.example.com]
+  addresses: [192.0.2.30]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: unbound, namespace: egress}
+spec:
+  hosts: [unbound.example.com]
+  addresses: [192.0.2.31]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+"#;
+
+    fn at(s: &Snapshot, ip: std::net::IpAddr, port: u16, client: &str) -> Result<Target, Refusal> {
+        target_at(s, ("waypoint", "egress"), SocketAddr::new(ip, port), client)
+    }
+
+    #[test]
+    fn a_service_entry_host_bound_to_this_waypoint_is_a_target_on_its_ports() {
+        let s = weft_config::testing::snapshot_of(EGRESS);
+        let secure = s
+            .entry_host_named("secure.example.com", "shop")
+            .expect("host")
+            .clone();
+        let vip = secure.vips[0];
+        match at(&s, vip, 80, "shop") {
+            Ok(Target::EntryHost { host, port }) => {
+                assert_eq!(host.host, "secure.example.com");
+                assert_eq!(port, 80);
+            }
+            other => panic!("expected the entry host, got {other:?}"),
+        }
+        let target = at(&s, vip, 80, "shop").expect("target");
+        assert_eq!(
+            target.declared_protocol(),
+            Some(StreamProtocol::Http),
+            "the entry port's protocol"
+        );
+        assert_eq!(
+            at(&s, vip, 443, "egress")
+                .expect("target")
+                .declared_protocol(),
+            Some(StreamProtocol::Tcp)
+        );
+        assert!(
+            matches!(at(&s, vip, 8080, "shop"), Err(Refusal::Unavailable(m)) if m.contains("no port 8080")),
+            "a port the entry does not declare"
+        );
+        assert!(
+            matches!(at(&s, vip, 80, "web"), Err(Refusal::Forbidden(_))),
+            "not exported to the client's namespace"
+        );
+        assert!(
+            matches!(at(&s, "192.0.2.30".parse().expect("ip"), 80, "shop"), Err(Refusal::Forbidden(m)) if m.contains("not bound to this waypoint")),
+            "bound to another waypoint"
+        );
+        assert!(
+            matches!(
+                at(&s, "192.0.2.31".parse().expect("ip"), 80, "shop"),
+                Err(Refusal::Forbidden(_))
+            ),
+            "bound to no waypoint"
+        );
+    }
 
     #[test]
     fn sniffs_http_requests_and_nothing_else() {

@@ -281,18 +281,7 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            for error in &found.errors {
-                warn!(%error, "reading the system's trust roots for JWKS fetches");
-            }
-            let (added, ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                warn!(
-                    ignored,
-                    "no system trust roots: HTTPS JWKS fetches will fail"
-                );
-            }
+            let roots = crate::upstream::tls::system_roots();
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             rustls::ClientConfig::builder_with_provider(provider)
                 .with_protocol_versions(&[&rustls::version::TLS13])

@@ -92,6 +92,15 @@ struct Args {
     #[arg(long, env = "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL", default_value = "20m",
           value_parser = weft_waypoint::http::authn::parse_interval)]
     jwks_refresh_interval: Duration,
+    /// The resolvers ServiceEntry hosts of resolution DNS are looked up with (IP addresses,
+    /// port 53; repeat or separate by commas), as the agent's flag. Default: the
+    /// nameservers of the waypoint's /etc/resolv.conf.
+    #[arg(
+        long = "dns-upstream",
+        env = "WEFT_DNS_UPSTREAM",
+        value_delimiter = ','
+    )]
+    dns_upstream: Vec<std::net::IpAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -183,6 +192,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         spans,
     );
     context.jwks = weft_waypoint::jwks::JwksCache::new(args.jwks_refresh_interval);
+    context.dns = Arc::new(weft_core::dns::Upstream::configured(&args.dns_upstream));
     if ingress {
         context.reach = Reach::ThroughWaypoint;
         let context = Arc::new(context);

@@ -14,12 +14,12 @@ use crate::context::WaypointContext;
 use crate::downstream::{Downstream, GatewayRoutes, Target};
 use crate::forward::cluster::ClusterKey;
 use crate::forward::connections::Transport;
-use crate::forward::endpoints::{candidates, destination_port};
+use crate::forward::endpoints::{destination_port, resolve};
 use crate::upstream::balance::HashInput;
 use crate::upstream::outlier::Outcome;
 
 /// The route's destination, its endpoint and its cluster; `None` when there is none.
-fn choose(
+async fn choose(
     ctx: &Arc<WaypointContext>,
     snapshot: &weft_config::registry::Snapshot,
     plan: &crate::route::TcpRoutePlan,
@@ -40,7 +40,16 @@ fn choose(
         subset: destination.subset.clone(),
         port,
     };
-    let found = match candidates(snapshot, &key.host, key.subset.as_deref(), port, ctx.reach) {
+    let found = match resolve(
+        snapshot,
+        &ctx.dns,
+        &ctx.namespace,
+        (&key.host, key.subset.as_deref(), port),
+        downstream.destination,
+        ctx.reach,
+    )
+    .await
+    {
         Ok(found) => found,
         Err(reason) => {
             debug!(%reason, "no endpoint for the stream");
@@ -48,6 +57,7 @@ fn choose(
         }
     };
     let cluster = ctx.clusters.get(snapshot, &key);
+    let found = cluster.originate(found, snapshot, &ctx.namespace).ok()?;
     let input = HashInput {
         source_ip: downstream.source_ip,
         ..HashInput::default()
@@ -78,7 +88,16 @@ where
             let routes = ctx.routes(&snapshot, &service.hostname);
             let plan =
                 routes.tcp_route(*port, Some(downstream.destination.ip()), &downstream.source);
-            match choose(&ctx, &snapshot, plan, *port, &downstream) {
+            match choose(&ctx, &snapshot, plan, *port, &downstream).await {
+                Some(chosen) => chosen,
+                None => return,
+            }
+        }
+        Target::EntryHost { host, port } => {
+            let routes = ctx.routes(&snapshot, &host.host);
+            let plan =
+                routes.tcp_route(*port, Some(downstream.destination.ip()), &downstream.source);
+            match choose(&ctx, &snapshot, plan, *port, &downstream).await {
                 Some(chosen) => chosen,
                 None => return,
             }
@@ -88,7 +107,7 @@ where
                 debug!(server = %gateway.server, "no tcp route bound; connection closed");
                 return;
             };
-            match choose(&ctx, &snapshot, plan, gateway.port, &downstream) {
+            match choose(&ctx, &snapshot, plan, gateway.port, &downstream).await {
                 Some(chosen) => chosen,
                 None => return,
             }

@@ -8,6 +8,7 @@
 pub mod bound_route;
 mod change;
 mod cow;
+pub mod egress;
 mod listing;
 pub mod model;
 mod required_waypoints;

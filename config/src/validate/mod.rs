@@ -113,14 +113,16 @@ pub fn warnings(
         Object::VirtualService(vs) => networking::unresolved_destinations(&vs.spec, known),
         Object::DestinationRule(dr) => {
             let host = &dr.spec.host;
-            if host.starts_with('*') || known(host) {
+            let mut issues = if host.starts_with('*') || known(host) {
                 Vec::new()
             } else {
                 vec![FieldIssue::new(
                     "spec.host",
                     format!("{host:?} names no known Service or ServiceEntry host"),
                 )]
-            }
+            };
+            issues.extend(networking::destination_rule_tls_warnings(&dr.spec));
+            issues
         }
         Object::MeshConfig(config) => {
             mesh::warnings(&object_ref, &config.mesh, settings, &|host| is_known(host))

@@ -626,17 +626,125 @@ fn settings(
         }
     }
     if let Some(tls) = tls {
-        let t = at.field("tls");
-        if tls.mode == Some(ClientTlsMode::Mutual)
-            && tls.credential_name.is_none()
-            && (tls.client_certificate.is_none() || tls.private_key.is_none())
-        {
+        client_tls(tls, &at.field("tls"), issues);
+    }
+}
+
+/// A DestinationRule's `tls`, as istiod's `validateTLS` judges it: MUTUAL needs a client
+/// certificate (files or `credentialName`), files come in pairs, `credentialName` replaces
+/// the files, and ISTIO_MUTUAL (the mesh's own certificates) takes none of them.
+fn client_tls(tls: &ClientTlsSettings, t: &FieldPath, issues: &mut Issues) {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    let (cert, key, ca, credential) = (
+        set(&tls.client_certificate),
+        set(&tls.private_key),
+        set(&tls.ca_certificates),
+        set(&tls.credential_name),
+    );
+    match tls.mode.unwrap_or_default() {
+        ClientTlsMode::IstioMutual => {
+            for (name, present) in [
+                ("clientCertificate", cert),
+                ("privateKey", key),
+                ("caCertificates", ca),
+                ("credentialName", credential),
+            ] {
+                if present {
+                    issues.add(
+                        &t.field(name),
+                        "ISTIO_MUTUAL uses the mesh's own certificates: leave it unset",
+                    );
+                }
+            }
+            return;
+        }
+        ClientTlsMode::Mutual if !(credential || (cert && key)) => {
             issues.add(
-                &t,
+                t,
                 "MUTUAL needs clientCertificate and privateKey, or credentialName",
             );
         }
+        _ => {}
     }
+    if credential {
+        for (name, present) in [
+            ("clientCertificate", cert),
+            ("privateKey", key),
+            ("caCertificates", ca),
+        ] {
+            if present {
+                issues.add(
+                    &t.field(name),
+                    "credentialName is set: the certificates come from its Secret",
+                );
+            }
+        }
+    } else if cert != key && tls.mode == Some(ClientTlsMode::Mutual) {
+        let missing = if cert {
+            "privateKey"
+        } else {
+            "clientCertificate"
+        };
+        issues.add(
+            &t.field(missing),
+            "clientCertificate and privateKey go together",
+        );
+    }
+}
+
+/// What a waypoint does not do with a DestinationRule's `tls` as written: a
+/// `credentialName` is used only if the waypoint's registry holds that Secret, and waypoints
+/// read no Secrets (requests fail 503; `caCertificates` files mounted into the waypoint
+/// work); `insecureSkipVerify` drops the checks `caCertificates` and `subjectAltNames` ask
+/// for.
+pub(super) fn destination_rule_tls_warnings(spec: &DestinationRuleSpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = FieldPath::spec();
+    let mut levels: Vec<(FieldPath, &TrafficPolicy)> = Vec::new();
+    if let Some(policy) = &spec.traffic_policy {
+        levels.push((root.field("trafficPolicy"), policy));
+    }
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        if let Some(policy) = &subset.traffic_policy {
+            levels.push((
+                root.field("subsets").index(i).field("trafficPolicy"),
+                policy,
+            ));
+        }
+    }
+    for (at, policy) in levels {
+        let mut all = vec![(at.field("tls"), policy.tls.as_ref())];
+        for (i, level) in policy.port_level_settings.iter().enumerate() {
+            all.push((
+                at.field("portLevelSettings").index(i).field("tls"),
+                level.tls.as_ref(),
+            ));
+        }
+        for (t, tls) in all {
+            let Some(tls) = tls else { continue };
+            if tls
+                .credential_name
+                .as_deref()
+                .is_some_and(|c| !c.is_empty())
+            {
+                issues.add(
+                    &t.field("credentialName"),
+                    "waypoints do not read Secrets: requests a waypoint sends to this host \
+                     fail with 503; use caCertificates (and clientCertificate/privateKey), \
+                     files mounted into the waypoint",
+                );
+            }
+            if tls.insecure_skip_verify == Some(true)
+                && (tls.ca_certificates.is_some() || !tls.subject_alt_names.is_empty())
+            {
+                issues.add(
+                    &t.field("insecureSkipVerify"),
+                    "the server is not verified: caCertificates and subjectAltNames are ignored",
+                );
+            }
+        }
+    }
+    issues.into_vec()
 }
 
 fn non_negative(value: Option<i32>, at: &FieldPath, issues: &mut Issues) {
@@ -846,6 +954,53 @@ fn hostname(name: &str, wildcard: bool) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::api::networking::HttpRouteDestination;
+
+    fn rule_issues(yaml: &str) -> (Vec<String>, Vec<String>) {
+        let spec: DestinationRuleSpec = serde_yaml::from_str(yaml).expect("spec");
+        let show =
+            |issues: Vec<FieldIssue>| issues.into_iter().map(|i| i.field).collect::<Vec<String>>();
+        (
+            show(destination_rule(&spec)),
+            show(destination_rule_tls_warnings(&spec)),
+        )
+    }
+
+    #[test]
+    fn impossible_tls_settings_are_refused_by_field() {
+        let (errors, _) = rule_issues(
+            "host: api.example.com\ntrafficPolicy:\n  tls: {mode: MUTUAL}\n  portLevelSettings:\n  - port: {number: 443}\n    tls: {mode: MUTUAL, clientCertificate: /c.pem}\n  - port: {number: 8443}\n    tls: {mode: ISTIO_MUTUAL, caCertificates: /ca.pem}\n  - port: {number: 9443}\n    tls: {mode: SIMPLE, credentialName: api, caCertificates: /ca.pem}\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "spec.trafficPolicy.tls",
+                "spec.trafficPolicy.portLevelSettings[0].tls",
+                "spec.trafficPolicy.portLevelSettings[0].tls.privateKey",
+                "spec.trafficPolicy.portLevelSettings[1].tls.caCertificates",
+                "spec.trafficPolicy.portLevelSettings[2].tls.caCertificates",
+            ]
+        );
+        let (errors, warnings) = rule_issues(
+            "host: api.example.com\ntrafficPolicy:\n  portLevelSettings:\n  - port: {number: 443}\n    tls: {mode: SIMPLE, caCertificates: /etc/certs/ca.pem, sni: api.example.com, subjectAltNames: [api.example.com]}\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn credential_names_and_skipped_verification_are_warned_about() {
+        let (errors, warnings) = rule_issues(
+            "host: api.example.com\ntrafficPolicy:\n  tls: {mode: SIMPLE, credentialName: api-ca}\nsubsets:\n- name: v1\n  labels: {v: \"1\"}\n  trafficPolicy:\n    tls: {mode: SIMPLE, insecureSkipVerify: true, subjectAltNames: [api.example.com]}\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            warnings,
+            [
+                "spec.trafficPolicy.tls.credentialName",
+                "spec.subsets[0].trafficPolicy.tls.insecureSkipVerify",
+            ]
+        );
+    }
 
     fn dest(host: &str, weight: Option<i32>) -> HttpRouteDestination {
         HttpRouteDestination {

@@ -9,7 +9,8 @@
 //! implemented) or with both. It is warned about where it has no effect in ambient mode:
 //! without `targetRefs` (waypoints never use selectors or namespace-wide policies, and
 //! weft has no sidecars), or with a target kind weft's waypoint does not attach to (it
-//! attaches to its Gateway, Services, and the GatewayClass; not to ServiceEntries).
+//! attaches to its Gateway, Services, ServiceEntries (networking.istio.io) and the
+//! GatewayClass).
 use std::collections::HashSet;
 
 use super::cidr;
@@ -390,7 +391,9 @@ pub(super) fn request_authentication_warnings(spec: &RequestAuthenticationSpec) 
     for (t, target) in refs.into_iter().enumerate() {
         let known = matches!(
             (target.group.as_str(), target.kind.as_str()),
-            ("gateway.networking.k8s.io", "Gateway" | "GatewayClass") | ("" | "core", "Service")
+            ("gateway.networking.k8s.io", "Gateway" | "GatewayClass")
+                | ("" | "core", "Service")
+                | ("networking.istio.io", "ServiceEntry")
         );
         if !known {
             let at = if field == "targetRef" {

@@ -333,6 +333,135 @@ impl ServerCertVerifier for LiveWebPkiServerVerifier {
     }
 }
 
+/// Whether `certificate` carries one of `wanted` among its DNS and URI names (Envoy's
+/// `match_subject_alt_names`, exact). `true` when nothing is wanted.
+pub fn certificate_names_match(wanted: &[String], certificate: &CertificateDer<'_>) -> bool {
+    if wanted.is_empty() {
+        return true;
+    }
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::FromDer;
+    let Ok((_, parsed)) = x509_parser::certificate::X509Certificate::from_der(certificate) else {
+        return false;
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return false;
+    };
+    san.value.general_names.iter().any(|name| match name {
+        GeneralName::DNSName(n) | GeneralName::URI(n) => wanted.iter().any(|w| w == n),
+        _ => false,
+    })
+}
+
+/// The server presented a valid chain whose certificate carries none of the names wanted.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the server certificate carries none of the subject alt names {wanted:?}")]
+pub struct SubjectAltNameMismatch {
+    pub wanted: Vec<String>,
+}
+
+/// How a TLS client checks a server outside the mesh (a DestinationRule's `tls` at a
+/// waypoint): the chain must lead to `roots`, and the certificate must carry one of
+/// `subject_alt_names` (DNS or URI, exact), or, when none is given, the server name the
+/// client sent (its SNI) — never neither. `insecure` (`insecureSkipVerify`) accepts any
+/// certificate; the handshake's signatures are still checked.
+pub struct ExternalServerVerifier {
+    roots: Arc<rustls::RootCertStore>,
+    subject_alt_names: Vec<String>,
+    insecure: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ExternalServerVerifier {
+    pub fn new(
+        roots: Arc<rustls::RootCertStore>,
+        subject_alt_names: Vec<String>,
+        insecure: bool,
+    ) -> Self {
+        Self {
+            roots,
+            subject_alt_names,
+            insecure,
+            provider: crypto_provider(),
+        }
+    }
+}
+
+impl fmt::Debug for ExternalServerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExternalServerVerifier")
+            .field("roots", &self.roots.len())
+            .field("subject_alt_names", &self.subject_alt_names)
+            .field("insecure", &self.insecure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for ExternalServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.insecure {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        if self.subject_alt_names.is_empty() {
+            rustls::client::verify_server_name(&parsed, server_name)?;
+        } else if !certificate_names_match(&self.subject_alt_names, end_entity) {
+            return Err(other_error(SubjectAltNameMismatch {
+                wanted: self.subject_alt_names.clone(),
+            }));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Presents the identity manager's current certificate for one identity, looked up at each
 /// handshake. Remembers the certificate it last handed out, so the connection it was made
 /// for can tell which serial it presented.

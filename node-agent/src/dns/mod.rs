@@ -16,7 +16,7 @@
 //! uncaptured.
 pub mod answer;
 pub mod server;
-pub mod upstream;
+pub use weft_core::dns as upstream;
 
 use std::collections::BTreeMap;
 

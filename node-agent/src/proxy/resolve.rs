@@ -5,12 +5,12 @@
 //! addresses clients dial: declared, allocated by the registry, or inside a declared block)
 //! and the mesh config's `outboundTrafficPolicy`: under `REGISTRY_ONLY` a destination the
 //! registry does not know goes nowhere ([`NextHop::BlackHole`]).
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use weft_config::api::mesh::OutboundTrafficMode;
-use weft_config::api::networking::Resolution;
 use weft_config::registry::Snapshot;
+use weft_config::registry::egress::EntryDestination;
 use weft_config::registry::model::{EntryHost, Waypoint};
 use weft_ebpf_common::ports;
 
@@ -85,7 +85,7 @@ fn entry_hop(
     if let Some(waypoint) = snapshot.entry_host_waypoint(host) {
         return via_waypoint(snapshot, waypoint, dst, pick);
     }
-    let Some(port) = host.port(dst.port()) else {
+    if host.port(dst.port()).is_none() {
         return match mode {
             OutboundTrafficMode::RegistryOnly => NextHop::BlackHole(dst),
             // An allocated address leads nowhere but through the entry's ports.
@@ -98,70 +98,25 @@ fn entry_hop(
             )),
             OutboundTrafficMode::AllowAny => NextHop::Passthrough(dst),
         };
-    };
-    if host.workload_selector.is_some() {
-        let pods: Vec<_> = snapshot
-            .entry_host_workloads(host)
-            .filter_map(|w| {
-                let ip = w.ips.iter().find(|ip| ip.is_ipv4() == dst.is_ipv4())?;
-                Some((w, *ip))
-            })
-            .collect();
-        if pods.is_empty() {
-            return NextHop::Refuse(format!(
-                "ServiceEntry {}/{} selects no pod",
-                host.namespace, host.name
-            ));
-        }
-        let (workload, ip) = pods[pick(pods.len()) % pods.len()];
-        let target = SocketAddr::new(
-            ip,
-            host.endpoint_port(port.number, None).unwrap_or(port.number),
-        );
-        return if workload.in_mesh {
-            NextHop::Hbone {
-                identity: workload.identity.clone(),
-                hbone_address: SocketAddr::new(ip, ports::HBONE),
-                target,
-            }
-        } else {
-            NextHop::Passthrough(target)
-        };
     }
-    match host.resolution {
-        Resolution::None => NextHop::Passthrough(dst),
-        Resolution::Static | Resolution::Dns | Resolution::DnsRoundRobin => {
-            if host.endpoints.is_empty() {
-                if host.resolution == Resolution::Static {
-                    return NextHop::Refuse(format!(
-                        "ServiceEntry {}/{} has no endpoints",
-                        host.namespace, host.name
-                    ));
-                }
-                return NextHop::Resolve {
-                    host: host.host.clone(),
-                    port: host.endpoint_port(port.number, None).unwrap_or(port.number),
-                };
-            }
-            let endpoint = &host.endpoints[pick(host.endpoints.len()) % host.endpoints.len()];
-            let target_port = host
-                .endpoint_port(port.number, Some(endpoint))
-                .unwrap_or(port.number);
-            match endpoint.address.parse::<IpAddr>() {
-                Ok(ip) => match snapshot.workload_by_ip(ip) {
-                    Some(workload) if workload.in_mesh => NextHop::Hbone {
-                        identity: workload.identity.clone(),
-                        hbone_address: SocketAddr::new(ip, ports::HBONE),
-                        target: SocketAddr::new(ip, target_port),
-                    },
-                    _ => NextHop::Passthrough(SocketAddr::new(ip, target_port)),
-                },
-                Err(_) => NextHop::Resolve {
-                    host: endpoint.address.clone(),
-                    port: target_port,
-                },
-            }
+    let destinations = match snapshot.entry_host_destinations(host, dst.port(), dst.is_ipv4()) {
+        Ok(destinations) => destinations,
+        Err(reason) => return NextHop::Refuse(reason.to_string()),
+    };
+    match &destinations[pick(destinations.len()) % destinations.len()] {
+        EntryDestination::Workload { workload, address } if workload.in_mesh => NextHop::Hbone {
+            identity: workload.identity.clone(),
+            hbone_address: SocketAddr::new(address.ip(), ports::HBONE),
+            target: *address,
+        },
+        EntryDestination::Workload { address, .. } | EntryDestination::Address(address) => {
+            NextHop::Passthrough(*address)
         }
+        EntryDestination::Name { host, port } => NextHop::Resolve {
+            host: host.clone(),
+            port: *port,
+        },
+        EntryDestination::Original => NextHop::Passthrough(dst),
     }
 }
 

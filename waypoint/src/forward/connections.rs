@@ -22,6 +22,7 @@ use weft_core::hbone::{ConnectRequest, HBONE_PORT, HbonePool};
 use weft_core::identity::Identity;
 
 use crate::upstream::limits::{CircuitBreaker, ConnectionPermit, Overflow, RequestPermit, Reuse};
+use crate::upstream::tls::Origination;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Request bodies going upstream: the client's stream or a replayable copy.
@@ -42,6 +43,8 @@ pub enum Transport {
     Hbone { identity: Identity },
     /// A pod outside the mesh: plain TCP, as Istio's waypoint does.
     Plain,
+    /// Outside the mesh, in TLS the waypoint originates (a DestinationRule's `tls`).
+    Tls(Arc<Origination>),
     /// A waypoint pod (the key's address is its HBONE port), which must prove `identity`,
     /// asked for `target`: a Service's ClusterIP and port.
     Waypoint {
@@ -264,7 +267,11 @@ impl Connections {
         endpoint: &Arc<EndpointConns>,
         limits: ConnectionLimits,
     ) -> Result<Checked, ConnectError> {
-        let io = self.open(key, limits).await?;
+        let alpn: &[u8] = match key.protocol {
+            Protocol::Http1 => b"http/1.1",
+            Protocol::Http2 => b"h2",
+        };
+        let io = self.open(key, limits, Some(alpn)).await?;
         match key.protocol {
             Protocol::Http1 => {
                 let (sender, connection) =
@@ -313,13 +320,15 @@ impl Connections {
             protocol: Protocol::Http1,
         };
         let limits = ConnectionLimits { connect_timeout };
-        Ok(self.open(&key, limits).await?.into_inner())
+        Ok(self.open(&key, limits, None).await?.into_inner())
     }
 
+    /// `alpn`: what a TLS connection the waypoint originates offers (none for a stream).
     async fn open(
         &self,
         key: &EndpointKey,
         limits: ConnectionLimits,
+        alpn: Option<&[u8]>,
     ) -> Result<TokioIo<Box<dyn Io>>, ConnectError> {
         let failed = |reason: String| ConnectError::Connect {
             address: key.address,
@@ -334,6 +343,27 @@ impl Connections {
                     .map_err(|e| failed(e.to_string()))?;
                 let _ = tcp.set_nodelay(true);
                 Box::new(tcp)
+            }
+            Transport::Tls(origination) => {
+                let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(key.address))
+                    .await
+                    .map_err(|_| failed(format!("timed out after {connect_timeout:?}")))?
+                    .map_err(|e| failed(e.to_string()))?;
+                let _ = tcp.set_nodelay(true);
+                let Some(server_name) = origination.server_name.clone() else {
+                    return Err(failed(
+                        "no SNI: a wildcard host needs the request's Host or tls.sni".into(),
+                    ));
+                };
+                let connector = tokio_rustls::TlsConnector::from(origination.config(alpn));
+                let tls =
+                    tokio::time::timeout(connect_timeout, connector.connect(server_name, tcp))
+                        .await
+                        .map_err(|_| {
+                            failed(format!("TLS handshake timed out after {connect_timeout:?}"))
+                        })?
+                        .map_err(|e| failed(format!("TLS handshake: {e}")))?;
+                Box::new(tls)
             }
             Transport::Hbone { identity } => {
                 let hbone = SocketAddr::new(key.address.ip(), HBONE_PORT);

@@ -54,6 +54,9 @@ pub fn policies<'s>(
                     && r.name == service.name
                     && policy_ns == service.namespace
             }
+            Target::EntryHost { host, .. } => {
+                crate::http::authz::names_service_entry(r, policy_ns, host)
+            }
             Target::Workload { .. } | Target::Gateway(_) => false,
         };
         namespace_fits && (gateway || class || service)
@@ -81,8 +84,10 @@ pub fn policies<'s>(
             .collect();
     }
     let mut namespaces = vec![namespace];
-    if let Target::Service { service, .. } = target {
-        namespaces.push(service.namespace.as_str());
+    match target {
+        Target::Service { service, .. } => namespaces.push(service.namespace.as_str()),
+        Target::EntryHost { host, .. } => namespaces.push(host.namespace.as_str()),
+        _ => {}
     }
     namespaces.push(root);
     namespaces.sort_unstable();

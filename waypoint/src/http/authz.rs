@@ -40,6 +40,20 @@ use crate::context::WaypointContext;
 use crate::downstream::{Downstream, Target};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+const NETWORKING_GROUP: &str = "networking.istio.io";
+
+/// Whether a policy's `targetRef` names the ServiceEntry of `host` (Istio's kind
+/// ServiceEntry, group networking.istio.io).
+pub fn names_service_entry(
+    r: &PolicyTargetReference,
+    policy_ns: &str,
+    host: &weft_config::registry::model::EntryHost,
+) -> bool {
+    r.group == NETWORKING_GROUP
+        && r.kind == "ServiceEntry"
+        && r.name == host.name
+        && r.namespace.as_deref().unwrap_or(policy_ns) == host.namespace
+}
 
 pub fn policies<'s>(
     snapshot: &'s Snapshot,
@@ -59,13 +73,18 @@ pub fn policies<'s>(
                 && r.name == service.name
                 && r.namespace.as_deref().unwrap_or(policy_ns) == service.namespace
         }
+        Target::EntryHost { host, .. } => names_service_entry(r, policy_ns, host),
         Target::Workload { .. } | Target::Gateway(_) => false,
     };
     let mut namespaces = vec![ctx.namespace.as_str()];
-    if let Target::Service { service, .. } = target
-        && service.namespace != ctx.namespace
-    {
-        namespaces.push(service.namespace.as_str());
+    match target {
+        Target::Service { service, .. } if service.namespace != ctx.namespace => {
+            namespaces.push(service.namespace.as_str());
+        }
+        Target::EntryHost { host, .. } if host.namespace != ctx.namespace => {
+            namespaces.push(host.namespace.as_str());
+        }
+        _ => {}
     }
     let mut found: Vec<&'s Arc<AuthorizationPolicy>> = namespaces
         .into_iter()
@@ -149,6 +168,7 @@ fn l7_request<'a>(
 fn destination_name(target: &Target) -> String {
     match target {
         Target::Service { service, .. } => format!("{}/{}", service.namespace, service.name),
+        Target::EntryHost { host, .. } => format!("{}/{}", host.namespace, host.name),
         Target::Workload { workload, .. } => {
             format!("{}/{}", workload.namespace, workload.name)
         }

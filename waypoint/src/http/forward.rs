@@ -16,7 +16,7 @@ use crate::forward::cluster::{Cluster, ClusterKey};
 use crate::forward::connections::{
     BoxError, CheckoutError, ConnectionLimits, EndpointKey, Protocol, Transport, UpstreamBody,
 };
-use crate::forward::endpoints::candidates;
+use crate::forward::endpoints::resolve;
 use crate::route::{AttemptOutcome, RetryPolicy};
 use crate::upstream::balance::HashInput;
 use crate::upstream::limits::Overflow;
@@ -33,6 +33,9 @@ pub struct Forward {
     pub retry: RetryPolicy,
     pub protocol: Protocol,
     pub source_ip: Option<IpAddr>,
+    /// Where the client addressed the connection (a ServiceEntry host of resolution NONE
+    /// goes there).
+    pub original: SocketAddr,
 }
 
 /// Sends the request, retrying as the route's policy allows when its body can be replayed.
@@ -48,14 +51,18 @@ pub async fn send(
         retry,
         protocol,
         source_ip,
+        original,
     } = forward;
-    let found = match candidates(
+    let found = match resolve(
         snapshot,
-        &key.host,
-        key.subset.as_deref(),
-        key.port,
+        &ctx.dns,
+        &ctx.namespace,
+        (&key.host, key.subset.as_deref(), key.port),
+        original,
         ctx.reach,
-    ) {
+    )
+    .await
+    {
         Ok(found) => found,
         Err(reason) => {
             tracing::debug!(%reason, "no endpoint");
@@ -63,6 +70,24 @@ pub async fn send(
         }
     };
     let cluster = ctx.clusters.get(snapshot, &key);
+    // TLS the DestinationRule originates; a setting that cannot be applied fails the
+    // request (never plain text instead).
+    let mut found = match cluster.originate(found, snapshot, &ctx.namespace) {
+        Ok(found) => found,
+        Err(_) => return local::no_healthy_upstream(),
+    };
+    // Istio's auto SNI: the request's Host, unless the rule names the SNI.
+    if let Some(host) = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        for candidate in &mut found {
+            if let Transport::Tls(origination) = &candidate.transport {
+                candidate.transport = Transport::Tls(origination.for_authority(host));
+            }
+        }
+    }
     // A body that cannot be sent again ends the loop after the first attempt.
     let tries = retry.attempts.saturating_add(1);
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -78,7 +103,10 @@ pub async fn send(
         let Some(attempt_body) = body.for_attempt() else {
             return local::reset();
         };
-        let request = upstream_request(&parts, attempt_body, protocol);
+        let mut request = upstream_request(&parts, attempt_body, protocol);
+        if protocol == Protocol::Http2 && matches!(candidate.transport, Transport::Tls(_)) {
+            https_scheme(&mut request);
+        }
         let endpoint = EndpointKey {
             address: candidate.address,
             transport: candidate.transport.clone(),
@@ -193,6 +221,15 @@ fn upstream_request(
         }
     }
     request
+}
+
+/// An HTTP/2 request the waypoint sends in TLS it originates says `https`.
+fn https_scheme(request: &mut Request<UpstreamBody>) {
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTPS);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
 }
 
 async fn attempt_once(

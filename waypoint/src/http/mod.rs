@@ -174,9 +174,9 @@ fn record(
                 .map(|w| &**w),
         ),
         Target::Workload { workload, .. } => (None, Some(&**workload)),
-        Target::Gateway(_) => (routed, None),
+        Target::EntryHost { .. } | Target::Gateway(_) => (routed, None),
     };
-    let labels = weft_config::telemetry::Connection {
+    let mut labels = weft_config::telemetry::Connection {
         reporter: Reporter::Waypoint,
         source: source.map(|w| &**w),
         source_principal: down.source.principal.as_deref(),
@@ -191,6 +191,11 @@ fn record(
     } else {
         RequestProtocol::Http
     });
+    if let Target::EntryHost { host, .. } = &down.target {
+        // Istio's `destination_service` of a ServiceEntry host: the host.
+        labels =
+            labels.with_destination_service(Some(weft_config::telemetry::entry_host_labels(host)));
+    }
     ctx.metrics.http_request(&labels, status.as_u16(), elapsed);
 }
 
@@ -293,6 +298,8 @@ async fn handle(
 
     let (routes, port) = match &down.target {
         Target::Service { service, port } => (ctx.routes(&snapshot, &service.hostname), *port),
+        // Routed by the VirtualServices and DestinationRule of the entry's host.
+        Target::EntryHost { host, port } => (ctx.routes(&snapshot, &host.host), *port),
         Target::Workload { workload, address } => {
             // Addressed to a pod: no routes (VirtualServices name hosts), straight there.
             let transport = match workload.identity.parse() {
@@ -437,7 +444,7 @@ async fn handle(
             &parts,
             &body,
             &mirror.destination,
-            port,
+            (port, down.destination),
             protocol,
         );
     }
@@ -458,6 +465,7 @@ async fn handle(
             retry,
             protocol,
             source_ip: down.source_ip,
+            original: down.destination,
         },
     );
     let mut response = match timeout {
@@ -510,7 +518,7 @@ fn mirror_request(
     parts: &http::request::Parts,
     body: &RequestBody,
     destination: &RouteDestination,
-    request_port: u16,
+    (request_port, original): (u16, std::net::SocketAddr),
     protocol: Protocol,
 ) {
     let Some(replay) = body.replayable() else {
@@ -542,6 +550,7 @@ fn mirror_request(
         retry: crate::route::RetryPolicy::disabled(),
         protocol,
         source_ip: None,
+        original,
     };
     let ctx = ctx.clone();
     let snapshot = snapshot.clone();

@@ -342,18 +342,7 @@ pub fn client_names_allowed(wanted: &[String], certificate: Option<&CertificateD
     let Some(certificate) = certificate else {
         return true;
     };
-    use x509_parser::extensions::GeneralName;
-    use x509_parser::prelude::FromDer;
-    let Ok((_, parsed)) = x509_parser::certificate::X509Certificate::from_der(certificate) else {
-        return false;
-    };
-    let Ok(Some(san)) = parsed.subject_alternative_name() else {
-        return false;
-    };
-    san.value.general_names.iter().any(|name| match name {
-        GeneralName::DNSName(n) | GeneralName::URI(n) => wanted.iter().any(|w| w == n),
-        _ => false,
-    })
+    weft_core::identity::tls::certificate_names_match(wanted, certificate)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! DestinationRule traffic policy for the endpoints a route picked: which settings apply
 //! ([`policy`]), which endpoint gets the request ([`balance`]), which endpoints are left out
-//! for misbehaving ([`outlier`]) and how much traffic the cluster may take ([`limits`]).
+//! for misbehaving ([`outlier`]) and how much traffic the cluster may take ([`limits`]);
+//! the TLS the waypoint originates to endpoints outside the mesh ([`tls`], which reads files).
 //!
 //! Everything here is a state machine without I/O; time is passed in. Per cluster (service
 //! host + subset + port) the proxy keeps one [`balance::Balancer`], one
@@ -19,3 +20,4 @@ mod hash;
 pub mod limits;
 pub mod outlier;
 pub mod policy;
+pub mod tls;

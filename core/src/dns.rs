@@ -1,5 +1,5 @@
-//! The upstream resolver the DNS proxy forwards to, and the agent's own name lookups
-//! (ServiceEntry hosts of resolution DNS).
+//! The upstream resolver the agent's DNS proxy forwards to, and the name lookups of the
+//! agent and the waypoint (ServiceEntry hosts of resolution DNS).
 //!
 //! As ztunnel does, the agent forwards to the resolvers of its own configuration: the
 //! nameservers of `--dns-upstream`, else of the agent's `/etc/resolv.conf` (the DaemonSet
@@ -53,6 +53,16 @@ impl Upstream {
         }
     }
 
+    /// The resolvers a proxy was told to use (`--dns-upstream`, port 53), else those of
+    /// its `/etc/resolv.conf`.
+    pub fn configured(flags: &[IpAddr]) -> Self {
+        if flags.is_empty() {
+            Self::from_resolv_conf(Path::new("/etc/resolv.conf"))
+        } else {
+            Self::new(flags.iter().map(|ip| SocketAddr::new(*ip, 53)).collect())
+        }
+    }
+
     /// The nameservers of a resolv.conf (port 53).
     pub fn from_resolv_conf(path: &Path) -> Self {
         let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -95,7 +105,7 @@ impl Upstream {
     /// The addresses of `host` (A records, else AAAA), kept for their TTL.
     pub async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, UpstreamError> {
         let key = host.to_ascii_lowercase();
-        if let Some((until, found)) = weft_core::sync::lock(&self.cache).get(&key)
+        if let Some((until, found)) = crate::sync::lock(&self.cache).get(&key)
             && Instant::now() < *until
         {
             return Ok(found.clone());
@@ -105,7 +115,7 @@ impl Upstream {
             let (found, ttl, rcode) = self.ask(&key, record_type).await?;
             if !found.is_empty() {
                 let ttl = ttl.clamp(MIN_TTL, MAX_TTL);
-                weft_core::sync::lock(&self.cache)
+                crate::sync::lock(&self.cache)
                     .insert(key.clone(), (Instant::now() + ttl, found.clone()));
                 return Ok(found);
             }
@@ -259,7 +269,7 @@ mod tests {
         let found = upstream.lookup("api.example.com").await.expect("resolves");
         assert_eq!(found, ["192.0.2.1".parse::<IpAddr>().expect("ip")]);
         assert!(
-            weft_core::sync::lock(&upstream.cache).contains_key("api.example.com"),
+            crate::sync::lock(&upstream.cache).contains_key("api.example.com"),
             "kept for its TTL"
         );
         drop(silent);
