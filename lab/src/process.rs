@@ -71,7 +71,11 @@ pub fn place(command: &mut Command, placement: &Placement) -> Result<(), LabErro
                 view.hostname.clone().into_bytes(),
             )),
         },
-        roots: match placement.pod_view.as_ref().and_then(|v| v.trust_roots.as_ref()) {
+        roots: match placement
+            .pod_view
+            .as_ref()
+            .and_then(|v| v.trust_roots.as_ref())
+        {
             Some(roots) if roots.exists() && Path::new(SYSTEM_ROOTS).exists() => {
                 Some((c_path(roots)?, c_path(Path::new(SYSTEM_ROOTS))?))
             }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use weft_e2e::{bin_dir, unique_lab_name};
 
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 12] = [
     "── 1. the ingress gateway: Bookinfo from outside",
     "── 2. HTTPS at the ingress gateway",
     "── 3. mesh on",
@@ -18,6 +18,7 @@ const STEPS: [&str; 11] = [
     "── 9. metrics",
     "── 10. upgrading the agents, traffic flowing",
     "── 11. egress: locked down, then opened by a ServiceEntry",
+    "── 12. TLS origination at the egress waypoint",
 ];
 
 #[test]
@@ -44,7 +45,7 @@ fn the_demo_tour_passes_every_step() {
         .lines()
         .filter(|l| l.trim_start().starts_with('✓'))
         .count();
-    assert_eq!(checks, 22, "every step's checks passed:\n{stdout}");
+    assert_eq!(checks, 23, "every step's checks passed:\n{stdout}");
     let counted = stdout
         .split_once(" counted)")
         .and_then(|(before, _)| before.rsplit_once('('))

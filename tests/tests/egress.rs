@@ -523,3 +523,118 @@ data:
     );
     lab.down().expect("down");
 }
+
+/// Istio's egress TLS origination through ambient's egress gateway: the application calls
+/// `http://secure.external.test/`, the ServiceEntry sends it through the waypoint of
+/// `istio-egress`, whose VirtualService routes port 80 to 443 and whose DestinationRule
+/// originates TLS there (verified against the pods' trust roots, where the lab's external
+/// CA plays a public CA).
+const TLS_ORIGINATION: &str = r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: secure-external
+  namespace: istio-egress
+  labels: {istio.io/use-waypoint: waypoint}
+spec:
+  hosts: [secure.external.test]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 443, name: https, protocol: HTTPS}
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure-external, namespace: istio-egress}
+spec:
+  hosts: [secure.external.test]
+  http:
+  - match: [{port: 80}]
+    route: [{destination: {host: secure.external.test, port: {number: 443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: secure-external, namespace: istio-egress}
+spec:
+  host: secure.external.test
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: SIMPLE}
+"#;
+
+#[test]
+fn an_egress_waypoint_originates_tls_and_never_sends_plaintext() {
+    let mut lab = lab_up("egtls", "egress", 2, true);
+    apply(&mut lab, TLS_ORIGINATION);
+    let url = "http://secure.external.test/originated";
+    assert!(
+        eventually(SETTLE, || status(&lab, "shop/client", url) == 200),
+        "the application's plain HTTP reaches the host: {:?}\nwaypoint log:\n{}",
+        curl(&lab, "shop/client", url),
+        waypoint_log(&lab)
+    );
+    let (_, body) = curl(&lab, "shop/client", url);
+    assert!(
+        body.contains("scheme=https sni=secure.external.test host=secure.external.test"),
+        "the external server received TLS with the host as SNI: {body}"
+    );
+    let log = access_log(&lab, "secure.external.test");
+    assert!(
+        log.lines()
+            .all(|l| l.contains(" https sni=secure.external.test ")),
+        "every request the server saw came over TLS:\n{log}"
+    );
+    // The waypoint counted it as the ServiceEntry's host.
+    let metrics = lab
+        .pod_command("istio-egress/waypoint-0", "curl")
+        .expect("waypoint pod")
+        .args(["-s", "-m", "5", "http://127.0.0.1:15020/metrics"])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        counter(
+            &text,
+            "istio_requests_total",
+            &[
+                "destination_service=\"secure.external.test\"",
+                "response_code=\"200\""
+            ]
+        ) >= 2,
+        "{text}"
+    );
+
+    // A server certificate without the name the rule asks for: 503, and nothing in
+    // plain text ever reaches the server.
+    let wrong = TLS_ORIGINATION.replace(
+        "tls: {mode: SIMPLE}",
+        "tls: {mode: SIMPLE, subjectAltNames: [wrong.external.test]}",
+    );
+    apply(&mut lab, &wrong);
+    assert!(
+        eventually(SETTLE, || status(&lab, "shop/client", url) == 503),
+        "a certificate without the wanted subjectAltNames fails the request: {:?}",
+        curl(&lab, "shop/client", url)
+    );
+    let served = access_log(&lab, "secure.external.test").lines().count();
+    for _ in 0..3 {
+        assert_eq!(status(&lab, "shop/client", url), 503);
+    }
+    assert_eq!(
+        access_log(&lab, "secure.external.test").lines().count(),
+        served,
+        "no request reached the server, in TLS or in plain text:\n{}",
+        access_log(&lab, "secure.external.test")
+    );
+    lab.down().expect("down");
+}
+
+fn waypoint_log(lab: &Lab) -> String {
+    std::fs::read_to_string(
+        lab.paths
+            .logs()
+            .join("istio-egress-waypoint-0-weft-waypoint.log"),
+    )
+    .unwrap_or_default()
+}

@@ -31,6 +31,7 @@ const REVIEWS: &str = "http://reviews:9080/reviews";
 const CURL: &str = "bookinfo/curl";
 /// A host of the lab's internet (`lab/src/external.rs`).
 const EXTERNAL_HOST: &str = "api.external.test";
+const SECURE_EXTERNAL_HOST: &str = "secure.external.test";
 /// The ingress gateway's Service, as Istio's default install names it.
 const INGRESS_SERVICE: &str = "istio-system/istio-ingressgateway";
 /// The HTTPS host of step 2, and the Secret holding its certificate.
@@ -86,7 +87,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     )
     .with_context(|| format!("bringing up the demo lab from {}", app.display()))?;
     println!(
-        "  up in {:.1} s: 2 nodes, a weft-agent on each, weft-ca, a weft-waypoint, the ingress gateway, {} pods\n",
+        "  up in {:.1} s: 2 nodes, a weft-agent on each, weft-ca, two weft-waypoints (reviews' and the egress gateway), the ingress gateway, {} pods\n",
         started.elapsed().as_secs_f64(),
         lab.plan.pods.len()
     );
@@ -162,6 +163,8 @@ impl Tour {
             .context("step 10 (upgrading the agents under traffic)")?;
         self.egress()
             .context("step 11 (egress locked down, then opened)")?;
+        self.tls_origination()
+            .context("step 12 (TLS origination at the egress waypoint)")?;
         Ok(())
     }
 
@@ -620,6 +623,33 @@ impl Tour {
         expect(
             opened == [200, 200],
             "the ServiceEntry opens its host's HTTP and HTTPS ports",
+        )
+    }
+
+    fn tls_origination(&mut self) -> anyhow::Result<()> {
+        self.step(
+            12,
+            "TLS origination at the egress waypoint",
+            "A ServiceEntry labelled istio.io/use-waypoint sends secure.external.test's \
+             traffic through the waypoint of istio-egress (ambient's egress gateway). Its \
+             VirtualService routes port 80 to 443, its DestinationRule says SIMPLE TLS: the \
+             application speaks plain HTTP, the external server receives TLS.",
+            Some("9-egress-tls-origination.yaml"),
+        )?;
+        let url = format!("http://{SECURE_EXTERNAL_HOST}/");
+        println!("    curl → {url}:");
+        let status = self.wait_for_egress(&url, |s| s == 200)?;
+        let output = self
+            .lab
+            .pod_command(CURL, "curl")?
+            .args(["-s", "-m", "5", &url])
+            .output()
+            .context("running curl in the curl pod")?;
+        let body = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        println!("    {status}, the external server says: {body}");
+        expect(
+            status == 200 && body.contains(&format!("scheme=https sni={SECURE_EXTERNAL_HOST}")),
+            "the external server received TLS, with the host as SNI",
         )
     }
 
