@@ -568,20 +568,31 @@ fn an_egress_waypoint_originates_tls_and_never_sends_plaintext() {
     let mut lab = lab_up("egtls", "egress", 2, true);
     apply(&mut lab, TLS_ORIGINATION);
     let url = "http://secure.external.test/originated";
+    // Until the agents and the waypoint hold the entry, ALLOW_ANY lets the request out in
+    // plain text: wait for the first one the waypoint originated.
+    let originated = || {
+        let (code, body) = curl(&lab, "shop/client", url);
+        code == 200
+            && body.contains("scheme=https sni=secure.external.test host=secure.external.test")
+    };
     assert!(
-        eventually(SETTLE, || status(&lab, "shop/client", url) == 200),
-        "the application's plain HTTP reaches the host: {:?}\nwaypoint log:\n{}",
+        eventually(SETTLE, originated),
+        "the application's plain HTTP reaches the host as TLS with the host as SNI: {:?}\nwaypoint log:\n{}",
         curl(&lab, "shop/client", url),
         waypoint_log(&lab)
     );
-    let (_, body) = curl(&lab, "shop/client", url);
-    assert!(
-        body.contains("scheme=https sni=secure.external.test host=secure.external.test"),
-        "the external server received TLS with the host as SNI: {body}"
-    );
+    let before = access_log(&lab, "secure.external.test").lines().count();
+    for _ in 0..5 {
+        assert!(
+            originated(),
+            "every request is originated once the rules are in force"
+        );
+    }
     let log = access_log(&lab, "secure.external.test");
+    let new: Vec<&str> = log.lines().skip(before).collect();
+    assert_eq!(new.len(), 5, "{log}");
     assert!(
-        log.lines()
+        new.iter()
             .all(|l| l.contains(" https sni=secure.external.test ")),
         "every request the server saw came over TLS:\n{log}"
     );

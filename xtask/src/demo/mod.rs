@@ -638,17 +638,30 @@ impl Tour {
         )?;
         let url = format!("http://{SECURE_EXTERNAL_HOST}/");
         println!("    curl → {url}:");
-        let status = self.wait_for_egress(&url, |s| s == 200)?;
-        let output = self
-            .lab
-            .pod_command(CURL, "curl")?
-            .args(["-s", "-m", "5", &url])
-            .output()
-            .context("running curl in the curl pod")?;
-        let body = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        let originated = format!("scheme=https sni={SECURE_EXTERNAL_HOST}");
+        // Until the rules reach the agents and the waypoint, ALLOW_ANY lets the request
+        // out as it was sent: wait (bounded) for the first one the waypoint originated.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let (status, body) = loop {
+            interrupt::check()?;
+            let output = self
+                .lab
+                .pod_command(CURL, "curl")?
+                .args(["-s", "-m", "5", "-w", "\n%{http_code}", &url])
+                .output()
+                .context("running curl in the curl pod")?;
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+            let status: u16 = status.trim().parse().unwrap_or(0);
+            let body = body.trim().to_string();
+            if (status == 200 && body.contains(&originated)) || Instant::now() >= deadline {
+                break (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
         println!("    {status}, the external server says: {body}");
         expect(
-            status == 200 && body.contains(&format!("scheme=https sni={SECURE_EXTERNAL_HOST}")),
+            status == 200 && body.contains(&originated),
             "the external server received TLS, with the host as SNI",
         )
     }
