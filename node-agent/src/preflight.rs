@@ -13,6 +13,19 @@ pub struct HostFacts {
 }
 
 pub fn check() -> anyhow::Result<HostFacts> {
+    // First: without its capabilities every probe below fails, and would be blamed on the
+    // kernel.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let missing = missing_capabilities(&status);
+        if !missing.is_empty() {
+            bail!(
+                "weft-agent lacks the capabilities {}: it needs CAP_BPF, CAP_NET_ADMIN and \
+                 CAP_SYS_ADMIN (the DaemonSet's securityContext in deploy/base/agent.yaml grants \
+                 them; or run it as root)",
+                missing.join(", ")
+            );
+        }
+    }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!(
             "the kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); weft needs a kernel \
@@ -104,6 +117,32 @@ fn check_bpf_features() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The capabilities the agent needs (loading programs and maps, attaching to cgroups and
+/// network namespaces, entering pods' namespaces), by name and bit (linux/capability.h).
+const NEEDED_CAPABILITIES: [(&str, u32); 3] = [
+    ("CAP_NET_ADMIN", 12),
+    ("CAP_SYS_ADMIN", 21),
+    ("CAP_BPF", 39),
+];
+
+/// The needed capabilities missing from the effective set `CapEff` of a
+/// `/proc/<pid>/status` text. Nothing when the line is missing or unreadable (the probes
+/// will tell).
+fn missing_capabilities(status: &str) -> Vec<&'static str> {
+    let Some(effective) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return Vec::new();
+    };
+    NEEDED_CAPABILITIES
+        .iter()
+        .filter(|(_, bit)| effective & (1u64 << bit) == 0)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
     let major = parts.next().and_then(|p| p.parse::<u32>().ok());
@@ -117,7 +156,27 @@ fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::kernel_at_least;
+    use super::{kernel_at_least, missing_capabilities};
+
+    #[test]
+    fn names_the_capabilities_missing_from_the_effective_set() {
+        // root: every capability.
+        assert!(missing_capabilities("Name:\tweft-agent\nCapEff:\t000001ffffffffff\n").is_empty());
+        // The DaemonSet's: BPF, NET_ADMIN, SYS_ADMIN and SYS_PTRACE.
+        let daemonset = (1u64 << 39) | (1 << 12) | (1 << 21) | (1 << 19);
+        assert!(missing_capabilities(&format!("CapEff:\t{daemonset:016x}\n")).is_empty());
+        // Without SYS_ADMIN (a common mistake): named, and only it.
+        let without = (1u64 << 39) | (1 << 12);
+        assert_eq!(
+            missing_capabilities(&format!("CapEff:\t{without:016x}\n")),
+            ["CAP_SYS_ADMIN"]
+        );
+        assert_eq!(
+            missing_capabilities("CapEff:\t0000000000000000\n"),
+            ["CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_BPF"]
+        );
+        assert!(missing_capabilities("no such line").is_empty());
+    }
 
     #[test]
     fn compares_kernel_releases() {
