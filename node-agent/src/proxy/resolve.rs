@@ -173,13 +173,25 @@ fn via_waypoint(
     dst: SocketAddr,
     pick: impl FnOnce(usize) -> usize,
 ) -> NextHop {
-    let pods: Vec<_> = snapshot
+    let all: Vec<_> = snapshot
         .waypoint_service(waypoint)
         .into_iter()
         .flat_map(|s| s.endpoints.iter())
         .filter(|e| e.ready)
         .filter_map(|e| Some((e, snapshot.endpoint_workload(e)?)))
         .collect();
+    // The waypoint's addresses of the connection's family first (a dual-stack waypoint
+    // Service lists both); another family only when it has none of this one.
+    let same_family: Vec<_> = all
+        .iter()
+        .copied()
+        .filter(|(e, _)| e.address.is_ipv4() == dst.is_ipv4())
+        .collect();
+    let pods = if same_family.is_empty() {
+        all
+    } else {
+        same_family
+    };
     if pods.is_empty() {
         return NextHop::Refuse(format!(
             "waypoint {}/{} has no ready pod",
@@ -451,6 +463,27 @@ ports: [{name: http, port: 9080, protocol: TCP}]
             s.waypoint_identities(required[0]),
             ["spiffe://cluster.local/ns/shop/sa/waypoint"]
         );
+    }
+
+    #[test]
+    fn a_dual_stack_waypoint_is_reached_in_the_connection_s_family() {
+        let yaml = format!(
+            "{WITH_WAYPOINT}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: waypoint-0-v6, namespace: shop, labels: {{kubernetes.io/service-name: waypoint}}}}\naddressType: IPv6\nendpoints: [{{addresses: [\"fd00:10:244:1::14\"], conditions: {{ready: true}}, targetRef: {{kind: Pod, namespace: shop, name: waypoint-0}}}}]\nports: [{{name: mesh, port: 15008, protocol: TCP}}]\n"
+        )
+        .replace(
+            "status: {phase: Running, podIP: 10.244.1.20}",
+            "status: {phase: Running, podIP: 10.244.1.20, podIPs: [{ip: 10.244.1.20}, {ip: \"fd00:10:244:1::14\"}]}",
+        );
+        let s = snapshot_of(&yaml);
+        for index in 0..4 {
+            assert!(
+                matches!(
+                    resolve(&s, addr("10.96.0.11:9080"), |_| index),
+                    NextHop::Hbone { hbone_address, .. } if hbone_address == addr("10.244.1.20:15008")
+                ),
+                "an IPv4 connection goes to the waypoint's IPv4 address (pick {index})"
+            );
+        }
     }
 
     #[test]
