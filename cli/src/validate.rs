@@ -59,6 +59,10 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
                     report
                         .errors
                         .extend(documents.errors.iter().map(ToString::to_string));
+                    // Kinds meant for Istio that weft does not read.
+                    report
+                        .warnings
+                        .extend(documents.ignored.iter().map(ToString::to_string));
                     candidates.extend(documents.candidates);
                 }
                 Err(e) => report.errors.push(chain(&e)),
@@ -95,6 +99,16 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
         .filter_map(|c| Some((c.object.as_ref().ok()?.object_ref(), c.origin.clone())))
         .collect();
     let mut cross = cross_warnings(&accepted, settings);
+    // Rules and policies that only a waypoint applies, on what the files bind to none.
+    let registry = Registry::new(settings.clone());
+    registry.apply([Change::Replace {
+        kinds: Kind::ALL.to_vec(),
+        candidates: accepted
+            .iter()
+            .map(|o| Candidate::from((*o).clone()))
+            .collect(),
+    }]);
+    let bindings = registry.snapshot();
     for candidate in &candidates {
         let origin = candidate.origin.clone();
         match &candidate.object {
@@ -102,6 +116,15 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
             Ok(object) => {
                 let refusals = validate::validate(object);
                 if refusals.is_empty() {
+                    // Fields the object's schema does not have.
+                    report
+                        .warnings
+                        .extend(candidate.warnings.iter().map(ToString::to_string));
+                    report.warnings.extend(
+                        validate::waypoint_warnings(object, &*bindings, settings)
+                            .into_iter()
+                            .map(|w| w.with_origin(origin.clone()).to_string()),
+                    );
                     let is_known = |host: &str| hosts.contains(host);
                     report.warnings.extend(
                         validate::warnings(object, &is_known, settings)

@@ -142,6 +142,74 @@ spec:
     );
 }
 
+/// What is accepted and ignored is shown, each with its file, object and field: a misspelt
+/// field, a kind weft does not read, L7 rules on a Service no waypoint serves, a field weft
+/// does not act on. Warnings do not fail the check.
+#[test]
+fn what_is_accepted_and_ignored_is_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("shop.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - rout: [{destination: {host: reviews}}]
+    route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  trafficPolicy: {connectionPool: {http: {idleTimeout: 30s}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec: {egress: [{hosts: ["./*"]}]}
+"#,
+    )
+    .expect("write");
+    let (code, out) = weftctl(&["validate", "-f", file.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "warnings do not fail the check: {out}");
+    let f = file.display();
+    for line in [
+        format!(
+            "warning: {f}:4: Sidecar shop/default: networking.istio.io/Sidecar is not supported by weft: ignored"
+        ),
+        format!(
+            "warning: {f}:2: VirtualService shop/reviews: spec.http[0].rout: unknown field \"spec.http[0].rout\": not in the VirtualService schema, ignored (misspelt?)"
+        ),
+        format!(
+            "warning: {f}:2: VirtualService shop/reviews: spec.hosts[0]: \"reviews\" has no waypoint: L7 rules apply only through a waypoint: label the Service istio.io/use-waypoint"
+        ),
+        format!(
+            "warning: {f}:3: DestinationRule shop/reviews: spec.host: \"reviews\" has no waypoint: L7 rules apply only through a waypoint: label the Service istio.io/use-waypoint"
+        ),
+        format!(
+            "warning: {f}:3: DestinationRule shop/reviews: spec.trafficPolicy.connectionPool.http.idleTimeout: accepted but not supported by weft: ignored"
+        ),
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("3 objects checked: 0 refused, 5 warnings"),
+        "{out}"
+    );
+}
+
 #[test]
 fn unreadable_yaml_fails_with_its_file() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -617,7 +617,11 @@ async fn the_mesh_config_is_the_istio_config_map_of_the_root_namespace() {
         snapshot.mesh_config().path_normalization(),
         PathNormalization::None
     );
-    let warned: Vec<String> = snapshot.warnings().map(|w| w.field.clone()).collect();
+    let warned: Vec<String> = snapshot
+        .warnings()
+        .filter(|w| w.object.kind == weft_config::api::Kind::MeshConfig)
+        .map(|w| w.field.clone())
+        .collect();
     assert_eq!(
         warned,
         ["data.mesh.accessLogFile"],

@@ -316,12 +316,23 @@ fn virtual_service_unresolvable_destination_is_a_warning_not_a_refusal() {
         snapshot.routes_for_host(REVIEWS).is_some(),
         "accepted despite the warning"
     );
-    // Once the Service exists, the warning goes.
+    // Once the Service exists, the warning goes; one remains while no waypoint serves it.
     apply(
         &registry,
         "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: bookinfo}\nspec: {ports: [{port: 9080}]}\n",
     );
-    assert_eq!(registry.snapshot().warnings().count(), 0);
+    let reasons: Vec<String> = registry
+        .snapshot()
+        .warnings()
+        .map(|w| format!("{}: {}", w.field, w.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "spec.hosts[0]: \"reviews\" has no waypoint: L7 rules apply only through a waypoint: \
+          label the Service istio.io/use-waypoint"
+        ]
+    );
 }
 
 #[test]
@@ -336,6 +347,33 @@ fn unknown_fields_are_tolerated() {
     );
     assert!(report.refused.is_empty(), "{:?}", report.refused);
     assert!(registry.snapshot().routes_for_host(REVIEWS).is_some());
+    // Tolerated, and named as kubectl's strict field validation names it.
+    let unknown: Vec<String> = registry
+        .snapshot()
+        .warnings()
+        .filter(|w| w.reason.starts_with("unknown field"))
+        .map(|w| format!("{}: {}", w.field, w.reason))
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            "spec.http[0].someFutureField: unknown field \"spec.http[0].someFutureField\": not in \
+          the VirtualService schema, ignored (misspelt?)"
+        ]
+    );
+    // Fixed: the warning goes, though the typed object is the same.
+    apply(
+        &registry,
+        &vs_with("    timeout: 2s\n", "    timeout: 2s\n"),
+    );
+    assert!(
+        registry
+            .snapshot()
+            .warnings()
+            .all(|w| !w.reason.starts_with("unknown field")),
+        "{:?}",
+        registry.snapshot().warnings().collect::<Vec<_>>()
+    );
 }
 
 #[test]

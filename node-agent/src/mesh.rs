@@ -80,6 +80,11 @@ impl Mesh {
                 "PeerAuthentication STRICT: plaintext refused".into(),
             ));
         }
+        // A policy only a waypoint can apply, on a Service without one: fail closed.
+        if let Some(reason) = snapshot.unenforceable_policy(workload) {
+            warn!(pod = %workload.name, %reason, "AuthorizationPolicy cannot be honoured; connection refused");
+            return Err(Error::Denied(reason));
+        }
         let policies = snapshot.authorization_policies_for(workload);
         match l4::custom(&policies, request) {
             Custom::Skip => {}

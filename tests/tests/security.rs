@@ -297,3 +297,40 @@ fn a_pods_outbound_port_refuses_other_pods() {
         "connections to another pod's :15001 are refused: {stdout}"
     );
 }
+
+/// An ALLOW policy attached by `targetRefs` to a Service that no waypoint serves cannot be
+/// applied where it is meant to be: instead of the policy being ignored (every client let
+/// in), the destination agent refuses every connection to the Service's pods, the allowed
+/// client's too, until the policy goes (or the Service gets a waypoint).
+#[test]
+fn an_allow_policy_on_a_service_without_a_waypoint_fails_closed() {
+    let lab = lab_up("unbound", "security", 2, true);
+    let vault = pod_ip(&lab, "shop/vault");
+    let target = format!("{vault}:7000");
+    assert!(echoes(&lab, "shop/client", &target), "no policy yet");
+    let service = r#"apiVersion: v1
+kind: Service
+metadata: {name: vault, namespace: shop}
+spec: {selector: {app: vault}, ports: [{name: tcp-echo, port: 7000, targetPort: echo}]}
+"#;
+    let policy = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: vault-clients, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: vault}]
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]
+"#;
+    lab.apply_yaml("vault", &format!("{service}---\n{policy}"))
+        .expect("apply");
+    assert!(
+        eventually(WAIT, || !echoes(&lab, "shop/client", &target)),
+        "a policy no waypoint can apply fails closed"
+    );
+    assert!(!echoes(&lab, "shop/intruder", &target));
+    lab.apply_yaml("vault", service).expect("apply");
+    assert!(
+        eventually(WAIT, || echoes(&lab, "shop/client", &target)),
+        "without the policy the pod is reachable again"
+    );
+}

@@ -243,16 +243,24 @@ fn ensure_jwt_tools() -> anyhow::Result<()> {
     step(pip.to_str().context("non-UTF-8 target path")?, &args, &[])
 }
 
-/// The external authorization server's packages, pinned: it imports
-/// `envoy.service.auth.v3.external_auth_pb2_grpc` from them.
-const EXT_AUTHZ_TOOLS: &[&str] = &["grpcio==1.85.4", "protobuf==7.36.2", "xds-protos==1.85.0"];
+/// The Python peers' packages, pinned: the external authorization server imports
+/// `envoy.service.auth.v3.external_auth_pb2_grpc` from them, the WebSocket echo server and
+/// client (`tests/manifests/websocket/websocket_echo.py`) `websockets`.
+const EXT_AUTHZ_TOOLS: &[&str] = &[
+    "grpcio==1.85.4",
+    "protobuf==7.36.2",
+    "xds-protos==1.85.0",
+    "websockets==17.4",
+];
 
 fn ensure_ext_authz_tools() -> anyhow::Result<()> {
     let dir = crate::workspace_root().join("target/xtask/ext-authz");
     let python = dir.join("bin/python");
     let check = "import importlib.metadata as m, sys\n\
                  from envoy.service.auth.v3 import external_auth_pb2_grpc\n\
-                 sys.exit(m.version('xds-protos') != '1.85.0' or m.version('grpcio') != '1.85.4')";
+                 import websockets.sync.client\n\
+                 sys.exit(m.version('xds-protos') != '1.85.0' or m.version('grpcio') != '1.85.4' \
+                 or m.version('websockets') != '17.4')";
     if python.is_file()
         && Command::new(&python)
             .args(["-c", check])

@@ -180,6 +180,44 @@ impl fmt::Display for Kind {
     }
 }
 
+/// Kinds of Istio and the Gateway API that a user may apply and weft does not read (API
+/// group, kind): sidecar and Envoy extensions, workload registration, routes of protocols
+/// weft's waypoints do not route by, telemetry settings. Accepted and ignored, each with a
+/// warning, by the directory source and `weftctl validate`.
+pub const UNSUPPORTED_KINDS: &[(&str, &str)] = &[
+    (NETWORKING_GROUP, "Sidecar"),
+    (NETWORKING_GROUP, "EnvoyFilter"),
+    (NETWORKING_GROUP, "ProxyConfig"),
+    (NETWORKING_GROUP, "WorkloadEntry"),
+    (NETWORKING_GROUP, "WorkloadGroup"),
+    ("extensions.istio.io", "WasmPlugin"),
+    ("telemetry.istio.io", "Telemetry"),
+    (GATEWAY_API_GROUP, "TCPRoute"),
+    (GATEWAY_API_GROUP, "TLSRoute"),
+];
+
+/// The warning for a document of a kind in [`UNSUPPORTED_KINDS`], naming it; `None` for
+/// any other document.
+pub fn unsupported(document: &serde_json::Value) -> Option<String> {
+    let kind = document.get("kind")?.as_str()?;
+    let api_version = document.get("apiVersion")?.as_str()?;
+    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+    UNSUPPORTED_KINDS
+        .iter()
+        .any(|(g, k)| *g == group && *k == kind)
+        .then(|| {
+            let name = document
+                .pointer("/metadata/name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default();
+            let namespace = document
+                .pointer("/metadata/namespace")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(super::DEFAULT_NAMESPACE);
+            format!("{kind} {namespace}/{name}: {group}/{kind} is not supported by weft: ignored")
+        })
+}
+
 /// Which object: kind, namespace ("" for cluster-scoped kinds) and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectRef {

@@ -13,5 +13,6 @@ pub mod security;
 
 pub use kind::{
     Kind, NETWORKING_GROUP, NETWORKING_VERSIONS, ObjectRef, SECURITY_GROUP, SECURITY_VERSIONS,
+    UNSUPPORTED_KINDS, unsupported,
 };
-pub use object::{DEFAULT_NAMESPACE, Object, labels};
+pub use object::{DEFAULT_NAMESPACE, Object, labels, unknown_fields};

@@ -2,6 +2,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -13,7 +14,7 @@ use super::kubernetes::{EndpointSlice, Namespace, Pod, Secret, Service, trim_met
 use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
 use super::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, Warning};
 
 /// One object of a kind weft reads. Cheap to clone: the payload is shared.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,7 +105,16 @@ impl Object {
     /// Reads a document of any kind weft uses. `Ok(None)` for kinds weft has no use for
     /// (Deployments, ConfigMaps, TCPRoutes, …): they are not
     /// errors, a directory of manifests holds many of them.
-    pub fn from_json(mut value: Value) -> Result<Option<Object>, Refusal> {
+    pub fn from_json(value: Value) -> Result<Option<Object>, Refusal> {
+        Ok(Self::from_json_checked(value)?.map(|(object, _)| object))
+    }
+
+    /// [`Object::from_json`], with a warning for each field of an Istio or Gateway API
+    /// object that its schema does not have (a misspelt `rout`, a field of another
+    /// version): serde drops them silently, so they are named as kubectl's strict field
+    /// validation names them, `unknown field "spec.http[0].rout"`. Kubernetes' own kinds
+    /// are cut to the fields weft uses and are not checked.
+    pub fn from_json_checked(mut value: Value) -> Result<Option<(Object, Vec<Warning>)>, Refusal> {
         let Some(kind_name) = value.get("kind").and_then(Value::as_str) else {
             return Ok(None);
         };
@@ -170,6 +180,37 @@ impl Object {
             // Only TLS Secrets are a gateway's credentials; weft keeps no other.
             return Ok(None);
         }
+        if kind.is_custom() {
+            let input = value.clone();
+            let (object, unknown) = match kind {
+                Kind::VirtualService => checked(value, &object_ref, Object::VirtualService),
+                Kind::DestinationRule => checked(value, &object_ref, Object::DestinationRule),
+                Kind::ServiceEntry => checked(value, &object_ref, Object::ServiceEntry),
+                Kind::Gateway => checked(value, &object_ref, Object::Gateway),
+                Kind::AuthorizationPolicy => {
+                    checked(value, &object_ref, Object::AuthorizationPolicy)
+                }
+                Kind::PeerAuthentication => checked(value, &object_ref, Object::PeerAuthentication),
+                Kind::RequestAuthentication => {
+                    checked(value, &object_ref, Object::RequestAuthentication)
+                }
+                Kind::KubernetesGateway => checked(value, &object_ref, Object::KubernetesGateway),
+                Kind::HttpRoute => checked(value, &object_ref, Object::HttpRoute),
+                Kind::GrpcRoute => checked(value, &object_ref, Object::GrpcRoute),
+                Kind::ReferenceGrant => checked(value, &object_ref, Object::ReferenceGrant),
+                _ => unreachable_custom(&object_ref),
+            }?;
+            let warnings = unknown_fields(&input, &unknown)
+                .into_iter()
+                .map(|field| {
+                    let reason = format!(
+                        "unknown field {field:?}: not in the {kind} schema, ignored (misspelt?)"
+                    );
+                    Refusal::new(object_ref.clone(), field, reason)
+                })
+                .collect();
+            return Ok(Some((object, warnings)));
+        }
         let parsed = match kind {
             Kind::Namespace => typed(value, &object_ref).map(Object::Namespace),
             Kind::Pod => typed(value, &object_ref).map(Object::Pod),
@@ -191,7 +232,7 @@ impl Object {
             Kind::ReferenceGrant => typed(value, &object_ref).map(Object::ReferenceGrant),
             Kind::Secret => typed(value, &object_ref).map(Object::Secret),
         }?;
-        Ok(Some(parsed))
+        Ok(Some((parsed, Vec::new())))
     }
 }
 
@@ -262,6 +303,81 @@ fn typed<T: DeserializeOwned + HasMetadata>(
                 error.into_inner().to_string(),
             ))
         }
+    }
+}
+
+/// A custom kind's object and its value serialized again from the typed object, to find
+/// what the schema dropped.
+fn checked<T: DeserializeOwned + Serialize + HasMetadata>(
+    value: Value,
+    object_ref: &ObjectRef,
+    wrap: fn(Arc<T>) -> Object,
+) -> Result<(Object, Value), Refusal> {
+    let object = typed::<T>(value, object_ref)?;
+    let kept = serde_json::to_value(&*object).unwrap_or(Value::Null);
+    Ok((wrap(object), kept))
+}
+
+/// Every custom kind is listed in `from_json_checked`; an unlisted one is refused rather
+/// than read unchecked.
+fn unreachable_custom(object_ref: &ObjectRef) -> Result<(Object, Value), Refusal> {
+    Err(Refusal::new(
+        object_ref.clone(),
+        "kind",
+        "not a kind weft reads",
+    ))
+}
+
+/// Field paths (`spec.http[0].rout`) present in `input` and absent from `kept`, the typed
+/// object serialized again. `metadata` is Kubernetes' own and `status` is the server's;
+/// a value a serializer may leave out as a default (null, false, 0, "", [], {}) is not
+/// reported, since it cannot be told from a known field holding its default.
+pub fn unknown_fields(input: &Value, kept: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    if let (Value::Object(input), Value::Object(kept)) = (input, kept) {
+        for (key, value) in input {
+            if matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
+                continue;
+            }
+            match kept.get(key) {
+                Some(kept) => walk(value, kept, key.clone(), &mut found),
+                None if is_default(value) => {}
+                None => found.push(key.clone()),
+            }
+        }
+    }
+    found
+}
+
+fn walk(input: &Value, kept: &Value, path: String, found: &mut Vec<String>) {
+    match (input, kept) {
+        (Value::Object(input), Value::Object(kept)) => {
+            for (key, value) in input {
+                let at = format!("{path}.{key}");
+                match kept.get(key) {
+                    Some(kept) => walk(value, kept, at, found),
+                    None if is_default(value) => {}
+                    None => found.push(at),
+                }
+            }
+        }
+        (Value::Array(input), Value::Array(kept)) => {
+            for (i, (value, kept)) in input.iter().zip(kept).enumerate() {
+                walk(value, kept, format!("{path}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_default(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! What sources hand the registry.
 use crate::api::{Kind, Object, ObjectRef};
-use crate::refusal::{Origin, Refusal};
+use crate::refusal::{Origin, Refusal, Warning};
 
 /// One object as a source read it: parsed, or refused already because it could not be
 /// read as its kind (the refusal names the field).
@@ -8,6 +8,9 @@ use crate::refusal::{Origin, Refusal};
 pub struct Candidate {
     pub object: Result<Object, Refusal>,
     pub origin: Option<Origin>,
+    /// What reading it found doubtful but kept: fields its schema does not have
+    /// (`Object::from_json_checked`).
+    pub warnings: Vec<Warning>,
 }
 
 impl Candidate {
@@ -24,6 +27,7 @@ impl From<Object> for Candidate {
         Self {
             object: Ok(object),
             origin: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -34,6 +38,7 @@ impl From<Refusal> for Candidate {
         Self {
             object: Err(refusal),
             origin,
+            warnings: Vec::new(),
         }
     }
 }

@@ -421,6 +421,54 @@ impl Snapshot {
         )
     }
 
+    /// An ALLOW or CUSTOM AuthorizationPolicy attached by `targetRefs` to a Service that
+    /// selects `workload` and is bound to no waypoint: only a waypoint can apply it, and a
+    /// security rule weft cannot honour is not ignored, so connections to the workload are
+    /// refused (fail closed) until the Service gets a waypoint. The reason, naming the
+    /// policy and the Service; `None` when no such policy exists.
+    pub fn unenforceable_policy(&self, workload: &Workload) -> Option<String> {
+        use crate::api::security::Action;
+        let policies = self.authorization_policies.get(&workload.namespace)?;
+        for policy in policies {
+            if !matches!(
+                policy.spec.effective_action(),
+                Action::Allow | Action::Custom
+            ) {
+                continue;
+            }
+            let targets = policy
+                .spec
+                .target_refs
+                .iter()
+                .chain(policy.spec.target_ref.iter());
+            for target in targets {
+                if !matches!(target.group.as_str(), "" | "core") || target.kind != "Service" {
+                    continue;
+                }
+                let Some(service) = self.service(&workload.namespace, &target.name) else {
+                    continue;
+                };
+                let selects = service.selector.as_ref().is_some_and(|selector| {
+                    !selector.is_empty()
+                        && selector
+                            .iter()
+                            .all(|(k, v)| workload.labels.get(k) == Some(v))
+                });
+                if selects && service.waypoint.is_none() {
+                    return Some(format!(
+                        "AuthorizationPolicy {}/{} targets Service {}/{}, which has no waypoint \
+                         to apply it: refused (fail closed)",
+                        workload.namespace,
+                        policy.metadata.name.as_deref().unwrap_or_default(),
+                        service.namespace,
+                        service.name
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     pub fn peer_authentications(&self, namespace: &str) -> &[Arc<PeerAuthentication>] {
         self.peer_authentications
             .get(namespace)
@@ -471,5 +519,69 @@ impl Snapshot {
 
     pub fn warnings(&self) -> impl Iterator<Item = &Warning> {
         self.warnings.values().flatten()
+    }
+}
+
+impl crate::validate::Bindings for Snapshot {
+    fn host(&self, host: &str) -> crate::validate::Binding {
+        use crate::validate::Binding;
+        if let Some(service) = self.service_by_host(host) {
+            return if service.waypoint.is_some() {
+                Binding::Waypoint
+            } else {
+                Binding::NoWaypoint { kind: "Service" }
+            };
+        }
+        let mut entries = self.entry_hosts().filter(|e| e.host == host).peekable();
+        if entries.peek().is_none() {
+            return Binding::Unknown;
+        }
+        if entries.any(|e| e.waypoint.is_some()) {
+            Binding::Waypoint
+        } else {
+            Binding::NoWaypoint {
+                kind: "ServiceEntry",
+            }
+        }
+    }
+
+    fn service(&self, namespace: &str, name: &str) -> crate::validate::Binding {
+        use crate::validate::Binding;
+        match Snapshot::service(self, namespace, name) {
+            Some(service) if service.waypoint.is_some() => Binding::Waypoint,
+            Some(_) => Binding::NoWaypoint { kind: "Service" },
+            None => Binding::Unknown,
+        }
+    }
+
+    fn entry(&self, namespace: &str, name: &str) -> crate::validate::Binding {
+        use crate::validate::Binding;
+        let mut hosts = self
+            .entry_hosts()
+            .filter(|e| e.namespace == namespace && e.name == name)
+            .peekable();
+        if hosts.peek().is_none() {
+            return Binding::Unknown;
+        }
+        if hosts.any(|e| e.waypoint.is_some()) {
+            Binding::Waypoint
+        } else {
+            Binding::NoWaypoint {
+                kind: "ServiceEntry",
+            }
+        }
+    }
+
+    fn gateway_routed(&self, host: &str) -> bool {
+        self.gateway_virtual_services.values().flatten().any(|vs| {
+            let namespace = vs
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or(crate::api::DEFAULT_NAMESPACE);
+            crate::validate::destination_hosts(&vs.spec, namespace, &self.settings)
+                .iter()
+                .any(|h| h == host)
+        })
     }
 }

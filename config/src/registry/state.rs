@@ -39,6 +39,8 @@ struct Dirty {
     services: BTreeSet<Key>,
     kinds: BTreeSet<Kind>,
     refusals: bool,
+    /// Warnings found when objects were read changed (`Candidate::warnings`).
+    read_warnings: bool,
 }
 
 impl Dirty {
@@ -48,6 +50,7 @@ impl Dirty {
             || !self.services.is_empty()
             || !self.kinds.is_empty()
             || self.refusals
+            || self.read_warnings
     }
 }
 
@@ -87,6 +90,8 @@ pub(super) struct State {
     gateway_route_index: HashMap<String, Vec<Arc<BoundRoute>>>,
     secrets: BTreeMap<Key, Arc<Secret>>,
     refusals: BTreeMap<ObjectRef, Vec<Refusal>>,
+    /// What reading each accepted object found (unknown fields), kept with it.
+    read_warnings: BTreeMap<ObjectRef, Vec<Refusal>>,
 }
 
 impl State {
@@ -108,6 +113,7 @@ impl State {
             match change {
                 Change::Apply(candidate) => self.admit(candidate, &mut dirty, &mut report),
                 Change::Delete(object) => {
+                    self.set_read_warnings(&object, Vec::new(), &mut dirty);
                     self.remove(&object, &mut dirty);
                     self.clear_refusal(&object, &mut dirty);
                 }
@@ -123,6 +129,7 @@ impl State {
                             .into_iter()
                             .filter(|r| !present.contains(r))
                         {
+                            self.set_read_warnings(&gone, Vec::new(), &mut dirty);
                             self.remove(&gone, &mut dirty);
                         }
                         let stale: Vec<ObjectRef> = self
@@ -148,7 +155,11 @@ impl State {
     }
 
     fn admit(&mut self, candidate: Candidate, dirty: &mut Dirty, report: &mut ApplyReport) {
-        let Candidate { object, origin } = candidate;
+        let Candidate {
+            object,
+            origin,
+            warnings,
+        } = candidate;
         let object = match object {
             Ok(object) => object,
             Err(refusal) => {
@@ -159,10 +170,15 @@ impl State {
         };
         let r = object.object_ref();
         if self.stored(&r).as_ref() == Some(&object) {
+            // The same object, perhaps without the unknown field it had.
+            self.set_read_warnings(&r, warnings, dirty);
             self.clear_refusal(&r, dirty);
             return;
         }
         let refusals = validate::validate(&object);
+        if refusals.is_empty() {
+            self.set_read_warnings(&r, warnings, dirty);
+        }
         if !refusals.is_empty() {
             let with_origin = refusals
                 .into_iter()
@@ -198,6 +214,20 @@ impl State {
         report.refused.extend(refusals.iter().cloned());
         self.refusals.insert(object, refusals);
         dirty.refusals = true;
+    }
+
+    /// Records what reading the object found, marking warnings to be derived again when it
+    /// changed.
+    fn set_read_warnings(&mut self, object: &ObjectRef, found: Vec<Refusal>, dirty: &mut Dirty) {
+        let changed = if found.is_empty() {
+            self.read_warnings.remove(object).is_some()
+        } else if self.read_warnings.get(object) != Some(&found) {
+            self.read_warnings.insert(object.clone(), found);
+            true
+        } else {
+            false
+        };
+        dirty.read_warnings |= changed;
     }
 
     fn clear_refusal(&mut self, object: &ObjectRef, dirty: &mut Dirty) {
@@ -554,6 +584,14 @@ impl State {
             || kinds.contains(&Kind::MeshConfig)
             || kinds.contains(&Kind::AuthorizationPolicy)
             || kinds.contains(&Kind::RequestAuthentication)
+            || dirty.read_warnings
+            // Waypoint bindings decide whether L7 rules and policies can apply.
+            || kinds.contains(&Kind::KubernetesGateway)
+            || !dirty.namespaces.is_empty()
+            || !dirty.services.is_empty()
+                && (!self.virtual_services.is_empty()
+                    || !self.destination_rules.is_empty()
+                    || !self.authorization_policies.is_empty())
         {
             self.derive_warnings();
         }
@@ -772,7 +810,7 @@ impl State {
                 || snapshot.service_entries_by_host.contains_key(host)
                 || wildcard_entries.iter().any(|suffix| host.ends_with(suffix))
         };
-        let mut warnings = BTreeMap::new();
+        let mut warnings: BTreeMap<ObjectRef, Vec<Refusal>> = self.read_warnings.clone();
         let objects = self
             .virtual_services
             .values()
@@ -806,7 +844,7 @@ impl State {
                 );
             }
             if !found.is_empty() {
-                warnings.insert(object_ref, found);
+                warnings.entry(object_ref).or_default().extend(found);
             }
         }
         // Gateways with VirtualServices and the Secrets this process reads, if any.
@@ -827,10 +865,7 @@ impl State {
                 .map(|ns| (ns, &has_secret as &dyn Fn(&str) -> bool)),
         );
         for (object, found) in cross {
-            warnings
-                .entry(object)
-                .or_insert_with(Vec::new)
-                .extend(found);
+            warnings.entry(object).or_default().extend(found);
         }
         // Addresses two ServiceEntries (or a ServiceEntry and a Service) both claim.
         for (object, found) in validate::address_overlaps(&snapshot.service_entries, &|ip| {
@@ -839,16 +874,43 @@ impl State {
                 .get(&ip)
                 .map(|s| format!("{}/{}", s.namespace, s.name))
         }) {
-            warnings
-                .entry(object)
-                .or_insert_with(Vec::new)
-                .extend(found);
+            warnings.entry(object).or_default().extend(found);
+        }
+        // Rules and policies only a waypoint applies, on what has none.
+        let waypoint_objects = self
+            .virtual_services
+            .values()
+            .cloned()
+            .map(Object::VirtualService)
+            .chain(
+                self.destination_rules
+                    .values()
+                    .cloned()
+                    .map(Object::DestinationRule),
+            )
+            .chain(
+                self.authorization_policies
+                    .values()
+                    .cloned()
+                    .map(Object::AuthorizationPolicy),
+            );
+        for object in waypoint_objects {
+            let found = validate::waypoint_warnings(&object, snapshot, &snapshot.settings);
+            if !found.is_empty() {
+                warnings
+                    .entry(object.object_ref())
+                    .or_default()
+                    .extend(found);
+            }
         }
         // CUSTOM policies against the mesh config's extension providers.
         for policy in self.authorization_policies.values() {
             let found = validate::policy_warnings(policy, &snapshot.mesh_config);
             if let Some(first) = found.first() {
-                warnings.insert(first.object.clone(), found);
+                warnings
+                    .entry(first.object.clone())
+                    .or_default()
+                    .extend(found);
             }
         }
         for (object, found) in &warnings {

@@ -149,6 +149,9 @@ impl Scanner {
                     for error in &documents.errors {
                         warn!("skipping a document: {error}");
                     }
+                    for ignored in &documents.ignored {
+                        warn!("ignored: {ignored}");
+                    }
                     debug!(file = %path.display(), objects = documents.candidates.len(), "read");
                     self.files.insert(
                         path,

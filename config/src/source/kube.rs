@@ -382,8 +382,11 @@ fn dynamic(object: DynamicObject, resource: &ApiResource) -> Candidate {
         map.insert("apiVersion".into(), resource.api_version.clone().into());
         map.insert("kind".into(), resource.kind.clone().into());
     }
-    match Object::from_json(value) {
-        Ok(Some(object)) => object.into(),
+    match Object::from_json_checked(value) {
+        Ok(Some((object, warnings))) => Candidate {
+            warnings,
+            ..object.into()
+        },
         Ok(None) => Refusal::new(object_ref, "kind", "not a kind weft reads").into(),
         Err(refusal) => refusal.into(),
     }

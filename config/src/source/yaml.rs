@@ -40,6 +40,9 @@ pub enum ReadError {
 pub struct Documents {
     pub candidates: Vec<Candidate>,
     pub errors: Vec<DocumentError>,
+    /// Objects of kinds a user may mean for Istio but weft does not read
+    /// (`api::unsupported`): accepted and ignored, so worth a warning.
+    pub ignored: Vec<DocumentError>,
 }
 
 /// Whether `path` looks like a manifest: `.yaml`, `.yml` or `.json`, not hidden (editors'
@@ -163,16 +166,27 @@ fn list_items(mut value: Value) -> Result<Vec<Value>, Value> {
 }
 
 fn push_object(value: Value, origin: Origin, documents: &mut Documents) {
-    match Object::from_json(value) {
-        Ok(Some(object)) => documents.candidates.push(Candidate {
+    let unsupported = crate::api::unsupported(&value);
+    match Object::from_json_checked(value) {
+        Ok(Some((object, warnings))) => documents.candidates.push(Candidate {
             object: Ok(object),
+            warnings: warnings
+                .into_iter()
+                .map(|w| w.with_origin(Some(origin.clone())))
+                .collect(),
             origin: Some(origin),
         }),
-        // Kinds weft does not use (Deployments, ConfigMaps, …) are expected here.
-        Ok(None) => {}
+        // Kinds weft does not use (Deployments, ConfigMaps, …) are expected here; those
+        // meant for Istio are warned about.
+        Ok(None) => {
+            if let Some(reason) = unsupported {
+                documents.ignored.push(DocumentError { origin, reason });
+            }
+        }
         Err(refusal) => documents.candidates.push(Candidate {
             object: Err(refusal.with_origin(Some(origin.clone()))),
             origin: Some(origin),
+            warnings: Vec::new(),
         }),
     }
 }

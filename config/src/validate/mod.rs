@@ -110,7 +110,11 @@ pub fn warnings(
     let object_ref = object.object_ref();
     let known = |host: &str| is_known(&qualify(host, &object_ref.namespace, settings));
     let issues = match object {
-        Object::VirtualService(vs) => networking::unresolved_destinations(&vs.spec, known),
+        Object::VirtualService(vs) => {
+            let mut issues = networking::unresolved_destinations(&vs.spec, known);
+            issues.extend(networking::virtual_service_ignored(&vs.spec));
+            issues
+        }
         Object::DestinationRule(dr) => {
             let host = &dr.spec.host;
             let mut issues = if host.starts_with('*') || known(host) {
@@ -122,6 +126,7 @@ pub fn warnings(
                 )]
             };
             issues.extend(networking::destination_rule_tls_warnings(&dr.spec));
+            issues.extend(networking::destination_rule_ignored(&dr.spec));
             issues
         }
         Object::MeshConfig(config) => {
@@ -133,6 +138,145 @@ pub fn warnings(
         Object::Gateway(gw) => gateway::gateway_warnings(&gw.spec),
         _ => Vec::new(),
     };
+    issues
+        .into_iter()
+        .map(|issue| issue.refusal(&object_ref))
+        .collect()
+}
+
+/// Whether a host, a Service or a ServiceEntry sends its traffic through a waypoint
+/// (`istio.io/use-waypoint` on it or its namespace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    Waypoint,
+    /// Known, and bound to no waypoint: `kind` is `Service` or `ServiceEntry`.
+    NoWaypoint {
+        kind: &'static str,
+    },
+    /// Not known here (other warnings name it).
+    Unknown,
+}
+
+/// What the waypoint warnings need to know of the cluster (the registry's snapshot, or the
+/// files `weftctl validate` reads).
+pub trait Bindings {
+    /// A fully qualified host: a Service's or a ServiceEntry's.
+    fn host(&self, host: &str) -> Binding;
+    fn service(&self, namespace: &str, name: &str) -> Binding;
+    fn entry(&self, namespace: &str, name: &str) -> Binding;
+    /// Whether a VirtualService bound to an Istio Gateway routes to `host` (fully
+    /// qualified): its DestinationRule then applies at that gateway.
+    fn gateway_routed(&self, host: &str) -> bool;
+}
+
+/// The fully qualified destination hosts of a VirtualService's routes and mirrors.
+pub fn destination_hosts(
+    spec: &crate::api::networking::VirtualServiceSpec,
+    namespace: &str,
+    settings: &MeshSettings,
+) -> Vec<String> {
+    let found = std::cell::RefCell::new(Vec::new());
+    networking::unresolved_destinations(spec, |host| {
+        found.borrow_mut().push(qualify(host, namespace, settings));
+        true
+    });
+    found.into_inner()
+}
+
+/// The advice for rules on a host no waypoint serves.
+pub const NO_WAYPOINT: &str = "L7 rules apply only through a waypoint: label the";
+
+/// Rules and policies that only a waypoint applies, on a host, Service or ServiceEntry
+/// that has none: a mesh VirtualService's hosts, a DestinationRule's host (unless a
+/// VirtualService bound to an Istio Gateway routes there: the gateway applies it), an
+/// AuthorizationPolicy's `targetRefs` to a Service or ServiceEntry (which then fails
+/// closed: see `translate::policy::unenforceable_targets`).
+pub fn waypoint_warnings(
+    object: &Object,
+    bindings: &dyn Bindings,
+    settings: &MeshSettings,
+) -> Vec<Warning> {
+    let object_ref = object.object_ref();
+    let namespace = object_ref.namespace.as_str();
+    let advice = |kind: &str| format!("{NO_WAYPOINT} {kind} istio.io/use-waypoint");
+    let mut issues = Vec::new();
+    match object {
+        Object::VirtualService(vs) => {
+            // Bound to Istio Gateways: the gateway applies it.
+            if vs.spec.gateways.iter().any(|g| g != "mesh") {
+                return Vec::new();
+            }
+            for (i, host) in vs.spec.hosts.iter().enumerate() {
+                if host.starts_with('*') {
+                    continue;
+                }
+                if let Binding::NoWaypoint { kind } =
+                    bindings.host(&qualify(host, namespace, settings))
+                {
+                    issues.push(FieldIssue::new(
+                        format!("spec.hosts[{i}]"),
+                        format!("{host:?} has no waypoint: {}", advice(kind)),
+                    ));
+                }
+            }
+        }
+        Object::DestinationRule(dr) => {
+            let host = &dr.spec.host;
+            let qualified = qualify(host, namespace, settings);
+            if !host.starts_with('*')
+                && !bindings.gateway_routed(&qualified)
+                && let Binding::NoWaypoint { kind } = bindings.host(&qualified)
+            {
+                issues.push(FieldIssue::new(
+                    "spec.host",
+                    format!("{host:?} has no waypoint: {}", advice(kind)),
+                ));
+            }
+        }
+        Object::AuthorizationPolicy(policy) => {
+            let (field, refs): (&str, Vec<_>) = if policy.spec.target_refs.is_empty() {
+                ("spec.targetRef", policy.spec.target_ref.iter().collect())
+            } else {
+                ("spec.targetRefs", policy.spec.target_refs.iter().collect())
+            };
+            let single = field == "spec.targetRef";
+            for (t, target) in refs.into_iter().enumerate() {
+                let binding = match (target.group.as_str(), target.kind.as_str()) {
+                    ("" | "core", "Service") => bindings.service(namespace, &target.name),
+                    ("networking.istio.io", "ServiceEntry") => {
+                        bindings.entry(namespace, &target.name)
+                    }
+                    _ => continue,
+                };
+                if let Binding::NoWaypoint { kind } = binding {
+                    let at = if single {
+                        field.to_string()
+                    } else {
+                        format!("{field}[{t}]")
+                    };
+                    let effect = if policy.spec.effective_action()
+                        == crate::api::security::Action::Deny
+                        || policy.spec.effective_action() == crate::api::security::Action::Audit
+                    {
+                        "the policy has no effect"
+                    } else {
+                        "the agent refuses every connection to its workloads until it has one \
+                         (fail closed)"
+                    };
+                    issues.push(FieldIssue::new(
+                        at,
+                        format!(
+                            "{kind} {namespace}/{} has no waypoint, so this policy cannot be \
+                             applied: {effect}; {}",
+                            target.name,
+                            advice(kind)
+                        ),
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
     issues
         .into_iter()
         .map(|issue| issue.refusal(&object_ref))

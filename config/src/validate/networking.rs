@@ -342,6 +342,152 @@ fn destination(dest: &Destination, at: &FieldPath, issues: &mut Issues) {
     }
 }
 
+/// How a field weft reads but does not act on is warned about.
+const IGNORED: &str = "accepted but not supported by weft: ignored";
+
+/// VirtualService fields weft accepts and does not act on (Istio's `delegate`, `exportTo`,
+/// `retryRemoteLocalities`, `exponentialDelay`, `http2Error`).
+pub(super) fn virtual_service_ignored(spec: &VirtualServiceSpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = FieldPath::spec();
+    if !spec.export_to.is_empty() {
+        issues.add(
+            &root.field("exportTo"),
+            format!("{IGNORED} (the VirtualService applies to clients of every namespace)"),
+        );
+    }
+    for (i, rule) in spec.http.iter().enumerate() {
+        let at = root.field("http").index(i);
+        if rule.delegate.is_some() {
+            issues.add(
+                &at.field("delegate"),
+                format!("{IGNORED} (a rule that only delegates never matches)"),
+            );
+        }
+        if rule
+            .retries
+            .as_ref()
+            .is_some_and(|r| r.retry_remote_localities.is_some())
+        {
+            issues.add(&at.field("retries").field("retryRemoteLocalities"), IGNORED);
+        }
+        if let Some(fault) = &rule.fault {
+            if fault
+                .delay
+                .as_ref()
+                .is_some_and(|d| d.exponential_delay.is_some())
+            {
+                issues.add(
+                    &at.field("fault").field("delay").field("exponentialDelay"),
+                    format!("{IGNORED} (no delay is injected by it)"),
+                );
+            }
+            if fault
+                .abort
+                .as_ref()
+                .is_some_and(|a| a.http2_error.is_some())
+            {
+                issues.add(
+                    &at.field("fault").field("abort").field("http2Error"),
+                    format!("{IGNORED} (no abort is injected by it)"),
+                );
+            }
+        }
+    }
+    issues.into_vec()
+}
+
+/// DestinationRule fields weft accepts and does not act on: connection idle and lifetime
+/// limits, HTTP/2 settings, slow start, `workloadSelector` and `exportTo` (a rule applies
+/// to every client's traffic through the waypoint).
+pub(super) fn destination_rule_ignored(spec: &DestinationRuleSpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = FieldPath::spec();
+    if !spec.export_to.is_empty() {
+        issues.add(
+            &root.field("exportTo"),
+            format!("{IGNORED} (the rule applies to clients of every namespace)"),
+        );
+    }
+    if spec.workload_selector.is_some() {
+        issues.add(
+            &root.field("workloadSelector"),
+            format!("{IGNORED} (the rule applies whichever workload sends)"),
+        );
+    }
+    let mut levels: Vec<(
+        FieldPath,
+        Option<&LoadBalancerSettings>,
+        Option<&ConnectionPoolSettings>,
+    )> = Vec::new();
+    let mut policies: Vec<(FieldPath, &TrafficPolicy)> = Vec::new();
+    if let Some(policy) = &spec.traffic_policy {
+        policies.push((root.field("trafficPolicy"), policy));
+    }
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        if let Some(policy) = &subset.traffic_policy {
+            policies.push((
+                root.field("subsets").index(i).field("trafficPolicy"),
+                policy,
+            ));
+        }
+    }
+    for (at, policy) in policies {
+        levels.push((
+            at.clone(),
+            policy.load_balancer.as_ref(),
+            policy.connection_pool.as_ref(),
+        ));
+        for (i, level) in policy.port_level_settings.iter().enumerate() {
+            levels.push((
+                at.field("portLevelSettings").index(i),
+                level.load_balancer.as_ref(),
+                level.connection_pool.as_ref(),
+            ));
+        }
+    }
+    for (at, balancer, pool) in levels {
+        if balancer.is_some_and(|lb| lb.warmup_duration_secs.is_some()) {
+            issues.add(
+                &at.field("loadBalancer").field("warmupDurationSecs"),
+                IGNORED,
+            );
+        }
+        let Some(pool) = pool else { continue };
+        if let Some(tcp) = &pool.tcp {
+            let at = at.field("connectionPool").field("tcp");
+            for (name, set) in [
+                ("idleTimeout", tcp.idle_timeout.is_some()),
+                (
+                    "maxConnectionDuration",
+                    tcp.max_connection_duration.is_some(),
+                ),
+            ] {
+                if set {
+                    issues.add(&at.field(name), IGNORED);
+                }
+            }
+        }
+        if let Some(http) = &pool.http {
+            let at = at.field("connectionPool").field("http");
+            for (name, set) in [
+                ("idleTimeout", http.idle_timeout.is_some()),
+                (
+                    "maxConcurrentStreams",
+                    http.max_concurrent_streams.is_some(),
+                ),
+                ("h2UpgradePolicy", http.h2_upgrade_policy.is_some()),
+                ("useClientProtocol", http.use_client_protocol.is_some()),
+            ] {
+                if set {
+                    issues.add(&at.field(name), IGNORED);
+                }
+            }
+        }
+    }
+    issues.into_vec()
+}
+
 /// Destination hosts that resolve to nothing `is_known` recognises.
 pub(super) fn unresolved_destinations(
     spec: &VirtualServiceSpec,

@@ -71,6 +71,42 @@ pub(super) fn authorization_policy(spec: &AuthorizationPolicySpec) -> Vec<FieldI
             "only one of targetRef or targetRefs may be set",
         );
     }
+    // A policy attached to what no waypoint applies policies for would be enforced nowhere:
+    // refused rather than ignored.
+    let attached: Vec<(FieldPath, &crate::api::common::PolicyTargetReference)> =
+        match &spec.target_ref {
+            Some(target) => vec![(root.field("targetRef"), target)],
+            None => spec
+                .target_refs
+                .iter()
+                .enumerate()
+                .map(|(t, target)| (root.field("targetRefs").index(t), target))
+                .collect(),
+        };
+    for (at, target) in attached {
+        let supported = matches!(
+            (target.group.as_str(), target.kind.as_str()),
+            ("gateway.networking.k8s.io", "Gateway")
+                | ("", "Service")
+                | ("networking.istio.io", "ServiceEntry")
+        );
+        if !supported {
+            issues.add(
+                &at,
+                format!(
+                    "weft cannot attach a policy to {}/{} (only a waypoint's Gateway, group \
+                     gateway.networking.k8s.io; a Service, group \"\"; a ServiceEntry, group \
+                     networking.istio.io): it would be enforced nowhere",
+                    if target.group.is_empty() {
+                        "core"
+                    } else {
+                        &target.group
+                    },
+                    target.kind
+                ),
+            );
+        }
+    }
     for (r, rule) in spec.rules.iter().flatten().enumerate() {
         let at = root.field("rules").index(r);
         for (f, from) in rule.from.iter().enumerate() {

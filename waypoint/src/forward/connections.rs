@@ -282,7 +282,8 @@ impl Connections {
                             address: key.address,
                             source,
                         })?;
-                spawn_driver(key.address, connection);
+                // With upgrades: a `101` hands the connection to the spliced stream.
+                spawn_driver(key.address, connection.with_upgrades());
                 Ok(Checked::Http1(Http1Conn { sender, slot }, endpoint.clone()))
             }
             Protocol::Http2 => {
@@ -461,6 +462,16 @@ impl Checkout {
             Checked::Http1(mut conn, endpoint) => {
                 let reuse = conn.slot.permit.start_request();
                 let response = conn.sender.send_request(request).await?;
+                if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                    // Upgraded: the connection is the spliced stream's now and never goes
+                    // back to the pool; its slot stays counted while the body is held.
+                    let slot = conn.slot.clone();
+                    return Ok(response.map(|body| ResponseBody {
+                        body,
+                        back: None,
+                        _held: (permit, Some(slot), hold),
+                    }));
+                }
                 let back = (reuse == Reuse::Keep).then_some((conn, endpoint));
                 Ok(response.map(|body| ResponseBody {
                     body,

@@ -7,6 +7,7 @@ pub(crate) mod forward;
 pub mod local;
 pub mod normalize;
 mod request_id;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -49,7 +50,9 @@ where
         }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    // With upgrades: a WebSocket request answered `101` leaves hyper's HTTP and is spliced
+    // to the endpoint (upgrade.rs).
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     // While draining, a connection is asked to close once it has carried a request: one
     // opened during the drain delay still gets its first answer.
@@ -265,6 +268,8 @@ async fn handle(
 ) -> Response<ResponseBody> {
     let snapshot = ctx.registry.load();
     let (mut parts, body) = request.into_parts();
+    // A WebSocket upgrade: judged and routed as any request, then relayed (upgrade.rs).
+    let upgrade = upgrade::requested(&mut parts);
     // Once, before authorization and routing; the upstream gets the normalized path.
     if let Err(error) = normalize_path(&mut parts.uri, snapshot.mesh_config()) {
         debug!(%error, path = parts.uri.path(), "path refused");
@@ -307,11 +312,20 @@ async fn handle(
                 _ => Transport::Plain,
             };
             strip_hop_by_hop(&mut parts.headers);
+            if let Some(upgrade) = &upgrade {
+                upgrade.restore(&mut parts.headers);
+            }
             let body = match body.into_request_body().await {
                 Ok(body) => body,
                 Err(_) => return local::reply(StatusCode::BAD_REQUEST, "bad request body"),
             };
-            return forward::direct(ctx, parts, body, *address, transport, protocol).await;
+            let mut response =
+                forward::direct(ctx, parts, body, *address, transport, protocol).await;
+            strip_hop_by_hop(response.headers_mut());
+            if let Some(upgrade) = upgrade {
+                upgrade.finish(&mut response);
+            }
+            return response;
         }
         Target::Gateway(gateway) => {
             // The virtual host of the request's Host; none is Envoy's 404 (`NR`).
@@ -399,9 +413,11 @@ async fn handle(
     let origin = parts.headers.get(header::ORIGIN).cloned();
     let timeout = route.effective_timeout(&parts.headers);
     let retry = route.retry().clone();
+    // An upgrade is not mirrored: the copy could not carry the stream that follows.
     let mirrors: Vec<MirrorPlan> = route
         .mirrors()
         .iter()
+        .filter(|_| upgrade.is_none())
         .filter(|m| m.should_mirror(fastrand::f64() * 100.0))
         .cloned()
         .collect();
@@ -421,6 +437,9 @@ async fn handle(
     parts.headers.insert(header::HOST, authority);
     route.apply_request_headers(destination, &mut parts.headers);
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(upgrade) = &upgrade {
+        upgrade.restore(&mut parts.headers);
+    }
     if !parts.headers.contains_key(X_REQUEST_ID) {
         parts.headers.insert(X_REQUEST_ID, request_id());
     }
@@ -468,6 +487,8 @@ async fn handle(
             original: down.destination,
         },
     );
+    // The route's timeout ends with the response headers: an upgraded stream (spliced
+    // after the `101`) outlives it.
     let mut response = match timeout {
         Some(timeout) => match tokio::time::timeout(timeout, attempts).await {
             Ok(response) => response,
@@ -476,6 +497,9 @@ async fn handle(
         None => attempts.await,
     };
     strip_hop_by_hop(response.headers_mut());
+    if let Some(upgrade) = upgrade {
+        upgrade.finish(&mut response);
+    }
     if let Target::Gateway(_) = &down.target
         && let Some(service) = snapshot.service_by_host(&destination.host)
     {
