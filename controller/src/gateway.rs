@@ -26,6 +26,12 @@ pub struct Listener {
     pub protocol: String,
     /// `tls` is given (an ingress gateway's HTTPS or TLS listener).
     pub tls: bool,
+    /// `hostname`, as written.
+    pub hostname: Option<String>,
+    /// `tls.mode`: `Terminate` when `tls` is given without one.
+    pub tls_mode: Option<String>,
+    /// `tls.certificateRefs`, in order.
+    pub certificate_refs: Vec<crate::certificates::CertificateRef>,
 }
 
 /// `spec.infrastructure`: labels and annotations for what is created, and parameters.
@@ -71,6 +77,8 @@ pub struct Gateway {
     pub conditions: Vec<Condition>,
     /// `status.addresses` as found.
     pub addresses: Vec<Value>,
+    /// `status.listeners` as found.
+    pub listener_status: Vec<Value>,
 }
 
 impl Gateway {
@@ -104,6 +112,18 @@ impl Gateway {
                         port: l["port"].as_u64().unwrap_or(0),
                         protocol: text(&l["protocol"]),
                         tls: l["tls"].is_object(),
+                        hostname: l["hostname"].as_str().map(str::to_string),
+                        tls_mode: l["tls"].is_object().then(|| {
+                            l["tls"]["mode"].as_str().unwrap_or("Terminate").to_string()
+                        }),
+                        certificate_refs: l["tls"]["certificateRefs"]
+                            .as_array()
+                            .map(|refs| {
+                                refs.iter()
+                                    .map(crate::certificates::CertificateRef::from_json)
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                     })
                     .collect()
             })
@@ -131,6 +151,10 @@ impl Gateway {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        let listener_status = value["status"]["listeners"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         Ok(Gateway {
             api_version: if api_version.is_empty() {
                 format!("{GATEWAY_API_GROUP}/v1")
@@ -150,6 +174,7 @@ impl Gateway {
             requests_addresses: spec["addresses"].as_array().is_some_and(|a| !a.is_empty()),
             conditions,
             addresses,
+            listener_status,
         })
     }
 
