@@ -105,7 +105,8 @@ pub struct RefProblem {
 /// Whether weft's ingress gateway terminates TLS on the listener: `HTTPS` with `tls.mode`
 /// `Terminate` (the default).
 pub fn terminates(listener: &Listener) -> bool {
-    listener.protocol == "HTTPS" && listener.tls_mode.as_deref().unwrap_or("Terminate") == "Terminate"
+    listener.protocol == "HTTPS"
+        && listener.tls_mode.as_deref().unwrap_or("Terminate") == "Terminate"
 }
 
 /// The Secret `reference` (of listener `field` of a Gateway in `gateway_namespace`) names,
@@ -156,7 +157,13 @@ pub fn readable(gateway: &Gateway, grants: &[ReferenceGrant]) -> BTreeSet<Secret
         .filter(|(_, l)| terminates(l))
         .filter_map(|(i, l)| {
             let field = format!("spec.listeners[{i}].tls.certificateRefs[0]");
-            resolve(&gateway.namespace, &field, l.certificate_refs.first()?, grants).ok()
+            resolve(
+                &gateway.namespace,
+                &field,
+                l.certificate_refs.first()?,
+                grants,
+            )
+            .ok()
         })
         .collect()
 }
@@ -304,7 +311,10 @@ mod tests {
             _ => None,
         };
         let got = resolved_refs(&gw, &[grant()], &secrets);
-        let reasons: Vec<Option<&str>> = got.iter().map(|r| r.as_ref().err().map(|p| p.reason)).collect();
+        let reasons: Vec<Option<&str>> = got
+            .iter()
+            .map(|r| r.as_ref().err().map(|p| p.reason))
+            .collect();
         assert_eq!(
             reasons,
             [
@@ -319,9 +329,18 @@ mod tests {
             ]
         );
         let message = |i: usize| got[i].as_ref().expect_err("a problem").message.clone();
-        assert!(message(3).starts_with("spec.listeners[3].tls.certificateRefs[0]: Secret certs/books-cert"), "{}", message(3));
+        assert!(
+            message(3)
+                .starts_with("spec.listeners[3].tls.certificateRefs[0]: Secret certs/books-cert"),
+            "{}",
+            message(3)
+        );
         assert!(message(4).contains("kind \"ConfigMap\""), "{}", message(4));
-        assert!(message(5).starts_with("spec.listeners[5].tls.certificateRefs: none"), "{}", message(5));
+        assert!(
+            message(5).starts_with("spec.listeners[5].tls.certificateRefs: none"),
+            "{}",
+            message(5)
+        );
         assert!(message(6).contains("type \"Opaque\""), "{}", message(6));
         let without = resolved_refs(&gw, &[grant()], &|_| None);
         assert_eq!(

@@ -113,9 +113,9 @@ impl Gateway {
                         protocol: text(&l["protocol"]),
                         tls: l["tls"].is_object(),
                         hostname: l["hostname"].as_str().map(str::to_string),
-                        tls_mode: l["tls"].is_object().then(|| {
-                            l["tls"]["mode"].as_str().unwrap_or("Terminate").to_string()
-                        }),
+                        tls_mode: l["tls"]
+                            .is_object()
+                            .then(|| l["tls"]["mode"].as_str().unwrap_or("Terminate").to_string()),
                         certificate_refs: l["tls"]["certificateRefs"]
                             .as_array()
                             .map(|refs| {

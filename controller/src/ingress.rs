@@ -131,7 +131,10 @@ pub struct ListenerStatus {
 
 /// The status of each listener of an ingress Gateway, in order; `refs` are
 /// [`crate::certificates::resolved_refs`] of it.
-pub fn listener_statuses(gateway: &Gateway, refs: &[Result<(), RefProblem>]) -> Vec<ListenerStatus> {
+pub fn listener_statuses(
+    gateway: &Gateway,
+    refs: &[Result<(), RefProblem>],
+) -> Vec<ListenerStatus> {
     gateway
         .listeners
         .iter()
@@ -217,7 +220,10 @@ pub fn objects(
         objects.push((ObjectKind::Role, role(gateway, &namespace, &names)));
         objects.push((ObjectKind::RoleBinding, role_binding(gateway, &namespace)));
     }
-    objects.push((ObjectKind::Deployment, deployment(gateway, settings, readable)));
+    objects.push((
+        ObjectKind::Deployment,
+        deployment(gateway, settings, readable),
+    ));
     objects.push((ObjectKind::Service, service(gateway)));
     objects
 }
@@ -238,7 +244,10 @@ pub fn role_name(gateway: &Gateway, namespace: &str) -> String {
 /// owner of another namespace: the controller deletes those itself).
 fn rbac_metadata(gateway: &Gateway, namespace: &str) -> Value {
     let mut labels = labels(gateway);
-    labels.insert(GATEWAY_NAMESPACE_LABEL.to_string(), gateway.namespace.clone());
+    labels.insert(
+        GATEWAY_NAMESPACE_LABEL.to_string(),
+        gateway.namespace.clone(),
+    );
     if let Some(uid) = &gateway.uid {
         labels.insert(GATEWAY_UID_LABEL.to_string(), uid.clone());
     }
@@ -366,9 +375,9 @@ fn deployment(gateway: &Gateway, settings: &Settings, readable: &BTreeSet<Secret
             .map(|(namespace, name)| ("--tls-secret", format!("{namespace}/{name}"))),
     );
     let args: Vec<String> = flags
-    .into_iter()
-    .flat_map(|(flag, value)| [flag.to_string(), value])
-    .collect();
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect();
     let mut ports: Vec<Value> = listener_ports(gateway)
         .into_iter()
         .map(|(name, port, _)| json!({ "name": name, "containerPort": port, "protocol": "TCP" }))
@@ -529,7 +538,8 @@ mod tests {
         let warnings = judge(&gw).expect("the HTTP listener is served");
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("spec.listeners[1]"), "{warnings:?}");
-        let ports = objects(&gw, &Settings::default(), &BTreeSet::new())[2].1["spec"]["ports"].clone();
+        let ports =
+            objects(&gw, &Settings::default(), &BTreeSet::new())[2].1["spec"]["ports"].clone();
         assert_eq!(
             ports.as_array().map(Vec::len),
             Some(2),
@@ -627,7 +637,10 @@ mod tests {
             "an owner reference cannot cross namespaces"
         );
         assert_eq!(foreign["metadata"]["labels"][GATEWAY_UID_LABEL], "g-1");
-        assert_eq!(foreign["metadata"]["labels"][GATEWAY_NAMESPACE_LABEL], "bookinfo");
+        assert_eq!(
+            foreign["metadata"]["labels"][GATEWAY_NAMESPACE_LABEL],
+            "bookinfo"
+        );
         let args = objects[5].1["spec"]["template"]["spec"]["containers"][0]["args"]
             .as_array()
             .expect("args")
@@ -639,16 +652,26 @@ mod tests {
             .collect();
         assert_eq!(
             secrets,
-            [&json!("bookinfo/bookinfo-cert"), &json!("certs/shared-cert")]
+            [
+                &json!("bookinfo/bookinfo-cert"),
+                &json!("certs/shared-cert")
+            ]
         );
-        assert!(args.windows(2).any(|w| w == [json!("--tls-secrets"), json!("false")]));
+        assert!(
+            args.windows(2)
+                .any(|w| w == [json!("--tls-secrets"), json!("false")])
+        );
         let ports = &objects[6].1["spec"]["ports"];
         assert_eq!(
             ports[2],
             json!({"name": "https", "port": 443, "targetPort": 443, "protocol": "TCP", "appProtocol": "https"})
         );
         // Without HTTPS listeners: no Role, no Secret read.
-        let plain = super::objects(&bookinfo(), &Settings::default(), &crate::certificates::readable(&bookinfo(), &[]));
+        let plain = super::objects(
+            &bookinfo(),
+            &Settings::default(),
+            &crate::certificates::readable(&bookinfo(), &[]),
+        );
         assert_eq!(plain.len(), 3);
     }
 
@@ -667,7 +690,12 @@ mod tests {
         let statuses = listener_statuses(&gw, &refs);
         let summary: Vec<(bool, Option<&str>)> = statuses
             .iter()
-            .map(|s| (s.accepted.is_ok(), s.resolved_refs.as_ref().err().map(|p| p.reason)))
+            .map(|s| {
+                (
+                    s.accepted.is_ok(),
+                    s.resolved_refs.as_ref().err().map(|p| p.reason),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -679,7 +707,10 @@ mod tests {
                 (false, None)
             ]
         );
-        assert_eq!(statuses[4].accepted.as_ref().expect_err("TCP").0, "UnsupportedProtocol");
+        assert_eq!(
+            statuses[4].accepted.as_ref().expect_err("TCP").0,
+            "UnsupportedProtocol"
+        );
         assert!(statuses[4].supported_kinds.is_empty());
         assert_eq!(statuses[0].supported_kinds, ["HTTPRoute", "GRPCRoute"]);
     }

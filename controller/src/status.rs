@@ -173,7 +173,11 @@ fn listener(gateway: &Gateway, status: &ListenerStatus, programmed: bool, now: &
         Err(problem) => ("False", problem.reason, problem.message.clone()),
     };
     let listener_programmed = match (&status.accepted, &status.resolved_refs) {
-        (Err(_), _) => ("False", "Invalid", "the listener is not accepted".to_string()),
+        (Err(_), _) => (
+            "False",
+            "Invalid",
+            "the listener is not accepted".to_string(),
+        ),
         (_, Err(problem)) => (
             "False",
             "Invalid",

@@ -959,7 +959,8 @@ spec:
         let reference = |yaml: &str| -> SecretObjectReference {
             serde_yaml::from_str(yaml).expect("reference")
         };
-        let grant = |from_kind: &str, to_kind: &str, name: Option<&str>| ReferenceGrant {
+        let grant = |from_kind: &str, to_kind: &str, name: Option<&str>| {
+            ReferenceGrant {
             spec: serde_yaml::from_str(&format!(
                 "{{from: [{{group: gateway.networking.k8s.io, kind: {from_kind}, namespace: web}}], \
                  to: [{{group: '', kind: {to_kind}{}}}]}}",
@@ -967,6 +968,7 @@ spec:
             ))
             .expect("grant"),
             ..ReferenceGrant::default()
+        }
         };
         let own = reference("{name: shop-cert}");
         assert_eq!(

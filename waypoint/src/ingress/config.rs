@@ -205,7 +205,14 @@ enum ApiPort {
         names: Vec<String>,
         hosts: Vec<VirtualHostRoutes>,
     },
-    Https(Vec<(Vec<String>, String, Result<Arc<ServerTls>, TlsError>, Vec<VirtualHostRoutes>)>),
+    Https(
+        Vec<(
+            Vec<String>,
+            String,
+            Result<Arc<ServerTls>, TlsError>,
+            Vec<VirtualHostRoutes>,
+        )>,
+    ),
 }
 
 /// The TLS an HTTPS listener terminates with: its first certificateRef's Secret, if the
@@ -230,9 +237,7 @@ pub fn listener_tls(
     let (secret_namespace, name) = certificate_ref(
         namespace,
         reference,
-        snapshot
-            .reference_grants_in(secret_namespace)
-            .map(|g| &**g),
+        snapshot.reference_grants_in(secret_namespace).map(|g| &**g),
     )
     .map_err(|issue| {
         TlsError::Settings(format!(
@@ -368,8 +373,8 @@ pub fn gateway_api_listeners(
                     ));
                     continue;
                 }
-                let tls = listener_tls(snapshot, namespace, &field, listener.tls.as_ref())
-                    .map(Arc::new);
+                let tls =
+                    listener_tls(snapshot, namespace, &field, listener.tls.as_ref()).map(Arc::new);
                 let describe = format!("Gateway {namespace}/{name} listener {}", listener.name);
                 if let Err(error) = &tls {
                     out.refusing.push((what.clone(), error.clone()));
@@ -866,9 +871,7 @@ spec:
             .expect("params")
             .self_signed(&key)
             .expect("certificate");
-        let block = |pem: String| -> String {
-            pem.lines().map(|l| format!("    {l}\n")).collect()
-        };
+        let block = |pem: String| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
         let secret = format!(
             "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
              type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
@@ -899,7 +902,9 @@ spec:
             let mut bytes = Vec::new();
             client.write_tls(&mut bytes).expect("client writes");
             if !bytes.is_empty() {
-                server.read_tls(&mut bytes.as_slice()).expect("server reads");
+                server
+                    .read_tls(&mut bytes.as_slice())
+                    .expect("server reads");
                 if server.process_new_packets().is_err() {
                     return false;
                 }
@@ -907,7 +912,9 @@ spec:
             let mut bytes = Vec::new();
             server.write_tls(&mut bytes).expect("server writes");
             if !bytes.is_empty() {
-                client.read_tls(&mut bytes.as_slice()).expect("client reads");
+                client
+                    .read_tls(&mut bytes.as_slice())
+                    .expect("client reads");
                 if client.process_new_packets().is_err() {
                     return false;
                 }
@@ -920,7 +927,8 @@ spec:
     }
 
     #[test]
-    fn https_listeners_terminate_with_their_certificate_by_sni_and_a_bad_ref_refuses_only_its_own() {
+    fn https_listeners_terminate_with_their_certificate_by_sni_and_a_bad_ref_refuses_only_its_own()
+    {
         let (shop_cert, shop_secret) = certificate("bookinfo", "shop-cert", "shop.example.com");
         let (admin_cert, admin_secret) = certificate("certs", "admin-cert", "admin.example.com");
         let (books_cert, books_secret) = certificate("certs", "books-cert", "books.example.com");
@@ -980,9 +988,12 @@ spec:
             .expect("the ReferenceGrant of certs allows admin-cert");
         assert!(handshakes(&admin, &admin_cert, "admin.example.com"));
         // books-cert exists but no grant names it; nowhere does not exist.
-        let books = terminating("books.example.com").0.expect_err("not permitted");
+        let books = terminating("books.example.com")
+            .0
+            .expect_err("not permitted");
         assert!(
-            books.to_string().contains("RefNotPermitted") && books.to_string().contains("certs/books-cert"),
+            books.to_string().contains("RefNotPermitted")
+                && books.to_string().contains("certs/books-cert"),
             "{books}"
         );
         assert_eq!(
@@ -990,10 +1001,20 @@ spec:
             TlsError::MissingSecret("bookinfo/nowhere".into())
         );
         assert!(chain_for(chains, Some("other.example.com")).is_none());
-        let refusing: Vec<&str> = config.refusing.iter().map(|(what, _)| what.as_str()).collect();
+        let refusing: Vec<&str> = config
+            .refusing
+            .iter()
+            .map(|(what, _)| what.as_str())
+            .collect();
         assert_eq!(refusing.len(), 2, "{refusing:?}");
-        assert!(refusing[0].contains("spec.listeners[3] (books HTTPS on 443)"), "{refusing:?}");
-        assert!(refusing[1].contains("spec.listeners[4] (missing HTTPS on 443)"), "{refusing:?}");
+        assert!(
+            refusing[0].contains("spec.listeners[3] (books HTTPS on 443)"),
+            "{refusing:?}"
+        );
+        assert!(
+            refusing[1].contains("spec.listeners[4] (missing HTTPS on 443)"),
+            "{refusing:?}"
+        );
         let _ = books_cert;
     }
 }
