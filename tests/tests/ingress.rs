@@ -372,6 +372,7 @@ impl Certificates {
             "mtls.example.com",
             "nginx.example.com",
             "client.example.com",
+            "bookinfo.example.com",
         ]
         .into_iter()
         .enumerate()
@@ -695,6 +696,118 @@ fn https_serves_by_sni_requires_client_certificates_redirects_and_passes_through
         "the gateway names the server without its Secret:\n{log}"
     );
     let _ = bin_dir();
+}
+
+/// Istio's Bookinfo Gateway API sample with an HTTPS listener for bookinfo.example.com
+/// (`tls.certificateRefs` to a Secret of the Gateway's namespace) and a second HTTPS listener
+/// on the same port whose Secret does not exist.
+const BOOKINFO_HTTPS_LISTENERS: &str = r#"  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: bookinfo.example.com
+    tls:
+      mode: Terminate
+      certificateRefs:
+      - kind: Secret
+        group: ""
+        name: bookinfo-credential
+    allowedRoutes:
+      namespaces:
+        from: Same
+  - name: missing
+    port: 443
+    protocol: HTTPS
+    hostname: missing.example.com
+    tls:
+      certificateRefs:
+      - name: missing-credential
+---
+"#;
+
+#[test]
+fn bookinfo_over_https_through_a_gateway_api_gateway_by_its_certificate_refs() {
+    let certs = Certificates::make("iggwtls");
+    let file = "examples/bookinfo/ingress/bookinfo-gateway-api.yaml";
+    let sample = std::fs::read_to_string(repository().join(file)).expect(file);
+    let (gateway, route) = sample.split_once("---
+").expect("Gateway, then HTTPRoute");
+    let text = format!(
+        "{gateway}{BOOKINFO_HTTPS_LISTENERS}{route}---
+{}",
+        certs
+            .secret("bookinfo-credential", "bookinfo.example.com", false)
+            .replace("namespace: istio-system", "namespace: bookinfo")
+    );
+    let mut applied = Manifests::default();
+    applied
+        .add_yaml(&text, Path::new("bookinfo-https.yaml"))
+        .expect("YAML");
+    let mut all = Manifests::load_dir(&manifests("ingress")).expect("tests/manifests/ingress");
+    all.extend(applied.in_namespace("bookinfo"));
+    let lab = lab_up_manifests("iggwtls", &all, 2, true, &[]);
+    let address = lab
+        .load_balancer_ip("bookinfo/bookinfo-gateway-istio")
+        .expect("the Gateway's Service has a LoadBalancer address")
+        .to_string();
+    let log = || {
+        std::fs::read_to_string(
+            lab.paths
+                .logs()
+                .join("bookinfo-bookinfo-gateway-istio-0-istio-proxy.log"),
+        )
+        .unwrap_or_default()
+    };
+    let ca = certs.path("example.com.crt");
+    let https = |host: &str, path: &str| {
+        let resolve = format!("{host}:443:{address}");
+        let url = format!("https://{host}{path}");
+        curl(
+            &lab,
+            &["--cacert", &ca, "--resolve", &resolve, &url],
+            "%{ssl_verify_result} %{http_version}",
+        )
+    };
+    assert!(
+        eventually(SETTLE, || https("bookinfo.example.com", "/productpage").status == 200),
+        "https://bookinfo.example.com/productpage: {:?}
+{}",
+        https("bookinfo.example.com", "/productpage"),
+        log()
+    );
+    // The listener's own certificate, verified by curl against the CA; the HTTPRoute
+    // attached to every listener serves over TLS, HTTP/2 offered.
+    for path in ["/productpage", "/api/v1/products"] {
+        for _ in 0..3 {
+            let got = https("bookinfo.example.com", path);
+            assert_eq!(
+                (got.status, got.extra.as_str()),
+                (200, "0 2"),
+                "{path}: {got:?}"
+            );
+            assert_eq!(answered_by(&got.body), "productpage-v1-0", "{path}: {got:?}");
+        }
+    }
+    assert_eq!(https("bookinfo.example.com", "/nothing").status, 404);
+    assert!(
+        presented_subject(&lab, &address, "bookinfo.example.com")
+            .contains("CN = bookinfo.example.com")
+    );
+    // The listener whose Secret is missing refuses TLS; the other keeps serving, and so does
+    // plain HTTP.
+    for _ in 0..3 {
+        assert_eq!(https("missing.example.com", "/productpage").status, 0);
+        assert_eq!(https("bookinfo.example.com", "/productpage").status, 200);
+    }
+    assert_eq!(
+        curl(&lab, &[&format!("http://{address}/productpage")], "").status,
+        200
+    );
+    let log = log();
+    assert!(
+        log.contains("spec.listeners[2] (missing HTTPS on 443) refuses TLS connections")
+            && log.contains("Secret bookinfo/missing-credential (type kubernetes.io/tls) is missing"),
+        "the gateway names the listener without its Secret:\n{log}"
+    );
 }
 
 /// Bad input is named — by `weftctl validate` over the files, by the agents'
