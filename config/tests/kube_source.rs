@@ -833,7 +833,9 @@ async fn secrets_given_by_name_are_read_by_name_with_get_only() {
     .await;
     let requests = api.requests();
     assert!(
-        requests.iter().all(|r| !r.contains("secrets") || r.starts_with("GET secrets")),
+        requests
+            .iter()
+            .all(|r| !r.contains("secrets") || r.starts_with("GET secrets")),
         "Secrets are read with GET only: {requests:?}"
     );
     assert!(

@@ -729,8 +729,12 @@ fn bookinfo_over_https_through_a_gateway_api_gateway_by_its_certificate_refs() {
     let certs = Certificates::make("iggwtls");
     let file = "examples/bookinfo/ingress/bookinfo-gateway-api.yaml";
     let sample = std::fs::read_to_string(repository().join(file)).expect(file);
-    let (gateway, route) = sample.split_once("---
-").expect("Gateway, then HTTPRoute");
+    let (gateway, route) = sample
+        .split_once(
+            "---
+",
+        )
+        .expect("Gateway, then HTTPRoute");
     let text = format!(
         "{gateway}{BOOKINFO_HTTPS_LISTENERS}{route}---
 {}",
@@ -768,7 +772,9 @@ fn bookinfo_over_https_through_a_gateway_api_gateway_by_its_certificate_refs() {
         )
     };
     assert!(
-        eventually(SETTLE, || https("bookinfo.example.com", "/productpage").status == 200),
+        eventually(SETTLE, || https("bookinfo.example.com", "/productpage")
+            .status
+            == 200),
         "https://bookinfo.example.com/productpage: {:?}
 {}",
         https("bookinfo.example.com", "/productpage"),
@@ -784,7 +790,11 @@ fn bookinfo_over_https_through_a_gateway_api_gateway_by_its_certificate_refs() {
                 (200, "0 2"),
                 "{path}: {got:?}"
             );
-            assert_eq!(answered_by(&got.body), "productpage-v1-0", "{path}: {got:?}");
+            assert_eq!(
+                answered_by(&got.body),
+                "productpage-v1-0",
+                "{path}: {got:?}"
+            );
         }
     }
     assert_eq!(https("bookinfo.example.com", "/nothing").status, 404);
@@ -805,7 +815,8 @@ fn bookinfo_over_https_through_a_gateway_api_gateway_by_its_certificate_refs() {
     let log = log();
     assert!(
         log.contains("spec.listeners[2] (missing HTTPS on 443) refuses TLS connections")
-            && log.contains("Secret bookinfo/missing-credential (type kubernetes.io/tls) is missing"),
+            && log
+                .contains("Secret bookinfo/missing-credential (type kubernetes.io/tls) is missing"),
         "the gateway names the listener without its Secret:\n{log}"
     );
 }
