@@ -198,6 +198,15 @@ pub struct GatewayApiListeners {
     pub refusing: Vec<(String, TlsError)>,
 }
 
+/// One HTTPS listener of a port: its SNI names, what it is (for logs and metrics), its TLS
+/// and its virtual hosts.
+struct HttpsChain {
+    names: Vec<String>,
+    server: String,
+    tls: Result<Arc<ServerTls>, TlsError>,
+    hosts: Vec<VirtualHostRoutes>,
+}
+
 /// One port of a Gateway API Gateway: plaintext HTTP (its listeners' virtual hosts merged)
 /// or HTTPS (one TLS chain per listener, told apart by SNI).
 enum ApiPort {
@@ -205,14 +214,7 @@ enum ApiPort {
         names: Vec<String>,
         hosts: Vec<VirtualHostRoutes>,
     },
-    Https(
-        Vec<(
-            Vec<String>,
-            String,
-            Result<Arc<ServerTls>, TlsError>,
-            Vec<VirtualHostRoutes>,
-        )>,
-    ),
+    Https(Vec<HttpsChain>),
 }
 
 /// The TLS an HTTPS listener terminates with: its first certificateRef's Secret, if the
@@ -367,7 +369,7 @@ pub fn gateway_api_listeners(
                     .as_deref()
                     .filter(|h| !h.is_empty())
                     .map_or_else(|| "*".to_string(), str::to_ascii_lowercase);
-                if chains.iter().any(|(names, _, _, _)| names.contains(&sni)) {
+                if chains.iter().any(|c| c.names.contains(&sni)) {
                     out.unserved.push(format!(
                         "{what} not served: another HTTPS listener on port {port} has hostname {sni}"
                     ));
@@ -381,7 +383,12 @@ pub fn gateway_api_listeners(
                 }
                 let mut hosts = Vec::new();
                 hosts_of(listener, &mut hosts);
-                chains.push((vec![sni], describe, tls, hosts));
+                chains.push(HttpsChain {
+                    names: vec![sni],
+                    server: describe,
+                    tls,
+                    hosts,
+                });
             }
             _ => {
                 out.unserved.push(format!(
@@ -418,15 +425,15 @@ pub fn gateway_api_listeners(
                 ApiPort::Https(chains) => Serve::Tls(
                     chains
                         .into_iter()
-                        .map(|(names, server, tls, hosts)| TlsChain {
-                            names,
+                        .map(|chain| TlsChain {
+                            names: chain.names,
                             action: ChainAction::Terminate {
-                                tls,
+                                tls: chain.tls,
                                 target: Arc::new(GatewayTarget {
                                     port,
-                                    routes: table(hosts),
+                                    routes: table(chain.hosts),
                                     workload: Some(workload.clone()),
-                                    server,
+                                    server: chain.server,
                                 }),
                             },
                         })
