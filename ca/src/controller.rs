@@ -3,17 +3,22 @@
 //! does for Istio.
 //!
 //! - Watches (kube-runtime reflectors, one watch per kind): Gateway API Gateways; the
-//!   Deployments, Services and ServiceAccounts labelled `gateway.istio.io/managed` with
-//!   weft's value; ConfigMaps named `weft-trust-bundle`; the ClusterRoleBinding
-//!   `weft-waypoints`. Every event queues what it concerns: its Gateway, its namespace's
-//!   trust bundle, the binding. Nothing is decided before every watch has listed once.
+//!   Deployments, Services, ServiceAccounts, Roles and RoleBindings labelled
+//!   `gateway.istio.io/managed` with weft's value; ConfigMaps named `weft-trust-bundle`; the
+//!   ClusterRoleBinding `weft-waypoints`; ReferenceGrants (when served). Every event queues
+//!   what it concerns: its Gateway, its namespace's trust bundle, the binding. Nothing is
+//!   decided before every watch has listed once. Secrets are not watched: the Secrets an
+//!   ingress Gateway's HTTPS listeners name are read by name (GET) when it is decided, and
+//!   one naming a missing Secret is decided again after `secret_recheck`.
 //! - Writes with server-side apply (field manager `weft-controller`, forced), each carrying
 //!   the resourceVersion it was decided on, so a write over something that changed since is
 //!   refused (409) and decided again. An object of a needed name that is not in the managed
 //!   watch is read once (GET) to tell "absent" from "someone else's", which is left alone.
-//! - Deletes only what it made for a Gateway that no longer wants it (its class changed),
-//!   with a uid precondition. A deleted Gateway's objects are the garbage collector's: they
-//!   carry ownerReferences to it.
+//! - Deletes only what it made for a Gateway that no longer wants it (its class changed, a
+//!   certificate reference changed), with a uid precondition. A deleted Gateway's objects
+//!   are the garbage collector's: they carry ownerReferences to it — but for the Roles and
+//!   RoleBindings of an ingress Gateway in other namespaces than its own (an owner
+//!   reference cannot cross namespaces), which the controller deletes itself.
 //! - Writes the Gateway's status (`Accepted`, `Programmed`, addresses) with a merge patch of
 //!   the `status` subresource, only when it changes.
 //! - A failed key is retried with exponential backoff (0.5 s doubling to 5 min by default),

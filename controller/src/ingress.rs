@@ -7,6 +7,12 @@
 //! name, owned by the Gateway. The pod finds the Gateway it serves by that label in its own
 //! namespace (`weft_waypoint::ingress::config`).
 //!
+//! Listeners served: HTTP (without `tls`) and HTTPS terminating TLS; for the Secrets the
+//! HTTPS listeners name ([`crate::certificates`]), a Role per namespace granting `get` of
+//! those Secrets by name and a RoleBinding of it to the ServiceAccount, and the Deployment
+//! runs with `--tls-secret namespace/name` for each. Each listener's status is
+//! [`listener_statuses`].
+//!
 //! As Istio's gateway pods: they listen on the listeners' own ports (the Service's
 //! `targetPort` is the port; `net.ipv4.ip_unprivileged_port_start` is 0 in the pod), stay out
 //! of capture (`istio.io/dataplane-mode: none`) and prove their ServiceAccount's identity
