@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+pub use crate::gateway::CertificateRef;
 use crate::gateway::{GATEWAY_API_GROUP, Gateway, Listener};
 
 /// A Secret: (namespace, name).
@@ -15,33 +16,6 @@ pub type SecretKey = (String, String);
 
 /// The type of Secret a certificate is read from.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
-
-/// One `tls.certificateRefs[]` entry, as written.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CertificateRef {
-    /// `""` (the core group) when absent.
-    pub group: String,
-    /// `Secret` when absent.
-    pub kind: String,
-    pub name: String,
-    /// The Gateway's namespace when absent.
-    pub namespace: Option<String>,
-}
-
-impl CertificateRef {
-    pub fn from_json(value: &Value) -> Self {
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        Self {
-            group: text(&value["group"]),
-            kind: value["kind"].as_str().unwrap_or("Secret").to_string(),
-            name: text(&value["name"]),
-            namespace: value["namespace"]
-                .as_str()
-                .filter(|n| !n.is_empty())
-                .map(str::to_string),
-        }
-    }
-}
 
 /// A ReferenceGrant, cut to what allows a Gateway's reference to a Secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -31,7 +31,34 @@ pub struct Listener {
     /// `tls.mode`: `Terminate` when `tls` is given without one.
     pub tls_mode: Option<String>,
     /// `tls.certificateRefs`, in order.
-    pub certificate_refs: Vec<crate::certificates::CertificateRef>,
+    pub certificate_refs: Vec<CertificateRef>,
+}
+
+/// One `tls.certificateRefs[]` entry, as written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertificateRef {
+    /// `""` (the core group) when absent.
+    pub group: String,
+    /// `Secret` when absent.
+    pub kind: String,
+    pub name: String,
+    /// The Gateway's namespace when absent.
+    pub namespace: Option<String>,
+}
+
+impl CertificateRef {
+    pub fn from_json(value: &Value) -> Self {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        Self {
+            group: text(&value["group"]),
+            kind: value["kind"].as_str().unwrap_or("Secret").to_string(),
+            name: text(&value["name"]),
+            namespace: value["namespace"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .map(str::to_string),
+        }
+    }
 }
 
 /// `spec.infrastructure`: labels and annotations for what is created, and parameters.
@@ -118,11 +145,7 @@ impl Gateway {
                             .then(|| l["tls"]["mode"].as_str().unwrap_or("Terminate").to_string()),
                         certificate_refs: l["tls"]["certificateRefs"]
                             .as_array()
-                            .map(|refs| {
-                                refs.iter()
-                                    .map(crate::certificates::CertificateRef::from_json)
-                                    .collect()
-                            })
+                            .map(|refs| refs.iter().map(CertificateRef::from_json).collect())
                             .unwrap_or_default(),
                     })
                     .collect()
