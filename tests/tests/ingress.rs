@@ -724,6 +724,52 @@ const BOOKINFO_HTTPS_LISTENERS: &str = r#"  - name: https
 ---
 "#;
 
+/// Each listener's `ResolvedRefs` (listener, status, reason and message when False) as
+/// weft-ca's controller reports it for the Gateway `namespace/name` of `all`, its Secrets
+/// those of `all`.
+fn controller_listener_status(
+    all: &Manifests,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, String, String)> {
+    let objects: Vec<serde_json::Value> = all
+        .others
+        .iter()
+        .map(|v| serde_json::to_value(v).expect("JSON"))
+        .collect();
+    let value = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "Gateway"
+                && o["metadata"]["namespace"] == namespace
+                && o["metadata"]["name"] == name
+        })
+        .expect("the Gateway");
+    let gateway = weft_controller::gateway::Gateway::from_json(value).expect("a Gateway");
+    let secret_type = |key: &(String, String)| {
+        objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "Secret"
+                    && o["metadata"]["namespace"] == key.0.as_str()
+                    && o["metadata"]["name"] == key.1.as_str()
+            })
+            .map(|o| o["type"].as_str().unwrap_or("Opaque").to_string())
+    };
+    let refs = weft_controller::certificates::resolved_refs(&gateway, &[], &secret_type);
+    weft_controller::ingress::listener_statuses(&gateway, &refs)
+        .into_iter()
+        .map(|l| match l.resolved_refs {
+            Ok(()) => (l.name, "True".to_string(), "ResolvedRefs".to_string()),
+            Err(problem) => (
+                l.name,
+                "False".to_string(),
+                format!("{}: {}", problem.reason, problem.message),
+            ),
+        })
+        .collect()
+}
+
 #[test]
 fn bookinfo_over_https_through_a_gateway_api_gateway_by_its_certificate_refs() {
     let certs = Certificates::make("iggwtls");
@@ -748,6 +794,22 @@ fn bookinfo_over_https_through_a_gateway_api_gateway_by_its_certificate_refs() {
         .expect("YAML");
     let mut all = Manifests::load_dir(&manifests("ingress")).expect("tests/manifests/ingress");
     all.extend(applied.in_namespace("bookinfo"));
+    // The lab has no API server to write the Gateway's status: what the controller's code
+    // reports for these objects (`ResolvedRefs` of each listener, judged against the
+    // Secrets the lab holds).
+    let statuses = controller_listener_status(&all, "bookinfo", "bookinfo-gateway");
+    assert_eq!(
+        statuses,
+        [
+            ("http".to_string(), "True".to_string(), "ResolvedRefs".to_string()),
+            ("https".to_string(), "True".to_string(), "ResolvedRefs".to_string()),
+            (
+                "missing".to_string(),
+                "False".to_string(),
+                "InvalidCertificateRef: spec.listeners[2].tls.certificateRefs[0]: Secret bookinfo/missing-credential does not exist".to_string()
+            ),
+        ]
+    );
     let lab = lab_up_manifests("iggwtls", &all, 2, true, &[]);
     let address = lab
         .load_balancer_ip("bookinfo/bookinfo-gateway-istio")
