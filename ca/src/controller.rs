@@ -3,17 +3,22 @@
 //! does for Istio.
 //!
 //! - Watches (kube-runtime reflectors, one watch per kind): Gateway API Gateways; the
-//!   Deployments, Services and ServiceAccounts labelled `gateway.istio.io/managed` with
-//!   weft's value; ConfigMaps named `weft-trust-bundle`; the ClusterRoleBinding
-//!   `weft-waypoints`. Every event queues what it concerns: its Gateway, its namespace's
-//!   trust bundle, the binding. Nothing is decided before every watch has listed once.
+//!   Deployments, Services, ServiceAccounts, Roles and RoleBindings labelled
+//!   `gateway.istio.io/managed` with weft's value; ConfigMaps named `weft-trust-bundle`; the
+//!   ClusterRoleBinding `weft-waypoints`; ReferenceGrants (when served). Every event queues
+//!   what it concerns: its Gateway, its namespace's trust bundle, the binding. Nothing is
+//!   decided before every watch has listed once. Secrets are not watched: the Secrets an
+//!   ingress Gateway's HTTPS listeners name are read by name (GET) when it is decided, and
+//!   one naming a missing Secret is decided again after `secret_recheck`.
 //! - Writes with server-side apply (field manager `weft-controller`, forced), each carrying
 //!   the resourceVersion it was decided on, so a write over something that changed since is
 //!   refused (409) and decided again. An object of a needed name that is not in the managed
 //!   watch is read once (GET) to tell "absent" from "someone else's", which is left alone.
-//! - Deletes only what it made for a Gateway that no longer wants it (its class changed),
-//!   with a uid precondition. A deleted Gateway's objects are the garbage collector's: they
-//!   carry ownerReferences to it.
+//! - Deletes only what it made for a Gateway that no longer wants it (its class changed, a
+//!   certificate reference changed), with a uid precondition. A deleted Gateway's objects
+//!   are the garbage collector's: they carry ownerReferences to it — but for the Roles and
+//!   RoleBindings of an ingress Gateway in other namespaces than its own (an owner
+//!   reference cannot cross namespaces), which the controller deletes itself.
 //! - Writes the Gateway's status (`Accepted`, `Programmed`, addresses) with a merge patch of
 //!   the `status` subresource, only when it changes.
 //! - A failed key is retried with exponential backoff (0.5 s doubling to 5 min by default),
@@ -36,9 +41,11 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+use weft_controller::certificates::{self, RefProblem, ReferenceGrant, SecretKey};
 use weft_controller::class::{Class, FIELD_MANAGER};
 use weft_controller::gateway::{GATEWAY_API_GROUP, Gateway};
-use weft_controller::object::{Existing, ObjectKey, ObjectKind};
+use weft_controller::ingress;
+use weft_controller::object::{Existing, GATEWAY_NAMESPACE_LABEL, ObjectKey, ObjectKind};
 use weft_controller::reconcile::{self, BindingPlan, NamespacePlan, Verdict};
 use weft_controller::status::{self, Outcome};
 use weft_controller::waypoint::{CLUSTER_ROLE_BINDING, Settings, TRUST_BUNDLE_CONFIG_MAP};
@@ -55,6 +62,15 @@ use weft_controller::waypoint::{CLUSTER_ROLE_BINDING, Settings, TRUST_BUNDLE_CON
 /// - ConfigMaps named `weft-trust-bundle` only; the ClusterRoleBinding `weft-waypoints`
 ///   only, and `bind` of the ClusterRole `weft-waypoint` only (RBAC's escalation check on
 ///   writing a binding).
+/// - Roles and RoleBindings (an ingress gateway's grant to read the Secrets its HTTPS
+///   listeners name, by name): as the ServiceAccounts. RBAC lets one write a Role only with
+///   the permissions it grants, so the controller holds `get` on Secrets (any name: it
+///   cannot know the names Gateways will give); it reads a referenced Secret by name to say
+///   whether it exists and is of type `kubernetes.io/tls` (`ResolvedRefs`), and never lists
+///   or watches Secrets. The alternative, `escalate` on Roles and `bind`, would let it grant
+///   anything without holding it.
+/// - ReferenceGrants: listed and watched (which Secrets of other namespaces a Gateway may
+///   use).
 pub const GRANTS: &[(&str, &str, &[&str], &[&str])] = &[
     (
         "gateway.networking.k8s.io",
@@ -95,6 +111,20 @@ pub const GRANTS: &[(&str, &str, &[&str], &[&str])] = &[
         &["bind"],
         &[weft_controller::waypoint::CLUSTER_ROLE],
     ),
+    ("rbac.authorization.k8s.io", "roles", OWNED_VERBS, &[]),
+    (
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        OWNED_VERBS,
+        &[],
+    ),
+    ("", "secrets", &["get"], &[]),
+    (
+        "gateway.networking.k8s.io",
+        "referencegrants",
+        &["list", "watch"],
+        &[],
+    ),
 ];
 
 const OWNED_VERBS: &[&str] = &["list", "watch", "get", "create", "patch", "delete"];
@@ -117,6 +147,9 @@ pub struct ControllerConfig {
     pub backoff_max: Duration,
     /// How long to wait before looking again for the Gateway API (its CRDs not installed).
     pub discovery_retry: Duration,
+    /// An ingress Gateway naming a Secret that does not exist (or is of another type) is
+    /// decided again after this: Secrets are read by name, not watched.
+    pub secret_recheck: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -128,6 +161,7 @@ impl Default for ControllerConfig {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(300),
             discovery_retry: Duration::from_secs(30),
+            secret_recheck: Duration::from_secs(30),
         }
     }
 }
@@ -221,6 +255,8 @@ struct Stores {
     gateways: Store<DynamicObject>,
     gateway_resource: ApiResource,
     owned: BTreeMap<ObjectKind, Store<DynamicObject>>,
+    /// ReferenceGrants; `None` when the API server serves none.
+    grants: Option<Store<DynamicObject>>,
 }
 
 impl Stores {
@@ -246,12 +282,15 @@ impl Stores {
         store.get(&reference).map(|o| existing(key.kind, &o))
     }
 
-    /// Weft's objects in `namespace` whose controller is the Gateway `uid`.
+    /// Weft's objects made for the Gateway `uid` of `namespace`: in its namespace, and its
+    /// Roles and RoleBindings in any.
     fn owned_by(&self, namespace: &str, uid: &str) -> Vec<Existing> {
         [
             ObjectKind::ServiceAccount,
             ObjectKind::Deployment,
             ObjectKind::Service,
+            ObjectKind::Role,
+            ObjectKind::RoleBinding,
         ]
         .into_iter()
         .filter_map(|kind| Some((kind, self.owned.get(&kind)?)))
@@ -259,12 +298,54 @@ impl Stores {
             store
                 .state()
                 .iter()
-                .filter(|o| o.namespace().as_deref() == Some(namespace))
+                .filter(|o| {
+                    matches!(kind, ObjectKind::Role | ObjectKind::RoleBinding)
+                        || o.namespace().as_deref() == Some(namespace)
+                })
                 .map(|o| existing(kind, o))
                 .collect::<Vec<_>>()
         })
-        .filter(|o| o.controller_uid() == Some(uid))
+        .filter(|o| o.made_for(uid))
         .collect()
+    }
+
+    /// The Roles and RoleBindings made for the Gateway `namespace/name` in other namespaces
+    /// (which no owner reference lets the garbage collector delete with it).
+    fn made_elsewhere_for(&self, namespace: &str, name: &str) -> Vec<Existing> {
+        [ObjectKind::Role, ObjectKind::RoleBinding]
+            .into_iter()
+            .filter_map(|kind| Some((kind, self.owned.get(&kind)?)))
+            .flat_map(|(kind, store)| {
+                store
+                    .state()
+                    .iter()
+                    .filter(|o| o.namespace().as_deref() != Some(namespace))
+                    .filter(|o| {
+                        let labels = o.labels();
+                        labels.get(GATEWAY_NAMESPACE_LABEL).map(String::as_str) == Some(namespace)
+                            && labels
+                                .get(weft_core::mesh::waypoint::GATEWAY_NAME_LABEL)
+                                .map(String::as_str)
+                                == Some(name)
+                    })
+                    .map(|o| existing(kind, o))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn grants(&self) -> Vec<ReferenceGrant> {
+        self.grants
+            .as_ref()
+            .map(|store| {
+                store
+                    .state()
+                    .iter()
+                    .filter_map(|g| serde_json::to_value(&**g).ok())
+                    .map(|g| ReferenceGrant::from_json(&g))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -329,6 +410,8 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Control
         ObjectKind::ServiceAccount,
         ObjectKind::Deployment,
         ObjectKind::Service,
+        ObjectKind::Role,
+        ObjectKind::RoleBinding,
     ] {
         let store = watch(
             &client,
@@ -341,7 +424,11 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Control
                 let labels = object.labels();
                 match labels.get(weft_core::mesh::waypoint::GATEWAY_NAME_LABEL) {
                     Some(name) => vec![Key::Gateway {
-                        namespace: object.namespace().unwrap_or_default(),
+                        // A Role of another namespace names its Gateway's.
+                        namespace: labels
+                            .get(GATEWAY_NAMESPACE_LABEL)
+                            .cloned()
+                            .unwrap_or_else(|| object.namespace().unwrap_or_default()),
                         name: name.clone(),
                     }],
                     None => Vec::new(),
@@ -379,10 +466,31 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Control
             |_| vec![Key::Binding],
         ),
     );
+    let grants = match served_grant_version(&client).await {
+        Ok(Some(version)) => Some(watch(
+            &client,
+            grant_resource(version),
+            None,
+            watcher::Config::default(),
+            "ReferenceGrants",
+            triggers.clone(),
+            // Which Gateways it concerns is in its `from`: decide them all again.
+            |_| vec![Key::All],
+        )),
+        Ok(None) => {
+            info!("ReferenceGrants are not served: no Gateway may use another namespace's Secret");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "looking for ReferenceGrants failed: no Gateway may use another namespace's Secret until weft-ca restarts");
+            None
+        }
+    };
     let stores = Stores {
         gateways,
         gateway_resource,
         owned,
+        grants,
     };
     stores
         .gateways
@@ -394,6 +502,12 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Control
             .wait_until_ready()
             .await
             .map_err(|_| ControllerError::WatchEnded(kind.plural()))?;
+    }
+    if let Some(store) = &stores.grants {
+        store
+            .wait_until_ready()
+            .await
+            .map_err(|_| ControllerError::WatchEnded("ReferenceGrants"))?;
     }
     info!("waypoint controller: every watch has listed; reconciling");
     let worker = Worker {
@@ -409,6 +523,31 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Control
 async fn served_gateway_version(client: &Client) -> Result<Option<&'static str>, kube::Error> {
     for version in GATEWAY_VERSIONS {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &gateway_resource(version));
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(Some(version)),
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// ReferenceGrant's resource at `version`.
+fn grant_resource(version: &str) -> ApiResource {
+    ApiResource {
+        group: GATEWAY_API_GROUP.to_string(),
+        version: version.to_string(),
+        api_version: format!("{GATEWAY_API_GROUP}/{version}"),
+        kind: "ReferenceGrant".to_string(),
+        plural: "referencegrants".to_string(),
+    }
+}
+
+/// The first ReferenceGrant version the API server serves (v1 since Gateway API 1.5), `None`
+/// if none.
+async fn served_grant_version(client: &Client) -> Result<Option<&'static str>, kube::Error> {
+    for version in ["v1", "v1beta1"] {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &grant_resource(version));
         match api.list_metadata(&ListParams::default().limit(1)).await {
             Ok(_) => return Ok(Some(version)),
             Err(kube::Error::Api(status)) if status.code == 404 => continue,
@@ -506,8 +645,11 @@ impl Worker {
                         }
                         {
                             match self.reconcile(&key).await {
-                                Ok(()) => {
+                                Ok(recheck) => {
                                     failures.remove(&key);
+                                    if recheck {
+                                        due.insert(key, Instant::now() + self.config.secret_recheck);
+                                    }
                                 }
                                 Err(e) => {
                                     let attempt = failures.entry(key.clone()).or_insert(0);
@@ -565,13 +707,66 @@ impl Worker {
         keys
     }
 
-    async fn reconcile(&self, key: &Key) -> Result<(), ControllerError> {
+    /// Whether to decide the key again after `secret_recheck` (a Secret it names is
+    /// missing).
+    async fn reconcile(&self, key: &Key) -> Result<bool, ControllerError> {
         match key {
             Key::Gateway { namespace, name } => self.reconcile_gateway(namespace, name).await,
-            Key::TrustBundle { namespace } => self.reconcile_trust_bundle(namespace).await,
-            Key::Binding => self.reconcile_binding().await,
-            Key::All => Ok(()),
+            Key::TrustBundle { namespace } => {
+                self.reconcile_trust_bundle(namespace).await.map(|_| false)
+            }
+            Key::Binding => self.reconcile_binding().await.map(|_| false),
+            Key::All => Ok(false),
         }
+    }
+
+    /// The type of the Secret `namespace/name`, `None` when it does not exist (read by name;
+    /// its data is dropped at once).
+    async fn secret_type(&self, key: &SecretKey) -> Result<Option<String>, ControllerError> {
+        let resource = ApiResource {
+            group: String::new(),
+            version: "v1".to_string(),
+            api_version: "v1".to_string(),
+            kind: "Secret".to_string(),
+            plural: "secrets".to_string(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &key.0, &resource);
+        match api.get_opt(&key.1).await {
+            Ok(found) => Ok(
+                found.map(|secret| secret.data["type"].as_str().unwrap_or("Opaque").to_string())
+            ),
+            Err(e) => Err(ControllerError::api(
+                format!("reading Secret {}/{}", key.0, key.1),
+                e,
+            )),
+        }
+    }
+
+    /// `ResolvedRefs` of each listener of an ingress Gateway.
+    async fn certificate_refs(
+        &self,
+        gateway: &Gateway,
+        grants: &[ReferenceGrant],
+    ) -> Result<Vec<Result<(), RefProblem>>, ControllerError> {
+        let mut types: BTreeMap<SecretKey, Option<String>> = BTreeMap::new();
+        for (i, listener) in gateway.listeners.iter().enumerate() {
+            if !certificates::terminates(listener) {
+                continue;
+            }
+            for reference in &listener.certificate_refs {
+                let field = format!("spec.listeners[{i}].tls.certificateRefs");
+                if let Ok(key) =
+                    certificates::resolve(&gateway.namespace, &field, reference, grants)
+                    && !types.contains_key(&key)
+                {
+                    let found = self.secret_type(&key).await?;
+                    types.insert(key, found);
+                }
+            }
+        }
+        Ok(certificates::resolved_refs(gateway, grants, &|key| {
+            types.get(key).cloned().flatten()
+        }))
     }
 
     fn api(&self, key: &ObjectKey) -> Api<DynamicObject> {
@@ -595,13 +790,24 @@ impl Worker {
         }
     }
 
-    async fn reconcile_gateway(&self, namespace: &str, name: &str) -> Result<(), ControllerError> {
+    async fn reconcile_gateway(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, ControllerError> {
         let Some(gateway) = self.stores.gateway(namespace, name) else {
             debug!(gateway = %format!("{namespace}/{name}"), "gone: its objects are the garbage collector's");
-            return Ok(());
+            // But for its Roles and RoleBindings of other namespaces, which no owner
+            // reference can reach.
+            for orphan in self.stores.made_elsewhere_for(namespace, name) {
+                self.delete(&orphan.key, &orphan.uid).await?;
+                info!(gateway = %format!("{namespace}/{name}"), object = %orphan.key, "deleted: its Gateway is gone");
+            }
+            return Ok(false);
         };
         let settings = &self.config.settings;
-        let (_, objects) = reconcile::desired(&gateway, settings);
+        let grants = self.stores.grants();
+        let (_, objects) = reconcile::desired_with(&gateway, settings, &grants);
         let mut found = BTreeMap::new();
         for (kind, body) in &objects {
             let key = ObjectKey::of(*kind, body);
@@ -614,10 +820,26 @@ impl Worker {
             .as_deref()
             .map(|uid| self.stores.owned_by(namespace, uid))
             .unwrap_or_default();
-        let plan = reconcile::gateway(&gateway, settings, |key| found.get(key), &owned);
+        let plan = reconcile::gateway(&gateway, settings, &grants, |key| found.get(key), &owned);
         if gateway.deleting || (plan.verdict == Verdict::NotOurs && plan.delete.is_empty()) {
-            return Ok(());
+            return Ok(false);
         }
+        // An ingress Gateway's listeners: each HTTPS listener's certificates.
+        let listeners = match &plan.verdict {
+            Verdict::Accepted {
+                class: Class::Ingress,
+                ..
+            } => {
+                let refs = self.certificate_refs(&gateway, &grants).await?;
+                ingress::listener_statuses(&gateway, &refs)
+            }
+            _ => Vec::new(),
+        };
+        let recheck = listeners.iter().any(|l| {
+            l.resolved_refs
+                .as_ref()
+                .is_err_and(|p| p.reason == "InvalidCertificateRef")
+        });
         let mut service: Option<Value> = found
             .iter()
             .find(|(k, _)| k.kind == ObjectKind::Service)
@@ -664,6 +886,7 @@ impl Worker {
             failure: failure
                 .as_ref()
                 .map(|(code, text, _)| (*code, text.as_str())),
+            listeners: &listeners,
         };
         let written = self.write_status(&gateway, &outcome).await;
         if let Some((_, _, e)) = failure {
@@ -675,6 +898,17 @@ impl Worker {
                     for warning in warnings {
                         warn!(gateway = %gateway.key(), "{warning}");
                     }
+                    for listener in &listeners {
+                        if let Err(problem) = &listener.resolved_refs {
+                            warn!(
+                                gateway = %gateway.key(),
+                                listener = %listener.name,
+                                reason = problem.reason,
+                                "refuses TLS: {}",
+                                problem.message
+                            );
+                        }
+                    }
                 }
                 Verdict::Refused(refusal) => warn!(
                     gateway = %gateway.key(),
@@ -685,7 +919,7 @@ impl Worker {
                 Verdict::NotOurs => {}
             }
         }
-        written.map(|_| ())
+        written.map(|_| recheck)
     }
 
     /// Writes the Gateway's status if it changed; whether it wrote.

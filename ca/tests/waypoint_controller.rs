@@ -130,6 +130,7 @@ impl Cluster {
             backoff_initial: Duration::from_millis(300),
             backoff_max: Duration::from_secs(3),
             discovery_retry: Duration::from_millis(200),
+            secret_recheck: Duration::from_millis(300),
             ..ControllerConfig::default()
         };
         let client = api.client_with_token(TOKEN);
@@ -478,6 +479,211 @@ async fn an_ingress_gateway_gets_its_istio_named_objects_and_a_load_balancer() {
         .expect("kubectl delete of the Gateway");
     cluster
         .wait("the garbage collector", |c| c.made_for(made).is_empty())
+        .await;
+}
+
+/// A `kubernetes.io/tls` Secret as `kubectl create secret tls` makes it (the data does not
+/// matter to the controller).
+fn tls_secret(namespace: &str, name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+           "metadata": {"name": name, "namespace": namespace},
+           "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5"}})
+}
+
+/// `ResolvedRefs` of the listener `listener` of the Gateway `gateway` (status, reason,
+/// message), and its `Programmed` status.
+fn listener_condition(
+    cluster: &Cluster,
+    gateway: &str,
+    listener: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let gateway = cluster.get(GATEWAY_API, "Gateway", gateway)?;
+    let entry = gateway["status"]["listeners"]
+        .as_array()?
+        .iter()
+        .find(|l| l["name"] == listener)?
+        .clone();
+    let condition = entry["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?
+        .clone();
+    Some((
+        condition["status"].as_str()?.to_string(),
+        condition["reason"].as_str()?.to_string(),
+        condition["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    ))
+}
+
+fn resolved(cluster: &Cluster, listener: &str) -> Option<(String, String)> {
+    listener_condition(cluster, "bookinfo-gateway", listener, "ResolvedRefs").map(|c| (c.0, c.1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listeners_get_their_secrets_granted_by_name_and_say_which_references_resolve() {
+    let cluster = Cluster::start().await;
+    let admin = cluster.admin.clone();
+    create(
+        &admin,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "certs"}}),
+    )
+    .await;
+    create(&admin, tls_secret("shop", "bookinfo-cert")).await;
+    create(&admin, tls_secret("certs", "shared-cert")).await;
+    let mut gateway = ingress_gateway("bookinfo-gateway");
+    gateway["spec"]["listeners"] = json!([
+        {"name": "http", "port": 80, "protocol": "HTTP"},
+        {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "bookinfo.example.com",
+         "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "group": "", "name": "bookinfo-cert"}]}},
+        {"name": "missing", "port": 443, "protocol": "HTTPS", "hostname": "missing.example.com",
+         "tls": {"certificateRefs": [{"name": "nowhere"}]}},
+        {"name": "shared", "port": 443, "protocol": "HTTPS", "hostname": "shared.example.com",
+         "tls": {"certificateRefs": [{"name": "shared-cert", "namespace": "certs"}]}},
+    ]);
+    cluster.apply_gateway(gateway).await;
+    let made = "bookinfo-gateway-istio";
+    let role = "bookinfo-gateway-istio-secrets";
+    let rbac_v1 = "rbac.authorization.k8s.io/v1";
+    cluster
+        .wait(
+            "the gateway's objects, its Role and its listeners' status",
+            |c| {
+                c.made_for(made).len() == 3
+                    && c.get(rbac_v1, "RoleBinding", role).is_some()
+                    && programmed(c, "bookinfo-gateway")
+                    && resolved(c, "shared").is_some()
+            },
+        )
+        .await;
+    // Its own namespace's Secrets, by name, get only — whether they exist yet or not.
+    let own = cluster.get(rbac_v1, "Role", role).expect("Role");
+    assert_eq!(
+        own["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                "resourceNames": ["bookinfo-cert", "nowhere"]}])
+    );
+    let uid = cluster
+        .get(GATEWAY_API, "Gateway", "bookinfo-gateway")
+        .and_then(|g| g["metadata"]["uid"].as_str().map(str::to_string))
+        .expect("uid");
+    assert_eq!(own["metadata"]["ownerReferences"][0]["uid"], uid.as_str());
+    let binding = cluster
+        .get(rbac_v1, "RoleBinding", role)
+        .expect("RoleBinding");
+    assert_eq!(
+        (&binding["roleRef"]["kind"], &binding["roleRef"]["name"]),
+        (&json!("Role"), &json!(role))
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": made, "namespace": "shop"}])
+    );
+    let deployment = cluster
+        .get("apps/v1", "Deployment", made)
+        .expect("Deployment");
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    let read: Vec<&Value> = args
+        .as_array()
+        .expect("args")
+        .windows(2)
+        .filter(|w| w[0] == "--tls-secret")
+        .map(|w| &w[1])
+        .collect();
+    assert_eq!(read, [&json!("shop/bookinfo-cert"), &json!("shop/nowhere")]);
+    let ports: Vec<u64> = cluster.get("v1", "Service", made).expect("Service")["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    assert_eq!(ports, [15021, 80, 443]);
+    // Status: each listener's references, by field and reason.
+    assert_eq!(
+        resolved(&cluster, "https"),
+        Some(("True".into(), "ResolvedRefs".into()))
+    );
+    let missing = listener_condition(&cluster, "bookinfo-gateway", "missing", "ResolvedRefs")
+        .expect("missing's ResolvedRefs");
+    assert_eq!(
+        (missing.0.as_str(), missing.1.as_str()),
+        ("False", "InvalidCertificateRef")
+    );
+    assert_eq!(
+        missing.2,
+        "spec.listeners[2].tls.certificateRefs[0]: Secret shop/nowhere does not exist"
+    );
+    assert_eq!(
+        resolved(&cluster, "shared"),
+        Some(("False".into(), "RefNotPermitted".into()))
+    );
+    assert_eq!(
+        listener_condition(&cluster, "bookinfo-gateway", "https", "Programmed").map(|c| c.0),
+        Some("True".into())
+    );
+    assert_eq!(
+        listener_condition(&cluster, "bookinfo-gateway", "missing", "Programmed").map(|c| c.1),
+        Some("Invalid".into())
+    );
+    assert!(
+        cluster
+            .api
+            .get(rbac_v1, "Role", "certs", &format!("shop.{role}"))
+            .is_none(),
+        "no grant, no Role in certs"
+    );
+    // A ReferenceGrant in certs: the Secret is granted there, by a Role the controller
+    // deletes itself (an owner reference cannot cross namespaces).
+    create(
+        &admin,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+               "metadata": {"name": "shop-gateways", "namespace": "certs"},
+               "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "shop"}],
+                        "to": [{"group": "", "kind": "Secret", "name": "shared-cert"}]}}),
+    )
+    .await;
+    // The missing Secret, created: read again by name (Secrets are not watched).
+    create(&admin, tls_secret("shop", "nowhere")).await;
+    let foreign = format!("shop.{role}");
+    cluster
+        .wait("the grant and the new Secret followed", |c| {
+            c.api
+                .get(rbac_v1, "RoleBinding", "certs", &foreign)
+                .is_some()
+                && resolved(c, "shared") == Some(("True".into(), "ResolvedRefs".into()))
+                && resolved(c, "missing") == Some(("True".into(), "ResolvedRefs".into()))
+        })
+        .await;
+    let there = cluster
+        .api
+        .get(rbac_v1, "Role", "certs", &foreign)
+        .expect("Role in certs");
+    assert_eq!(there["rules"][0]["resourceNames"], json!(["shared-cert"]));
+    assert!(there["metadata"].get("ownerReferences").is_none());
+    assert_eq!(
+        there["metadata"]["labels"]["weft.io/gateway-uid"],
+        uid.as_str()
+    );
+    cluster
+        .gateways()
+        .delete("bookinfo-gateway", &DeleteParams::default())
+        .await
+        .expect("kubectl delete of the Gateway");
+    cluster
+        .wait(
+            "its Roles and RoleBindings, here and in certs, gone with it",
+            |c| {
+                c.get(rbac_v1, "Role", role).is_none()
+                    && c.get(rbac_v1, "RoleBinding", role).is_none()
+                    && c.api.get(rbac_v1, "Role", "certs", &foreign).is_none()
+                    && c.api
+                        .get(rbac_v1, "RoleBinding", "certs", &foreign)
+                        .is_none()
+            },
+        )
         .await;
 }
 

@@ -752,3 +752,98 @@ async fn gateway_api_routes_follow_their_reference_grants() {
         "{requests:?}"
     );
 }
+
+/// An ingress gateway given Secrets by name (`--tls-secret`, what weft-ca's controller gives
+/// the gateway of a Gateway API Gateway) reads those and no other, each with a GET, never a
+/// list or a watch: a Role naming them (`get`, `resourceNames`) is all it needs. Only
+/// `kubernetes.io/tls` ones are held; changes and deletions are seen at the next read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_given_by_name_are_read_by_name_with_get_only() {
+    common::init_tracing();
+    let api = ApiServer::start().await;
+    api.apply(namespace("shop", json!({})));
+    api.apply(namespace("certs", json!({})));
+    let secret = |namespace: &str, name: &str, type_: &str, crt: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": type_,
+               "metadata": {"name": name, "namespace": namespace},
+               "stringData": {
+                   "tls.crt": format!("-----BEGIN CERTIFICATE-----\n{crt}\n-----END CERTIFICATE-----\n"),
+                   "tls.key": "-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n"}})
+    };
+    api.apply(secret("shop", "shop-cert", "kubernetes.io/tls", "one"));
+    api.apply(secret("certs", "shared-cert", "kubernetes.io/tls", "one"));
+    api.apply(secret("shop", "opaque", "Opaque", "one"));
+    api.apply(secret("shop", "other-cert", "kubernetes.io/tls", "one"));
+    let named = ["shop-cert", "shared-cert", "opaque", "nowhere"];
+    api.add_user(
+        "gateway-token",
+        "system:serviceaccount:shop:edge-istio",
+        &json!({"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                           "resourceNames": named}]}),
+    );
+    let registry = Registry::default();
+    let config = KubeSourceConfig {
+        kinds: [Kind::Secret].into(),
+        secret_names: vec![
+            ("shop".into(), "shop-cert".into()),
+            ("certs".into(), "shared-cert".into()),
+            ("shop".into(), "opaque".into()),
+            ("shop".into(), "nowhere".into()),
+        ],
+        secret_poll: Duration::from_millis(100),
+        ..config()
+    };
+    let task = source::spawn(
+        &registry,
+        KubeSource::new(api.client_with_token("gateway-token")).with_config(config),
+    );
+    tokio::time::timeout(CONVERGE, task.ready())
+        .await
+        .expect("the kube source became ready")
+        .expect("the kube source did not end");
+    let held = |s: &weft_config::registry::Snapshot| -> Vec<(String, String)> {
+        let mut names: Vec<(String, String)> = s
+            .secrets()
+            .map(|x| {
+                (
+                    x.metadata.namespace.clone().unwrap_or_default(),
+                    x.metadata.name.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        held(&registry.snapshot()),
+        [
+            ("certs".to_string(), "shared-cert".to_string()),
+            ("shop".to_string(), "shop-cert".to_string())
+        ],
+        "the named TLS Secrets, of any namespace; not the Opaque one, not another"
+    );
+    // A changed Secret and a deleted one are seen at the next read.
+    api.apply(secret("shop", "shop-cert", "kubernetes.io/tls", "two"));
+    wait_for(&registry, "the changed Secret", CONVERGE, |s| {
+        s.secret("shop", "shop-cert")
+            .and_then(|x| x.value("tls.crt").ok().flatten())
+            .is_some_and(|v| String::from_utf8_lossy(&v).contains("two"))
+    })
+    .await;
+    api.delete("Secret", "certs", "shared-cert");
+    wait_for(&registry, "the deleted Secret gone", CONVERGE, |s| {
+        s.secret("certs", "shared-cert").is_none()
+    })
+    .await;
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.contains("secrets") || r.starts_with("GET secrets")),
+        "Secrets are read with GET only: {requests:?}"
+    );
+    assert!(
+        requests.iter().any(|r| r.starts_with("GET secrets")),
+        "{requests:?}"
+    );
+}

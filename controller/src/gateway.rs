@@ -26,6 +26,39 @@ pub struct Listener {
     pub protocol: String,
     /// `tls` is given (an ingress gateway's HTTPS or TLS listener).
     pub tls: bool,
+    /// `hostname`, as written.
+    pub hostname: Option<String>,
+    /// `tls.mode`: `Terminate` when `tls` is given without one.
+    pub tls_mode: Option<String>,
+    /// `tls.certificateRefs`, in order.
+    pub certificate_refs: Vec<CertificateRef>,
+}
+
+/// One `tls.certificateRefs[]` entry, as written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertificateRef {
+    /// `""` (the core group) when absent.
+    pub group: String,
+    /// `Secret` when absent.
+    pub kind: String,
+    pub name: String,
+    /// The Gateway's namespace when absent.
+    pub namespace: Option<String>,
+}
+
+impl CertificateRef {
+    pub fn from_json(value: &Value) -> Self {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        Self {
+            group: text(&value["group"]),
+            kind: value["kind"].as_str().unwrap_or("Secret").to_string(),
+            name: text(&value["name"]),
+            namespace: value["namespace"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .map(str::to_string),
+        }
+    }
 }
 
 /// `spec.infrastructure`: labels and annotations for what is created, and parameters.
@@ -71,6 +104,8 @@ pub struct Gateway {
     pub conditions: Vec<Condition>,
     /// `status.addresses` as found.
     pub addresses: Vec<Value>,
+    /// `status.listeners` as found.
+    pub listener_status: Vec<Value>,
 }
 
 impl Gateway {
@@ -104,6 +139,14 @@ impl Gateway {
                         port: l["port"].as_u64().unwrap_or(0),
                         protocol: text(&l["protocol"]),
                         tls: l["tls"].is_object(),
+                        hostname: l["hostname"].as_str().map(str::to_string),
+                        tls_mode: l["tls"]
+                            .is_object()
+                            .then(|| l["tls"]["mode"].as_str().unwrap_or("Terminate").to_string()),
+                        certificate_refs: l["tls"]["certificateRefs"]
+                            .as_array()
+                            .map(|refs| refs.iter().map(CertificateRef::from_json).collect())
+                            .unwrap_or_default(),
                     })
                     .collect()
             })
@@ -131,6 +174,10 @@ impl Gateway {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        let listener_status = value["status"]["listeners"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         Ok(Gateway {
             api_version: if api_version.is_empty() {
                 format!("{GATEWAY_API_GROUP}/v1")
@@ -150,6 +197,7 @@ impl Gateway {
             requests_addresses: spec["addresses"].as_array().is_some_and(|a| !a.is_empty()),
             conditions,
             addresses,
+            listener_status,
         })
     }
 

@@ -7,16 +7,25 @@
 //! name, owned by the Gateway. The pod finds the Gateway it serves by that label in its own
 //! namespace (`weft_waypoint::ingress::config`).
 //!
+//! Listeners served: HTTP (without `tls`) and HTTPS terminating TLS; for the Secrets the
+//! HTTPS listeners name ([`crate::certificates`]), a Role per namespace granting `get` of
+//! those Secrets by name and a RoleBinding of it to the ServiceAccount, and the Deployment
+//! runs with `--tls-secret namespace/name` for each. Each listener's status is
+//! [`listener_statuses`].
+//!
 //! As Istio's gateway pods: they listen on the listeners' own ports (the Service's
 //! `targetPort` is the port; `net.ipv4.ip_unprivileged_port_start` is 0 in the pod), stay out
 //! of capture (`istio.io/dataplane-mode: none`) and prove their ServiceAccount's identity
 //! into the mesh.
+use std::collections::BTreeSet;
+
 use serde_json::{Value, json};
 use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
 
+use crate::certificates::{RefProblem, SecretKey, by_namespace, terminates};
 use crate::class::{Class, GATEWAY_CLASS_LABEL, MANAGED_LABEL};
-use crate::gateway::{Gateway, Labels};
-use crate::object::ObjectKind;
+use crate::gateway::{Gateway, Labels, Listener};
+use crate::object::{GATEWAY_NAMESPACE_LABEL, GATEWAY_UID_LABEL, ObjectKind};
 use crate::waypoint::{
     METRICS_PORT, NAME_OVERRIDES, READINESS_PORT, Refusal, Settings, TOKEN_DIR, TOKEN_KEY,
     TRUST_BUNDLE_KEY, TRUST_DIR, copied, is_dns1035_label, owner_references, port_name,
@@ -26,9 +35,15 @@ use crate::waypoint::{
 /// Istio's second label naming the Gateway on what it makes for it.
 pub const ISTIO_GATEWAY_NAME_LABEL: &str = "istio.io/gateway-name";
 
-/// The listener protocols an ingress gateway serves. TLS termination of Gateway API
-/// listeners (`tls.certificateRefs`) is not served yet: such listeners are refused.
-const SERVED_PROTOCOLS: [&str; 1] = ["HTTP"];
+/// Whether weft's ingress gateway serves the listener: HTTP without `tls`, or HTTPS
+/// terminating TLS (`tls.mode` `Terminate`, the default) with its `tls.certificateRefs`.
+pub fn serves(listener: &Listener) -> bool {
+    match listener.protocol.as_str() {
+        "HTTP" => !listener.tls,
+        "HTTPS" => terminates(listener),
+        _ => false,
+    }
+}
 
 /// The name of everything made for `gateway`: `<name>-<class>`, as Istio names it.
 pub fn object_name(gateway: &Gateway) -> String {
@@ -54,21 +69,27 @@ pub fn judge(gateway: &Gateway) -> Result<Vec<String>, Refusal> {
     let mut served = 0;
     for (i, listener) in gateway.listeners.iter().enumerate() {
         let port_ok = (1..=65535).contains(&listener.port);
-        if !SERVED_PROTOCOLS.contains(&listener.protocol.as_str()) || listener.tls || !port_ok {
+        if !serves(listener) || !port_ok {
             warnings.push(format!(
                 "spec.listeners[{i}] ({} {} on {}) not served: weft's ingress gateway serves \
-                 HTTP listeners without tls",
+                 HTTP listeners without tls and HTTPS listeners terminating TLS",
                 listener.name, listener.protocol, listener.port
             ));
         } else {
             served += 1;
+            if listener.certificate_refs.len() > 1 {
+                warnings.push(format!(
+                    "spec.listeners[{i}].tls.certificateRefs[1..] ignored: weft serves the first \
+                     certificate"
+                ));
+            }
         }
     }
     if served == 0 {
         return Err(Refusal {
             reason: "ListenersNotValid",
             message: format!(
-                "no listener weft serves (HTTP without tls){}",
+                "no listener weft serves (HTTP without tls, HTTPS terminating TLS){}",
                 if warnings.is_empty() {
                     String::new()
                 } else {
@@ -102,6 +123,71 @@ pub fn judge(gateway: &Gateway) -> Result<Vec<String>, Refusal> {
     Ok(warnings)
 }
 
+/// What a listener's status says before `Programmed` (which follows the Gateway's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerStatus {
+    pub name: String,
+    /// The route kinds it takes (`gateway.networking.k8s.io`).
+    pub supported_kinds: Vec<&'static str>,
+    /// `Accepted`: `Err((reason, message))` for a listener weft does not serve.
+    pub accepted: Result<(), (&'static str, String)>,
+    /// `ResolvedRefs`: its certificate references ([`crate::certificates::resolved_refs`]).
+    pub resolved_refs: Result<(), RefProblem>,
+}
+
+/// The status of each listener of an ingress Gateway, in order; `refs` are
+/// [`crate::certificates::resolved_refs`] of it.
+pub fn listener_statuses(
+    gateway: &Gateway,
+    refs: &[Result<(), RefProblem>],
+) -> Vec<ListenerStatus> {
+    gateway
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let accepted = if !(1..=65535).contains(&listener.port)
+                || listener.port == u64::from(READINESS_PORT)
+            {
+                Err((
+                    "PortUnavailable",
+                    format!(
+                        "spec.listeners[{i}].port: {} cannot be served (the status port is {READINESS_PORT})",
+                        listener.port
+                    ),
+                ))
+            } else if serves(listener) {
+                Ok(())
+            } else {
+                Err((
+                    "UnsupportedProtocol",
+                    format!(
+                        "spec.listeners[{i}] ({} {}{}): weft's ingress gateway serves HTTP listeners \
+                         without tls and HTTPS listeners terminating TLS",
+                        listener.name,
+                        listener.protocol,
+                        listener
+                            .tls_mode
+                            .as_deref()
+                            .map(|m| format!(", tls.mode {m}"))
+                            .unwrap_or_default()
+                    ),
+                ))
+            };
+            ListenerStatus {
+                name: listener.name.clone(),
+                supported_kinds: if accepted.is_ok() {
+                    vec!["HTTPRoute", "GRPCRoute"]
+                } else {
+                    Vec::new()
+                },
+                accepted,
+                resolved_refs: refs.get(i).cloned().unwrap_or(Ok(())),
+            }
+        })
+        .collect()
+}
+
 /// The ports the Service exposes: each served listener's, once, in order.
 fn listener_ports(gateway: &Gateway) -> Vec<(String, u16, String)> {
     let mut ports: Vec<(String, u16, String)> = Vec::new();
@@ -110,8 +196,7 @@ fn listener_ports(gateway: &Gateway) -> Vec<(String, u16, String)> {
             continue;
         };
         if port == 0
-            || !SERVED_PROTOCOLS.contains(&listener.protocol.as_str())
-            || listener.tls
+            || !serves(listener)
             || port == READINESS_PORT
             || ports.iter().any(|(_, p, _)| *p == port)
         {
@@ -128,14 +213,95 @@ fn listener_ports(gateway: &Gateway) -> Vec<(String, u16, String)> {
     ports
 }
 
-/// The ServiceAccount, Deployment and Service of an accepted ingress Gateway, as server-side
-/// apply bodies, in the order they are applied.
-pub fn objects(gateway: &Gateway, settings: &Settings) -> Vec<(ObjectKind, Value)> {
-    vec![
-        (ObjectKind::ServiceAccount, service_account(gateway)),
-        (ObjectKind::Deployment, deployment(gateway, settings)),
-        (ObjectKind::Service, service(gateway)),
-    ]
+/// The ServiceAccount, the Roles and RoleBindings letting it read the Secrets of
+/// `readable` (one pair per namespace holding any), the Deployment and the Service of an
+/// accepted ingress Gateway, as server-side apply bodies, in the order they are applied.
+pub fn objects(
+    gateway: &Gateway,
+    settings: &Settings,
+    readable: &BTreeSet<SecretKey>,
+) -> Vec<(ObjectKind, Value)> {
+    let mut objects = vec![(ObjectKind::ServiceAccount, service_account(gateway))];
+    for (namespace, names) in by_namespace(readable) {
+        objects.push((ObjectKind::Role, role(gateway, &namespace, &names)));
+        objects.push((ObjectKind::RoleBinding, role_binding(gateway, &namespace)));
+    }
+    objects.push((
+        ObjectKind::Deployment,
+        deployment(gateway, settings, readable),
+    ));
+    objects.push((ObjectKind::Service, service(gateway)));
+    objects
+}
+
+/// The name of the Role and RoleBinding in `namespace`: `<name>-<class>-secrets` in the
+/// Gateway's own, `<gateway namespace>.<name>-<class>-secrets` in another (where Gateways of
+/// several namespaces may have one).
+pub fn role_name(gateway: &Gateway, namespace: &str) -> String {
+    if namespace == gateway.namespace {
+        format!("{}-secrets", object_name(gateway))
+    } else {
+        format!("{}.{}-secrets", gateway.namespace, object_name(gateway))
+    }
+}
+
+/// Metadata of a Role or RoleBinding: the gateway's labels and the Gateway's uid and
+/// namespace; owned by the Gateway in its own namespace (an owner reference cannot name an
+/// owner of another namespace: the controller deletes those itself).
+fn rbac_metadata(gateway: &Gateway, namespace: &str) -> Value {
+    let mut labels = labels(gateway);
+    labels.insert(
+        GATEWAY_NAMESPACE_LABEL.to_string(),
+        gateway.namespace.clone(),
+    );
+    if let Some(uid) = &gateway.uid {
+        labels.insert(GATEWAY_UID_LABEL.to_string(), uid.clone());
+    }
+    let mut metadata = json!({
+        "name": role_name(gateway, namespace),
+        "namespace": namespace,
+        "labels": labels,
+    });
+    if namespace == gateway.namespace
+        && let Some(owners) = owner_references(gateway)
+    {
+        metadata["ownerReferences"] = owners;
+    }
+    metadata
+}
+
+/// `get` of the named Secrets only: the gateway reads each by name (never lists), and RBAC
+/// cannot name Secrets in a list or watch without a field selector anyway.
+fn role(gateway: &Gateway, namespace: &str, names: &[String]) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": rbac_metadata(gateway, namespace),
+        "rules": [{
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get"],
+            "resourceNames": names,
+        }],
+    })
+}
+
+fn role_binding(gateway: &Gateway, namespace: &str) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": rbac_metadata(gateway, namespace),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": role_name(gateway, namespace),
+        },
+        "subjects": [{
+            "kind": "ServiceAccount",
+            "name": object_name(gateway),
+            "namespace": gateway.namespace,
+        }],
+    })
 }
 
 fn labels(gateway: &Gateway) -> Labels {
@@ -182,7 +348,7 @@ fn field_ref(name: &str, path: &str) -> Value {
     json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } })
 }
 
-fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
+fn deployment(gateway: &Gateway, settings: &Settings, readable: &BTreeSet<SecretKey>) -> Value {
     let name = object_name(gateway);
     let mut pod_labels = labels(gateway);
     pod_labels.insert("istio.io/dataplane-mode".into(), "none".into());
@@ -196,7 +362,7 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
         ),
     ]);
     // `--name` is the Gateway's: policies attached to the Gateway by `targetRefs` apply.
-    let args: Vec<String> = [
+    let mut flags = vec![
         ("--mode", "ingress".to_string()),
         ("--name", gateway.name.clone()),
         ("--ca-address", settings.ca_address.clone()),
@@ -205,12 +371,19 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
         ("--trust-bundle", format!("{TRUST_DIR}/{TRUST_BUNDLE_KEY}")),
         ("--trust-domain", settings.trust_domain.clone()),
         ("--readiness-addr", format!("0.0.0.0:{READINESS_PORT}")),
-        // HTTP listeners only: no Secrets to read, and no Role to read them.
+        // Not the namespace's Secrets: those its HTTPS listeners name, each by name, which
+        // the Roles made with it allow (and no Secret nor Role without HTTPS listeners).
         ("--tls-secrets", "false".to_string()),
-    ]
-    .into_iter()
-    .flat_map(|(flag, value)| [flag.to_string(), value])
-    .collect();
+    ];
+    flags.extend(
+        readable
+            .iter()
+            .map(|(namespace, name)| ("--tls-secret", format!("{namespace}/{name}"))),
+    );
+    let args: Vec<String> = flags
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect();
     let mut ports: Vec<Value> = listener_ports(gateway)
         .into_iter()
         .map(|(name, port, _)| json!({ "name": name, "containerPort": port, "protocol": "TCP" }))
@@ -303,7 +476,7 @@ mod tests {
     fn bookinfo_gets_its_objects_named_labelled_and_owned_as_istio_makes_them() {
         let gw = bookinfo();
         assert_eq!(judge(&gw), Ok(Vec::new()));
-        let objects = objects(&gw, &Settings::default());
+        let objects = objects(&gw, &Settings::default(), &BTreeSet::new());
         let kinds: Vec<ObjectKind> = objects.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             kinds,
@@ -361,15 +534,18 @@ mod tests {
     fn listeners_weft_does_not_serve_are_named_and_none_served_is_refused() {
         let mut gw = bookinfo();
         gw.listeners.push(crate::gateway::Listener {
-            name: "https".into(),
+            name: "tls".into(),
             port: 443,
-            protocol: "HTTPS".into(),
+            protocol: "TLS".into(),
             tls: true,
+            tls_mode: Some("Passthrough".into()),
+            ..crate::gateway::Listener::default()
         });
         let warnings = judge(&gw).expect("the HTTP listener is served");
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("spec.listeners[1]"), "{warnings:?}");
-        let ports = objects(&gw, &Settings::default())[2].1["spec"]["ports"].clone();
+        let ports =
+            objects(&gw, &Settings::default(), &BTreeSet::new())[2].1["spec"]["ports"].clone();
         assert_eq!(
             ports.as_array().map(Vec::len),
             Some(2),
@@ -386,5 +562,162 @@ mod tests {
         let mut long = bookinfo();
         long.name = "a".repeat(60);
         assert_eq!(judge(&long).expect_err("too long").reason, "Invalid");
+    }
+
+    /// Bookinfo's Gateway with HTTPS listeners: one for bookinfo.example.com with a Secret
+    /// of its namespace, one with a Secret of `certs`, one with a Secret of `private`.
+    fn with_https() -> Gateway {
+        let mut value = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "bookinfo-gateway", "namespace": "bookinfo", "uid": "g-1"},
+            "spec": {"gatewayClassName": "istio", "listeners": [
+                {"name": "http", "port": 80, "protocol": "HTTP"},
+                {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "bookinfo.example.com",
+                 "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "group": "", "name": "bookinfo-cert"}]}},
+                {"name": "shared", "port": 443, "protocol": "HTTPS", "hostname": "shared.example.com",
+                 "tls": {"certificateRefs": [{"name": "shared-cert", "namespace": "certs"}]}},
+                {"name": "private", "port": 443, "protocol": "HTTPS", "hostname": "private.example.com",
+                 "tls": {"certificateRefs": [{"name": "private-cert", "namespace": "private"}]}}]},
+        });
+        value["spec"]["listeners"][1]["tls"]["certificateRefs"]
+            .as_array_mut()
+            .expect("refs")
+            .push(json!({"name": "bookinfo-ecdsa"}));
+        Gateway::from_json(&value).expect("gateway")
+    }
+
+    fn certs_grant() -> crate::certificates::ReferenceGrant {
+        crate::certificates::ReferenceGrant::from_json(&json!({
+            "metadata": {"name": "gateways", "namespace": "certs"},
+            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "bookinfo"}],
+                     "to": [{"group": "", "kind": "Secret"}]},
+        }))
+    }
+
+    #[test]
+    fn https_listeners_are_served_and_their_secrets_granted_by_name_in_each_namespace() {
+        let gw = with_https();
+        let warnings = judge(&gw).expect("accepted");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("spec.listeners[1].tls.certificateRefs[1..] ignored"),
+            "{warnings:?}"
+        );
+        let readable = crate::certificates::readable(&gw, &[certs_grant()]);
+        let objects = objects(&gw, &Settings::default(), &readable);
+        let keys: Vec<String> = objects
+            .iter()
+            .map(|(kind, body)| crate::object::ObjectKey::of(*kind, body).to_string())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "ServiceAccount bookinfo/bookinfo-gateway-istio",
+                "Role bookinfo/bookinfo-gateway-istio-secrets",
+                "RoleBinding bookinfo/bookinfo-gateway-istio-secrets",
+                "Role certs/bookinfo.bookinfo-gateway-istio-secrets",
+                "RoleBinding certs/bookinfo.bookinfo-gateway-istio-secrets",
+                "Deployment bookinfo/bookinfo-gateway-istio",
+                "Service bookinfo/bookinfo-gateway-istio",
+            ],
+            "no Role in private: no ReferenceGrant there"
+        );
+        let role = &objects[1].1;
+        assert_eq!(
+            role["rules"],
+            json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                    "resourceNames": ["bookinfo-cert"]}]),
+            "the first certificate only, by name, get only"
+        );
+        assert_eq!(role["metadata"]["ownerReferences"][0]["uid"], "g-1");
+        let binding = &objects[2].1;
+        assert_eq!(binding["roleRef"]["name"], "bookinfo-gateway-istio-secrets");
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "bookinfo-gateway-istio", "namespace": "bookinfo"}])
+        );
+        let foreign = &objects[3].1;
+        assert_eq!(foreign["rules"][0]["resourceNames"], json!(["shared-cert"]));
+        assert!(
+            foreign["metadata"].get("ownerReferences").is_none(),
+            "an owner reference cannot cross namespaces"
+        );
+        assert_eq!(foreign["metadata"]["labels"][GATEWAY_UID_LABEL], "g-1");
+        assert_eq!(
+            foreign["metadata"]["labels"][GATEWAY_NAMESPACE_LABEL],
+            "bookinfo"
+        );
+        let args = objects[5].1["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .clone();
+        let secrets: Vec<&Value> = args
+            .windows(2)
+            .filter(|w| w[0] == "--tls-secret")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                &json!("bookinfo/bookinfo-cert"),
+                &json!("certs/shared-cert")
+            ]
+        );
+        assert!(
+            args.windows(2)
+                .any(|w| w == [json!("--tls-secrets"), json!("false")])
+        );
+        let ports = &objects[6].1["spec"]["ports"];
+        assert_eq!(
+            ports[2],
+            json!({"name": "https", "port": 443, "targetPort": 443, "protocol": "TCP", "appProtocol": "https"})
+        );
+        // Without HTTPS listeners: no Role, no Secret read.
+        let plain = super::objects(
+            &bookinfo(),
+            &Settings::default(),
+            &crate::certificates::readable(&bookinfo(), &[]),
+        );
+        assert_eq!(plain.len(), 3);
+    }
+
+    #[test]
+    fn listener_status_says_which_listeners_are_accepted_and_resolved() {
+        let mut gw = with_https();
+        gw.listeners.push(crate::gateway::Listener {
+            name: "tcp".into(),
+            port: 9000,
+            protocol: "TCP".into(),
+            ..crate::gateway::Listener::default()
+        });
+        let refs = crate::certificates::resolved_refs(&gw, &[], &|k| {
+            (k.1 != "bookinfo-ecdsa").then(|| "kubernetes.io/tls".to_string())
+        });
+        let statuses = listener_statuses(&gw, &refs);
+        let summary: Vec<(bool, Option<&str>)> = statuses
+            .iter()
+            .map(|s| {
+                (
+                    s.accepted.is_ok(),
+                    s.resolved_refs.as_ref().err().map(|p| p.reason),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (true, None),
+                (true, Some("InvalidCertificateRef")),
+                (true, Some("RefNotPermitted")),
+                (true, Some("RefNotPermitted")),
+                (false, None)
+            ]
+        );
+        assert_eq!(
+            statuses[4].accepted.as_ref().expect_err("TCP").0,
+            "UnsupportedProtocol"
+        );
+        assert!(statuses[4].supported_kinds.is_empty());
+        assert_eq!(statuses[0].supported_kinds, ["HTTPRoute", "GRPCRoute"]);
     }
 }

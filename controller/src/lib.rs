@@ -12,6 +12,7 @@
 //! server-side apply under one field manager, and never taking over an object of the same
 //! name that it did not create. Two classes ([`class::Class`]): waypoints and ingress gateways.
 #![forbid(unsafe_code)]
+pub mod certificates;
 pub mod class;
 pub mod gateway;
 pub mod ingress;

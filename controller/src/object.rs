@@ -7,6 +7,12 @@ use serde_json::Value;
 
 use crate::class::{Class, MANAGED_LABEL};
 
+/// The uid of the Gateway an object was made for, on the Roles and RoleBindings of an
+/// ingress gateway (owner references cannot cross namespaces).
+pub const GATEWAY_UID_LABEL: &str = "weft.io/gateway-uid";
+/// The namespace of the Gateway an object was made for, on the same.
+pub const GATEWAY_NAMESPACE_LABEL: &str = "weft.io/gateway-namespace";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
     ServiceAccount,
@@ -16,14 +22,20 @@ pub enum ObjectKind {
     ConfigMap,
     /// The one binding of the waypoints' ClusterRole, whose subjects the controller keeps.
     ClusterRoleBinding,
+    /// An ingress gateway's grant to read the Secrets its listeners name, in one namespace.
+    Role,
+    /// Binds that Role to the ingress gateway's ServiceAccount.
+    RoleBinding,
 }
 
 impl ObjectKind {
     /// Every kind, in the order objects are applied: the ServiceAccount before the
     /// Deployment that runs as it.
-    pub const ALL: [ObjectKind; 5] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::ServiceAccount,
         ObjectKind::ConfigMap,
+        ObjectKind::Role,
+        ObjectKind::RoleBinding,
         ObjectKind::Deployment,
         ObjectKind::Service,
         ObjectKind::ClusterRoleBinding,
@@ -36,6 +48,8 @@ impl ObjectKind {
             ObjectKind::Service => "Service",
             ObjectKind::ConfigMap => "ConfigMap",
             ObjectKind::ClusterRoleBinding => "ClusterRoleBinding",
+            ObjectKind::Role => "Role",
+            ObjectKind::RoleBinding => "RoleBinding",
         }
     }
 
@@ -43,7 +57,9 @@ impl ObjectKind {
         match self {
             ObjectKind::ServiceAccount | ObjectKind::Service | ObjectKind::ConfigMap => "",
             ObjectKind::Deployment => "apps",
-            ObjectKind::ClusterRoleBinding => "rbac.authorization.k8s.io",
+            ObjectKind::ClusterRoleBinding | ObjectKind::Role | ObjectKind::RoleBinding => {
+                "rbac.authorization.k8s.io"
+            }
         }
     }
 
@@ -65,6 +81,8 @@ impl ObjectKind {
             ObjectKind::Service => "services",
             ObjectKind::ConfigMap => "configmaps",
             ObjectKind::ClusterRoleBinding => "clusterrolebindings",
+            ObjectKind::Role => "roles",
+            ObjectKind::RoleBinding => "rolebindings",
         }
     }
 
@@ -146,6 +164,14 @@ impl Existing {
         self.owner_references()
             .find(|r| r["controller"].as_bool() == Some(true))
             .and_then(|r| r["uid"].as_str())
+    }
+
+    /// Made for the Gateway `uid`: its controller owner, or (a Role or RoleBinding in
+    /// another namespace than the Gateway's, which an owner reference cannot reach) its
+    /// [`GATEWAY_UID_LABEL`].
+    pub fn made_for(&self, uid: &str) -> bool {
+        self.controller_uid() == Some(uid)
+            || self.value["metadata"]["labels"][GATEWAY_UID_LABEL].as_str() == Some(uid)
     }
 
     /// Whether `uid` is among its owners.

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::certificates::{ReferenceGrant, readable};
 use crate::class::Class;
 use crate::gateway::Gateway;
 use crate::ingress;
@@ -51,8 +52,19 @@ impl Verdict {
 }
 
 /// The objects that run a Gateway, as server-side apply bodies (none unless accepted).
-/// What the lab runs for each Gateway of its manifests, and what the controller keeps.
+/// What the lab runs for each Gateway of its manifests (no ReferenceGrants: an ingress
+/// Gateway's certificates of other namespaces are not read there).
 pub fn desired(gateway: &Gateway, settings: &Settings) -> (Verdict, Vec<(ObjectKind, Value)>) {
+    desired_with(gateway, settings, &[])
+}
+
+/// [`desired`] with the cluster's ReferenceGrants, which decide which Secrets of other
+/// namespaces an ingress gateway may read: what the controller keeps.
+pub fn desired_with(
+    gateway: &Gateway,
+    settings: &Settings,
+    grants: &[ReferenceGrant],
+) -> (Verdict, Vec<(ObjectKind, Value)>) {
     let verdict = Verdict::of(gateway);
     let objects = match &verdict {
         Verdict::Accepted {
@@ -62,7 +74,7 @@ pub fn desired(gateway: &Gateway, settings: &Settings) -> (Verdict, Vec<(ObjectK
         Verdict::Accepted {
             class: Class::Ingress,
             ..
-        } => ingress::objects(gateway, settings),
+        } => ingress::objects(gateway, settings, &readable(gateway, grants)),
         Verdict::NotOurs | Verdict::Refused(_) => Vec::new(),
     };
     (verdict, objects)
@@ -100,10 +112,11 @@ pub struct GatewayPlan {
 pub fn gateway<'a>(
     gateway: &Gateway,
     settings: &Settings,
+    grants: &[ReferenceGrant],
     existing: impl Fn(&ObjectKey) -> Option<&'a Existing>,
     owned: &[Existing],
 ) -> GatewayPlan {
-    let (verdict, objects) = desired(gateway, settings);
+    let (verdict, objects) = desired_with(gateway, settings, grants);
     let mut plan = GatewayPlan {
         verdict,
         apply: Vec::new(),
@@ -134,7 +147,7 @@ pub fn gateway<'a>(
         let uid = gateway.uid.as_deref().unwrap_or_default();
         plan.delete = owned
             .iter()
-            .filter(|o| o.is_managed() && !uid.is_empty() && o.controller_uid() == Some(uid))
+            .filter(|o| o.is_managed() && !uid.is_empty() && o.made_for(uid))
             .filter(|o| !wanted.contains(&o.key))
             .map(|o| Delete {
                 key: o.key.clone(),
@@ -263,6 +276,7 @@ mod tests {
         gateway(
             gw,
             &Settings::default(),
+            &[],
             |key| existing.iter().find(|e| &e.key == key),
             existing,
         )

@@ -14,6 +14,7 @@
 use serde_json::{Value, json};
 
 use crate::gateway::{Condition, Gateway};
+use crate::ingress::ListenerStatus;
 use crate::object::ObjectKey;
 use crate::reconcile::Verdict;
 
@@ -26,6 +27,8 @@ pub struct Outcome<'a> {
     pub service: Option<&'a Value>,
     /// A write the API server refused: (its HTTP status, what was written and why).
     pub failure: Option<(u16, &'a str)>,
+    /// An ingress Gateway's listeners (`status.listeners`); empty: none written.
+    pub listeners: &'a [ListenerStatus],
 }
 
 /// The merge patch of the Gateway's `status`, or `None` when it already says this (and for
@@ -87,10 +90,16 @@ pub fn patch(gateway: &Gateway, outcome: &Outcome<'_>, now: &str) -> Option<Valu
             (("True", "Accepted", accepted), programmed, addresses)
         }
     };
+    let gateway_programmed = programmed.0 == "True";
     let conditions = [
         condition(gateway, "Accepted", accepted, now),
         condition(gateway, "Programmed", programmed, now),
     ];
+    let listeners: Vec<Value> = outcome
+        .listeners
+        .iter()
+        .map(|l| listener(gateway, l, gateway_programmed, now))
+        .collect();
     let addresses: Vec<Value> = addresses
         .iter()
         .map(|ip| json!({"type": "IPAddress", "value": ip}))
@@ -103,7 +112,8 @@ pub fn patch(gateway: &Gateway, outcome: &Outcome<'_>, now: &str) -> Option<Valu
                 && have.observed_generation == c.observed_generation
         })
     }) && gateway.conditions.len() == conditions.len()
-        && gateway.addresses == addresses;
+        && gateway.addresses == addresses
+        && (listeners.is_empty() || gateway.listener_status == listeners);
     if unchanged {
         return None;
     }
@@ -120,7 +130,80 @@ pub fn patch(gateway: &Gateway, outcome: &Outcome<'_>, now: &str) -> Option<Valu
             value
         })
         .collect();
-    Some(json!({"status": {"conditions": conditions, "addresses": addresses}}))
+    let mut status = json!({"conditions": conditions, "addresses": addresses});
+    if !listeners.is_empty() {
+        status["listeners"] = Value::Array(listeners);
+    }
+    Some(json!({ "status": status }))
+}
+
+/// One entry of `status.listeners`: `Accepted`, `ResolvedRefs` and `Programmed` (`True`
+/// when the listener is accepted, its references resolved and the Gateway programmed; else
+/// `Invalid`, or `Pending` while the Gateway is not). `attachedRoutes` is kept as found
+/// (weft does not count routes here).
+fn listener(gateway: &Gateway, status: &ListenerStatus, programmed: bool, now: &str) -> Value {
+    let found = gateway
+        .listener_status
+        .iter()
+        .find(|l| l["name"].as_str() == Some(status.name.as_str()));
+    let condition = |type_: &str, (state, reason, message): (&str, &str, String)| {
+        let since = found
+            .and_then(|l| l["conditions"].as_array())
+            .and_then(|cs| cs.iter().find(|c| c["type"].as_str() == Some(type_)))
+            .filter(|c| c["status"].as_str() == Some(state))
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .filter(|t| !t.is_empty())
+            .unwrap_or(now)
+            .to_string();
+        let mut value = json!({
+            "type": type_, "status": state, "reason": reason,
+            "message": message, "lastTransitionTime": since,
+        });
+        if let Some(generation) = gateway.generation {
+            value["observedGeneration"] = generation.into();
+        }
+        value
+    };
+    let accepted = match &status.accepted {
+        Ok(()) => ("True", "Accepted", "Listener accepted".to_string()),
+        Err((reason, message)) => ("False", *reason, message.clone()),
+    };
+    let resolved = match &status.resolved_refs {
+        Ok(()) => ("True", "ResolvedRefs", "References resolved".to_string()),
+        Err(problem) => ("False", problem.reason, problem.message.clone()),
+    };
+    let listener_programmed = match (&status.accepted, &status.resolved_refs) {
+        (Err(_), _) => (
+            "False",
+            "Invalid",
+            "the listener is not accepted".to_string(),
+        ),
+        (_, Err(problem)) => (
+            "False",
+            "Invalid",
+            format!("TLS connections are refused: {}", problem.message),
+        ),
+        _ if !programmed => (
+            "False",
+            "Pending",
+            "waiting for the Gateway to be programmed".to_string(),
+        ),
+        _ => ("True", "Programmed", "Listener programmed".to_string()),
+    };
+    json!({
+        "name": status.name,
+        "supportedKinds": status
+            .supported_kinds
+            .iter()
+            .map(|kind| json!({"group": crate::gateway::GATEWAY_API_GROUP, "kind": kind}))
+            .collect::<Vec<_>>(),
+        "attachedRoutes": found.and_then(|l| l["attachedRoutes"].as_i64()).unwrap_or(0),
+        "conditions": [
+            condition("Accepted", accepted),
+            condition("ResolvedRefs", resolved),
+            condition("Programmed", listener_programmed),
+        ],
+    })
 }
 
 fn condition(
@@ -252,6 +335,7 @@ mod tests {
             conflicts: &[],
             service: None,
             failure: None,
+            listeners: &[],
         };
         let first = patch(&gw, &waiting, "2026-01-01T00:00:00Z").expect("a first status");
         assert_eq!(first["status"]["conditions"][0]["status"], "True");
@@ -295,6 +379,7 @@ mod tests {
             conflicts: &[],
             service: None,
             failure: None,
+            listeners: &[],
         };
         let status = patch(&gw, &outcome, "t").expect("status");
         assert_eq!(
@@ -310,6 +395,7 @@ mod tests {
             conflicts: &taken,
             service: None,
             failure: None,
+            listeners: &[],
         };
         let status = patch(&gw, &outcome, "t").expect("status");
         let message = status["status"]["conditions"][1]["message"]
@@ -322,6 +408,7 @@ mod tests {
             conflicts: &[],
             service: None,
             failure: Some((422, "Deployment shop/wp: invalid")),
+            listeners: &[],
         };
         let status = patch(&gw, &outcome, "t").expect("status");
         assert_eq!(status["status"]["conditions"][1]["reason"], "Invalid");

@@ -372,6 +372,7 @@ impl Certificates {
             "mtls.example.com",
             "nginx.example.com",
             "client.example.com",
+            "bookinfo.example.com",
         ]
         .into_iter()
         .enumerate()
@@ -695,6 +696,191 @@ fn https_serves_by_sni_requires_client_certificates_redirects_and_passes_through
         "the gateway names the server without its Secret:\n{log}"
     );
     let _ = bin_dir();
+}
+
+/// Istio's Bookinfo Gateway API sample with an HTTPS listener for bookinfo.example.com
+/// (`tls.certificateRefs` to a Secret of the Gateway's namespace) and a second HTTPS listener
+/// on the same port whose Secret does not exist.
+const BOOKINFO_HTTPS_LISTENERS: &str = r#"  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: bookinfo.example.com
+    tls:
+      mode: Terminate
+      certificateRefs:
+      - kind: Secret
+        group: ""
+        name: bookinfo-credential
+    allowedRoutes:
+      namespaces:
+        from: Same
+  - name: missing
+    port: 443
+    protocol: HTTPS
+    hostname: missing.example.com
+    tls:
+      certificateRefs:
+      - name: missing-credential
+---
+"#;
+
+/// Each listener's `ResolvedRefs` (listener, status, reason and message when False) as
+/// weft-ca's controller reports it for the Gateway `namespace/name` of `all`, its Secrets
+/// those of `all`.
+fn controller_listener_status(
+    all: &Manifests,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, String, String)> {
+    let objects: Vec<serde_json::Value> = all
+        .others
+        .iter()
+        .map(|v| serde_json::to_value(v).expect("JSON"))
+        .collect();
+    let value = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "Gateway"
+                && o["metadata"]["namespace"] == namespace
+                && o["metadata"]["name"] == name
+        })
+        .expect("the Gateway");
+    let gateway = weft_controller::gateway::Gateway::from_json(value).expect("a Gateway");
+    let secret_type = |key: &(String, String)| {
+        objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "Secret"
+                    && o["metadata"]["namespace"] == key.0.as_str()
+                    && o["metadata"]["name"] == key.1.as_str()
+            })
+            .map(|o| o["type"].as_str().unwrap_or("Opaque").to_string())
+    };
+    let refs = weft_controller::certificates::resolved_refs(&gateway, &[], &secret_type);
+    weft_controller::ingress::listener_statuses(&gateway, &refs)
+        .into_iter()
+        .map(|l| match l.resolved_refs {
+            Ok(()) => (l.name, "True".to_string(), "ResolvedRefs".to_string()),
+            Err(problem) => (
+                l.name,
+                "False".to_string(),
+                format!("{}: {}", problem.reason, problem.message),
+            ),
+        })
+        .collect()
+}
+
+#[test]
+fn bookinfo_over_https_through_a_gateway_api_gateway_by_its_certificate_refs() {
+    let certs = Certificates::make("iggwtls");
+    let file = "examples/bookinfo/ingress/bookinfo-gateway-api.yaml";
+    let sample = std::fs::read_to_string(repository().join(file)).expect(file);
+    let (gateway, route) = sample
+        .split_once(
+            "---
+",
+        )
+        .expect("Gateway, then HTTPRoute");
+    let text = format!(
+        "{gateway}{BOOKINFO_HTTPS_LISTENERS}{route}---
+{}",
+        certs
+            .secret("bookinfo-credential", "bookinfo.example.com", false)
+            .replace("namespace: istio-system", "namespace: bookinfo")
+    );
+    let mut applied = Manifests::default();
+    applied
+        .add_yaml(&text, Path::new("bookinfo-https.yaml"))
+        .expect("YAML");
+    let mut all = Manifests::load_dir(&manifests("ingress")).expect("tests/manifests/ingress");
+    all.extend(applied.in_namespace("bookinfo"));
+    // The lab has no API server to write the Gateway's status: what the controller's code
+    // reports for these objects (`ResolvedRefs` of each listener, judged against the
+    // Secrets the lab holds).
+    let statuses = controller_listener_status(&all, "bookinfo", "bookinfo-gateway");
+    assert_eq!(
+        statuses,
+        [
+            ("http".to_string(), "True".to_string(), "ResolvedRefs".to_string()),
+            ("https".to_string(), "True".to_string(), "ResolvedRefs".to_string()),
+            (
+                "missing".to_string(),
+                "False".to_string(),
+                "InvalidCertificateRef: spec.listeners[2].tls.certificateRefs[0]: Secret bookinfo/missing-credential does not exist".to_string()
+            ),
+        ]
+    );
+    let lab = lab_up_manifests("iggwtls", &all, 2, true, &[]);
+    let address = lab
+        .load_balancer_ip("bookinfo/bookinfo-gateway-istio")
+        .expect("the Gateway's Service has a LoadBalancer address")
+        .to_string();
+    let log = || {
+        std::fs::read_to_string(
+            lab.paths
+                .logs()
+                .join("bookinfo-bookinfo-gateway-istio-0-istio-proxy.log"),
+        )
+        .unwrap_or_default()
+    };
+    let ca = certs.path("example.com.crt");
+    let https = |host: &str, path: &str| {
+        let resolve = format!("{host}:443:{address}");
+        let url = format!("https://{host}{path}");
+        curl(
+            &lab,
+            &["--cacert", &ca, "--resolve", &resolve, &url],
+            "%{ssl_verify_result} %{http_version}",
+        )
+    };
+    assert!(
+        eventually(SETTLE, || https("bookinfo.example.com", "/productpage")
+            .status
+            == 200),
+        "https://bookinfo.example.com/productpage: {:?}
+{}",
+        https("bookinfo.example.com", "/productpage"),
+        log()
+    );
+    // The listener's own certificate, verified by curl against the CA; the HTTPRoute
+    // attached to every listener serves over TLS, HTTP/2 offered.
+    for path in ["/productpage", "/api/v1/products"] {
+        for _ in 0..3 {
+            let got = https("bookinfo.example.com", path);
+            assert_eq!(
+                (got.status, got.extra.as_str()),
+                (200, "0 2"),
+                "{path}: {got:?}"
+            );
+            assert_eq!(
+                answered_by(&got.body),
+                "productpage-v1-0",
+                "{path}: {got:?}"
+            );
+        }
+    }
+    assert_eq!(https("bookinfo.example.com", "/nothing").status, 404);
+    assert!(
+        presented_subject(&lab, &address, "bookinfo.example.com")
+            .contains("CN = bookinfo.example.com")
+    );
+    // The listener whose Secret is missing refuses TLS; the other keeps serving, and so does
+    // plain HTTP.
+    for _ in 0..3 {
+        assert_eq!(https("missing.example.com", "/productpage").status, 0);
+        assert_eq!(https("bookinfo.example.com", "/productpage").status, 200);
+    }
+    assert_eq!(
+        curl(&lab, &[&format!("http://{address}/productpage")], "").status,
+        200
+    );
+    let log = log();
+    assert!(
+        log.contains("spec.listeners[2] (missing HTTPS on 443) refuses TLS connections")
+            && log
+                .contains("Secret bookinfo/missing-credential (type kubernetes.io/tls) is missing"),
+        "the gateway names the listener without its Secret:\n{log}"
+    );
 }
 
 /// Bad input is named — by `weftctl validate` over the files, by the agents'

@@ -83,10 +83,17 @@ struct Args {
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value_t = 20)]
     drain_timeout: u64,
     /// Whether an ingress gateway reads the `kubernetes.io/tls` Secrets of its namespace (for
-    /// TLS servers). The controller's ingress gateways (Gateway API HTTP listeners) read
-    /// none, and need no Role for them: `--tls-secrets false`.
+    /// TLS servers). The controller's ingress gateways read none this way
+    /// (`--tls-secrets false`): only those `--tls-secret` names.
     #[arg(long, env = "WEFT_TLS_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
     tls_secrets: bool,
+    /// A Secret an ingress gateway reads by name, `namespace/name` (repeat or separate by
+    /// commas), with a GET every 10 s and never a list, so a Role naming it is all the RBAC
+    /// needed: what the controller gives the gateway of a Gateway API Gateway with HTTPS
+    /// listeners (the Secrets of their `tls.certificateRefs`). When given, these are the
+    /// only Secrets read, whatever `--tls-secrets` says.
+    #[arg(long = "tls-secret", env = "WEFT_TLS_SECRET", value_delimiter = ',', value_parser = parse_secret_name)]
+    tls_secret: Vec<(String, String)>,
     /// How often the keys of a RequestAuthentication's `jwksUri` are fetched again (Go
     /// duration; Istio's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL, 20m by default).
     #[arg(long, env = "PILOT_JWT_PUB_KEY_REFRESH_INTERVAL", default_value = "20m",
@@ -101,6 +108,18 @@ struct Args {
         value_delimiter = ','
     )]
     dns_upstream: Vec<std::net::IpAddr>,
+}
+
+/// `namespace/name` of a Secret.
+fn parse_secret_name(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok((namespace.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{text:?}: expected namespace/name of a Secret")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -122,7 +141,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         trust_domain: args.trust_domain.clone(),
         // An ingress gateway reads the TLS Secrets of its namespace, and so can tell a
         // missing credential.
-        secrets_namespace: (ingress && args.tls_secrets).then(|| args.namespace.clone()),
+        secrets_namespace: (ingress && args.tls_secrets && args.tls_secret.is_empty())
+            .then(|| args.namespace.clone()),
         ..MeshSettings::default()
     };
     // Without --config-dir, the Kubernetes API: every pod of the cluster (endpoints
@@ -130,7 +150,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let kinds = if ingress {
         INGRESS_WATCHED
             .into_iter()
-            .filter(|k| args.tls_secrets || *k != weft_config::api::Kind::Secret)
+            .filter(|k| {
+                args.tls_secrets
+                    || !args.tls_secret.is_empty()
+                    || *k != weft_config::api::Kind::Secret
+            })
             .collect()
     } else {
         AGENT_WATCHED.into()
@@ -142,6 +166,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             kinds,
             pods: PodScope::Cluster,
             secrets_namespace: args.namespace.clone(),
+            secret_names: args.tls_secret.clone(),
             ..KubeSourceConfig::default()
         },
     )

@@ -41,6 +41,41 @@ pub struct Listener {
     pub hostname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_routes: Option<AllowedRoutes>,
+    /// `tls`: of HTTPS and TLS listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's `tls` (`GatewayTLSConfig`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ListenerTls {
+    /// `Terminate` (the default) or `Passthrough`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificate_refs: Vec<SecretObjectReference>,
+}
+
+impl ListenerTls {
+    /// `tls.mode`, `Terminate` when absent.
+    pub fn mode(&self) -> &str {
+        self.mode.as_deref().unwrap_or("Terminate")
+    }
+}
+
+/// `certificateRefs[]`: a Secret (group `""`, kind `Secret` by default), of the Gateway's
+/// namespace unless `namespace` names another.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SecretObjectReference {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// `allowedRoutes`: from which namespaces, and of which kinds, routes may attach.

@@ -9,6 +9,7 @@ use super::model::{Endpoint, EntryHost, HostRoutes, Service, Waypoint, WaypointR
 use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;
+use crate::api::gateway_routes::ReferenceGrant;
 use crate::api::kubernetes::Secret;
 use crate::api::mesh::MeshConfig;
 use crate::api::networking::ServiceEntry;
@@ -68,6 +69,8 @@ pub struct Snapshot {
     pub(super) gateway_virtual_services: Arc<HashMap<GatewayRef, Vec<Arc<VirtualService>>>>,
     /// TLS Secrets (only an ingress gateway's registry holds any), by (namespace, name).
     pub(super) secrets: Arc<BTreeMap<(String, String), Arc<Secret>>>,
+    /// ReferenceGrants, by (namespace, name).
+    pub(super) reference_grants: Arc<BTreeMap<(String, String), Arc<ReferenceGrant>>>,
     /// Gateway API Gateways, by (namespace, name).
     pub(super) kubernetes_gateways: Arc<BTreeMap<(String, String), Arc<KubernetesGateway>>>,
     /// Waypoints declared by Gateway API Gateways of a waypoint class, by (namespace, name).
@@ -328,9 +331,30 @@ impl Snapshot {
             .map(|(_, secret)| secret)
     }
 
+    /// Every TLS Secret this registry reads.
+    pub fn secrets(&self) -> impl Iterator<Item = &Arc<Secret>> {
+        self.secrets.values()
+    }
+
+    /// Every ReferenceGrant.
+    pub fn reference_grants(&self) -> impl Iterator<Item = &Arc<ReferenceGrant>> {
+        self.reference_grants.values()
+    }
+
     /// The TLS Secret `namespace/name`, if this registry reads Secrets and has it.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Arc<Secret>> {
         self.secrets.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The ReferenceGrants of `namespace`.
+    pub fn reference_grants_in<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<ReferenceGrant>> + 'a {
+        self.reference_grants
+            .iter()
+            .filter(move |((ns, _), _)| ns == namespace)
+            .map(|(_, grant)| grant)
     }
 
     // --- Gateway API Gateways

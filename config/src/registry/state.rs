@@ -535,6 +535,9 @@ impl State {
             self.snapshot.gateway_virtual_services =
                 Arc::new(routes::by_gateway(self.virtual_services.values()));
         }
+        if kinds.contains(&Kind::ReferenceGrant) {
+            self.snapshot.reference_grants = Arc::new(self.reference_grants.clone());
+        }
         if kinds.contains(&Kind::Secret) {
             self.snapshot.secrets = Arc::new(self.secrets.clone().into_iter().collect());
         }

@@ -17,6 +17,8 @@ pub struct DirSource {
     poll: Duration,
     /// The namespace whose Secrets are read; `None`: none are.
     secrets: Option<String>,
+    /// When not empty, the Secrets read instead, by (namespace, name).
+    secret_names: Vec<(String, String)>,
 }
 
 impl DirSource {
@@ -25,6 +27,7 @@ impl DirSource {
             root: root.into(),
             poll: Duration::from_secs(1),
             secrets: None,
+            secret_names: Vec::new(),
         }
     }
 
@@ -32,6 +35,13 @@ impl DirSource {
     /// API source skips them for every process but an ingress gateway.
     pub fn secrets(mut self, namespace: Option<String>) -> Self {
         self.secrets = namespace;
+        self
+    }
+
+    /// Reads these (TLS) Secrets, by (namespace, name), instead of a namespace's, as the API
+    /// source reads them by name for the controller's ingress gateways.
+    pub fn secret_names(mut self, names: Vec<(String, String)>) -> Self {
+        self.secret_names = names;
         self
     }
 
@@ -62,7 +72,13 @@ impl Source for DirSource {
                 candidates.retain(|c| {
                     let object = c.object_ref();
                     object.kind != Kind::Secret
-                        || self.secrets.as_deref() == Some(object.namespace.as_str())
+                        || if self.secret_names.is_empty() {
+                            self.secrets.as_deref() == Some(object.namespace.as_str())
+                        } else {
+                            self.secret_names
+                                .iter()
+                                .any(|(ns, name)| *ns == object.namespace && *name == object.name)
+                        }
                 });
                 feed.send(vec![Change::Replace {
                     kinds: Kind::ALL.to_vec(),

@@ -17,7 +17,7 @@
 //!   ([`INGRESS_WATCHED`]).
 //! - Ready once every selected kind has completed its first list; an Istio API group that is
 //!   not served (CRDs not installed) counts as empty and is probed again later.
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Debug;
 use std::pin::pin;
 use std::sync::Mutex;
@@ -111,6 +111,14 @@ pub struct KubeSourceConfig {
     /// own namespace. Only `kubernetes.io/tls` ones are listed (field selector), so a Role in
     /// that namespace is all the RBAC it needs.
     pub secrets_namespace: String,
+    /// When not empty, the Secrets read instead of those of `secrets_namespace`: each by its
+    /// (namespace, name), with a GET every `secret_poll` (never a list), so a Role naming
+    /// them (`resourceNames`, verb `get`) in each namespace is all the RBAC it needs. What
+    /// the controller's ingress gateways read: the Secrets their listeners' certificateRefs
+    /// name.
+    pub secret_names: Vec<(String, String)>,
+    /// How often the Secrets of `secret_names` are read again.
+    pub secret_poll: Duration,
 }
 
 impl Default for KubeSourceConfig {
@@ -122,6 +130,8 @@ impl Default for KubeSourceConfig {
             discovery_retry: Duration::from_secs(30),
             mesh_config_namespace: "istio-system".to_string(),
             secrets_namespace: "istio-system".to_string(),
+            secret_names: Vec::new(),
+            secret_poll: Duration::from_secs(10),
         }
     }
 }
@@ -261,6 +271,9 @@ async fn watch_kind(
                 ));
                 run_watcher(api, wc, kind, config_map, resync, feed, tracker).await?
             }
+            Kind::Secret if !config.secret_names.is_empty() => {
+                poll_named_secrets(client, config, feed, tracker).await?
+            }
             Kind::Secret => {
                 let api: Api<Secret> = Api::namespaced(client.clone(), &config.secrets_namespace);
                 let wc = watcher::Config::default()
@@ -306,6 +319,59 @@ async fn watch_kind(
                 }
             },
         }
+    }
+}
+
+/// Reads the Secrets of `config.secret_names` by name, every `config.secret_poll`, and
+/// replaces the registry's Secrets when what was read changed. A Secret that is absent (404)
+/// or not of type `kubernetes.io/tls` is not held; one that cannot be read (403, the API
+/// server unreachable) keeps what was last read of it, and the failure is logged.
+async fn poll_named_secrets(
+    client: &Client,
+    config: &KubeSourceConfig,
+    feed: &Feed,
+    tracker: &Tracker,
+) -> Result<(), SourceError> {
+    let mut last: Option<BTreeMap<(String, String), Secret>> = None;
+    loop {
+        let mut read = BTreeMap::new();
+        for (namespace, name) in &config.secret_names {
+            let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+            let key = (namespace.clone(), name.clone());
+            match api.get_opt(name).await {
+                Ok(Some(secret)) if secret.is_tls() => {
+                    read.insert(key, secret);
+                }
+                Ok(Some(_)) => {
+                    debug!(secret = %format!("{namespace}/{name}"), "not of type kubernetes.io/tls: not held");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(secret = %format!("{namespace}/{name}"), error = %error_chain(&e), "reading the Secret failed; keeping what was read of it");
+                    if let Some(kept) = last.as_ref().and_then(|l| l.get(&key)) {
+                        read.insert(key, kept.clone());
+                    }
+                }
+            }
+        }
+        let changed = last.as_ref().is_none_or(|l| {
+            l.len() != read.len()
+                || l.iter().zip(read.iter()).any(|((ka, a), (kb, b))| {
+                    ka != kb || a.metadata.resource_version != b.metadata.resource_version
+                })
+        });
+        if changed {
+            feed.send(vec![Change::Replace {
+                kinds: vec![Kind::Secret],
+                candidates: read.values().cloned().map(typed).collect(),
+            }])
+            .await?;
+            if last.is_none() {
+                tracker.synced(Kind::Secret, feed).await?;
+            }
+            last = Some(read);
+        }
+        tokio::time::sleep(config.secret_poll).await;
     }
 }
 

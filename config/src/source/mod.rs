@@ -23,8 +23,8 @@ use crate::registry::Registry;
 /// `kube.kinds` narrows what the Kubernetes API source requests (and so the RBAC it
 /// needs); the directory source reads every kind its files hold, since reading local
 /// files needs no grant, except Secrets: those only when `kube.kinds` has them, and only
-/// of `kube.secrets_namespace`, as the API source would (a process that does not serve
-/// TLS holds no private key).
+/// of `kube.secrets_namespace` (or those `kube.secret_names` names), as the API source would
+/// (a process that does not serve TLS holds no private key).
 pub async fn start(
     settings: crate::translate::MeshSettings,
     config_dir: Option<&std::path::Path>,
@@ -44,11 +44,17 @@ pub async fn start(
     let task = match config_dir {
         Some(dir) => spawn(
             &registry,
-            DirSource::new(dir).secrets(
-                kube.kinds
-                    .contains(&crate::api::Kind::Secret)
-                    .then(|| kube.secrets_namespace.clone()),
-            ),
+            DirSource::new(dir)
+                .secrets(
+                    kube.kinds
+                        .contains(&crate::api::Kind::Secret)
+                        .then(|| kube.secrets_namespace.clone()),
+                )
+                .secret_names(if kube.kinds.contains(&crate::api::Kind::Secret) {
+                    kube.secret_names.clone()
+                } else {
+                    Vec::new()
+                }),
         ),
         None => spawn(
             &registry,

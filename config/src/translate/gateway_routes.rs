@@ -23,7 +23,9 @@ use super::hosts::MeshSettings;
 use super::routes::age_order;
 use super::waypoint::is_waypoint;
 use crate::api::Kind;
-use crate::api::gateway_api::{GATEWAY_API_GROUP, KubernetesGateway, Listener};
+use crate::api::gateway_api::{
+    GATEWAY_API_GROUP, KubernetesGateway, Listener, SecretObjectReference,
+};
 use crate::api::gateway_routes::{BackendObjectReference, ParentReference, ReferenceGrant};
 use crate::registry::model::Service;
 
@@ -115,6 +117,68 @@ pub fn grant_allows(
         });
         from && to
     })
+}
+
+/// Whether a ReferenceGrant of a Secret's namespace lets Gateways of `from_namespace` refer
+/// to the Secret `name` (`from` Gateway of the Gateway API group, `to` core Secret by that
+/// name or all).
+pub fn grant_allows_secret<'a>(
+    grants: impl IntoIterator<Item = &'a ReferenceGrant>,
+    from_namespace: &str,
+    name: &str,
+) -> bool {
+    grants.into_iter().any(|grant| {
+        let from = grant.spec.from.iter().any(|f| {
+            f.group == GATEWAY_API_GROUP && f.kind == "Gateway" && f.namespace == from_namespace
+        });
+        let to = grant.spec.to.iter().any(|t| {
+            is_core(Some(t.group.as_str()))
+                && t.kind == "Secret"
+                && t.name.as_deref().is_none_or(|n| n.is_empty() || n == name)
+        });
+        from && to
+    })
+}
+
+/// A listener's `tls.certificateRefs[]` entry of a Gateway in `gateway_namespace`: the
+/// Secret's (namespace, name), or why it cannot be used (`InvalidCertificateRef` for a
+/// reference to something other than a core Secret, `RefNotPermitted` for a Secret of
+/// another namespace no ReferenceGrant there allows). `grants` are the ReferenceGrants of
+/// the Secret's namespace. Whether the Secret exists is the caller's to tell.
+pub fn certificate_ref<'a>(
+    gateway_namespace: &str,
+    reference: &SecretObjectReference,
+    grants: impl IntoIterator<Item = &'a ReferenceGrant>,
+) -> Result<(String, String), RefIssue> {
+    let kind = reference.kind.as_deref().unwrap_or("Secret");
+    if !is_core(reference.group.as_deref()) || kind != "Secret" {
+        return Err(RefIssue {
+            reason: "InvalidCertificateRef",
+            message: format!(
+                "certificateRef to group {:?} kind {kind:?} {}: weft reads core Secrets only",
+                reference.group.as_deref().unwrap_or_default(),
+                reference.name
+            ),
+        });
+    }
+    let namespace = reference
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(gateway_namespace);
+    if namespace != gateway_namespace
+        && !grant_allows_secret(grants, gateway_namespace, &reference.name)
+    {
+        return Err(RefIssue {
+            reason: "RefNotPermitted",
+            message: format!(
+                "certificateRef to Secret {namespace}/{} not permitted: no ReferenceGrant in \
+                 {namespace} allows Gateways of {gateway_namespace} to refer to it",
+                reference.name
+            ),
+        });
+    }
+    Ok((namespace.to_string(), reference.name.clone()))
 }
 
 /// A reference of a route in `namespace` to a backend.
@@ -888,5 +952,58 @@ spec:
         // Without sectionName or port, every listener that takes it.
         let any = reference("{name: edge}");
         assert_eq!(attach(&any, "apps", &["x.example.com"]), "web,apps");
+    }
+
+    #[test]
+    fn certificate_refs_of_other_namespaces_need_a_grant_for_gateways_to_secrets() {
+        let reference = |yaml: &str| -> SecretObjectReference {
+            serde_yaml::from_str(yaml).expect("reference")
+        };
+        let grant = |from_kind: &str, to_kind: &str, name: Option<&str>| {
+            ReferenceGrant {
+            spec: serde_yaml::from_str(&format!(
+                "{{from: [{{group: gateway.networking.k8s.io, kind: {from_kind}, namespace: web}}], \
+                 to: [{{group: '', kind: {to_kind}{}}}]}}",
+                name.map(|n| format!(", name: {n}")).unwrap_or_default()
+            ))
+            .expect("grant"),
+            ..ReferenceGrant::default()
+        }
+        };
+        let own = reference("{name: shop-cert}");
+        assert_eq!(
+            certificate_ref("web", &own, []),
+            Ok(("web".to_string(), "shop-cert".to_string())),
+            "the Gateway's namespace needs no grant"
+        );
+        let other = reference("{name: shop-cert, namespace: certs}");
+        let refused = certificate_ref("web", &other, []).expect_err("no grant");
+        assert_eq!(refused.reason, "RefNotPermitted");
+        assert!(refused.message.contains("certs/shop-cert"), "{refused:?}");
+        for wrong in [
+            grant("HTTPRoute", "Secret", None),
+            grant("Gateway", "Service", None),
+            grant("Gateway", "Secret", Some("another")),
+        ] {
+            assert_eq!(
+                certificate_ref("web", &other, [&wrong]).map_err(|e| e.reason),
+                Err("RefNotPermitted"),
+                "{wrong:?}"
+            );
+        }
+        for right in [
+            grant("Gateway", "Secret", None),
+            grant("Gateway", "Secret", Some("shop-cert")),
+        ] {
+            assert_eq!(
+                certificate_ref("web", &other, [&right]),
+                Ok(("certs".to_string(), "shop-cert".to_string()))
+            );
+        }
+        let config_map = reference("{kind: ConfigMap, name: shop-cert}");
+        assert_eq!(
+            certificate_ref("web", &config_map, []).map_err(|e| e.reason),
+            Err("InvalidCertificateRef")
+        );
     }
 }

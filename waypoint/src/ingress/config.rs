@@ -6,14 +6,16 @@
 //! The routes bound to a listener come from [`bound_routes`]: VirtualServices for Istio
 //! Gateways. A pod the controller runs for a Gateway API `Gateway` of class `istio` or
 //! `weft` (labelled `gateway.networking.k8s.io/gateway-name` with its name, in its
-//! namespace) also serves that Gateway's HTTP listeners ([`gateway_api_listeners`]), with
-//! virtual hosts from the HTTPRoutes and GRPCRoutes attached to each.
+//! namespace) also serves that Gateway's HTTP and HTTPS listeners
+//! ([`gateway_api_listeners`]), with virtual hosts from the HTTPRoutes and GRPCRoutes
+//! attached to each, an HTTPS listener terminating TLS with the Secret of its
+//! `tls.certificateRefs` ([`listener_tls`]) for the SNI its `hostname` names.
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use weft_config::api::gateway::Gateway;
-use weft_config::api::gateway_api::KubernetesGateway;
+use weft_config::api::gateway::{Gateway, ServerTlsMode, ServerTlsSettings};
+use weft_config::api::gateway_api::{KubernetesGateway, ListenerTls};
 use weft_config::api::networking::VirtualService;
 use weft_config::registry::Snapshot;
 use weft_config::registry::bound_route::BoundRoute;
@@ -23,7 +25,7 @@ use weft_config::translate::gateway::{
     VirtualHostPlan, merge, passthrough_routes, selects, tcp_route, virtual_hosts,
 };
 use weft_config::translate::gateway_routes::{
-    INGRESS_CLASSES, effective_hostnames, gateway_routes,
+    INGRESS_CLASSES, certificate_ref, effective_hostnames, gateway_routes,
 };
 use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
 
@@ -156,7 +158,7 @@ pub fn build(snapshot: &Snapshot, me: &Identity) -> IngressConfig {
     }
     if let Some(gateway) = served_gateway(snapshot, &workload) {
         let ports = port_map(snapshot, &workload);
-        let (listeners, unserved) = gateway_api_listeners(
+        let served = gateway_api_listeners(
             snapshot,
             &gateway,
             &workload,
@@ -167,8 +169,9 @@ pub fn build(snapshot: &Snapshot, me: &Identity) -> IngressConfig {
                 .map(|l| l.address.port())
                 .collect::<Vec<_>>(),
         );
-        config.listeners.extend(listeners);
-        config.unserved = unserved;
+        config.listeners.extend(served.listeners);
+        config.unserved = served.unserved;
+        config.refusing.extend(served.refusing);
     }
     config
 }
@@ -186,16 +189,88 @@ pub fn served_gateway(snapshot: &Snapshot, workload: &Workload) -> Option<Arc<Ku
 /// A virtual host's domain and the routes attached to it, oldest first.
 type VirtualHostRoutes = (String, Vec<Arc<BoundRoute>>);
 
-/// The listening sockets of a Gateway API Gateway's HTTP listeners (one per port, its
-/// listeners' virtual hosts merged), and the listeners not served, each with why. `target`
-/// maps a listener's port to the pod's; `taken` are ports Istio Gateways already listen on.
+/// What a Gateway API Gateway's listeners make: the sockets, the listeners not served and
+/// the HTTPS listeners that refuse TLS, each with why.
+#[derive(Debug, Default)]
+pub struct GatewayApiListeners {
+    pub listeners: Vec<ListenerConfig>,
+    pub unserved: Vec<String>,
+    pub refusing: Vec<(String, TlsError)>,
+}
+
+/// One HTTPS listener of a port: its SNI names, what it is (for logs and metrics), its TLS
+/// and its virtual hosts.
+struct HttpsChain {
+    names: Vec<String>,
+    server: String,
+    tls: Result<Arc<ServerTls>, TlsError>,
+    hosts: Vec<VirtualHostRoutes>,
+}
+
+/// One port of a Gateway API Gateway: plaintext HTTP (its listeners' virtual hosts merged)
+/// or HTTPS (one TLS chain per listener, told apart by SNI).
+enum ApiPort {
+    Http {
+        names: Vec<String>,
+        hosts: Vec<VirtualHostRoutes>,
+    },
+    Https(Vec<HttpsChain>),
+}
+
+/// The TLS an HTTPS listener terminates with: its first certificateRef's Secret, if the
+/// reference is usable (`weft_config::translate::gateway_routes::certificate_ref`) and the
+/// Secret is held. Further references (another key type) are not used.
+pub fn listener_tls(
+    snapshot: &Snapshot,
+    namespace: &str,
+    field: &str,
+    tls: Option<&ListenerTls>,
+) -> Result<ServerTls, TlsError> {
+    let Some(reference) = tls.and_then(|t| t.certificate_refs.first()) else {
+        return Err(TlsError::Settings(format!(
+            "{field}.tls.certificateRefs: none (an HTTPS listener needs a kubernetes.io/tls Secret)"
+        )));
+    };
+    let secret_namespace = reference
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(namespace);
+    let (secret_namespace, name) = certificate_ref(
+        namespace,
+        reference,
+        snapshot.reference_grants_in(secret_namespace).map(|g| &**g),
+    )
+    .map_err(|issue| {
+        TlsError::Settings(format!(
+            "{field}.tls.certificateRefs[0]: {} ({})",
+            issue.message, issue.reason
+        ))
+    })?;
+    let settings = ServerTlsSettings {
+        mode: Some(ServerTlsMode::Simple),
+        ..ServerTlsSettings::default()
+    };
+    server_tls(
+        &settings,
+        snapshot.secret(&secret_namespace, &name).map(|s| &**s),
+        &format!("{secret_namespace}/{name}"),
+        &[b"h2", b"http/1.1"],
+    )
+}
+
+/// The listening sockets of a Gateway API Gateway's HTTP and HTTPS listeners (one per port:
+/// an HTTP port's listeners' virtual hosts merged, an HTTPS port's listeners told apart by
+/// SNI, each terminating TLS with its own certificate), and the listeners not served, each
+/// with why. `target` maps a listener's port to the pod's; `taken` are ports Istio Gateways
+/// already listen on.
 pub fn gateway_api_listeners(
     snapshot: &Snapshot,
     gateway: &KubernetesGateway,
     workload: &Arc<Workload>,
     target: &dyn Fn(u16) -> u16,
     taken: &[u16],
-) -> (Vec<ListenerConfig>, Vec<String>) {
+) -> GatewayApiListeners {
     let namespace = gateway
         .metadata
         .namespace
@@ -203,40 +278,10 @@ pub fn gateway_api_listeners(
         .unwrap_or(weft_config::api::DEFAULT_NAMESPACE);
     let name = gateway.metadata.name.as_deref().unwrap_or_default();
     let attached = gateway_routes(snapshot.route_resolutions().map(|r| &**r), namespace, name);
-    let mut unserved = Vec::new();
-    // Port → (listener names, domain → routes), in the listeners' order.
-    let mut ports: Vec<(u16, Vec<String>, Vec<VirtualHostRoutes>)> = Vec::new();
-    for (i, listener) in gateway.spec.listeners.iter().enumerate() {
-        let what = format!(
-            "Gateway {namespace}/{name} spec.listeners[{i}] ({} {} on {})",
-            listener.name, listener.protocol, listener.port
-        );
-        let Some(port) = u16::try_from(listener.port).ok().filter(|p| *p != 0) else {
-            unserved.push(format!("{what} not served: no port"));
-            continue;
-        };
-        if listener.protocol != "HTTP" {
-            unserved.push(format!(
-                "{what} not served: weft serves the Gateway API's HTTP listeners only"
-            ));
-            continue;
-        }
-        if taken.contains(&target(port)) {
-            unserved.push(format!(
-                "{what} not served: an Istio Gateway's server listens on port {}",
-                target(port)
-            ));
-            continue;
-        }
-        let index = match ports.iter().position(|(p, _, _)| *p == port) {
-            Some(index) => index,
-            None => {
-                ports.push((port, Vec::new(), Vec::new()));
-                ports.len() - 1
-            }
-        };
-        let (_, names, hosts) = &mut ports[index];
-        names.push(listener.name.clone());
+    let mut out = GatewayApiListeners::default();
+    // The routes attached to a listener, one virtual host per shared hostname.
+    let hosts_of = |listener: &weft_config::api::gateway_api::Listener,
+                    hosts: &mut Vec<VirtualHostRoutes>| {
         for (route, listeners) in &attached {
             if !listeners.contains(&listener.name) {
                 continue;
@@ -256,35 +301,152 @@ pub fn gateway_api_listeners(
                 }
             }
         }
-    }
-    let listeners = ports
-        .into_iter()
-        .map(|(port, names, hosts)| {
-            let table = RouteTable {
-                hosts: hosts
-                    .into_iter()
-                    .map(|(domain, routes)| VirtualHost {
-                        domain,
-                        https_redirect: false,
-                        routes: Arc::new(CompiledRoutes::compile_gateway_api(&routes)),
-                    })
-                    .collect(),
-            };
-            ListenerConfig {
-                address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), target(port)),
-                serve: Serve::Plain(Arc::new(GatewayTarget {
+    };
+    let mut ports: Vec<(u16, ApiPort)> = Vec::new();
+    for (i, listener) in gateway.spec.listeners.iter().enumerate() {
+        let field = format!("spec.listeners[{i}]");
+        let what = format!(
+            "Gateway {namespace}/{name} {field} ({} {} on {})",
+            listener.name, listener.protocol, listener.port
+        );
+        let Some(port) = u16::try_from(listener.port).ok().filter(|p| *p != 0) else {
+            out.unserved.push(format!("{what} not served: no port"));
+            continue;
+        };
+        let https = match listener.protocol.as_str() {
+            "HTTP" => false,
+            "HTTPS" => true,
+            _ => {
+                out.unserved.push(format!(
+                    "{what} not served: weft serves the Gateway API's HTTP and HTTPS listeners only"
+                ));
+                continue;
+            }
+        };
+        if https
+            && listener
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.mode() != "Terminate")
+        {
+            out.unserved.push(format!(
+                "{what} not served: {field}.tls.mode of an HTTPS listener must be Terminate"
+            ));
+            continue;
+        }
+        if taken.contains(&target(port)) {
+            out.unserved.push(format!(
+                "{what} not served: an Istio Gateway's server listens on port {}",
+                target(port)
+            ));
+            continue;
+        }
+        let index = match ports.iter().position(|(p, _)| *p == port) {
+            Some(index) => index,
+            None => {
+                ports.push((
                     port,
-                    routes: GatewayRoutes::Http(Arc::new(table)),
+                    if https {
+                        ApiPort::Https(Vec::new())
+                    } else {
+                        ApiPort::Http {
+                            names: Vec::new(),
+                            hosts: Vec::new(),
+                        }
+                    },
+                ));
+                ports.len() - 1
+            }
+        };
+        match &mut ports[index].1 {
+            ApiPort::Http { names, hosts } if !https => {
+                names.push(listener.name.clone());
+                hosts_of(listener, hosts);
+            }
+            ApiPort::Https(chains) if https => {
+                let sni = listener
+                    .hostname
+                    .as_deref()
+                    .filter(|h| !h.is_empty())
+                    .map_or_else(|| "*".to_string(), str::to_ascii_lowercase);
+                if chains.iter().any(|c| c.names.contains(&sni)) {
+                    out.unserved.push(format!(
+                        "{what} not served: another HTTPS listener on port {port} has hostname {sni}"
+                    ));
+                    continue;
+                }
+                let tls =
+                    listener_tls(snapshot, namespace, &field, listener.tls.as_ref()).map(Arc::new);
+                let describe = format!("Gateway {namespace}/{name} listener {}", listener.name);
+                if let Err(error) = &tls {
+                    out.refusing.push((what.clone(), error.clone()));
+                }
+                let mut hosts = Vec::new();
+                hosts_of(listener, &mut hosts);
+                chains.push(HttpsChain {
+                    names: vec![sni],
+                    server: describe,
+                    tls,
+                    hosts,
+                });
+            }
+            _ => {
+                out.unserved.push(format!(
+                    "{what} not served: port {port} has a listener of the other protocol (HTTP and HTTPS cannot share a port)"
+                ));
+            }
+        }
+    }
+    let table = |hosts: Vec<VirtualHostRoutes>| {
+        GatewayRoutes::Http(Arc::new(RouteTable {
+            hosts: hosts
+                .into_iter()
+                .map(|(domain, routes)| VirtualHost {
+                    domain,
+                    https_redirect: false,
+                    routes: Arc::new(CompiledRoutes::compile_gateway_api(&routes)),
+                })
+                .collect(),
+        }))
+    };
+    out.listeners = ports
+        .into_iter()
+        .map(|(port, kind)| {
+            let serve = match kind {
+                ApiPort::Http { names, hosts } => Serve::Plain(Arc::new(GatewayTarget {
+                    port,
+                    routes: table(hosts),
                     workload: Some(workload.clone()),
                     server: format!(
                         "Gateway {namespace}/{name} listener(s) {}",
                         names.join(", ")
                     ),
                 })),
+                ApiPort::Https(chains) => Serve::Tls(
+                    chains
+                        .into_iter()
+                        .map(|chain| TlsChain {
+                            names: chain.names,
+                            action: ChainAction::Terminate {
+                                tls: chain.tls,
+                                target: Arc::new(GatewayTarget {
+                                    port,
+                                    routes: table(chain.hosts),
+                                    workload: Some(workload.clone()),
+                                    server: chain.server,
+                                }),
+                            },
+                        })
+                        .collect(),
+                ),
+            };
+            ListenerConfig {
+                address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), target(port)),
+                serve,
             }
         })
         .collect();
-    (listeners, unserved)
+    out
 }
 
 fn target(
@@ -584,19 +746,23 @@ spec:
 "#;
 
     fn routed(table: &RouteTable, path: &str) -> Option<String> {
+        routed_at(table, "192.0.2.10", path)
+    }
+
+    fn routed_at(table: &RouteTable, authority: &str, path: &str) -> Option<String> {
         let uri: http::Uri = path.parse().expect("uri");
         let headers = http::HeaderMap::new();
         let source = crate::route::Source::default();
         let facts = crate::route::RequestFacts {
             method: &http::Method::GET,
             uri: &uri,
-            authority: "192.0.2.10",
+            authority,
             headers: &headers,
             port: 80,
             source: &source,
             auth: None,
         };
-        let host = table.select("192.0.2.10")?;
+        let host = table.select(authority)?;
         match host.routes.http_route(&facts)?.action() {
             crate::route::RouteAction::Forward(destinations) => Some(format!(
                 "{}:{}",
@@ -620,9 +786,18 @@ spec:
             .iter()
             .map(|l| l.address.to_string())
             .collect();
-        assert_eq!(addresses, ["0.0.0.0:80"]);
-        assert_eq!(config.unserved.len(), 1, "{:?}", config.unserved);
-        assert!(config.unserved[0].contains("spec.listeners[1]"));
+        assert_eq!(addresses, ["0.0.0.0:80", "0.0.0.0:443"]);
+        assert!(config.unserved.is_empty(), "{:?}", config.unserved);
+        assert_eq!(config.refusing.len(), 1, "{:?}", config.refusing);
+        assert!(
+            config.refusing[0].0.contains("spec.listeners[1]")
+                && config.refusing[0]
+                    .1
+                    .to_string()
+                    .contains("spec.listeners[1].tls.certificateRefs: none"),
+            "an HTTPS listener without certificate refuses TLS: {:?}",
+            config.refusing
+        );
         let Serve::Plain(target) = &config.listeners[0].serve else {
             panic!("HTTP is plaintext");
         };
@@ -694,5 +869,159 @@ spec:
             table.select("a.example.com").map(|h| h.domain.as_str()),
             Some("a.example.com")
         );
+    }
+
+    /// A self-signed certificate for `host` and the `kubernetes.io/tls` Secret holding it.
+    fn certificate(namespace: &str, name: &str, host: &str) -> (Vec<u8>, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        let block = |pem: String| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+        let secret = format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+             type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            block(cert.pem()),
+            block(key.serialize_pem())
+        );
+        (cert.der().to_vec(), secret)
+    }
+
+    /// Whether a client trusting only `root` completes a handshake with `server` for `sni`.
+    fn handshakes(server: &ServerTls, root: &[u8], sni: &str) -> bool {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(root.to_vec()))
+            .expect("root");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("name");
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+        let mut server =
+            rustls::ServerConnection::new(server.config.clone()).expect("server connection");
+        for _ in 0..10 {
+            let mut bytes = Vec::new();
+            client.write_tls(&mut bytes).expect("client writes");
+            if !bytes.is_empty() {
+                server
+                    .read_tls(&mut bytes.as_slice())
+                    .expect("server reads");
+                if server.process_new_packets().is_err() {
+                    return false;
+                }
+            }
+            let mut bytes = Vec::new();
+            server.write_tls(&mut bytes).expect("server writes");
+            if !bytes.is_empty() {
+                client
+                    .read_tls(&mut bytes.as_slice())
+                    .expect("client reads");
+                if client.process_new_packets().is_err() {
+                    return false;
+                }
+            }
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn https_listeners_terminate_with_their_certificate_by_sni_and_a_bad_ref_refuses_only_its_own()
+    {
+        let (shop_cert, shop_secret) = certificate("bookinfo", "shop-cert", "shop.example.com");
+        let (admin_cert, admin_secret) = certificate("certs", "admin-cert", "admin.example.com");
+        let (books_cert, books_secret) = certificate("certs", "books-cert", "books.example.com");
+        let listeners = "  - name: shop\n    port: 443\n    protocol: HTTPS\n    hostname: shop.example.com\n    tls: {certificateRefs: [{name: shop-cert}]}\n  \
+             - name: admin\n    port: 443\n    protocol: HTTPS\n    hostname: admin.example.com\n    tls: {mode: Terminate, certificateRefs: [{kind: Secret, name: admin-cert, namespace: certs}]}\n  \
+             - name: books\n    port: 443\n    protocol: HTTPS\n    hostname: books.example.com\n    tls: {certificateRefs: [{name: books-cert, namespace: certs}]}\n  \
+             - name: missing\n    port: 443\n    protocol: HTTPS\n    hostname: missing.example.com\n    tls: {certificateRefs: [{name: nowhere}]}\n";
+        let yaml = GATEWAY_API.replace(
+            "  - name: https\n    port: 443\n    protocol: HTTPS\n",
+            listeners,
+        ) + &shop_secret
+            + &admin_secret
+            + &books_secret
+            + r#"---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: bookinfo-gateways, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: bookinfo}]
+  to: [{group: '', kind: Secret, name: admin-cert}]
+"#;
+        let snapshot = testing::snapshot_of(&yaml);
+        let me = Identity {
+            namespace: "bookinfo".into(),
+            pod: "bookinfo-gateway-istio-0".into(),
+        };
+        let config = build(&snapshot, &me);
+        let addresses: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| l.address.to_string())
+            .collect();
+        assert_eq!(addresses, ["0.0.0.0:80", "0.0.0.0:443"]);
+        assert!(config.unserved.is_empty(), "{:?}", config.unserved);
+        let Serve::Tls(chains) = &config.listeners[1].serve else {
+            panic!("HTTPS is TLS");
+        };
+        let terminating = |sni: &str| match chain_for(chains, Some(sni)).map(|c| &c.action) {
+            Some(ChainAction::Terminate { tls, target }) => (tls.clone(), target.clone()),
+            other => panic!("{sni}: {other:?}"),
+        };
+        // Each SNI gets its listener's own certificate, and only that one.
+        let (shop, target) = terminating("shop.example.com");
+        let shop = shop.expect("shop's Secret is in the Gateway's namespace");
+        assert!(handshakes(&shop, &shop_cert, "shop.example.com"));
+        assert!(!handshakes(&shop, &admin_cert, "shop.example.com"));
+        let GatewayRoutes::Http(table) = &target.routes else {
+            panic!("HTTP routes over TLS");
+        };
+        assert_eq!(
+            routed_at(table, "shop.example.com", "/productpage"),
+            Some("productpage.bookinfo.svc.cluster.local:9080".to_string()),
+            "bookinfo's route attaches to every listener of its namespace, HTTPS too"
+        );
+        let admin = terminating("admin.example.com")
+            .0
+            .expect("the ReferenceGrant of certs allows admin-cert");
+        assert!(handshakes(&admin, &admin_cert, "admin.example.com"));
+        // books-cert exists but no grant names it; nowhere does not exist.
+        let books = terminating("books.example.com")
+            .0
+            .expect_err("not permitted");
+        assert!(
+            books.to_string().contains("RefNotPermitted")
+                && books.to_string().contains("certs/books-cert"),
+            "{books}"
+        );
+        assert_eq!(
+            terminating("missing.example.com").0.expect_err("missing"),
+            TlsError::MissingSecret("bookinfo/nowhere".into())
+        );
+        assert!(chain_for(chains, Some("other.example.com")).is_none());
+        let refusing: Vec<&str> = config
+            .refusing
+            .iter()
+            .map(|(what, _)| what.as_str())
+            .collect();
+        assert_eq!(refusing.len(), 2, "{refusing:?}");
+        assert!(
+            refusing[0].contains("spec.listeners[3] (books HTTPS on 443)"),
+            "{refusing:?}"
+        );
+        assert!(
+            refusing[1].contains("spec.listeners[4] (missing HTTPS on 443)"),
+            "{refusing:?}"
+        );
+        let _ = books_cert;
     }
 }

@@ -167,6 +167,9 @@ fn inputs(snapshot: &Snapshot, me: &Identity) -> Vec<usize> {
                 .route_resolutions()
                 .map(|r| Arc::as_ptr(r) as usize),
         );
+        // Its HTTPS listeners' Secrets (of any namespace) and the grants allowing them.
+        inputs.extend(snapshot.secrets().map(|s| Arc::as_ptr(s) as usize));
+        inputs.extend(snapshot.reference_grants().map(|g| Arc::as_ptr(g) as usize));
     }
     for gateway in snapshot.gateways() {
         inputs.push(Arc::as_ptr(gateway) as usize);
