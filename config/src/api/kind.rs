@@ -5,6 +5,9 @@ use std::fmt;
 use super::gateway_api::{GATEWAY_API_GROUP, GATEWAY_API_VERSIONS};
 use super::gateway_routes::{GRPC_ROUTE_VERSIONS, HTTP_ROUTE_VERSIONS, REFERENCE_GRANT_VERSIONS};
 
+/// The namespace of namespaced objects that name none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 /// Every kind of object weft reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -213,7 +216,7 @@ pub fn unsupported(document: &serde_json::Value) -> Option<String> {
             let namespace = document
                 .pointer("/metadata/namespace")
                 .and_then(serde_json::Value::as_str)
-                .unwrap_or(super::DEFAULT_NAMESPACE);
+                .unwrap_or(DEFAULT_NAMESPACE);
             format!("{kind} {namespace}/{name}: {group}/{kind} is not supported by weft: ignored")
         })
 }

@@ -11,8 +11,9 @@ pub mod networking;
 mod object;
 pub mod security;
 
+pub use kind::DEFAULT_NAMESPACE;
 pub use kind::{
     Kind, NETWORKING_GROUP, NETWORKING_VERSIONS, ObjectRef, SECURITY_GROUP, SECURITY_VERSIONS,
     UNSUPPORTED_KINDS, unsupported,
 };
-pub use object::{DEFAULT_NAMESPACE, Object, labels, unknown_fields};
+pub use object::{Object, labels, unknown_fields};

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::gateway::Gateway;
 use super::gateway_api::KubernetesGateway;
 use super::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant};
-use super::kind::{Kind, ObjectRef};
+use super::kind::{DEFAULT_NAMESPACE, Kind, ObjectRef};
 use super::kubernetes::{EndpointSlice, Namespace, Pod, Secret, Service, trim_metadata};
 use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
@@ -235,9 +235,6 @@ impl Object {
         Ok(Some((parsed, Vec::new())))
     }
 }
-
-/// The namespace of namespaced objects that name none.
-pub const DEFAULT_NAMESPACE: &str = "default";
 
 fn join_group(group: &str, version: &str) -> String {
     if group.is_empty() {

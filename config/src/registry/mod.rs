@@ -5,6 +5,7 @@
 //! look up by IP, VIP or host in hash maps, without locks. Writers — the sources — hand
 //! batches of [`Change`]s to [`Registry::apply`]; each batch is validated, applied and
 //! published atomically, and subscribers see the new version through a `watch` channel.
+mod bindings;
 pub mod bound_route;
 mod change;
 mod cow;
