@@ -213,7 +213,12 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
         log: ConnectionLog::new(CONNECTION_LOG),
         open: proxy::OpenConnections::default(),
         telemetry: telemetry::Telemetry {
-            metrics: weft_core::metrics::Metrics::new(),
+            metrics: {
+                // The node agent plays Istio's `ztunnel` component.
+                let metrics = weft_core::metrics::Metrics::new();
+                metrics.set_build("ztunnel", env!("CARGO_PKG_VERSION"));
+                metrics
+            },
             spans: span_exporter(&args)?,
             cluster: args.cluster_id.clone(),
         },

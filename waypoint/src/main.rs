@@ -195,6 +195,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let pool = HbonePool::new(identities.clone(), trust.clone(), PoolConfig::default());
     let metrics = weft_core::metrics::Metrics::new();
+    // Istio's waypoints and gateways are its `proxy` component.
+    metrics.set_build("proxy", env!("CARGO_PKG_VERSION"));
     let spans = match &args.otlp_endpoint {
         Some(endpoint) => {
             let mut config = OtlpConfig::new(endpoint.clone(), "weft-waypoint");

@@ -3,12 +3,15 @@
 //! with a gRPC provider's network check, AUDIT, then Istio's rule: an ALLOW rule that needs
 //! HTTP attributes matches nothing, a DENY rule ignores them and matches more), then a
 //! `tcp` route (or the service itself) picks the destination, the cluster's balancer the
-//! endpoint, and the bytes are spliced.
+//! endpoint, and the bytes are spliced, counted in Istio's TCP metrics
+//! (`istio_tcp_connections_opened_total`, `_closed_total`, `istio_tcp_sent_bytes_total`,
+//! `istio_tcp_received_bytes_total`, `reporter="waypoint"`, or `source` at a gateway).
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
+use weft_core::metrics::{ResponseFlags, Side};
 
 use crate::context::WaypointContext;
 use crate::downstream::{Downstream, GatewayRoutes, Target};
@@ -18,6 +21,22 @@ use crate::forward::endpoints::{destination_port, resolve};
 use crate::upstream::balance::HashInput;
 use crate::upstream::outlier::Outcome;
 
+/// The stream's destination: its endpoint, how to reach it, its cluster and the Service
+/// it belongs to.
+type Chosen = (
+    std::net::SocketAddr,
+    Transport,
+    Option<Arc<crate::forward::cluster::Cluster>>,
+    Option<Arc<weft_config::registry::model::Service>>,
+);
+
+/// A stream that went nowhere, counted opened and closed with why.
+fn failed(ctx: &WaypointContext, downstream: &Downstream, flags: ResponseFlags) {
+    let labels = crate::http::connection_labels(ctx, downstream, (None, None));
+    let mut recorder = ctx.metrics.tcp_opened(&labels);
+    recorder.set_response_flags(flags);
+}
+
 /// The route's destination, its endpoint and its cluster; `None` when there is none.
 async fn choose(
     ctx: &Arc<WaypointContext>,
@@ -25,11 +44,7 @@ async fn choose(
     plan: &crate::route::TcpRoutePlan,
     request_port: u16,
     downstream: &Downstream,
-) -> Option<(
-    std::net::SocketAddr,
-    Transport,
-    Option<Arc<crate::forward::cluster::Cluster>>,
-)> {
+) -> Option<Chosen> {
     let Some(destination) = plan.pick(fastrand::u32(..)) else {
         debug!("tcp route without destinations");
         return None;
@@ -63,26 +78,34 @@ async fn choose(
         ..HashInput::default()
     };
     let (chosen, _pick) = cluster.choose(&found, &[], false, &input)?;
-    Some((chosen.address, chosen.transport.clone(), Some(cluster)))
+    let service = snapshot.service_by_host(&destination.host).cloned();
+    Some((
+        chosen.address,
+        chosen.transport.clone(),
+        Some(cluster),
+        service,
+    ))
 }
 
-pub async fn forward<I>(mut io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
+pub async fn forward<I>(io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let snapshot = ctx.registry.load();
     if let Err(reason) = crate::http::authz::authorize_stream(&ctx, &snapshot, &downstream).await {
-        // Closing the tunnel is the answer a TCP client gets, as from Envoy's RBAC filter.
+        // Closing the tunnel is the answer a TCP client gets, as from Envoy's RBAC filter
+        // (which has no response flag).
         info!(%reason, peer = downstream.source.principal.as_deref().unwrap_or_default(), "tcp stream denied");
+        failed(&ctx, &downstream, ResponseFlags::NONE);
         return;
     }
-    let (address, transport, cluster) = match &downstream.target {
+    let (address, transport, cluster, service) = match &downstream.target {
         Target::Workload { workload, address } => {
             let transport = match workload.identity.parse() {
                 Ok(identity) if workload.in_mesh => Transport::Hbone { identity },
                 _ => Transport::Plain,
             };
-            (*address, transport, None)
+            (*address, transport, None, None)
         }
         Target::Service { service, port } => {
             let routes = ctx.routes(&snapshot, &service.hostname);
@@ -90,7 +113,10 @@ where
                 routes.tcp_route(*port, Some(downstream.destination.ip()), &downstream.source);
             match choose(&ctx, &snapshot, plan, *port, &downstream).await {
                 Some(chosen) => chosen,
-                None => return,
+                None => {
+                    failed(&ctx, &downstream, ResponseFlags::NO_HEALTHY_UPSTREAM);
+                    return;
+                }
             }
         }
         Target::EntryHost { host, port } => {
@@ -99,17 +125,24 @@ where
                 routes.tcp_route(*port, Some(downstream.destination.ip()), &downstream.source);
             match choose(&ctx, &snapshot, plan, *port, &downstream).await {
                 Some(chosen) => chosen,
-                None => return,
+                None => {
+                    failed(&ctx, &downstream, ResponseFlags::NO_HEALTHY_UPSTREAM);
+                    return;
+                }
             }
         }
         Target::Gateway(gateway) => {
             let GatewayRoutes::Tcp(Some(plan)) = &gateway.routes else {
                 debug!(server = %gateway.server, "no tcp route bound; connection closed");
+                failed(&ctx, &downstream, ResponseFlags::NO_ROUTE);
                 return;
             };
             match choose(&ctx, &snapshot, plan, gateway.port, &downstream).await {
                 Some(chosen) => chosen,
-                None => return,
+                None => {
+                    failed(&ctx, &downstream, ResponseFlags::NO_HEALTHY_UPSTREAM);
+                    return;
+                }
             }
         }
     };
@@ -132,11 +165,22 @@ where
                 outlier.record(address, Outcome::ConnectFailed, Instant::now());
             }
             debug!(%error, "connecting the stream upstream failed");
+            failed(
+                &ctx,
+                &downstream,
+                ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            );
             return;
         }
     };
+    let labels =
+        crate::http::connection_labels(&ctx, &downstream, (Some(address), service.as_deref()));
+    let recorder = ctx.metrics.tcp_opened(&labels);
+    // What is read from the client was received, what is written to it sent.
+    let mut io = recorder.meter(io, Side::Downstream);
     match weft_core::io::splice(&mut io, &mut upstream).await {
         Ok((sent, received)) => debug!(%address, sent, received, "tcp stream done"),
         Err(error) => debug!(%address, %error, "tcp stream ended with an error"),
     }
+    drop(recorder);
 }

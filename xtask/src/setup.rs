@@ -13,6 +13,8 @@
 //! - rustfmt, clippy and cargo-deny for `test`;
 //! - PyJWT and cryptography in `target/xtask/jwt-tools`, with which the JWT e2e test
 //!   (`tests/tests/jwt.rs`) makes its keys and tokens (`tests/jwt/mint.py`), for `test`;
+//! - Prometheus (Debian's `prometheus`), which scrapes the lab in `tests/tests/prometheus.rs`,
+//!   for `test`;
 //! - grpcio and Envoy's generated protos (`xds-protos`) in `target/xtask/ext-authz`, which
 //!   the ext-authz e2e test's server runs with (`tests/manifests/ext_authz/`), for `test`.
 use std::path::{Path, PathBuf};
@@ -130,6 +132,13 @@ const DEBIAN_PACKAGES: &[DebianPackage] = &[
     DebianPackage {
         name: "runc",
         binary: "runc",
+        used_by: &[],
+    },
+    // The metrics e2e test's scraper: a real Prometheus scraping the agents and waypoints
+    // and answering the PromQL of Istio's dashboards.
+    DebianPackage {
+        name: "prometheus",
+        binary: "prometheus",
         used_by: &[],
     },
 ];
@@ -531,7 +540,8 @@ mod tests {
                 "bind9-dnsutils",
                 "buildah",
                 "podman",
-                "runc"
+                "runc",
+                "prometheus"
             ]
         );
         assert_eq!(Plan::for_command(Some(For::Test)), all);

@@ -236,10 +236,29 @@ impl ResponseFlags {
     pub const UPSTREAM_CONNECTION_TERMINATION: Self = Self("UC");
     /// Downstream connection terminated (Envoy `DC`).
     pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self("DC");
+    /// Refused by the circuit breaker: a connection pool or request limit overflowed
+    /// (Envoy `UO`).
+    pub const UPSTREAM_OVERFLOW: Self = Self("UO");
+    /// Denied by an external authorization service, or because one could not be asked
+    /// (Envoy `UAEX`).
+    pub const UNAUTHORIZED_EXTERNAL_SERVICE: Self = Self("UAEX");
     /// Aborted by fault injection (Envoy `FI`).
     pub const FAULT_INJECTED: Self = Self("FI");
     /// Delayed by fault injection (Envoy `DI`).
     pub const DELAY_INJECTED: Self = Self("DI");
+
+    /// These flags with `URX` added: the last of the retries the policy allowed failed
+    /// too. Envoy lists the flags in its own order, comma-separated (`UF,URX`).
+    pub fn with_retry_limit_exceeded(self) -> Self {
+        match self.0 {
+            "UH" => Self("UH,URX"),
+            "UT" => Self("UT,URX"),
+            "UF" => Self("UF,URX"),
+            "UC" => Self("UC,URX"),
+            "UO" => Self("UO,URX"),
+            _ => Self::UPSTREAM_RETRY_LIMIT_EXCEEDED,
+        }
+    }
 }
 
 /// The labels of every TCP metric, and of HTTP metrics besides `response_code`.
@@ -354,15 +373,38 @@ impl EncodeLabelSet for ConnectionLabels {
     }
 }
 
-/// `response_code`, for HTTP metrics only.
+/// `response_code` and `grpc_response_status`, for HTTP metrics only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct ResponseCode(pub u16);
+pub(crate) struct ResponseCode {
+    pub status: u16,
+    /// The `grpc-status` of a gRPC response; empty for anything else, as in Istio.
+    pub grpc_status: Option<u32>,
+}
 
 impl EncodeLabelSet for ResponseCode {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         let mut code = String::with_capacity(3);
-        let _ = write!(code, "{}", self.0);
-        label(encoder, "response_code", &code)
+        let _ = write!(code, "{}", self.status);
+        label(encoder, "response_code", &code)?;
+        let mut grpc = String::new();
+        if let Some(status) = self.grpc_status {
+            let _ = write!(grpc, "{status}");
+        }
+        label(encoder, "grpc_response_status", &grpc)
+    }
+}
+
+/// `istio_build`'s labels: which Istio component the process plays and its version.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct BuildLabels {
+    pub component: String,
+    pub tag: String,
+}
+
+impl EncodeLabelSet for BuildLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        label(encoder, "component", &self.component)?;
+        label(encoder, "tag", &self.tag)
     }
 }
 
@@ -375,6 +417,22 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn retry_exhaustion_is_added_after_the_attempts_own_flag() {
+        assert_eq!(
+            ResponseFlags::UPSTREAM_CONNECTION_FAILURE.with_retry_limit_exceeded(),
+            ResponseFlags("UF,URX")
+        );
+        assert_eq!(
+            ResponseFlags::UPSTREAM_REQUEST_TIMEOUT.with_retry_limit_exceeded(),
+            ResponseFlags("UT,URX")
+        );
+        assert_eq!(
+            ResponseFlags::NONE.with_retry_limit_exceeded(),
+            ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED
+        );
     }
 
     #[test]

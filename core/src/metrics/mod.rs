@@ -7,8 +7,11 @@
 //!   and returns a [`TcpConnectionRecorder`] holding the connection's byte counters, so a
 //!   byte costs one atomic add; dropping it counts the close.
 //! - HTTP: `istio_requests_total`, `istio_request_duration_milliseconds`,
-//!   `istio_request_bytes`, `istio_response_bytes`, per [`RequestLabels`] and
-//!   `response_code`, with Envoy's (so Istio's) default buckets.
+//!   `istio_request_bytes`, `istio_response_bytes` (headers and body, as Envoy's
+//!   `request.total_size` and `response.total_size`), per [`RequestLabels`],
+//!   `response_code` and `grpc_response_status`, with Envoy's (so Istio's) default buckets
+//!   ([`Metrics::http_request`], [`HttpRequestRecord`]).
+//! - `istio_build{component, tag}`, 1 ([`Metrics::set_build`]).
 //!
 //! - DNS (the agent's DNS proxy, ztunnel's names): `istio_dns_requests_total`,
 //!   `istio_dns_upstream_requests_total`, `istio_dns_upstream_failures_total`
@@ -29,5 +32,5 @@ pub use labels::{
     canonical_revision, canonical_service,
 };
 pub use recorder::{Metered, Side, TcpConnectionRecorder};
-pub use registry::{ISTIO_BUCKETS, Metrics};
+pub use registry::{HttpRequestRecord, ISTIO_BUCKETS, Metrics};
 pub use server::{CONTENT_TYPE, serve_metrics, serve_metrics_on};

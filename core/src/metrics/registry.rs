@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::dns::{DnsLabels, DnsOutcome};
-use super::labels::{ConnectionLabels, RequestLabels, ResponseCode};
+use super::labels::{BuildLabels, ConnectionLabels, RequestLabels, ResponseCode};
 use super::recorder::TcpConnectionRecorder;
 
 /// Envoy's default histogram bounds, which Istio's request histograms use (milliseconds for
@@ -23,6 +24,24 @@ fn istio_histogram() -> Histogram {
 }
 
 type RequestKey = (ConnectionLabels, ResponseCode);
+
+/// One finished HTTP request, as Istio's request metrics describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpRequestRecord {
+    /// `response_code`.
+    pub status: u16,
+    /// `grpc_response_status`: the `grpc-status` of a gRPC response (header or trailer).
+    pub grpc_status: Option<u32>,
+    /// `istio_request_duration_milliseconds`: from the request's arrival to the end of the
+    /// response.
+    pub duration: Duration,
+    /// `istio_request_bytes`: the request's headers and body, as Envoy's
+    /// `request.total_size` counts them.
+    pub request_bytes: u64,
+    /// `istio_response_bytes`: the response's headers, body and trailers (Envoy's
+    /// `response.total_size`).
+    pub response_bytes: u64,
+}
 type HistogramFamily = Family<RequestKey, Histogram, fn() -> Histogram>;
 
 /// The registry of Istio's standard metrics; one per process, shared behind an `Arc`.
@@ -40,6 +59,7 @@ pub struct Metrics {
     dns_requests: Family<DnsLabels, Counter>,
     dns_upstream_requests: Family<DnsLabels, Counter>,
     dns_upstream_failures: Family<DnsLabels, Counter>,
+    build: Family<BuildLabels, Gauge>,
 }
 
 impl Metrics {
@@ -80,13 +100,13 @@ impl Metrics {
         let request_bytes: HistogramFamily = Family::new_with_constructor(istio_histogram);
         registry.register(
             "request_bytes",
-            "The size of HTTP request bodies",
+            "The size of HTTP requests, headers and body",
             request_bytes.clone(),
         );
         let response_bytes: HistogramFamily = Family::new_with_constructor(istio_histogram);
         registry.register(
             "response_bytes",
-            "The size of HTTP response bodies",
+            "The size of HTTP responses, headers, body and trailers",
             response_bytes.clone(),
         );
         let dns_requests = Family::default();
@@ -107,8 +127,11 @@ impl Metrics {
             "Total number of DNS requests that failed to forward upstream (unstable)",
             dns_upstream_failures.clone(),
         );
+        let build = Family::default();
+        registry.register("build", "Istio component build info", build.clone());
         Arc::new(Self {
             registry,
+            build,
             dns_requests,
             dns_upstream_requests,
             dns_upstream_failures,
@@ -135,31 +158,37 @@ impl Metrics {
         )
     }
 
-    /// Counts a finished request (`istio_requests_total`) and its duration.
-    pub fn http_request(&self, labels: &RequestLabels, status: u16, duration: Duration) {
-        let key = (labels.clone(), ResponseCode(status));
+    /// `istio_build{component, tag} 1`: which Istio component this process plays
+    /// (`ztunnel` for the node agent, `proxy` for a waypoint or gateway, as Istio's
+    /// dashboards select them) and its version.
+    pub fn set_build(&self, component: &str, tag: &str) {
+        self.build
+            .get_or_create(&BuildLabels {
+                component: component.to_string(),
+                tag: tag.to_string(),
+            })
+            .set(1);
+    }
+
+    /// Counts a finished request: `istio_requests_total`, its duration and its sizes.
+    pub fn http_request(&self, labels: &RequestLabels, request: &HttpRequestRecord) {
+        let key = (
+            labels.clone(),
+            ResponseCode {
+                status: request.status,
+                grpc_status: request.grpc_status,
+            },
+        );
         self.requests.get_or_create(&key).inc();
         self.request_duration
             .get_or_create(&key)
-            .observe(duration.as_secs_f64() * 1000.0);
-    }
-
-    /// Records the body sizes of a finished request (`istio_request_bytes`,
-    /// `istio_response_bytes`), for callers that count them.
-    pub fn http_body_sizes(
-        &self,
-        labels: &RequestLabels,
-        status: u16,
-        request_bytes: u64,
-        response_bytes: u64,
-    ) {
-        let key = (labels.clone(), ResponseCode(status));
+            .observe(request.duration.as_secs_f64() * 1000.0);
         self.request_bytes
             .get_or_create(&key)
-            .observe(request_bytes as f64);
+            .observe(request.request_bytes as f64);
         self.response_bytes
             .get_or_create(&key)
-            .observe(response_bytes as f64);
+            .observe(request.response_bytes as f64);
     }
 
     /// Counts a DNS query a pod sent the proxy, and how it was handled.
@@ -275,14 +304,37 @@ mod tests {
         assert!(closed.ends_with(" 1"), "{closed}");
     }
 
+    fn request(status: u16, millis: u64, sizes: (u64, u64)) -> HttpRequestRecord {
+        HttpRequestRecord {
+            status,
+            grpc_status: None,
+            duration: Duration::from_millis(millis),
+            request_bytes: sizes.0,
+            response_bytes: sizes.1,
+        }
+    }
+
+    /// The value of the one line starting with `prefix` and containing every one of `has`.
+    fn value(text: &str, prefix: &str, has: &[&str]) -> f64 {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(prefix) && has.iter().all(|h| l.contains(h)))
+            .collect();
+        assert_eq!(lines.len(), 1, "{prefix} {has:?} in\n{text}");
+        lines[0]
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no value in {}", lines[0]))
+    }
+
     #[test]
     fn requests_count_by_response_code_with_istios_buckets() {
         let metrics = Metrics::new();
         let labels = hbone(Reporter::Waypoint).with_protocol(RequestProtocol::Http);
-        metrics.http_request(&labels, 200, Duration::from_millis(3));
-        metrics.http_request(&labels, 200, Duration::from_millis(30));
-        metrics.http_request(&labels, 503, Duration::from_millis(7));
-        metrics.http_body_sizes(&labels, 200, 10, 2000);
+        metrics.http_request(&labels, &request(200, 3, (0, 0)));
+        metrics.http_request(&labels, &request(200, 30, (0, 0)));
+        metrics.http_request(&labels, &request(503, 7, (0, 0)));
         let text = metrics.encode();
         let ok = text
             .lines()
@@ -290,6 +342,7 @@ mod tests {
             .expect("a 200 series");
         assert!(ok.contains("reporter=\"waypoint\""), "{ok}");
         assert!(ok.contains("request_protocol=\"http\""), "{ok}");
+        assert!(ok.contains("grpc_response_status=\"\""), "{ok}");
         assert!(ok.ends_with(" 2"), "{ok}");
         let bucket = |le: &str| {
             text.lines()
@@ -304,6 +357,76 @@ mod tests {
         assert!(bucket("5.0").ends_with(" 1"), "{}", bucket("5.0"));
         assert!(bucket("50.0").ends_with(" 2"), "{}", bucket("50.0"));
         assert!(bucket("3600000.0").ends_with(" 2"));
-        assert!(text.contains("istio_response_bytes_sum{"), "{text}");
+    }
+
+    #[test]
+    fn request_and_response_sizes_are_recorded_per_request() {
+        let metrics = Metrics::new();
+        let labels = hbone(Reporter::Waypoint).with_protocol(RequestProtocol::Http);
+        metrics.http_request(&labels, &request(200, 1, (1_100, 250)));
+        metrics.http_request(&labels, &request(200, 1, (2_100, 50_000)));
+        let text = metrics.encode();
+        let ok = ["response_code=\"200\""];
+        assert_eq!(value(&text, "istio_request_bytes_sum{", &ok), 3_200.0);
+        assert_eq!(value(&text, "istio_request_bytes_count{", &ok), 2.0);
+        assert_eq!(value(&text, "istio_response_bytes_sum{", &ok), 50_250.0);
+        // Envoy's buckets: 250 falls in le=250, 50,000 in le=60,000.
+        let le = |l: &str| {
+            value(
+                &text,
+                "istio_response_bytes_bucket{",
+                &["response_code=\"200\"", &format!("le=\"{l}\"")],
+            )
+        };
+        assert_eq!((le("100.0"), le("250.0"), le("60000.0")), (0.0, 1.0, 2.0));
+    }
+
+    #[test]
+    fn grpc_requests_carry_their_grpc_status_and_failures_their_flags() {
+        let metrics = Metrics::new();
+        let grpc = hbone(Reporter::Waypoint).with_protocol(RequestProtocol::Grpc);
+        let ok = HttpRequestRecord {
+            grpc_status: Some(0),
+            ..request(200, 1, (10, 10))
+        };
+        let unavailable = HttpRequestRecord {
+            grpc_status: Some(14),
+            ..request(200, 1, (10, 10))
+        };
+        metrics.http_request(&grpc, &ok);
+        metrics.http_request(&grpc, &unavailable);
+        metrics.http_request(&grpc, &unavailable);
+        let overflow = hbone(Reporter::Waypoint)
+            .with_protocol(RequestProtocol::Http)
+            .with_response_flags(ResponseFlags::UPSTREAM_OVERFLOW);
+        metrics.http_request(&overflow, &request(503, 1, (10, 10)));
+        let text = metrics.encode();
+        let grpc_ok = [
+            "request_protocol=\"grpc\"",
+            "grpc_response_status=\"0\"",
+            "response_code=\"200\"",
+        ];
+        assert_eq!(value(&text, "istio_requests_total{", &grpc_ok), 1.0);
+        let grpc_14 = ["request_protocol=\"grpc\"", "grpc_response_status=\"14\""];
+        assert_eq!(value(&text, "istio_requests_total{", &grpc_14), 2.0);
+        let uo = [
+            "response_flags=\"UO\"",
+            "response_code=\"503\"",
+            "connection_security_policy=\"mutual_tls\"",
+        ];
+        assert_eq!(value(&text, "istio_requests_total{", &uo), 1.0);
+    }
+
+    #[test]
+    fn the_build_gauge_names_the_component_and_its_version() {
+        let metrics = Metrics::new();
+        assert!(!metrics.encode().contains("istio_build{"));
+        metrics.set_build("ztunnel", "0.1.0");
+        let text = metrics.encode();
+        assert!(text.contains("# TYPE istio_build gauge\n"), "{text}");
+        assert!(
+            text.contains("istio_build{component=\"ztunnel\",tag=\"0.1.0\"} 1\n"),
+            "{text}"
+        );
     }
 }

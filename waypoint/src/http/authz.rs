@@ -15,10 +15,10 @@
 //! 3. DENY, then ALLOW, on the request as CUSTOM left it.
 use std::sync::Arc;
 
+use super::metered::Incoming;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tracing::{debug, info, warn};
 use weft_config::api::common::PolicyTargetReference;
 use weft_config::api::security::AuthorizationPolicy;
@@ -211,6 +211,14 @@ fn warn_once(snapshot: &Snapshot, reason: &str) {
     }
 }
 
+/// A CUSTOM denial, reported with Envoy's `UAEX`.
+fn unauthorized_external(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    local::flagged(
+        response,
+        weft_core::metrics::ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE,
+    )
+}
+
 /// The answer a client gets when the provider denies.
 fn denied_response(denied: &Denied) -> Response<ResponseBody> {
     let mut response = Response::new(local::full(denied.body.clone()));
@@ -296,7 +304,7 @@ pub async fn authorize(
         Custom::Skip => Authorized::plain(body),
         Custom::Deny(reason) => {
             warn_once(snapshot, &reason);
-            return Err(local::forbidden());
+            return Err(unauthorized_external(local::forbidden()));
         }
         Custom::Check { provider, policies } => {
             let client = match crate::ext_authz::client(ctx, snapshot, &provider) {
@@ -306,7 +314,7 @@ pub async fn authorize(
                         snapshot,
                         &format!("AuthorizationPolicy {}: {reason}", policies.join(", ")),
                     );
-                    return Err(local::forbidden());
+                    return Err(unauthorized_external(local::forbidden()));
                 }
             };
             let (check_body, body) = match client.settings().body {
@@ -349,7 +357,7 @@ pub async fn authorize(
                         path = parts.uri.path(),
                         "request denied by external authorization"
                     );
-                    return Err(denied_response(&denied));
+                    return Err(unauthorized_external(denied_response(&denied)));
                 }
                 Verdict::Allow(allowed) => {
                     if let Some(reason) = &allowed.failed_open {

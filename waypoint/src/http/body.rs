@@ -9,8 +9,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
+use super::metered::Incoming;
 use crate::forward::connections::{BoxError, UpstreamBody};
 
 /// Bodies larger than this stream through and are not retried or mirrored (Envoy's

@@ -142,6 +142,17 @@ pub async fn send(
             tokio::time::sleep(retry.backoff(attempt, fastrand::u64(..))).await;
             continue;
         }
+        if last && attempt > 0 && retry.should_retry(&outcome) {
+            // Retried until the policy's attempts ran out, and this one failed too.
+            let flags = response
+                .extensions()
+                .get::<weft_core::metrics::ResponseFlags>()
+                .copied()
+                .unwrap_or(weft_core::metrics::ResponseFlags::NONE);
+            response
+                .extensions_mut()
+                .insert(flags.with_retry_limit_exceeded());
+        }
         if let Some(cookie) = set_cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
@@ -304,7 +315,10 @@ fn overflow_reply(overflow: &Overflow) -> Response<ResponseBody> {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    response
+    local::flagged(
+        response,
+        weft_core::metrics::ResponseFlags::UPSTREAM_OVERFLOW,
+    )
 }
 
 fn box_body(body: crate::forward::connections::ResponseBody) -> ResponseBody {

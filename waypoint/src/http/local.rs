@@ -4,9 +4,21 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
+use weft_core::metrics::ResponseFlags;
+
 use crate::forward::connections::{BoxError, UpstreamBody};
 
 pub type ResponseBody = UpstreamBody;
+
+/// Marks a reply with the Envoy response flag its metrics report (carried as an
+/// extension; a reply without one reports `-`).
+pub fn flagged(
+    mut response: Response<ResponseBody>,
+    flags: ResponseFlags,
+) -> Response<ResponseBody> {
+    response.extensions_mut().insert(flags);
+    response
+}
 
 pub fn reply(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
     let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
@@ -26,7 +38,7 @@ pub fn full(bytes: Bytes) -> ResponseBody {
 }
 
 pub fn no_route() -> Response<ResponseBody> {
-    reply(StatusCode::NOT_FOUND, "")
+    flagged(reply(StatusCode::NOT_FOUND, ""), ResponseFlags::NO_ROUTE)
 }
 
 /// Envoy's answer for a virtual host that requires TLS (Istio's `httpsRedirect`): 301 to
@@ -45,29 +57,44 @@ pub fn forbidden() -> Response<ResponseBody> {
 }
 
 pub fn no_healthy_upstream() -> Response<ResponseBody> {
-    reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+    flagged(
+        reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+        ResponseFlags::NO_HEALTHY_UPSTREAM,
+    )
 }
 
 pub fn upstream_timeout() -> Response<ResponseBody> {
-    reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+    flagged(
+        reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+        ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+    )
 }
 
 pub fn connect_failure() -> Response<ResponseBody> {
-    reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+    flagged(
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+        ),
+        ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
     )
 }
 
 pub fn reset() -> Response<ResponseBody> {
-    reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+    flagged(
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        ),
+        ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
     )
 }
 
 pub fn fault_abort(status: StatusCode) -> Response<ResponseBody> {
-    reply(status, "fault filter abort")
+    flagged(
+        reply(status, "fault filter abort"),
+        ResponseFlags::FAULT_INJECTED,
+    )
 }
 
 /// A gRPC fault abort: HTTP 200 with the status in the headers (trailers-only).
@@ -83,5 +110,5 @@ pub fn grpc_abort(code: u32) -> Response<ResponseBody> {
         "grpc-message",
         HeaderValue::from_static("fault filter abort"),
     );
-    response
+    flagged(response, ResponseFlags::FAULT_INJECTED)
 }

@@ -5,6 +5,7 @@ pub mod authz;
 pub mod body;
 pub(crate) mod forward;
 pub mod local;
+pub mod metered;
 pub mod normalize;
 mod request_id;
 pub mod upgrade;
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
+use weft_core::metrics::ResponseFlags;
 use weft_core::telemetry::{Span, SpanKind, SpanStatus, TraceContext};
 
 use self::body::RequestBody;
@@ -75,13 +77,18 @@ where
 }
 
 /// One request with its span and metrics around it. The waypoint's span continues the
-/// client's trace, and the endpoint sees it as its parent.
+/// client's trace, and the endpoint sees it as its parent. The request's metrics are
+/// recorded when its response ends (`metered::Recorded`).
 async fn traced(
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
     downstream: &Downstream,
     ctx: &Arc<WaypointContext>,
 ) -> Response<ResponseBody> {
     let started = std::time::Instant::now();
+    let (parts, body) = request.into_parts();
+    let request_headers = metered::request_headers_size(&parts);
+    let (body, request_body) = metered::Incoming::counted(body);
+    let mut request = Request::from_parts(parts, body);
     let grpc = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -104,14 +111,27 @@ async fn traced(
         .extensions()
         .get::<RoutedService>()
         .map(|s| s.0.clone());
-    record(
-        ctx,
-        downstream,
-        response.status(),
+    let flags = response
+        .extensions()
+        .get::<ResponseFlags>()
+        .copied()
+        .unwrap_or(ResponseFlags::NONE);
+    let labels = request_labels(ctx, downstream, grpc, (endpoint, routed.as_deref()))
+        .with_response_flags(flags);
+    let status = response.status();
+    let (parts, body) = response.into_parts();
+    let pending = metered::Pending {
+        metrics: ctx.metrics.clone(),
+        labels,
+        status: status.as_u16(),
         grpc,
-        (endpoint, routed.as_deref()),
-        started.elapsed(),
-    );
+        started,
+        request_headers,
+        request_body,
+    };
+    let body =
+        http_body_util::BodyExt::boxed(metered::Recorded::new(body, pending, &parts.headers));
+    let response = Response::from_parts(parts, body);
     if let Some(mut span) = span.take() {
         span.set_attribute(
             "http.response.status_code",
@@ -127,25 +147,49 @@ async fn traced(
     response
 }
 
-/// `istio_requests_total` and `istio_request_duration_milliseconds` as a waypoint reports
-/// them (time to the response headers); an ingress gateway reports as Istio's gateways do,
-/// as the source of what it sends (`reporter="source"`, its own workload and identity).
-fn record(
+/// The labels of a request's metrics as a waypoint reports them; an ingress gateway
+/// reports as Istio's gateways do, as the source of what it sends (`reporter="source"`, its
+/// own workload and identity). `connection_security_policy`: a waypoint's clients come
+/// over HBONE, `mutual_tls` when they proved a mesh identity (`none` otherwise); what a
+/// gateway sends goes over HBONE, `mutual_tls`.
+pub(crate) fn request_labels(
     ctx: &WaypointContext,
     down: &Downstream,
-    status: StatusCode,
     grpc: bool,
     (endpoint, routed): (
         Option<std::net::SocketAddr>,
         Option<&weft_config::registry::model::Service>,
     ),
-    elapsed: std::time::Duration,
-) {
-    use weft_core::metrics::{Reporter, RequestProtocol, SecurityPolicy};
+) -> weft_core::metrics::RequestLabels {
+    use weft_core::metrics::RequestProtocol;
+    let protocol = if grpc {
+        RequestProtocol::Grpc
+    } else {
+        RequestProtocol::Http
+    };
+    connection_labels(ctx, down, (endpoint, routed)).with_protocol(protocol)
+}
+
+/// The labels of what a client sent through the waypoint (a request, or a TCP stream with
+/// `request_protocol="tcp"`), going to `endpoint`.
+pub(crate) fn connection_labels(
+    ctx: &WaypointContext,
+    down: &Downstream,
+    (endpoint, routed): (
+        Option<std::net::SocketAddr>,
+        Option<&weft_config::registry::model::Service>,
+    ),
+) -> weft_core::metrics::ConnectionLabels {
+    use weft_core::metrics::{Reporter, SecurityPolicy};
     let snapshot = ctx.registry.load();
+    let security = if down.source.principal.is_some() {
+        SecurityPolicy::MutualTls
+    } else {
+        SecurityPolicy::None
+    };
     if let Target::Gateway(gateway) = &down.target {
         let own = ctx.identity.to_string();
-        let labels = weft_config::telemetry::Connection {
+        return weft_config::telemetry::Connection {
             reporter: Reporter::Source,
             source: gateway.workload.as_deref(),
             source_principal: Some(own.as_str()),
@@ -156,14 +200,7 @@ fn record(
             security: SecurityPolicy::MutualTls,
             cluster: weft_core::metrics::DEFAULT_CLUSTER_ID,
         }
-        .labels()
-        .with_protocol(if grpc {
-            RequestProtocol::Grpc
-        } else {
-            RequestProtocol::Http
-        });
-        ctx.metrics.http_request(&labels, status.as_u16(), elapsed);
-        return;
+        .labels();
     }
     let source = down
         .source_ip
@@ -185,21 +222,16 @@ fn record(
         source_principal: down.source.principal.as_deref(),
         destination,
         service,
-        security: SecurityPolicy::MutualTls,
+        security,
         cluster: weft_core::metrics::DEFAULT_CLUSTER_ID,
     }
-    .labels()
-    .with_protocol(if grpc {
-        RequestProtocol::Grpc
-    } else {
-        RequestProtocol::Http
-    });
+    .labels();
     if let Target::EntryHost { host, .. } = &down.target {
         // Istio's `destination_service` of a ServiceEntry host: the host.
         labels =
             labels.with_destination_service(Some(weft_config::telemetry::entry_host_labels(host)));
     }
-    ctx.metrics.http_request(&labels, status.as_u16(), elapsed);
+    labels
 }
 
 /// Headers that describe one hop's connection and must not be forwarded (RFC 9110 7.6.1);
@@ -261,7 +293,7 @@ fn normalize_path(
 }
 
 async fn handle(
-    request: Request<Incoming>,
+    request: Request<metered::Incoming>,
     down: &Downstream,
     ctx: &Arc<WaypointContext>,
     provider_headers: &mut Vec<weft_core::ext_authz::HeaderMutation>,
@@ -359,10 +391,12 @@ async fn handle(
         return local::no_route();
     };
     // Envoy's filter order in Istio's proxies: fault injection, then CORS.
+    let mut delayed = false;
     if let Some(fault) = route.fault() {
         let decision = fault.decide(fastrand::f64() * 100.0, fastrand::f64() * 100.0);
         if let Some(delay) = decision.delay {
             tokio::time::sleep(delay).await;
+            delayed = true;
         }
         match decision.abort {
             Some(FaultAbort::Http(status)) => return local::fault_abort(status),
@@ -496,6 +530,11 @@ async fn handle(
         },
         None => attempts.await,
     };
+    if delayed && response.extensions().get::<ResponseFlags>().is_none() {
+        response
+            .extensions_mut()
+            .insert(ResponseFlags::DELAY_INJECTED);
+    }
     strip_hop_by_hop(response.headers_mut());
     if let Some(upgrade) = upgrade {
         upgrade.finish(&mut response);
