@@ -861,7 +861,18 @@ async fn a_gateway_that_leaves_weft_classes_loses_what_was_made() {
             c.made_for("wp").is_empty()
         })
         .await;
-    assert_eq!(cluster.api.count_requests("DELETE deployments shop/wp"), 1);
+    // A reconcile woken (by a watch event of another kind) before the controller's cache
+    // shows the deletion may ask again; the API server answers 404 and the controller takes
+    // that as done, as any Kubernetes controller does. It must have asked at least once,
+    // and only for what it made.
+    let deletes = cluster.api.count_requests("DELETE deployments shop/wp");
+    assert!((1..=2).contains(&deletes), "{:?}", cluster.api.requests());
+    assert_eq!(
+        cluster.api.count_requests("DELETE deployments"),
+        deletes,
+        "{:?}",
+        cluster.api.requests()
+    );
     assert!(cluster.get(GATEWAY_API, "Gateway", "wp").is_some());
 }
 
