@@ -6,6 +6,10 @@
 //! `caCertificates` a PEM file), in TLS to a real TLS server on 127.0.0.1 (rustls, with a
 //! certificate from a test CA made by rcgen) that records the SNI of each ClientHello and
 //! whether a connection ever started with anything but a TLS handshake.
+mod common;
+
+use common::{context, entry_downstream};
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,15 +20,7 @@ use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_config::registry::model::EntryHost;
-use weft_core::ca::{CaConfig, CertificateAuthority};
-use weft_core::hbone::{HbonePool, PoolConfig};
-use weft_core::identity::{IdentityManager, LiveTrust, ManagerConfig};
-use weft_core::metrics::Metrics;
-use weft_core::telemetry::SpanExporter;
 use weft_waypoint::context::WaypointContext;
-use weft_waypoint::downstream::{Downstream, Target};
-use weft_waypoint::route::Source;
 
 /// What the TLS server saw on each connection.
 #[derive(Debug, Default)]
@@ -169,46 +165,10 @@ spec:
     )
 }
 
-fn context(yaml: &str) -> Arc<WaypointContext> {
-    let registry = weft_config::testing::registry_of(yaml);
-    let ca = CertificateAuthority::generate(CaConfig::default()).expect("mesh CA");
-    let trust = LiveTrust::new(ca.trust_bundle());
-    let manager = IdentityManager::new(Arc::new(ca), ManagerConfig::default());
-    let pool = HbonePool::new(manager, trust, PoolConfig::default());
-    let identity = "spiffe://cluster.local/ns/egress/sa/waypoint"
-        .parse()
-        .expect("identity");
-    Arc::new(WaypointContext::new(
-        "waypoint".into(),
-        "egress".into(),
-        identity,
-        registry,
-        pool,
-        Metrics::new(),
-        SpanExporter::disabled(),
-    ))
-}
-
 /// A plain HTTP GET from a client in `shop` to the entry host's allocated address on port
 /// 80, carried into the waypoint as its CONNECT stream would be.
 async fn get(ctx: &Arc<WaypointContext>) -> (StatusCode, String) {
-    let snapshot = ctx.registry.load();
-    let host: Arc<EntryHost> = snapshot
-        .entry_host_named("secure.external.test", "shop")
-        .expect("the entry host")
-        .clone();
-    let destination = SocketAddr::new(host.vips[0], 80);
-    let downstream = Downstream {
-        target: Target::EntryHost { host, port: 80 },
-        source: Source {
-            namespace: Some("shop".into()),
-            labels: Default::default(),
-            principal: Some("spiffe://cluster.local/ns/shop/sa/app".into()),
-        },
-        source_ip: None,
-        destination,
-        secure: false,
-    };
+    let downstream = entry_downstream(ctx, "secure.external.test", 80);
     let (client, server) = tokio::io::duplex(64 * 1024);
     tokio::spawn(weft_waypoint::http::serve(server, downstream, ctx.clone()));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(client))
@@ -504,23 +464,7 @@ spec:
         ca = ca_file(&ca, "tcp"),
     );
     let ctx = context(&yaml);
-    let snapshot = ctx.registry.load();
-    let host = snapshot
-        .entry_host_named("secure.external.test", "shop")
-        .expect("the entry host")
-        .clone();
-    let destination = SocketAddr::new(host.vips[0], 9000);
-    let downstream = Downstream {
-        target: Target::EntryHost { host, port: 9000 },
-        source: Source {
-            namespace: Some("shop".into()),
-            labels: Default::default(),
-            principal: Some("spiffe://cluster.local/ns/shop/sa/app".into()),
-        },
-        source_ip: None,
-        destination,
-        secure: false,
-    };
+    let downstream = entry_downstream(&ctx, "secure.external.test", 9000);
     let (mut client, server_side) = tokio::io::duplex(64 * 1024);
     tokio::spawn(weft_waypoint::tcp::forward(
         server_side,

@@ -3,6 +3,10 @@
 //! waypoint (carried in as the agent's CONNECT streams would be, here duplex pipes into the
 //! waypoint's HTTP and TCP handlers), answered by real servers on 127.0.0.1 (hyper, a TCP
 //! socket), and the waypoint's registry read as a scrape would read it.
+mod common;
+
+use common::{context, entry_downstream};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,15 +16,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_config::registry::model::EntryHost;
-use weft_core::ca::{CaConfig, CertificateAuthority};
-use weft_core::hbone::{HbonePool, PoolConfig};
-use weft_core::identity::{IdentityManager, LiveTrust, ManagerConfig};
-use weft_core::metrics::Metrics;
-use weft_core::telemetry::SpanExporter;
 use weft_waypoint::context::WaypointContext;
-use weft_waypoint::downstream::{Downstream, Target};
-use weft_waypoint::route::Source;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -148,50 +144,9 @@ spec:
     )
 }
 
-fn context(yaml: &str) -> Arc<WaypointContext> {
-    let registry = weft_config::testing::registry_of(yaml);
-    let ca = CertificateAuthority::generate(CaConfig::default()).expect("mesh CA");
-    let trust = LiveTrust::new(ca.trust_bundle());
-    let manager = IdentityManager::new(Arc::new(ca), ManagerConfig::default());
-    let pool = HbonePool::new(manager, trust, PoolConfig::default());
-    let identity = "spiffe://cluster.local/ns/egress/sa/waypoint"
-        .parse()
-        .expect("identity");
-    Arc::new(WaypointContext::new(
-        "waypoint".into(),
-        "egress".into(),
-        identity,
-        registry,
-        pool,
-        Metrics::new(),
-        SpanExporter::disabled(),
-    ))
-}
-
 async fn setup() -> Arc<WaypointContext> {
     let (http, tcp, closed) = (http_server().await, tcp_server().await, closed_port().await);
     context(&fixture(http, tcp, closed))
-}
-
-/// What a CONNECT stream from `shop/app` to `host:port` arrives as.
-fn downstream(ctx: &WaypointContext, host: &str, port: u16) -> Downstream {
-    let snapshot = ctx.registry.load();
-    let host: Arc<EntryHost> = snapshot
-        .entry_host_named(host, "shop")
-        .expect("the entry host")
-        .clone();
-    let destination = SocketAddr::new(host.vips[0], port);
-    Downstream {
-        target: Target::EntryHost { host, port },
-        source: Source {
-            namespace: Some("shop".into()),
-            labels: Default::default(),
-            principal: Some("spiffe://cluster.local/ns/shop/sa/app".into()),
-        },
-        source_ip: None,
-        destination,
-        secure: false,
-    }
 }
 
 /// One request through the waypoint, answered in full; the response's head and body.
@@ -204,7 +159,7 @@ async fn send(
     let (client, server) = tokio::io::duplex(256 * 1024);
     tokio::spawn(weft_waypoint::http::serve(
         server,
-        downstream(ctx, host, 80),
+        entry_downstream(ctx, host, 80),
         ctx.clone(),
     ));
     let io = TokioIo::new(client);
@@ -393,7 +348,7 @@ async fn a_tcp_stream_is_counted_opened_closed_and_by_its_bytes() {
     let (mut client, server) = tokio::io::duplex(64 * 1024);
     let stream = tokio::spawn(weft_waypoint::tcp::forward(
         server,
-        downstream(&ctx, "api.external.test", 9000),
+        entry_downstream(&ctx, "api.external.test", 9000),
         ctx.clone(),
     ));
     client

@@ -5,6 +5,10 @@
 //! byte; the client gets the `101` and its bytes back. The route's policies and timeout
 //! apply to the upgrade request, not to the stream after it. (The lab test
 //! `tests/tests/websocket.rs` runs real WebSocket peers, Python's `websockets`.)
+mod common;
+
+use common::{context, entry_downstream};
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,15 +17,7 @@ use http::{Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_config::registry::model::EntryHost;
-use weft_core::ca::{CaConfig, CertificateAuthority};
-use weft_core::hbone::{HbonePool, PoolConfig};
-use weft_core::identity::{IdentityManager, LiveTrust, ManagerConfig};
-use weft_core::metrics::Metrics;
-use weft_core::telemetry::SpanExporter;
 use weft_waypoint::context::WaypointContext;
-use weft_waypoint::downstream::{Downstream, Target};
-use weft_waypoint::route::Source;
 
 /// The request heads the endpoint received.
 type Heads = Arc<Mutex<Vec<String>>>;
@@ -104,26 +100,6 @@ spec:
     )
 }
 
-fn context(yaml: &str) -> Arc<WaypointContext> {
-    let registry = weft_config::testing::registry_of(yaml);
-    let ca = CertificateAuthority::generate(CaConfig::default()).expect("mesh CA");
-    let trust = LiveTrust::new(ca.trust_bundle());
-    let manager = IdentityManager::new(Arc::new(ca), ManagerConfig::default());
-    let pool = HbonePool::new(manager, trust, PoolConfig::default());
-    let identity = "spiffe://cluster.local/ns/egress/sa/waypoint"
-        .parse()
-        .expect("identity");
-    Arc::new(WaypointContext::new(
-        "waypoint".into(),
-        "egress".into(),
-        identity,
-        registry,
-        pool,
-        Metrics::new(),
-        SpanExporter::disabled(),
-    ))
-}
-
 /// An upgrade request for `path` from a client in `shop`, on a new connection into the
 /// waypoint. The response, with the upgraded stream when the waypoint switched protocols.
 async fn upgrade(
@@ -133,23 +109,7 @@ async fn upgrade(
     http::Response<hyper::body::Incoming>,
     Option<TokioIo<hyper::upgrade::Upgraded>>,
 ) {
-    let snapshot = ctx.registry.load();
-    let host: Arc<EntryHost> = snapshot
-        .entry_host_named("ws.external.test", "shop")
-        .expect("the entry host")
-        .clone();
-    let destination = SocketAddr::new(host.vips[0], 80);
-    let downstream = Downstream {
-        target: Target::EntryHost { host, port: 80 },
-        source: Source {
-            namespace: Some("shop".into()),
-            labels: Default::default(),
-            principal: Some("spiffe://cluster.local/ns/shop/sa/app".into()),
-        },
-        source_ip: None,
-        destination,
-        secure: false,
-    };
+    let downstream = entry_downstream(ctx, "ws.external.test", 80);
     let (client, server) = tokio::io::duplex(64 * 1024);
     tokio::spawn(weft_waypoint::http::serve(server, downstream, ctx.clone()));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(client))
@@ -259,25 +219,7 @@ spec:
 async fn another_upgrade_protocol_is_not_relayed() {
     let (server, heads) = upgrading_echo().await;
     let ctx = context(&fixture(server, ""));
-    let snapshot = ctx.registry.load();
-    let host: Arc<EntryHost> = snapshot
-        .entry_host_named("ws.external.test", "shop")
-        .expect("the entry host")
-        .clone();
-    let downstream = Downstream {
-        target: Target::EntryHost {
-            host: host.clone(),
-            port: 80,
-        },
-        source: Source {
-            namespace: Some("shop".into()),
-            labels: Default::default(),
-            principal: Some("spiffe://cluster.local/ns/shop/sa/app".into()),
-        },
-        source_ip: None,
-        destination: SocketAddr::new(host.vips[0], 80),
-        secure: false,
-    };
+    let downstream = entry_downstream(&ctx, "ws.external.test", 80);
     let (client, server_io) = tokio::io::duplex(64 * 1024);
     tokio::spawn(weft_waypoint::http::serve(
         server_io,
