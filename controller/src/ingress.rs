@@ -28,8 +28,8 @@ use crate::gateway::{Gateway, Labels, Listener};
 use crate::object::{GATEWAY_NAMESPACE_LABEL, GATEWAY_UID_LABEL, ObjectKind};
 use crate::waypoint::{
     METRICS_PORT, NAME_OVERRIDES, READINESS_PORT, Refusal, Settings, TOKEN_DIR, TOKEN_KEY,
-    TRUST_BUNDLE_KEY, TRUST_DIR, copied, is_dns1035_label, owner_references, port_name,
-    proxy_container, proxy_volumes,
+    TRUST_BUNDLE_KEY, TRUST_DIR, copied, is_dns1035_label, owned_metadata, owner_references,
+    port_name, proxy_container, proxy_volumes,
 };
 
 /// Istio's second label naming the Gateway on what it makes for it.
@@ -321,19 +321,7 @@ fn labels(gateway: &Gateway) -> Labels {
 }
 
 fn metadata(gateway: &Gateway) -> Value {
-    let mut metadata = json!({
-        "name": object_name(gateway),
-        "namespace": gateway.namespace,
-        "labels": labels(gateway),
-    });
-    let annotations = copied(gateway, false);
-    if !annotations.is_empty() {
-        metadata["annotations"] = json!(annotations);
-    }
-    if let Some(owners) = owner_references(gateway) {
-        metadata["ownerReferences"] = owners;
-    }
-    metadata
+    owned_metadata(gateway, &object_name(gateway), labels(gateway))
 }
 
 fn service_account(gateway: &Gateway) -> Value {

@@ -245,10 +245,17 @@ pub(crate) fn owner_references(gateway: &Gateway) -> Option<Value> {
 }
 
 fn metadata(gateway: &Gateway) -> Value {
+    owned_metadata(gateway, &gateway.name, labels(gateway))
+}
+
+/// The metadata of an object made for `gateway`: `name` in its namespace, `labels`, the
+/// annotations copied from the Gateway, the Gateway as its owner. Waypoints and ingress
+/// gateways alike.
+pub(crate) fn owned_metadata(gateway: &Gateway, name: &str, labels: Labels) -> Value {
     let mut metadata = json!({
-        "name": gateway.name,
+        "name": name,
         "namespace": gateway.namespace,
-        "labels": labels(gateway),
+        "labels": labels,
     });
     let annotations = copied(gateway, false);
     if !annotations.is_empty() {
