@@ -314,13 +314,6 @@ spec:
         "DestinationRule shop/bound spec.exportTo",
         "DestinationRule shop/bound spec.workloadSelector",
         "DestinationRule shop/bound spec.trafficPolicy.loadBalancer.warmupDurationSecs",
-        "DestinationRule shop/bound spec.trafficPolicy.connectionPool.tcp.idleTimeout",
-        "DestinationRule shop/bound spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration",
-        "DestinationRule shop/bound spec.trafficPolicy.connectionPool.http.idleTimeout",
-        "DestinationRule shop/bound spec.trafficPolicy.connectionPool.http.maxConcurrentStreams",
-        "DestinationRule shop/bound spec.trafficPolicy.connectionPool.http.h2UpgradePolicy",
-        "DestinationRule shop/bound spec.trafficPolicy.connectionPool.http.useClientProtocol",
-        "DestinationRule shop/bound spec.subsets[0].trafficPolicy.portLevelSettings[0].connectionPool.tcp.idleTimeout",
     ]
     .iter()
     .map(|w| format!("{w}{ignored}"))

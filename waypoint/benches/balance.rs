@@ -17,7 +17,8 @@ use weft_waypoint::upstream::balance::{Balancer, HashInput};
 use weft_waypoint::upstream::limits::CircuitBreaker;
 use weft_waypoint::upstream::outlier::{Outcome, OutlierDetector};
 use weft_waypoint::upstream::policy::{
-    ConsistentHash, DEFAULT_MINIMUM_RING_SIZE, HashKey, LbPolicy, OutlierConfig, PoolLimits,
+    ConsistentHash, DEFAULT_MINIMUM_RING_SIZE, HashKey, HashTable, LbPolicy, OutlierConfig,
+    PoolLimits,
 };
 
 fn endpoints(n: usize) -> Vec<SocketAddr> {
@@ -56,7 +57,9 @@ fn bench_pick(c: &mut Criterion) {
                 "consistent hash on a header",
                 LbPolicy::ConsistentHash(ConsistentHash {
                     key: Some(HashKey::Header("x-user".into())),
-                    minimum_ring_size: DEFAULT_MINIMUM_RING_SIZE,
+                    table: HashTable::Ring {
+                        minimum_size: DEFAULT_MINIMUM_RING_SIZE,
+                    },
                 }),
             ),
         ];

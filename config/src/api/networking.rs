@@ -459,8 +459,27 @@ pub struct ConsistentHashLb {
     pub use_source_ip: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_query_parameter_name: Option<String>,
+    /// Deprecated in Istio in favour of `ringHash.minimumRingSize`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub minimum_ring_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring_hash: Option<RingHash>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maglev: Option<Maglev>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RingHash {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum_ring_size: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Maglev {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_size: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -493,6 +512,20 @@ pub struct TcpSettings {
     pub max_connection_duration: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// SO_KEEPALIVE on upstream sockets; unset values keep the kernel's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TcpKeepalive {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -6,9 +6,9 @@ use super::cidr;
 use super::paths::{FieldPath, Issues};
 use crate::api::common::{Percent, StringMatch};
 use crate::api::networking::{
-    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, Destination, DestinationRuleSpec,
-    HttpRoute, LoadBalancerSettings, OutlierDetection, Resolution, RouteDestination,
-    ServiceEntrySpec, TrafficPolicy, VirtualServiceSpec,
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, Destination,
+    DestinationRuleSpec, HttpRoute, LoadBalancerSettings, OutlierDetection, Resolution,
+    RouteDestination, ServiceEntrySpec, TrafficPolicy, VirtualServiceSpec,
 };
 use crate::duration;
 use crate::refusal::FieldIssue;
@@ -415,11 +415,7 @@ pub(super) fn destination_rule_ignored(spec: &DestinationRuleSpec) -> Vec<FieldI
             format!("{IGNORED} (the rule applies whichever workload sends)"),
         );
     }
-    let mut levels: Vec<(
-        FieldPath,
-        Option<&LoadBalancerSettings>,
-        Option<&ConnectionPoolSettings>,
-    )> = Vec::new();
+    let mut levels: Vec<(FieldPath, Option<&LoadBalancerSettings>)> = Vec::new();
     let mut policies: Vec<(FieldPath, &TrafficPolicy)> = Vec::new();
     if let Some(policy) = &spec.traffic_policy {
         policies.push((root.field("trafficPolicy"), policy));
@@ -433,59 +429,47 @@ pub(super) fn destination_rule_ignored(spec: &DestinationRuleSpec) -> Vec<FieldI
         }
     }
     for (at, policy) in policies {
-        levels.push((
-            at.clone(),
-            policy.load_balancer.as_ref(),
-            policy.connection_pool.as_ref(),
-        ));
+        levels.push((at.clone(), policy.load_balancer.as_ref()));
         for (i, level) in policy.port_level_settings.iter().enumerate() {
             levels.push((
                 at.field("portLevelSettings").index(i),
                 level.load_balancer.as_ref(),
-                level.connection_pool.as_ref(),
             ));
         }
     }
-    for (at, balancer, pool) in levels {
+    for (at, balancer) in levels {
         if balancer.is_some_and(|lb| lb.warmup_duration_secs.is_some()) {
             issues.add(
                 &at.field("loadBalancer").field("warmupDurationSecs"),
                 IGNORED,
             );
         }
-        let Some(pool) = pool else { continue };
-        if let Some(tcp) = &pool.tcp {
-            let at = at.field("connectionPool").field("tcp");
-            for (name, set) in [
-                ("idleTimeout", tcp.idle_timeout.is_some()),
-                (
-                    "maxConnectionDuration",
-                    tcp.max_connection_duration.is_some(),
-                ),
-            ] {
-                if set {
-                    issues.add(&at.field(name), IGNORED);
-                }
-            }
-        }
-        if let Some(http) = &pool.http {
-            let at = at.field("connectionPool").field("http");
-            for (name, set) in [
-                ("idleTimeout", http.idle_timeout.is_some()),
-                (
-                    "maxConcurrentStreams",
-                    http.max_concurrent_streams.is_some(),
-                ),
-                ("h2UpgradePolicy", http.h2_upgrade_policy.is_some()),
-                ("useClientProtocol", http.use_client_protocol.is_some()),
-            ] {
-                if set {
-                    issues.add(&at.field(name), IGNORED);
-                }
-            }
-        }
     }
     issues.into_vec()
+}
+
+/// Envoy's bound on a Maglev table, which must be prime.
+const MAGLEV_MAX_TABLE_SIZE: u64 = 5_000_011;
+
+/// `ringHash` and `maglev` are a oneof; a Maglev table size must be a prime below 5000011
+/// (Envoy refuses the cluster otherwise).
+fn consistent_hash_algorithm(hash: &ConsistentHashLb, at: &FieldPath, issues: &mut Issues) {
+    if hash.ring_hash.is_some() && hash.maglev.is_some() {
+        issues.add(at, "only one of ringHash or maglev may be set");
+    }
+    if let Some(size) = hash.maglev.as_ref().and_then(|m| m.table_size)
+        && size != 0
+        && (size >= MAGLEV_MAX_TABLE_SIZE || !is_prime(size))
+    {
+        issues.add(
+            &at.field("maglev").field("tableSize"),
+            format!("{size} is not a prime number below {MAGLEV_MAX_TABLE_SIZE}"),
+        );
+    }
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 }
 
 /// Destination hosts that resolve to nothing `is_known` recognises.
@@ -712,6 +696,9 @@ fn settings(
                 issues,
             );
         }
+        if let Some(hash) = &lb.consistent_hash {
+            consistent_hash_algorithm(hash, &l.field("consistentHash"), issues);
+        }
     }
     if let Some(pool) = pool {
         let c = at.field("connectionPool");
@@ -727,6 +714,15 @@ fn settings(
                 }
             }
             non_negative(tcp.max_connections, &t.field("maxConnections"), issues);
+            if let Some(keepalive) = &tcp.tcp_keepalive {
+                let k = t.field("tcpKeepalive");
+                for (name, value) in [("time", &keepalive.time), ("interval", &keepalive.interval)]
+                {
+                    if let Some(value) = value {
+                        duration_field(value, &k.field(name), issues);
+                    }
+                }
+            }
         }
         if let Some(http) = &pool.http {
             let h = c.field("http");

@@ -14,8 +14,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use http::header::{COOKIE, HeaderMap, HeaderValue};
 use http::{Uri, request};
 
-use super::hash::xxh64;
-use super::policy::{ConsistentHash, CookieKey, HashKey, LbPolicy};
+use super::hash::{maglev_lookup, maglev_table, xxh64};
+use super::policy::{ConsistentHash, CookieKey, HashKey, HashTable, LbPolicy};
 
 /// What a consistent-hash policy may hash. Fields the policy doesn't use can stay `None`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,6 +81,8 @@ struct Snapshot {
     index: HashMap<SocketAddr, usize>,
     in_flight: Vec<Arc<AtomicUsize>>,
     ring: Vec<(u64, u32)>,
+    /// The Maglev lookup table, when the policy hashes with Maglev.
+    maglev: Vec<u32>,
 }
 
 impl Snapshot {
@@ -100,15 +102,21 @@ impl Snapshot {
                     .unwrap_or_default()
             })
             .collect();
-        let ring = match policy {
-            LbPolicy::ConsistentHash(hash) => build_ring(&endpoints, hash.minimum_ring_size),
-            _ => Vec::new(),
+        let (ring, maglev) = match policy {
+            LbPolicy::ConsistentHash(hash) => match hash.table {
+                HashTable::Ring { minimum_size } => (build_ring(&endpoints, minimum_size), vec![]),
+                HashTable::Maglev { table_size } => {
+                    (Vec::new(), maglev_table(&endpoints, table_size))
+                }
+            },
+            _ => (Vec::new(), Vec::new()),
         };
         Self {
             endpoints,
             index,
             in_flight,
             ring,
+            maglev,
         }
     }
 
@@ -231,7 +239,10 @@ impl Balancer {
                 let (key, cookie) = self.hash_key(hash, input);
                 set_cookie = cookie;
                 let key = key.unwrap_or_else(|| self.random());
-                lookup(&snapshot.ring, key)?
+                match hash.table {
+                    HashTable::Ring { .. } => lookup(&snapshot.ring, key)?,
+                    HashTable::Maglev { .. } => maglev_lookup(&snapshot.maglev, key)?,
+                }
             }
         };
         let endpoint = *snapshot.endpoints.get(chosen)?;
@@ -424,7 +435,7 @@ mod tests {
     fn hashing(key: HashKey) -> LbPolicy {
         LbPolicy::ConsistentHash(ConsistentHash {
             key: Some(key),
-            minimum_ring_size: 1024,
+            table: HashTable::default(),
         })
     }
 
@@ -721,5 +732,50 @@ mod tests {
         assert_eq!(lookup(&[], 5), None);
         assert_eq!(lookup(&[(10, 0), (20, 1)], 15), Some(1));
         assert_eq!(lookup(&[(10, 0), (20, 1)], 25), Some(0), "wraps around");
+    }
+
+    #[test]
+    fn maglev_policy_picks_from_the_maglev_table() {
+        let policy = LbPolicy::ConsistentHash(ConsistentHash {
+            key: Some(HashKey::Header("x-user".into())),
+            table: HashTable::Maglev { table_size: 251 },
+        });
+        let eps = endpoints(5);
+        let table = maglev_table(&eps, 251);
+        let balancer = Balancer::with_seed(policy.clone(), 1);
+        let other = Balancer::with_seed(policy, 2);
+        let mut reversed = eps.clone();
+        reversed.reverse();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            let headers = header(&format!("user-{i}"));
+            let input = HashInput {
+                headers: Some(&headers),
+                ..HashInput::default()
+            };
+            let picked = balancer.pick(&eps, &input).expect("pick").endpoint;
+            let hash = xxh64(format!("user-{i}").as_bytes(), 0);
+            assert_eq!(Some(picked), maglev_lookup(&table, hash).map(|i| eps[i]));
+            assert_eq!(
+                other.pick(&reversed, &input).expect("pick").endpoint,
+                picked
+            );
+            seen.insert(picked);
+        }
+        assert_eq!(seen.len(), 5, "keys spread over every endpoint");
+    }
+
+    #[test]
+    fn ring_spreads_keys_over_every_endpoint() {
+        let eps = endpoints(8);
+        let ring = build_ring(&eps, 1024);
+        let mut counts = [0usize; 8];
+        for k in 0..8000u32 {
+            counts[lookup(&ring, xxh64(&k.to_le_bytes(), 0)).expect("owner")] += 1;
+        }
+        // 1000 each on average; a 1024-point ring keeps every share within ±40%.
+        for count in counts {
+            assert!((600..=1400).contains(&count), "{counts:?}");
+        }
     }
 }

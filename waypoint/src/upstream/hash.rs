@@ -1,4 +1,5 @@
-//! xxHash64, the hash Envoy uses for its ring hash load balancer and for request hash keys.
+//! xxHash64, the hash Envoy uses for its ring hash and Maglev load balancers and for request
+//! hash keys, and the Maglev lookup table.
 //!
 //! Using Envoy's function (rather than std's `DefaultHasher`, whose output may change between
 //! Rust releases) keeps the ring identical across waypoint replicas and versions, so a key
@@ -81,9 +82,147 @@ pub fn xxh64(input: &[u8], seed: u64) -> u64 {
     hash ^ (hash >> 32)
 }
 
+/// Envoy's Maglev table (Eisenbud et al., NSDI 2016) of `table_size` entries (a prime,
+/// which validation ensures) over `endpoints`: each endpoint's preference list is the
+/// permutation `offset + j * skip` (offset and skip from xxHash64 of `"<ip:port>"` with seeds
+/// 0 and 1), and the endpoints take turns claiming their next free entry until the table is
+/// full. Each endpoint gets `table_size / n` entries, ±1; a key belongs to
+/// `table[hash % table_size]`. Removing an endpoint hands its entries to the others and
+/// moves only a small share of the rest (the paper's "minimal disruption").
+pub fn maglev_table(endpoints: &[std::net::SocketAddr], table_size: u64) -> Vec<u32> {
+    let Ok(size) = usize::try_from(table_size) else {
+        return Vec::new();
+    };
+    if endpoints.is_empty() || table_size < 2 {
+        return Vec::new();
+    }
+    struct Permutation {
+        offset: u64,
+        skip: u64,
+        next: u64,
+    }
+    let mut permutations: Vec<Permutation> = endpoints
+        .iter()
+        .map(|endpoint| {
+            let key = endpoint.to_string();
+            Permutation {
+                offset: xxh64(key.as_bytes(), 0) % table_size,
+                skip: xxh64(key.as_bytes(), 1) % (table_size - 1) + 1,
+                next: 0,
+            }
+        })
+        .collect();
+    const EMPTY: u32 = u32::MAX;
+    let mut table = vec![EMPTY; size];
+    let mut filled = 0;
+    'fill: loop {
+        for (i, permutation) in permutations.iter_mut().enumerate() {
+            let Ok(owner) = u32::try_from(i) else {
+                break 'fill;
+            };
+            // A prime size makes every permutation visit every entry: a free one is found
+            // within `table_size` steps while the table is not full.
+            loop {
+                let at = (permutation.offset + permutation.next * permutation.skip) % table_size;
+                permutation.next += 1;
+                let Some(entry) = usize::try_from(at).ok().and_then(|at| table.get_mut(at)) else {
+                    break 'fill;
+                };
+                if *entry == EMPTY {
+                    *entry = owner;
+                    break;
+                }
+            }
+            filled += 1;
+            if filled == size {
+                break 'fill;
+            }
+        }
+    }
+    table
+}
+
+/// The endpoint index of `hash` in a Maglev table; `None` for an empty table.
+pub fn maglev_lookup(table: &[u32], hash: u64) -> Option<usize> {
+    let size = u64::try_from(table.len()).ok().filter(|s| *s > 0)?;
+    let at = usize::try_from(hash % size).ok()?;
+    table.get(at).and_then(|i| usize::try_from(*i).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+
+    fn endpoints(n: u8) -> Vec<SocketAddr> {
+        (1..=n)
+            .map(|i| SocketAddr::from(([10, 0, 0, i], 8080)))
+            .collect()
+    }
+
+    #[test]
+    fn maglev_spreads_entries_evenly() {
+        let eps = endpoints(7);
+        let table = maglev_table(&eps, 65_537);
+        assert_eq!(table.len(), 65_537);
+        let mut counts = [0usize; 7];
+        for owner in &table {
+            counts[*owner as usize] += 1;
+        }
+        // 65537 / 7 = 9362.4: each endpoint owns 9362 or 9363 entries.
+        for count in counts {
+            assert!((9362..=9363).contains(&count), "{counts:?}");
+        }
+        // And keys spread the same way.
+        let mut keys = [0usize; 7];
+        for k in 0..7000u32 {
+            let hash = xxh64(&k.to_le_bytes(), 0);
+            keys[maglev_lookup(&table, hash).expect("owner")] += 1;
+        }
+        for count in keys {
+            assert!((800..=1200).contains(&count), "{keys:?}");
+        }
+    }
+
+    #[test]
+    fn maglev_removal_moves_the_removed_endpoints_keys_and_few_others() {
+        let eps = endpoints(10);
+        let before = maglev_table(&eps, 65_537);
+        // Remove the fourth endpoint: indexes after it shift, so compare addresses.
+        let mut fewer = eps.clone();
+        let removed = fewer.remove(3);
+        let after = maglev_table(&fewer, 65_537);
+        let (mut moved_others, mut others) = (0, 0);
+        for k in 0..10_000u32 {
+            let hash = xxh64(&k.to_le_bytes(), 0);
+            let was = eps[maglev_lookup(&before, hash).expect("owner")];
+            let now = fewer[maglev_lookup(&after, hash).expect("owner")];
+            assert_ne!(now, removed);
+            if was != removed {
+                others += 1;
+                if was != now {
+                    moved_others += 1;
+                }
+            }
+        }
+        // Maglev trades perfect stability for balance; the paper measures a few percent.
+        assert!(
+            moved_others * 100 <= others * 3,
+            "{moved_others} of {others} keys of remaining endpoints moved"
+        );
+    }
+
+    #[test]
+    fn maglev_is_deterministic_and_small_tables_work() {
+        let eps = endpoints(3);
+        assert_eq!(maglev_table(&eps, 251), maglev_table(&eps, 251));
+        let small = maglev_table(&eps, 7);
+        assert_eq!(small.len(), 7);
+        assert!(small.iter().all(|o| *o < 3));
+        assert!(maglev_table(&[], 251).is_empty());
+        assert_eq!(maglev_lookup(&[], 5), None);
+        assert_eq!(maglev_lookup(&[2, 0, 1], 4), Some(0));
+    }
 
     #[test]
     fn matches_the_reference_implementation() {

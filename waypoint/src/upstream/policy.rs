@@ -26,6 +26,8 @@ use weft_config::duration;
 pub const DEFAULT_MINIMUM_RING_SIZE: u64 = 1024;
 /// Envoy's default `maximum_ring_size`; Envoy refuses a larger minimum, weft clamps to it.
 pub const MAXIMUM_RING_SIZE: u64 = 8 * 1024 * 1024;
+/// Envoy's default Maglev table size (a prime), which Istio keeps.
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65_537;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EffectivePolicy {
@@ -171,14 +173,30 @@ impl LbPolicy {
                     .clone()
                     .map(HashKey::QueryParameter)
             };
-            let minimum_ring_size = match hash.minimum_ring_size {
-                None | Some(0) => DEFAULT_MINIMUM_RING_SIZE,
-                Some(size) => size.min(MAXIMUM_RING_SIZE),
+            // As istiod: `maglev` picks Maglev, otherwise a ring of `ringHash`'s minimum
+            // size, or the deprecated top-level one.
+            let table = match &hash.maglev {
+                Some(maglev) => HashTable::Maglev {
+                    table_size: match maglev.table_size {
+                        None | Some(0) => DEFAULT_MAGLEV_TABLE_SIZE,
+                        Some(size) => size,
+                    },
+                },
+                None => {
+                    let minimum = hash
+                        .ring_hash
+                        .as_ref()
+                        .and_then(|r| r.minimum_ring_size)
+                        .or(hash.minimum_ring_size);
+                    HashTable::Ring {
+                        minimum_size: match minimum {
+                            None | Some(0) => DEFAULT_MINIMUM_RING_SIZE,
+                            Some(size) => size.min(MAXIMUM_RING_SIZE),
+                        },
+                    }
+                }
             };
-            return Self::ConsistentHash(ConsistentHash {
-                key,
-                minimum_ring_size,
-            });
+            return Self::ConsistentHash(ConsistentHash { key, table });
         }
         match settings.simple.unwrap_or_default() {
             SimpleLb::RoundRobin => Self::RoundRobin,
@@ -195,7 +213,24 @@ impl LbPolicy {
 pub struct ConsistentHash {
     /// `None` when the rule names no key: Envoy then picks a random point on the ring.
     pub key: Option<HashKey>,
-    pub minimum_ring_size: u64,
+    pub table: HashTable,
+}
+
+/// How hash keys map to endpoints: Envoy's two consistent hash load balancers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashTable {
+    /// A ring with at least `minimum_size` points (`ringHash.minimumRingSize`).
+    Ring { minimum_size: u64 },
+    /// A Maglev lookup table of `table_size` entries, a prime (`maglev.tableSize`).
+    Maglev { table_size: u64 },
+}
+
+impl Default for HashTable {
+    fn default() -> Self {
+        Self::Ring {
+            minimum_size: DEFAULT_MINIMUM_RING_SIZE,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -481,7 +516,7 @@ spec:
             v2.load_balancer,
             LbPolicy::ConsistentHash(ConsistentHash {
                 key: Some(HashKey::Header("x-user".into())),
-                minimum_ring_size: 1024,
+                table: HashTable::default(),
             })
         );
         // Inherited from the top level.
@@ -563,22 +598,49 @@ spec:
                     path: None,
                     ttl: Some(Duration::ZERO),
                 })),
-                minimum_ring_size: MAXIMUM_RING_SIZE,
+                table: HashTable::Ring {
+                    minimum_size: MAXIMUM_RING_SIZE
+                },
             })
         );
         assert_eq!(
             lb("consistentHash: {useSourceIp: true}"),
             LbPolicy::ConsistentHash(ConsistentHash {
                 key: Some(HashKey::SourceIp),
-                minimum_ring_size: 1024,
+                table: HashTable::default(),
             })
         );
         assert_eq!(
             lb("consistentHash: {httpQueryParameterName: id}"),
             LbPolicy::ConsistentHash(ConsistentHash {
                 key: Some(HashKey::QueryParameter("id".into())),
-                minimum_ring_size: 1024,
+                table: HashTable::default(),
             })
+        );
+        let table = |yaml: &str| match lb(yaml) {
+            LbPolicy::ConsistentHash(hash) => hash.table,
+            other => panic!("not a consistent hash: {other:?}"),
+        };
+        assert_eq!(
+            table("consistentHash: {useSourceIp: true, ringHash: {minimumRingSize: 64}}"),
+            HashTable::Ring { minimum_size: 64 }
+        );
+        assert_eq!(
+            table(
+                "consistentHash: {useSourceIp: true, ringHash: {minimumRingSize: 64}, minimumRingSize: 32}"
+            ),
+            HashTable::Ring { minimum_size: 64 },
+            "ringHash wins over the deprecated field"
+        );
+        assert_eq!(
+            table("consistentHash: {useSourceIp: true, maglev: {tableSize: 251}}"),
+            HashTable::Maglev { table_size: 251 }
+        );
+        assert_eq!(
+            table("consistentHash: {useSourceIp: true, maglev: {}}"),
+            HashTable::Maglev {
+                table_size: DEFAULT_MAGLEV_TABLE_SIZE
+            }
         );
         assert_eq!(lb("simple: PASSTHROUGH"), LbPolicy::Passthrough);
         assert_eq!(lb("{}"), LbPolicy::LeastRequest);
