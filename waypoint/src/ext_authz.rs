@@ -44,7 +44,14 @@ impl Connect for ProviderConnector {
                     .map_err(|e| refused(e.to_string()))?;
                     let chosen = &found[fastrand::usize(..found.len())];
                     let io = connections
-                        .open_stream(chosen.address, &chosen.transport, Some(CONNECT_TIMEOUT))
+                        .open_stream(
+                            chosen.address,
+                            &chosen.transport,
+                            crate::forward::connections::ConnectionLimits {
+                                connect_timeout: Some(CONNECT_TIMEOUT),
+                                ..Default::default()
+                            },
+                        )
                         .await
                         .map_err(std::io::Error::other)?;
                     Ok(Box::new(io) as BoxIo)

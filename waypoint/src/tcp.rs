@@ -16,10 +16,12 @@ use weft_core::metrics::{ResponseFlags, Side};
 use crate::context::WaypointContext;
 use crate::downstream::{Downstream, GatewayRoutes, Target};
 use crate::forward::cluster::ClusterKey;
-use crate::forward::connections::Transport;
+use crate::forward::connections::{ConnectionLimits, Transport};
 use crate::forward::endpoints::{destination_port, resolve};
+use crate::forward::idle::{Activity, Watched};
 use crate::upstream::balance::HashInput;
 use crate::upstream::outlier::Outcome;
+use crate::upstream::policy::PoolLimits;
 
 /// The stream's destination: its endpoint, how to reach it, its cluster and the Service
 /// it belongs to.
@@ -146,14 +148,14 @@ where
             }
         }
     };
-    let connect_timeout = cluster
+    let pool = cluster
         .as_ref()
-        .map(|c| c.policy.connection_pool.connect_timeout);
+        .map_or_else(PoolLimits::default, |c| c.policy.connection_pool);
     let upstream = ctx
         .connections
-        .open_stream(address, &transport, connect_timeout)
+        .open_stream(address, &transport, ConnectionLimits::of(&pool))
         .await;
-    let mut upstream = match upstream {
+    let upstream = match upstream {
         Ok(upstream) => {
             if let Some(outlier) = cluster.as_ref().and_then(|c| c.outlier.as_ref()) {
                 outlier.record(address, Outcome::Connected, Instant::now());
@@ -178,9 +180,21 @@ where
     let recorder = ctx.metrics.tcp_opened(&labels);
     // What is read from the client was received, what is written to it sent.
     let mut io = recorder.meter(io, Side::Downstream);
-    match weft_core::io::splice(&mut io, &mut upstream).await {
-        Ok((sent, received)) => debug!(%address, sent, received, "tcp stream done"),
-        Err(error) => debug!(%address, %error, "tcp stream ended with an error"),
+    // Every byte either way passes the upstream side: its activity is the stream's.
+    let activity = Activity::new();
+    let mut upstream = Watched::new(upstream, activity.clone());
+    let idle = async {
+        match pool.tcp_idle_timeout {
+            Some(timeout) => activity.idle_for(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        spliced = weft_core::io::splice(&mut io, &mut upstream) => match spliced {
+            Ok((sent, received)) => debug!(%address, sent, received, "tcp stream done"),
+            Err(error) => debug!(%address, %error, "tcp stream ended with an error"),
+        },
+        () = idle => debug!(%address, timeout = ?pool.tcp_idle_timeout, "tcp stream closed: idle timeout"),
     }
     drop(recorder);
 }

@@ -1,13 +1,19 @@
 //! HTTP connections from the waypoint to endpoints, carried over HBONE (or plain TCP to a
 //! pod outside the mesh), reused across requests: HTTP/1.1 connections one request at a
-//! time from an idle list, HTTP/2 connections shared by concurrent requests.
+//! time from an idle list, HTTP/2 connections shared by concurrent requests (at most
+//! `maxConcurrentStreams` each; more open another connection).
+//!
+//! Each connection's driver task also ends it as the DestinationRule's connection pool
+//! says: after `idleTimeout` without a request in flight, and once `maxConnectionDuration`
+//! has passed (no new request is given to it from then on; the ones in flight finish).
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -15,13 +21,14 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{Instrument, debug, debug_span};
 use weft_core::hbone::{ConnectRequest, HBONE_PORT, HbonePool};
 use weft_core::identity::Identity;
 
+use super::socket;
 use crate::upstream::limits::{CircuitBreaker, ConnectionPermit, Overflow, RequestPermit, Reuse};
+use crate::upstream::policy::{Keepalive, PoolLimits};
 use crate::upstream::tls::Origination;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -73,10 +80,32 @@ pub enum ConnectError {
     },
 }
 
-/// Per-connection settings (DestinationRule `connectionPool.tcp`).
+/// Per-connection settings (DestinationRule `connectionPool`); a connection keeps those
+/// it was opened with.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnectionLimits {
+    /// `tcp.connectTimeout`; 10s when `None`.
     pub connect_timeout: Option<Duration>,
+    /// `http.idleTimeout`: closed after this long without a request in flight.
+    pub idle_timeout: Option<Duration>,
+    /// `tcp.maxConnectionDuration`: no new request after this long, closed once idle.
+    pub max_connection_duration: Option<Duration>,
+    /// `http.maxConcurrentStreams`: requests in flight on one HTTP/2 connection.
+    pub max_concurrent_streams: Option<NonZeroU32>,
+    /// `tcp.tcpKeepalive` on the upstream socket.
+    pub keepalive: Option<Keepalive>,
+}
+
+impl ConnectionLimits {
+    pub fn of(pool: &PoolLimits) -> Self {
+        Self {
+            connect_timeout: Some(pool.connect_timeout),
+            idle_timeout: pool.idle_timeout,
+            max_connection_duration: pool.max_connection_duration,
+            max_concurrent_streams: pool.max_concurrent_streams,
+            keepalive: pool.keepalive,
+        }
+    }
 }
 
 /// One HTTP/1.1 connection, or the shared HTTP/2 one, with its place in the circuit
@@ -93,10 +122,128 @@ struct Http2Conn {
 
 /// Counted while the connection is open: in the cluster's `maxConnections` (the permit)
 /// and in its endpoint's own count (which decides whether the endpoint may always open a
-/// first connection).
+/// first connection). Also the connection's requests in flight, for its timeouts.
 struct ConnSlot {
     permit: ConnectionPermit,
     endpoint: Arc<EndpointConns>,
+    life: Lifetime,
+}
+
+/// Requests in flight on one connection and when it was last idle, so that its driver
+/// closes it after `idleTimeout` or `maxConnectionDuration`.
+struct Lifetime {
+    /// Requests in flight, or [`CLOSED`] once the driver decided to close the connection:
+    /// the two are one atomic so that no request starts on a connection being closed.
+    active: AtomicUsize,
+    opened: Instant,
+    /// When the last request in flight ended (or the connection opened).
+    idle_since: Mutex<Instant>,
+    /// Signalled when a request ends.
+    released: Notify,
+    idle_timeout: Option<Duration>,
+    max_duration: Option<Duration>,
+    /// Requests one connection may carry at once.
+    max_active: usize,
+}
+
+const CLOSED: usize = usize::MAX;
+
+impl Lifetime {
+    fn new(limits: &ConnectionLimits, protocol: Protocol) -> Self {
+        let now = Instant::now();
+        let max_active = match (protocol, limits.max_concurrent_streams) {
+            (Protocol::Http2, Some(max)) => usize::try_from(max.get()).unwrap_or(CLOSED - 1),
+            _ => CLOSED - 1,
+        };
+        Self {
+            active: AtomicUsize::new(0),
+            opened: now,
+            idle_since: Mutex::new(now),
+            released: Notify::new(),
+            idle_timeout: limits.idle_timeout,
+            max_duration: limits.max_connection_duration,
+            max_active,
+        }
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.max_duration
+            .is_some_and(|max| now.saturating_duration_since(self.opened) >= max)
+    }
+
+    /// Starts a request unless the connection is closed, past its maximum duration or
+    /// carrying as many requests as it may.
+    fn try_start(&self) -> bool {
+        if self.expired(Instant::now()) {
+            return false;
+        }
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n != CLOSED && n < self.max_active).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn finish(&self) {
+        let was = self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n != CLOSED && n > 0).then(|| n - 1)
+            });
+        if was == Ok(1) {
+            *weft_core::sync::lock(&self.idle_since) = Instant::now();
+        }
+        self.released.notify_one();
+    }
+
+    /// When the driver should look at closing the connection; `None` while only a request
+    /// ending can change that.
+    fn next_check(&self) -> Option<Instant> {
+        let active = self.active.load(Ordering::Acquire);
+        let now = Instant::now();
+        let end = self
+            .max_duration
+            .map(|max| self.opened + max)
+            .filter(|end| active == 0 || *end > now);
+        let idle = self
+            .idle_timeout
+            .filter(|_| active == 0)
+            .map(|idle| *weft_core::sync::lock(&self.idle_since) + idle);
+        match (end, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Marks the connection closed if nothing is in flight and it has been idle for the
+    /// timeout or lived its maximum duration.
+    fn try_close(&self, now: Instant) -> bool {
+        let idle = self.idle_timeout.is_some_and(|timeout| {
+            now.saturating_duration_since(*weft_core::sync::lock(&self.idle_since)) >= timeout
+        });
+        (idle || self.expired(now))
+            && self
+                .active
+                .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+}
+
+/// One request in flight on a connection, ended on drop.
+struct Active(Arc<ConnSlot>);
+
+impl Active {
+    fn start(slot: &Arc<ConnSlot>) -> Option<Self> {
+        slot.life.try_start().then(|| Self(slot.clone()))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.life.finish();
+        // A request waiting for a stream on a full HTTP/2 connection may take this one.
+        self.0.endpoint.ready.notify_one();
+    }
 }
 
 impl Drop for ConnSlot {
@@ -110,7 +257,9 @@ impl Drop for ConnSlot {
 #[derive(Default)]
 struct EndpointConns {
     idle: Mutex<Vec<Http1Conn>>,
-    shared: Mutex<Option<Http2Conn>>,
+    /// HTTP/2 connections that take new requests: one, unless `maxConcurrentStreams`
+    /// filled it.
+    shared: Mutex<Vec<Http2Conn>>,
     open: AtomicUsize,
     /// Signalled when a connection becomes idle or closes.
     ready: Notify,
@@ -145,8 +294,8 @@ pub struct Checkout {
 }
 
 enum Checked {
-    Http1(Http1Conn, Arc<EndpointConns>),
-    Http2(http2::SendRequest<UpstreamBody>, Arc<ConnSlot>),
+    Http1(Http1Conn, Arc<EndpointConns>, Active),
+    Http2(http2::SendRequest<UpstreamBody>, Active),
 }
 
 impl Connections {
@@ -191,6 +340,7 @@ impl Connections {
                 let slot = Arc::new(ConnSlot {
                     permit,
                     endpoint: endpoint.clone(),
+                    life: Lifetime::new(&limits, key.protocol),
                 });
                 let connection = self.connect(key, slot, &endpoint, limits).await?;
                 let permit = pending.into_request()?;
@@ -234,28 +384,33 @@ impl Connections {
             Protocol::Http1 => {
                 let mut idle = weft_core::sync::lock(&endpoint.idle);
                 while let Some(candidate) = idle.pop() {
-                    if candidate.sender.is_ready() {
-                        return Some(Checked::Http1(candidate, endpoint.clone()));
+                    if candidate.sender.is_ready()
+                        && let Some(active) = Active::start(&candidate.slot)
+                    {
+                        return Some(Checked::Http1(candidate, endpoint.clone(), active));
                     }
-                    // Closed by the peer: dropping it frees its slot.
+                    // Closed by the peer or by its timeouts: dropping it frees its slot.
                 }
                 None
             }
             Protocol::Http2 => {
                 let mut shared = weft_core::sync::lock(&endpoint.shared);
-                let usable = shared.as_ref().is_some_and(|c| !c.sender.is_closed());
-                if !usable {
-                    *shared = None;
-                    return None;
-                }
-                let conn = shared.as_ref()?;
+                let now = Instant::now();
+                // Closed ones, and those past their maximum duration (their requests in
+                // flight keep them until they finish), take no new requests.
+                shared.retain(|c| !c.sender.is_closed() && !c.slot.life.expired(now));
+                let (at, active) = shared
+                    .iter()
+                    .enumerate()
+                    .find_map(|(at, c)| Active::start(&c.slot).map(|active| (at, active)))?;
+                let conn = shared.get(at)?;
                 if conn.slot.permit.start_request() == Reuse::Close {
                     // Its last request: new requests get a new connection; in-flight ones
                     // keep this one alive until they finish.
-                    let conn = shared.take()?;
-                    return Some(Checked::Http2(conn.sender, conn.slot));
+                    let conn = shared.remove(at);
+                    return Some(Checked::Http2(conn.sender, active));
                 }
-                Some(Checked::Http2(conn.sender.clone(), conn.slot.clone()))
+                Some(Checked::Http2(conn.sender.clone(), active))
             }
         }
     }
@@ -283,8 +438,13 @@ impl Connections {
                             source,
                         })?;
                 // With upgrades: a `101` hands the connection to the spliced stream.
-                spawn_driver(key.address, connection.with_upgrades());
-                Ok(Checked::Http1(Http1Conn { sender, slot }, endpoint.clone()))
+                spawn_driver(key.address, connection.with_upgrades(), slot.clone());
+                let active = Active::start(&slot).ok_or_else(|| closed(key.address))?;
+                Ok(Checked::Http1(
+                    Http1Conn { sender, slot },
+                    endpoint.clone(),
+                    active,
+                ))
             }
             Protocol::Http2 => {
                 let (sender, connection) = http2::Builder::new(TokioExecutor::new())
@@ -295,32 +455,33 @@ impl Connections {
                         address: key.address,
                         source,
                     })?;
-                spawn_driver(key.address, connection);
+                spawn_driver(key.address, connection, slot.clone());
+                let active = Active::start(&slot).ok_or_else(|| closed(key.address))?;
                 let reuse = slot.permit.start_request();
                 if reuse == Reuse::Keep {
-                    *weft_core::sync::lock(&endpoint.shared) = Some(Http2Conn {
+                    weft_core::sync::lock(&endpoint.shared).push(Http2Conn {
                         sender: sender.clone(),
-                        slot: slot.clone(),
+                        slot,
                     });
                 }
-                Ok(Checked::Http2(sender, slot))
+                Ok(Checked::Http2(sender, active))
             }
         }
     }
 
-    /// A raw stream to an endpoint (HBONE or plain TCP), for TCP routes.
+    /// A raw stream to an endpoint (HBONE or plain TCP), for TCP routes; of `limits`
+    /// only the connect timeout and keepalive apply.
     pub async fn open_stream(
         &self,
         address: SocketAddr,
         transport: &Transport,
-        connect_timeout: Option<Duration>,
+        limits: ConnectionLimits,
     ) -> Result<Box<dyn Io>, ConnectError> {
         let key = EndpointKey {
             address,
             transport: transport.clone(),
             protocol: Protocol::Http1,
         };
-        let limits = ConnectionLimits { connect_timeout };
         Ok(self.open(&key, limits, None).await?.into_inner())
     }
 
@@ -337,20 +498,15 @@ impl Connections {
         };
         let connect_timeout = limits.connect_timeout.unwrap_or(Duration::from_secs(10));
         let io: Box<dyn Io> = match &key.transport {
-            Transport::Plain => {
-                let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(key.address))
+            Transport::Plain => Box::new(
+                socket::connect(key.address, connect_timeout, limits.keepalive)
                     .await
-                    .map_err(|_| failed(format!("timed out after {connect_timeout:?}")))?
-                    .map_err(|e| failed(e.to_string()))?;
-                let _ = tcp.set_nodelay(true);
-                Box::new(tcp)
-            }
+                    .map_err(failed)?,
+            ),
             Transport::Tls(origination) => {
-                let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(key.address))
+                let tcp = socket::connect(key.address, connect_timeout, limits.keepalive)
                     .await
-                    .map_err(|_| failed(format!("timed out after {connect_timeout:?}")))?
-                    .map_err(|e| failed(e.to_string()))?;
-                let _ = tcp.set_nodelay(true);
+                    .map_err(failed)?;
                 let Some(server_name) = origination.server_name.clone() else {
                     return Err(failed(
                         "no SNI: a wildcard host needs the request's Host or tls.sni".into(),
@@ -368,12 +524,12 @@ impl Connections {
             }
             Transport::Hbone { identity } => {
                 let hbone = SocketAddr::new(key.address.ip(), HBONE_PORT);
-                self.hbone_stream(identity, hbone, key.address, connect_timeout)
+                self.hbone_stream(identity, hbone, key.address, connect_timeout, &limits)
                     .await
                     .map_err(failed)?
             }
             Transport::Waypoint { identity, target } => self
-                .hbone_stream(identity, key.address, *target, connect_timeout)
+                .hbone_stream(identity, key.address, *target, connect_timeout, &limits)
                 .await
                 .map_err(failed)?,
         };
@@ -383,14 +539,17 @@ impl Connections {
 
 impl Connections {
     /// A CONNECT stream to `target` through the HBONE server at `hbone`, which must
-    /// prove `identity`; the proxy proves its own.
+    /// prove `identity`; the proxy proves its own. A new HBONE connection gets the
+    /// keepalive of `limits` (one already open to that node is shared as it is).
     async fn hbone_stream(
         &self,
         identity: &Identity,
         hbone: SocketAddr,
         target: SocketAddr,
         connect_timeout: Duration,
+        limits: &ConnectionLimits,
     ) -> Result<Box<dyn Io>, String> {
+        let keepalive = limits.keepalive;
         let request = ConnectRequest {
             source: self.inner.source.clone(),
             destination: identity.clone(),
@@ -402,11 +561,13 @@ impl Connections {
         };
         let stream = tokio::time::timeout(
             connect_timeout,
-            self.inner.hbone.connect(request, |address| async move {
-                let tcp = TcpStream::connect(address).await?;
-                tcp.set_nodelay(true)?;
-                Ok(tcp)
-            }),
+            self.inner
+                .hbone
+                .connect(request, move |address| async move {
+                    let tcp = tokio::net::TcpStream::connect(address).await?;
+                    socket::configure(&tcp, keepalive)?;
+                    Ok(tcp)
+                }),
         )
         .await
         .map_err(|_| format!("timed out after {connect_timeout:?}"))?
@@ -416,27 +577,73 @@ impl Connections {
 }
 
 fn give_back(connection: Checked, endpoint: &Arc<EndpointConns>) {
-    if let Checked::Http1(conn, _) = connection {
+    if let Checked::Http1(conn, _, active) = connection {
+        // Ended before the connection is offered again.
+        drop(active);
         weft_core::sync::lock(&endpoint.idle).push(conn);
         endpoint.ready.notify_one();
+    }
+}
+
+fn closed(address: SocketAddr) -> ConnectError {
+    ConnectError::Connect {
+        address,
+        reason: "connection closed as it opened".into(),
     }
 }
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-fn spawn_driver<F>(address: SocketAddr, connection: F)
+/// Runs the connection until it ends, or until its idle timeout or maximum duration
+/// closes it (dropping it closes the socket); then the endpoint's lists forget it.
+fn spawn_driver<F>(address: SocketAddr, connection: F, slot: Arc<ConnSlot>)
 where
     F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
 {
     tokio::spawn(
         async move {
-            if let Err(error) = connection.await {
-                debug!(%error, "upstream connection ended");
+            tokio::pin!(connection);
+            let life = &slot.life;
+            loop {
+                let released = life.released.notified();
+                let check = life.next_check();
+                tokio::select! {
+                    ended = &mut connection => {
+                        if let Err(error) = ended {
+                            debug!(%error, "upstream connection ended");
+                        }
+                        break;
+                    }
+                    () = released => {}
+                    () = sleep_until(check), if check.is_some() => {
+                        if life.try_close(Instant::now()) {
+                            debug!("upstream connection closed: idle timeout or maximum duration");
+                            break;
+                        }
+                    }
+                }
             }
+            drop(connection);
+            slot.endpoint.forget_closed();
         }
         .instrument(debug_span!("upstream", %address)),
     );
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+impl EndpointConns {
+    /// Drops pooled connections that have ended, so that they stop counting as open.
+    fn forget_closed(&self) {
+        weft_core::sync::lock(&self.idle).retain(|c| !c.sender.is_closed());
+        weft_core::sync::lock(&self.shared).retain(|c| !c.sender.is_closed());
+        self.ready.notify_one();
+    }
 }
 
 impl Checkout {
@@ -451,32 +658,35 @@ impl Checkout {
     ) -> Result<hyper::Response<ResponseBody>, hyper::Error> {
         let Checkout { connection, permit } = self;
         match connection {
-            Checked::Http2(mut sender, slot) => {
+            Checked::Http2(mut sender, active) => {
                 let response = sender.send_request(request).await?;
                 Ok(response.map(|body| ResponseBody {
                     body,
                     back: None,
-                    _held: (permit, Some(slot), hold),
+                    active: Some(active),
+                    _held: (permit, hold),
                 }))
             }
-            Checked::Http1(mut conn, endpoint) => {
+            Checked::Http1(mut conn, endpoint, active) => {
                 let reuse = conn.slot.permit.start_request();
                 let response = conn.sender.send_request(request).await?;
                 if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
                     // Upgraded: the connection is the spliced stream's now and never goes
-                    // back to the pool; its slot stays counted while the body is held.
-                    let slot = conn.slot.clone();
+                    // back to the pool; its slot stays counted (and in use) while the body
+                    // is held.
                     return Ok(response.map(|body| ResponseBody {
                         body,
                         back: None,
-                        _held: (permit, Some(slot), hold),
+                        active: Some(active),
+                        _held: (permit, hold),
                     }));
                 }
                 let back = (reuse == Reuse::Keep).then_some((conn, endpoint));
                 Ok(response.map(|body| ResponseBody {
                     body,
                     back,
-                    _held: (permit, None, hold),
+                    active: Some(active),
+                    _held: (permit, hold),
                 }))
             }
         }
@@ -488,17 +698,18 @@ impl Checkout {
 pub struct ResponseBody {
     body: Incoming,
     back: Option<(Http1Conn, Arc<EndpointConns>)>,
-    _held: (
-        RequestPermit,
-        Option<Arc<ConnSlot>>,
-        Option<Box<dyn Send + Sync>>,
-    ),
+    /// The request in flight on its connection, ended with the body.
+    active: Option<Active>,
+    _held: (RequestPermit, Option<Box<dyn Send + Sync>>),
 }
 
 impl ResponseBody {
     fn release_connection(&mut self) {
         if let Some((conn, endpoint)) = self.back.take() {
-            give_back(Checked::Http1(conn, endpoint.clone()), &endpoint);
+            // The HTTP/1.1 request ends here: its connection may take the next one.
+            drop(self.active.take());
+            weft_core::sync::lock(&endpoint.idle).push(conn);
+            endpoint.ready.notify_one();
         }
     }
 }

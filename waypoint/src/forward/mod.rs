@@ -3,3 +3,5 @@
 pub mod cluster;
 pub mod connections;
 pub mod endpoints;
+pub mod idle;
+pub mod socket;

@@ -21,6 +21,7 @@ use crate::route::{AttemptOutcome, RetryPolicy};
 use crate::upstream::balance::HashInput;
 use crate::upstream::limits::Overflow;
 use crate::upstream::outlier::Outcome;
+use crate::upstream::policy::{PoolLimits, UpstreamProtocol};
 
 /// The endpoint that answered, carried on the response for metrics.
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +89,11 @@ pub async fn send(
             }
         }
     }
+    let protocol = upstream_protocol(
+        cluster.policy.connection_pool.upstream_protocol,
+        protocol,
+        &parts,
+    );
     // A body that cannot be sent again ends the loop after the first attempt.
     let tries = retry.attempts.saturating_add(1);
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -184,7 +190,11 @@ pub async fn direct(
     };
     match ctx
         .connections
-        .checkout(&endpoint, &ctx.unclustered, ConnectionLimits::default())
+        .checkout(
+            &endpoint,
+            &ctx.unclustered,
+            ConnectionLimits::of(&PoolLimits::default()),
+        )
         .await
     {
         Ok(checkout) => match checkout.send(request, None).await {
@@ -193,6 +203,23 @@ pub async fn direct(
         },
         Err(CheckoutError::Overflow(overflow)) => overflow_reply(&overflow),
         Err(CheckoutError::Connect(_)) => local::connect_failure(),
+    }
+}
+
+/// The HTTP version a request the client sent in `client` goes upstream in: the client's,
+/// or HTTP/2 for an HTTP/1.1 request under `h2UpgradePolicy: UPGRADE` (a connection upgrade
+/// such as WebSocket excepted, as in Envoy) unless `useClientProtocol` is set.
+fn upstream_protocol(
+    policy: UpstreamProtocol,
+    client: Protocol,
+    parts: &http::request::Parts,
+) -> Protocol {
+    let upgrade =
+        parts.headers.contains_key(header::UPGRADE) || parts.method == http::Method::CONNECT;
+    if client == Protocol::Http1 && policy.upgrades_http1() && !upgrade {
+        Protocol::Http2
+    } else {
+        client
     }
 }
 
@@ -251,9 +278,7 @@ async fn attempt_once(
     hold: Box<dyn Send + Sync>,
     per_try_timeout: Option<std::time::Duration>,
 ) -> (AttemptOutcome, Response<ResponseBody>) {
-    let limits = ConnectionLimits {
-        connect_timeout: Some(cluster.policy.connection_pool.connect_timeout),
-    };
+    let limits = ConnectionLimits::of(&cluster.policy.connection_pool);
     let attempt = async {
         let checkout = match ctx
             .connections

@@ -281,6 +281,46 @@ pub struct PoolLimits {
     pub idle_timeout: Option<Duration>,
     /// `tcp.maxConnectionDuration`; `None` is unlimited.
     pub max_connection_duration: Option<Duration>,
+    /// `tcp.idleTimeout` for TCP streams the waypoint proxies: closed after no bytes either
+    /// way for this long; 1h by default, `None` when set to 0s (disabled).
+    pub tcp_idle_timeout: Option<Duration>,
+    /// `tcp.tcpKeepalive`: SO_KEEPALIVE on upstream sockets when set.
+    pub keepalive: Option<Keepalive>,
+    /// `http.h2UpgradePolicy` and `http.useClientProtocol`.
+    pub upstream_protocol: UpstreamProtocol,
+}
+
+/// TCP keepalive of upstream sockets; `None` keeps the kernel's setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keepalive {
+    /// TCP_KEEPCNT.
+    pub probes: Option<u32>,
+    /// TCP_KEEPIDLE.
+    pub time: Option<Duration>,
+    /// TCP_KEEPINTVL.
+    pub interval: Option<Duration>,
+}
+
+/// Which HTTP version goes upstream for a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// `h2UpgradePolicy` DEFAULT (the mesh's default, DO_NOT_UPGRADE) or DO_NOT_UPGRADE:
+    /// HTTP/1.1 stays HTTP/1.1; an HTTP/2 request stays HTTP/2, as Istio does for a port
+    /// whose protocol is detected.
+    #[default]
+    Keep,
+    /// `h2UpgradePolicy: UPGRADE`: HTTP/1.1 requests go upstream in HTTP/2 (connection
+    /// upgrades such as WebSocket excepted, as in Envoy).
+    Upgrade,
+    /// `useClientProtocol: true`: the client's version, whatever `h2UpgradePolicy` says.
+    Client,
+}
+
+impl UpstreamProtocol {
+    /// Whether a request the client sent in HTTP/1.1 goes upstream in HTTP/2.
+    pub fn upgrades_http1(self) -> bool {
+        self == Self::Upgrade
+    }
 }
 
 impl Default for PoolLimits {
@@ -295,6 +335,9 @@ impl Default for PoolLimits {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(3600)),
             max_connection_duration: None,
+            tcp_idle_timeout: Some(Duration::from_secs(3600)),
+            keepalive: None,
+            upstream_protocol: UpstreamProtocol::Keep,
         }
     }
 }
@@ -339,6 +382,23 @@ impl PoolLimits {
         }
         limits.max_connection_duration =
             parsed(tcp.and_then(|t| t.max_connection_duration.as_ref())).filter(|d| !d.is_zero());
+        if let Some(idle) = parsed(tcp.and_then(|t| t.idle_timeout.as_ref())) {
+            limits.tcp_idle_timeout = (!idle.is_zero()).then_some(idle);
+        }
+        limits.keepalive = tcp
+            .and_then(|t| t.tcp_keepalive.as_ref())
+            .map(|k| Keepalive {
+                probes: k.probes.filter(|p| *p > 0),
+                time: parsed(k.time.as_ref()).filter(|d| !d.is_zero()),
+                interval: parsed(k.interval.as_ref()).filter(|d| !d.is_zero()),
+            });
+        limits.upstream_protocol = if http.and_then(|h| h.use_client_protocol) == Some(true) {
+            UpstreamProtocol::Client
+        } else if http.and_then(|h| h.h2_upgrade_policy.as_deref()) == Some("UPGRADE") {
+            UpstreamProtocol::Upgrade
+        } else {
+            UpstreamProtocol::Keep
+        };
         limits
     }
 }
@@ -582,6 +642,42 @@ spec:
         assert_eq!(outlier.consecutive_5xx, 0, "explicit 0 disables");
         assert_eq!(outlier.max_ejection_percent, 10);
         assert_eq!(outlier.min_health_percent, 50);
+    }
+
+    #[test]
+    fn connection_settings_of_istio() {
+        let pool = |yaml: &str| {
+            let settings: ConnectionPoolSettings = serde_yaml::from_str(yaml).expect("settings");
+            PoolLimits::from_settings(&settings)
+        };
+        let all = pool(
+            "{tcp: {idleTimeout: 5s, maxConnectionDuration: 1m, tcpKeepalive: {probes: 3, time: 30s, interval: 5s}}, \
+             http: {idleTimeout: 2s, maxConcurrentStreams: 4, h2UpgradePolicy: UPGRADE}}",
+        );
+        assert_eq!(all.tcp_idle_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(all.idle_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(all.max_connection_duration, Some(Duration::from_secs(60)));
+        assert_eq!(all.max_concurrent_streams, NonZeroU32::new(4));
+        assert_eq!(
+            all.keepalive,
+            Some(Keepalive {
+                probes: Some(3),
+                time: Some(Duration::from_secs(30)),
+                interval: Some(Duration::from_secs(5)),
+            })
+        );
+        assert_eq!(all.upstream_protocol, UpstreamProtocol::Upgrade);
+        let client = pool("{http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true}}");
+        assert_eq!(client.upstream_protocol, UpstreamProtocol::Client);
+        let none = pool("{tcp: {idleTimeout: 0s}, http: {h2UpgradePolicy: DO_NOT_UPGRADE}}");
+        assert_eq!(none.tcp_idle_timeout, None, "0s disables");
+        assert_eq!(none.keepalive, None);
+        assert_eq!(none.upstream_protocol, UpstreamProtocol::Keep);
+        assert_eq!(
+            PoolLimits::default().tcp_idle_timeout,
+            Some(Duration::from_secs(3600)),
+            "Istio's 1h"
+        );
     }
 
     #[test]
