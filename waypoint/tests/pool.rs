@@ -300,6 +300,23 @@ async fn max_connection_duration_replaces_a_busy_upstream_connection() {
     );
 }
 
+/// Two requests in flight together on one HTTP/2 client connection: the second is sent
+/// once the first has reached the endpoint (whose answers wait for both).
+async fn two_requests(
+    ctx: &Arc<WaypointContext>,
+    seen: &Seen,
+) -> ((StatusCode, String), (StatusCode, String)) {
+    let client = http2_client(ctx).await;
+    let (mut a, mut b) = (client.clone(), client);
+    let first = tokio::spawn(async move { answer(a.send_request(get_http2())).await });
+    assert!(
+        seen.until(BOUND, |s| s.count(|s| &s.requests) == 1).await,
+        "the first request arrived"
+    );
+    let second = answer(b.send_request(get_http2())).await;
+    (first.await.expect("first request"), second)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_concurrent_streams_opens_another_http2_connection() {
     // Each answer waits until both requests arrived: on one connection or two.
@@ -309,12 +326,7 @@ async fn max_concurrent_streams_opens_another_http2_connection() {
         "HTTP2",
         "{connectionPool: {http: {maxConcurrentStreams: 1}}}",
     );
-    let client = http2_client(&ctx).await;
-    let (mut a, mut b) = (client.clone(), client);
-    let (first, second) = tokio::join!(
-        answer(a.send_request(get_http2())),
-        answer(b.send_request(get_http2()))
-    );
+    let (first, second) = two_requests(&ctx, &seen).await;
     assert_eq!(first, (StatusCode::OK, "HTTP/2.0".to_string()));
     assert_eq!(second, (StatusCode::OK, "HTTP/2.0".to_string()));
     assert_eq!(
@@ -328,12 +340,7 @@ async fn max_concurrent_streams_opens_another_http2_connection() {
 async fn without_max_concurrent_streams_requests_share_one_http2_connection() {
     let (server, seen) = endpoint(Speaks::Http2, 2).await;
     let ctx = waypoint(server, "HTTP2", "{connectionPool: {http: {maxRetries: 3}}}");
-    let client = http2_client(&ctx).await;
-    let (mut a, mut b) = (client.clone(), client);
-    let (first, second) = tokio::join!(
-        answer(a.send_request(get_http2())),
-        answer(b.send_request(get_http2()))
-    );
+    let (first, second) = two_requests(&ctx, &seen).await;
     assert_eq!(first.0, StatusCode::OK);
     assert_eq!(second.0, StatusCode::OK);
     assert_eq!(seen.count(|s| &s.accepted), 1);
