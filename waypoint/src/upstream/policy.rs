@@ -174,7 +174,7 @@ impl LbPolicy {
                     .map(HashKey::QueryParameter)
             };
             // As istiod: `maglev` picks Maglev, otherwise a ring of `ringHash`'s minimum
-            // size, or the deprecated top-level one.
+            // size, or without `ringHash` the deprecated top-level one.
             let table = match &hash.maglev {
                 Some(maglev) => HashTable::Maglev {
                     table_size: match maglev.table_size {
@@ -183,11 +183,11 @@ impl LbPolicy {
                     },
                 },
                 None => {
-                    let minimum = hash
-                        .ring_hash
-                        .as_ref()
-                        .and_then(|r| r.minimum_ring_size)
-                        .or(hash.minimum_ring_size);
+                    // istiod reads the deprecated field only without `ringHash`.
+                    let minimum = match &hash.ring_hash {
+                        Some(ring) => ring.minimum_ring_size,
+                        None => hash.minimum_ring_size,
+                    };
                     HashTable::Ring {
                         minimum_size: match minimum {
                             None | Some(0) => DEFAULT_MINIMUM_RING_SIZE,
@@ -727,6 +727,17 @@ spec:
             ),
             HashTable::Ring { minimum_size: 64 },
             "ringHash wins over the deprecated field"
+        );
+        assert_eq!(
+            table("consistentHash: {useSourceIp: true, ringHash: {}, minimumRingSize: 32}"),
+            HashTable::Ring {
+                minimum_size: DEFAULT_MINIMUM_RING_SIZE
+            },
+            "as istiod: with ringHash, the deprecated field is not read"
+        );
+        assert_eq!(
+            table("consistentHash: {useSourceIp: true, minimumRingSize: 32}"),
+            HashTable::Ring { minimum_size: 32 }
         );
         assert_eq!(
             table("consistentHash: {useSourceIp: true, maglev: {tableSize: 251}}"),
