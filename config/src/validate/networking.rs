@@ -469,7 +469,10 @@ fn consistent_hash_algorithm(hash: &ConsistentHashLb, at: &FieldPath, issues: &m
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// Destination hosts that resolve to nothing `is_known` recognises.

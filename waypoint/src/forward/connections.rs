@@ -603,13 +603,13 @@ where
 {
     tokio::spawn(
         async move {
-            tokio::pin!(connection);
+            let mut connection = Box::pin(connection);
             let life = &slot.life;
             loop {
                 let released = life.released.notified();
                 let check = life.next_check();
                 tokio::select! {
-                    ended = &mut connection => {
+                    ended = connection.as_mut() => {
                         if let Err(error) = ended {
                             debug!(%error, "upstream connection ended");
                         }
