@@ -1133,6 +1133,27 @@ mod tests {
     }
 
     #[test]
+    fn hash_algorithms_and_keepalive_durations_are_checked() {
+        let (errors, _) = rule_issues(
+            "host: h\ntrafficPolicy:\n  loadBalancer:\n    consistentHash: {useSourceIp: true, ringHash: {}, maglev: {tableSize: 65536}}\n  connectionPool:\n    tcp: {tcpKeepalive: {time: soon, interval: 5s, probes: 3}}\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "spec.trafficPolicy.loadBalancer.consistentHash",
+                "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize",
+                "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time",
+            ]
+        );
+        for size in ["65537", "251", "5000011"] {
+            let (errors, _) = rule_issues(&format!(
+                "host: h\ntrafficPolicy:\n  loadBalancer:\n    consistentHash: {{useSourceIp: true, maglev: {{tableSize: {size}}}}}\n"
+            ));
+            assert_eq!(errors.is_empty(), size != "5000011", "{size}: {errors:?}");
+        }
+    }
+
+    #[test]
     fn credential_names_and_skipped_verification_are_warned_about() {
         let (errors, warnings) = rule_issues(
             "host: api.example.com\ntrafficPolicy:\n  tls: {mode: SIMPLE, credentialName: api-ca}\nsubsets:\n- name: v1\n  labels: {v: \"1\"}\n  trafficPolicy:\n    tls: {mode: SIMPLE, insecureSkipVerify: true, subjectAltNames: [api.example.com]}\n",
