@@ -150,6 +150,16 @@ async fn echo() -> (SocketAddr, Arc<Seen>) {
 /// The waypoint serving `HOST` on port 80 (protocol `protocol`) at `server`, under a
 /// DestinationRule with `policy` as its trafficPolicy.
 fn waypoint(server: SocketAddr, protocol: &str, policy: &str) -> Arc<WaypointContext> {
+    waypoint_with(server, protocol, policy, "")
+}
+
+/// [`waypoint`] with more objects (YAML documents) in the cluster.
+fn waypoint_with(
+    server: SocketAddr,
+    protocol: &str,
+    policy: &str,
+    more: &str,
+) -> Arc<WaypointContext> {
     context(&format!(
         r#"
 apiVersion: v1
@@ -176,7 +186,7 @@ metadata: {{name: pool, namespace: egress}}
 spec:
   host: {HOST}
   trafficPolicy: {policy}
-"#,
+{more}"#,
         port = server.port(),
         ip = server.ip(),
     ))
@@ -357,6 +367,41 @@ async fn h2_upgrade_takes_an_http1_request_to_an_http2_only_endpoint() {
     let mut client = http1_client(&ctx).await;
     let (status, version) = answer(client.send_request(get_http1())).await;
     assert_eq!((status, version.as_str()), (StatusCode::OK, "HTTP/2.0"));
+}
+
+/// The mesh config's `h2UpgradePolicy: UPGRADE`, as a waypoint reads it.
+const MESH_UPGRADE: &str = r#"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    h2UpgradePolicy: UPGRADE
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_default_upgrades_ports_declared_http_unless_the_rule_opts_out() {
+    let (server, _) = endpoint(Speaks::Both, 0).await;
+    let version_with = |protocol: &str, policy: &str| {
+        let ctx = waypoint_with(server, protocol, policy, MESH_UPGRADE);
+        async move {
+            let mut client = http1_client(&ctx).await;
+            answer(client.send_request(get_http1())).await
+        }
+    };
+    let ok = |version: &str| (StatusCode::OK, version.to_string());
+    // DEFAULT (unset) follows the mesh for a port declared HTTP.
+    assert_eq!(version_with("HTTP", "{}").await, ok("HTTP/2.0"));
+    // DO_NOT_UPGRADE opts out.
+    assert_eq!(
+        version_with(
+            "HTTP",
+            "{connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}}"
+        )
+        .await,
+        ok("HTTP/1.1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

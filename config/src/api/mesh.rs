@@ -44,6 +44,10 @@ pub struct MeshConfig {
     /// Must agree with `--trust-domain` (weft takes it from there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_domain: Option<String>,
+    /// Whether HTTP/1.1 requests to ports declared HTTP go upstream in HTTP/2, unless a
+    /// DestinationRule's `h2UpgradePolicy` or `useClientProtocol` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2_upgrade_policy: Option<MeshH2UpgradePolicy>,
     /// Every other field, by its JSON name: Istio fields weft does not act on (warned
     /// about) or names Istio does not define (refused).
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -64,6 +68,12 @@ impl MeshConfig {
         self.extension_providers.iter().find(|p| p.name == name)
     }
 
+    /// Whether the mesh's default upgrades HTTP/1.1 requests to HTTP/2 (`h2UpgradePolicy:
+    /// UPGRADE`).
+    pub fn upgrades_to_h2(&self) -> bool {
+        self.h2_upgrade_policy == Some(MeshH2UpgradePolicy::Upgrade)
+    }
+
     /// The outbound traffic policy in force: `ALLOW_ANY` unless the mesh config says
     /// `REGISTRY_ONLY`.
     pub fn outbound_traffic_mode(&self) -> OutboundTrafficMode {
@@ -72,6 +82,15 @@ impl MeshConfig {
             .and_then(|p| p.mode)
             .unwrap_or_default()
     }
+}
+
+/// `MeshConfig.H2UpgradePolicy`; `DO_NOT_UPGRADE` by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MeshH2UpgradePolicy {
+    #[default]
+    DoNotUpgrade,
+    Upgrade,
 }
 
 /// `MeshConfig.OutboundTrafficPolicy`.

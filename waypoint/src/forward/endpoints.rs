@@ -259,6 +259,31 @@ pub fn destination_port(
     }
 }
 
+/// Whether `port` of `host` is declared HTTP (HTTP, HTTP/2, gRPC: Istio's `IsHTTP`), by a
+/// Service port's `appProtocol` or name prefix or a ServiceEntry port's `protocol`; a port
+/// left to detection is not.
+pub fn declares_http(snapshot: &Snapshot, host: &str, port: u16) -> bool {
+    const HTTP: [&str; 4] = ["http", "http2", "grpc", "grpc-web"];
+    if let Some(service) = snapshot.service_by_host(host) {
+        let Some(port) = service.port(port) else {
+            return false;
+        };
+        let declared = port
+            .app_protocol
+            .as_deref()
+            .or(port.name.as_deref())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let kind = declared.split('-').next().unwrap_or_default();
+        return HTTP.contains(&kind) || declared.starts_with("grpc-web");
+    }
+    snapshot
+        .entry_hosts()
+        .find(|e| e.host == host)
+        .and_then(|e| e.port(port))
+        .is_some_and(|p| HTTP.contains(&p.protocol.to_ascii_lowercase().as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

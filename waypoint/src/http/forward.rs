@@ -16,7 +16,7 @@ use crate::forward::cluster::{Cluster, ClusterKey};
 use crate::forward::connections::{
     BoxError, CheckoutError, ConnectionLimits, EndpointKey, Protocol, Transport, UpstreamBody,
 };
-use crate::forward::endpoints::resolve;
+use crate::forward::endpoints::{declares_http, resolve};
 use crate::route::{AttemptOutcome, RetryPolicy};
 use crate::upstream::balance::HashInput;
 use crate::upstream::limits::Overflow;
@@ -89,8 +89,11 @@ pub async fn send(
             }
         }
     }
+    let mesh_upgrades =
+        snapshot.mesh_config().upgrades_to_h2() && declares_http(snapshot, &key.host, key.port);
     let protocol = upstream_protocol(
         cluster.policy.connection_pool.upstream_protocol,
+        mesh_upgrades,
         protocol,
         &parts,
     );
@@ -207,16 +210,18 @@ pub async fn direct(
 }
 
 /// The HTTP version a request the client sent in `client` goes upstream in: the client's,
-/// or HTTP/2 for an HTTP/1.1 request under `h2UpgradePolicy: UPGRADE` (a connection upgrade
-/// such as WebSocket excepted, as in Envoy) unless `useClientProtocol` is set.
+/// or HTTP/2 for an HTTP/1.1 request under `h2UpgradePolicy: UPGRADE` (the rule's, or the
+/// mesh's for a port declared HTTP: `mesh_upgrades`) unless `useClientProtocol` is set; a
+/// connection upgrade such as WebSocket stays HTTP/1.1, as in Envoy.
 fn upstream_protocol(
     policy: UpstreamProtocol,
+    mesh_upgrades: bool,
     client: Protocol,
     parts: &http::request::Parts,
 ) -> Protocol {
     let upgrade =
         parts.headers.contains_key(header::UPGRADE) || parts.method == http::Method::CONNECT;
-    if client == Protocol::Http1 && policy.upgrades_http1() && !upgrade {
+    if client == Protocol::Http1 && policy.upgrades_http1(mesh_upgrades) && !upgrade {
         Protocol::Http2
     } else {
         client

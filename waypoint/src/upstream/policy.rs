@@ -304,10 +304,12 @@ pub struct Keepalive {
 /// Which HTTP version goes upstream for a request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UpstreamProtocol {
-    /// `h2UpgradePolicy` DEFAULT (the mesh's default, DO_NOT_UPGRADE) or DO_NOT_UPGRADE:
-    /// HTTP/1.1 stays HTTP/1.1; an HTTP/2 request stays HTTP/2, as Istio does for a port
-    /// whose protocol is detected.
+    /// `h2UpgradePolicy` DEFAULT: the mesh config's `h2UpgradePolicy` decides for ports
+    /// declared HTTP (DO_NOT_UPGRADE unless set); otherwise as [`Self::Keep`].
     #[default]
+    MeshDefault,
+    /// `h2UpgradePolicy: DO_NOT_UPGRADE`: HTTP/1.1 stays HTTP/1.1; an HTTP/2 request stays
+    /// HTTP/2, as Istio does for a port whose protocol is detected.
     Keep,
     /// `h2UpgradePolicy: UPGRADE`: HTTP/1.1 requests go upstream in HTTP/2 (connection
     /// upgrades such as WebSocket excepted, as in Envoy).
@@ -317,9 +319,15 @@ pub enum UpstreamProtocol {
 }
 
 impl UpstreamProtocol {
-    /// Whether a request the client sent in HTTP/1.1 goes upstream in HTTP/2.
-    pub fn upgrades_http1(self) -> bool {
-        self == Self::Upgrade
+    /// Whether a request the client sent in HTTP/1.1 goes upstream in HTTP/2, given
+    /// whether the mesh config's default would upgrade it (mesh `UPGRADE` and a port
+    /// declared HTTP).
+    pub fn upgrades_http1(self, mesh_upgrades: bool) -> bool {
+        match self {
+            Self::MeshDefault => mesh_upgrades,
+            Self::Keep | Self::Client => false,
+            Self::Upgrade => true,
+        }
     }
 }
 
@@ -337,7 +345,7 @@ impl Default for PoolLimits {
             max_connection_duration: None,
             tcp_idle_timeout: Some(Duration::from_secs(3600)),
             keepalive: None,
-            upstream_protocol: UpstreamProtocol::Keep,
+            upstream_protocol: UpstreamProtocol::MeshDefault,
         }
     }
 }
@@ -394,10 +402,12 @@ impl PoolLimits {
             });
         limits.upstream_protocol = if http.and_then(|h| h.use_client_protocol) == Some(true) {
             UpstreamProtocol::Client
-        } else if http.and_then(|h| h.h2_upgrade_policy.as_deref()) == Some("UPGRADE") {
-            UpstreamProtocol::Upgrade
         } else {
-            UpstreamProtocol::Keep
+            match http.and_then(|h| h.h2_upgrade_policy.as_deref()) {
+                Some("UPGRADE") => UpstreamProtocol::Upgrade,
+                Some("DO_NOT_UPGRADE") => UpstreamProtocol::Keep,
+                _ => UpstreamProtocol::MeshDefault,
+            }
         };
         limits
     }
@@ -673,6 +683,15 @@ spec:
         assert_eq!(none.tcp_idle_timeout, None, "0s disables");
         assert_eq!(none.keepalive, None);
         assert_eq!(none.upstream_protocol, UpstreamProtocol::Keep);
+        assert!(
+            !none.upstream_protocol.upgrades_http1(true),
+            "DO_NOT_UPGRADE wins"
+        );
+        let default = pool("{http: {h2UpgradePolicy: DEFAULT}}").upstream_protocol;
+        assert_eq!(default, UpstreamProtocol::MeshDefault);
+        assert!(default.upgrades_http1(true) && !default.upgrades_http1(false));
+        assert!(!client.upstream_protocol.upgrades_http1(true));
+        assert!(all.upstream_protocol.upgrades_http1(false));
         assert_eq!(
             PoolLimits::default().tcp_idle_timeout,
             Some(Duration::from_secs(3600)),
