@@ -75,6 +75,15 @@ enum Speaks {
 /// An endpoint answering each request with the HTTP version it arrived in. With `hold`,
 /// each answer waits (at most `BOUND`) until that many requests have arrived.
 async fn endpoint(speaks: Speaks, hold: usize) -> (SocketAddr, Arc<Seen>) {
+    serve(speaks, hold, Duration::ZERO).await
+}
+
+/// An endpoint whose every answer takes `delay`.
+async fn slow_endpoint(speaks: Speaks, delay: Duration) -> (SocketAddr, Arc<Seen>) {
+    serve(speaks, 0, delay).await
+}
+
+async fn serve(speaks: Speaks, hold: usize, delay: Duration) -> (SocketAddr, Arc<Seen>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -96,6 +105,7 @@ async fn endpoint(speaks: Speaks, hold: usize) -> (SocketAddr, Arc<Seen>) {
                                 seen.until(BOUND, |s| s.count(|s| &s.requests) >= hold)
                                     .await;
                             }
+                            tokio::time::sleep(delay).await;
                             let version = format!("{:?}", request.version());
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(version))))
                         }
@@ -325,6 +335,25 @@ async fn two_requests(
     );
     let second = answer(b.send_request(get_http2())).await;
     (first.await.expect("first request"), second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connection_duration_lets_a_request_in_flight_finish() {
+    let (server, seen) = slow_endpoint(Speaks::Http2, Duration::from_millis(800)).await;
+    let ctx = waypoint(
+        server,
+        "HTTP2",
+        "{connectionPool: {tcp: {maxConnectionDuration: 200ms}}}",
+    );
+    let mut client = http2_client(&ctx).await;
+    // Answered 800ms after its connection opened, past its maximum duration.
+    let answered = answer(client.send_request(get_http2())).await;
+    assert_eq!(answered, (StatusCode::OK, "HTTP/2.0".to_string()));
+    // Then closed, and the next request gets a new connection.
+    assert!(seen.until(BOUND, |s| s.count(|s| &s.closed) == 1).await);
+    let answered = answer(client.send_request(get_http2())).await;
+    assert_eq!(answered.0, StatusCode::OK);
+    assert_eq!(seen.count(|s| &s.accepted), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
