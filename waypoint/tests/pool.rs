@@ -339,20 +339,46 @@ async fn two_requests(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connection_duration_lets_a_request_in_flight_finish() {
-    let (server, seen) = slow_endpoint(Speaks::Http2, Duration::from_millis(800)).await;
+    for (speaks, protocol) in [(Speaks::Http1, "HTTP"), (Speaks::Http2, "HTTP2")] {
+        let (server, seen) = slow_endpoint(speaks, Duration::from_millis(800)).await;
+        let ctx = waypoint(
+            server,
+            protocol,
+            "{connectionPool: {tcp: {maxConnectionDuration: 200ms}}}",
+        );
+        // Answered 800ms after its connection opened, past its maximum duration.
+        let (status, version) = match speaks {
+            Speaks::Http1 => answer(http1_client(&ctx).await.send_request(get_http1())).await,
+            _ => answer(http2_client(&ctx).await.send_request(get_http2())).await,
+        };
+        assert_eq!(status, StatusCode::OK, "{protocol}");
+        assert_eq!(seen.count(|s| &s.requests), 1, "{protocol}: not retried");
+        assert!(version.starts_with("HTTP/"));
+        // Then closed.
+        assert!(
+            seen.until(BOUND, |s| s.count(|s| &s.closed) == 1).await,
+            "{protocol}: closed once its request ended"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_http_idle_timeout() {
+    let (server, seen) = endpoint(Speaks::Http2, 0).await;
     let ctx = waypoint(
         server,
         "HTTP2",
-        "{connectionPool: {tcp: {maxConnectionDuration: 200ms}}}",
+        "{connectionPool: {http: {idleTimeout: 300ms}}}",
     );
     let mut client = http2_client(&ctx).await;
-    // Answered 800ms after its connection opened, past its maximum duration.
-    let answered = answer(client.send_request(get_http2())).await;
-    assert_eq!(answered, (StatusCode::OK, "HTTP/2.0".to_string()));
-    // Then closed, and the next request gets a new connection.
-    assert!(seen.until(BOUND, |s| s.count(|s| &s.closed) == 1).await);
-    let answered = answer(client.send_request(get_http2())).await;
-    assert_eq!(answered.0, StatusCode::OK);
+    let (status, _) = answer(client.send_request(get_http2())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        seen.until(BOUND, |s| s.count(|s| &s.closed) == 1).await,
+        "the endpoint saw its idle HTTP/2 connection closed"
+    );
+    let (status, _) = answer(client.send_request(get_http2())).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(seen.count(|s| &s.accepted), 2);
 }
 
