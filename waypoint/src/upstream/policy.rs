@@ -700,6 +700,46 @@ spec:
     }
 
     #[test]
+    fn connection_settings_merge_by_level() {
+        let dr = rule(
+            r#"
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: r
+  trafficPolicy:
+    connectionPool:
+      tcp: {idleTimeout: 5s, tcpKeepalive: {probes: 2}}
+      http: {h2UpgradePolicy: UPGRADE}
+  subsets:
+  - name: v1
+    labels: {v: "1"}
+    trafficPolicy:
+      portLevelSettings:
+      - port: {number: 80}
+        connectionPool:
+          http: {idleTimeout: 1s, maxConcurrentStreams: 1}
+"#,
+        );
+        let top = EffectivePolicy::resolve(Some(&dr), Some("v1"), 8080).connection_pool;
+        assert_eq!(top.tcp_idle_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            top.idle_timeout,
+            Some(Duration::from_secs(5)),
+            "tcp's, as istiod"
+        );
+        assert_eq!(top.keepalive.and_then(|k| k.probes), Some(2));
+        assert_eq!(top.upstream_protocol, UpstreamProtocol::Upgrade);
+        // The subset's port level replaces the whole group: nothing of the top level's.
+        let port = EffectivePolicy::resolve(Some(&dr), Some("v1"), 80).connection_pool;
+        assert_eq!(port.idle_timeout, Some(Duration::from_secs(1)));
+        assert_eq!(port.max_concurrent_streams, NonZeroU32::new(1));
+        assert_eq!(port.tcp_idle_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(port.keepalive, None);
+        assert_eq!(port.upstream_protocol, UpstreamProtocol::MeshDefault);
+    }
+
+    #[test]
     fn consistent_hash_keys() {
         let lb = |yaml: &str| {
             let settings: LoadBalancerSettings = serde_yaml::from_str(yaml).expect("settings");
