@@ -19,9 +19,9 @@
 //! until either side closes. Policies, routes and header operations apply to the upgrade
 //! request as to any other; the route's timeout covers the wait for the response headers
 //! only, not the upgraded stream (Envoy's `timeout` ends with the response for an
-//! upgrade). Any other HTTP/1.1 upgrade protocol (`h2c`, …) is stripped as a hop-by-hop
-//! header, as Envoy does for upgrade types it is not configured for, and the request is
-//! served as plain HTTP/1.1.
+//! upgrade). Any other HTTP/1.1 upgrade protocol is stripped as a hop-by-hop header, as
+//! Envoy does for upgrade types it is not configured for, and the request is served as
+//! plain HTTP/1.1; an `h2c` upgrade also loses its `HTTP2-Settings` ([`strip_h2c`]).
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use hyper::upgrade::OnUpgrade;
@@ -35,6 +35,7 @@ const UPGRADE_TYPES: &[&str] = &["websocket"];
 
 const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// How the client asked to switch protocols.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +78,9 @@ fn http1_upgrade(parts: &mut http::request::Parts) -> Option<Requested> {
     if parts.version != Version::HTTP_11 {
         return None;
     }
+    if strip_h2c(&mut parts.headers) {
+        return None;
+    }
     let asks = parts
         .headers
         .get_all(header::CONNECTION)
@@ -97,6 +101,25 @@ fn http1_upgrade(parts: &mut http::request::Parts) -> Option<Requested> {
         downstream,
         asked: Asked::Http1Upgrade,
     })
+}
+
+/// An HTTP/1.1 request asking to switch to cleartext HTTP/2 (`Upgrade: h2c`, RFC 7540
+/// §3.2) loses `Upgrade`, `Connection` and `HTTP2-Settings` before anything sees it, as in
+/// Envoy's HTTP/1.1 codec, and is served as HTTP/1.1 (the client stays on HTTP/1.1, as
+/// RFC 7540 allows). Whether it was one.
+fn strip_h2c(headers: &mut HeaderMap) -> bool {
+    let h2c = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("h2c"));
+    if h2c {
+        headers.remove(header::UPGRADE);
+        headers.remove(header::CONNECTION);
+        headers.remove(HTTP2_SETTINGS);
+    }
+    h2c
 }
 
 /// HTTP/2 `CONNECT` with `:protocol` (RFC 8441 §4), rewritten as the HTTP/1.1 upgrade it
@@ -324,6 +347,25 @@ mod tests {
             !headers.contains_key("sec-websocket-key"),
             "the client's own key goes"
         );
+    }
+
+    #[test]
+    fn an_h2c_upgrade_is_served_as_http1_without_its_settings() {
+        let (mut parts, ()) = http::Request::builder()
+            .uri("/")
+            .header("connection", "Upgrade, HTTP2-Settings")
+            .header("upgrade", "h2c")
+            .header("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA")
+            .header("x-kept", "1")
+            .body(())
+            .expect("request")
+            .into_parts();
+        parts.extensions.insert(no_upgrade());
+        assert!(matches!(requested(&mut parts), Ok(None)));
+        for gone in ["connection", "upgrade", "http2-settings"] {
+            assert!(!parts.headers.contains_key(gone), "{gone}");
+        }
+        assert_eq!(parts.headers["x-kept"], "1");
     }
 
     #[test]
