@@ -6,7 +6,8 @@
 //!
 //! Checked: a bidirectional stream of 100 messages, each sent only once the previous reply
 //! came back (so both directions are open together), answered in order by v1, and by v2
-//! with `x-version: v2`; a server-streaming call (100 replies) and a client-streaming call
+//! with `x-version: v2`; 100 messages of 64 KiB pipelined both ways at once (flow control
+//! through the waypoint in both directions), each echoed whole; a server-streaming call (100 replies) and a client-streaming call
 //! (100 messages, one answer after the half-close); `x-fail: yes` aborted by the route's
 //! fault with gRPC status UNAVAILABLE (14); the waypoint's `istio_requests_total` counting
 //! the streams with `grpc_response_status="0"` and the abort with `"14"`.
@@ -154,6 +155,15 @@ fn grpc_streams_through_a_waypoint_flow_both_ways_in_order_and_routes_apply() {
     );
     assert_eq!(line["code"], 0, "{line}");
     assert_eq!(replies(&line), expected("v2", "message", 100), "{line}");
+    // Both directions full at once: 100 messages of 64 KiB sent without waiting, far past
+    // HTTP/2's initial 64 KiB windows, each echoed whole and in order.
+    let line = call(
+        &lab,
+        "chat",
+        &["--count", "100", "--size", "65536", "--pipelined"],
+    );
+    assert_eq!(line["code"], 0, "{line}");
+    assert_eq!(replies(&line), expected("v1", "message", 100), "{line}");
 
     // Server streaming: one request, 100 replies.
     let line = call(&lab, "watch", &["--count", "100"]);
@@ -174,7 +184,7 @@ fn grpc_streams_through_a_waypoint_flow_both_ways_in_order_and_routes_apply() {
     let (after, text) = counted(&lab, "0");
     assert_eq!(
         after - before,
-        4.0,
+        5.0,
         "streams counted with grpc status 0:\n{text}"
     );
     let (aborted, text) = counted(&lab, "14");

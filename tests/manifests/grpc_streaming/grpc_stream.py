@@ -9,7 +9,9 @@ handlers and raw bytes (no generated stubs). Service `weft.Echo`:
 
 `serve --port P --version V` runs it. `chat TARGET --count N [--pause S] [--header k=v]`
 opens a Chat and sends message i only once the reply to message i-1 has arrived (pausing
-S seconds between), so both directions stay open and interleave; `watch TARGET --count N`
+S seconds between), so both directions stay open and interleave; with `--size B` each
+message carries B more bytes (reported without them, checked whole), and `--pipelined`
+sends them all without waiting, so both directions are full at once; `watch TARGET --count N`
 and `collect TARGET --count N` run the other two. Each prints one JSON line: `code` (the
 gRPC status, 0 is OK), `details`, `replies` (in the order received).
 """
@@ -90,22 +92,30 @@ def run(call):
 
 def chat(args):
     answered = queue.Queue()
+    padding = b"x" * args.size
 
     def requests():
         for i in range(args.count):
-            yield f"message {i}".encode()
+            yield f"message {i}".encode() + (b" " + padding if args.size else b"")
+            if args.pipelined:
+                continue
             # The next message goes only once this one's reply is back: the request stream
             # stays open while replies flow.
             answered.get(timeout=10)
             time.sleep(args.pause)
 
     def call():
-        stream = channel(args.target).stream_stream(f"/{SERVICE}/Chat")(
-            requests(), metadata=metadata(args), timeout=60
-        )
+        stream = channel(args.target).stream_stream(
+            f"/{SERVICE}/Chat",
+        )(requests(), metadata=metadata(args), timeout=60)
         for reply in stream:
             answered.put(None)
-            yield reply
+            if args.size:
+                # Reported without the padding, marked if the padding did not come back whole.
+                head, _, tail = reply.rpartition(b" ")
+                yield head if tail == padding else head + b" (padding damaged)"
+            else:
+                yield reply
 
     run(call)
 
@@ -142,6 +152,8 @@ def main():
         c.add_argument("--count", type=int, default=100)
         c.add_argument("--pause", type=float, default=0.0)
         c.add_argument("--header", action="append", default=[])
+        c.add_argument("--size", type=int, default=0)
+        c.add_argument("--pipelined", action="store_true")
     args = parser.parse_args()
     {"serve": serve, "chat": chat, "watch": watch, "collect": collect}[args.command](args)
 
