@@ -306,7 +306,10 @@ async fn handle(
     // An HTTP/2 extended CONNECT is put in its HTTP/1.1 form here, and goes on as one.
     let upgrade = match upgrade::requested(&mut parts) {
         Ok(upgrade) => upgrade,
-        Err(refused) => return refused,
+        Err(refused) => {
+            debug!(%refused, "upgrade refused");
+            return refused.response();
+        }
     };
     // Once, before authorization and routing; the upstream gets the normalized path.
     if let Err(error) = normalize_path(&mut parts.uri, snapshot.mesh_config()) {

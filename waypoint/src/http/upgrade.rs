@@ -54,15 +54,36 @@ pub struct Requested {
     asked: Asked,
 }
 
+/// An extended CONNECT the proxy does not carry.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// A `:protocol` other than [`UPGRADE_TYPES`]: Envoy's 403 for an upgrade the route
+    /// does not allow.
+    #[error("extended CONNECT for {0:?}, which is not relayed")]
+    NotRelayed(String),
+    /// A `:protocol` that is no header value, or a CONNECT hyper gave no upgrade handle.
+    #[error("malformed extended CONNECT")]
+    Malformed,
+}
+
+impl Refused {
+    /// The answer to the client.
+    pub fn response(&self) -> http::Response<ResponseBody> {
+        match self {
+            Refused::NotRelayed(_) => {
+                super::local::reply(StatusCode::FORBIDDEN, "upgrade not allowed")
+            }
+            Refused::Malformed => super::local::reply(StatusCode::BAD_REQUEST, "Bad Request"),
+        }
+    }
+}
+
 /// The upgrade the request asks for, if the proxy relays it, with the request put in its
 /// HTTP/1.1 form when it came as an HTTP/2 extended CONNECT. `Ok(None)`: no upgrade
-/// (an HTTP/1.1 upgrade to a protocol not relayed is served as plain HTTP). `Err`: the
-/// answer to an extended CONNECT for a protocol the proxy does not relay. Takes hyper's
-/// upgrade handle out of the request's extensions.
-#[allow(clippy::result_large_err)]
-pub fn requested(
-    parts: &mut http::request::Parts,
-) -> Result<Option<Requested>, http::Response<ResponseBody>> {
+/// (an HTTP/1.1 upgrade to a protocol not relayed is served as plain HTTP). `Err`: an
+/// extended CONNECT the proxy does not carry, to be answered. Takes hyper's upgrade
+/// handle out of the request's extensions.
+pub fn requested(parts: &mut http::request::Parts) -> Result<Option<Requested>, Refused> {
     if parts.version == Version::HTTP_2 && parts.method == Method::CONNECT {
         return extended_connect(parts);
     }
@@ -125,29 +146,19 @@ fn strip_h2c(headers: &mut HeaderMap) -> bool {
 /// HTTP/2 `CONNECT` with `:protocol` (RFC 8441 §4), rewritten as the HTTP/1.1 upgrade it
 /// stands for (RFC 8441 §5: `GET`, `Upgrade`, `Connection: upgrade`, `Host`). A plain
 /// `CONNECT` (no `:protocol`) is left as it is.
-#[allow(clippy::result_large_err)]
-fn extended_connect(
-    parts: &mut http::request::Parts,
-) -> Result<Option<Requested>, http::Response<ResponseBody>> {
+fn extended_connect(parts: &mut http::request::Parts) -> Result<Option<Requested>, Refused> {
     let Some(protocol) = parts.extensions.remove::<hyper::ext::Protocol>() else {
         return Ok(None);
     };
     let name = protocol.as_str();
     if !relayed(name) {
-        debug!(
-            protocol = name,
-            "extended CONNECT for a protocol not relayed"
-        );
-        return Err(super::local::reply(
-            StatusCode::FORBIDDEN,
-            "upgrade not allowed",
-        ));
+        return Err(Refused::NotRelayed(name.to_string()));
     }
     let Ok(protocol) = HeaderValue::from_str(name) else {
-        return Err(super::local::reply(StatusCode::BAD_REQUEST, "Bad Request"));
+        return Err(Refused::Malformed);
     };
     let Some(downstream) = parts.extensions.remove::<OnUpgrade>() else {
-        return Err(super::local::reply(StatusCode::BAD_REQUEST, "Bad Request"));
+        return Err(Refused::Malformed);
     };
     parts.method = Method::GET;
     parts.version = Version::HTTP_11;
@@ -266,7 +277,7 @@ mod tests {
 
     /// hyper's upgrade handle as a request without a connection has it.
     fn no_upgrade() -> OnUpgrade {
-        hyper::upgrade::on(&mut http::Request::new(()))
+        hyper::upgrade::on(http::Request::new(()))
     }
 
     fn extended(protocol: Option<&'static str>) -> http::request::Parts {
@@ -319,7 +330,8 @@ mod tests {
     fn an_extended_connect_for_another_protocol_is_refused_403() {
         let mut parts = extended(Some("connect-udp"));
         let refused = requested(&mut parts).err().expect("refused");
-        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(matches!(&refused, Refused::NotRelayed(p) if p == "connect-udp"));
+        assert_eq!(refused.response().status(), StatusCode::FORBIDDEN);
     }
 
     #[test]
