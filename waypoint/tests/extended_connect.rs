@@ -1,8 +1,8 @@
 //! WebSocket over HTTP/2 (RFC 8441 extended CONNECT) through a waypoint, in process and
 //! unprivileged, with real peers: Python's `h2` scripting the RFC 8441 handshake and the
-//! WebSocket frames as a browser over HTTP/2 would (`tests/scripts/h2_websocket.py`), and
-//! Python's `websockets` server (`tests/manifests/websocket/websocket_echo.py`, HTTP/1.1
-//! only) as the ServiceEntry's endpoint on 127.0.0.1. The waypoint serves the client's
+//! WebSocket frames as a browser over HTTP/2 would (`h2_websocket.py`), and Python's
+//! `websockets` server (`websocket_echo.py`, HTTP/1.1 only; both in
+//! `tests/manifests/websocket/`) as the ServiceEntry's endpoint on 127.0.0.1. The waypoint serves the client's
 //! HTTP/2 connection on a loopback socket as it would a CONNECT stream from an agent.
 //!
 //! Checked: the waypoint advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL`; the client's
@@ -146,7 +146,7 @@ async fn waypoint(ctx: &Arc<WaypointContext>) -> SocketAddr {
 async fn h2_websocket(waypoint: SocketAddr, path: &str, count: u32) -> Value {
     let script = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/scripts/h2_websocket.py"
+        "/../tests/manifests/websocket/h2_websocket.py"
     ));
     let mut child = Command::new(python())
         .arg(script)

@@ -257,7 +257,7 @@ fn ensure_jwt_tools() -> anyhow::Result<()> {
 /// `envoy.service.auth.v3.external_auth_pb2_grpc` from them, the WebSocket echo server and
 /// client (`tests/manifests/websocket/websocket_echo.py`) `websockets`, the gRPC streaming
 /// peers (`tests/manifests/grpc_streaming/grpc_stream.py`) `grpcio`, the HTTP/2 WebSocket
-/// client (`waypoint/tests/scripts/h2_websocket.py`) `h2`.
+/// client (`tests/manifests/websocket/h2_websocket.py`) `h2`.
 const EXT_AUTHZ_TOOLS: &[&str] = &[
     "grpcio==1.85.4",
     "protobuf==7.36.2",
