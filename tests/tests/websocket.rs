@@ -7,7 +7,9 @@
 //! Checked: 100 messages of 10 to 1,000 bytes echoed through the waypoint with a 2 s pause
 //! after the 50th (longer than the route's timeout, which covers the upgrade request only);
 //! the server saw the routed request (`x-routed-by`) with its WebSocket headers; a DENY
-//! policy on `/admin*` refuses the upgrade with 403.
+//! policy on `/admin*` refuses the upgrade with 403. The same over HTTP/2: Python's `h2`
+//! opening the WebSocket with RFC 8441 extended CONNECT (`h2_websocket.py`), the waypoint
+//! carrying it to the HTTP/1.1 server, 100 messages echoed, the DENY answering 403.
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -120,4 +122,40 @@ fn websocket_through_a_waypoint_echoes_both_ways_and_policies_apply_to_the_upgra
 
     let denied = call(&lab, &format!("{ECHO}/admin/chat"), &[]);
     assert_eq!(denied["status"], 403, "{denied}");
+
+    // Over HTTP/2: RFC 8441 extended CONNECT, scripted with Python's `h2`.
+    let line = h2_call(&lab, "/h2chat", 100);
+    assert_eq!(line["connect_protocol"], 1, "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["echoed"], 100, "{line}");
+    assert_eq!(line["mismatched"], 0, "{line}");
+    assert_eq!(line["closed"], 1000, "{line}");
+    let request = &line["request"];
+    assert_eq!(request["path"], "/h2chat", "{line}");
+    assert_eq!(request["headers"]["upgrade"], "websocket", "{line}");
+    assert_eq!(
+        request["headers"]["x-routed-by"], "waypoint",
+        "the request went through the waypoint's route: {line}"
+    );
+    let denied = h2_call(&lab, "/admin/h2chat", 1);
+    assert_eq!(denied["status"], 403, "{denied}");
+}
+
+/// Runs the HTTP/2 (extended CONNECT) WebSocket client in `shop/client`; its JSON line.
+fn h2_call(lab: &Lab, path: &str, count: u32) -> Value {
+    let host = ECHO.trim_start_matches("ws://");
+    let output = lab
+        .pod_command("shop/client", python())
+        .expect("a command in the client pod")
+        .arg(manifests("websocket").join("h2_websocket.py"))
+        .args([host, "80", host, path, "--count", &count.to_string()])
+        .output()
+        .expect("the HTTP/2 WebSocket client ran");
+    assert!(
+        output.status.success(),
+        "the HTTP/2 WebSocket client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }

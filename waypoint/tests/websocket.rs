@@ -214,7 +214,8 @@ spec:
 }
 
 /// Only WebSocket is relayed, as Istio configures Envoy: another upgrade protocol is a
-/// hop-by-hop header the endpoint never sees.
+/// hop-by-hop header the endpoint never sees, and an `h2c` upgrade loses its
+/// `HTTP2-Settings` too (as Envoy's codec removes it); the request is served as HTTP/1.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_upgrade_protocol_is_not_relayed() {
     let (server, heads) = upgrading_echo().await;
@@ -233,12 +234,14 @@ async fn another_upgrade_protocol_is_not_relayed() {
     let request = Request::builder()
         .uri("/")
         .header("host", "ws.external.test")
-        .header("connection", "Upgrade")
+        .header("connection", "Upgrade, HTTP2-Settings")
         .header("upgrade", "h2c")
+        .header("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA")
         .body(Empty::<bytes::Bytes>::new())
         .expect("request");
     let response = sender.send_request(request).await.expect("a response");
     assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
     let heads = heads.lock().expect("lock");
     assert!(!heads[0].contains("upgrade"), "{}", heads[0]);
+    assert!(!heads[0].contains("http2-settings"), "{}", heads[0]);
 }

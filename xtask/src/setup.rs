@@ -16,7 +16,8 @@
 //! - Prometheus (Debian's `prometheus`), which scrapes the lab in `tests/tests/prometheus.rs`,
 //!   for `test`;
 //! - grpcio and Envoy's generated protos (`xds-protos`) in `target/xtask/ext-authz`, which
-//!   the ext-authz e2e test's server runs with (`tests/manifests/ext_authz/`), for `test`.
+//!   the ext-authz e2e test's server runs with (`tests/manifests/ext_authz/`), with
+//!   `websockets` and `h2` for the WebSocket and gRPC streaming peers, for `test`.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -254,12 +255,15 @@ fn ensure_jwt_tools() -> anyhow::Result<()> {
 
 /// The Python peers' packages, pinned: the external authorization server imports
 /// `envoy.service.auth.v3.external_auth_pb2_grpc` from them, the WebSocket echo server and
-/// client (`tests/manifests/websocket/websocket_echo.py`) `websockets`.
+/// client (`tests/manifests/websocket/websocket_echo.py`) `websockets`, the gRPC streaming
+/// peers (`tests/manifests/grpc_streaming/grpc_stream.py`) `grpcio`, the HTTP/2 WebSocket
+/// client (`tests/manifests/websocket/h2_websocket.py`) `h2`.
 const EXT_AUTHZ_TOOLS: &[&str] = &[
     "grpcio==1.85.4",
     "protobuf==7.36.2",
     "xds-protos==1.85.0",
     "websockets==17.4",
+    "h2==4.4.1",
 ];
 
 fn ensure_ext_authz_tools() -> anyhow::Result<()> {
@@ -267,9 +271,9 @@ fn ensure_ext_authz_tools() -> anyhow::Result<()> {
     let python = dir.join("bin/python");
     let check = "import importlib.metadata as m, sys\n\
                  from envoy.service.auth.v3 import external_auth_pb2_grpc\n\
-                 import websockets.sync.client\n\
+                 import websockets.sync.client, h2.connection\n\
                  sys.exit(m.version('xds-protos') != '1.85.0' or m.version('grpcio') != '1.85.4' \
-                 or m.version('websockets') != '17.4')";
+                 or m.version('websockets') != '17.4' or m.version('h2') != '4.4.1')";
     if python.is_file()
         && Command::new(&python)
             .args(["-c", check])

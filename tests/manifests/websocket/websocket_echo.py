@@ -1,6 +1,6 @@
 """A WebSocket echo server and client for the lab, on Python's `websockets` (sync API).
 
-- `serve --port P`: on each connection first sends one JSON text message describing the
+- `serve [--host H] --port P`: on each connection first sends one JSON text message describing the
   upgrade request it received (`path`, `headers`, lower-cased names), then echoes every
   message back as it came.
 - `call URL --count N [--pause-after K --pause S]`: opens a WebSocket to URL, reads the
@@ -34,7 +34,7 @@ def handler(websocket):
 
 
 def serve(args):
-    with ws_serve(handler, "0.0.0.0", args.port) as server:
+    with ws_serve(handler, args.host, args.port) as server:
         server.serve_forever()
 
 
@@ -69,6 +69,7 @@ def main():
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command", required=True)
     s = commands.add_parser("serve")
+    s.add_argument("--host", default="0.0.0.0")
     s.add_argument("--port", type=int, required=True)
     c = commands.add_parser("call")
     c.add_argument("url")

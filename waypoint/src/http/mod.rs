@@ -51,9 +51,11 @@ where
             async move { Ok::<_, Infallible>(traced(request, &downstream, &ctx).await) }
         }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    // With upgrades: a WebSocket request answered `101` leaves hyper's HTTP and is spliced
-    // to the endpoint (upgrade.rs).
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/2 clients may open WebSockets with extended CONNECT (RFC 8441, upgrade.rs).
+    builder.http2().enable_connect_protocol();
+    // With upgrades: a WebSocket request answered `101` (over HTTP/2, a CONNECT answered
+    // `200`) leaves hyper's HTTP and is spliced to the endpoint (upgrade.rs).
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     // While draining, a connection is asked to close once it has carried a request: one
@@ -301,7 +303,14 @@ async fn handle(
     let snapshot = ctx.registry.load();
     let (mut parts, body) = request.into_parts();
     // A WebSocket upgrade: judged and routed as any request, then relayed (upgrade.rs).
-    let upgrade = upgrade::requested(&mut parts);
+    // An HTTP/2 extended CONNECT is put in its HTTP/1.1 form here, and goes on as one.
+    let upgrade = match upgrade::requested(&mut parts) {
+        Ok(upgrade) => upgrade,
+        Err(refused) => {
+            debug!(%refused, "upgrade refused");
+            return refused.response();
+        }
+    };
     // Once, before authorization and routing; the upstream gets the normalized path.
     if let Err(error) = normalize_path(&mut parts.uri, snapshot.mesh_config()) {
         debug!(%error, path = parts.uri.path(), "path refused");
