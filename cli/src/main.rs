@@ -8,6 +8,7 @@ mod waypoint;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -41,6 +42,13 @@ enum Command {
         /// Directory to write one file per CRD into.
         #[arg(long, default_value = "deploy/crds")]
         out: PathBuf,
+    },
+    /// Print (or write) the conformance table: every field of every Istio and Gateway API
+    /// kind weft reads, supported, partial or unsupported (warned or refused), as Markdown.
+    Conformance {
+        /// The file to write (the repository keeps it as docs/CONFORMANCE.md).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Waypoints: L7 proxies for a namespace's services or workloads.
     Waypoint {
@@ -103,6 +111,18 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Crds { out } => {
             crds::write(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Conformance { out } => {
+            let text = weft_config::conformance::markdown();
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Waypoint {
