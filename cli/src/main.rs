@@ -1,5 +1,6 @@
 //! weftctl: weft's command-line tool.
 #![forbid(unsafe_code)]
+mod analyze;
 mod crds;
 mod inspect;
 mod validate;
@@ -37,6 +38,11 @@ enum Command {
         #[arg(long, default_value = "istio-system")]
         gateway_namespace: String,
     },
+    /// What `istioctl analyze` reports, for weft: the objects weft would refuse, warn about or
+    /// that look like mistakes, each with istioctl's code (IST0101, …) or weft's own
+    /// (WEFT0001, …), over files and directories or a running agent's configuration. Exits
+    /// 79 when a message reaches --failure-threshold (Error by default).
+    Analyze(analyze::AnalyzeArgs),
     /// Write the CustomResourceDefinitions of the Istio kinds weft reads.
     Crds {
         /// Directory to write one file per CRD into.
@@ -109,6 +115,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Analyze(args) => analyze::run(args),
         Command::Crds { out } => {
             crds::write(&out)?;
             Ok(ExitCode::SUCCESS)
