@@ -107,7 +107,7 @@ fn set(object: &mut Value, path: &str, value: Value) {
         }
         let entry = map.entry(name.to_string()).or_insert(Value::Null);
         if list {
-            if !entry.as_array().is_some_and(|a| !a.is_empty()) {
+            if entry.as_array().is_none_or(|a| a.is_empty()) {
                 *entry = Value::Array(vec![Value::Object(Default::default())]);
             }
             at = &mut entry.as_array_mut().expect("a list")[0];

@@ -75,6 +75,10 @@ pub struct AnalyzeArgs {
     /// The cluster's DNS domain, for resolving short hosts in routes.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Print the codes analyze reports, with what each means, and exit (istioctl's
+    /// `--list-analyzers`).
+    #[arg(long)]
+    pub list_codes: bool,
     /// Where the ingress gateway reads the Secrets its Gateways' servers name.
     #[arg(long, default_value = "istio-system")]
     pub gateway_namespace: String,
@@ -113,6 +117,12 @@ pub fn analyze_dump(dump: &Value) -> Vec<Message> {
 }
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    if args.list_codes {
+        for code in message::ALL {
+            println!("{}\t{}\t{}", code.code, code.name, code.meaning);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (messages, what) = if args.paths.is_empty() {
         match client::get_json(&args.admin, "/config_dump") {
             Ok(dump) => (

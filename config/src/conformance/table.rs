@@ -7,8 +7,8 @@
 //! - `Warned("why")`: not acted on, and every object that sets it is warned about;
 //! - `Refused("why")`: not acted on, and an object that sets it is refused or fails closed
 //!   (what a security field weft cannot honour gets).
-use super::Line;
-use super::Status::*;
+use super::status::Line;
+use super::status::Status::*;
 use crate::api::Kind::*;
 
 #[rustfmt::skip]
