@@ -127,3 +127,61 @@ fn an_agent_that_does_not_answer_is_said_so() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("cannot reach agent admin"), "{out}");
 }
+
+/// An agent's admin on loopback that answers one `GET /config_dump` with `dump`.
+fn admin_answering(dump: serde_json::Value) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let admin = listener.local_addr().expect("addr").to_string();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("weftctl connects");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).expect("request line");
+        let mut line = String::new();
+        while reader.read_line(&mut line).expect("header") > 2 {
+            line.clear();
+        }
+        let body = dump.to_string();
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("answer");
+        request_line
+    });
+    (admin, server)
+}
+
+#[test]
+fn an_agents_refusals_and_warnings_are_analyzed_over_its_admin() {
+    let (admin, server) = admin_answering(serde_json::json!({
+        "node": "node-1",
+        "refused": [{"kind": "VirtualService", "namespace": "shop", "name": "bad",
+                     "field": "spec.http[0].route[1].weight",
+                     "reason": "the weights of the 2 destinations sum to 90, not 100",
+                     "origin": null}],
+        "warnings": [{"kind": "Gateway", "namespace": "shop", "name": "web",
+                      "field": "spec.servers[0].tls.credentialName",
+                      "reason": "no Secret web-credential of type kubernetes.io/tls in namespace istio-system, where the gateway reads its credentials: this server refuses TLS connections until there is",
+                      "origin": null}]
+    }));
+    let (code, out) = weftctl(&["analyze", "--admin", &admin]);
+    let request = server.join().expect("the admin answered");
+    assert!(request.starts_with("GET /config_dump "), "{request}");
+    assert_eq!(code, 79, "{out}");
+    assert!(
+        out.contains(
+            "Error [IST0106] (VirtualService shop/bad) spec.http[0].route[1].weight: the weights"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "Warning [IST0101] (Gateway shop/web) spec.servers[0].tls.credentialName: no Secret"
+        ),
+        "{out}"
+    );
+}
