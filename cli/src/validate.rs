@@ -107,6 +107,12 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
 /// Reads the files and judges every object as the registry will (refusals, warnings, what
 /// only shows across objects).
 pub fn collect(paths: &[PathBuf], settings: &MeshSettings) -> Checked {
+    let (findings, candidates) = read(paths);
+    judge(findings, candidates, settings)
+}
+
+/// The objects of the files, and what keeps documents from being objects.
+pub fn read(paths: &[PathBuf]) -> (Vec<Finding>, Vec<Candidate>) {
     let mut findings = Vec::new();
     let mut candidates = Vec::new();
     for root in paths {
@@ -134,6 +140,16 @@ pub fn collect(paths: &[PathBuf], settings: &MeshSettings) -> Checked {
             }
         }
     }
+    (findings, candidates)
+}
+
+/// Judges `candidates` (from files or the Kubernetes API) as the registry will, after
+/// `findings` (what reading them found).
+pub fn judge(
+    mut findings: Vec<Finding>,
+    candidates: Vec<Candidate>,
+    settings: &MeshSettings,
+) -> Checked {
     let objects_read = candidates.len();
     let objects: Vec<&Object> = candidates
         .iter()

@@ -61,9 +61,13 @@ pub struct AnalyzeArgs {
     /// the configuration a running agent holds is analyzed (`--admin`).
     #[arg(short = 'f', long = "filename")]
     pub paths: Vec<PathBuf>,
-    /// The agent's admin endpoint, `host:port`, when no files are given.
+    /// The agent's admin endpoint, `host:port`, when neither files nor `--kube` are given.
     #[arg(long, env = "WEFT_ADMIN", default_value = crate::inspect::DEFAULT_ADMIN)]
     pub admin: String,
+    /// Analyze what the Kubernetes API holds (the cluster of KUBECONFIG, or the one this
+    /// runs in): one list of each kind weft reads, judged as the files are.
+    #[arg(long, conflicts_with = "paths")]
+    pub kube: bool,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Format,
     /// The least level printed (istioctl's default: Warning).
@@ -86,10 +90,7 @@ pub struct AnalyzeArgs {
 
 /// Every message about the files, in the files' order, then those of the added analyses.
 pub fn analyze_files(paths: &[PathBuf], settings: &MeshSettings) -> (Vec<Message>, usize) {
-    let checked = validate::collect(paths, settings);
-    let mut messages: Vec<Message> = checked.findings.iter().map(classify::finding).collect();
-    messages.extend(checks::run(&checked.accepted, settings));
-    (messages, checked.objects)
+    judged(&validate::collect(paths, settings), settings)
 }
 
 /// Every message about an agent's `/config_dump`: its `refused` and `warnings`.
@@ -116,6 +117,45 @@ pub fn analyze_dump(dump: &Value) -> Vec<Message> {
     messages
 }
 
+/// Every message about the objects the Kubernetes API holds.
+pub async fn analyze_cluster(
+    client: &kube::Client,
+    settings: &MeshSettings,
+) -> anyhow::Result<(Vec<Message>, usize)> {
+    let config = weft_config::source::kube::KubeSourceConfig {
+        kinds: weft_config::api::Kind::ALL.into_iter().collect(),
+        mesh_config_namespace: settings.root_namespace.clone(),
+        secrets_namespace: settings.secrets_namespace.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let candidates = weft_config::source::kube::list_once(client, &config)
+        .await
+        .map_err(|e| anyhow::anyhow!(weft_config::source::error_chain(&e)))?;
+    let checked = validate::judge(Vec::new(), candidates, settings);
+    Ok(judged(&checked, settings))
+}
+
+fn judged(checked: &validate::Checked, settings: &MeshSettings) -> (Vec<Message>, usize) {
+    let mut messages: Vec<Message> = checked.findings.iter().map(classify::finding).collect();
+    messages.extend(checks::run(&checked.accepted, settings));
+    (messages, checked.objects)
+}
+
+fn cluster(settings: &MeshSettings) -> anyhow::Result<(Vec<Message>, usize)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!(
+                "Kubernetes client: {}",
+                weft_config::source::error_chain(&e)
+            )
+        })?;
+        analyze_cluster(&client, settings).await
+    })
+}
+
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     if args.list_codes {
         for code in message::ALL {
@@ -123,7 +163,20 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (messages, what) = if args.paths.is_empty() {
+    let settings = MeshSettings {
+        cluster_domain: args.cluster_domain.clone(),
+        secrets_namespace: Some(args.gateway_namespace.clone()),
+        ..Default::default()
+    };
+    let (messages, what) = if args.kube {
+        match cluster(&settings) {
+            Ok((messages, objects)) => (messages, format!("{objects} objects of the cluster")),
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    } else if args.paths.is_empty() {
         match client::get_json(&args.admin, "/config_dump") {
             Ok(dump) => (
                 analyze_dump(&dump),
@@ -135,11 +188,6 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     } else {
-        let settings = MeshSettings {
-            cluster_domain: args.cluster_domain.clone(),
-            secrets_namespace: Some(args.gateway_namespace.clone()),
-            ..Default::default()
-        };
         let (messages, objects) = analyze_files(&args.paths, &settings);
         (messages, format!("{objects} objects"))
     };
