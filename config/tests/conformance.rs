@@ -16,6 +16,7 @@ fn line_text(kind: Kind, field: &str, status: Status) -> String {
         Status::Partial(n) => format!("Partial({n:?})"),
         Status::Warned(n) => format!("Warned({n:?})"),
         Status::Refused(n) => format!("Refused({n:?})"),
+        Status::Ignored(n) => format!("Ignored({n:?})"),
     };
     format!("({kind:?}, \"{field}\", {status}),")
 }
@@ -69,7 +70,7 @@ fn base(kind: Kind) -> &'static str {
             "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: s, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n"
         }
         Kind::RequestAuthentication => {
-            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: s, namespace: shop}\nspec: {jwtRules: [{issuer: a, jwksUri: \"https://a.example.com/jwks\"}]}\n"
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: s, namespace: shop}\nspec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}], jwtRules: [{issuer: a, jwksUri: \"https://a.example.com/jwks\"}]}\n"
         }
         Kind::KubernetesGateway => {
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: s, namespace: shop}\nspec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTTP}]}\n"
@@ -139,8 +140,12 @@ fn normalized(field: &str) -> String {
 }
 
 /// Whether a message about `field` names `path`: the same field, one inside it or the
-/// object holding it.
+/// object holding it (not the whole `spec`).
 fn names(field: &str, path: &str) -> bool {
+    if field == "spec" || field.is_empty() {
+        // About the whole object, not a field of it.
+        return false;
+    }
     let field = normalized(field);
     field == path
         || path.starts_with(&format!("{field}."))
@@ -202,13 +207,16 @@ fn judge(kind: Kind, path: &str, value: Value) -> Said {
 /// the field's name.
 const SAMPLES: &[(&str, &str)] = &[("h2UpgradePolicy", "DEFAULT")];
 
-/// What a warning says when it reports a field as not acted on.
+/// What a warning or refusal says when it reports a field as not acted on (or acted on
+/// differently by weft).
 fn says_unsupported(reason: &str) -> bool {
     [
         "not supported",
         "not implemented",
         "not acted on",
         "ignored",
+        "weft's",
+        "weft does not",
     ]
     .iter()
     .any(|words| reason.contains(words))
@@ -259,14 +267,20 @@ fn unsupported_fields_are_warned_about_or_refused_and_supported_ones_are_not() {
                     line_text(kind, &path, Status::Supported)
                 ))
             }
+            Status::Ignored(_) if !here(&warnings).is_empty() => wrong.push(format!(
+                "{current}\n  is marked not warned about, but setting it is warned about ({:?}); \
+                 change that line of {TABLE_FILE} to Warned(\"why\")",
+                here(&warnings)
+            )),
             Status::Supported => {
                 let unsupported: Vec<String> = here(&warnings)
                     .into_iter()
+                    .chain(here(&refusals))
                     .filter(|w| says_unsupported(w))
                     .collect();
                 if !unsupported.is_empty() {
                     wrong.push(format!(
-                        "{current}\n  is marked supported but setting it is warned about as not acted on \
+                        "{current}\n  is marked supported but setting it is warned about or refused as not acted on \
                          ({unsupported:?}); change that line of {TABLE_FILE} to Warned(\"why\") or \
                          Partial(\"what\")"
                     ));

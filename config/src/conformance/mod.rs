@@ -43,7 +43,9 @@ pub fn markdown() -> String {
          warning naming the field (`weftctl validate`, `weftctl analyze`, the agent's \
          `/config_dump`).\n\
          - **unsupported (refused)**: not acted on; an object that sets it is refused, or \
-         the traffic it concerns fails closed — never silently let through.\n\n\
+         the traffic it concerns fails closed — never silently let through.\n\
+         - **unsupported (not warned)**: not acted on, and not warned about either: a gap \
+         against weft's rule that nothing accepted is ignored, listed until it is closed.\n\n\
          Fields weft's types do not have at all are warned about as unknown fields \
          (`unknown field \"spec.…\"`; the Gateway API's routes refuse them, as their CRDs \
          do). `[]` stands for any index of a list.\n"
@@ -51,21 +53,22 @@ pub fn markdown() -> String {
     let kinds = kinds();
     let _ = writeln!(
         out,
-        "| Kind | Fields | supported | partial | unsupported (warned) | unsupported (refused) |\n\
-         |---|---|---|---|---|---|"
+        "| Kind | Fields | supported | partial | unsupported (warned) | unsupported (refused) | unsupported (not warned) |\n\
+         |---|---|---|---|---|---|---|"
     );
     for kind in &kinds {
         let lines: Vec<&Line> = table::TABLE.iter().filter(|l| l.0 == *kind).collect();
         let count = |label: &str| lines.iter().filter(|l| l.2.label() == label).count();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             title(*kind),
             lines.len(),
             count("supported"),
             count("partial"),
             count("unsupported (warned)"),
             count("unsupported (refused)"),
+            count("unsupported (not warned)"),
         );
     }
     for kind in &kinds {

@@ -13,6 +13,9 @@ pub enum Status {
     /// Not acted on; an object that sets it is refused, or the traffic it concerns fails
     /// closed (what a security field weft cannot honour gets).
     Refused(&'static str),
+    /// Not acted on and not warned about: a gap against "nothing accepted is ignored",
+    /// listed so it is known (the fix is a warning, or the behaviour).
+    Ignored(&'static str),
 }
 
 impl Status {
@@ -22,13 +25,17 @@ impl Status {
             Status::Partial(_) => "partial",
             Status::Warned(_) => "unsupported (warned)",
             Status::Refused(_) => "unsupported (refused)",
+            Status::Ignored(_) => "unsupported (not warned)",
         }
     }
 
     pub fn note(self) -> &'static str {
         match self {
             Status::Supported => "",
-            Status::Partial(note) | Status::Warned(note) | Status::Refused(note) => note,
+            Status::Partial(note)
+            | Status::Warned(note)
+            | Status::Refused(note)
+            | Status::Ignored(note) => note,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - `Partial("what")`: part of it, the rest warned about;
 //! - `Warned("why")`: not acted on, and every object that sets it is warned about;
 //! - `Refused("why")`: not acted on, and an object that sets it is refused or fails closed
-//!   (what a security field weft cannot honour gets).
+//!   (what a security field weft cannot honour gets);
+//! - `Ignored("why")`: not acted on and not warned about — a gap, listed until closed.
 use super::status::Line;
 use super::status::Status::*;
 use crate::api::Kind::*;
@@ -80,7 +81,7 @@ pub const TABLE: &[Line] = &[
     (VirtualService, "spec.http[].match[].scheme.regex", Supported),
     (VirtualService, "spec.http[].match[].sourceLabels", Supported),
     (VirtualService, "spec.http[].match[].sourceNamespace", Supported),
-    (VirtualService, "spec.http[].match[].statPrefix", Supported),
+    (VirtualService, "spec.http[].match[].statPrefix", Ignored("weft's metrics have no per-match stat prefix")),
     (VirtualService, "spec.http[].match[].uri", Supported),
     (VirtualService, "spec.http[].match[].uri.exact", Supported),
     (VirtualService, "spec.http[].match[].uri.prefix", Supported),
@@ -366,8 +367,8 @@ pub const TABLE: &[Line] = &[
     (ServiceEntry, "spec.endpoints", Supported),
     (ServiceEntry, "spec.endpoints[].address", Supported),
     (ServiceEntry, "spec.endpoints[].labels", Supported),
-    (ServiceEntry, "spec.endpoints[].locality", Supported),
-    (ServiceEntry, "spec.endpoints[].network", Supported),
+    (ServiceEntry, "spec.endpoints[].locality", Ignored("no locality-aware balancing reads it")),
+    (ServiceEntry, "spec.endpoints[].network", Ignored("weft has one network: every endpoint is taken as reachable directly")),
     (ServiceEntry, "spec.endpoints[].ports", Supported),
     (ServiceEntry, "spec.endpoints[].serviceAccount", Supported),
     (ServiceEntry, "spec.endpoints[].weight", Supported),
@@ -385,7 +386,7 @@ pub const TABLE: &[Line] = &[
     (ServiceEntry, "spec.workloadSelector.labels", Supported),
     (Gateway, "spec.selector", Supported),
     (Gateway, "spec.servers", Supported),
-    (Gateway, "spec.servers[].bind", Supported),
+    (Gateway, "spec.servers[].bind", Partial("IP addresses only: a unix domain socket is refused")),
     (Gateway, "spec.servers[].defaultEndpoint", Warned("applies to sidecars only; a gateway does not use it")),
     (Gateway, "spec.servers[].hosts", Supported),
     (Gateway, "spec.servers[].name", Supported),
@@ -395,15 +396,15 @@ pub const TABLE: &[Line] = &[
     (Gateway, "spec.servers[].port.protocol", Supported),
     (Gateway, "spec.servers[].port.targetPort", Warned("deprecated: the gateway listens on its Service's targetPort")),
     (Gateway, "spec.servers[].tls", Supported),
-    (Gateway, "spec.servers[].tls.caCertificates", Supported),
+    (Gateway, "spec.servers[].tls.caCertificates", Refused("weft's gateway reads certificates from Secrets (credentialName), not from files in its pod")),
     (Gateway, "spec.servers[].tls.cipherSuites", Partial("the suites rustls offers; others are warned about")),
     (Gateway, "spec.servers[].tls.credentialName", Supported),
     (Gateway, "spec.servers[].tls.httpsRedirect", Supported),
     (Gateway, "spec.servers[].tls.maxProtocolVersion", Supported),
     (Gateway, "spec.servers[].tls.minProtocolVersion", Partial("TLS 1.2 and 1.3 only: TLSV1_0 and TLSV1_1 are warned about")),
     (Gateway, "spec.servers[].tls.mode", Supported),
-    (Gateway, "spec.servers[].tls.privateKey", Supported),
-    (Gateway, "spec.servers[].tls.serverCertificate", Supported),
+    (Gateway, "spec.servers[].tls.privateKey", Refused("weft's gateway reads certificates from Secrets (credentialName), not from files in its pod")),
+    (Gateway, "spec.servers[].tls.serverCertificate", Refused("weft's gateway reads certificates from Secrets (credentialName), not from files in its pod")),
     (Gateway, "spec.servers[].tls.subjectAltNames", Partial("checked on client certificates (MUTUAL, OPTIONAL_MUTUAL); warned about in other modes")),
     (AuthorizationPolicy, "spec.action", Supported),
     (AuthorizationPolicy, "spec.provider", Supported),
@@ -454,7 +455,7 @@ pub const TABLE: &[Line] = &[
     (PeerAuthentication, "spec.portLevelMtls", Supported),
     (PeerAuthentication, "spec.selector", Supported),
     (PeerAuthentication, "spec.selector.matchLabels", Supported),
-    (RequestAuthentication, "spec.jwtRules", Supported),
+    (RequestAuthentication, "spec.jwtRules", Partial("each rule needs jwksUri or jwks (refused without): weft does not discover keys from the issuer (OpenID discovery)")),
     (RequestAuthentication, "spec.jwtRules[].audiences", Supported),
     (RequestAuthentication, "spec.jwtRules[].failureMode", Supported),
     (RequestAuthentication, "spec.jwtRules[].forwardOriginalToken", Supported),
