@@ -58,7 +58,7 @@ impl Threshold {
 #[derive(Args, Debug)]
 pub struct AnalyzeArgs {
     /// Files or directories (searched recursively for .yaml, .yml, .json). Without them,
-    /// the configuration a running agent holds is analyzed (`--admin`).
+    /// what a running agent holds (`--admin`) or, with `--kube`, the Kubernetes API.
     #[arg(short = 'f', long = "filename")]
     pub paths: Vec<PathBuf>,
     /// The agent's admin endpoint, `host:port`, when neither files nor `--kube` are given.
@@ -68,6 +68,8 @@ pub struct AnalyzeArgs {
     /// runs in): one list of each kind weft reads, judged as the files are.
     #[arg(long, conflicts_with = "paths")]
     pub kube: bool,
+    /// `log`: one line per message, as istioctl prints them; `json` and `yaml`: the
+    /// messages as a list (level, code, name, object, field, text, origin).
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Format,
     /// The least level printed (istioctl's default: Warning).
