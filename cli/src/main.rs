@@ -1,5 +1,6 @@
 //! weftctl: weft's command-line tool.
 #![forbid(unsafe_code)]
+mod analyze;
 mod crds;
 mod inspect;
 mod validate;
@@ -8,6 +9,7 @@ mod waypoint;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -36,11 +38,23 @@ enum Command {
         #[arg(long, default_value = "istio-system")]
         gateway_namespace: String,
     },
+    /// What `istioctl analyze` reports, for weft: the objects weft would refuse, warn about or
+    /// that look like mistakes, each with istioctl's code (IST0101, …) or weft's own
+    /// (WEFT0001, …), over files and directories or a running agent's configuration. Exits
+    /// 79 when a message reaches --failure-threshold (Error by default).
+    Analyze(analyze::AnalyzeArgs),
     /// Write the CustomResourceDefinitions of the Istio kinds weft reads.
     Crds {
         /// Directory to write one file per CRD into.
         #[arg(long, default_value = "deploy/crds")]
         out: PathBuf,
+    },
+    /// Print (or write) the conformance table: every field of every Istio and Gateway API
+    /// kind weft reads, supported, partial or unsupported (warned or refused), as Markdown.
+    Conformance {
+        /// The file to write (the repository keeps it as docs/CONFORMANCE.md).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Waypoints: L7 proxies for a namespace's services or workloads.
     Waypoint {
@@ -101,8 +115,21 @@ fn main() -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Analyze(args) => analyze::run(args),
         Command::Crds { out } => {
             crds::write(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Conformance { out } => {
+            let text = weft_config::conformance::markdown();
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Waypoint {

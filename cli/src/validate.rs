@@ -4,11 +4,57 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use weft_config::api::{Kind, Object, ObjectRef};
+use weft_config::refusal::{Origin, Refusal, Warning};
 use weft_config::registry::{Candidate, Change, Registry};
 use weft_config::source::yaml;
 use weft_config::translate::MeshSettings;
 use weft_config::translate::gateway_routes;
 use weft_config::validate::{self, KnownHosts};
+
+/// One thing found in the files.
+#[derive(Clone, Debug)]
+pub enum Finding {
+    /// A file that cannot be read, or a document that is not an object (where and why).
+    Unreadable(String),
+    /// A document of a kind meant for Istio that weft does not read (`api::unsupported`).
+    KindNotRead(yaml::DocumentError),
+    /// An object that does not get in: which field, why.
+    Refused(Refusal),
+    /// A field the object's schema does not have.
+    UnknownField(Warning),
+    /// Accepted with a doubt (validate's warnings, the waypoint, route and policy warnings,
+    /// what only shows across objects).
+    Warned(Warning),
+}
+
+impl Finding {
+    /// Whether it makes `weftctl validate` fail.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Finding::Unreadable(_) | Finding::Refused(_))
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::Unreadable(line) => f.write_str(line),
+            Finding::KindNotRead(document) => write!(f, "{document}"),
+            Finding::Refused(r) | Finding::UnknownField(r) | Finding::Warned(r) => {
+                write!(f, "{r}")
+            }
+        }
+    }
+}
+
+/// What checking the files found, and the objects accepted (the newest version of each, with
+/// where it came from) for the analyses `weftctl analyze` adds.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub findings: Vec<Finding>,
+    pub accepted: Vec<(Object, Option<Origin>)>,
+    /// Objects read, refused ones included.
+    pub objects: usize,
+}
 
 /// Everything found, in the order of the files and documents.
 #[derive(Debug, Default)]
@@ -18,6 +64,18 @@ pub struct Report {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
     pub objects: usize,
+}
+
+impl From<&Checked> for Report {
+    fn from(checked: &Checked) -> Self {
+        let (errors, warnings): (Vec<&Finding>, Vec<&Finding>) =
+            checked.findings.iter().partition(|f| f.is_error());
+        Report {
+            errors: errors.into_iter().map(ToString::to_string).collect(),
+            warnings: warnings.into_iter().map(ToString::to_string).collect(),
+            objects: checked.objects,
+        }
+    }
 }
 
 impl Report {
@@ -43,33 +101,56 @@ impl Report {
 }
 
 pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
-    let mut report = Report::default();
+    Report::from(&collect(paths, settings))
+}
+
+/// Reads the files and judges every object as the registry will (refusals, warnings, what
+/// only shows across objects).
+pub fn collect(paths: &[PathBuf], settings: &MeshSettings) -> Checked {
+    let (findings, candidates) = read(paths);
+    judge(findings, candidates, settings)
+}
+
+/// The objects of the files, and what keeps documents from being objects.
+pub fn read(paths: &[PathBuf]) -> (Vec<Finding>, Vec<Candidate>) {
+    let mut findings = Vec::new();
     let mut candidates = Vec::new();
     for root in paths {
         let files = match yaml::manifest_files(root) {
             Ok(files) => files,
             Err(e) => {
-                report.errors.push(chain(&e));
+                findings.push(Finding::Unreadable(chain(&e)));
                 continue;
             }
         };
         for file in files {
             match yaml::read_file(&file) {
                 Ok(documents) => {
-                    report
-                        .errors
-                        .extend(documents.errors.iter().map(ToString::to_string));
+                    findings.extend(
+                        documents
+                            .errors
+                            .iter()
+                            .map(|e| Finding::Unreadable(e.to_string())),
+                    );
                     // Kinds meant for Istio that weft does not read.
-                    report
-                        .warnings
-                        .extend(documents.ignored.iter().map(ToString::to_string));
+                    findings.extend(documents.ignored.into_iter().map(Finding::KindNotRead));
                     candidates.extend(documents.candidates);
                 }
-                Err(e) => report.errors.push(chain(&e)),
+                Err(e) => findings.push(Finding::Unreadable(chain(&e))),
             }
         }
     }
-    report.objects = candidates.len();
+    (findings, candidates)
+}
+
+/// Judges `candidates` (from files or the Kubernetes API) as the registry will, after
+/// `findings` (what reading them found).
+pub fn judge(
+    mut findings: Vec<Finding>,
+    candidates: Vec<Candidate>,
+    settings: &MeshSettings,
+) -> Checked {
+    let objects_read = candidates.len();
     let objects: Vec<&Object> = candidates
         .iter()
         .filter_map(|c| c.object.as_ref().ok())
@@ -112,62 +193,84 @@ pub fn check(paths: &[PathBuf], settings: &MeshSettings) -> Report {
     for candidate in &candidates {
         let origin = candidate.origin.clone();
         match &candidate.object {
-            Err(refusal) => report.errors.push(refusal.to_string()),
+            Err(refusal) => findings.push(Finding::Refused(refusal.clone())),
             Ok(object) => {
                 let refusals = validate::validate(object);
                 if refusals.is_empty() {
                     // Fields the object's schema does not have.
-                    report
-                        .warnings
-                        .extend(candidate.warnings.iter().map(ToString::to_string));
-                    report.warnings.extend(
+                    findings.extend(
+                        candidate
+                            .warnings
+                            .iter()
+                            .cloned()
+                            .map(Finding::UnknownField),
+                    );
+                    findings.extend(
                         validate::waypoint_warnings(object, &*bindings, settings)
                             .into_iter()
-                            .map(|w| w.with_origin(origin.clone()).to_string()),
+                            .map(|w| w.with_origin(origin.clone()))
+                            .map(Finding::Warned),
                     );
                     let is_known = |host: &str| hosts.contains(host);
-                    report.warnings.extend(
+                    findings.extend(
                         validate::warnings(object, &is_known, settings)
                             .into_iter()
-                            .map(|w| w.with_origin(origin.clone()).to_string()),
+                            .map(|w| w.with_origin(origin.clone()))
+                            .map(Finding::Warned),
                     );
                     // Gateway API routes resolved against the files' other objects.
-                    report.warnings.extend(
+                    findings.extend(
                         routes
                             .get(&object.object_ref())
                             .into_iter()
                             .flatten()
-                            .map(|w| w.clone().with_origin(origin.clone()).to_string()),
+                            .map(|w| w.clone().with_origin(origin.clone()))
+                            .map(Finding::Warned),
                     );
                     if let Object::AuthorizationPolicy(policy) = object {
-                        report.warnings.extend(
+                        findings.extend(
                             validate::policy_warnings(policy, &mesh)
                                 .into_iter()
-                                .map(|w| w.with_origin(origin.clone()).to_string()),
+                                .map(|w| w.with_origin(origin.clone()))
+                                .map(Finding::Warned),
                         );
                     }
                     if origins.get(&object.object_ref()) == Some(&origin)
                         && let Some(found) = cross.remove(&object.object_ref())
                     {
-                        report.warnings.extend(
+                        findings.extend(
                             found
                                 .into_iter()
-                                .map(|w| w.with_origin(origin.clone()).to_string()),
+                                .map(|w| w.with_origin(origin.clone()))
+                                .map(Finding::Warned),
                         );
                     }
                 } else {
-                    report.errors.extend(
+                    findings.extend(
                         refusals
                             .into_iter()
-                            .map(|r| r.with_origin(origin.clone()).to_string()),
+                            .map(|r| Finding::Refused(r.with_origin(origin.clone()))),
                     );
                 }
             }
         }
     }
-    report
+    // The newest version of each accepted object, as the registry keeps it.
+    let accepted = candidates
+        .iter()
+        .filter_map(|c| {
+            let object = c.object.as_ref().ok()?;
+            let newest = origins.get(&object.object_ref()) == Some(&c.origin);
+            (newest && validate::validate(object).is_empty())
+                .then(|| (object.clone(), c.origin.clone()))
+        })
+        .collect();
+    Checked {
+        findings,
+        accepted,
+        objects: objects_read,
+    }
 }
-
 /// Gateways with the VirtualServices bound to them and the Secrets they name, among the
 /// files (oldest first: the files' order, for objects without a creation time).
 fn cross_warnings(

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod authn;
 pub mod authz;
+pub mod conformance;
 pub mod duration;
 pub mod refusal;
 pub mod registry;

@@ -3,7 +3,7 @@
 //! `istioctl ztunnel-config` answers for ztunnel).
 mod args;
 mod certs;
-mod client;
+pub(crate) mod client;
 mod config_dump;
 mod policies;
 mod services;
@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::Value;
 
+pub use self::args::DEFAULT_ADMIN;
 use self::args::{AdminArgs, Output, serialized};
 
 #[derive(Subcommand, Debug)]

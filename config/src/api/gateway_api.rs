@@ -23,14 +23,14 @@ pub struct KubernetesGateway {
     pub spec: KubernetesGatewaySpec,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct KubernetesGatewaySpec {
     pub gateway_class_name: String,
     pub listeners: Vec<Listener>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Listener {
     pub name: String,
@@ -47,7 +47,7 @@ pub struct Listener {
 }
 
 /// A listener's `tls` (`GatewayTLSConfig`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ListenerTls {
     /// `Terminate` (the default) or `Passthrough`.
@@ -66,7 +66,7 @@ impl ListenerTls {
 
 /// `certificateRefs[]`: a Secret (group `""`, kind `Secret` by default), of the Gateway's
 /// namespace unless `namespace` names another.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct SecretObjectReference {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,7 +79,7 @@ pub struct SecretObjectReference {
 }
 
 /// `allowedRoutes`: from which namespaces, and of which kinds, routes may attach.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct AllowedRoutes {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,7 +89,7 @@ pub struct AllowedRoutes {
     pub kinds: Vec<RouteGroupKind>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RouteNamespaces {
     /// `Same` (the default), `All` or `Selector`.
@@ -100,7 +100,7 @@ pub struct RouteNamespaces {
 }
 
 /// A Kubernetes label selector (`matchLabels`, `matchExpressions`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct LabelSelector {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -109,7 +109,7 @@ pub struct LabelSelector {
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct LabelSelectorRequirement {
     pub key: String,
@@ -139,7 +139,7 @@ impl LabelSelector {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RouteGroupKind {
     /// Absent: `gateway.networking.k8s.io`.

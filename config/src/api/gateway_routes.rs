@@ -25,7 +25,19 @@ pub const REFERENCE_GRANT_VERSIONS: &[&str] = &["v1", "v1beta1"];
 /// `parentRefs[]`: what a route attaches to. `group`/`kind` default to the Gateway API's
 /// Gateway; a Service is `group: ""`, `kind: Service` (GAMMA, how routes attach to a mesh
 /// service and so to its waypoint).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ParentReference {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,7 +54,7 @@ pub struct ParentReference {
 }
 
 /// A `backendRef` or a mirror's backend: `group`/`kind` default to the core Service.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendObjectReference {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,7 +69,7 @@ pub struct BackendObjectReference {
 }
 
 /// `HTTPHeaderMatch` and `GRPCHeaderMatch`; also `HTTPQueryParamMatch`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ValueMatch {
     /// `Exact` (the default) or `RegularExpression`.
@@ -68,7 +80,7 @@ pub struct ValueMatch {
 }
 
 /// `HTTPHeader`: one header of a modifier's `set` or `add`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpHeader {
     pub name: String,
@@ -76,7 +88,7 @@ pub struct HttpHeader {
 }
 
 /// `RequestHeaderModifier` / `ResponseHeaderModifier`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpHeaderFilter {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -88,7 +100,7 @@ pub struct HttpHeaderFilter {
 }
 
 /// `Fraction` of a mirror.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Fraction {
     pub numerator: i32,
@@ -97,7 +109,7 @@ pub struct Fraction {
 }
 
 /// `RequestMirror`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRequestMirrorFilter {
     pub backend_ref: BackendObjectReference,
@@ -108,7 +120,7 @@ pub struct HttpRequestMirrorFilter {
 }
 
 /// `ExtensionRef`: an implementation's own filter, by reference.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalObjectReference {
     pub group: String,
@@ -117,7 +129,7 @@ pub struct LocalObjectReference {
 }
 
 /// `sessionPersistence` (experimental).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct SessionPersistence {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,13 +148,13 @@ pub struct SessionPersistence {
 // Status
 
 /// `status` of a route: one entry per parent per controller.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RouteStatus {
     pub parents: Vec<RouteParentStatus>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RouteParentStatus {
     pub parent_ref: ParentReference,
@@ -152,7 +164,7 @@ pub struct RouteParentStatus {
 }
 
 /// A `metav1.Condition`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -179,7 +191,7 @@ pub struct HttpRoute {
     pub status: Option<RouteStatus>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -195,7 +207,7 @@ pub struct HttpRouteSpec {
     pub rules: Vec<HttpRouteRule>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteRule {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -217,7 +229,7 @@ pub struct HttpRouteRule {
     pub session_persistence: Option<SessionPersistence>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteTimeouts {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -226,7 +238,7 @@ pub struct HttpRouteTimeouts {
     pub backend_request: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteRetry {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -237,7 +249,7 @@ pub struct HttpRouteRetry {
     pub backoff: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteMatch {
     /// Absent: `PathPrefix` `/`.
@@ -251,7 +263,7 @@ pub struct HttpRouteMatch {
     pub method: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpPathMatch {
     /// `Exact`, `PathPrefix` (the default) or `RegularExpression`.
@@ -263,7 +275,7 @@ pub struct HttpPathMatch {
 }
 
 /// One filter: `type` says which of the other fields is set.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteFilter {
     #[serde(rename = "type")]
@@ -289,7 +301,7 @@ pub struct HttpRouteFilter {
 }
 
 /// `ReplaceFullPath` or `ReplacePrefixMatch`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpPathModifier {
     #[serde(rename = "type")]
@@ -300,7 +312,7 @@ pub struct HttpPathModifier {
     pub replace_prefix_match: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRequestRedirectFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -315,7 +327,7 @@ pub struct HttpRequestRedirectFilter {
     pub status_code: Option<i32>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpUrlRewriteFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -324,7 +336,7 @@ pub struct HttpUrlRewriteFilter {
     pub path: Option<HttpPathModifier>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCorsFilter {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -341,7 +353,7 @@ pub struct HttpCorsFilter {
     pub max_age: Option<i32>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpBackendRef {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -386,7 +398,7 @@ pub struct GrpcRoute {
     pub status: Option<RouteStatus>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcRouteSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -399,7 +411,7 @@ pub struct GrpcRouteSpec {
     pub rules: Vec<GrpcRouteRule>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcRouteRule {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -415,7 +427,7 @@ pub struct GrpcRouteRule {
     pub session_persistence: Option<SessionPersistence>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcRouteMatch {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -424,7 +436,7 @@ pub struct GrpcRouteMatch {
     pub headers: Vec<ValueMatch>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcMethodMatch {
     /// `Exact` (the default) or `RegularExpression`.
@@ -436,7 +448,7 @@ pub struct GrpcMethodMatch {
     pub method: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcRouteFilter {
     #[serde(rename = "type")]
@@ -451,7 +463,7 @@ pub struct GrpcRouteFilter {
     pub extension_ref: Option<LocalObjectReference>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcBackendRef {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -495,14 +507,14 @@ pub struct ReferenceGrant {
     pub spec: ReferenceGrantSpec,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReferenceGrantSpec {
     pub from: Vec<ReferenceGrantFrom>,
     pub to: Vec<ReferenceGrantTo>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReferenceGrantFrom {
     pub group: String,
@@ -510,7 +522,7 @@ pub struct ReferenceGrantFrom {
     pub namespace: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReferenceGrantTo {
     pub group: String,

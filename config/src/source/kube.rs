@@ -534,6 +534,76 @@ fn watch_start_gone(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchStartFailed(::kube::Error::Api(status)) if status.code == 410)
 }
 
+/// Every object of `config.kinds` as the API server holds it now: one list of each kind
+/// (in pages), nothing watched. What `weftctl analyze --kube` judges; the same reading as
+/// the watches' (an Istio kind whose API group is not served has no objects).
+pub async fn list_once(
+    client: &Client,
+    config: &KubeSourceConfig,
+) -> Result<Vec<Candidate>, SourceError> {
+    let mut out = Vec::new();
+    for &kind in &config.kinds {
+        let found = match kind {
+            Kind::Namespace => list_all(Api::<Namespace>::all(client.clone()), None, typed).await?,
+            Kind::Pod => list_all(Api::<Pod>::all(client.clone()), None, typed).await?,
+            Kind::Service => list_all(Api::<Service>::all(client.clone()), None, typed).await?,
+            Kind::EndpointSlice => {
+                list_all(Api::<EndpointSlice>::all(client.clone()), None, typed).await?
+            }
+            Kind::MeshConfig => {
+                let api: Api<ConfigMap> =
+                    Api::namespaced(client.clone(), &config.mesh_config_namespace);
+                let fields = format!("metadata.name={}", crate::api::mesh::MESH_CONFIG_MAP);
+                list_all(api, Some(&fields), config_map).await?
+            }
+            Kind::Secret => {
+                let api: Api<Secret> = Api::namespaced(client.clone(), &config.secrets_namespace);
+                let fields = format!("type={}", crate::api::kubernetes::TLS_SECRET_TYPE);
+                list_all(api, Some(&fields), typed).await?
+            }
+            custom => match served_version(client, custom).await? {
+                Some(version) => {
+                    let resource = api_resource(custom, version);
+                    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+                    list_all(api, None, |object| dynamic(object, &resource)).await?
+                }
+                None => Vec::new(),
+            },
+        };
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// Every object `api` lists (following `continue`), each made a candidate.
+async fn list_all<K>(
+    api: Api<K>,
+    fields: Option<&str>,
+    to_candidate: impl Fn(K) -> Candidate,
+) -> Result<Vec<Candidate>, ::kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    const PAGE: u32 = 500;
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(PAGE);
+        if let Some(fields) = fields {
+            params = params.fields(fields);
+        }
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = api.list(&params).await?;
+        token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+        out.extend(page.items.into_iter().map(&to_candidate));
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
