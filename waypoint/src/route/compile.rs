@@ -198,7 +198,8 @@ fn rule_plan(context: &VsContext<'_>, rule: &HttpRoute, at: &str) -> Option<Rule
     if rule.route.is_empty() {
         if rule.delegate.is_some() {
             warn_once(format!(
-                "{at}: delegate is not supported by the waypoint; the rule never matches"
+                "{at}: delegate not merged (the registry merges usable delegates, \
+                 weft_config::translate::delegate); the rule never matches"
             ));
         } else {
             warn_once(format!(
