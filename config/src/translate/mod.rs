@@ -4,6 +4,7 @@ pub mod delegate;
 pub mod export;
 pub mod gateway;
 pub mod gateway_routes;
+pub mod header_format;
 pub mod hosts;
 pub mod policy;
 pub mod route_status;

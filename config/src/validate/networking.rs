@@ -8,13 +8,14 @@ use super::paths::{FieldPath, Issues};
 use crate::api::common::{Percent, StringMatch};
 use crate::api::networking::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, Destination, DestinationRuleSpec,
-    HttpRoute, LoadBalancerSettings, OutlierDetection, Resolution, RouteDestination,
+    Headers, HttpRoute, LoadBalancerSettings, OutlierDetection, Resolution, RouteDestination,
     ServiceEntrySpec, TrafficPolicy, VirtualService, VirtualServiceSpec,
 };
 use crate::api::{DEFAULT_NAMESPACE, Kind, ObjectRef};
 use crate::duration;
 use crate::refusal::{FieldIssue, Refusal};
 use crate::translate::delegate::Delegates;
+use crate::translate::header_format::{self, Side};
 
 /// Retry conditions Envoy (and so Istio) understands in `retryOn`, besides status codes.
 const RETRY_ON: &[&str] = &[
@@ -446,6 +447,14 @@ pub(super) fn virtual_service_ignored(spec: &VirtualServiceSpec) -> Vec<FieldIss
     let root = FieldPath::spec();
     for (i, rule) in spec.http.iter().enumerate() {
         let at = root.field("http").index(i);
+        header_values(rule.headers.as_ref(), &at.field("headers"), &mut issues);
+        for (j, destination) in rule.route.iter().enumerate() {
+            header_values(
+                destination.headers.as_ref(),
+                &at.field("route").index(j).field("headers"),
+                &mut issues,
+            );
+        }
         if rule
             .retries
             .as_ref()
@@ -484,6 +493,30 @@ pub(super) fn virtual_service_ignored(spec: &VirtualServiceSpec) -> Vec<FieldIss
         }
     }
     issues.into_vec()
+}
+
+/// `headers` values with Envoy variables weft does not evaluate (`header_format`): the
+/// waypoint skips those operations. `:authority`/`host` values are a host rewrite, taken
+/// literally.
+fn header_values(headers: Option<&Headers>, at: &FieldPath, issues: &mut Issues) {
+    let Some(headers) = headers else { return };
+    for (side, ops, name) in [
+        (Side::Request, headers.request.as_ref(), "request"),
+        (Side::Response, headers.response.as_ref(), "response"),
+    ] {
+        let Some(ops) = ops else { continue };
+        for (field, values) in [("set", &ops.set), ("add", &ops.add)] {
+            for (header, value) in values {
+                if header.eq_ignore_ascii_case(":authority") || header.eq_ignore_ascii_case("host")
+                {
+                    continue;
+                }
+                if let Err(error) = header_format::parse(value, side) {
+                    issues.add(&at.field(name).field(field).key(header), error.to_string());
+                }
+            }
+        }
+    }
 }
 
 /// DestinationRule fields weft accepts and does not act on: connection idle and lifetime
@@ -1183,6 +1216,26 @@ fn hostname(name: &str, wildcard: bool) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::api::networking::HttpRouteDestination;
+
+    #[test]
+    fn header_values_with_variables_weft_does_not_evaluate_are_warned() {
+        let spec: VirtualServiceSpec = serde_yaml::from_str(
+            "hosts: [a]\nhttp:\n- headers:\n    request:\n      set: {x-ip: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%', x-c: '%UPSTREAM_CLUSTER%', ':authority': '50%'}\n    response:\n      add: {x-u: '%REQ(x-user)%'}\n  route:\n  - destination: {host: a}\n    headers: {request: {add: {x-p: '5% off'}}}\n",
+        )
+        .expect("spec");
+        let fields: Vec<String> = virtual_service_ignored(&spec)
+            .into_iter()
+            .map(|i| i.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.http[0].headers.request.set.x-c",
+                "spec.http[0].headers.response.add.x-u",
+                "spec.http[0].route[0].headers.request.add.x-p",
+            ]
+        );
+    }
 
     #[test]
     fn delegates_are_validated_as_istio_does_and_unusable_ones_warned() {

@@ -32,7 +32,9 @@ use crate::downstream::{Downstream, GatewayRoutes, Target};
 use crate::forward::cluster::ClusterKey;
 use crate::forward::connections::{Protocol, Transport};
 use crate::forward::endpoints::destination_port;
-use crate::route::{FaultAbort, MirrorPlan, RequestFacts, RouteAction, RouteDestination};
+use crate::route::{
+    FaultAbort, HeaderVars, MirrorPlan, RequestFacts, RouteAction, RouteDestination,
+};
 
 pub async fn serve<I>(io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
 where
@@ -300,6 +302,13 @@ async fn handle(
 ) -> Response<ResponseBody> {
     let snapshot = ctx.registry.load();
     let (mut parts, body) = request.into_parts();
+    // What `%VAR%` in the route's header values stand for.
+    let vars = HeaderVars {
+        remote_ip: down.source_ip,
+        local: down.destination,
+        version: parts.version,
+        start: std::time::SystemTime::now(),
+    };
     // A WebSocket upgrade: judged and routed as any request, then relayed (upgrade.rs).
     let upgrade = upgrade::requested(&mut parts);
     // Once, before authorization and routing; the upstream gets the normalized path.
@@ -408,7 +417,7 @@ async fn handle(
         && let Some(preflight) = cors.preflight(&facts)
     {
         let mut response = preflight.map(|()| local::full(bytes::Bytes::new()));
-        route.apply_response_headers(None, response.headers_mut());
+        route.apply_response_headers(None, response.headers_mut(), &vars);
         return response;
     }
     match route.action() {
@@ -418,7 +427,7 @@ async fn handle(
             };
             let mut response = local::reply(status, "");
             response.headers_mut().insert(header::LOCATION, location);
-            route.apply_response_headers(None, response.headers_mut());
+            route.apply_response_headers(None, response.headers_mut(), &vars);
             return response;
         }
         RouteAction::DirectResponse { status, body } => {
@@ -429,7 +438,7 @@ async fn handle(
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
-            route.apply_response_headers(None, response.headers_mut());
+            route.apply_response_headers(None, response.headers_mut(), &vars);
             return response;
         }
         RouteAction::Forward(_) => {}
@@ -440,7 +449,7 @@ async fn handle(
     if destination.unresolved {
         // A Gateway API backendRef that cannot be used takes its share and answers 500.
         let mut response = local::reply(StatusCode::INTERNAL_SERVER_ERROR, "");
-        route.apply_response_headers(None, response.headers_mut());
+        route.apply_response_headers(None, response.headers_mut(), &vars);
         return response;
     }
     let rewrite = route.rewrite(&facts, Some(destination));
@@ -469,7 +478,7 @@ async fn handle(
         },
     };
     parts.headers.insert(header::HOST, authority);
-    route.apply_request_headers(destination, &mut parts.headers);
+    route.apply_request_headers(destination, &mut parts.headers, &vars);
     strip_hop_by_hop(&mut parts.headers);
     if let Some(upgrade) = &upgrade {
         upgrade.restore(&mut parts.headers);
@@ -546,7 +555,7 @@ async fn handle(
             .extensions_mut()
             .insert(RoutedService(service.clone()));
     }
-    route.apply_response_headers(Some(destination), response.headers_mut());
+    route.apply_response_headers(Some(destination), response.headers_mut(), &vars);
     if let Some(cors) = route.cors() {
         cors.response_headers(origin.as_ref(), response.headers_mut());
     }

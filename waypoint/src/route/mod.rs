@@ -55,6 +55,7 @@ mod tests;
 pub use cors::CorsPlan;
 pub use facts::{RequestFacts, Source};
 pub use fault::{FaultAbort, FaultDecision, FaultPlan};
+pub use headers::HeaderVars;
 pub use plan::{HttpRoutePlan, MirrorPlan, Rewrite, RouteAction, RouteDestination};
 pub use retry::{AttemptOutcome, RetryPolicy};
 pub use rewrite::RedirectPlan;

@@ -492,7 +492,7 @@ fn redirects_and_direct_responses() {
         "http://newratings.default.svc.cluster.local/v1/bookRatings?id=7"
     );
     let mut response = HeaderMap::new();
-    plan.apply_response_headers(None, &mut response);
+    plan.apply_response_headers(None, &mut response, &HeaderVars::for_tests());
     assert_eq!(
         response.get("x-redirected").map(|v| v.as_bytes()),
         Some(&b"yes"[..])
@@ -554,7 +554,7 @@ fn header_operations_of_the_route_and_its_destinations() {
         (Some("v2"), Some("v1"))
     );
     let mut headers = HeaderMap::new();
-    plan.apply_request_headers(v2, &mut headers);
+    plan.apply_request_headers(v2, &mut headers, &HeaderVars::for_tests());
     // Weighted: the route's parser runs last and its `set` wins.
     assert_eq!(headers["test"], "true");
     assert_eq!(
@@ -565,8 +565,8 @@ fn header_operations_of_the_route_and_its_destinations() {
     let mut response = HeaderMap::new();
     response.insert("foo", HeaderValue::from_static("1"));
     response.insert("x-internal", HeaderValue::from_static("1"));
-    plan.apply_response_headers(Some(v2), &mut response.clone());
-    plan.apply_response_headers(Some(v1), &mut response);
+    plan.apply_response_headers(Some(v2), &mut response.clone(), &HeaderVars::for_tests());
+    plan.apply_response_headers(Some(v1), &mut response, &HeaderVars::for_tests());
     assert!(response.is_empty());
 }
 
