@@ -122,7 +122,7 @@ async fn a_broken_edit_is_refused_with_its_file_and_the_last_good_version_serves
     let registry = Registry::default();
     let _task = start(dir.path(), &registry).await;
 
-    write(&file, &route("v1").replace("hosts: [web]", "hosts: []"));
+    write(&file, &route("v1").replace("hosts: [web]", "hosts: ['*']"));
     let web = ObjectRef::new(Kind::VirtualService, "shop", "web");
     let snapshot = wait_for(&registry, "the refusal", WAIT, |s| {
         !s.refusals_of(&web).is_empty()
@@ -132,7 +132,7 @@ async fn a_broken_edit_is_refused_with_its_file_and_the_last_good_version_serves
     assert_eq!(
         refusal.to_string(),
         format!(
-            "{}:1: VirtualService shop/web: spec.hosts: at least one host is required",
+            "{}:1: VirtualService shop/web: spec.hosts[0]: the wildcard host \"*\" is not allowed for routes bound to the mesh",
             file.display()
         )
     );

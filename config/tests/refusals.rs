@@ -160,13 +160,14 @@ fn vs_with(from: &str, to: &str) -> String {
 }
 
 #[test]
-fn virtual_service_without_hosts() {
+fn a_delegate_virtual_service_with_gateways() {
+    // Without hosts a VirtualService is a delegate, which Istio refuses with gateways.
     refused(
         VS_VALID,
-        &vs_with("hosts: [reviews]", "hosts: []"),
+        &vs_with("hosts: [reviews]", "gateways: [bookinfo-gateway]"),
         REVIEWS,
-        "spec.hosts",
-        "at least one host",
+        "spec.gateways",
+        "delegate virtual service must have no gateways specified",
     );
 }
 
@@ -556,7 +557,7 @@ fn peer_authentication_port_level_without_selector() {
 #[test]
 fn a_refused_object_is_counted_once_and_cleared_when_fixed_or_deleted() {
     let registry = Registry::default();
-    let invalid = vs_with("hosts: [reviews]", "hosts: []");
+    let invalid = vs_with("hosts: [reviews]", "hosts: ['*']");
     apply(&registry, &invalid);
     apply(&registry, &invalid);
     assert_eq!(

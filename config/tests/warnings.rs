@@ -306,12 +306,9 @@ spec:
         })
         .collect();
     let expected: Vec<String> = [
-        "VirtualService shop/bound spec.exportTo",
-        "VirtualService shop/bound spec.http[0].delegate",
         "VirtualService shop/bound spec.http[1].retries.retryRemoteLocalities",
         "VirtualService shop/bound spec.http[1].fault.delay.exponentialDelay",
         "VirtualService shop/bound spec.http[1].fault.abort.http2Error",
-        "DestinationRule shop/bound spec.exportTo",
         "DestinationRule shop/bound spec.workloadSelector",
         "DestinationRule shop/bound spec.trafficPolicy.loadBalancer.warmupDurationSecs",
     ]

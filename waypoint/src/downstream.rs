@@ -89,6 +89,29 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Whether the port is a TLS or HTTPS one (Istio's `Protocol.IsTLS`: a ServiceEntry
+    /// port's `protocol`; a Service port's `appProtocol` or name prefix `tls`/`https`):
+    /// the only ports whose `tls` routes pilot builds.
+    pub fn declares_tls(&self) -> bool {
+        match self {
+            Target::EntryHost { host, port } => host.port(*port).is_some_and(|p| {
+                p.protocol.eq_ignore_ascii_case("TLS") || p.protocol.eq_ignore_ascii_case("HTTPS")
+            }),
+            Target::Service { service, port } => service.port(*port).is_some_and(|p| {
+                let declared = p
+                    .app_protocol
+                    .as_deref()
+                    .or(p.name.as_deref())
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                matches!(declared.split('-').next(), Some("tls" | "https"))
+            }),
+            Target::Workload { .. } | Target::Gateway(_) => false,
+        }
+    }
+}
+
 /// The downstream side of one CONNECT stream.
 #[derive(Clone, Debug)]
 pub struct Downstream {

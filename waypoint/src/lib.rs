@@ -5,6 +5,7 @@
 //! - `upstream/`: DestinationRule traffic policy: load balancing, outlier detection,
 //!   connection-pool limits (pure state machines, time passed in).
 #![forbid(unsafe_code)]
+pub mod client_hello;
 pub mod context;
 pub mod downstream;
 pub mod ext_authz;

@@ -143,6 +143,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // missing credential.
         secrets_namespace: (ingress && args.tls_secrets && args.tls_secret.is_empty())
             .then(|| args.namespace.clone()),
+        // It applies the VirtualServices and DestinationRules exported to its namespace.
+        proxy_namespace: Some(args.namespace.clone()),
         ..MeshSettings::default()
     };
     // Without --config-dir, the Kubernetes API: every pod of the cluster (endpoints

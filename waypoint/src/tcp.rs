@@ -2,23 +2,28 @@
 //! service decide with what a TCP proxy knows (`http::authz::authorize_stream`: CUSTOM
 //! with a gRPC provider's network check, AUDIT, then Istio's rule: an ALLOW rule that needs
 //! HTTP attributes matches nothing, a DENY rule ignores them and matches more), then a
-//! `tcp` route (or the service itself) picks the destination, the cluster's balancer the
-//! endpoint, and the bytes are spliced, counted in Istio's TCP metrics
-//! (`istio_tcp_connections_opened_total`, `_closed_total`, `istio_tcp_sent_bytes_total`,
-//! `istio_tcp_received_bytes_total`, `reporter="waypoint"`, or `source` at a gateway).
+//! `tls` route (on a TLS or HTTPS port, by the SNI of the ClientHello, read first and
+//! then passed on untouched) or a `tcp` route (or the service itself) picks the
+//! destination, the cluster's balancer the endpoint, and the bytes are spliced, counted in
+//! Istio's TCP metrics (`istio_tcp_connections_opened_total`, `_closed_total`,
+//! `istio_tcp_sent_bytes_total`, `istio_tcp_received_bytes_total`, `reporter="waypoint"`,
+//! or `source` at a gateway).
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 use weft_core::metrics::{ResponseFlags, Side};
 
+use crate::client_hello::read_hello;
 use crate::context::WaypointContext;
 use crate::downstream::{Downstream, GatewayRoutes, Target};
 use crate::forward::cluster::ClusterKey;
 use crate::forward::connections::{ConnectionLimits, Transport};
 use crate::forward::endpoints::{destination_port, resolve};
 use crate::forward::idle::{Activity, Watched};
+use crate::prefixed::Prefixed;
+use crate::route::CompiledRoutes;
 use crate::upstream::balance::HashInput;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::policy::PoolLimits;
@@ -89,7 +94,23 @@ async fn choose(
     ))
 }
 
-pub async fn forward<I>(io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
+/// How long a client routed by `tls` rules has to send its ClientHello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The routes of the service or ServiceEntry host the stream is for, and its port.
+fn host_routes(
+    ctx: &WaypointContext,
+    snapshot: &weft_config::registry::Snapshot,
+    target: &Target,
+) -> Option<(Arc<CompiledRoutes>, u16)> {
+    match target {
+        Target::Service { service, port } => Some((ctx.routes(snapshot, &service.hostname), *port)),
+        Target::EntryHost { host, port } => Some((ctx.routes(snapshot, &host.host), *port)),
+        Target::Workload { .. } | Target::Gateway(_) => None,
+    }
+}
+
+pub async fn forward<I>(mut io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -101,45 +122,73 @@ where
         failed(&ctx, &downstream, ResponseFlags::NONE);
         return;
     }
-    let (address, transport, cluster, service) = match &downstream.target {
-        Target::Workload { workload, address } => {
+    let routes = host_routes(&ctx, &snapshot, &downstream.target);
+    // A TLS port whose `tls` rules apply to this client: the ClientHello's SNI chooses the
+    // rule, and its bytes go on to the destination as they came.
+    let mut head = Vec::new();
+    let mut by_sni = None;
+    if let Some((routes, port)) = &routes
+        && downstream.target.declares_tls()
+        && routes.routes_tls(*port, &downstream.source)
+    {
+        let Some((hello, sni)) = read_hello(&mut io, HELLO_TIMEOUT).await else {
+            debug!("no ClientHello on a port routed by tls rules; closed");
+            failed(&ctx, &downstream, ResponseFlags::NO_ROUTE);
+            return;
+        };
+        head = hello;
+        let plan = routes.tls_route(
+            *port,
+            Some(downstream.destination.ip()),
+            &downstream.source,
+            sni.as_deref(),
+        );
+        let Some(plan) = plan else {
+            debug!(
+                sni = sni.as_deref().unwrap_or_default(),
+                "no tls route for the SNI; closed"
+            );
+            failed(&ctx, &downstream, ResponseFlags::NO_ROUTE);
+            return;
+        };
+        by_sni = Some(plan.clone());
+    }
+    let io = Prefixed::new(head, io);
+    let (address, transport, cluster, service) = match (&downstream.target, &routes) {
+        (Target::Workload { workload, address }, _) => {
             let transport = match workload.identity.parse() {
                 Ok(identity) if workload.in_mesh => Transport::Hbone { identity },
                 _ => Transport::Plain,
             };
             (*address, transport, None, None)
         }
-        Target::Service { service, port } => {
-            let routes = ctx.routes(&snapshot, &service.hostname);
-            let plan =
-                routes.tcp_route(*port, Some(downstream.destination.ip()), &downstream.source);
-            match choose(&ctx, &snapshot, plan, *port, &downstream).await {
-                Some(chosen) => chosen,
-                None => {
-                    failed(&ctx, &downstream, ResponseFlags::NO_HEALTHY_UPSTREAM);
-                    return;
-                }
-            }
-        }
-        Target::EntryHost { host, port } => {
-            let routes = ctx.routes(&snapshot, &host.host);
-            let plan =
-                routes.tcp_route(*port, Some(downstream.destination.ip()), &downstream.source);
-            match choose(&ctx, &snapshot, plan, *port, &downstream).await {
-                Some(chosen) => chosen,
-                None => {
-                    failed(&ctx, &downstream, ResponseFlags::NO_HEALTHY_UPSTREAM);
-                    return;
-                }
-            }
-        }
-        Target::Gateway(gateway) => {
+        (Target::Gateway(gateway), _) => {
             let GatewayRoutes::Tcp(Some(plan)) = &gateway.routes else {
                 debug!(server = %gateway.server, "no tcp route bound; connection closed");
                 failed(&ctx, &downstream, ResponseFlags::NO_ROUTE);
                 return;
             };
             match choose(&ctx, &snapshot, plan, gateway.port, &downstream).await {
+                Some(chosen) => chosen,
+                None => {
+                    failed(&ctx, &downstream, ResponseFlags::NO_HEALTHY_UPSTREAM);
+                    return;
+                }
+            }
+        }
+        // `host_routes` has the routes of every service and entry host.
+        (Target::Service { .. } | Target::EntryHost { .. }, None) => {
+            failed(&ctx, &downstream, ResponseFlags::NO_ROUTE);
+            return;
+        }
+        (Target::Service { .. } | Target::EntryHost { .. }, Some((routes, port))) => {
+            let plan = match &by_sni {
+                Some(plan) => plan,
+                None => {
+                    routes.tcp_route(*port, Some(downstream.destination.ip()), &downstream.source)
+                }
+            };
+            match choose(&ctx, &snapshot, plan, *port, &downstream).await {
                 Some(chosen) => chosen,
                 None => {
                     failed(&ctx, &downstream, ResponseFlags::NO_HEALTHY_UPSTREAM);

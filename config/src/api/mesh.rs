@@ -48,6 +48,12 @@ pub struct MeshConfig {
     /// DestinationRule's `h2UpgradePolicy` or `useClientProtocol` says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub h2_upgrade_policy: Option<MeshH2UpgradePolicy>,
+    /// `exportTo` of a VirtualService that has none (empty: `*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_virtual_service_export_to: Vec<String>,
+    /// `exportTo` of a DestinationRule that has none (empty: `*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_destination_rule_export_to: Vec<String>,
     /// Every other field, by its JSON name: Istio fields weft does not act on (warned
     /// about) or names Istio does not define (refused).
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -20,6 +20,7 @@ use crate::api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthe
 use crate::api::{Kind, Object, ObjectRef, labels};
 use crate::refusal::Refusal;
 use crate::registry::bound_route::BoundRoute;
+use crate::translate::export::Visibility;
 use crate::translate::gateway_routes::{self, GatewayRoute, RouteWorld};
 use crate::translate::{self, MeshSettings, policy, routes};
 use crate::validate;
@@ -501,6 +502,20 @@ impl State {
             hosts_changed = self.derive_services(&dirty.services);
         }
         let kinds = &dirty.kinds;
+        // First: `exportTo` defaults decide which routes this process applies.
+        if kinds.contains(&Kind::MeshConfig) {
+            // Istio's: the `istio` ConfigMap of its own namespace; defaults without one.
+            let root = (
+                self.snapshot.settings.root_namespace.clone(),
+                crate::api::mesh::MESH_CONFIG_MAP.to_string(),
+            );
+            self.snapshot.mesh_config = Arc::new(
+                self.mesh_configs
+                    .get(&root)
+                    .map(|m| m.mesh.clone())
+                    .unwrap_or_default(),
+            );
+        }
         // Gateway API routes depend on their parents (Services, Gateways), their backends
         // (Services) and ReferenceGrants, and report the waypoints (namespace labels).
         let gateway_routes_changed = (kinds.contains(&Kind::HttpRoute)
@@ -518,6 +533,7 @@ impl State {
         if gateway_routes_changed
             || kinds.contains(&Kind::VirtualService)
             || kinds.contains(&Kind::DestinationRule)
+            || kinds.contains(&Kind::MeshConfig)
         {
             self.derive_routes();
         }
@@ -531,9 +547,11 @@ impl State {
             gateways.sort_by(|a, b| routes::age_order(&a.metadata, &b.metadata));
             self.snapshot.gateways = Arc::new(gateways);
         }
-        if kinds.contains(&Kind::VirtualService) {
-            self.snapshot.gateway_virtual_services =
-                Arc::new(routes::by_gateway(self.virtual_services.values()));
+        if kinds.contains(&Kind::VirtualService) || kinds.contains(&Kind::MeshConfig) {
+            self.snapshot.gateway_virtual_services = Arc::new(routes::by_gateway(
+                self.virtual_services.values(),
+                &self.visibility(),
+            ));
         }
         if kinds.contains(&Kind::ReferenceGrant) {
             self.snapshot.reference_grants = Arc::new(self.reference_grants.clone());
@@ -564,19 +582,6 @@ impl State {
                 self.request_authentications.values().cloned(),
                 |p| &p.metadata,
             ));
-        }
-        if kinds.contains(&Kind::MeshConfig) {
-            // Istio's: the `istio` ConfigMap of its own namespace; defaults without one.
-            let root = (
-                self.snapshot.settings.root_namespace.clone(),
-                crate::api::mesh::MESH_CONFIG_MAP.to_string(),
-            );
-            self.snapshot.mesh_config = Arc::new(
-                self.mesh_configs
-                    .get(&root)
-                    .map(|m| m.mesh.clone())
-                    .unwrap_or_default(),
-            );
         }
         if hosts_changed
             || gateway_routes_changed
@@ -733,12 +738,21 @@ impl State {
         self.snapshot.route_resolutions = Arc::new(all);
     }
 
+    /// Which VirtualServices and DestinationRules this process applies (`exportTo`).
+    fn visibility(&self) -> Visibility {
+        Visibility::new(
+            self.snapshot.settings.proxy_namespace.as_deref(),
+            &self.snapshot.mesh_config,
+        )
+    }
+
     fn derive_routes(&mut self) {
         let all = routes::index(
             self.virtual_services.values(),
             self.destination_rules.values(),
             self.gateway_route_index.clone(),
             &self.snapshot.settings,
+            &self.visibility(),
         );
         let (wildcards, exact): (Vec<_>, Vec<_>) =
             all.into_iter().partition(|(host, _)| host.starts_with('*'));
@@ -868,6 +882,13 @@ impl State {
                 .map(|ns| (ns, &has_secret as &dyn Fn(&str) -> bool)),
         );
         for (object, found) in cross {
+            warnings.entry(object).or_default().extend(found);
+        }
+        let delegates = validate::delegate_warnings(
+            &virtual_services,
+            &snapshot.mesh_config.default_virtual_service_export_to,
+        );
+        for (object, found) in delegates {
             warnings.entry(object).or_default().extend(found);
         }
         // Addresses two ServiceEntries (or a ServiceEntry and a Service) both claim.

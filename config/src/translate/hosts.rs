@@ -11,6 +11,10 @@ pub struct MeshSettings {
     /// that a Gateway naming a `credentialName` missing there is warned about; `None` for
     /// processes that read no Secret and so cannot tell.
     pub secrets_namespace: Option<String>,
+    /// The namespace of the waypoint or ingress gateway this process is: it applies the
+    /// VirtualServices and DestinationRules exported there (`exportTo`). `None` for a
+    /// process that applies none of its own (it sees them all).
+    pub proxy_namespace: Option<String>,
 }
 
 impl Default for MeshSettings {
@@ -20,6 +24,7 @@ impl Default for MeshSettings {
             cluster_domain: "cluster.local".into(),
             root_namespace: "istio-system".into(),
             secrets_namespace: None,
+            proxy_namespace: None,
         }
     }
 }

@@ -1,17 +1,21 @@
 //! Istio's networking rules: VirtualService, DestinationRule, ServiceEntry (Gateway:
 //! `gateway.rs`).
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use super::cidr;
 use super::paths::{FieldPath, Issues};
 use crate::api::common::{Percent, StringMatch};
 use crate::api::networking::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, Destination,
-    DestinationRuleSpec, HttpRoute, LoadBalancerSettings, OutlierDetection, Resolution,
-    RouteDestination, ServiceEntrySpec, TrafficPolicy, VirtualServiceSpec,
+    DestinationRuleSpec, Headers, HttpRoute, LoadBalancerSettings, OutlierDetection, Resolution,
+    RouteDestination, ServiceEntrySpec, TrafficPolicy, VirtualService, VirtualServiceSpec,
 };
+use crate::api::{DEFAULT_NAMESPACE, Kind, ObjectRef};
 use crate::duration;
-use crate::refusal::FieldIssue;
+use crate::refusal::{FieldIssue, Refusal};
+use crate::translate::delegate::Delegates;
+use crate::translate::header_format::{self, Side};
 
 /// Retry conditions Envoy (and so Istio) understands in `retryOn`, besides status codes.
 const RETRY_ON: &[&str] = &[
@@ -37,8 +41,34 @@ pub(super) fn virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldIssue> {
     let mut issues = Issues::default();
     let root = FieldPath::spec();
     let hosts = root.field("hosts");
-    if spec.hosts.is_empty() {
-        issues.add(&hosts, "at least one host is required");
+    // Without hosts, a VirtualService is a delegate: only other VirtualServices' `http`
+    // rules use it (Istio's `ValidateVirtualService` checks).
+    let delegate = spec.hosts.is_empty();
+    if delegate {
+        if !spec.gateways.is_empty() {
+            issues.add(
+                &root.field("gateways"),
+                "delegate virtual service must have no gateways specified",
+            );
+        }
+        if !spec.tls.is_empty() {
+            issues.add(
+                &root.field("tls"),
+                "delegate virtual service must have no tls route specified",
+            );
+        }
+        if !spec.tcp.is_empty() {
+            issues.add(
+                &root.field("tcp"),
+                "delegate virtual service must have no tcp route specified",
+            );
+        }
+    }
+    if spec.http.is_empty() && spec.tcp.is_empty() && spec.tls.is_empty() {
+        issues.add(
+            &root,
+            "http, tcp or tls must be provided in virtual service",
+        );
     }
     let bound_to_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
     for (i, host) in spec.hosts.iter().enumerate() {
@@ -52,7 +82,25 @@ pub(super) fn virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldIssue> {
         }
     }
     for (i, route) in spec.http.iter().enumerate() {
-        http_route(route, &root.field("http").index(i), &mut issues);
+        let at = root.field("http").index(i);
+        if route.delegate.is_some() {
+            if delegate {
+                issues.add(
+                    &at.field("delegate"),
+                    "delegate HTTP route cannot contain delegate",
+                );
+            }
+            if !route.route.is_empty() {
+                issues.add(&at.field("route"), "root HTTP route must not specify route");
+            }
+            if route.redirect.is_some() {
+                issues.add(
+                    &at.field("redirect"),
+                    "root HTTP route must not specify redirect",
+                );
+            }
+        }
+        http_route(route, &at, &mut issues);
     }
     for (i, route) in spec.tcp.iter().enumerate() {
         let path = root.field("tcp").index(i);
@@ -345,23 +393,66 @@ fn destination(dest: &Destination, at: &FieldPath, issues: &mut Issues) {
 /// How a field weft reads but does not act on is warned about.
 const IGNORED: &str = "accepted but not supported by weft: ignored";
 
-/// VirtualService fields weft accepts and does not act on (Istio's `delegate`, `exportTo`,
+/// Root rules whose `delegate` cannot be used (istioctl's IST0101 ReferencedResourceNotFound
+/// for a missing one): the rule matches nothing, as pilot drops it, and the following
+/// rules are tried.
+pub fn delegate_warnings(
+    virtual_services: &[&Arc<VirtualService>],
+    export_default: &[String],
+) -> BTreeMap<ObjectRef, Vec<Refusal>> {
+    let delegates = Delegates::new(virtual_services.iter().copied(), export_default);
+    let mut warnings: BTreeMap<ObjectRef, Vec<Refusal>> = BTreeMap::new();
+    for vs in virtual_services {
+        let namespace = vs
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE);
+        let object = ObjectRef::new(
+            Kind::VirtualService,
+            namespace,
+            vs.metadata.name.as_deref().unwrap_or_default(),
+        );
+        for (i, rule) in vs.spec.http.iter().enumerate() {
+            let Some(delegate) = &rule.delegate else {
+                continue;
+            };
+            if let Err(unusable) = delegates.find(delegate, namespace) {
+                let target = delegate
+                    .namespace
+                    .as_deref()
+                    .filter(|ns| !ns.is_empty())
+                    .unwrap_or(namespace);
+                warnings
+                    .entry(object.clone())
+                    .or_default()
+                    .push(Refusal::new(
+                        object.clone(),
+                        format!("spec.http[{i}].delegate"),
+                        format!(
+                            "VirtualService {target}/{} {unusable}: the rule matches nothing",
+                            delegate.name
+                        ),
+                    ));
+            }
+        }
+    }
+    warnings
+}
+
+/// VirtualService fields weft accepts and does not act on (Istio's
 /// `retryRemoteLocalities`, `exponentialDelay`, `http2Error`).
 pub(super) fn virtual_service_ignored(spec: &VirtualServiceSpec) -> Vec<FieldIssue> {
     let mut issues = Issues::default();
     let root = FieldPath::spec();
-    if !spec.export_to.is_empty() {
-        issues.add(
-            &root.field("exportTo"),
-            format!("{IGNORED} (the VirtualService applies to clients of every namespace)"),
-        );
-    }
     for (i, rule) in spec.http.iter().enumerate() {
         let at = root.field("http").index(i);
-        if rule.delegate.is_some() {
-            issues.add(
-                &at.field("delegate"),
-                format!("{IGNORED} (a rule that only delegates never matches)"),
+        header_values(rule.headers.as_ref(), &at.field("headers"), &mut issues);
+        for (j, destination) in rule.route.iter().enumerate() {
+            header_values(
+                destination.headers.as_ref(),
+                &at.field("route").index(j).field("headers"),
+                &mut issues,
             );
         }
         if rule
@@ -379,7 +470,10 @@ pub(super) fn virtual_service_ignored(spec: &VirtualServiceSpec) -> Vec<FieldIss
             {
                 issues.add(
                     &at.field("fault").field("delay").field("exponentialDelay"),
-                    format!("{IGNORED} (no delay is injected by it)"),
+                    format!(
+                        "{IGNORED} (no delay is injected by it); Istio does not implement it \
+                         either: its validation refuses it (\"exponentialDelay not supported yet\")"
+                    ),
                 );
             }
             if fault
@@ -389,7 +483,11 @@ pub(super) fn virtual_service_ignored(spec: &VirtualServiceSpec) -> Vec<FieldIss
             {
                 issues.add(
                     &at.field("fault").field("abort").field("http2Error"),
-                    format!("{IGNORED} (no abort is injected by it)"),
+                    format!(
+                        "{IGNORED} (no abort is injected by it); Istio does not implement it \
+                         either: its validation refuses it (\"HTTP/2 abort fault injection not \
+                         supported yet\")"
+                    ),
                 );
             }
         }
@@ -397,18 +495,36 @@ pub(super) fn virtual_service_ignored(spec: &VirtualServiceSpec) -> Vec<FieldIss
     issues.into_vec()
 }
 
+/// `headers` values with Envoy variables weft does not evaluate (`header_format`): the
+/// waypoint skips those operations. `:authority`/`host` values are a host rewrite, taken
+/// literally.
+fn header_values(headers: Option<&Headers>, at: &FieldPath, issues: &mut Issues) {
+    let Some(headers) = headers else { return };
+    for (side, ops, name) in [
+        (Side::Request, headers.request.as_ref(), "request"),
+        (Side::Response, headers.response.as_ref(), "response"),
+    ] {
+        let Some(ops) = ops else { continue };
+        for (field, values) in [("set", &ops.set), ("add", &ops.add)] {
+            for (header, value) in values {
+                if header.eq_ignore_ascii_case(":authority") || header.eq_ignore_ascii_case("host")
+                {
+                    continue;
+                }
+                if let Err(error) = header_format::parse(value, side) {
+                    issues.add(&at.field(name).field(field).key(header), error.to_string());
+                }
+            }
+        }
+    }
+}
+
 /// DestinationRule fields weft accepts and does not act on: connection idle and lifetime
-/// limits, HTTP/2 settings, slow start, `workloadSelector` and `exportTo` (a rule applies
-/// to every client's traffic through the waypoint).
+/// limits, HTTP/2 settings, slow start and `workloadSelector` (a rule applies to every
+/// client's traffic through the waypoint).
 pub(super) fn destination_rule_ignored(spec: &DestinationRuleSpec) -> Vec<FieldIssue> {
     let mut issues = Issues::default();
     let root = FieldPath::spec();
-    if !spec.export_to.is_empty() {
-        issues.add(
-            &root.field("exportTo"),
-            format!("{IGNORED} (the rule applies to clients of every namespace)"),
-        );
-    }
     if spec.workload_selector.is_some() {
         issues.add(
             &root.field("workloadSelector"),
@@ -1099,6 +1215,82 @@ fn hostname(name: &str, wildcard: bool) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::api::networking::HttpRouteDestination;
+
+    #[test]
+    fn header_values_with_variables_weft_does_not_evaluate_are_warned() {
+        let spec: VirtualServiceSpec = serde_yaml::from_str(
+            "hosts: [a]\nhttp:\n- headers:\n    request:\n      set: {x-ip: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%', x-c: '%UPSTREAM_CLUSTER%', ':authority': '50%'}\n    response:\n      add: {x-u: '%REQ(x-user)%'}\n  route:\n  - destination: {host: a}\n    headers: {request: {add: {x-p: '5% off'}}}\n",
+        )
+        .expect("spec");
+        let fields: Vec<String> = virtual_service_ignored(&spec)
+            .into_iter()
+            .map(|i| i.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.http[0].headers.request.set.x-c",
+                "spec.http[0].headers.response.add.x-u",
+                "spec.http[0].route[0].headers.request.add.x-p",
+            ]
+        );
+    }
+
+    #[test]
+    fn delegates_are_validated_as_istio_does_and_unusable_ones_warned() {
+        let spec = |yaml: &str| -> VirtualServiceSpec { serde_yaml::from_str(yaml).expect("spec") };
+        let found = |yaml: &str| {
+            virtual_service(&spec(yaml))
+                .into_iter()
+                .map(|i| format!("{}: {}", i.field, i.reason))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            found("http: [{route: [{destination: {host: a}}]}]"),
+            Vec::<String>::new(),
+            "a delegate has no hosts"
+        );
+        assert_eq!(
+            found(
+                "gateways: [gw]\ntcp: [{route: [{destination: {host: a}}]}]\nhttp: [{delegate: {name: x}}]"
+            ),
+            [
+                "spec.gateways: delegate virtual service must have no gateways specified",
+                "spec.tcp: delegate virtual service must have no tcp route specified",
+                "spec.http[0].delegate: delegate HTTP route cannot contain delegate",
+            ]
+        );
+        assert_eq!(
+            found("hosts: [a]\nhttp: [{delegate: {name: x}, route: [{destination: {host: a}}]}]"),
+            ["spec.http[0].route: root HTTP route must not specify route"]
+        );
+        assert_eq!(
+            found("hosts: [a]"),
+            ["spec: http, tcp or tls must be provided in virtual service"]
+        );
+
+        let vs = |yaml: &str| -> Arc<VirtualService> {
+            Arc::new(serde_yaml::from_str(yaml).expect("VirtualService"))
+        };
+        let root = vs(
+            "metadata: {name: root, namespace: shop}\nspec: {hosts: [a], http: [{delegate: {name: api}}, {delegate: {name: gone, namespace: team}}]}",
+        );
+        let api = vs(
+            "metadata: {name: api, namespace: shop}\nspec: {http: [{route: [{destination: {host: a}}]}]}",
+        );
+        let warned = delegate_warnings(&[&root, &api], &[]);
+        let texts: Vec<String> = warned
+            .values()
+            .flatten()
+            .map(|r| format!("{}: {}", r.field, r.reason))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "spec.http[1].delegate: VirtualService team/gone does not exist: the rule matches nothing"
+            ]
+        );
+    }
 
     fn rule_issues(yaml: &str) -> (Vec<String>, Vec<String>) {
         let spec: DestinationRuleSpec = serde_yaml::from_str(yaml).expect("spec");

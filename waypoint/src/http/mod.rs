@@ -32,7 +32,9 @@ use crate::downstream::{Downstream, GatewayRoutes, Target};
 use crate::forward::cluster::ClusterKey;
 use crate::forward::connections::{Protocol, Transport};
 use crate::forward::endpoints::destination_port;
-use crate::route::{FaultAbort, MirrorPlan, RequestFacts, RouteAction, RouteDestination};
+use crate::route::{
+    FaultAbort, HeaderVars, MirrorPlan, RequestFacts, RouteAction, RouteDestination,
+};
 
 pub async fn serve<I>(io: I, downstream: Downstream, ctx: Arc<WaypointContext>)
 where
@@ -302,6 +304,13 @@ async fn handle(
 ) -> Response<ResponseBody> {
     let snapshot = ctx.registry.load();
     let (mut parts, body) = request.into_parts();
+    // What `%VAR%` in the route's header values stand for.
+    let vars = HeaderVars {
+        remote_ip: down.source_ip,
+        local: down.destination,
+        version: parts.version,
+        start: std::time::SystemTime::now(),
+    };
     // A WebSocket upgrade: judged and routed as any request, then relayed (upgrade.rs).
     // An HTTP/2 extended CONNECT is put in its HTTP/1.1 form here, and goes on as one.
     let upgrade = match upgrade::requested(&mut parts) {
@@ -417,7 +426,7 @@ async fn handle(
         && let Some(preflight) = cors.preflight(&facts)
     {
         let mut response = preflight.map(|()| local::full(bytes::Bytes::new()));
-        route.apply_response_headers(None, response.headers_mut());
+        route.apply_response_headers(None, response.headers_mut(), &vars);
         return response;
     }
     match route.action() {
@@ -427,7 +436,7 @@ async fn handle(
             };
             let mut response = local::reply(status, "");
             response.headers_mut().insert(header::LOCATION, location);
-            route.apply_response_headers(None, response.headers_mut());
+            route.apply_response_headers(None, response.headers_mut(), &vars);
             return response;
         }
         RouteAction::DirectResponse { status, body } => {
@@ -438,7 +447,7 @@ async fn handle(
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
-            route.apply_response_headers(None, response.headers_mut());
+            route.apply_response_headers(None, response.headers_mut(), &vars);
             return response;
         }
         RouteAction::Forward(_) => {}
@@ -449,7 +458,7 @@ async fn handle(
     if destination.unresolved {
         // A Gateway API backendRef that cannot be used takes its share and answers 500.
         let mut response = local::reply(StatusCode::INTERNAL_SERVER_ERROR, "");
-        route.apply_response_headers(None, response.headers_mut());
+        route.apply_response_headers(None, response.headers_mut(), &vars);
         return response;
     }
     let rewrite = route.rewrite(&facts, Some(destination));
@@ -478,7 +487,7 @@ async fn handle(
         },
     };
     parts.headers.insert(header::HOST, authority);
-    route.apply_request_headers(destination, &mut parts.headers);
+    route.apply_request_headers(destination, &mut parts.headers, &vars);
     strip_hop_by_hop(&mut parts.headers);
     if let Some(upgrade) = &upgrade {
         upgrade.restore(&mut parts.headers);
@@ -555,7 +564,7 @@ async fn handle(
             .extensions_mut()
             .insert(RoutedService(service.clone()));
     }
-    route.apply_response_headers(Some(destination), response.headers_mut());
+    route.apply_response_headers(Some(destination), response.headers_mut(), &vars);
     if let Some(cors) = route.cors() {
         cors.response_headers(origin.as_ref(), response.headers_mut());
     }

@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::{ChainAction, Serve, chain_for};
-use super::tls::{Hello, MAX_HELLO, client_hello, client_names_allowed};
+use super::tls::client_names_allowed;
+use crate::client_hello::read_hello;
 use crate::context::WaypointContext;
 use crate::downstream::{Downstream, GatewayRoutes, GatewayTarget, Target};
 use crate::prefixed::Prefixed;
@@ -176,7 +177,7 @@ async fn connection(
         }
         Serve::Tls(chains) => chains,
     };
-    let Some((head, sni)) = read_hello(&mut tcp).await else {
+    let Some((head, sni)) = read_hello(&mut tcp, TLS_TIMEOUT).await else {
         return;
     };
     let Some(chain) = chain_for(chains, sni.as_deref()) else {
@@ -224,33 +225,6 @@ async fn connection(
             serve_target(stream, target, peer, local, true, ctx).await;
         }
     }
-}
-
-/// The ClientHello's bytes (to be replayed) and SNI; `None` for what is not TLS, or does
-/// not finish its hello in time.
-async fn read_hello(tcp: &mut TcpStream) -> Option<(Vec<u8>, Option<String>)> {
-    let mut head = Vec::with_capacity(2048);
-    let reading = async {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match client_hello(&head) {
-                Hello::Complete { sni } => return Some(sni),
-                Hello::NotTls => {
-                    debug!("not a TLS ClientHello; closed");
-                    return None;
-                }
-                Hello::Incomplete if head.len() >= MAX_HELLO => return None,
-                Hello::Incomplete => {}
-            }
-            let n = tcp.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            head.extend_from_slice(&chunk[..n]);
-        }
-    };
-    let sni = tokio::time::timeout(TLS_TIMEOUT, reading).await.ok()??;
-    Some((head, sni))
 }
 
 async fn serve_target<I>(

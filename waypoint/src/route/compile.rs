@@ -91,7 +91,11 @@ pub(crate) fn destination(
                 None
             }
         });
-    let compiled = headers::compile(headers, &format!("{at}.headers"));
+    let compiled = headers::compile(
+        headers,
+        &format!("{at}.headers"),
+        headers::Values::Formatted,
+    );
     Some(RouteDestination {
         // Istio resolves short names in the namespace of the rule, not of the service.
         host: qualify(&destination.host, context.namespace, context.settings),
@@ -165,7 +169,11 @@ fn route_name(rule: Option<&str>, block: Option<&str>) -> Option<Box<str>> {
 /// `None` for a rule the waypoint cannot serve; pilot's order decides the action:
 /// redirect, then direct response, then destinations.
 fn rule_plan(context: &VsContext<'_>, rule: &HttpRoute, at: &str) -> Option<RulePlan> {
-    let route_headers = headers::compile(rule.headers.as_ref(), &format!("{at}.headers"));
+    let route_headers = headers::compile(
+        rule.headers.as_ref(),
+        &format!("{at}.headers"),
+        headers::Values::Formatted,
+    );
     let mut plan = RulePlan {
         action: RouteAction::Forward(Vec::new()),
         weighted: false,
@@ -198,7 +206,8 @@ fn rule_plan(context: &VsContext<'_>, rule: &HttpRoute, at: &str) -> Option<Rule
     if rule.route.is_empty() {
         if rule.delegate.is_some() {
             warn_once(format!(
-                "{at}: delegate is not supported by the waypoint; the rule never matches"
+                "{at}: delegate not merged (the registry merges usable delegates, \
+                 weft_config::translate::delegate); the rule never matches"
             ));
         } else {
             warn_once(format!(

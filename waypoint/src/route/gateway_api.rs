@@ -582,7 +582,7 @@ fn header_ops(
         request: operations(request),
         response: operations(response),
     };
-    headers::compile(Some(&headers), at)
+    headers::compile(Some(&headers), at, headers::Values::Literal)
 }
 
 fn internal_error() -> RouteAction {

@@ -459,7 +459,7 @@ fn header_modifiers_apply_to_requests_and_responses() {
     headers.insert("x-set", HeaderValue::from_static("0"));
     headers.insert("x-add", HeaderValue::from_static("1"));
     headers.insert("x-gone", HeaderValue::from_static("bye"));
-    plan.apply_request_headers(destination, &mut headers);
+    plan.apply_request_headers(destination, &mut headers, &HeaderVars::for_tests());
     assert_eq!(headers["x-set"], "1");
     assert_eq!(
         headers.get_all("x-add").iter().collect::<Vec<_>>(),
@@ -469,7 +469,7 @@ fn header_modifiers_apply_to_requests_and_responses() {
     assert!(headers.get("x-gone").is_none());
     assert_eq!(headers["x-backend"], "s");
     let mut response = HeaderMap::new();
-    plan.apply_response_headers(Some(destination), &mut response);
+    plan.apply_response_headers(Some(destination), &mut response, &HeaderVars::for_tests());
     assert_eq!(response["x-served-by"], "weft");
 }
 

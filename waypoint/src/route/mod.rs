@@ -55,6 +55,7 @@ mod tests;
 pub use cors::CorsPlan;
 pub use facts::{RequestFacts, Source};
 pub use fault::{FaultAbort, FaultDecision, FaultPlan};
+pub use headers::HeaderVars;
 pub use plan::{HttpRoutePlan, MirrorPlan, Rewrite, RouteAction, RouteDestination};
 pub use retry::{AttemptOutcome, RetryPolicy};
 pub use rewrite::RedirectPlan;
@@ -70,6 +71,8 @@ pub struct CompiledRoutes {
     default_http: Option<HttpRoutePlan>,
     tcp: Vec<tcp::TcpRule>,
     default_tcp: TcpRoutePlan,
+    /// The `tls` rules, for TLS and HTTPS ports.
+    tls: tcp::TlsRules,
 }
 
 impl CompiledRoutes {
@@ -103,6 +106,7 @@ impl CompiledRoutes {
         // (`buildSidecarOutboundTCPFilterChainOpts`).
         for vs in &routes.virtual_services {
             compiled.tcp.extend(tcp::compile_rules(vs, settings));
+            tcp::compile_tls_rules(vs, settings, &mut compiled.tls);
         }
         compiled
     }
@@ -115,6 +119,7 @@ impl CompiledRoutes {
             default_http: Some(HttpRoutePlan::default_route(service_host)),
             tcp: Vec::new(),
             default_tcp: TcpRoutePlan::to_service(service_host),
+            tls: tcp::TlsRules::default(),
         }
     }
 
@@ -144,6 +149,7 @@ impl CompiledRoutes {
             default_http: None,
             tcp: Vec::new(),
             default_tcp: TcpRoutePlan::none(),
+            tls: tcp::TlsRules::default(),
         }
     }
 
@@ -164,6 +170,7 @@ impl CompiledRoutes {
             default_http: None,
             tcp: Vec::new(),
             default_tcp: TcpRoutePlan::none(),
+            tls: tcp::TlsRules::default(),
         }
     }
 
@@ -208,6 +215,27 @@ impl CompiledRoutes {
             .iter()
             .find(|rule| rule.matches(port, destination, source))
             .map_or(&self.default_tcp, |rule| &rule.plan)
+    }
+
+    /// Whether TLS to `port` (a TLS or HTTPS port: pilot reads `tls` rules for no other)
+    /// is routed by its ClientHello's SNI ([`CompiledRoutes::tls_route`]) rather than by
+    /// [`CompiledRoutes::tcp_route`]: some `tls` match block exists for this client and
+    /// port. On such a port pilot builds no `tcp` rule's chain.
+    pub fn routes_tls(&self, port: u16, source: &Source) -> bool {
+        self.tls.apply(port, source)
+    }
+
+    /// The `tls` rule Envoy's filter chain match picks for a connection to `destination`
+    /// whose ClientHello named `sni`; `None` when no chain matches, and the connection is
+    /// closed (no default chain is built once a `tls` rule matches the port).
+    pub fn tls_route(
+        &self,
+        port: u16,
+        destination: Option<IpAddr>,
+        source: &Source,
+        sni: Option<&str>,
+    ) -> Option<&TcpRoutePlan> {
+        self.tls.route(port, destination, source, sni)
     }
 }
 

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use super::cors::CorsPlan;
 use super::facts::RequestFacts;
 use super::fault::{FaultPlan, PerMillion};
-use super::headers::HeaderOps;
+use super::headers::{HeaderOps, HeaderVars};
 use super::matcher::MatchedPath;
 use super::retry::RetryPolicy;
 use super::rewrite::{RedirectPlan, UriRewrite};
@@ -237,12 +237,18 @@ impl HttpRoutePlan {
     }
 
     /// `headers.request` of the route and of `destination`, in Envoy's order.
-    pub fn apply_request_headers(&self, destination: &RouteDestination, headers: &mut HeaderMap) {
+    pub fn apply_request_headers(
+        &self,
+        destination: &RouteDestination,
+        headers: &mut HeaderMap,
+        vars: &HeaderVars,
+    ) {
         HeaderOps::apply_route_and_destination(
             &self.rule.request_ops,
             Some(&destination.request_ops),
             self.rule.weighted,
             headers,
+            vars,
         );
     }
 
@@ -252,12 +258,14 @@ impl HttpRoutePlan {
         &self,
         destination: Option<&RouteDestination>,
         headers: &mut HeaderMap,
+        vars: &HeaderVars,
     ) {
         HeaderOps::apply_route_and_destination(
             &self.rule.response_ops,
             destination.map(|d| &d.response_ops),
             self.rule.weighted,
             headers,
+            vars,
         );
     }
 

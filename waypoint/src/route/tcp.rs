@@ -1,7 +1,15 @@
-//! `tcp` rules: which destination an opaque connection goes to.
+//! `tcp` and `tls` rules: which destination an opaque connection goes to.
+//!
+//! `tls` rules route TLS that passes through without being terminated, by the SNI of the
+//! client's ClientHello, as pilot builds a sidecar's outbound filter chains for a TLS or
+//! HTTPS port (`buildSidecarOutboundTLSFilterChainOpts`) and Envoy chooses among them.
+//! Istio's own waypoint (1.28, `getTLSRouteMatch`) reads no SNI: it applies a `tls` rule
+//! only when a match names exactly the service's host. weft reads the ClientHello, so a
+//! rule naming other names works as it does on a sidecar; for a client sending the
+//! service's host as its SNI both choose the same rule.
 use std::net::IpAddr;
 
-use weft_config::api::networking::{L4MatchAttributes, VirtualService};
+use weft_config::api::networking::{L4MatchAttributes, TlsMatchAttributes, VirtualService};
 use weft_config::translate::hosts::MeshSettings;
 use weft_config::validate::cidr;
 
@@ -9,6 +17,7 @@ use super::compile::{VsContext, destination};
 use super::facts::Source;
 use super::matcher::{Gate, Scope, warn_once};
 use super::plan::{RouteDestination, pick_weighted};
+use weft_config::translate::gateway::select_by_sni;
 
 #[derive(Clone, Debug)]
 pub struct TcpRoutePlan {
@@ -147,32 +156,171 @@ impl TcpRule {
     }
 }
 
+/// One `tls` match block, as a filter chain: its static conditions (port, source,
+/// gateways) and what Envoy matches at run time (destination subnets, SNI).
+#[derive(Debug)]
+struct TlsChain {
+    gate: Gate,
+    subnets: Vec<(IpAddr, u8)>,
+    /// Lower case; `*.example.com` matches any name under `example.com`.
+    sni_hosts: Vec<String>,
+    /// Index of the rule's plan in [`TlsRules::plans`].
+    plan: usize,
+}
+
+/// The `tls` rules of a host's VirtualServices, in order.
+#[derive(Debug, Default)]
+pub(crate) struct TlsRules {
+    chains: Vec<TlsChain>,
+    plans: Vec<TcpRoutePlan>,
+}
+
+impl TlsRules {
+    /// Whether a connection to `port` from `source` is routed by its SNI: some match block
+    /// exists for them. Without one, pilot builds the port's default chain to the service.
+    pub(crate) fn apply(&self, port: u16, source: &Source) -> bool {
+        self.chains.iter().any(|c| c.gate.admits(port, source))
+    }
+
+    /// The rule Envoy's filter chain match picks, or `None` (the connection is closed).
+    /// Envoy first keeps the chains whose destination subnets hold `destination` most
+    /// specifically (a chain without subnets holds every address, least specifically),
+    /// then among them the SNI: an exact name, then the longest wildcard. Match blocks
+    /// with the same subnets and names as an earlier one are dropped, as pilot drops them
+    /// (`hashRuntimeTLSMatchPredicates`), so the first rule wins.
+    pub(crate) fn route(
+        &self,
+        port: u16,
+        destination: Option<IpAddr>,
+        source: &Source,
+        sni: Option<&str>,
+    ) -> Option<&TcpRoutePlan> {
+        let mut admitted: Vec<&TlsChain> = Vec::new();
+        for chain in self.chains.iter().filter(|c| c.gate.admits(port, source)) {
+            let same = |c: &&TlsChain| c.subnets == chain.subnets && c.sni_hosts == chain.sni_hosts;
+            if !admitted.iter().any(same) {
+                admitted.push(chain);
+            }
+        }
+        let specificity = |chain: &TlsChain| -> Option<i16> {
+            if chain.subnets.is_empty() {
+                return Some(-1);
+            }
+            let ip = destination?;
+            chain
+                .subnets
+                .iter()
+                .filter(|block| contains(**block, ip))
+                .map(|(_, prefix)| i16::from(*prefix))
+                .max()
+        };
+        let best = admitted.iter().filter_map(|c| specificity(c)).max()?;
+        let candidates: Vec<&TlsChain> = admitted
+            .into_iter()
+            .filter(|c| specificity(c) == Some(best))
+            .collect();
+        let chosen = select_by_sni(
+            &candidates,
+            |c| c.sni_hosts.iter().map(String::as_str).collect(),
+            sni,
+        )?;
+        self.plans.get(chosen.plan)
+    }
+}
+
+fn tls_chain(m: &TlsMatchAttributes, plan: usize, at: &str, scope: Scope<'_>) -> TlsChain {
+    let subnets = m
+        .destination_subnets
+        .iter()
+        .filter_map(|subnet| match cidr::parse(subnet) {
+            Ok(block) => Some(block),
+            Err(reason) => {
+                warn_once(format!("{at}.destinationSubnets: {reason}; ignored"));
+                None
+            }
+        })
+        .collect();
+    let mut sni_hosts: Vec<String> = m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    sni_hosts.sort();
+    sni_hosts.dedup();
+    TlsChain {
+        gate: Gate::new(
+            m.port,
+            &m.gateways,
+            &m.source_labels,
+            m.source_namespace.as_deref(),
+            false,
+            scope,
+        ),
+        subnets,
+        sni_hosts,
+        plan,
+    }
+}
+
+/// Appends the `tls` rules of `vs` to `rules`. A rule without destinations makes no
+/// filter chain (pilot skips it), so its SNI falls to the other rules.
+pub(crate) fn compile_tls_rules(
+    vs: &VirtualService,
+    settings: &MeshSettings,
+    rules: &mut TlsRules,
+) {
+    let context = VsContext::new(vs, settings);
+    for (i, rule) in vs.spec.tls.iter().enumerate() {
+        let at = format!("{}: tls[{i}]", context.origin);
+        let Some(plan) = destinations(&context, &rule.route, &at) else {
+            continue;
+        };
+        let index = rules.plans.len();
+        rules.plans.push(plan);
+        for (m, attributes) in rule.matches.iter().enumerate() {
+            rules.chains.push(tls_chain(
+                attributes,
+                index,
+                &format!("{at}.match[{m}]"),
+                Scope::Mesh,
+            ));
+        }
+    }
+}
+
+/// The usable destinations of a rule's `route`, or `None` (warned) when none is.
+fn destinations(
+    context: &VsContext,
+    route: &[weft_config::api::networking::RouteDestination],
+    at: &str,
+) -> Option<TcpRoutePlan> {
+    let weighted = route.len() > 1;
+    let destinations: Vec<_> = route
+        .iter()
+        .enumerate()
+        .filter_map(|(j, d)| {
+            destination(
+                context,
+                &d.destination,
+                d.weight,
+                weighted,
+                None,
+                &format!("{at}.route[{j}]"),
+            )
+        })
+        .collect();
+    if destinations.is_empty() {
+        warn_once(format!("{at}: no destination; rule skipped"));
+        return None;
+    }
+    Some(TcpRoutePlan { destinations })
+}
+
 pub(crate) fn compile_rules(vs: &VirtualService, settings: &MeshSettings) -> Vec<TcpRule> {
     let context = VsContext::new(vs, settings);
     let scope = Scope::Mesh;
     let mut rules = Vec::with_capacity(vs.spec.tcp.len());
     for (i, rule) in vs.spec.tcp.iter().enumerate() {
         let at = format!("{}: tcp[{i}]", context.origin);
-        let weighted = rule.route.len() > 1;
-        let destinations: Vec<_> = rule
-            .route
-            .iter()
-            .enumerate()
-            .filter_map(|(j, d)| {
-                destination(
-                    &context,
-                    &d.destination,
-                    d.weight,
-                    weighted,
-                    None,
-                    &format!("{at}.route[{j}]"),
-                )
-            })
-            .collect();
-        if destinations.is_empty() {
-            warn_once(format!("{at}: no destination; rule skipped"));
+        let Some(plan) = destinations(&context, &rule.route, &at) else {
             continue;
-        }
+        };
         rules.push(TcpRule {
             matches: rule
                 .matches
@@ -182,7 +330,7 @@ pub(crate) fn compile_rules(vs: &VirtualService, settings: &MeshSettings) -> Vec
                     L4Match::compile(attributes, &format!("{at}.match[{m}]"), scope)
                 })
                 .collect(),
-            plan: TcpRoutePlan { destinations },
+            plan,
         });
     }
     rules

@@ -492,7 +492,7 @@ fn redirects_and_direct_responses() {
         "http://newratings.default.svc.cluster.local/v1/bookRatings?id=7"
     );
     let mut response = HeaderMap::new();
-    plan.apply_response_headers(None, &mut response);
+    plan.apply_response_headers(None, &mut response, &HeaderVars::for_tests());
     assert_eq!(
         response.get("x-redirected").map(|v| v.as_bytes()),
         Some(&b"yes"[..])
@@ -554,7 +554,7 @@ fn header_operations_of_the_route_and_its_destinations() {
         (Some("v2"), Some("v1"))
     );
     let mut headers = HeaderMap::new();
-    plan.apply_request_headers(v2, &mut headers);
+    plan.apply_request_headers(v2, &mut headers, &HeaderVars::for_tests());
     // Weighted: the route's parser runs last and its `set` wins.
     assert_eq!(headers["test"], "true");
     assert_eq!(
@@ -565,8 +565,8 @@ fn header_operations_of_the_route_and_its_destinations() {
     let mut response = HeaderMap::new();
     response.insert("foo", HeaderValue::from_static("1"));
     response.insert("x-internal", HeaderValue::from_static("1"));
-    plan.apply_response_headers(Some(v2), &mut response.clone());
-    plan.apply_response_headers(Some(v1), &mut response);
+    plan.apply_response_headers(Some(v2), &mut response.clone(), &HeaderVars::for_tests());
+    plan.apply_response_headers(Some(v1), &mut response, &HeaderVars::for_tests());
     assert!(response.is_empty());
 }
 
@@ -733,4 +733,91 @@ http:
         "v1"
     );
     assert_eq!(target(&routes, &Request::get("/")), "v1");
+}
+
+/// The host a `tls` route sends a connection to (`None`: closed).
+fn tls_target(
+    routes: &CompiledRoutes,
+    port: u16,
+    destination: &str,
+    source: &Source,
+    sni: Option<&str>,
+) -> Option<String> {
+    let ip: IpAddr = destination.parse().expect("ip");
+    routes
+        .tls_route(port, Some(ip), source, sni)
+        .map(|plan| plan.destinations()[0].host.clone())
+}
+
+#[test]
+fn tls_rules_route_by_sni_exact_then_longest_wildcard_and_close_what_matches_none() {
+    let routes = routes(
+        "tls:\n- match:\n  - port: 443\n    sniHosts: [reviews.example.com]\n  route:\n  - destination: {host: exact}\n- match:\n  - port: 443\n    sniHosts: ['*.example.com']\n  route:\n  - destination: {host: wide}\n- match:\n  - port: 443\n    sniHosts: ['*.v2.example.com']\n  route:\n  - destination: {host: narrow}\n- match:\n  - port: 443\n    sniHosts: [reviews.example.com]\n  route:\n  - destination: {host: shadowed}\n- match:\n  - port: 8443\n    sniHosts: [other.example.com]\n  route:\n  - destination: {host: other-port}\n",
+    );
+    let nobody = Source::default();
+    let at = |sni: Option<&str>| tls_target(&routes, 443, "10.96.0.10", &nobody, sni);
+    assert!(routes.routes_tls(443, &nobody));
+    assert_eq!(
+        at(Some("reviews.example.com")).as_deref(),
+        Some("exact.bookinfo.svc.cluster.local"),
+        "an exact name wins, and the first of two equal matches"
+    );
+    assert_eq!(
+        at(Some("Ratings.Example.com")).as_deref(),
+        Some("wide.bookinfo.svc.cluster.local")
+    );
+    assert_eq!(
+        at(Some("a.v2.example.com")).as_deref(),
+        Some("narrow.bookinfo.svc.cluster.local"),
+        "the longest wildcard wins whatever the order"
+    );
+    assert_eq!(at(Some("example.org")), None, "no chain: closed");
+    assert_eq!(at(None), None, "a ClientHello without SNI matches no name");
+    assert_eq!(
+        at(Some("other.example.com")).as_deref(),
+        Some("wide.bookinfo.svc.cluster.local"),
+        "a match block of another port does not exist on 443"
+    );
+    // A port no match block names is not routed by SNI: tcp rules or the service.
+    assert!(!routes.routes_tls(9443, &nobody));
+}
+
+#[test]
+fn tls_matches_select_by_source_and_by_the_most_specific_destination_subnet() {
+    let routes = routes(
+        "tls:\n- match:\n  - sniHosts: [db.example.com]\n    sourceLabels: {app: backup}\n  route:\n  - destination: {host: backup-db}\n- match:\n  - sniHosts: [db.example.com]\n    destinationSubnets: [10.96.0.0/12]\n  route:\n  - destination: {host: cluster-db}\n- match:\n  - sniHosts: ['*.example.com']\n    destinationSubnets: [10.96.0.10/32]\n  route:\n  - destination: {host: pinned}\n- match:\n  - sniHosts: [db.example.com]\n    sourceNamespace: ops\n  route:\n  - destination: {host: ops-db}\n",
+    );
+    let nobody = Source::default();
+    let backup = Source {
+        labels: [("app".to_string(), "backup".to_string())].into(),
+        ..Default::default()
+    };
+    let ops = Source {
+        namespace: Some("ops".into()),
+        ..Default::default()
+    };
+    let db = Some("db.example.com");
+    assert_eq!(
+        tls_target(&routes, 443, "10.100.0.1", &nobody, db).as_deref(),
+        Some("cluster-db.bookinfo.svc.cluster.local"),
+        "a subnet holding the address is more specific than none"
+    );
+    assert_eq!(
+        tls_target(&routes, 443, "10.96.0.10", &nobody, db).as_deref(),
+        Some("pinned.bookinfo.svc.cluster.local"),
+        "the /32 is the most specific; within it only the wildcard is left"
+    );
+    assert_eq!(
+        tls_target(&routes, 443, "192.168.0.1", &backup, db).as_deref(),
+        Some("backup-db.bookinfo.svc.cluster.local")
+    );
+    assert_eq!(
+        tls_target(&routes, 443, "192.168.0.1", &ops, db).as_deref(),
+        Some("ops-db.bookinfo.svc.cluster.local")
+    );
+    assert_eq!(
+        tls_target(&routes, 443, "192.168.0.1", &nobody, db),
+        None,
+        "no match block without source conditions holds this address"
+    );
 }
