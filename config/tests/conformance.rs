@@ -313,11 +313,11 @@ fn the_table_is_checked_against_the_validation() {
     // A warned field, set: the warning names it.
     let (_, warnings) = judge(
         Kind::DestinationRule,
-        "spec.exportTo",
-        Value::from(vec!["."]),
+        "spec.workloadSelector",
+        serde_json::json!({"matchLabels": {"app": "reviews"}}),
     );
     assert!(
-        warnings.iter().any(|(f, _)| f == "spec.exportTo"),
+        warnings.iter().any(|(f, _)| f == "spec.workloadSelector"),
         "{warnings:?}"
     );
     // A supported one, set: no warning about it.

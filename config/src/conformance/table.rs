@@ -14,7 +14,7 @@ use crate::api::Kind::*;
 
 #[rustfmt::skip]
 pub const TABLE: &[Line] = &[
-    (VirtualService, "spec.exportTo", Warned("the VirtualService applies to clients of every namespace")),
+    (VirtualService, "spec.exportTo", Supported),
     (VirtualService, "spec.gateways", Supported),
     (VirtualService, "spec.hosts", Supported),
     (VirtualService, "spec.http", Supported),
@@ -30,9 +30,9 @@ pub const TABLE: &[Line] = &[
     (VirtualService, "spec.http[].corsPolicy.exposeHeaders", Supported),
     (VirtualService, "spec.http[].corsPolicy.maxAge", Supported),
     (VirtualService, "spec.http[].corsPolicy.unmatchedPreflights", Supported),
-    (VirtualService, "spec.http[].delegate", Warned("delegation is not implemented: a rule that only delegates never matches")),
-    (VirtualService, "spec.http[].delegate.name", Warned("delegation is not implemented: a rule that only delegates never matches")),
-    (VirtualService, "spec.http[].delegate.namespace", Warned("delegation is not implemented: a rule that only delegates never matches")),
+    (VirtualService, "spec.http[].delegate", Supported),
+    (VirtualService, "spec.http[].delegate.name", Supported),
+    (VirtualService, "spec.http[].delegate.namespace", Supported),
     (VirtualService, "spec.http[].directResponse", Supported),
     (VirtualService, "spec.http[].directResponse.body", Supported),
     (VirtualService, "spec.http[].directResponse.body.bytes", Supported),
@@ -168,7 +168,7 @@ pub const TABLE: &[Line] = &[
     (VirtualService, "spec.tls[].route[].destination.port.number", Supported),
     (VirtualService, "spec.tls[].route[].destination.subset", Supported),
     (VirtualService, "spec.tls[].route[].weight", Supported),
-    (DestinationRule, "spec.exportTo", Warned("the rule applies to clients of every namespace")),
+    (DestinationRule, "spec.exportTo", Supported),
     (DestinationRule, "spec.host", Supported),
     (DestinationRule, "spec.subsets", Supported),
     (DestinationRule, "spec.subsets[].labels", Supported),
