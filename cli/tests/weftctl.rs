@@ -170,7 +170,7 @@ kind: DestinationRule
 metadata: {name: reviews, namespace: shop}
 spec:
   host: reviews
-  trafficPolicy: {connectionPool: {http: {idleTimeout: 30s}}}
+  workloadSelector: {matchLabels: {app: productpage}}
 ---
 apiVersion: networking.istio.io/v1
 kind: Sidecar
@@ -196,7 +196,7 @@ spec: {egress: [{hosts: ["./*"]}]}
             "warning: {f}:3: DestinationRule shop/reviews: spec.host: \"reviews\" has no waypoint: L7 rules apply only through a waypoint: label the Service istio.io/use-waypoint"
         ),
         format!(
-            "warning: {f}:3: DestinationRule shop/reviews: spec.trafficPolicy.connectionPool.http.idleTimeout: accepted but not supported by weft: ignored"
+            "warning: {f}:3: DestinationRule shop/reviews: spec.workloadSelector: accepted but not supported by weft: ignored (the rule applies whichever workload sends)"
         ),
     ] {
         assert!(
