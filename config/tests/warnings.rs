@@ -313,7 +313,6 @@ spec:
         "VirtualService shop/bound spec.http[1].fault.abort.http2Error",
         "DestinationRule shop/bound spec.exportTo",
         "DestinationRule shop/bound spec.workloadSelector",
-        "DestinationRule shop/bound spec.trafficPolicy.loadBalancer.warmupDurationSecs",
         "DestinationRule shop/bound spec.trafficPolicy.connectionPool.tcp.idleTimeout",
         "DestinationRule shop/bound spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration",
         "DestinationRule shop/bound spec.trafficPolicy.connectionPool.http.idleTimeout",

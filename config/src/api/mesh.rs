@@ -44,6 +44,9 @@ pub struct MeshConfig {
     /// Must agree with `--trust-domain` (weft takes it from there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_domain: Option<String>,
+    /// The mesh-wide default of DestinationRules' `loadBalancer.localityLbSetting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_lb_setting: Option<super::networking::LocalityLbSetting>,
     /// Every other field, by its JSON name: Istio fields weft does not act on (warned
     /// about) or names Istio does not define (refused).
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
