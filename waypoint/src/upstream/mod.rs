@@ -1,5 +1,6 @@
 //! DestinationRule traffic policy for the endpoints a route picked: which settings apply
-//! ([`policy`]), which endpoint gets the request ([`balance`]), which endpoints are left out
+//! ([`policy`]), which localities' endpoints may take the request ([`locality`]), which
+//! endpoint gets it ([`balance`], with [`warmup`]'s slow start), which endpoints are left out
 //! for misbehaving ([`outlier`]) and how much traffic the cluster may take ([`limits`]);
 //! the TLS the waypoint originates to endpoints outside the mesh ([`tls`], which reads files).
 //!
@@ -18,6 +19,8 @@
 pub mod balance;
 mod hash;
 pub mod limits;
+pub mod locality;
 pub mod outlier;
 pub mod policy;
 pub mod tls;
+pub mod warmup;
