@@ -47,6 +47,7 @@ pub struct Client<'a> {
     pub locality: Locality,
 }
 
+#[cfg(test)]
 impl<'a> Client<'a> {
     /// A client of `namespace` whose locality is unknown.
     pub fn in_namespace(namespace: &'a str) -> Self {

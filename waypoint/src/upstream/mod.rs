@@ -12,7 +12,9 @@
 //! ```text
 //! let policy = EffectivePolicy::resolve(dr, subset, port);          // on config change
 //! let healthy = detector.filter(&ready_endpoints, now);             // [] → 503 no healthy upstream
-//! let pick = balancer.pick(&healthy, &HashInput::from_request(..))?;
+//! let slots = locality::plan(setting, outlier, &proxy, &places);    // localityLbSetting
+//! let healthy = locality::narrow(&ready_endpoints, &slots, &healthy, draw);
+//! let pick = balancer.pick(&healthy, &HashInput::from_request(..))?; // slow_start.pick(..)
 //! // connection and request permits from the circuit breaker, see `limits`
 //! detector.record(pick.endpoint, Outcome::Response(status), now);
 //! ```
