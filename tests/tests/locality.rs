@@ -7,7 +7,9 @@
 //! - without a waypoint, by the Service's `trafficDistribution: PreferClose`, relative to
 //!   the client's zone, as the client's agent balances.
 //!
-//! Tolerances: none on counts (all requests of a burst must land in one zone); readiness
+//! Tolerances: none on counts (all requests of a burst must land in one zone: 30 requests
+//! through the waypoint, 12 connections without one, whose agent balances connections);
+//! readiness
 //! changes are awaited for at most 20 s (the kubelet probes every second, the agents and
 //! the waypoint read the cluster view within a second or two).
 use std::collections::BTreeMap;
@@ -17,11 +19,25 @@ use weft_e2e::{eventually, lab_up, testapp_json};
 use weft_lab::Lab;
 
 const WAIT: Duration = Duration::from_secs(20);
-const BURST: &str = "30";
+/// How requests are sent: a waypoint balances each request of one connection, an agent
+/// each connection.
+#[derive(Clone, Copy)]
+enum Burst {
+    /// 30 requests on one keep-alive connection.
+    Requests,
+    /// 12 connections of one request each (all 12 to a given one of two endpoints by
+    /// chance: 1 in 4,096).
+    Connections,
+}
 
 /// Which pods answered a burst of GETs from the client to `url`.
-fn landings(lab: &Lab, url: &str) -> BTreeMap<String, usize> {
-    let lines = testapp_json(lab, "shop/client", &["get", url, "--count", BURST]);
+fn landings(lab: &Lab, url: &str, burst: Burst) -> BTreeMap<String, usize> {
+    let lines: Vec<_> = match burst {
+        Burst::Requests => testapp_json(lab, "shop/client", &["get", url, "--count", "30"]),
+        Burst::Connections => (0..12)
+            .flat_map(|_| testapp_json(lab, "shop/client", &["get", url]))
+            .collect(),
+    };
     let mut counts = BTreeMap::new();
     for line in &lines {
         let pod = match line["status"].as_u64() {
@@ -55,12 +71,12 @@ fn await_ready(lab: &Lab, pod: &str, ready: bool) {
 }
 
 /// Fails `near`'s endpoint: requests then go to `far`; restores it: they come back.
-fn fails_over_and_back(lab: &Lab, url: &str, near: &str, far: &str) {
+fn fails_over_and_back(lab: &Lab, url: &str, burst: Burst, near: &str, far: &str) {
     let (near_name, far_name) = (pod_name(near), pod_name(far));
     let mut seen = BTreeMap::new();
     assert!(
         eventually(WAIT, || {
-            seen = landings(lab, url);
+            seen = landings(lab, url, burst);
             all_to(&seen, near_name)
         }),
         "{url}: every request stays in {near}'s zone while it is ready: {seen:?}"
@@ -69,7 +85,7 @@ fn fails_over_and_back(lab: &Lab, url: &str, near: &str, far: &str) {
     await_ready(lab, near, false);
     assert!(
         eventually(WAIT, || {
-            seen = landings(lab, url);
+            seen = landings(lab, url, burst);
             all_to(&seen, far_name)
         }),
         "{url}: with {near} not ready every request fails over to {far}: {seen:?}"
@@ -78,7 +94,7 @@ fn fails_over_and_back(lab: &Lab, url: &str, near: &str, far: &str) {
     await_ready(lab, near, true);
     assert!(
         eventually(WAIT, || {
-            seen = landings(lab, url);
+            seen = landings(lab, url, burst);
             all_to(&seen, near_name)
         }),
         "{url}: {near} ready again takes every request back: {seen:?}"
@@ -104,12 +120,19 @@ fn requests_stay_in_their_zone_until_its_endpoints_fail_then_fail_over() {
     } else {
         ("shop/zonal-2", "shop/zonal-1")
     };
-    fails_over_and_back(&lab, "http://zonal.shop.svc.cluster.local:9080/", near, far);
+    fails_over_and_back(
+        &lab,
+        "http://zonal.shop.svc.cluster.local:9080/",
+        Burst::Requests,
+        near,
+        far,
+    );
 
     // Without a waypoint: the client's zone (node-1's), as its agent chooses.
     fails_over_and_back(
         &lab,
         "http://close.shop.svc.cluster.local:9080/",
+        Burst::Connections,
         "shop/close-1",
         "shop/close-2",
     );
