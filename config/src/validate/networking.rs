@@ -1259,7 +1259,7 @@ mod tests {
         };
         // Failover without outlier detection does nothing in Istio; with it, it works.
         let failover = "host: web\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting: {failover: [{from: eu, to: us}]}\n";
-        assert_eq!(ignored(failover), [format!("{at}")]);
+        assert_eq!(ignored(failover), [at.to_string()]);
         assert_eq!(
             ignored(&format!(
                 "{failover}  outlierDetection: {{consecutive5xxErrors: 1}}\n"
