@@ -133,6 +133,54 @@ async fn initial_lists_make_it_ready_then_watch_events_apply() {
     assert_eq!(api.count_requests("LIST pods"), 1, "{:?}", api.requests());
 }
 
+/// Nodes are read for their locality labels: an endpoint's locality is its node's, and it
+/// follows a relabelled node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_labels_give_endpoints_their_locality() {
+    common::init_tracing();
+    let api = ApiServer::start().await;
+    seed(&api);
+    let node = |name: &str, zone: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {
+                "topology.kubernetes.io/region": "eu",
+                "topology.kubernetes.io/zone": zone,
+                "kubernetes.io/hostname": name,
+            }},
+        })
+    };
+    api.apply(node("node-1", "eu-a"));
+    api.apply(node("node-2", "eu-b"));
+    let registry = Registry::default();
+    let _task = start(&api, &registry, config()).await;
+
+    let zones = |s: &weft_config::registry::Snapshot| -> Vec<String> {
+        s.service_by_vip(ip("10.96.0.20"))
+            .map(|svc| {
+                svc.endpoints
+                    .iter()
+                    .map(|e| {
+                        let l = s.endpoint_locality(e);
+                        format!("{}/{}", l.region, l.zone)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(zones(&registry.snapshot()), ["eu/eu-a", "eu/eu-b"]);
+    api.apply(node("node-2", "eu-c"));
+    wait_for(&registry, "node-2 relabelled", CONVERGE, |s| {
+        zones(s) == ["eu/eu-a", "eu/eu-c"]
+    })
+    .await;
+    api.delete("Node", "", "node-1");
+    wait_for(&registry, "node-1 gone", CONVERGE, |s| {
+        zones(s) == ["/", "eu/eu-c"]
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ended_watches_resume_from_their_resource_version() {
     common::init_tracing();

@@ -310,7 +310,6 @@ spec:
         "VirtualService shop/bound spec.http[1].fault.delay.exponentialDelay",
         "VirtualService shop/bound spec.http[1].fault.abort.http2Error",
         "DestinationRule shop/bound spec.workloadSelector",
-        "DestinationRule shop/bound spec.trafficPolicy.loadBalancer.warmupDurationSecs",
     ]
     .iter()
     .map(|w| format!("{w}{ignored}"))

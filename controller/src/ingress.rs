@@ -409,6 +409,7 @@ fn deployment(gateway: &Gateway, settings: &Settings, readable: &BTreeSet<Secret
                             field_ref("POD_NAME", "metadata.name"),
                             field_ref("POD_NAMESPACE", "metadata.namespace"),
                             field_ref("POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+                            field_ref("NODE_NAME", "spec.nodeName"),
                             { "name": "RUST_LOG", "value": "info" },
                         ],
                         "ports": ports,

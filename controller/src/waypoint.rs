@@ -329,7 +329,13 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
                         "name": "weft-waypoint",
                         "image": settings.image,
                         "args": args,
-                        "env": [{ "name": "RUST_LOG", "value": "info" }],
+                        // Its pod and node: locality load balancing compares endpoints'
+                        // localities with the waypoint's own.
+                        "env": [
+                            { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+                            { "name": "NODE_NAME", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } },
+                            { "name": "RUST_LOG", "value": "info" },
+                        ],
                         "ports": [
                             { "name": "mesh", "containerPort": hbone, "protocol": "TCP" },
                             { "name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP" },

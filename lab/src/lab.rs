@@ -1209,6 +1209,25 @@ impl Lab {
             self.plan.namespaces.insert(name.clone(), labels);
             done.push(Applied::new(format!("namespace/{name}"), outcome));
         }
+        // A Node's labels may change (`kubectl label node`); the lab's nodes stay.
+        for declared in &manifests.nodes {
+            let name = &declared.metadata.name;
+            let node = self
+                .plan
+                .nodes
+                .iter_mut()
+                .find(|n| &n.name == name)
+                .ok_or_else(|| LabError::Invalid(format!("Node {name:?} is not a lab node")))?;
+            let mut labels = BTreeMap::from([("kubernetes.io/hostname".to_string(), name.clone())]);
+            labels.extend(declared.metadata.labels.clone());
+            let outcome = if node.labels == labels {
+                "unchanged"
+            } else {
+                "configured"
+            };
+            node.labels = labels;
+            done.push(Applied::new(format!("node/{name}"), outcome));
+        }
         let namespaces = self.plan.namespaces.clone();
         for pod in &mut self.plan.pods {
             pod.ambient = weft_core::mesh::enrollment::ambient_enrolled(
@@ -1241,10 +1260,11 @@ impl Lab {
         let lab_made = manifests.pods.len()
             + manifests.deployments.len()
             + manifests.services.len()
-            + manifests.namespaces.len();
+            + manifests.namespaces.len()
+            + manifests.nodes.len();
         if lab_made > 0 {
             return Err(LabError::Invalid(
-                "the lab's Namespaces, Pods, Deployments and Services live as long as the lab:                  take it down (`cargo xtask lab down`) to remove them"
+                "the lab's Nodes, Namespaces, Pods, Deployments and Services live as long as the lab:                  take it down (`cargo xtask lab down`) to remove them"
                     .into(),
             ));
         }

@@ -312,6 +312,9 @@ pub struct ServiceSpec {
     /// `Cluster` (the default: any node forwards, and masquerades) or `Local`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_traffic_policy: Option<String>,
+    /// `PreferClose`: clients prefer endpoints in their zone (the agents honour it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<String>,
     /// The address a LoadBalancer asks for (deprecated in Kubernetes, still honoured by
     /// cloud controllers); one of the lab's range is allocated otherwise.
     #[serde(
@@ -334,10 +337,18 @@ pub struct Namespace {
     pub metadata: ObjectMeta,
 }
 
+/// A Node of the lab (`node-1` …), declared for its labels: the lab's nodes carry them as a
+/// cluster's Node objects do (`topology.kubernetes.io/zone`, …).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Node {
+    pub metadata: ObjectMeta,
+}
+
 /// Everything read from a manifest directory.
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
     pub namespaces: Vec<Namespace>,
+    pub nodes: Vec<Node>,
     pub pods: Vec<Pod>,
     pub deployments: Vec<Deployment>,
     pub services: Vec<Service>,
@@ -419,6 +430,7 @@ impl Manifests {
     /// Adds everything of `other` after this one's.
     pub fn extend(&mut self, other: Manifests) {
         self.namespaces.extend(other.namespaces);
+        self.nodes.extend(other.nodes);
         self.pods.extend(other.pods);
         self.deployments.extend(other.deployments);
         self.services.extend(other.services);
@@ -463,6 +475,7 @@ impl Manifests {
                 .to_string();
             match kind.as_str() {
                 "Namespace" => self.namespaces.push(from_value(value, &invalid)?),
+                "Node" => self.nodes.push(from_value(value, &invalid)?),
                 "Pod" => self.pods.push(from_value(value, &invalid)?),
                 "Deployment" => self.deployments.push(from_value(value, &invalid)?),
                 "Service" => self.services.push(from_value(value, &invalid)?),

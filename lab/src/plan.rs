@@ -177,6 +177,10 @@ pub struct NodePlan {
     pub pod_cidr6_base: Option<Ipv6Addr>,
     /// The fabric side of the node's link, inside the fabric namespace.
     pub fabric_if: String,
+    /// The Node object's labels: `kubernetes.io/hostname` and those a manifest's Node of this
+    /// name gives it (its topology: `topology.kubernetes.io/region`, `…/zone`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -338,6 +342,12 @@ pub struct ServicePlan {
     /// A LoadBalancer's external address (`status.loadBalancer.ingress[0].ip`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_ip: Option<Ipv4Addr>,
+    /// `spec.trafficDistribution`, and the annotations (Istio's
+    /// `networking.istio.io/traffic-distribution` among them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 fn cluster_ip_type() -> String {
@@ -474,10 +484,22 @@ impl Plan {
                     pod_cidr6_base: dual_stack
                         .then(|| Ipv6Addr::new(pa, pb, pc, 1 + i as u16, 0, 0, 0, 0)),
                     fabric_if: format!("n{}", i + 1),
+                    labels: Labels::from([("kubernetes.io/hostname".to_string(), name.clone())]),
                     name,
                 }
             })
             .collect();
+        let mut nodes = nodes;
+        for declared in &manifests.nodes {
+            let name = &declared.metadata.name;
+            let node = nodes.iter_mut().find(|n| &n.name == name).ok_or_else(|| {
+                LabError::Invalid(format!(
+                    "Node {name:?} is not a lab node (node-1 … node-{})",
+                    options.nodes
+                ))
+            })?;
+            node.labels.extend(declared.metadata.labels.clone());
+        }
 
         let mut namespaces: BTreeMap<String, Labels> = manifests
             .namespaces
@@ -1100,6 +1122,8 @@ fn plan_services(
                 .collect::<Result<_, LabError>>()?,
             endpoints,
             labels: svc.metadata.labels.clone(),
+            traffic_distribution: svc.spec.traffic_distribution.clone(),
+            annotations: svc.metadata.annotations.clone(),
             type_: type_.to_string(),
             load_balancer_ip: match type_ {
                 "LoadBalancer" => Some(external.load_balancer_ip(svc)?),
@@ -1407,6 +1431,42 @@ spec: {clusterIP: 10.96.0.10, ports: [{port: 1}]}
             !rules.contains("dport 81"),
             "no endpoint has a `metrics` port: {rules}"
         );
+    }
+
+    #[test]
+    fn nodes_carry_the_labels_their_manifests_give_them_into_the_cluster_view() {
+        let p = plan(
+            "kind: Node\nmetadata: {name: node-2, labels: {topology.kubernetes.io/zone: b}}\n---\nkind: Service\nmetadata: {name: web, namespace: x}\nspec: {trafficDistribution: PreferClose, ports: [{port: 80}]}\n",
+            2,
+        );
+        assert_eq!(p.nodes[0].labels.get("topology.kubernetes.io/zone"), None);
+        assert_eq!(p.nodes[1].labels["topology.kubernetes.io/zone"], "b");
+        assert_eq!(p.nodes[1].labels["kubernetes.io/hostname"], "node-2");
+        let view = crate::records::cluster_view(&p, &[], &Default::default()).expect("view");
+        let objects: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&view)
+            .filter_map(|d| serde_json::Value::deserialize(d).ok())
+            .collect();
+        let node = objects
+            .iter()
+            .find(|o| o["kind"] == "Node" && o["metadata"]["name"] == "node-2")
+            .expect("node-2's Node");
+        assert_eq!(
+            node["metadata"]["labels"]["topology.kubernetes.io/zone"],
+            "b"
+        );
+        let service = objects
+            .iter()
+            .find(|o| o["kind"] == "Service")
+            .expect("the Service");
+        assert_eq!(service["spec"]["trafficDistribution"], "PreferClose");
+
+        let mut m = Manifests::default();
+        m.add_yaml(
+            "kind: Node\nmetadata: {name: node-9}\n",
+            Path::new("t.yaml"),
+        )
+        .expect("valid yaml");
+        assert!(Plan::build(&LabOptions::new("t").nodes(2), &m).is_err());
     }
 
     #[test]

@@ -303,6 +303,12 @@ pub fn cluster_view(
             "metadata": {"name": name, "labels": labels},
         }));
     }
+    for node in &plan.nodes {
+        objects.push(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": node.name, "labels": node.labels},
+        }));
+    }
     for pod in &plan.pods {
         let node_ip = plan.node(&pod.node).map(|n| n.ip.to_string());
         let status = runtime
@@ -362,7 +368,10 @@ pub fn cluster_view(
         let families: Vec<&str> = svc.ip_families.iter().map(|f| f.as_str()).collect();
         let mut service = json!({
             "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": svc.labels},
+            "metadata": {
+                "name": svc.name, "namespace": svc.namespace, "labels": svc.labels,
+                "annotations": svc.annotations,
+            },
             "spec": {
                 "type": svc.type_,
                 "clusterIP": svc.vip.to_string(), "clusterIPs": cluster_ips,
@@ -370,6 +379,9 @@ pub fn cluster_view(
                 "ports": ports,
             },
         });
+        if let Some(distribution) = &svc.traffic_distribution {
+            service["spec"]["trafficDistribution"] = json!(distribution);
+        }
         if let Some(ip) = svc.load_balancer_ip {
             service["spec"]["externalTrafficPolicy"] = json!("Cluster");
             service["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}});

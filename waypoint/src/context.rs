@@ -10,7 +10,7 @@ use weft_core::lifecycle::Draining;
 use weft_core::metrics::Metrics;
 use weft_core::telemetry::SpanExporter;
 
-use crate::forward::cluster::Clusters;
+use crate::forward::cluster::{Clusters, Whereabouts};
 use crate::forward::connections::Connections;
 use crate::forward::endpoints::Reach;
 use crate::jwks::JwksCache;
@@ -43,6 +43,8 @@ pub struct WaypointContext {
     /// How routed requests reach a Service: a waypoint goes to the endpoints, an ingress
     /// gateway through the Service's waypoint when it has one.
     pub reach: Reach,
+    /// The proxy's pod and node, which locality load balancing compares endpoints with.
+    pub whereabouts: Whereabouts,
     /// Compiled routes by host, with the snapshot version they were compiled from.
     routes: Mutex<HashMap<String, (u64, Arc<CompiledRoutes>)>>,
 }
@@ -59,6 +61,10 @@ impl WaypointContext {
     ) -> Self {
         Self {
             connections: Connections::new(pool, identity.clone()),
+            whereabouts: Whereabouts {
+                namespace: namespace.clone(),
+                ..Whereabouts::default()
+            },
             name,
             namespace,
             identity,

@@ -44,12 +44,18 @@ struct Args {
     /// (its Deployment's, `istio-ingressgateway`), which Gateway API policies attach to.
     #[arg(long, env = "WEFT_WAYPOINT_NAME")]
     name: String,
-    /// An ingress gateway's pod (the downward API's `metadata.name`): its labels are what
-    /// Gateways' selectors select.
+    /// The pod (the downward API's `metadata.name`): an ingress gateway's labels are what
+    /// Gateways' selectors select; its locality and labels are the proxy's for locality
+    /// load balancing.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
     #[arg(long, env = "POD_NAMESPACE")]
     namespace: String,
+    /// The node the pod runs on (the downward API's `spec.nodeName`): its topology labels are
+    /// the proxy's locality for locality load balancing, unless the pod's own
+    /// `istio-locality` label says otherwise.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
     /// The service account whose identity the waypoint proves; Istio names it after the
     /// Gateway.
     #[arg(long, env = "POD_SERVICE_ACCOUNT")]
@@ -221,6 +227,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         spans,
     );
     context.jwks = weft_waypoint::jwks::JwksCache::new(args.jwks_refresh_interval);
+    context.whereabouts.pod = args.pod_name.clone();
+    context.whereabouts.node = args.node_name.clone();
     context.dns = Arc::new(weft_core::dns::Upstream::configured(&args.dns_upstream));
     if ingress {
         context.reach = Reach::ThroughWaypoint;

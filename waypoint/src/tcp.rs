@@ -18,7 +18,7 @@ use weft_core::metrics::{ResponseFlags, Side};
 use crate::client_hello::read_hello;
 use crate::context::WaypointContext;
 use crate::downstream::{Downstream, GatewayRoutes, Target};
-use crate::forward::cluster::ClusterKey;
+use crate::forward::cluster::{ClusterKey, Here};
 use crate::forward::connections::{ConnectionLimits, Transport};
 use crate::forward::endpoints::{destination_port, resolve};
 use crate::forward::idle::{Activity, Watched};
@@ -84,7 +84,11 @@ async fn choose(
         source_ip: downstream.source_ip,
         ..HashInput::default()
     };
-    let (chosen, _pick) = cluster.choose(&found, &[], false, &input)?;
+    let here = Here {
+        snapshot,
+        proxy: &ctx.whereabouts,
+    };
+    let (chosen, _pick) = cluster.choose(&found, &[], false, &input, &here)?;
     let service = snapshot.service_by_host(&destination.host).cloned();
     Some((
         chosen.address,

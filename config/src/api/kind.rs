@@ -12,6 +12,9 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Namespace,
+    /// Read for the locality labels of each node (`topology.kubernetes.io/region`, `/zone`,
+    /// `topology.istio.io/subzone`), which locality load balancing compares.
+    Node,
     Pod,
     Service,
     EndpointSlice,
@@ -47,8 +50,9 @@ pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Namespace,
+        Kind::Node,
         Kind::Pod,
         Kind::Service,
         Kind::EndpointSlice,
@@ -80,6 +84,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Namespace => "Namespace",
+            Kind::Node => "Node",
             Kind::Pod => "Pod",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
@@ -102,7 +107,12 @@ impl Kind {
     /// The API group ("" for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Pod | Kind::Service | Kind::MeshConfig | Kind::Secret => "",
+            Kind::Namespace
+            | Kind::Node
+            | Kind::Pod
+            | Kind::Service
+            | Kind::MeshConfig
+            | Kind::Secret => "",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::VirtualService | Kind::DestinationRule | Kind::ServiceEntry | Kind::Gateway => {
                 NETWORKING_GROUP
@@ -136,6 +146,7 @@ impl Kind {
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Namespace => "namespaces",
+            Kind::Node => "nodes",
             Kind::Pod => "pods",
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices",
@@ -156,7 +167,7 @@ impl Kind {
     }
 
     pub fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        !matches!(self, Kind::Namespace | Kind::Node)
     }
 
     pub fn is_istio(self) -> bool {

@@ -17,6 +17,14 @@ pub struct Namespace {
     pub metadata: ObjectMeta,
 }
 
+/// A Node, read for its labels only (its locality).
+#[derive(Resource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[resource(inherit = "k8s_openapi::api::core::v1::Node")]
+#[serde(default)]
+pub struct Node {
+    pub metadata: ObjectMeta,
+}
+
 /// A ConfigMap, read only for Istio's mesh config (the `istio` ConfigMap); see
 /// [`super::mesh`].
 #[derive(Resource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -139,6 +147,8 @@ pub struct ServiceSpec {
     pub ports: Vec<ServicePort>,
     pub selector: Option<BTreeMap<String, String>>,
     pub external_name: Option<String>,
+    /// `PreferClose`: clients prefer endpoints close to them (same zone, then region).
+    pub traffic_distribution: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

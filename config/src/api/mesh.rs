@@ -54,6 +54,9 @@ pub struct MeshConfig {
     /// `exportTo` of a DestinationRule that has none (empty: `*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub default_destination_rule_export_to: Vec<String>,
+    /// The mesh-wide default of DestinationRules' `loadBalancer.localityLbSetting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_lb_setting: Option<super::networking::LocalityLbSetting>,
     /// Every other field, by its JSON name: Istio fields weft does not act on (warned
     /// about) or names Istio does not define (refused).
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -10,7 +10,7 @@ use super::gateway::Gateway;
 use super::gateway_api::KubernetesGateway;
 use super::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant};
 use super::kind::{DEFAULT_NAMESPACE, Kind, ObjectRef};
-use super::kubernetes::{EndpointSlice, Namespace, Pod, Secret, Service, trim_metadata};
+use super::kubernetes::{EndpointSlice, Namespace, Node, Pod, Secret, Service, trim_metadata};
 use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
 use super::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
@@ -20,6 +20,7 @@ use crate::refusal::{Refusal, Warning};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Namespace(Arc<Namespace>),
+    Node(Arc<Node>),
     Pod(Arc<Pod>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
@@ -42,6 +43,7 @@ macro_rules! each_object {
     ($value:expr, $binding:ident => $body:expr) => {
         match $value {
             Object::Namespace($binding) => $body,
+            Object::Node($binding) => $body,
             Object::Pod($binding) => $body,
             Object::Service($binding) => $body,
             Object::EndpointSlice($binding) => $body,
@@ -66,6 +68,7 @@ impl Object {
     pub fn kind(&self) -> Kind {
         match self {
             Object::Namespace(_) => Kind::Namespace,
+            Object::Node(_) => Kind::Node,
             Object::Pod(_) => Kind::Pod,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
@@ -213,6 +216,7 @@ impl Object {
         }
         let parsed = match kind {
             Kind::Namespace => typed(value, &object_ref).map(Object::Namespace),
+            Kind::Node => typed(value, &object_ref).map(Object::Node),
             Kind::Pod => typed(value, &object_ref).map(Object::Pod),
             Kind::Service => typed(value, &object_ref).map(Object::Service),
             Kind::EndpointSlice => typed(value, &object_ref).map(Object::EndpointSlice),
@@ -261,6 +265,7 @@ macro_rules! has_metadata {
 
 has_metadata!(
     Namespace,
+    Node,
     Pod,
     Service,
     EndpointSlice,
@@ -440,6 +445,7 @@ macro_rules! from_typed {
 
 from_typed!(
     Namespace,
+    Node,
     Pod,
     Service,
     EndpointSlice,

@@ -93,6 +93,66 @@ pub struct NamedPort {
     pub protocol: String,
 }
 
+/// Where a workload runs: its node's `topology.kubernetes.io/region`, `topology.kubernetes.io/zone`
+/// and `topology.istio.io/subzone` labels (or the pod's `istio-locality` label,
+/// `region.zone.subzone`, as Istio reads it). Empty parts are unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub subzone: String,
+}
+
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+pub const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
+/// A pod's own locality, overriding its node's: `region.zone.subzone`.
+pub const LOCALITY_LABEL: &str = "istio-locality";
+
+impl Locality {
+    /// A node's locality, from its labels.
+    pub fn of_node(labels: &BTreeMap<String, String>) -> Self {
+        let get = |key: &str| labels.get(key).cloned().unwrap_or_default();
+        Self {
+            region: get(REGION_LABEL),
+            zone: get(ZONE_LABEL),
+            subzone: get(SUBZONE_LABEL),
+        }
+    }
+
+    /// `region.zone.subzone` (the `istio-locality` label's form; Istio writes `/` as `.`
+    /// because label values may not hold `/`).
+    pub fn from_label(value: &str) -> Self {
+        let mut parts = value.splitn(3, '.').map(str::to_string);
+        Self {
+            region: parts.next().unwrap_or_default(),
+            zone: parts.next().unwrap_or_default(),
+            subzone: parts.next().unwrap_or_default(),
+        }
+    }
+
+    pub fn is_unknown(&self) -> bool {
+        self.region.is_empty() && self.zone.is_empty() && self.subzone.is_empty()
+    }
+}
+
+impl std::fmt::Display for Locality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.region, self.zone, self.subzone)
+    }
+}
+
+/// `spec.trafficDistribution` of a Service (or Istio's annotation
+/// `networking.istio.io/traffic-distribution`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrafficDistribution {
+    /// Any ready endpoint.
+    #[default]
+    Any,
+    /// `PreferClose`: endpoints in the client's zone, else its region, else any.
+    PreferClose,
+}
+
 /// A Kubernetes Service with its endpoints.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Service {
@@ -107,6 +167,7 @@ pub struct Service {
     pub labels: BTreeMap<String, String>,
     pub endpoints: Vec<Endpoint>,
     pub waypoint: Option<WaypointRef>,
+    pub traffic_distribution: TrafficDistribution,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::cow::CowMap;
-use super::model::{Endpoint, EntryHost, HostRoutes, Service, Waypoint, WaypointRef, Workload};
+use super::model::{
+    Endpoint, EntryHost, HostRoutes, LOCALITY_LABEL, Locality, Service, Waypoint, WaypointRef,
+    Workload,
+};
 use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;
@@ -42,6 +45,8 @@ pub struct Snapshot {
     pub(super) workloads_by_ip: CowMap<IpAddr, Arc<Workload>>,
     pub(super) workloads_by_name: CowMap<(String, String), Arc<Workload>>,
     pub(super) workloads_by_node: CowMap<String, NodeWorkloads>,
+    /// Each Node's locality (from its labels), by name.
+    pub(super) node_localities: Arc<BTreeMap<String, Locality>>,
     /// The names of the Namespaces the registry holds.
     pub(super) namespaces: Arc<BTreeSet<String>>,
     pub(super) services_by_name: CowMap<(String, String), Arc<Service>>,
@@ -128,6 +133,37 @@ impl Snapshot {
 
     pub fn workload_count(&self) -> usize {
         self.workloads_by_uid.len()
+    }
+
+    /// The locality of the node `name`: unknown (empty) for a node the registry does not
+    /// hold or one without topology labels.
+    pub fn node_locality(&self, name: &str) -> Locality {
+        self.node_localities.get(name).cloned().unwrap_or_default()
+    }
+
+    /// A workload's locality: its `istio-locality` label, else its node's.
+    pub fn workload_locality(&self, workload: &Workload) -> Locality {
+        match workload.labels.get(LOCALITY_LABEL) {
+            Some(label) => Locality::from_label(label),
+            None => workload
+                .node
+                .as_deref()
+                .map(|node| self.node_locality(node))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// An endpoint's locality: its pod's ([`Snapshot::workload_locality`]), else that of the
+    /// node its EndpointSlice names.
+    pub fn endpoint_locality(&self, endpoint: &Endpoint) -> Locality {
+        match self.endpoint_workload(endpoint) {
+            Some(workload) => self.workload_locality(workload),
+            None => endpoint
+                .node
+                .as_deref()
+                .map(|node| self.node_locality(node))
+                .unwrap_or_default(),
+        }
     }
 
     /// The workloads scheduled on `node` (what an agent enrolls), ordered by uid.

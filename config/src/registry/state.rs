@@ -7,13 +7,13 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::change::{Candidate, Change};
-use super::model::{EntryHost, HostRoutes, Workload};
+use super::model::{EntryHost, HostRoutes, Locality, Workload};
 use super::required_waypoints;
 use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;
 use crate::api::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant};
-use crate::api::kubernetes::{EndpointSlice, Namespace, Pod, Secret, Service};
+use crate::api::kubernetes::{EndpointSlice, Namespace, Node, Pod, Secret, Service};
 use crate::api::mesh::MeshConfigMap;
 use crate::api::networking::{DestinationRule, ServiceEntry, VirtualService};
 use crate::api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
@@ -69,6 +69,7 @@ pub struct ApplyReport {
 pub(super) struct State {
     pub(super) snapshot: Snapshot,
     namespaces: HashMap<String, Arc<Namespace>>,
+    nodes: BTreeMap<String, Arc<Node>>,
     pods: BTreeMap<Key, Arc<Pod>>,
     services: BTreeMap<Key, Arc<Service>>,
     slices: BTreeMap<Key, Arc<EndpointSlice>>,
@@ -242,6 +243,7 @@ impl State {
         let k = key(r);
         match r.kind {
             Kind::Namespace => self.namespaces.get(&r.name).cloned().map(Object::Namespace),
+            Kind::Node => self.nodes.get(&r.name).cloned().map(Object::Node),
             Kind::Pod => self.pods.get(&k).cloned().map(Object::Pod),
             Kind::Service => self.services.get(&k).cloned().map(Object::Service),
             Kind::EndpointSlice => self.slices.get(&k).cloned().map(Object::EndpointSlice),
@@ -305,6 +307,11 @@ impl State {
                 .keys()
                 .map(|name| ObjectRef::new(kind, "", name.clone()))
                 .collect(),
+            Kind::Node => self
+                .nodes
+                .keys()
+                .map(|name| ObjectRef::new(kind, "", name.clone()))
+                .collect(),
             Kind::Pod => refs(kind, &self.pods),
             Kind::Service => refs(kind, &self.services),
             Kind::EndpointSlice => refs(kind, &self.slices),
@@ -331,6 +338,10 @@ impl State {
             Object::Namespace(ns) => {
                 self.namespaces.insert(r.name.clone(), ns);
                 dirty.namespaces.insert(r.name);
+            }
+            Object::Node(node) => {
+                self.nodes.insert(r.name, node);
+                dirty.kinds.insert(r.kind);
             }
             Object::Pod(pod) => {
                 self.pods.insert(k.clone(), pod);
@@ -431,6 +442,13 @@ impl State {
                 let removed = self.namespaces.remove(&r.name).is_some();
                 if removed {
                     dirty.namespaces.insert(r.name.clone());
+                }
+                removed
+            }
+            Kind::Node => {
+                let removed = self.nodes.remove(&r.name).is_some();
+                if removed {
+                    dirty.kinds.insert(r.kind);
                 }
                 removed
             }
@@ -552,6 +570,14 @@ impl State {
                 self.virtual_services.values(),
                 &self.visibility(),
             ));
+        }
+        if kinds.contains(&Kind::Node) {
+            self.snapshot.node_localities = Arc::new(
+                self.nodes
+                    .iter()
+                    .map(|(name, node)| (name.clone(), Locality::of_node(labels(&node.metadata))))
+                    .collect(),
+            );
         }
         if kinds.contains(&Kind::ReferenceGrant) {
             self.snapshot.reference_grants = Arc::new(self.reference_grants.clone());

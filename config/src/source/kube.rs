@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::feed::{Feed, Source, SourceError, error_chain};
-use crate::api::kubernetes::{ConfigMap, EndpointSlice, Namespace, Pod, Secret, Service};
+use crate::api::kubernetes::{ConfigMap, EndpointSlice, Namespace, Node, Pod, Secret, Service};
 use crate::api::{Kind, Object, ObjectRef};
 use crate::refusal::Refusal;
 use crate::registry::{Candidate, Change};
@@ -238,6 +238,19 @@ async fn watch_kind(
             }
             Kind::Service => {
                 let api: Api<Service> = Api::all(client.clone());
+                run_watcher(
+                    api,
+                    watcher::Config::default(),
+                    kind,
+                    typed,
+                    resync,
+                    feed,
+                    tracker,
+                )
+                .await?
+            }
+            Kind::Node => {
+                let api: Api<Node> = Api::all(client.clone());
                 run_watcher(
                     api,
                     watcher::Config::default(),

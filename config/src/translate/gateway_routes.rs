@@ -682,6 +682,7 @@ mod tests {
             selector: None,
             labels: BTreeMap::new(),
             endpoints: Vec::new(),
+            traffic_distribution: Default::default(),
             waypoint: waypoint.map(|(ns, name)| crate::registry::model::WaypointRef {
                 name: name.into(),
                 namespace: ns.into(),

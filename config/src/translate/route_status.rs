@@ -232,6 +232,7 @@ mod tests {
             selector: None,
             labels: BTreeMap::new(),
             endpoints: Vec::new(),
+            traffic_distribution: Default::default(),
             waypoint: waypoint.then(|| WaypointRef {
                 name: "waypoint".into(),
                 namespace: "shop".into(),

@@ -9,7 +9,9 @@ use super::hosts::MeshSettings;
 use super::waypoint;
 use crate::api::kubernetes::{self, EndpointSlice};
 use crate::api::{DEFAULT_NAMESPACE, labels};
-use crate::registry::model::{Endpoint, EndpointPort, Service, ServicePort, TargetPort};
+use crate::registry::model::{
+    Endpoint, EndpointPort, Service, ServicePort, TargetPort, TrafficDistribution,
+};
 
 pub fn service<'a>(
     service: &kubernetes::Service,
@@ -34,11 +36,33 @@ pub fn service<'a>(
             .flat_map(|slice| endpoints(slice, &namespace))
             .collect(),
         waypoint: waypoint::binding(&service_labels, &namespace, namespace_labels),
+        traffic_distribution: traffic_distribution(service),
         labels: service_labels,
         name,
         namespace,
     }
 }
+
+/// Istio's annotation first (it overrides the field, as ztunnel reads them), then
+/// `spec.trafficDistribution`. Only `PreferClose` (and Istio's `PreferSameZone`, its newer
+/// name) change anything; other values are Kubernetes' default.
+fn traffic_distribution(service: &kubernetes::Service) -> TrafficDistribution {
+    let annotation = service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TRAFFIC_DISTRIBUTION_ANNOTATION));
+    match annotation
+        .or(service.spec.traffic_distribution.as_ref())
+        .map(String::as_str)
+    {
+        Some("PreferClose" | "PreferSameZone") => TrafficDistribution::PreferClose,
+        _ => TrafficDistribution::Any,
+    }
+}
+
+/// Istio's annotation for `spec.trafficDistribution` on clusters whose Services lack it.
+pub const TRAFFIC_DISTRIBUTION_ANNOTATION: &str = "networking.istio.io/traffic-distribution";
 
 /// ClusterIPs (the list, or the single field of older objects); "None" marks a headless
 /// service, which has no VIP.

@@ -55,6 +55,13 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
              to an egress waypoint instead",
         );
     }
+    if let Some(locality) = &mesh.locality_lb_setting {
+        super::networking::locality_lb_setting(
+            locality,
+            &root.field("localityLbSetting"),
+            &mut issues,
+        );
+    }
     let mut names = HashSet::new();
     for (i, provider) in mesh.extension_providers.iter().enumerate() {
         let at = root.field("extensionProviders").index(i);

@@ -24,7 +24,7 @@ use crate::translate::hosts::{MeshSettings, qualify};
 /// Every reason to refuse `object`; empty when it may enter.
 pub fn validate(object: &Object) -> Vec<Refusal> {
     let issues = match object {
-        Object::Namespace(_) => Vec::new(),
+        Object::Namespace(_) | Object::Node(_) => Vec::new(),
         Object::Pod(pod) => kubernetes::pod(pod),
         Object::Service(service) => kubernetes::service(service),
         Object::EndpointSlice(slice) => kubernetes::endpoint_slice(slice),

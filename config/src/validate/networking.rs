@@ -8,8 +8,9 @@ use super::paths::{FieldPath, Issues};
 use crate::api::common::{Percent, StringMatch};
 use crate::api::networking::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, Destination,
-    DestinationRuleSpec, Headers, HttpRoute, LoadBalancerSettings, OutlierDetection, Resolution,
-    RouteDestination, ServiceEntrySpec, TrafficPolicy, VirtualService, VirtualServiceSpec,
+    DestinationRuleSpec, Headers, HttpRoute, LoadBalancerSettings, LocalityLbSetting,
+    OutlierDetection, Resolution, RouteDestination, ServiceEntrySpec, SimpleLb, TrafficPolicy,
+    VirtualService, VirtualServiceSpec,
 };
 use crate::api::{DEFAULT_NAMESPACE, Kind, ObjectRef};
 use crate::duration;
@@ -519,9 +520,10 @@ fn header_values(headers: Option<&Headers>, at: &FieldPath, issues: &mut Issues)
     }
 }
 
-/// DestinationRule fields weft accepts and does not act on: connection idle and lifetime
-/// limits, HTTP/2 settings, slow start and `workloadSelector` (a rule applies to every
-/// client's traffic through the waypoint).
+/// DestinationRule fields weft accepts and does not act on:
+/// slow start with a policy other than ROUND_ROBIN or LEAST_REQUEST, locality failover
+/// without outlier detection, and `workloadSelector` (a rule applies to every client's
+/// traffic through the waypoint).
 pub(super) fn destination_rule_ignored(spec: &DestinationRuleSpec) -> Vec<FieldIssue> {
     let mut issues = Issues::default();
     let root = FieldPath::spec();
@@ -553,12 +555,49 @@ pub(super) fn destination_rule_ignored(spec: &DestinationRuleSpec) -> Vec<FieldI
             ));
         }
     }
+    let outlier_detection = spec
+        .traffic_policy
+        .iter()
+        .chain(
+            spec.subsets
+                .iter()
+                .filter_map(|s| s.traffic_policy.as_ref()),
+        )
+        .any(|p| {
+            p.outlier_detection.is_some()
+                || p.port_level_settings
+                    .iter()
+                    .any(|l| l.outlier_detection.is_some())
+        });
     for (at, balancer) in levels {
-        if balancer.is_some_and(|lb| lb.warmup_duration_secs.is_some()) {
-            issues.add(
-                &at.field("loadBalancer").field("warmupDurationSecs"),
-                IGNORED,
-            );
+        if let Some(lb) = balancer {
+            // Envoy's slow start exists for these two only.
+            let weighted = lb.consistent_hash.is_none()
+                && matches!(
+                    lb.simple.unwrap_or_default(),
+                    SimpleLb::Unspecified
+                        | SimpleLb::RoundRobin
+                        | SimpleLb::LeastRequest
+                        | SimpleLb::LeastConn
+                );
+            if lb.warmup_duration_secs.is_some() && !weighted {
+                issues.add(
+                    &at.field("loadBalancer").field("warmupDurationSecs"),
+                    "ignored: slow start applies to ROUND_ROBIN and LEAST_REQUEST only, as \
+                     in Envoy",
+                );
+            }
+            if let Some(locality) = &lb.locality_lb_setting
+                && locality.enabled != Some(false)
+                && locality.distribute.is_empty()
+                && !outlier_detection
+            {
+                issues.add(
+                    &at.field("loadBalancer").field("localityLbSetting"),
+                    "ignored without outlierDetection, as in Istio (failover needs it): no \
+                     locality is preferred, traffic is spread over every locality",
+                );
+            }
         }
     }
     issues.into_vec()
@@ -677,6 +716,83 @@ fn one_line(text: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Istio's checks of a `localityLbSetting` (also the mesh config's).
+pub(crate) fn locality_lb_setting(
+    setting: &LocalityLbSetting,
+    at: &FieldPath,
+    issues: &mut Issues,
+) {
+    if !setting.distribute.is_empty() && !setting.failover.is_empty() {
+        issues.add(
+            at,
+            "can not simultaneously specify 'distribute' and 'failover'",
+        );
+    }
+    if !setting.distribute.is_empty() && !setting.failover_priority.is_empty() {
+        issues.add(
+            at,
+            "can not simultaneously specify 'distribute' and 'failoverPriority'",
+        );
+    }
+    for (i, rule) in setting.distribute.iter().enumerate() {
+        let d = at.field("distribute").index(i);
+        locality_pattern(&rule.from, &d.field("from"), issues);
+        let mut total: u64 = 0;
+        for (to, weight) in &rule.to {
+            locality_pattern(to, &d.field("to"), issues);
+            total += u64::from(*weight);
+        }
+        if total != 100 {
+            issues.add(
+                &d.field("to"),
+                format!("total destination weight {total} != 100"),
+            );
+        }
+    }
+    for (i, rule) in setting.failover.iter().enumerate() {
+        let f = at.field("failover").index(i);
+        if rule.from == rule.to {
+            issues.add(
+                &f,
+                "locality lb failover settings must specify different regions",
+            );
+        }
+        for (name, region) in [("from", &rule.from), ("to", &rule.to)] {
+            if region.is_empty() || region.contains('/') || region.contains('*') {
+                issues.add(
+                    &f.field(name),
+                    "locality lb failover only specifies a region",
+                );
+            }
+        }
+    }
+    for (i, label) in setting.failover_priority.iter().enumerate() {
+        if label.is_empty() || label.starts_with('=') {
+            issues.add(
+                &at.field("failoverPriority").index(i),
+                "a label key is required",
+            );
+        }
+    }
+}
+
+/// `region/zone/subzone`, each part optional from the right; `*` only as a whole last part.
+fn locality_pattern(text: &str, at: &FieldPath, issues: &mut Issues) {
+    let parts: Vec<&str> = text.split('/').collect();
+    let bad = text.is_empty()
+        || parts.len() > 3
+        || parts
+            .iter()
+            .enumerate()
+            .any(|(i, p)| p.is_empty() || (p.contains('*') && (*p != "*" || i + 1 != parts.len())));
+    if bad {
+        issues.add(
+            at,
+            format!("{text:?}: a locality is region/zone/subzone, with * only as its last part"),
+        );
+    }
 }
 
 fn duration_field(text: &str, at: &FieldPath, issues: &mut Issues) {
@@ -802,6 +918,9 @@ fn settings(
         }
         if let Some(warmup) = &lb.warmup_duration_secs {
             duration_field(warmup, &l.field("warmupDurationSecs"), issues);
+        }
+        if let Some(locality) = &lb.locality_lb_setting {
+            locality_lb_setting(locality, &l.field("localityLbSetting"), issues);
         }
         if let Some(cookie) = lb
             .consistent_hash
@@ -1300,6 +1419,58 @@ mod tests {
             show(destination_rule(&spec)),
             show(destination_rule_tls_warnings(&spec)),
         )
+    }
+
+    #[test]
+    fn locality_settings_are_checked_as_istio_does_and_warned_where_they_do_nothing() {
+        let (errors, _) = rule_issues(
+            "host: web\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting:\n      distribute: [{from: eu/*, to: {eu/a: 60, 'us/*/x': 30}}]\n      failover: [{from: eu, to: eu}, {from: eu/a, to: us}]\n",
+        );
+        let at = "spec.trafficPolicy.loadBalancer.localityLbSetting";
+        assert_eq!(
+            errors,
+            [
+                at.to_string(),
+                format!("{at}.distribute[0].to"),
+                format!("{at}.distribute[0].to"),
+                format!("{at}.failover[0]"),
+                format!("{at}.failover[1].from"),
+            ]
+        );
+        let (errors, _) = rule_issues(
+            "host: web\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting:\n      distribute: [{from: eu/a/*, to: {eu/a: 80, eu/*: 20}}]\n",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+
+        let ignored = |yaml: &str| {
+            let spec: DestinationRuleSpec = serde_yaml::from_str(yaml).expect("spec");
+            destination_rule_ignored(&spec)
+                .into_iter()
+                .map(|i| i.field)
+                .collect::<Vec<_>>()
+        };
+        // Failover without outlier detection does nothing in Istio; with it, it works.
+        let failover = "host: web\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting: {failover: [{from: eu, to: us}]}\n";
+        assert_eq!(ignored(failover), [at.to_string()]);
+        assert_eq!(
+            ignored(&format!(
+                "{failover}  outlierDetection: {{consecutive5xxErrors: 1}}\n"
+            )),
+            Vec::<String>::new()
+        );
+        // Slow start: ROUND_ROBIN and LEAST_REQUEST (the default) only.
+        assert_eq!(
+            ignored(
+                "host: web\ntrafficPolicy:\n  loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 30s}\n"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            ignored(
+                "host: web\ntrafficPolicy:\n  loadBalancer: {simple: RANDOM, warmupDurationSecs: 30s}\n"
+            ),
+            ["spec.trafficPolicy.loadBalancer.warmupDurationSecs"]
+        );
     }
 
     #[test]

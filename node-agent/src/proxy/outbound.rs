@@ -18,7 +18,7 @@ use weft_host::netns_sockets::NetnsSockets;
 use super::connection::ProxiedConnection;
 use super::error::Error;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
-use super::resolve::{NextHop, pick, resolve_outbound};
+use super::resolve::{Client, NextHop, pick, resolve_outbound};
 use super::{OpenGuard, connect_from_pod};
 use crate::capture::addresses::PodIps;
 use crate::mesh::SharedMesh;
@@ -104,8 +104,15 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: OutboundContext, open:
     let listener = client.local_addr().unwrap_or(peer);
     // One view of the registry for the whole connection: where it goes, and its labels.
     let snapshot = ctx.mesh.registry.load();
-    let namespace = ctx.pod.split('/').next().unwrap_or_default();
-    let hop = resolve_outbound(&snapshot, namespace, dst, pick);
+    let (namespace, name) = ctx.pod.split_once('/').unwrap_or_default();
+    let source_pod = Client {
+        namespace,
+        locality: snapshot
+            .workload(namespace, name)
+            .map(|w| snapshot.workload_locality(w))
+            .unwrap_or_default(),
+    };
+    let hop = resolve_outbound(&snapshot, &source_pod, dst, pick);
     let source = ctx.pod_ips.facing(dst.ip());
     let telemetry = crate::telemetry::outbound(&ctx.mesh.telemetry, &snapshot, source, dst, &hop);
     drop(snapshot);

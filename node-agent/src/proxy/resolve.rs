@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use weft_config::api::mesh::OutboundTrafficMode;
 use weft_config::registry::Snapshot;
 use weft_config::registry::egress::EntryDestination;
-use weft_config::registry::model::{EntryHost, Waypoint};
+use weft_config::registry::model::{EntryHost, Locality, TrafficDistribution, Waypoint};
 use weft_ebpf_common::ports;
 
 /// Where one outbound connection goes next (`NextHop`, not `Upstream`: that name is
@@ -38,16 +38,37 @@ pub enum NextHop {
     BlackHole(SocketAddr),
 }
 
-/// Where a connection from a pod of `namespace` to `dst` goes: pods and Services as
-/// [`resolve`] decides, then ServiceEntry hosts visible to the namespace, then whatever the
+/// The pod a connection comes from, as far as choosing where it goes is concerned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Client<'a> {
+    /// Which ServiceEntries it sees.
+    pub namespace: &'a str,
+    /// Which endpoints are close to it (`trafficDistribution: PreferClose`).
+    pub locality: Locality,
+}
+
+#[cfg(test)]
+impl<'a> Client<'a> {
+    /// A client of `namespace` whose locality is unknown.
+    pub fn in_namespace(namespace: &'a str) -> Self {
+        Self {
+            namespace,
+            locality: Locality::default(),
+        }
+    }
+}
+
+/// Where a connection from `client` to `dst` goes: pods and Services as
+/// [`resolve_near`] decides, then ServiceEntry hosts visible to the namespace, then whatever the
 /// mesh config's `outboundTrafficPolicy` says about the rest (`ALLOW_ANY`: out as
 /// addressed; `REGISTRY_ONLY`: nowhere).
 pub fn resolve_outbound(
     snapshot: &Snapshot,
-    namespace: &str,
+    client: &Client<'_>,
     dst: SocketAddr,
     pick: impl FnOnce(usize) -> usize,
 ) -> NextHop {
+    let namespace = client.namespace;
     let mode = snapshot.mesh_config().outbound_traffic_mode();
     if let Some(service) = snapshot.service_by_vip(dst.ip()) {
         // A Service's address on a port it does not have leads nowhere known.
@@ -57,10 +78,10 @@ pub fn resolve_outbound(
         {
             return NextHop::BlackHole(dst);
         }
-        return resolve(snapshot, dst, pick);
+        return resolve_near(snapshot, dst, &client.locality, pick);
     }
     if snapshot.workload_by_ip(dst.ip()).is_some() {
-        return resolve(snapshot, dst, pick);
+        return resolve_near(snapshot, dst, &client.locality, pick);
     }
     if let Some(host) = snapshot.entry_host_by_address(dst.ip(), namespace) {
         return entry_hop(snapshot, host, dst, mode, pick);
@@ -127,6 +148,17 @@ fn entry_hop(
 /// waypoint goes to one of the waypoint's pods instead, asking for the original
 /// destination: the waypoint applies the L7 rules and picks the endpoint.
 pub fn resolve(snapshot: &Snapshot, dst: SocketAddr, pick: impl FnOnce(usize) -> usize) -> NextHop {
+    resolve_near(snapshot, dst, &Locality::default(), pick)
+}
+
+/// [`resolve`] for a client at `near`: a Service with `trafficDistribution: PreferClose`
+/// goes to its ready endpoints closest to it ([`closest`]).
+pub fn resolve_near(
+    snapshot: &Snapshot,
+    dst: SocketAddr,
+    near: &Locality,
+    pick: impl FnOnce(usize) -> usize,
+) -> NextHop {
     if let Some(service) = snapshot.service_by_vip(dst.ip()) {
         if let Some(waypoint) = snapshot.service_waypoint(service) {
             return via_waypoint(snapshot, waypoint, dst, pick);
@@ -139,6 +171,16 @@ pub fn resolve(snapshot: &Snapshot, dst: SocketAddr, pick: impl FnOnce(usize) ->
         if service.port(dst.port()).is_none() || ready.is_empty() {
             return NextHop::Passthrough(dst);
         }
+        let ready = match service.traffic_distribution {
+            TrafficDistribution::Any => ready,
+            TrafficDistribution::PreferClose => closest(
+                near,
+                ready
+                    .into_iter()
+                    .map(|e| (e, snapshot.endpoint_locality(e)))
+                    .collect(),
+            ),
+        };
         let endpoint = ready[pick(ready.len()) % ready.len()];
         let Some(target_port) = service.endpoint_port(dst.port(), endpoint) else {
             return NextHop::Passthrough(dst);
@@ -204,6 +246,29 @@ fn via_waypoint(
         hbone_address: SocketAddr::new(endpoint.address, waypoint.port),
         target: dst,
     }
+}
+
+/// `PreferClose`, as ztunnel applies it: of `candidates` (at least one), those sharing the
+/// most of the client's locality — region, then zone, then subzone, each counting only
+/// when the ones before it match. The client's zone when it has endpoints there, else its
+/// region, else all of them.
+pub fn closest<T>(client: &Locality, candidates: Vec<(T, Locality)>) -> Vec<T> {
+    let rank = |l: &Locality| {
+        [
+            (&client.region, &l.region),
+            (&client.zone, &l.zone),
+            (&client.subzone, &l.subzone),
+        ]
+        .iter()
+        .take_while(|(a, b)| a == b)
+        .count()
+    };
+    let best = candidates.iter().map(|(_, l)| rank(l)).max().unwrap_or(0);
+    candidates
+        .into_iter()
+        .filter(|(_, l)| rank(l) == best)
+        .map(|(t, _)| t)
+        .collect()
 }
 
 /// A cheap, well-spread choice among `n` endpoints (load balancing needs no cryptographic
@@ -550,28 +615,53 @@ spec:
     fn registry_only_sends_unknown_destinations_nowhere() {
         let open = snapshot_of(CLUSTER);
         assert_eq!(
-            resolve_outbound(&open, "shop", addr("192.0.2.1:443"), |_| 0),
+            resolve_outbound(
+                &open,
+                &Client::in_namespace("shop"),
+                addr("192.0.2.1:443"),
+                |_| 0
+            ),
             NextHop::Passthrough(addr("192.0.2.1:443")),
             "ALLOW_ANY lets it out"
         );
         let closed = snapshot_of(&locked(CLUSTER));
         assert_eq!(
-            resolve_outbound(&closed, "shop", addr("192.0.2.1:443"), |_| 0),
+            resolve_outbound(
+                &closed,
+                &Client::in_namespace("shop"),
+                addr("192.0.2.1:443"),
+                |_| 0
+            ),
             NextHop::BlackHole(addr("192.0.2.1:443"))
         );
         assert_eq!(
-            resolve_outbound(&closed, "shop", addr("10.96.0.10:81"), |_| 0),
+            resolve_outbound(
+                &closed,
+                &Client::in_namespace("shop"),
+                addr("10.96.0.10:81"),
+                |_| 0
+            ),
             NextHop::BlackHole(addr("10.96.0.10:81")),
             "a port the Service does not have"
         );
         // What the registry knows is reached as before: a Service, a pod in or out of the
         // mesh.
         assert!(matches!(
-            resolve_outbound(&closed, "shop", addr("10.96.0.10:80"), |_| 0),
+            resolve_outbound(
+                &closed,
+                &Client::in_namespace("shop"),
+                addr("10.96.0.10:80"),
+                |_| 0
+            ),
             NextHop::Hbone { .. }
         ));
         assert_eq!(
-            resolve_outbound(&closed, "shop", addr("10.244.2.11:80"), |_| 0),
+            resolve_outbound(
+                &closed,
+                &Client::in_namespace("shop"),
+                addr("10.244.2.11:80"),
+                |_| 0
+            ),
             NextHop::Passthrough(addr("10.244.2.11:80"))
         );
     }
@@ -585,34 +675,64 @@ spec:
             .clone();
         let vip = time.vips[0];
         assert_eq!(
-            resolve_outbound(&s, "shop", SocketAddr::new(vip, 443), |_| 0),
+            resolve_outbound(
+                &s,
+                &Client::in_namespace("shop"),
+                SocketAddr::new(vip, 443),
+                |_| 0
+            ),
             NextHop::Resolve {
                 host: "time.jsontest.com".into(),
                 port: 443
             }
         );
         assert_eq!(
-            resolve_outbound(&s, "shop", SocketAddr::new(vip, 8080), |_| 0),
+            resolve_outbound(
+                &s,
+                &Client::in_namespace("shop"),
+                SocketAddr::new(vip, 8080),
+                |_| 0
+            ),
             NextHop::BlackHole(SocketAddr::new(vip, 8080)),
             "a port the entry does not declare"
         );
         assert_eq!(
-            resolve_outbound(&s, "shop", addr("192.0.2.10:5432"), |_| 0),
+            resolve_outbound(
+                &s,
+                &Client::in_namespace("shop"),
+                addr("192.0.2.10:5432"),
+                |_| 0
+            ),
             NextHop::Passthrough(addr("192.0.2.11:15432")),
             "STATIC: the endpoint, at its own port"
         );
         assert_eq!(
-            resolve_outbound(&s, "shop", addr("198.51.100.7:443"), |_| 0),
+            resolve_outbound(
+                &s,
+                &Client::in_namespace("shop"),
+                addr("198.51.100.7:443"),
+                |_| 0
+            ),
             NextHop::Passthrough(addr("198.51.100.7:443")),
             "inside a declared block, resolution NONE: as addressed"
         );
         assert_eq!(
-            resolve_outbound(&s, "shop", addr("192.0.2.20:443"), |_| 0),
+            resolve_outbound(
+                &s,
+                &Client::in_namespace("shop"),
+                addr("192.0.2.20:443"),
+                |_| 0
+            ),
             NextHop::BlackHole(addr("192.0.2.20:443")),
             "exported to its own namespace only"
         );
         assert_eq!(
-            resolve_outbound(&s, "other", addr("192.0.2.20:443"), |_| 0),
+            resolve_outbound(
+                &s,
+                &Client::in_namespace("other"),
+                addr("192.0.2.20:443"),
+                |_| 0
+            ),
             NextHop::Passthrough(addr("192.0.2.20:443"))
         );
         // Without REGISTRY_ONLY an allocated address still leads only to the entry's ports.
@@ -622,7 +742,12 @@ spec:
             .expect("host")
             .vips[0];
         assert!(matches!(
-            resolve_outbound(&open, "shop", SocketAddr::new(vip, 8080), |_| 0),
+            resolve_outbound(
+                &open,
+                &Client::in_namespace("shop"),
+                SocketAddr::new(vip, 8080),
+                |_| 0
+            ),
             NextHop::Refuse(_)
         ));
     }
@@ -640,13 +765,116 @@ spec:
             .expect("host")
             .vips[0];
         assert_eq!(
-            resolve_outbound(&s, "shop", SocketAddr::new(vip, 80), |_| 0),
+            resolve_outbound(
+                &s,
+                &Client::in_namespace("shop"),
+                SocketAddr::new(vip, 80),
+                |_| 0
+            ),
             NextHop::Hbone {
                 identity: "spiffe://cluster.local/ns/shop/sa/waypoint".into(),
                 hbone_address: addr("10.244.1.20:15008"),
                 target: SocketAddr::new(vip, 80),
             }
         );
+    }
+
+    /// Two zones of one region, a Service with an endpoint in each (and a third in another
+    /// region); `ready` says which endpoints are ready, `distribution` how the Service
+    /// asks for it.
+    fn zoned(ready: [bool; 3], meta: &str, distribution: &str) -> std::sync::Arc<Snapshot> {
+        let mut yaml = String::from(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}\n",
+        );
+        for (node, region, zone) in [
+            ("node-1", "eu", "eu-a"),
+            ("node-2", "eu", "eu-b"),
+            ("node-3", "us", "us-a"),
+        ] {
+            yaml += &format!(
+                "---\napiVersion: v1\nkind: Node\nmetadata: {{name: {node}, labels: {{topology.kubernetes.io/region: {region}, topology.kubernetes.io/zone: {zone}}}}}\n"
+            );
+        }
+        let mut endpoints = Vec::new();
+        for (i, ok) in ready.iter().enumerate() {
+            let n = i + 1;
+            yaml += &format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: web-{n}, namespace: shop, uid: u{n}, labels: {{app: web}}}}\nspec: {{nodeName: node-{n}, serviceAccountName: web, containers: [{{name: app}}]}}\nstatus: {{phase: Running, podIP: 10.244.{n}.11}}\n"
+            );
+            endpoints.push(format!(
+                "{{addresses: [10.244.{n}.11], nodeName: node-{n}, conditions: {{ready: {ok}}}, targetRef: {{kind: Pod, namespace: shop, name: web-{n}}}}}"
+            ));
+        }
+        yaml += &format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop{meta}}}\nspec: {{clusterIP: 10.96.0.10, ports: [{{port: 80, targetPort: 8080}}]{distribution}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-0, namespace: shop, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nendpoints: [{}]\nports: [{{port: 8080, protocol: TCP}}]\n",
+            endpoints.join(", ")
+        );
+        snapshot_of(&yaml)
+    }
+
+    /// Where connections from a client on `node` land, over every index `pick` may give.
+    fn landings(s: &Snapshot, node: &str) -> Vec<SocketAddr> {
+        let client = Client {
+            namespace: "shop",
+            locality: s.node_locality(node),
+        };
+        let mut seen: Vec<SocketAddr> = (0..6)
+            .filter_map(
+                |i| match resolve_outbound(s, &client, addr("10.96.0.10:80"), |_| i) {
+                    NextHop::Hbone { target, .. } => Some(target),
+                    _ => None,
+                },
+            )
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen
+    }
+
+    #[test]
+    fn prefer_close_keeps_connections_in_the_clients_zone_then_region_then_any() {
+        let spec = ", trafficDistribution: PreferClose";
+        let all = zoned([true, true, true], "", spec);
+        assert_eq!(landings(&all, "node-1"), [addr("10.244.1.11:8080")]);
+        assert_eq!(landings(&all, "node-2"), [addr("10.244.2.11:8080")]);
+        // The zone's endpoint not ready: the region's other zone.
+        let zone_down = zoned([false, true, true], "", spec);
+        assert_eq!(landings(&zone_down, "node-1"), [addr("10.244.2.11:8080")]);
+        // The region's endpoints not ready: anywhere.
+        let region_down = zoned([false, false, true], "", spec);
+        assert_eq!(landings(&region_down, "node-1"), [addr("10.244.3.11:8080")]);
+        // Istio's annotation asks for it too.
+        let annotation = ", annotations: {networking.istio.io/traffic-distribution: PreferClose}";
+        let annotated = zoned([true, true, true], annotation, "");
+        assert_eq!(landings(&annotated, "node-3"), [addr("10.244.3.11:8080")]);
+        // Without either: every ready endpoint.
+        let spread = zoned([true, true, true], "", "");
+        assert_eq!(landings(&spread, "node-1").len(), 3);
+    }
+
+    #[test]
+    fn closest_ranks_region_zone_subzone_in_order() {
+        let at = |r: &str, z: &str, s: &str| Locality {
+            region: r.into(),
+            zone: z.into(),
+            subzone: s.into(),
+        };
+        let client = at("eu", "a", "1");
+        let candidates = || {
+            vec![
+                (0, at("eu", "a", "2")),
+                (1, at("eu", "b", "1")),
+                (2, at("us", "a", "1")),
+                (3, at("eu", "a", "2")),
+            ]
+        };
+        assert_eq!(
+            closest(&client, candidates()),
+            [0, 3],
+            "same zone beats same subzone name elsewhere"
+        );
+        assert_eq!(closest(&at("ap", "x", ""), candidates()), [0, 1, 2, 3]);
+        assert_eq!(closest(&Locality::default(), candidates()), [0, 1, 2, 3]);
     }
 
     #[test]

@@ -6,16 +6,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use weft_config::api::networking::DestinationRule;
+use weft_config::api::networking::{DestinationRule, LocalityLbSetting};
 use weft_config::registry::Snapshot;
 
 use super::connections::Transport;
 use super::endpoints::Candidate;
 use crate::upstream::balance::{Balancer, HashInput, Pick};
 use crate::upstream::limits::CircuitBreaker;
+use crate::upstream::locality::{self, Place};
 use crate::upstream::outlier::OutlierDetector;
 use crate::upstream::policy::EffectivePolicy;
 use crate::upstream::tls::{Origination, TlsPlan, TlsSetupError, plan};
+use crate::upstream::warmup::SlowStart;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClusterKey {
@@ -29,6 +31,8 @@ pub struct Cluster {
     pub balancer: Balancer,
     pub outlier: Option<OutlierDetector>,
     pub breaker: Arc<CircuitBreaker>,
+    /// When each endpoint joined, with `warmupDurationSecs`.
+    slow_start: Option<SlowStart>,
     /// The DestinationRule this state was built from: a new one rebuilds it.
     rule: Option<Arc<DestinationRule>>,
     host: String,
@@ -115,20 +119,36 @@ impl Cluster {
     }
 
     /// One of `found` for a request or stream: outlier detection removes ejected
-    /// endpoints, endpoints not `tried` yet come first when `prefer_untried` (a retry), and
-    /// the balancer picks among the rest.
+    /// endpoints, locality load balancing keeps those of the priority (and locality) the
+    /// request falls to, endpoints not `tried` yet come first when `prefer_untried` (a
+    /// retry), and the balancer picks among the rest (a warming endpoint less often).
     pub fn choose<'c>(
         &self,
         found: &'c [Candidate],
         tried: &[SocketAddr],
         prefer_untried: bool,
         input: &HashInput<'_>,
+        here: &Here<'_>,
     ) -> Option<(&'c Candidate, Pick)> {
+        let now = Instant::now();
         let addresses: Vec<SocketAddr> = found.iter().map(|c| c.address).collect();
+        if let Some(slow_start) = &self.slow_start {
+            slow_start.track(&addresses, now);
+        }
         let mut healthy = match &self.outlier {
-            Some(outlier) => outlier.filter(&addresses, Instant::now()),
-            None => addresses,
+            Some(outlier) => outlier.filter(&addresses, now),
+            None => addresses.clone(),
         };
+        if let Some(setting) = self.locality(here.snapshot) {
+            let endpoints: Vec<Place> = addresses.iter().map(|a| here.endpoint_place(*a)).collect();
+            let slots = locality::plan(
+                setting,
+                self.outlier.is_some(),
+                &here.proxy_place(),
+                &endpoints,
+            );
+            healthy = locality::narrow(&addresses, &slots, &healthy, fastrand::u64(..));
+        }
         if prefer_untried && !tried.is_empty() {
             let untried: Vec<SocketAddr> = healthy
                 .iter()
@@ -139,9 +159,89 @@ impl Cluster {
                 healthy = untried;
             }
         }
-        let pick = self.balancer.pick(&healthy, input)?;
+        let pick = match &self.slow_start {
+            Some(slow_start) => {
+                slow_start.pick(&self.balancer, &healthy, input, now, fastrand::f64)?
+            }
+            None => self.balancer.pick(&healthy, input)?,
+        };
         let candidate = found.iter().find(|c| c.address == pick.endpoint)?;
         Some((candidate, pick))
+    }
+
+    /// The locality setting in force when it can change anything: the rule's, else the mesh
+    /// config's, else Istio's default (enabled); `None` when it is off, or when it fails
+    /// over (no `distribute`) and the cluster has no outlier detection, which Istio needs
+    /// for failover.
+    fn locality<'s>(&'s self, snapshot: &'s Snapshot) -> Option<&'s LocalityLbSetting> {
+        static ENABLED: LocalityLbSetting = LocalityLbSetting {
+            distribute: Vec::new(),
+            failover: Vec::new(),
+            failover_priority: Vec::new(),
+            enabled: None,
+        };
+        let setting = self
+            .policy
+            .locality
+            .as_ref()
+            .or(snapshot.mesh_config().locality_lb_setting.as_ref())
+            .unwrap_or(&ENABLED);
+        let applies = setting.enabled != Some(false)
+            && (!setting.distribute.is_empty() || self.outlier.is_some());
+        applies.then_some(setting)
+    }
+}
+
+/// Where the waypoint runs, for locality load balancing: its own pod (`POD_NAME`, whose
+/// labels and `istio-locality` count) and node (`NODE_NAME`, whose topology labels are its
+/// locality), both from the downward API.
+#[derive(Clone, Debug, Default)]
+pub struct Whereabouts {
+    pub namespace: String,
+    pub pod: Option<String>,
+    pub node: Option<String>,
+}
+
+/// The registry and the proxy's whereabouts, as one request sees them.
+pub struct Here<'a> {
+    pub snapshot: &'a Snapshot,
+    pub proxy: &'a Whereabouts,
+}
+
+impl Here<'_> {
+    /// The proxy's locality: its pod's, else its node's; and its pod's labels.
+    fn proxy_place(&self) -> Place {
+        let pod = self
+            .proxy
+            .pod
+            .as_deref()
+            .and_then(|name| self.snapshot.workload(&self.proxy.namespace, name));
+        match pod {
+            Some(workload) => Place {
+                locality: self.snapshot.workload_locality(workload),
+                labels: workload.labels.clone(),
+            },
+            None => Place {
+                locality: self
+                    .proxy
+                    .node
+                    .as_deref()
+                    .map(|node| self.snapshot.node_locality(node))
+                    .unwrap_or_default(),
+                labels: Default::default(),
+            },
+        }
+    }
+
+    /// An endpoint's locality and labels, when it is a pod the registry knows.
+    fn endpoint_place(&self, address: SocketAddr) -> Place {
+        self.snapshot
+            .workload_by_ip(address.ip())
+            .map(|workload| Place {
+                locality: self.snapshot.workload_locality(workload),
+                labels: workload.labels.clone(),
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -185,6 +285,7 @@ impl Clusters {
                 .outlier
                 .map(|config| OutlierDetector::new(config, Instant::now())),
             breaker: CircuitBreaker::new(&policy.connection_pool),
+            slow_start: policy.warmup.map(SlowStart::new),
             policy,
             rule,
             host: key.host.clone(),

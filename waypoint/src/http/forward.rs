@@ -12,7 +12,7 @@ use weft_config::registry::Snapshot;
 use super::body::RequestBody;
 use super::local::{self, ResponseBody};
 use crate::context::WaypointContext;
-use crate::forward::cluster::{Cluster, ClusterKey};
+use crate::forward::cluster::{Cluster, ClusterKey, Here};
 use crate::forward::connections::{
     BoxError, CheckoutError, ConnectionLimits, EndpointKey, Protocol, Transport, UpstreamBody,
 };
@@ -99,12 +99,16 @@ pub async fn send(
     );
     // A body that cannot be sent again ends the loop after the first attempt.
     let tries = retry.attempts.saturating_add(1);
+    let here = Here {
+        snapshot,
+        proxy: &ctx.whereabouts,
+    };
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut _retry_permit = None;
     for attempt in 0..tries {
         let input = HashInput::from_request(&parts, source_ip);
         let Some((candidate, pick)) =
-            cluster.choose(&found, &tried, retry.prefer_other_hosts, &input)
+            cluster.choose(&found, &tried, retry.prefer_other_hosts, &input, &here)
         else {
             return local::no_healthy_upstream();
         };

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use weft_config::api::networking::{
     ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings,
-    OutlierDetection, SimpleLb, TrafficPolicy,
+    LocalityLbSetting, OutlierDetection, SimpleLb, TrafficPolicy,
 };
 use weft_config::duration;
 
@@ -38,6 +38,10 @@ pub struct EffectivePolicy {
     /// Client TLS towards the endpoints, carried for completeness (HBONE already secures
     /// mesh traffic; this matters for external services).
     pub tls: Option<ClientTlsSettings>,
+    /// Slow start window (`warmupDurationSecs`), with ROUND_ROBIN and LEAST_REQUEST only.
+    pub warmup: Option<Duration>,
+    /// The rule's `localityLbSetting`; `None` leaves the mesh config's default in force.
+    pub locality: Option<LocalityLbSetting>,
 }
 
 /// The four groups a level of a DestinationRule can set.
@@ -118,11 +122,24 @@ impl EffectivePolicy {
             let (subset_groups, port_level) = Groups::of(policy, port);
             groups = groups.overridden_by(subset_groups, port_level);
         }
+        let load_balancer: LbPolicy = groups
+            .load_balancer
+            .map(LbPolicy::from_settings)
+            .unwrap_or_default();
+        let warmup = groups
+            .load_balancer
+            .and_then(|lb| lb.warmup_duration_secs.as_deref())
+            .and_then(|text| duration::parse(text).ok())
+            .filter(|window| {
+                !window.is_zero()
+                    && matches!(load_balancer, LbPolicy::RoundRobin | LbPolicy::LeastRequest)
+            });
         Self {
-            load_balancer: groups
+            warmup,
+            locality: groups
                 .load_balancer
-                .map(LbPolicy::from_settings)
-                .unwrap_or_default(),
+                .and_then(|lb| lb.locality_lb_setting.clone()),
+            load_balancer,
             connection_pool: groups
                 .connection_pool
                 .map(PoolLimits::from_settings)
