@@ -184,6 +184,17 @@ fn judge(kind: Kind, path: &str, value: Value) -> Said {
             );
         }
     }
+    // A ServiceEntry endpoint needs its address.
+    if kind == Kind::ServiceEntry
+        && path.starts_with("spec.endpoints[].")
+        && path != "spec.endpoints[].address"
+    {
+        set(
+            &mut object,
+            "spec.endpoints[].address",
+            Value::from("192.0.2.10"),
+        );
+    }
     let pair = |r: weft_config::Refusal| (r.field, r.reason);
     match Object::from_json_checked(object) {
         Err(refusal) => (vec![pair(refusal)], Vec::new()),

@@ -137,6 +137,7 @@ pub fn warnings(
         Object::HttpRoute(route) => gateway_routes::http_route_warnings(&route.spec),
         Object::GrpcRoute(route) => gateway_routes::grpc_route_warnings(&route.spec),
         Object::Gateway(gw) => gateway::gateway_warnings(&gw.spec),
+        Object::ServiceEntry(se) => networking::service_entry_ignored(&se.spec),
         _ => Vec::new(),
     };
     issues

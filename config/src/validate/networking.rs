@@ -448,6 +448,14 @@ pub(super) fn virtual_service_ignored(spec: &VirtualServiceSpec) -> Vec<FieldIss
     let root = FieldPath::spec();
     for (i, rule) in spec.http.iter().enumerate() {
         let at = root.field("http").index(i);
+        for (j, condition) in rule.matches.iter().enumerate() {
+            if condition.stat_prefix.is_some() {
+                issues.add(
+                    &at.field("match").index(j).field("statPrefix"),
+                    format!("{IGNORED} (weft's metrics have no per-match stat prefix)"),
+                );
+            }
+        }
         header_values(rule.headers.as_ref(), &at.field("headers"), &mut issues);
         for (j, destination) in rule.route.iter().enumerate() {
             header_values(
@@ -1142,6 +1150,34 @@ fn non_negative(value: Option<i32>, at: &FieldPath, issues: &mut Issues) {
 /// needs (IPs for STATIC, IPs or names for DNS, one at most for DNS_ROUND_ROBIN) with ports
 /// the entry names, several hosts only on HTTP or TLS ports unless resolution is NONE (a TCP
 /// connection cannot tell them apart), and `exportTo` values.
+/// ServiceEntry endpoint fields weft accepts and does not act on.
+pub(super) fn service_entry_ignored(spec: &ServiceEntrySpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let root = FieldPath::spec();
+    for (i, endpoint) in spec.endpoints.iter().enumerate() {
+        let at = root.field("endpoints").index(i);
+        if endpoint.network.is_some() {
+            issues.add(
+                &at.field("network"),
+                format!("{IGNORED} (weft has one network: the endpoint is reached directly)"),
+            );
+        }
+        if endpoint.locality.is_some() {
+            issues.add(
+                &at.field("locality"),
+                format!("{IGNORED} (ServiceEntry endpoints have no locality in weft's balancing)"),
+            );
+        }
+        if endpoint.weight.is_some() {
+            issues.add(
+                &at.field("weight"),
+                format!("{IGNORED} (the endpoints are balanced evenly)"),
+            );
+        }
+    }
+    issues.into_vec()
+}
+
 pub(super) fn service_entry(spec: &ServiceEntrySpec) -> Vec<FieldIssue> {
     let mut issues = Issues::default();
     let root = FieldPath::spec();
@@ -1215,6 +1251,25 @@ pub(super) fn service_entry(spec: &ServiceEntrySpec) -> Vec<FieldIssue> {
     }
     if !spec.endpoints.is_empty() && spec.workload_selector.is_some() {
         issues.add(&root, "endpoints and workloadSelector cannot both be set");
+    }
+    // Identity fields weft cannot check: refused, never trusted unverified.
+    if !spec.subject_alt_names.is_empty() {
+        issues.add(
+            &root.field("subjectAltNames"),
+            "weft does not check the endpoints' certificates against a ServiceEntry's \
+             subjectAltNames, so it refuses the entry rather than trust them unverified \
+             (to verify an external server, originate TLS at an egress waypoint with a \
+             DestinationRule's tls.subjectAltNames)",
+        );
+    }
+    for (i, endpoint) in spec.endpoints.iter().enumerate() {
+        if endpoint.service_account.is_some() {
+            issues.add(
+                &root.field("endpoints").index(i).field("serviceAccount"),
+                "weft does not check an endpoint's identity against its serviceAccount, so it \
+                 refuses the entry rather than trust the endpoint unverified",
+            );
+        }
     }
     match resolution {
         Resolution::None if !spec.endpoints.is_empty() => {
