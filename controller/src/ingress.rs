@@ -35,14 +35,38 @@ use crate::waypoint::{
 /// Istio's second label naming the Gateway on what it makes for it.
 pub const ISTIO_GATEWAY_NAME_LABEL: &str = "istio.io/gateway-name";
 
-/// Whether weft's ingress gateway serves the listener: HTTP without `tls`, or HTTPS
-/// terminating TLS (`tls.mode` `Terminate`, the default) with its `tls.certificateRefs`.
+/// Whether weft's ingress gateway serves the listener: HTTP without `tls`, HTTPS
+/// terminating TLS (`tls.mode` `Terminate`, the default) with its `tls.certificateRefs`,
+/// TLS terminating it or passing it through, TCP.
 pub fn serves(listener: &Listener) -> bool {
     match listener.protocol.as_str() {
         "HTTP" => !listener.tls,
         "HTTPS" => terminates(listener),
+        "TLS" => terminates(listener) || listener.tls_mode.as_deref() == Some("Passthrough"),
+        "TCP" => true,
         _ => false,
     }
+}
+
+/// The route kinds a listener takes (`weft_core::mesh::waypoint::allowed_route_kinds`), and
+/// the kinds its `allowedRoutes.kinds` lists that it cannot take.
+pub fn listener_kinds(listener: &Listener) -> (Vec<&'static str>, Vec<String>) {
+    let mode = listener.tls_mode.as_deref().unwrap_or("Terminate");
+    let taken = weft_core::mesh::waypoint::allowed_route_kinds(
+        &listener.protocol,
+        mode,
+        listener
+            .allowed_kinds
+            .iter()
+            .map(|(g, k)| (g.as_str(), k.as_str())),
+    );
+    let refused = listener
+        .allowed_kinds
+        .iter()
+        .filter(|(g, k)| g != crate::gateway::GATEWAY_API_GROUP || !taken.contains(&k.as_str()))
+        .map(|(g, k)| format!("{g}/{k}"))
+        .collect();
+    (taken, refused)
 }
 
 /// The name of everything made for `gateway`: `<name>-<class>`, as Istio names it.
@@ -163,7 +187,8 @@ pub fn listener_statuses(
                     "UnsupportedProtocol",
                     format!(
                         "spec.listeners[{i}] ({} {}{}): weft's ingress gateway serves HTTP listeners \
-                         without tls and HTTPS listeners terminating TLS",
+                         without tls, HTTPS listeners terminating TLS, TLS listeners terminating \
+                         or passing it through, and TCP listeners",
                         listener.name,
                         listener.protocol,
                         listener
@@ -174,15 +199,23 @@ pub fn listener_statuses(
                     ),
                 ))
             };
+            let (kinds, refused_kinds) = listener_kinds(listener);
+            let mut resolved_refs = refs.get(i).cloned().unwrap_or(Ok(()));
+            if resolved_refs.is_ok() && !refused_kinds.is_empty() {
+                resolved_refs = Err(RefProblem {
+                    reason: "InvalidRouteKinds",
+                    message: format!(
+                        "spec.listeners[{i}].allowedRoutes.kinds: {} cannot attach to a {} listener",
+                        refused_kinds.join(", "),
+                        listener.protocol
+                    ),
+                });
+            }
             ListenerStatus {
                 name: listener.name.clone(),
-                supported_kinds: if accepted.is_ok() {
-                    vec!["HTTPRoute", "GRPCRoute"]
-                } else {
-                    Vec::new()
-                },
+                supported_kinds: if accepted.is_ok() { kinds } else { Vec::new() },
                 accepted,
-                resolved_refs: refs.get(i).cloned().unwrap_or(Ok(())),
+                resolved_refs,
             }
         })
         .collect()

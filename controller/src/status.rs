@@ -178,7 +178,8 @@ fn listener(gateway: &Gateway, status: &ListenerStatus, programmed: bool, now: &
             "Invalid",
             "the listener is not accepted".to_string(),
         ),
-        (_, Err(problem)) => (
+        // Route kinds the listener cannot take are left out; it serves the others.
+        (_, Err(problem)) if problem.reason != "InvalidRouteKinds" => (
             "False",
             "Invalid",
             format!("TLS connections are refused: {}", problem.message),
