@@ -1123,4 +1123,138 @@ spec:
         );
         let _ = books_cert;
     }
+
+    #[test]
+    fn tls_listeners_pass_through_or_terminate_by_sni_and_tcp_listeners_take_their_tcp_route() {
+        let (term_cert, term_secret) = certificate("bookinfo", "term-cert", "term.example.com");
+        let listeners = "  - name: pass\n    port: 443\n    protocol: TLS\n    hostname: '*.example.com'\n    tls: {mode: Passthrough}\n  \
+             - name: term\n    port: 8443\n    protocol: TLS\n    hostname: term.example.com\n    tls: {certificateRefs: [{name: term-cert}]}\n  \
+             - name: tcp\n    port: 5000\n    protocol: TCP\n  \
+             - name: tcp-again\n    port: 5000\n    protocol: TCP\n";
+        let yaml = GATEWAY_API.replace(
+            "  - name: https\n    port: 443\n    protocol: HTTPS\n",
+            listeners,
+        ) + &term_secret
+            + r#"---
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: bookinfo}
+spec: {clusterIP: 10.96.0.71, ports: [{name: tls, port: 8443}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b, namespace: bookinfo}
+spec: {clusterIP: 10.96.0.72, ports: [{name: tls, port: 8443}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: a, namespace: bookinfo, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: bookinfo-gateway}]
+  hostnames: [a.example.com, both.example.com]
+  rules: [{backendRefs: [{name: a, port: 8443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: b, namespace: bookinfo, creationTimestamp: "2026-01-02T00:00:00Z"}
+spec:
+  parentRefs: [{name: bookinfo-gateway}]
+  hostnames: [b.example.com, both.example.com, term.example.com]
+  rules: [{backendRefs: [{name: b, port: 8443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: echo, namespace: bookinfo}
+spec:
+  parentRefs: [{name: bookinfo-gateway, sectionName: tcp}]
+  rules:
+  - backendRefs: [{name: a, port: 9000, weight: 3}, {name: b, port: 9000, weight: 1}, {name: gone, port: 9000, weight: 0}, {name: missing, port: 9000}]
+"#;
+        let snapshot = testing::snapshot_of(&yaml);
+        let me = Identity {
+            namespace: "bookinfo".into(),
+            pod: "bookinfo-gateway-istio-0".into(),
+        };
+        let config = build(&snapshot, &me);
+        let addresses: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| l.address.to_string())
+            .collect();
+        assert_eq!(
+            addresses,
+            ["0.0.0.0:80", "0.0.0.0:443", "0.0.0.0:8443", "0.0.0.0:5000"]
+        );
+        assert_eq!(config.unserved.len(), 2, "{:?}", config.unserved);
+        assert!(
+            config.unserved[0].contains("both.example.com")
+                && config.unserved[0].contains("TLSRoute bookinfo/b"),
+            "the older route keeps a shared hostname: {:?}",
+            config.unserved
+        );
+        assert!(
+            config.unserved[1].contains("tcp-again"),
+            "{:?}",
+            config.unserved
+        );
+        assert!(config.refusing.is_empty(), "{:?}", config.refusing);
+        let backend = |target: &GatewayTarget| -> Vec<(String, u16, u32, bool)> {
+            let GatewayRoutes::Tcp(Some(plan)) = &target.routes else {
+                panic!("a TCP route: {:?}", target.routes);
+            };
+            plan.destinations()
+                .iter()
+                .map(|d| (d.host.clone(), d.port.unwrap_or(0), d.weight, d.unresolved))
+                .collect()
+        };
+        let a = ("a.bookinfo.svc.cluster.local".to_string(), 8443, 1, false);
+        let b = ("b.bookinfo.svc.cluster.local".to_string(), 8443, 1, false);
+        // Passthrough: the SNI picks the route; the TLS goes on untouched.
+        let Serve::Tls(chains) = &config.listeners[1].serve else {
+            panic!("TLS by SNI");
+        };
+        let passed = |sni: &str| match chain_for(chains, Some(sni)).map(|c| &c.action) {
+            Some(ChainAction::Passthrough(target)) => Some(backend(target)),
+            Some(other) => panic!("{sni}: {other:?}"),
+            None => None,
+        };
+        assert_eq!(passed("a.example.com"), Some(vec![a.clone()]));
+        assert_eq!(passed("b.example.com"), Some(vec![b.clone()]));
+        assert_eq!(passed("both.example.com"), Some(vec![a.clone()]));
+        assert_eq!(passed("c.example.com"), None, "no route has it");
+        assert_eq!(
+            passed("term.example.com"),
+            Some(vec![b.clone()]),
+            "route b's hostname under the listener's *.example.com"
+        );
+        // Terminate: the listener's certificate, then the route's backends.
+        let Serve::Tls(chains) = &config.listeners[2].serve else {
+            panic!("TLS by SNI");
+        };
+        match chain_for(chains, Some("term.example.com")).map(|c| &c.action) {
+            Some(ChainAction::Terminate { tls, target }) => {
+                let tls = tls.as_ref().expect("term-cert is usable");
+                assert!(handshakes(tls, &term_cert, "term.example.com"));
+                assert_eq!(backend(target), vec![b.clone()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            chain_for(chains, Some("a.example.com")).is_none(),
+            "route a's hostnames are not the listener's"
+        );
+        // TCP: the weighted backends; a weight of 0 takes nothing, a backend that does not
+        // exist keeps its share and refuses it.
+        let Serve::Plain(target) = &config.listeners[3].serve else {
+            panic!("TCP is plaintext");
+        };
+        assert_eq!(
+            backend(target),
+            vec![
+                ("a.bookinfo.svc.cluster.local".to_string(), 9000, 3, false),
+                ("b.bookinfo.svc.cluster.local".to_string(), 9000, 1, false),
+                (String::new(), 0, 1, true),
+            ]
+        );
+    }
 }
