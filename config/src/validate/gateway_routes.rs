@@ -1304,4 +1304,53 @@ spec:
             ]
         );
     }
+
+    #[test]
+    fn tls_and_tcp_routes_are_judged_as_their_crds_judge_them() {
+        use crate::api::gateway_routes::{TcpRoute, TlsRoute};
+        let parsed: Result<TcpRoute, _> =
+            serde_yaml::from_str("spec: {rules: [{backendRef: [{name: a, port: 80}]}]}");
+        assert!(parsed.is_err(), "a misspelt field is refused");
+        let parsed: Result<TlsRoute, _> = serde_yaml::from_str(
+            "spec: {hostnames: [a.example.com], rules: [{backendRefs: [{name: a, port: 443, filters: []}]}]}",
+        );
+        assert!(parsed.is_err(), "TLSRoute backendRefs have no filters");
+        let good: TlsRoute = serde_yaml::from_str(
+            "spec: {parentRefs: [{name: gw}], hostnames: [a.example.com], rules: [{backendRefs: [{name: a, port: 443}]}]}",
+        )
+        .expect("route");
+        assert!(tls_route(&good.spec).is_empty());
+        let bad: TlsRoute = serde_yaml::from_str(
+            "spec: {parentRefs: [{name: gw}], hostnames: [A.example.com], rules: [{backendRefs: [{name: a}, {name: b, port: 1, weight: -1}]}, {backendRefs: []}]}",
+        )
+        .expect("route");
+        let fields: Vec<String> = tls_route(&bad.spec).into_iter().map(|i| i.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.hostnames[0]",
+                "spec.rules[0].backendRefs[0]",
+                "spec.rules[0].backendRefs[1].weight",
+                "spec.rules[1].backendRefs"
+            ]
+        );
+        let tcp: TcpRoute = serde_yaml::from_str(
+            "spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: a, port: 5000}]}, {backendRefs: [{name: b, port: 5000}]}]}",
+        )
+        .expect("route");
+        assert!(tcp_route(&tcp.spec).is_empty());
+        let warned: Vec<String> =
+            stream_route_warnings(&tcp.spec.parent_refs, &tcp.spec.rules, false)
+                .into_iter()
+                .map(|i| i.field)
+                .collect();
+        assert_eq!(warned, ["spec.rules[1]"], "only the first rule routes");
+        let empty: TcpRoute =
+            serde_yaml::from_str("spec: {parentRefs: [{name: gw}]}").expect("route");
+        let fields: Vec<String> = tcp_route(&empty.spec)
+            .into_iter()
+            .map(|i| i.field)
+            .collect();
+        assert_eq!(fields, ["spec.rules"]);
+    }
 }
