@@ -645,7 +645,9 @@ pub fn issues(resolution: &RouteResolution) -> Vec<(String, String)> {
         }
     }
     for (at, issue) in resolution.backends.issues() {
+        let streams = matches!(resolution.route.kind(), Kind::TlsRoute | Kind::TcpRoute);
         let effect = match at {
+            RefAt::Backend { .. } if streams => "connections it would take are refused",
             RefAt::Backend { .. } => "requests it would take are answered 500",
             RefAt::Mirror { .. } => "nothing is mirrored to it",
         };
