@@ -37,7 +37,11 @@ pub fn allowed_route_kinds<'a>(
     let listed: Vec<(&str, &str)> = listed.into_iter().collect();
     if listed.is_empty() {
         return match protocol {
-            "TLS" => supported.iter().copied().filter(|k| *k == "TLSRoute").collect(),
+            "TLS" => supported
+                .iter()
+                .copied()
+                .filter(|k| *k == "TLSRoute")
+                .collect(),
             _ => supported.to_vec(),
         };
     }
@@ -115,8 +119,14 @@ mod tests {
     #[test]
     fn a_listener_takes_the_route_kinds_of_its_protocol_and_tls_mode() {
         let none: [(&str, &str); 0] = [];
-        assert_eq!(allowed_route_kinds("HTTP", "Terminate", none), ["HTTPRoute", "GRPCRoute"]);
-        assert_eq!(allowed_route_kinds("TLS", "Passthrough", none), ["TLSRoute"]);
+        assert_eq!(
+            allowed_route_kinds("HTTP", "Terminate", none),
+            ["HTTPRoute", "GRPCRoute"]
+        );
+        assert_eq!(
+            allowed_route_kinds("TLS", "Passthrough", none),
+            ["TLSRoute"]
+        );
         // TCPRoutes reach a terminating TLS listener only when it lists them.
         assert_eq!(allowed_route_kinds("TLS", "Terminate", none), ["TLSRoute"]);
         assert_eq!(
@@ -125,8 +135,12 @@ mod tests {
         );
         assert_eq!(allowed_route_kinds("TCP", "Terminate", none), ["TCPRoute"]);
         // Listed kinds the listener cannot serve, or of another group, are not taken.
-        assert!(allowed_route_kinds("TCP", "Terminate", [(GATEWAY_API_GROUP, "HTTPRoute")]).is_empty());
-        assert!(allowed_route_kinds("TLS", "Passthrough", [("example.com", "TLSRoute")]).is_empty());
+        assert!(
+            allowed_route_kinds("TCP", "Terminate", [(GATEWAY_API_GROUP, "HTTPRoute")]).is_empty()
+        );
+        assert!(
+            allowed_route_kinds("TLS", "Passthrough", [("example.com", "TLSRoute")]).is_empty()
+        );
         assert!(allowed_route_kinds("UDP", "Terminate", none).is_empty());
     }
 
