@@ -436,8 +436,19 @@ pub fn gateway_api_listeners(
                     ));
                     continue;
                 }
-                // The oldest route with a backend takes the connections.
-                let plan = attached_here().find_map(|route| stream_plan(route));
+                // The oldest route with a backend takes the connections; the others are
+                // named in the log.
+                let mut plan = None;
+                for route in attached_here() {
+                    if plan.is_some() {
+                        out.unserved.push(format!(
+                            "{what}: {} not served: an older route takes the listener's connections",
+                            route.route.object_ref()
+                        ));
+                    } else {
+                        plan = stream_plan(route);
+                    }
+                }
                 *tcp = Some(gateway_target(port, GatewayRoutes::Tcp(plan), describe));
             }
             (ApiPort::Tls(chains), "HTTPS") => {
@@ -1164,7 +1175,14 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
-metadata: {name: echo, namespace: bookinfo}
+metadata: {name: later, namespace: bookinfo, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: bookinfo-gateway, sectionName: tcp}]
+  rules: [{backendRefs: [{name: b, port: 7000}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: echo, namespace: bookinfo, creationTimestamp: "2026-01-01T00:00:00Z"}
 spec:
   parentRefs: [{name: bookinfo-gateway, sectionName: tcp}]
   rules:
@@ -1185,7 +1203,7 @@ spec:
             addresses,
             ["0.0.0.0:80", "0.0.0.0:443", "0.0.0.0:8443", "0.0.0.0:5000"]
         );
-        assert_eq!(config.unserved.len(), 2, "{:?}", config.unserved);
+        assert_eq!(config.unserved.len(), 3, "{:?}", config.unserved);
         assert!(
             config.unserved[0].contains("both.example.com")
                 && config.unserved[0].contains("TLSRoute bookinfo/b"),
@@ -1193,7 +1211,13 @@ spec:
             config.unserved
         );
         assert!(
-            config.unserved[1].contains("tcp-again"),
+            config.unserved[1].contains("TCPRoute bookinfo/later")
+                && config.unserved[1].contains("an older route takes"),
+            "{:?}",
+            config.unserved
+        );
+        assert!(
+            config.unserved[2].contains("tcp-again"),
             "{:?}",
             config.unserved
         );
