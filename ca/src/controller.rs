@@ -150,6 +150,82 @@ pub struct ControllerConfig {
     /// An ingress Gateway naming a Secret that does not exist (or is of another type) is
     /// decided again after this: Secrets are read by name, not watched.
     pub secret_recheck: Duration,
+    /// Where the routes are resolved (the route status writer's registry): an ingress
+    /// Gateway's listeners report how many are attached (`attachedRoutes`), and a Gateway is
+    /// decided again when its counts change. `None`: counts are kept as found.
+    pub routes: Option<AttachedRoutes>,
+}
+
+/// The registry resolving the Gateway API's routes, for listeners' `attachedRoutes`.
+#[derive(Clone)]
+pub struct AttachedRoutes(pub weft_config::registry::Registry);
+
+impl std::fmt::Debug for AttachedRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttachedRoutes")
+    }
+}
+
+/// Gateway (namespace, name) → listener name → number of routes attached.
+type RouteCounts = BTreeMap<(String, String), BTreeMap<String, u32>>;
+
+impl AttachedRoutes {
+    /// The routes attached to each listener of `namespace/name`.
+    fn of(&self, namespace: &str, name: &str) -> BTreeMap<String, u32> {
+        let snapshot = self.0.snapshot();
+        weft_config::translate::gateway_routes::attached_route_counts(
+            snapshot.route_resolutions().map(|r| &**r),
+            namespace,
+            name,
+        )
+    }
+
+    /// The counts of every Gateway some route attaches to.
+    fn all(&self) -> RouteCounts {
+        use weft_config::translate::gateway_routes::ParentOutcome;
+        let snapshot = self.0.snapshot();
+        let mut gateways: Vec<(String, String)> = snapshot
+            .route_resolutions()
+            .flat_map(|r| r.parents.iter())
+            .filter_map(|p| match &p.outcome {
+                ParentOutcome::Gateway {
+                    namespace, name, ..
+                } => Some((namespace.clone(), name.clone())),
+                _ => None,
+            })
+            .collect();
+        gateways.sort();
+        gateways.dedup();
+        gateways
+            .into_iter()
+            .map(|(namespace, name)| {
+                let counts = weft_config::translate::gateway_routes::attached_route_counts(
+                    snapshot.route_resolutions().map(|r| &**r),
+                    &namespace,
+                    &name,
+                );
+                ((namespace, name), counts)
+            })
+            .collect()
+    }
+
+    /// Queues every Gateway whose counts change, as the registry resolves routes anew.
+    async fn follow(self, triggers: mpsc::UnboundedSender<Key>) {
+        let mut versions = self.0.subscribe();
+        let mut known = self.all();
+        while versions.changed().await.is_ok() {
+            let now = self.all();
+            for gateway in known.keys().chain(now.keys()) {
+                if known.get(gateway) != now.get(gateway) {
+                    let (namespace, name) = gateway.clone();
+                    if triggers.send(Key::Gateway { namespace, name }).is_err() {
+                        return;
+                    }
+                }
+            }
+            known = now;
+        }
+    }
 }
 
 impl Default for ControllerConfig {
@@ -162,6 +238,7 @@ impl Default for ControllerConfig {
             backoff_max: Duration::from_secs(300),
             discovery_retry: Duration::from_secs(30),
             secret_recheck: Duration::from_secs(30),
+            routes: None,
         }
     }
 }
@@ -510,6 +587,9 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Control
             .map_err(|_| ControllerError::WatchEnded("ReferenceGrants"))?;
     }
     info!("waypoint controller: every watch has listed; reconciling");
+    if let Some(routes) = config.routes.clone() {
+        tokio::spawn(routes.follow(triggers.clone()));
+    }
     let worker = Worker {
         client,
         config,
@@ -831,7 +911,11 @@ impl Worker {
                 ..
             } => {
                 let refs = self.certificate_refs(&gateway, &grants).await?;
-                ingress::listener_statuses(&gateway, &refs)
+                let mut listeners = ingress::listener_statuses(&gateway, &refs);
+                if let Some(routes) = &self.config.routes {
+                    ingress::count_attached(&mut listeners, &routes.of(namespace, name));
+                }
+                listeners
             }
             _ => Vec::new(),
         };

@@ -252,6 +252,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 trust_domain: args.trust_domain.clone(),
             },
             trust_bundle: Some(root_pem.clone()),
+            // The listeners' attachedRoutes, from the routes the status writer resolves.
+            routes: route_status.then(|| weft_ca::controller::AttachedRoutes(registry.clone())),
             ..ControllerConfig::default()
         };
         tokio::spawn(async move {

@@ -1,5 +1,5 @@
-//! The route status writer of weft's control plane: the status of every HTTPRoute and
-//! GRPCRoute (Gateway API conditions per parent, `weft_config::translate::route_status`),
+//! The route status writer of weft's control plane: the status of every HTTPRoute,
+//! GRPCRoute, TLSRoute and TCPRoute (Gateway API conditions per parent, `weft_config::translate::route_status`),
 //! written back through the Kubernetes API as the registry resolves the routes.
 //!
 //! - Reads the cluster through the CA's own registry, whose source then also watches the
@@ -28,12 +28,14 @@ use weft_config::translate::route_status;
 /// to waypoints. `ca/src/main.rs` adds them to the CA's own kinds when routes' status is
 /// written; deploy/base/rbac.yaml grants their `list` and `watch` (held there by
 /// `cli/tests/deploy_rbac.rs`).
-pub const WATCHED: [Kind; 6] = [
+pub const WATCHED: [Kind; 8] = [
     Kind::Namespace,
     Kind::Service,
     Kind::KubernetesGateway,
     Kind::HttpRoute,
     Kind::GrpcRoute,
+    Kind::TlsRoute,
+    Kind::TcpRoute,
     Kind::ReferenceGrant,
 ];
 
@@ -49,6 +51,18 @@ pub const GRANTS: &[(&str, &str, &[&str], &[&str])] = &[
     (
         "gateway.networking.k8s.io",
         "grpcroutes/status",
+        &["patch"],
+        &[],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "tlsroutes/status",
+        &["patch"],
+        &[],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "tcproutes/status",
         &["patch"],
         &[],
     ),

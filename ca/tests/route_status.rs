@@ -42,6 +42,7 @@ struct Cluster {
     api: ApiServer,
     _source: SourceTask,
     writer: tokio::task::JoinHandle<()>,
+    registry: Registry,
 }
 
 impl Drop for Cluster {
@@ -98,7 +99,7 @@ impl Cluster {
             .expect("the source did not end");
         let writer = tokio::spawn(weft_ca::route_status::run(
             client,
-            registry,
+            registry.clone(),
             weft_ca::route_status::RouteStatusConfig {
                 retry: Duration::from_millis(200),
             },
@@ -107,6 +108,7 @@ impl Cluster {
             api,
             _source: task,
             writer,
+            registry,
         }
     }
 
@@ -394,4 +396,106 @@ async fn other_controllers_entries_stay_and_grpc_routes_are_reported_too() {
         route["status"]["parents"][0]["controllerName"], "example.com/gateway",
         "{route}"
     );
+}
+
+/// TLSRoutes and TCPRoutes attached to an ingress Gateway's TLS and TCP listeners are
+/// reported as HTTPRoutes are (a TCPRoute named to the TLS Passthrough listener is not
+/// allowed there), and weft-ca's controller, given the same resolution, counts each
+/// listener's attached routes in the Gateway's status, and counts again when a route goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_tcp_routes_are_reported_and_counted_on_their_listeners() {
+    let cluster = Cluster::start().await;
+    let config = weft_ca::controller::ControllerConfig {
+        discovery_retry: Duration::from_millis(200),
+        routes: Some(weft_ca::controller::AttachedRoutes(
+            cluster.registry.clone(),
+        )),
+        ..weft_ca::controller::ControllerConfig::default()
+    };
+    let client = cluster.api.client_with_token(TOKEN);
+    let controller = tokio::spawn(async move {
+        if let Err(e) = weft_ca::controller::run(client, config).await {
+            panic!("the controller stopped: {e}");
+        }
+    });
+    cluster.api.apply(json!({
+        "apiVersion": HTTP, "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": "shop"},
+        "spec": {"gatewayClassName": "istio",
+                 "listeners": [
+                     {"name": "tls", "port": 443, "protocol": "TLS", "tls": {"mode": "Passthrough"}},
+                     {"name": "tcp", "port": 9000, "protocol": "TCP"},
+                 ]},
+    }));
+    cluster.api.apply(json!({
+        "apiVersion": HTTP, "kind": "TLSRoute",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "edge"}], "hostnames": ["web.example.com"],
+                 "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]},
+    }));
+    let tcp = "gateway.networking.k8s.io/v1alpha2";
+    let tcp_route = |name: &str, section: &str| {
+        json!({
+            "apiVersion": tcp, "kind": "TCPRoute",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"parentRefs": [{"name": "edge", "sectionName": section}],
+                     "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]},
+        })
+    };
+    cluster.api.apply(tcp_route("db", "tcp"));
+    cluster.api.apply(tcp_route("misplaced", "tls"));
+    let accepted = |c: &Cluster, api_version: &str, kind: &str, route: &str| {
+        c.condition(api_version, kind, route, "edge", "Accepted")
+            .map(|(status, reason, _)| (status, reason))
+    };
+    let yes = Some(("True".to_string(), "Accepted".to_string()));
+    cluster
+        .wait("the TLSRoute and the TCPRoute Accepted", |c| {
+            accepted(c, HTTP, "TLSRoute", "web") == yes && accepted(c, tcp, "TCPRoute", "db") == yes
+        })
+        .await;
+    cluster
+        .wait("the TCPRoute named to the TLS listener not allowed", |c| {
+            accepted(c, tcp, "TCPRoute", "misplaced")
+                == Some(("False".to_string(), "NotAllowedByListeners".to_string()))
+        })
+        .await;
+    let attached = |c: &Cluster| -> Vec<(String, i64, Vec<String>)> {
+        c.api
+            .get(HTTP, "Gateway", "shop", "edge")
+            .and_then(|g| g["status"]["listeners"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|l| {
+                (
+                    l["name"].as_str().unwrap_or_default().to_string(),
+                    l["attachedRoutes"].as_i64().unwrap_or(-1),
+                    l["supportedKinds"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|k| k["kind"].as_str().map(str::to_string))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let listeners = |tls: i64, tcp: i64| {
+        vec![
+            ("tls".to_string(), tls, vec!["TLSRoute".to_string()]),
+            ("tcp".to_string(), tcp, vec!["TCPRoute".to_string()]),
+        ]
+    };
+    cluster
+        .wait("each listener's attachedRoutes and supportedKinds", |c| {
+            attached(c) == listeners(1, 1)
+        })
+        .await;
+    cluster.api.delete("TCPRoute", "shop", "db");
+    cluster
+        .wait("the TCP listener's count after its route went", |c| {
+            attached(c) == listeners(1, 0)
+        })
+        .await;
+    controller.abort();
 }

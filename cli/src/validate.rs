@@ -355,14 +355,19 @@ fn chain(error: &dyn std::error::Error) -> String {
     weft_config::source::error_chain(error)
 }
 
-/// What resolving the HTTPRoutes and GRPCRoutes among `objects` against the others finds
+/// What resolving the Gateway API routes among `objects` against the others finds
 /// (parents that do not exist or are refused, backends no ReferenceGrant allows): the
 /// registry's own resolution, run on the files.
 fn route_issues(
     objects: &[&Object],
     settings: &MeshSettings,
 ) -> BTreeMap<ObjectRef, Vec<weft_config::refusal::Warning>> {
-    let is_route = |o: &&&Object| matches!(o, Object::HttpRoute(_) | Object::GrpcRoute(_));
+    let is_route = |o: &&&Object| {
+        matches!(
+            o,
+            Object::HttpRoute(_) | Object::GrpcRoute(_) | Object::TlsRoute(_) | Object::TcpRoute(_)
+        )
+    };
     if !objects.iter().any(|o| is_route(&o)) {
         return BTreeMap::new();
     }

@@ -142,6 +142,60 @@ spec:
     );
 }
 
+#[test]
+fn tls_and_tcp_routes_are_refused_and_resolved_against_the_other_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {ports: [{port: 5432}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: tcp, port: 5432, protocol: TCP}
+  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db, namespace: shop}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}]
+  rules: [{backendRefs: [{name: db, port: 5432}, {name: gone, port: 5432}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [db.example.com]
+  rules: [{backendRefs: [{name: db}]}]
+"#,
+    )
+    .expect("write");
+    let (code, out) = weftctl(&["validate", "-f", file.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{out}");
+    let f = file.display();
+    assert!(
+        out.contains(&format!("{f}:4: TLSRoute shop/broken: spec.rules[0].backendRefs[0]: Must have port for Service reference")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("warning: {f}:3: TCPRoute shop/db: spec.parentRefs[0]: not accepted (NotAllowedByListeners): listener \"tls\" does not allow kind TCPRoute")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("warning: {f}:3: TCPRoute shop/db: spec.rules[0].backendRefs[1]: backend(gone.shop.svc.cluster.local) not found (BackendNotFound); connections it would take are refused")),
+        "{out}"
+    );
+}
+
 /// What is accepted and ignored is shown, each with its file, object and field: a misspelt
 /// field, a kind weft does not read, L7 rules on a Service no waypoint serves, a field weft
 /// does not act on. Warnings do not fail the check.

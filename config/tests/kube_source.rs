@@ -790,10 +790,31 @@ async fn gateway_api_routes_follow_their_reference_grants() {
         reason(s) == Some("RefNotPermitted")
     })
     .await;
+    // TLSRoutes (v1) and TCPRoutes (v1alpha2) are watched and resolved too.
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "TLSRoute",
+        "metadata": {"name": "tls", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "edge"}], "hostnames": ["web.example.com"],
+                 "rules": [{"backendRefs": [{"name": "web", "port": 443}]}]},
+    }));
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+        "metadata": {"name": "tcp", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "edge"}],
+                 "rules": [{"backendRefs": [{"name": "web", "port": 5000}]}]},
+    }));
+    wait_for(&registry, "the TLSRoute and the TCPRoute", CONVERGE, |s| {
+        let kinds: Vec<_> = s.route_resolutions().map(|r| r.route.kind()).collect();
+        kinds.contains(&weft_config::api::Kind::TlsRoute)
+            && kinds.contains(&weft_config::api::Kind::TcpRoute)
+    })
+    .await;
     let requests = api.requests();
     assert!(
         requests.iter().any(|r| r.starts_with("LIST httproutes"))
             && requests.iter().any(|r| r.starts_with("LIST grpcroutes"))
+            && requests.iter().any(|r| r.starts_with("LIST tlsroutes"))
+            && requests.iter().any(|r| r.starts_with("LIST tcproutes"))
             && requests
                 .iter()
                 .any(|r| r.starts_with("LIST referencegrants")),

@@ -122,14 +122,6 @@ apiVersion: networking.istio.io/v1
 kind: WorkloadGroup
 metadata: {name: vms, namespace: shop}
 ---
-apiVersion: gateway.networking.k8s.io/v1alpha2
-kind: TCPRoute
-metadata: {name: db, namespace: shop}
----
-apiVersion: gateway.networking.k8s.io/v1alpha2
-kind: TLSRoute
-metadata: {name: tls}
----
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: mesh-default, namespace: istio-system}
@@ -150,9 +142,7 @@ metadata: {name: web, namespace: shop}
             "extra.yaml:4: ProxyConfig shop/pc: networking.istio.io/ProxyConfig is not supported by weft: ignored",
             "extra.yaml:5: WorkloadEntry shop/vm: networking.istio.io/WorkloadEntry is not supported by weft: ignored",
             "extra.yaml:6: WorkloadGroup shop/vms: networking.istio.io/WorkloadGroup is not supported by weft: ignored",
-            "extra.yaml:7: TCPRoute shop/db: gateway.networking.k8s.io/TCPRoute is not supported by weft: ignored",
-            "extra.yaml:8: TLSRoute default/tls: gateway.networking.k8s.io/TLSRoute is not supported by weft: ignored",
-            "extra.yaml:9: Telemetry istio-system/mesh-default: telemetry.istio.io/Telemetry is not supported by weft: ignored",
+            "extra.yaml:7: Telemetry istio-system/mesh-default: telemetry.istio.io/Telemetry is not supported by weft: ignored",
         ],
         "a Deployment is not meant for Istio and is not warned about"
     );

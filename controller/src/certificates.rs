@@ -76,10 +76,10 @@ pub struct RefProblem {
     pub message: String,
 }
 
-/// Whether weft's ingress gateway terminates TLS on the listener: `HTTPS` with `tls.mode`
-/// `Terminate` (the default).
+/// Whether weft's ingress gateway terminates TLS on the listener: `HTTPS` or `TLS` with
+/// `tls.mode` `Terminate` (the default).
 pub fn terminates(listener: &Listener) -> bool {
-    listener.protocol == "HTTPS"
+    matches!(listener.protocol.as_str(), "HTTPS" | "TLS")
         && listener.tls_mode.as_deref().unwrap_or("Terminate") == "Terminate"
 }
 
@@ -172,7 +172,7 @@ pub fn resolved_refs(
                 return Err(RefProblem {
                     reason: "InvalidCertificateRef",
                     message: format!(
-                        "spec.listeners[{i}].tls.certificateRefs: none; an HTTPS listener needs a \
+                        "spec.listeners[{i}].tls.certificateRefs: none; a listener terminating TLS needs a \
                          Secret of type {TLS_SECRET_TYPE}"
                     ),
                 });

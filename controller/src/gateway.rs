@@ -32,6 +32,8 @@ pub struct Listener {
     pub tls_mode: Option<String>,
     /// `tls.certificateRefs`, in order.
     pub certificate_refs: Vec<CertificateRef>,
+    /// `allowedRoutes.kinds`, as (group, kind): the group is the Gateway API's when absent.
+    pub allowed_kinds: Vec<(String, String)>,
 }
 
 /// One `tls.certificateRefs[]` entry, as written.
@@ -146,6 +148,23 @@ impl Gateway {
                         certificate_refs: l["tls"]["certificateRefs"]
                             .as_array()
                             .map(|refs| refs.iter().map(CertificateRef::from_json).collect())
+                            .unwrap_or_default(),
+                        allowed_kinds: l["allowedRoutes"]["kinds"]
+                            .as_array()
+                            .map(|kinds| {
+                                kinds
+                                    .iter()
+                                    .map(|k| {
+                                        (
+                                            k["group"]
+                                                .as_str()
+                                                .unwrap_or(GATEWAY_API_GROUP)
+                                                .to_string(),
+                                            text(&k["kind"]),
+                                        )
+                                    })
+                                    .collect()
+                            })
                             .unwrap_or_default(),
                     })
                     .collect()

@@ -17,7 +17,7 @@
 //! `targetPort` is the port; `net.ipv4.ip_unprivileged_port_start` is 0 in the pod), stay out
 //! of capture (`istio.io/dataplane-mode: none`) and prove their ServiceAccount's identity
 //! into the mesh.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
@@ -35,14 +35,38 @@ use crate::waypoint::{
 /// Istio's second label naming the Gateway on what it makes for it.
 pub const ISTIO_GATEWAY_NAME_LABEL: &str = "istio.io/gateway-name";
 
-/// Whether weft's ingress gateway serves the listener: HTTP without `tls`, or HTTPS
-/// terminating TLS (`tls.mode` `Terminate`, the default) with its `tls.certificateRefs`.
+/// Whether weft's ingress gateway serves the listener: HTTP without `tls`, HTTPS
+/// terminating TLS (`tls.mode` `Terminate`, the default) with its `tls.certificateRefs`,
+/// TLS terminating it or passing it through, TCP.
 pub fn serves(listener: &Listener) -> bool {
     match listener.protocol.as_str() {
         "HTTP" => !listener.tls,
         "HTTPS" => terminates(listener),
+        "TLS" => terminates(listener) || listener.tls_mode.as_deref() == Some("Passthrough"),
+        "TCP" => true,
         _ => false,
     }
+}
+
+/// The route kinds a listener takes (`weft_core::mesh::waypoint::allowed_route_kinds`), and
+/// the kinds its `allowedRoutes.kinds` lists that it cannot take.
+pub fn listener_kinds(listener: &Listener) -> (Vec<&'static str>, Vec<String>) {
+    let mode = listener.tls_mode.as_deref().unwrap_or("Terminate");
+    let taken = weft_core::mesh::waypoint::allowed_route_kinds(
+        &listener.protocol,
+        mode,
+        listener
+            .allowed_kinds
+            .iter()
+            .map(|(g, k)| (g.as_str(), k.as_str())),
+    );
+    let refused = listener
+        .allowed_kinds
+        .iter()
+        .filter(|(g, k)| g != crate::gateway::GATEWAY_API_GROUP || !taken.contains(&k.as_str()))
+        .map(|(g, k)| format!("{g}/{k}"))
+        .collect();
+    (taken, refused)
 }
 
 /// The name of everything made for `gateway`: `<name>-<class>`, as Istio names it.
@@ -72,7 +96,8 @@ pub fn judge(gateway: &Gateway) -> Result<Vec<String>, Refusal> {
         if !serves(listener) || !port_ok {
             warnings.push(format!(
                 "spec.listeners[{i}] ({} {} on {}) not served: weft's ingress gateway serves \
-                 HTTP listeners without tls and HTTPS listeners terminating TLS",
+                 HTTP listeners without tls, HTTPS listeners terminating TLS, TLS listeners \
+                 terminating or passing it through, and TCP listeners",
                 listener.name, listener.protocol, listener.port
             ));
         } else {
@@ -133,6 +158,15 @@ pub struct ListenerStatus {
     pub accepted: Result<(), (&'static str, String)>,
     /// `ResolvedRefs`: its certificate references ([`crate::certificates::resolved_refs`]).
     pub resolved_refs: Result<(), RefProblem>,
+    /// `attachedRoutes`: `None` when the routes are not known (the count is kept as found).
+    pub attached_routes: Option<u32>,
+}
+
+/// Gives each listener its `attachedRoutes` from `counts` (by listener name; absent: 0).
+pub fn count_attached(statuses: &mut [ListenerStatus], counts: &BTreeMap<String, u32>) {
+    for status in statuses {
+        status.attached_routes = Some(counts.get(&status.name).copied().unwrap_or(0));
+    }
 }
 
 /// The status of each listener of an ingress Gateway, in order; `refs` are
@@ -163,7 +197,8 @@ pub fn listener_statuses(
                     "UnsupportedProtocol",
                     format!(
                         "spec.listeners[{i}] ({} {}{}): weft's ingress gateway serves HTTP listeners \
-                         without tls and HTTPS listeners terminating TLS",
+                         without tls, HTTPS listeners terminating TLS, TLS listeners terminating \
+                         or passing it through, and TCP listeners",
                         listener.name,
                         listener.protocol,
                         listener
@@ -174,15 +209,24 @@ pub fn listener_statuses(
                     ),
                 ))
             };
+            let (kinds, refused_kinds) = listener_kinds(listener);
+            let mut resolved_refs = refs.get(i).cloned().unwrap_or(Ok(()));
+            if resolved_refs.is_ok() && !refused_kinds.is_empty() {
+                resolved_refs = Err(RefProblem {
+                    reason: "InvalidRouteKinds",
+                    message: format!(
+                        "spec.listeners[{i}].allowedRoutes.kinds: {} cannot attach to a {} listener",
+                        refused_kinds.join(", "),
+                        listener.protocol
+                    ),
+                });
+            }
             ListenerStatus {
                 name: listener.name.clone(),
-                supported_kinds: if accepted.is_ok() {
-                    vec!["HTTPRoute", "GRPCRoute"]
-                } else {
-                    Vec::new()
-                },
+                supported_kinds: if accepted.is_ok() { kinds } else { Vec::new() },
                 accepted,
-                resolved_refs: refs.get(i).cloned().unwrap_or(Ok(())),
+                resolved_refs,
+                attached_routes: None,
             }
         })
         .collect()
@@ -523,6 +567,12 @@ mod tests {
     fn listeners_weft_does_not_serve_are_named_and_none_served_is_refused() {
         let mut gw = bookinfo();
         gw.listeners.push(crate::gateway::Listener {
+            name: "udp".into(),
+            port: 53,
+            protocol: "UDP".into(),
+            ..crate::gateway::Listener::default()
+        });
+        gw.listeners.push(crate::gateway::Listener {
             name: "tls".into(),
             port: 443,
             protocol: "TLS".into(),
@@ -536,14 +586,16 @@ mod tests {
         let ports =
             objects(&gw, &Settings::default(), &BTreeSet::new())[2].1["spec"]["ports"].clone();
         assert_eq!(
-            ports.as_array().map(Vec::len),
-            Some(2),
-            "443 is not exposed"
+            ports[2],
+            json!({"name": "tls", "port": 443, "targetPort": 443, "protocol": "TCP", "appProtocol": "tls"}),
+            "53 is not exposed, the TLS listener's 443 is"
         );
+        assert_eq!(ports.as_array().map(Vec::len), Some(3));
         gw.requests_addresses = true;
         let warnings = judge(&gw).expect("accepted");
         assert!(warnings[1].contains("spec.addresses"), "{warnings:?}");
         gw.listeners.remove(0);
+        gw.listeners.remove(1);
         assert_eq!(
             judge(&gw).expect_err("nothing served").reason,
             "ListenersNotValid"
@@ -673,16 +725,27 @@ mod tests {
     #[test]
     fn listener_status_says_which_listeners_are_accepted_and_resolved() {
         let mut gw = with_https();
-        gw.listeners.push(crate::gateway::Listener {
-            name: "tcp".into(),
-            port: 9000,
-            protocol: "TCP".into(),
+        let listener = |name: &str, port: u64, protocol: &str| crate::gateway::Listener {
+            name: name.into(),
+            port,
+            protocol: protocol.into(),
             ..crate::gateway::Listener::default()
+        };
+        gw.listeners.push(listener("udp", 9000, "UDP"));
+        gw.listeners.push(listener("tcp", 9001, "TCP"));
+        gw.listeners.push(crate::gateway::Listener {
+            tls: true,
+            tls_mode: Some("Passthrough".into()),
+            allowed_kinds: vec![
+                (crate::gateway::GATEWAY_API_GROUP.into(), "TLSRoute".into()),
+                (crate::gateway::GATEWAY_API_GROUP.into(), "HTTPRoute".into()),
+            ],
+            ..listener("pass", 9002, "TLS")
         });
         let refs = crate::certificates::resolved_refs(&gw, &[], &|k| {
             (k.1 != "bookinfo-ecdsa").then(|| "kubernetes.io/tls".to_string())
         });
-        let statuses = listener_statuses(&gw, &refs);
+        let mut statuses = listener_statuses(&gw, &refs);
         let summary: Vec<(bool, Option<&str>)> = statuses
             .iter()
             .map(|s| {
@@ -699,14 +762,40 @@ mod tests {
                 (true, Some("InvalidCertificateRef")),
                 (true, Some("RefNotPermitted")),
                 (true, Some("RefNotPermitted")),
-                (false, None)
+                (false, None),
+                (true, None),
+                (true, Some("InvalidRouteKinds")),
             ]
         );
         assert_eq!(
-            statuses[4].accepted.as_ref().expect_err("TCP").0,
+            statuses[4].accepted.as_ref().expect_err("UDP").0,
             "UnsupportedProtocol"
         );
         assert!(statuses[4].supported_kinds.is_empty());
         assert_eq!(statuses[0].supported_kinds, ["HTTPRoute", "GRPCRoute"]);
+        assert_eq!(statuses[5].supported_kinds, ["TCPRoute"]);
+        assert_eq!(
+            statuses[6].supported_kinds,
+            ["TLSRoute"],
+            "a Passthrough listener cannot take the HTTPRoutes it lists"
+        );
+        assert!(statuses.iter().all(|s| s.attached_routes.is_none()));
+        count_attached(
+            &mut statuses,
+            &BTreeMap::from([("tcp".to_string(), 2), ("pass".to_string(), 1)]),
+        );
+        let counts: Vec<Option<u32>> = statuses.iter().map(|s| s.attached_routes).collect();
+        assert_eq!(
+            counts,
+            [
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(2),
+                Some(1)
+            ]
+        );
     }
 }

@@ -139,8 +139,8 @@ pub fn patch(gateway: &Gateway, outcome: &Outcome<'_>, now: &str) -> Option<Valu
 
 /// One entry of `status.listeners`: `Accepted`, `ResolvedRefs` and `Programmed` (`True`
 /// when the listener is accepted, its references resolved and the Gateway programmed; else
-/// `Invalid`, or `Pending` while the Gateway is not). `attachedRoutes` is kept as found
-/// (weft does not count routes here).
+/// `Invalid`, or `Pending` while the Gateway is not). `attachedRoutes` is the count given
+/// ([`crate::ingress::count_attached`]), else kept as found.
 fn listener(gateway: &Gateway, status: &ListenerStatus, programmed: bool, now: &str) -> Value {
     let found = gateway
         .listener_status
@@ -178,7 +178,8 @@ fn listener(gateway: &Gateway, status: &ListenerStatus, programmed: bool, now: &
             "Invalid",
             "the listener is not accepted".to_string(),
         ),
-        (_, Err(problem)) => (
+        // Route kinds the listener cannot take are left out; it serves the others.
+        (_, Err(problem)) if problem.reason != "InvalidRouteKinds" => (
             "False",
             "Invalid",
             format!("TLS connections are refused: {}", problem.message),
@@ -197,7 +198,11 @@ fn listener(gateway: &Gateway, status: &ListenerStatus, programmed: bool, now: &
             .iter()
             .map(|kind| json!({"group": crate::gateway::GATEWAY_API_GROUP, "kind": kind}))
             .collect::<Vec<_>>(),
-        "attachedRoutes": found.and_then(|l| l["attachedRoutes"].as_i64()).unwrap_or(0),
+        "attachedRoutes": status
+            .attached_routes
+            .map(i64::from)
+            .or_else(|| found.and_then(|l| l["attachedRoutes"].as_i64()))
+            .unwrap_or(0),
         "conditions": [
             condition("Accepted", accepted),
             condition("ResolvedRefs", resolved),

@@ -883,6 +883,184 @@ fn bookinfo_over_https_through_a_gateway_api_gateway_by_its_certificate_refs() {
     );
 }
 
+/// A Gateway API Gateway's TLS listener with `tls.mode: Passthrough` and its TCP listener,
+/// from outside: two TLSRoutes send `nginx.example.com` and `helloworld.example.com` to two
+/// `openssl s_server`s by the ClientHello's SNI (the client is shown each backend's own
+/// certificate: the gateway does not terminate), an SNI no route has is refused, and a
+/// TCPRoute sends the TCP listener's connections to a TCP echo.
+#[test]
+fn tls_passthrough_and_tcp_listeners_of_a_gateway_api_gateway() {
+    let certs = Certificates::make("iggwtcp");
+    let text = format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: bookinfo}}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {{name: tls, port: 443, protocol: TLS, hostname: "*.example.com", tls: {{mode: Passthrough}}}}
+  - {{name: tcp, port: 9000, protocol: TCP}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {{name: nginx, namespace: bookinfo}}
+spec:
+  parentRefs: [{{name: edge}}]
+  hostnames: [nginx.example.com]
+  rules: [{{backendRefs: [{{name: my-nginx, port: 443}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {{name: helloworld, namespace: bookinfo}}
+spec:
+  parentRefs: [{{name: edge, sectionName: tls}}]
+  hostnames: [helloworld.example.com]
+  rules: [{{backendRefs: [{{name: hello-tls, port: 443}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: echo, namespace: bookinfo}}
+spec:
+  parentRefs: [{{name: edge, sectionName: tcp}}]
+  rules: [{{backendRefs: [{{name: tcp-echo, port: 9000}}]}}]
+---
+{nginx}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hello-tls, namespace: bookinfo, labels: {{run: hello-tls}}}}
+spec:
+  nodeName: node-2
+  containers:
+    - name: tls
+      command: [openssl, s_server, "-4", -accept, "8443", -cert, {hello_cert}, -key, {hello_key}, -www, -quiet]
+      ports: [{{name: https, containerPort: 8443}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: hello-tls, namespace: bookinfo}}
+spec:
+  selector: {{run: hello-tls}}
+  ports: [{{name: https, port: 443, targetPort: https}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: tcp-echo, namespace: bookinfo, labels: {{run: tcp-echo}}}}
+spec:
+  nodeName: node-2
+  containers:
+    - name: echo
+      command: [weft-testapp, serve, --tcp-echo-port, "9000"]
+      ports: [{{name: echo, containerPort: 9000}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: tcp-echo, namespace: bookinfo}}
+spec:
+  selector: {{run: tcp-echo}}
+  ports: [{{name: tcp, port: 9000, targetPort: echo}}]
+"#,
+        nginx = tls_backend(&certs),
+        hello_cert = certs.path("helloworld.example.com.crt"),
+        hello_key = certs.path("helloworld.example.com.key"),
+    );
+    let mut applied = Manifests::default();
+    applied
+        .add_yaml(&text, Path::new("edge.yaml"))
+        .expect("YAML");
+    let mut all = Manifests::load_dir(&manifests("ingress")).expect("tests/manifests/ingress");
+    all.extend(applied.in_namespace("bookinfo"));
+    let lab = lab_up_manifests("iggwtcp", &all, 2, true, &[]);
+    let address = lab
+        .load_balancer_ip("bookinfo/edge-istio")
+        .expect("the Gateway's Service has a LoadBalancer address")
+        .to_string();
+    let log = || {
+        std::fs::read_to_string(
+            lab.paths
+                .logs()
+                .join("bookinfo-edge-istio-0-istio-proxy.log"),
+        )
+        .unwrap_or_default()
+    };
+    let ca = certs.path("example.com.crt");
+    let https = |host: &str| {
+        let resolve = format!("{host}:443:{address}");
+        let url = format!("https://{host}/");
+        curl(
+            &lab,
+            &["--cacert", &ca, "--resolve", &resolve, &url],
+            "%{ssl_verify_result}",
+        )
+    };
+    assert!(
+        eventually(SETTLE, || https("nginx.example.com").status == 200),
+        "https://nginx.example.com/ through the TLS listener: {:?}\n{}",
+        https("nginx.example.com"),
+        log()
+    );
+    assert!(
+        eventually(SETTLE, || https("helloworld.example.com").status == 200),
+        "https://helloworld.example.com/: {:?}\n{}",
+        https("helloworld.example.com"),
+        log()
+    );
+    for host in ["nginx.example.com", "helloworld.example.com"] {
+        for _ in 0..3 {
+            let got = https(host);
+            assert_eq!(
+                (got.status, got.extra.as_str()),
+                (200, "0"),
+                "{host}: {got:?}"
+            );
+            assert!(
+                got.body.contains("s_server"),
+                "openssl s_server's page: {got:?}"
+            );
+        }
+        // The backend's own certificate: the gateway passed the TLS through.
+        assert!(
+            presented_subject(&lab, &address, host).contains(&format!("CN = {host}")),
+            "{host}: {}",
+            presented_subject(&lab, &address, host)
+        );
+    }
+    assert_eq!(
+        https("other.example.com").status,
+        0,
+        "no TLSRoute has the SNI: refused"
+    );
+    // The TCP listener: bytes come back from the echo behind it.
+    let echo = || {
+        let output = lab
+            .outside_command("python3")
+            .expect("outside")
+            .args([
+                "-c",
+                "import socket,sys\n\
+                 s=socket.create_connection((sys.argv[1],9000),timeout=5)\n\
+                 s.sendall(b'through the gateway\\n')\n\
+                 got=b''\n\
+                 while not got.endswith(b'\\n'):\n    \
+                 chunk=s.recv(100)\n    \
+                 if not chunk: break\n    \
+                 got+=chunk\n\
+                 print(got.decode().strip())",
+                &address,
+            ])
+            .output()
+            .expect("python3 runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert!(
+        eventually(SETTLE, || echo() == "through the gateway"),
+        "TCP echo through the TCP listener: {:?}\n{}",
+        echo(),
+        log()
+    );
+}
+
 /// Bad input is named — by `weftctl validate` over the files, by the agents'
 /// configuration — and disturbs nothing else: a VirtualService bound to a Gateway that
 /// does not exist, a server whose Secret is missing (above, served), two Gateways claiming

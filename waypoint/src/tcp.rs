@@ -56,6 +56,10 @@ async fn choose(
         debug!("tcp route without destinations");
         return None;
     };
+    if destination.unresolved {
+        debug!("tcp route's backend cannot be used (see the route's status): connection refused");
+        return None;
+    }
     let port = destination_port(snapshot, &destination.host, destination.port, request_port);
     let key = ClusterKey {
         host: destination.host.clone(),

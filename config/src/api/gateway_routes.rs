@@ -1,4 +1,4 @@
-//! `gateway.networking.k8s.io` HTTPRoute, GRPCRoute and ReferenceGrant: the Gateway API's
+//! `gateway.networking.k8s.io` HTTPRoute, GRPCRoute, TLSRoute, TCPRoute and ReferenceGrant: the Gateway API's
 //! routes, as the Gateway API's Go types name their fields (standard channel v1.4, and the
 //! experimental fields an experimental-channel cluster serves, so that each is honoured or
 //! warned about rather than dropped unseen).
@@ -16,6 +16,11 @@ pub const HTTP_ROUTE_VERSIONS: &[&str] = &["v1", "v1beta1"];
 /// Versions served for GRPCRoute (v1alpha2 only in the experimental channel before v1.1;
 /// the same schema).
 pub const GRPC_ROUTE_VERSIONS: &[&str] = &["v1", "v1alpha2"];
+/// Versions served for TLSRoute: v1 since Gateway API v1.5 (standard channel), v1alpha3 and
+/// v1alpha2 in the experimental channel before (the fields weft reads are the same).
+pub const TLS_ROUTE_VERSIONS: &[&str] = &["v1", "v1alpha3", "v1alpha2"];
+/// Versions served for TCPRoute (experimental channel only).
+pub const TCP_ROUTE_VERSIONS: &[&str] = &["v1alpha2"];
 /// Versions served for ReferenceGrant: v1beta1 until Gateway API v1.5 made it v1.
 pub const REFERENCE_GRANT_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
@@ -491,6 +496,98 @@ impl GrpcBackendRef {
             port: self.port,
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// TLSRoute and TCPRoute: routes of connections, not requests
+
+/// `BackendRef`: a backend and its share of the connections.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Absent: 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+}
+
+impl BackendRef {
+    pub fn object(&self) -> BackendObjectReference {
+        BackendObjectReference {
+            group: self.group.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            port: self.port,
+        }
+    }
+}
+
+/// A rule of a TLSRoute or TCPRoute: where connections go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamRouteRule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<BackendRef>,
+}
+
+/// TLSRoute: TLS connections by the SNI of their ClientHello.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRoute {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: TlsRouteSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RouteStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsRouteSpec {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_default_gateways: Option<String>,
+    /// SNI names (v1 requires at least one; v1alpha2 none: any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<StreamRouteRule>,
+}
+
+/// TCPRoute: every connection of the listeners it attaches to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpRoute {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: TcpRouteSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RouteStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRouteSpec {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub use_default_gateways: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<StreamRouteRule>,
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 use std::fmt;
 
 use super::gateway_api::{GATEWAY_API_GROUP, GATEWAY_API_VERSIONS};
-use super::gateway_routes::{GRPC_ROUTE_VERSIONS, HTTP_ROUTE_VERSIONS, REFERENCE_GRANT_VERSIONS};
+use super::gateway_routes::{
+    GRPC_ROUTE_VERSIONS, HTTP_ROUTE_VERSIONS, REFERENCE_GRANT_VERSIONS, TCP_ROUTE_VERSIONS,
+    TLS_ROUTE_VERSIONS,
+};
 
 /// The namespace of namespaced objects that name none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -34,6 +37,9 @@ pub enum Kind {
     /// or to Gateways.
     HttpRoute,
     GrpcRoute,
+    /// Routes of connections: served by ingress Gateways' TLS and TCP listeners.
+    TlsRoute,
+    TcpRoute,
     /// Cross-namespace references the Gateway API's routes may make.
     ReferenceGrant,
     /// Secrets of type `kubernetes.io/tls`, read by an ingress gateway only, in its own
@@ -50,7 +56,7 @@ pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -67,6 +73,8 @@ impl Kind {
         Kind::RequestAuthentication,
         Kind::HttpRoute,
         Kind::GrpcRoute,
+        Kind::TlsRoute,
+        Kind::TcpRoute,
         Kind::ReferenceGrant,
         Kind::Secret,
     ];
@@ -99,6 +107,8 @@ impl Kind {
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
+            Kind::TlsRoute => "TLSRoute",
+            Kind::TcpRoute => "TCPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Secret => "Secret",
         }
@@ -120,9 +130,12 @@ impl Kind {
             Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
                 SECURITY_GROUP
             }
-            Kind::KubernetesGateway | Kind::HttpRoute | Kind::GrpcRoute | Kind::ReferenceGrant => {
-                GATEWAY_API_GROUP
-            }
+            Kind::KubernetesGateway
+            | Kind::HttpRoute
+            | Kind::GrpcRoute
+            | Kind::TlsRoute
+            | Kind::TcpRoute
+            | Kind::ReferenceGrant => GATEWAY_API_GROUP,
         }
     }
 
@@ -131,6 +144,8 @@ impl Kind {
         match self {
             Kind::HttpRoute => return HTTP_ROUTE_VERSIONS,
             Kind::GrpcRoute => return GRPC_ROUTE_VERSIONS,
+            Kind::TlsRoute => return TLS_ROUTE_VERSIONS,
+            Kind::TcpRoute => return TCP_ROUTE_VERSIONS,
             Kind::ReferenceGrant => return REFERENCE_GRANT_VERSIONS,
             _ => {}
         }
@@ -161,6 +176,8 @@ impl Kind {
             Kind::RequestAuthentication => "requestauthentications",
             Kind::HttpRoute => "httproutes",
             Kind::GrpcRoute => "grpcroutes",
+            Kind::TlsRoute => "tlsroutes",
+            Kind::TcpRoute => "tcproutes",
             Kind::ReferenceGrant => "referencegrants",
             Kind::Secret => "secrets",
         }
@@ -195,8 +212,7 @@ impl fmt::Display for Kind {
 }
 
 /// Kinds of Istio and the Gateway API that a user may apply and weft does not read (API
-/// group, kind): sidecar and Envoy extensions, workload registration, routes of protocols
-/// weft's waypoints do not route by, telemetry settings. Accepted and ignored, each with a
+/// group, kind): sidecar and Envoy extensions, workload registration, telemetry settings. Accepted and ignored, each with a
 /// warning, by the directory source and `weftctl validate`.
 pub const UNSUPPORTED_KINDS: &[(&str, &str)] = &[
     (NETWORKING_GROUP, "Sidecar"),
@@ -206,8 +222,6 @@ pub const UNSUPPORTED_KINDS: &[(&str, &str)] = &[
     (NETWORKING_GROUP, "WorkloadGroup"),
     ("extensions.istio.io", "WasmPlugin"),
     ("telemetry.istio.io", "Telemetry"),
-    (GATEWAY_API_GROUP, "TCPRoute"),
-    (GATEWAY_API_GROUP, "TLSRoute"),
 ];
 
 /// The warning for a document of a kind in [`UNSUPPORTED_KINDS`], naming it; `None` for

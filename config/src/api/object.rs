@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::gateway::Gateway;
 use super::gateway_api::KubernetesGateway;
-use super::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant};
+use super::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute};
 use super::kind::{DEFAULT_NAMESPACE, Kind, ObjectRef};
 use super::kubernetes::{EndpointSlice, Namespace, Node, Pod, Secret, Service, trim_metadata};
 use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
@@ -35,6 +35,8 @@ pub enum Object {
     RequestAuthentication(Arc<RequestAuthentication>),
     HttpRoute(Arc<HttpRoute>),
     GrpcRoute(Arc<GrpcRoute>),
+    TlsRoute(Arc<TlsRoute>),
+    TcpRoute(Arc<TcpRoute>),
     ReferenceGrant(Arc<ReferenceGrant>),
     Secret(Arc<Secret>),
 }
@@ -58,6 +60,8 @@ macro_rules! each_object {
             Object::RequestAuthentication($binding) => $body,
             Object::HttpRoute($binding) => $body,
             Object::GrpcRoute($binding) => $body,
+            Object::TlsRoute($binding) => $body,
+            Object::TcpRoute($binding) => $body,
             Object::ReferenceGrant($binding) => $body,
             Object::Secret($binding) => $body,
         }
@@ -83,6 +87,8 @@ impl Object {
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::TlsRoute(_) => Kind::TlsRoute,
+            Object::TcpRoute(_) => Kind::TcpRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::Secret(_) => Kind::Secret,
         }
@@ -106,7 +112,7 @@ impl Object {
     }
 
     /// Reads a document of any kind weft uses. `Ok(None)` for kinds weft has no use for
-    /// (Deployments, ConfigMaps, TCPRoutes, …): they are not
+    /// (Deployments, ConfigMaps, Sidecars, …): they are not
     /// errors, a directory of manifests holds many of them.
     pub fn from_json(value: Value) -> Result<Option<Object>, Refusal> {
         Ok(Self::from_json_checked(value)?.map(|(object, _)| object))
@@ -200,6 +206,8 @@ impl Object {
                 Kind::KubernetesGateway => checked(value, &object_ref, Object::KubernetesGateway),
                 Kind::HttpRoute => checked(value, &object_ref, Object::HttpRoute),
                 Kind::GrpcRoute => checked(value, &object_ref, Object::GrpcRoute),
+                Kind::TlsRoute => checked(value, &object_ref, Object::TlsRoute),
+                Kind::TcpRoute => checked(value, &object_ref, Object::TcpRoute),
                 Kind::ReferenceGrant => checked(value, &object_ref, Object::ReferenceGrant),
                 _ => unreachable_custom(&object_ref),
             }?;
@@ -233,6 +241,8 @@ impl Object {
             }
             Kind::HttpRoute => typed(value, &object_ref).map(Object::HttpRoute),
             Kind::GrpcRoute => typed(value, &object_ref).map(Object::GrpcRoute),
+            Kind::TlsRoute => typed(value, &object_ref).map(Object::TlsRoute),
+            Kind::TcpRoute => typed(value, &object_ref).map(Object::TcpRoute),
             Kind::ReferenceGrant => typed(value, &object_ref).map(Object::ReferenceGrant),
             Kind::Secret => typed(value, &object_ref).map(Object::Secret),
         }?;
@@ -279,6 +289,8 @@ has_metadata!(
     RequestAuthentication,
     HttpRoute,
     GrpcRoute,
+    TlsRoute,
+    TcpRoute,
     ReferenceGrant,
     Secret
 );

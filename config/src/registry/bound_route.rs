@@ -7,15 +7,20 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::gateway_routes::{
-    BackendObjectReference, GrpcRoute, HttpRoute, ParentReference, RouteStatus,
+    BackendObjectReference, GrpcRoute, HttpRoute, ParentReference, RouteStatus, StreamRouteRule,
+    TcpRoute, TlsRoute,
 };
 use crate::api::{DEFAULT_NAMESPACE, Kind, ObjectRef};
 
-/// An HTTPRoute or a GRPCRoute: both route HTTP requests, and Istio merges them.
+/// A Gateway API route. HTTPRoutes and GRPCRoutes both route HTTP requests, and Istio
+/// merges them; TLSRoutes and TCPRoutes route connections (ingress Gateways' TLS and TCP
+/// listeners serve them).
 #[derive(Clone, Debug, PartialEq)]
 pub enum GatewayRoute {
     Http(Arc<HttpRoute>),
     Grpc(Arc<GrpcRoute>),
+    Tls(Arc<TlsRoute>),
+    Tcp(Arc<TcpRoute>),
 }
 
 impl GatewayRoute {
@@ -23,6 +28,8 @@ impl GatewayRoute {
         match self {
             GatewayRoute::Http(_) => Kind::HttpRoute,
             GatewayRoute::Grpc(_) => Kind::GrpcRoute,
+            GatewayRoute::Tls(_) => Kind::TlsRoute,
+            GatewayRoute::Tcp(_) => Kind::TcpRoute,
         }
     }
 
@@ -30,6 +37,8 @@ impl GatewayRoute {
         match self {
             GatewayRoute::Http(r) => &r.metadata,
             GatewayRoute::Grpc(r) => &r.metadata,
+            GatewayRoute::Tls(r) => &r.metadata,
+            GatewayRoute::Tcp(r) => &r.metadata,
         }
     }
 
@@ -52,6 +61,8 @@ impl GatewayRoute {
         match self {
             GatewayRoute::Http(r) => &r.spec.parent_refs,
             GatewayRoute::Grpc(r) => &r.spec.parent_refs,
+            GatewayRoute::Tls(r) => &r.spec.parent_refs,
+            GatewayRoute::Tcp(r) => &r.spec.parent_refs,
         }
     }
 
@@ -59,6 +70,8 @@ impl GatewayRoute {
         match self {
             GatewayRoute::Http(r) => &r.spec.hostnames,
             GatewayRoute::Grpc(r) => &r.spec.hostnames,
+            GatewayRoute::Tls(r) => &r.spec.hostnames,
+            GatewayRoute::Tcp(_) => &[],
         }
     }
 
@@ -66,6 +79,17 @@ impl GatewayRoute {
         match self {
             GatewayRoute::Http(r) => r.status.as_ref(),
             GatewayRoute::Grpc(r) => r.status.as_ref(),
+            GatewayRoute::Tls(r) => r.status.as_ref(),
+            GatewayRoute::Tcp(r) => r.status.as_ref(),
+        }
+    }
+
+    /// The rules of a TLSRoute or TCPRoute (none for HTTP routes).
+    pub fn stream_rules(&self) -> &[StreamRouteRule] {
+        match self {
+            GatewayRoute::Tls(r) => &r.spec.rules,
+            GatewayRoute::Tcp(r) => &r.spec.rules,
+            GatewayRoute::Http(_) | GatewayRoute::Grpc(_) => &[],
         }
     }
 
@@ -112,6 +136,19 @@ impl GatewayRoute {
                                 mirror.backend_ref.clone(),
                             ));
                         }
+                    }
+                }
+            }
+            GatewayRoute::Tls(_) | GatewayRoute::Tcp(_) => {
+                for (r, rule) in self.stream_rules().iter().enumerate() {
+                    for (b, backend) in rule.backend_refs.iter().enumerate() {
+                        found.push((
+                            RefAt::Backend {
+                                rule: r,
+                                backend: b,
+                            },
+                            backend.object(),
+                        ));
                     }
                 }
             }

@@ -12,7 +12,7 @@ use super::required_waypoints;
 use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;
-use crate::api::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant};
+use crate::api::gateway_routes::{GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute};
 use crate::api::kubernetes::{EndpointSlice, Namespace, Node, Pod, Secret, Service};
 use crate::api::mesh::MeshConfigMap;
 use crate::api::networking::{DestinationRule, ServiceEntry, VirtualService};
@@ -86,6 +86,8 @@ pub(super) struct State {
     request_authentications: BTreeMap<Key, Arc<RequestAuthentication>>,
     http_routes: BTreeMap<Key, Arc<HttpRoute>>,
     grpc_routes: BTreeMap<Key, Arc<GrpcRoute>>,
+    tls_routes: BTreeMap<Key, Arc<TlsRoute>>,
+    tcp_routes: BTreeMap<Key, Arc<TcpRoute>>,
     reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
     /// The Gateway API routes bound to each mesh Service's host, kept for rebuilding the
     /// route index when only VirtualServices or DestinationRules change.
@@ -286,6 +288,8 @@ impl State {
                 .map(Object::RequestAuthentication),
             Kind::HttpRoute => self.http_routes.get(&k).cloned().map(Object::HttpRoute),
             Kind::GrpcRoute => self.grpc_routes.get(&k).cloned().map(Object::GrpcRoute),
+            Kind::TlsRoute => self.tls_routes.get(&k).cloned().map(Object::TlsRoute),
+            Kind::TcpRoute => self.tcp_routes.get(&k).cloned().map(Object::TcpRoute),
             Kind::ReferenceGrant => self
                 .reference_grants
                 .get(&k)
@@ -326,6 +330,8 @@ impl State {
             Kind::RequestAuthentication => refs(kind, &self.request_authentications),
             Kind::HttpRoute => refs(kind, &self.http_routes),
             Kind::GrpcRoute => refs(kind, &self.grpc_routes),
+            Kind::TlsRoute => refs(kind, &self.tls_routes),
+            Kind::TcpRoute => refs(kind, &self.tcp_routes),
             Kind::ReferenceGrant => refs(kind, &self.reference_grants),
             Kind::Secret => refs(kind, &self.secrets),
         }
@@ -407,6 +413,14 @@ impl State {
                 self.grpc_routes.insert(k, o);
                 dirty.kinds.insert(r.kind);
             }
+            Object::TlsRoute(o) => {
+                self.tls_routes.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
+            Object::TcpRoute(o) => {
+                self.tcp_routes.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
             Object::ReferenceGrant(o) => {
                 self.reference_grants.insert(k, o);
                 dirty.kinds.insert(r.kind);
@@ -481,6 +495,8 @@ impl State {
             Kind::RequestAuthentication => self.request_authentications.remove(&k).is_some(),
             Kind::HttpRoute => self.http_routes.remove(&k).is_some(),
             Kind::GrpcRoute => self.grpc_routes.remove(&k).is_some(),
+            Kind::TlsRoute => self.tls_routes.remove(&k).is_some(),
+            Kind::TcpRoute => self.tcp_routes.remove(&k).is_some(),
             Kind::ReferenceGrant => self.reference_grants.remove(&k).is_some(),
             Kind::Secret => self.secrets.remove(&k).is_some(),
         };
@@ -538,12 +554,16 @@ impl State {
         // (Services) and ReferenceGrants, and report the waypoints (namespace labels).
         let gateway_routes_changed = (kinds.contains(&Kind::HttpRoute)
             || kinds.contains(&Kind::GrpcRoute)
+            || kinds.contains(&Kind::TlsRoute)
+            || kinds.contains(&Kind::TcpRoute)
             || kinds.contains(&Kind::ReferenceGrant)
             || kinds.contains(&Kind::KubernetesGateway)
             || !dirty.namespaces.is_empty()
             || !dirty.services.is_empty())
             && (!self.http_routes.is_empty()
                 || !self.grpc_routes.is_empty()
+                || !self.tls_routes.is_empty()
+                || !self.tcp_routes.is_empty()
                 || !self.snapshot.route_resolutions.is_empty());
         if gateway_routes_changed {
             self.derive_gateway_routes();
@@ -755,6 +775,8 @@ impl State {
             .cloned()
             .map(GatewayRoute::Http)
             .chain(self.grpc_routes.values().cloned().map(GatewayRoute::Grpc))
+            .chain(self.tls_routes.values().cloned().map(GatewayRoute::Tls))
+            .chain(self.tcp_routes.values().cloned().map(GatewayRoute::Tcp))
             .map(|route| {
                 let resolved = gateway_routes::resolve(&route, &world, &settings);
                 (route.object_ref(), Arc::new(resolved))
@@ -874,6 +896,8 @@ impl State {
             )
             .chain(self.http_routes.values().cloned().map(Object::HttpRoute))
             .chain(self.grpc_routes.values().cloned().map(Object::GrpcRoute))
+            .chain(self.tls_routes.values().cloned().map(Object::TlsRoute))
+            .chain(self.tcp_routes.values().cloned().map(Object::TcpRoute))
             .chain(self.gateways.values().cloned().map(Object::Gateway));
         for object in objects {
             let object_ref = object.object_ref();

@@ -1,4 +1,4 @@
-//! The Gateway API's routes (HTTPRoute, GRPCRoute) resolved against the cluster: what each
+//! The Gateway API's routes (HTTPRoute, GRPCRoute, TLSRoute, TCPRoute) resolved against the cluster: what each
 //! `parentRef` attaches to, whether each `backendRef` (and mirror) may be used, and the
 //! routes each mesh Service's waypoint applies.
 //!
@@ -308,36 +308,7 @@ pub fn attachable_listeners<'g>(
             });
             continue;
         }
-        let kinds: Vec<(String, String)> = match allowed.filter(|a| !a.kinds.is_empty()) {
-            Some(a) => a
-                .kinds
-                .iter()
-                .map(|k| {
-                    (
-                        k.group
-                            .clone()
-                            .unwrap_or_else(|| GATEWAY_API_GROUP.to_string()),
-                        k.kind.clone(),
-                    )
-                })
-                .collect(),
-            None => {
-                let kinds: &[&str] = match listener.protocol.as_str() {
-                    "HTTP" | "HTTPS" => &["HTTPRoute", "GRPCRoute"],
-                    "TLS" => &["TLSRoute"],
-                    "TCP" => &["TCPRoute"],
-                    _ => &[],
-                };
-                kinds
-                    .iter()
-                    .map(|k| (GATEWAY_API_GROUP.to_string(), k.to_string()))
-                    .collect()
-            }
-        };
-        if !kinds
-            .iter()
-            .any(|(group, kind)| group == GATEWAY_API_GROUP && kind == route_kind.name())
-        {
+        if !listener_kinds(listener).contains(&route_kind.name()) {
             not_allowed.get_or_insert_with(|| {
                 format!(
                     "listener {:?} does not allow kind {route_kind}",
@@ -356,6 +327,27 @@ pub fn attachable_listeners<'g>(
         (None, Some(message)) => Err(("NoMatchingListenerHostname", message)),
         (None, None) => Err(("NoMatchingParent", "no listener".to_string())),
     }
+}
+
+/// The route kinds a listener of an ingress Gateway takes: its `allowedRoutes.kinds` that
+/// its protocol and `tls.mode` serve, or the protocol's default kinds
+/// (`weft_core::mesh::waypoint::allowed_route_kinds`).
+pub fn listener_kinds(listener: &Listener) -> Vec<&'static str> {
+    let listed = listener
+        .allowed_routes
+        .as_ref()
+        .map(|a| a.kinds.as_slice())
+        .unwrap_or_default();
+    weft_core::mesh::waypoint::allowed_route_kinds(
+        &listener.protocol,
+        listener.tls.as_ref().map_or("Terminate", |t| t.mode()),
+        listed.iter().map(|k| {
+            (
+                k.group.as_deref().unwrap_or(GATEWAY_API_GROUP),
+                k.kind.as_str(),
+            )
+        }),
+    )
 }
 
 /// Whether a listener's hostname (absent: any) and a route's hostnames (none: any) have a
@@ -456,6 +448,15 @@ pub fn resolve_parent(
             note: format!(
                 "Gateway {target}/{} is of class {class:?}, which weft does not serve",
                 reference.name
+            ),
+        };
+    }
+    if is_core(group) && kind == "Service" && matches!(route_kind, Kind::TlsRoute | Kind::TcpRoute)
+    {
+        return ParentOutcome::Refused {
+            reason: "UnsupportedValue",
+            message: format!(
+                "weft's waypoints do not apply {route_kind}s: attach it to an ingress Gateway's TLS or TCP listener"
             ),
         };
     }
@@ -587,6 +588,23 @@ pub fn gateway_routes<'a>(
     found
 }
 
+/// How many routes are attached to each listener (by name) of the ingress Gateway
+/// `namespace/name`: a listener's status `attachedRoutes`. A route counts once per listener,
+/// however many of its parentRefs reach it; listeners without routes are absent.
+pub fn attached_route_counts<'a>(
+    resolutions: impl IntoIterator<Item = &'a RouteResolution>,
+    namespace: &str,
+    name: &str,
+) -> BTreeMap<String, u32> {
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for (_, listeners) in gateway_routes(resolutions, namespace, name) {
+        for listener in listeners {
+            *counts.entry(listener).or_default() += 1;
+        }
+    }
+    counts
+}
+
 /// The problems of a resolved route a user should hear about, as (field, reason): parents
 /// refused or not served, Services no waypoint serves, routes a waypoint does not apply,
 /// references that cannot be used.
@@ -627,7 +645,9 @@ pub fn issues(resolution: &RouteResolution) -> Vec<(String, String)> {
         }
     }
     for (at, issue) in resolution.backends.issues() {
+        let streams = matches!(resolution.route.kind(), Kind::TlsRoute | Kind::TcpRoute);
         let effect = match at {
+            RefAt::Backend { .. } if streams => "connections it would take are refused",
             RefAt::Backend { .. } => "requests it would take are answered 500",
             RefAt::Mirror { .. } => "nothing is mirrored to it",
         };
@@ -953,6 +973,94 @@ spec:
         // Without sectionName or port, every listener that takes it.
         let any = reference("{name: edge}");
         assert_eq!(attach(&any, "apps", &["x.example.com"]), "web,apps");
+    }
+
+    #[test]
+    fn tls_and_tcp_routes_attach_to_the_listeners_their_kind_and_hostnames_allow() {
+        let mut world = world();
+        world.gateways.insert(
+            ("shop".into(), "edge".into()),
+            Arc::new(
+                serde_yaml::from_str(
+                    r#"
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: pass, port: 443, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+  - {name: term, port: 8443, protocol: TLS, tls: {mode: Terminate, certificateRefs: [{name: c}]}}
+  - {name: term-tcp, port: 9443, protocol: TLS, tls: {mode: Terminate}, allowedRoutes: {kinds: [{kind: TCPRoute}]}}
+  - {name: tcp, port: 5000, protocol: TCP}
+"#,
+                )
+                .expect("gateway"),
+            ),
+        );
+        let tls = |yaml: &str| {
+            GatewayRoute::Tls(Arc::new(serde_yaml::from_str(yaml).expect("tls route")))
+        };
+        let tcp = |yaml: &str| {
+            GatewayRoute::Tcp(Arc::new(serde_yaml::from_str(yaml).expect("tcp route")))
+        };
+        let listeners = |route: &GatewayRoute| -> Result<Vec<String>, String> {
+            let resolved = resolve(route, &world, &MeshSettings::default());
+            match &resolved.parents[0].outcome {
+                ParentOutcome::Gateway { listeners, .. } => Ok(listeners.clone()),
+                ParentOutcome::Refused { reason, .. } => Err(reason.to_string()),
+                other => panic!("{other:?}"),
+            }
+        };
+        // A TLSRoute takes TLS listeners, by hostname; not HTTP, TCP or a listener listing
+        // only TCPRoute.
+        let a = tls(
+            "metadata: {name: a, namespace: shop}\nspec: {parentRefs: [{name: edge}], hostnames: [a.example.com], rules: [{backendRefs: [{name: reviews, port: 9080}]}]}",
+        );
+        assert_eq!(
+            listeners(&a),
+            Ok(vec!["pass".to_string(), "term".to_string()])
+        );
+        let other = tls(
+            "metadata: {name: o, namespace: shop}\nspec: {parentRefs: [{name: edge}], hostnames: [a.example.org], rules: [{backendRefs: [{name: reviews, port: 9080}]}]}",
+        );
+        assert_eq!(listeners(&other), Ok(vec!["term".to_string()]));
+        // A TCPRoute takes TCP listeners and terminating TLS listeners that list it.
+        let t = tcp(
+            "metadata: {name: t, namespace: shop}\nspec: {parentRefs: [{name: edge}], rules: [{backendRefs: [{name: reviews, port: 9080}]}]}",
+        );
+        assert_eq!(
+            listeners(&t),
+            Ok(vec!["term-tcp".to_string(), "tcp".to_string()])
+        );
+        // Named to a listener of another kind: not attached.
+        let wrong = tcp(
+            "metadata: {name: w, namespace: shop}\nspec: {parentRefs: [{name: edge, sectionName: pass}], rules: [{backendRefs: [{name: reviews, port: 9080}]}]}",
+        );
+        assert_eq!(listeners(&wrong), Err("NotAllowedByListeners".to_string()));
+        let http = route(
+            "metadata: {name: h, namespace: shop}\nspec: {parentRefs: [{name: edge, sectionName: tcp}]}",
+        );
+        assert_eq!(listeners(&http), Err("NotAllowedByListeners".to_string()));
+        // A TCPRoute attached to a Service is refused: weft's waypoints do not apply it.
+        let mesh = tcp(
+            "metadata: {name: m, namespace: shop}\nspec: {parentRefs: [{group: \"\", kind: Service, name: reviews}], rules: [{backendRefs: [{name: reviews, port: 9080}]}]}",
+        );
+        assert_eq!(listeners(&mesh), Err("UnsupportedValue".to_string()));
+        // attachedRoutes: each route once per listener it attaches to.
+        let resolutions: Vec<RouteResolution> = [a, other, t, wrong, http]
+            .iter()
+            .map(|r| resolve(r, &world, &MeshSettings::default()))
+            .collect();
+        let counts = attached_route_counts(&resolutions, "shop", "edge");
+        assert_eq!(
+            counts.into_iter().collect::<Vec<_>>(),
+            [
+                ("pass".to_string(), 1),
+                ("tcp".to_string(), 1),
+                ("term".to_string(), 2),
+                ("term-tcp".to_string(), 1)
+            ]
+        );
     }
 
     #[test]

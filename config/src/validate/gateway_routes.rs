@@ -1,4 +1,4 @@
-//! HTTPRoute, GRPCRoute and ReferenceGrant: what the Gateway API's CRD schemas and their
+//! HTTPRoute, GRPCRoute, TLSRoute, TCPRoute and ReferenceGrant: what the Gateway API's CRD schemas and their
 //! validation rules (CEL) refuse, so a manifest the API server would refuse is refused
 //! here too with its field path; and what is accepted but not acted on (warnings).
 use std::collections::HashSet;
@@ -7,7 +7,7 @@ use super::paths::{FieldPath, Issues};
 use crate::api::gateway_routes::{
     BackendObjectReference, GrpcRouteFilter, GrpcRouteSpec, HttpHeaderFilter, HttpPathModifier,
     HttpRouteFilter, HttpRouteSpec, HttpRouteTimeouts, ParentReference, ReferenceGrantSpec,
-    ValueMatch,
+    StreamRouteRule, TcpRouteSpec, TlsRouteSpec, ValueMatch,
 };
 use crate::refusal::FieldIssue;
 
@@ -407,6 +407,90 @@ fn unsupported_http_filter(filter: &HttpRouteFilter) -> Option<&'static str> {
         ),
         _ => None,
     }
+}
+
+/// TLSRoute: what its CRD refuses (v1 and v1alpha2: 1 to 16 rules, 1 to 16 backendRefs
+/// each; v1 also requires a hostname and one rule, which v1alpha2 does not).
+pub(super) fn tls_route(spec: &TlsRouteSpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let spec_path = FieldPath::spec();
+    common(
+        &spec.parent_refs,
+        &spec.hostnames,
+        spec.rules.len(),
+        &spec_path,
+        &mut issues,
+    );
+    stream_rules(&spec.rules, &spec_path, &mut issues);
+    issues.into_vec()
+}
+
+/// TCPRoute: what its CRD refuses (1 to 16 rules, 1 to 16 backendRefs each).
+pub(super) fn tcp_route(spec: &TcpRouteSpec) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    let spec_path = FieldPath::spec();
+    common(
+        &spec.parent_refs,
+        &[],
+        spec.rules.len(),
+        &spec_path,
+        &mut issues,
+    );
+    stream_rules(&spec.rules, &spec_path, &mut issues);
+    issues.into_vec()
+}
+
+fn stream_rules(rules: &[StreamRouteRule], spec_path: &FieldPath, issues: &mut Issues) {
+    if rules.is_empty() {
+        issues.add(&spec_path.field("rules"), "must have at least 1 item");
+    }
+    let mut names = HashSet::new();
+    for (r, rule) in rules.iter().enumerate() {
+        let at = spec_path.field("rules").index(r);
+        if let Some(name) = &rule.name {
+            section_name(name, &at.field("name"), issues);
+            if !names.insert(name) {
+                issues.add(
+                    &at.field("name"),
+                    "Rule name must be unique within the route",
+                );
+            }
+        }
+        if rule.backend_refs.is_empty() {
+            issues.add(&at.field("backendRefs"), "must have at least 1 item");
+        }
+        if rule.backend_refs.len() > 16 {
+            issues.add(&at.field("backendRefs"), "must have at most 16 items");
+        }
+        for (b, backend) in rule.backend_refs.iter().enumerate() {
+            let at = at.field("backendRefs").index(b);
+            backend_ref(&backend.object(), &at, issues);
+            if let Some(weight) = backend.weight
+                && !(0..=1_000_000).contains(&weight)
+            {
+                issues.add(&at.field("weight"), "must be between 0 and 1000000");
+            }
+        }
+    }
+}
+
+/// What a TLSRoute or TCPRoute has that weft does not act on: rules after the first (a
+/// rule has no matches, so the first takes every connection, as in Istio), default
+/// Gateways.
+pub(super) fn stream_route_warnings(
+    parents: &[ParentReference],
+    rules: &[StreamRouteRule],
+    default_gateways: bool,
+) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    route_warnings(parents, &[], default_gateways, &mut issues);
+    for r in 1..rules.len() {
+        issues.add(
+            &FieldPath::spec().field("rules").index(r),
+            "only the first rule routes (a rule has no matches, so it takes every connection): ignored",
+        );
+    }
+    issues.into_vec()
 }
 
 fn route_warnings(
@@ -1219,5 +1303,54 @@ spec:
                 "spec.rules[0].filters[0]"
             ]
         );
+    }
+
+    #[test]
+    fn tls_and_tcp_routes_are_judged_as_their_crds_judge_them() {
+        use crate::api::gateway_routes::{TcpRoute, TlsRoute};
+        let parsed: Result<TcpRoute, _> =
+            serde_yaml::from_str("spec: {rules: [{backendRef: [{name: a, port: 80}]}]}");
+        assert!(parsed.is_err(), "a misspelt field is refused");
+        let parsed: Result<TlsRoute, _> = serde_yaml::from_str(
+            "spec: {hostnames: [a.example.com], rules: [{backendRefs: [{name: a, port: 443, filters: []}]}]}",
+        );
+        assert!(parsed.is_err(), "TLSRoute backendRefs have no filters");
+        let good: TlsRoute = serde_yaml::from_str(
+            "spec: {parentRefs: [{name: gw}], hostnames: [a.example.com], rules: [{backendRefs: [{name: a, port: 443}]}]}",
+        )
+        .expect("route");
+        assert!(tls_route(&good.spec).is_empty());
+        let bad: TlsRoute = serde_yaml::from_str(
+            "spec: {parentRefs: [{name: gw}], hostnames: [A.example.com], rules: [{backendRefs: [{name: a}, {name: b, port: 1, weight: -1}]}, {backendRefs: []}]}",
+        )
+        .expect("route");
+        let fields: Vec<String> = tls_route(&bad.spec).into_iter().map(|i| i.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.hostnames[0]",
+                "spec.rules[0].backendRefs[0]",
+                "spec.rules[0].backendRefs[1].weight",
+                "spec.rules[1].backendRefs"
+            ]
+        );
+        let tcp: TcpRoute = serde_yaml::from_str(
+            "spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: a, port: 5000}]}, {backendRefs: [{name: b, port: 5000}]}]}",
+        )
+        .expect("route");
+        assert!(tcp_route(&tcp.spec).is_empty());
+        let warned: Vec<String> =
+            stream_route_warnings(&tcp.spec.parent_refs, &tcp.spec.rules, false)
+                .into_iter()
+                .map(|i| i.field)
+                .collect();
+        assert_eq!(warned, ["spec.rules[1]"], "only the first rule routes");
+        let empty: TcpRoute =
+            serde_yaml::from_str("spec: {parentRefs: [{name: gw}]}").expect("route");
+        let fields: Vec<String> = tcp_route(&empty.spec)
+            .into_iter()
+            .map(|i| i.field)
+            .collect();
+        assert_eq!(fields, ["spec.rules"]);
     }
 }

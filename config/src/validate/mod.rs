@@ -39,6 +39,8 @@ pub fn validate(object: &Object) -> Vec<Refusal> {
         Object::RequestAuthentication(ra) => security::request_authentication(&ra.spec),
         Object::HttpRoute(route) => gateway_routes::http_route(&route.spec),
         Object::GrpcRoute(route) => gateway_routes::grpc_route(&route.spec),
+        Object::TlsRoute(route) => gateway_routes::tls_route(&route.spec),
+        Object::TcpRoute(route) => gateway_routes::tcp_route(&route.spec),
         Object::ReferenceGrant(grant) => gateway_routes::reference_grant(&grant.spec),
         Object::Secret(secret) => gateway::secret(secret),
     };
@@ -136,6 +138,16 @@ pub fn warnings(
         Object::RequestAuthentication(ra) => security::request_authentication_warnings(&ra.spec),
         Object::HttpRoute(route) => gateway_routes::http_route_warnings(&route.spec),
         Object::GrpcRoute(route) => gateway_routes::grpc_route_warnings(&route.spec),
+        Object::TlsRoute(route) => gateway_routes::stream_route_warnings(
+            &route.spec.parent_refs,
+            &route.spec.rules,
+            route.spec.use_default_gateways.is_some(),
+        ),
+        Object::TcpRoute(route) => gateway_routes::stream_route_warnings(
+            &route.spec.parent_refs,
+            &route.spec.rules,
+            route.spec.use_default_gateways.is_some(),
+        ),
         Object::Gateway(gw) => gateway::gateway_warnings(&gw.spec),
         Object::ServiceEntry(se) => networking::service_entry_ignored(&se.spec),
         _ => Vec::new(),

@@ -10,6 +10,55 @@ pub const WAYPOINT_CLASSES: &[&str] = &["istio-waypoint", "weft-waypoint"];
 /// ingress`): Istio's `istio`, so Istio users' YAML works unchanged, and weft's own.
 pub const INGRESS_CLASSES: &[&str] = &["istio", "weft"];
 
+/// The route kinds (of the Gateway API group) a listener of an ingress Gateway serves, by
+/// its `protocol` and `tls.mode` (`Terminate` when absent): HTTP and HTTPS take HTTPRoute
+/// and GRPCRoute; TLS with `Passthrough` takes TLSRoute (routed by the ClientHello's SNI);
+/// TLS with `Terminate` takes TLSRoute and TCPRoute (the decrypted stream); TCP takes
+/// TCPRoute. None for what weft's ingress gateway does not serve.
+pub fn listener_route_kinds(protocol: &str, tls_mode: &str) -> &'static [&'static str] {
+    match (protocol, tls_mode) {
+        ("HTTP", _) | ("HTTPS", "Terminate") => &["HTTPRoute", "GRPCRoute"],
+        ("TLS", "Passthrough") => &["TLSRoute"],
+        ("TLS", "Terminate") => &["TLSRoute", "TCPRoute"],
+        ("TCP", _) => &["TCPRoute"],
+        _ => &[],
+    }
+}
+
+/// The route kinds a listener takes: those `allowedRoutes.kinds` lists (of the Gateway API
+/// group, as `(group, kind)`) that it serves, or, when it lists none, the Gateway API's
+/// default for the protocol (a TLS listener: TLSRoute only).
+pub fn allowed_route_kinds<'a>(
+    protocol: &str,
+    tls_mode: &str,
+    listed: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<&'static str> {
+    let supported = listener_route_kinds(protocol, tls_mode);
+    let listed: Vec<(&str, &str)> = listed.into_iter().collect();
+    if listed.is_empty() {
+        return match protocol {
+            "TLS" => supported
+                .iter()
+                .copied()
+                .filter(|k| *k == "TLSRoute")
+                .collect(),
+            _ => supported.to_vec(),
+        };
+    }
+    supported
+        .iter()
+        .copied()
+        .filter(|k| {
+            listed
+                .iter()
+                .any(|(group, kind)| *group == GATEWAY_API_GROUP && kind == k)
+        })
+        .collect()
+}
+
+/// The Gateway API's group.
+pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
 /// The label a waypoint's pods and Service carry, naming their Gateway.
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
@@ -66,6 +115,34 @@ pub fn declaration_issues<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_takes_the_route_kinds_of_its_protocol_and_tls_mode() {
+        let none: [(&str, &str); 0] = [];
+        assert_eq!(
+            allowed_route_kinds("HTTP", "Terminate", none),
+            ["HTTPRoute", "GRPCRoute"]
+        );
+        assert_eq!(
+            allowed_route_kinds("TLS", "Passthrough", none),
+            ["TLSRoute"]
+        );
+        // TCPRoutes reach a terminating TLS listener only when it lists them.
+        assert_eq!(allowed_route_kinds("TLS", "Terminate", none), ["TLSRoute"]);
+        assert_eq!(
+            allowed_route_kinds("TLS", "Terminate", [(GATEWAY_API_GROUP, "TCPRoute")]),
+            ["TCPRoute"]
+        );
+        assert_eq!(allowed_route_kinds("TCP", "Terminate", none), ["TCPRoute"]);
+        // Listed kinds the listener cannot serve, or of another group, are not taken.
+        assert!(
+            allowed_route_kinds("TCP", "Terminate", [(GATEWAY_API_GROUP, "HTTPRoute")]).is_empty()
+        );
+        assert!(
+            allowed_route_kinds("TLS", "Passthrough", [("example.com", "TLSRoute")]).is_empty()
+        );
+        assert!(allowed_route_kinds("UDP", "Terminate", none).is_empty());
+    }
 
     #[test]
     fn a_waypoint_needs_an_hbone_listener_with_a_port_and_a_known_traffic_type() {

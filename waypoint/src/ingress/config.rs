@@ -25,7 +25,7 @@ use weft_config::translate::gateway::{
     VirtualHostPlan, merge, passthrough_routes, selects, tcp_route, virtual_hosts,
 };
 use weft_config::translate::gateway_routes::{
-    INGRESS_CLASSES, certificate_ref, effective_hostnames, gateway_routes,
+    INGRESS_CLASSES, RefAt, certificate_ref, effective_hostnames, gateway_routes,
 };
 use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
 
@@ -198,23 +198,52 @@ pub struct GatewayApiListeners {
     pub refusing: Vec<(String, TlsError)>,
 }
 
-/// One HTTPS listener of a port: its SNI names, what it is (for logs and metrics), its TLS
-/// and its virtual hosts.
-struct HttpsChain {
-    names: Vec<String>,
-    server: String,
-    tls: Result<Arc<ServerTls>, TlsError>,
-    hosts: Vec<VirtualHostRoutes>,
-}
-
-/// One port of a Gateway API Gateway: plaintext HTTP (its listeners' virtual hosts merged)
-/// or HTTPS (one TLS chain per listener, told apart by SNI).
+/// One port of a Gateway API Gateway: plaintext HTTP (its listeners' virtual hosts merged),
+/// TLS (HTTPS and TLS listeners, one chain per SNI name, told apart by the client's SNI) or
+/// TCP (one listener, its oldest TCPRoute).
 enum ApiPort {
     Http {
         names: Vec<String>,
         hosts: Vec<VirtualHostRoutes>,
     },
-    Https(Vec<HttpsChain>),
+    Tls(Vec<TlsChain>),
+    /// Set by the port's TCP listener.
+    Tcp(Option<Arc<GatewayTarget>>),
+}
+
+impl ApiPort {
+    fn protocol(&self) -> &'static str {
+        match self {
+            ApiPort::Http { .. } => "HTTP",
+            ApiPort::Tls(_) => "HTTPS or TLS",
+            ApiPort::Tcp(_) => "TCP",
+        }
+    }
+}
+
+/// Where a TLSRoute's or TCPRoute's connections go: its first rule's backends
+/// ([`TcpRoutePlan::from_backends`]); `None` when it has none with a share.
+fn stream_plan(route: &BoundRoute) -> Option<TcpRoutePlan> {
+    let rule = route.route.stream_rules().first()?;
+    let backends: Vec<(Option<(String, u16)>, u32)> = rule
+        .backend_refs
+        .iter()
+        .enumerate()
+        .map(|(b, backend)| {
+            let resolved = match route.backends.get(RefAt::Backend {
+                rule: 0,
+                backend: b,
+            }) {
+                Some(Ok(r)) => Some((r.host.clone(), r.port)),
+                _ => None,
+            };
+            (
+                resolved,
+                u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0),
+            )
+        })
+        .collect();
+    TcpRoutePlan::from_backends(&backends)
 }
 
 /// The TLS an HTTPS listener terminates with: its first certificateRef's Secret, if the
@@ -225,10 +254,11 @@ pub fn listener_tls(
     namespace: &str,
     field: &str,
     tls: Option<&ListenerTls>,
+    alpn: &[&[u8]],
 ) -> Result<ServerTls, TlsError> {
     let Some(reference) = tls.and_then(|t| t.certificate_refs.first()) else {
         return Err(TlsError::Settings(format!(
-            "{field}.tls.certificateRefs: none (an HTTPS listener needs a kubernetes.io/tls Secret)"
+            "{field}.tls.certificateRefs: none (a listener terminating TLS needs a kubernetes.io/tls Secret)"
         )));
     };
     let secret_namespace = reference
@@ -255,15 +285,25 @@ pub fn listener_tls(
         &settings,
         snapshot.secret(&secret_namespace, &name).map(|s| &**s),
         &format!("{secret_namespace}/{name}"),
-        &[b"h2", b"http/1.1"],
+        alpn,
     )
 }
 
-/// The listening sockets of a Gateway API Gateway's HTTP and HTTPS listeners (one per port:
-/// an HTTP port's listeners' virtual hosts merged, an HTTPS port's listeners told apart by
-/// SNI, each terminating TLS with its own certificate), and the listeners not served, each
-/// with why. `target` maps a listener's port to the pod's; `taken` are ports Istio Gateways
-/// already listen on.
+/// The listening sockets of a Gateway API Gateway's listeners (one per port), and the
+/// listeners not served, each with why:
+/// - HTTP: a port's listeners' virtual hosts merged;
+/// - HTTPS: TLS terminated with the listener's certificate for the SNI its `hostname`
+///   names, then its virtual hosts;
+/// - TLS `Passthrough`: the ClientHello's SNI chooses a TLSRoute (one chain per hostname the
+///   route shares with the listener, the oldest route first), whose backends get the TLS
+///   stream untouched;
+/// - TLS `Terminate`: the same by SNI, TLS terminated with the listener's certificate, the
+///   route's (TLSRoute, or TCPRoute when allowed) backends get the decrypted stream;
+/// - TCP: every connection to the oldest TCPRoute's backends.
+///
+/// HTTPS and TLS listeners share a port (told apart by SNI); HTTP and TCP listeners do not
+/// share theirs with another protocol. `target` maps a listener's port to the pod's;
+/// `taken` are ports Istio Gateways already listen on.
 pub fn gateway_api_listeners(
     snapshot: &Snapshot,
     gateway: &KubernetesGateway,
@@ -302,101 +342,6 @@ pub fn gateway_api_listeners(
             }
         }
     };
-    let mut ports: Vec<(u16, ApiPort)> = Vec::new();
-    for (i, listener) in gateway.spec.listeners.iter().enumerate() {
-        let field = format!("spec.listeners[{i}]");
-        let what = format!(
-            "Gateway {namespace}/{name} {field} ({} {} on {})",
-            listener.name, listener.protocol, listener.port
-        );
-        let Some(port) = u16::try_from(listener.port).ok().filter(|p| *p != 0) else {
-            out.unserved.push(format!("{what} not served: no port"));
-            continue;
-        };
-        let https = match listener.protocol.as_str() {
-            "HTTP" => false,
-            "HTTPS" => true,
-            _ => {
-                out.unserved.push(format!(
-                    "{what} not served: weft serves the Gateway API's HTTP and HTTPS listeners only"
-                ));
-                continue;
-            }
-        };
-        if https
-            && listener
-                .tls
-                .as_ref()
-                .is_some_and(|t| t.mode() != "Terminate")
-        {
-            out.unserved.push(format!(
-                "{what} not served: {field}.tls.mode of an HTTPS listener must be Terminate"
-            ));
-            continue;
-        }
-        if taken.contains(&target(port)) {
-            out.unserved.push(format!(
-                "{what} not served: an Istio Gateway's server listens on port {}",
-                target(port)
-            ));
-            continue;
-        }
-        let index = match ports.iter().position(|(p, _)| *p == port) {
-            Some(index) => index,
-            None => {
-                ports.push((
-                    port,
-                    if https {
-                        ApiPort::Https(Vec::new())
-                    } else {
-                        ApiPort::Http {
-                            names: Vec::new(),
-                            hosts: Vec::new(),
-                        }
-                    },
-                ));
-                ports.len() - 1
-            }
-        };
-        match &mut ports[index].1 {
-            ApiPort::Http { names, hosts } if !https => {
-                names.push(listener.name.clone());
-                hosts_of(listener, hosts);
-            }
-            ApiPort::Https(chains) if https => {
-                let sni = listener
-                    .hostname
-                    .as_deref()
-                    .filter(|h| !h.is_empty())
-                    .map_or_else(|| "*".to_string(), str::to_ascii_lowercase);
-                if chains.iter().any(|c| c.names.contains(&sni)) {
-                    out.unserved.push(format!(
-                        "{what} not served: another HTTPS listener on port {port} has hostname {sni}"
-                    ));
-                    continue;
-                }
-                let tls =
-                    listener_tls(snapshot, namespace, &field, listener.tls.as_ref()).map(Arc::new);
-                let describe = format!("Gateway {namespace}/{name} listener {}", listener.name);
-                if let Err(error) = &tls {
-                    out.refusing.push((what.clone(), error.clone()));
-                }
-                let mut hosts = Vec::new();
-                hosts_of(listener, &mut hosts);
-                chains.push(HttpsChain {
-                    names: vec![sni],
-                    server: describe,
-                    tls,
-                    hosts,
-                });
-            }
-            _ => {
-                out.unserved.push(format!(
-                    "{what} not served: port {port} has a listener of the other protocol (HTTP and HTTPS cannot share a port)"
-                ));
-            }
-        }
-    }
     let table = |hosts: Vec<VirtualHostRoutes>| {
         GatewayRoutes::Http(Arc::new(RouteTable {
             hosts: hosts
@@ -409,36 +354,201 @@ pub fn gateway_api_listeners(
                 .collect(),
         }))
     };
+    let gateway_target = |port: u16, routes: GatewayRoutes, server: String| {
+        Arc::new(GatewayTarget {
+            port,
+            routes,
+            workload: Some(workload.clone()),
+            server,
+        })
+    };
+    let mut ports: Vec<(u16, ApiPort)> = Vec::new();
+    for (i, listener) in gateway.spec.listeners.iter().enumerate() {
+        let field = format!("spec.listeners[{i}]");
+        let what = format!(
+            "Gateway {namespace}/{name} {field} ({} {} on {})",
+            listener.name, listener.protocol, listener.port
+        );
+        let describe = format!("Gateway {namespace}/{name} listener {}", listener.name);
+        let Some(port) = u16::try_from(listener.port).ok().filter(|p| *p != 0) else {
+            out.unserved.push(format!("{what} not served: no port"));
+            continue;
+        };
+        let mode = listener.tls.as_ref().map_or("Terminate", |t| t.mode());
+        let fresh = match (listener.protocol.as_str(), mode) {
+            ("HTTP", _) => ApiPort::Http {
+                names: Vec::new(),
+                hosts: Vec::new(),
+            },
+            ("HTTPS", "Terminate") | ("TLS", "Terminate" | "Passthrough") => {
+                ApiPort::Tls(Vec::new())
+            }
+            ("HTTPS", _) => {
+                out.unserved.push(format!(
+                    "{what} not served: {field}.tls.mode of an HTTPS listener must be Terminate (Passthrough is a TLS listener's)"
+                ));
+                continue;
+            }
+            ("TLS", _) => {
+                out.unserved.push(format!(
+                    "{what} not served: {field}.tls.mode {mode:?} is neither Terminate nor Passthrough"
+                ));
+                continue;
+            }
+            ("TCP", _) => ApiPort::Tcp(None),
+            _ => {
+                out.unserved.push(format!(
+                    "{what} not served: weft serves the Gateway API's HTTP, HTTPS, TLS and TCP listeners"
+                ));
+                continue;
+            }
+        };
+        if taken.contains(&target(port)) {
+            out.unserved.push(format!(
+                "{what} not served: an Istio Gateway's server listens on port {}",
+                target(port)
+            ));
+            continue;
+        }
+        let index = match ports.iter().position(|(p, _)| *p == port) {
+            Some(index) => index,
+            None => {
+                ports.push((port, fresh));
+                ports.len() - 1
+            }
+        };
+        // The routes attached to this listener, oldest first.
+        let attached_here = || {
+            attached
+                .iter()
+                .filter(|(_, listeners)| listeners.contains(&listener.name))
+                .map(|(route, _)| route)
+        };
+        match (&mut ports[index].1, listener.protocol.as_str()) {
+            (ApiPort::Http { names, hosts }, "HTTP") => {
+                names.push(listener.name.clone());
+                hosts_of(listener, hosts);
+            }
+            (ApiPort::Tcp(tcp), "TCP") => {
+                if tcp.is_some() {
+                    out.unserved.push(format!(
+                        "{what} not served: another TCP listener has port {port} (a TCP port has one listener)"
+                    ));
+                    continue;
+                }
+                // The oldest route with a backend takes the connections; the others are
+                // named in the log.
+                let mut plan = None;
+                for route in attached_here() {
+                    if plan.is_some() {
+                        out.unserved.push(format!(
+                            "{what}: {} not served: an older route takes the listener's connections",
+                            route.route.object_ref()
+                        ));
+                    } else {
+                        plan = stream_plan(route);
+                    }
+                }
+                *tcp = Some(gateway_target(port, GatewayRoutes::Tcp(plan), describe));
+            }
+            (ApiPort::Tls(chains), "HTTPS") => {
+                let sni = listener
+                    .hostname
+                    .as_deref()
+                    .filter(|h| !h.is_empty())
+                    .map_or_else(|| "*".to_string(), str::to_ascii_lowercase);
+                if chains.iter().any(|c| c.names.contains(&sni)) {
+                    out.unserved.push(format!(
+                        "{what} not served: another listener on port {port} has hostname {sni}"
+                    ));
+                    continue;
+                }
+                let tls = listener_tls(
+                    snapshot,
+                    namespace,
+                    &field,
+                    listener.tls.as_ref(),
+                    &[b"h2", b"http/1.1"],
+                )
+                .map(Arc::new);
+                if let Err(error) = &tls {
+                    out.refusing.push((what.clone(), error.clone()));
+                }
+                let mut hosts = Vec::new();
+                hosts_of(listener, &mut hosts);
+                chains.push(TlsChain {
+                    names: vec![sni],
+                    action: ChainAction::Terminate {
+                        tls,
+                        target: gateway_target(port, table(hosts), describe),
+                    },
+                });
+            }
+            (ApiPort::Tls(chains), "TLS") => {
+                let tls = (mode == "Terminate").then(|| {
+                    let tls = listener_tls(snapshot, namespace, &field, listener.tls.as_ref(), &[])
+                        .map(Arc::new);
+                    if let Err(error) = &tls {
+                        out.refusing.push((what.clone(), error.clone()));
+                    }
+                    tls
+                });
+                // One chain per SNI name a route shares with the listener: the oldest
+                // route takes a name, a name another listener of the port has is not
+                // taken again.
+                for route in attached_here() {
+                    let server = format!("{describe} {}", route.route.object_ref());
+                    let plan = stream_plan(route);
+                    for sni in
+                        effective_hostnames(listener.hostname.as_deref(), route.route.hostnames())
+                    {
+                        if chains.iter().any(|c| c.names.contains(&sni)) {
+                            out.unserved.push(format!(
+                                "{what}: {} not served for {sni}: an older route or another listener on port {port} has it",
+                                route.route.object_ref()
+                            ));
+                            continue;
+                        }
+                        let target =
+                            gateway_target(port, GatewayRoutes::Tcp(plan.clone()), server.clone());
+                        let action = match &tls {
+                            None => ChainAction::Passthrough(target),
+                            Some(tls) => ChainAction::Terminate {
+                                tls: tls.clone(),
+                                target,
+                            },
+                        };
+                        chains.push(TlsChain {
+                            names: vec![sni],
+                            action,
+                        });
+                    }
+                }
+            }
+            (other, _) => {
+                out.unserved.push(format!(
+                    "{what} not served: port {port} has a listener of another protocol ({}; only HTTPS and TLS listeners share a port)",
+                    other.protocol()
+                ));
+            }
+        }
+    }
     out.listeners = ports
         .into_iter()
         .map(|(port, kind)| {
             let serve = match kind {
-                ApiPort::Http { names, hosts } => Serve::Plain(Arc::new(GatewayTarget {
+                ApiPort::Http { names, hosts } => Serve::Plain(gateway_target(
                     port,
-                    routes: table(hosts),
-                    workload: Some(workload.clone()),
-                    server: format!(
+                    table(hosts),
+                    format!(
                         "Gateway {namespace}/{name} listener(s) {}",
                         names.join(", ")
                     ),
+                )),
+                ApiPort::Tcp(target) => Serve::Plain(target.unwrap_or_else(|| {
+                    gateway_target(port, GatewayRoutes::Tcp(None), String::new())
                 })),
-                ApiPort::Https(chains) => Serve::Tls(
-                    chains
-                        .into_iter()
-                        .map(|chain| TlsChain {
-                            names: chain.names,
-                            action: ChainAction::Terminate {
-                                tls: chain.tls,
-                                target: Arc::new(GatewayTarget {
-                                    port,
-                                    routes: table(chain.hosts),
-                                    workload: Some(workload.clone()),
-                                    server: chain.server,
-                                }),
-                            },
-                        })
-                        .collect(),
-                ),
+                ApiPort::Tls(chains) => Serve::Tls(chains),
             };
             ListenerConfig {
                 address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), target(port)),
@@ -1023,5 +1133,152 @@ spec:
             "{refusing:?}"
         );
         let _ = books_cert;
+    }
+
+    #[test]
+    fn tls_listeners_pass_through_or_terminate_by_sni_and_tcp_listeners_take_their_tcp_route() {
+        let (term_cert, term_secret) = certificate("bookinfo", "term-cert", "term.example.com");
+        let listeners = "  - name: pass\n    port: 443\n    protocol: TLS\n    hostname: '*.example.com'\n    tls: {mode: Passthrough}\n  \
+             - name: term\n    port: 8443\n    protocol: TLS\n    hostname: term.example.com\n    tls: {certificateRefs: [{name: term-cert}]}\n  \
+             - name: tcp\n    port: 5000\n    protocol: TCP\n  \
+             - name: tcp-again\n    port: 5000\n    protocol: TCP\n";
+        let yaml = GATEWAY_API.replace(
+            "  - name: https\n    port: 443\n    protocol: HTTPS\n",
+            listeners,
+        ) + &term_secret
+            + r#"---
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: bookinfo}
+spec: {clusterIP: 10.96.0.71, ports: [{name: tls, port: 8443}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b, namespace: bookinfo}
+spec: {clusterIP: 10.96.0.72, ports: [{name: tls, port: 8443}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: a, namespace: bookinfo, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: bookinfo-gateway}]
+  hostnames: [a.example.com, both.example.com]
+  rules: [{backendRefs: [{name: a, port: 8443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: b, namespace: bookinfo, creationTimestamp: "2026-01-02T00:00:00Z"}
+spec:
+  parentRefs: [{name: bookinfo-gateway}]
+  hostnames: [b.example.com, both.example.com, term.example.com]
+  rules: [{backendRefs: [{name: b, port: 8443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: later, namespace: bookinfo, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: bookinfo-gateway, sectionName: tcp}]
+  rules: [{backendRefs: [{name: b, port: 7000}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: echo, namespace: bookinfo, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: bookinfo-gateway, sectionName: tcp}]
+  rules:
+  - backendRefs: [{name: a, port: 9000, weight: 3}, {name: b, port: 9000, weight: 1}, {name: gone, port: 9000, weight: 0}, {name: missing, port: 9000}]
+"#;
+        let snapshot = testing::snapshot_of(&yaml);
+        let me = Identity {
+            namespace: "bookinfo".into(),
+            pod: "bookinfo-gateway-istio-0".into(),
+        };
+        let config = build(&snapshot, &me);
+        let addresses: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| l.address.to_string())
+            .collect();
+        assert_eq!(
+            addresses,
+            ["0.0.0.0:80", "0.0.0.0:443", "0.0.0.0:8443", "0.0.0.0:5000"]
+        );
+        assert_eq!(config.unserved.len(), 3, "{:?}", config.unserved);
+        assert!(
+            config.unserved[0].contains("both.example.com")
+                && config.unserved[0].contains("TLSRoute bookinfo/b"),
+            "the older route keeps a shared hostname: {:?}",
+            config.unserved
+        );
+        assert!(
+            config.unserved[1].contains("TCPRoute bookinfo/later")
+                && config.unserved[1].contains("an older route takes"),
+            "{:?}",
+            config.unserved
+        );
+        assert!(
+            config.unserved[2].contains("tcp-again"),
+            "{:?}",
+            config.unserved
+        );
+        assert!(config.refusing.is_empty(), "{:?}", config.refusing);
+        let backend = |target: &GatewayTarget| -> Vec<(String, u16, u32, bool)> {
+            let GatewayRoutes::Tcp(Some(plan)) = &target.routes else {
+                panic!("a TCP route: {:?}", target.routes);
+            };
+            plan.destinations()
+                .iter()
+                .map(|d| (d.host.clone(), d.port.unwrap_or(0), d.weight, d.unresolved))
+                .collect()
+        };
+        let a = ("a.bookinfo.svc.cluster.local".to_string(), 8443, 1, false);
+        let b = ("b.bookinfo.svc.cluster.local".to_string(), 8443, 1, false);
+        // Passthrough: the SNI picks the route; the TLS goes on untouched.
+        let Serve::Tls(chains) = &config.listeners[1].serve else {
+            panic!("TLS by SNI");
+        };
+        let passed = |sni: &str| match chain_for(chains, Some(sni)).map(|c| &c.action) {
+            Some(ChainAction::Passthrough(target)) => Some(backend(target)),
+            Some(other) => panic!("{sni}: {other:?}"),
+            None => None,
+        };
+        assert_eq!(passed("a.example.com"), Some(vec![a.clone()]));
+        assert_eq!(passed("b.example.com"), Some(vec![b.clone()]));
+        assert_eq!(passed("both.example.com"), Some(vec![a.clone()]));
+        assert_eq!(passed("c.example.com"), None, "no route has it");
+        assert_eq!(
+            passed("term.example.com"),
+            Some(vec![b.clone()]),
+            "route b's hostname under the listener's *.example.com"
+        );
+        // Terminate: the listener's certificate, then the route's backends.
+        let Serve::Tls(chains) = &config.listeners[2].serve else {
+            panic!("TLS by SNI");
+        };
+        match chain_for(chains, Some("term.example.com")).map(|c| &c.action) {
+            Some(ChainAction::Terminate { tls, target }) => {
+                let tls = tls.as_ref().expect("term-cert is usable");
+                assert!(handshakes(tls, &term_cert, "term.example.com"));
+                assert_eq!(backend(target), vec![b.clone()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            chain_for(chains, Some("a.example.com")).is_none(),
+            "route a's hostnames are not the listener's"
+        );
+        // TCP: the weighted backends; a weight of 0 takes nothing, a backend that does not
+        // exist keeps its share and refuses it.
+        let Serve::Plain(target) = &config.listeners[3].serve else {
+            panic!("TCP is plaintext");
+        };
+        assert_eq!(
+            backend(target),
+            vec![
+                ("a.bookinfo.svc.cluster.local".to_string(), 9000, 3, false),
+                ("b.bookinfo.svc.cluster.local".to_string(), 9000, 1, false),
+                (String::new(), 0, 1, true),
+            ]
+        );
     }
 }

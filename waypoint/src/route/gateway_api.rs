@@ -397,6 +397,10 @@ fn rules(route: &GatewayRoute) -> Vec<Rule<'_>> {
     match route {
         GatewayRoute::Http(route) => http_rules(route),
         GatewayRoute::Grpc(route) => grpc_rules(route),
+        // Routes of connections never reach an HTTP route table: a Service parent refuses
+        // them (`weft_config::translate::gateway_routes::resolve_parent`) and an ingress
+        // Gateway's TLS and TCP listeners serve them.
+        GatewayRoute::Tls(_) | GatewayRoute::Tcp(_) => Vec::new(),
     }
 }
 

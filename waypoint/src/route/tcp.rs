@@ -57,6 +57,35 @@ impl TcpRoutePlan {
         Some(Self { destinations })
     }
 
+    /// The backends of a Gateway API TLSRoute or TCPRoute rule, each `(host, port)` as
+    /// resolved (`None`: a reference that cannot be used) with its weight (absent: 1).
+    /// Zero-weight backends take nothing; an unusable one keeps its share, and the
+    /// connections it takes are refused, as the Gateway API asks. `None` when no backend
+    /// takes any share.
+    pub fn from_backends(backends: &[(Option<(String, u16)>, u32)]) -> Option<Self> {
+        let destinations: Vec<RouteDestination> = backends
+            .iter()
+            .filter(|(_, weight)| *weight > 0)
+            .map(|(resolved, weight)| {
+                let mut destination = match resolved {
+                    Some((host, port)) => {
+                        let mut d = RouteDestination::to_service(host);
+                        d.port = Some(*port);
+                        d
+                    }
+                    None => {
+                        let mut d = RouteDestination::to_service("");
+                        d.unresolved = true;
+                        d
+                    }
+                };
+                destination.weight = *weight;
+                destination
+            })
+            .collect();
+        (!destinations.is_empty()).then_some(Self { destinations })
+    }
+
     /// Routes nowhere (a gateway's HTTP routes have no TCP default).
     pub(crate) fn none() -> Self {
         Self {
