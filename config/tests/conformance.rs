@@ -81,6 +81,12 @@ fn base(kind: Kind) -> &'static str {
         Kind::GrpcRoute => {
             "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: s, namespace: shop}\nspec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: reviews, port: 80}]}]}\n"
         }
+        Kind::TlsRoute => {
+            "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata: {name: s, namespace: shop}\nspec: {parentRefs: [{name: gw}], hostnames: [a.example.com], rules: [{backendRefs: [{name: reviews, port: 443}]}]}\n"
+        }
+        Kind::TcpRoute => {
+            "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: s, namespace: shop}\nspec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: reviews, port: 9000}]}]}\n"
+        }
         Kind::ReferenceGrant => {
             "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: s, namespace: shop}\nspec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: a}], to: [{group: \"\", kind: Service}]}\n"
         }

@@ -502,7 +502,7 @@ impl GrpcBackendRef {
 // TLSRoute and TCPRoute: routes of connections, not requests
 
 /// `BackendRef`: a backend and its share of the connections.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendRef {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -532,7 +532,7 @@ impl BackendRef {
 }
 
 /// A rule of a TLSRoute or TCPRoute: where connections go.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct StreamRouteRule {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -553,7 +553,7 @@ pub struct TlsRoute {
     pub status: Option<RouteStatus>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsRouteSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -579,7 +579,7 @@ pub struct TcpRoute {
     pub status: Option<RouteStatus>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRouteSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]

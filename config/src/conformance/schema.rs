@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::api::gateway::GatewaySpec;
 use crate::api::gateway_api::KubernetesGatewaySpec;
-use crate::api::gateway_routes::{GrpcRouteSpec, HttpRouteSpec, ReferenceGrantSpec};
+use crate::api::gateway_routes::{
+    GrpcRouteSpec, HttpRouteSpec, ReferenceGrantSpec, TcpRouteSpec, TlsRouteSpec,
+};
 use crate::api::networking::{DestinationRuleSpec, ServiceEntrySpec, VirtualServiceSpec};
 use crate::api::security::{
     AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
@@ -54,6 +56,8 @@ pub fn schemas() -> Vec<(Kind, Value)> {
         (KubernetesGateway, of::<KubernetesGatewaySpec>()),
         (HttpRoute, of::<HttpRouteSpec>()),
         (GrpcRoute, of::<GrpcRouteSpec>()),
+        (TlsRoute, of::<TlsRouteSpec>()),
+        (TcpRoute, of::<TcpRouteSpec>()),
         (ReferenceGrant, of::<ReferenceGrantSpec>()),
     ]
 }
