@@ -112,6 +112,7 @@ pub struct HttpEntry {
     pub upstream_local: Option<SocketAddr>,
     pub upstream_failure: Option<String>,
     pub upstream_peer: Option<String>,
+    /// Port 0 when only the address is known (printed without a port).
     pub downstream_remote: Option<SocketAddr>,
     pub downstream_local: Option<SocketAddr>,
     pub downstream_peer: Option<String>,
@@ -489,7 +490,8 @@ fn evaluate(op: &Operator, entry: &HttpEntry) -> Option<Value> {
 
 fn address(address: Option<SocketAddr>, port: bool) -> Option<Value> {
     let address = address?;
-    Some(Value::Text(if port {
+    // Port 0: only the address is known (a waypoint's client, from HBONE's `Forwarded`).
+    Some(Value::Text(if port && address.port() != 0 {
         address.to_string()
     } else {
         address.ip().to_string()
