@@ -30,9 +30,9 @@ async fn http_server() -> SocketAddr {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|request: Request<_>| async move {
                     let _ = BodyExt::collect(request.into_body()).await;
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                        Bytes::from_static(b"hello"),
-                    )))
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"hello",
+                    ))))
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), service)
@@ -216,7 +216,9 @@ async fn a_json_format_gives_identities_flags_and_the_request_id() {
     assert_eq!(line["peer"], "spiffe://cluster.local/ns/shop/sa/app");
     assert_eq!(line["cluster"], "outbound|80||down.external.test");
     assert_eq!(line["odd"], serde_json::Value::Null, "unknown: no value");
-    let id = line["id"].as_str().expect("the request id the waypoint gave");
+    let id = line["id"]
+        .as_str()
+        .expect("the request id the waypoint gave");
     assert_eq!(id.len(), 36, "a UUID: {id}");
 }
 
@@ -247,13 +249,26 @@ async fn a_change_of_the_mesh_config_turns_logs_off_and_on_without_restart() {
             .body(Full::new(Bytes::new()))
             .expect("request")
     };
-    assert_eq!(send(&ctx, "api.external.test", hello()).await, StatusCode::OK);
+    assert_eq!(
+        send(&ctx, "api.external.test", hello()).await,
+        StatusCode::OK
+    );
     assert_eq!(lines(&first, 1).await.len(), 1);
     set_mesh(&ctx, "accessLogFile: \"\"");
-    assert_eq!(send(&ctx, "api.external.test", hello()).await, StatusCode::OK);
+    assert_eq!(
+        send(&ctx, "api.external.test", hello()).await,
+        StatusCode::OK
+    );
     set_mesh(&ctx, &format!("accessLogFile: {}", second.display()));
-    assert_eq!(send(&ctx, "api.external.test", hello()).await, StatusCode::OK);
-    assert_eq!(lines(&second, 1).await.len(), 1, "on again, in the new file");
+    assert_eq!(
+        send(&ctx, "api.external.test", hello()).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        lines(&second, 1).await.len(),
+        1,
+        "on again, in the new file"
+    );
     assert_eq!(
         lines(&first, 1).await.len(),
         1,

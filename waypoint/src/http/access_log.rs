@@ -93,8 +93,8 @@ pub fn finish(
 ) {
     let entry = &mut logged.entry;
     entry.response_flags = flags;
-    entry.response_code_details = code_details(flags, entry.upstream_host.is_some())
-        .map(str::to_string);
+    entry.response_code_details =
+        code_details(flags, entry.upstream_host.is_some()).map(str::to_string);
     entry.bytes_received = bytes_received;
     entry.bytes_sent = bytes_sent;
     entry.duration = duration;
@@ -126,7 +126,10 @@ mod tests {
 
     #[test]
     fn code_details_name_the_reason_of_a_local_reply() {
-        assert_eq!(code_details(ResponseFlags::NONE, true), Some("via_upstream"));
+        assert_eq!(
+            code_details(ResponseFlags::NONE, true),
+            Some("via_upstream")
+        );
         assert_eq!(
             code_details(ResponseFlags::NO_ROUTE, false),
             Some("route_not_found")
