@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
@@ -71,11 +71,9 @@ impl ActiveLog {
             path: path.clone(),
             text: line,
         };
-        match self.sender.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.inc();
-            }
+        // Full, or the writer is gone: either way the line is lost, and counted.
+        if self.sender.try_send(line).is_err() {
+            self.dropped.inc();
         }
     }
 }
