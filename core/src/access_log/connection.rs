@@ -55,12 +55,12 @@ impl ConnectionEntry {
                 fields.push((name, Field::Text(value)));
             }
         };
-        text("src.addr", self.src_addr.map(|a| a.to_string()));
+        text("src.addr", self.src_addr.map(address));
         text("src.workload", self.src_workload.clone());
         text("src.namespace", self.src_namespace.clone());
         text("src.identity", self.src_identity.clone());
-        text("dst.addr", self.dst_addr.map(|a| a.to_string()));
-        text("dst.hbone_addr", self.dst_hbone_addr.map(|a| a.to_string()));
+        text("dst.addr", self.dst_addr.map(address));
+        text("dst.hbone_addr", self.dst_hbone_addr.map(address));
         text("dst.service", self.dst_service.clone());
         text("dst.workload", self.dst_workload.clone());
         text("dst.namespace", self.dst_namespace.clone());
@@ -112,6 +112,15 @@ impl ConnectionEntry {
                 serde_json::Value::Object(object).to_string()
             }
         }
+    }
+}
+
+/// Port 0: only the address is known (a client behind HBONE's `Forwarded`).
+fn address(address: SocketAddr) -> String {
+    if address.port() == 0 {
+        address.ip().to_string()
+    } else {
+        address.to_string()
     }
 }
 
