@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use super::Encoding;
+use super::encoding::Encoding;
 
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionEntry {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Version};
 
-use super::Encoding;
+use super::encoding::Encoding;
 use crate::metrics::ResponseFlags;
 
 /// Istio's default TEXT format (`EnvoyTextLogFormat`, Istio 1.9 onwards).
@@ -522,10 +522,13 @@ fn request_header(entry: &HttpEntry, arg: &HeaderArg) -> Option<Value> {
     header_value(&entry.request_headers, arg, Some(&pseudo))
 }
 
+/// The values of a request's pseudo-headers (`:method`, `:path`, …), by name.
+type PseudoHeaders<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 fn header_value(
     headers: &HeaderMap,
     arg: &HeaderArg,
-    pseudo: Option<&dyn Fn(&str) -> Option<String>>,
+    pseudo: Option<PseudoHeaders<'_>>,
 ) -> Option<Value> {
     let lookup = |name: &str| -> Option<String> {
         if let Some(value) = pseudo.and_then(|p| p(name)) {

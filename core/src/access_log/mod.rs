@@ -5,17 +5,11 @@
 //! ([`writer`]): the data path never waits on the file, and lines that do not fit are
 //! dropped and counted.
 pub mod connection;
+mod encoding;
 pub mod format;
 pub mod writer;
 
 pub use connection::ConnectionEntry;
+pub use encoding::Encoding;
 pub use format::{Format, FormatError, HttpEntry};
 pub use writer::{AccessLog, ActiveLog};
-
-/// meshConfig `accessLogEncoding`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    #[default]
-    Text,
-    Json,
-}

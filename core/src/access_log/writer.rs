@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arc_swap::ArcSwapOption;
 use prometheus_client::metrics::counter::Counter;
 
-use super::Encoding;
+use super::encoding::Encoding;
 use super::format::Format;
 
 /// Lines queued for the writer before new ones are dropped.

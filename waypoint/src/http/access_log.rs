@@ -45,9 +45,19 @@ pub fn start(
         mesh.access_log_encoding(),
         &mesh.access_log_format,
     )?;
-    let authority = super::authority(parts);
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut entry = HttpEntry::started(parts.method.as_str(), path, &authority, parts.version);
+    let mut entry = HttpEntry::started(parts.method.as_str(), path, authority, parts.version);
     entry.scheme = if down.secure { "https" } else { "http" };
     entry.request_headers = parts.headers.clone();
     entry.downstream_remote = down.source_ip.map(|ip| std::net::SocketAddr::new(ip, 0));
