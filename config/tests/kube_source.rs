@@ -646,7 +646,7 @@ async fn the_mesh_config_is_the_istio_config_map_of_the_root_namespace() {
     api.apply(config_map(
         "istio-system",
         "istio",
-        "pathNormalization: {normalization: NONE}\naccessLogFile: /dev/stdout\n",
+        "pathNormalization: {normalization: NONE}\ndnsRefreshRate: 5s\n",
     ));
     api.apply(config_map(
         "istio-system",
@@ -672,7 +672,7 @@ async fn the_mesh_config_is_the_istio_config_map_of_the_root_namespace() {
         .collect();
     assert_eq!(
         warned,
-        ["data.mesh.accessLogFile"],
+        ["data.mesh.dnsRefreshRate"],
         "an Istio field weft ignores is named"
     );
     let requests = api.requests();

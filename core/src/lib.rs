@@ -1,5 +1,6 @@
 //! weft-core: the pieces both weft binaries share.
 #![forbid(unsafe_code)]
+pub mod access_log;
 pub mod audit;
 pub mod ca;
 pub mod dns;

@@ -212,15 +212,16 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
         pool,
         log: ConnectionLog::new(CONNECTION_LOG),
         open: proxy::OpenConnections::default(),
-        telemetry: telemetry::Telemetry {
-            metrics: {
-                // The node agent plays Istio's `ztunnel` component.
-                let metrics = weft_core::metrics::Metrics::new();
-                metrics.set_build("ztunnel", env!("CARGO_PKG_VERSION"));
-                metrics
-            },
-            spans: span_exporter(&args)?,
-            cluster: args.cluster_id.clone(),
+        telemetry: {
+            // The node agent plays Istio's `ztunnel` component.
+            let metrics = weft_core::metrics::Metrics::new();
+            metrics.set_build("ztunnel", env!("CARGO_PKG_VERSION"));
+            telemetry::Telemetry {
+                access_log: weft_core::access_log::AccessLog::new(metrics.access_log_dropped()),
+                metrics,
+                spans: span_exporter(&args)?,
+                cluster: args.cluster_id.clone(),
+            }
         },
     });
 

@@ -5,16 +5,18 @@
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use weft_config::registry::Snapshot;
 use weft_config::registry::model::Workload;
 use weft_config::telemetry::{
     Connection, addressed_service, black_hole, entry_host_labels, inbound_service,
 };
+use weft_core::access_log::{AccessLog, ActiveLog, ConnectionEntry};
 use weft_core::hbone::InboundRequest;
 use weft_core::metrics::{
     ConnectionLabels, Metered, Metrics, Reporter, ResponseFlags, SecurityPolicy, Side,
-    TcpConnectionRecorder,
+    TcpConnectionRecorder, UNKNOWN,
 };
 use weft_core::telemetry::{Span, SpanExporter, SpanKind, SpanStatus, TraceContext};
 
@@ -26,14 +28,31 @@ pub struct Telemetry {
     pub spans: SpanExporter,
     /// Istio's cluster id, for `source_cluster`/`destination_cluster`.
     pub cluster: String,
+    /// One line per connection when meshConfig `accessLogFile` is set.
+    pub access_log: Arc<AccessLog>,
 }
 
 impl Telemetry {
-    fn connection(&self, labels: &ConnectionLabels, span: Option<Span>) -> ConnectionTelemetry {
+    fn connection(
+        &self,
+        snapshot: &Snapshot,
+        labels: &ConnectionLabels,
+        span: Option<Span>,
+    ) -> ConnectionTelemetry {
+        let mesh = snapshot.mesh_config();
+        let access_log = self
+            .access_log
+            .active(
+                &mesh.access_log_file,
+                mesh.access_log_encoding(),
+                &mesh.access_log_format,
+            )
+            .map(|log| (log, labels.clone(), Instant::now()));
         ConnectionTelemetry {
             recorder: self.metrics.tcp_opened(labels),
             span: span.map(|span| annotate(span, labels)),
             spans: self.spans.clone(),
+            access_log,
         }
     }
 
@@ -92,6 +111,8 @@ pub struct ConnectionTelemetry {
     recorder: TcpConnectionRecorder,
     span: Option<Span>,
     spans: SpanExporter,
+    /// Where its access log line goes (when on), its labels, and when it opened.
+    access_log: Option<(Arc<ActiveLog>, ConnectionLabels, Instant)>,
 }
 
 impl ConnectionTelemetry {
@@ -105,6 +126,25 @@ impl ConnectionTelemetry {
     /// sends an unsampled one of its own, as ztunnel does).
     pub fn traceparent(&self) -> Option<String> {
         self.span.as_ref().map(Span::traceparent)
+    }
+
+    /// Its access log line as far as the labels tell (who, where, how long), and where
+    /// it goes; `None` when access logs are off.
+    pub fn access_entry(&self) -> Option<(&ActiveLog, ConnectionEntry)> {
+        let (log, labels, opened) = self.access_log.as_ref()?;
+        let known = |value: &Arc<str>| (&**value != UNKNOWN).then(|| value.to_string());
+        let entry = ConnectionEntry {
+            src_workload: known(&labels.source.workload),
+            src_namespace: known(&labels.source.namespace),
+            src_identity: known(&labels.source.principal),
+            dst_service: known(&labels.destination_service.host),
+            dst_workload: known(&labels.destination.workload),
+            dst_namespace: known(&labels.destination.namespace),
+            dst_identity: known(&labels.destination.principal),
+            duration: opened.elapsed(),
+            ..ConnectionEntry::default()
+        };
+        Some((log, entry))
     }
 
     /// The connection did not go through: reported with its close.
@@ -178,7 +218,7 @@ pub fn outbound(
         None => labels,
     };
     let span = telemetry.span(|| TraceContext::new_root(true).child(), SpanKind::Client);
-    let mut connection = telemetry.connection(&labels, span);
+    let mut connection = telemetry.connection(snapshot, &labels, span);
     if let Some(span) = &mut connection.span {
         span.set_attribute("destination.address", dst.to_string());
     }
@@ -207,7 +247,7 @@ pub fn inbound_plaintext(
     }
     .labels();
     let span = telemetry.span(|| TraceContext::new_root(true).child(), SpanKind::Server);
-    telemetry.connection(&labels, span)
+    telemetry.connection(snapshot, &labels, span)
 }
 
 /// A CONNECT arriving over HBONE: the client is who its certificate says, from the address
@@ -237,7 +277,7 @@ pub fn inbound_hbone(
         || TraceContext::from_headers(&request.headers).child(),
         SpanKind::Server,
     );
-    telemetry.connection(&labels, span)
+    telemetry.connection(snapshot, &labels, span)
 }
 
 #[cfg(test)]
@@ -285,6 +325,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
             metrics: Metrics::new(),
             spans: SpanExporter::disabled(),
             cluster: DEFAULT_CLUSTER_ID.into(),
+            access_log: AccessLog::new(Default::default()),
         }
     }
 

@@ -29,6 +29,8 @@ pub struct WaypointContext {
     pub unclustered: Arc<CircuitBreaker>,
     /// Istio's standard metrics, reported as `reporter="waypoint"`.
     pub metrics: Arc<Metrics>,
+    /// One line per request when meshConfig `accessLogFile` is set.
+    pub access_log: Arc<weft_core::access_log::AccessLog>,
     /// One span per request when `--otlp-endpoint` is set.
     pub spans: SpanExporter,
     /// Started at SIGTERM: HTTP connections then ask their clients to reconnect.
@@ -72,6 +74,7 @@ impl WaypointContext {
             clusters: Clusters::default(),
             dns: Arc::new(weft_core::dns::Upstream::new(Vec::new())),
             unclustered: CircuitBreaker::new(&Default::default()),
+            access_log: weft_core::access_log::AccessLog::new(metrics.access_log_dropped()),
             metrics,
             spans,
             draining: Draining::default(),

@@ -57,6 +57,17 @@ pub struct MeshConfig {
     /// The mesh-wide default of DestinationRules' `loadBalancer.localityLbSetting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Option<super::networking::LocalityLbSetting>,
+    /// Where waypoints, gateways and agents write access logs (`/dev/stdout`, a file);
+    /// empty or unset is off, Istio's default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_log_file: String,
+    /// The line format: Envoy command operators for TEXT, a JSON object of them for JSON;
+    /// empty is Istio's default for the encoding.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_log_format: String,
+    /// `TEXT` (the default) or `JSON`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_encoding: Option<AccessLogEncoding>,
     /// Every other field, by its JSON name: Istio fields weft does not act on (warned
     /// about) or names Istio does not define (refused).
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -83,6 +94,14 @@ impl MeshConfig {
         self.h2_upgrade_policy == Some(MeshH2UpgradePolicy::Upgrade)
     }
 
+    /// The access log encoding in force (`TEXT` unless `JSON`).
+    pub fn access_log_encoding(&self) -> weft_core::access_log::Encoding {
+        match self.access_log_encoding {
+            Some(AccessLogEncoding::Json) => weft_core::access_log::Encoding::Json,
+            _ => weft_core::access_log::Encoding::Text,
+        }
+    }
+
     /// The outbound traffic policy in force: `ALLOW_ANY` unless the mesh config says
     /// `REGISTRY_ONLY`.
     pub fn outbound_traffic_mode(&self) -> OutboundTrafficMode {
@@ -91,6 +110,15 @@ impl MeshConfig {
             .and_then(|p| p.mode)
             .unwrap_or_default()
     }
+}
+
+/// `MeshConfig.AccessLogEncoding`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccessLogEncoding {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `MeshConfig.H2UpgradePolicy`; `DO_NOT_UPGRADE` by default.
@@ -388,11 +416,11 @@ mod tests {
     #[test]
     fn other_fields_are_kept_by_name() {
         let mesh = parse(
-            "accessLogFile: /dev/stdout\ndefaultConfig: {discoveryAddress: istiod:15012}\nextensionProviders:\n- name: authz\n  envoyExtAuthzGrpc: {service: authz.foo.svc.cluster.local, port: 9000}\n- name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n",
+            "dnsRefreshRate: 5s\ndefaultConfig: {discoveryAddress: istiod:15012}\nextensionProviders:\n- name: authz\n  envoyExtAuthzGrpc: {service: authz.foo.svc.cluster.local, port: 9000}\n- name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n",
         );
         assert_eq!(
             mesh.other.keys().collect::<Vec<_>>(),
-            ["accessLogFile", "defaultConfig"]
+            ["defaultConfig", "dnsRefreshRate"]
         );
         let authz = mesh.extension_provider("authz").expect("authz provider");
         let grpc = authz.envoy_ext_authz_grpc.as_ref().expect("grpc provider");

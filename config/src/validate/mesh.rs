@@ -10,7 +10,9 @@
 //! send unknown destinations through it; weft's agents would let them out directly, past
 //! the proxy the operator meant them to pass).
 //!
-//! Warned about, since weft accepts them but does not act on them: every other Istio field,
+//! Warned about: an `accessLogFormat` with command operators weft does not evaluate, or a
+//! JSON one that is not an object of strings (Istio's default is used);
+//! since weft accepts them but does not act on them: every other Istio field,
 //! and provider kinds other than the ext-authz ones; ext-authz providers whose service names
 //! no known host (the requests sent to them are denied); `trustDomain` or `rootNamespace`
 //! different from weft's own settings; an `egressProxy` under `REGISTRY_ONLY` (no effect, as
@@ -28,6 +30,7 @@ use crate::api::mesh::{
 use crate::duration;
 use crate::refusal::FieldIssue;
 use crate::translate::hosts::MeshSettings;
+use weft_core::access_log::Format;
 
 fn root() -> FieldPath {
     FieldPath::root("data").field(MESH_KEY)
@@ -258,6 +261,7 @@ pub(super) fn warnings(
             }
         }
     }
+    access_log_format(mesh, &root, &mut issues);
     if let Some(domain) = &mesh.trust_domain
         && *domain != settings.trust_domain
     {
@@ -283,6 +287,32 @@ pub(super) fn warnings(
     issues.into_vec()
 }
 
+/// An `accessLogFormat` weft cannot use as written: a JSON format that is not an object of
+/// strings (Istio, and weft, log its default instead), operators weft does not evaluate
+/// (they print `-`).
+fn access_log_format(mesh: &MeshConfig, root: &FieldPath, issues: &mut Issues) {
+    let at = root.field("accessLogFormat");
+    match Format::parse(mesh.access_log_encoding(), &mesh.access_log_format) {
+        Err(error) => issues.add(&at, format!("{error}; Istio's default JSON format is used")),
+        Ok(format) => {
+            let unknown = format.unknown_operators();
+            if !unknown.is_empty() {
+                issues.add(
+                    &at,
+                    format!(
+                        "weft does not evaluate {}: printed as \"-\"",
+                        unknown
+                            .iter()
+                            .map(|op| format!("%{op}%"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,7 +328,7 @@ mod tests {
 
     #[test]
     fn misspelt_fields_are_refused_and_istio_fields_warned_about() {
-        let m = mesh("pathNormalisation: {normalization: NONE}\naccessLogFile: /dev/stdout\n");
+        let m = mesh("pathNormalisation: {normalization: NONE}\ndnsRefreshRate: 5s\n");
         assert_eq!(
             fields(&mesh_config(&m)),
             ["data.mesh.pathNormalisation"],
@@ -306,7 +336,30 @@ mod tests {
         );
         let istio = ObjectRef::new(Kind::MeshConfig, "istio-system", "istio");
         let warned = warnings(&istio, &m, &MeshSettings::default(), &|_| true);
-        assert_eq!(fields(&warned), ["data.mesh.accessLogFile"]);
+        assert_eq!(fields(&warned), ["data.mesh.dnsRefreshRate"]);
+    }
+
+    #[test]
+    fn access_log_settings_are_read_and_unknown_operators_named() {
+        let istio = ObjectRef::new(Kind::MeshConfig, "istio-system", "istio");
+        let m = mesh(
+            "accessLogFile: /dev/stdout\naccessLogEncoding: TEXT\naccessLogFormat: \"%RESPONSE_CODE% %FILTER_STATE(x)%\"\n",
+        );
+        assert!(mesh_config(&m).is_empty());
+        let warned = warnings(&istio, &m, &MeshSettings::default(), &|_| true);
+        assert_eq!(fields(&warned), ["data.mesh.accessLogFormat"]);
+        assert!(warned[0].reason.contains("%FILTER_STATE(x)%"), "{warned:?}");
+        let json = mesh(
+            "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\naccessLogFormat: \"not json\"\n",
+        );
+        let warned = warnings(&istio, &json, &MeshSettings::default(), &|_| true);
+        assert_eq!(fields(&warned), ["data.mesh.accessLogFormat"]);
+        let default = mesh("accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n");
+        assert!(warnings(&istio, &default, &MeshSettings::default(), &|_| true).is_empty());
+        assert!(
+            serde_yaml::from_str::<MeshConfig>("accessLogEncoding: XML").is_err(),
+            "an encoding Istio does not define"
+        );
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub struct Metrics {
     dns_upstream_requests: Family<DnsLabels, Counter>,
     dns_upstream_failures: Family<DnsLabels, Counter>,
     build: Family<BuildLabels, Gauge>,
+    access_log_dropped: Counter,
 }
 
 impl Metrics {
@@ -129,8 +130,15 @@ impl Metrics {
         );
         let build = Family::default();
         registry.register("build", "Istio component build info", build.clone());
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "weft_access_log_lines_dropped",
+            "Access log lines dropped because the writer's queue was full",
+            access_log_dropped.clone(),
+        );
         Arc::new(Self {
             registry,
+            access_log_dropped,
             build,
             dns_requests,
             dns_upstream_requests,
@@ -168,6 +176,11 @@ impl Metrics {
                 tag: tag.to_string(),
             })
             .set(1);
+    }
+
+    /// `istio_weft_access_log_lines_dropped_total`, for the access log's writer.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// Counts a finished request: `istio_requests_total`, its duration and its sizes.

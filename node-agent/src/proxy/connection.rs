@@ -14,9 +14,9 @@ use std::sync::Arc;
 use weft_core::metrics::{Metered, Side};
 
 use super::OpenGuard;
-use super::counted::Counted;
+use super::counted::{CarriedBytes, Counted};
 use super::error::Error;
-use super::records::{ConnectionLog, ConnectionRecord, PodTraffic};
+use super::records::{ConnectionLog, ConnectionRecord, Direction, PodTraffic};
 use crate::telemetry::ConnectionTelemetry;
 
 /// The application's end of a carried connection: counted, and holding the connection's
@@ -29,6 +29,8 @@ pub struct ProxiedConnection {
     log: ConnectionLog,
     telemetry: ConnectionTelemetry,
     traffic: Arc<PodTraffic>,
+    /// Its bytes, for its access log line.
+    carried: Arc<CarriedBytes>,
     /// Plaintext connections count towards what a retiring agent waits for (HBONE streams
     /// are counted by their server).
     _open: Option<OpenGuard>,
@@ -48,6 +50,7 @@ impl ProxiedConnection {
             log,
             telemetry,
             traffic,
+            carried: Arc::default(),
             _open: open,
         }
     }
@@ -75,9 +78,44 @@ impl ProxiedConnection {
     pub fn carry<T>(mut self, app: T, side: Side) -> AppStream<T> {
         self.log_once();
         let direction = self.record.direction;
-        let counted = Counted::new(app, direction, self.traffic.clone());
+        let counted =
+            Counted::new(app, direction, self.traffic.clone()).carrying(self.carried.clone());
         let metered = self.telemetry.meter(counted, side);
         metered.holding(self)
+    }
+
+    /// Its access log line, when access logs are on: ztunnel's fields, from the source's
+    /// side (`bytes_sent` what the source sent).
+    fn write_access_log(&self) {
+        let Some((log, mut entry)) = self.telemetry.access_entry() else {
+            return;
+        };
+        let record = &self.record;
+        let (from_app, to_app) = self.carried.get();
+        let hbone = record.protocol == "hbone";
+        entry.protocol = if hbone { "HBONE" } else { "TCP" };
+        entry.src_addr = Some(record.source);
+        entry.error = record.error.clone();
+        match record.direction {
+            Direction::Outbound => {
+                entry.direction = "outbound";
+                entry.dst_addr = record.upstream.or(Some(record.original_destination));
+                entry.dst_hbone_addr = hbone.then_some(record.original_destination);
+                if let Some(peer) = &record.peer_identity {
+                    entry.dst_identity = Some(peer.clone());
+                }
+                (entry.bytes_sent, entry.bytes_recv) = (from_app, to_app);
+            }
+            Direction::Inbound => {
+                entry.direction = "inbound";
+                entry.dst_addr = Some(record.original_destination);
+                if let Some(peer) = &record.peer_identity {
+                    entry.src_identity = Some(peer.clone());
+                }
+                (entry.bytes_sent, entry.bytes_recv) = (to_app, from_app);
+            }
+        }
+        log.write(entry.render(log.encoding()));
     }
 
     fn log_once(&mut self) {
@@ -90,8 +128,10 @@ impl ProxiedConnection {
 
 impl Drop for ProxiedConnection {
     /// A connection abandoned before an outcome (its task cancelled) is still recorded.
+    /// Its access log line is written now, as it ends.
     fn drop(&mut self) {
         self.log_once();
+        self.write_access_log();
     }
 }
 
@@ -110,12 +150,25 @@ mod tests {
         traffic: &Arc<PodTraffic>,
         metrics: &Arc<Metrics>,
     ) -> ProxiedConnection {
+        logged_connection(log, traffic, metrics, "")
+    }
+
+    /// With the mesh config `mesh`.
+    fn logged_connection(
+        log: &ConnectionLog,
+        traffic: &Arc<PodTraffic>,
+        metrics: &Arc<Metrics>,
+        mesh: &str,
+    ) -> ProxiedConnection {
         let telemetry = Telemetry {
             metrics: metrics.clone(),
             spans: SpanExporter::disabled(),
             cluster: "Kubernetes".into(),
+            access_log: weft_core::access_log::AccessLog::new(Default::default()),
         };
-        let snapshot = weft_config::testing::snapshot_of("");
+        let snapshot = weft_config::testing::snapshot_of(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    {mesh}\n"
+        ));
         let record = ConnectionRecord::new(
             Direction::Inbound,
             "shop/web",
@@ -189,6 +242,66 @@ mod tests {
         let text = metrics.encode();
         let flags = format!("response_flags=\"{}\"", ResponseFlags::DENY.0);
         assert!(text.contains(&flags), "{text}");
+    }
+
+    fn access_lines(path: &std::path::Path, want: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() >= want || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ended_connection_is_one_access_log_line_with_its_bytes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("access.log");
+        let log = ConnectionLog::new(8);
+        let traffic = Arc::new(PodTraffic::default());
+        let mesh = format!("accessLogFile: {}", path.display());
+        let (app, mut peer) = tokio::io::duplex(64);
+        let mut stream =
+            logged_connection(&log, &traffic, &Metrics::new(), &mesh).carry(app, Side::Upstream);
+        peer.write_all(b"hello").await.expect("write");
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.expect("read");
+        stream.write_all(b"hi").await.expect("write");
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .is_empty(),
+            "not before it ends"
+        );
+        drop(stream);
+        let lines = access_lines(&path, 1);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        // Inbound: the source (the peer) sent what the application read.
+        assert!(
+            lines[0].contains("connection complete src.addr=\"10.244.1.10:40000\" dst.addr=\"10.244.2.10:8080\" direction=\"inbound\" protocol=\"TCP\" bytes_sent=2 bytes_recv=5 "),
+            "{}",
+            lines[0]
+        );
+        let json = dir.path().join("access.json");
+        let mesh = format!(
+            "accessLogFile: {}\n    accessLogEncoding: JSON",
+            json.display()
+        );
+        logged_connection(&log, &traffic, &Metrics::new(), &mesh).fail(&Error::Denied(
+            "PeerAuthentication STRICT: plaintext refused".into(),
+        ));
+        let lines = access_lines(&json, 1);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
+        assert_eq!(line["message"], "connection failed");
+        assert_eq!(
+            line["error"],
+            "PeerAuthentication STRICT: plaintext refused"
+        );
+        assert_eq!(line["direction"], "inbound");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -18,6 +19,24 @@ pub struct Counted<T> {
     traffic: Arc<PodTraffic>,
     from_app: u64,
     to_app: u64,
+    carried: Option<Arc<CarriedBytes>>,
+}
+
+/// One connection's bytes so far, for its access log line (read when it ends).
+#[derive(Debug, Default)]
+pub struct CarriedBytes {
+    pub from_app: AtomicU64,
+    pub to_app: AtomicU64,
+}
+
+impl CarriedBytes {
+    /// (from the application, to the application).
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.from_app.load(Ordering::Relaxed),
+            self.to_app.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl<T> Counted<T> {
@@ -28,7 +47,14 @@ impl<T> Counted<T> {
             traffic,
             from_app: 0,
             to_app: 0,
+            carried: None,
         }
+    }
+
+    /// Also counting into `carried` as bytes pass.
+    pub fn carrying(mut self, carried: Arc<CarriedBytes>) -> Self {
+        self.carried = Some(carried);
+        self
     }
 }
 
@@ -48,7 +74,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.from_app += (buf.filled().len() - before) as u64;
+        let read = (buf.filled().len() - before) as u64;
+        this.from_app += read;
+        if let Some(carried) = &this.carried {
+            carried.from_app.fetch_add(read, Ordering::Relaxed);
+        }
         result
     }
 }
@@ -63,6 +93,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         let result = Pin::new(&mut this.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(written)) = &result {
             this.to_app += *written as u64;
+            if let Some(carried) = &this.carried {
+                carried.to_app.fetch_add(*written as u64, Ordering::Relaxed);
+            }
         }
         result
     }

@@ -125,6 +125,8 @@ pub struct Pending {
     pub started: Instant,
     pub request_headers: u64,
     pub request_body: Arc<AtomicU64>,
+    /// The request's access log line, when access logs are on.
+    pub access_log: Option<super::access_log::Logged>,
 }
 
 /// A response body that reports its request when it ends or is dropped: a response
@@ -133,6 +135,8 @@ pub struct Recorded {
     inner: ResponseBody,
     pending: Option<Pending>,
     response_bytes: u64,
+    /// The body's bytes alone (Envoy's `%BYTES_SENT%`).
+    body_bytes: u64,
     grpc_status: Option<u32>,
     ended: bool,
 }
@@ -142,6 +146,7 @@ impl Recorded {
         Self {
             grpc_status: pending.grpc.then(|| grpc_status(headers)).flatten(),
             response_bytes: response_headers_size(headers),
+            body_bytes: 0,
             inner,
             pending: Some(pending),
             ended: false,
@@ -149,7 +154,7 @@ impl Recorded {
     }
 
     fn report(&mut self) {
-        let Some(pending) = self.pending.take() else {
+        let Some(mut pending) = self.pending.take() else {
             return;
         };
         let ended = self.ended || self.inner.is_end_stream();
@@ -157,17 +162,27 @@ impl Recorded {
         if !ended && labels.response_flags == ResponseFlags::NONE {
             labels.response_flags = ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
         }
+        let duration = pending.started.elapsed();
+        let request_body = pending.request_body.load(Ordering::Relaxed);
         pending.metrics.http_request(
             &labels,
             &HttpRequestRecord {
                 status: pending.status,
                 grpc_status: self.grpc_status,
-                duration: pending.started.elapsed(),
-                request_bytes: pending.request_headers
-                    + pending.request_body.load(Ordering::Relaxed),
+                duration,
+                request_bytes: pending.request_headers + request_body,
                 response_bytes: self.response_bytes,
             },
         );
+        if let Some(logged) = pending.access_log.take() {
+            super::access_log::finish(
+                logged,
+                labels.response_flags,
+                request_body,
+                self.body_bytes,
+                duration,
+            );
+        }
     }
 }
 
@@ -184,6 +199,7 @@ impl Body for Recorded {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.response_bytes += data.len() as u64;
+                    self.body_bytes += data.len() as u64;
                 } else if let Some(trailers) = frame.trailers_ref() {
                     self.response_bytes += headers_size(trailers);
                     if self.pending.as_ref().is_some_and(|p| p.grpc) {
@@ -246,6 +262,7 @@ mod tests {
             started: Instant::now(),
             request_headers: 100,
             request_body: Arc::new(AtomicU64::new(body)),
+            access_log: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! HTTP on a CONNECT stream: each request is authorized, routed by the VirtualService of
 //! the service it was sent to, and forwarded with the route's retries and timeouts.
+pub mod access_log;
 pub mod authn;
 pub mod authz;
 pub mod body;
@@ -97,15 +98,31 @@ async fn traced(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // Envoy gives a request its id as it arrives: policies, the upstream and the access
+    // log see the same one.
+    if !request.headers().contains_key(X_REQUEST_ID) {
+        request.headers_mut().insert(X_REQUEST_ID, request_id());
+    }
     let trace = TraceContext::from_headers(request.headers()).child();
     let mut span = ctx.spans.is_enabled().then(|| {
         let name = format!("{} {}", request.method(), request.uri().path());
         Span::start(&trace, name, SpanKind::Server)
     });
+    let (parts, body) = request.into_parts();
+    let mut logged = access_log::start(ctx, downstream, &parts, &trace);
+    let mut request = Request::from_parts(parts, body);
     trace.inject(request.headers_mut());
     // Headers an external authorization provider adds to whatever answer the client gets.
     let mut provider_headers = Vec::new();
-    let mut response = handle(request, downstream, ctx, &mut provider_headers).await;
+    let mut decided = access_log::Decided::default();
+    let mut response = handle(
+        request,
+        downstream,
+        ctx,
+        &mut provider_headers,
+        &mut decided,
+    )
+    .await;
     authz::finish(&provider_headers, response.headers_mut());
     let endpoint = response
         .extensions()
@@ -124,6 +141,17 @@ async fn traced(
         .with_response_flags(flags);
     let status = response.status();
     let (parts, body) = response.into_parts();
+    if let Some(logged) = &mut logged {
+        logged.answered(
+            ctx,
+            access_log::Answer {
+                status: status.as_u16(),
+                headers: &parts.headers,
+                upstream: endpoint,
+                decided,
+            },
+        );
+    }
     let pending = metered::Pending {
         metrics: ctx.metrics.clone(),
         labels,
@@ -132,6 +160,7 @@ async fn traced(
         started,
         request_headers,
         request_body,
+        access_log: logged,
     };
     let body =
         http_body_util::BodyExt::boxed(metered::Recorded::new(body, pending, &parts.headers));
@@ -301,6 +330,7 @@ async fn handle(
     down: &Downstream,
     ctx: &Arc<WaypointContext>,
     provider_headers: &mut Vec<weft_core::ext_authz::HeaderMutation>,
+    decided: &mut access_log::Decided,
 ) -> Response<ResponseBody> {
     let snapshot = ctx.registry.load();
     let (mut parts, body) = request.into_parts();
@@ -408,6 +438,7 @@ async fn handle(
     let Some(route) = routes.http_route(&facts) else {
         return local::no_route();
     };
+    decided.route_name = route.name().map(str::to_string);
     // Envoy's filter order in Istio's proxies: fault injection, then CORS.
     let mut delayed = false;
     if let Some(fault) = route.fault() {
@@ -526,6 +557,11 @@ async fn handle(
         subset: destination.subset.clone(),
         port,
     };
+    decided.cluster = Some(format!(
+        "outbound|{port}|{}|{}",
+        key.subset.as_deref().unwrap_or_default(),
+        key.host
+    ));
     let attempts = send(
         ctx,
         &snapshot,
