@@ -530,7 +530,8 @@ fn header_values(headers: Option<&Headers>, at: &FieldPath, issues: &mut Issues)
 
 /// DestinationRule fields weft accepts and does not act on:
 /// slow start with a policy other than ROUND_ROBIN or LEAST_REQUEST, locality failover
-/// without outlier detection, and `workloadSelector` (a rule applies to every client's
+/// without outlier detection, `tunnel`, `proxyProtocol`, `retryBudget` and
+/// `workloadSelector` (a rule applies to every client's
 /// traffic through the waypoint).
 pub(super) fn destination_rule_ignored(spec: &DestinationRuleSpec) -> Vec<FieldIssue> {
     let mut issues = Issues::default();
@@ -555,6 +556,24 @@ pub(super) fn destination_rule_ignored(spec: &DestinationRuleSpec) -> Vec<FieldI
         }
     }
     for (at, policy) in policies {
+        if policy.tunnel.is_some() {
+            issues.add(
+                &at.field("tunnel"),
+                format!("{IGNORED} (connections are not tunnelled through a proxy)"),
+            );
+        }
+        if policy.proxy_protocol.is_some() {
+            issues.add(
+                &at.field("proxyProtocol"),
+                format!("{IGNORED} (no PROXY protocol header is sent upstream)"),
+            );
+        }
+        if policy.retry_budget.is_some() {
+            issues.add(
+                &at.field("retryBudget"),
+                format!("{IGNORED} (retries are bounded by each route's attempts only)"),
+            );
+        }
         levels.push((at.clone(), policy.load_balancer.as_ref()));
         for (i, level) in policy.port_level_settings.iter().enumerate() {
             levels.push((
