@@ -45,20 +45,35 @@ pub fn service<'a>(
 
 /// Istio's annotation first (it overrides the field, as ztunnel reads them), then
 /// `spec.trafficDistribution`. Only `PreferClose` (and Istio's `PreferSameZone`, its newer
-/// name) change anything; other values are Kubernetes' default.
+/// name) change anything; other values are Kubernetes' default (and warned about).
 fn traffic_distribution(service: &kubernetes::Service) -> TrafficDistribution {
+    match traffic_distribution_setting(service) {
+        Some((_, value)) if prefers_close(value) => TrafficDistribution::PreferClose,
+        _ => TrafficDistribution::Any,
+    }
+}
+
+/// The traffic distribution a Service asks for, and where it says so: Istio's annotation
+/// (`true`) or `spec.trafficDistribution` (`false`).
+pub fn traffic_distribution_setting(service: &kubernetes::Service) -> Option<(bool, &str)> {
     let annotation = service
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(TRAFFIC_DISTRIBUTION_ANNOTATION));
-    match annotation
-        .or(service.spec.traffic_distribution.as_ref())
-        .map(String::as_str)
-    {
-        Some("PreferClose" | "PreferSameZone") => TrafficDistribution::PreferClose,
-        _ => TrafficDistribution::Any,
+    match annotation {
+        Some(value) => Some((true, value.as_str())),
+        None => service
+            .spec
+            .traffic_distribution
+            .as_deref()
+            .map(|value| (false, value)),
     }
+}
+
+/// Whether weft acts on a traffic distribution value: `PreferClose`, or `PreferSameZone`.
+pub fn prefers_close(value: &str) -> bool {
+    matches!(value, "PreferClose" | "PreferSameZone")
 }
 
 /// Istio's annotation for `spec.trafficDistribution` on clusters whose Services lack it.

@@ -6,6 +6,9 @@ use std::net::IpAddr;
 use super::paths::{FieldPath, Issues};
 use crate::api::kubernetes::{EndpointSlice, Pod, Service};
 use crate::refusal::FieldIssue;
+use crate::translate::service::{
+    TRAFFIC_DISTRIBUTION_ANNOTATION, prefers_close, traffic_distribution_setting,
+};
 
 pub(super) fn pod(pod: &Pod) -> Vec<FieldIssue> {
     let mut issues = Issues::default();
@@ -44,6 +47,31 @@ pub(super) fn service(service: &Service) -> Vec<FieldIssue> {
                 format!("{} is not a port number (1–65535)", port.port),
             );
         }
+    }
+    issues.into_vec()
+}
+
+/// A traffic distribution weft does not act on (`PreferSameNode`, a misspelling): the
+/// agent then balances over every endpoint, as Kubernetes' default.
+pub(super) fn service_warnings(service: &Service) -> Vec<FieldIssue> {
+    let mut issues = Issues::default();
+    if let Some((annotated, value)) = traffic_distribution_setting(service)
+        && !prefers_close(value)
+    {
+        let at = if annotated {
+            FieldPath::root("metadata")
+                .field("annotations")
+                .key(TRAFFIC_DISTRIBUTION_ANNOTATION)
+        } else {
+            FieldPath::spec().field("trafficDistribution")
+        };
+        issues.add(
+            &at,
+            format!(
+                "{value:?} is not acted on by weft: connections go to endpoints in any zone \
+                 (only PreferClose and PreferSameZone keep them close)"
+            ),
+        );
     }
     issues.into_vec()
 }
@@ -91,6 +119,41 @@ fn address(text: &str, at: &FieldPath, issues: &mut Issues) {
 mod tests {
     use super::*;
     use crate::api::kubernetes::Endpoint;
+
+    fn distributed(field: Option<&str>, annotation: Option<&str>) -> Service {
+        let mut service = Service::default();
+        service.spec.traffic_distribution = field.map(str::to_string);
+        if let Some(value) = annotation {
+            service.metadata.annotations = Some(
+                [(
+                    TRAFFIC_DISTRIBUTION_ANNOTATION.to_string(),
+                    value.to_string(),
+                )]
+                .into_iter()
+                .collect(),
+            );
+        }
+        service
+    }
+
+    #[test]
+    fn a_traffic_distribution_weft_does_not_act_on_is_warned_about() {
+        let fields = |s: &Service| -> Vec<String> {
+            service_warnings(s).into_iter().map(|i| i.field).collect()
+        };
+        assert!(fields(&distributed(Some("PreferClose"), None)).is_empty());
+        assert!(fields(&distributed(None, Some("PreferSameZone"))).is_empty());
+        assert!(fields(&distributed(None, None)).is_empty());
+        assert_eq!(
+            fields(&distributed(Some("PreferSameNode"), None)),
+            ["spec.trafficDistribution"]
+        );
+        // The annotation wins over the field, and is the one named.
+        assert_eq!(
+            fields(&distributed(Some("PreferClose"), Some("PerferClose"))),
+            ["metadata.annotations[\"networking.istio.io/traffic-distribution\"]"]
+        );
+    }
 
     fn slice(address_type: &str, addresses: &[&str]) -> EndpointSlice {
         EndpointSlice {

@@ -150,6 +150,7 @@ pub fn warnings(
         ),
         Object::Gateway(gw) => gateway::gateway_warnings(&gw.spec),
         Object::ServiceEntry(se) => networking::service_entry_ignored(&se.spec),
+        Object::Service(service) => kubernetes::service_warnings(service),
         _ => Vec::new(),
     };
     issues
