@@ -40,6 +40,39 @@ pub fn manifests(name: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests")).join(name)
 }
 
+/// The Python of the venv `cargo xtask setup` fills with the e2e tests' peers and clients
+/// (grpcio, h2, websockets, …).
+pub fn python() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/xtask/ext-authz/bin/python"
+    ))
+}
+
+/// Brings up a lab with agents from `tests/manifests/<dir>`, each container command word
+/// named in `words` replaced by its path (the Python of [`python`], a script).
+pub fn lab_up_with_commands(tag: &str, dir: &str, nodes: usize, words: &[(&str, PathBuf)]) -> Lab {
+    let python = python();
+    assert!(
+        python.is_file(),
+        "{} is missing: run `cargo xtask setup`",
+        python.display()
+    );
+    let mut loaded = Manifests::load_dir(&manifests(dir)).expect("the manifests");
+    for container in loaded
+        .pods
+        .iter_mut()
+        .flat_map(|p| p.spec.containers.iter_mut())
+    {
+        for word in container.command.iter_mut() {
+            if let Some((_, path)) = words.iter().find(|(name, _)| name == word) {
+                *word = path.display().to_string();
+            }
+        }
+    }
+    lab_up_manifests(tag, &loaded, nodes, true, &[])
+}
+
 /// Brings up a lab from `tests/manifests/<dir>`; dropping the result takes it down.
 pub fn lab_up(tag: &str, dir: &str, nodes: usize, agents: bool) -> Lab {
     lab_up_with(tag, dir, nodes, agents, &[])

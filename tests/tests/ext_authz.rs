@@ -13,11 +13,10 @@
 //! - On TCP streams through the waypoint and on connections the node agent admits
 //!   (`selector` policies): the gRPC provider's network check closes denied connections and
 //!   lets allowed ones through; AUDIT records in the waypoint's and the agent's logs.
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_e2e::{eventually, lab_up_manifests, manifests, testapp_in, testapp_json};
+use weft_e2e::{eventually, lab_up_manifests, manifests, python, testapp_in, testapp_json};
 use weft_lab::Lab;
 use weft_lab::manifest::Manifests;
 
@@ -28,14 +27,6 @@ const RESULT: &str = "x-ext-authz-check-result";
 /// How long a configuration change may take to reach the waypoint and the agents (they
 /// read the cluster every second).
 const CONVERGE: Duration = Duration::from_secs(15);
-
-/// The Python `cargo xtask setup` installed the server's packages for.
-fn python() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/xtask/ext-authz/bin/python"
-    ))
-}
 
 /// The lab of `tests/manifests/ext_authz`, with the server's command filled in and the
 /// mesh config naming the providers.

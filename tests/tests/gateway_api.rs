@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_e2e::{eventually, lab_up_manifests, manifests, testapp_json};
+use weft_e2e::{eventually, lab_up_manifests, manifests, python, testapp_json};
 use weft_lab::Lab;
 use weft_lab::manifest::Manifests;
 
@@ -20,14 +20,6 @@ const REVIEWS: &str = "http://reviews.shop.svc.cluster.local:9080";
 /// How long a configuration change may take to reach the waypoint (it reads the cluster
 /// every second).
 const CONVERGE: Duration = Duration::from_secs(15);
-
-/// The Python `cargo xtask setup` installed grpcio for (the e2e tests' peers).
-fn python() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/xtask/ext-authz/bin/python"
-    ))
-}
 
 fn grpc_echo() -> PathBuf {
     manifests("gateway_api").join("grpc_echo.py")

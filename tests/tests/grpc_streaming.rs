@@ -14,46 +14,22 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use weft_e2e::{lab_up_manifests, manifests, testapp_json};
+use weft_e2e::{lab_up_with_commands, manifests, python, testapp_json};
 use weft_lab::Lab;
-use weft_lab::manifest::Manifests;
 
 const ECHO: &str = "echo.shop.svc.cluster.local:9000";
-
-/// The Python `cargo xtask setup` installed `grpcio` for (the e2e tests' peers).
-fn python() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/xtask/ext-authz/bin/python"
-    ))
-}
 
 fn script() -> PathBuf {
     manifests("grpc_streaming").join("grpc_stream.py")
 }
 
 fn lab(tag: &str) -> Lab {
-    let python = python();
-    assert!(
-        python.is_file(),
-        "{} is missing: run `cargo xtask setup`",
-        python.display()
-    );
-    let mut loaded = Manifests::load_dir(&manifests("grpc_streaming")).expect("the manifests");
-    for container in loaded
-        .pods
-        .iter_mut()
-        .flat_map(|p| p.spec.containers.iter_mut())
-    {
-        for word in container.command.iter_mut() {
-            match word.as_str() {
-                "GRPC_PYTHON" => *word = python.display().to_string(),
-                "GRPC_STREAM" => *word = script().display().to_string(),
-                _ => {}
-            }
-        }
-    }
-    lab_up_manifests(tag, &loaded, 2, true, &[])
+    lab_up_with_commands(
+        tag,
+        "grpc_streaming",
+        2,
+        &[("GRPC_PYTHON", python()), ("GRPC_STREAM", script())],
+    )
 }
 
 /// Runs the gRPC client in `shop/client` (`chat`, `watch` or `collect`); its JSON line.

@@ -13,46 +13,22 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use weft_e2e::{lab_up_manifests, manifests};
+use weft_e2e::{lab_up_with_commands, manifests, python};
 use weft_lab::Lab;
-use weft_lab::manifest::Manifests;
 
 const ECHO: &str = "ws://echo.shop.svc.cluster.local";
-
-/// The Python `cargo xtask setup` installed `websockets` for (the e2e tests' peers).
-fn python() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/xtask/ext-authz/bin/python"
-    ))
-}
 
 fn script() -> PathBuf {
     manifests("websocket").join("websocket_echo.py")
 }
 
 fn lab(tag: &str) -> Lab {
-    let python = python();
-    assert!(
-        python.is_file(),
-        "{} is missing: run `cargo xtask setup`",
-        python.display()
-    );
-    let mut loaded = Manifests::load_dir(&manifests("websocket")).expect("the manifests");
-    for container in loaded
-        .pods
-        .iter_mut()
-        .flat_map(|p| p.spec.containers.iter_mut())
-    {
-        for word in container.command.iter_mut() {
-            match word.as_str() {
-                "WS_PYTHON" => *word = python.display().to_string(),
-                "WS_ECHO" => *word = script().display().to_string(),
-                _ => {}
-            }
-        }
-    }
-    lab_up_manifests(tag, &loaded, 2, true, &[])
+    lab_up_with_commands(
+        tag,
+        "websocket",
+        2,
+        &[("WS_PYTHON", python()), ("WS_ECHO", script())],
+    )
 }
 
 /// Runs the WebSocket client in `shop/client`; its one JSON line.
