@@ -68,6 +68,10 @@ pub struct MeshConfig {
     /// `TEXT` (the default) or `JSON`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log_encoding: Option<AccessLogEncoding>,
+    /// The extension providers (by name) used for tracing, metrics and access logging when
+    /// no Telemetry resource names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_providers: Option<DefaultProviders>,
     /// Every other field, by its JSON name: Istio fields weft does not act on (warned
     /// about) or names Istio does not define (refused).
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -110,6 +114,19 @@ impl MeshConfig {
             .and_then(|p| p.mode)
             .unwrap_or_default()
     }
+}
+
+/// `MeshConfig.DefaultProviders`: names of `extensionProviders` (or the built-in
+/// `prometheus` for metrics) in force where no Telemetry resource says otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DefaultProviders {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracing: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_logging: Vec<String>,
 }
 
 /// `MeshConfig.AccessLogEncoding`.
@@ -322,7 +339,6 @@ pub const ISTIO_MESH_FIELDS: &[&str] = &[
     "enablePrometheusMerge",
     "ca",
     "extensionProviders",
-    "defaultProviders",
     "discoverySelectors",
     "pathNormalization",
     "defaultHttpRetryPolicy",

@@ -262,6 +262,21 @@ pub(super) fn warnings(
         }
     }
     access_log_format(mesh, &root, &mut issues);
+    if let Some(defaults) = &mesh.default_providers {
+        let at = root.field("defaultProviders");
+        for (field, names) in [
+            ("tracing", &defaults.tracing),
+            ("metrics", &defaults.metrics),
+            ("accessLogging", &defaults.access_logging),
+        ] {
+            if !names.is_empty() {
+                issues.add(
+                    &at.field(field),
+                    "weft does not act on this field of Istio's MeshConfig; it has no effect",
+                );
+            }
+        }
+    }
     if let Some(domain) = &mesh.trust_domain
         && *domain != settings.trust_domain
     {
