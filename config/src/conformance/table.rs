@@ -576,7 +576,7 @@ pub const TABLE: &[Line] = &[
     (Telemetry, "spec.accessLogging[].filter.expression", Partial("the CEL subset Istio documents (request.headers[...], request.host/method/path/url_path/scheme/protocol/id/useragent, response.code/headers[...]/grpc_status, connection.mtls, source/destination address and port; !, &&, ||, comparisons, string equality); any other expression is refused")),
     (Telemetry, "spec.accessLogging[].match", Supported),
     (Telemetry, "spec.accessLogging[].match.mode", Supported),
-    (Telemetry, "spec.accessLogging[].providers", Partial("Istio's built-in envoy (/dev/stdout) and envoyFileAccessLog providers write lines, at waypoints and gateways; other provider kinds write none (the mesh config warns about them)")),
+    (Telemetry, "spec.accessLogging[].providers", Partial("Istio's built-in envoy (/dev/stdout) and envoyFileAccessLog providers write lines, at waypoints and gateways (per request) and agents (per connection); other provider kinds write none (the mesh config warns about them)")),
     (Telemetry, "spec.accessLogging[].providers[].name", Supported),
     (Telemetry, "spec.metrics", Supported),
     (Telemetry, "spec.metrics[].overrides", Supported),
