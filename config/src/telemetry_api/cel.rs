@@ -617,19 +617,20 @@ mod tests {
 
     #[test]
     fn false_and_error_is_false_true_or_error_is_true() {
-        let and = parse_filter("request.headers['a'] == 'x' && response.code > 500").unwrap();
+        let and =
+            parse_filter("request.headers['a'] == 'x' && response.code > 500").expect("valid");
         assert_eq!(and.eval(&code(200)), Ok(Value::Bool(false)));
-        let or = parse_filter("request.headers['a'] == 'x' || response.code > 500").unwrap();
+        let or = parse_filter("request.headers['a'] == 'x' || response.code > 500").expect("valid");
         assert_eq!(or.eval(&code(503)), Ok(Value::Bool(true)));
         assert!(or.eval(&code(200)).is_err());
     }
 
     #[test]
     fn a_tag_value_is_an_attribute() {
-        let host = parse("request.host").unwrap();
+        let host = parse("request.host").expect("valid");
         let request = facts(&[(Attribute::RequestHost, Value::Str("reviews:9080".into()))]);
         assert_eq!(host.eval(&request), Ok(Value::Str("reviews:9080".into())));
-        let header = parse("request.headers[\"x-user\"]").unwrap();
+        let header = parse("request.headers[\"x-user\"]").expect("valid");
         assert!(header.eval(&request).is_err());
     }
 

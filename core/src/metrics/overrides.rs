@@ -9,14 +9,17 @@ use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabel, LabelSetEncoder};
 
+/// One label's change: its name, and its value (`None`: removed).
+type TagChange = (Arc<str>, Option<Arc<str>>);
+
 /// Label changes, sorted by label name: `None` removes the label, a value sets it (adding
 /// it when it is not one of Istio's labels).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TagChanges(Arc<[(Arc<str>, Option<Arc<str>>)]>);
+pub struct TagChanges(Arc<[TagChange]>);
 
 impl TagChanges {
     pub fn new(changes: impl IntoIterator<Item = (String, Option<String>)>) -> Self {
-        let mut changes: Vec<(Arc<str>, Option<Arc<str>>)> = changes
+        let mut changes: Vec<TagChange> = changes
             .into_iter()
             .map(|(name, value)| (Arc::from(name), value.map(Arc::from)))
             .collect();

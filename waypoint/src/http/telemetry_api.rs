@@ -238,8 +238,8 @@ mod tests {
     #[test]
     fn tags_are_evaluated_from_the_request_or_unknown() {
         let mut headers = HeaderMap::new();
-        headers.insert("x-user", "ann".parse().unwrap());
-        let upsert = |e: &str| TagValue::Upsert(Arc::new(cel::parse(e).unwrap()));
+        headers.insert("x-user", "ann".parse().expect("valid"));
+        let upsert = |e: &str| TagValue::Upsert(Arc::new(cel::parse(e).expect("valid")));
         let metrics = MetricSettings {
             prometheus: true,
             overrides: BTreeMap::from([(
@@ -277,7 +277,7 @@ mod tests {
         let filter = cel::parse_filter(
             "response.code >= 400 && request.url_path == '/a' && request.host == 'reviews:9080' && connection.mtls",
         )
-        .unwrap();
+        .expect("valid");
         assert!(filter.matches(&f));
     }
 }
