@@ -65,7 +65,7 @@ pub fn applicable<'t>(
             .find(|t| !t.spec.has_selector() && t.spec.targets().next().is_none())
             .map(|t| &t.spec)
     };
-    let mut found = Vec::with_capacity(3);
+    let mut found = Vec::new();
     found.extend(namespace_wide(root_namespace));
     if target.namespace != root_namespace {
         found.extend(namespace_wide(target.namespace));
@@ -222,6 +222,17 @@ pub fn effective_telemetry(
     mesh: &MeshConfig,
     side: WorkloadMode,
 ) -> EffectiveTelemetry {
+    // The common case, without allocating: no Telemetry and no default provider.
+    if applicable.is_empty() && mesh.default_providers.is_none() {
+        return EffectiveTelemetry {
+            access_logging: AccessLogging::MeshDefault,
+            metrics: MetricSettings {
+                prometheus: true,
+                ..Default::default()
+            },
+            tracing: None,
+        };
+    }
     EffectiveTelemetry {
         access_logging: access_logging(applicable, mesh, side),
         metrics: metrics(applicable, mesh, side),
