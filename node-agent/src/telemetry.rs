@@ -55,6 +55,7 @@ impl Telemetry {
                 namespace: &workload.namespace,
                 labels: Some(&workload.labels),
                 service: None,
+                service_entry: None,
                 gateway: None,
             };
             snapshot.effective_telemetry(&target, side).access_logging

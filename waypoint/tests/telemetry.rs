@@ -1,6 +1,6 @@
 //! The Telemetry API at the waypoint, in process and unprivileged: Telemetry resources of
 //! the destinations' namespaces turning access logs off, or on with a CEL filter, and
-//! changing metrics, for requests from a client in `shop` to ServiceEntry hosts of three
+//! changing metrics, for requests from a client in `shop` to ServiceEntry hosts of five
 //! namespaces bound to the waypoint `egress/waypoint` (carried in as the agent's CONNECT
 //! streams would be), answered by a real server on 127.0.0.1.
 mod common;
@@ -74,7 +74,8 @@ spec:
 /// Access logs to `log` by default (meshConfig `defaultProviders`, the file provider
 /// `file`); in `quiet` they are off, in `errors` only 4xx and 5xx are logged and
 /// `istio_requests_total` is not recorded; in `tagged` `request_protocol` is removed from
-/// every request metric and `user` (the `x-user` header) added.
+/// every request metric and `user` (the `x-user` header) added; in `targeted` a Telemetry
+/// attached to its ServiceEntry (`targetRefs`) turns access logs off.
 fn fixture(http: SocketAddr, log: &Path) -> String {
     let mut yaml = format!(
         r#"
@@ -118,6 +119,13 @@ spec:
 ---
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
+metadata: {{name: entry-quiet, namespace: targeted}}
+spec:
+  targetRefs: [{{group: networking.istio.io, kind: ServiceEntry, name: api}}]
+  accessLogging: [{{disabled: true}}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
 metadata: {{name: tags, namespace: tagged}}
 spec:
   metrics:
@@ -128,7 +136,7 @@ spec:
 "#,
         log = log.display()
     );
-    for ns in ["plain", "quiet", "errors", "tagged"] {
+    for ns in ["plain", "quiet", "errors", "tagged", "targeted"] {
         yaml.push_str(&namespace(ns, http.port()));
     }
     yaml
@@ -192,6 +200,7 @@ async fn telemetry_turns_access_logs_off_for_one_namespace_and_filters_another()
         ("quiet", "/fail", StatusCode::SERVICE_UNAVAILABLE),
         ("errors", "/ok", StatusCode::OK),
         ("errors", "/fail", StatusCode::SERVICE_UNAVAILABLE),
+        ("targeted", "/fail", StatusCode::SERVICE_UNAVAILABLE),
     ] {
         assert_eq!(send(&ctx, ns, path).await, code, "{ns}{path}");
     }
@@ -211,6 +220,10 @@ async fn telemetry_turns_access_logs_off_for_one_namespace_and_filters_another()
     assert!(
         !lines.iter().any(|l| l.contains("quiet.external.test")),
         "nothing from the namespace whose Telemetry disables access logs: {lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("targeted.external.test")),
+        "nothing for the ServiceEntry a Telemetry's targetRefs turns access logs off for: {lines:#?}"
     );
 }
 

@@ -4,7 +4,7 @@
 //! Precedence: the root namespace's namespace-wide Telemetry (no selector, no targetRefs),
 //! then the workload's namespace's namespace-wide one, then the oldest Telemetry of its
 //! namespace that selects it (`selector.matchLabels`, or `targetRefs` naming the Service
-//! the traffic was sent to or the waypoint's Gateway). Each section is merged from the
+//! or ServiceEntry the traffic was sent to or the waypoint's Gateway). Each section is merged from the
 //! least to the most specific:
 //! - access logging: an entry's `providers` replace its parent's (inherited when empty,
 //!   from meshConfig `defaultProviders.accessLogging` at the top); `disabled` turns its
@@ -46,6 +46,8 @@ pub struct TelemetryTarget<'a> {
     pub labels: Option<&'a BTreeMap<String, String>>,
     /// The Service the traffic was sent to, `(namespace, name)`.
     pub service: Option<(&'a str, &'a str)>,
+    /// The ServiceEntry whose host the traffic was sent to, `(namespace, name)`.
+    pub service_entry: Option<(&'a str, &'a str)>,
     /// The waypoint's Gateway, `(namespace, name)`.
     pub gateway: Option<(&'a str, &'a str)>,
 }
@@ -94,10 +96,13 @@ fn names_target(r: &PolicyTargetReference, namespace: &str, target: &TelemetryTa
     let service = matches!(r.group.as_str(), "" | "core")
         && r.kind == "Service"
         && target.service == Some((namespace, r.name.as_str()));
+    let service_entry = r.group == "networking.istio.io"
+        && r.kind == "ServiceEntry"
+        && target.service_entry == Some((namespace, r.name.as_str()));
     let gateway = r.group == GATEWAY_GROUP
         && r.kind == "Gateway"
         && target.gateway == Some((namespace, r.name.as_str()));
-    service || gateway
+    service || service_entry || gateway
 }
 
 /// What the applicable Telemetries (and the mesh config) decide for one side of traffic.
@@ -652,6 +657,20 @@ mod tests {
             ..Default::default()
         };
         assert!(log_names(&cluster.effective(&via_waypoint, &m, WorkloadMode::Server)).is_empty());
+        let entry = TelemetryTarget {
+            namespace: "bookinfo",
+            service_entry: Some(("bookinfo", "api")),
+            ..Default::default()
+        };
+        let cluster_with_entry = Cluster::new(vec![telemetry(
+            "bookinfo",
+            "se",
+            "targetRefs: [{kind: ServiceEntry, group: networking.istio.io, name: api}]\naccessLogging: [{providers: [{name: envoy}]}]",
+        )]);
+        assert_eq!(
+            log_names(&cluster_with_entry.effective(&entry, &m, WorkloadMode::Server)).len(),
+            1
+        );
         // targetRefs are not namespace-wide: another service gets the mesh's default.
         let other = TelemetryTarget {
             namespace: "bookinfo",

@@ -33,13 +33,15 @@ pub(super) fn telemetry(spec: &TelemetrySpec) -> Vec<FieldIssue> {
         };
         let known = matches!(
             (target.group.as_str(), target.kind.as_str()),
-            (GATEWAY_GROUP, "Gateway") | ("" | "core", "Service")
+            (GATEWAY_GROUP, "Gateway")
+                | ("" | "core", "Service")
+                | ("networking.istio.io", "ServiceEntry")
         );
         if !known {
             issues.add(
                 &at,
                 format!(
-                    "weft attaches Telemetry to Services and (waypoint) Gateways, not to {}/{}",
+                    "weft attaches Telemetry to Services, ServiceEntries and (waypoint) Gateways, not to {}/{}",
                     target.group, target.kind
                 ),
             );

@@ -2,8 +2,8 @@
 //! apply to a request, and the request's facts their CEL expressions read.
 //!
 //! A request is judged by where it goes: the namespace of the Service, ServiceEntry or
-//! workload it was sent to, the workload's labels (`selector`), the Service and this
-//! waypoint's Gateway (`targetRefs`). A waypoint serves its destinations (the `SERVER`
+//! workload it was sent to, the workload's labels (`selector`), the Service or ServiceEntry
+//! and this waypoint's Gateway (`targetRefs`). A waypoint serves its destinations (the `SERVER`
 //! side of `match.mode`); an ingress gateway sends (`CLIENT`), as Istio's gateways do.
 //! The decisions are `weft_config::telemetry_api`; this module supplies the inputs and
 //! turns the metric overrides into the registry's [`RequestOverrides`].
@@ -35,6 +35,7 @@ pub fn for_request(
                 namespace: &service.namespace,
                 labels: None,
                 service: Some((&service.namespace, &service.name)),
+                service_entry: None,
                 gateway,
             },
             WorkloadMode::Server,
@@ -44,6 +45,7 @@ pub fn for_request(
                 namespace: &workload.namespace,
                 labels: Some(&workload.labels),
                 service: None,
+                service_entry: None,
                 gateway,
             },
             WorkloadMode::Server,
@@ -53,6 +55,7 @@ pub fn for_request(
                 namespace: &host.namespace,
                 labels: None,
                 service: None,
+                service_entry: Some((&host.namespace, &host.name)),
                 gateway,
             },
             WorkloadMode::Server,
@@ -64,6 +67,7 @@ pub fn for_request(
                     namespace: workload.map_or(ctx.namespace.as_str(), |w| &w.namespace),
                     labels: workload.map(|w| &w.labels),
                     service: None,
+                    service_entry: None,
                     gateway,
                 },
                 WorkloadMode::Client,
