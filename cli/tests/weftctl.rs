@@ -292,5 +292,5 @@ fn crds_writes_what_is_committed() {
         );
         written += 1;
     }
-    assert_eq!(written, 8, "seven CRDs and the kustomization listing them");
+    assert_eq!(written, 9, "eight CRDs and the kustomization listing them");
 }

@@ -14,6 +14,7 @@ pub mod refusal;
 pub mod registry;
 pub mod source;
 pub mod telemetry;
+pub mod telemetry_api;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod translate;

@@ -72,6 +72,9 @@ fn base(kind: Kind) -> &'static str {
         Kind::RequestAuthentication => {
             "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: s, namespace: shop}\nspec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}], jwtRules: [{issuer: a, jwksUri: \"https://a.example.com/jwks\"}]}\n"
         }
+        Kind::Telemetry => {
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: s, namespace: shop}\nspec:\n  accessLogging: [{providers: [{name: envoy}]}]\n  metrics: [{providers: [{name: prometheus}], overrides: [{disabled: true}]}]\n  tracing: [{providers: [{name: zipkin}]}]\n"
+        }
         Kind::KubernetesGateway => {
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: s, namespace: shop}\nspec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTTP}]}\n"
         }

@@ -54,13 +54,16 @@ fn every_istio_kind_serves_istio_versions_with_one_storage_version() {
             "Gateway",
             "AuthorizationPolicy",
             "PeerAuthentication",
-            "RequestAuthentication"
+            "RequestAuthentication",
+            "Telemetry"
         ]
     );
     for crd in &crds {
         let versions: Vec<_> = crd.spec.versions.iter().map(|v| v.name.as_str()).collect();
         let expected: &[&str] = if crd.spec.group == "networking.istio.io" {
             &["v1", "v1beta1", "v1alpha3"]
+        } else if crd.spec.group == "telemetry.istio.io" {
+            &["v1", "v1alpha1"]
         } else {
             &["v1", "v1beta1"]
         };

@@ -122,10 +122,6 @@ apiVersion: networking.istio.io/v1
 kind: WorkloadGroup
 metadata: {name: vms, namespace: shop}
 ---
-apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata: {name: mesh-default, namespace: istio-system}
----
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web, namespace: shop}
@@ -142,7 +138,6 @@ metadata: {name: web, namespace: shop}
             "extra.yaml:4: ProxyConfig shop/pc: networking.istio.io/ProxyConfig is not supported by weft: ignored",
             "extra.yaml:5: WorkloadEntry shop/vm: networking.istio.io/WorkloadEntry is not supported by weft: ignored",
             "extra.yaml:6: WorkloadGroup shop/vms: networking.istio.io/WorkloadGroup is not supported by weft: ignored",
-            "extra.yaml:7: Telemetry istio-system/mesh-default: telemetry.istio.io/Telemetry is not supported by weft: ignored",
         ],
         "a Deployment is not meant for Istio and is not warned about"
     );

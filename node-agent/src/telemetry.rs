@@ -1,17 +1,23 @@
 //! The agent's metrics and traces: Istio's TCP metrics for every connection it proxies
 //! (reporter `source` for the pod's outbound connections, `destination` for what arrives
 //! at the pod), and, when an OTLP endpoint is set, a span per connection, continuing over
-//! HBONE the trace the client's agent started.
+//! HBONE the trace the client's agent started. Access-log lines go where meshConfig
+//! `accessLogFile` says, or where the Telemetry resources of the pod's workload say (its
+//! outbound connections as the `CLIENT`, what arrives at it as the `SERVER`), each line
+//! written when its provider's `filter.expression` holds for the connection.
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use weft_config::api::telemetry::WorkloadMode;
 use weft_config::registry::Snapshot;
 use weft_config::registry::model::Workload;
 use weft_config::telemetry::{
     Connection, addressed_service, black_hole, entry_host_labels, inbound_service,
 };
+use weft_config::telemetry_api::cel::{Attribute, Attributes, Expr, Value};
+use weft_config::telemetry_api::{AccessLogging, LogSink, TelemetryTarget};
 use weft_core::access_log::{AccessLog, ActiveLog, ConnectionEntry};
 use weft_core::hbone::InboundRequest;
 use weft_core::metrics::{
@@ -33,21 +39,52 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// `owner`: the pod's workload the connection is reported for and from which side
+    /// (its Telemetry resources decide its access logging).
     fn connection(
         &self,
         snapshot: &Snapshot,
         labels: &ConnectionLabels,
         span: Option<Span>,
+        owner: Option<(&Workload, WorkloadMode)>,
     ) -> ConnectionTelemetry {
         let mesh = snapshot.mesh_config();
-        let access_log = self
-            .access_log
-            .active(
-                &mesh.access_log_file,
-                mesh.access_log_encoding(),
-                &mesh.access_log_format,
-            )
-            .map(|log| (log, labels.clone(), Instant::now()));
+        let (encoding, format) = (mesh.access_log_encoding(), &mesh.access_log_format);
+        let logging = owner.map_or(AccessLogging::MeshDefault, |(workload, side)| {
+            let target = TelemetryTarget {
+                namespace: &workload.namespace,
+                labels: Some(&workload.labels),
+                service: None,
+                service_entry: None,
+                gateway: None,
+            };
+            snapshot.effective_telemetry(&target, side).access_logging
+        });
+        let sinks: Vec<AccessSink> = match logging {
+            AccessLogging::MeshDefault if mesh.access_log_file.is_empty() => Vec::new(),
+            AccessLogging::MeshDefault => self
+                .access_log
+                .active(&mesh.access_log_file, encoding, format)
+                .map(|log| AccessSink { log, filter: None })
+                .into_iter()
+                .collect(),
+            AccessLogging::Providers(providers) => providers
+                .into_iter()
+                .filter_map(|provider| match provider.sink {
+                    LogSink::File(path) => {
+                        self.access_log
+                            .active(&path, encoding, format)
+                            .map(|log| AccessSink {
+                                log,
+                                filter: provider.filter,
+                            })
+                    }
+                    LogSink::Unsupported(_) => None,
+                })
+                .collect(),
+        };
+        let access_log =
+            (!sinks.is_empty()).then(|| (AccessLines(sinks), labels.clone(), Instant::now()));
         ConnectionTelemetry {
             recorder: self.metrics.tcp_opened(labels),
             span: span.map(|span| annotate(span, labels)),
@@ -112,7 +149,47 @@ pub struct ConnectionTelemetry {
     span: Option<Span>,
     spans: SpanExporter,
     /// Where its access log line goes (when on), its labels, and when it opened.
-    access_log: Option<(Arc<ActiveLog>, ConnectionLabels, Instant)>,
+    access_log: Option<(AccessLines, ConnectionLabels, Instant)>,
+}
+
+/// One place a connection's access-log line goes, and the filter it must pass.
+struct AccessSink {
+    log: Arc<ActiveLog>,
+    filter: Option<Arc<Expr>>,
+}
+
+/// Where a connection's access-log line goes.
+pub struct AccessLines(Vec<AccessSink>);
+
+impl AccessLines {
+    /// Writes `entry` to each sink whose filter it passes.
+    pub fn write(&self, entry: &ConnectionEntry) {
+        let facts = ConnectionFacts(entry);
+        for sink in &self.0 {
+            if sink.filter.as_ref().is_none_or(|f| f.matches(&facts)) {
+                sink.log.write(entry.render(sink.log.encoding()));
+            }
+        }
+    }
+}
+
+/// A connection's facts as CEL attributes: it has no request or response (an expression
+/// reading one is false, as Envoy's filter on TCP).
+struct ConnectionFacts<'a>(&'a ConnectionEntry);
+
+impl Attributes for ConnectionFacts<'_> {
+    fn attribute(&self, attribute: &Attribute) -> Option<Value> {
+        let entry = self.0;
+        let destination = entry.dst_hbone_addr.or(entry.dst_addr);
+        match attribute {
+            Attribute::ConnectionMtls => Some(Value::Bool(entry.protocol == "HBONE")),
+            Attribute::SourceAddress => entry.src_addr.map(|a| Value::Str(a.ip().to_string())),
+            Attribute::SourcePort => entry.src_addr.map(|a| Value::Int(i64::from(a.port()))),
+            Attribute::DestinationAddress => destination.map(|a| Value::Str(a.ip().to_string())),
+            Attribute::DestinationPort => destination.map(|a| Value::Int(i64::from(a.port()))),
+            _ => None,
+        }
+    }
 }
 
 impl ConnectionTelemetry {
@@ -130,7 +207,7 @@ impl ConnectionTelemetry {
 
     /// Its access log line as far as the labels tell (who, where, how long), and where
     /// it goes; `None` when access logs are off.
-    pub fn access_entry(&self) -> Option<(&ActiveLog, ConnectionEntry)> {
+    pub fn access_entry(&self) -> Option<(&AccessLines, ConnectionEntry)> {
         let (log, labels, opened) = self.access_log.as_ref()?;
         let known = |value: &Arc<str>| (&**value != UNKNOWN).then(|| value.to_string());
         let entry = ConnectionEntry {
@@ -218,7 +295,8 @@ pub fn outbound(
         None => labels,
     };
     let span = telemetry.span(|| TraceContext::new_root(true).child(), SpanKind::Client);
-    let mut connection = telemetry.connection(snapshot, &labels, span);
+    let owner = source.map(|w| (w, WorkloadMode::Client));
+    let mut connection = telemetry.connection(snapshot, &labels, span, owner);
     if let Some(span) = &mut connection.span {
         span.set_attribute("destination.address", dst.to_string());
     }
@@ -247,7 +325,8 @@ pub fn inbound_plaintext(
     }
     .labels();
     let span = telemetry.span(|| TraceContext::new_root(true).child(), SpanKind::Server);
-    telemetry.connection(snapshot, &labels, span)
+    let owner = destination.map(|w| (w, WorkloadMode::Server));
+    telemetry.connection(snapshot, &labels, span, owner)
 }
 
 /// A CONNECT arriving over HBONE: the client is who its certificate says, from the address
@@ -277,7 +356,8 @@ pub fn inbound_hbone(
         || TraceContext::from_headers(&request.headers).child(),
         SpanKind::Server,
     );
-    telemetry.connection(snapshot, &labels, span)
+    let owner = destination.map(|w| (w, WorkloadMode::Server));
+    telemetry.connection(snapshot, &labels, span, owner)
 }
 
 #[cfg(test)]

@@ -9,9 +9,12 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use super::gateway::Gateway;
-use super::kind::{NETWORKING_GROUP, NETWORKING_VERSIONS, SECURITY_VERSIONS};
+use super::kind::{
+    NETWORKING_GROUP, NETWORKING_VERSIONS, SECURITY_VERSIONS, TELEMETRY_GROUP, TELEMETRY_VERSIONS,
+};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
 use super::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use super::telemetry::Telemetry;
 
 /// The command that rewrites `deploy/crds/` (printed when the committed files are stale).
 pub const REGENERATE_COMMAND: &str = "cargo run -p weftctl -- crds --out deploy/crds";
@@ -40,7 +43,8 @@ pub struct CrdFile {
 }
 
 /// The CRDs, each serving every version Istio serves for its kind with one schema. The
-/// storage version is Istio's (v1alpha3 for networking, v1beta1 for security) so these
+/// storage version is Istio's (v1alpha3 for networking, v1beta1 for security, v1alpha1 for
+/// telemetry) so these
 /// CRDs can replace Istio's, or be replaced by them, over existing objects.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     [
@@ -51,6 +55,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         AuthorizationPolicy::crd(),
         PeerAuthentication::crd(),
         RequestAuthentication::crd(),
+        Telemetry::crd(),
     ]
     .into_iter()
     .map(istio_shape)
@@ -60,6 +65,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 fn istio_shape(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     let (versions, storage) = if crd.spec.group == NETWORKING_GROUP {
         (NETWORKING_VERSIONS, "v1alpha3")
+    } else if crd.spec.group == TELEMETRY_GROUP {
+        (TELEMETRY_VERSIONS, "v1alpha1")
     } else {
         (SECURITY_VERSIONS, "v1beta1")
     };

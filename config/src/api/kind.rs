@@ -45,18 +45,23 @@ pub enum Kind {
     /// Secrets of type `kubernetes.io/tls`, read by an ingress gateway only, in its own
     /// namespace (not by the agents or waypoints: see `source::kube::AGENT_WATCHED`).
     Secret,
+    /// Istio's Telemetry API: access logging, metrics and tracing per workload.
+    Telemetry,
 }
 
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
 pub const SECURITY_GROUP: &str = "security.istio.io";
+pub const TELEMETRY_GROUP: &str = "telemetry.istio.io";
 
 /// Versions Istio serves for its networking kinds; one schema for all of them.
 pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 /// Versions Istio serves for its security kinds.
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+/// Versions Istio serves for Telemetry.
+pub const TELEMETRY_VERSIONS: &[&str] = &["v1", "v1alpha1"];
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -77,9 +82,10 @@ impl Kind {
         Kind::TcpRoute,
         Kind::ReferenceGrant,
         Kind::Secret,
+        Kind::Telemetry,
     ];
 
-    pub const ISTIO: [Kind; 7] = [
+    pub const ISTIO: [Kind; 8] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -87,6 +93,7 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::PeerAuthentication,
         Kind::RequestAuthentication,
+        Kind::Telemetry,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +118,7 @@ impl Kind {
             Kind::TcpRoute => "TCPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Secret => "Secret",
+            Kind::Telemetry => "Telemetry",
         }
     }
 
@@ -136,6 +144,7 @@ impl Kind {
             | Kind::TlsRoute
             | Kind::TcpRoute
             | Kind::ReferenceGrant => GATEWAY_API_GROUP,
+            Kind::Telemetry => TELEMETRY_GROUP,
         }
     }
 
@@ -152,6 +161,7 @@ impl Kind {
         match self.group() {
             NETWORKING_GROUP => NETWORKING_VERSIONS,
             SECURITY_GROUP => SECURITY_VERSIONS,
+            TELEMETRY_GROUP => TELEMETRY_VERSIONS,
             GATEWAY_API_GROUP => GATEWAY_API_VERSIONS,
             _ => &["v1"],
         }
@@ -180,6 +190,7 @@ impl Kind {
             Kind::TcpRoute => "tcproutes",
             Kind::ReferenceGrant => "referencegrants",
             Kind::Secret => "secrets",
+            Kind::Telemetry => "telemetries",
         }
     }
 
@@ -188,7 +199,10 @@ impl Kind {
     }
 
     pub fn is_istio(self) -> bool {
-        matches!(self.group(), NETWORKING_GROUP | SECURITY_GROUP)
+        matches!(
+            self.group(),
+            NETWORKING_GROUP | SECURITY_GROUP | TELEMETRY_GROUP
+        )
     }
 
     /// Kinds read through the dynamic API (custom resources whose API may not be served),
@@ -212,7 +226,7 @@ impl fmt::Display for Kind {
 }
 
 /// Kinds of Istio and the Gateway API that a user may apply and weft does not read (API
-/// group, kind): sidecar and Envoy extensions, workload registration, telemetry settings. Accepted and ignored, each with a
+/// group, kind): sidecar and Envoy extensions, workload registration. Accepted and ignored, each with a
 /// warning, by the directory source and `weftctl validate`.
 pub const UNSUPPORTED_KINDS: &[(&str, &str)] = &[
     (NETWORKING_GROUP, "Sidecar"),
@@ -221,7 +235,6 @@ pub const UNSUPPORTED_KINDS: &[(&str, &str)] = &[
     (NETWORKING_GROUP, "WorkloadEntry"),
     (NETWORKING_GROUP, "WorkloadGroup"),
     ("extensions.istio.io", "WasmPlugin"),
-    ("telemetry.istio.io", "Telemetry"),
 ];
 
 /// The warning for a document of a kind in [`UNSUPPORTED_KINDS`], naming it; `None` for

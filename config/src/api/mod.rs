@@ -10,10 +10,11 @@ pub mod mesh;
 pub mod networking;
 mod object;
 pub mod security;
+pub mod telemetry;
 
 pub use kind::DEFAULT_NAMESPACE;
 pub use kind::{
     Kind, NETWORKING_GROUP, NETWORKING_VERSIONS, ObjectRef, SECURITY_GROUP, SECURITY_VERSIONS,
-    UNSUPPORTED_KINDS, unsupported,
+    TELEMETRY_GROUP, TELEMETRY_VERSIONS, UNSUPPORTED_KINDS, unsupported,
 };
 pub use object::{Object, labels, unknown_fields};

@@ -14,6 +14,7 @@ use super::kubernetes::{EndpointSlice, Namespace, Node, Pod, Secret, Service, tr
 use super::mesh::{MESH_CONFIG_MAP, MESH_KEY, MeshConfig, MeshConfigMap};
 use super::networking::{DestinationRule, ServiceEntry, VirtualService};
 use super::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use super::telemetry::Telemetry;
 use crate::refusal::{Refusal, Warning};
 
 /// One object of a kind weft reads. Cheap to clone: the payload is shared.
@@ -39,6 +40,7 @@ pub enum Object {
     TcpRoute(Arc<TcpRoute>),
     ReferenceGrant(Arc<ReferenceGrant>),
     Secret(Arc<Secret>),
+    Telemetry(Arc<Telemetry>),
 }
 
 macro_rules! each_object {
@@ -64,6 +66,7 @@ macro_rules! each_object {
             Object::TcpRoute($binding) => $body,
             Object::ReferenceGrant($binding) => $body,
             Object::Secret($binding) => $body,
+            Object::Telemetry($binding) => $body,
         }
     };
 }
@@ -91,6 +94,7 @@ impl Object {
             Object::TcpRoute(_) => Kind::TcpRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::Secret(_) => Kind::Secret,
+            Object::Telemetry(_) => Kind::Telemetry,
         }
     }
 
@@ -209,6 +213,7 @@ impl Object {
                 Kind::TlsRoute => checked(value, &object_ref, Object::TlsRoute),
                 Kind::TcpRoute => checked(value, &object_ref, Object::TcpRoute),
                 Kind::ReferenceGrant => checked(value, &object_ref, Object::ReferenceGrant),
+                Kind::Telemetry => checked(value, &object_ref, Object::Telemetry),
                 _ => unreachable_custom(&object_ref),
             }?;
             let warnings = unknown_fields(&input, &unknown)
@@ -245,6 +250,7 @@ impl Object {
             Kind::TcpRoute => typed(value, &object_ref).map(Object::TcpRoute),
             Kind::ReferenceGrant => typed(value, &object_ref).map(Object::ReferenceGrant),
             Kind::Secret => typed(value, &object_ref).map(Object::Secret),
+            Kind::Telemetry => typed(value, &object_ref).map(Object::Telemetry),
         }?;
         Ok(Some((parsed, Vec::new())))
     }
@@ -292,7 +298,8 @@ has_metadata!(
     TlsRoute,
     TcpRoute,
     ReferenceGrant,
-    Secret
+    Secret,
+    Telemetry
 );
 
 fn typed<T: DeserializeOwned + HasMetadata>(
@@ -468,7 +475,8 @@ from_typed!(
     AuthorizationPolicy,
     PeerAuthentication,
     RequestAuthentication,
-    Secret
+    Secret,
+    Telemetry
 );
 
 /// The labels of an object's metadata, empty when it has none.

@@ -15,6 +15,7 @@ use crate::api::networking::{DestinationRuleSpec, ServiceEntrySpec, VirtualServi
 use crate::api::security::{
     AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
 };
+use crate::api::telemetry::TelemetrySpec;
 
 use crate::api::Kind;
 
@@ -59,6 +60,7 @@ pub fn schemas() -> Vec<(Kind, Value)> {
         (TlsRoute, of::<TlsRouteSpec>()),
         (TcpRoute, of::<TcpRouteSpec>()),
         (ReferenceGrant, of::<ReferenceGrantSpec>()),
+        (Telemetry, of::<TelemetrySpec>()),
     ]
 }
 

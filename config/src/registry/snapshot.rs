@@ -20,6 +20,7 @@ use crate::api::networking::VirtualService;
 use crate::api::security::{
     AuthorizationPolicy, MtlsMode, PeerAuthentication, RequestAuthentication,
 };
+use crate::api::telemetry::Telemetry;
 use crate::refusal::{Refusal, Warning};
 use crate::translate::MeshSettings;
 use crate::translate::gateway::GatewayRef;
@@ -83,6 +84,8 @@ pub struct Snapshot {
     pub(super) authorization_policies: Arc<HashMap<String, Vec<Arc<AuthorizationPolicy>>>>,
     pub(super) peer_authentications: Arc<HashMap<String, Vec<Arc<PeerAuthentication>>>>,
     pub(super) request_authentications: Arc<HashMap<String, Vec<Arc<RequestAuthentication>>>>,
+    /// Telemetry resources by namespace, oldest first (Istio's order).
+    pub(super) telemetries: Arc<HashMap<String, Vec<Arc<Telemetry>>>>,
     /// Every HTTPRoute and GRPCRoute, resolved against the cluster (parents, references).
     pub(super) route_resolutions: Arc<BTreeMap<ObjectRef, Arc<RouteResolution>>>,
     pub(super) refusals: Arc<BTreeMap<ObjectRef, Vec<Refusal>>>,
@@ -539,6 +542,14 @@ impl Snapshot {
     /// The RequestAuthentications of a namespace, oldest first.
     pub fn request_authentications(&self, namespace: &str) -> &[Arc<RequestAuthentication>] {
         self.request_authentications
+            .get(namespace)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The Telemetry resources of a namespace, oldest first.
+    pub fn telemetries(&self, namespace: &str) -> &[Arc<Telemetry>] {
+        self.telemetries
             .get(namespace)
             .map(Vec::as_slice)
             .unwrap_or_default()

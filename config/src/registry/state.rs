@@ -17,6 +17,7 @@ use crate::api::kubernetes::{EndpointSlice, Namespace, Node, Pod, Secret, Servic
 use crate::api::mesh::MeshConfigMap;
 use crate::api::networking::{DestinationRule, ServiceEntry, VirtualService};
 use crate::api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::api::telemetry::Telemetry;
 use crate::api::{Kind, Object, ObjectRef, labels};
 use crate::refusal::Refusal;
 use crate::registry::bound_route::BoundRoute;
@@ -93,6 +94,7 @@ pub(super) struct State {
     /// route index when only VirtualServices or DestinationRules change.
     gateway_route_index: HashMap<String, Vec<Arc<BoundRoute>>>,
     secrets: BTreeMap<Key, Arc<Secret>>,
+    telemetries: BTreeMap<Key, Arc<Telemetry>>,
     refusals: BTreeMap<ObjectRef, Vec<Refusal>>,
     /// What reading each accepted object found (unknown fields), kept with it.
     read_warnings: BTreeMap<ObjectRef, Vec<Refusal>>,
@@ -296,6 +298,7 @@ impl State {
                 .cloned()
                 .map(Object::ReferenceGrant),
             Kind::Secret => self.secrets.get(&k).cloned().map(Object::Secret),
+            Kind::Telemetry => self.telemetries.get(&k).cloned().map(Object::Telemetry),
         }
     }
 
@@ -334,6 +337,7 @@ impl State {
             Kind::TcpRoute => refs(kind, &self.tcp_routes),
             Kind::ReferenceGrant => refs(kind, &self.reference_grants),
             Kind::Secret => refs(kind, &self.secrets),
+            Kind::Telemetry => refs(kind, &self.telemetries),
         }
     }
 
@@ -429,6 +433,10 @@ impl State {
                 self.secrets.insert(k, o);
                 dirty.kinds.insert(r.kind);
             }
+            Object::Telemetry(o) => {
+                self.telemetries.insert(k, o);
+                dirty.kinds.insert(r.kind);
+            }
         }
     }
 
@@ -498,6 +506,7 @@ impl State {
             Kind::TlsRoute => self.tls_routes.remove(&k).is_some(),
             Kind::TcpRoute => self.tcp_routes.remove(&k).is_some(),
             Kind::ReferenceGrant => self.reference_grants.remove(&k).is_some(),
+            Kind::Telemetry => self.telemetries.remove(&k).is_some(),
             Kind::Secret => self.secrets.remove(&k).is_some(),
         };
         if removed && (r.kind.is_custom() || matches!(r.kind, Kind::MeshConfig | Kind::Secret)) {
@@ -629,6 +638,12 @@ impl State {
                 |p| &p.metadata,
             ));
         }
+        if kinds.contains(&Kind::Telemetry) {
+            self.snapshot.telemetries = Arc::new(policy::by_namespace(
+                self.telemetries.values().cloned(),
+                |t| &t.metadata,
+            ));
+        }
         if hosts_changed
             || gateway_routes_changed
             || kinds.contains(&Kind::Gateway)
@@ -638,6 +653,7 @@ impl State {
             || kinds.contains(&Kind::MeshConfig)
             || kinds.contains(&Kind::AuthorizationPolicy)
             || kinds.contains(&Kind::RequestAuthentication)
+            || kinds.contains(&Kind::Telemetry)
             || dirty.read_warnings
             // Waypoint bindings decide whether L7 rules and policies can apply.
             || kinds.contains(&Kind::KubernetesGateway)

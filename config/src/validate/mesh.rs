@@ -232,7 +232,8 @@ pub(super) fn warnings(
     }
     for (i, provider) in mesh.extension_providers.iter().enumerate() {
         let at = root.field("extensionProviders").index(i);
-        for kind in provider.other.keys() {
+        // Written to by Telemetry access logging (`telemetry_api::effective`).
+        for kind in provider.other.keys().filter(|k| *k != "envoyFileAccessLog") {
             issues.add(
                 &at.field(kind),
                 "weft does not support this provider kind yet; nothing refers to it",
@@ -264,11 +265,8 @@ pub(super) fn warnings(
     access_log_format(mesh, &root, &mut issues);
     if let Some(defaults) = &mesh.default_providers {
         let at = root.field("defaultProviders");
-        for (field, names) in [
-            ("tracing", &defaults.tracing),
-            ("metrics", &defaults.metrics),
-            ("accessLogging", &defaults.access_logging),
-        ] {
+        // accessLogging and metrics are the Telemetry API's defaults (telemetry_api).
+        for (field, names) in [("tracing", &defaults.tracing)] {
             if !names.is_empty() {
                 issues.add(
                     &at.field(field),

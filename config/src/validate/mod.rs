@@ -14,6 +14,7 @@ mod networking;
 pub use networking::delegate_warnings;
 mod paths;
 mod security;
+mod telemetry;
 
 use std::collections::HashSet;
 
@@ -43,6 +44,7 @@ pub fn validate(object: &Object) -> Vec<Refusal> {
         Object::TcpRoute(route) => gateway_routes::tcp_route(&route.spec),
         Object::ReferenceGrant(grant) => gateway_routes::reference_grant(&grant.spec),
         Object::Secret(secret) => gateway::secret(secret),
+        Object::Telemetry(t) => telemetry::telemetry(&t.spec),
     };
     let object_ref = object.object_ref();
     issues
@@ -151,6 +153,7 @@ pub fn warnings(
         Object::Gateway(gw) => gateway::gateway_warnings(&gw.spec),
         Object::ServiceEntry(se) => networking::service_entry_ignored(&se.spec),
         Object::Service(service) => kubernetes::service_warnings(service),
+        Object::Telemetry(t) => telemetry::telemetry_warnings(&t.spec),
         _ => Vec::new(),
     };
     issues

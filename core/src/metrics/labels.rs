@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 
+use super::overrides::TagChanges;
+
 /// What every label that cannot be known says, as in Istio.
 pub const UNKNOWN: &str = "unknown";
 /// Istio's cluster id when none is configured.
@@ -331,6 +333,49 @@ pub(super) fn label(
 
 impl EncodeLabelSet for ConnectionLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_changed(encoder, &TagChanges::default())
+    }
+}
+
+/// Istio's labels of request metrics, in its order: tags the Telemetry API adds are the
+/// names not in this list.
+pub(crate) const REQUEST_LABEL_NAMES: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_service",
+    "destination_service_namespace",
+    "destination_service_name",
+    "destination_workload",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_cluster",
+    "request_protocol",
+    "response_flags",
+    "connection_security_policy",
+    "response_code",
+    "grpc_response_status",
+];
+
+impl ConnectionLabels {
+    /// The labels with the Telemetry API's changes to them (added tags are not written).
+    pub(crate) fn encode_changed(
+        &self,
+        encoder: &mut LabelSetEncoder,
+        tags: &TagChanges,
+    ) -> Result<(), std::fmt::Error> {
+        let label =
+            |encoder: &mut LabelSetEncoder, key: &str, value: &str| tags.label(encoder, key, value);
         // Istio's order, so the text output reads like Istio's.
         label(encoder, "reporter", self.reporter.as_str())?;
         let s = &self.source;
@@ -383,14 +428,41 @@ pub(crate) struct ResponseCode {
 
 impl EncodeLabelSet for ResponseCode {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_changed(encoder, &TagChanges::default())
+    }
+}
+
+impl ResponseCode {
+    fn encode_changed(
+        &self,
+        encoder: &mut LabelSetEncoder,
+        tags: &TagChanges,
+    ) -> Result<(), std::fmt::Error> {
         let mut code = String::with_capacity(3);
         let _ = write!(code, "{}", self.status);
-        label(encoder, "response_code", &code)?;
+        tags.label(encoder, "response_code", &code)?;
         let mut grpc = String::new();
         if let Some(status) = self.grpc_status {
             let _ = write!(grpc, "{status}");
         }
-        label(encoder, "grpc_response_status", &grpc)
+        tags.label(encoder, "grpc_response_status", &grpc)
+    }
+}
+
+/// One series of a request metric: the request's labels and code, changed by the
+/// Telemetry API's tags for that metric.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RequestSeries {
+    pub labels: ConnectionLabels,
+    pub code: ResponseCode,
+    pub tags: TagChanges,
+}
+
+impl EncodeLabelSet for RequestSeries {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.labels.encode_changed(encoder, &self.tags)?;
+        self.code.encode_changed(encoder, &self.tags)?;
+        self.tags.added(encoder, &REQUEST_LABEL_NAMES)
     }
 }
 

@@ -11,6 +11,8 @@
 //!   `request.total_size` and `response.total_size`), per [`RequestLabels`],
 //!   `response_code` and `grpc_response_status`, with Envoy's (so Istio's) default buckets
 //!   ([`Metrics::http_request`], [`HttpRequestRecord`]).
+//!   The Telemetry API's overrides of a request's metrics (disabled, tags removed,
+//!   replaced or added) are [`RequestOverrides`] ([`Metrics::http_request_with`]).
 //! - `istio_build{component, tag}`, 1 ([`Metrics::set_build`]).
 //!
 //! - DNS (the agent's DNS proxy, ztunnel's names): `istio_dns_requests_total`,
@@ -21,6 +23,7 @@
 //! [`serve_metrics`] serves it on `/metrics` and `/stats/prometheus`.
 mod dns;
 mod labels;
+mod overrides;
 mod recorder;
 mod registry;
 mod server;
@@ -31,6 +34,7 @@ pub use labels::{
     RequestProtocol, ResponseFlags, SecurityPolicy, ServiceLabels, UNKNOWN, WorkloadLabels,
     canonical_revision, canonical_service,
 };
+pub use overrides::{MetricChange, RequestOverrides, TagChanges};
 pub use recorder::{Metered, Side, TcpConnectionRecorder};
 pub use registry::{HttpRequestRecord, ISTIO_BUCKETS, Metrics};
 pub use server::{CONTENT_TYPE, serve_metrics, serve_metrics_on};

@@ -9,7 +9,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::dns::{DnsLabels, DnsOutcome};
-use super::labels::{BuildLabels, ConnectionLabels, RequestLabels, ResponseCode};
+use super::labels::{BuildLabels, ConnectionLabels, RequestLabels, RequestSeries, ResponseCode};
+use super::overrides::{MetricChange, RequestOverrides};
 use super::recorder::TcpConnectionRecorder;
 
 /// Envoy's default histogram bounds, which Istio's request histograms use (milliseconds for
@@ -23,7 +24,7 @@ fn istio_histogram() -> Histogram {
     Histogram::new(ISTIO_BUCKETS)
 }
 
-type RequestKey = (ConnectionLabels, ResponseCode);
+type RequestKey = RequestSeries;
 
 /// One finished HTTP request, as Istio's request metrics describe it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,23 +186,54 @@ impl Metrics {
 
     /// Counts a finished request: `istio_requests_total`, its duration and its sizes.
     pub fn http_request(&self, labels: &RequestLabels, request: &HttpRequestRecord) {
-        let key = (
-            labels.clone(),
-            ResponseCode {
-                status: request.status,
-                grpc_status: request.grpc_status,
-            },
-        );
-        self.requests.get_or_create(&key).inc();
-        self.request_duration
-            .get_or_create(&key)
-            .observe(request.duration.as_secs_f64() * 1000.0);
-        self.request_bytes
-            .get_or_create(&key)
-            .observe(request.request_bytes as f64);
-        self.response_bytes
-            .get_or_create(&key)
-            .observe(request.response_bytes as f64);
+        self.http_request_with(labels, request, &RequestOverrides::default());
+    }
+
+    /// Counts a finished request with the Telemetry API's changes: a disabled metric is
+    /// not recorded, the others with their tags changed.
+    pub fn http_request_with(
+        &self,
+        labels: &RequestLabels,
+        request: &HttpRequestRecord,
+        overrides: &RequestOverrides,
+    ) {
+        let code = ResponseCode {
+            status: request.status,
+            grpc_status: request.grpc_status,
+        };
+        let mut shared: Option<RequestKey> = None;
+        let mut key = |change: &MetricChange| -> RequestKey {
+            match &shared {
+                Some(key) if key.tags == change.tags => key.clone(),
+                _ => {
+                    let key = RequestSeries {
+                        labels: labels.clone(),
+                        code,
+                        tags: change.tags.clone(),
+                    };
+                    shared = Some(key.clone());
+                    key
+                }
+            }
+        };
+        if !overrides.count.disabled {
+            self.requests.get_or_create(&key(&overrides.count)).inc();
+        }
+        if !overrides.duration.disabled {
+            self.request_duration
+                .get_or_create(&key(&overrides.duration))
+                .observe(request.duration.as_secs_f64() * 1000.0);
+        }
+        if !overrides.request_size.disabled {
+            self.request_bytes
+                .get_or_create(&key(&overrides.request_size))
+                .observe(request.request_bytes as f64);
+        }
+        if !overrides.response_size.disabled {
+            self.response_bytes
+                .get_or_create(&key(&overrides.response_size))
+                .observe(request.response_bytes as f64);
+        }
     }
 
     /// Counts a DNS query a pod sent the proxy, and how it was handled.
@@ -441,5 +473,53 @@ mod tests {
             text.contains("istio_build{component=\"ztunnel\",tag=\"0.1.0\"} 1\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn telemetry_overrides_disable_a_metric_and_remove_replace_or_add_tags() {
+        let metrics = Metrics::new();
+        let labels = hbone(Reporter::Waypoint).with_protocol(super::super::RequestProtocol::Http);
+        let record = HttpRequestRecord {
+            status: 503,
+            grpc_status: None,
+            duration: Duration::from_millis(3),
+            request_bytes: 10,
+            response_bytes: 20,
+        };
+        let tags = TagChanges::new([
+            ("request_protocol".to_string(), None),
+            ("destination_app".to_string(), Some("renamed".to_string())),
+            ("request_host".to_string(), Some("web:80".to_string())),
+        ]);
+        let overrides = RequestOverrides {
+            count: MetricChange {
+                disabled: true,
+                tags: TagChanges::default(),
+            },
+            duration: MetricChange {
+                disabled: false,
+                tags,
+            },
+            ..Default::default()
+        };
+        metrics.http_request_with(&labels, &record, &overrides);
+        let text = metrics.encode();
+        assert!(!text.contains("istio_requests_total{"), "{text}");
+        let duration = text
+            .lines()
+            .find(|l| l.starts_with("istio_request_duration_milliseconds_count{"))
+            .expect("duration recorded");
+        assert!(!duration.contains("request_protocol="), "{duration}");
+        assert!(
+            duration.contains("destination_app=\"renamed\""),
+            "{duration}"
+        );
+        assert!(duration.contains(",request_host=\"web:80\"}"), "{duration}");
+        let size = text
+            .lines()
+            .find(|l| l.starts_with("istio_request_bytes_count{"))
+            .expect("request size recorded unchanged");
+        assert!(size.contains("request_protocol=\"http\""), "{size}");
+        assert!(!size.contains("request_host"), "{size}");
     }
 }

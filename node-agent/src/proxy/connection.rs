@@ -87,7 +87,7 @@ impl ProxiedConnection {
     /// Its access log line, when access logs are on: ztunnel's fields, from the source's
     /// side (`bytes_sent` what the source sent).
     fn write_access_log(&self) {
-        let Some((log, mut entry)) = self.telemetry.access_entry() else {
+        let Some((lines, mut entry)) = self.telemetry.access_entry() else {
             return;
         };
         let record = &self.record;
@@ -115,7 +115,7 @@ impl ProxiedConnection {
                 (entry.bytes_sent, entry.bytes_recv) = (to_app, from_app);
             }
         }
-        log.write(entry.render(log.encoding()));
+        lines.write(&entry);
     }
 
     fn log_once(&mut self) {
@@ -310,5 +310,84 @@ mod tests {
         let traffic = Arc::new(PodTraffic::default());
         drop(connection(&log, &traffic, &Metrics::new()));
         assert_eq!(log.snapshot().len(), 1);
+    }
+
+    /// A plaintext connection arriving at `pod` (uid) of `cluster`, ended at once.
+    fn plaintext_to(cluster: &str, uid: &str, destination: &str) {
+        let telemetry = Telemetry {
+            metrics: Metrics::new(),
+            spans: SpanExporter::disabled(),
+            cluster: "Kubernetes".into(),
+            access_log: weft_core::access_log::AccessLog::new(Default::default()),
+        };
+        let snapshot = weft_config::testing::snapshot_of(cluster);
+        let record = ConnectionRecord::new(
+            Direction::Inbound,
+            uid,
+            "10.244.9.9:40000".parse().expect("address"),
+            destination.parse().expect("address"),
+            "10.244.2.10:15006".parse().expect("address"),
+        );
+        let connection = crate::telemetry::inbound_plaintext(
+            &telemetry,
+            &snapshot,
+            uid,
+            record.source,
+            record.original_destination,
+        );
+        let log = ConnectionLog::new(8);
+        drop(ProxiedConnection::new(
+            record,
+            connection,
+            log,
+            Arc::new(PodTraffic::default()),
+            None,
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_telemetry_filter_keeps_plaintext_connections_of_its_namespace_out_of_the_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("access.log");
+        let cluster = format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+    extensionProviders: [{{name: file, envoyFileAccessLog: {{path: {path}}}}}]
+    defaultProviders: {{accessLogging: [file]}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: mtls-only, namespace: shop}}
+spec:
+  accessLogging: [{{filter: {{expression: connection.mtls}}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: shop, uid: u-shop}}
+spec: {{nodeName: node-1, containers: [{{name: app}}]}}
+status: {{phase: Running, podIP: 10.244.2.10}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: other, uid: u-other}}
+spec: {{nodeName: node-1, containers: [{{name: app}}]}}
+status: {{phase: Running, podIP: 10.244.2.11}}
+"#,
+            path = path.display()
+        );
+        plaintext_to(&cluster, "u-shop", "10.244.2.10:8080");
+        plaintext_to(&cluster, "u-other", "10.244.2.11:8080");
+        let lines = access_lines(&path, 2);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("dst.addr=\"10.244.2.11:8080\"")
+                && lines[0].contains("dst.namespace=\"other\""),
+            "only the namespace without the filter logs plaintext: {}",
+            lines[0]
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! The waypoint's (and ingress gateway's) access log: one line per request, when meshConfig
 //! `accessLogFile` is set, in meshConfig's format (Envoy's command operators, Istio's
-//! default line when unset; `weft_core::access_log::format`).
+//! default line when unset; `weft_core::access_log::format`). Where Telemetry resources
+//! (or meshConfig `defaultProviders.accessLogging`) configure access logging for the
+//! request's destination, they decide instead: a line per file provider in force, written
+//! when its `filter.expression` holds for the finished request (`super::telemetry_api`).
 //!
 //! The request's facts are taken before it is handled ([`start`]: the request line and
 //! headers as the client sent them, with the `x-request-id` the waypoint gave it), what
@@ -9,6 +12,8 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
+use weft_config::telemetry_api::cel::Expr;
+use weft_config::telemetry_api::{AccessLogging, LogSink};
 use weft_core::access_log::{ActiveLog, HttpEntry};
 use weft_core::metrics::ResponseFlags;
 use weft_core::telemetry::TraceContext;
@@ -25,26 +30,47 @@ pub struct Decided {
     pub cluster: Option<String>,
 }
 
-/// A request being logged: where its line goes and what is known of it.
+/// A request being logged: where its line goes (each with the filter its line must
+/// pass) and what is known of it.
 pub struct Logged {
-    log: Arc<ActiveLog>,
+    sinks: Vec<(Arc<ActiveLog>, Option<Arc<Expr>>)>,
     entry: HttpEntry,
 }
 
-/// The request's line as far as its head tells, when access logs are on.
+/// The request's line as far as its head tells, when access logs are on for it.
 pub fn start(
     ctx: &WaypointContext,
     down: &Downstream,
     parts: &http::request::Parts,
     trace: &TraceContext,
+    logging: &AccessLogging,
 ) -> Option<Logged> {
     let snapshot = ctx.registry.load();
     let mesh = snapshot.mesh_config();
-    let log = ctx.access_log.active(
-        &mesh.access_log_file,
-        mesh.access_log_encoding(),
-        &mesh.access_log_format,
-    )?;
+    let (encoding, format) = (mesh.access_log_encoding(), &mesh.access_log_format);
+    let sinks: Vec<_> = match logging {
+        // Off: nothing to look up (and the log of Telemetry providers is left as it is).
+        AccessLogging::MeshDefault if mesh.access_log_file.is_empty() => return None,
+        AccessLogging::MeshDefault => {
+            let log = ctx
+                .access_log
+                .active(&mesh.access_log_file, encoding, format)?;
+            vec![(log, None)]
+        }
+        AccessLogging::Providers(providers) => providers
+            .iter()
+            .filter_map(|provider| match &provider.sink {
+                LogSink::File(path) => ctx
+                    .access_log
+                    .active(path, encoding, format)
+                    .map(|log| (log, provider.filter.clone())),
+                LogSink::Unsupported(_) => None,
+            })
+            .collect(),
+    };
+    if sinks.is_empty() {
+        return None;
+    }
     let authority = parts
         .uri
         .authority()
@@ -64,7 +90,7 @@ pub fn start(
     entry.downstream_local = Some(down.destination);
     entry.downstream_peer = down.source.principal.clone();
     entry.trace_id = Some(trace.trace_id().to_string());
-    Some(Logged { log, entry })
+    Some(Logged { sinks, entry })
 }
 
 /// What the response told, known when its headers are ready.
@@ -108,8 +134,12 @@ pub fn finish(
     entry.bytes_received = bytes_received;
     entry.bytes_sent = bytes_sent;
     entry.duration = duration;
-    let line = logged.log.format().render(entry);
-    logged.log.write(line);
+    let facts = super::telemetry_api::RequestFacts::of_entry(entry);
+    for (log, filter) in &logged.sinks {
+        if filter.as_ref().is_none_or(|f| f.matches(&facts)) {
+            log.write(log.format().render(entry));
+        }
+    }
 }
 
 /// Envoy's `%RESPONSE_CODE_DETAILS%` for what weft can tell: an upstream's answer, or the

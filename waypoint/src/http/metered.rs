@@ -127,6 +127,8 @@ pub struct Pending {
     pub request_body: Arc<AtomicU64>,
     /// The request's access log line, when access logs are on.
     pub access_log: Option<super::access_log::Logged>,
+    /// The Telemetry API's changes to the request's metrics.
+    pub overrides: weft_core::metrics::RequestOverrides,
 }
 
 /// A response body that reports its request when it ends or is dropped: a response
@@ -164,7 +166,7 @@ impl Recorded {
         }
         let duration = pending.started.elapsed();
         let request_body = pending.request_body.load(Ordering::Relaxed);
-        pending.metrics.http_request(
+        pending.metrics.http_request_with(
             &labels,
             &HttpRequestRecord {
                 status: pending.status,
@@ -173,6 +175,7 @@ impl Recorded {
                 request_bytes: pending.request_headers + request_body,
                 response_bytes: self.response_bytes,
             },
+            &pending.overrides,
         );
         if let Some(logged) = pending.access_log.take() {
             super::access_log::finish(
@@ -263,6 +266,7 @@ mod tests {
             request_headers: 100,
             request_body: Arc::new(AtomicU64::new(body)),
             access_log: None,
+            overrides: Default::default(),
         }
     }
 

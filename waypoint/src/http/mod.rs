@@ -9,6 +9,7 @@ pub mod local;
 pub mod metered;
 pub mod normalize;
 mod request_id;
+pub mod telemetry_api;
 pub mod upgrade;
 
 use std::convert::Infallible;
@@ -109,7 +110,17 @@ async fn traced(
         Span::start(&trace, name, SpanKind::Server)
     });
     let (parts, body) = request.into_parts();
-    let mut logged = access_log::start(ctx, downstream, &parts, &trace);
+    let telemetry = telemetry_api::for_request(ctx, &ctx.registry.load(), downstream);
+    let mut logged = access_log::start(ctx, downstream, &parts, &trace, &telemetry.access_logging);
+    // Tags set from the request are evaluated once its response is known.
+    let head = telemetry_api::needs_facts(&telemetry.metrics).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+            parts.version,
+        )
+    });
     let mut request = Request::from_parts(parts, body);
     trace.inject(request.headers_mut());
     // Headers an external authorization provider adds to whatever answer the client gets.
@@ -152,6 +163,31 @@ async fn traced(
             },
         );
     }
+    let overrides = match &head {
+        Some((method, uri, headers, version)) => {
+            let facts = telemetry_api::RequestFacts {
+                method: method.as_str(),
+                path: uri.path_and_query().map_or("/", |p| p.as_str()),
+                authority: uri
+                    .authority()
+                    .map(|a| a.as_str())
+                    .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+                    .unwrap_or_default(),
+                scheme: if downstream.secure { "https" } else { "http" },
+                version: *version,
+                request_headers: headers,
+                response_code: Some(status.as_u16()),
+                response_headers: Some(&parts.headers),
+                mtls: downstream.source.principal.is_some(),
+                source: downstream
+                    .source_ip
+                    .map(|ip| std::net::SocketAddr::new(ip, 0)),
+                destination: Some(downstream.destination),
+            };
+            telemetry_api::request_overrides(&telemetry.metrics, Some(&facts))
+        }
+        None => telemetry_api::request_overrides(&telemetry.metrics, None),
+    };
     let pending = metered::Pending {
         metrics: ctx.metrics.clone(),
         labels,
@@ -161,6 +197,7 @@ async fn traced(
         request_headers,
         request_body,
         access_log: logged,
+        overrides,
     };
     let body =
         http_body_util::BodyExt::boxed(metered::Recorded::new(body, pending, &parts.headers));
