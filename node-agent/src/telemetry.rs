@@ -39,13 +39,12 @@ impl Telemetry {
         labels: &ConnectionLabels,
         span: Option<Span>,
     ) -> ConnectionTelemetry {
-        let mesh = snapshot.mesh_config();
         let access_log = self
             .access_log
-            .active(
-                &mesh.access_log_file,
-                mesh.access_log_encoding(),
-                &mesh.access_log_format,
+            .active_for(
+                snapshot.version(),
+                || weft_config::access_log::default_sinks(snapshot.mesh_config()),
+                |sink| weft_config::access_log::otlp_endpoint(snapshot, sink),
             )
             .map(|log| (log, labels.clone(), Instant::now()));
         ConnectionTelemetry {

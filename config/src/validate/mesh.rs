@@ -86,6 +86,8 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
         }
         let kinds = usize::from(provider.envoy_ext_authz_http.is_some())
             + usize::from(provider.envoy_ext_authz_grpc.is_some())
+            + usize::from(provider.envoy_file_access_log.is_some())
+            + usize::from(provider.envoy_otel_als.is_some())
             + provider.other.len();
         if kinds != 1 {
             issues.add(
@@ -99,6 +101,7 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
         if let Some(grpc) = &provider.envoy_ext_authz_grpc {
             ext_authz_grpc(grpc, &at.field("envoyExtAuthzGrpc"), &mut issues);
         }
+        super::mesh_access_log::refusals(provider, &at, &mut issues);
     }
     issues.into_vec()
 }
@@ -238,6 +241,7 @@ pub(super) fn warnings(
                 "weft does not support this provider kind yet; nothing refers to it",
             );
         }
+        super::mesh_access_log::warnings(provider, &at, known, &mut issues);
         let services = [
             provider
                 .envoy_ext_authz_grpc
@@ -262,12 +266,12 @@ pub(super) fn warnings(
         }
     }
     access_log_format(mesh, &root, &mut issues);
+    super::mesh_access_log::default_providers(mesh, &root, &mut issues);
     if let Some(defaults) = &mesh.default_providers {
         let at = root.field("defaultProviders");
         for (field, names) in [
             ("tracing", &defaults.tracing),
             ("metrics", &defaults.metrics),
-            ("accessLogging", &defaults.access_logging),
         ] {
             if !names.is_empty() {
                 issues.add(

@@ -115,7 +115,7 @@ impl ProxiedConnection {
                 (entry.bytes_sent, entry.bytes_recv) = (to_app, from_app);
             }
         }
-        log.write(entry.render(log.encoding()));
+        log.write_connection(&entry);
     }
 
     fn log_once(&mut self) {

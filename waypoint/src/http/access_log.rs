@@ -1,5 +1,6 @@
-//! The waypoint's (and ingress gateway's) access log: one line per request, when meshConfig
-//! `accessLogFile` is set, in meshConfig's format (Envoy's command operators, Istio's
+//! The waypoint's (and ingress gateway's) access log: one line per request, to the sinks
+//! in force (meshConfig `accessLogFile`, or the providers `defaultProviders.accessLogging`
+//! names: files, OTLP collectors), each in its format (Envoy's command operators, Istio's
 //! default line when unset; `weft_core::access_log::format`).
 //!
 //! The request's facts are taken before it is handled ([`start`]: the request line and
@@ -9,6 +10,7 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
+use weft_config::access_log::{default_sinks, otlp_endpoint};
 use weft_core::access_log::{ActiveLog, HttpEntry};
 use weft_core::metrics::ResponseFlags;
 use weft_core::telemetry::TraceContext;
@@ -38,13 +40,7 @@ pub fn start(
     parts: &http::request::Parts,
     trace: &TraceContext,
 ) -> Option<Logged> {
-    let snapshot = ctx.registry.load();
-    let mesh = snapshot.mesh_config();
-    let log = ctx.access_log.active(
-        &mesh.access_log_file,
-        mesh.access_log_encoding(),
-        &mesh.access_log_format,
-    )?;
+    let log = active(ctx)?;
     let authority = parts
         .uri
         .authority()
@@ -65,6 +61,17 @@ pub fn start(
     entry.downstream_peer = down.source.principal.clone();
     entry.trace_id = Some(trace.trace_id().to_string());
     Some(Logged { log, entry })
+}
+
+/// Where access log lines go now: the mesh's default sinks (`defaultProviders.accessLogging`,
+/// else `accessLogFile`), rebuilt when the registry's snapshot changes them.
+pub fn active(ctx: &WaypointContext) -> Option<Arc<ActiveLog>> {
+    let snapshot = ctx.registry.load();
+    ctx.access_log.active_for(
+        snapshot.version(),
+        || default_sinks(snapshot.mesh_config()),
+        |sink| otlp_endpoint(&snapshot, sink),
+    )
 }
 
 /// What the response told, known when its headers are ready.
@@ -108,8 +115,7 @@ pub fn finish(
     entry.bytes_received = bytes_received;
     entry.bytes_sent = bytes_sent;
     entry.duration = duration;
-    let line = logged.log.format().render(entry);
-    logged.log.write(line);
+    logged.log.write_http(entry);
 }
 
 /// Envoy's `%RESPONSE_CODE_DETAILS%` for what weft can tell: an upstream's answer, or the
