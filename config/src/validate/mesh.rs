@@ -13,7 +13,8 @@
 //! Warned about: an `accessLogFormat` with command operators weft does not evaluate, or a
 //! JSON one that is not an object of strings (Istio's default is used);
 //! since weft accepts them but does not act on them: every other Istio field,
-//! and provider kinds other than the ext-authz ones; ext-authz providers whose service names
+//! and provider kinds other than the ext-authz and access-log ones (those are checked in
+//! `mesh_access_log`, with `defaultProviders.accessLogging`); ext-authz providers whose service names
 //! no known host (the requests sent to them are denied); `trustDomain` or `rootNamespace`
 //! different from weft's own settings; an `egressProxy` under `REGISTRY_ONLY` (no effect, as
 //! in Istio) (the `--trust-domain` flag; the root namespace,
