@@ -5,6 +5,7 @@
 //! [`registry`] model by [`translate`], and published as immutable snapshots that the
 //! agent and the waypoint read without locks.
 #![forbid(unsafe_code)]
+pub mod access_log;
 pub mod api;
 pub mod authn;
 pub mod authz;

@@ -216,8 +216,14 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
             // The node agent plays Istio's `ztunnel` component.
             let metrics = weft_core::metrics::Metrics::new();
             metrics.set_build("ztunnel", env!("CARGO_PKG_VERSION"));
+            let access_log = weft_core::access_log::AccessLog::new(metrics.access_log_dropped());
+            // OTLP access log records say who sent them, as the spans do.
+            access_log.set_resource(vec![
+                ("service.name".to_string(), "weft-agent".to_string()),
+                ("k8s.node.name".to_string(), args.node.clone()),
+            ]);
             telemetry::Telemetry {
-                access_log: weft_core::access_log::AccessLog::new(metrics.access_log_dropped()),
+                access_log,
                 metrics,
                 spans: span_exporter(&args)?,
                 cluster: args.cluster_id.clone(),

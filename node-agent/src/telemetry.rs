@@ -17,8 +17,8 @@ use weft_config::telemetry::{
     Connection, addressed_service, black_hole, entry_host_labels, inbound_service,
 };
 use weft_config::telemetry_api::cel::{Attribute, Attributes, Expr, Value};
-use weft_config::telemetry_api::{AccessLogging, LogSink, TelemetryTarget};
-use weft_core::access_log::{AccessLog, ActiveLog, ConnectionEntry};
+use weft_config::telemetry_api::{AccessLogging, TelemetryTarget};
+use weft_core::access_log::{AccessLog, ActiveLog, ConnectionEntry, OtlpSink};
 use weft_core::hbone::InboundRequest;
 use weft_core::metrics::{
     ConnectionLabels, Metered, Metrics, Reporter, ResponseFlags, SecurityPolicy, Side,
@@ -48,8 +48,6 @@ impl Telemetry {
         span: Option<Span>,
         owner: Option<(&Workload, WorkloadMode)>,
     ) -> ConnectionTelemetry {
-        let mesh = snapshot.mesh_config();
-        let (encoding, format) = (mesh.access_log_encoding(), &mesh.access_log_format);
         let logging = owner.map_or(AccessLogging::MeshDefault, |(workload, side)| {
             let target = TelemetryTarget {
                 namespace: &workload.namespace,
@@ -60,26 +58,31 @@ impl Telemetry {
             };
             snapshot.effective_telemetry(&target, side).access_logging
         });
+        let otlp = |sink: &OtlpSink| weft_config::access_log::otlp_endpoint(snapshot, sink);
         let sinks: Vec<AccessSink> = match logging {
-            AccessLogging::MeshDefault if mesh.access_log_file.is_empty() => Vec::new(),
             AccessLogging::MeshDefault => self
                 .access_log
-                .active(&mesh.access_log_file, encoding, format)
+                .active_for(
+                    snapshot.version(),
+                    || weft_config::access_log::default_sinks(snapshot.mesh_config()),
+                    otlp,
+                )
                 .map(|log| AccessSink { log, filter: None })
                 .into_iter()
                 .collect(),
             AccessLogging::Providers(providers) => providers
                 .into_iter()
-                .filter_map(|provider| match provider.sink {
-                    LogSink::File(path) => {
-                        self.access_log
-                            .active(&path, encoding, format)
-                            .map(|log| AccessSink {
-                                log,
-                                filter: provider.filter,
-                            })
-                    }
-                    LogSink::Unsupported(_) => None,
+                .filter_map(|provider| {
+                    self.access_log
+                        .active_sinks(
+                            snapshot.version(),
+                            std::slice::from_ref(&provider.sink),
+                            otlp,
+                        )
+                        .map(|log| AccessSink {
+                            log,
+                            filter: provider.filter,
+                        })
                 })
                 .collect(),
         };
@@ -167,7 +170,7 @@ impl AccessLines {
         let facts = ConnectionFacts(entry);
         for sink in &self.0 {
             if sink.filter.as_ref().is_none_or(|f| f.matches(&facts)) {
-                sink.log.write(entry.render(sink.log.encoding()));
+                sink.log.write_connection(entry);
             }
         }
     }

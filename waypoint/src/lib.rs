@@ -18,4 +18,5 @@ mod prefixed;
 pub mod readiness;
 pub mod route;
 pub mod tcp;
+pub mod tcp_log;
 pub mod upstream;

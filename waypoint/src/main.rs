@@ -227,6 +227,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         spans,
     );
     context.jwks = weft_waypoint::jwks::JwksCache::new(args.jwks_refresh_interval);
+    // OTLP access log records say who sent them, as the spans do.
+    let mut resource = vec![
+        ("service.name".to_string(), "weft-waypoint".to_string()),
+        (
+            "k8s.gateway.name".to_string(),
+            format!("{}/{}", args.namespace, args.name),
+        ),
+    ];
+    if let Some(node) = &args.node_name {
+        resource.push(("k8s.node.name".to_string(), node.clone()));
+    }
+    context.access_log.set_resource(resource);
     context.whereabouts.pod = args.pod_name.clone();
     context.whereabouts.node = args.node_name.clone();
     context.dns = Arc::new(weft_core::dns::Upstream::configured(&args.dns_upstream));

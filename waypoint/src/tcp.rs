@@ -24,24 +24,34 @@ use crate::forward::endpoints::{destination_port, resolve};
 use crate::forward::idle::{Activity, Watched};
 use crate::prefixed::Prefixed;
 use crate::route::CompiledRoutes;
+use crate::tcp_log::StreamLog;
 use crate::upstream::balance::HashInput;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::policy::PoolLimits;
 
-/// The stream's destination: its endpoint, how to reach it, its cluster and the Service
-/// it belongs to.
+/// The stream's destination: its endpoint, how to reach it, its cluster, the Service it
+/// belongs to, and the cluster's name (`outbound|port|subset|host`).
 type Chosen = (
     std::net::SocketAddr,
     Transport,
     Option<Arc<crate::forward::cluster::Cluster>>,
     Option<Arc<weft_config::registry::model::Service>>,
+    Option<String>,
 );
 
-/// A stream that went nowhere, counted opened and closed with why.
-fn failed(ctx: &WaypointContext, downstream: &Downstream, flags: ResponseFlags) {
+/// A stream that went nowhere, counted opened and closed with why, and logged.
+fn failed(
+    ctx: &WaypointContext,
+    downstream: &Downstream,
+    flags: ResponseFlags,
+    logged: Option<StreamLog>,
+) {
     let labels = crate::http::connection_labels(ctx, downstream, (None, None));
     let mut recorder = ctx.metrics.tcp_opened(&labels);
     recorder.set_response_flags(flags);
+    if let Some(logged) = logged {
+        logged.finish(flags, 0, 0);
+    }
 }
 
 /// The route's destination, its endpoint and its cluster; `None` when there is none.
@@ -94,11 +104,17 @@ async fn choose(
     };
     let (chosen, _pick) = cluster.choose(&found, &[], false, &input, &here)?;
     let service = snapshot.service_by_host(&destination.host).cloned();
+    let name = format!(
+        "outbound|{port}|{}|{}",
+        key.subset.as_deref().unwrap_or_default(),
+        key.host
+    );
     Some((
         chosen.address,
         chosen.transport.clone(),
         Some(cluster),
         service,
+        Some(name),
     ))
 }
 
@@ -123,11 +139,12 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let snapshot = ctx.registry.load();
+    let mut logged = crate::tcp_log::start(&ctx, &downstream);
     if let Err(reason) = crate::http::authz::authorize_stream(&ctx, &snapshot, &downstream).await {
         // Closing the tunnel is the answer a TCP client gets, as from Envoy's RBAC filter
         // (which has no response flag).
         info!(%reason, peer = downstream.source.principal.as_deref().unwrap_or_default(), "tcp stream denied");
-        failed(&ctx, &downstream, ResponseFlags::NONE);
+        failed(&ctx, &downstream, ResponseFlags::NONE, logged.take());
         return;
     }
     let routes = host_routes(&ctx, &snapshot, &downstream.target);
@@ -141,7 +158,7 @@ where
     {
         let Some((hello, sni)) = read_hello(&mut io, HELLO_TIMEOUT).await else {
             debug!("no ClientHello on a port routed by tls rules; closed");
-            failed(&ctx, &downstream, ResponseFlags::NO_ROUTE);
+            failed(&ctx, &downstream, ResponseFlags::NO_ROUTE, logged.take());
             return;
         };
         head = hello;
@@ -156,37 +173,42 @@ where
                 sni = sni.as_deref().unwrap_or_default(),
                 "no tls route for the SNI; closed"
             );
-            failed(&ctx, &downstream, ResponseFlags::NO_ROUTE);
+            failed(&ctx, &downstream, ResponseFlags::NO_ROUTE, logged.take());
             return;
         };
         by_sni = Some(plan.clone());
     }
     let io = Prefixed::new(head, io);
-    let (address, transport, cluster, service) = match (&downstream.target, &routes) {
+    let (address, transport, cluster, service, cluster_name) = match (&downstream.target, &routes) {
         (Target::Workload { workload, address }, _) => {
             let transport = match workload.identity.parse() {
                 Ok(identity) if workload.in_mesh => Transport::Hbone { identity },
                 _ => Transport::Plain,
             };
-            (*address, transport, None, None)
+            (*address, transport, None, None, None)
         }
         (Target::Gateway(gateway), _) => {
             let GatewayRoutes::Tcp(Some(plan)) = &gateway.routes else {
                 debug!(server = %gateway.server, "no tcp route bound; connection closed");
-                failed(&ctx, &downstream, ResponseFlags::NO_ROUTE);
+                failed(&ctx, &downstream, ResponseFlags::NO_ROUTE, logged.take());
                 return;
             };
             match choose(&ctx, &snapshot, plan, gateway.port, &downstream).await {
                 Some(chosen) => chosen,
                 None => {
-                    failed(&ctx, &downstream, ResponseFlags::NO_HEALTHY_UPSTREAM);
+                    failed(
+                        &ctx,
+                        &downstream,
+                        ResponseFlags::NO_HEALTHY_UPSTREAM,
+                        logged.take(),
+                    );
                     return;
                 }
             }
         }
         // `host_routes` has the routes of every service and entry host.
         (Target::Service { .. } | Target::EntryHost { .. }, None) => {
-            failed(&ctx, &downstream, ResponseFlags::NO_ROUTE);
+            failed(&ctx, &downstream, ResponseFlags::NO_ROUTE, logged.take());
             return;
         }
         (Target::Service { .. } | Target::EntryHost { .. }, Some((routes, port))) => {
@@ -199,7 +221,12 @@ where
             match choose(&ctx, &snapshot, plan, *port, &downstream).await {
                 Some(chosen) => chosen,
                 None => {
-                    failed(&ctx, &downstream, ResponseFlags::NO_HEALTHY_UPSTREAM);
+                    failed(
+                        &ctx,
+                        &downstream,
+                        ResponseFlags::NO_HEALTHY_UPSTREAM,
+                        logged.take(),
+                    );
                     return;
                 }
             }
@@ -228,10 +255,14 @@ where
                 &ctx,
                 &downstream,
                 ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+                logged.take(),
             );
             return;
         }
     };
+    if let Some(logged) = &mut logged {
+        logged.upstream(&ctx, address, cluster_name);
+    }
     let labels =
         crate::http::connection_labels(&ctx, &downstream, (Some(address), service.as_deref()));
     let recorder = ctx.metrics.tcp_opened(&labels);
@@ -246,12 +277,20 @@ where
             None => std::future::pending().await,
         }
     };
+    // Bytes from the client, bytes to it; not known when the stream ends otherwise.
+    let mut carried = (0, 0);
     tokio::select! {
         spliced = weft_core::io::splice(&mut io, &mut upstream) => match spliced {
-            Ok((sent, received)) => debug!(%address, sent, received, "tcp stream done"),
+            Ok((sent, received)) => {
+                carried = (sent, received);
+                debug!(%address, sent, received, "tcp stream done");
+            }
             Err(error) => debug!(%address, %error, "tcp stream ended with an error"),
         },
         () = idle => debug!(%address, timeout = ?pool.tcp_idle_timeout, "tcp stream closed: idle timeout"),
     }
     drop(recorder);
+    if let Some(logged) = logged {
+        logged.finish(ResponseFlags::NONE, carried.0, carried.1);
+    }
 }

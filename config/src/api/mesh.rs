@@ -225,6 +225,10 @@ pub struct ExtensionProvider {
     pub envoy_ext_authz_http: Option<EnvoyExtAuthzHttpProvider>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envoy_ext_authz_grpc: Option<EnvoyExtAuthzGrpcProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_file_access_log: Option<super::mesh_access_log::EnvoyFileAccessLogProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_otel_als: Option<super::mesh_access_log::EnvoyOtelAlsProvider>,
     /// Providers of other kinds (tracing, access logs, metrics, SDS), by their JSON name.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub other: BTreeMap<String, Value>,

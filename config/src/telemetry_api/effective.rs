@@ -28,9 +28,9 @@ use crate::api::telemetry::{
     CustomTag, IstioMetricName, ProviderRef, TagOperation, Telemetry, TelemetrySpec, WorkloadMode,
 };
 use crate::translate::policy::selects;
+use weft_core::access_log::AccessLogSink;
 
-/// Istio's built-in access-log provider: Envoy's file log to `/dev/stdout`.
-pub const ENVOY_PROVIDER: &str = "envoy";
+pub use crate::access_log::ENVOY_PROVIDER;
 /// Istio's built-in (and weft's only) metrics provider.
 pub const PROMETHEUS_PROVIDER: &str = "prometheus";
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -128,19 +128,10 @@ pub enum AccessLogging {
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogProvider {
     pub name: String,
-    pub sink: LogSink,
+    /// Where its lines go (`crate::access_log::provider_sink`).
+    pub sink: AccessLogSink,
     /// Lines are written when it is true (none: always).
     pub filter: Option<Arc<Expr>>,
-}
-
-/// What an access-log provider writes to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LogSink {
-    /// A file (`/dev/stdout` for Istio's built-in `envoy`, `envoyFileAccessLog.path`),
-    /// in meshConfig's `accessLogEncoding` and `accessLogFormat`.
-    File(String),
-    /// A provider kind weft does not write access logs to here (its JSON name).
-    Unsupported(String),
 }
 
 /// Metrics of one side of a workload's traffic.
@@ -259,33 +250,10 @@ fn defaults(
         .unwrap_or_default()
 }
 
-/// An access-log provider by name: one of the mesh's `extensionProviders` (Istio compares
-/// names ignoring case), or the built-in `envoy`.
-fn log_sink(mesh: &MeshConfig, name: &str) -> Option<LogSink> {
-    let defined = mesh
-        .extension_providers
-        .iter()
-        .find(|p| p.name.eq_ignore_ascii_case(name));
-    match defined {
-        Some(provider) => {
-            if let Some(file) = provider.other.get("envoyFileAccessLog") {
-                let path = file
-                    .get("path")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("/dev/stdout");
-                return Some(LogSink::File(path.to_string()));
-            }
-            let kind = provider
-                .other
-                .keys()
-                .next()
-                .cloned()
-                .unwrap_or_else(|| "envoyExtAuthz".to_string());
-            Some(LogSink::Unsupported(kind))
-        }
-        None if name == ENVOY_PROVIDER => Some(LogSink::File("/dev/stdout".to_string())),
-        None => None,
-    }
+/// An access-log provider by name: one of the mesh's `extensionProviders` or the built-in
+/// `envoy`; `None` for a name the mesh config does not define (dropped, as istiod does).
+fn log_sink(mesh: &MeshConfig, name: &str) -> Option<AccessLogSink> {
+    crate::access_log::provider_sink(mesh, name).ok()
 }
 
 fn access_logging(
@@ -731,8 +699,18 @@ mod tests {
         assert_eq!(
             sinks,
             vec![
-                LogSink::File("/var/log/access.log".into()),
-                LogSink::Unsupported("envoyOtelAls".into())
+                AccessLogSink::File {
+                    path: "/var/log/access.log".into(),
+                    encoding: weft_core::access_log::Encoding::Text,
+                    format: String::new(),
+                },
+                AccessLogSink::Otlp(weft_core::access_log::OtlpSink {
+                    service: "otel.observability.svc.cluster.local".into(),
+                    port: 4317,
+                    log_name: "otel_envoy_accesslog".into(),
+                    format: String::new(),
+                    labels: Vec::new(),
+                })
             ],
             "a name the mesh config does not define is dropped, as istiod drops it"
         );

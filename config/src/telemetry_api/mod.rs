@@ -6,8 +6,8 @@ pub mod cel;
 pub mod effective;
 
 pub use effective::{
-    AccessLogging, EffectiveTelemetry, LogProvider, LogSink, MetricOverride, MetricSettings,
-    TagValue, TelemetryTarget, TracingSpec, WorkloadTracing, applicable, effective_telemetry,
+    AccessLogging, EffectiveTelemetry, LogProvider, MetricOverride, MetricSettings, TagValue,
+    TelemetryTarget, TracingSpec, WorkloadTracing, applicable, effective_telemetry,
 };
 
 use crate::api::telemetry::WorkloadMode;

@@ -13,7 +13,8 @@
 //! Warned about: an `accessLogFormat` with command operators weft does not evaluate, or a
 //! JSON one that is not an object of strings (Istio's default is used);
 //! since weft accepts them but does not act on them: every other Istio field,
-//! and provider kinds other than the ext-authz ones; ext-authz providers whose service names
+//! and provider kinds other than the ext-authz and access-log ones (those are checked in
+//! `mesh_access_log`, with `defaultProviders.accessLogging`); ext-authz providers whose service names
 //! no known host (the requests sent to them are denied); `trustDomain` or `rootNamespace`
 //! different from weft's own settings; an `egressProxy` under `REGISTRY_ONLY` (no effect, as
 //! in Istio) (the `--trust-domain` flag; the root namespace,
@@ -86,6 +87,8 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
         }
         let kinds = usize::from(provider.envoy_ext_authz_http.is_some())
             + usize::from(provider.envoy_ext_authz_grpc.is_some())
+            + usize::from(provider.envoy_file_access_log.is_some())
+            + usize::from(provider.envoy_otel_als.is_some())
             + provider.other.len();
         if kinds != 1 {
             issues.add(
@@ -99,6 +102,7 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
         if let Some(grpc) = &provider.envoy_ext_authz_grpc {
             ext_authz_grpc(grpc, &at.field("envoyExtAuthzGrpc"), &mut issues);
         }
+        super::mesh_access_log::refusals(provider, &at, &mut issues);
     }
     issues.into_vec()
 }
@@ -233,12 +237,13 @@ pub(super) fn warnings(
     for (i, provider) in mesh.extension_providers.iter().enumerate() {
         let at = root.field("extensionProviders").index(i);
         // Written to by Telemetry access logging (`telemetry_api::effective`).
-        for kind in provider.other.keys().filter(|k| *k != "envoyFileAccessLog") {
+        for kind in provider.other.keys() {
             issues.add(
                 &at.field(kind),
-                "weft does not support this provider kind yet; nothing refers to it",
+                "weft does not support this provider kind yet; a Telemetry resource or defaultProviders naming it has no effect",
             );
         }
+        super::mesh_access_log::warnings(provider, &at, known, &mut issues);
         let services = [
             provider
                 .envoy_ext_authz_grpc
@@ -263,9 +268,10 @@ pub(super) fn warnings(
         }
     }
     access_log_format(mesh, &root, &mut issues);
+    super::mesh_access_log::default_providers(mesh, &root, &mut issues);
     if let Some(defaults) = &mesh.default_providers {
         let at = root.field("defaultProviders");
-        // accessLogging and metrics are the Telemetry API's defaults (telemetry_api).
+        // accessLogging: `mesh_access_log::default_providers`; metrics: the Telemetry API's.
         for (field, names) in [("tracing", &defaults.tracing)] {
             if !names.is_empty() {
                 issues.add(

@@ -79,6 +79,21 @@ impl ConnectionEntry {
         fields
     }
 
+    /// Its fields as OTLP attributes (ztunnel's names), with `message`.
+    pub fn attributes(&self) -> Vec<(String, crate::access_log::otlp::AttributeValue)> {
+        use crate::access_log::otlp::AttributeValue;
+        std::iter::once(("message", Field::Text(self.message().to_string())))
+            .chain(self.fields())
+            .map(|(name, value)| {
+                let value = match value {
+                    Field::Number(n) => AttributeValue::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+                    Field::Text(text) => AttributeValue::Text(text),
+                };
+                (name.to_string(), value)
+            })
+            .collect()
+    }
+
     fn render_at(&self, encoding: Encoding, at: SystemTime) -> String {
         let time = rfc3339(at);
         match encoding {

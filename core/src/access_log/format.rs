@@ -119,6 +119,9 @@ pub struct HttpEntry {
     pub server_name: Option<String>,
     pub route_name: Option<String>,
     pub trace_id: Option<String>,
+    /// A TCP stream rather than an HTTP request (a waypoint's TCP route): no method, path,
+    /// protocol or headers, `%RESPONSE_CODE%` 0, as Envoy's TCP proxy logs it.
+    pub stream: bool,
 }
 
 impl HttpEntry {
@@ -150,6 +153,15 @@ impl HttpEntry {
             server_name: None,
             route_name: None,
             trace_id: None,
+            stream: false,
+        }
+    }
+
+    /// A TCP stream started now (Envoy's TCP proxy): nothing known of it yet.
+    pub fn stream_started() -> Self {
+        Self {
+            stream: true,
+            ..Self::started("", "", "", Version::HTTP_11)
         }
     }
 }
@@ -254,6 +266,31 @@ impl Format {
             }
         };
         Ok(Self { kind })
+    }
+
+    /// The JSON format of `labels` (name, Envoy text operators), as Istio builds it from a
+    /// provider's `logFormat.labels`.
+    pub fn labels(labels: &[(String, String)]) -> Self {
+        Self {
+            kind: Kind::Json(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Template::parse(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Each key of a JSON format with its text (`-` when not known), as OTLP attributes
+    /// carry them; a text format has no keys.
+    pub fn render_fields(&self, entry: &HttpEntry) -> Vec<(String, String)> {
+        match &self.kind {
+            Kind::Text(_) => Vec::new(),
+            Kind::Json(keys) => keys
+                .iter()
+                .map(|(key, template)| (key.clone(), template.render_text(entry)))
+                .collect(),
+        }
     }
 
     /// Istio's default for `encoding`.
@@ -463,6 +500,7 @@ fn evaluate(op: &Operator, entry: &HttpEntry) -> Option<Value> {
         Operator::Resp(arg) => header_value(&entry.response_headers, arg, None),
         // Trailers are not kept: a gRPC status is counted in the metrics.
         Operator::Trailer(_) => None,
+        Operator::Protocol if entry.stream => None,
         Operator::Protocol => Some(Value::Text(protocol(entry.version).to_string())),
         Operator::ResponseCode => Some(Value::Number(u64::from(entry.response_code))),
         Operator::ResponseFlags => Some(Value::Text(entry.response_flags.0.to_string())),
@@ -510,6 +548,9 @@ fn protocol(version: Version) -> &'static str {
 
 /// `%REQ(X)%`: the pseudo-headers from the request line, others from its headers.
 fn request_header(entry: &HttpEntry, arg: &HeaderArg) -> Option<Value> {
+    if entry.stream {
+        return None;
+    }
     let pseudo = |name: &str| -> Option<String> {
         match name {
             ":method" => Some(entry.method.clone()),

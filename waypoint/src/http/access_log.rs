@@ -1,9 +1,10 @@
-//! The waypoint's (and ingress gateway's) access log: one line per request, when meshConfig
-//! `accessLogFile` is set, in meshConfig's format (Envoy's command operators, Istio's
+//! The waypoint's (and ingress gateway's) access log: one line per request, to the sinks
+//! in force — meshConfig `accessLogFile`, or the providers `defaultProviders.accessLogging`
+//! names (files, OTLP collectors), each in its format (Envoy's command operators, Istio's
 //! default line when unset; `weft_core::access_log::format`). Where Telemetry resources
-//! (or meshConfig `defaultProviders.accessLogging`) configure access logging for the
-//! request's destination, they decide instead: a line per file provider in force, written
-//! when its `filter.expression` holds for the finished request (`super::telemetry_api`).
+//! configure access logging for the request's destination, they decide instead: the sinks of
+//! the providers they name, each written when its `filter.expression` holds for the
+//! finished request (`super::telemetry_api`).
 //!
 //! The request's facts are taken before it is handled ([`start`]: the request line and
 //! headers as the client sent them, with the `x-request-id` the waypoint gave it), what
@@ -12,8 +13,9 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
+use weft_config::access_log::{default_sinks, otlp_endpoint};
+use weft_config::telemetry_api::AccessLogging;
 use weft_config::telemetry_api::cel::Expr;
-use weft_config::telemetry_api::{AccessLogging, LogSink};
 use weft_core::access_log::{ActiveLog, HttpEntry};
 use weft_core::metrics::ResponseFlags;
 use weft_core::telemetry::TraceContext;
@@ -46,25 +48,18 @@ pub fn start(
     logging: &AccessLogging,
 ) -> Option<Logged> {
     let snapshot = ctx.registry.load();
-    let mesh = snapshot.mesh_config();
-    let (encoding, format) = (mesh.access_log_encoding(), &mesh.access_log_format);
     let sinks: Vec<_> = match logging {
-        // Off: nothing to look up (and the log of Telemetry providers is left as it is).
-        AccessLogging::MeshDefault if mesh.access_log_file.is_empty() => return None,
-        AccessLogging::MeshDefault => {
-            let log = ctx
-                .access_log
-                .active(&mesh.access_log_file, encoding, format)?;
-            vec![(log, None)]
-        }
+        AccessLogging::MeshDefault => active(ctx).map(|log| (log, None)).into_iter().collect(),
         AccessLogging::Providers(providers) => providers
             .iter()
-            .filter_map(|provider| match &provider.sink {
-                LogSink::File(path) => ctx
-                    .access_log
-                    .active(path, encoding, format)
-                    .map(|log| (log, provider.filter.clone())),
-                LogSink::Unsupported(_) => None,
+            .filter_map(|provider| {
+                ctx.access_log
+                    .active_sinks(
+                        snapshot.version(),
+                        std::slice::from_ref(&provider.sink),
+                        |sink| otlp_endpoint(&snapshot, sink),
+                    )
+                    .map(|log| (log, provider.filter.clone()))
             })
             .collect(),
     };
@@ -91,6 +86,17 @@ pub fn start(
     entry.downstream_peer = down.source.principal.clone();
     entry.trace_id = Some(trace.trace_id().to_string());
     Some(Logged { sinks, entry })
+}
+
+/// Where access log lines go now: the mesh's default sinks (`defaultProviders.accessLogging`,
+/// else `accessLogFile`), rebuilt when the registry's snapshot changes them.
+pub fn active(ctx: &WaypointContext) -> Option<Arc<ActiveLog>> {
+    let snapshot = ctx.registry.load();
+    ctx.access_log.active_for(
+        snapshot.version(),
+        || default_sinks(snapshot.mesh_config()),
+        |sink| otlp_endpoint(&snapshot, sink),
+    )
 }
 
 /// What the response told, known when its headers are ready.
@@ -137,7 +143,7 @@ pub fn finish(
     let facts = super::telemetry_api::RequestFacts::of_entry(entry);
     for (log, filter) in &logged.sinks {
         if filter.as_ref().is_none_or(|f| f.matches(&facts)) {
-            log.write(log.format().render(entry));
+            log.write_http(entry);
         }
     }
 }
