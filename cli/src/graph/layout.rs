@@ -8,8 +8,8 @@ use super::model::{Graph, Kind, Node};
 /// A node's box: its top-left corner and size, in SVG user units.
 pub const NODE_WIDTH: f64 = 190.0;
 pub const NODE_HEIGHT: f64 = 46.0;
-const COLUMN: f64 = 300.0;
-const ROW: f64 = 96.0;
+const COLUMN: f64 = 340.0;
+const ROW: f64 = 110.0;
 pub const MARGIN: f64 = 30.0;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -131,7 +131,9 @@ pub fn layout(graph: &Graph) -> Layout {
     Layout {
         positions,
         width: 2.0 * MARGIN + count.saturating_sub(1) as f64 * COLUMN + NODE_WIDTH,
-        height: 2.0 * MARGIN + height_of(rows.max(1)) - (ROW - NODE_HEIGHT) + 40.0,
+        height: 2.0 * MARGIN + height_of(rows.max(1)) - (ROW - NODE_HEIGHT)
+            + NODE_HEIGHT * 1.6
+            + 30.0,
     }
 }
 

@@ -201,10 +201,16 @@ fn svg_node(out: &mut String, node: &Node, x: f64, y: f64) {
     );
 }
 
-/// A curve from one box's right side to another's left side, and its midpoint.
+/// A curve from one box's right side to another's left side, and its midpoint. Backwards
+/// (to a column on the left, as a call back through a waypoint) it loops below both boxes.
 fn curve(from: (f64, f64), to: (f64, f64)) -> (String, (f64, f64)) {
-    let bend = ((to.0 - from.0).abs() / 2.0).max(60.0);
-    let (c1, c2) = ((from.0 + bend, from.1), (to.0 - bend, to.1));
+    let (c1, c2) = if to.0 > from.0 {
+        let bend = ((to.0 - from.0) / 2.0).max(60.0);
+        ((from.0 + bend, from.1), (to.0 - bend, to.1))
+    } else {
+        let below = from.1.max(to.1) + NODE_HEIGHT * 1.6;
+        ((from.0 + 90.0, below), (to.0 - 90.0, below))
+    };
     let mid = (
         (from.0 + 3.0 * c1.0 + 3.0 * c2.0 + to.0) / 8.0,
         (from.1 + 3.0 * c1.1 + 3.0 * c2.1 + to.1) / 8.0,
@@ -218,7 +224,21 @@ fn curve(from: (f64, f64), to: (f64, f64)) -> (String, (f64, f64)) {
     )
 }
 
-fn svg_edge(out: &mut String, layout: &Layout, edge: &Edge, unit: Unit) {
+/// An edge's label in two lines (its numbers, then its security), at `at`.
+fn svg_label(out: &mut String, at: (f64, f64), colour: &str, label: &str) {
+    let (numbers, security) = label.rsplit_once(" · ").unwrap_or((label, ""));
+    let _ = writeln!(
+        out,
+        r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="{colour}" stroke="white" stroke-width="3" paint-order="stroke"><tspan x="{x:.1}">{}</tspan><tspan x="{x:.1}" dy="13">{}</tspan></text>"#,
+        at.1 - 8.0,
+        xml(numbers),
+        xml(security),
+        x = at.0,
+    );
+}
+
+/// Draws `edge`; its label goes into `labels`, drawn over the nodes.
+fn svg_edge(out: &mut String, labels: &mut String, layout: &Layout, edge: &Edge, unit: Unit) {
     let Some(from) = layout.positions.get(&edge.from) else {
         return;
     };
@@ -265,13 +285,7 @@ fn svg_edge(out: &mut String, layout: &Layout, edge: &Edge, unit: Unit) {
             r#"<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash} marker-end="url(#arrow)"/>"#
         );
         if labelled {
-            let _ = writeln!(
-                out,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="{colour}" stroke="white" stroke-width="3" paint-order="stroke">{}</text>"#,
-                mid.0,
-                mid.1 - 5.0,
-                xml(&label)
-            );
+            svg_label(labels, mid, colour, &label);
         }
     }
     out.push_str("</g>\n");
@@ -293,12 +307,14 @@ pub fn svg(graph: &Graph) -> String {
         "<path d=\"M0,0 L10,5 L0,10 z\" fill=\"context-stroke\"/></marker></defs>\n",
         "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     ));
+    let mut labels = String::new();
     for edge in &graph.edges {
-        svg_edge(&mut out, &layout, edge, graph.unit);
+        svg_edge(&mut out, &mut labels, &layout, edge, graph.unit);
     }
     for (node, placed) in &layout.positions {
         svg_node(&mut out, node, placed.x, placed.y);
     }
+    out.push_str(&labels);
     let legend = match graph.unit {
         Unit::PerSecond => "rates per second",
         Unit::Total => "totals since the counters started",
@@ -366,7 +382,8 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(">4.00 req/s · 25.0% 5xx · mTLS</text>"),
+            text.contains(">4.00 req/s · 25.0% 5xx</tspan>")
+                && text.contains("dy=\"13\">mTLS</tspan>"),
             "{text}"
         );
         assert!(text.contains(">productpage-v1</text>"));
