@@ -262,16 +262,15 @@ pub fn build(samples: &[Sample], unit: Unit) -> Graph {
         .values()
         .map(|w| (w.namespace.clone(), w.name.clone()))
         .collect();
-    let is_waypoint = |node: &Option<Node>| {
-        node.as_ref()
-            .is_some_and(|n| waypoint_workloads.contains(&(n.namespace.clone(), n.name.clone())))
+    let is_waypoint = |node: Option<&Node>| {
+        node.is_some_and(|n| waypoint_workloads.contains(&(n.namespace.clone(), n.name.clone())))
     };
     // Per route and protocol, the traffic each reporter counted.
     let mut counted: BTreeMap<(Route, bool), BTreeMap<u8, Traffic>> = BTreeMap::new();
     for sample in samples.iter().filter(|s| s.value > 0.0) {
         let route = route(sample);
         let http = sample.metric == Metric::Requests;
-        if !http && (is_waypoint(&Some(route.source.clone())) || is_waypoint(&route.destination)) {
+        if !http && (is_waypoint(Some(&route.source)) || is_waypoint(route.destination.as_ref())) {
             // The connections carrying a waypoint's requests: drawn as those requests.
             continue;
         }
