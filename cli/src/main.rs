@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 mod analyze;
 mod crds;
+mod graph;
 mod inspect;
 mod validate;
 mod waypoint;
@@ -56,6 +57,10 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Draw the service graph (workloads, services, waypoints; request rate, 5xx rate and
+    /// mTLS on the edges, TCP byte rates) from Prometheus or the agents' and waypoints'
+    /// metrics, as SVG or DOT.
+    Graph(graph::GraphArgs),
     /// Waypoints: L7 proxies for a namespace's services or workloads.
     Waypoint {
         #[command(subcommand)]
@@ -116,6 +121,10 @@ fn main() -> anyhow::Result<ExitCode> {
             })
         }
         Command::Analyze(args) => analyze::run(args),
+        Command::Graph(args) => {
+            graph::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds { out } => {
             crds::write(&out)?;
             Ok(ExitCode::SUCCESS)

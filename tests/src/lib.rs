@@ -1,5 +1,8 @@
 //! Shared helpers of the end-to-end tests. Run them through `cargo xtask test`, which builds
 //! the binaries they start and runs them as root.
+pub mod dashboards;
+pub mod graph;
+
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};

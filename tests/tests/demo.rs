@@ -6,7 +6,7 @@ use std::process::Command;
 
 use weft_e2e::{bin_dir, unique_lab_name};
 
-const STEPS: [&str; 12] = [
+const STEPS: [&str; 13] = [
     "── 1. the ingress gateway: Bookinfo from outside",
     "── 2. HTTPS at the ingress gateway",
     "── 3. mesh on",
@@ -19,6 +19,7 @@ const STEPS: [&str; 12] = [
     "── 10. upgrading the agents, traffic flowing",
     "── 11. egress: locked down, then opened by a ServiceEntry",
     "── 12. TLS origination at the egress waypoint",
+    "── 13. the service graph",
 ];
 
 #[test]
@@ -45,7 +46,7 @@ fn the_demo_tour_passes_every_step() {
         .lines()
         .filter(|l| l.trim_start().starts_with('✓'))
         .count();
-    assert_eq!(checks, 23, "every step's checks passed:\n{stdout}");
+    assert_eq!(checks, 24, "every step's checks passed:\n{stdout}");
     let counted = stdout
         .split_once(" counted)")
         .and_then(|(before, _)| before.rsplit_once('('))
@@ -58,6 +59,16 @@ fn the_demo_tour_passes_every_step() {
             && numbers[0].parse::<u32>().is_ok_and(|n| n > 1100),
         "the waypoint's istio_requests_total matches the requests sent ({counted}):\n{stdout}"
     );
+    // The graph it wrote at the end: one SVG document with Bookinfo's workloads.
+    let svg_path = stdout
+        .lines()
+        .find_map(|l| l.split_once("the graph is in ")?.1.split(' ').next())
+        .unwrap_or_else(|| panic!("the demo says where the graph is:\n{stdout}"));
+    let svg = std::fs::read_to_string(svg_path).unwrap_or_else(|e| panic!("{svg_path}: {e}"));
+    weft_e2e::graph::well_formed_svg(&svg).unwrap_or_else(|e| panic!("{svg_path}: {e}"));
+    for name in ["productpage-v1", "reviews-v1", "ratings-v1", "waypoint"] {
+        assert!(svg.contains(&format!(">{name}")), "{name} in {svg_path}");
+    }
     // The tour began as the tutorials do: from outside, through Istio's own sample.
     assert!(
         stdout.contains("examples/bookinfo/ingress/bookinfo-gateway.yaml")

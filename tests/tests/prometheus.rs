@@ -8,6 +8,7 @@
 //!
 //! Tolerances: the success rate is a ratio of two `rate()`s whose extrapolation may differ
 //! by one scrape interval at the series' start: ±0.02 around the exact ratio.
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -15,6 +16,8 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use weft_e2e::dashboards;
+use weft_e2e::graph::{dot_edges, weftctl_graph};
 use weft_e2e::{eventually, lab_up, pod_ip, testapp_json};
 use weft_lab::Lab;
 
@@ -148,11 +151,22 @@ fn until(lab: &Lab, promql: &str, want: f64) -> Option<f64> {
 
 /// `count` requests from shop/client through the waypoint, each answered `status`.
 fn send(lab: &Lab, path: &str, count: u32, extra: &[&str], status: u16) {
-    let url = format!("{REVIEWS}{path}");
+    send_from(
+        lab,
+        "shop/client",
+        &format!("{REVIEWS}{path}"),
+        count,
+        extra,
+        status,
+    );
+}
+
+/// `count` requests to `url` from `pod`, each answered `status`.
+fn send_from(lab: &Lab, pod: &str, url: &str, count: u32, extra: &[&str], status: u16) {
     let count = count.to_string();
-    let mut args = vec!["get", &url, "--count", &count];
+    let mut args = vec!["get", url, "--count", &count];
     args.extend_from_slice(extra);
-    let lines = testapp_json(lab, "shop/client", &args);
+    let lines = testapp_json(lab, pod, &args);
     assert_eq!(lines.len().to_string(), count, "{lines:?}");
     assert!(
         lines.iter().all(|l| l["status"] == status),
@@ -295,4 +309,313 @@ fn prometheus_scrapes_istios_metrics_and_the_dashboards_queries_add_up() {
         Some(52.0),
         "the labels dashboards group by"
     );
+}
+
+/// Every series an instant query answers: its labels and value (`None` when Prometheus
+/// is not up).
+fn query_all(lab: &Lab, promql: &str) -> Option<Vec<(BTreeMap<String, String>, f64)>> {
+    let answer = prometheus_get(lab, &format!("/api/v1/query?query={}", encode(promql)))?;
+    assert_eq!(answer["status"], "success", "{promql}: {answer}");
+    let result = answer["data"]["result"].as_array()?;
+    Some(
+        result
+            .iter()
+            .filter_map(|series| {
+                let labels = series["metric"]
+                    .as_object()?
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect();
+                let value = series["value"][1].as_str()?.parse().ok()?;
+                Some((labels, value))
+            })
+            .collect(),
+    )
+}
+
+const PAGE: &str = "http://productpage.bookinfo.svc.cluster.local:9080/productpage";
+const BOOKINFO_REVIEWS: &str = "http://reviews.bookinfo.svc.cluster.local:9080";
+const CURL: &str = "bookinfo/curl";
+/// The dashboards' variables, as the lab's Bookinfo gives them (the lab names a
+/// Deployment's workload after its pod).
+const VALUES: [(&str, &str); 3] = [
+    ("service", "reviews.bookinfo.svc.cluster.local"),
+    ("namespace", "bookinfo"),
+    ("workload", "reviews-v1-0"),
+];
+/// `$__rate_interval` and `$__range`: every request of the test is within them.
+const WINDOW: &str = "5m";
+const RANGE: &str = "10m";
+
+fn waypoint_count(service: &str) -> String {
+    format!(
+        r#"sum(istio_requests_total{{reporter="waypoint",destination_service="{service}.bookinfo.svc.cluster.local"}})"#
+    )
+}
+
+/// The queries of the panel titled `title` of dashboard `file`.
+fn panel(file: &str, title: &str) -> Vec<String> {
+    let (_, dashboard) = dashboards::all()
+        .into_iter()
+        .find(|(name, _)| name == file)
+        .unwrap_or_else(|| panic!("no dashboard {file}"));
+    dashboards::panels(&dashboard)
+        .into_iter()
+        .find(|p| p.title == title)
+        .unwrap_or_else(|| panic!("no panel {title:?} in {file}"))
+        .exprs
+}
+
+/// The first query of a panel over the counters' totals, with the lab's values: what it
+/// counted since the lab started.
+fn total_of(lab: &Lab, file: &str, title: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let expr = dashboards::substitute(
+        &dashboards::totals(&panel(file, title)[0]),
+        WINDOW,
+        RANGE,
+        &VALUES,
+    );
+    query_all(lab, &expr).unwrap_or_else(|| panic!("{file}: {title}: no answer to {expr}"))
+}
+
+fn single(answer: &[(BTreeMap<String, String>, f64)], what: &str) -> f64 {
+    assert_eq!(answer.len(), 1, "{what}: {answer:?}");
+    answer[0].1
+}
+
+/// `source:code → value` of a panel's series.
+fn by(answer: &[(BTreeMap<String, String>, f64)], labels: &[&str]) -> BTreeMap<String, f64> {
+    answer
+        .iter()
+        .map(|(l, v)| {
+            let key: Vec<&str> = labels
+                .iter()
+                .map(|k| l.get(*k).map_or("", String::as_str))
+                .collect();
+            (key.join(":"), *v)
+        })
+        .collect()
+}
+
+/// The request-size panel's bytes over every request from every source (the numerator of
+/// its average, over totals).
+fn request_bytes(lab: &Lab) -> f64 {
+    let average = panel("weft-service.json", "Incoming Request Size By Source")
+        .into_iter()
+        .find(|e| e.contains("istio_request_bytes_sum"))
+        .expect("an average of request sizes");
+    let totals = dashboards::totals(&average);
+    let numerator = totals.split(" / ").next().unwrap_or_default();
+    let expr = format!(
+        "sum({})",
+        dashboards::substitute(numerator, WINDOW, RANGE, &VALUES)
+    );
+    query(lab, &expr).unwrap_or_else(|| panic!("no answer to {expr}"))
+}
+
+#[test]
+fn every_dashboard_panel_answers_and_the_key_ones_count_exactly_what_was_sent() {
+    let lab = lab_up("dash", "graph", 2, true);
+    let agents: Vec<String> = lab.summary().nodes.iter().map(|n| n.1.clone()).collect();
+    let waypoint = pod_ip(&lab, "bookinfo/waypoint-0");
+    let _prometheus = start_prometheus(&lab, &agents, &waypoint);
+    assert_eq!(until(&lab, "sum(up)", 3.0), Some(3.0), "all targets up");
+
+    // 20 pages: productpage calls details (L4) and reviews, which calls ratings (both
+    // through the waypoint).
+    send_from(&lab, CURL, PAGE, 20, &[], 200);
+    assert_eq!(until(&lab, &waypoint_count("reviews"), 20.0), Some(20.0));
+    assert_eq!(until(&lab, &waypoint_count("ratings"), 20.0), Some(20.0));
+    let bytes0 = request_bytes(&lab);
+    // Uploads straight to reviews: 10 of 10,000 bytes, then 10 of 30,000 (/bytes calls
+    // nothing onward).
+    let reviews_bytes = format!("{BOOKINFO_REVIEWS}/bytes?n=2000");
+    let upload = |n: &'static str| ["--method", "POST", "--body-bytes", n];
+    send_from(&lab, CURL, &reviews_bytes, 10, &upload("10000"), 200);
+    assert_eq!(until(&lab, &waypoint_count("reviews"), 30.0), Some(30.0));
+    let bytes1 = request_bytes(&lab);
+    send_from(&lab, CURL, &reviews_bytes, 10, &upload("30000"), 200);
+    assert_eq!(until(&lab, &waypoint_count("reviews"), 40.0), Some(40.0));
+    let bytes2 = request_bytes(&lab);
+    // 5 failures (reviews still calls ratings for them).
+    send_from(
+        &lab,
+        CURL,
+        &format!("{BOOKINFO_REVIEWS}/?status=500"),
+        5,
+        &[],
+        500,
+    );
+    assert_eq!(until(&lab, &waypoint_count("reviews"), 45.0), Some(45.0));
+    assert_eq!(until(&lab, &waypoint_count("ratings"), 25.0), Some(25.0));
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Every query of every panel, and every variable's values, answer something.
+    for (file, dashboard) in dashboards::all() {
+        for p in dashboards::panels(&dashboard) {
+            for expr in &p.exprs {
+                for form in [expr.clone(), dashboards::totals(expr)] {
+                    let promql = dashboards::substitute(&form, WINDOW, RANGE, &VALUES);
+                    let mut answer = Vec::new();
+                    eventually(WAIT, || {
+                        answer = query_all(&lab, &promql).unwrap_or_default();
+                        answer.iter().any(|(_, v)| v.is_finite())
+                    });
+                    assert!(
+                        answer.iter().any(|(_, v)| v.is_finite()),
+                        "{file}: {:?} answers {answer:?} to {promql}",
+                        p.title
+                    );
+                }
+            }
+        }
+        for (name, query) in dashboards::variables(&dashboard) {
+            let Some(query) = query else { continue };
+            let inner = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("{file}: ${name} is not label_values(…): {query}"));
+            let (selector, label) = inner.rsplit_once(',').expect("label_values(query, label)");
+            let label = label.trim();
+            let promql = dashboards::substitute(
+                &format!("count by ({label}) ({selector})"),
+                WINDOW,
+                RANGE,
+                &VALUES,
+            );
+            let values: Vec<String> = query_all(&lab, &promql)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(l, _)| l.get(label).cloned())
+                .collect();
+            let want = VALUES.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+            assert!(
+                want.is_some_and(|w| values.iter().any(|v| v == w)),
+                "{file}: ${name} offers {values:?}, not {want:?} ({promql})"
+            );
+        }
+    }
+
+    // Exactly what was sent: 45 requests to reviews (40 answered), 25 to ratings.
+    let mesh = "weft-mesh.json";
+    assert_eq!(
+        single(
+            &total_of(&lab, mesh, "Global Request Volume"),
+            "mesh volume"
+        ),
+        70.0
+    );
+    assert_eq!(single(&total_of(&lab, mesh, "5xxs"), "5xx"), 5.0);
+    assert_eq!(single(&total_of(&lab, mesh, "4xxs"), "4xx"), 0.0);
+    let success = single(
+        &total_of(&lab, mesh, "Global Success Rate (non-5xx responses)"),
+        "mesh success",
+    );
+    assert!((success - 65.0 / 70.0).abs() < 1e-9, "success {success}");
+    let service = "weft-service.json";
+    assert_eq!(
+        single(&total_of(&lab, service, "Client Request Volume"), "volume"),
+        45.0
+    );
+    let success = single(
+        &total_of(&lab, service, "Client Success Rate (non-5xx responses)"),
+        "service success",
+    );
+    assert!((success - 40.0 / 45.0).abs() < 1e-9, "success {success}");
+    assert_eq!(
+        by(
+            &total_of(
+                &lab,
+                service,
+                "Incoming Requests By Source And Response Code"
+            ),
+            &["source_workload", "response_code"]
+        ),
+        BTreeMap::from([
+            ("curl:200".to_string(), 20.0),
+            ("curl:500".to_string(), 5.0),
+            ("productpage-v1-0:200".to_string(), 20.0),
+        ])
+    );
+    assert_eq!(
+        by(
+            &total_of(&lab, service, "Requests By Destination Workload"),
+            &["destination_workload"]
+        ),
+        BTreeMap::from([("reviews-v1-0".to_string(), 45.0)])
+    );
+    let workload = "weft-workload.json";
+    assert_eq!(
+        single(&total_of(&lab, workload, "Incoming Request Volume"), "in"),
+        45.0
+    );
+    assert_eq!(
+        by(
+            &total_of(
+                &lab,
+                workload,
+                "Outgoing Requests By Destination And Response Code"
+            ),
+            &["destination_service", "response_code"]
+        ),
+        BTreeMap::from([("ratings.bookinfo.svc.cluster.local:200".to_string(), 25.0)])
+    );
+    // The request-size panel's sums: the second batch's bodies were 10 × 20,000 bytes
+    // larger than the first's, headers alike.
+    assert_eq!(
+        (bytes2 - bytes1) - (bytes1 - bytes0),
+        200_000.0,
+        "request bytes {bytes0} → {bytes1} → {bytes2}"
+    );
+    let headers = (bytes1 - bytes0) / 10.0 - 10_000.0;
+    assert!((50.0..=500.0).contains(&headers), "headers of {headers} B");
+
+    // The service graph from the same Prometheus. `rate()` counts what a series gained
+    // between its samples: 10 more pages, so that every hop's series has.
+    send_from(&lab, CURL, PAGE, 10, &[], 200);
+    assert_eq!(until(&lab, &waypoint_count("reviews"), 55.0), Some(55.0));
+    assert_eq!(until(&lab, &waypoint_count("ratings"), 35.0), Some(35.0));
+    std::thread::sleep(Duration::from_secs(2));
+    let dot = weftctl_graph(
+        &lab,
+        "node-1",
+        &[
+            "--prometheus",
+            &format!("http://{PROMETHEUS}"),
+            "--window",
+            WINDOW,
+            "--format",
+            "dot",
+        ],
+    );
+    let edges = dot_edges(&dot);
+    for (from, to, label) in [
+        (
+            "workload/bookinfo/productpage-v1-0",
+            "waypoint/bookinfo/waypoint-0",
+            "(to reviews)",
+        ),
+        (
+            "workload/bookinfo/reviews-v1-0",
+            "waypoint/bookinfo/waypoint-0",
+            "(to ratings)",
+        ),
+        (
+            "waypoint/bookinfo/waypoint-0",
+            "service/bookinfo/reviews",
+            "req/s",
+        ),
+        (
+            "workload/bookinfo/productpage-v1-0",
+            "service/bookinfo/details",
+            "B/s",
+        ),
+    ] {
+        assert!(
+            edges
+                .iter()
+                .any(|e| e.from == from && e.to == to && e.label.contains(label) && e.rate() > 0.0),
+            "no {from} -> {to} ({label}) in\n{dot}"
+        );
+    }
 }

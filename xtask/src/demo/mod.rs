@@ -165,7 +165,69 @@ impl Tour {
             .context("step 11 (egress locked down, then opened)")?;
         self.tls_origination()
             .context("step 12 (TLS origination at the egress waypoint)")?;
+        self.graph().context("step 13 (the service graph)")?;
         Ok(())
+    }
+
+    /// `weftctl graph` over the tour's metrics, as SVG in `target/demo-graph.svg`.
+    fn graph(&mut self) -> anyhow::Result<()> {
+        self.step(
+            13,
+            "the service graph",
+            "weftctl graph reads the agents' and the waypoints' metrics and draws who called \
+             whom during the tour: requests through the waypoint with their 5xx share, TCP \
+             bytes, mTLS. Totals since each process started (the agents were replaced in step 10).",
+            None,
+        )?;
+        let mut urls: Vec<String> = self
+            .lab
+            .summary()
+            .nodes
+            .iter()
+            .map(|n| format!("http://{}:15020", n.1))
+            .collect();
+        for pod in [
+            "bookinfo/waypoint-0",
+            "istio-egress/waypoint-0",
+            "istio-system/istio-ingressgateway-0",
+        ] {
+            if let Some(pod) = self.lab.plan.pod(pod) {
+                urls.push(format!("http://{}:15020", pod.ip));
+            }
+        }
+        let out = workspace_root().join("target/demo-graph.svg");
+        let dot = workspace_root().join("target/demo-graph.dot");
+        for (format, path) in [("svg", &out), ("dot", &dot)] {
+            let output = self
+                .lab
+                .node_command("node-1", bin_dir().join("weftctl"))?
+                .args(["graph", "--totals", "--format", format, "--scrape"])
+                .args(&urls)
+                .output()
+                .context("running weftctl graph")?;
+            ensure!(
+                output.status.success(),
+                "weftctl graph: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            std::fs::write(path, &output.stdout)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        let text = std::fs::read_to_string(&dot)?;
+        let edges = text.lines().filter(|l| l.contains(" -> ")).count();
+        println!(
+            "    {edges} edges; the graph is in {} (and as DOT in {})",
+            out.display(),
+            dot.display()
+        );
+        let through_waypoint = |line: &&str| {
+            line.trim_start().starts_with("\"waypoint/bookinfo/")
+                && line.contains(" -> \"service/bookinfo/reviews\"")
+        };
+        expect(
+            text.lines().any(|l| through_waypoint(&l)),
+            "productpage → reviews is drawn through the waypoint",
+        )
     }
 
     fn ingress(&mut self) -> anyhow::Result<()> {
