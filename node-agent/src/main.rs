@@ -473,7 +473,7 @@ fn span_exporter(args: &Args) -> anyhow::Result<weft_core::telemetry::SpanExport
     let Some(endpoint) = &args.otlp_endpoint else {
         return Ok(weft_core::telemetry::SpanExporter::disabled());
     };
-    let mut config = weft_core::telemetry::OtlpConfig::new(endpoint.clone(), "weft-agent");
+    let mut config = weft_core::telemetry::ExporterConfig::otlp(endpoint.clone(), "weft-agent");
     config
         .resource
         .push(("k8s.node.name".to_string(), args.node.clone()));

@@ -433,7 +433,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
     async fn with_an_exporter_the_connect_carries_the_connections_span() {
         let mut t = telemetry();
         // Never contacted: nothing is flushed before the test ends.
-        t.spans = SpanExporter::start(weft_core::telemetry::OtlpConfig::new(
+        t.spans = SpanExporter::start(weft_core::telemetry::ExporterConfig::otlp(
             "http://127.0.0.1:9",
             "test",
         ))

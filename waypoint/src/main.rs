@@ -20,7 +20,7 @@ use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, HboneServer, HboneServerConfig, PoolConfig};
 use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
 use weft_core::lifecycle::{Draining, Shutdown, drain};
-use weft_core::telemetry::{OtlpConfig, SpanExporter};
+use weft_core::telemetry::{ExporterConfig, SpanExporter};
 use weft_waypoint::context::WaypointContext;
 use weft_waypoint::forward::endpoints::Reach;
 use weft_waypoint::{inbound, ingress, readiness};
@@ -207,7 +207,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     metrics.set_build("proxy", env!("CARGO_PKG_VERSION"));
     let spans = match &args.otlp_endpoint {
         Some(endpoint) => {
-            let mut config = OtlpConfig::new(endpoint.clone(), "weft-waypoint");
+            let mut config = ExporterConfig::otlp(endpoint.clone(), "weft-waypoint");
             config.resource.push((
                 "k8s.gateway.name".to_string(),
                 format!("{}/{}", args.namespace, args.name),

@@ -13,12 +13,14 @@
 pub mod b3;
 mod context;
 mod exporter;
+mod post;
 pub mod proto;
 mod span;
+pub mod zipkin;
 
 pub use context::{
     Propagation, Sampling, SpanId, TRACEPARENT, TRACESTATE, TraceContext, TraceContextError,
     TraceId, normalize_tracestate, sample,
 };
-pub use exporter::{ExporterError, ExporterStats, OtlpConfig, SpanExporter};
+pub use exporter::{ExporterConfig, ExporterError, ExporterStats, Protocol, SpanExporter};
 pub use span::{AttributeValue, Span, SpanKind, SpanStatus};
