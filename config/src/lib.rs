@@ -16,6 +16,8 @@ pub mod source;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod trace_settings;
+pub mod tracer;
 pub mod translate;
 pub mod validate;
 

@@ -7,6 +7,7 @@ pub mod gateway_routes;
 mod kind;
 pub mod kubernetes;
 pub mod mesh;
+pub mod mesh_tracing;
 pub mod networking;
 mod object;
 pub mod security;

@@ -86,6 +86,8 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
         }
         let kinds = usize::from(provider.envoy_ext_authz_http.is_some())
             + usize::from(provider.envoy_ext_authz_grpc.is_some())
+            + usize::from(provider.zipkin.is_some())
+            + usize::from(provider.opentelemetry.is_some())
             + provider.other.len();
         if kinds != 1 {
             issues.add(
@@ -99,6 +101,7 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
         if let Some(grpc) = &provider.envoy_ext_authz_grpc {
             ext_authz_grpc(grpc, &at.field("envoyExtAuthzGrpc"), &mut issues);
         }
+        super::mesh_tracing::provider(provider, &at, &mut issues);
     }
     issues.into_vec()
 }
@@ -262,10 +265,10 @@ pub(super) fn warnings(
         }
     }
     access_log_format(mesh, &root, &mut issues);
+    super::mesh_tracing::warnings(mesh, &root, known, &mut issues);
     if let Some(defaults) = &mesh.default_providers {
         let at = root.field("defaultProviders");
         for (field, names) in [
-            ("tracing", &defaults.tracing),
             ("metrics", &defaults.metrics),
             ("accessLogging", &defaults.access_logging),
         ] {

@@ -10,6 +10,7 @@ mod gateway_api;
 mod gateway_routes;
 mod kubernetes;
 mod mesh;
+mod mesh_tracing;
 mod networking;
 pub use networking::delegate_warnings;
 mod paths;
