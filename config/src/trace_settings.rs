@@ -146,6 +146,31 @@ impl TracingSettings {
         }
     }
 
+    /// The values of the custom tags: literals, the proxy's environment variables, the
+    /// request's headers (`header` is `None` where there is no request, on a connection),
+    /// each with its default when the variable or header is absent. Tags without exactly
+    /// one kind are left out (and warned about).
+    pub fn custom_tag_values(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        header: Option<&dyn Fn(&str) -> Option<String>>,
+    ) -> Vec<(String, String)> {
+        self.custom_tags
+            .iter()
+            .filter_map(|(name, tag)| {
+                let value = match (&tag.literal, &tag.environment, &tag.header) {
+                    (Some(literal), None, None) => literal.value.clone(),
+                    (None, Some(e), None) => env(&e.name).unwrap_or_else(|| e.default_value.clone()),
+                    (None, None, Some(h)) => header
+                        .and_then(|get| get(&h.name))
+                        .unwrap_or_else(|| h.default_value.clone()),
+                    _ => return None,
+                };
+                Some((name.clone(), value))
+            })
+            .collect()
+    }
+
     /// Whether the traces this proxy starts get 64-bit ids.
     pub fn trace_id_64_bit(&self) -> bool {
         matches!(
@@ -432,6 +457,26 @@ extensionProviders:
             "{PROVIDERS}defaultProviders: {{tracing: [otel]}}\n{legacy}"
         )));
         assert_eq!(named.provider.map(|p| p.name).as_deref(), Some("otel"));
+    }
+
+    #[test]
+    fn custom_tags_take_literals_environment_and_headers_with_defaults() {
+        let settings = TracingSettings::from_mesh(&mesh(
+            "defaultConfig:\n  tracing:\n    customTags:\n      team: {literal: {value: payments}}\n      node: {environment: {name: NODE, defaultValue: unknown}}\n      zone: {environment: {name: ZONE, defaultValue: z0}}\n      user: {header: {name: x-user, defaultValue: anonymous}}\n      bad: {literal: {value: a}, header: {name: b}}\n",
+        ));
+        let env = |name: &str| (name == "NODE").then(|| "node-1".to_owned());
+        let header = |name: &str| (name == "x-user").then(|| "alice".to_owned());
+        assert_eq!(
+            settings.custom_tag_values(&env, Some(&header)),
+            [
+                ("node".to_owned(), "node-1".to_owned()),
+                ("team".to_owned(), "payments".to_owned()),
+                ("user".to_owned(), "alice".to_owned()),
+                ("zone".to_owned(), "z0".to_owned()),
+            ]
+        );
+        let on_a_connection = settings.custom_tag_values(&env, None);
+        assert!(on_a_connection.contains(&("user".to_owned(), "anonymous".to_owned())));
     }
 
     #[test]

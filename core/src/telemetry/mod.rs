@@ -23,4 +23,4 @@ pub use context::{
     TraceId, normalize_tracestate, sample,
 };
 pub use exporter::{ExporterConfig, ExporterError, ExporterStats, Protocol, SpanExporter};
-pub use span::{AttributeValue, Span, SpanKind, SpanStatus};
+pub use span::{AttributeValue, Span, SpanKind, SpanStatus, truncate_tag};
