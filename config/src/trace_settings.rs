@@ -25,6 +25,9 @@ pub const OTLP_HTTP_PATH: &str = "/v1/traces";
 /// Envoy's default timeout of a Zipkin or OTLP/HTTP export.
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A value by name (an environment variable, a request header).
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// The resolved tracing of a proxy. The Telemetry API (per namespace, per workload) feeds
 /// its overrides into this same value.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,15 +155,17 @@ impl TracingSettings {
     /// one kind are left out (and warned about).
     pub fn custom_tag_values(
         &self,
-        env: &dyn Fn(&str) -> Option<String>,
-        header: Option<&dyn Fn(&str) -> Option<String>>,
+        env: Lookup<'_>,
+        header: Option<Lookup<'_>>,
     ) -> Vec<(String, String)> {
         self.custom_tags
             .iter()
             .filter_map(|(name, tag)| {
                 let value = match (&tag.literal, &tag.environment, &tag.header) {
                     (Some(literal), None, None) => literal.value.clone(),
-                    (None, Some(e), None) => env(&e.name).unwrap_or_else(|| e.default_value.clone()),
+                    (None, Some(e), None) => {
+                        env(&e.name).unwrap_or_else(|| e.default_value.clone())
+                    }
                     (None, None, Some(h)) => header
                         .and_then(|get| get(&h.name))
                         .unwrap_or_else(|| h.default_value.clone()),

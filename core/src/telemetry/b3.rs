@@ -60,10 +60,6 @@ pub(super) fn present(headers: &HeaderMap) -> Propagation {
     }
 }
 
-pub(super) fn has_w3c(headers: &HeaderMap) -> bool {
-    headers.contains_key(TRACEPARENT)
-}
-
 /// A context from B3: the single header when it parses, else the multi headers. A
 /// sampling state without ids (`b3: 0`, a lone `x-b3-sampled`) is a decision for a new
 /// trace.

@@ -326,22 +326,8 @@ impl TraceContext {
         })
     }
 
-    /// The context of an incoming request: its `traceparent` (with its `tracestate`) when
-    /// valid, else its B3 headers (the single `b3` first, as B3 says), else a new trace
-    /// whose sampling is undecided (see [`TraceContext::decide`]).
-    pub fn from_headers(headers: &HeaderMap) -> Self {
-        let mut context = Self::from_w3c(headers)
-            .or_else(|| super::b3::extract(headers))
-            .unwrap_or_else(|| Self::new_root(None));
-        // Both formats: say both onwards, each kept in step with the other.
-        context.arrived_as = context.arrived_as.union(super::b3::present(headers));
-        if super::b3::has_w3c(headers) {
-            context.arrived_as.w3c = true;
-        }
-        context
-    }
-
-    fn from_w3c(headers: &HeaderMap) -> Option<Self> {
+    /// The context of a valid `traceparent` (with its `tracestate`).
+    pub(super) fn from_w3c(headers: &HeaderMap) -> Option<Self> {
         let mut values = headers.get_all(TRACEPARENT).iter();
         let parsed = match (values.next(), values.next()) {
             (Some(one), None) => one.to_str().ok().and_then(|v| Self::parse(v).ok()),
@@ -425,28 +411,8 @@ impl TraceContext {
         )
     }
 
-    /// Sets `traceparent` and `tracestate` on outgoing headers, replacing what was there.
-    pub fn inject(&self, headers: &mut HeaderMap) {
-        self.inject_as(headers, Propagation::W3C);
-    }
-
-    /// Writes this context in the formats of `propagation` (`traceparent` when none is
-    /// asked for), replacing what the headers had in them.
-    pub fn inject_as(&self, headers: &mut HeaderMap, propagation: Propagation) {
-        let propagation = if propagation.is_empty() {
-            Propagation::W3C
-        } else {
-            propagation
-        };
-        if propagation.b3_multi || propagation.b3_single {
-            super::b3::inject(self, headers, propagation);
-        }
-        if propagation.w3c {
-            self.inject_w3c(headers);
-        }
-    }
-
-    fn inject_w3c(&self, headers: &mut HeaderMap) {
+    /// Sets `traceparent` and `tracestate`, replacing what was there.
+    pub(super) fn inject_w3c(&self, headers: &mut HeaderMap) {
         if let Ok(value) = HeaderValue::from_str(&self.to_header()) {
             headers.insert(TRACEPARENT, value);
         }

@@ -131,7 +131,7 @@ struct Inner {
 
 /// Where the batching task sends a batch.
 enum Backend {
-    Grpc(TraceServiceClient<Channel>, tonic::metadata::MetadataMap),
+    Grpc(Box<(TraceServiceClient<Channel>, tonic::metadata::MetadataMap)>),
     Http {
         authority: String,
         path: String,
@@ -172,7 +172,7 @@ impl SpanExporter {
                         metadata.insert(name, value);
                     }
                 }
-                Backend::Grpc(TraceServiceClient::new(channel), metadata)
+                Backend::Grpc(Box::new((TraceServiceClient::new(channel), metadata)))
             }
             Protocol::OtlpHttp { path } | Protocol::Zipkin { path } => Backend::Http {
                 authority: config.authority().to_owned(),
@@ -281,7 +281,8 @@ impl Exporting<'_> {
         let count = batch.len() as u64;
         let spans: Vec<Span> = std::mem::take(batch);
         let outcome = match &mut *self.backend {
-            Backend::Grpc(client, metadata) => {
+            Backend::Grpc(grpc) => {
+                let (client, metadata) = &mut **grpc;
                 let mut request = tonic::Request::new(otlp_request(self.resource, spans));
                 *request.metadata_mut() = metadata.clone();
                 client

@@ -14,6 +14,7 @@ pub mod b3;
 mod context;
 mod exporter;
 mod post;
+mod propagation;
 pub mod proto;
 mod span;
 pub mod zipkin;
