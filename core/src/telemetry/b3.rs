@@ -3,9 +3,7 @@
 use http::HeaderMap;
 use http::header::HeaderValue;
 
-use super::context::{
-    Propagation, Sampling, SpanId, TRACEPARENT, TraceContext, TraceId, parse_hex,
-};
+use super::context::{Propagation, Sampling, SpanId, TraceContext, TraceId, parse_hex};
 
 pub const B3: &str = "b3";
 pub const X_B3_TRACEID: &str = "x-b3-traceid";
@@ -207,6 +205,7 @@ pub fn single_header(context: &TraceContext) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::TRACEPARENT;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
