@@ -18,6 +18,8 @@ pub mod telemetry;
 pub mod telemetry_api;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod trace_settings;
+pub mod tracer;
 pub mod translate;
 pub mod validate;
 

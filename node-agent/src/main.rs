@@ -225,7 +225,13 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
             telemetry::Telemetry {
                 access_log,
                 metrics,
-                spans: span_exporter(&args)?,
+                // Spans go where the mesh config's tracing provider says;
+                // `--otlp-endpoint` overrides.
+                tracer: Arc::new(weft_config::tracer::Tracer::new(
+                    "weft-agent",
+                    vec![("k8s.node.name".to_string(), args.node.clone())],
+                    args.otlp_endpoint.clone(),
+                )),
                 cluster: args.cluster_id.clone(),
             }
         },
@@ -472,19 +478,6 @@ async fn certificates_of(mesh: &Mesh, identities: std::collections::BTreeSet<Ide
     {
         warn!("some certificates are still on their way; taking over anyway");
     }
-}
-
-/// The OTLP exporter when `--otlp-endpoint` is set, else one that discards.
-fn span_exporter(args: &Args) -> anyhow::Result<weft_core::telemetry::SpanExporter> {
-    let Some(endpoint) = &args.otlp_endpoint else {
-        return Ok(weft_core::telemetry::SpanExporter::disabled());
-    };
-    let mut config = weft_core::telemetry::OtlpConfig::new(endpoint.clone(), "weft-agent");
-    config
-        .resource
-        .push(("k8s.node.name".to_string(), args.node.clone()));
-    info!(%endpoint, "exporting spans over OTLP");
-    weft_core::telemetry::SpanExporter::start(config).context("setting up the OTLP exporter")
 }
 
 /// The agent's installer of weft-cni, when `--cni-conf-dir` is given.

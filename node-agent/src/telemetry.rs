@@ -1,8 +1,10 @@
 //! The agent's metrics and traces: Istio's TCP metrics for every connection it proxies
 //! (reporter `source` for the pod's outbound connections, `destination` for what arrives
-//! at the pod), and, when an OTLP endpoint is set, a span per connection, continuing over
-//! HBONE the trace the client's agent started. Access-log lines go where meshConfig
-//! `accessLogFile` says, or where the Telemetry resources of the pod's workload say (its
+//! at the pod), and, when the mesh config's tracing provider (or `--otlp-endpoint`) takes
+//! spans, a span per sampled connection, continuing over HBONE the trace the client's
+//! agent started: the sampling decision is made once, by the source's agent, and the
+//! CONNECT carries it. Access-log lines go where meshConfig `accessLogFile` (or its
+//! default providers) says, or where the Telemetry resources of the pod's workload say (its
 //! outbound connections as the `CLIENT`, what arrives at it as the `SERVER`), each line
 //! written when its provider's `filter.expression` holds for the connection.
 use std::fmt::Display;
@@ -17,7 +19,8 @@ use weft_config::telemetry::{
     Connection, addressed_service, black_hole, entry_host_labels, inbound_service,
 };
 use weft_config::telemetry_api::cel::{Attribute, Attributes, Expr, Value};
-use weft_config::telemetry_api::{AccessLogging, TelemetryTarget};
+use weft_config::telemetry_api::{AccessLogging, EffectiveTelemetry, TelemetryTarget};
+use weft_config::tracer::Tracer;
 use weft_core::access_log::{AccessLog, ActiveLog, ConnectionEntry, OtlpSink};
 use weft_core::hbone::InboundRequest;
 use weft_core::metrics::{
@@ -31,7 +34,7 @@ use crate::proxy::resolve::NextHop;
 /// What every proxy task reports to.
 pub struct Telemetry {
     pub metrics: Arc<Metrics>,
-    pub spans: SpanExporter,
+    pub tracer: Arc<Tracer>,
     /// Istio's cluster id, for `source_cluster`/`destination_cluster`.
     pub cluster: String,
     /// One line per connection when meshConfig `accessLogFile` is set.
@@ -39,25 +42,16 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// `owner`: the pod's workload the connection is reported for and from which side
-    /// (its Telemetry resources decide its access logging).
+    /// `effective`: what the Telemetry resources of the pod's workload the connection is
+    /// reported for decide (its access logging), from [`Telemetry::effective`].
     fn connection(
         &self,
         snapshot: &Snapshot,
         labels: &ConnectionLabels,
-        span: Option<Span>,
-        owner: Option<(&Workload, WorkloadMode)>,
+        trace: Trace,
+        effective: Option<EffectiveTelemetry>,
     ) -> ConnectionTelemetry {
-        let logging = owner.map_or(AccessLogging::MeshDefault, |(workload, side)| {
-            let target = TelemetryTarget {
-                namespace: &workload.namespace,
-                labels: Some(&workload.labels),
-                service: None,
-                service_entry: None,
-                gateway: None,
-            };
-            snapshot.effective_telemetry(&target, side).access_logging
-        });
+        let logging = effective.map_or(AccessLogging::MeshDefault, |e| e.access_logging);
         let otlp = |sink: &OtlpSink| weft_config::access_log::otlp_endpoint(snapshot, sink);
         let sinks: Vec<AccessSink> = match logging {
             AccessLogging::MeshDefault => self
@@ -90,22 +84,82 @@ impl Telemetry {
             (!sinks.is_empty()).then(|| (AccessLines(sinks), labels.clone(), Instant::now()));
         ConnectionTelemetry {
             recorder: self.metrics.tcp_opened(labels),
-            span: span.map(|span| annotate(span, labels)),
-            spans: self.spans.clone(),
+            span: trace.span.map(|span| annotate(span, labels)),
+            context: trace.context,
+            spans: trace.spans,
             access_log,
         }
     }
 
-    /// A span only when it can go somewhere: building one costs allocations per connection.
-    fn span(&self, context: impl FnOnce() -> TraceContext, kind: SpanKind) -> Option<Span> {
+    /// What the Telemetry resources of `owner` (the pod's workload a connection is reported
+    /// for, and from which side) decide; `None` without a workload.
+    fn effective(
+        snapshot: &Snapshot,
+        owner: Option<(&Workload, WorkloadMode)>,
+    ) -> Option<EffectiveTelemetry> {
+        owner.map(|(workload, side)| {
+            let target = TelemetryTarget {
+                namespace: &workload.namespace,
+                labels: Some(&workload.labels),
+                service: None,
+                service_entry: None,
+                gateway: None,
+            };
+            snapshot.effective_telemetry(&target, side)
+        })
+    }
+
+    /// The connection's trace: `incoming` (a new trace, or what the CONNECT carried)
+    /// decided at the mesh config's sampling percentage, and a span when sampled. Nothing
+    /// when no provider takes spans: building them costs allocations per connection.
+    fn trace(
+        &self,
+        snapshot: &Snapshot,
+        incoming: impl FnOnce() -> TraceContext,
+        kind: SpanKind,
+        effective: Option<&EffectiveTelemetry>,
+    ) -> Trace {
+        let spec = effective
+            .and_then(|e| e.tracing.as_ref())
+            .map(|t| match kind {
+                SpanKind::Client => t.side(WorkloadMode::Client),
+                _ => t.side(WorkloadMode::Server),
+            });
+        let tracing = self.tracer.active_with(snapshot, spec);
+        if !tracing.reports_spans() {
+            return Trace::default();
+        }
+        let settings = &tracing.settings;
+        let mut incoming = incoming();
+        if settings.trace_id_64_bit() {
+            incoming = incoming.with_64_bit_root();
+        }
+        let context = incoming.decide(settings.random_sampling_percentage).child();
         let name = match kind {
             SpanKind::Client => "outbound",
             _ => "inbound",
         };
-        self.spans
-            .is_enabled()
-            .then(|| Span::start(&context(), name, kind))
+        let span = context.sampled().then(|| {
+            let mut span = Span::start(&context, name, kind);
+            for (key, value) in settings.custom_tag_values(&|n| std::env::var(n).ok(), None) {
+                span.set_attribute(key, value);
+            }
+            span
+        });
+        Trace {
+            context: Some(context),
+            span,
+            spans: tracing.exporter.clone(),
+        }
     }
+}
+
+/// A connection's place in a trace, when tracing is on.
+#[derive(Default)]
+struct Trace {
+    context: Option<TraceContext>,
+    span: Option<Span>,
+    spans: SpanExporter,
 }
 
 /// Serves `/metrics` and `/stats/prometheus` on `addr`.
@@ -149,7 +203,10 @@ fn annotate(mut span: Span, labels: &ConnectionLabels) -> Span {
 /// span (exported when this is dropped).
 pub struct ConnectionTelemetry {
     recorder: TcpConnectionRecorder,
+    /// Sampled: its span, reported when this is dropped.
     span: Option<Span>,
+    /// Its trace context, sampled or not, when tracing is on.
+    context: Option<TraceContext>,
     spans: SpanExporter,
     /// Where its access log line goes (when on), its labels, and when it opened.
     access_log: Option<(AccessLines, ConnectionLabels, Instant)>,
@@ -201,11 +258,12 @@ impl ConnectionTelemetry {
         self.recorder.meter(stream, side)
     }
 
-    /// The `traceparent` to send on the HBONE CONNECT: this connection's span, so the
-    /// destination's span is its child. `None` without tracing (the HBONE client then
-    /// sends an unsampled one of its own, as ztunnel does).
+    /// The `traceparent` to send on the HBONE CONNECT: this connection's context with its
+    /// sampling decision, so the destination's span is its child (or, unsampled, is not
+    /// made). `None` without tracing (the HBONE client then sends an unsampled one of its
+    /// own, as ztunnel does).
     pub fn traceparent(&self) -> Option<String> {
-        self.span.as_ref().map(Span::traceparent)
+        self.context.as_ref().map(TraceContext::to_header)
     }
 
     /// Its access log line as far as the labels tell (who, where, how long), and where
@@ -222,6 +280,7 @@ impl ConnectionTelemetry {
             dst_namespace: known(&labels.destination.namespace),
             dst_identity: known(&labels.destination.principal),
             duration: opened.elapsed(),
+            trace_id: self.span.as_ref().map(|s| s.trace_id.to_string()),
             ..ConnectionEntry::default()
         };
         Some((log, entry))
@@ -297,9 +356,14 @@ pub fn outbound(
         Some(service) => labels.with_destination_service(Some(service)),
         None => labels,
     };
-    let span = telemetry.span(|| TraceContext::new_root(true).child(), SpanKind::Client);
-    let owner = source.map(|w| (w, WorkloadMode::Client));
-    let mut connection = telemetry.connection(snapshot, &labels, span, owner);
+    let effective = Telemetry::effective(snapshot, source.map(|w| (w, WorkloadMode::Client)));
+    let trace = telemetry.trace(
+        snapshot,
+        || TraceContext::new_root(None),
+        SpanKind::Client,
+        effective.as_ref(),
+    );
+    let mut connection = telemetry.connection(snapshot, &labels, trace, effective);
     if let Some(span) = &mut connection.span {
         span.set_attribute("destination.address", dst.to_string());
     }
@@ -327,9 +391,14 @@ pub fn inbound_plaintext(
         cluster: &telemetry.cluster,
     }
     .labels();
-    let span = telemetry.span(|| TraceContext::new_root(true).child(), SpanKind::Server);
-    let owner = destination.map(|w| (w, WorkloadMode::Server));
-    telemetry.connection(snapshot, &labels, span, owner)
+    let effective = Telemetry::effective(snapshot, destination.map(|w| (w, WorkloadMode::Server)));
+    let trace = telemetry.trace(
+        snapshot,
+        || TraceContext::new_root(None),
+        SpanKind::Server,
+        effective.as_ref(),
+    );
+    telemetry.connection(snapshot, &labels, trace, effective)
 }
 
 /// A CONNECT arriving over HBONE: the client is who its certificate says, from the address
@@ -355,12 +424,14 @@ pub fn inbound_hbone(
         cluster: &telemetry.cluster,
     }
     .labels();
-    let span = telemetry.span(
-        || TraceContext::from_headers(&request.headers).child(),
+    let effective = Telemetry::effective(snapshot, destination.map(|w| (w, WorkloadMode::Server)));
+    let trace = telemetry.trace(
+        snapshot,
+        || TraceContext::from_headers(&request.headers),
         SpanKind::Server,
+        effective.as_ref(),
     );
-    let owner = destination.map(|w| (w, WorkloadMode::Server));
-    telemetry.connection(snapshot, &labels, span, owner)
+    telemetry.connection(snapshot, &labels, trace, effective)
 }
 
 #[cfg(test)]
@@ -406,7 +477,7 @@ ports: [{name: http, port: 8080, protocol: TCP}]
     fn telemetry() -> Telemetry {
         Telemetry {
             metrics: Metrics::new(),
-            spans: SpanExporter::disabled(),
+            tracer: Arc::new(Tracer::new("weft-agent", Vec::new(), None)),
             cluster: DEFAULT_CLUSTER_ID.into(),
             access_log: AccessLog::new(Default::default()),
         }
@@ -512,16 +583,33 @@ ports: [{name: http, port: 8080, protocol: TCP}]
         assert_eq!(&*l.destination_service.name, "BlackHoleCluster");
     }
 
+    /// The cluster with a mesh config sampling `sampling` percent of new traces, and an
+    /// exporter (never contacted: nothing is flushed before the test ends).
+    fn traced(sampling: f64) -> (Telemetry, Arc<Snapshot>) {
+        let mut t = telemetry();
+        t.tracer = Arc::new(Tracer::new(
+            "weft-agent",
+            Vec::new(),
+            Some("http://127.0.0.1:9".into()),
+        ));
+        let s = weft_config::testing::snapshot_of(&format!(
+            "{CLUSTER}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+    accessLogFile: /dev/null
+    defaultConfig: {{tracing: {{sampling: {sampling}}}}}
+"
+        ));
+        (t, s)
+    }
+
     #[tokio::test]
     async fn with_an_exporter_the_connect_carries_the_connections_span() {
-        let mut t = telemetry();
-        // Never contacted: nothing is flushed before the test ends.
-        t.spans = SpanExporter::start(weft_core::telemetry::OtlpConfig::new(
-            "http://127.0.0.1:9",
-            "test",
-        ))
-        .expect("exporter");
-        let s = snapshot();
+        let (t, s) = traced(100.0);
         let upstream = NextHop::Hbone {
             identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
             hbone_address: addr("10.244.1.11:15008"),
@@ -542,5 +630,70 @@ ports: [{name: http, port: 8080, protocol: TCP}]
         assert_eq!(sent.span_id(), span.span_id);
         assert_eq!(span.parent_span_id, None, "a connection starts its trace");
         assert_eq!(span.kind, SpanKind::Client);
+        let (_, entry) = c.access_entry().expect("access logs are on");
+        assert_eq!(
+            entry.trace_id,
+            Some(span.trace_id.to_string()),
+            "the access log line names the connection's trace"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_decision_the_connect_carries_is_honoured_and_unsampled_makes_no_span() {
+        let (t, s) = traced(100.0);
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            hyper::header::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            ),
+        );
+        let trace = t.trace(
+            &s,
+            || TraceContext::from_headers(&headers),
+            SpanKind::Server,
+            None,
+        );
+        assert!(
+            trace.span.is_none(),
+            "the source's agent decided against it"
+        );
+        let context = trace.context.expect("still propagated");
+        assert!(!context.sampled());
+        assert_eq!(
+            context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+
+        headers.insert(
+            "traceparent",
+            hyper::header::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        );
+        let (t, s) = traced(0.000_001);
+        let trace = t.trace(
+            &s,
+            || TraceContext::from_headers(&headers),
+            SpanKind::Server,
+            None,
+        );
+        let span = trace
+            .span
+            .expect("sampled upstream, whatever the percentage here");
+        assert_eq!(
+            span.parent_span_id.map(|p| p.to_string()).as_deref(),
+            Some("00f067aa0ba902b7")
+        );
+
+        // New traces at a tiny percentage: (almost) never sampled, but decided.
+        let unsampled = (0..50)
+            .filter(|_| {
+                t.trace(&s, || TraceContext::new_root(None), SpanKind::Client, None)
+                    .span
+                    .is_none()
+            })
+            .count();
+        assert_eq!(unsampled, 50);
     }
 }

@@ -4,11 +4,11 @@ use std::sync::{Arc, Mutex};
 
 use weft_config::registry::model::Waypoint;
 use weft_config::registry::{Registry, Snapshot};
+use weft_config::tracer::Tracer;
 use weft_core::hbone::HbonePool;
 use weft_core::identity::Identity;
 use weft_core::lifecycle::Draining;
 use weft_core::metrics::Metrics;
-use weft_core::telemetry::SpanExporter;
 
 use crate::forward::cluster::{Clusters, Whereabouts};
 use crate::forward::connections::Connections;
@@ -31,8 +31,9 @@ pub struct WaypointContext {
     pub metrics: Arc<Metrics>,
     /// One line per request when meshConfig `accessLogFile` is set.
     pub access_log: Arc<weft_core::access_log::AccessLog>,
-    /// One span per request when `--otlp-endpoint` is set.
-    pub spans: SpanExporter,
+    /// Sampling, propagation and a span per sampled request, as the mesh config's tracing
+    /// provider (or `--otlp-endpoint`) says.
+    pub tracer: Arc<Tracer>,
     /// Started at SIGTERM: HTTP connections then ask their clients to reconnect.
     pub draining: Draining,
     /// The keys of RequestAuthentications' `jwksUri`s (and parsed inline `jwks`).
@@ -59,7 +60,7 @@ impl WaypointContext {
         registry: Registry,
         pool: HbonePool,
         metrics: Arc<Metrics>,
-        spans: SpanExporter,
+        tracer: Arc<Tracer>,
     ) -> Self {
         Self {
             connections: Connections::new(pool, identity.clone()),
@@ -76,7 +77,7 @@ impl WaypointContext {
             unclustered: CircuitBreaker::new(&Default::default()),
             access_log: weft_core::access_log::AccessLog::new(metrics.access_log_dropped()),
             metrics,
-            spans,
+            tracer,
             draining: Draining::default(),
             jwks: JwksCache::default(),
             ext_authz: Default::default(),

@@ -15,12 +15,12 @@ use anyhow::Context;
 use clap::Parser;
 use tracing::info;
 use weft_config::source::{AGENT_WATCHED, INGRESS_WATCHED, KubeSourceConfig, PodScope, start};
+use weft_config::tracer::Tracer;
 use weft_config::translate::hosts::MeshSettings;
 use weft_core::ca::CaClientFiles;
 use weft_core::hbone::{HbonePool, HboneServer, HboneServerConfig, PoolConfig};
 use weft_core::identity::{Identity, IdentityManager, ManagerConfig};
 use weft_core::lifecycle::{Draining, Shutdown, drain};
-use weft_core::telemetry::{OtlpConfig, SpanExporter};
 use weft_waypoint::context::WaypointContext;
 use weft_waypoint::forward::endpoints::Reach;
 use weft_waypoint::{inbound, ingress, readiness};
@@ -76,8 +76,8 @@ struct Args {
     /// Prometheus scrapes Istio's standard metrics here (`/metrics`, `/stats/prometheus`).
     #[arg(long, env = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:15020")]
     metrics_addr: SocketAddr,
-    /// OTLP/gRPC collector for one span per request (e.g. http://otel-collector:4317);
-    /// off when unset.
+    /// OTLP/gRPC collector taking the spans of sampled requests (e.g.
+    /// http://otel-collector:4317) instead of the mesh config's tracing provider.
     #[arg(long, env = "WEFT_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
     /// After SIGTERM, seconds to go on serving new connections as usual (readiness answers
@@ -205,18 +205,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = weft_core::metrics::Metrics::new();
     // Istio's waypoints and gateways are its `proxy` component.
     metrics.set_build("proxy", env!("CARGO_PKG_VERSION"));
-    let spans = match &args.otlp_endpoint {
-        Some(endpoint) => {
-            let mut config = OtlpConfig::new(endpoint.clone(), "weft-waypoint");
-            config.resource.push((
-                "k8s.gateway.name".to_string(),
-                format!("{}/{}", args.namespace, args.name),
-            ));
-            info!(%endpoint, "exporting spans over OTLP");
-            SpanExporter::start(config).context("setting up the OTLP exporter")?
-        }
-        None => SpanExporter::disabled(),
-    };
+    // Spans go where the mesh config's tracing provider says; `--otlp-endpoint` overrides.
+    let tracer = Arc::new(Tracer::new(
+        format!("{}.{}", args.name, args.namespace),
+        vec![(
+            "k8s.gateway.name".to_string(),
+            format!("{}/{}", args.namespace, args.name),
+        )],
+        args.otlp_endpoint.clone(),
+    ));
     let mut context = WaypointContext::new(
         args.name.clone(),
         args.namespace.clone(),
@@ -224,7 +221,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         registry,
         pool,
         metrics.clone(),
-        spans,
+        tracer,
     );
     context.jwks = weft_waypoint::jwks::JwksCache::new(args.jwks_refresh_interval);
     // OTLP access log records say who sent them, as the spans do.

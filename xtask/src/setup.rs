@@ -258,7 +258,9 @@ fn ensure_jwt_tools() -> anyhow::Result<()> {
 /// client (`tests/manifests/websocket/websocket_echo.py`) `websockets`, the gRPC streaming
 /// peers (`tests/manifests/grpc_streaming/grpc_stream.py`) `grpcio`, the HTTP/2 WebSocket
 /// client (`tests/manifests/websocket/h2_websocket.py`) `h2`, the OTLP logs collector
-/// (`tests/manifests/otel_access_log/otlp_logs_receiver.py`) `opentelemetry-proto`.
+/// (`tests/manifests/otel_access_log/otlp_logs_receiver.py`) and the span receivers
+/// (`tests/manifests/tracing/collector.py`) `opentelemetry-proto`, the latter also
+/// `jsonschema` and `PyYAML`.
 const EXT_AUTHZ_TOOLS: &[&str] = &[
     "grpcio==1.85.4",
     "protobuf==7.36.2",
@@ -266,6 +268,8 @@ const EXT_AUTHZ_TOOLS: &[&str] = &[
     "websockets==17.4",
     "h2==4.4.1",
     "opentelemetry-proto==1.45.2",
+    "jsonschema==4.26.0",
+    "PyYAML==6.0.3",
 ];
 
 fn ensure_ext_authz_tools() -> anyhow::Result<()> {
@@ -275,9 +279,12 @@ fn ensure_ext_authz_tools() -> anyhow::Result<()> {
                  from envoy.service.auth.v3 import external_auth_pb2_grpc\n\
                  import websockets.sync.client, h2.connection\n\
                  from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc\n\
+                 import jsonschema, yaml\n\
+                 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc\n\
                  sys.exit(m.version('xds-protos') != '1.85.0' or m.version('grpcio') != '1.85.4' \
                  or m.version('websockets') != '17.4' or m.version('h2') != '4.4.1' \
-                 or m.version('opentelemetry-proto') != '1.45.2')";
+                 or m.version('opentelemetry-proto') != '1.45.2' or m.version('jsonschema') != '4.26.0' \
+                 or m.version('PyYAML') != '6.0.3')";
     if python.is_file()
         && Command::new(&python)
             .args(["-c", check])

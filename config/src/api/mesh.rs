@@ -72,6 +72,12 @@ pub struct MeshConfig {
     /// no Telemetry resource names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_providers: Option<DefaultProviders>,
+    /// Spans and request ids (Istio's installations set it; see `crate::trace_settings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_tracing: Option<bool>,
+    /// The proxies' defaults; only `tracing` is typed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_config: Option<super::mesh_tracing::DefaultProxyConfig>,
     /// Every other field, by its JSON name: Istio fields weft does not act on (warned
     /// about) or names Istio does not define (refused).
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -229,6 +235,10 @@ pub struct ExtensionProvider {
     pub envoy_file_access_log: Option<super::mesh_access_log::EnvoyFileAccessLogProvider>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envoy_otel_als: Option<super::mesh_access_log::EnvoyOtelAlsProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zipkin: Option<super::mesh_tracing::ZipkinTracingProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opentelemetry: Option<super::mesh_tracing::OpenTelemetryTracingProvider>,
     /// Providers of other kinds (tracing, access logs, metrics, SDS), by their JSON name.
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub other: BTreeMap<String, Value>,
@@ -438,15 +448,14 @@ mod tests {
         let mesh = parse(
             "dnsRefreshRate: 5s\ndefaultConfig: {discoveryAddress: istiod:15012}\nextensionProviders:\n- name: authz\n  envoyExtAuthzGrpc: {service: authz.foo.svc.cluster.local, port: 9000}\n- name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n",
         );
-        assert_eq!(
-            mesh.other.keys().collect::<Vec<_>>(),
-            ["defaultConfig", "dnsRefreshRate"]
-        );
+        assert_eq!(mesh.other.keys().collect::<Vec<_>>(), ["dnsRefreshRate"]);
+        let defaults = mesh.default_config.as_ref().expect("defaultConfig typed");
+        assert!(defaults.other.contains_key("discoveryAddress"));
         let authz = mesh.extension_provider("authz").expect("authz provider");
         let grpc = authz.envoy_ext_authz_grpc.as_ref().expect("grpc provider");
         assert_eq!(grpc.port, 9000);
         assert!(!grpc.fail_open);
         let zipkin = mesh.extension_provider("zipkin").expect("zipkin provider");
-        assert!(zipkin.other.contains_key("zipkin"));
+        assert_eq!(zipkin.zipkin.as_ref().map(|z| z.port), Some(9411));
     }
 }

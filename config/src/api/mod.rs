@@ -8,6 +8,7 @@ mod kind;
 pub mod kubernetes;
 pub mod mesh;
 pub mod mesh_access_log;
+pub mod mesh_tracing;
 pub mod networking;
 mod object;
 pub mod security;

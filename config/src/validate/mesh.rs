@@ -89,6 +89,8 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
             + usize::from(provider.envoy_ext_authz_grpc.is_some())
             + usize::from(provider.envoy_file_access_log.is_some())
             + usize::from(provider.envoy_otel_als.is_some())
+            + usize::from(provider.zipkin.is_some())
+            + usize::from(provider.opentelemetry.is_some())
             + provider.other.len();
         if kinds != 1 {
             issues.add(
@@ -103,6 +105,7 @@ pub(super) fn mesh_config(mesh: &MeshConfig) -> Vec<FieldIssue> {
             ext_authz_grpc(grpc, &at.field("envoyExtAuthzGrpc"), &mut issues);
         }
         super::mesh_access_log::refusals(provider, &at, &mut issues);
+        super::mesh_tracing::provider(provider, &at, &mut issues);
     }
     issues.into_vec()
 }
@@ -269,18 +272,8 @@ pub(super) fn warnings(
     }
     access_log_format(mesh, &root, &mut issues);
     super::mesh_access_log::default_providers(mesh, &root, &mut issues);
-    if let Some(defaults) = &mesh.default_providers {
-        let at = root.field("defaultProviders");
-        // accessLogging: `mesh_access_log::default_providers`; metrics: the Telemetry API's.
-        for (field, names) in [("tracing", &defaults.tracing)] {
-            if !names.is_empty() {
-                issues.add(
-                    &at.field(field),
-                    "weft does not act on this field of Istio's MeshConfig; it has no effect",
-                );
-            }
-        }
-    }
+    super::mesh_tracing::warnings(mesh, &root, known, &mut issues);
+    // defaultProviders.metrics: the Telemetry API's (`telemetry_api`), which reads it.
     if let Some(domain) = &mesh.trust_domain
         && *domain != settings.trust_domain
     {

@@ -11,6 +11,7 @@ mod gateway_routes;
 mod kubernetes;
 mod mesh;
 mod mesh_access_log;
+mod mesh_tracing;
 mod networking;
 pub use networking::delegate_warnings;
 mod paths;

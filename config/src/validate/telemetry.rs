@@ -225,10 +225,12 @@ pub(super) fn telemetry_warnings(spec: &TelemetrySpec) -> Vec<FieldIssue> {
     }
     for (i, tracing) in spec.tracing.iter().enumerate() {
         let at = root.field("tracing").index(i);
-        issues.add(
-            &at,
-            "resolved per workload (providers, randomSamplingPercentage, customTags, disableSpanReporting, useRequestIdForTraceSampling) and takes effect with the tracing providers",
-        );
+        if tracing.use_request_id_for_trace_sampling.is_some() {
+            issues.add(
+                &at.field("useRequestIdForTraceSampling"),
+                "weft samples new traces at random; the request id does not decide (same share of traces, no per-id consistency)",
+            );
+        }
         if tracing.enable_istio_tags.is_some() {
             issues.add(
                 &at.field("enableIstioTags"),
@@ -288,22 +290,17 @@ mod tests {
     }
 
     #[test]
-    fn the_tracing_section_is_warned_until_its_data_path_honours_it() {
+    fn the_tracing_section_is_honoured_but_request_id_sampling() {
         let warnings = telemetry_warnings(&spec(
-            "tracing: [{randomSamplingPercentage: 10}]\nmetrics: [{reportingInterval: 5s, overrides: [{match: {customMetric: my_metric}}]}]",
+            "tracing: [{randomSamplingPercentage: 10, useRequestIdForTraceSampling: true}]\nmetrics: [{reportingInterval: 5s, overrides: [{match: {customMetric: my_metric}}]}]",
         ));
         assert_eq!(
             fields(&warnings),
             vec![
                 "spec.metrics[0].reportingInterval",
                 "spec.metrics[0].overrides[0].match.customMetric",
-                "spec.tracing[0]",
+                "spec.tracing[0].useRequestIdForTraceSampling",
             ]
-        );
-        assert!(
-            warnings[2]
-                .reason
-                .contains("takes effect with the tracing providers")
         );
     }
 }

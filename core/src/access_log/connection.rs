@@ -32,6 +32,8 @@ pub struct ConnectionEntry {
     pub duration: Duration,
     /// Why it did not go through.
     pub error: Option<String>,
+    /// The trace id of the connection's span, when it is traced.
+    pub trace_id: Option<String>,
 }
 
 impl ConnectionEntry {
@@ -67,6 +69,7 @@ impl ConnectionEntry {
         text("dst.identity", self.dst_identity.clone());
         text("direction", Some(self.direction.to_string()));
         text("protocol", Some(self.protocol.to_string()));
+        text("trace_id", self.trace_id.clone());
         fields.push(("bytes_sent", Field::Number(self.bytes_sent)));
         fields.push(("bytes_recv", Field::Number(self.bytes_recv)));
         fields.push((
@@ -187,6 +190,7 @@ mod tests {
             bytes_recv: 337,
             duration: Duration::from_millis(3),
             error: None,
+            trace_id: None,
         }
     }
 
@@ -213,6 +217,14 @@ mod tests {
             "spiffe://cluster.local/ns/shop/sa/client"
         );
         assert_eq!(value["bytes_recv"], 337);
+        assert!(value.get("trace_id").is_none(), "not traced");
+        let mut traced = entry();
+        traced.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        assert!(
+            traced
+                .render(Encoding::Text)
+                .contains(" protocol=\"HBONE\" trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\" ")
+        );
         assert_eq!(
             value["error"],
             "PeerAuthentication STRICT: plaintext refused"

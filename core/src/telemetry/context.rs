@@ -1,4 +1,6 @@
-//! W3C Trace Context (level 1): the `traceparent` and `tracestate` headers.
+//! Where a request is in a trace, read from and written to its headers: W3C Trace Context
+//! (level 1: `traceparent`, `tracestate`) and B3 (`b3`, `x-b3-*`, see `b3.rs`), with the
+//! sampling decision they carry.
 use std::fmt;
 
 use http::HeaderMap;
@@ -34,12 +36,12 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+pub(super) fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
 }
 
 /// Lowercase hex only, as the specification requires.
-fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub(super) fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     let text = text.as_bytes();
     if text.len() != 2 * N {
         return None;
@@ -77,6 +79,32 @@ impl TraceId {
 
     pub fn from_hex(text: &str) -> Option<Self> {
         Self::from_bytes(parse_hex(text)?)
+    }
+
+    /// A 64-bit id (B3's short form, Zipkin's `enable64bitTraceId`): the high half zero.
+    pub fn random_64() -> Self {
+        let mut bytes = [0u8; 16];
+        bytes[8..].copy_from_slice(&random_bytes::<8>());
+        bytes[15] |= 1;
+        Self(bytes)
+    }
+
+    /// Whether only the low 64 bits are set, so that the id can be written in 16 hex digits.
+    pub fn is_64_bit(self) -> bool {
+        self.0[..8] == [0; 8]
+    }
+
+    /// The id in 16 hex digits when it is 64-bit, else 32.
+    pub fn to_short_hex(self) -> String {
+        if self.is_64_bit() {
+            let mut low = String::with_capacity(16);
+            for b in &self.0[8..] {
+                low.push_str(&format!("{b:02x}"));
+            }
+            low
+        } else {
+            self.to_string()
+        }
     }
 }
 
@@ -138,29 +166,121 @@ pub enum TraceContextError {
     ZeroId,
 }
 
+/// Whether a trace is recorded. The first proxy to see a request without a decision makes
+/// it ([`TraceContext::decide`]); everyone after honours and passes it on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampling {
+    /// Nobody has decided yet (B3 without a sampling state, or no context at all).
+    Undecided,
+    Sampled,
+    NotSampled,
+    /// B3's debug flag (`x-b3-flags: 1`, `b3: …-d`): sampled, and said so onwards.
+    Debug,
+}
+
+impl Sampling {
+    pub fn is_sampled(self) -> bool {
+        matches!(self, Self::Sampled | Self::Debug)
+    }
+}
+
+/// The header formats a context is read from or written in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Propagation {
+    /// `traceparent` and `tracestate`.
+    pub w3c: bool,
+    /// `x-b3-traceid`, `x-b3-spanid`, `x-b3-parentspanid`, `x-b3-sampled`, `x-b3-flags`.
+    pub b3_multi: bool,
+    /// The single `b3` header.
+    pub b3_single: bool,
+}
+
+impl Propagation {
+    pub const W3C: Self = Self {
+        w3c: true,
+        b3_multi: false,
+        b3_single: false,
+    };
+    /// What Envoy's Zipkin tracer writes.
+    pub const B3_MULTI: Self = Self {
+        w3c: false,
+        b3_multi: true,
+        b3_single: false,
+    };
+
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            w3c: self.w3c || other.w3c,
+            b3_multi: self.b3_multi || other.b3_multi,
+            b3_single: self.b3_single || other.b3_single,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self == Self::default()
+    }
+}
+
 /// Where a request is in a trace. A context parsed from a request's headers describes the
 /// caller's span; [`TraceContext::child`] makes the span of whoever handles it, whose id is
 /// what goes to the next hop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceContext {
-    trace_id: TraceId,
+    pub(super) trace_id: TraceId,
     /// `None` at the root of a new trace: nobody's span yet.
-    span_id: Option<SpanId>,
-    parent_span_id: Option<SpanId>,
-    flags: u8,
-    tracestate: Option<String>,
+    pub(super) span_id: Option<SpanId>,
+    pub(super) parent_span_id: Option<SpanId>,
+    pub(super) sampling: Sampling,
+    pub(super) tracestate: Option<String>,
+    /// The formats the context arrived in (none for a new root).
+    pub(super) arrived_as: Propagation,
 }
 
 impl TraceContext {
-    /// A new trace, for a request that arrived without (valid) context.
-    pub fn new_root(sampled: bool) -> Self {
+    /// A new trace, for a request that arrived without (valid) context, with the decision
+    /// made (`Some`) or left to [`TraceContext::decide`].
+    pub fn new_root(sampled: impl Into<Option<bool>>) -> Self {
         Self {
             trace_id: TraceId::random(),
             span_id: None,
             parent_span_id: None,
-            flags: if sampled { SAMPLED } else { 0 },
+            sampling: match sampled.into() {
+                Some(true) => Sampling::Sampled,
+                Some(false) => Sampling::NotSampled,
+                None => Sampling::Undecided,
+            },
             tracestate: None,
+            arrived_as: Propagation::default(),
         }
+    }
+
+    /// Makes the sampling decision if nobody has: sampled with probability
+    /// `percentage`/100 (Istio's `randomSamplingPercentage`). A decision that came with the
+    /// request is kept.
+    pub fn decide(self, percentage: f64) -> Self {
+        let draw = f64::from(u32::from_le_bytes(random_bytes::<4>())) / (f64::from(u32::MAX) + 1.0);
+        self.decide_with(percentage, draw * 100.0)
+    }
+
+    /// [`TraceContext::decide`] with the random draw given, in `[0, 100)`.
+    pub fn decide_with(mut self, percentage: f64, draw: f64) -> Self {
+        if self.sampling == Sampling::Undecided {
+            self.sampling = if sample(percentage, draw) {
+                Sampling::Sampled
+            } else {
+                Sampling::NotSampled
+            };
+        }
+        self
+    }
+
+    /// Uses 64-bit trace ids for a new trace (Zipkin's `enable64bitTraceId`); a continued
+    /// trace keeps its id.
+    pub fn with_64_bit_root(mut self) -> Self {
+        if self.span_id.is_none() && !self.trace_id.is_64_bit() {
+            self.trace_id = TraceId::random_64();
+        }
+        self
     }
 
     /// Parses a `traceparent` value. Versions above 00 are read as 00 (the specification's
@@ -195,34 +315,33 @@ impl TraceContext {
             trace_id,
             span_id: Some(span_id),
             parent_span_id: None,
-            flags: flags[0],
+            // The sampled flag is a decision either way.
+            sampling: if flags[0] & SAMPLED != 0 {
+                Sampling::Sampled
+            } else {
+                Sampling::NotSampled
+            },
             tracestate: None,
+            arrived_as: Propagation::W3C,
         })
     }
 
-    /// The context of an incoming request: its `traceparent` (with its `tracestate`) when
-    /// valid, else a new sampled trace. The caller is the first to see such a request, and
-    /// exporting is opt-in anyway.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    /// The context of a valid `traceparent` (with its `tracestate`).
+    pub(super) fn from_w3c(headers: &HeaderMap) -> Option<Self> {
         let mut values = headers.get_all(TRACEPARENT).iter();
         let parsed = match (values.next(), values.next()) {
             (Some(one), None) => one.to_str().ok().and_then(|v| Self::parse(v).ok()),
             // Several traceparents cannot be told apart: start afresh.
             _ => None,
         };
-        match parsed {
-            Some(context) => {
-                let combined: Vec<&str> = headers
-                    .get_all(TRACESTATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                let tracestate =
-                    (!combined.is_empty()).then(|| normalize_tracestate(&combined.join(",")));
-                context.with_tracestate(tracestate.flatten())
-            }
-            None => Self::new_root(true),
-        }
+        let context = parsed?;
+        let combined: Vec<&str> = headers
+            .get_all(TRACESTATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let tracestate = (!combined.is_empty()).then(|| normalize_tracestate(&combined.join(",")));
+        Some(context.with_tracestate(tracestate.flatten()))
     }
 
     /// The context of a new span under this one: same trace, flags and state, a new span
@@ -232,8 +351,9 @@ impl TraceContext {
             trace_id: self.trace_id,
             span_id: Some(SpanId::random()),
             parent_span_id: self.span_id,
-            flags: self.flags,
+            sampling: self.sampling,
             tracestate: self.tracestate.clone(),
+            arrived_as: self.arrived_as,
         }
     }
 
@@ -257,12 +377,23 @@ impl TraceContext {
         self.parent_span_id
     }
 
+    /// Whether this trace is recorded (an undecided one is not, until decided).
     pub fn sampled(&self) -> bool {
-        self.flags & SAMPLED != 0
+        self.sampling.is_sampled()
     }
 
+    pub fn sampling(&self) -> Sampling {
+        self.sampling
+    }
+
+    /// The formats the context arrived in; none for a new trace.
+    pub fn arrived_as(&self) -> Propagation {
+        self.arrived_as
+    }
+
+    /// W3C `trace-flags` as sent onwards.
     pub fn flags(&self) -> u8 {
-        self.flags
+        u8::from(self.sampled())
     }
 
     pub fn tracestate(&self) -> Option<&str> {
@@ -276,12 +407,12 @@ impl TraceContext {
             "00-{}-{}-{:02x}",
             self.trace_id,
             self.span_id(),
-            self.flags & SAMPLED
+            self.flags()
         )
     }
 
-    /// Sets `traceparent` and `tracestate` on outgoing headers, replacing what was there.
-    pub fn inject(&self, headers: &mut HeaderMap) {
+    /// Sets `traceparent` and `tracestate`, replacing what was there.
+    pub(super) fn inject_w3c(&self, headers: &mut HeaderMap) {
         if let Ok(value) = HeaderValue::from_str(&self.to_header()) {
             headers.insert(TRACEPARENT, value);
         }
@@ -294,6 +425,17 @@ impl TraceContext {
             headers.insert(TRACESTATE, value);
         }
     }
+}
+
+/// Whether a trace is sampled at `percentage` (0 to 100; outside, clamped) when the random
+/// draw, uniform in `[0, 100)`, is `draw`.
+pub fn sample(percentage: f64, draw: f64) -> bool {
+    let percentage = if percentage.is_nan() {
+        0.0
+    } else {
+        percentage.clamp(0.0, 100.0)
+    };
+    draw < percentage
 }
 
 fn valid_key(key: &str) -> bool {
@@ -468,7 +610,12 @@ mod tests {
         headers.insert(TRACESTATE, HeaderValue::from_static("congo=t61rcWkgMzE"));
         let child = TraceContext::from_headers(&headers).child();
         assert_eq!(child.parent_span_id(), None);
-        assert!(child.sampled());
+        assert_eq!(
+            child.sampling(),
+            Sampling::Undecided,
+            "left to the first proxy"
+        );
+        assert!(!child.sampled());
         assert_eq!(
             child.tracestate(),
             None,
@@ -522,6 +669,49 @@ mod tests {
             cut.starts_with("small=1,k0="),
             "large members go first: {cut}"
         );
+    }
+
+    #[test]
+    fn the_first_proxy_decides_and_later_ones_honour_the_decision() {
+        assert!(sample(10.0, 9.99));
+        assert!(!sample(10.0, 10.0));
+        assert!(!sample(0.0, 0.0), "0% samples nothing");
+        assert!(sample(100.0, 99.999), "100% samples everything");
+        assert!(!sample(f64::NAN, 0.0));
+        assert!(sample(250.0, 99.0), "clamped to 100");
+
+        let undecided = TraceContext::new_root(None);
+        assert!(undecided.clone().decide_with(10.0, 5.0).sampled());
+        assert!(!undecided.clone().decide_with(10.0, 50.0).sampled());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        );
+        let unsampled = TraceContext::from_headers(&headers).decide_with(100.0, 0.0);
+        assert!(!unsampled.sampled(), "an unsampled caller stays unsampled");
+        let mut out = HeaderMap::new();
+        unsampled.child().inject(&mut out);
+        assert!(
+            out.get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.ends_with("-00")),
+            "and is propagated as such"
+        );
+        headers.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert!(
+            TraceContext::from_headers(&headers)
+                .decide_with(0.0, 50.0)
+                .sampled()
+        );
+        // The draw is uniform: about 10% of undecided traces are sampled at 10%.
+        let sampled = (0..10_000)
+            .filter(|_| TraceContext::new_root(None).decide(10.0).sampled())
+            .count();
+        assert!((700..1300).contains(&sampled), "{sampled}");
     }
 
     #[test]

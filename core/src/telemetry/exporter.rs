@@ -1,6 +1,7 @@
-//! Batching OTLP/gRPC export of spans. Recording never waits: spans go into a bounded queue
-//! and are dropped (and counted) when it is full, so a slow or absent collector costs the
-//! proxy nothing but those spans.
+//! Batching export of spans, over OTLP (gRPC, or HTTP with protobuf) or as Zipkin JSON v2
+//! over HTTP. Recording never waits: spans go into a bounded queue and are dropped (and
+//! counted) when it is full, so a slow or absent collector costs the proxy nothing but
+//! those spans.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,17 +10,34 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
+use super::post;
 use super::proto::{self, TraceServiceClient, any_value};
 use super::span::{AttributeValue, Span, SpanKind, SpanStatus};
+use super::zipkin;
+
+/// How spans are sent to the collector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC (`TraceService/Export`).
+    OtlpGrpc,
+    /// OTLP/HTTP, protobuf encoded, POSTed to `path` (`/v1/traces`).
+    OtlpHttp { path: String },
+    /// Zipkin's JSON v2, POSTed to `path` (`/api/v2/spans`).
+    Zipkin { path: String },
+}
 
 #[derive(Clone, Debug)]
-pub struct OtlpConfig {
-    /// The collector's OTLP/gRPC endpoint, `http://host:4317`.
+pub struct ExporterConfig {
+    pub protocol: Protocol,
+    /// The collector: `http://host:port` (or `host:port`).
     pub endpoint: String,
-    /// `service.name` of the resource the spans belong to.
+    /// `service.name` of the resource the spans belong to (Zipkin: the local endpoint's
+    /// `serviceName`).
     pub service_name: String,
-    /// More resource attributes (`k8s.node.name`, …).
+    /// More resource attributes (`k8s.node.name`, …); Zipkin has no resource.
     pub resource: Vec<(String, String)>,
+    /// Headers (gRPC: metadata) sent with every export.
+    pub headers: Vec<(String, String)>,
     /// Spans waiting for export beyond which new ones are dropped.
     pub queue_capacity: usize,
     /// Spans per Export request.
@@ -30,17 +48,37 @@ pub struct OtlpConfig {
     pub timeout: Duration,
 }
 
-impl OtlpConfig {
-    pub fn new(endpoint: impl Into<String>, service_name: impl Into<String>) -> Self {
+impl ExporterConfig {
+    pub fn new(
+        protocol: Protocol,
+        endpoint: impl Into<String>,
+        service_name: impl Into<String>,
+    ) -> Self {
         Self {
+            protocol,
             endpoint: endpoint.into(),
             service_name: service_name.into(),
             resource: Vec::new(),
+            headers: Vec::new(),
             queue_capacity: 2048,
             max_batch: 512,
             flush_interval: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
         }
+    }
+
+    /// OTLP/gRPC to `endpoint` (`http://host:4317`).
+    pub fn otlp(endpoint: impl Into<String>, service_name: impl Into<String>) -> Self {
+        Self::new(Protocol::OtlpGrpc, endpoint, service_name)
+    }
+
+    /// The collector's `host:port`.
+    fn authority(&self) -> &str {
+        let rest = self
+            .endpoint
+            .strip_prefix("http://")
+            .unwrap_or(&self.endpoint);
+        rest.split('/').next().unwrap_or(rest)
     }
 }
 
@@ -51,7 +89,7 @@ pub enum ExporterError {
         endpoint: String,
         source: tonic::transport::Error,
     },
-    #[error("the OTLP exporter needs a queue and batches of at least one span")]
+    #[error("the span exporter needs a queue and batches of at least one span")]
     Capacity,
 }
 
@@ -91,6 +129,16 @@ struct Inner {
     counters: Arc<Counters>,
 }
 
+/// Where the batching task sends a batch.
+enum Backend {
+    Grpc(Box<(TraceServiceClient<Channel>, tonic::metadata::MetadataMap)>),
+    Http {
+        authority: String,
+        path: String,
+        zipkin: bool,
+    },
+}
+
 impl SpanExporter {
     pub fn disabled() -> Self {
         Self { inner: None }
@@ -98,26 +146,43 @@ impl SpanExporter {
 
     /// Starts the batching task on the current tokio runtime. The collector is connected to
     /// lazily: an unreachable one shows as failed exports, not as an error here.
-    pub fn start(config: OtlpConfig) -> Result<Self, ExporterError> {
+    pub fn start(config: ExporterConfig) -> Result<Self, ExporterError> {
         if config.queue_capacity == 0 || config.max_batch == 0 {
             return Err(ExporterError::Capacity);
         }
-        let channel = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|source| ExporterError::Endpoint {
-                endpoint: config.endpoint.clone(),
-                source,
-            })?
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .connect_lazy();
+        let backend = match &config.protocol {
+            Protocol::OtlpGrpc => {
+                let endpoint = if config.endpoint.contains("://") {
+                    config.endpoint.clone()
+                } else {
+                    format!("http://{}", config.endpoint)
+                };
+                let channel = Endpoint::from_shared(endpoint.clone())
+                    .map_err(|source| ExporterError::Endpoint { endpoint, source })?
+                    .timeout(config.timeout)
+                    .connect_timeout(config.timeout)
+                    .connect_lazy();
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (name, value) in &config.headers {
+                    if let (Ok(name), Ok(value)) = (
+                        name.to_ascii_lowercase()
+                            .parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
+                        value.parse(),
+                    ) {
+                        metadata.insert(name, value);
+                    }
+                }
+                Backend::Grpc(Box::new((TraceServiceClient::new(channel), metadata)))
+            }
+            Protocol::OtlpHttp { path } | Protocol::Zipkin { path } => Backend::Http {
+                authority: config.authority().to_owned(),
+                path: path.clone(),
+                zipkin: matches!(config.protocol, Protocol::Zipkin { .. }),
+            },
+        };
         let (queue, receiver) = mpsc::channel(config.queue_capacity);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(
-            receiver,
-            TraceServiceClient::new(channel),
-            config,
-            counters.clone(),
-        ));
+        tokio::spawn(run(receiver, backend, config, counters.clone()));
         Ok(Self {
             inner: Some(Arc::new(Inner { queue, counters })),
         })
@@ -165,11 +230,16 @@ impl SpanExporter {
 
 async fn run(
     mut receiver: mpsc::Receiver<Message>,
-    mut client: TraceServiceClient<Channel>,
-    config: OtlpConfig,
+    mut backend: Backend,
+    config: ExporterConfig,
     counters: Arc<Counters>,
 ) {
     let resource = resource(&config);
+    let mut client = Exporting {
+        backend: &mut backend,
+        config: &config,
+        resource: &resource,
+    };
     let mut batch: Vec<Span> = Vec::with_capacity(config.max_batch);
     let mut ticker = tokio::time::interval(config.flush_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,35 +249,110 @@ async fn run(
                 Some(Message::Span(span)) => {
                     batch.push(*span);
                     if batch.len() >= config.max_batch {
-                        export(&mut client, &resource, &mut batch, &counters).await;
+                        client.export(&mut batch, &counters).await;
                     }
                 }
                 Some(Message::Flush(done)) => {
-                    export(&mut client, &resource, &mut batch, &counters).await;
+                    client.export(&mut batch, &counters).await;
                     let _ = done.send(());
                 }
                 None => {
                     // Every handle is gone: send what is left and stop.
-                    export(&mut client, &resource, &mut batch, &counters).await;
+                    client.export(&mut batch, &counters).await;
                     return;
                 }
             },
-            _ = ticker.tick() => export(&mut client, &resource, &mut batch, &counters).await,
+            _ = ticker.tick() => client.export(&mut batch, &counters).await,
         }
     }
 }
 
-async fn export(
-    client: &mut TraceServiceClient<Channel>,
-    resource: &proto::Resource,
-    batch: &mut Vec<Span>,
-    counters: &Counters,
-) {
-    if batch.is_empty() {
-        return;
+struct Exporting<'a> {
+    backend: &'a mut Backend,
+    config: &'a ExporterConfig,
+    resource: &'a proto::Resource,
+}
+
+impl Exporting<'_> {
+    async fn export(&mut self, batch: &mut Vec<Span>, counters: &Counters) {
+        if batch.is_empty() {
+            return;
+        }
+        let count = batch.len() as u64;
+        let spans: Vec<Span> = std::mem::take(batch);
+        let outcome = match &mut *self.backend {
+            Backend::Grpc(grpc) => {
+                let (client, metadata) = &mut **grpc;
+                let mut request = tonic::Request::new(otlp_request(self.resource, spans));
+                *request.metadata_mut() = metadata.clone();
+                client
+                    .export(request)
+                    .await
+                    .map(|response| {
+                        response
+                            .into_inner()
+                            .partial_success
+                            .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0))
+                    })
+                    .map_err(|status| status.to_string())
+            }
+            Backend::Http {
+                authority,
+                path,
+                zipkin: true,
+            } => {
+                let body = zipkin::encode(&spans, &self.config.service_name);
+                post::post(
+                    authority,
+                    path,
+                    "application/json",
+                    &self.config.headers,
+                    body,
+                    self.config.timeout,
+                )
+                .await
+                .map(|()| 0)
+            }
+            Backend::Http {
+                authority, path, ..
+            } => {
+                let body = prost::Message::encode_to_vec(&otlp_request(self.resource, spans));
+                post::post(
+                    authority,
+                    path,
+                    "application/x-protobuf",
+                    &self.config.headers,
+                    body,
+                    self.config.timeout,
+                )
+                .await
+                .map(|()| 0)
+            }
+        };
+        match outcome {
+            Ok(rejected) => {
+                let rejected = rejected.min(count);
+                if rejected > 0 {
+                    warn!(rejected, "the collector rejected spans");
+                }
+                counters
+                    .exported
+                    .fetch_add(count - rejected, Ordering::Relaxed);
+                counters.failed.fetch_add(rejected, Ordering::Relaxed);
+                debug!(spans = count, "spans exported");
+            }
+            Err(error) => {
+                // Spans are telemetry, not data: losing a batch beats holding memory for a
+                // collector that may never come back.
+                counters.failed.fetch_add(count, Ordering::Relaxed);
+                warn!(spans = count, %error, endpoint = %self.config.endpoint, "exporting spans failed; dropped them");
+            }
+        }
     }
-    let count = batch.len() as u64;
-    let request = proto::ExportTraceServiceRequest {
+}
+
+fn otlp_request(resource: &proto::Resource, spans: Vec<Span>) -> proto::ExportTraceServiceRequest {
+    proto::ExportTraceServiceRequest {
         resource_spans: vec![proto::ResourceSpans {
             resource: Some(resource.clone()),
             scope_spans: vec![proto::ScopeSpans {
@@ -216,34 +361,11 @@ async fn export(
                     version: env!("CARGO_PKG_VERSION").into(),
                     ..Default::default()
                 }),
-                spans: batch.drain(..).map(to_proto).collect(),
+                spans: spans.into_iter().map(to_proto).collect(),
                 schema_url: String::new(),
             }],
             schema_url: String::new(),
         }],
-    };
-    match client.export(request).await {
-        Ok(response) => {
-            let rejected = response
-                .into_inner()
-                .partial_success
-                .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0))
-                .min(count);
-            if rejected > 0 {
-                warn!(rejected, "the OTLP collector rejected spans");
-            }
-            counters
-                .exported
-                .fetch_add(count - rejected, Ordering::Relaxed);
-            counters.failed.fetch_add(rejected, Ordering::Relaxed);
-            debug!(spans = count, "spans exported");
-        }
-        Err(status) => {
-            // Spans are telemetry, not data: losing a batch beats holding memory for a
-            // collector that may never come back.
-            counters.failed.fetch_add(count, Ordering::Relaxed);
-            warn!(spans = count, error = %status, "exporting spans over OTLP failed; dropped them");
-        }
     }
 }
 
@@ -260,7 +382,7 @@ fn key_value(key: &str, value: &AttributeValue) -> proto::KeyValue {
     }
 }
 
-fn resource(config: &OtlpConfig) -> proto::Resource {
+fn resource(config: &ExporterConfig) -> proto::Resource {
     let service = AttributeValue::String(config.service_name.clone());
     proto::Resource {
         attributes: std::iter::once(key_value("service.name", &service))
@@ -386,7 +508,7 @@ mod tests {
     #[tokio::test]
     async fn spans_reach_a_collector_with_their_ids_and_parents() {
         let (collector, endpoint, collector_task) = collector().await;
-        let mut config = OtlpConfig::new(endpoint, "weft-test");
+        let mut config = ExporterConfig::otlp(endpoint, "weft-test");
         config
             .resource
             .push(("k8s.node.name".into(), "node-1".into()));
@@ -488,7 +610,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         drop(listener);
-        let mut config = OtlpConfig::new(endpoint, "weft-test");
+        let mut config = ExporterConfig::otlp(endpoint, "weft-test");
         config.queue_capacity = 1;
         config.max_batch = 100;
         config.flush_interval = Duration::from_secs(3600);
@@ -504,6 +626,111 @@ mod tests {
         let stats = exporter.stats();
         assert_eq!(stats.dropped + stats.failed, 10, "{stats:?}");
         assert_eq!(stats.exported, 0);
+    }
+
+    /// An HTTP server that keeps the (path, content type, body) of each POST and answers
+    /// `status`.
+    async fn http_collector(
+        status: u16,
+    ) -> (
+        Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+        String,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use http_body_util::BodyExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let kept = got.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let kept = kept.clone();
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let kept = kept.clone();
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let content_type = request
+                                .headers()
+                                .get(http::header::CONTENT_TYPE)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().to_vec())
+                                .unwrap_or_default();
+                            crate::sync::lock(&kept).push((path, content_type, body));
+                            let mut response =
+                                http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                            *response.status_mut() =
+                                http::StatusCode::from_u16(status).unwrap_or_default();
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (got, format!("http://{addr}"), task)
+    }
+
+    #[tokio::test]
+    async fn zipkin_spans_are_posted_as_json_v2_and_refusals_count_as_failed() {
+        let (got, endpoint, task) = http_collector(202).await;
+        let mut config = ExporterConfig::new(
+            Protocol::Zipkin {
+                path: "/api/v2/spans".into(),
+            },
+            endpoint,
+            "waypoint.shop",
+        );
+        config.headers.push(("x-tenant".into(), "a".into()));
+        let exporter = SpanExporter::start(config).expect("starts");
+        let context = TraceContext::new_root(true).child();
+        exporter.record(Span::start(&context, "GET /", SpanKind::Server));
+        exporter.record(Span::start(
+            &TraceContext::new_root(false).child(),
+            "unsampled",
+            SpanKind::Server,
+        ));
+        exporter.flush().await;
+        assert_eq!(exporter.stats().exported, 1, "{:?}", exporter.stats());
+        let posts = crate::sync::lock(&got).clone();
+        assert_eq!(posts.len(), 1);
+        let (path, content_type, body) = &posts[0];
+        assert_eq!(path, "/api/v2/spans");
+        assert_eq!(content_type, "application/json");
+        let spans: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+        assert_eq!(spans[0]["traceId"], context.trace_id().to_string());
+        assert_eq!(spans[0]["localEndpoint"]["serviceName"], "waypoint.shop");
+        task.abort();
+
+        let (_, endpoint, task) = http_collector(400).await;
+        let exporter = SpanExporter::start(ExporterConfig::new(
+            Protocol::OtlpHttp {
+                path: "/v1/traces".into(),
+            },
+            endpoint,
+            "s",
+        ))
+        .expect("starts");
+        exporter.record(Span::start(&context, "GET /", SpanKind::Server));
+        exporter.flush().await;
+        assert_eq!(
+            exporter.stats(),
+            ExporterStats {
+                exported: 0,
+                dropped: 0,
+                failed: 1
+            }
+        );
+        task.abort();
     }
 
     #[test]

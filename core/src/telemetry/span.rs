@@ -139,3 +139,29 @@ impl Span {
         self.end.get_or_insert_with(SystemTime::now);
     }
 }
+
+/// `value` cut to at most `max` bytes (at a character boundary), as Envoy cuts the path
+/// tag to `max_path_tag_length`.
+pub fn truncate_tag(value: &str, max: u32) -> String {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    if value.len() <= max {
+        return value.to_owned();
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_tag;
+
+    #[test]
+    fn tags_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate_tag("http://a/b", 256), "http://a/b");
+        assert_eq!(truncate_tag("http://a/b", 8), "http://a");
+        assert_eq!(truncate_tag("/é", 2), "/");
+    }
+}

@@ -139,7 +139,6 @@ impl Drop for ProxiedConnection {
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use weft_core::metrics::{Metrics, ResponseFlags};
-    use weft_core::telemetry::SpanExporter;
 
     use super::*;
     use crate::proxy::records::Direction;
@@ -162,7 +161,11 @@ mod tests {
     ) -> ProxiedConnection {
         let telemetry = Telemetry {
             metrics: metrics.clone(),
-            spans: SpanExporter::disabled(),
+            tracer: Arc::new(weft_config::tracer::Tracer::new(
+                "weft-agent",
+                Vec::new(),
+                None,
+            )),
             cluster: "Kubernetes".into(),
             access_log: weft_core::access_log::AccessLog::new(Default::default()),
         };
@@ -316,7 +319,11 @@ mod tests {
     fn plaintext_to(cluster: &str, uid: &str, destination: &str) {
         let telemetry = Telemetry {
             metrics: Metrics::new(),
-            spans: SpanExporter::disabled(),
+            tracer: Arc::new(weft_config::tracer::Tracer::new(
+                "weft-agent",
+                Vec::new(),
+                None,
+            )),
             cluster: "Kubernetes".into(),
             access_log: weft_core::access_log::AccessLog::new(Default::default()),
         };

@@ -104,13 +104,26 @@ async fn traced(
     if !request.headers().contains_key(X_REQUEST_ID) {
         request.headers_mut().insert(X_REQUEST_ID, request_id());
     }
-    let trace = TraceContext::from_headers(request.headers()).child();
-    let mut span = ctx.spans.is_enabled().then(|| {
-        let name = format!("{} {}", request.method(), request.uri().path());
-        Span::start(&trace, name, SpanKind::Server)
-    });
+    // The sampling decision is made here when the request brings none, and goes on with
+    // it; only sampled requests make a span.
+    let (telemetry, tracing) = {
+        let snapshot = ctx.registry.load();
+        let telemetry = telemetry_api::for_request(ctx, &snapshot, downstream);
+        let tracing = ctx.tracer.active_with(
+            &snapshot,
+            telemetry_api::tracing_spec(&telemetry, downstream),
+        );
+        (telemetry, tracing)
+    };
+    let settings = &tracing.settings;
+    let mut incoming = TraceContext::from_headers(request.headers());
+    if settings.trace_id_64_bit() {
+        incoming = incoming.with_64_bit_root();
+    }
+    let trace = incoming.decide(settings.random_sampling_percentage).child();
+    let mut span = (tracing.reports_spans() && trace.sampled())
+        .then(|| request_span(&trace, &request, settings));
     let (parts, body) = request.into_parts();
-    let telemetry = telemetry_api::for_request(ctx, &ctx.registry.load(), downstream);
     let mut logged = access_log::start(ctx, downstream, &parts, &trace, &telemetry.access_logging);
     // Tags set from the request are evaluated once its response is known.
     let head = telemetry_api::needs_facts(&telemetry.metrics).then(|| {
@@ -122,7 +135,12 @@ async fn traced(
         )
     });
     let mut request = Request::from_parts(parts, body);
-    trace.inject(request.headers_mut());
+    // The formats the request came in, and the provider's own (Envoy's Zipkin tracer
+    // writes B3, its OpenTelemetry tracer `traceparent`).
+    trace.inject_as(
+        request.headers_mut(),
+        trace.arrived_as().union(settings.propagation()),
+    );
     // Headers an external authorization provider adds to whatever answer the client gets.
     let mut provider_headers = Vec::new();
     let mut decided = access_log::Decided::default();
@@ -151,6 +169,7 @@ async fn traced(
     let labels = request_labels(ctx, downstream, grpc, (endpoint, routed.as_deref()))
         .with_response_flags(flags);
     let status = response.status();
+    let upstream_cluster = span.as_ref().and(decided.cluster.clone());
     let (parts, body) = response.into_parts();
     if let Some(logged) = &mut logged {
         logged.answered(
@@ -203,18 +222,75 @@ async fn traced(
         http_body_util::BodyExt::boxed(metered::Recorded::new(body, pending, &parts.headers));
     let response = Response::from_parts(parts, body);
     if let Some(mut span) = span.take() {
-        span.set_attribute(
-            "http.response.status_code",
-            i64::from(response.status().as_u16()),
-        );
+        let status = response.status();
+        span.set_attribute("http.status_code", status.as_u16().to_string());
+        span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        span.set_attribute("response_flags", flags.0);
         span.set_attribute("server.address", downstream.destination.to_string());
-        if response.status().is_server_error() {
-            span.set_status(SpanStatus::Error(response.status().to_string()));
+        if let Some(endpoint) = endpoint {
+            span.set_attribute("upstream_host", endpoint.to_string());
+        }
+        if let Some(cluster) = upstream_cluster {
+            span.set_attribute("upstream_cluster", cluster);
+        }
+        if let Some(service) = &routed {
+            span.set_attribute("upstream_cluster.name", service.hostname.clone());
+        }
+        span.set_attribute("istio.canonical_service", ctx.name.clone());
+        span.set_attribute("istio.namespace", ctx.namespace.clone());
+        if status.is_server_error() {
+            span.set_status(SpanStatus::Error(status.to_string()));
         }
         span.end();
-        ctx.spans.record(span);
+        tracing.exporter.record(span);
     }
     response
+}
+
+/// The waypoint's span of a request, with Envoy's HTTP tags (`http.url` cut to the
+/// provider's `maxTagLength`) and the mesh config's custom tags.
+fn request_span<B>(
+    trace: &TraceContext,
+    request: &Request<B>,
+    settings: &weft_config::trace_settings::TracingSettings,
+) -> Span {
+    let name = format!("{} {}", request.method(), request.uri().path());
+    let mut span = Span::start(trace, name, SpanKind::Server);
+    let headers = request.headers();
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let host = text(header::HOST.as_str())
+        .or_else(|| request.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let max = settings
+        .provider
+        .as_ref()
+        .map_or(weft_config::trace_settings::DEFAULT_MAX_TAG_LENGTH, |p| {
+            p.max_tag_length
+        });
+    let url = format!("http://{host}{path}");
+    span.set_attribute("http.url", weft_core::telemetry::truncate_tag(&url, max));
+    span.set_attribute("http.method", request.method().as_str());
+    span.set_attribute("http.protocol", format!("{:?}", request.version()));
+    span.set_attribute("component", "proxy");
+    if let Some(id) = text(X_REQUEST_ID.as_str()) {
+        span.set_attribute("guid:x-request-id", id);
+    }
+    if let Some(agent) = text(header::USER_AGENT.as_str()) {
+        span.set_attribute("user_agent", agent);
+    }
+    let header_value = |name: &str| text(name);
+    for (key, value) in
+        settings.custom_tag_values(&|name| std::env::var(name).ok(), Some(&header_value))
+    {
+        span.set_attribute(key, value);
+    }
+    span
 }
 
 /// The labels of a request's metrics as a waypoint reports them; an ingress gateway

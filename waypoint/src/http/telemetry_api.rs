@@ -14,7 +14,7 @@ use weft_config::api::telemetry::{IstioMetricName, WorkloadMode};
 use weft_config::registry::Snapshot;
 use weft_config::telemetry_api::cel::{Attribute, Attributes, Value};
 use weft_config::telemetry_api::{
-    EffectiveTelemetry, MetricOverride, MetricSettings, TagValue, TelemetryTarget,
+    EffectiveTelemetry, MetricOverride, MetricSettings, TagValue, TelemetryTarget, TracingSpec,
 };
 use weft_core::access_log::HttpEntry;
 use weft_core::metrics::{MetricChange, RequestOverrides, TagChanges, UNKNOWN};
@@ -75,6 +75,23 @@ pub fn for_request(
         }
     };
     snapshot.effective_telemetry(&target, side)
+}
+
+/// The side a request is seen from here: an ingress gateway is its client's proxy
+/// (`CLIENT`), a waypoint its destination's (`SERVER`).
+pub fn side(down: &Downstream) -> WorkloadMode {
+    match down.target {
+        Target::Gateway(_) => WorkloadMode::Client,
+        _ => WorkloadMode::Server,
+    }
+}
+
+/// The tracing the Telemetry resources decide for a request (`None`: the mesh config's).
+pub fn tracing_spec<'a>(
+    telemetry: &'a EffectiveTelemetry,
+    down: &Downstream,
+) -> Option<&'a TracingSpec> {
+    telemetry.tracing.as_ref().map(|t| t.side(side(down)))
 }
 
 /// A request's facts, as CEL attributes.

@@ -7,7 +7,6 @@ use weft_core::ca::{CaConfig, CertificateAuthority};
 use weft_core::hbone::{HbonePool, PoolConfig};
 use weft_core::identity::{IdentityManager, LiveTrust, ManagerConfig};
 use weft_core::metrics::Metrics;
-use weft_core::telemetry::SpanExporter;
 use weft_waypoint::context::WaypointContext;
 use weft_waypoint::downstream::{Downstream, Target};
 use weft_waypoint::route::Source;
@@ -29,7 +28,11 @@ pub fn context(yaml: &str) -> Arc<WaypointContext> {
         registry,
         pool,
         Metrics::new(),
-        SpanExporter::disabled(),
+        Arc::new(weft_config::tracer::Tracer::new(
+            "waypoint.egress",
+            Vec::new(),
+            None,
+        )),
     ))
 }
 
