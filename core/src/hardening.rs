@@ -108,6 +108,17 @@ impl Http1Limits {
         max_headers: 100,
     };
 
+    /// A hyper HTTP/1.1 server with these limits (the endpoints that speak only HTTP/1.1:
+    /// metrics, readiness, the agent's admin).
+    pub fn http1_builder(&self) -> hyper::server::conn::http1::Builder {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_headers(self.max_headers);
+        builder
+    }
+
     /// Sets these limits on the HTTP/1.1 half of a server speaking both versions.
     pub fn apply_auto<E>(&self, builder: &mut hyper_util::server::conn::auto::Builder<E>) {
         builder
@@ -361,6 +372,34 @@ mod tests {
         };
         assert_eq!(timeouts.quiet_allowed(false), Duration::from_secs(1));
         assert_eq!(timeouts.quiet_allowed(true), Duration::from_secs(9));
+    }
+
+    #[tokio::test]
+    async fn an_http1_endpoint_closes_a_connection_trickling_its_head() {
+        use tokio::io::AsyncWriteExt;
+        let limits = Http1Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Http1Limits::HTTP
+        };
+        let (mut client, server) = tokio::io::duplex(4096);
+        let service = hyper::service::service_fn(|_request| async {
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        });
+        let served = tokio::spawn(
+            limits
+                .http1_builder()
+                .serve_connection(hyper_util::rt::TokioIo::new(server), service),
+        );
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .expect("write");
+        // The head never ends; the client stays connected.
+        let ended = tokio::time::timeout(Duration::from_secs(10), served).await;
+        assert!(ended.is_ok(), "the endpoint closed the connection");
+        drop(client);
     }
 
     fn short() -> ConnectionTimeouts {

@@ -228,8 +228,29 @@ fn legitimate_traffic(lab: &Lab, stop: &AtomicBool) -> (u64, u64) {
     (sent, ok)
 }
 
+/// What went wrong, all of it: one lab run says everything.
+#[derive(Default)]
+struct Failures(std::sync::Mutex<Vec<String>>);
+
+impl Failures {
+    fn check(&self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            let what = what();
+            eprintln!("FAILED: {what}");
+            self.0.lock().expect("failures").push(what);
+        }
+    }
+
+    fn assert_none(&self) {
+        let failures = self.0.lock().expect("failures");
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+}
+
 /// The stream attacks on an HTTP/2 server, with the CONNECT (`connect`) or GET authority.
+#[allow(clippy::too_many_arguments)]
 fn h2_attacks(
+    failures: &Failures,
     lab: &Lab,
     what: &str,
     host: &str,
@@ -257,36 +278,30 @@ fn h2_attacks(
         ("continuation", "too_many_continuations"),
     ] {
         let report = run(name, &["--count", "20000", "--seconds", "30"]);
-        assert_eq!(
-            (report["goaway"].as_u64(), report["debug"].as_str()),
-            (Some(ENHANCE_YOUR_CALM), Some(reason)),
-            "{what}: {name} is cut off with GOAWAY: {report}"
+        failures.check(
+            (report["goaway"].as_u64(), report["debug"].as_str())
+                == (Some(ENHANCE_YOUR_CALM), Some(reason)),
+            || format!("{what}: {name} is cut off with GOAWAY ({reason}): {report}"),
         );
-        assert!(
-            report["sent"].as_u64() < Some(20000),
-            "{what}: {name} was cut off before it was all sent: {report}"
-        );
+        failures.check(report["sent"].as_u64() < Some(20000), || {
+            format!("{what}: {name} was cut off before it was all sent: {report}")
+        });
     }
 
     let bound = first_request_timeout + 6;
     let seconds = (first_request_timeout + 20).to_string();
     let report = run("slow_headers", &["--seconds", &seconds]);
-    assert_eq!(
-        report["closed"], true,
-        "{what}: a client trickling its headers is closed: {report}"
-    );
-    assert!(
-        report["seconds"].as_f64() <= Some(bound as f64),
-        "{what}: within {bound} s: {report}"
+    failures.check(
+        report["closed"] == true && report["seconds"].as_f64() <= Some(bound as f64),
+        || format!("{what}: a client trickling its headers is closed within {bound} s: {report}"),
     );
 
     if hbone.is_some() {
         // 100 beyond the 200 streams one HBONE connection may carry.
         let report = run("streams", &["--count", "300", "--seconds", "10"]);
-        assert!(
-            report["refused"].as_u64() >= Some(100),
-            "{what}: streams beyond the limit are refused: {report}"
-        );
+        failures.check(report["refused"].as_u64() >= Some(100), || {
+            format!("{what}: streams beyond the limit are refused: {report}")
+        });
     }
 }
 
@@ -319,6 +334,7 @@ fn the_mesh_servers_shrug_off_hostile_clients_while_serving_others() {
     };
     let (web_vip, target_vip) = (vip("web"), vip("target"));
     let credentials = attacker_credentials(&lab);
+    let failures = Failures::default();
 
     // The mesh serves before the attacks: the baseline is taken warm.
     assert!(
@@ -351,6 +367,7 @@ fn the_mesh_servers_shrug_off_hostile_clients_while_serving_others() {
 
         // (a) node-2's agent, HBONE to web's address; the first request within 10 s.
         h2_attacks(
+            &failures,
             &lab,
             "agent HBONE",
             &web,
@@ -361,6 +378,7 @@ fn the_mesh_servers_shrug_off_hostile_clients_while_serving_others() {
         );
         // (b) the waypoint's HBONE port.
         h2_attacks(
+            &failures,
             &lab,
             "waypoint HBONE",
             &waypoint,
@@ -372,6 +390,7 @@ fn the_mesh_servers_shrug_off_hostile_clients_while_serving_others() {
         // (b) the waypoint's HTTP, HTTP/2 with prior knowledge to target's Service,
         // carried by node-1's agent; the first request within 30 s.
         h2_attacks(
+            &failures,
             &lab,
             "waypoint HTTP",
             &target_vip,
@@ -400,12 +419,10 @@ fn the_mesh_servers_shrug_off_hostile_clients_while_serving_others() {
             ("obs_fold", "HTTP/1.1 400 Bad Request"),
         ] {
             let result = &smuggling["cases"][case];
-            assert_eq!(
-                result["statuses"],
-                serde_json::json!([expected]),
-                "{case}: one answer, {expected}: {smuggling}"
+            failures.check(
+                result["statuses"] == serde_json::json!([expected]) && result["closed"] == true,
+                || format!("{case}: one answer, {expected}, then closed: {smuggling}"),
             );
-            assert_eq!(result["closed"], true, "{case}: then the connection closes");
         }
         drop(_stop);
         legitimate.join().expect("the legitimate traffic")
@@ -414,34 +431,36 @@ fn the_mesh_servers_shrug_off_hostile_clients_while_serving_others() {
 
     // The two requests with both Content-Length and Transfer-Encoding arrived once each;
     // nothing smuggled behind any of them did.
-    assert_eq!(
-        target_requests(&lab) - target_before,
-        2,
-        "target got exactly the two requests framed by their Transfer-Encoding"
-    );
+    let target_got = target_requests(&lab) - target_before;
+    failures.check(target_got == 2, || {
+        format!("target got {target_got} requests, not the two framed by their Transfer-Encoding")
+    });
 
-    assert!(sent >= 200, "the legitimate traffic ran: {sent} requests");
-    assert!(
-        ok as f64 >= 0.99 * sent as f64,
-        "legitimate requests succeeded {ok} of {sent}"
-    );
+    eprintln!("legitimate requests: {ok} of {sent} succeeded");
+    failures.check(sent >= 200, || {
+        format!("the legitimate traffic ran: {sent} requests")
+    });
+    failures.check(ok as f64 >= 0.99 * sent as f64, || {
+        format!("legitimate requests succeeded {ok} of {sent}")
+    });
     let after = servers(&lab);
     for ((what, pids), ((_, pids_after), rss_before)) in
         before.iter().zip(after.iter().zip(rss_before))
     {
-        assert_eq!(pids, pids_after, "{what} is the same process, alive");
+        failures.check(pids == pids_after, || {
+            format!("{what} is the same process, alive: {pids:?} then {pids_after:?}")
+        });
         let rss_after = rss_mib(pids_after);
         eprintln!("{what}: RSS {rss_before:.1} MiB before, {rss_after:.1} MiB after");
-        assert!(
-            rss_after - rss_before < RSS_BOUND_MIB,
-            "{what}: RSS grew from {rss_before:.1} to {rss_after:.1} MiB"
-        );
+        failures.check(rss_after - rss_before < RSS_BOUND_MIB, || {
+            format!("{what}: RSS grew from {rss_before:.1} to {rss_after:.1} MiB")
+        });
     }
     // And they still answer.
     let lines = testapp_json(&lab, "shop/client", &["get", WEB]);
-    assert_eq!(
-        lines.first().and_then(|l| l["status"].as_u64()),
-        Some(200),
-        "web answers through the waypoint after the attacks: {lines:?}"
+    failures.check(
+        lines.first().and_then(|l| l["status"].as_u64()) == Some(200),
+        || format!("web answers through the waypoint after the attacks: {lines:?}"),
     );
+    failures.assert_none();
 }

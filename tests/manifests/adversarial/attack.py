@@ -34,6 +34,8 @@ from hyperframe.frame import (
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 GOAWAY, RST_STREAM, HEADERS = 0x7, 0x3, 0x1
 CANCEL, REFUSED_STREAM = 0x8, 0x7
+# Seconds waited for answers after each batch of 50 streams or frames.
+PACE = 0.05
 
 
 def connect(args):
@@ -125,6 +127,8 @@ def send(sock, seen, data):
         sock.sendall(data)
         return True
     except OSError:
+        # The server stopped reading or closed: what it sent last may still be there.
+        seen.read(sock, 1)
         seen.closed = True
         return False
 
@@ -147,7 +151,9 @@ def flood(args, sock, seen, frames_of_stream):
             sent += 1
         if not send(sock, seen, batch):
             break
-        seen.read(sock, 0)
+        # A moment to read what came back: a server closing with our bytes unread resets
+        # the connection, and its GOAWAY would be lost unread.
+        seen.read(sock, PACE)
     seen.read(sock, 3)
     return {"sent": sent}
 
@@ -192,7 +198,7 @@ def continuation(args, sock, seen):
             sent += 1
         if not send(sock, seen, batch):
             break
-        seen.read(sock, 0)
+        seen.read(sock, PACE)
     seen.read(sock, 3)
     return {"sent": sent}
 
