@@ -6,6 +6,7 @@ pub mod ca;
 pub mod dns;
 pub mod ext_authz;
 pub mod grpc;
+pub mod hardening;
 pub mod hbone;
 pub mod identity;
 pub mod io;

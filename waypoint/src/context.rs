@@ -48,6 +48,8 @@ pub struct WaypointContext {
     pub reach: Reach,
     /// The proxy's pod and node, which locality load balancing compares endpoints with.
     pub whereabouts: Whereabouts,
+    /// What one downstream HTTP connection may cost (streams, headers, resets, timeouts).
+    pub http_limits: weft_core::hardening::HttpServerLimits,
     /// Compiled routes by host, with the snapshot version they were compiled from.
     routes: Mutex<HashMap<String, (u64, Arc<CompiledRoutes>)>>,
 }
@@ -82,6 +84,7 @@ impl WaypointContext {
             jwks: JwksCache::default(),
             ext_authz: Default::default(),
             reach: Reach::Endpoints,
+            http_limits: weft_core::hardening::HttpServerLimits::HTTP,
             routes: Mutex::new(HashMap::new()),
         }
     }

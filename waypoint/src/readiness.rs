@@ -36,7 +36,8 @@ pub async fn serve(addr: SocketAddr, draining: Draining) -> anyhow::Result<()> {
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let _ = weft_core::hardening::Http1Limits::HTTP
+                .http1_builder()
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
         });

@@ -1,6 +1,8 @@
 //! HTTP/2 settings of HBONE connections.
 use std::time::Duration;
 
+use crate::hardening::{ConnectionTimeouts, H2Limits};
+
 /// The port HBONE listens on in every mesh pod.
 pub const HBONE_PORT: u16 = 15008;
 
@@ -61,9 +63,16 @@ impl Default for PoolConfig {
 #[derive(Debug, Clone)]
 pub struct HboneServerConfig {
     pub h2: H2Settings,
-    /// Streams a client may open at once on one connection (above a client's own limit of
-    /// 100, so clients, not the server, decide when to open another connection).
-    pub max_concurrent_streams: u32,
+    /// What one client connection may cost: concurrent streams (200, above a client's own
+    /// limit of 100, so clients, not the server, decide when to open another connection),
+    /// header list size, resets, pings.
+    pub limits: H2Limits,
+    /// A connection that completes no CONNECT within 10 s, or carries none for 10 minutes,
+    /// is closed.
+    pub timeouts: ConnectionTimeouts,
+    /// Connections one source address may hold open at once; more are closed on accept.
+    /// A client's agent (or a waypoint) pools its streams, 100 to a connection.
+    pub max_connections_per_peer: usize,
     /// From the TCP accept to an established TLS session.
     pub handshake_timeout: Duration,
 }
@@ -72,7 +81,9 @@ impl Default for HboneServerConfig {
     fn default() -> Self {
         Self {
             h2: H2Settings::default(),
-            max_concurrent_streams: 200,
+            limits: H2Limits::HBONE,
+            timeouts: ConnectionTimeouts::HBONE,
+            max_connections_per_peer: 1024,
             handshake_timeout: Duration::from_secs(10),
         }
     }

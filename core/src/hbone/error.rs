@@ -53,6 +53,8 @@ pub enum HboneError {
     },
     #[error("invalid CONNECT request: {0}")]
     Request(String),
+    #[error("{address} already holds {max} connections: refused another")]
+    TooManyConnections { address: SocketAddr, max: usize },
     #[error("no identity is served at {local} (SNI {sni:?})")]
     NoServerIdentity {
         local: SocketAddr,

@@ -14,7 +14,7 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
@@ -23,6 +23,7 @@ use tracing::Instrument;
 use super::config::HboneServerConfig;
 use super::error::HboneError;
 use super::headers::{FORWARDED, parse_authority, parse_forwarded_for};
+use crate::hardening::{NO_REQUEST_GRACE, OpenStream, PeerConnections, Quiet, StreamActivity};
 use crate::identity::tls::{ManagedCertResolver, spiffe_server_config};
 use crate::identity::{BoxFuture, Identity, IdentityManager, LiveTrust, PeerCertificate};
 
@@ -139,6 +140,8 @@ struct ServerInner {
     retired: tokio::sync::watch::Sender<bool>,
     /// TCP connections being served (from accept to close).
     open: AtomicUsize,
+    /// The same, per client address, up to the configured maximum each.
+    peers: PeerConnections,
 }
 
 /// Resolves once the server is retired (at once if it already is).
@@ -200,6 +203,7 @@ impl HboneServer {
                 trust: trust.into(),
                 identities: Box::new(identities),
                 handler: Arc::new(handler),
+                peers: PeerConnections::new(config.max_connections_per_peer),
                 config,
                 tls: Mutex::new(HashMap::new()),
                 retired: tokio::sync::watch::Sender::new(false),
@@ -268,6 +272,13 @@ impl HboneServer {
         remote_addr: SocketAddr,
         span: tracing::Span,
     ) -> Result<(), HboneError> {
+        let Some(_peer_slot) = self.inner.peers.admit(remote_addr.ip()) else {
+            // Closed before any TLS work: the cheapest answer to a peer opening too many.
+            return Err(HboneError::TooManyConnections {
+                address: remote_addr,
+                max: self.inner.config.max_connections_per_peer,
+            });
+        };
         let _open = OpenGuard::new(&self.inner.open);
         let mut retired = self.inner.retired.subscribe();
         tcp.set_nodelay(true)?;
@@ -295,19 +306,25 @@ impl HboneServer {
             server_identity,
         });
 
-        let h2 = &self.inner.config.h2;
+        let config = &self.inner.config;
+        let h2 = &config.h2;
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
-            .timer(TokioTimer::new())
             .initial_stream_window_size(h2.stream_window)
             .initial_connection_window_size(h2.connection_window)
-            .max_frame_size(h2.max_frame_size)
-            .max_concurrent_streams(self.inner.config.max_concurrent_streams);
+            .max_frame_size(h2.max_frame_size);
+        config.limits.apply(&mut builder);
         let handler = Arc::clone(&self.inner.handler);
-        let service = service_fn(move |request| {
-            let connection = Arc::clone(&connection);
-            let handler = Arc::clone(&handler);
-            async move { Ok::<_, Infallible>(route(request, connection, handler).await) }
+        let activity = StreamActivity::new();
+        let service = service_fn({
+            let activity = activity.clone();
+            move |request| {
+                // Open from its complete headers until its tunnel ends.
+                let stream = activity.opened();
+                let connection = Arc::clone(&connection);
+                let handler = Arc::clone(&handler);
+                async move { Ok::<_, Infallible>(route(request, connection, handler, stream).await) }
+            }
         });
         let connection = builder.serve_connection(TokioIo::new(tls), service);
         tokio::pin!(connection);
@@ -317,6 +334,21 @@ impl HboneServer {
             () = until_retired(&mut retired) => {
                 connection.as_mut().graceful_shutdown();
                 connection.await
+            }
+            quiet = activity.quiet_for_too_long(config.timeouts) => {
+                match quiet {
+                    Quiet::NoFirstRequest(after) => {
+                        tracing::debug!(?after, "no CONNECT completed: closing");
+                    }
+                    Quiet::Idle(after) => tracing::debug!(?after, "idle: closing"),
+                }
+                // GOAWAY; a client that does not close then is cut off.
+                connection.as_mut().graceful_shutdown();
+                let grace = match quiet {
+                    Quiet::NoFirstRequest(_) => NO_REQUEST_GRACE,
+                    Quiet::Idle(_) => config.handshake_timeout,
+                };
+                tokio::time::timeout(grace, connection.as_mut()).await.unwrap_or(Ok(()))
             }
         };
         result.map_err(|source| HboneError::Http {
@@ -383,6 +415,7 @@ async fn route(
     mut request: Request<Incoming>,
     connection: Arc<Connection>,
     handler: Arc<dyn InboundHandler>,
+    stream: OpenStream,
 ) -> Response<Empty<Bytes>> {
     if request.method() != Method::CONNECT {
         tracing::debug!(method = %request.method(), "not a CONNECT: 405");
@@ -415,7 +448,13 @@ async fn route(
     let decision = handler.handle(inbound).instrument(span.clone()).await;
     match decision {
         Ok(Admitted::Splice(upstream)) => {
-            tokio::spawn(splice(on_upgrade, upstream).instrument(span));
+            tokio::spawn(
+                async move {
+                    splice(on_upgrade, upstream).await;
+                    drop(stream);
+                }
+                .instrument(span),
+            );
             status(StatusCode::OK)
         }
         Ok(Admitted::Serve(serve)) => {
@@ -427,6 +466,7 @@ async fn route(
                             tracing::debug!(%error, "the stream closed before the tunnel opened")
                         }
                     }
+                    drop(stream);
                 }
                 .instrument(span),
             );

@@ -45,7 +45,8 @@ pub async fn serve_metrics_on(listener: TcpListener, metrics: Arc<Metrics>) {
                 let metrics = metrics.clone();
                 async move { Ok::<_, Infallible>(answer(&request, &metrics)) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
+            if let Err(e) = crate::hardening::Http1Limits::HTTP
+                .http1_builder()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

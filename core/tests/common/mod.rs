@@ -180,6 +180,7 @@ pub struct HboneFixture {
     manager: IdentityManager,
     trust: LiveTrust,
     identity: Identity,
+    config: HboneServerConfig,
     _task: Background,
 }
 
@@ -196,6 +197,7 @@ impl HboneFixture {
             &self.trust,
             self.identity.clone(),
             Arc::clone(&self.requests),
+            self.config.clone(),
         );
         *self.accepting.lock().expect("server lock") = successor;
     }
@@ -248,11 +250,27 @@ pub async fn hbone_server<T: Clone + Into<LiveTrust>>(
     trust: &T,
     identity: Identity,
 ) -> HboneFixture {
+    hbone_server_with(manager, trust, identity, HboneServerConfig::default()).await
+}
+
+/// The same with the server's configuration (its limits) given.
+pub async fn hbone_server_with<T: Clone + Into<LiveTrust>>(
+    manager: &IdentityManager,
+    trust: &T,
+    identity: Identity,
+    config: HboneServerConfig,
+) -> HboneFixture {
     let trust: LiveTrust = trust.clone().into();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind HBONE");
     let addr = listener.local_addr().expect("HBONE address");
     let requests = Arc::new(Mutex::new(Vec::new()));
-    let server = new_server(manager, &trust, identity.clone(), Arc::clone(&requests));
+    let server = new_server(
+        manager,
+        &trust,
+        identity.clone(),
+        Arc::clone(&requests),
+        config.clone(),
+    );
     let accepted = Arc::new(AtomicUsize::new(0));
     let (tx, outcomes) = mpsc::unbounded_channel();
     let counter = Arc::clone(&accepted);
@@ -279,6 +297,7 @@ pub async fn hbone_server<T: Clone + Into<LiveTrust>>(
         manager: manager.clone(),
         trust,
         identity,
+        config,
         _task: Background(task),
     }
 }
@@ -288,13 +307,14 @@ fn new_server(
     trust: &LiveTrust,
     identity: Identity,
     requests: Arc<Mutex<Vec<InboundRequest>>>,
+    config: HboneServerConfig,
 ) -> HboneServer {
     HboneServer::new(
         manager.clone(),
         trust.clone(),
         move |_local: SocketAddr, _sni: Option<&str>| Some(identity.clone()),
         handler(requests),
-        HboneServerConfig::default(),
+        config,
     )
 }
 

@@ -57,7 +57,8 @@ where
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler(request).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
+            if let Err(e) = weft_core::hardening::Http1Limits::HTTP
+                .http1_builder()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
+use weft_core::hardening::{NO_REQUEST_GRACE, Quiet, StreamActivity};
 use weft_core::metrics::ResponseFlags;
 use weft_core::telemetry::{Span, SpanKind, SpanStatus, TraceContext};
 
@@ -44,18 +45,28 @@ where
 {
     let downstream = Arc::new(downstream);
     let draining = ctx.draining.started();
+    let limits = ctx.http_limits;
     // Set by every request; a permit is kept, so once set the wait below ends at once.
     let requested = Arc::new(tokio::sync::Notify::new());
+    // Requests being answered, for the first-request and idle timeouts.
+    let activity = StreamActivity::new();
     let service = service_fn({
         let requested = requested.clone();
+        let activity = activity.clone();
         move |request: Request<Incoming>| {
             requested.notify_one();
+            let open = activity.opened();
             let downstream = downstream.clone();
             let ctx = ctx.clone();
-            async move { Ok::<_, Infallible>(traced(request, &downstream, &ctx).await) }
+            async move {
+                let response = traced(request, &downstream, &ctx).await;
+                drop(open);
+                Ok::<_, Infallible>(response)
+            }
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    limits.apply_auto(&mut builder);
     // HTTP/2 clients may open WebSockets with extended CONNECT (RFC 8441, upgrade.rs).
     builder.http2().enable_connect_protocol();
     // With upgrades: a WebSocket request answered `101` (over HTTP/2, a CONNECT answered
@@ -75,6 +86,18 @@ where
             // connection closes now; HTTP/2: GOAWAY, open streams finish.
             connection.as_mut().graceful_shutdown();
             connection.await
+        }
+        quiet = activity.quiet_for_too_long(limits.timeouts) => {
+            debug!(?quiet, "downstream HTTP connection quiet for too long: closing");
+            connection.as_mut().graceful_shutdown();
+            match quiet {
+                // Nothing legitimate to wait for: a client that does not close is cut off.
+                Quiet::NoFirstRequest(_) => {
+                    tokio::time::timeout(NO_REQUEST_GRACE, connection.as_mut()).await.unwrap_or(Ok(()))
+                }
+                // Responses still streaming their bodies finish.
+                Quiet::Idle(_) => connection.await,
+            }
         }
     };
     if let Err(error) = ended {
