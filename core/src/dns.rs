@@ -140,30 +140,49 @@ impl Upstream {
         let bytes = query
             .to_vec()
             .map_err(|e| UpstreamError::Encode(e.to_string()))?;
-        let mut answer = self.forward(&bytes, false).await?;
-        let mut parsed =
-            Message::from_vec(&answer).map_err(|e| UpstreamError::Decode(e.to_string()))?;
-        if parsed.metadata.truncation {
-            answer = self.forward(&bytes, true).await?;
-            parsed =
-                Message::from_vec(&answer).map_err(|e| UpstreamError::Decode(e.to_string()))?;
+        let mut read = read_answer(&self.forward(&bytes, false).await?)?;
+        if read.truncated {
+            read = read_answer(&self.forward(&bytes, true).await?)?;
         }
-        let mut ttl = MAX_TTL;
-        let addresses: Vec<IpAddr> = parsed
-            .answers
-            .iter()
-            .filter_map(|record| {
-                let ip = match &record.data {
-                    RData::A(a) => IpAddr::V4(a.0),
-                    RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
-                    _ => return None,
-                };
-                ttl = ttl.min(Duration::from_secs(u64::from(record.ttl)));
-                Some(ip)
-            })
-            .collect();
-        Ok((addresses, ttl, parsed.metadata.response_code.to_string()))
+        Ok((read.addresses, read.ttl, read.response_code))
     }
+}
+
+/// What a nameserver's answer to a lookup says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LookupAnswer {
+    /// The addresses of its A and AAAA records.
+    pub addresses: Vec<IpAddr>,
+    /// The shortest TTL of those records, at most a minute.
+    pub ttl: Duration,
+    pub response_code: String,
+    /// Cut short (TC): to be asked again over TCP.
+    pub truncated: bool,
+}
+
+/// Reads the answer a nameserver sent to a lookup (bytes from the network).
+pub fn read_answer(answer: &[u8]) -> Result<LookupAnswer, UpstreamError> {
+    let parsed = Message::from_vec(answer).map_err(|e| UpstreamError::Decode(e.to_string()))?;
+    let mut ttl = MAX_TTL;
+    let addresses: Vec<IpAddr> = parsed
+        .answers
+        .iter()
+        .filter_map(|record| {
+            let ip = match &record.data {
+                RData::A(a) => IpAddr::V4(a.0),
+                RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+                _ => return None,
+            };
+            ttl = ttl.min(Duration::from_secs(u64::from(record.ttl)));
+            Some(ip)
+        })
+        .collect();
+    Ok(LookupAnswer {
+        addresses,
+        ttl,
+        response_code: parsed.metadata.response_code.to_string(),
+        truncated: parsed.metadata.truncation,
+    })
 }
 
 async fn forward_udp(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -258,6 +277,53 @@ mod tests {
             }
         });
         address
+    }
+
+    #[test]
+    fn an_answer_gives_its_addresses_the_shortest_ttl_and_truncation() {
+        let name = Name::from_ascii("api.example.com.").expect("name");
+        let mut answer = Message::response(7, hickory_proto::op::OpCode::Query);
+        answer.add_answer(hickory_proto::rr::Record::from_rdata(
+            name.clone(),
+            300,
+            RData::A(hickory_proto::rr::rdata::A(
+                "192.0.2.1".parse().expect("ip"),
+            )),
+        ));
+        answer.add_answer(hickory_proto::rr::Record::from_rdata(
+            name.clone(),
+            5,
+            RData::AAAA(hickory_proto::rr::rdata::AAAA(
+                "2001:db8::1".parse().expect("ip"),
+            )),
+        ));
+        answer.add_answer(hickory_proto::rr::Record::from_rdata(
+            name,
+            1,
+            RData::CNAME(hickory_proto::rr::rdata::CNAME(
+                Name::from_ascii("other.example.com.").expect("name"),
+            )),
+        ));
+        let read = read_answer(&answer.to_vec().expect("encodes")).expect("reads");
+        assert_eq!(
+            read.addresses,
+            [
+                "192.0.2.1".parse::<IpAddr>().expect("ip"),
+                "2001:db8::1".parse().expect("ip")
+            ]
+        );
+        // The CNAME's TTL does not count: no address comes from it.
+        assert_eq!(read.ttl, Duration::from_secs(5));
+        assert!(!read.truncated);
+        answer.metadata.truncation = true;
+        answer.answers.clear();
+        let read = read_answer(&answer.to_vec().expect("encodes")).expect("reads");
+        assert!(read.truncated && read.addresses.is_empty());
+        assert_eq!(read.ttl, MAX_TTL);
+        assert!(matches!(
+            read_answer(&[0x12, 0x34, 0x81]),
+            Err(UpstreamError::Decode(_))
+        ));
     }
 
     #[tokio::test]

@@ -731,23 +731,8 @@ impl FrameReader {
     ) -> Result<Option<Message>, HandoffError> {
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            if let Some(prefix) = self.buf.first_chunk::<4>() {
-                let len = u32::from_be_bytes(*prefix) as usize;
-                if len > MAX_FRAME {
-                    return Err(HandoffError::protocol(
-                        path,
-                        step,
-                        format!(
-                            "a frame of {len} bytes announced, more than {MAX_FRAME} (not a \
-                             weft handoff peer?)"
-                        ),
-                    ));
-                }
-                if self.buf.len() >= 4 + len {
-                    let message = decode(&self.buf[4..4 + len], path, step);
-                    self.buf.drain(..4 + len);
-                    return message.map(Some);
-                }
+            if let Some(message) = self.take_frame(path, step)? {
+                return Ok(Some(message));
             }
             let fds = &mut self.fds;
             let n = stream
@@ -769,6 +754,71 @@ impl FrameReader {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+impl FrameReader {
+    /// The first frame of the bytes received so far, taken from them; `None` while it is
+    /// incomplete.
+    fn take_frame(
+        &mut self,
+        path: &Path,
+        step: &'static str,
+    ) -> Result<Option<Message>, HandoffError> {
+        let Some(prefix) = self.buf.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*prefix) as usize;
+        if len > MAX_FRAME {
+            return Err(HandoffError::protocol(
+                path,
+                step,
+                format!(
+                    "a frame of {len} bytes announced, more than {MAX_FRAME} (not a \
+                     weft handoff peer?)"
+                ),
+            ));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let message = decode(&self.buf[4..4 + len], path, step);
+        self.buf.drain(..4 + len);
+        message.map(Some)
+    }
+}
+
+/// For the fuzz target (`fuzz/fuzz_targets/handoff_frames.rs`): reads `bytes` as they could
+/// arrive from a peer, in pieces of `piece` bytes, as [`request`] and [`Pending::offer`]
+/// read frames, until the first error. Every frame read is encoded again and must read back
+/// the same; returns how many frames were read.
+#[doc(hidden)]
+pub fn fuzz_frames(bytes: &[u8], piece: usize) -> usize {
+    let path = Path::new("fuzz");
+    let mut reader = FrameReader::default();
+    let mut frames = 0;
+    for chunk in bytes.chunks(piece.max(1)) {
+        reader.buf.extend_from_slice(chunk);
+        loop {
+            match reader.take_frame(path, "fuzzing") {
+                Ok(Some(message)) => {
+                    frames += 1;
+                    let encoded = encode(&message);
+                    let again = encoded
+                        .as_ref()
+                        .ok()
+                        .and_then(|e| decode(&e[4..], path, "fuzzing").ok());
+                    assert_eq!(
+                        again.as_ref(),
+                        Some(&message),
+                        "{message:?} did not round-trip"
+                    );
+                }
+                Ok(None) => break,
+                Err(_) => return frames,
+            }
+        }
+    }
+    frames
 }
 
 /// Room for a control message of `fds` descriptors, as 8-byte aligned storage.

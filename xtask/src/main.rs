@@ -5,6 +5,7 @@ mod demo;
 mod deny;
 mod deploy_check;
 mod docs_check;
+mod fuzz;
 mod images;
 mod lab_cmd;
 mod layers;
@@ -42,6 +43,10 @@ enum Command {
         /// Skip `cargo fmt --check`, clippy, cargo deny and docs-check.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the fuzz step (each fuzz target for a few seconds). It also does not run
+        /// when cargo arguments narrow the run.
+        #[arg(long)]
+        no_fuzz: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(last = true)]
         cargo_args: Vec<String>,
@@ -82,6 +87,17 @@ enum Command {
     /// Check deploy/ offline: CRDs up to date, every overlay and generated waypoint valid
     /// against Kubernetes' schemas. Part of `test`.
     DeployCheck,
+    /// Run the fuzz targets of fuzz/ (cargo-fuzz, the pinned nightly): every parser reachable
+    /// from the network or from configuration, each for a bounded time; reports executions
+    /// per target and fails on a crash, naming its reproducer. `test` runs each briefly.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+        /// Only this target (default: all; `cargo fuzz list` in fuzz/ lists them).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Check that no module imports from a module that imports it (part of `test`).
     Layers,
     /// Check that every repository path named in docs/ARCHITECTURE.md and README.md exists
@@ -104,10 +120,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Test {
             no_lint,
+            no_fuzz,
             cargo_args,
         } => {
             setup::run(Some(For::Test))?;
-            test_cmd::run(!no_lint, &cargo_args)
+            test_cmd::run(!no_lint, !no_fuzz && cargo_args.is_empty(), &cargo_args)
         }
         Command::Demo {
             keep,
@@ -136,6 +153,10 @@ fn main() -> anyhow::Result<()> {
         Command::DeployCheck => {
             setup::run(Some(For::DeployCheck))?;
             deploy_check::run()
+        }
+        Command::Fuzz { seconds, target } => {
+            setup::run(Some(For::Fuzz))?;
+            fuzz::run(&fuzz::Options { seconds, target })
         }
         Command::Layers => layers::run(&workspace_root()),
         Command::DocsCheck => docs_check::run(&workspace_root()),

@@ -11,6 +11,8 @@
 //!   for `images`; podman and runc, which run the agent's image, for `test`);
 //! - kubectl and kubernetes-validate for `deploy-check` (`deploy_check::ensure_tools`);
 //! - rustfmt, clippy and cargo-deny for `test`;
+//! - cargo-fuzz (pinned, built from crates.io) and the pinned nightly it builds the fuzz
+//!   targets with, for `fuzz` and `test`;
 //! - PyJWT and cryptography in `target/xtask/jwt-tools`, with which the JWT e2e test
 //!   (`tests/tests/jwt.rs`) makes its keys and tokens (`tests/jwt/mint.py`), for `test`;
 //! - Prometheus (Debian's `prometheus`), which scrapes the lab in `tests/tests/prometheus.rs`,
@@ -31,6 +33,8 @@ const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 const EBPF_TOOLCHAIN_VAR: &str = "WEFT_EBPF_TOOLCHAIN";
 /// The newest cargo-deny that builds with rustc 1.95 (it needs 1.88).
 const CARGO_DENY_VERSION: &str = "0.20.2";
+/// cargo-fuzz, which builds and runs the targets of fuzz/ (`cargo xtask fuzz`).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The commands that need something installed, as `cargo xtask setup --for` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -47,6 +51,8 @@ pub enum For {
     DeployCheck,
     /// `images`: the eBPF toolchain (the agent's image) and buildah.
     Images,
+    /// `fuzz`: the pinned nightly and cargo-fuzz.
+    Fuzz,
     /// `test`: everything.
     Test,
 }
@@ -155,6 +161,8 @@ pub struct Plan {
     pub cargo_deny: bool,
     /// The Python packages the e2e tests' peers and clients run with.
     pub test_tools: bool,
+    /// The pinned nightly (without bpf-linker) and cargo-fuzz.
+    pub fuzz_tools: bool,
 }
 
 impl Plan {
@@ -175,6 +183,7 @@ impl Plan {
             lint_tools: wants(&[]),
             cargo_deny: wants(&[]),
             test_tools: wants(&[]),
+            fuzz_tools: wants(&[For::Fuzz]),
         }
     }
 }
@@ -200,6 +209,10 @@ pub fn run(command: Option<For>) -> anyhow::Result<()> {
     if plan.test_tools {
         ensure_jwt_tools()?;
         ensure_ext_authz_tools()?;
+    }
+    if plan.fuzz_tools {
+        ensure_nightly(&ebpf_toolchain()?)?;
+        ensure_cargo_fuzz()?;
     }
     Ok(())
 }
@@ -533,6 +546,29 @@ fn ensure_cargo_deny() -> anyhow::Result<()> {
     .context("installing cargo-deny (`cargo xtask test` runs it)")
 }
 
+/// cargo-fuzz for `fuzz` (and `test`'s fuzz step), built from crates.io with the stable
+/// toolchain; it runs the nightly the fuzz targets are built with itself.
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    if let Ok(version) = output("cargo-fuzz", &["--version"])
+        && version.split_whitespace().nth(1) == Some(CARGO_FUZZ_VERSION)
+    {
+        return Ok(());
+    }
+    step(
+        "cargo",
+        &[
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+            "--force",
+        ],
+        &[],
+    )
+    .context("installing cargo-fuzz (`cargo xtask fuzz` and `cargo xtask test` run it)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,6 +577,7 @@ mod tests {
     fn a_bare_setup_installs_everything_and_test_needs_all_of_it() {
         let all = Plan::for_command(None);
         assert!(all.ebpf_toolchain && all.deploy_tools && all.lint_tools && all.cargo_deny);
+        assert!(all.fuzz_tools);
         assert_eq!(
             all.debian_packages,
             [
@@ -566,7 +603,7 @@ mod tests {
     fn the_demo_installs_neither_the_schema_validator_nor_the_test_tools() {
         let demo = Plan::for_command(Some(For::Demo));
         assert!(demo.ebpf_toolchain);
-        assert!(!demo.deploy_tools && !demo.lint_tools && !demo.cargo_deny);
+        assert!(!demo.deploy_tools && !demo.lint_tools && !demo.cargo_deny && !demo.fuzz_tools);
         assert_eq!(
             demo.debian_packages,
             [
@@ -611,5 +648,13 @@ mod tests {
         assert!(images.ebpf_toolchain);
         assert!(!images.deploy_tools && !images.lint_tools && !images.test_tools);
         assert_eq!(images.debian_packages, ["buildah"]);
+    }
+
+    #[test]
+    fn fuzz_gets_the_nightly_and_cargo_fuzz_but_no_bpf_linker_or_packages() {
+        let fuzz = Plan::for_command(Some(For::Fuzz));
+        assert!(fuzz.fuzz_tools);
+        assert!(!fuzz.ebpf_toolchain && !fuzz.lint_tools && !fuzz.test_tools);
+        assert!(fuzz.debian_packages.is_empty());
     }
 }

@@ -1,12 +1,12 @@
 //! `cargo xtask test`: the one command that runs every check, locally and in CI: fmt,
 //! clippy, cargo deny (`deny.rs`), docs-check (`docs_check.rs`) and layers (`layers.rs`:
-//! no import cycles between modules), then the binaries,
-//! deploy-check, and every test.
+//! no import cycles between modules), then every fuzz target for a few seconds
+//! (`fuzz.rs`), the binaries, deploy-check, and every test.
 use anyhow::bail;
 
 use crate::build::{bin_dir, binaries, cargo};
 
-pub fn run(lint: bool, cargo_args: &[String]) -> anyhow::Result<()> {
+pub fn run(lint: bool, fuzz: bool, cargo_args: &[String]) -> anyhow::Result<()> {
     if !is_root() {
         bail!(
             "the end-to-end tests create network namespaces, cgroups and eBPF programs: run as root"
@@ -18,6 +18,12 @@ pub fn run(lint: bool, cargo_args: &[String]) -> anyhow::Result<()> {
         crate::deny::run()?;
         crate::docs_check::run(&crate::workspace_root())?;
         crate::layers::run(&crate::workspace_root())?;
+    }
+    if fuzz {
+        crate::fuzz::run(&crate::fuzz::Options {
+            seconds: crate::fuzz::TEST_SECONDS,
+            target: None,
+        })?;
     }
     // The e2e tests start these binaries inside lab pods and nodes.
     binaries()?;
