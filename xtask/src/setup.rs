@@ -294,10 +294,14 @@ fn ensure_ext_authz_tools() -> anyhow::Result<()> {
                  from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc\n\
                  import jsonschema, yaml\n\
                  from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc\n\
+                 from opentelemetry.proto.logs.v1 import logs_pb2\n\
+                 from opentelemetry.proto.trace.v1 import trace_pb2\n\
                  sys.exit(m.version('xds-protos') != '1.85.0' or m.version('grpcio') != '1.85.4' \
                  or m.version('websockets') != '17.4' or m.version('h2') != '4.4.1' \
                  or m.version('opentelemetry-proto') != '1.45.2' or m.version('jsonschema') != '4.26.0' \
-                 or m.version('PyYAML') != '6.0.3')";
+                 or m.version('PyYAML') != '6.0.3' \
+                 or 'scope_logs' not in logs_pb2.ResourceLogs.DESCRIPTOR.fields_by_name \
+                 or 'scope_spans' not in trace_pb2.ResourceSpans.DESCRIPTOR.fields_by_name)";
     if python.is_file()
         && Command::new(&python)
             .args(["-c", check])
@@ -315,9 +319,29 @@ fn ensure_ext_authz_tools() -> anyhow::Result<()> {
         )?;
     }
     let pip = dir.join("bin/pip");
+    let pip = pip.to_str().context("non-UTF-8 target path")?;
     let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
     args.extend_from_slice(EXT_AUTHZ_TOOLS);
-    step(pip.to_str().context("non-UTF-8 target path")?, &args, &[])
+    step(pip, &args, &[])?;
+    // xds-protos ships an old copy of the OpenTelemetry protos in the same `opentelemetry`
+    // package directory (`instrumentation_library_logs`, no `scope_logs`); whichever pip
+    // unpacks last wins. opentelemetry-proto's own files are put back on top.
+    let otel = EXT_AUTHZ_TOOLS
+        .iter()
+        .find(|p| p.starts_with("opentelemetry-proto=="))
+        .context("opentelemetry-proto is pinned")?;
+    step(
+        pip,
+        &[
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--force-reinstall",
+            "--no-deps",
+            otel,
+        ],
+        &[],
+    )
 }
 
 fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
