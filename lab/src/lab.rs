@@ -79,6 +79,10 @@ pub struct Lab {
 
 /// How long a pod's declared container ports may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `up` waits for every agent to see every probed endpoint ready: a probe that
+/// fails while a waypoint is still getting its certificate is tried again only a
+/// `periodSeconds` later (10 s by default), so a slow start costs whole probe periods.
+const ENDPOINTS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How the lab, as a kubelet, tries a pod's sandbox again when its CNI ADD fails (the
 /// kubelet backs off and retries for as long as the pod exists; the lab gives up after
@@ -236,7 +240,7 @@ impl Lab {
 
     /// Until each agent's registry holds every Service's endpoints ready.
     fn wait_for_agents_to_see_ready_endpoints(&self) -> Result<(), LabError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + ENDPOINTS_READY_TIMEOUT;
         for node in &self.plan.nodes {
             loop {
                 let body = self.agent_get(&node.name, "/services")?;
@@ -257,7 +261,7 @@ impl Lab {
                     return Err(LabError::Invalid(format!(
                         "the agent of {} did not see these Services' endpoints ready within {}s: {}",
                         node.name,
-                        READY_TIMEOUT.as_secs(),
+                        ENDPOINTS_READY_TIMEOUT.as_secs(),
                         unready.join(", ")
                     )));
                 }
