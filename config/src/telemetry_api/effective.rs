@@ -250,9 +250,19 @@ fn defaults(
         .unwrap_or_default()
 }
 
+/// The name of the mesh's `extensionProviders` entry a Telemetry's `name` refers to:
+/// istiod compares provider names ignoring case.
+fn defined_provider<'m>(mesh: &'m MeshConfig, name: &str) -> Option<&'m str> {
+    mesh.extension_providers
+        .iter()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+        .map(|p| p.name.as_str())
+}
+
 /// An access-log provider by name: one of the mesh's `extensionProviders` or the built-in
 /// `envoy`; `None` for a name the mesh config does not define (dropped, as istiod does).
 fn log_sink(mesh: &MeshConfig, name: &str) -> Option<AccessLogSink> {
+    let name = defined_provider(mesh, name).unwrap_or(name);
     crate::access_log::provider_sink(mesh, name).ok()
 }
 
@@ -422,12 +432,7 @@ fn tracing(applicable: &[&TelemetrySpec], mesh: &MeshConfig) -> Option<WorkloadT
     if sections.is_empty() && mesh_defaults.is_empty() {
         return None;
     }
-    let fetch = |name: &str| {
-        mesh.extension_providers
-            .iter()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
-            .map(|p| p.name.clone())
-    };
+    let fetch = |name: &str| defined_provider(mesh, name).map(str::to_string);
     let default_provider = mesh_defaults.first().and_then(|name| fetch(name));
     let mut client = TracingSpec::new(default_provider.clone());
     let mut server = TracingSpec::new(default_provider);
@@ -689,7 +694,7 @@ mod tests {
         let cluster = Cluster::new(vec![telemetry(
             "a",
             "t",
-            "accessLogging: [{providers: [{name: file}, {name: otel}, {name: nowhere}]}]",
+            "accessLogging: [{providers: [{name: file}, {name: OTEL}, {name: nowhere}]}]",
         )]);
         let e = cluster.effective(&in_ns("a"), &m, WorkloadMode::Server);
         let AccessLogging::Providers(providers) = e.access_logging else {
