@@ -338,6 +338,11 @@ async fn a_telemetry_resource_sends_filtered_records_to_the_otlp_provider() {
             request = request.header("x-log", tag);
         }
         let request = request.body(Full::new(Bytes::new())).expect("request");
+        // An HTTP/1.1 connection takes the next request only once the last is done.
+        sender
+            .ready()
+            .await
+            .expect("the connection takes another request");
         let response = tokio::time::timeout(TIMEOUT, sender.send_request(request))
             .await
             .expect("answered in time")

@@ -287,6 +287,11 @@ async fn an_idle_pooled_connection_is_closed_after_the_http_idle_timeout() {
         "the endpoint saw its idle connection closed"
     );
     // The next request opens a new connection.
+    // An HTTP/1.1 connection takes the next request only once the last is done.
+    client
+        .ready()
+        .await
+        .expect("the connection takes another request");
     let (status, _) = answer(client.send_request(get_http1())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(seen.count(|s| &s.accepted), 2);
@@ -305,6 +310,11 @@ async fn max_connection_duration_replaces_a_busy_upstream_connection() {
     // Istio's 1h): only its maximum duration ends it.
     let replaced = tokio::time::timeout(BOUND, async {
         loop {
+            // An HTTP/1.1 connection takes the next request only once the last is done.
+            client
+                .ready()
+                .await
+                .expect("the connection takes another request");
             let (status, _) = answer(client.send_request(get_http1())).await;
             assert_eq!(status, StatusCode::OK);
             if seen.count(|s| &s.closed) >= 1 && seen.count(|s| &s.accepted) >= 2 {
@@ -377,6 +387,11 @@ async fn an_idle_http2_connection_is_closed_after_the_http_idle_timeout() {
         seen.until(BOUND, |s| s.count(|s| &s.closed) == 1).await,
         "the endpoint saw its idle HTTP/2 connection closed"
     );
+    // Wait for the connection to take another request.
+    client
+        .ready()
+        .await
+        .expect("the connection takes another request");
     let (status, _) = answer(client.send_request(get_http2())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(seen.count(|s| &s.accepted), 2);
@@ -442,6 +457,11 @@ async fn the_mesh_default_upgrades_ports_declared_http_unless_the_rule_opts_out(
         let ctx = waypoint_with(server, protocol, policy, MESH_UPGRADE);
         async move {
             let mut client = http1_client(&ctx).await;
+            // An HTTP/1.1 connection takes the next request only once the last is done.
+            client
+                .ready()
+                .await
+                .expect("the connection takes another request");
             answer(client.send_request(get_http1())).await
         }
     };
