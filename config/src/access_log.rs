@@ -45,37 +45,42 @@ pub enum AccessLogProviderError {
 /// The sinks of `providers` (names of extension providers, or `envoy`), each once; an
 /// empty list is the mesh's defaults: `defaultProviders.accessLogging` when it names any,
 /// else meshConfig's `accessLogFile` when set (Istio's legacy setting, used only where no
-/// provider is in force), else none (off).
+/// provider is in force), else none (off). A provider that cannot be used is skipped, as
+/// istiod skips it, and returned beside the sinks so the caller can say why.
 pub fn access_log_sinks(
     mesh: &MeshConfig,
     providers: &[String],
-) -> Result<Vec<AccessLogSink>, AccessLogProviderError> {
+) -> (Vec<AccessLogSink>, Vec<AccessLogProviderError>) {
     let names: &[String] = if providers.is_empty() {
         match &mesh.default_providers {
             Some(defaults) if !defaults.access_logging.is_empty() => &defaults.access_logging,
-            _ if !mesh.access_log_file.is_empty() => return Ok(vec![mesh_file(mesh)]),
-            _ => return Ok(Vec::new()),
+            _ if !mesh.access_log_file.is_empty() => return (vec![mesh_file(mesh)], Vec::new()),
+            _ => return (Vec::new(), Vec::new()),
         }
     } else {
         providers
     };
     let mut sinks = Vec::with_capacity(names.len());
+    let mut skipped = Vec::new();
     for name in names {
-        let sink = provider_sink(mesh, name)?;
-        if !sinks.contains(&sink) {
-            sinks.push(sink);
+        match provider_sink(mesh, name) {
+            Ok(sink) if !sinks.contains(&sink) => sinks.push(sink),
+            Ok(_) => {}
+            Err(error) => skipped.push(error),
         }
     }
-    Ok(sinks)
+    (sinks, skipped)
 }
 
 /// The mesh's default sinks, as the proxies use them: a default provider that cannot be
-/// used (validation warns about it) leaves access logs off, with a log line saying why.
+/// used (validation warns about it) is skipped with a log line saying why; the others
+/// write.
 pub fn default_sinks(mesh: &MeshConfig) -> Vec<AccessLogSink> {
-    access_log_sinks(mesh, &[]).unwrap_or_else(|error| {
-        tracing::warn!(%error, "defaultProviders.accessLogging: access logs are off");
-        Vec::new()
-    })
+    let (sinks, skipped) = access_log_sinks(mesh, &[]);
+    for error in skipped {
+        tracing::warn!(%error, "defaultProviders.accessLogging: provider skipped");
+    }
+    sinks
 }
 
 /// The sink of provider `name`.
@@ -247,16 +252,19 @@ mod tests {
     fn without_providers_the_legacy_file_is_in_force_and_off_by_default() {
         assert_eq!(
             access_log_sinks(&MeshConfig::default(), &[]),
-            Ok(Vec::new())
+            (Vec::new(), Vec::new())
         );
         let legacy = mesh("accessLogFile: /dev/stdout\naccessLogEncoding: JSON");
         assert_eq!(
             access_log_sinks(&legacy, &[]),
-            Ok(vec![AccessLogSink::File {
-                path: "/dev/stdout".into(),
-                encoding: Encoding::Json,
-                format: String::new(),
-            }])
+            (
+                vec![AccessLogSink::File {
+                    path: "/dev/stdout".into(),
+                    encoding: Encoding::Json,
+                    format: String::new(),
+                }],
+                Vec::new()
+            )
         );
     }
 
@@ -265,7 +273,8 @@ mod tests {
         let m = mesh(&format!(
             "{PROVIDERS}accessLogFile: /tmp/mesh.log\naccessLogFormat: '%DURATION%'\ndefaultProviders:\n  accessLogging: [otel, otel]\n"
         ));
-        let sinks = access_log_sinks(&m, &[]).expect("sinks");
+        let (sinks, skipped) = access_log_sinks(&m, &[]);
+        assert_eq!(skipped, []);
         assert_eq!(
             sinks.len(),
             1,
@@ -289,7 +298,7 @@ mod tests {
                 ("weight".to_string(), "3".to_string()),
             ]
         );
-        let named = access_log_sinks(&m, &["envoy".into(), "plain-file".into()]).expect("sinks");
+        let (named, _) = access_log_sinks(&m, &["envoy".into(), "plain-file".into()]);
         assert_eq!(
             named,
             [
@@ -310,7 +319,7 @@ mod tests {
     #[test]
     fn a_file_providers_labels_are_its_json_format() {
         let m = mesh(PROVIDERS);
-        let sinks = access_log_sinks(&m, &["json-file".into()]).expect("sinks");
+        let (sinks, _) = access_log_sinks(&m, &["json-file".into()]);
         let [
             AccessLogSink::File {
                 path,
@@ -336,22 +345,39 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_other_providers_are_errors() {
+    fn unusable_providers_are_skipped_and_said_the_others_write() {
         let m = mesh(PROVIDERS);
         assert_eq!(
-            access_log_sinks(&m, &["nope".into()]),
-            Err(AccessLogProviderError::Unknown("nope".into()))
+            access_log_sinks(&m, &["nope".into(), "plain-file".into()]),
+            (
+                vec![AccessLogSink::File {
+                    path: DEFAULT_PATH.into(),
+                    encoding: Encoding::Text,
+                    format: String::new(),
+                }],
+                vec![AccessLogProviderError::Unknown("nope".into())]
+            )
         );
         assert_eq!(
             access_log_sinks(&m, &["authz".into()]),
-            Err(AccessLogProviderError::NotAccessLog("authz".into()))
+            (
+                Vec::new(),
+                vec![AccessLogProviderError::NotAccessLog("authz".into())]
+            )
         );
         let portless = mesh(
             "extensionProviders:\n- name: o\n  envoyOtelAls: {service: otel.obs.svc.cluster.local}\n",
         );
+        let (sinks, skipped) = access_log_sinks(&portless, &["o".into()]);
+        assert!(sinks.is_empty());
         assert!(matches!(
-            access_log_sinks(&portless, &["o".into()]),
-            Err(AccessLogProviderError::Service { .. })
+            skipped.as_slice(),
+            [AccessLogProviderError::Service { .. }]
         ));
+        // As mesh defaults: the usable provider still writes (istiod skips the unknown one).
+        let defaults = mesh(&format!(
+            "{PROVIDERS}defaultProviders:\n  accessLogging: [missing, plain-file]\n"
+        ));
+        assert_eq!(default_sinks(&defaults).len(), 1);
     }
 }

@@ -98,7 +98,7 @@ pub(super) fn default_providers(mesh: &MeshConfig, root: &FieldPath, issues: &mu
         if let Err(error) = provider_sink(mesh, name) {
             issues.add(
                 &at.index(i),
-                format!("{error}: no access logs are written while it is named here"),
+                format!("{error}: skipped (as Istio skips it); the other providers named here still write"),
             );
         }
     }
