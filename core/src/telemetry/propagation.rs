@@ -12,10 +12,7 @@ impl TraceContext {
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let mut context = Self::extract(headers).unwrap_or_else(|| Self::new_root(None));
         // Both formats: say both onwards, each kept in step with the other.
-        context.arrived_as = context.arrived_as.union(b3::present(headers));
-        if headers.contains_key(TRACEPARENT) {
-            context.arrived_as.w3c = true;
-        }
+        context.arrived_as = context.arrived_as.union(formats_present(headers));
         context
     }
 
@@ -31,8 +28,8 @@ impl TraceContext {
     /// with the sampling left to whoever handles the request ([`TraceContext::decide`]):
     /// a connection's decision is about the connection, and the requests a kept-alive
     /// connection carries are sampled one by one; else a new trace. A context taken from
-    /// the tunnel did not arrive in any of the request's formats: it goes onwards in the
-    /// proxy's own.
+    /// the tunnel goes onwards in the proxy's own formats (and replaces any invalid trace
+    /// header the request had).
     pub fn from_request_in_tunnel(headers: &HeaderMap, tunnel: Option<&TraceContext>) -> Self {
         match tunnel {
             Some(tunnel) if Self::extract(headers).is_none() => Self {
@@ -41,7 +38,7 @@ impl TraceContext {
                 parent_span_id: None,
                 sampling: Sampling::Undecided,
                 tracestate: tunnel.tracestate.clone(),
-                arrived_as: Propagation::default(),
+                arrived_as: formats_present(headers),
             },
             _ => Self::from_headers(headers),
         }
@@ -79,6 +76,14 @@ impl TraceContext {
             self.inject_w3c(headers);
         }
     }
+}
+
+/// The trace formats whose headers a request has, valid or not: they are written onwards,
+/// so that none is passed on stale.
+fn formats_present(headers: &HeaderMap) -> Propagation {
+    let mut formats = b3::present(headers);
+    formats.w3c = headers.contains_key(TRACEPARENT);
+    formats
 }
 
 #[cfg(test)]
@@ -123,6 +128,17 @@ mod tests {
         assert!(
             handled.arrived_as().is_empty(),
             "the request came in no format of its own"
+        );
+        let garbage = headers(&[(TRACEPARENT, "garbage")]);
+        let context = TraceContext::from_request_in_tunnel(&garbage, Some(&tunnel));
+        assert_eq!(context.trace_id().to_string(), CONNECT_TRACE);
+        let mut out = garbage.clone();
+        context.child().inject_as(&mut out, context.arrived_as());
+        assert!(
+            out.get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains(CONNECT_TRACE)),
+            "an invalid traceparent is replaced, not passed on"
         );
     }
 

@@ -63,7 +63,7 @@ impl ProxiedConnection {
 
     /// The trace context for the HBONE CONNECT: this connection's span, with its sampling
     /// decision when tracing made one.
-    pub fn trace_context(&self) -> Option<TraceContext> {
+    pub fn trace_context(&self) -> TraceContext {
         self.telemetry.trace_context()
     }
 

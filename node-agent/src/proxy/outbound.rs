@@ -222,7 +222,7 @@ async fn open_hbone(
     identity: &str,
     hbone_address: SocketAddr,
     target: SocketAddr,
-    trace: Option<TraceContext>,
+    trace: TraceContext,
 ) -> Result<weft_core::hbone::HboneStream, Error> {
     let destination: Identity = identity.parse().map_err(|e| Error::Identity {
         identity: identity.to_string(),
@@ -236,7 +236,7 @@ async fn open_hbone(
         // The pod's address on the tunnel's side (the same family as the tunnel).
         source_ip: Some(ctx.pod_ips.facing(hbone_address.ip())),
         baggage: None,
-        trace,
+        trace: Some(trace),
     };
     let sockets = ctx.sockets.clone();
     ctx.mesh
