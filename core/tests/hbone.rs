@@ -70,7 +70,14 @@ async fn bytes_flow_through_the_tunnel_and_the_server_sees_the_client() {
             "from Forwarded"
         );
         assert_eq!(seen.headers["baggage"], "k8s.namespace.name=ns-a");
-        assert!(seen.headers.contains_key("traceparent"));
+        let trace = weft_core::telemetry::TraceContext::extract(&seen.headers)
+            .expect("a trace context on the CONNECT");
+        assert_eq!(
+            trace.sampling(),
+            weft_core::telemetry::Sampling::Undecided,
+            "nobody decided: as B3 without a sampling state, not a traceparent saying unsampled"
+        );
+        assert!(!seen.headers.contains_key("traceparent"));
         assert_eq!(seen.server_identity, server_id());
 
         let server_cert = mesh

@@ -98,7 +98,7 @@ impl Connect for PodConnector {
                         target,
                         source_ip: Some(from.pod_ip),
                         baggage: None,
-                        traceparent: None,
+                        trace: None,
                     };
                     let sockets = from.sockets.clone();
                     let stream = pool

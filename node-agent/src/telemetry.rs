@@ -3,7 +3,10 @@
 //! at the pod), and, when the mesh config's tracing provider (or `--otlp-endpoint`) takes
 //! spans, a span per sampled connection, continuing over HBONE the trace the client's
 //! agent started: the sampling decision is made once, by the source's agent, and the
-//! CONNECT carries it. Access-log lines go where meshConfig `accessLogFile` (or its
+//! CONNECT carries it. Every connection has a place in a trace, traced or not: its
+//! access-log line names the trace, and its CONNECT carries it on (without a decision when
+//! this agent does not trace, so that the far side's own sampling decides), so that the
+//! waypoint's line of a request it carries, and the destination's agent's, name the same. Access-log lines go where meshConfig `accessLogFile` (or its
 //! default providers) says, or where the Telemetry resources of the pod's workload say (its
 //! outbound connections as the `CLIENT`, what arrives at it as the `SERVER`), each line
 //! written when its provider's `filter.expression` holds for the connection.
@@ -110,8 +113,9 @@ impl Telemetry {
     }
 
     /// The connection's trace: `incoming` (a new trace, or what the CONNECT carried)
-    /// decided at the mesh config's sampling percentage, and a span when sampled. Nothing
-    /// when no provider takes spans: building them costs allocations per connection.
+    /// decided at the mesh config's sampling percentage, and a span when sampled. When no
+    /// provider takes spans, the context alone (no allocation), left undecided: the
+    /// decision belongs to whoever traces.
     fn trace(
         &self,
         snapshot: &Snapshot,
@@ -126,11 +130,15 @@ impl Telemetry {
                 _ => t.side(WorkloadMode::Server),
             });
         let tracing = self.tracer.active_with(snapshot, spec);
+        let mut incoming = incoming();
         if !tracing.reports_spans() {
-            return Trace::default();
+            return Trace {
+                context: incoming.child(),
+                span: None,
+                spans: SpanExporter::disabled(),
+            };
         }
         let settings = &tracing.settings;
-        let mut incoming = incoming();
         if settings.trace_id_64_bit() {
             incoming = incoming.with_64_bit_root();
         }
@@ -147,17 +155,16 @@ impl Telemetry {
             span
         });
         Trace {
-            context: Some(context),
+            context,
             span,
             spans: tracing.exporter.clone(),
         }
     }
 }
 
-/// A connection's place in a trace, when tracing is on.
-#[derive(Default)]
+/// A connection's place in a trace, and its span when sampled.
 struct Trace {
-    context: Option<TraceContext>,
+    context: TraceContext,
     span: Option<Span>,
     spans: SpanExporter,
 }
@@ -205,8 +212,8 @@ pub struct ConnectionTelemetry {
     recorder: TcpConnectionRecorder,
     /// Sampled: its span, reported when this is dropped.
     span: Option<Span>,
-    /// Its trace context, sampled or not, when tracing is on.
-    context: Option<TraceContext>,
+    /// Its trace context: decided when tracing is on here, else undecided.
+    context: TraceContext,
     spans: SpanExporter,
     /// Where its access log line goes (when on), its labels, and when it opened.
     access_log: Option<(AccessLines, ConnectionLabels, Instant)>,
@@ -258,12 +265,12 @@ impl ConnectionTelemetry {
         self.recorder.meter(stream, side)
     }
 
-    /// The `traceparent` to send on the HBONE CONNECT: this connection's context with its
-    /// sampling decision, so the destination's span is its child (or, unsampled, is not
-    /// made). `None` without tracing (the HBONE client then sends an unsampled one of its
-    /// own, as ztunnel does).
-    pub fn traceparent(&self) -> Option<String> {
-        self.context.as_ref().map(TraceContext::to_header)
+    /// The context to send on the HBONE CONNECT: this connection's, with its sampling
+    /// decision when tracing here made one, so the destination's span is its child (or,
+    /// unsampled, is not made); without one, the far side decides. A waypoint's requests
+    /// that bring no context of their own continue this trace under this span.
+    pub fn trace_context(&self) -> TraceContext {
+        self.context.clone()
     }
 
     /// Its access log line as far as the labels tell (who, where, how long), and where
@@ -280,7 +287,9 @@ impl ConnectionTelemetry {
             dst_namespace: known(&labels.destination.namespace),
             dst_identity: known(&labels.destination.principal),
             duration: opened.elapsed(),
-            trace_id: self.span.as_ref().map(|s| s.trace_id.to_string()),
+            // Traced or not: the id correlates the line with the waypoint's and the
+            // other agent's lines of the same connection.
+            trace_id: Some(self.context.trace_id().to_string()),
             ..ConnectionEntry::default()
         };
         Some((log, entry))
@@ -517,7 +526,64 @@ ports: [{name: http, port: 8080, protocol: TCP}]
         );
         assert_eq!(&*l.destination_service.host, "web.shop.svc.cluster.local");
         assert_eq!(l.connection_security_policy, SecurityPolicy::MutualTls);
-        assert_eq!(c.traceparent(), None, "no tracing without an exporter");
+        assert!(c.span.is_none(), "no tracing without an exporter");
+    }
+
+    #[tokio::test]
+    async fn without_tracing_the_connect_leaves_the_decision_and_the_lines_name_the_trace() {
+        let t = telemetry();
+        let s = weft_config::testing::snapshot_of(&format!(
+            "{CLUSTER}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    accessLogFile: /dev/null\n"
+        ));
+        let upstream = NextHop::Hbone {
+            identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
+            hbone_address: addr("10.244.1.11:15008"),
+            target: addr("10.244.1.11:8080"),
+        };
+        let c = outbound(
+            &t,
+            &s,
+            "10.244.2.11".parse().expect("ip"),
+            addr("10.96.0.10:80"),
+            &upstream,
+        );
+        assert!(c.span.is_none());
+        let context = c.trace_context();
+        let (name, value) = context.connect_header();
+        assert_eq!(name, "b3", "not a traceparent, which would say unsampled");
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(
+            name,
+            hyper::header::HeaderValue::from_str(&value).expect("ascii"),
+        );
+        let sent = TraceContext::from_headers(&headers);
+        assert_eq!(sent.sampling(), weft_core::telemetry::Sampling::Undecided);
+        let (_, entry) = c.access_entry().expect("access logs are on");
+        assert_eq!(
+            entry.trace_id,
+            Some(context.trace_id().to_string()),
+            "the line names the connection's trace, untraced"
+        );
+
+        // The destination's agent, not tracing either, continues it.
+        let arrived = t.trace(
+            &s,
+            || TraceContext::from_headers(&headers),
+            SpanKind::Server,
+            None,
+        );
+        assert_eq!(arrived.context.trace_id(), context.trace_id());
+        assert_eq!(arrived.context.parent_span_id(), Some(context.span_id()));
+        // Tracing there, it decides at its own percentage.
+        let (traced_t, traced_s) = traced(100.0);
+        let arrived = traced_t.trace(
+            &traced_s,
+            || TraceContext::from_headers(&headers),
+            SpanKind::Server,
+            None,
+        );
+        let span = arrived.span.expect("sampled by the destination's agent");
+        assert_eq!(span.trace_id, context.trace_id());
     }
 
     #[test]
@@ -622,7 +688,8 @@ data:
             addr("10.96.0.10:80"),
             &upstream,
         );
-        let traceparent = c.traceparent().expect("a traceparent");
+        let (name, traceparent) = c.trace_context().connect_header();
+        assert_eq!(name, "traceparent");
         let sent = TraceContext::parse(&traceparent).expect("valid");
         assert!(sent.sampled());
         let span = c.span.as_ref().expect("a span");
@@ -658,7 +725,7 @@ data:
             trace.span.is_none(),
             "the source's agent decided against it"
         );
-        let context = trace.context.expect("still propagated");
+        let context = trace.context;
         assert!(!context.sampled());
         assert_eq!(
             context.trace_id().to_string(),

@@ -3,7 +3,9 @@
 //! from `shop/client` (node-1) to `reviews` (its waypoint, then `reviews-v1` on node-2) is
 //! one line at the waypoint, carrying the client's request id and trace id, and one line
 //! per connection at the agents: the client's agent (outbound, to the waypoint) and the
-//! destination's (inbound, from the waypoint). `accessLogFile: ""` turns them off.
+//! destination's (inbound, from the waypoint). A request that brings no trace context
+//! continues its client's agent's connection's trace: the waypoint's line and both agents'
+//! lines name the same trace id. `accessLogFile: ""` turns them off.
 //!
 //! The lines are read where the lab puts each process's standard output:
 //! `/run/weft-lab/<lab>/logs/` (`agent-<node>.log`, `<namespace>-<pod>-<container>.log`).
@@ -134,7 +136,7 @@ fn settled(count: impl Fn() -> usize) -> usize {
 
 #[test]
 fn a_request_through_the_waypoint_is_one_line_there_and_one_per_agent_connection() {
-    let lab = lab_up("alog", "waypoint", 2, true);
+    let lab = lab_up("traceid", "waypoint", 2, true);
     // One request per upstream connection: each request's CONNECT stream to the
     // destination agent ends with it, and so is logged there. Applied before the mesh
     // config, so in force once the mesh config is; no request goes to `reviews` before.
@@ -214,6 +216,46 @@ fn a_request_through_the_waypoint_is_one_line_there_and_one_per_agent_connection
         "one line for the waypoint's connection at the destination's agent: {:#?}",
         json_lines(&log_text(&lab, "agent-node-2.log"), "scope")
     );
+
+    // Without trace context of its own, the request continues the client's agent's
+    // connection: that connection's line, the waypoint's, and the destination's agent's
+    // line of the connection the waypoint opened for it (one request per connection, by the
+    // DestinationRule) name one trace.
+    let untraced = testapp_json(
+        &lab,
+        "shop/client",
+        &["get", REVIEWS, "-H", "x-request-id: untraced"],
+    );
+    assert_eq!(
+        untraced.first().and_then(|l| l["status"].as_u64()),
+        Some(200)
+    );
+    assert!(
+        eventually(WAIT, || !request_lines(&lab, "untraced").is_empty()),
+        "the untraced request's line at the waypoint"
+    );
+    let line = request_lines(&lab, "untraced").remove(0);
+    let trace = line["trace_id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(trace.len(), 32, "a trace id: {line}");
+    assert_ne!(trace, TRACE_ID, "{line}");
+    let with_trace = |fields: &[(&'static str, &'static str)]| {
+        let mut want: Vec<(&str, &str)> = fields.to_vec();
+        want.push(("trace_id", trace.as_str()));
+        want
+    };
+    for (node, direction, fields) in [
+        ("node-1", "outbound", &outbound),
+        ("node-2", "inbound", &inbound),
+    ] {
+        let count = || agent_lines(&lab, node, direction, &with_trace(fields));
+        eventually(WAIT, || count() > 0);
+        assert_eq!(
+            settled(count),
+            1,
+            "the {direction} line at {node}'s agent names the waypoint's trace {trace}: {:#?}",
+            json_lines(&log_text(&lab, &format!("agent-{node}.log")), "scope")
+        );
+    }
 
     // Off, marked by a path normalization the application can see; then on again, TEXT.
     set_mesh(

@@ -238,7 +238,7 @@ fn hbone_echo(
                 target,
                 source_ip: forwarded,
                 baggage: None,
-                traceparent: None,
+                trace: None,
             };
             let mut stream = pool
                 .connect(request, |addr| async move {

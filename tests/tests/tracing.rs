@@ -10,7 +10,8 @@
 //!   ratings (weft-testapp forwards B3 as Bookinfo does), the waypoint's three spans
 //!   chained parent to child under the client's span, every body valid against the schema;
 //! - OpenTelemetry provider, sampling 10: of 2,000 requests without a sampling decision
-//!   through the waypoint, 10% ± 3 make a span at the receiver.
+//!   through the waypoint, 10% ± 3 make a span at the receiver, each continuing the trace of
+//!   the client's connection under its agent's span.
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -195,13 +196,16 @@ fn b3_traces_cross_the_chain_to_zipkin_and_sampling_holds_at_ten_percent() {
         until_traced(&lab, RATINGS, probe, "otlp"),
         "no OTLP span arrived"
     );
-    let sampled = || {
+    // The requests bring no context: they continue their connection's trace (the client's
+    // agent's span, whose CONNECT carried it), each sampled on its own at the waypoint.
+    let spans_of_run = || -> Vec<Value> {
         received(&lab)
-            .iter()
+            .into_iter()
             .filter(|s| s["format"] == "otlp" && s["service"] == WAYPOINT)
-            .filter(|s| s["trace_id"] != probe && s["parent_id"].is_null())
-            .count()
+            .filter(|s| s["trace_id"] != probe)
+            .collect()
     };
+    let sampled = || spans_of_run().len();
     let before = sampled();
     let answers = get(&lab, RATINGS, &[], 2000);
     assert_eq!(answers.len(), 2000);
@@ -221,4 +225,17 @@ fn b3_traces_cross_the_chain_to_zipkin_and_sampling_holds_at_ten_percent() {
         (140..=260).contains(&spans),
         "10% ± 3 of 2,000 requests: {spans} spans"
     );
+    let run: Vec<Value> = spans_of_run().split_off(before);
+    let first = &run[0];
+    assert!(
+        first["parent_id"].is_string(),
+        "under the connection's span: {first}"
+    );
+    for span in &run {
+        assert_eq!(
+            span["trace_id"], first["trace_id"],
+            "one connection, one trace: {span}"
+        );
+        assert_eq!(span["parent_id"], first["parent_id"], "{span}");
+    }
 }

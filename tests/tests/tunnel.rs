@@ -201,7 +201,7 @@ fn a_client_certificate_from_another_ca_is_refused() {
                     target: format!("{server}:9000").parse().expect("addr"),
                     source_ip: None,
                     baggage: None,
-                    traceparent: None,
+                    trace: None,
                 };
                 let stream = pool
                     .connect(request, |addr| async move {

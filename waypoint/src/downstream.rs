@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use weft_config::registry::model::{EntryHost, Service, Workload};
+use weft_core::telemetry::TraceContext;
 
 use crate::route::gateway::RouteTable;
 use crate::route::{Source, TcpRoutePlan};
@@ -125,6 +126,9 @@ pub struct Downstream {
     pub destination: SocketAddr,
     /// Whether the client's connection was TLS that this proxy terminated (`https`).
     pub secure: bool,
+    /// The trace context the CONNECT carried (the client's agent's connection span); the
+    /// requests that bring none of their own continue it. `None` at a gateway.
+    pub tunnel_trace: Option<TraceContext>,
 }
 
 /// What a CONNECT stream carries: HTTP, routed per request, or anything else, spliced.

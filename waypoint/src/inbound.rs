@@ -9,6 +9,7 @@ use tokio::io::AsyncReadExt;
 use tracing::{Instrument, debug, info_span};
 use weft_config::registry::Snapshot;
 use weft_core::hbone::{Admitted, InboundRequest, Refusal, Tunnel};
+use weft_core::telemetry::TraceContext;
 
 use crate::context::WaypointContext;
 use crate::downstream::{Downstream, StreamProtocol, Target};
@@ -43,6 +44,7 @@ pub async fn admit(
         source_ip,
         destination: request.destination,
         secure: false,
+        tunnel_trace: TraceContext::extract(&request.headers),
     };
     Ok(Admitted::Serve(Box::new(move |tunnel| {
         let span = info_span!(

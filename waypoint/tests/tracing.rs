@@ -1,8 +1,8 @@
 //! Tracing as the waypoint does it, in process and unprivileged: the mesh config names a
 //! Zipkin provider (a ServiceEntry whose endpoint is a collector on 127.0.0.1); requests
 //! to a ServiceEntry host bound to the waypoint (carried in as the agent's CONNECT streams
-//! would be) continue the client's B3 or W3C trace, forward the child context, and report
-//! a span only when sampled.
+//! would be) continue the client's B3 or W3C trace (else their CONNECT's), forward the child
+//! context, and report a span only when sampled.
 mod common;
 
 use common::{context, entry_downstream};
@@ -16,6 +16,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
+use weft_core::telemetry::TraceContext;
 use weft_waypoint::context::WaypointContext;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -131,17 +132,24 @@ async fn setup(sampling: f64) -> Setup {
 }
 
 async fn send(ctx: &Arc<WaypointContext>, headers: &[(&str, &str)]) -> StatusCode {
+    send_in_tunnel(ctx, headers, None).await
+}
+
+/// [`send`] on a CONNECT stream whose CONNECT carried `tunnel`.
+async fn send_in_tunnel(
+    ctx: &Arc<WaypointContext>,
+    headers: &[(&str, &str)],
+    tunnel: Option<TraceContext>,
+) -> StatusCode {
+    let mut downstream = entry_downstream(ctx, "api.external.test", 80);
+    downstream.tunnel_trace = tunnel;
     let mut request = Request::get("/reviews/1").header("host", "api.external.test");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     let request = request.body(Full::new(Bytes::new())).expect("request");
     let (client, server) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(weft_waypoint::http::serve(
-        server,
-        entry_downstream(ctx, "api.external.test", 80),
-        ctx.clone(),
-    ));
+    tokio::spawn(weft_waypoint::http::serve(server, downstream, ctx.clone()));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(client))
         .await
         .expect("HTTP/1.1 to the waypoint");
@@ -310,4 +318,51 @@ async fn a_telemetry_resource_chooses_the_provider_and_the_sampling() {
             "the mesh's tags stay: {span}"
         );
     }
+}
+
+/// A request without context of its own continues its CONNECT's trace (the client's
+/// agent's connection), under the agent's span; the agent's "not sampled" is about its
+/// connection, and the waypoint samples the request itself. A request's own context wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_context_continues_its_connects_trace() {
+    let s = setup(100.0).await;
+    let connect = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    let tunnel = || Some(TraceContext::parse(connect).expect("valid"));
+    assert_eq!(send_in_tunnel(&s.ctx, &[], tunnel()).await, StatusCode::OK);
+    let own = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
+    assert_eq!(
+        send_in_tunnel(&s.ctx, &[("b3", own)], tunnel()).await,
+        StatusCode::OK
+    );
+    let sent: Vec<HeaderMap> = lock(&s.app).iter().map(|(h, _)| h.clone()).collect();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        header(&sent[0], "x-b3-traceid").as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "the CONNECT's trace"
+    );
+    assert_eq!(
+        header(&sent[0], "x-b3-parentspanid").as_deref(),
+        Some("00f067aa0ba902b7"),
+        "under the agent's span"
+    );
+    assert_eq!(
+        header(&sent[0], "x-b3-sampled").as_deref(),
+        Some("1"),
+        "decided here, at 100%"
+    );
+    assert!(
+        header(&sent[0], "b3").is_none() && header(&sent[0], "traceparent").is_none(),
+        "in the provider's format only: the request brought none"
+    );
+    let b3 = header(&sent[1], "b3").expect("its own format");
+    assert!(b3.starts_with("80f198ee56343ba864fe8b2a57d3eff7-"), "{b3}");
+
+    let spans = spans(&s.collector, 2).await;
+    let continued: Vec<&Value> = spans
+        .iter()
+        .filter(|span| span["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736")
+        .collect();
+    assert_eq!(continued.len(), 1, "{spans:#?}");
+    assert_eq!(continued[0]["parentId"], "00f067aa0ba902b7");
 }

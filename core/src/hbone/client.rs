@@ -24,9 +24,7 @@ use tracing::Instrument;
 
 use super::config::PoolConfig;
 use super::error::HboneError;
-use super::headers::{
-    BAGGAGE, FORWARDED, TRACEPARENT, forwarded_for, is_valid_traceparent, new_traceparent,
-};
+use super::headers::{BAGGAGE, FORWARDED, forwarded_for};
 use super::pool::{ConnectionState, PoolKey, has_room, retire};
 use crate::identity::tls::{ManagedCertResolver, identity_mismatch, spiffe_client_config};
 use crate::identity::{
@@ -34,6 +32,7 @@ use crate::identity::{
     WorkloadCertificate,
 };
 use crate::sync::lock;
+use crate::telemetry::TraceContext;
 
 /// One stream to open.
 #[derive(Debug, Clone)]
@@ -51,8 +50,10 @@ pub struct ConnectRequest {
     pub source_ip: Option<IpAddr>,
     /// W3C `baggage` to pass along (see [`super::headers::WorkloadBaggage`]).
     pub baggage: Option<String>,
-    /// W3C `traceparent` to pass along; a fresh one is generated when absent or malformed.
-    pub traceparent: Option<String>,
+    /// The stream's place in a trace (the span of whoever opens it), sent as
+    /// [`TraceContext::connect_header`] says; without one, a new trace nobody has decided
+    /// to sample, so that the far side decides.
+    pub trace: Option<TraceContext>,
 }
 
 /// What an open stream is running over.
@@ -686,11 +687,11 @@ fn connect_request(request: &ConnectRequest) -> Result<Request<Empty<Bytes>>, Hb
             .map_err(|_| HboneError::Request(format!("invalid baggage {baggage:?}")))?;
         builder = builder.header(BAGGAGE, value);
     }
-    let traceparent = match &request.traceparent {
-        Some(t) if is_valid_traceparent(t) => t.clone(),
-        _ => new_traceparent(),
+    let (name, value) = match &request.trace {
+        Some(trace) => trace.connect_header(),
+        None => TraceContext::new_root(None).child().connect_header(),
     };
-    builder = builder.header(TRACEPARENT, traceparent);
+    builder = builder.header(name, value);
     builder
         .body(Empty::new())
         .map_err(|e| HboneError::Request(e.to_string()))
@@ -699,6 +700,7 @@ fn connect_request(request: &ConnectRequest) -> Result<Request<Empty<Bytes>>, Hb
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::TRACEPARENT;
 
     fn request() -> ConnectRequest {
         ConnectRequest {
@@ -708,7 +710,10 @@ mod tests {
             target: "10.244.1.5:8080".parse().expect("addr"),
             source_ip: Some("10.244.0.7".parse().expect("ip")),
             baggage: Some("k8s.namespace.name=a".to_owned()),
-            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+            trace: Some(
+                TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                    .expect("valid"),
+            ),
         }
     }
 
@@ -731,11 +736,11 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_targets_are_bracketed_and_traceparent_is_generated() {
+    fn ipv6_targets_are_bracketed_and_an_undecided_trace_is_generated() {
         let mut r = request();
         r.target = "[fd00::5]:8080".parse().expect("addr");
         r.source_ip = Some("fd00::7".parse().expect("ip"));
-        r.traceparent = Some("garbage".to_owned());
+        r.trace = None;
         r.baggage = None;
         let req = connect_request(&r).expect("builds");
         assert_eq!(
@@ -743,8 +748,12 @@ mod tests {
             Some("[fd00::5]:8080")
         );
         assert_eq!(req.headers()[FORWARDED], "for=\"[fd00::7]\"");
-        let tp = req.headers()[TRACEPARENT].to_str().expect("ascii");
-        assert!(is_valid_traceparent(tp) && tp != "garbage");
+        assert!(
+            req.headers().get(TRACEPARENT).is_none(),
+            "no traceparent: it could only say \"not sampled\""
+        );
+        let sent = TraceContext::extract(req.headers()).expect("a b3 header");
+        assert_eq!(sent.sampling(), crate::telemetry::Sampling::Undecided);
         assert!(req.headers().get(BAGGAGE).is_none());
     }
 }

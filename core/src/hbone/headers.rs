@@ -1,12 +1,8 @@
 //! The headers of an HBONE CONNECT, in the forms ztunnel sends and accepts.
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-
-use crate::identity::crypto_provider;
 
 pub const FORWARDED: &str = "forwarded";
 pub const BAGGAGE: &str = "baggage";
-pub const TRACEPARENT: &str = "traceparent";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthorityError {
@@ -61,51 +57,6 @@ pub fn parse_forwarded_for(value: &str) -> Option<IpAddr> {
     }
     // IPv4 with a port.
     unquoted.parse::<SocketAddr>().ok().map(|a| a.ip())
-}
-
-/// A fresh W3C `traceparent` (version 00, random trace and span ids, not sampled), for
-/// requests that arrive without one, as ztunnel does.
-pub fn new_traceparent() -> String {
-    let mut bytes = [0u8; 24];
-    if crypto_provider().secure_random.fill(&mut bytes).is_err() {
-        // Tracing ids need uniqueness, not secrecy; the clock is a usable stand-in.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes[..16].copy_from_slice(&nanos.to_be_bytes());
-        bytes[16..].copy_from_slice(&nanos.to_le_bytes()[..8]);
-    }
-    // All-zero ids are invalid; make sure neither is.
-    bytes[15] |= 1;
-    bytes[23] |= 1;
-    let mut out = String::with_capacity(55);
-    out.push_str("00-");
-    for b in &bytes[..16] {
-        let _ = write!(out, "{b:02x}");
-    }
-    out.push('-');
-    for b in &bytes[16..] {
-        let _ = write!(out, "{b:02x}");
-    }
-    out.push_str("-00");
-    out
-}
-
-/// Whether a `traceparent` is well formed (W3C Trace Context, version 00), so that a
-/// malformed one from an application is replaced rather than passed on.
-pub fn is_valid_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    matches!(parts.as_slice(), [version, trace, span, flags]
-        if hex(version, 2) && *version != "ff"
-            && hex(trace, 32) && nonzero(trace)
-            && hex(span, 16) && nonzero(span)
-            && hex(flags, 2))
 }
 
 /// The `baggage` ztunnel sends: what the peer needs to label its telemetry with the
@@ -213,33 +164,6 @@ mod tests {
         assert_eq!(parse_forwarded_for("for=_hidden"), None);
         assert_eq!(parse_forwarded_for("by=192.0.2.1"), None);
         assert_eq!(parse_forwarded_for(""), None);
-    }
-
-    #[test]
-    fn generated_traceparents_are_valid_and_distinct() {
-        let a = new_traceparent();
-        let b = new_traceparent();
-        assert!(is_valid_traceparent(&a), "{a}");
-        assert_eq!(a.len(), 55);
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn traceparent_validation() {
-        assert!(is_valid_traceparent(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        ));
-        for bad in [
-            "",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-        ] {
-            assert!(!is_valid_traceparent(bad), "{bad:?} accepted");
-        }
     }
 
     #[test]

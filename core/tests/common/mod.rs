@@ -326,7 +326,7 @@ pub fn connect_request(hbone: SocketAddr, target: SocketAddr) -> ConnectRequest 
         target,
         source_ip: Some("127.0.0.1".parse().expect("ip")),
         baggage: Some("k8s.namespace.name=ns-a".to_owned()),
-        traceparent: None,
+        trace: None,
     }
 }
 

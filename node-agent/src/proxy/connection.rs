@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use weft_core::metrics::{Metered, Side};
+use weft_core::telemetry::TraceContext;
 
 use super::OpenGuard;
 use super::counted::{CarriedBytes, Counted};
@@ -60,9 +61,10 @@ impl ProxiedConnection {
         &mut self.record
     }
 
-    /// The `traceparent` for the HBONE CONNECT (this connection's span), if tracing.
-    pub fn traceparent(&self) -> Option<String> {
-        self.telemetry.traceparent()
+    /// The trace context for the HBONE CONNECT: this connection's span, with its sampling
+    /// decision when tracing made one.
+    pub fn trace_context(&self) -> TraceContext {
+        self.telemetry.trace_context()
     }
 
     /// It did not go through: the error goes to the record and the metrics, once.

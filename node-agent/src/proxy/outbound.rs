@@ -12,6 +12,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use weft_core::hbone::ConnectRequest;
 use weft_core::identity::Identity;
 use weft_core::metrics::Side;
+use weft_core::telemetry::TraceContext;
 use weft_ebpf_common::{AF_INET, AF_INET6, ClientKey, OrigDst};
 use weft_host::netns_sockets::NetnsSockets;
 
@@ -208,8 +209,8 @@ async fn connect(
             let record = connection.record_mut();
             record.protocol = "hbone";
             record.upstream = Some(hbone_address);
-            let traceparent = connection.traceparent();
-            let stream = open_hbone(ctx, &identity, hbone_address, target, traceparent).await?;
+            let trace = connection.trace_context();
+            let stream = open_hbone(ctx, &identity, hbone_address, target, trace).await?;
             connection.record_mut().peer_identity = Some(stream.info().peer.identity.to_string());
             Ok(Box::new(stream))
         }
@@ -221,7 +222,7 @@ async fn open_hbone(
     identity: &str,
     hbone_address: SocketAddr,
     target: SocketAddr,
-    traceparent: Option<String>,
+    trace: TraceContext,
 ) -> Result<weft_core::hbone::HboneStream, Error> {
     let destination: Identity = identity.parse().map_err(|e| Error::Identity {
         identity: identity.to_string(),
@@ -235,7 +236,7 @@ async fn open_hbone(
         // The pod's address on the tunnel's side (the same family as the tunnel).
         source_ip: Some(ctx.pod_ips.facing(hbone_address.ip())),
         baggage: None,
-        traceparent,
+        trace: Some(trace),
     };
     let sockets = ctx.sockets.clone();
     ctx.mesh

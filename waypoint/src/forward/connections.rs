@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tracing::{Instrument, debug, debug_span};
 use weft_core::hbone::{ConnectRequest, HBONE_PORT, HbonePool};
 use weft_core::identity::Identity;
+use weft_core::telemetry::TraceContext;
 
 use super::socket;
 use crate::upstream::limits::{CircuitBreaker, ConnectionPermit, Overflow, RequestPermit, Reuse};
@@ -320,12 +321,14 @@ impl Connections {
     /// circuit-breaking order: a ready connection takes the request at once (if the
     /// cluster's request limit allows); otherwise the request is pending (if the pending
     /// limit allows) until a new connection is open or, at `maxConnections`, one of the
-    /// endpoint's connections becomes free.
+    /// endpoint's connections becomes free. A new HBONE connection's CONNECT carries
+    /// `trace`, the context of the request it is opened for.
     pub async fn checkout(
         &self,
         key: &EndpointKey,
         breaker: &Arc<CircuitBreaker>,
         limits: ConnectionLimits,
+        trace: Option<&TraceContext>,
     ) -> Result<Checkout, CheckoutError> {
         let endpoint = self.endpoint(key);
         if let Some(checkout) = self.ready_connection(key, &endpoint, breaker)? {
@@ -342,7 +345,7 @@ impl Connections {
                     endpoint: endpoint.clone(),
                     life: Lifetime::new(&limits, key.protocol),
                 });
-                let connection = self.connect(key, slot, &endpoint, limits).await?;
+                let connection = self.connect(key, slot, &endpoint, limits, trace).await?;
                 let permit = pending.into_request()?;
                 return Ok(Checkout { connection, permit });
             }
@@ -421,12 +424,13 @@ impl Connections {
         slot: Arc<ConnSlot>,
         endpoint: &Arc<EndpointConns>,
         limits: ConnectionLimits,
+        trace: Option<&TraceContext>,
     ) -> Result<Checked, ConnectError> {
         let alpn: &[u8] = match key.protocol {
             Protocol::Http1 => b"http/1.1",
             Protocol::Http2 => b"h2",
         };
-        let io = self.open(key, limits, Some(alpn)).await?;
+        let io = self.open(key, limits, Some(alpn), trace).await?;
         match key.protocol {
             Protocol::Http1 => {
                 let (sender, connection) =
@@ -482,15 +486,17 @@ impl Connections {
             transport: transport.clone(),
             protocol: Protocol::Http1,
         };
-        Ok(self.open(&key, limits, None).await?.into_inner())
+        Ok(self.open(&key, limits, None, None).await?.into_inner())
     }
 
-    /// `alpn`: what a TLS connection the waypoint originates offers (none for a stream).
+    /// `alpn`: what a TLS connection the waypoint originates offers (none for a stream);
+    /// `trace`: what an HBONE CONNECT carries.
     async fn open(
         &self,
         key: &EndpointKey,
         limits: ConnectionLimits,
         alpn: Option<&[u8]>,
+        trace: Option<&TraceContext>,
     ) -> Result<TokioIo<Box<dyn Io>>, ConnectError> {
         let failed = |reason: String| ConnectError::Connect {
             address: key.address,
@@ -524,12 +530,26 @@ impl Connections {
             }
             Transport::Hbone { identity } => {
                 let hbone = SocketAddr::new(key.address.ip(), HBONE_PORT);
-                self.hbone_stream(identity, hbone, key.address, connect_timeout, &limits)
-                    .await
-                    .map_err(failed)?
+                self.hbone_stream(
+                    identity,
+                    hbone,
+                    key.address,
+                    connect_timeout,
+                    &limits,
+                    trace,
+                )
+                .await
+                .map_err(failed)?
             }
             Transport::Waypoint { identity, target } => self
-                .hbone_stream(identity, key.address, *target, connect_timeout, &limits)
+                .hbone_stream(
+                    identity,
+                    key.address,
+                    *target,
+                    connect_timeout,
+                    &limits,
+                    trace,
+                )
                 .await
                 .map_err(failed)?,
         };
@@ -540,7 +560,8 @@ impl Connections {
 impl Connections {
     /// A CONNECT stream to `target` through the HBONE server at `hbone`, which must
     /// prove `identity`; the proxy proves its own. A new HBONE connection gets the
-    /// keepalive of `limits` (one already open to that node is shared as it is).
+    /// keepalive of `limits` (one already open to that node is shared as it is). The
+    /// CONNECT carries `trace` (without one, the far side starts a trace of its own).
     async fn hbone_stream(
         &self,
         identity: &Identity,
@@ -548,6 +569,7 @@ impl Connections {
         target: SocketAddr,
         connect_timeout: Duration,
         limits: &ConnectionLimits,
+        trace: Option<&TraceContext>,
     ) -> Result<Box<dyn Io>, String> {
         let keepalive = limits.keepalive;
         let request = ConnectRequest {
@@ -557,7 +579,7 @@ impl Connections {
             target,
             source_ip: None,
             baggage: None,
-            traceparent: None,
+            trace: trace.cloned(),
         };
         let stream = tokio::time::timeout(
             connect_timeout,

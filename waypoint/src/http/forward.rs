@@ -8,6 +8,7 @@ use std::time::Instant;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
 use weft_config::registry::Snapshot;
+use weft_core::telemetry::TraceContext;
 
 use super::body::RequestBody;
 use super::local::{self, ResponseBody};
@@ -195,12 +196,14 @@ pub async fn direct(
         transport,
         protocol,
     };
+    let trace = TraceContext::extract(request.headers());
     match ctx
         .connections
         .checkout(
             &endpoint,
             &ctx.unclustered,
             ConnectionLimits::of(&PoolLimits::default()),
+            trace.as_ref(),
         )
         .await
     {
@@ -288,10 +291,13 @@ async fn attempt_once(
     per_try_timeout: Option<std::time::Duration>,
 ) -> (AttemptOutcome, Response<ResponseBody>) {
     let limits = ConnectionLimits::of(&cluster.policy.connection_pool);
+    // A connection opened for this request carries the context it goes upstream with: the
+    // destination's agent names the request's trace in its line.
+    let trace = TraceContext::extract(request.headers());
     let attempt = async {
         let checkout = match ctx
             .connections
-            .checkout(endpoint, &cluster.breaker, limits)
+            .checkout(endpoint, &cluster.breaker, limits, trace.as_ref())
             .await
         {
             Ok(checkout) => checkout,

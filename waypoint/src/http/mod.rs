@@ -106,7 +106,8 @@ where
 }
 
 /// One request with its span and metrics around it. The waypoint's span continues the
-/// client's trace, and the endpoint sees it as its parent. The request's metrics are
+/// client's trace (the request's own context, else its CONNECT's), and the endpoint sees it
+/// as its parent. The request's metrics are
 /// recorded when its response ends (`metered::Recorded`).
 async fn traced(
     request: Request<Incoming>,
@@ -139,7 +140,10 @@ async fn traced(
         (telemetry, tracing)
     };
     let settings = &tracing.settings;
-    let mut incoming = TraceContext::from_headers(request.headers());
+    // A request without context of its own continues its CONNECT's (the client's agent's
+    // connection): its access-log line and the agents' name the same trace.
+    let mut incoming =
+        TraceContext::from_request_in_tunnel(request.headers(), downstream.tunnel_trace.as_ref());
     if settings.trace_id_64_bit() {
         incoming = incoming.with_64_bit_root();
     }

@@ -253,6 +253,7 @@ async fn serve_target<I>(
         source_ip: Some(peer.ip()),
         destination: local,
         secure,
+        tunnel_trace: None,
     };
     match &target.routes {
         GatewayRoutes::Http(_) => http::serve(io, downstream, ctx).await,

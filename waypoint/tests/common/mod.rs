@@ -55,5 +55,6 @@ pub fn entry_downstream(ctx: &WaypointContext, host: &str, port: u16) -> Downstr
         source_ip: None,
         destination,
         secure: false,
+        tunnel_trace: None,
     }
 }
