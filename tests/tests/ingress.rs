@@ -1206,7 +1206,10 @@ spec:
         // `openssl s_client -servername` is shown the listener's certificate (the gateway
         // terminates; the echo has none).
         let subject = presented_subject(&lab, &address, host);
-        assert!(subject.contains(&format!("CN = {host}")), "{host}: {subject}");
+        assert!(
+            subject.contains(&format!("CN = {host}")),
+            "{host}: {subject}"
+        );
     }
     // An SNI no listener has: no certificate, the connection closed.
     let other = echo("other.example.com");
