@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::hosts::MeshSettings;
-use super::route_shadowing::Shadowed;
 use super::routes::age_order;
 use super::waypoint::is_waypoint;
 use crate::api::Kind;
@@ -31,7 +30,7 @@ use crate::api::gateway_routes::{BackendObjectReference, ParentReference, Refere
 use crate::registry::model::Service;
 
 pub use crate::registry::bound_route::{
-    BoundRoute, GatewayRoute, RefAt, RefIssue, ResolvedRef, RouteBackends,
+    BoundRoute, GatewayRoute, RefAt, RefIssue, ResolvedRef, RouteBackends, Shadowed,
 };
 
 /// The `controllerName` weft writes route status under.

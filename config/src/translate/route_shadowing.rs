@@ -17,20 +17,8 @@ use std::sync::Arc;
 use super::gateway_routes::effective_hostnames;
 use crate::api::ObjectRef;
 use crate::api::gateway_api::KubernetesGateway;
+pub use crate::registry::bound_route::Shadowed;
 use crate::registry::bound_route::BoundRoute;
-
-/// A route's share of one listener that goes elsewhere.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shadowed {
-    /// The Gateway, `namespace/name`.
-    pub gateway: String,
-    pub listener: String,
-    /// Each name the route would serve on the listener (`*` for a TCP listener) and what
-    /// takes its connections instead (an older route, or another listener of the port).
-    pub taken: Vec<(String, String)>,
-    /// Whether the route serves nothing on the listener (every name taken).
-    pub complete: bool,
-}
 
 /// The protocol family a Gateway port serves: a port's first served listener sets it.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -152,34 +140,6 @@ pub fn shadowed_routes(
         }
     }
     found
-}
-
-impl Shadowed {
-    /// What happens to the route's connections on the listener, for messages.
-    pub fn describe(&self) -> String {
-        let gateway = &self.gateway;
-        let listener = &self.listener;
-        match self.taken.as_slice() {
-            [(name, by)] if name == "*" => format!(
-                "listener {listener:?} of Gateway {gateway} gives all its connections to {by}, the oldest route attached to it: this route takes none"
-            ),
-            taken => {
-                let each: Vec<String> = taken
-                    .iter()
-                    .map(|(name, by)| format!("{name} goes to {by}"))
-                    .collect();
-                format!(
-                    "on listener {listener:?} of Gateway {gateway}, {} (a hostname is served by the oldest route that has it){}",
-                    each.join(", "),
-                    if self.complete {
-                        ": this route takes no connections"
-                    } else {
-                        ""
-                    }
-                )
-            }
-        }
-    }
 }
 
 #[cfg(test)]
