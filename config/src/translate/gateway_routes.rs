@@ -22,11 +22,11 @@ use std::sync::Arc;
 use super::hosts::MeshSettings;
 use super::routes::age_order;
 use super::waypoint::is_waypoint;
-use crate::api::Kind;
 use crate::api::gateway_api::{
     GATEWAY_API_GROUP, KubernetesGateway, Listener, SecretObjectReference,
 };
 use crate::api::gateway_routes::{BackendObjectReference, ParentReference, ReferenceGrant};
+use crate::api::{Kind, ObjectRef};
 use crate::registry::model::Service;
 
 pub use crate::registry::bound_route::{
@@ -603,15 +603,19 @@ pub fn attached_route_counts<'a>(
 ) -> BTreeMap<String, u32> {
     let gateway = format!("{namespace}/{name}");
     let resolutions: Vec<&RouteResolution> = resolutions.into_iter().collect();
+    let shadowed: BTreeMap<ObjectRef, &[Shadowed]> = resolutions
+        .iter()
+        .map(|r| (r.route.object_ref(), r.shadowed.as_slice()))
+        .collect();
     let mut counts: BTreeMap<String, u32> = BTreeMap::new();
     for (route, listeners) in gateway_routes(resolutions.iter().copied(), namespace, name) {
         // A route whose every connection on a listener goes to an older route is not
         // attached there, as the Gateway API's conformance counts it.
         let served_nothing = |listener: &String| {
-            resolutions
-                .iter()
-                .filter(|r| r.route.object_ref() == route.route.object_ref())
-                .flat_map(|r| &r.shadowed)
+            shadowed
+                .get(&route.route.object_ref())
+                .into_iter()
+                .flat_map(|found| found.iter())
                 .any(|s| s.complete && s.gateway == gateway && s.listener == *listener)
         };
         for listener in listeners {

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use super::gateway_routes::effective_hostnames;
 use crate::api::ObjectRef;
 use crate::api::gateway_api::KubernetesGateway;
-pub use crate::registry::bound_route::Shadowed;
 use crate::registry::bound_route::BoundRoute;
+pub use crate::registry::bound_route::Shadowed;
 
 /// The protocol family a Gateway port serves: a port's first served listener sets it.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,16 @@ enum Family {
     Http,
     Tls,
     Tcp,
+}
+
+/// What a Gateway port has seen so far.
+struct Port {
+    number: u32,
+    family: Family,
+    /// Whether a TCP listener has the port.
+    tcp_taken: bool,
+    /// The SNI names taken, each with what takes it.
+    names: Vec<(String, String)>,
 }
 
 /// The routes of `attached` (the routes attached to `gateway`, oldest first, each with the
@@ -42,8 +52,7 @@ pub fn shadowed_routes(
         .unwrap_or(crate::api::DEFAULT_NAMESPACE);
     let name = gateway.metadata.name.as_deref().unwrap_or_default();
     let gateway_name = format!("{namespace}/{name}");
-    // Per port: its family, whether a TCP listener has it, the names taken and by what.
-    let mut ports: Vec<(u32, Family, bool, Vec<(String, String)>)> = Vec::new();
+    let mut ports: Vec<Port> = Vec::new();
     let mut found = Vec::new();
     for listener in &gateway.spec.listeners {
         if listener.port == 0 || listener.port > u32::from(u16::MAX) {
@@ -57,14 +66,24 @@ pub fn shadowed_routes(
             // Not served at all: the gateway and the Gateway's status name the listener.
             _ => continue,
         };
-        let index = match ports.iter().position(|p| p.0 == listener.port) {
+        let index = match ports.iter().position(|p| p.number == listener.port) {
             Some(index) => index,
             None => {
-                ports.push((listener.port, family, false, Vec::new()));
+                ports.push(Port {
+                    number: listener.port,
+                    family,
+                    tcp_taken: false,
+                    names: Vec::new(),
+                });
                 ports.len() - 1
             }
         };
-        let (_, port_family, tcp_taken, names) = &mut ports[index];
+        let Port {
+            family: port_family,
+            tcp_taken,
+            names,
+            ..
+        } = &mut ports[index];
         if *port_family != family {
             // A listener of another protocol family on the port is not served.
             continue;
