@@ -402,6 +402,8 @@ async fn other_controllers_entries_stay_and_grpc_routes_are_reported_too() {
 /// reported as HTTPRoutes are (a TCPRoute named to the TLS Passthrough listener is not
 /// allowed there), and weft-ca's controller, given the same resolution, counts each
 /// listener's attached routes in the Gateway's status, and counts again when a route goes.
+/// A newer route whose connections all go to an older one is Accepted, says which route
+/// takes them, and is not counted, until the older one goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_tcp_routes_are_reported_and_counted_on_their_listeners() {
     let cluster = Cluster::start().await;
@@ -491,7 +493,60 @@ async fn tls_and_tcp_routes_are_reported_and_counted_on_their_listeners() {
             attached(c) == listeners(1, 1)
         })
         .await;
+    // Newer routes the listeners cannot serve: a second TCPRoute on the TCP listener, a
+    // TLSRoute whose only hostname the older one has. Both stay Accepted (the Gateway
+    // API's conformance asks it, istiod does it), their message names the route that takes
+    // their connections, and the listeners do not count them.
+    cluster.api.apply(tcp_route("db2", "tcp"));
+    cluster.api.apply(json!({
+        "apiVersion": HTTP, "kind": "TLSRoute",
+        "metadata": {"name": "web2", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "edge"}], "hostnames": ["web.example.com"],
+                 "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]},
+    }));
+    let message = |c: &Cluster, api_version: &str, kind: &str, route: &str| {
+        c.condition(api_version, kind, route, "edge", "Accepted")
+            .filter(|(status, reason, _)| status == "True" && reason == "Accepted")
+            .map(|(_, _, message)| message)
+            .unwrap_or_default()
+    };
+    cluster
+        .wait("the newer TCPRoute Accepted, its message naming the older", |c| {
+            message(c, tcp, "TCPRoute", "db2").contains(
+                "listener \"tcp\" of Gateway shop/edge gives all its connections to TCPRoute shop/db",
+            )
+        })
+        .await;
+    cluster
+        .wait(
+            "the newer TLSRoute Accepted, its message naming the older",
+            |c| {
+                message(c, HTTP, "TLSRoute", "web2")
+                    .contains("web.example.com goes to TLSRoute shop/web")
+            },
+        )
+        .await;
+    assert_eq!(message(&cluster, tcp, "TCPRoute", "db"), "Route was valid");
+    assert_eq!(
+        message(&cluster, HTTP, "TLSRoute", "web"),
+        "Route was valid"
+    );
+    assert_eq!(
+        attached(&cluster),
+        listeners(1, 1),
+        "only the routes served are counted"
+    );
+    // The older routes go: the newer ones take the listeners.
     cluster.api.delete("TCPRoute", "shop", "db");
+    cluster.api.delete("TLSRoute", "shop", "web");
+    cluster
+        .wait("the newer routes served once the older went", |c| {
+            message(c, tcp, "TCPRoute", "db2") == "Route was valid"
+                && message(c, HTTP, "TLSRoute", "web2") == "Route was valid"
+                && attached(c) == listeners(1, 1)
+        })
+        .await;
+    cluster.api.delete("TCPRoute", "shop", "db2");
     cluster
         .wait("the TCP listener's count after its route went", |c| {
             attached(c) == listeners(1, 0)

@@ -196,6 +196,75 @@ spec:
     );
 }
 
+/// Two TCPRoutes on one TCP listener, two TLSRoutes with one hostname on one TLS listener:
+/// the newer ones get no connections, and `weftctl validate` names what takes them.
+#[test]
+fn routes_an_older_route_shadows_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {ports: [{port: 5432}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: tcp, port: 5432, protocol: TCP}
+  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db, namespace: shop, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: edge, sectionName: tcp}]
+  rules: [{backendRefs: [{name: db, port: 5432}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: a-newer, namespace: shop, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: edge, sectionName: tcp}]
+  rules: [{backendRefs: [{name: db, port: 5432}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: web, namespace: shop, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}]
+  hostnames: [db.example.com]
+  rules: [{backendRefs: [{name: db, port: 5432}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: a-web, namespace: shop, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}]
+  hostnames: [db.example.com]
+  rules: [{backendRefs: [{name: db, port: 5432}]}]
+"#,
+    )
+    .expect("write");
+    let (code, out) = weftctl(&["validate", "-f", file.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "warnings only: {out}");
+    let f = file.display();
+    assert!(
+        out.contains(&format!("warning: {f}:4: TCPRoute shop/a-newer: spec.parentRefs[0]: listener \"tcp\" of Gateway shop/edge gives all its connections to TCPRoute shop/db, the oldest route attached to it: this route takes none")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("warning: {f}:6: TLSRoute shop/a-web: spec.parentRefs[0]: on listener \"tls\" of Gateway shop/edge, db.example.com goes to TLSRoute shop/web")),
+        "{out}"
+    );
+    assert!(!out.contains("TCPRoute shop/db: spec.parentRefs"), "{out}");
+    assert!(!out.contains("TLSRoute shop/web: spec.parentRefs"), "{out}");
+}
+
 /// What is accepted and ignored is shown, each with its file, object and field: a misspelt
 /// field, a kind weft does not read, L7 rules on a Service no waypoint serves, a field weft
 /// does not act on. Warnings do not fail the check.

@@ -373,6 +373,8 @@ impl Certificates {
             "nginx.example.com",
             "client.example.com",
             "bookinfo.example.com",
+            "echo.example.com",
+            "raw.example.com",
         ]
         .into_iter()
         .enumerate()
@@ -1058,6 +1060,164 @@ spec:
         "TCP echo through the TCP listener: {:?}\n{}",
         echo(),
         log()
+    );
+}
+
+/// A Gateway API Gateway's TLS listeners with `tls.mode: Terminate`, from outside: the
+/// listener for `echo.example.com` terminates TLS with the certificate of its
+/// `certificateRefs` Secret and a TLSRoute sends the decrypted bytes to a TCP echo; a second
+/// terminating listener for `raw.example.com` takes a TCPRoute (its `allowedRoutes.kinds`
+/// lists TCPRoute) to the same echo with its own certificate; an SNI neither listener has
+/// gets no certificate.
+#[test]
+fn tls_terminate_listeners_of_a_gateway_api_gateway_serve_their_certificates_to_tcp_backends() {
+    let certs = Certificates::make("gwfixterm");
+    let text = format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: bookinfo}}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - name: echo
+    port: 443
+    protocol: TLS
+    hostname: echo.example.com
+    tls:
+      mode: Terminate
+      certificateRefs: [{{kind: Secret, group: "", name: echo-credential}}]
+  - name: raw
+    port: 443
+    protocol: TLS
+    hostname: raw.example.com
+    tls:
+      mode: Terminate
+      certificateRefs: [{{name: raw-credential}}]
+    allowedRoutes:
+      kinds: [{{kind: TCPRoute}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {{name: echo, namespace: bookinfo}}
+spec:
+  parentRefs: [{{name: edge, sectionName: echo}}]
+  hostnames: [echo.example.com]
+  rules: [{{backendRefs: [{{name: tcp-echo, port: 9000}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: raw, namespace: bookinfo}}
+spec:
+  parentRefs: [{{name: edge, sectionName: raw}}]
+  rules: [{{backendRefs: [{{name: tcp-echo, port: 9000}}]}}]
+---
+{echo_secret}
+---
+{raw_secret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: tcp-echo, namespace: bookinfo, labels: {{run: tcp-echo}}}}
+spec:
+  nodeName: node-2
+  containers:
+    - name: echo
+      command: [weft-testapp, serve, --tcp-echo-port, "9000"]
+      ports: [{{name: echo, containerPort: 9000}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: tcp-echo, namespace: bookinfo}}
+spec:
+  selector: {{run: tcp-echo}}
+  ports: [{{name: tcp, port: 9000, targetPort: echo}}]
+"#,
+        echo_secret = certs
+            .secret("echo-credential", "echo.example.com", false)
+            .replace("namespace: istio-system", "namespace: bookinfo"),
+        raw_secret = certs
+            .secret("raw-credential", "raw.example.com", false)
+            .replace("namespace: istio-system", "namespace: bookinfo"),
+    );
+    let mut applied = Manifests::default();
+    applied
+        .add_yaml(&text, Path::new("edge.yaml"))
+        .expect("YAML");
+    let mut all = Manifests::load_dir(&manifests("ingress")).expect("tests/manifests/ingress");
+    all.extend(applied.in_namespace("bookinfo"));
+    let lab = lab_up_manifests("gwfix", &all, 2, true, &[]);
+    let address = lab
+        .load_balancer_ip("bookinfo/edge-istio")
+        .expect("the Gateway's Service has a LoadBalancer address")
+        .to_string();
+    let log = || {
+        std::fs::read_to_string(
+            lab.paths
+                .logs()
+                .join("bookinfo-edge-istio-0-istio-proxy.log"),
+        )
+        .unwrap_or_default()
+    };
+    let ca = certs.path("example.com.crt");
+    // A TLS client on the outside host: verifies the certificate against the CA for the SNI
+    // it asks, sends a line in the clear over TLS and prints the certificate's CN and what
+    // came back, or `refused` and why.
+    let echo = |sni: &str| {
+        let output = lab
+            .outside_command("python3")
+            .expect("outside")
+            .args([
+                "-c",
+                "import socket,ssl,sys\n\
+                 ctx=ssl.create_default_context(cafile=sys.argv[3])\n\
+                 ctx.verify_flags&=~getattr(ssl,'VERIFY_X509_STRICT',0)\n\
+                 try:\n    \
+                 s=ctx.wrap_socket(socket.create_connection((sys.argv[1],443),timeout=5),server_hostname=sys.argv[2])\n    \
+                 cn=dict(x[0] for x in s.getpeercert()['subject'])['commonName']\n    \
+                 s.sendall(b'terminated at the gateway\\n')\n    \
+                 got=b''\n    \
+                 while not got.endswith(b'\\n'):\n        \
+                 chunk=s.recv(100)\n        \
+                 if not chunk: break\n        \
+                 got+=chunk\n    \
+                 print(cn, got.decode().strip())\n\
+                 except Exception as e:\n    \
+                 print('refused', type(e).__name__, e)",
+                &address,
+                sni,
+                &ca,
+            ])
+            .output()
+            .expect("python3 runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    for host in ["echo.example.com", "raw.example.com"] {
+        let expected = format!("{host} terminated at the gateway");
+        assert!(
+            eventually(SETTLE, || echo(host) == expected),
+            "{host} through its terminating TLS listener: {:?}\n{}",
+            echo(host),
+            log()
+        );
+        for _ in 0..3 {
+            assert_eq!(echo(host), expected);
+        }
+        // `openssl s_client -servername` is shown the listener's certificate (the gateway
+        // terminates; the echo has none).
+        let subject = presented_subject(&lab, &address, host);
+        assert!(
+            subject.contains(&format!("CN = {host}")),
+            "{host}: {subject}"
+        );
+    }
+    // An SNI no listener has: no certificate, the connection closed.
+    let other = echo("other.example.com");
+    assert!(other.starts_with("refused"), "other.example.com: {other}");
+    assert_eq!(
+        presented_subject(&lab, &address, "other.example.com"),
+        "",
+        "no certificate for an SNI no listener has"
     );
 }
 

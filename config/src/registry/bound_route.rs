@@ -221,3 +221,45 @@ pub struct BoundRoute {
     pub port: Option<u16>,
     pub backends: Arc<RouteBackends>,
 }
+
+/// A route's share of one ingress listener that goes elsewhere: what takes its connections
+/// instead (`translate/route_shadowing.rs` decides it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shadowed {
+    /// The Gateway, `namespace/name`.
+    pub gateway: String,
+    pub listener: String,
+    /// Each name the route would serve on the listener (`*` for a TCP listener) and what
+    /// takes its connections instead (an older route, or another listener of the port).
+    pub taken: Vec<(String, String)>,
+    /// Whether the route serves nothing on the listener (every name taken).
+    pub complete: bool,
+}
+
+impl Shadowed {
+    /// What happens to the route's connections on the listener, for messages.
+    pub fn describe(&self) -> String {
+        let gateway = &self.gateway;
+        let listener = &self.listener;
+        match self.taken.as_slice() {
+            [(name, by)] if name == "*" => format!(
+                "listener {listener:?} of Gateway {gateway} gives all its connections to {by}, the oldest route attached to it: this route takes none"
+            ),
+            taken => {
+                let each: Vec<String> = taken
+                    .iter()
+                    .map(|(name, by)| format!("{name} goes to {by}"))
+                    .collect();
+                format!(
+                    "on listener {listener:?} of Gateway {gateway}, {} (a hostname is served by the oldest route that has it){}",
+                    each.join(", "),
+                    if self.complete {
+                        ": this route takes no connections"
+                    } else {
+                        ""
+                    }
+                )
+            }
+        }
+    }
+}

@@ -23,7 +23,7 @@ use crate::refusal::Refusal;
 use crate::registry::bound_route::BoundRoute;
 use crate::translate::export::Visibility;
 use crate::translate::gateway_routes::{self, GatewayRoute, RouteWorld};
-use crate::translate::{self, MeshSettings, policy, routes};
+use crate::translate::{self, MeshSettings, policy, route_shadowing, routes};
 use crate::validate;
 
 /// (namespace, name)
@@ -785,7 +785,7 @@ impl State {
             grants,
         };
         let settings = self.snapshot.settings.clone();
-        let all: BTreeMap<ObjectRef, Arc<gateway_routes::RouteResolution>> = self
+        let mut all: BTreeMap<ObjectRef, gateway_routes::RouteResolution> = self
             .http_routes
             .values()
             .cloned()
@@ -795,9 +795,24 @@ impl State {
             .chain(self.tcp_routes.values().cloned().map(GatewayRoute::Tcp))
             .map(|route| {
                 let resolved = gateway_routes::resolve(&route, &world, &settings);
-                (route.object_ref(), Arc::new(resolved))
+                (route.object_ref(), resolved)
             })
             .collect();
+        // Which routes' shares of an ingress Gateway's listeners older routes take.
+        let mut shadowed = Vec::new();
+        for ((namespace, name), gateway) in &self.kubernetes_gateways {
+            let attached = gateway_routes::gateway_routes(all.values(), namespace, name);
+            if !attached.is_empty() {
+                shadowed.extend(route_shadowing::shadowed_routes(gateway, &attached));
+            }
+        }
+        for (route, found) in shadowed {
+            if let Some(resolution) = all.get_mut(&route) {
+                resolution.shadowed.push(found);
+            }
+        }
+        let all: BTreeMap<ObjectRef, Arc<gateway_routes::RouteResolution>> =
+            all.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         self.gateway_route_index = gateway_routes::mesh_index(all.values().map(Arc::as_ref));
         self.snapshot.route_resolutions = Arc::new(all);
     }

@@ -22,15 +22,15 @@ use std::sync::Arc;
 use super::hosts::MeshSettings;
 use super::routes::age_order;
 use super::waypoint::is_waypoint;
-use crate::api::Kind;
 use crate::api::gateway_api::{
     GATEWAY_API_GROUP, KubernetesGateway, Listener, SecretObjectReference,
 };
 use crate::api::gateway_routes::{BackendObjectReference, ParentReference, ReferenceGrant};
+use crate::api::{Kind, ObjectRef};
 use crate::registry::model::Service;
 
 pub use crate::registry::bound_route::{
-    BoundRoute, GatewayRoute, RefAt, RefIssue, ResolvedRef, RouteBackends,
+    BoundRoute, GatewayRoute, RefAt, RefIssue, ResolvedRef, RouteBackends, Shadowed,
 };
 
 /// The `controllerName` weft writes route status under.
@@ -78,6 +78,9 @@ pub struct RouteResolution {
     pub route: GatewayRoute,
     pub parents: Vec<ParentResult>,
     pub backends: Arc<RouteBackends>,
+    /// The route's shares of ingress listeners that older routes (or other listeners of
+    /// the port) take (`route_shadowing`): judged over all routes, after resolving each.
+    pub shadowed: Vec<Shadowed>,
 }
 
 /// What resolving needs to know about the cluster.
@@ -451,13 +454,13 @@ pub fn resolve_parent(
             ),
         };
     }
-    if is_core(group) && kind == "Service" && matches!(route_kind, Kind::TlsRoute | Kind::TcpRoute)
-    {
+    // A TCPRoute attached to a Service shifts the Service's TCP connections at its
+    // waypoint, as Istio ambient's (its "TCP traffic shifting" task); a TLSRoute attached
+    // to a Service (Istio's waypoint routes by it per SNI) is not applied by weft's.
+    if is_core(group) && kind == "Service" && route_kind == Kind::TlsRoute {
         return ParentOutcome::Refused {
             reason: "UnsupportedValue",
-            message: format!(
-                "weft's waypoints do not apply {route_kind}s: attach it to an ingress Gateway's TLS or TCP listener"
-            ),
+            message: "weft's waypoints do not apply TLSRoutes attached to a Service (Istio's waypoint routes the Service's TLS by them): write the Service's VirtualService `tls` rules by sniHosts instead, or attach the route to an ingress Gateway's TLS listener".to_string(),
         };
     }
     if is_core(group) && kind == "Service" {
@@ -515,6 +518,7 @@ pub fn resolve(
         route: route.clone(),
         parents,
         backends: Arc::new(RouteBackends { refs }),
+        shadowed: Vec::new(),
     }
 }
 
@@ -590,16 +594,34 @@ pub fn gateway_routes<'a>(
 
 /// How many routes are attached to each listener (by name) of the ingress Gateway
 /// `namespace/name`: a listener's status `attachedRoutes`. A route counts once per listener,
-/// however many of its parentRefs reach it; listeners without routes are absent.
+/// however many of its parentRefs reach it, and not where older routes take all it would
+/// serve (`RouteResolution::shadowed`); listeners without routes are absent.
 pub fn attached_route_counts<'a>(
     resolutions: impl IntoIterator<Item = &'a RouteResolution>,
     namespace: &str,
     name: &str,
 ) -> BTreeMap<String, u32> {
+    let gateway = format!("{namespace}/{name}");
+    let resolutions: Vec<&RouteResolution> = resolutions.into_iter().collect();
+    let shadowed: BTreeMap<ObjectRef, &[Shadowed]> = resolutions
+        .iter()
+        .map(|r| (r.route.object_ref(), r.shadowed.as_slice()))
+        .collect();
     let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-    for (_, listeners) in gateway_routes(resolutions, namespace, name) {
+    for (route, listeners) in gateway_routes(resolutions.iter().copied(), namespace, name) {
+        // A route whose every connection on a listener goes to an older route is not
+        // attached there, as the Gateway API's conformance counts it.
+        let served_nothing = |listener: &String| {
+            shadowed
+                .get(&route.route.object_ref())
+                .into_iter()
+                .flat_map(|found| found.iter())
+                .any(|s| s.complete && s.gateway == gateway && s.listener == *listener)
+        };
         for listener in listeners {
-            *counts.entry(listener).or_default() += 1;
+            if !served_nothing(&listener) {
+                *counts.entry(listener).or_default() += 1;
+            }
         }
     }
     counts
@@ -643,6 +665,25 @@ pub fn issues(resolution: &RouteResolution) -> Vec<(String, String)> {
                 Some(_) => {}
             },
         }
+    }
+    for shadowed in resolution.shadowed.iter() {
+        // The first parentRef that reaches the listener.
+        let at = resolution
+            .parents
+            .iter()
+            .position(|p| match &p.outcome {
+                ParentOutcome::Gateway {
+                    namespace,
+                    name,
+                    listeners,
+                } => {
+                    shadowed.gateway == format!("{namespace}/{name}")
+                        && listeners.contains(&shadowed.listener)
+                }
+                _ => false,
+            })
+            .unwrap_or_default();
+        found.push((format!("spec.parentRefs[{at}]"), shadowed.describe()));
     }
     for (at, issue) in resolution.backends.issues() {
         let streams = matches!(resolution.route.kind(), Kind::TlsRoute | Kind::TcpRoute);
@@ -1008,6 +1049,9 @@ spec:
             match &resolved.parents[0].outcome {
                 ParentOutcome::Gateway { listeners, .. } => Ok(listeners.clone()),
                 ParentOutcome::Refused { reason, .. } => Err(reason.to_string()),
+                ParentOutcome::Service { service, .. } => {
+                    Ok(vec![format!("service {}", service.name)])
+                }
                 other => panic!("{other:?}"),
             }
         };
@@ -1041,11 +1085,16 @@ spec:
             "metadata: {name: h, namespace: shop}\nspec: {parentRefs: [{name: edge, sectionName: tcp}]}",
         );
         assert_eq!(listeners(&http), Err("NotAllowedByListeners".to_string()));
-        // A TCPRoute attached to a Service is refused: weft's waypoints do not apply it.
+        // A TCPRoute attached to a Service is the waypoint's (GAMMA, as Istio ambient's);
+        // a TLSRoute attached to one is refused.
         let mesh = tcp(
             "metadata: {name: m, namespace: shop}\nspec: {parentRefs: [{group: \"\", kind: Service, name: reviews}], rules: [{backendRefs: [{name: reviews, port: 9080}]}]}",
         );
-        assert_eq!(listeners(&mesh), Err("UnsupportedValue".to_string()));
+        assert_eq!(listeners(&mesh), Ok(vec!["service reviews".to_string()]));
+        let mesh_tls = tls(
+            "metadata: {name: m, namespace: shop}\nspec: {parentRefs: [{group: \"\", kind: Service, name: reviews}], hostnames: [a.example.com], rules: [{backendRefs: [{name: reviews, port: 9080}]}]}",
+        );
+        assert_eq!(listeners(&mesh_tls), Err("UnsupportedValue".to_string()));
         // attachedRoutes: each route once per listener it attaches to.
         let resolutions: Vec<RouteResolution> = [a, other, t, wrong, http]
             .iter()

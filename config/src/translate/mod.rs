@@ -7,6 +7,7 @@ pub mod gateway_routes;
 pub mod header_format;
 pub mod hosts;
 pub mod policy;
+pub mod route_shadowing;
 pub mod route_status;
 pub mod routes;
 pub mod service;

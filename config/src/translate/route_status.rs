@@ -83,12 +83,35 @@ pub fn conditions(resolution: &RouteResolution) -> Vec<ParentConditions> {
             ParentOutcome::Refused { reason, message } => {
                 ("Accepted", false, reason.to_string(), message.clone())
             }
-            ParentOutcome::Service { .. } | ParentOutcome::Gateway { .. } => (
+            ParentOutcome::Service { .. } => (
                 "Accepted",
                 true,
                 "Accepted".to_string(),
                 "Route was valid".to_string(),
             ),
+            // Accepted even where older routes take every connection it would (the
+            // Gateway API's conformance asks it, istiod does it); the message says where.
+            ParentOutcome::Gateway {
+                namespace,
+                name,
+                listeners,
+            } => {
+                let gateway = format!("{namespace}/{name}");
+                let notes: Vec<String> = resolution
+                    .shadowed
+                    .iter()
+                    .filter(|s| {
+                        s.complete && s.gateway == gateway && listeners.contains(&s.listener)
+                    })
+                    .map(|s| s.describe())
+                    .collect();
+                let message = if notes.is_empty() {
+                    "Route was valid".to_string()
+                } else {
+                    format!("Route was valid, but {}", notes.join("; "))
+                };
+                ("Accepted", true, "Accepted".to_string(), message)
+            }
         };
         let mut conditions = vec![accepted, resolved_refs.clone()];
         if let ParentOutcome::Service { service, .. } = &parent.outcome {
@@ -273,6 +296,7 @@ mod tests {
                 },
             ],
             backends: Arc::new(RouteBackends { refs }),
+            shadowed: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod authn;
 pub mod authz;
 pub mod body;
 pub(crate) mod forward;
+pub mod framing;
 pub mod local;
 pub mod metered;
 pub mod normalize;
@@ -44,6 +45,9 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let downstream = Arc::new(downstream);
+    // How the client framed each HTTP/1 request, for what hyper does not tell.
+    let watch = Arc::new(std::sync::Mutex::new(framing::FramingWatch::default()));
+    let io = framing::Watched::new(io, watch.clone());
     let draining = ctx.draining.started();
     let limits = ctx.http_limits;
     // Set by every request; a permit is kept, so once set the wait below ends at once.
@@ -58,7 +62,20 @@ where
             let open = activity.opened();
             let downstream = downstream.clone();
             let ctx = ctx.clone();
+            let http1 = request.version() < Version::HTTP_2;
+            let ambiguous = http1
+                && watch
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .next_is_ambiguous();
             async move {
+                if ambiguous {
+                    debug!(
+                        "HTTP/1 request with a Content-Length beside a Transfer-Encoding refused"
+                    );
+                    drop(open);
+                    return Ok::<_, Infallible>(bad_framing());
+                }
                 let response = traced(request, &downstream, &ctx).await;
                 drop(open);
                 Ok::<_, Infallible>(response)
@@ -405,6 +422,18 @@ pub(crate) fn connection_labels(
             labels.with_destination_service(Some(weft_config::telemetry::entry_host_labels(host)));
     }
     labels
+}
+
+/// The answer to an HTTP/1 request with both a `Content-Length` and a `Transfer-Encoding`
+/// (`framing.rs`): 400, as Envoy answers it for Istio's proxies (`allow_chunked_length` is
+/// not set), and the connection closed (its body, framed one way or the other, is never
+/// read as a next request). It is never forwarded.
+fn bad_framing() -> Response<ResponseBody> {
+    let mut response = local::reply(StatusCode::BAD_REQUEST, "Bad Request");
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Headers that describe one hop's connection and must not be forwarded (RFC 9110 7.6.1);

@@ -25,7 +25,7 @@ use weft_config::translate::gateway::{
     VirtualHostPlan, merge, passthrough_routes, selects, tcp_route, virtual_hosts,
 };
 use weft_config::translate::gateway_routes::{
-    INGRESS_CLASSES, RefAt, certificate_ref, effective_hostnames, gateway_routes,
+    INGRESS_CLASSES, certificate_ref, effective_hostnames, gateway_routes,
 };
 use weft_core::mesh::waypoint::GATEWAY_NAME_LABEL;
 
@@ -221,29 +221,9 @@ impl ApiPort {
     }
 }
 
-/// Where a TLSRoute's or TCPRoute's connections go: its first rule's backends
-/// ([`TcpRoutePlan::from_backends`]); `None` when it has none with a share.
+/// Where a TLSRoute's or TCPRoute's connections go ([`TcpRoutePlan::from_bound_route`]).
 fn stream_plan(route: &BoundRoute) -> Option<TcpRoutePlan> {
-    let rule = route.route.stream_rules().first()?;
-    let backends: Vec<(Option<(String, u16)>, u32)> = rule
-        .backend_refs
-        .iter()
-        .enumerate()
-        .map(|(b, backend)| {
-            let resolved = match route.backends.get(RefAt::Backend {
-                rule: 0,
-                backend: b,
-            }) {
-                Some(Ok(r)) => Some((r.host.clone(), r.port)),
-                _ => None,
-            };
-            (
-                resolved,
-                u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0),
-            )
-        })
-        .collect();
-    TcpRoutePlan::from_backends(&backends)
+    TcpRoutePlan::from_bound_route(route)
 }
 
 /// The TLS an HTTPS listener terminates with: its first certificateRef's Secret, if the

@@ -69,7 +69,11 @@ impl RouteGroup<'_> {
 /// route.
 pub(crate) fn groups(bound: &[Arc<BoundRoute>]) -> Vec<RouteGroup<'_>> {
     let mut groups: Vec<RouteGroup<'_>> = Vec::new();
-    for route in bound {
+    // TCPRoutes attached to the Service are its tcp rules (`tcp::gateway_api_rule`).
+    for route in bound
+        .iter()
+        .filter(|r| matches!(r.route, GatewayRoute::Http(_) | GatewayRoute::Grpc(_)))
+    {
         let namespace = route.route.namespace();
         match groups
             .iter_mut()
@@ -397,9 +401,9 @@ fn rules(route: &GatewayRoute) -> Vec<Rule<'_>> {
     match route {
         GatewayRoute::Http(route) => http_rules(route),
         GatewayRoute::Grpc(route) => grpc_rules(route),
-        // Routes of connections never reach an HTTP route table: a Service parent refuses
-        // them (`weft_config::translate::gateway_routes::resolve_parent`) and an ingress
-        // Gateway's TLS and TCP listeners serve them.
+        // Routes of connections never reach an HTTP route table: `groups` leaves them out
+        // (a TCPRoute attached to a Service is a tcp rule, a TLSRoute attached to one is
+        // refused) and an ingress Gateway's TLS and TCP listeners serve them.
         GatewayRoute::Tls(_) | GatewayRoute::Tcp(_) => Vec::new(),
     }
 }

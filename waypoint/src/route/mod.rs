@@ -103,11 +103,26 @@ impl CompiledRoutes {
             None => {}
         }
         // For TCP, pilot walks the tcp rules of every VirtualService of the host, in order
-        // (`buildSidecarOutboundTCPFilterChainOpts`).
+        // (`buildSidecarOutboundTCPFilterChainOpts`); a TCPRoute attached to the Service is
+        // one more (pilot converts it to a VirtualService of the Service's host), oldest
+        // first, of the namespaces whose Gateway API routes the waypoint applies.
+        let mut tcp_sources = Vec::new();
         for vs in &routes.virtual_services {
-            compiled.tcp.extend(tcp::compile_rules(vs, settings));
+            tcp_sources.push((&vs.metadata, tcp::compile_rules(vs, settings)));
             tcp::compile_tls_rules(vs, settings, &mut compiled.tls);
         }
+        for route in &routes.gateway_routes {
+            let namespace = route.route.namespace();
+            if (namespace == waypoint_namespace || namespace == route.service_namespace)
+                && let Some(rule) = tcp::gateway_api_rule(route)
+            {
+                tcp_sources.push((route.route.metadata(), vec![rule]));
+            }
+        }
+        if tcp_sources.len() > routes.virtual_services.len() {
+            tcp_sources.sort_by(|a, b| age_order(a.0, b.0));
+        }
+        compiled.tcp = tcp_sources.into_iter().flat_map(|(_, r)| r).collect();
         compiled
     }
 

@@ -13,6 +13,8 @@ use weft_config::api::networking::{L4MatchAttributes, TlsMatchAttributes, Virtua
 use weft_config::translate::hosts::MeshSettings;
 use weft_config::validate::cidr;
 
+use weft_config::registry::bound_route::{BoundRoute, RefAt};
+
 use super::compile::{VsContext, destination};
 use super::facts::Source;
 use super::matcher::{Gate, Scope, warn_once};
@@ -84,6 +86,32 @@ impl TcpRoutePlan {
             })
             .collect();
         (!destinations.is_empty()).then_some(Self { destinations })
+    }
+
+    /// Where a Gateway API TLSRoute's or TCPRoute's connections go: its first rule's
+    /// backends as resolved for it ([`TcpRoutePlan::from_backends`]); `None` when it has
+    /// none with a share.
+    pub fn from_bound_route(route: &BoundRoute) -> Option<Self> {
+        let rule = route.route.stream_rules().first()?;
+        let backends: Vec<(Option<(String, u16)>, u32)> = rule
+            .backend_refs
+            .iter()
+            .enumerate()
+            .map(|(b, backend)| {
+                let resolved = match route.backends.get(RefAt::Backend {
+                    rule: 0,
+                    backend: b,
+                }) {
+                    Some(Ok(r)) => Some((r.host.clone(), r.port)),
+                    _ => None,
+                };
+                (
+                    resolved,
+                    u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0),
+                )
+            })
+            .collect();
+        Self::from_backends(&backends)
     }
 
     /// Routes nowhere (a gateway's HTTP routes have no TCP default).
@@ -339,6 +367,30 @@ fn destinations(
         return None;
     }
     Some(TcpRoutePlan { destinations })
+}
+
+/// A TCPRoute attached to the host's Service, as a waypoint applies it (Istio ambient's
+/// TCP traffic shifting): its first rule's backends share the connections by weight, on
+/// the parentRef's port only when it names one (pilot's `augmentTCPPortMatch`). `None`
+/// for other kinds and for a route without a backend with a share.
+pub(crate) fn gateway_api_rule(route: &BoundRoute) -> Option<TcpRule> {
+    if route.route.kind() != weft_config::api::Kind::TcpRoute {
+        return None;
+    }
+    let plan = TcpRoutePlan::from_bound_route(route)?;
+    let at = route.route.object_ref().to_string();
+    let matches = route
+        .port
+        .map(|port| {
+            let attributes = L4MatchAttributes {
+                port: Some(u32::from(port)),
+                ..L4MatchAttributes::default()
+            };
+            L4Match::compile(&attributes, &at, Scope::Mesh)
+        })
+        .into_iter()
+        .collect();
+    Some(TcpRule { matches, plan })
 }
 
 pub(crate) fn compile_rules(vs: &VirtualService, settings: &MeshSettings) -> Vec<TcpRule> {

@@ -821,3 +821,140 @@ fn tls_matches_select_by_source_and_by_the_most_specific_destination_subnet() {
         "no match block without source conditions holds this address"
     );
 }
+
+/// A TCPRoute attached to the Service (`parentRefs` port `port`), its backends resolved
+/// to `(host, port, weight)`.
+fn tcp_route_bound(
+    name: &str,
+    created: &str,
+    port: Option<u16>,
+    backends: &[(&str, u16, u32)],
+) -> Arc<weft_config::registry::bound_route::BoundRoute> {
+    use weft_config::registry::bound_route::{
+        BoundRoute, GatewayRoute, RefAt, ResolvedRef, RouteBackends,
+    };
+    let refs: Vec<String> = backends
+        .iter()
+        .map(|(host, port, weight)| format!("{{name: {host}, port: {port}, weight: {weight}}}"))
+        .collect();
+    let route = serde_yaml::from_str(&format!(
+        "metadata: {{name: {name}, namespace: bookinfo, creationTimestamp: \"{created}\"}}\nspec: {{parentRefs: [{{group: \"\", kind: Service, name: reviews}}], rules: [{{backendRefs: [{}]}}]}}",
+        refs.join(", ")
+    ))
+    .expect("a TCPRoute");
+    Arc::new(BoundRoute {
+        route: GatewayRoute::Tcp(Arc::new(route)),
+        service_namespace: "bookinfo".into(),
+        port,
+        backends: Arc::new(RouteBackends {
+            refs: backends
+                .iter()
+                .enumerate()
+                .map(|(b, (host, port, _))| {
+                    (
+                        RefAt::Backend {
+                            rule: 0,
+                            backend: b,
+                        },
+                        Ok(ResolvedRef {
+                            host: format!("{host}.bookinfo.svc.cluster.local"),
+                            port: *port,
+                        }),
+                    )
+                })
+                .collect(),
+        }),
+    })
+}
+
+fn compile_with(
+    virtual_services: &[&str],
+    gateway_routes: Vec<Arc<weft_config::registry::bound_route::BoundRoute>>,
+) -> CompiledRoutes {
+    CompiledRoutes::compile(
+        &HostRoutes {
+            virtual_services: virtual_services
+                .iter()
+                .map(|yaml| Arc::new(serde_yaml::from_str::<VirtualService>(yaml).expect("VS")))
+                .collect(),
+            gateway_routes,
+            destination_rule: None,
+        },
+        SERVICE,
+        &MeshSettings::default(),
+    )
+}
+
+fn tcp_shares(routes: &CompiledRoutes, port: u16) -> Vec<(String, Option<u16>, u32)> {
+    routes
+        .tcp_route(port, None, &Source::default())
+        .destinations()
+        .iter()
+        .map(|d| (d.host.clone(), d.port, d.weight))
+        .collect()
+}
+
+#[test]
+fn a_tcp_route_attached_to_the_service_shifts_its_connections_by_weight() {
+    // Istio's TCP traffic shifting task, ambient mode: 80/20 between v1 and v2.
+    let shifting = tcp_route_bound(
+        "tcp-echo",
+        "2026-01-01T00:00:00Z",
+        Some(9000),
+        &[("tcp-echo-v1", 9000, 80), ("tcp-echo-v2", 9000, 20)],
+    );
+    let routes = compile_with(&[], vec![shifting.clone()]);
+    assert_eq!(
+        tcp_shares(&routes, 9000),
+        [
+            (
+                "tcp-echo-v1.bookinfo.svc.cluster.local".to_string(),
+                Some(9000),
+                80
+            ),
+            (
+                "tcp-echo-v2.bookinfo.svc.cluster.local".to_string(),
+                Some(9000),
+                20
+            ),
+        ]
+    );
+    // The picks follow the weights: a fifth of the rolls to v2.
+    let plan = routes.tcp_route(9000, None, &Source::default());
+    let to_v2 = (0..1000u32)
+        .filter(|roll| {
+            plan.pick(*roll)
+                .is_some_and(|d| d.host.starts_with("tcp-echo-v2"))
+        })
+        .count();
+    assert_eq!(to_v2, 200);
+    // Another port of the Service is not the route's: the Service itself.
+    assert_eq!(
+        tcp_shares(&routes, 9001),
+        [(SERVICE.to_string(), None, 100)]
+    );
+    // Without a port on the parentRef, every port.
+    let every = tcp_route_bound(
+        "all",
+        "2026-01-01T00:00:00Z",
+        None,
+        &[("tcp-echo-v1", 9000, 1)],
+    );
+    assert_eq!(
+        tcp_shares(&compile_with(&[], vec![every]), 9001),
+        [(
+            "tcp-echo-v1.bookinfo.svc.cluster.local".to_string(),
+            Some(9000),
+            1
+        )]
+    );
+    // A TCPRoute is no HTTP route: the Service's VirtualService keeps routing its HTTP.
+    let http = vs("http:\n- route:\n  - destination: {host: reviews-v2}");
+    let routes = compile_with(&[&http], vec![shifting]);
+    let request = Request::get("/");
+    let plan = routes.http_route(&request.facts()).expect("an HTTP route");
+    assert_eq!(
+        plan.pick(0).map(|d| d.host.as_str()),
+        Some("reviews-v2.bookinfo.svc.cluster.local")
+    );
+}
