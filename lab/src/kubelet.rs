@@ -28,9 +28,9 @@
 //! or a chaos test does) is started again as its pod's `restartPolicy` says (Always unless
 //! said; OnFailure after a non-zero status or a signal; never with Never): not ready from
 //! its exit, the same CrashLoopBackOff as above — the first restart at once, then 10 s,
-//! doubling up to 5 min, forgotten once a container has run for 10 min — `restartCount`
-//! + 1, probes from the start. One more thread of the lab, `kubelet-exits`, watches the
-//! container processes for that, every node's.
+//! doubling up to 5 min, forgotten once a container has run for 10 min — one more
+//! `restartCount`, probes from the start. One more thread of the lab, `kubelet-exits`,
+//! watches the container processes for that, every node's.
 //!
 //! Not played: HTTPS probes (refused when the lab is built), redirects (a 3xx is a success,
 //! as it is when the kubelet does not follow it), the kubelet's own delay in noticing an
