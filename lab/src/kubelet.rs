@@ -23,17 +23,27 @@
 //!   container restarted again within 10 s of its last restart waits, 10 s doubling up to
 //!   5 min (CrashLoopBackOff).
 //!
+//!
+//! A container that exits on its own (it crashed, or was killed with SIGKILL as an OOM kill
+//! or a chaos test does) is started again as its pod's `restartPolicy` says (Always unless
+//! said; OnFailure after a non-zero status or a signal; never with Never): not ready from
+//! its exit, the same CrashLoopBackOff as above — the first restart at once, then 10 s,
+//! doubling up to 5 min, forgotten once a container has run for 10 min — one more
+//! `restartCount`, probes from the start. One more thread of the lab, `kubelet-exits`,
+//! watches the container processes for that, every node's.
+//!
 //! Not played: HTTPS probes (refused when the lab is built), redirects (a 3xx is a success,
-//! as it is when the kubelet does not follow it), restarts of containers that exit on
-//! their own. Pods without probes keep the lab's own notion of readiness: their declared
-//! container ports accept connections before `Lab::up` returns, and they are Ready.
+//! as it is when the kubelet does not follow it), the kubelet's own delay in noticing an
+//! exit (its PLEG relists every second; the lab looks every 100 ms). Pods without probes
+//! keep the lab's own notion of readiness: their declared container ports accept
+//! connections before `Lab::up` returns, and they are Ready (again once restarted).
 //!
 //! The kubelet runs for the life of the `Lab` handle that built the lab; a lab left
 //! running by `cargo xtask lab up` keeps the readiness last published.
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -593,7 +603,25 @@ impl Shared {
     }
 }
 
-/// The running kubelets, one per node.
+/// CrashLoopBackOff as the kubelet computes it: how long a container that stopped after
+/// running for `ran_for` waits before it starts again, given the back-off its previous
+/// restart left (`backoff`, zero before any), and the back-off its next stop will wait.
+pub fn crash_loop_backoff(backoff: Duration, ran_for: Duration) -> (Duration, Duration) {
+    let wait = if ran_for >= BACKOFF_RESET {
+        Duration::ZERO
+    } else {
+        backoff
+    };
+    let next = if wait.is_zero() {
+        BACKOFF_INITIAL
+    } else {
+        (wait * 2).min(BACKOFF_MAX)
+    };
+    (wait, next)
+}
+
+/// The running kubelets: one per node with probed pods, and the watcher of containers
+/// that exit on their own.
 #[derive(Debug)]
 pub(crate) struct Kubelets {
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -640,6 +668,12 @@ impl Kubelets {
                 .map_err(LabError::io("starting a kubelet thread"))?;
             threads.push(thread);
         }
+        let watcher = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("kubelet-exits".into())
+            .spawn(move || watch_exits(&watcher))
+            .map_err(LabError::io("starting the kubelet's exit watcher"))?;
+        threads.push(thread);
         Ok(Self { threads, shared })
     }
 
@@ -857,6 +891,13 @@ fn restart(shared: &Shared, pod: &PodPlan, container: &Container, grace: Duratio
         unsafe { libc::kill(-group, libc::SIGKILL) };
         let _ = child.wait();
     }
+    start_again(shared, pod, container);
+}
+
+/// Starts a stopped container again after its CrashLoopBackOff wait (none for the first
+/// restart), counts the restart and publishes the pod's readiness.
+fn start_again(shared: &Shared, pod: &PodPlan, container: &Container) {
+    let key = (pod.key(), container.name.clone());
     // CrashLoopBackOff: a container restarted again soon waits longer each time.
     let (backoff, ran_for) = {
         let states = lock(&shared.pods);
@@ -866,12 +907,15 @@ fn restart(shared: &Shared, pod: &PodPlan, container: &Container, grace: Duratio
             c.map(|c| c.started_at.elapsed()).unwrap_or_default(),
         )
     };
-    let backoff = if ran_for >= BACKOFF_RESET {
-        Duration::ZERO
-    } else {
-        backoff
-    };
-    let deadline = Instant::now() + backoff;
+    let (wait, next) = crash_loop_backoff(backoff, ran_for);
+    if !wait.is_zero() {
+        shared.event(
+            &key.0,
+            &key.1,
+            format!("back-off {}s restarting the container", wait.as_secs()),
+        );
+    }
+    let deadline = Instant::now() + wait;
     while Instant::now() < deadline && !shared.stop.load(Ordering::SeqCst) {
         std::thread::sleep(TICK);
     }
@@ -881,6 +925,14 @@ fn restart(shared: &Shared, pod: &PodPlan, container: &Container, grace: Duratio
     match shared.launcher.spawn_container(pod, container) {
         Ok(Some(child)) => {
             lock(&shared.containers).insert(key.clone(), child);
+            if shared.stop.load(Ordering::SeqCst) {
+                // The lab is being taken down and may have reaped the containers already.
+                if let Some(mut child) = lock(&shared.containers).remove(&key) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                return;
+            }
         }
         Ok(None) => {}
         Err(e) => shared.event(&key.0, &key.1, format!("restart failed: {e}")),
@@ -891,17 +943,83 @@ fn restart(shared: &Shared, pod: &PodPlan, container: &Container, grace: Duratio
         .and_then(|p| p.containers.get_mut(&key.1))
     {
         c.restarted(container, Instant::now());
-        c.backoff = if backoff.is_zero() {
-            BACKOFF_INITIAL
-        } else {
-            (backoff * 2).min(BACKOFF_MAX)
-        };
+        c.backoff = next;
         let count = c.restart_count;
         drop(states);
         shared.event(&key.0, &key.1, format!("restarted (restartCount {count})"));
     }
     if let Err(e) = shared.publish(true) {
         tracing::error!(error = %e, "publishing a restart failed");
+    }
+}
+
+/// The containers whose process has exited, taken out of the running set, with how they
+/// exited.
+fn reap_exited(shared: &Shared) -> Vec<((String, String), ExitStatus)> {
+    let mut exited = Vec::new();
+    lock(&shared.containers).retain(|key, child| match child.try_wait() {
+        Ok(Some(status)) => {
+            exited.push((key.clone(), status));
+            false
+        }
+        _ => true,
+    });
+    exited
+}
+
+/// The kubelet's answer to containers exiting on their own, until the lab stops: each is
+/// marked not ready at once and, as its pod's `restartPolicy` says, started again on a
+/// thread of its own (its back-off may be minutes; others' restarts do not wait for it).
+fn watch_exits(shared: &Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        for (key, status) in reap_exited(shared) {
+            if shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let found = lock(&shared.view).plan.pod(&key.0).and_then(|pod| {
+                pod.containers
+                    .iter()
+                    .find(|c| c.name == key.1)
+                    .map(|c| (pod.clone(), c.clone()))
+            });
+            let Some((pod, container)) = found else {
+                continue;
+            };
+            let restart = pod.restart_policy.restarts(status.success());
+            {
+                let mut states = lock(&shared.pods);
+                if let Some(c) = states
+                    .get_mut(&key.0)
+                    .and_then(|p| p.containers.get_mut(&key.1))
+                {
+                    c.ready = false;
+                    c.restarting = restart;
+                }
+            }
+            let what = if restart {
+                "restarting it".to_string()
+            } else {
+                format!("restartPolicy {:?}: not restarted", pod.restart_policy)
+            };
+            shared.event(
+                &key.0,
+                &key.1,
+                format!("the container exited ({status}): {what}"),
+            );
+            if let Err(e) = shared.publish(true) {
+                tracing::error!(error = %e, "publishing a container's exit failed");
+            }
+            if restart {
+                let shared = shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("kubelet-restart".into())
+                    .spawn(move || start_again(&shared, &pod, &container));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "starting a restart thread failed");
+                }
+            }
+        }
+        std::thread::sleep(TICK);
     }
 }
 
@@ -1176,6 +1294,36 @@ mod tests {
         assert_eq!(
             failing.record(ProbeKind::Startup, &t, false, false),
             Outcome::Restart
+        );
+    }
+
+    #[test]
+    fn crash_loop_back_off_starts_at_once_then_doubles_to_five_minutes() {
+        let mut backoff = Duration::ZERO;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let (wait, next) = crash_loop_backoff(backoff, Duration::from_secs(1));
+            waits.push(wait.as_secs());
+            backoff = next;
+        }
+        assert_eq!(waits, [0, 10, 20, 40, 80, 160, 300, 300]);
+        // Ten minutes of running forgets it: the next restart is immediate again.
+        let (wait, next) = crash_loop_backoff(backoff, Duration::from_secs(600));
+        assert_eq!((wait, next), (Duration::ZERO, Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn restart_policies_decide_which_exits_restart() {
+        use crate::manifest::RestartPolicy;
+        assert!(RestartPolicy::Always.restarts(true) && RestartPolicy::Always.restarts(false));
+        assert!(!RestartPolicy::OnFailure.restarts(true));
+        assert!(RestartPolicy::OnFailure.restarts(false));
+        assert!(!RestartPolicy::Never.restarts(false));
+        let pod: crate::manifest::PodSpec =
+            serde_yaml::from_str("{containers: [], restartPolicy: OnFailure}").expect("valid");
+        assert_eq!(pod.restart_policy, Some(RestartPolicy::OnFailure));
+        assert!(
+            serde_yaml::from_str::<crate::manifest::PodSpec>("{restartPolicy: Sometimes}").is_err()
         );
     }
 }

@@ -220,15 +220,14 @@ impl Lab {
             self.start_agents()?;
         }
         self.start_pods_of_plan(|p| !p.is_mesh_proxy())?;
-        if self.plan.pods.iter().any(crate::kubelet::has_probes) {
-            self.kubelets = Some(Kubelets::start(self.shared.clone())?);
-        }
+        // Probes, and restarts of containers that exit (`crate::kubelet`).
+        self.kubelets = Some(Kubelets::start(self.shared.clone())?);
         self.wait_until_ready(|p| !p.is_mesh_proxy())?;
         if self.runtime.has_agents() {
             // Waypoints and gateways need the CA and their certificate before they listen.
             self.start_pods_of_plan(PodPlan::is_mesh_proxy)?;
             self.wait_until_ready(PodPlan::is_mesh_proxy)?;
-            if self.kubelets.is_some() {
+            if self.plan.pods.iter().any(crate::kubelet::has_probes) {
                 // Probed pods' endpoints turned ready after the agents read the cluster:
                 // `up` returns once every agent has seen them, as a client in a cluster
                 // would wait for a rollout.
@@ -1135,6 +1134,19 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(25));
         }
         self.start_ca(signing)
+    }
+
+    /// Kills the CA with SIGKILL, as a crash or the loss of its node would, and waits until
+    /// it is gone. Nothing starts it again until [`Lab::start_ca_again`]: the lab plays an
+    /// outage of the control plane for as long as the caller wants.
+    pub fn kill_ca(&self) -> Result<(), LabError> {
+        cgroup::kill(&self.ca_cgroup())
+    }
+
+    /// Starts the CA again after [`Lab::kill_ca`], with the root it kept, and waits until
+    /// it serves.
+    pub fn start_ca_again(&mut self) -> Result<(), LabError> {
+        self.start_ca(None)
     }
 
     /// Starts the agent of `node` again (after [`Lab::kill_agent`]) and waits until it is ready.

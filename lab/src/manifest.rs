@@ -218,6 +218,31 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+    /// What the kubelet does when a container exits (`crate::kubelet`); Always unless said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+}
+
+/// A pod's `spec.restartPolicy`, Kubernetes' three values (any other is refused).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Every exit is followed by a restart (a Deployment's and a DaemonSet's only policy).
+    #[default]
+    Always,
+    /// Only a failed exit (a non-zero status, or killed by a signal).
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether a container that exited with `success` is started again.
+    pub fn restarts(self, success: bool) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Never => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

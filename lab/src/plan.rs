@@ -223,6 +223,9 @@ pub struct PodPlan {
     /// addresses (phase Pending) until its sandbox is up (`Lab::start_pod`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+    /// What its kubelet does when a container exits (`spec.restartPolicy`).
+    #[serde(default)]
+    pub restart_policy: crate::manifest::RestartPolicy,
 }
 
 impl PodPlan {
@@ -572,6 +575,7 @@ impl Plan {
                 service_account: service_account(&pod.spec),
                 containers: pod.spec.containers.clone(),
                 volumes: pod.spec.volumes.clone(),
+                restart_policy: pod.spec.restart_policy.unwrap_or_default(),
                 ambient,
                 namespace,
                 name: pod.metadata.name.clone(),
@@ -662,6 +666,7 @@ impl Plan {
             service_account: service_account(&pod.spec),
             containers: pod.spec.containers.clone(),
             volumes: pod.spec.volumes.clone(),
+            restart_policy: pod.spec.restart_policy.unwrap_or_default(),
             ambient: ambient_enrolled(&pod.metadata.labels, self.namespaces.get(&namespace)),
             namespace,
             name: pod.metadata.name.clone(),

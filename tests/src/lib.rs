@@ -1,5 +1,6 @@
 //! Shared helpers of the end-to-end tests. Run them through `cargo xtask test`, which builds
 //! the binaries they start and runs them as root.
+pub mod chaos;
 pub mod dashboards;
 pub mod graph;
 

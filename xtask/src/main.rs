@@ -1,6 +1,7 @@
 //! `cargo xtask …`: everything from a fresh clone to a running mesh.
 mod bench;
 mod build;
+mod chaos;
 mod demo;
 mod deny;
 mod deploy_check;
@@ -84,6 +85,10 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Kill the agent, the waypoint and the CA (SIGKILL) under load on the lab, and keep the
+    /// CA away longer than a certificate lives: asserts what must hold, prints what was lost
+    /// and how long until serving again (the README's chaos table).
+    Chaos,
     /// Check deploy/ offline: CRDs up to date, every overlay and generated waypoint valid
     /// against Kubernetes' schemas. Part of `test`.
     DeployCheck,
@@ -148,6 +153,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { quick } => {
             setup::run(Some(For::Bench))?;
             bench::run(quick)
+        }
+        Command::Chaos => {
+            setup::run(Some(For::Test))?;
+            chaos::run()
         }
         // Needs neither root nor the eBPF toolchain.
         Command::DeployCheck => {

@@ -157,6 +157,7 @@ impl PooledConnection {
             presented_current: current_serial == Some(self.local.serial()),
             verified_under_current_trust: trust_version == self.trust_version,
             peer_not_after: self.peer.not_after,
+            local_not_after: self.local.not_after(),
             idle_since: *lock(&self.idle_since),
         }
     }

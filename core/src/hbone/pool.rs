@@ -29,6 +29,10 @@ pub(crate) struct ConnectionState {
     /// the new one, so none rides a chain to a removed root.
     pub verified_under_current_trust: bool,
     pub peer_not_after: SystemTime,
+    /// When the certificate this connection presented expires. With the CA away it is not
+    /// replaced and stays "current"; a stream started after its expiry must not ride a
+    /// connection authenticated by it (a new connection would fail its handshake).
+    pub local_not_after: SystemTime,
     pub idle_since: Option<Instant>,
 }
 
@@ -39,6 +43,7 @@ pub(crate) enum Retire {
     Rotated,
     TrustChanged,
     PeerExpired,
+    LocalExpired,
     Idle,
 }
 
@@ -49,6 +54,7 @@ impl Retire {
             Retire::Rotated => "local certificate rotated",
             Retire::TrustChanged => "trust bundle changed",
             Retire::PeerExpired => "peer certificate expired",
+            Retire::LocalExpired => "local certificate expired",
             Retire::Idle => "idle",
         }
     }
@@ -74,6 +80,9 @@ pub(crate) fn retire(
     }
     if state.peer_not_after <= now {
         return Some(Retire::PeerExpired);
+    }
+    if state.local_not_after <= now {
+        return Some(Retire::LocalExpired);
     }
     if let (Some(timeout), Some(since), 0) = (idle_timeout, state.idle_since, state.active_streams)
         && instant.saturating_duration_since(since) >= timeout
@@ -112,6 +121,7 @@ mod tests {
             presented_current: true,
             verified_under_current_trust: true,
             peer_not_after: SystemTime::now() + Duration::from_secs(3600),
+            local_not_after: SystemTime::now() + Duration::from_secs(3600),
             idle_since: None,
         }
     }
@@ -176,6 +186,16 @@ mod tests {
         assert_eq!(
             retire(&expired, now, instant, None),
             Some(Retire::PeerExpired)
+        );
+        // The CA away: the local certificate is not rotated, so still current, but
+        // expired — no new stream rides it.
+        let unrenewed = ConnectionState {
+            local_not_after: now,
+            ..healthy()
+        };
+        assert_eq!(
+            retire(&unrenewed, now, instant, None),
+            Some(Retire::LocalExpired)
         );
     }
 

@@ -55,7 +55,10 @@ impl RotationPolicy {
 
     /// How long to wait before the next request after `failures` failed ones in a row.
     /// While a certificate is still valid for `remaining`, retries come often enough to get
-    /// several tries in before it runs out.
+    /// several tries in before it runs out. Once it has expired (`remaining` zero, or no
+    /// certificate at all) there is nothing left to save by hurrying: the back-off goes on
+    /// doubling up to `retry_max`, so a CA that is away longer than a certificate's
+    /// lifetime is not asked ten times a second by every identity of every node.
     pub fn retry_delay(&self, failures: u32, remaining: Option<Duration>) -> Duration {
         let factor = 1u32
             .checked_shl(failures.saturating_sub(1))
@@ -64,7 +67,7 @@ impl RotationPolicy {
             .retry_initial
             .saturating_mul(factor)
             .min(self.retry_max);
-        if let Some(remaining) = remaining {
+        if let Some(remaining) = remaining.filter(|r| !r.is_zero()) {
             delay = delay.min(remaining / 4);
         }
         delay.max(self.min_delay)
@@ -160,9 +163,30 @@ mod tests {
             Duration::from_secs(2)
         );
         assert_eq!(
-            policy.retry_delay(10, Some(Duration::ZERO)),
+            policy.retry_delay(3, Some(Duration::from_millis(200))),
             policy.min_delay
         );
+    }
+
+    #[test]
+    fn retries_keep_backing_off_once_the_certificate_has_expired() {
+        // The CA away longer than the certificate's lifetime: an expired certificate (zero
+        // remaining) backs off as having none does, up to the cap, never at the floor.
+        let policy = RotationPolicy::default();
+        let expired: Vec<_> = (1..=12)
+            .map(|n| policy.retry_delay(n, Some(Duration::ZERO)))
+            .collect();
+        let none: Vec<_> = (1..=12).map(|n| policy.retry_delay(n, None)).collect();
+        assert_eq!(expired, none);
+        assert_eq!(expired[11], policy.retry_max);
+        // Over a 90 s outage after expiry: a dozen requests, not nine hundred.
+        let mut waited = Duration::ZERO;
+        let mut requests = 0;
+        while waited < Duration::from_secs(90) {
+            requests += 1;
+            waited += policy.retry_delay(requests, Some(Duration::ZERO));
+        }
+        assert!(requests <= 12, "{requests} requests in 90 s");
     }
 
     #[test]
