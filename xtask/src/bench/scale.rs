@@ -73,10 +73,10 @@ mod tests {
     #[test]
     fn each_json_line_is_a_row_and_other_lines_are_skipped() {
         let out = "scale: 1000 pods\n{\"scenario\":\"memory, 1k pods\",\"metric\":\"registry, allocated\",\"unit\":\"MiB\",\"value\":12.5}\n";
-        let rows = rows(out).expect("rows");
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].metric, "registry, allocated");
-        assert_eq!(rows[0].summary.median, 12.5);
+        let read = rows(out).expect("rows");
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].metric, "registry, allocated");
+        assert_eq!(read[0].summary.median, 12.5);
         assert!(rows("{\"scenario\":\"x\"}").is_err());
     }
 }
