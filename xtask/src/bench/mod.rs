@@ -33,7 +33,7 @@ use weft_lab::{Lab, LabOptions, Runtime};
 
 use crate::build::cargo;
 use crate::workspace_root;
-use stats::{Summary, summarize};
+use stats::{single, summarize};
 
 pub use self::plan::{Group, Results, Row};
 use self::plan::{INGRESS_PATHS, L7_PATHS, OUTSIDE, Path, Target, WAYPOINT, paths};
@@ -729,15 +729,6 @@ fn rows_with_ratios(samples: &Samples) -> Vec<Row> {
         });
     }
     rows
-}
-
-fn single(value: f64) -> Summary {
-    Summary {
-        median: value,
-        min: value,
-        max: value,
-        runs: 1,
-    }
 }
 
 /// Peak memory of each agent and of the waypoint over the whole run.

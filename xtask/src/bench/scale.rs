@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::plan::{Group, Row};
-use super::single;
+use super::stats::single;
 use crate::workspace_root;
 
 pub const NOTE: &str = "Scale: weft-config's `scale` bench (config/benches/scale/), no lab: 1,000,000 pods on 5,000 nodes and 66,000 Services of 15 pods in 2,000 ambient namespaces, generated as the API server sends them (managedFields, status) and decoded as the Kubernetes source decodes them; memory by a counting allocator (bytes the registry keeps once its input is consumed) and the process RSS; lookups as the agent makes them per connection, over random pods and Services; change propagation from one watch event's JSON to a reader's snapshot; watch traffic per agent calculated from the objects' JSON sizes at 1% of pods replaced per minute.";
