@@ -476,3 +476,49 @@ fn gateway_bindings_and_credentials_are_followed() {
     );
     assert!(agent.snapshot().warnings().next().is_none());
 }
+
+/// A pod as the kubelet reports it: owners, a resourceVersion, five conditions.
+fn reported_pod(resource_version: &str, scheduled_at: &str, ready: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-7d9f8-abcde\n  generateName: web-7d9f8-\n  namespace: shop\n  \
+         resourceVersion: \"{resource_version}\"\n  labels: {{app: web}}\n  \
+         ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d9f8, uid: \"1234\", controller: true}}]\n\
+         spec: {{nodeName: node-1, serviceAccountName: web}}\n\
+         status:\n  phase: Running\n  hostIP: 172.16.0.1\n  podIP: 10.0.0.7\n  conditions:\n  \
+         - {{type: PodScheduled, status: \"True\", lastTransitionTime: \"{scheduled_at}\"}}\n  \
+         - {{type: Initialized, status: \"True\"}}\n  - {{type: ContainersReady, status: \"{ready}\"}}\n  \
+         - {{type: Ready, status: \"{ready}\"}}\n---\n"
+    )
+}
+
+#[test]
+fn a_pod_update_that_changes_nothing_weft_reads_publishes_no_snapshot() {
+    // Each agent holds every pod of the cluster and receives every update of them: one
+    // that changes only what weft drops (resourceVersion, owners, conditions other than
+    // Ready, hostIP) must cost no new snapshot.
+    let registry = Registry::default();
+    apply(
+        &registry,
+        &reported_pod("100", "2026-12-01T10:00:00Z", "True"),
+    );
+    let version = registry.snapshot().version();
+    let documents = yaml::parse(
+        &reported_pod("101", "2026-12-01T10:00:05Z", "True"),
+        Arc::new(PathBuf::from("test.yaml")),
+    )
+    .expect("YAML");
+    let report = registry.apply(documents.candidates.into_iter().map(Change::Apply));
+    assert!(!report.changed, "nothing weft reads changed");
+    assert_eq!(registry.snapshot().version(), version);
+    // Readiness is read: that update is published.
+    apply(
+        &registry,
+        &reported_pod("102", "2026-12-01T10:00:05Z", "False"),
+    );
+    let snapshot = registry.snapshot();
+    assert!(snapshot.version() > version);
+    let web = snapshot
+        .workload("shop", "web-7d9f8-abcde")
+        .expect("the pod");
+    assert!(!web.ready);
+}

@@ -175,7 +175,43 @@ pub struct EndpointSlice {
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+impl Pod {
+    /// Drops what weft never reads of a pod (its owners, `generateName`, `hostIP`, the
+    /// `resourceVersion` — so an update that changes nothing weft reads, such as a
+    /// container's status, leaves the registry unchanged — and every condition but Ready
+    /// when it has Ready) and the spare capacity decoding leaves in its lists. Every agent
+    /// holds every pod of the cluster: the scale bench (`config/benches/scale/`) measures it.
+    pub fn compact(&mut self) {
+        self.metadata.owner_references = None;
+        self.metadata.generate_name = None;
+        self.metadata.resource_version = None;
+        self.status.host_ip = None;
+        let conditions = &mut self.status.conditions;
+        if conditions.iter().any(|c| c.type_ == "Ready") {
+            conditions.retain(|c| c.type_ == "Ready");
+        }
+        conditions.shrink_to_fit();
+        self.status.pod_ips.shrink_to_fit();
+        for container in &mut self.spec.containers {
+            container.ports.shrink_to_fit();
+        }
+        self.spec.containers.shrink_to_fit();
+    }
+}
+
 impl EndpointSlice {
+    /// Gives back the spare capacity decoding leaves in its lists (an endpoint's one
+    /// address in room for four).
+    pub fn compact(&mut self) {
+        for endpoint in &mut self.endpoints {
+            endpoint.addresses.shrink_to_fit();
+        }
+        self.endpoints.shrink_to_fit();
+        if let Some(ports) = self.ports.as_mut() {
+            ports.shrink_to_fit();
+        }
+    }
+
     pub fn service_name(&self) -> Option<&str> {
         self.metadata
             .labels

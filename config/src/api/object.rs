@@ -267,6 +267,14 @@ fn join_group(group: &str, version: &str) -> String {
 /// Types whose metadata can be trimmed once parsed.
 pub trait HasMetadata {
     fn metadata_mut(&mut self) -> &mut ObjectMeta;
+
+    /// What every agent holds of every object of the kind, made as small as it can be
+    /// once parsed: the metadata trimmed ([`trim_metadata`]), and for the kinds a
+    /// cluster has hundreds of thousands of (Pods, EndpointSlices) what weft never reads
+    /// dropped and spare list capacity given back.
+    fn trim(&mut self) {
+        trim_metadata(self.metadata_mut());
+    }
 }
 
 macro_rules! has_metadata {
@@ -279,12 +287,32 @@ macro_rules! has_metadata {
     };
 }
 
+impl HasMetadata for Pod {
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+
+    fn trim(&mut self) {
+        trim_metadata(&mut self.metadata);
+        self.compact();
+    }
+}
+
+impl HasMetadata for EndpointSlice {
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+
+    fn trim(&mut self) {
+        trim_metadata(&mut self.metadata);
+        self.compact();
+    }
+}
+
 has_metadata!(
     Namespace,
     Node,
-    Pod,
     Service,
-    EndpointSlice,
     VirtualService,
     DestinationRule,
     ServiceEntry,
@@ -308,7 +336,7 @@ fn typed<T: DeserializeOwned + HasMetadata>(
 ) -> Result<Arc<T>, Refusal> {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(mut object) => {
-            trim_metadata(object.metadata_mut());
+            object.trim();
             Ok(Arc::new(object))
         }
         Err(error) => {
@@ -455,7 +483,7 @@ macro_rules! from_typed {
     ($($variant:ident),*) => {
         $(impl From<$variant> for Object {
             fn from(mut object: $variant) -> Self {
-                trim_metadata(&mut object.metadata);
+                object.trim();
                 Object::$variant(Arc::new(object))
             }
         })*

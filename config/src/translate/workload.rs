@@ -52,7 +52,7 @@ pub fn workload(
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True")
     };
-    Workload {
+    let mut workload = Workload {
         identity: settings.spiffe_id(&namespace, &service_account),
         waypoint: waypoint::binding(&pod_labels, &namespace, namespace_labels),
         in_mesh: !host_network && ambient_enrolled(&pod_labels, namespace_labels),
@@ -81,7 +81,11 @@ pub fn workload(
         host_network,
         phase,
         ready,
-    }
+    };
+    // Every agent holds a workload per pod of the cluster: no spare capacity.
+    workload.ports.shrink_to_fit();
+    workload.probe_ports.shrink_to_fit();
+    workload
 }
 
 /// The ports the kubelet's probes connect to on the pod's own IPs: `httpGet`, `tcpSocket`

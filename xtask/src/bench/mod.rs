@@ -10,7 +10,9 @@
 //!   with the same routes to the same backend, HTTP and HTTPS — [`edge`];
 //! - control plane: route change on disk → first request routed by it, against the config
 //!   sources' poll interval — [`convergence`];
-//! - resources: agent and waypoint memory, agent memory by enrolled pods.
+//! - resources: agent and waypoint memory, agent memory by enrolled pods;
+//! - scale: the registry at a million pods and 66,000 Services, and each agent's watch
+//!   traffic at churn, without the lab — [`scale`].
 mod bpf;
 mod capture;
 mod convergence;
@@ -18,6 +20,7 @@ mod edge;
 mod plan;
 mod proxy;
 mod report;
+mod scale;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -30,7 +33,7 @@ use weft_lab::{Lab, LabOptions, Runtime};
 
 use crate::build::cargo;
 use crate::workspace_root;
-use stats::{Summary, summarize};
+use stats::{single, summarize};
 
 pub use self::plan::{Group, Results, Row};
 use self::plan::{INGRESS_PATHS, L7_PATHS, OUTSIDE, Path, Target, WAYPOINT, paths};
@@ -87,7 +90,7 @@ fn scenarios(group: Group, s: &Settings) -> Vec<Scenario> {
             Scenario::Saturation,
             Scenario::HttpsSaturation,
         ],
-        Group::Resources => Vec::new(),
+        Group::Resources | Group::Scale => Vec::new(),
     }
 }
 
@@ -131,8 +134,48 @@ impl Settings {
 /// (group, scenario, metric, unit, path index in its group) → one value per repetition.
 type Samples = BTreeMap<(Group, String, String, String, usize), Vec<f64>>;
 
+/// The groups measured on the lab; `scale` needs none.
+const LAB_GROUPS: [&str; 6] = [
+    "l4",
+    "capture",
+    "l7",
+    "ingress",
+    "control-plane",
+    "resources",
+];
+
 pub fn run(quick: bool) -> anyhow::Result<()> {
     let started = Instant::now();
+    let (mut rows, convergence, mut notes) = if LAB_GROUPS.iter().any(|g| selected(g)) {
+        run_on_lab(quick, started)?
+    } else {
+        (Vec::new(), None, Vec::new())
+    };
+    if selected("scale") {
+        rows.extend(scale::run(quick).context("the scale group")?);
+        notes.push(scale::NOTE.into());
+    }
+    let results = Results {
+        date: report::today(),
+        machine: report::machine(),
+        quick,
+        run_seconds: started.elapsed().as_secs_f64(),
+        rows,
+        convergence,
+        notes,
+    };
+    let out = workspace_root().join("target/bench");
+    report::write(&results, &out)?;
+    println!("{}", report::markdown(&results));
+    println!("Written to {}", out.display());
+    Ok(())
+}
+
+/// The groups on the lab: their rows, the control-plane figures, their notes.
+fn run_on_lab(
+    quick: bool,
+    started: Instant,
+) -> anyhow::Result<(Vec<Row>, Option<convergence::Convergence>, Vec<String>)> {
     cargo(&[
         "build",
         "--release",
@@ -259,25 +302,11 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     if selected("resources") {
         rows.extend(rss_by_pod_count(&runtime)?);
     }
-
-    let results = Results {
-        date: report::today(),
-        machine: report::machine(),
-        quick,
-        run_seconds: started.elapsed().as_secs_f64(),
-        rows,
-        convergence,
-        notes: notes(&waypoint_node),
-    };
-    let out = workspace_root().join("target/bench");
-    report::write(&results, &out)?;
-    println!("{}", report::markdown(&results));
-    println!("Written to {}", out.display());
-    Ok(())
+    Ok((rows, convergence, notes(&waypoint_node)))
 }
 
 /// `WEFT_BENCH_GROUPS=capture,l7` runs only those parts of the benchmark (of l4, capture,
-/// l7, control-plane, resources), for working on one; all of them by default.
+/// l7, ingress, control-plane, resources, scale), for working on one; all of them by default.
 fn selected(part: &str) -> bool {
     std::env::var("WEFT_BENCH_GROUPS")
         .map_or(true, |groups| groups.split(',').any(|g| g.trim() == part))
@@ -700,15 +729,6 @@ fn rows_with_ratios(samples: &Samples) -> Vec<Row> {
         });
     }
     rows
-}
-
-fn single(value: f64) -> Summary {
-    Summary {
-        median: value,
-        min: value,
-        max: value,
-        runs: 1,
-    }
 }
 
 /// Peak memory of each agent and of the waypoint over the whole run.

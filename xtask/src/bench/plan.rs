@@ -14,6 +14,7 @@ pub enum Group {
     L7,
     Ingress,
     Resources,
+    Scale,
 }
 
 impl Group {
@@ -25,6 +26,7 @@ impl Group {
             Group::L7 => "l7",
             Group::Ingress => "ingress",
             Group::Resources => "resources",
+            Group::Scale => "scale",
         }
     }
 
@@ -35,6 +37,7 @@ impl Group {
             Group::L7 => "L7 through a waypoint",
             Group::Ingress => "Ingress: weft's gateway against nginx, same routes, same backend",
             Group::Resources => "Resources",
+            Group::Scale => "Scale: the registry at a million pods, and each agent's watch traffic",
         }
     }
 
@@ -42,6 +45,7 @@ impl Group {
     pub fn baseline(self) -> &'static str {
         match self {
             Group::Resources => "0 pods",
+            Group::Scale => "baseline",
             group => paths(group).first().map_or("baseline", |p| p.name),
         }
     }
@@ -234,7 +238,7 @@ pub(super) fn paths(group: Group) -> &'static [Path] {
         Group::Capture => &CAPTURE_PATHS,
         Group::L7 => &L7_PATHS,
         Group::Ingress => &INGRESS_PATHS,
-        Group::Resources => &[],
+        Group::Resources | Group::Scale => &[],
     }
 }
 

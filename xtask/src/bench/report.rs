@@ -63,12 +63,13 @@ fn number(v: f64) -> String {
     }
 }
 
-const GROUPS: [Group; 5] = [
+const GROUPS: [Group; 6] = [
     Group::L4,
     Group::Capture,
     Group::L7,
     Group::Ingress,
     Group::Resources,
+    Group::Scale,
 ];
 
 pub fn markdown(results: &Results) -> String {

@@ -66,3 +66,13 @@ mod tests {
         assert_eq!(percentile(&[], 50.0), None);
     }
 }
+
+/// A figure measured once.
+pub fn single(value: f64) -> Summary {
+    Summary {
+        median: value,
+        min: value,
+        max: value,
+        runs: 1,
+    }
+}
