@@ -117,7 +117,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]
@@ -202,7 +202,11 @@ mod tests {
             } else {
                 40.0 * 1024.0
             };
-            warm + if (t as u32) % 3 == 0 { 2048.0 } else { -2048.0 }
+            warm + if (t as u32).is_multiple_of(3) {
+                2048.0
+            } else {
+                -2048.0
+            }
         });
         let v = judge("agent", Metric::RssKib, &points, 0.0, 120.0);
         assert!(v.judged && v.passed, "{}", v.describe());

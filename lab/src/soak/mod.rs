@@ -327,7 +327,7 @@ pub fn routes(n: u64) -> String {
         }
     }
     // Every other version names the header route first, or leaves it out.
-    let header = if n % 2 == 0 {
+    let header = if n.is_multiple_of(2) {
         "    - name: header\n      match: [{headers: {x-soak: {exact: v2}}}]\n      route: [{destination: {host: routed, subset: v2}}]\n"
     } else {
         ""
