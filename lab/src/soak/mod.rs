@@ -106,7 +106,59 @@ pub struct Report {
     /// the upgrade failing, an expired certificate held.
     pub failures: Vec<String>,
     pub verdicts: Vec<Verdict>,
+    /// What weft's processes warned about (lines at WARN or ERROR in the lab's logs, by log
+    /// file, the same message once with its count): to read, not judged.
+    pub warnings: BTreeMap<String, Vec<(String, u64)>>,
     pub series: Vec<Series>,
+}
+
+/// Most distinct warnings kept per log.
+const KEPT_WARNINGS: usize = 10;
+
+/// A log line's message without its timestamp, for counting repeats.
+fn warning_message(line: &str) -> Option<String> {
+    let at = line.find(" WARN ").or_else(|| line.find(" ERROR "))?;
+    let message = line[at..].trim();
+    // Numbers (ports, counts, ids) vary between repeats of the same warning.
+    Some(
+        message
+            .split_whitespace()
+            .map(|w| {
+                if w.chars().any(|c| c.is_ascii_digit()) {
+                    "…"
+                } else {
+                    w
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// The warnings of the lab's agents, CA and waypoint, from their logs.
+fn warnings(logs: &Path) -> BTreeMap<String, Vec<(String, u64)>> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(logs) else {
+        return out;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("agent-") || name.starts_with("ca") || name.contains("waypoint")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for message in text.lines().filter_map(warning_message) {
+            *counts.entry(message).or_default() += 1;
+        }
+        let mut counted: Vec<(String, u64)> = counts.into_iter().collect();
+        counted.sort_by(|a, b| b.1.cmp(&a.1));
+        counted.truncate(KEPT_WARNINGS);
+        if !counted.is_empty() {
+            out.insert(name, counted);
+        }
+    }
+    out
 }
 
 /// The bounds, as the report states them.
@@ -165,6 +217,7 @@ impl Report {
         let mut marks = Vec::new();
         if let Some(upgrade) = &self.upgrade {
             marks.push((upgrade.started, "upgrade".to_string()));
+            marks.push((upgrade.done, "old agents gone".to_string()));
         }
         chart::svg(
             &format!(
@@ -203,6 +256,11 @@ impl Report {
             ));
         }
         lines.extend(self.verdicts.iter().map(|v| format!("  {}", v.describe())));
+        for (log, counted) in &self.warnings {
+            for (message, count) in counted {
+                lines.push(format!("  {log}: {count}× {message}"));
+            }
+        }
         let problems = self.problems();
         lines.push(if problems.is_empty() {
             "PASSED".to_string()
@@ -516,10 +574,11 @@ pub fn run(settings: &Settings) -> Result<Report, LabError> {
         below: true,
     });
     let lab = RwLock::new(lab);
-    let report = soak(settings, &lab, &targets);
+    let mut report = soak(settings, &lab, &targets);
     let lab = lab
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    report.warnings = warnings(&lab.paths.logs());
     lab.down()?;
     Ok(report)
 }
@@ -658,6 +717,7 @@ fn soak(settings: &Settings, lab: &RwLock<Lab>, targets: &[Target]) -> Report {
         upgrade: upgraded,
         failures,
         verdicts,
+        warnings: BTreeMap::new(),
         series,
     }
 }
@@ -697,6 +757,18 @@ mod tests {
             assert_eq!(weights, 100, "version {n}: {text}");
         }
         assert_ne!(texts[1], texts[2]);
+    }
+
+    #[test]
+    fn repeated_warnings_count_once() {
+        let a = "2026-12-07T17:49:23.125357Z  WARN weft: drain time is up open=3";
+        let b = "2026-12-07T17:50:01.000001Z  WARN weft: drain time is up open=5";
+        assert_eq!(warning_message(a), warning_message(b));
+        assert_eq!(
+            warning_message(a).as_deref(),
+            Some("WARN weft: drain time is up …")
+        );
+        assert_eq!(warning_message("2026 INFO fine"), None);
     }
 
     #[test]
