@@ -152,7 +152,7 @@ fn warnings(logs: &Path) -> BTreeMap<String, Vec<(String, u64)>> {
             *counts.entry(message).or_default() += 1;
         }
         let mut counted: Vec<(String, u64)> = counts.into_iter().collect();
-        counted.sort_by(|a, b| b.1.cmp(&a.1));
+        counted.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
         counted.truncate(KEPT_WARNINGS);
         if !counted.is_empty() {
             out.insert(name, counted);
