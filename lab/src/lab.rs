@@ -623,6 +623,65 @@ impl Lab {
         self.publish_started(&pods)
     }
 
+    /// Deletes a pod [`Lab::create_pods`] created, as `kubectl delete pod` and its node's
+    /// kubelet would: its containers stopped (SIGTERM, then SIGKILL after `grace`), CNI DEL
+    /// through its node's configuration, its sandbox (network namespace and veth) and cgroup
+    /// removed, then the pod gone from the cluster view. Its address is free for a later pod.
+    pub fn delete_pod(&mut self, key: &str, grace: Duration) -> Result<(), LabError> {
+        if self.runtime.app_image.is_some() {
+            return Err(LabError::Invalid(
+                "pods are deleted when their containers run as processes, not under podman".into(),
+            ));
+        }
+        let pod = self
+            .plan
+            .pod(key)
+            .ok_or_else(|| LabError::NoSuchPod(key.to_string()))?
+            .clone();
+        let cgroup = self.pod_cgroup(&pod);
+        for pid in cgroup::members_below(&cgroup) {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + grace;
+        while !cgroup::members_below(&cgroup).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cgroup::destroy(&cgroup)?;
+        {
+            let mut containers = weft_core::sync::lock(&self.shared.containers);
+            let names: Vec<(String, String)> = containers
+                .keys()
+                .filter(|(p, _)| *p == pod.key())
+                .cloned()
+                .collect();
+            for name in names {
+                if let Some(mut child) = containers.remove(&name) {
+                    let _ = child.wait();
+                }
+            }
+        }
+        if !pod.pending {
+            let sandbox = cni::Sandbox {
+                container_id: format!("{}-del", pod.uid),
+                netns: named_netns_path(&pod.netns),
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+                ips: pod.ips(),
+            };
+            cni::del(&self.paths.node_cni(&pod.node), &sandbox)?;
+        }
+        if named_netns_path(&pod.netns).exists() {
+            // The veth goes with the namespace; its route on the node with the veth.
+            run("ip", &["netns", "del", &pod.netns])?;
+        }
+        self.plan.pods.retain(|p| p.key() != pod.key());
+        weft_core::sync::lock(&self.shared.pods).remove(&pod.key());
+        let _ = std::fs::remove_dir_all(self.paths.pod_dir(&pod));
+        self.write_records()
+    }
+
     /// The kubelet's status update of started pods: their addresses, phase Running.
     fn publish_started(&mut self, started: &[PodPlan]) -> Result<(), LabError> {
         if started.is_empty() {

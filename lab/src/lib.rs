@@ -30,6 +30,7 @@ mod outside;
 pub mod plan;
 mod process;
 pub mod records;
+pub mod soak;
 mod volumes;
 
 pub use error::LabError;

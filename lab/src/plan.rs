@@ -654,7 +654,15 @@ impl Plan {
         self.pods.push(PodPlan {
             uid: stable_uid(&self.lab, &key),
             netns: format!("{prefix}{namespace}-{}", pod.metadata.name),
-            host_if: format!("vp{}", self.pods.len()),
+            // Past every name in use: a deleted pod (`Lab::delete_pod`) leaves a gap.
+            host_if: format!(
+                "vp{}",
+                self.pods
+                    .iter()
+                    .filter_map(|p| p.host_if.strip_prefix("vp")?.parse::<usize>().ok())
+                    .max()
+                    .map_or(self.pods.len(), |last| last + 1)
+            ),
             node: node.name.clone(),
             ip: Ipv4Addr::new(base[0], base[1], base[2], octet),
             ip6: node.pod_cidr6_base.map(|base| {

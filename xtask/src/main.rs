@@ -12,6 +12,7 @@ mod lab_cmd;
 mod layers;
 mod paths;
 mod setup;
+mod soak;
 mod test_cmd;
 
 use clap::{Parser, Subcommand};
@@ -103,6 +104,20 @@ enum Command {
         #[arg(long)]
         target: Option<String>,
     },
+    /// The soak (`weft_lab::soak`): a lab under mixed traffic, route and pod churn,
+    /// rotating certificates and an agent upgrade; the agents' and waypoint's RSS, fds and
+    /// threads sampled and bounded. JSON report and SVG chart in target/soak/.
+    Soak {
+        /// How long (`30m`, `90s`, `1h`).
+        #[arg(long, default_value = "30m", value_parser = soak::parse_duration)]
+        duration: std::time::Duration,
+        /// Where the report and chart go.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// The lab's name.
+        #[arg(long, default_value = "soak")]
+        name: String,
+    },
     /// Check that no module imports from a module that imports it (part of `test`).
     Layers,
     /// Check that every repository path named in docs/ARCHITECTURE.md and README.md exists
@@ -166,6 +181,19 @@ fn main() -> anyhow::Result<()> {
         Command::Fuzz { seconds, target } => {
             setup::run(Some(For::Fuzz))?;
             fuzz::run(&fuzz::Options { seconds, target })
+        }
+        Command::Soak {
+            duration,
+            out,
+            name,
+        } => {
+            setup::run(Some(For::Lab))?;
+            build::binaries()?;
+            soak::run_soak(&soak::Options {
+                duration,
+                out,
+                name,
+            })
         }
         Command::Layers => layers::run(&workspace_root()),
         Command::DocsCheck => docs_check::run(&workspace_root()),
