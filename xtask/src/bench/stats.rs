@@ -41,6 +41,16 @@ pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// A figure measured once.
+pub fn single(value: f64) -> Summary {
+    Summary {
+        median: value,
+        min: value,
+        max: value,
+        runs: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,15 +74,5 @@ mod tests {
         assert_eq!(percentile(&values, 99.0), Some(20.0));
         assert_eq!(percentile(&values, 0.0), Some(1.0));
         assert_eq!(percentile(&[], 50.0), None);
-    }
-}
-
-/// A figure measured once.
-pub fn single(value: f64) -> Summary {
-    Summary {
-        median: value,
-        min: value,
-        max: value,
-        runs: 1,
     }
 }
