@@ -269,3 +269,106 @@ mod tests {
         assert_eq!(pods.destination(&direct), None);
     }
 }
+
+#[cfg(test)]
+mod access_log_tests {
+    use std::sync::Arc;
+
+    use weft_core::metrics::Metrics;
+
+    use super::*;
+    use crate::proxy::records::{ConnectionLog, ConnectionRecord, Direction, PodTraffic};
+    use crate::telemetry::Telemetry;
+
+    /// Lines of `path` once there are `want` (or after 5 s).
+    fn lines(path: &std::path::Path, want: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() >= want || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_same_node_connection_is_logged_as_such_and_counts_as_mutual_tls() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("access.log");
+        // Only connections whose identities are proven are logged in `shop`.
+        let cluster = format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+    extensionProviders: [{{name: file, envoyFileAccessLog: {{path: {path}}}}}]
+    defaultProviders: {{accessLogging: [file]}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: mtls-only, namespace: shop}}
+spec:
+  accessLogging: [{{filter: {{expression: connection.mtls}}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: shop, uid: u-web}}
+spec: {{nodeName: node-1, serviceAccountName: web, containers: [{{name: app}}]}}
+status: {{phase: Running, podIP: 10.244.1.11}}
+"#,
+            path = path.display()
+        );
+        let snapshot = weft_config::testing::snapshot_of(&cluster);
+        let telemetry = Telemetry {
+            metrics: Metrics::new(),
+            tracer: Arc::new(weft_config::tracer::Tracer::new(
+                "weft-agent",
+                Vec::new(),
+                None,
+            )),
+            cluster: "Kubernetes".into(),
+            access_log: weft_core::access_log::AccessLog::new(Default::default()),
+        };
+        let client = "spiffe://cluster.local/ns/shop/sa/client";
+        let mut record = ConnectionRecord::new(
+            Direction::Inbound,
+            "shop/web",
+            addr("10.244.1.10:0"),
+            addr("10.244.1.11:8080"),
+            addr("10.244.1.10:15001"),
+        );
+        record.protocol = PROTOCOL;
+        record.peer_identity = Some(client.into());
+        let connection = crate::telemetry::inbound_proven(
+            &telemetry,
+            &snapshot,
+            "u-web",
+            (client, "10.244.1.10".parse().expect("ip")),
+            addr("10.244.1.11:8080"),
+            || TraceContext::new_root(None),
+        );
+        drop(ProxiedConnection::new(
+            record,
+            connection,
+            ConnectionLog::new(8),
+            Arc::new(PodTraffic::default()),
+            None,
+        ));
+        let lines = lines(&path, 1);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains(&format!("src.identity=\"{client}\""))
+                && lines[0].contains("direction=\"inbound\" protocol=\"SAME_NODE\""),
+            "{}",
+            lines[0]
+        );
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("address")
+    }
+}
