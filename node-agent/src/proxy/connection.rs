@@ -95,7 +95,7 @@ impl ProxiedConnection {
         let hbone = record.protocol == "hbone";
         entry.protocol = match record.protocol {
             "hbone" => "HBONE",
-            super::same_node::PROTOCOL => "SAME_NODE",
+            super::records::SAME_NODE => "SAME_NODE",
             _ => "TCP",
         };
         entry.src_addr = Some(record.source);

@@ -155,7 +155,8 @@ async fn connect(
     if let NextHop::Hbone { identity, .. } = &hop
         && let Some(destination) = ctx.same_node.destination(&hop)
     {
-        let app = same_node::connect(ctx, connection, destination, identity).await?;
+        let client = (&ctx.pod_ips, &ctx.identity);
+        let app = same_node::connect(client, connection, destination, identity).await?;
         return Ok(Box::new(app));
     }
     match hop {

@@ -20,12 +20,9 @@ use weft_ebpf_common::ports;
 use super::connection::{AppStream, ProxiedConnection};
 use super::error::Error;
 use super::hbone_inbound::{self, Arrival, HboneInboundContext};
-use super::outbound::OutboundContext;
+use super::records::SAME_NODE;
 use super::resolve::NextHop;
-
-/// `ConnectionRecord::protocol` of both records (outbound and inbound) of a connection the
-/// fast path carried; `SAME_NODE` in access-log lines.
-pub const PROTOCOL: &str = "same-node";
+use crate::capture::addresses::PodIps;
 
 /// An enrolled pod as the fast path needs it.
 #[derive(Clone)]
@@ -110,24 +107,25 @@ pub fn into_pod(hop: &NextHop) -> Option<(IpAddr, &str, SocketAddr)> {
     }
 }
 
-/// Connects the client's outbound connection to the destination pod `inbound` holds, at
+/// Connects the outbound connection of the client pod (its addresses and identity) to the
+/// destination pod `inbound` holds, at
 /// `target`, through the destination's admission; the outbound record says where it went
 /// and, once connected, the destination's `identity` (as the HBONE handshake would have
 /// proven it). A refusal fails both records with the same reason.
 pub async fn connect(
-    ctx: &OutboundContext,
+    (client_ips, client_identity): (&PodIps, &Identity),
     connection: &mut ProxiedConnection,
     (inbound, target): (HboneInboundContext, SocketAddr),
     identity: &str,
 ) -> Result<AppStream<tokio::net::TcpStream>, Error> {
     // The client pod's address of the destination's family, as its agent would dial the
     // tunnel from.
-    let client = ctx.pod_ips.facing(target.ip());
+    let client = client_ips.facing(target.ip());
     let record = connection.record_mut();
-    record.protocol = PROTOCOL;
+    record.protocol = SAME_NODE;
     record.upstream = Some(target);
     let listener = record.listener;
-    let peer = ctx.identity.to_string();
+    let peer = client_identity.to_string();
     // The destination's trace continues the client's, as the CONNECT would carry it.
     let traceparent = connection.traceparent();
     let incoming = || {
@@ -151,7 +149,7 @@ pub async fn connect(
         destination: target,
         // Where the agent received it: the client's outbound listener.
         listener,
-        protocol: PROTOCOL,
+        protocol: SAME_NODE,
     };
     let app = hbone_inbound::admit_and_connect(&inbound, snapshot, arrival, telemetry).await?;
     connection.record_mut().peer_identity = Some(identity.to_string());
@@ -341,7 +339,7 @@ status: {{phase: Running, podIP: 10.244.1.11}}
             addr("10.244.1.11:8080"),
             addr("10.244.1.10:15001"),
         );
-        record.protocol = PROTOCOL;
+        record.protocol = SAME_NODE;
         record.peer_identity = Some(client.into());
         let connection = crate::telemetry::inbound_proven(
             &telemetry,
