@@ -130,6 +130,12 @@ struct Args {
         value_delimiter = ','
     )]
     dns_upstream: Vec<std::net::IpAddr>,
+    /// Connections between two pods this agent holds skip HBONE, TLS and HTTP/2: the agent
+    /// knows both identities, applies the destination's policy, metrics and access log as
+    /// an HBONE CONNECT would, and copies the bytes between the two sockets itself. On by
+    /// default; `--same-node-fast-path=false` sends them over HBONE like any other.
+    #[arg(long, env = "WEFT_SAME_NODE_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    same_node_fast_path: bool,
 }
 
 /// Seconds, as a plain number (`--cert-lifetime 3600`).
@@ -202,9 +208,11 @@ async fn run(args: Args, cgroup2: PathBuf) -> anyhow::Result<()> {
     let pool = HbonePool::new(identities.clone(), trust.clone(), PoolConfig::default());
     let dns = dns::upstream::Upstream::configured(&args.dns_upstream);
     info!(upstream = ?dns.servers(), capture = args.dns_capture, "DNS proxy");
+    info!(on = args.same_node_fast_path, "same-node fast path");
     let mesh = Arc::new(Mesh {
         dns: Arc::new(dns),
         dns_capture: args.dns_capture,
+        same_node_fast_path: args.same_node_fast_path,
         registry: registry.clone(),
         identities,
         trust,

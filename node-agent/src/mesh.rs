@@ -35,6 +35,8 @@ pub struct Mesh {
     pub dns: Arc<crate::dns::upstream::Upstream>,
     /// Whether enrolled pods' DNS is captured unless they say otherwise.
     pub dns_capture: bool,
+    /// Whether connections between two pods of this agent skip HBONE (`proxy::same_node`).
+    pub same_node_fast_path: bool,
 }
 
 pub type SharedMesh = Arc<Mesh>;

@@ -249,7 +249,10 @@ impl Attributes for ConnectionFacts<'_> {
         let entry = self.0;
         let destination = entry.dst_hbone_addr.or(entry.dst_addr);
         match attribute {
-            Attribute::ConnectionMtls => Some(Value::Bool(entry.protocol == "HBONE")),
+            // The same-node fast path proves both identities as HBONE does.
+            Attribute::ConnectionMtls => {
+                Some(Value::Bool(matches!(entry.protocol, "HBONE" | "SAME_NODE")))
+            }
             Attribute::SourceAddress => entry.src_addr.map(|a| Value::Str(a.ip().to_string())),
             Attribute::SourcePort => entry.src_addr.map(|a| Value::Int(i64::from(a.port()))),
             Attribute::DestinationAddress => destination.map(|a| Value::Str(a.ip().to_string())),
@@ -418,28 +421,45 @@ pub fn inbound_hbone(
     uid: &str,
     request: &InboundRequest,
 ) -> ConnectionTelemetry {
-    let destination = snapshot.workload_by_uid(uid).map(|w| w.as_ref());
     let peer = request.peer.identity.to_string();
     let source_ip = request.source.unwrap_or(request.remote_addr.ip());
+    inbound_proven(
+        telemetry,
+        snapshot,
+        uid,
+        (&peer, source_ip),
+        request.destination,
+        || TraceContext::from_headers(&request.headers),
+    )
+}
+
+/// A connection arriving at the pod (`destination`, of `uid`) from a client whose identity
+/// is proven, `(peer, source_ip)`: over HBONE by its certificate, or on the same-node fast
+/// path by this agent, which holds both pods (reported as mutual TLS, as ztunnel reported
+/// its same-node path). `incoming` is the trace it continues.
+pub fn inbound_proven(
+    telemetry: &Telemetry,
+    snapshot: &Snapshot,
+    uid: &str,
+    (peer, source_ip): (&str, IpAddr),
+    destination: SocketAddr,
+    incoming: impl FnOnce() -> TraceContext,
+) -> ConnectionTelemetry {
+    let workload = snapshot.workload_by_uid(uid).map(|w| w.as_ref());
     let labels = Connection {
         reporter: Reporter::Destination,
         source: workload_at(snapshot, source_ip),
-        source_principal: Some(&peer),
-        destination,
-        service: destination
-            .and_then(|w| inbound_service(snapshot, w, request.destination.port()))
+        source_principal: Some(peer),
+        destination: workload,
+        service: workload
+            .and_then(|w| inbound_service(snapshot, w, destination.port()))
             .map(|s| s.as_ref()),
         security: SecurityPolicy::MutualTls,
         cluster: &telemetry.cluster,
     }
     .labels();
-    let effective = Telemetry::effective(snapshot, destination.map(|w| (w, WorkloadMode::Server)));
-    let trace = telemetry.trace(
-        snapshot,
-        || TraceContext::from_headers(&request.headers),
-        SpanKind::Server,
-        effective.as_ref(),
-    );
+    let effective = Telemetry::effective(snapshot, workload.map(|w| (w, WorkloadMode::Server)));
+    let trace = telemetry.trace(snapshot, incoming, SpanKind::Server, effective.as_ref());
     telemetry.connection(snapshot, &labels, trace, effective)
 }
 

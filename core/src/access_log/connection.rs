@@ -24,7 +24,8 @@ pub struct ConnectionEntry {
     pub dst_workload: Option<String>,
     pub dst_namespace: Option<String>,
     pub dst_identity: Option<String>,
-    /// `HBONE` or `TCP`.
+    /// `HBONE`, `TCP`, or `SAME_NODE` (the node agent's same-node fast path: both pods on
+    /// its node, their identities known to it, no tunnel).
     pub protocol: &'static str,
     /// From the source's side.
     pub bytes_sent: u64,

@@ -44,6 +44,7 @@ use crate::proxy::hbone_inbound::{self, HboneInboundContext};
 use crate::proxy::inbound::{self, InboundContext};
 use crate::proxy::outbound::{self, OutboundContext};
 use crate::proxy::records::PodTraffic;
+use crate::proxy::same_node::LocalPods;
 use crate::proxy::transparent::Transparent;
 
 /// A pod's DNS proxy sockets (UDP, TCP), with the handoff names and handles of both.
@@ -169,6 +170,8 @@ pub struct Enrollment {
     /// probe connections come from; `None` when `weft_node_probe` is not loaded or the
     /// namespace could not be opened.
     node_netns: Option<OwnedFd>,
+    /// The enrolled pods by address, for the same-node fast path: this process's only.
+    same_node: Arc<LocalPods>,
 }
 
 /// The handoff name of a pod's listener: the pod and the address, so a successor takes it
@@ -190,6 +193,7 @@ impl Enrollment {
         }).flatten();
         Self {
             node_netns,
+            same_node: Arc::new(LocalPods::new(mesh.same_node_fast_path)),
             ebpf: loaded.ebpf,
             maps: loaded.maps,
             pin_root: loaded.pin_root,
@@ -237,6 +241,8 @@ impl Enrollment {
             pod.listeners.clear();
             pod.hbone.retire();
         }
+        // The successor keeps its own table; connections accepted before now run on.
+        self.same_node.clear();
     }
 
     /// HBONE connections the pods' servers are serving.
@@ -606,6 +612,7 @@ impl Enrollment {
             orig_dst: self.maps.orig_dst_by_client.clone(),
             traffic: traffic.clone(),
             mesh: self.mesh.clone(),
+            same_node: self.same_node.clone(),
         };
         let mut tasks = Vec::new();
         for listener in std::iter::once(outbound_v4).chain(outbound_v6) {
@@ -654,6 +661,8 @@ impl Enrollment {
             traffic: traffic.clone(),
             mesh: self.mesh.clone(),
         };
+        self.same_node
+            .insert(&ips.all(), &pod.uid, &pod.identity, hbone_ctx.clone());
         let served = pod.identity.clone();
         let server = HboneServer::new(
             self.mesh.identities.clone(),
@@ -758,6 +767,7 @@ impl Enrollment {
         let Some(pod) = self.pods.remove(uid) else {
             return Ok(());
         };
+        self.same_node.remove(uid);
         // Programs first, so nothing new is redirected to listeners about to close.
         detach_pod(&pod_pin_dir(&self.pin_root, uid))?;
         // A pod leaving the mesh keeps its namespace: leave it as it was. (A deleted pod's

@@ -95,7 +95,11 @@ impl ProxiedConnection {
         let record = &self.record;
         let (from_app, to_app) = self.carried.get();
         let hbone = record.protocol == "hbone";
-        entry.protocol = if hbone { "HBONE" } else { "TCP" };
+        entry.protocol = match record.protocol {
+            "hbone" => "HBONE",
+            super::records::SAME_NODE => "SAME_NODE",
+            _ => "TCP",
+        };
         entry.src_addr = Some(record.source);
         entry.error = record.error.clone();
         match record.direction {

@@ -1,5 +1,6 @@
 //! The agent's proxy inside each enrolled pod: outbound (:15001), inbound plaintext
-//! (:15006) and inbound HBONE (:15008).
+//! (:15006) and inbound HBONE (:15008); between two pods of this agent, the same-node fast
+//! path (`same_node`).
 pub mod connection;
 pub mod counted;
 pub mod error;
@@ -8,6 +9,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod records;
 pub mod resolve;
+pub mod same_node;
 pub mod transparent;
 
 use std::net::{IpAddr, SocketAddr};

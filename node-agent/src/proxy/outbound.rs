@@ -20,6 +20,7 @@ use super::connection::ProxiedConnection;
 use super::error::Error;
 use super::records::{ConnectionRecord, Direction, PodTraffic};
 use super::resolve::{Client, NextHop, pick, resolve_outbound};
+use super::same_node::{self, LocalPods};
 use super::{OpenGuard, connect_from_pod};
 use crate::capture::addresses::PodIps;
 use crate::mesh::SharedMesh;
@@ -46,6 +47,8 @@ pub struct OutboundContext {
     pub orig_dst: OrigDstMap,
     pub traffic: Arc<PodTraffic>,
     pub mesh: SharedMesh,
+    /// The pods of this agent, which its connections reach without HBONE.
+    pub same_node: Arc<LocalPods>,
 }
 
 pub fn original_destination(orig: &OrigDst) -> Option<SocketAddr> {
@@ -149,6 +152,14 @@ async fn connect(
     connection: &mut ProxiedConnection,
     hop: NextHop,
 ) -> Result<Server, Error> {
+    // A pod of this agent: its side runs here, without a tunnel.
+    if let NextHop::Hbone { identity, .. } = &hop
+        && let Some(destination) = ctx.same_node.destination(&hop)
+    {
+        let client = (&ctx.pod_ips, &ctx.identity);
+        let app = same_node::connect(client, connection, destination, identity).await?;
+        return Ok(Box::new(app));
+    }
     match hop {
         NextHop::Passthrough(target) => {
             connection.record_mut().upstream = Some(target);

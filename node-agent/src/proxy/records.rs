@@ -15,6 +15,11 @@ pub enum Direction {
     Inbound,
 }
 
+/// [`ConnectionRecord::protocol`] of both records (outbound and inbound) of a connection
+/// between two pods of this agent that the same-node fast path carried (`proxy::same_node`);
+/// `SAME_NODE` in access-log lines.
+pub const SAME_NODE: &str = "same-node";
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ConnectionRecord {
     pub direction: Direction,
@@ -26,8 +31,8 @@ pub struct ConnectionRecord {
     pub original_destination: SocketAddr,
     /// The agent's listener that received it.
     pub listener: SocketAddr,
-    /// How it was carried: `hbone` (mutual TLS between agents) or `tcp` (plain, for
-    /// destinations outside the mesh and plaintext arriving from them).
+    /// How it was carried: `hbone` (mutual TLS between agents), `tcp` (plain, for
+    /// destinations outside the mesh and plaintext arriving from them), or [`SAME_NODE`].
     pub protocol: &'static str,
     /// The other side's SPIFFE id, as its certificate proved: the destination's for
     /// outbound HBONE, the client's for inbound HBONE.
