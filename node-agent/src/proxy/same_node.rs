@@ -14,7 +14,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::RwLock;
 
 use weft_core::identity::Identity;
-use weft_core::telemetry::TraceContext;
 use weft_ebpf_common::ports;
 
 use super::connection::{AppStream, ProxiedConnection};
@@ -127,12 +126,8 @@ pub async fn connect(
     let listener = record.listener;
     let peer = client_identity.to_string();
     // The destination's trace continues the client's, as the CONNECT would carry it.
-    let traceparent = connection.traceparent();
-    let incoming = || {
-        traceparent
-            .and_then(|t| TraceContext::parse(&t).ok())
-            .unwrap_or_else(|| TraceContext::new_root(None))
-    };
+    let trace = connection.trace_context();
+    let incoming = move || trace;
     let snapshot = inbound.mesh.registry.load();
     let telemetry = crate::telemetry::inbound_proven(
         &inbound.mesh.telemetry,
@@ -273,6 +268,7 @@ mod access_log_tests {
     use std::sync::Arc;
 
     use weft_core::metrics::Metrics;
+    use weft_core::telemetry::TraceContext;
 
     use super::*;
     use crate::proxy::records::{ConnectionLog, ConnectionRecord, Direction, PodTraffic};
