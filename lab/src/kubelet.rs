@@ -937,15 +937,20 @@ fn start_again(shared: &Shared, pod: &PodPlan, container: &Container) {
         Ok(None) => {}
         Err(e) => shared.event(&key.0, &key.1, format!("restart failed: {e}")),
     }
-    let mut states = lock(&shared.pods);
-    if let Some(c) = states
-        .get_mut(&key.0)
-        .and_then(|p| p.containers.get_mut(&key.1))
-    {
-        c.restarted(container, Instant::now());
-        c.backoff = next;
-        let count = c.restart_count;
-        drop(states);
+    // The pods' lock is released before the event and the publish (which takes it again),
+    // whether or not the pod has a state here.
+    let restarted = {
+        let mut states = lock(&shared.pods);
+        states
+            .get_mut(&key.0)
+            .and_then(|p| p.containers.get_mut(&key.1))
+            .map(|c| {
+                c.restarted(container, Instant::now());
+                c.backoff = next;
+                c.restart_count
+            })
+    };
+    if let Some(count) = restarted {
         shared.event(&key.0, &key.1, format!("restarted (restartCount {count})"));
     }
     if let Err(e) = shared.publish(true) {

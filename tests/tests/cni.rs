@@ -25,7 +25,7 @@ fn connecting_pods(names: &[String], dst: &str, node: Option<&str>) -> String {
         .map(|name| {
             let node = node.map_or(String::new(), |n| format!("  nodeName: {n}\n"));
             format!(
-                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: mesh\nspec:\n{node}  \
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: mesh\nspec:\n{node}  restartPolicy: Never\n  \
                  containers:\n    - name: app\n      command: [weft-testapp, tcp, \"{dst}\", --send, {name}]\n---\n"
             )
         })

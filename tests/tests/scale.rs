@@ -15,13 +15,14 @@ use weft_lab::{CniRetry, Lab};
 
 const PODS: usize = 245;
 
-/// Pods of the mesh on node-1 whose one process connects to `dst` at once and exits.
+/// Pods of the mesh on node-1 whose one process connects to `dst` at once and exits (a
+/// one-shot pod: `restartPolicy: Never`, or the kubelet would start it again).
 fn connecting_pods(names: &[String], dst: &str) -> String {
     names
         .iter()
         .map(|name| {
             format!(
-                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: mesh\nspec:\n  nodeName: node-1\n  \
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: mesh\nspec:\n  nodeName: node-1\n  restartPolicy: Never\n  \
                  containers:\n    - name: app\n      command: [weft-testapp, tcp, \"{dst}\", --send, {name}]\n---\n"
             )
         })

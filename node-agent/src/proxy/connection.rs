@@ -289,8 +289,10 @@ mod tests {
         let lines = access_lines(&path, 1);
         assert_eq!(lines.len(), 1, "{lines:?}");
         // Inbound: the source (the peer) sent what the application read.
+        // Every connection names its trace (tracing on or off), between protocol and bytes.
         assert!(
-            lines[0].contains("connection complete src.addr=\"10.244.1.10:40000\" dst.addr=\"10.244.2.10:8080\" direction=\"inbound\" protocol=\"TCP\" bytes_sent=2 bytes_recv=5 "),
+            lines[0].contains("connection complete src.addr=\"10.244.1.10:40000\" dst.addr=\"10.244.2.10:8080\" direction=\"inbound\" protocol=\"TCP\" trace_id=\"")
+                && lines[0].contains("\" bytes_sent=2 bytes_recv=5 "),
             "{}",
             lines[0]
         );
