@@ -1,11 +1,15 @@
 //! The Telemetry API at the waypoint, in process and unprivileged: Telemetry resources of
-//! the destinations' namespaces turning access logs off, or on with a CEL filter, and
-//! changing metrics, for requests from a client in `shop` to ServiceEntry hosts of five
-//! namespaces bound to the waypoint `egress/waypoint` (carried in as the agent's CONNECT
-//! streams would be), answered by a real server on 127.0.0.1.
+//! the waypoints' namespaces turning access logs off, or on with a CEL filter, and changing
+//! metrics, for requests from a client in `shop` to ServiceEntry hosts of five namespaces,
+//! each bound to its own namespace's waypoint, and of two more bound to another namespace's
+//! waypoint (carried in as the agent's CONNECT streams would be), answered by a real server
+//! on 127.0.0.1. As istiod, a waypoint applies the Telemetry of its own namespace
+//! (`applicableTelemetries`: the proxy's config namespace), not the destination's.
 mod common;
 
-use common::{context, entry_downstream};
+use common::{context_of, entry_downstream};
+
+use std::collections::BTreeMap;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -47,8 +51,9 @@ async fn http_server() -> SocketAddr {
     address
 }
 
-/// A namespace with a ServiceEntry host `<ns>.external.test` bound to `egress/waypoint`.
-fn namespace(ns: &str, port: u16) -> String {
+/// A namespace with a ServiceEntry host `<ns>.external.test` bound to the waypoint of
+/// namespace `waypoint_ns`, and a waypoint Gateway of its own.
+fn namespace(ns: &str, waypoint_ns: &str, port: u16) -> String {
     format!(
         r#"
 ---
@@ -56,12 +61,17 @@ apiVersion: v1
 kind: Namespace
 metadata: {{name: {ns}, labels: {{istio.io/dataplane-mode: ambient}}}}
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: waypoint, namespace: {ns}, labels: {{istio.io/waypoint-for: service}}}}
+spec: {{gatewayClassName: istio-waypoint, listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]}}
+---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata:
   name: api
   namespace: {ns}
-  labels: {{istio.io/use-waypoint: waypoint, istio.io/use-waypoint-namespace: egress}}
+  labels: {{istio.io/use-waypoint: waypoint, istio.io/use-waypoint-namespace: {waypoint_ns}}}
 spec:
   hosts: [{ns}.external.test]
   ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {port}}}]
@@ -71,11 +81,18 @@ spec:
     )
 }
 
+/// The namespaces whose ServiceEntry uses their own namespace's waypoint.
+const OWN: [&str; 5] = ["plain", "quiet", "errors", "tagged", "targeted"];
+/// Namespaces whose ServiceEntry uses another namespace's waypoint: `remote` (its own
+/// Telemetry turns access logs off) uses `plain`'s, `guest` (no Telemetry) uses `quiet`'s.
+const BORROWED: [(&str, &str); 2] = [("remote", "plain"), ("guest", "quiet")];
+
 /// Access logs to `log` by default (meshConfig `defaultProviders`, the file provider
 /// `file`); in `quiet` they are off, in `errors` only 4xx and 5xx are logged and
 /// `istio_requests_total` is not recorded; in `tagged` `request_protocol` is removed from
 /// every request metric and `user` (the `x-user` header) added; in `targeted` a Telemetry
-/// attached to its ServiceEntry (`targetRefs`) turns access logs off.
+/// attached to its ServiceEntry (`targetRefs`) turns access logs off; `remote`'s Telemetry
+/// turns them off too, but a waypoint of another namespace serves it.
 fn fixture(http: SocketAddr, log: &Path) -> String {
     let mut yaml = format!(
         r#"
@@ -88,15 +105,6 @@ data:
     - name: file
       envoyFileAccessLog: {{path: {log}}}
     defaultProviders: {{accessLogging: [file]}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: egress, labels: {{istio.io/dataplane-mode: ambient}}}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: waypoint, namespace: egress, labels: {{istio.io/waypoint-for: service}}}}
-spec: {{gatewayClassName: istio-waypoint, listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]}}
 ---
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
@@ -133,17 +141,42 @@ spec:
     - tagOverrides:
         request_protocol: {{operation: REMOVE}}
         user: {{value: "request.headers['x-user']"}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: no-logs, namespace: remote}}
+spec:
+  accessLogging: [{{disabled: true}}]
 "#,
         log = log.display()
     );
-    for ns in ["plain", "quiet", "errors", "tagged", "targeted"] {
-        yaml.push_str(&namespace(ns, http.port()));
+    for ns in OWN {
+        yaml.push_str(&namespace(ns, ns, http.port()));
+    }
+    for (ns, waypoint_ns) in BORROWED {
+        yaml.push_str(&namespace(ns, waypoint_ns, http.port()));
     }
     yaml
 }
 
-async fn setup(log: &Path) -> Arc<WaypointContext> {
-    context(&fixture(http_server().await, log))
+/// Each namespace's waypoint, by namespace.
+async fn setup(log: &Path) -> BTreeMap<&'static str, Arc<WaypointContext>> {
+    let yaml = fixture(http_server().await, log);
+    OWN.iter()
+        .map(|ns| (*ns, context_of(&yaml, "waypoint", ns)))
+        .collect()
+}
+
+/// The waypoint that serves namespace `ns`'s ServiceEntry.
+fn serving<'a>(
+    waypoints: &'a BTreeMap<&'static str, Arc<WaypointContext>>,
+    ns: &str,
+) -> &'a Arc<WaypointContext> {
+    let at = BORROWED
+        .iter()
+        .find(|(borrower, _)| *borrower == ns)
+        .map_or(ns, |(_, owner)| owner);
+    &waypoints[at]
 }
 
 /// One HTTP/1.1 request to `<ns>.external.test<path>` through the waypoint, answered in
@@ -193,7 +226,7 @@ async fn lines(path: &Path, want: usize) -> Vec<String> {
 async fn telemetry_turns_access_logs_off_for_one_namespace_and_filters_another() {
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("access.log");
-    let ctx = setup(&log).await;
+    let waypoints = setup(&log).await;
     for (ns, path, code) in [
         ("plain", "/ok", StatusCode::OK),
         ("quiet", "/ok", StatusCode::OK),
@@ -201,40 +234,62 @@ async fn telemetry_turns_access_logs_off_for_one_namespace_and_filters_another()
         ("errors", "/ok", StatusCode::OK),
         ("errors", "/fail", StatusCode::SERVICE_UNAVAILABLE),
         ("targeted", "/fail", StatusCode::SERVICE_UNAVAILABLE),
+        ("guest", "/ok", StatusCode::OK),
+        ("remote", "/ok", StatusCode::OK),
     ] {
-        assert_eq!(send(&ctx, ns, path).await, code, "{ns}{path}");
+        let ctx = serving(&waypoints, ns);
+        assert_eq!(send(ctx, ns, path).await, code, "{ns}{path}");
     }
-    let lines = lines(&log, 2).await;
-    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let lines = lines(&log, 3).await;
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    // Each waypoint writes its own lines: found by host, not by order.
+    let of = |host: &str| -> Vec<&String> { lines.iter().filter(|l| l.contains(host)).collect() };
+    let plain = of("plain.external.test");
     assert!(
-        lines[0].contains("\"GET /ok HTTP/1.1\" 200 ") && lines[0].contains("plain.external.test"),
-        "the namespace without a Telemetry logs by the default provider: {}",
-        lines[0]
+        plain.len() == 1 && plain[0].contains("\"GET /ok HTTP/1.1\" 200 "),
+        "the namespace without a Telemetry logs by the default provider: {lines:#?}"
+    );
+    let errors = of("errors.external.test");
+    assert!(
+        errors.len() == 1 && errors[0].contains("\"GET /fail HTTP/1.1\" 503 "),
+        "only the 5xx of the filtered namespace: {lines:#?}"
     );
     assert!(
-        lines[1].contains("\"GET /fail HTTP/1.1\" 503 ")
-            && lines[1].contains("errors.external.test"),
-        "only the 5xx of the filtered namespace: {}",
-        lines[1]
-    );
-    assert!(
-        !lines.iter().any(|l| l.contains("quiet.external.test")),
+        of("quiet.external.test").is_empty(),
         "nothing from the namespace whose Telemetry disables access logs: {lines:#?}"
     );
     assert!(
-        !lines.iter().any(|l| l.contains("targeted.external.test")),
+        of("targeted.external.test").is_empty(),
         "nothing for the ServiceEntry a Telemetry's targetRefs turns access logs off for: {lines:#?}"
+    );
+    assert!(
+        of("guest.external.test").is_empty(),
+        "nothing through the waypoint of the namespace whose Telemetry disables access logs, \
+         whatever the destination's namespace: {lines:#?}"
+    );
+    let remote = of("remote.external.test");
+    assert!(
+        remote.len() == 1 && remote[0].contains("\"GET /ok HTTP/1.1\" 200 "),
+        "the destination namespace's Telemetry does not apply at another namespace's waypoint \
+         (as in Istio), which logs by the default provider: {lines:#?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_metric_overrides_show_on_metrics() {
     let dir = tempfile::tempdir().expect("dir");
-    let ctx = setup(&dir.path().join("access.log")).await;
+    let waypoints = setup(&dir.path().join("access.log")).await;
     for ns in ["plain", "errors", "tagged"] {
-        assert_eq!(send(&ctx, ns, "/ok").await, StatusCode::OK, "{ns}");
+        assert_eq!(
+            send(&waypoints[ns], ns, "/ok").await,
+            StatusCode::OK,
+            "{ns}"
+        );
     }
-    let text = ctx.metrics.encode();
+    let text: String = ["plain", "errors", "tagged"]
+        .iter()
+        .map(|ns| waypoints[ns].metrics.encode())
+        .collect();
     let series = |metric: &str, host: &str| -> Vec<String> {
         text.lines()
             .filter(|l| l.starts_with(&format!("{metric}{{")))

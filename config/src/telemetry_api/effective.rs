@@ -38,8 +38,8 @@ const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// Who the traffic is for, as Telemetry resources select it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TelemetryTarget<'a> {
-    /// The workload's namespace (for a request through a waypoint: the namespace of the
-    /// Service or workload it was sent to).
+    /// The proxy's namespace: the workload's own, or the waypoint's for a request through
+    /// a waypoint (istiod's `proxy.ConfigNamespace`).
     pub namespace: &'a str,
     /// The workload's labels, which `selector.matchLabels` compares (none: no selector
     /// matches).

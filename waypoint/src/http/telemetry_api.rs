@@ -1,10 +1,14 @@
 //! The Telemetry API at the waypoint (and the ingress gateway): which Telemetry resources
 //! apply to a request, and the request's facts their CEL expressions read.
 //!
-//! A request is judged by where it goes: the namespace of the Service, ServiceEntry or
-//! workload it was sent to, the workload's labels (`selector`), the Service or ServiceEntry
-//! and this waypoint's Gateway (`targetRefs`). A waypoint serves its destinations (the `SERVER`
-//! side of `match.mode`); an ingress gateway sends (`CLIENT`), as Istio's gateways do.
+//! As istiod configures a waypoint (`applicableTelemetries`: the proxy's config namespace),
+//! a waypoint's requests are judged by the waypoint's own place: the root namespace's
+//! Telemetry, then its own namespace's, then the oldest of its own namespace that selects it
+//! — by `selector` on the waypoint pod's labels, or by `targetRefs` to its Gateway or to the
+//! Service or ServiceEntry the request was sent to (a Telemetry of the destination's
+//! namespace does not apply at a waypoint of another namespace, as in Istio). A waypoint
+//! serves its destinations (the `SERVER` side of `match.mode`); an ingress gateway sends
+//! (`CLIENT`), as Istio's gateways do, and is judged by its own workload likewise.
 //! The decisions are `weft_config::telemetry_api`; this module supplies the inputs and
 //! turns the metric overrides into the registry's [`RequestOverrides`].
 use std::net::SocketAddr;
@@ -29,35 +33,31 @@ pub fn for_request(
     down: &Downstream,
 ) -> EffectiveTelemetry {
     let gateway = Some((ctx.namespace.as_str(), ctx.name.as_str()));
+    // The waypoint's own pod (its labels are what a `selector` compares), when it knows
+    // its name (POD_NAME from the downward API).
+    let own = ctx
+        .whereabouts
+        .pod
+        .as_deref()
+        .and_then(|pod| snapshot.workload(&ctx.whereabouts.namespace, pod));
+    let waypoint = |service, service_entry| TelemetryTarget {
+        namespace: &ctx.namespace,
+        labels: own.map(|w| &w.labels),
+        service,
+        service_entry,
+        gateway,
+    };
     let (target, side) = match &down.target {
         Target::Service { service, .. } => (
-            TelemetryTarget {
-                namespace: &service.namespace,
-                labels: None,
-                service: Some((&service.namespace, &service.name)),
-                service_entry: None,
-                gateway,
-            },
+            waypoint(
+                Some((service.namespace.as_str(), service.name.as_str())),
+                None,
+            ),
             WorkloadMode::Server,
         ),
-        Target::Workload { workload, .. } => (
-            TelemetryTarget {
-                namespace: &workload.namespace,
-                labels: Some(&workload.labels),
-                service: None,
-                service_entry: None,
-                gateway,
-            },
-            WorkloadMode::Server,
-        ),
+        Target::Workload { .. } => (waypoint(None, None), WorkloadMode::Server),
         Target::EntryHost { host, .. } => (
-            TelemetryTarget {
-                namespace: &host.namespace,
-                labels: None,
-                service: None,
-                service_entry: Some((&host.namespace, &host.name)),
-                gateway,
-            },
+            waypoint(None, Some((host.namespace.as_str(), host.name.as_str()))),
             WorkloadMode::Server,
         ),
         Target::Gateway(listener) => {

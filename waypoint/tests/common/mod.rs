@@ -12,24 +12,31 @@ use weft_waypoint::downstream::{Downstream, Target};
 use weft_waypoint::route::Source;
 
 /// The waypoint `egress/waypoint` serving the cluster `yaml`, with a mesh CA of its own.
+#[allow(dead_code)] // the tests with a waypoint of their own namespace use `context_of`
 pub fn context(yaml: &str) -> Arc<WaypointContext> {
+    context_of(yaml, "waypoint", "egress")
+}
+
+/// The waypoint `namespace/name` (its Gateway's) on the registry of `yaml`.
+#[allow(dead_code)] // not every test file has a waypoint of its own namespace
+pub fn context_of(yaml: &str, name: &str, namespace: &str) -> Arc<WaypointContext> {
     let registry = weft_config::testing::registry_of(yaml);
     let ca = CertificateAuthority::generate(CaConfig::default()).expect("mesh CA");
     let trust = LiveTrust::new(ca.trust_bundle());
     let manager = IdentityManager::new(Arc::new(ca), ManagerConfig::default());
     let pool = HbonePool::new(manager, trust, PoolConfig::default());
-    let identity = "spiffe://cluster.local/ns/egress/sa/waypoint"
+    let identity = format!("spiffe://cluster.local/ns/{namespace}/sa/{name}")
         .parse()
         .expect("identity");
     Arc::new(WaypointContext::new(
-        "waypoint".into(),
-        "egress".into(),
+        name.into(),
+        namespace.into(),
         identity,
         registry,
         pool,
         Metrics::new(),
         Arc::new(weft_config::tracer::Tracer::new(
-            "waypoint.egress",
+            format!("{name}.{namespace}"),
             Vec::new(),
             None,
         )),
