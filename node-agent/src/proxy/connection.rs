@@ -142,7 +142,7 @@ impl Drop for ProxiedConnection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use weft_core::metrics::{Metrics, ResponseFlags};
 
@@ -253,7 +253,8 @@ mod tests {
         assert!(text.contains(&flags), "{text}");
     }
 
-    fn access_lines(path: &std::path::Path, want: usize) -> Vec<String> {
+    /// Lines of `path` once there are `want` (or after 5 s).
+    pub(crate) fn access_lines(path: &std::path::Path, want: usize) -> Vec<String> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             let text = std::fs::read_to_string(path).unwrap_or_default();

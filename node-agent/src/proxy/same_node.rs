@@ -271,21 +271,9 @@ mod access_log_tests {
     use weft_core::telemetry::TraceContext;
 
     use super::*;
+    use crate::proxy::connection::tests::access_lines;
     use crate::proxy::records::{ConnectionLog, ConnectionRecord, Direction, PodTraffic};
     use crate::telemetry::Telemetry;
-
-    /// Lines of `path` once there are `want` (or after 5 s).
-    fn lines(path: &std::path::Path, want: usize) -> Vec<String> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<String> = text.lines().map(str::to_string).collect();
-            if lines.len() >= want || std::time::Instant::now() > deadline {
-                return lines;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    }
 
     #[tokio::test]
     async fn a_same_node_connection_is_logged_as_such_and_counts_as_mutual_tls() {
@@ -352,7 +340,7 @@ status: {{phase: Running, podIP: 10.244.1.11}}
             Arc::new(PodTraffic::default()),
             None,
         ));
-        let lines = lines(&path, 1);
+        let lines = access_lines(&path, 1);
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
             lines[0].contains(&format!("src.identity=\"{client}\""))
