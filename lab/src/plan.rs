@@ -423,6 +423,46 @@ pub struct Plan {
     /// `None` in the records of labs from before there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalPlan>,
+    /// What pods created after `up` were handed last (`Plan::add_pod`).
+    #[serde(default, skip_serializing_if = "Allocations::is_empty")]
+    pub allocations: Allocations,
+}
+
+/// The last pod address and host-side veth handed out, so that a deleted pod's are not
+/// handed out again at once: the kernel removes a deleted pod's veth (and the route to its
+/// address on the node) only when its network namespace is gone, which can be after the
+/// next pod starts. Kubernetes' host-local IPAM hands addresses out round-robin for the
+/// same reason, and real CNI plugins name veths after the container, never twice.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Allocations {
+    /// The highest `vpN` number handed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_host_if: Option<usize>,
+    /// Per node, the host part of the last IPv4 pod address handed out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_octet: BTreeMap<String, u8>,
+}
+
+impl Allocations {
+    fn is_empty(&self) -> bool {
+        self.last_host_if.is_none() && self.last_octet.is_empty()
+    }
+}
+
+/// Pod addresses' host parts on a node: .10 to .254.
+const FIRST_POD_OCTET: u8 = 10;
+const LAST_POD_OCTET: u8 = 254;
+
+/// The host part after `last`, round-robin over the node's range, skipping those in use
+/// (host-local IPAM's order); `None` when every one is in use.
+fn next_octet(last: Option<u8>, in_use: &BTreeSet<u8>) -> Option<u8> {
+    let start = match last {
+        Some(last) if last < LAST_POD_OCTET => last + 1,
+        _ => FIRST_POD_OCTET,
+    };
+    (start..=LAST_POD_OCTET)
+        .chain(FIRST_POD_OCTET..start)
+        .find(|octet| !in_use.contains(octet))
 }
 
 fn ipv4_only() -> Vec<IpFamily> {
@@ -598,6 +638,7 @@ impl Plan {
                 router_if: "out".into(),
             }),
             external: Some(external_plan(&prefix)),
+            allocations: Allocations::default(),
             lab,
             nodes,
             pods,
@@ -635,34 +676,40 @@ impl Plan {
                 .ok_or_else(|| LabError::Invalid("the lab has no node".into()))?,
         }
         .clone();
-        let octet = self
+        let in_use: BTreeSet<u8> = self
             .pods
             .iter()
             .filter(|p| p.node == node.name)
             .map(|p| p.ip.octets()[3])
-            .max()
-            .map_or(10, |last| last.saturating_add(1));
-        if octet == 255 {
+            .collect();
+        let last = self
+            .allocations
+            .last_octet
+            .get(&node.name)
+            .copied()
+            .max(in_use.last().copied());
+        let Some(octet) = next_octet(last, &in_use) else {
             return Err(LabError::Invalid(format!(
                 "node {} has no pod addresses left (at most 245 pods per node)",
                 node.name
             )));
-        }
+        };
+        let host_if = self
+            .pods
+            .iter()
+            .filter_map(|p| p.host_if.strip_prefix("vp")?.parse::<usize>().ok())
+            .max()
+            .max(self.allocations.last_host_if)
+            .map_or(self.pods.len(), |last| last + 1);
+        self.allocations.last_octet.insert(node.name.clone(), octet);
+        self.allocations.last_host_if = Some(host_if);
         self.namespaces.entry(namespace.clone()).or_default();
         let base = node.pod_cidr_base.octets();
         let prefix = netns_prefix(&self.lab);
         self.pods.push(PodPlan {
             uid: stable_uid(&self.lab, &key),
             netns: format!("{prefix}{namespace}-{}", pod.metadata.name),
-            // Past every name in use: a deleted pod (`Lab::delete_pod`) leaves a gap.
-            host_if: format!(
-                "vp{}",
-                self.pods
-                    .iter()
-                    .filter_map(|p| p.host_if.strip_prefix("vp")?.parse::<usize>().ok())
-                    .max()
-                    .map_or(self.pods.len(), |last| last + 1)
-            ),
+            host_if: format!("vp{host_if}"),
             node: node.name.clone(),
             ip: Ipv4Addr::new(base[0], base[1], base[2], octet),
             ip6: node.pod_cidr6_base.map(|base| {
@@ -1344,6 +1391,35 @@ spec: {clusterIP: 10.96.0.10, ports: [{port: 1}]}
         assert_eq!(pinned.ip.to_string(), "10.244.1.13");
         assert!(!pinned.ambient);
         assert!(p.add_pod(&more.pods[1]).is_err(), "twice");
+    }
+
+    #[test]
+    fn a_deleted_pods_address_and_veth_are_not_handed_out_again_at_once() {
+        let mut p = plan(SHOP, 1);
+        let mut more = Manifests::default();
+        more.add_yaml(
+            "kind: Pod\nmetadata: {name: first}\nspec: {containers: [{name: c}]}\n---\n\
+             kind: Pod\nmetadata: {name: second}\nspec: {containers: [{name: c}]}\n",
+            Path::new("more.yaml"),
+        )
+        .expect("valid yaml");
+        let first = p.add_pod(&more.pods[0]).expect("added").clone();
+        assert_eq!(
+            (first.ip.to_string().as_str(), first.host_if.as_str()),
+            ("10.244.1.13", "vp3")
+        );
+        // `Lab::delete_pod` takes it out of the plan; its veth may outlive it.
+        p.pods.retain(|pod| pod.key() != first.key());
+        let second = p.add_pod(&more.pods[1]).expect("added").clone();
+        assert_eq!(
+            (second.ip.to_string().as_str(), second.host_if.as_str()),
+            ("10.244.1.14", "vp4")
+        );
+        // Round-robin: past .254 the range starts again at .10, skipping addresses in use.
+        p.allocations.last_octet.insert("node-1".into(), 254);
+        p.pods.retain(|pod| pod.key() != second.key());
+        let third = p.add_pod(&more.pods[0]).expect("added").clone();
+        assert_eq!(third.ip.to_string(), "10.244.1.13");
     }
 
     #[test]
