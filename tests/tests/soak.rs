@@ -14,6 +14,13 @@ fn two_minutes_of_traffic_and_churn_fail_nothing_and_grow_nothing() {
         lab: unique_lab_name("soak"),
         duration: Duration::from_secs(120),
         bin_dir: bin_dir(),
+        keep_logs: Some(
+            std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/soak/e2e/logs"
+            ))
+            .to_path_buf(),
+        ),
     };
     let report = run(&settings).unwrap_or_else(|e| panic!("the soak's lab: {e}"));
     let out = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/soak/e2e"));

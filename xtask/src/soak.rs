@@ -46,25 +46,20 @@ pub fn run_soak(options: &Options) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| crate::workspace_root().join("target").join("soak"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let settings = Settings {
+        lab: options.name.clone(),
+        duration: options.duration,
+        bin_dir: bin_dir(),
+        keep_logs: Some(out.join("logs")),
+    };
     println!(
         "soak: {} s on lab {} (its certificates live {} s); results in {}",
         options.duration.as_secs(),
         options.name,
-        Settings {
-            lab: options.name.clone(),
-            duration: options.duration,
-            bin_dir: bin_dir(),
-        }
-        .cert_lifetime()
-        .as_secs(),
+        settings.cert_lifetime().as_secs(),
         out.display()
     );
-    let report = run(&Settings {
-        lab: options.name.clone(),
-        duration: options.duration,
-        bin_dir: bin_dir(),
-    })
-    .with_context(|| format!("the soak's lab {}", options.name))?;
+    let report = run(&settings).with_context(|| format!("the soak's lab {}", options.name))?;
     let json = serde_json::to_string_pretty(&report).context("the report as JSON")?;
     let json_path = out.join("report.json");
     std::fs::write(&json_path, json).with_context(|| format!("writing {}", json_path.display()))?;

@@ -63,6 +63,8 @@ pub struct Settings {
     pub duration: Duration,
     /// Where weft-agent, weft-ca, weft-waypoint and weft-testapp are.
     pub bin_dir: PathBuf,
+    /// Where the lab's logs are copied when the soak fails (the lab's own go with it).
+    pub keep_logs: Option<PathBuf>,
 }
 
 impl Settings {
@@ -579,8 +581,26 @@ pub fn run(settings: &Settings) -> Result<Report, LabError> {
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     report.warnings = warnings(&lab.paths.logs());
+    if let Some(to) = settings.keep_logs.as_deref().filter(|_| !report.passed()) {
+        copy_logs(&lab.paths.logs(), to);
+    }
     lab.down()?;
     Ok(report)
+}
+
+/// Copies the lab's log files to `to`, best effort: the soak's verdict stands either way.
+fn copy_logs(logs: &Path, to: &Path) {
+    let copied = std::fs::create_dir_all(to).and_then(|()| {
+        for entry in std::fs::read_dir(logs)?.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            }
+        }
+        Ok(())
+    });
+    if let Err(error) = copied {
+        tracing::warn!(%error, from = %logs.display(), to = %to.display(), "copying the soak's logs");
+    }
 }
 
 /// The soak itself, on a lab that is up.
@@ -777,6 +797,7 @@ mod tests {
             lab: "soak".into(),
             duration: Duration::from_secs(secs),
             bin_dir: PathBuf::new(),
+            keep_logs: None,
         };
         assert_eq!(settings(120).cert_lifetime(), Duration::from_secs(40));
         assert_eq!(settings(1800).cert_lifetime(), Duration::from_secs(300));
