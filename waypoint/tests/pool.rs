@@ -550,3 +550,104 @@ async fn tcp_idle_timeout_ends_an_idle_stream_while_an_active_one_lives_on() {
         "the endpoint saw the idle stream end, and only it"
     );
 }
+
+/// An HTTP/1.1 endpoint that answers the first request of each connection (keep-alive)
+/// and closes the connection on reading the second, without an answer: what a server's
+/// idle close racing a reused connection's next request looks like to the waypoint.
+async fn closes_kept_alive_connections() -> (SocketAddr, Arc<Seen>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let seen = Arc::new(Seen::default());
+    let shared = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let seen = shared.clone();
+            seen.bump(|s| &s.accepted);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut head = Vec::new();
+                for answered in [true, false] {
+                    // One request head (these requests have no body), bounded in time.
+                    let read = tokio::time::timeout(BOUND, async {
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match tcp.read(&mut buf).await {
+                                Ok(0) | Err(_) => return false,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        true
+                    })
+                    .await;
+                    if read != Ok(true) {
+                        break;
+                    }
+                    head.clear();
+                    seen.bump(|s| &s.requests);
+                    if !answered {
+                        break;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nHTTP/1.1";
+                    if tcp.write_all(answer).await.is_err() {
+                        break;
+                    }
+                }
+                drop(tcp);
+                seen.bump(|s| &s.closed);
+            });
+        }
+    });
+    (address, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_request_meeting_a_closing_kept_alive_connection_is_sent_again() {
+    let (server, seen) = closes_kept_alive_connections().await;
+    // No retries of the route's own: only the stale connection's one more try.
+    let ctx = waypoint_with(
+        server,
+        "HTTP",
+        "{}",
+        &format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {{name: pool, namespace: egress}}\n\
+             spec: {{hosts: [{HOST}], http: [{{route: [{{destination: {{host: {HOST}}}}}], retries: {{attempts: 0}}}}]}}\n"
+        ),
+    );
+    let mut client = http1_client(&ctx).await;
+    let (status, _) = answer(client.send_request(get_http1())).await;
+    assert_eq!(status, StatusCode::OK);
+    client
+        .ready()
+        .await
+        .expect("the connection takes another request");
+    // The waypoint reuses its upstream connection; the endpoint closes it unanswered.
+    let (status, body) = answer(client.send_request(get_http1())).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "HTTP/1.1"),
+        "the GET was sent again on a new connection"
+    );
+    assert_eq!(seen.count(|s| &s.accepted), 2);
+    assert_eq!(seen.count(|s| &s.requests), 3);
+
+    // A POST may have been processed: it is not sent twice.
+    client
+        .ready()
+        .await
+        .expect("the connection takes another request");
+    let post = Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", HOST)
+        .body(Empty::new())
+        .expect("request");
+    let (status, _) = answer(client.send_request(post)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        seen.count(|s| &s.requests),
+        4,
+        "the POST reached the endpoint once"
+    );
+}

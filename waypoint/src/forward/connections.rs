@@ -292,6 +292,8 @@ pub enum CheckoutError {
 pub struct Checkout {
     connection: Checked,
     permit: RequestPermit,
+    /// Taken from the pool rather than opened for this request.
+    reused: bool,
 }
 
 enum Checked {
@@ -347,7 +349,11 @@ impl Connections {
                 });
                 let connection = self.connect(key, slot, &endpoint, limits, trace).await?;
                 let permit = pending.into_request()?;
-                return Ok(Checkout { connection, permit });
+                return Ok(Checkout {
+                    connection,
+                    permit,
+                    reused: false,
+                });
             }
             // At maxConnections: wait for one of this endpoint's connections.
             notified.await;
@@ -359,7 +365,11 @@ impl Connections {
                         return Err(overflow.into());
                     }
                 };
-                return Ok(Checkout { connection, permit });
+                return Ok(Checkout {
+                    connection,
+                    permit,
+                    reused: true,
+                });
             }
         }
     }
@@ -374,7 +384,11 @@ impl Connections {
             return Ok(None);
         };
         match breaker.try_request() {
-            Ok(permit) => Ok(Some(Checkout { connection, permit })),
+            Ok(permit) => Ok(Some(Checkout {
+                connection,
+                permit,
+                reused: true,
+            })),
             Err(overflow) => {
                 give_back(connection, endpoint);
                 Err(overflow)
@@ -669,6 +683,12 @@ impl EndpointConns {
 }
 
 impl Checkout {
+    /// An HTTP/1.1 connection that carried a request before: its server may be closing it
+    /// as idle just as this request goes out.
+    pub fn reused_http1(&self) -> bool {
+        self.reused && matches!(self.connection, Checked::Http1(..))
+    }
+
     /// Sends the request. The response body holds the request's permit, and an HTTP/1.1
     /// connection goes back to the pool once that body has been read to its end (it
     /// cannot carry the next request before); `hold` (e.g. the balancer's in-flight count)
@@ -678,7 +698,9 @@ impl Checkout {
         request: hyper::Request<UpstreamBody>,
         hold: Option<Box<dyn Send + Sync>>,
     ) -> Result<hyper::Response<ResponseBody>, hyper::Error> {
-        let Checkout { connection, permit } = self;
+        let Checkout {
+            connection, permit, ..
+        } = self;
         match connection {
             Checked::Http2(mut sender, active) => {
                 let response = sender.send_request(request).await?;

@@ -106,7 +106,12 @@ pub async fn send(
     };
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut _retry_permit = None;
-    for attempt in 0..tries {
+    // One more try, outside the route's retries, for an idempotent request that met a
+    // kept-alive connection the server was closing (RFC 9110 9.2.2 lets a client repeat
+    // it; browsers and nginx's `proxy_next_upstream` do).
+    let mut stale_retry = is_idempotent(&parts.method);
+    let mut attempt = 0;
+    while attempt < tries {
         let input = HashInput::from_request(&parts, source_ip);
         let Some((candidate, pick)) =
             cluster.choose(&found, &tried, retry.prefer_other_hosts, &input, &here)
@@ -136,6 +141,13 @@ pub async fn send(
             retry.per_try_timeout,
         )
         .await;
+        if outcome == AttemptOutcome::StaleConnection && stale_retry && body.can_resend() {
+            stale_retry = false;
+            // The endpoint is fine: it may take the request again, on a new connection.
+            tried.pop();
+            drop(response);
+            continue;
+        }
         if let Some(outlier) = &cluster.outlier
             && let Some(observed) = outlier_outcome(&outcome)
             && let Some(ejection) = outlier.record(candidate.address, observed, Instant::now())
@@ -154,6 +166,7 @@ pub async fn send(
             // An answer not passed on is dropped; its HTTP/1.1 connection closes.
             drop(response);
             tokio::time::sleep(retry.backoff(attempt, fastrand::u64(..))).await;
+            attempt += 1;
             continue;
         }
         if last && attempt > 0 && retry.should_retry(&outcome) {
@@ -309,11 +322,16 @@ async fn attempt_once(
                 return (AttemptOutcome::ConnectFailure, local::connect_failure());
             }
         };
+        let reused_http1 = checkout.reused_http1();
         match checkout.send(request, Some(hold)).await {
             Ok(response) => (
                 AttemptOutcome::response(response.status(), response.headers()),
                 response.map(box_body),
             ),
+            Err(error) if reused_http1 && closed_before_response(&error) => {
+                tracing::debug!(%error, "kept-alive upstream connection closed before the response");
+                (AttemptOutcome::StaleConnection, local::reset())
+            }
             Err(error) => {
                 tracing::debug!(%error, "upstream request failed");
                 (failure_outcome(&error), local::reset())
@@ -327,6 +345,38 @@ async fn attempt_once(
         },
         None => attempt.await,
     }
+}
+
+/// The HTTP/1.1 connection ended before a response began: hyper saw the peer close
+/// before the response's head, never got to send the request, or the connection (through
+/// the tunnel, reset by the destination's agent when the pod's socket was gone) failed.
+/// Not a malformed response, nor a failure of the request's own body.
+fn closed_before_response(error: &hyper::Error) -> bool {
+    if error.is_parse() || error.is_user() || error.is_body_write_aborted() {
+        return false;
+    }
+    let mut source = std::error::Error::source(error);
+    let mut io = false;
+    while let Some(cause) = source {
+        io |= cause.is::<std::io::Error>();
+        source = cause.source();
+    }
+    error.is_incomplete_message() || error.is_canceled() || error.is_closed() || io
+}
+
+/// GET, HEAD, OPTIONS, TRACE, PUT and DELETE (RFC 9110 9.2.2): sending one twice does what
+/// sending it once does.
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
 }
 
 /// How a request that got no answer failed. An HTTP/2 stream the endpoint reset with
@@ -373,7 +423,8 @@ fn outlier_outcome(outcome: &AttemptOutcome) -> Option<Outcome> {
         | AttemptOutcome::Reset
         | AttemptOutcome::RefusedStream => Some(Outcome::ConnectFailed),
         AttemptOutcome::PerTryTimeout => Some(Outcome::Timeout),
-        AttemptOutcome::Overflow => None,
+        // The server closed an idle connection, as servers do: not the endpoint failing.
+        AttemptOutcome::StaleConnection | AttemptOutcome::Overflow => None,
     }
 }
 

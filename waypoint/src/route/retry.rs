@@ -76,6 +76,11 @@ pub enum AttemptOutcome {
     ResetBeforeRequest,
     /// The stream or connection was reset after the request was (partly) sent.
     Reset,
+    /// A kept-alive HTTP/1.1 connection, reused for this request, closed before any byte of
+    /// the response: the server's idle close racing the request (RFC 9112 9.3.1). The
+    /// forwarder sends an idempotent request once more on a new connection, outside the
+    /// route's retries; for the route's policy it is a reset.
+    StaleConnection,
     /// HTTP/2 `REFUSED_STREAM`: the server did not process the request.
     RefusedStream,
     /// `perTryTimeout` expired. Envoy resets the attempt and decides as for a reset.
@@ -208,7 +213,9 @@ impl RetryPolicy {
                 on.has(any_reset | RetryOn::CONNECT_FAILURE | RetryOn::RESET_BEFORE_REQUEST)
             }
             AttemptOutcome::ResetBeforeRequest => on.has(any_reset | RetryOn::RESET_BEFORE_REQUEST),
-            AttemptOutcome::Reset | AttemptOutcome::PerTryTimeout => on.has(any_reset),
+            AttemptOutcome::Reset
+            | AttemptOutcome::StaleConnection
+            | AttemptOutcome::PerTryTimeout => on.has(any_reset),
             AttemptOutcome::RefusedStream => on.has(any_reset | RetryOn::REFUSED_STREAM),
             AttemptOutcome::Response {
                 status,
