@@ -355,9 +355,22 @@ fn deployment(gateway: &Gateway, settings: &Settings) -> Value {
 /// token mounted from [`proxy_volumes`].
 pub(crate) fn proxy_container(own: Value) -> Value {
     let mut container = json!({
+        // Istio's waypoint and gateway templates: a startup probe every second, so a
+        // restarted proxy is Ready (and back in its Service's endpoints) about a second
+        // after it serves rather than at the readiness probe's next period; then
+        // readiness every 15 s, four failures to leave the endpoints.
+        "startupProbe": {
+            "httpGet": { "path": "/healthz/ready", "port": READINESS_PORT },
+            "initialDelaySeconds": 1,
+            "periodSeconds": 1,
+            "timeoutSeconds": 1,
+            "failureThreshold": 30,
+        },
         "readinessProbe": {
             "httpGet": { "path": "/healthz/ready", "port": READINESS_PORT },
-            "periodSeconds": 10,
+            "periodSeconds": 15,
+            "timeoutSeconds": 1,
+            "failureThreshold": 4,
         },
         // Alive is answering: a restart drops every connection it proxies.
         "livenessProbe": {

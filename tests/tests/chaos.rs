@@ -143,8 +143,9 @@ fn agent_killed(lab: &mut Lab, direct: &str) -> Row {
 }
 
 /// (2) The waypoint killed; the lab's kubelet restarts its container (restartPolicy
-/// Always, first restart without back-off) and its readiness probe (every 10 s) lets it
-/// back into the Service's endpoints.
+/// Always, first restart without back-off); its startup probe (every second, as Istio's
+/// waypoint template) then its first readiness probe let it back into the Service's
+/// endpoints.
 fn waypoint_killed(lab: &Lab, viawp: &str) -> Row {
     let before = lab
         .pod_state(WAYPOINT)
@@ -198,8 +199,8 @@ fn waypoint_killed(lab: &Lab, viawp: &str) -> Row {
         new,
         kept,
         notes: format!(
-            "restartCount 1; back in the endpoints at its readiness probe's next success \
-             (periodSeconds 10){}",
+            "restartCount 1; back in the endpoints once its startup probe (every 1 s) and \
+             then its readiness probe succeeded{}",
             earlier(&samples, event)
         ),
     }
