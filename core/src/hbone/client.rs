@@ -453,14 +453,16 @@ impl PoolInner {
     {
         let address = key.address;
         let config = &self.config;
-        let fetched =
-            self.manager
-                .fetch(&key.source)
-                .await
-                .map_err(|source| HboneError::Certificate {
-                    identity: key.source.clone(),
-                    source,
-                })?;
+        // A pod that has just started may not have its certificate yet: the CA refuses
+        // until its view of the cluster has the pod on this node.
+        let fetched = self
+            .manager
+            .fetch_within(&key.source, config.handshake_timeout / 2)
+            .await
+            .map_err(|source| HboneError::Certificate {
+                identity: key.source.clone(),
+                source,
+            })?;
 
         let tcp = tokio::time::timeout(config.connect_timeout, connector(address))
             .await

@@ -379,10 +379,12 @@ impl HboneServer {
                 local: local_addr,
                 sni: sni.clone(),
             })?;
-        // Waits for the first certificate of an identity just starting to be served.
+        // Waits for the first certificate of an identity just starting to be served, while
+        // the CA may still refuse it (its view of a new pod lags), for half the handshake's
+        // time.
         self.inner
             .manager
-            .fetch(&identity)
+            .fetch_within(&identity, self.inner.config.handshake_timeout / 2)
             .await
             .map_err(|source| HboneError::Certificate {
                 identity: identity.clone(),

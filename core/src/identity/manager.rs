@@ -222,17 +222,51 @@ impl IdentityManager {
         &self,
         identity: &Identity,
     ) -> Result<Arc<WorkloadCertificate>, IdentityError> {
+        self.fetch_within(identity, Duration::ZERO).await
+    }
+
+    /// [`fetch`](Self::fetch), but a failure does not answer at once: the background
+    /// task's retries (from 250 ms, doubling) get up to `patience` to obtain a certificate.
+    /// For a connection to a pod that has just started: the CA may not see the pod on this
+    /// node yet (its view of the cluster lags the agent's) and refuses until it does.
+    pub async fn fetch_within(
+        &self,
+        identity: &Identity,
+        patience: Duration,
+    ) -> Result<Arc<WorkloadCertificate>, IdentityError> {
+        let forgotten = || IdentityError::Forgotten(identity.clone());
         let mut state = self.watch(identity);
-        let settled = state
-            .wait_for(|s| s.settled(SystemTime::now()))
-            .await
-            .map_err(|_| IdentityError::Forgotten(identity.clone()))?;
-        match (settled.usable(SystemTime::now()), &settled.error) {
-            (Some(cert), _) => Ok(Arc::clone(cert)),
-            (None, Some(error)) => Err(error.clone()),
-            // `settled` holds one or the other; expiry between the two clock reads is the
-            // only way here.
-            (None, None) => Err(IdentityError::Forgotten(identity.clone())),
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            {
+                let settled = state
+                    .wait_for(|s| s.settled(SystemTime::now()))
+                    .await
+                    .map_err(|_| forgotten())?;
+                match (settled.usable(SystemTime::now()), &settled.error) {
+                    (Some(cert), _) => return Ok(Arc::clone(cert)),
+                    (None, Some(error)) if tokio::time::Instant::now() >= deadline => {
+                        return Err(error.clone());
+                    }
+                    (None, Some(_)) => {}
+                    // `settled` holds one or the other; expiry between the two clock reads
+                    // is the only way here.
+                    (None, None) => return Err(forgotten()),
+                }
+            }
+            // The next attempt's outcome, or the deadline (then the last error stands).
+            match tokio::time::timeout_at(deadline, state.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(forgotten()),
+                Err(_) => {
+                    let last = state.borrow();
+                    return match (last.usable(SystemTime::now()), &last.error) {
+                        (Some(cert), _) => Ok(Arc::clone(cert)),
+                        (None, Some(error)) => Err(error.clone()),
+                        (None, None) => Err(forgotten()),
+                    };
+                }
+            }
         }
     }
 
