@@ -120,9 +120,9 @@ fn identities_use_the_configured_trust_domain() {
     apply(&registry, &pod("shop", "web", "10.244.1.9", ""));
     let snapshot = registry.snapshot();
     let w = snapshot.workload_by_ip(ip("10.244.1.9")).expect("web");
-    assert_eq!(w.identity, "spiffe://prod.example/ns/shop/sa/web");
+    assert_eq!(&*w.identity, "spiffe://prod.example/ns/shop/sa/web");
     assert_eq!(
-        snapshot.workload_by_uid(&w.uid).map(|x| x.name.as_str()),
+        snapshot.workload_by_uid(&w.uid).map(|x| &*x.name),
         Some("web")
     );
 }
@@ -137,7 +137,7 @@ fn an_address_reused_by_a_new_pod_survives_the_old_pods_deletion() {
     assert_eq!(
         snapshot
             .workload_by_ip(ip("10.244.1.50"))
-            .map(|w| w.name.as_str()),
+            .map(|w| &*w.name),
         Some("new")
     );
     assert_eq!(snapshot.workload_count(), 1);
@@ -192,7 +192,7 @@ fn dual_stack_pods_and_services_are_found_by_either_family() {
     let by_v4 = s.workload_by_ip(ip("10.244.2.10")).expect("by IPv4");
     let by_v6 = s.workload_by_ip(ip("fd00:10:244:2::a")).expect("by IPv6");
     assert!(Arc::ptr_eq(by_v4, by_v6), "one workload, two addresses");
-    assert_eq!(by_v6.ips, [ip("10.244.2.10"), ip("fd00:10:244:2::a")]);
+    assert_eq!(*by_v6.ips, [ip("10.244.2.10"), ip("fd00:10:244:2::a")]);
     let vip4 = s
         .service_by_vip(ip("10.96.0.10"))
         .expect("by IPv4 ClusterIP");
@@ -209,7 +209,7 @@ fn dual_stack_pods_and_services_are_found_by_either_family() {
         .find(|e| e.address.is_ipv6())
         .expect("IPv6 endpoint");
     assert_eq!(
-        s.endpoint_workload(v6_endpoint).map(|w| w.name.as_str()),
+        s.endpoint_workload(v6_endpoint).map(|w| &*w.name),
         Some("web-0")
     );
     assert_eq!(vip6.endpoint_port(80, v6_endpoint), Some(8080));
@@ -227,7 +227,7 @@ fn dual_stack_pods_and_services_are_found_by_either_family() {
     assert!(s.workload_by_ip(ip("fd00:10:244:2::a")).is_none());
     assert_eq!(
         s.workload_by_ip(ip("fd00:10:244:2::b"))
-            .map(|w| w.name.as_str()),
+            .map(|w| &*w.name),
         Some("web-0")
     );
     // The IPv6 slice goes: only the IPv4 endpoint is left.

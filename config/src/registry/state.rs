@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::change::{Candidate, Change};
+use super::intern::Interned;
 use super::model::{EntryHost, HostRoutes, Locality, Workload};
+use super::name_key::{NameKey, NamePair};
 use super::required_waypoints;
 use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
@@ -37,7 +39,8 @@ fn key(r: &ObjectRef) -> Key {
 #[derive(Default)]
 struct Dirty {
     namespaces: BTreeSet<String>,
-    pods: BTreeSet<Key>,
+    /// A workload was added, changed or removed (indexed as its pod arrived).
+    pods: bool,
     services: BTreeSet<Key>,
     kinds: BTreeSet<Kind>,
     refusals: bool,
@@ -48,7 +51,7 @@ struct Dirty {
 impl Dirty {
     fn any(&self) -> bool {
         !self.namespaces.is_empty()
-            || !self.pods.is_empty()
+            || self.pods
             || !self.services.is_empty()
             || !self.kinds.is_empty()
             || self.refusals
@@ -71,7 +74,11 @@ pub(super) struct State {
     pub(super) snapshot: Snapshot,
     namespaces: HashMap<String, Arc<Namespace>>,
     nodes: BTreeMap<String, Arc<Node>>,
-    pods: BTreeMap<Key, Arc<Pod>>,
+    // Pods are not kept: each is derived into its workload as it arrives, and the workload
+    // (in the snapshot's indexes) is all that is kept of it — every agent holds every pod
+    // of the cluster.
+    /// One copy of what many workloads hold alike.
+    interned: Interned,
     services: BTreeMap<Key, Arc<Service>>,
     slices: BTreeMap<Key, Arc<EndpointSlice>>,
     /// (namespace, service name) → names of its slices.
@@ -207,7 +214,12 @@ impl State {
         if self.refusals.get(&object) == Some(&refusals) {
             return;
         }
-        let kept = self.stored(&object).is_some();
+        let kept = self.stored(&object).is_some()
+            || (object.kind == Kind::Pod
+                && self
+                    .snapshot
+                    .workload(&object.namespace, &object.name)
+                    .is_some());
         for refusal in &refusals {
             warn!(
                 object = %refusal.object,
@@ -248,7 +260,8 @@ impl State {
         match r.kind {
             Kind::Namespace => self.namespaces.get(&r.name).cloned().map(Object::Namespace),
             Kind::Node => self.nodes.get(&r.name).cloned().map(Object::Node),
-            Kind::Pod => self.pods.get(&k).cloned().map(Object::Pod),
+            // Compared by the workload derived from it instead (`store_pod`).
+            Kind::Pod => None,
             Kind::Service => self.services.get(&k).cloned().map(Object::Service),
             Kind::EndpointSlice => self.slices.get(&k).cloned().map(Object::EndpointSlice),
             Kind::VirtualService => self
@@ -319,7 +332,12 @@ impl State {
                 .keys()
                 .map(|name| ObjectRef::new(kind, "", name.clone()))
                 .collect(),
-            Kind::Pod => refs(kind, &self.pods),
+            Kind::Pod => self
+                .snapshot
+                .workloads_by_name
+                .iter()
+                .map(|(k, _)| ObjectRef::new(kind, &*k.namespace, &*k.name))
+                .collect(),
             Kind::Service => refs(kind, &self.services),
             Kind::EndpointSlice => refs(kind, &self.slices),
             Kind::VirtualService => refs(kind, &self.virtual_services),
@@ -353,10 +371,7 @@ impl State {
                 self.nodes.insert(r.name, node);
                 dirty.kinds.insert(r.kind);
             }
-            Object::Pod(pod) => {
-                self.pods.insert(k.clone(), pod);
-                dirty.pods.insert(k);
-            }
+            Object::Pod(pod) => self.store_pod(&pod, dirty),
             Object::Service(service) => {
                 self.services.insert(k.clone(), service);
                 dirty.services.insert(k);
@@ -475,11 +490,13 @@ impl State {
                 removed
             }
             Kind::Pod => {
-                let removed = self.pods.remove(&k).is_some();
-                if removed {
-                    dirty.pods.insert(k);
+                let key: &dyn NamePair = &(r.namespace.as_str(), r.name.as_str());
+                let removed = self.snapshot.workloads_by_name.remove(key);
+                if let Some(old) = &removed {
+                    unindex_workload(old, &mut self.snapshot);
+                    dirty.pods = true;
                 }
-                removed
+                removed.is_some()
             }
             Kind::Service => {
                 let removed = self.services.remove(&k).is_some();
@@ -519,16 +536,12 @@ impl State {
         if !dirty.namespaces.is_empty() {
             self.snapshot.namespaces = Arc::new(self.namespaces.keys().cloned().collect());
         }
+        if !dirty.namespaces.is_empty() {
+            dirty.pods |= self.rebind_workloads(&dirty.namespaces);
+        }
         for namespace in &dirty.namespaces {
             let in_namespace = |k: &&Key| &k.0 == namespace;
             let start = (namespace.clone(), String::new());
-            dirty.pods.extend(
-                self.pods
-                    .range(start.clone()..)
-                    .map(|(k, _)| k)
-                    .take_while(in_namespace)
-                    .cloned(),
-            );
             dirty.services.extend(
                 self.services
                     .range(start..)
@@ -536,9 +549,6 @@ impl State {
                     .take_while(in_namespace)
                     .cloned(),
             );
-        }
-        if !dirty.pods.is_empty() {
-            self.derive_workloads(&dirty.pods);
         }
         let mut hosts_changed = false;
         if !dirty.services.is_empty() {
@@ -670,44 +680,82 @@ impl State {
         }
     }
 
-    fn derive_workloads(&mut self, pods: &BTreeSet<Key>) {
+    /// Derives the workload of a pod as it arrives and indexes it, unless it is the one
+    /// already held (an update that changes nothing the mesh reads, such as a container's
+    /// status, leaves the registry unchanged).
+    fn store_pod(&mut self, pod: &Pod, dirty: &mut Dirty) {
         let settings = self.snapshot.settings.clone();
-        for k in pods {
-            let snapshot = &mut self.snapshot;
-            if let Some(old) = snapshot.workloads_by_name.remove(k) {
-                unindex_workload(&old, snapshot);
-            }
-            let Some(pod) = self.pods.get(k) else {
-                continue;
-            };
-            let namespace_labels = self.namespaces.get(&k.0).map(|ns| labels(&ns.metadata));
-            let workload = Arc::new(translate::workload::workload(
-                pod,
-                namespace_labels,
-                &settings,
-            ));
-            let snapshot = &mut self.snapshot;
-            snapshot
-                .workloads_by_uid
-                .insert(workload.uid.clone(), workload.clone());
-            for ip in &workload.ips {
-                snapshot.workloads_by_ip.insert(*ip, workload.clone());
-            }
-            if let Some(node) = &workload.node {
-                match snapshot.workloads_by_node.get_mut(node.as_str()) {
-                    Some(on_node) => {
-                        Arc::make_mut(on_node).insert(workload.uid.clone(), workload.clone());
-                    }
-                    None => {
-                        let on_node = BTreeMap::from([(workload.uid.clone(), workload.clone())]);
-                        snapshot
-                            .workloads_by_node
-                            .insert(node.clone(), Arc::new(on_node));
-                    }
+        let namespace = pod
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(crate::api::DEFAULT_NAMESPACE);
+        let namespace_labels = self.namespaces.get(namespace).map(|ns| labels(&ns.metadata));
+        let workload = translate::workload::workload(pod, namespace_labels, &settings);
+        self.put_workload(workload, dirty);
+    }
+
+    /// Indexes `workload` in place of the one of the same (namespace, name), unless equal.
+    fn put_workload(&mut self, workload: Workload, dirty: &mut Dirty) {
+        let snapshot = &mut self.snapshot;
+        let key: &dyn NamePair = &(&*workload.namespace, &*workload.name);
+        if snapshot
+            .workloads_by_name
+            .get(key)
+            .is_some_and(|held| **held == workload)
+        {
+            return;
+        }
+        if let Some(old) = snapshot.workloads_by_name.remove(key) {
+            unindex_workload(&old, snapshot);
+        }
+        let workload = Arc::new(self.interned.workload(workload));
+        dirty.pods = true;
+        let snapshot = &mut self.snapshot;
+        snapshot
+            .workloads_by_uid
+            .insert(workload.uid.clone(), workload.clone());
+        for ip in &workload.ips {
+            snapshot.workloads_by_ip.insert(*ip, workload.clone());
+        }
+        if let Some(node) = &workload.node {
+            match snapshot.workloads_by_node.get_mut(&**node) {
+                Some(on_node) => {
+                    Arc::make_mut(on_node).insert(workload.uid.clone(), workload.clone());
+                }
+                None => {
+                    let on_node = BTreeMap::from([(workload.uid.clone(), workload.clone())]);
+                    snapshot
+                        .workloads_by_node
+                        .insert(node.clone(), Arc::new(on_node));
                 }
             }
-            snapshot.workloads_by_name.insert(k.clone(), workload);
         }
+        let key = NameKey::new(workload.namespace.clone(), workload.name.clone());
+        snapshot.workloads_by_name.insert(key, workload);
+    }
+
+    /// Derives again what the namespaces' labels decide of their pods' workloads; returns
+    /// whether any changed. Namespaces change rarely: this looks at every workload once.
+    fn rebind_workloads(&mut self, namespaces: &BTreeSet<String>) -> bool {
+        let rebound: Vec<Workload> = self
+            .snapshot
+            .workloads_by_name
+            .iter()
+            .filter(|(k, _)| namespaces.contains(&*k.namespace))
+            .map(|(k, w)| {
+                let namespace_labels = self
+                    .namespaces
+                    .get(&*k.namespace)
+                    .map(|ns| labels(&ns.metadata));
+                translate::workload::rebind(w, namespace_labels)
+            })
+            .collect();
+        let mut dirty = Dirty::default();
+        for workload in rebound {
+            self.put_workload(workload, &mut dirty);
+        }
+        dirty.pods
     }
 
     /// Returns whether the set of service hostnames changed.
@@ -1082,14 +1130,14 @@ fn unindex_workload(old: &Arc<Workload>, snapshot: &mut Snapshot) {
     }
     if let Some(node) = &old.node {
         let mut now_empty = false;
-        if let Some(on_node) = snapshot.workloads_by_node.get_mut(node.as_str()) {
+        if let Some(on_node) = snapshot.workloads_by_node.get_mut(&**node) {
             if on_node.get(&old.uid).is_some_and(|w| Arc::ptr_eq(w, old)) {
                 Arc::make_mut(on_node).remove(&old.uid);
             }
             now_empty = on_node.is_empty();
         }
         if now_empty {
-            snapshot.workloads_by_node.remove(node.as_str());
+            snapshot.workloads_by_node.remove(&**node);
         }
     }
 }

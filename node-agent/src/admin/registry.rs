@@ -268,7 +268,7 @@ fn peer_authentication_covers(
     let (namespace, _) = meta_name!(policy);
     let selector = policy.spec.selector.as_ref();
     (namespace == root && !has_selector(selector))
-        || (namespace == workload.namespace && selects(selector, &workload.labels))
+        || (*namespace == *workload.namespace && selects(selector, &workload.labels))
 }
 
 pub fn policies<'a>(snapshot: &'a Snapshot, node: &str) -> PoliciesView<'a> {
@@ -294,7 +294,7 @@ pub fn policies<'a>(snapshot: &'a Snapshot, node: &str) -> PoliciesView<'a> {
         }
         pods_on_node.push(PodPolicyView {
             pod: key(workload),
-            identity: workload.identity.clone(),
+            identity: workload.identity.to_string(),
             mtls_mode: snapshot.mtls_mode(workload, 0),
             authorization_policies: names,
         });

@@ -105,7 +105,7 @@ fn port_map(snapshot: &Snapshot, workload: &Workload) -> HashMap<u16, u16> {
             workload.ips.contains(&e.address)
                 || e.target
                     .as_ref()
-                    .is_some_and(|(ns, name)| *ns == workload.namespace && *name == workload.name)
+                    .is_some_and(|(ns, name)| **ns == *workload.namespace && **name == *workload.name)
         }) else {
             continue;
         };
