@@ -388,9 +388,9 @@ fn scan_required_waypoint<'s>(
     let backs = |service: &weft_config::registry::Service| {
         *service.namespace == *workload.namespace
             && service.endpoints.iter().any(|e| {
-                e.target
-                    .as_ref()
-                    .is_some_and(|(ns, name)| **ns == *workload.namespace && **name == *workload.name)
+                e.target.as_ref().is_some_and(|(ns, name)| {
+                    **ns == *workload.namespace && **name == *workload.name
+                })
             })
     };
     snapshot

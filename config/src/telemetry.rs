@@ -51,7 +51,10 @@ pub fn workload_name(workload: &Workload) -> &str {
         };
     }
     // StatefulSet pods are `<statefulset>-<ordinal>`.
-    if labels.get("statefulset.kubernetes.io/pod-name") .map(String::as_str) == Some(&*workload.name)
+    if labels
+        .get("statefulset.kubernetes.io/pod-name")
+        .map(String::as_str)
+        == Some(&*workload.name)
         && let Some((set, ordinal)) = name.rsplit_once('-')
         && !set.is_empty()
         && !ordinal.is_empty()

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
-use super::model::{Labels, NamedPort, Workload};
+use super::model::{Labels, NamedPort, WaypointRef, Workload};
 
 /// Values by content. A value no holder uses any more is dropped by the sweep that runs
 /// whenever the set has doubled since the last one, so the set stays within twice what is
@@ -69,6 +69,7 @@ pub(super) struct Interned {
     maps: Interner<BTreeMap<String, String>>,
     ports: Interner<[NamedPort]>,
     probe_ports: Interner<[u16]>,
+    waypoints: Interner<WaypointRef>,
 }
 
 impl Interned {
@@ -111,7 +112,7 @@ impl Interned {
             ips,
             labels: self.labels(labels),
             annotations: self.labels(annotations),
-            waypoint,
+            waypoint: waypoint.map(|w| self.waypoints.share(w)),
             in_mesh,
             host_network,
             phase: phase.map(|p| self.string(&p)),

@@ -138,7 +138,8 @@ pub struct Workload {
     /// The pod's annotations the mesh reads ([`is_mesh_annotation`]; capture exclusions
     /// such as `traffic.sidecar.istio.io/excludeOutboundPorts` are read from them).
     pub annotations: Labels,
-    pub waypoint: Option<WaypointRef>,
+    /// Shared with the other workloads bound to the same waypoint.
+    pub waypoint: Option<Arc<WaypointRef>>,
     /// Captured by the mesh, by Istio's `istio.io/dataplane-mode` rule.
     pub in_mesh: bool,
     pub host_network: bool,
@@ -232,7 +233,9 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     pub selector: Option<BTreeMap<String, String>>,
     pub labels: BTreeMap<String, String>,
-    pub endpoints: Vec<Endpoint>,
+    /// Those of its EndpointSlices, in order (a Service with one slice shares the list the
+    /// registry keeps of the slice).
+    pub endpoints: Arc<[Endpoint]>,
     pub waypoint: Option<WaypointRef>,
     pub traffic_distribution: TrafficDistribution,
 }
@@ -261,9 +264,11 @@ pub struct Endpoint {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
-    pub node: Option<String>,
-    /// The pod behind the address (`targetRef`), as namespace and name.
-    pub target: Option<(String, String)>,
+    /// Shared with the node's other endpoints and workloads.
+    pub node: Option<Arc<str>>,
+    /// The pod behind the address (`targetRef`), as namespace and name (shared with the
+    /// pod's workload).
+    pub target: Option<(Arc<str>, Arc<str>)>,
     /// The ports of the slice this endpoint came from (shared by its endpoints).
     pub ports: Arc<[EndpointPort]>,
 }

@@ -55,8 +55,8 @@ fn backed_pods(service: &Service) -> impl Iterator<Item = &str> {
         .iter()
         .filter(move |_| bound)
         .filter_map(|e| e.target.as_ref())
-        .filter(|(namespace, _)| *namespace == service.namespace)
-        .map(|(_, name)| name.as_str())
+        .filter(|(namespace, _)| **namespace == *service.namespace)
+        .map(|(_, name)| &**name)
 }
 
 /// Records what `service` (as just derived) contributes to the index.

@@ -5,11 +5,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::cow::CowMap;
-use super::name_key::{NameKey, NamePair};
 use super::model::{
     Endpoint, EntryHost, HostRoutes, LOCALITY_LABEL, Locality, Service, Waypoint, WaypointRef,
     Workload,
 };
+use super::name_key::{NameKey, NamePair};
 use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;

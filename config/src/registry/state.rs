@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::change::{Candidate, Change};
 use super::intern::Interned;
-use super::model::{EntryHost, HostRoutes, Locality, Workload};
+use super::model::{Endpoint, EntryHost, HostRoutes, Locality, Workload};
 use super::name_key::{NameKey, NamePair};
 use super::required_waypoints;
 use super::snapshot::Snapshot;
@@ -59,6 +59,15 @@ impl Dirty {
     }
 }
 
+/// What the registry keeps of an EndpointSlice (not the decoded slice: every agent holds
+/// every slice of the cluster): the Service it belongs to and its endpoints, from which
+/// the Service is derived again when it or its other slices change.
+#[derive(Debug, PartialEq)]
+struct SliceEndpoints {
+    service: Option<String>,
+    endpoints: Arc<[Endpoint]>,
+}
+
 /// The outcome of one batch.
 #[derive(Debug, Default)]
 pub struct ApplyReport {
@@ -79,8 +88,11 @@ pub(super) struct State {
     // of the cluster.
     /// One copy of what many workloads hold alike.
     interned: Interned,
-    services: BTreeMap<Key, Arc<Service>>,
-    slices: BTreeMap<Key, Arc<EndpointSlice>>,
+    /// What is kept of each Service: the registry's Service derived from it (the one the
+    /// snapshot has), not the decoded object.
+    services: BTreeMap<Key, Arc<super::model::Service>>,
+    /// What is kept of each EndpointSlice: its endpoints, already derived.
+    slices: BTreeMap<Key, SliceEndpoints>,
     /// (namespace, service name) → names of its slices.
     slices_by_service: HashMap<Key, BTreeSet<String>>,
     virtual_services: BTreeMap<Key, Arc<VirtualService>>,
@@ -214,12 +226,7 @@ impl State {
         if self.refusals.get(&object) == Some(&refusals) {
             return;
         }
-        let kept = self.stored(&object).is_some()
-            || (object.kind == Kind::Pod
-                && self
-                    .snapshot
-                    .workload(&object.namespace, &object.name)
-                    .is_some());
+        let kept = self.held(&object);
         for refusal in &refusals {
             warn!(
                 object = %refusal.object,
@@ -255,6 +262,17 @@ impl State {
         }
     }
 
+    /// Whether a version of `r` is in force (for Pods, Services and EndpointSlices, what was
+    /// derived of it: the decoded objects are not kept).
+    fn held(&self, r: &ObjectRef) -> bool {
+        match r.kind {
+            Kind::Pod => self.snapshot.workload(&r.namespace, &r.name).is_some(),
+            Kind::Service => self.services.contains_key(&key(r)),
+            Kind::EndpointSlice => self.slices.contains_key(&key(r)),
+            _ => self.stored(r).is_some(),
+        }
+    }
+
     fn stored(&self, r: &ObjectRef) -> Option<Object> {
         let k = key(r);
         match r.kind {
@@ -262,8 +280,10 @@ impl State {
             Kind::Node => self.nodes.get(&r.name).cloned().map(Object::Node),
             // Compared by the workload derived from it instead (`store_pod`).
             Kind::Pod => None,
-            Kind::Service => self.services.get(&k).cloned().map(Object::Service),
-            Kind::EndpointSlice => self.slices.get(&k).cloned().map(Object::EndpointSlice),
+            // Compared by the Service derived from it instead (`store_service`).
+            Kind::Service => None,
+            // Compared by the endpoints derived from it instead (`store_slice`).
+            Kind::EndpointSlice => None,
             Kind::VirtualService => self
                 .virtual_services
                 .get(&k)
@@ -372,22 +392,8 @@ impl State {
                 dirty.kinds.insert(r.kind);
             }
             Object::Pod(pod) => self.store_pod(&pod, dirty),
-            Object::Service(service) => {
-                self.services.insert(k.clone(), service);
-                dirty.services.insert(k);
-            }
-            Object::EndpointSlice(slice) => {
-                self.unlink_slice(&k, dirty);
-                if let Some(service) = slice.service_name() {
-                    let service_key = (k.0.clone(), service.to_string());
-                    self.slices_by_service
-                        .entry(service_key.clone())
-                        .or_default()
-                        .insert(k.1.clone());
-                    dirty.services.insert(service_key);
-                }
-                self.slices.insert(k, slice);
-            }
+            Object::Service(service) => self.store_service(k, &service, dirty),
+            Object::EndpointSlice(slice) => self.store_slice(k, &slice, dirty),
             Object::VirtualService(o) => {
                 self.virtual_services.insert(k, o);
                 dirty.kinds.insert(r.kind);
@@ -460,7 +466,7 @@ impl State {
         let Some(old) = self.slices.get(k) else {
             return;
         };
-        if let Some(service) = old.service_name() {
+        if let Some(service) = &old.service {
             let service_key = (k.0.clone(), service.to_string());
             if let Some(names) = self.slices_by_service.get_mut(&service_key) {
                 names.remove(&k.1);
@@ -680,6 +686,87 @@ impl State {
         }
     }
 
+    /// Derives the registry's Service of a Service as it arrives, unless it is the one
+    /// already held.
+    fn store_service(&mut self, k: Key, service: &Service, dirty: &mut Dirty) {
+        let namespace_labels = self.namespaces.get(&k.0).map(|ns| labels(&ns.metadata));
+        let derived = translate::service::service(
+            service,
+            namespace_labels,
+            self.endpoints_of(&k),
+            &self.snapshot.settings,
+        );
+        if self.services.get(&k).is_some_and(|held| **held == derived) {
+            return;
+        }
+        self.services.insert(k.clone(), Arc::new(derived));
+        dirty.services.insert(k);
+    }
+
+    /// The endpoints of the Service `k`'s slices: those of its one slice, shared, or a
+    /// list of all.
+    fn endpoints_of(&self, k: &Key) -> Arc<[Endpoint]> {
+        let mut slices = self
+            .slices_by_service
+            .get(k)
+            .into_iter()
+            .flatten()
+            .filter_map(|slice| self.slices.get(&(k.0.clone(), slice.clone())));
+        match (slices.next(), slices.next()) {
+            (None, _) => Arc::from([]),
+            (Some(one), None) => one.endpoints.clone(),
+            (Some(first), Some(second)) => [first, second]
+                .into_iter()
+                .chain(slices)
+                .flat_map(|slice| slice.endpoints.iter().cloned())
+                .collect(),
+        }
+    }
+
+    /// Derives the endpoints of a slice as it arrives and links them to their Service,
+    /// unless they are the ones already held.
+    fn store_slice(&mut self, k: Key, slice: &EndpointSlice, dirty: &mut Dirty) {
+        let mut endpoints = Vec::with_capacity(slice.endpoints.len());
+        for endpoint in translate::service::endpoints(slice, &k.0) {
+            endpoints.push(self.share_endpoint(endpoint));
+        }
+        let derived = SliceEndpoints {
+            service: slice.service_name().map(str::to_string),
+            endpoints: endpoints.into(),
+        };
+        if self.slices.get(&k) == Some(&derived) {
+            return;
+        }
+        self.unlink_slice(&k, dirty);
+        if let Some(service) = &derived.service {
+            let service_key = (k.0.clone(), service.clone());
+            self.slices_by_service
+                .entry(service_key.clone())
+                .or_default()
+                .insert(k.1.clone());
+            dirty.services.insert(service_key);
+        }
+        self.slices.insert(k, derived);
+    }
+
+    /// `endpoint` sharing its node and its pod's namespace and name with the workloads.
+    fn share_endpoint(&mut self, endpoint: Endpoint) -> Endpoint {
+        let node = endpoint.node.map(|n| self.interned.string(&n));
+        let target = endpoint.target.map(|(namespace, name)| {
+            let namespace = self.interned.string(&namespace);
+            let name = self
+                .snapshot
+                .workload(&namespace, &name)
+                .map_or(name, |w| w.name.clone());
+            (namespace, name)
+        });
+        Endpoint {
+            node,
+            target,
+            ..endpoint
+        }
+    }
+
     /// Derives the workload of a pod as it arrives and indexes it, unless it is the one
     /// already held (an update that changes nothing the mesh reads, such as a container's
     /// status, leaves the registry unchanged).
@@ -690,7 +777,10 @@ impl State {
             .namespace
             .as_deref()
             .unwrap_or(crate::api::DEFAULT_NAMESPACE);
-        let namespace_labels = self.namespaces.get(namespace).map(|ns| labels(&ns.metadata));
+        let namespace_labels = self
+            .namespaces
+            .get(namespace)
+            .map(|ns| labels(&ns.metadata));
         let workload = translate::workload::workload(pod, namespace_labels, &settings);
         self.put_workload(workload, dirty);
     }
@@ -760,7 +850,6 @@ impl State {
 
     /// Returns whether the set of service hostnames changed.
     fn derive_services(&mut self, services: &BTreeSet<Key>) -> bool {
-        let settings = self.snapshot.settings.clone();
         let mut hosts_changed = false;
         for k in services {
             let snapshot = &mut self.snapshot;
@@ -789,20 +878,13 @@ impl State {
                 continue;
             };
             hosts_changed |= old.is_none();
-            let slices = self
-                .slices_by_service
-                .get(k)
-                .into_iter()
-                .flatten()
-                .filter_map(|slice| self.slices.get(&(k.0.clone(), slice.clone())))
-                .map(Arc::as_ref);
             let namespace_labels = self.namespaces.get(&k.0).map(|ns| labels(&ns.metadata));
-            let derived = Arc::new(translate::service::service(
+            let derived = Arc::new(translate::service::rebind(
                 service,
                 namespace_labels,
-                slices,
-                &settings,
+                self.endpoints_of(k),
             ));
+            self.services.insert(k.clone(), derived.clone());
             let snapshot = &mut self.snapshot;
             for vip in &derived.vips {
                 snapshot.services_by_vip.insert(*vip, derived.clone());

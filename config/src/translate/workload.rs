@@ -61,7 +61,7 @@ pub fn workload(
         .collect::<BTreeMap<_, _>>();
     Workload {
         identity: settings.spiffe_id(&namespace, &service_account).into(),
-        waypoint: waypoint::binding(&pod_labels, &namespace, namespace_labels),
+        waypoint: waypoint::binding(&pod_labels, &namespace, namespace_labels).map(Arc::new),
         in_mesh: !host_network && ambient_enrolled(&pod_labels, namespace_labels),
         node: pod.spec.node_name.as_deref().map(Arc::from),
         ports: pod
@@ -98,7 +98,8 @@ pub fn rebind(
     namespace_labels: Option<&BTreeMap<String, String>>,
 ) -> Workload {
     Workload {
-        waypoint: waypoint::binding(&workload.labels, &workload.namespace, namespace_labels),
+        waypoint: waypoint::binding(&workload.labels, &workload.namespace, namespace_labels)
+            .map(Arc::new),
         in_mesh: !workload.host_network && ambient_enrolled(&workload.labels, namespace_labels),
         ..workload.clone()
     }

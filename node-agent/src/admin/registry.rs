@@ -23,8 +23,8 @@ pub struct WaypointRefView<'a> {
     pub name: &'a str,
 }
 
-fn waypoint_ref(waypoint: &Option<WaypointRef>) -> Option<WaypointRefView<'_>> {
-    waypoint.as_ref().map(|w| WaypointRefView {
+fn waypoint_ref(waypoint: Option<&WaypointRef>) -> Option<WaypointRefView<'_>> {
+    waypoint.map(|w| WaypointRefView {
         namespace: &w.namespace,
         name: &w.name,
     })
@@ -62,7 +62,7 @@ fn workload_view<'a>(w: &'a Workload, captured: bool, with_labels: bool) -> Work
         service_account: &w.service_account,
         in_mesh: w.in_mesh,
         captured,
-        waypoint: waypoint_ref(&w.waypoint),
+        waypoint: waypoint_ref(w.waypoint.as_deref()),
         phase: w.phase.as_deref(),
         ready: w.ready,
         host_network: w.host_network,
@@ -176,7 +176,7 @@ fn service_view(s: &Service, with_endpoints: bool) -> ServiceView<'_> {
             .collect(),
         endpoints_total: s.endpoints.len(),
         endpoints_ready: s.endpoints.iter().filter(|e| e.ready).count(),
-        waypoint: waypoint_ref(&s.waypoint),
+        waypoint: waypoint_ref(s.waypoint.as_ref()),
         endpoints: with_endpoints.then(|| s.endpoints.iter().map(endpoint_view).collect()),
     }
 }
