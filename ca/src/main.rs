@@ -279,7 +279,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let wanted = identity.to_string();
         view.load()
             .workloads_on_node(node)
-            .any(|workload| workload.identity == wanted)
+            .any(|workload| *workload.identity == *wanted)
     };
     let service = CaService::new(Arc::new(ca), authenticator, Arc::new(may_issue));
     let server = CaServer::tls(service, args.names.clone(), Duration::from_secs(24 * 3600))

@@ -120,7 +120,7 @@ impl TokenReviewAuthenticator {
             self.registry
                 .load()
                 .workload(namespace, pod)
-                .and_then(|w| w.node.clone())
+                .and_then(|w| w.node.as_deref().map(String::from))
         });
         node.ok_or_else(|| {
             AuthError::Other(format!(

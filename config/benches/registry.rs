@@ -386,16 +386,16 @@ fn scan_required_waypoint<'s>(
         return Some(waypoint);
     }
     let backs = |service: &weft_config::registry::Service| {
-        service.namespace == workload.namespace
+        *service.namespace == *workload.namespace
             && service.endpoints.iter().any(|e| {
-                e.target
-                    .as_ref()
-                    .is_some_and(|(ns, name)| ns == &workload.namespace && name == &workload.name)
+                e.target.as_ref().is_some_and(|(ns, name)| {
+                    **ns == *workload.namespace && **name == *workload.name
+                })
             })
     };
     snapshot
         .services()
-        .filter(|s| s.namespace == workload.namespace && s.waypoint.is_some())
+        .filter(|s| *s.namespace == *workload.namespace && s.waypoint.is_some())
         .filter(|s| backs(s))
         .find_map(|s| snapshot.service_waypoint(s))
 }

@@ -20,7 +20,7 @@ const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
 /// controllers made.
 pub fn workload_name(workload: &Workload) -> &str {
     let labels = &workload.labels;
-    let name = workload.name.as_str();
+    let name = &*workload.name;
     if let Some(name) = labels.get(WORKLOAD_NAME_LABEL) {
         return name;
     }
@@ -51,7 +51,10 @@ pub fn workload_name(workload: &Workload) -> &str {
         };
     }
     // StatefulSet pods are `<statefulset>-<ordinal>`.
-    if labels.get("statefulset.kubernetes.io/pod-name") == Some(&workload.name)
+    if labels
+        .get("statefulset.kubernetes.io/pod-name")
+        .map(String::as_str)
+        == Some(&*workload.name)
         && let Some((set, ordinal)) = name.rsplit_once('-')
         && !set.is_empty()
         && !ordinal.is_empty()
@@ -119,7 +122,7 @@ pub fn inbound_service<'a>(
 ) -> Option<&'a Arc<Service>> {
     snapshot
         .services()
-        .filter(|service| service.namespace == workload.namespace)
+        .filter(|service| *service.namespace == *workload.namespace)
         .find(|service| {
             service.endpoints.iter().any(|endpoint| {
                 workload.ips.contains(&endpoint.address)

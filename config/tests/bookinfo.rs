@@ -110,9 +110,9 @@ async fn all_v1_sends_every_service_to_subset_v1() {
     let reviews_v2 = snapshot
         .workload_by_ip(ip("10.244.1.14"))
         .expect("reviews-v2");
-    assert_eq!(reviews_v2.name, "reviews-v2-0");
+    assert_eq!(&*reviews_v2.name, "reviews-v2-0");
     assert_eq!(
-        reviews_v2.identity,
+        &*reviews_v2.identity,
         "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
     );
     assert!(
@@ -121,7 +121,7 @@ async fn all_v1_sends_every_service_to_subset_v1() {
     );
     let mut on_node_0: Vec<_> = snapshot
         .workloads_on_node("node-0")
-        .map(|w| w.name.clone())
+        .map(|w| w.name.to_string())
         .collect();
     on_node_0.sort();
     assert_eq!(on_node_0, ["details-v1-0", "reviews-v1-0", "reviews-v3-0"]);

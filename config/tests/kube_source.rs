@@ -84,7 +84,7 @@ async fn initial_lists_make_it_ready_then_watch_events_apply() {
     let web1 = snapshot
         .workload_by_ip(ip("10.244.1.10"))
         .expect("web-1 by IP");
-    assert_eq!(web1.identity, "spiffe://cluster.local/ns/shop/sa/web");
+    assert_eq!(&*web1.identity, "spiffe://cluster.local/ns/shop/sa/web");
     assert!(web1.in_mesh);
     let svc = snapshot
         .service_by_vip(ip("10.96.0.20"))
@@ -450,7 +450,7 @@ async fn pods_can_be_restricted_to_one_node() {
     let names: Vec<_> = registry
         .snapshot()
         .workloads()
-        .map(|w| w.name.clone())
+        .map(|w| w.name.to_string())
         .collect();
     assert_eq!(names, ["web-1"]);
     api.apply(pod("shop", "web-8", "node-2", "10.244.2.18", json!({})));
@@ -492,7 +492,7 @@ async fn a_source_selecting_pods_only_requests_no_other_kind_and_becomes_ready()
     );
     let on_node_2: Vec<_> = snapshot
         .workloads_on_node("node-2")
-        .map(|w| w.identity.as_str())
+        .map(|w| &*w.identity)
         .collect();
     assert_eq!(on_node_2, ["spiffe://cluster.local/ns/shop/sa/web"]);
     // The other kinds' objects are in the fixture, but not in the registry.

@@ -51,7 +51,8 @@ fn waypoint_binding_follows_istio_labels_and_namespace_relabelling() {
         s.workload_by_ip(ip(addr))
             .expect("workload")
             .waypoint
-            .clone()
+            .as_deref()
+            .cloned()
     };
     assert_eq!(by_ip("10.244.1.1"), waypoint("shop-wp", "shop"));
     assert_eq!(
@@ -76,7 +77,7 @@ fn waypoint_binding_follows_istio_labels_and_namespace_relabelling() {
     );
     let s2 = registry.snapshot();
     let w = s2.workload_by_ip(ip("10.244.1.1")).expect("a");
-    assert_eq!(w.waypoint, waypoint("other", "shop"));
+    assert_eq!(w.waypoint.as_deref().cloned(), waypoint("other", "shop"));
     assert!(!w.in_mesh, "the namespace left ambient mode");
     assert_eq!(
         s2.service_by_vip(ip("10.96.0.6")).expect("db").waypoint,
@@ -120,9 +121,9 @@ fn identities_use_the_configured_trust_domain() {
     apply(&registry, &pod("shop", "web", "10.244.1.9", ""));
     let snapshot = registry.snapshot();
     let w = snapshot.workload_by_ip(ip("10.244.1.9")).expect("web");
-    assert_eq!(w.identity, "spiffe://prod.example/ns/shop/sa/web");
+    assert_eq!(&*w.identity, "spiffe://prod.example/ns/shop/sa/web");
     assert_eq!(
-        snapshot.workload_by_uid(&w.uid).map(|x| x.name.as_str()),
+        snapshot.workload_by_uid(&w.uid).map(|x| &*x.name),
         Some("web")
     );
 }
@@ -135,9 +136,7 @@ fn an_address_reused_by_a_new_pod_survives_the_old_pods_deletion() {
     registry.apply([Change::Delete(ObjectRef::new(Kind::Pod, "shop", "old"))]);
     let snapshot = registry.snapshot();
     assert_eq!(
-        snapshot
-            .workload_by_ip(ip("10.244.1.50"))
-            .map(|w| w.name.as_str()),
+        snapshot.workload_by_ip(ip("10.244.1.50")).map(|w| &*w.name),
         Some("new")
     );
     assert_eq!(snapshot.workload_count(), 1);
@@ -192,7 +191,7 @@ fn dual_stack_pods_and_services_are_found_by_either_family() {
     let by_v4 = s.workload_by_ip(ip("10.244.2.10")).expect("by IPv4");
     let by_v6 = s.workload_by_ip(ip("fd00:10:244:2::a")).expect("by IPv6");
     assert!(Arc::ptr_eq(by_v4, by_v6), "one workload, two addresses");
-    assert_eq!(by_v6.ips, [ip("10.244.2.10"), ip("fd00:10:244:2::a")]);
+    assert_eq!(*by_v6.ips, [ip("10.244.2.10"), ip("fd00:10:244:2::a")]);
     let vip4 = s
         .service_by_vip(ip("10.96.0.10"))
         .expect("by IPv4 ClusterIP");
@@ -209,7 +208,7 @@ fn dual_stack_pods_and_services_are_found_by_either_family() {
         .find(|e| e.address.is_ipv6())
         .expect("IPv6 endpoint");
     assert_eq!(
-        s.endpoint_workload(v6_endpoint).map(|w| w.name.as_str()),
+        s.endpoint_workload(v6_endpoint).map(|w| &*w.name),
         Some("web-0")
     );
     assert_eq!(vip6.endpoint_port(80, v6_endpoint), Some(8080));
@@ -226,8 +225,7 @@ fn dual_stack_pods_and_services_are_found_by_either_family() {
     let s = registry.snapshot();
     assert!(s.workload_by_ip(ip("fd00:10:244:2::a")).is_none());
     assert_eq!(
-        s.workload_by_ip(ip("fd00:10:244:2::b"))
-            .map(|w| w.name.as_str()),
+        s.workload_by_ip(ip("fd00:10:244:2::b")).map(|w| &*w.name),
         Some("web-0")
     );
     // The IPv6 slice goes: only the IPv4 endpoint is left.
@@ -521,4 +519,52 @@ fn a_pod_update_that_changes_nothing_weft_reads_publishes_no_snapshot() {
         .workload("shop", "web-7d9f8-abcde")
         .expect("the pod");
     assert!(!web.ready);
+}
+
+/// Every agent holds every pod of the cluster (issue #21): pods alike share one copy of
+/// their labels, namespace and node, a workload keeps only the annotations the mesh reads
+/// (Istio's), and an endpoint shares its node and its pod's name with the workload.
+#[test]
+fn workloads_and_endpoints_share_what_they_hold_alike() {
+    let registry = Registry::default();
+    let text = [
+        pod("shop", "a", "10.244.1.1", "app: web"),
+        pod("shop", "b", "10.244.1.2", "app: web"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: shop, labels: {app: db}, annotations: \
+         {prometheus.io/scrape: 'true', traffic.sidecar.istio.io/excludeOutboundPorts: '5432', ambient.istio.io/dns-capture: 'false'}}\n\
+         spec: {nodeName: node-1, serviceAccountName: c}\nstatus: {phase: Running, podIP: 10.244.1.3}\n---\n"
+            .to_string(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {clusterIP: 10.96.0.5, ports: [{port: 80}]}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nendpoints: [{addresses: [10.244.1.1], nodeName: node-1, targetRef: {kind: Pod, namespace: shop, name: a}}]\n"
+            .to_string(),
+    ]
+    .concat();
+    apply(&registry, &text);
+    let s = registry.snapshot();
+    let a = s.workload("shop", "a").expect("a");
+    let b = s.workload("shop", "b").expect("b");
+    let c = s.workload("shop", "c").expect("c");
+    assert!(Arc::ptr_eq(a.labels.shared(), b.labels.shared()));
+    assert!(!Arc::ptr_eq(a.labels.shared(), c.labels.shared()));
+    assert!(Arc::ptr_eq(&a.namespace, &c.namespace));
+    let node = |w: &weft_config::registry::Workload| w.node.clone().expect("node");
+    assert!(Arc::ptr_eq(&node(a), &node(b)));
+    let kept: Vec<&str> = c.annotations.keys().map(String::as_str).collect();
+    assert_eq!(
+        kept,
+        [
+            "ambient.istio.io/dns-capture",
+            "traffic.sidecar.istio.io/excludeOutboundPorts"
+        ]
+    );
+    let web = s.service("shop", "web").expect("web");
+    let endpoint = &web.endpoints[0];
+    assert!(Arc::ptr_eq(endpoint.node.as_ref().expect("node"), &node(a)));
+    let (_, target) = endpoint.target.as_ref().expect("targetRef");
+    assert!(Arc::ptr_eq(target, &a.name));
+    // The same objects again: nothing changed, nothing published.
+    let version = s.version();
+    apply(&registry, &text);
+    assert_eq!(registry.snapshot().version(), version);
 }

@@ -116,7 +116,7 @@ impl Mesh {
                         .filter(|w| {
                             request.principal.as_deref() == Some(principal(&w.identity).as_str())
                         })
-                        .map(|w| w.labels.clone())
+                        .map(|w| w.labels.to_map())
                         .unwrap_or_default(),
                 };
                 let destination = PeerInfo {
@@ -124,8 +124,8 @@ impl Mesh {
                         request.destination_ip,
                         request.destination_port,
                     )),
-                    principal: Some(workload.identity.clone()),
-                    labels: workload.labels.clone(),
+                    principal: Some(workload.identity.to_string()),
+                    labels: workload.labels.to_map(),
                 };
                 match client.check_network(&source, &destination).await {
                     Verdict::Deny(denied) => {

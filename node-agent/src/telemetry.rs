@@ -356,7 +356,7 @@ pub fn outbound(
         source,
         // Over HBONE the pod's certificate proves it; in plain TCP nothing does.
         source_principal: (security == SecurityPolicy::MutualTls)
-            .then(|| source.map(|w| w.identity.as_str()))
+            .then(|| source.map(|w| &*w.identity))
             .flatten(),
         destination,
         service: addressed_service(snapshot, dst).map(|s| s.as_ref()),

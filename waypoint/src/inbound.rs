@@ -32,10 +32,10 @@ pub async fn admit(
     let source_ip = Some(request.client_address(|| snapshot.is_waypoint_identity(&principal)));
     let workload = source_ip.and_then(|ip| snapshot.workload_by_ip(ip));
     // The workload's labels count only if the certificate is that workload's own.
-    let workload = workload.filter(|w| w.identity == principal);
+    let workload = workload.filter(|w| *w.identity == *principal);
     let source = Source {
         namespace: Some(namespace),
-        labels: workload.map(|w| w.labels.clone()).unwrap_or_default(),
+        labels: workload.map(|w| w.labels.to_map()).unwrap_or_default(),
         principal: Some(principal),
     };
     let downstream = Downstream {

@@ -48,7 +48,7 @@ impl StreamLog {
             .registry
             .load()
             .workload_by_ip(address.ip())
-            .map(|w| w.identity.clone());
+            .map(|w| w.identity.to_string());
     }
 
     /// Writes the line: `received` from the client, `sent` to it.

@@ -1,24 +1,31 @@
 //! A hash map for immutable snapshots: split into shards that successive snapshots share,
-//! so a change copies one shard (1/64 of the entries), not the whole map, while a lookup
-//! stays one hash and one probe.
+//! so a change copies one shard, not the whole map, while a lookup stays one hash and one
+//! probe. The number of shards grows with the map (at most [`MAX_SHARD`] entries a shard on
+//! average), so what one change copies does not grow with the cluster.
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
-/// A power of two: the shard is the top bits of the routing hash.
-const SHARDS: usize = 64;
-const SHARD_BITS: u32 = SHARDS.trailing_zeros();
+/// The fewest shards (a power of two: the shard is the top bits of the routing hash).
+const MIN_SHARD_BITS: u32 = 6;
+/// Entries a shard holds on average before the shards double.
+const MAX_SHARD: usize = 512;
 
 #[derive(Debug)]
 pub struct CowMap<K, V> {
     shards: Vec<Arc<HashMap<K, V>>>,
+    /// `shards.len() == 1 << bits`.
+    bits: u32,
+    len: usize,
 }
 
 impl<K, V> Clone for CowMap<K, V> {
     fn clone(&self) -> Self {
         Self {
             shards: self.shards.clone(),
+            bits: self.bits,
+            len: self.len,
         }
     }
 }
@@ -26,7 +33,11 @@ impl<K, V> Clone for CowMap<K, V> {
 impl<K, V> Default for CowMap<K, V> {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+            shards: (0..1usize << MIN_SHARD_BITS)
+                .map(|_| Arc::new(HashMap::new()))
+                .collect(),
+            bits: MIN_SHARD_BITS,
+            len: 0,
         }
     }
 }
@@ -78,8 +89,21 @@ impl BuildHasher for BuildRouter {
 
 impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
-        // The multiply mixes into the high bits.
-        (BuildRouter.hash_one(key) >> (u64::BITS - SHARD_BITS)) as usize
+        shard_of(key, self.bits)
+    }
+
+    /// Doubles the shards once the map outgrows them: each entry moves once per doubling,
+    /// a constant cost per insert over the map's growth.
+    fn grow(&mut self) {
+        let bits = self.bits + 1;
+        let mut shards: Vec<HashMap<K, V>> = (0..1usize << bits).map(|_| HashMap::new()).collect();
+        for shard in &self.shards {
+            for (k, v) in shard.iter() {
+                shards[shard_of(k, bits)].insert(k.clone(), v.clone());
+            }
+        }
+        self.shards = shards.into_iter().map(Arc::new).collect();
+        self.bits = bits;
     }
 
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
@@ -100,7 +124,14 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
 
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let shard = self.shard(&key);
-        Arc::make_mut(&mut self.shards[shard]).insert(key, value)
+        let old = Arc::make_mut(&mut self.shards[shard]).insert(key, value);
+        if old.is_none() {
+            self.len += 1;
+            if self.len > self.shards.len() * MAX_SHARD {
+                self.grow();
+            }
+        }
+        old
     }
 
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
@@ -113,7 +144,9 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
         if !self.shards[shard].contains_key(key) {
             return None;
         }
-        Arc::make_mut(&mut self.shards[shard]).remove(key)
+        let removed = Arc::make_mut(&mut self.shards[shard]).remove(key);
+        self.len -= usize::from(removed.is_some());
+        removed
     }
 
     /// The value of `key` to modify in place (copying its shard if shared).
@@ -130,7 +163,7 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.len()).sum()
+        self.len
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
@@ -140,6 +173,11 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.iter().map(|(_, v)| v)
     }
+}
+
+fn shard_of<Q: Hash + ?Sized>(key: &Q, bits: u32) -> usize {
+    // The multiply mixes into the high bits.
+    (BuildRouter.hash_one(key) >> (u64::BITS - bits)) as usize
 }
 
 #[cfg(test)]
@@ -179,8 +217,30 @@ mod tests {
             .filter(|(a, b)| Arc::ptr_eq(a, b))
             .count();
         assert!(
-            shared >= SHARDS - 2,
+            shared >= map.shards.len() - 2,
             "only the touched shards were copied ({shared} shared)"
         );
+    }
+
+    #[test]
+    fn shards_grow_with_the_map_so_a_change_copies_a_bounded_shard() {
+        let mut map: CowMap<u32, u32> = CowMap::default();
+        for i in 0..200_000 {
+            map.insert(i, i);
+        }
+        assert_eq!(map.len(), 200_000);
+        let largest = map.shards.iter().map(|s| s.len()).max().unwrap_or_default();
+        assert!(largest <= 2 * MAX_SHARD, "largest shard {largest}");
+        assert!((0..200_000).all(|i| map.get(&i) == Some(&i)));
+        let before = map.clone();
+        map.insert(7, 70);
+        let copied = map
+            .shards
+            .iter()
+            .zip(&before.shards)
+            .filter(|(a, b)| !Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(copied, 1);
+        assert_eq!(before.get(&7), Some(&7));
     }
 }

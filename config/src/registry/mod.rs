@@ -10,8 +10,10 @@ pub mod bound_route;
 mod change;
 mod cow;
 pub mod egress;
+mod intern;
 mod listing;
 pub mod model;
+mod name_key;
 mod required_waypoints;
 mod snapshot;
 mod state;
@@ -24,8 +26,8 @@ use tokio::sync::watch;
 
 pub use change::{Candidate, Change};
 pub use model::{
-    Endpoint, EndpointPort, HostRoutes, NamedPort, Service, ServicePort, TargetPort, WaypointRef,
-    Workload,
+    Endpoint, EndpointPort, HostRoutes, Labels, NamedPort, Service, ServicePort, TargetPort,
+    WaypointRef, Workload,
 };
 pub use snapshot::Snapshot;
 pub use state::ApplyReport;

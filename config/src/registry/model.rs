@@ -54,39 +54,107 @@ pub struct Waypoint {
     pub port: u16,
 }
 
-/// A pod, as the mesh sees it.
+/// A label (or annotation) map shared by every holder of the same content: every agent
+/// holds a workload per pod of the cluster, and the pods of one ReplicaSet have the same
+/// labels, so the registry keeps one copy of each distinct map (`registry::intern`). Reads
+/// as the map it derefs to.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels(Arc<BTreeMap<String, String>>);
+
+impl Labels {
+    pub fn new(map: BTreeMap<String, String>) -> Self {
+        Self(Arc::new(map))
+    }
+
+    /// The shared map itself (for interning).
+    pub fn shared(&self) -> &Arc<BTreeMap<String, String>> {
+        &self.0
+    }
+
+    pub fn from_shared(map: Arc<BTreeMap<String, String>>) -> Self {
+        Self(map)
+    }
+
+    /// An owned copy of the map.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        (*self.0).clone()
+    }
+}
+
+impl std::ops::Deref for Labels {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<BTreeMap<String, String>> for Labels {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Self::new(map)
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// The annotations the mesh reads of a pod, and so the only ones a [`Workload`] keeps:
+/// Istio's (`*.istio.io/*` and `istio.io/*`: capture exclusions
+/// `traffic.sidecar.istio.io/*`, DNS capture `ambient.istio.io/dns-capture`, ...). Others
+/// (`prometheus.io/*`, `kubectl.kubernetes.io/restartedAt`, ...) cost every agent memory
+/// per pod of the cluster and are read by nothing in the mesh.
+pub fn is_mesh_annotation(key: &str) -> bool {
+    key.split_once('/')
+        .is_some_and(|(domain, _)| domain == "istio.io" || domain.ends_with(".istio.io"))
+}
+
+/// A pod, as the mesh sees it. Strings many workloads share (namespace, service account,
+/// identity, node, phase) and label maps are shared between them (`registry::intern`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Workload {
     pub uid: Arc<str>,
-    pub name: String,
-    pub namespace: String,
-    pub service_account: String,
+    pub name: Arc<str>,
+    pub namespace: Arc<str>,
+    pub service_account: Arc<str>,
     /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
-    pub identity: String,
-    pub node: Option<String>,
+    pub identity: Arc<str>,
+    pub node: Option<Arc<str>>,
     /// Pod IPs; empty until the pod has one, and for host-network pods (whose address is
     /// the node's and belongs to no single pod).
-    pub ips: Vec<IpAddr>,
-    pub labels: BTreeMap<String, String>,
-    /// The pod's annotations (capture exclusions such as
-    /// `traffic.sidecar.istio.io/excludeOutboundPorts` are read from them).
-    pub annotations: BTreeMap<String, String>,
-    pub waypoint: Option<WaypointRef>,
+    pub ips: Box<[IpAddr]>,
+    pub labels: Labels,
+    /// The pod's annotations the mesh reads ([`is_mesh_annotation`]; capture exclusions
+    /// such as `traffic.sidecar.istio.io/excludeOutboundPorts` are read from them).
+    pub annotations: Labels,
+    /// Shared with the other workloads bound to the same waypoint.
+    pub waypoint: Option<Arc<WaypointRef>>,
     /// Captured by the mesh, by Istio's `istio.io/dataplane-mode` rule.
     pub in_mesh: bool,
     pub host_network: bool,
     /// `status.phase`: Pending, Running, Succeeded, Failed.
-    pub phase: Option<String>,
+    pub phase: Option<Arc<str>>,
     /// The pod's Ready condition.
     pub ready: bool,
     /// Named container ports, for Services whose `targetPort` is a name.
-    pub ports: Vec<NamedPort>,
+    pub ports: Arc<[NamedPort]>,
     /// The ports the kubelet's HTTP, TCP and gRPC probes connect to on the pod's IPs,
     /// sorted, without duplicates.
-    pub probe_ports: Vec<u16>,
+    pub probe_ports: Arc<[u16]>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NamedPort {
     pub name: Option<String>,
     pub port: u16,
@@ -165,7 +233,9 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     pub selector: Option<BTreeMap<String, String>>,
     pub labels: BTreeMap<String, String>,
-    pub endpoints: Vec<Endpoint>,
+    /// Those of its EndpointSlices, in order (a Service with one slice shares the list the
+    /// registry keeps of the slice).
+    pub endpoints: Arc<[Endpoint]>,
     pub waypoint: Option<WaypointRef>,
     pub traffic_distribution: TrafficDistribution,
 }
@@ -194,9 +264,11 @@ pub struct Endpoint {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
-    pub node: Option<String>,
-    /// The pod behind the address (`targetRef`), as namespace and name.
-    pub target: Option<(String, String)>,
+    /// Shared with the node's other endpoints and workloads.
+    pub node: Option<Arc<str>>,
+    /// The pod behind the address (`targetRef`), as namespace and name (shared with the
+    /// pod's workload).
+    pub target: Option<(Arc<str>, Arc<str>)>,
     /// The ports of the slice this endpoint came from (shared by its endpoints).
     pub ports: Arc<[EndpointPort]>,
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::model::{Service, Waypoint, Workload};
+use super::name_key::{NameKey, NamePair};
 use super::snapshot::Snapshot;
 
 impl Snapshot {
@@ -25,12 +26,12 @@ impl Snapshot {
     /// repeats, so it does not depend on hash order.
     pub fn required_waypoints(&self, workload: &Workload) -> Vec<&Arc<Waypoint>> {
         let own = self.workload_waypoint(workload);
-        let key = (workload.namespace.clone(), workload.name.clone());
+        let key: &dyn NamePair = &(&*workload.namespace, &*workload.name);
         // Bindings are resolved here rather than when indexed: a waypoint's Gateway may
         // come, go or change what it serves without the Services changing.
         let mut backed: Vec<&Arc<Waypoint>> = self
             .backed_waypoints
-            .get(&key)
+            .get(key)
             .into_iter()
             .flat_map(|bindings| bindings.values())
             .filter_map(|binding| self.waypoint(binding))
@@ -54,8 +55,8 @@ fn backed_pods(service: &Service) -> impl Iterator<Item = &str> {
         .iter()
         .filter(move |_| bound)
         .filter_map(|e| e.target.as_ref())
-        .filter(|(namespace, _)| *namespace == service.namespace)
-        .map(|(_, name)| name.as_str())
+        .filter(|(namespace, _)| **namespace == *service.namespace)
+        .map(|(_, name)| &**name)
 }
 
 /// Records what `service` (as just derived) contributes to the index.
@@ -64,7 +65,7 @@ pub(super) fn index_service(service: &Service, snapshot: &mut Snapshot) {
         return;
     };
     for pod in backed_pods(service) {
-        let key = (service.namespace.clone(), pod.to_string());
+        let key = NameKey::new(service.namespace.as_str().into(), pod.into());
         match snapshot.backed_waypoints.get_mut(&key) {
             Some(bindings) => {
                 Arc::make_mut(bindings).insert(service.name.clone(), binding.clone());
@@ -81,14 +82,14 @@ pub(super) fn index_service(service: &Service, snapshot: &mut Snapshot) {
 /// Service leave the index.
 pub(super) fn unindex_service(service: &Service, snapshot: &mut Snapshot) {
     for pod in backed_pods(service) {
-        let key = (service.namespace.clone(), pod.to_string());
+        let key: &dyn NamePair = &(service.namespace.as_str(), pod);
         let mut now_empty = false;
-        if let Some(bindings) = snapshot.backed_waypoints.get_mut(&key) {
+        if let Some(bindings) = snapshot.backed_waypoints.get_mut(key) {
             Arc::make_mut(bindings).remove(&service.name);
             now_empty = bindings.is_empty();
         }
         if now_empty {
-            snapshot.backed_waypoints.remove(&key);
+            snapshot.backed_waypoints.remove(key);
         }
     }
 }
@@ -217,11 +218,11 @@ ports: [{{name: http, port: 9080, protocol: TCP}}]
         }
         let mut matching: Vec<&Arc<Waypoint>> = snapshot
             .services()
-            .filter(|s| s.namespace == workload.namespace)
+            .filter(|s| *s.namespace == *workload.namespace)
             .filter(|s| {
                 s.endpoints.iter().any(|e| {
                     e.target.as_ref().is_some_and(|(ns, name)| {
-                        ns == &workload.namespace && name == &workload.name
+                        **ns == *workload.namespace && **name == *workload.name
                     })
                 })
             })

@@ -9,6 +9,7 @@ use super::model::{
     Endpoint, EntryHost, HostRoutes, LOCALITY_LABEL, Locality, Service, Waypoint, WaypointRef,
     Workload,
 };
+use super::name_key::{NameKey, NamePair};
 use crate::api::ObjectRef;
 use crate::api::gateway::Gateway;
 use crate::api::gateway_api::KubernetesGateway;
@@ -44,8 +45,9 @@ pub struct Snapshot {
     pub(super) mesh_config: Arc<MeshConfig>,
     pub(super) workloads_by_uid: CowMap<Arc<str>, Arc<Workload>>,
     pub(super) workloads_by_ip: CowMap<IpAddr, Arc<Workload>>,
-    pub(super) workloads_by_name: CowMap<(String, String), Arc<Workload>>,
-    pub(super) workloads_by_node: CowMap<String, NodeWorkloads>,
+    /// Every workload by (namespace, name): also what the registry keeps of each pod.
+    pub(super) workloads_by_name: CowMap<NameKey, Arc<Workload>>,
+    pub(super) workloads_by_node: CowMap<Arc<str>, NodeWorkloads>,
     /// Each Node's locality (from its labels), by name.
     pub(super) node_localities: Arc<BTreeMap<String, Locality>>,
     /// The names of the Namespaces the registry holds.
@@ -55,7 +57,7 @@ pub struct Snapshot {
     pub(super) services_by_host: CowMap<String, Arc<Service>>,
     /// The waypoint bindings of the Services each pod backs, by the pod's (namespace,
     /// name); see `required_waypoints.rs`, which keeps it and reads it.
-    pub(super) backed_waypoints: CowMap<(String, String), BackedBindings>,
+    pub(super) backed_waypoints: CowMap<NameKey, BackedBindings>,
     pub(super) routes: Arc<HashMap<String, Arc<HostRoutes>>>,
     /// Wildcard route hosts as (suffix, routes), longest suffix first.
     pub(super) wildcard_routes: Arc<Vec<(String, Arc<HostRoutes>)>>,
@@ -127,7 +129,7 @@ impl Snapshot {
     /// The pod `namespace/name`.
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Arc<Workload>> {
         self.workloads_by_name
-            .get(&(namespace.to_string(), name.to_string()))
+            .get(&(namespace, name) as &dyn NamePair)
     }
 
     pub fn workloads(&self) -> impl Iterator<Item = &Arc<Workload>> {
@@ -328,7 +330,7 @@ impl Snapshot {
         let selector = host.workload_selector.as_ref();
         self.workloads().filter(move |w| {
             selector.is_some_and(|labels| {
-                w.namespace == host.namespace
+                *w.namespace == *host.namespace
                     && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
             })
         })
@@ -446,7 +448,7 @@ impl Snapshot {
             .into_iter()
             .flat_map(|s| s.endpoints.iter())
             .filter_map(|e| self.endpoint_workload(e))
-            .map(|w| w.identity.as_str())
+            .map(|w| &*w.identity)
             .collect();
         identities.sort_unstable();
         identities.dedup();
@@ -491,7 +493,7 @@ impl Snapshot {
     /// policy and the Service; `None` when no such policy exists.
     pub fn unenforceable_policy(&self, workload: &Workload) -> Option<String> {
         use crate::api::security::Action;
-        let policies = self.authorization_policies.get(&workload.namespace)?;
+        let policies = self.authorization_policies.get(&*workload.namespace)?;
         for policy in policies {
             if !matches!(
                 policy.spec.effective_action(),

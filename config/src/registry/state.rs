@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::change::{Candidate, Change};
-use super::model::{EntryHost, HostRoutes, Locality, Workload};
+use super::intern::Interned;
+use super::model::{Endpoint, EntryHost, HostRoutes, Locality, Workload};
+use super::name_key::{NameKey, NamePair};
 use super::required_waypoints;
 use super::snapshot::Snapshot;
 use crate::api::gateway::Gateway;
@@ -37,7 +39,8 @@ fn key(r: &ObjectRef) -> Key {
 #[derive(Default)]
 struct Dirty {
     namespaces: BTreeSet<String>,
-    pods: BTreeSet<Key>,
+    /// A workload was added, changed or removed (indexed as its pod arrived).
+    pods: bool,
     services: BTreeSet<Key>,
     kinds: BTreeSet<Kind>,
     refusals: bool,
@@ -48,12 +51,21 @@ struct Dirty {
 impl Dirty {
     fn any(&self) -> bool {
         !self.namespaces.is_empty()
-            || !self.pods.is_empty()
+            || self.pods
             || !self.services.is_empty()
             || !self.kinds.is_empty()
             || self.refusals
             || self.read_warnings
     }
+}
+
+/// What the registry keeps of an EndpointSlice (not the decoded slice: every agent holds
+/// every slice of the cluster): the Service it belongs to and its endpoints, from which
+/// the Service is derived again when it or its other slices change.
+#[derive(Debug, PartialEq)]
+struct SliceEndpoints {
+    service: Option<String>,
+    endpoints: Arc<[Endpoint]>,
 }
 
 /// The outcome of one batch.
@@ -71,9 +83,16 @@ pub(super) struct State {
     pub(super) snapshot: Snapshot,
     namespaces: HashMap<String, Arc<Namespace>>,
     nodes: BTreeMap<String, Arc<Node>>,
-    pods: BTreeMap<Key, Arc<Pod>>,
-    services: BTreeMap<Key, Arc<Service>>,
-    slices: BTreeMap<Key, Arc<EndpointSlice>>,
+    // Pods are not kept: each is derived into its workload as it arrives, and the workload
+    // (in the snapshot's indexes) is all that is kept of it — every agent holds every pod
+    // of the cluster.
+    /// One copy of what many workloads hold alike.
+    interned: Interned,
+    /// What is kept of each Service: the registry's Service derived from it (the one the
+    /// snapshot has), not the decoded object.
+    services: BTreeMap<Key, Arc<super::model::Service>>,
+    /// What is kept of each EndpointSlice: its endpoints, already derived.
+    slices: BTreeMap<Key, SliceEndpoints>,
     /// (namespace, service name) → names of its slices.
     slices_by_service: HashMap<Key, BTreeSet<String>>,
     virtual_services: BTreeMap<Key, Arc<VirtualService>>,
@@ -207,7 +226,7 @@ impl State {
         if self.refusals.get(&object) == Some(&refusals) {
             return;
         }
-        let kept = self.stored(&object).is_some();
+        let kept = self.held(&object);
         for refusal in &refusals {
             warn!(
                 object = %refusal.object,
@@ -243,14 +262,28 @@ impl State {
         }
     }
 
+    /// Whether a version of `r` is in force (for Pods, Services and EndpointSlices, what was
+    /// derived of it: the decoded objects are not kept).
+    fn held(&self, r: &ObjectRef) -> bool {
+        match r.kind {
+            Kind::Pod => self.snapshot.workload(&r.namespace, &r.name).is_some(),
+            Kind::Service => self.services.contains_key(&key(r)),
+            Kind::EndpointSlice => self.slices.contains_key(&key(r)),
+            _ => self.stored(r).is_some(),
+        }
+    }
+
     fn stored(&self, r: &ObjectRef) -> Option<Object> {
         let k = key(r);
         match r.kind {
             Kind::Namespace => self.namespaces.get(&r.name).cloned().map(Object::Namespace),
             Kind::Node => self.nodes.get(&r.name).cloned().map(Object::Node),
-            Kind::Pod => self.pods.get(&k).cloned().map(Object::Pod),
-            Kind::Service => self.services.get(&k).cloned().map(Object::Service),
-            Kind::EndpointSlice => self.slices.get(&k).cloned().map(Object::EndpointSlice),
+            // Compared by the workload derived from it instead (`store_pod`).
+            Kind::Pod => None,
+            // Compared by the Service derived from it instead (`store_service`).
+            Kind::Service => None,
+            // Compared by the endpoints derived from it instead (`store_slice`).
+            Kind::EndpointSlice => None,
             Kind::VirtualService => self
                 .virtual_services
                 .get(&k)
@@ -319,7 +352,12 @@ impl State {
                 .keys()
                 .map(|name| ObjectRef::new(kind, "", name.clone()))
                 .collect(),
-            Kind::Pod => refs(kind, &self.pods),
+            Kind::Pod => self
+                .snapshot
+                .workloads_by_name
+                .iter()
+                .map(|(k, _)| ObjectRef::new(kind, &*k.namespace, &*k.name))
+                .collect(),
             Kind::Service => refs(kind, &self.services),
             Kind::EndpointSlice => refs(kind, &self.slices),
             Kind::VirtualService => refs(kind, &self.virtual_services),
@@ -353,26 +391,9 @@ impl State {
                 self.nodes.insert(r.name, node);
                 dirty.kinds.insert(r.kind);
             }
-            Object::Pod(pod) => {
-                self.pods.insert(k.clone(), pod);
-                dirty.pods.insert(k);
-            }
-            Object::Service(service) => {
-                self.services.insert(k.clone(), service);
-                dirty.services.insert(k);
-            }
-            Object::EndpointSlice(slice) => {
-                self.unlink_slice(&k, dirty);
-                if let Some(service) = slice.service_name() {
-                    let service_key = (k.0.clone(), service.to_string());
-                    self.slices_by_service
-                        .entry(service_key.clone())
-                        .or_default()
-                        .insert(k.1.clone());
-                    dirty.services.insert(service_key);
-                }
-                self.slices.insert(k, slice);
-            }
+            Object::Pod(pod) => self.store_pod(&pod, dirty),
+            Object::Service(service) => self.store_service(k, &service, dirty),
+            Object::EndpointSlice(slice) => self.store_slice(k, &slice, dirty),
             Object::VirtualService(o) => {
                 self.virtual_services.insert(k, o);
                 dirty.kinds.insert(r.kind);
@@ -445,7 +466,7 @@ impl State {
         let Some(old) = self.slices.get(k) else {
             return;
         };
-        if let Some(service) = old.service_name() {
+        if let Some(service) = &old.service {
             let service_key = (k.0.clone(), service.to_string());
             if let Some(names) = self.slices_by_service.get_mut(&service_key) {
                 names.remove(&k.1);
@@ -475,11 +496,13 @@ impl State {
                 removed
             }
             Kind::Pod => {
-                let removed = self.pods.remove(&k).is_some();
-                if removed {
-                    dirty.pods.insert(k);
+                let key: &dyn NamePair = &(r.namespace.as_str(), r.name.as_str());
+                let removed = self.snapshot.workloads_by_name.remove(key);
+                if let Some(old) = &removed {
+                    unindex_workload(old, &mut self.snapshot);
+                    dirty.pods = true;
                 }
-                removed
+                removed.is_some()
             }
             Kind::Service => {
                 let removed = self.services.remove(&k).is_some();
@@ -519,16 +542,12 @@ impl State {
         if !dirty.namespaces.is_empty() {
             self.snapshot.namespaces = Arc::new(self.namespaces.keys().cloned().collect());
         }
+        if !dirty.namespaces.is_empty() {
+            dirty.pods |= self.rebind_workloads(&dirty.namespaces);
+        }
         for namespace in &dirty.namespaces {
             let in_namespace = |k: &&Key| &k.0 == namespace;
             let start = (namespace.clone(), String::new());
-            dirty.pods.extend(
-                self.pods
-                    .range(start.clone()..)
-                    .map(|(k, _)| k)
-                    .take_while(in_namespace)
-                    .cloned(),
-            );
             dirty.services.extend(
                 self.services
                     .range(start..)
@@ -536,9 +555,6 @@ impl State {
                     .take_while(in_namespace)
                     .cloned(),
             );
-        }
-        if !dirty.pods.is_empty() {
-            self.derive_workloads(&dirty.pods);
         }
         let mut hosts_changed = false;
         if !dirty.services.is_empty() {
@@ -670,49 +686,170 @@ impl State {
         }
     }
 
-    fn derive_workloads(&mut self, pods: &BTreeSet<Key>) {
+    /// Derives the registry's Service of a Service as it arrives, unless it is the one
+    /// already held.
+    fn store_service(&mut self, k: Key, service: &Service, dirty: &mut Dirty) {
+        let namespace_labels = self.namespaces.get(&k.0).map(|ns| labels(&ns.metadata));
+        let derived = translate::service::service(
+            service,
+            namespace_labels,
+            self.endpoints_of(&k),
+            &self.snapshot.settings,
+        );
+        if self.services.get(&k).is_some_and(|held| **held == derived) {
+            return;
+        }
+        self.services.insert(k.clone(), Arc::new(derived));
+        dirty.services.insert(k);
+    }
+
+    /// The endpoints of the Service `k`'s slices: those of its one slice, shared, or a
+    /// list of all.
+    fn endpoints_of(&self, k: &Key) -> Arc<[Endpoint]> {
+        let mut slices = self
+            .slices_by_service
+            .get(k)
+            .into_iter()
+            .flatten()
+            .filter_map(|slice| self.slices.get(&(k.0.clone(), slice.clone())));
+        match (slices.next(), slices.next()) {
+            (None, _) => Arc::from([]),
+            (Some(one), None) => one.endpoints.clone(),
+            (Some(first), Some(second)) => [first, second]
+                .into_iter()
+                .chain(slices)
+                .flat_map(|slice| slice.endpoints.iter().cloned())
+                .collect(),
+        }
+    }
+
+    /// Derives the endpoints of a slice as it arrives and links them to their Service,
+    /// unless they are the ones already held.
+    fn store_slice(&mut self, k: Key, slice: &EndpointSlice, dirty: &mut Dirty) {
+        let mut endpoints = Vec::with_capacity(slice.endpoints.len());
+        for endpoint in translate::service::endpoints(slice, &k.0) {
+            endpoints.push(self.share_endpoint(endpoint));
+        }
+        let derived = SliceEndpoints {
+            service: slice.service_name().map(str::to_string),
+            endpoints: endpoints.into(),
+        };
+        if self.slices.get(&k) == Some(&derived) {
+            return;
+        }
+        self.unlink_slice(&k, dirty);
+        if let Some(service) = &derived.service {
+            let service_key = (k.0.clone(), service.clone());
+            self.slices_by_service
+                .entry(service_key.clone())
+                .or_default()
+                .insert(k.1.clone());
+            dirty.services.insert(service_key);
+        }
+        self.slices.insert(k, derived);
+    }
+
+    /// `endpoint` sharing its node and its pod's namespace and name with the workloads.
+    fn share_endpoint(&mut self, endpoint: Endpoint) -> Endpoint {
+        let node = endpoint.node.map(|n| self.interned.string(&n));
+        let target = endpoint.target.map(|(namespace, name)| {
+            let namespace = self.interned.string(&namespace);
+            let name = self
+                .snapshot
+                .workload(&namespace, &name)
+                .map_or(name, |w| w.name.clone());
+            (namespace, name)
+        });
+        Endpoint {
+            node,
+            target,
+            ..endpoint
+        }
+    }
+
+    /// Derives the workload of a pod as it arrives and indexes it, unless it is the one
+    /// already held (an update that changes nothing the mesh reads, such as a container's
+    /// status, leaves the registry unchanged).
+    fn store_pod(&mut self, pod: &Pod, dirty: &mut Dirty) {
         let settings = self.snapshot.settings.clone();
-        for k in pods {
-            let snapshot = &mut self.snapshot;
-            if let Some(old) = snapshot.workloads_by_name.remove(k) {
-                unindex_workload(&old, snapshot);
-            }
-            let Some(pod) = self.pods.get(k) else {
-                continue;
-            };
-            let namespace_labels = self.namespaces.get(&k.0).map(|ns| labels(&ns.metadata));
-            let workload = Arc::new(translate::workload::workload(
-                pod,
-                namespace_labels,
-                &settings,
-            ));
-            let snapshot = &mut self.snapshot;
-            snapshot
-                .workloads_by_uid
-                .insert(workload.uid.clone(), workload.clone());
-            for ip in &workload.ips {
-                snapshot.workloads_by_ip.insert(*ip, workload.clone());
-            }
-            if let Some(node) = &workload.node {
-                match snapshot.workloads_by_node.get_mut(node.as_str()) {
-                    Some(on_node) => {
-                        Arc::make_mut(on_node).insert(workload.uid.clone(), workload.clone());
-                    }
-                    None => {
-                        let on_node = BTreeMap::from([(workload.uid.clone(), workload.clone())]);
-                        snapshot
-                            .workloads_by_node
-                            .insert(node.clone(), Arc::new(on_node));
-                    }
+        let namespace = pod
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(crate::api::DEFAULT_NAMESPACE);
+        let namespace_labels = self
+            .namespaces
+            .get(namespace)
+            .map(|ns| labels(&ns.metadata));
+        let workload = translate::workload::workload(pod, namespace_labels, &settings);
+        self.put_workload(workload, dirty);
+    }
+
+    /// Indexes `workload` in place of the one of the same (namespace, name), unless equal.
+    fn put_workload(&mut self, workload: Workload, dirty: &mut Dirty) {
+        let snapshot = &mut self.snapshot;
+        let key: &dyn NamePair = &(&*workload.namespace, &*workload.name);
+        if snapshot
+            .workloads_by_name
+            .get(key)
+            .is_some_and(|held| **held == workload)
+        {
+            return;
+        }
+        if let Some(old) = snapshot.workloads_by_name.remove(key) {
+            unindex_workload(&old, snapshot);
+        }
+        let workload = Arc::new(self.interned.workload(workload));
+        dirty.pods = true;
+        let snapshot = &mut self.snapshot;
+        snapshot
+            .workloads_by_uid
+            .insert(workload.uid.clone(), workload.clone());
+        for ip in &workload.ips {
+            snapshot.workloads_by_ip.insert(*ip, workload.clone());
+        }
+        if let Some(node) = &workload.node {
+            match snapshot.workloads_by_node.get_mut(&**node) {
+                Some(on_node) => {
+                    Arc::make_mut(on_node).insert(workload.uid.clone(), workload.clone());
+                }
+                None => {
+                    let on_node = BTreeMap::from([(workload.uid.clone(), workload.clone())]);
+                    snapshot
+                        .workloads_by_node
+                        .insert(node.clone(), Arc::new(on_node));
                 }
             }
-            snapshot.workloads_by_name.insert(k.clone(), workload);
         }
+        let key = NameKey::new(workload.namespace.clone(), workload.name.clone());
+        snapshot.workloads_by_name.insert(key, workload);
+    }
+
+    /// Derives again what the namespaces' labels decide of their pods' workloads; returns
+    /// whether any changed. Namespaces change rarely: this looks at every workload once.
+    fn rebind_workloads(&mut self, namespaces: &BTreeSet<String>) -> bool {
+        let rebound: Vec<Workload> = self
+            .snapshot
+            .workloads_by_name
+            .iter()
+            .filter(|(k, _)| namespaces.contains(&*k.namespace))
+            .map(|(k, w)| {
+                let namespace_labels = self
+                    .namespaces
+                    .get(&*k.namespace)
+                    .map(|ns| labels(&ns.metadata));
+                translate::workload::rebind(w, namespace_labels)
+            })
+            .collect();
+        let mut dirty = Dirty::default();
+        for workload in rebound {
+            self.put_workload(workload, &mut dirty);
+        }
+        dirty.pods
     }
 
     /// Returns whether the set of service hostnames changed.
     fn derive_services(&mut self, services: &BTreeSet<Key>) -> bool {
-        let settings = self.snapshot.settings.clone();
         let mut hosts_changed = false;
         for k in services {
             let snapshot = &mut self.snapshot;
@@ -741,20 +878,13 @@ impl State {
                 continue;
             };
             hosts_changed |= old.is_none();
-            let slices = self
-                .slices_by_service
-                .get(k)
-                .into_iter()
-                .flatten()
-                .filter_map(|slice| self.slices.get(&(k.0.clone(), slice.clone())))
-                .map(Arc::as_ref);
             let namespace_labels = self.namespaces.get(&k.0).map(|ns| labels(&ns.metadata));
-            let derived = Arc::new(translate::service::service(
+            let derived = Arc::new(translate::service::rebind(
                 service,
                 namespace_labels,
-                slices,
-                &settings,
+                self.endpoints_of(k),
             ));
+            self.services.insert(k.clone(), derived.clone());
             let snapshot = &mut self.snapshot;
             for vip in &derived.vips {
                 snapshot.services_by_vip.insert(*vip, derived.clone());
@@ -1082,14 +1212,14 @@ fn unindex_workload(old: &Arc<Workload>, snapshot: &mut Snapshot) {
     }
     if let Some(node) = &old.node {
         let mut now_empty = false;
-        if let Some(on_node) = snapshot.workloads_by_node.get_mut(node.as_str()) {
+        if let Some(on_node) = snapshot.workloads_by_node.get_mut(&**node) {
             if on_node.get(&old.uid).is_some_and(|w| Arc::ptr_eq(w, old)) {
                 Arc::make_mut(on_node).remove(&old.uid);
             }
             now_empty = on_node.is_empty();
         }
         if now_empty {
-            snapshot.workloads_by_node.remove(node.as_str());
+            snapshot.workloads_by_node.remove(&**node);
         }
     }
 }

@@ -742,7 +742,7 @@ mod tests {
             ports: Vec::new(),
             selector: None,
             labels: BTreeMap::new(),
-            endpoints: Vec::new(),
+            endpoints: Vec::new().into(),
             traffic_distribution: Default::default(),
             waypoint: waypoint.map(|(ns, name)| crate::registry::model::WaypointRef {
                 name: name.into(),

@@ -46,7 +46,7 @@ pub fn authorization_policies_for<'a>(
     root_namespace: &str,
 ) -> Vec<&'a Arc<AuthorizationPolicy>> {
     let mut namespaces = vec![root_namespace];
-    if workload.namespace != root_namespace {
+    if *workload.namespace != *root_namespace {
         namespaces.push(&workload.namespace);
     }
     namespaces

@@ -254,7 +254,7 @@ mod tests {
             ports: Vec::new(),
             selector: None,
             labels: BTreeMap::new(),
-            endpoints: Vec::new(),
+            endpoints: Vec::new().into(),
             traffic_distribution: Default::default(),
             waypoint: waypoint.then(|| WaypointRef {
                 name: "waypoint".into(),

@@ -13,10 +13,11 @@ use crate::registry::model::{
     Endpoint, EndpointPort, Service, ServicePort, TargetPort, TrafficDistribution,
 };
 
-pub fn service<'a>(
+/// `endpoints`: those of the Service's EndpointSlices ([`endpoints`]), in order.
+pub fn service(
     service: &kubernetes::Service,
     namespace_labels: Option<&BTreeMap<String, String>>,
-    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    endpoints: Arc<[Endpoint]>,
     settings: &MeshSettings,
 ) -> Service {
     let meta = &service.metadata;
@@ -31,15 +32,33 @@ pub fn service<'a>(
         vips: vips(&service.spec),
         ports: service.spec.ports.iter().filter_map(service_port).collect(),
         selector: service.spec.selector.clone(),
-        endpoints: slices
-            .into_iter()
-            .flat_map(|slice| endpoints(slice, &namespace))
-            .collect(),
+        endpoints,
         waypoint: waypoint::binding(&service_labels, &namespace, namespace_labels),
         traffic_distribution: traffic_distribution(service),
         labels: service_labels,
         name,
         namespace,
+    }
+}
+
+/// `service` again after its namespace's labels or its endpoints changed: the waypoint
+/// binding (which the namespace's labels decide) and the endpoints anew, the rest as it was.
+pub fn rebind(
+    service: &Service,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    endpoints: Arc<[Endpoint]>,
+) -> Service {
+    Service {
+        name: service.name.clone(),
+        namespace: service.namespace.clone(),
+        hostname: service.hostname.clone(),
+        vips: service.vips.clone(),
+        ports: service.ports.clone(),
+        selector: service.selector.clone(),
+        endpoints,
+        waypoint: waypoint::binding(&service.labels, &service.namespace, namespace_labels),
+        traffic_distribution: service.traffic_distribution,
+        labels: service.labels.clone(),
     }
 }
 
@@ -113,7 +132,8 @@ fn service_port(port: &kubernetes::ServicePort) -> Option<ServicePort> {
     })
 }
 
-fn endpoints(slice: &EndpointSlice, namespace: &str) -> Vec<Endpoint> {
+/// The endpoints of one EndpointSlice of `namespace`.
+pub fn endpoints(slice: &EndpointSlice, namespace: &str) -> Vec<Endpoint> {
     let ports: Arc<[EndpointPort]> = slice
         .ports
         .iter()
@@ -126,7 +146,7 @@ fn endpoints(slice: &EndpointSlice, namespace: &str) -> Vec<Endpoint> {
             })
         })
         .collect();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(slice.endpoints.len());
     for endpoint in &slice.endpoints {
         let conditions = &endpoint.conditions;
         let target = endpoint
@@ -135,8 +155,8 @@ fn endpoints(slice: &EndpointSlice, namespace: &str) -> Vec<Endpoint> {
             .filter(|t| t.kind.as_deref().is_none_or(|k| k == "Pod"))
             .and_then(|t| {
                 Some((
-                    t.namespace.clone().unwrap_or_else(|| namespace.to_string()),
-                    t.name.clone()?,
+                    Arc::from(t.namespace.as_deref().unwrap_or(namespace)),
+                    Arc::from(t.name.as_deref()?),
                 ))
             });
         for address in &endpoint.addresses {
@@ -148,7 +168,7 @@ fn endpoints(slice: &EndpointSlice, namespace: &str) -> Vec<Endpoint> {
                 ready: conditions.ready.unwrap_or(true),
                 serving: conditions.serving.or(conditions.ready).unwrap_or(true),
                 terminating: conditions.terminating.unwrap_or(false),
-                node: endpoint.node_name.clone(),
+                node: endpoint.node_name.as_deref().map(Arc::from),
                 target: target.clone(),
                 ports: ports.clone(),
             });

@@ -9,7 +9,7 @@ use super::hosts::MeshSettings;
 use super::waypoint;
 use crate::api::kubernetes::Pod;
 use crate::api::{DEFAULT_NAMESPACE, labels};
-use crate::registry::model::{NamedPort, Workload};
+use crate::registry::model::{Labels, NamedPort, Workload, is_mesh_annotation};
 
 pub fn workload(
     pod: &Pod,
@@ -34,7 +34,7 @@ pub fn workload(
         .or_else(|| pod.spec.service_account.clone())
         .filter(|sa| !sa.is_empty())
         .unwrap_or_else(|| "default".to_string());
-    let pod_labels = labels(meta).clone();
+    let pod_labels = Labels::new(labels(meta).clone());
     let host_network = pod.spec.host_network;
     let phase = pod.status.phase.clone();
     let finished = matches!(phase.as_deref(), Some("Succeeded" | "Failed"));
@@ -52,11 +52,18 @@ pub fn workload(
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True")
     };
-    let mut workload = Workload {
-        identity: settings.spiffe_id(&namespace, &service_account),
-        waypoint: waypoint::binding(&pod_labels, &namespace, namespace_labels),
+    let annotations = meta
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(key, _)| is_mesh_annotation(key))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect::<BTreeMap<_, _>>();
+    Workload {
+        identity: settings.spiffe_id(&namespace, &service_account).into(),
+        waypoint: waypoint::binding(&pod_labels, &namespace, namespace_labels).map(Arc::new),
         in_mesh: !host_network && ambient_enrolled(&pod_labels, namespace_labels),
-        node: pod.spec.node_name.clone(),
+        node: pod.spec.node_name.as_deref().map(Arc::from),
         ports: pod
             .spec
             .containers
@@ -70,22 +77,32 @@ pub fn workload(
                 })
             })
             .collect(),
-        probe_ports: probe_ports(pod),
+        probe_ports: probe_ports(pod).into(),
         uid,
-        name,
-        namespace,
-        service_account,
-        ips,
+        name: name.into(),
+        namespace: namespace.into(),
+        service_account: service_account.into(),
+        ips: ips.into_boxed_slice(),
         labels: pod_labels,
-        annotations: meta.annotations.clone().unwrap_or_default(),
+        annotations: Labels::new(annotations),
         host_network,
-        phase,
+        phase: phase.as_deref().map(Arc::from),
         ready,
-    };
-    // Every agent holds a workload per pod of the cluster: no spare capacity.
-    workload.ports.shrink_to_fit();
-    workload.probe_ports.shrink_to_fit();
-    workload
+    }
+}
+
+/// `workload` again after its namespace's labels changed: what the namespace decides
+/// (enrollment, the waypoint binding) derived anew, the rest as it was.
+pub fn rebind(
+    workload: &Workload,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+) -> Workload {
+    Workload {
+        waypoint: waypoint::binding(&workload.labels, &workload.namespace, namespace_labels)
+            .map(Arc::new),
+        in_mesh: !workload.host_network && ambient_enrolled(&workload.labels, namespace_labels),
+        ..workload.clone()
+    }
 }
 
 /// The ports the kubelet's probes connect to on the pod's own IPs: `httpGet`, `tcpSocket`
@@ -186,10 +203,10 @@ mod tests {
         let ns: BTreeMap<_, _> =
             [("istio.io/dataplane-mode".to_string(), "ambient".to_string())].into();
         let w = workload(&pod(&[], false), Some(&ns), &MeshSettings::default());
-        assert_eq!(w.identity, "spiffe://cluster.local/ns/shop/sa/web");
+        assert_eq!(&*w.identity, "spiffe://cluster.local/ns/shop/sa/web");
         assert!(w.in_mesh);
         assert!(w.ready);
-        assert_eq!(w.ips, vec!["10.244.1.5".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(*w.ips, ["10.244.1.5".parse::<IpAddr>().expect("ip")]);
         let opted_out = workload(
             &pod(&[("istio.io/dataplane-mode", "none")], false),
             Some(&ns),
@@ -208,7 +225,7 @@ mod tests {
             ..Default::default()
         };
         let w = workload(&pod(&[], false), None, &settings);
-        assert_eq!(w.identity, "spiffe://example.org/ns/shop/sa/web");
+        assert_eq!(&*w.identity, "spiffe://example.org/ns/shop/sa/web");
     }
 
     #[test]
@@ -231,6 +248,6 @@ spec:
         let pod: Pod = serde_yaml::from_str(yaml).expect("pod");
         let w = workload(&pod, None, &MeshSettings::default());
         // 7000 is probed on another host; `no-such-name` names no port (the kubelet fails it).
-        assert_eq!(w.probe_ports, vec![8080, 9090]);
+        assert_eq!(*w.probe_ports, [8080, 9090]);
     }
 }

@@ -101,7 +101,7 @@ pub fn ip(text: &str) -> std::net::IpAddr {
 pub fn workload_names(snapshot: &Snapshot) -> Vec<(String, String)> {
     let mut names: Vec<_> = snapshot
         .workloads()
-        .map(|w| (w.namespace.clone(), w.name.clone()))
+        .map(|w| (w.namespace.to_string(), w.name.to_string()))
         .collect();
     names.sort();
     names

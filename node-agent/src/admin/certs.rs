@@ -95,7 +95,7 @@ fn certificates(
     let mut pods_by_identity: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for workload in snapshot.workloads_on_node(node).filter(|w| w.in_mesh) {
         pods_by_identity
-            .entry(workload.identity.as_str())
+            .entry(&*workload.identity)
             .or_default()
             .push(format!("{}/{}", workload.namespace, workload.name));
     }

@@ -23,8 +23,8 @@ pub struct WaypointRefView<'a> {
     pub name: &'a str,
 }
 
-fn waypoint_ref(waypoint: &Option<WaypointRef>) -> Option<WaypointRefView<'_>> {
-    waypoint.as_ref().map(|w| WaypointRefView {
+fn waypoint_ref(waypoint: Option<&WaypointRef>) -> Option<WaypointRefView<'_>> {
+    waypoint.map(|w| WaypointRefView {
         namespace: &w.namespace,
         name: &w.name,
     })
@@ -62,7 +62,7 @@ fn workload_view<'a>(w: &'a Workload, captured: bool, with_labels: bool) -> Work
         service_account: &w.service_account,
         in_mesh: w.in_mesh,
         captured,
-        waypoint: waypoint_ref(&w.waypoint),
+        waypoint: waypoint_ref(w.waypoint.as_deref()),
         phase: w.phase.as_deref(),
         ready: w.ready,
         host_network: w.host_network,
@@ -176,7 +176,7 @@ fn service_view(s: &Service, with_endpoints: bool) -> ServiceView<'_> {
             .collect(),
         endpoints_total: s.endpoints.len(),
         endpoints_ready: s.endpoints.iter().filter(|e| e.ready).count(),
-        waypoint: waypoint_ref(&s.waypoint),
+        waypoint: waypoint_ref(s.waypoint.as_ref()),
         endpoints: with_endpoints.then(|| s.endpoints.iter().map(endpoint_view).collect()),
     }
 }
@@ -268,7 +268,7 @@ fn peer_authentication_covers(
     let (namespace, _) = meta_name!(policy);
     let selector = policy.spec.selector.as_ref();
     (namespace == root && !has_selector(selector))
-        || (namespace == workload.namespace && selects(selector, &workload.labels))
+        || (*namespace == *workload.namespace && selects(selector, &workload.labels))
 }
 
 pub fn policies<'a>(snapshot: &'a Snapshot, node: &str) -> PoliciesView<'a> {
@@ -294,7 +294,7 @@ pub fn policies<'a>(snapshot: &'a Snapshot, node: &str) -> PoliciesView<'a> {
         }
         pods_on_node.push(PodPolicyView {
             pod: key(workload),
-            identity: workload.identity.clone(),
+            identity: workload.identity.to_string(),
             mtls_mode: snapshot.mtls_mode(workload, 0),
             authorization_policies: names,
         });

@@ -204,7 +204,7 @@ fn status<'a>(admin: &'a Admin, snapshot: &Snapshot) -> StatusView<'a> {
     let wanted: HashSet<String> = snapshot
         .workloads_on_node(&admin.node)
         .filter(|w| w.in_mesh && enrolled.iter().any(|p| *p.uid == *w.uid))
-        .map(|w| w.identity.clone())
+        .map(|w| w.identity.to_string())
         .collect();
     let now = certs::unix(SystemTime::now());
     let remaining = |c: &weft_core::identity::WorkloadCertificate| {

@@ -82,7 +82,7 @@ pub fn pod_to_enroll(
         identity,
         location: place,
         exclusions,
-        probe_ports: workload.probe_ports.clone(),
+        probe_ports: workload.probe_ports.to_vec(),
         dns_capture: crate::dns::capture_override(&workload.annotations),
     })
 }

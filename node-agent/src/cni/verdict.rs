@@ -44,7 +44,7 @@ pub fn verdict(snapshot: &Snapshot, node: &str, sandbox: &PodSandbox) -> Verdict
             None => return Verdict::Undecided(format!("the registry has no pod {key} yet")),
         },
     };
-    if workload.namespace != sandbox.namespace || workload.name != sandbox.name {
+    if *workload.namespace != *sandbox.namespace || *workload.name != *sandbox.name {
         return Verdict::Undecided(format!(
             "uid {} is pod {}/{} in the registry, not {key}",
             workload.uid, workload.namespace, workload.name

@@ -126,7 +126,7 @@ fn entry_hop(
     };
     match &destinations[pick(destinations.len()) % destinations.len()] {
         EntryDestination::Workload { workload, address } if workload.in_mesh => NextHop::Hbone {
-            identity: workload.identity.clone(),
+            identity: workload.identity.to_string(),
             hbone_address: SocketAddr::new(address.ip(), ports::HBONE),
             target: *address,
         },
@@ -187,7 +187,7 @@ pub fn resolve_near(
         };
         return match snapshot.endpoint_workload(endpoint) {
             Some(workload) if workload.in_mesh => NextHop::Hbone {
-                identity: workload.identity.clone(),
+                identity: workload.identity.to_string(),
                 hbone_address: SocketAddr::new(endpoint.address, ports::HBONE),
                 target: SocketAddr::new(endpoint.address, target_port),
             },
@@ -199,7 +199,7 @@ pub fn resolve_near(
             via_waypoint(snapshot, waypoint, dst, pick)
         }
         Some(workload) if workload.in_mesh => NextHop::Hbone {
-            identity: workload.identity.clone(),
+            identity: workload.identity.to_string(),
             hbone_address: SocketAddr::new(dst.ip(), ports::HBONE),
             target: dst,
         },
@@ -242,7 +242,7 @@ fn via_waypoint(
     }
     let (endpoint, workload) = pods[pick(pods.len()) % pods.len()];
     NextHop::Hbone {
-        identity: workload.identity.clone(),
+        identity: workload.identity.to_string(),
         hbone_address: SocketAddr::new(endpoint.address, waypoint.port),
         target: dst,
     }

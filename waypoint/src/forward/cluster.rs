@@ -219,7 +219,7 @@ impl Here<'_> {
         match pod {
             Some(workload) => Place {
                 locality: self.snapshot.workload_locality(workload),
-                labels: workload.labels.clone(),
+                labels: workload.labels.to_map(),
             },
             None => Place {
                 locality: self
@@ -239,7 +239,7 @@ impl Here<'_> {
             .workload_by_ip(address.ip())
             .map(|workload| Place {
                 locality: self.snapshot.workload_locality(workload),
-                labels: workload.labels.clone(),
+                labels: workload.labels.to_map(),
             })
             .unwrap_or_default()
     }

@@ -120,7 +120,7 @@ impl Logged {
             ctx.registry
                 .load()
                 .workload_by_ip(address.ip())
-                .map(|w| w.identity.clone())
+                .map(|w| w.identity.to_string())
         });
     }
 }

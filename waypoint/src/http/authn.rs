@@ -67,7 +67,7 @@ pub fn policies<'s>(
         let Some(workload) = &gateway.workload else {
             return Vec::new();
         };
-        let mut namespaces = vec![root, workload.namespace.as_str()];
+        let mut namespaces = vec![root, &*workload.namespace];
         namespaces.dedup();
         return namespaces
             .into_iter()

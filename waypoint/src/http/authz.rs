@@ -180,8 +180,8 @@ fn peers(ctx: &WaypointContext, snapshot: &Snapshot, down: &Downstream) -> (Peer
     let labels = down
         .source_ip
         .and_then(|ip| snapshot.workload_by_ip(ip))
-        .filter(|w| down.source.principal.as_deref() == Some(w.identity.as_str()))
-        .map(|w| w.labels.clone())
+        .filter(|w| down.source.principal.as_deref() == Some(&*w.identity))
+        .map(|w| w.labels.to_map())
         .unwrap_or_default();
     let source = PeerInfo {
         address: down.source_ip.map(|ip| std::net::SocketAddr::new(ip, 0)),

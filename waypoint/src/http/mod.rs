@@ -395,7 +395,7 @@ pub(crate) fn connection_labels(
     let source = down
         .source_ip
         .and_then(|ip| snapshot.workload_by_ip(ip))
-        .filter(|w| down.source.principal.as_deref() == Some(w.identity.as_str()));
+        .filter(|w| down.source.principal.as_deref() == Some(&*w.identity));
     let (service, destination) = match &down.target {
         Target::Service { service, .. } => (
             Some(&**service),

@@ -42,7 +42,7 @@ pub fn for_request(
         .and_then(|pod| snapshot.workload(&ctx.whereabouts.namespace, pod));
     let waypoint = |service, service_entry| TelemetryTarget {
         namespace: &ctx.namespace,
-        labels: own.map(|w| &w.labels),
+        labels: own.map(|w| &*w.labels),
         service,
         service_entry,
         gateway,
@@ -65,7 +65,7 @@ pub fn for_request(
             (
                 TelemetryTarget {
                     namespace: workload.map_or(ctx.namespace.as_str(), |w| &w.namespace),
-                    labels: workload.map(|w| &w.labels),
+                    labels: workload.map(|w| &*w.labels),
                     service: None,
                     service_entry: None,
                     gateway,

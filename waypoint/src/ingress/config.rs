@@ -103,9 +103,9 @@ fn port_map(snapshot: &Snapshot, workload: &Workload) -> HashMap<u16, u16> {
     for service in services {
         let Some(endpoint) = service.endpoints.iter().find(|e| {
             workload.ips.contains(&e.address)
-                || e.target
-                    .as_ref()
-                    .is_some_and(|(ns, name)| *ns == workload.namespace && *name == workload.name)
+                || e.target.as_ref().is_some_and(|(ns, name)| {
+                    **ns == *workload.namespace && **name == *workload.name
+                })
         }) else {
             continue;
         };

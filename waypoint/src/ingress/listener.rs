@@ -243,11 +243,11 @@ async fn serve_target<I>(
         // proves no identity.
         source: Source {
             principal: None,
-            namespace: target.workload.as_ref().map(|w| w.namespace.clone()),
+            namespace: target.workload.as_ref().map(|w| w.namespace.to_string()),
             labels: target
                 .workload
                 .as_ref()
-                .map(|w| w.labels.clone())
+                .map(|w| w.labels.to_map())
                 .unwrap_or_default(),
         },
         source_ip: Some(peer.ip()),
