@@ -83,7 +83,13 @@ async fn slow_endpoint(speaks: Speaks, delay: Duration) -> (SocketAddr, Arc<Seen
     serve(speaks, 0, delay).await
 }
 
-async fn serve(speaks: Speaks, hold: usize, delay: Duration) -> (SocketAddr, Arc<Seen>) {
+/// An endpoint on 127.0.0.1 counting the connections it accepts (and, through `handle`, what
+/// it sees on each): every accepted connection is handled on a task of its own.
+async fn listen<F, Fut>(handle: F) -> (SocketAddr, Arc<Seen>)
+where
+    F: Fn(tokio::net::TcpStream, Arc<Seen>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -92,69 +98,59 @@ async fn serve(speaks: Speaks, hold: usize, delay: Duration) -> (SocketAddr, Arc
     let shared = seen.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let seen = shared.clone();
-            seen.bump(|s| &s.accepted);
-            tokio::spawn(async move {
-                let service = service_fn({
-                    let seen = seen.clone();
-                    move |request: Request<Incoming>| {
-                        let seen = seen.clone();
-                        async move {
-                            seen.bump(|s| &s.requests);
-                            if hold > 1 {
-                                seen.until(BOUND, |s| s.count(|s| &s.requests) >= hold)
-                                    .await;
-                            }
-                            tokio::time::sleep(delay).await;
-                            let version = format!("{:?}", request.version());
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(version))))
-                        }
-                    }
-                });
-                let io = TokioIo::new(tcp);
-                let _ = match speaks {
-                    Speaks::Http1 => hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Speaks::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, service)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Speaks::Both => {
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, service)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                };
-                seen.bump(|s| &s.closed);
-            });
+            shared.bump(|s| &s.accepted);
+            tokio::spawn(handle(tcp, shared.clone()));
         }
     });
     (address, seen)
 }
 
+async fn serve(speaks: Speaks, hold: usize, delay: Duration) -> (SocketAddr, Arc<Seen>) {
+    listen(move |tcp, seen| async move {
+        let service = service_fn({
+            let seen = seen.clone();
+            move |request: Request<Incoming>| {
+                let seen = seen.clone();
+                async move {
+                    seen.bump(|s| &s.requests);
+                    if hold > 1 {
+                        seen.until(BOUND, |s| s.count(|s| &s.requests) >= hold)
+                            .await;
+                    }
+                    tokio::time::sleep(delay).await;
+                    let version = format!("{:?}", request.version());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(version))))
+                }
+            }
+        });
+        let io = TokioIo::new(tcp);
+        let _ = match speaks {
+            Speaks::Http1 => hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+                .map_err(|e| e.to_string()),
+            Speaks::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service)
+                .await
+                .map_err(|e| e.to_string()),
+            Speaks::Both => hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        seen.bump(|s| &s.closed);
+    })
+    .await
+}
+
 /// A TCP endpoint that echoes, counting the streams that reached it.
 async fn echo() -> (SocketAddr, Arc<Seen>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let seen = Arc::new(Seen::default());
-    let shared = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let seen = shared.clone();
-            seen.bump(|s| &s.accepted);
-            tokio::spawn(async move {
-                let (mut read, mut write) = tcp.split();
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-                seen.bump(|s| &s.closed);
-            });
-        }
-    });
-    (address, seen)
+    listen(|mut tcp, seen| async move {
+        let (mut read, mut write) = tcp.split();
+        let _ = tokio::io::copy(&mut read, &mut write).await;
+        seen.bump(|s| &s.closed);
+    })
+    .await
 }
 
 /// The waypoint serving `HOST` on port 80 (protocol `protocol`) at `server`, under a
@@ -555,50 +551,38 @@ async fn tcp_idle_timeout_ends_an_idle_stream_while_an_active_one_lives_on() {
 /// and closes the connection on reading the second, without an answer: what a server's
 /// idle close racing a reused connection's next request looks like to the waypoint.
 async fn closes_kept_alive_connections() -> (SocketAddr, Arc<Seen>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let seen = Arc::new(Seen::default());
-    let shared = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let seen = shared.clone();
-            seen.bump(|s| &s.accepted);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut head = Vec::new();
-                for answered in [true, false] {
-                    // One request head (these requests have no body), bounded in time.
-                    let read = tokio::time::timeout(BOUND, async {
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match tcp.read(&mut buf).await {
-                                Ok(0) | Err(_) => return false,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        true
-                    })
-                    .await;
-                    if read != Ok(true) {
-                        break;
-                    }
-                    head.clear();
-                    seen.bump(|s| &s.requests);
-                    if !answered {
-                        break;
-                    }
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nHTTP/1.1";
-                    if tcp.write_all(answer).await.is_err() {
-                        break;
+    listen(|mut tcp, seen| async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut head = Vec::new();
+        for answered in [true, false] {
+            // One request head (these requests have no body), bounded in time.
+            let read = tokio::time::timeout(BOUND, async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                drop(tcp);
-                seen.bump(|s| &s.closed);
-            });
+                true
+            })
+            .await;
+            if read != Ok(true) {
+                break;
+            }
+            head.clear();
+            seen.bump(|s| &s.requests);
+            if !answered {
+                break;
+            }
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nHTTP/1.1";
+            if tcp.write_all(answer).await.is_err() {
+                break;
+            }
         }
-    });
-    (address, seen)
+        drop(tcp);
+        seen.bump(|s| &s.closed);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
