@@ -254,18 +254,10 @@ impl IdentityManager {
                     (None, None) => return Err(forgotten()),
                 }
             }
-            // The next attempt's outcome, or the deadline (then the last error stands).
-            match tokio::time::timeout_at(deadline, state.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(forgotten()),
-                Err(_) => {
-                    let last = state.borrow();
-                    return match (last.usable(SystemTime::now()), &last.error) {
-                        (Some(cert), _) => Ok(Arc::clone(cert)),
-                        (None, Some(error)) => Err(error.clone()),
-                        (None, None) => Err(forgotten()),
-                    };
-                }
+            // The next attempt's outcome; past the deadline, the state as it is then answers
+            // (the match above, once more).
+            if let Ok(Err(_)) = tokio::time::timeout_at(deadline, state.changed()).await {
+                return Err(forgotten());
             }
         }
     }
